@@ -1,0 +1,196 @@
+//! Header field names: every RFC 3261 header, the common extensions, and
+//! their compact forms (RFC 3261 §7.3.3 and the IANA SIP header registry).
+
+macro_rules! header_names {
+    ($( $variant:ident => $canonical:literal $(, compact $compact:literal)? $(, list $list:literal)? ;)*) => {
+        /// A header field name, resolved case-insensitively from its long or compact form.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum HeaderName {
+            $(
+                #[doc = $canonical]
+                $variant,
+            )*
+            /// Any other (extension) header; its name is kept byte-exact in the message.
+            Other,
+        }
+
+        impl HeaderName {
+            /// The canonical long name, as rvoip writes it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( HeaderName::$variant => $canonical, )*
+                    HeaderName::Other => "",
+                }
+            }
+
+            /// The single-letter compact form, if the header has one.
+            pub const fn compact(self) -> Option<u8> {
+                match self {
+                    $( $( HeaderName::$variant => Some($compact), )? )*
+                    _ => None,
+                }
+            }
+
+            /// Whether the header's grammar is a comma-separated list, so that
+            /// several values may share one header line (RFC 3261 §7.3.1).
+            pub const fn is_list(self) -> bool {
+                match self {
+                    $( $( HeaderName::$variant => $list, )? )*
+                    _ => false,
+                }
+            }
+
+            const ALL: &'static [HeaderName] = &[ $( HeaderName::$variant, )* ];
+        }
+    };
+}
+
+header_names! {
+    Accept => "Accept", list true;
+    AcceptContact => "Accept-Contact", compact b'a', list true;
+    AcceptEncoding => "Accept-Encoding", list true;
+    AcceptLanguage => "Accept-Language", list true;
+    AlertInfo => "Alert-Info", list true;
+    Allow => "Allow", list true;
+    AllowEvents => "Allow-Events", compact b'u', list true;
+    AuthenticationInfo => "Authentication-Info";
+    Authorization => "Authorization";
+    CallId => "Call-ID", compact b'i';
+    CallInfo => "Call-Info", list true;
+    Contact => "Contact", compact b'm', list true;
+    ContentDisposition => "Content-Disposition";
+    ContentEncoding => "Content-Encoding", compact b'e', list true;
+    ContentLanguage => "Content-Language", list true;
+    ContentLength => "Content-Length", compact b'l';
+    ContentType => "Content-Type", compact b'c';
+    CSeq => "CSeq";
+    Date => "Date";
+    ErrorInfo => "Error-Info", list true;
+    Event => "Event", compact b'o';
+    Expires => "Expires";
+    From => "From", compact b'f';
+    Identity => "Identity", compact b'y';
+    IdentityInfo => "Identity-Info", compact b'n';
+    InReplyTo => "In-Reply-To", list true;
+    MaxForwards => "Max-Forwards";
+    MimeVersion => "MIME-Version";
+    MinExpires => "Min-Expires";
+    MinSe => "Min-SE";
+    Organization => "Organization";
+    PAssertedIdentity => "P-Asserted-Identity", list true;
+    PPreferredIdentity => "P-Preferred-Identity", list true;
+    Path => "Path", list true;
+    Priority => "Priority";
+    Privacy => "Privacy";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    ProxyAuthorization => "Proxy-Authorization";
+    ProxyRequire => "Proxy-Require", list true;
+    RAck => "RAck";
+    Reason => "Reason", list true;
+    RecordRoute => "Record-Route", list true;
+    ReferTo => "Refer-To", compact b'r';
+    ReferredBy => "Referred-By", compact b'b';
+    RejectContact => "Reject-Contact", compact b'j', list true;
+    Replaces => "Replaces";
+    ReplyTo => "Reply-To";
+    RequestDisposition => "Request-Disposition", compact b'd', list true;
+    Require => "Require", list true;
+    RetryAfter => "Retry-After";
+    Route => "Route", list true;
+    RSeq => "RSeq";
+    Server => "Server";
+    ServiceRoute => "Service-Route", list true;
+    SessionExpires => "Session-Expires", compact b'x';
+    Subject => "Subject", compact b's';
+    SubscriptionState => "Subscription-State";
+    Supported => "Supported", compact b'k', list true;
+    Timestamp => "Timestamp";
+    To => "To", compact b't';
+    Unsupported => "Unsupported", list true;
+    UserAgent => "User-Agent";
+    Via => "Via", compact b'v', list true;
+    Warning => "Warning", list true;
+    WwwAuthenticate => "WWW-Authenticate";
+}
+
+impl HeaderName {
+    /// Resolves a header name as it appears on the wire (any case, long or compact form).
+    pub fn from_bytes(name: &[u8]) -> HeaderName {
+        if let [c] = name {
+            let c = c.to_ascii_lowercase();
+            return HeaderName::ALL
+                .iter()
+                .copied()
+                .find(|h| h.compact() == Some(c))
+                .unwrap_or(HeaderName::Other);
+        }
+        // The common headers first, so the usual message resolves after a
+        // handful of length-gated comparisons.
+        const HOT: &[HeaderName] = &[
+            HeaderName::Via,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::Contact,
+            HeaderName::MaxForwards,
+            HeaderName::ContentLength,
+            HeaderName::ContentType,
+            HeaderName::Route,
+            HeaderName::RecordRoute,
+        ];
+        HOT.iter()
+            .chain(HeaderName::ALL.iter())
+            .copied()
+            .find(|h| {
+                let canonical = h.as_str().as_bytes();
+                canonical.len() == name.len() && canonical.eq_ignore_ascii_case(name)
+            })
+            .unwrap_or(HeaderName::Other)
+    }
+
+    /// Whether RFC 3261 allows at most one instance of this header in a message
+    /// (§7.3 and Table 2/3 of §20).
+    pub const fn is_single(self) -> bool {
+        matches!(
+            self,
+            HeaderName::CallId
+                | HeaderName::CSeq
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::MaxForwards
+                | HeaderName::ContentLength
+                | HeaderName::ContentType
+                | HeaderName::Expires
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeaderName;
+
+    #[test]
+    fn resolves_long_compact_and_case() {
+        assert_eq!(HeaderName::from_bytes(b"MaX-fOrWaRdS"), HeaderName::MaxForwards);
+        assert_eq!(HeaderName::from_bytes(b"v"), HeaderName::Via);
+        assert_eq!(HeaderName::from_bytes(b"I"), HeaderName::CallId);
+        assert_eq!(HeaderName::from_bytes(b"l"), HeaderName::ContentLength);
+        assert_eq!(HeaderName::from_bytes(b"cseq"), HeaderName::CSeq);
+        assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"NewFangledHeader"), HeaderName::Other);
+    }
+
+    #[test]
+    fn every_compact_form_is_unique() {
+        for a in HeaderName::ALL {
+            for b in HeaderName::ALL {
+                if a != b && a.compact().is_some() {
+                    assert_ne!(a.compact(), b.compact(), "{a:?} {b:?}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Building messages into a caller-owned, reused buffer: no allocation per
+//! header, and none at all once the buffer has grown to its working size.
+
+use std::io::Write;
+
+use super::header::HeaderName;
+use super::message::SipMessage;
+use super::values::Method;
+
+/// Writes one SIP message into `out`, which is cleared first.
+///
+/// ```
+/// use rvoip_dataplane::sip::{HeaderName, MessageWriter, Method};
+/// let mut buf = Vec::with_capacity(1500);
+/// let mut w = MessageWriter::request(&mut buf, Method::Options, b"sip:example.com");
+/// w.header(HeaderName::Via, b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1")
+///     .header(HeaderName::MaxForwards, b"70")
+///     .header_fmt(HeaderName::CSeq, format_args!("{} OPTIONS", 1));
+/// w.finish(b"");
+/// assert!(buf.starts_with(b"OPTIONS sip:example.com SIP/2.0\r\nVia: "));
+/// assert!(buf.ends_with(b"Content-Length: 0\r\n\r\n"));
+/// ```
+#[derive(Debug)]
+pub struct MessageWriter<'b> {
+    out: &'b mut Vec<u8>,
+}
+
+impl<'b> MessageWriter<'b> {
+    /// Starts a request: `METHOD uri SIP/2.0`.
+    pub fn request(out: &'b mut Vec<u8>, method: Method<'_>, uri: &[u8]) -> Self {
+        out.clear();
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(uri);
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        MessageWriter { out }
+    }
+
+    /// Starts a response: `SIP/2.0 code reason`.
+    pub fn response(out: &'b mut Vec<u8>, code: u16, reason: &[u8]) -> Self {
+        out.clear();
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "SIP/2.0 {code:03} ");
+        out.extend_from_slice(reason);
+        out.extend_from_slice(b"\r\n");
+        MessageWriter { out }
+    }
+
+    /// Appends `Name: value`. The value is written as given; it must not contain
+    /// a bare CR or LF (folded values copied from a parsed message are fine).
+    pub fn header(&mut self, name: HeaderName, value: &[u8]) -> &mut Self {
+        self.header_raw(name.as_str().as_bytes(), value)
+    }
+
+    /// Appends a header with a name given as bytes (extension headers).
+    pub fn header_raw(&mut self, name: &[u8], value: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(name);
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Appends a header whose value is formatted in place.
+    pub fn header_fmt(&mut self, name: HeaderName, value: core::fmt::Arguments<'_>) -> &mut Self {
+        self.out.extend_from_slice(name.as_str().as_bytes());
+        self.out.extend_from_slice(b": ");
+        let _ = self.out.write_fmt(value);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Appends a header whose value is the concatenation of `parts`
+    /// (`To: <copied value>;tag=abc`).
+    pub fn header_parts(&mut self, name: HeaderName, parts: &[&[u8]]) -> &mut Self {
+        self.out.extend_from_slice(name.as_str().as_bytes());
+        self.out.extend_from_slice(b": ");
+        for p in parts {
+            self.out.extend_from_slice(p);
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Ends the header section with Content-Length and appends the body.
+    pub fn finish(self, body: &[u8]) {
+        let _ = write!(self.out, "Content-Length: {}\r\n\r\n", body.len());
+        self.out.extend_from_slice(body);
+    }
+}
+
+/// Builds a response to `request` as RFC 3261 §8.2.6.2 requires: Via
+/// (every value, in order), From, Call-ID and CSeq copied; To copied, with
+/// `to_tag` added when the request's To has no tag and the response is not 100
+/// (§8.2.6.2: a 100 Trying may omit it); Timestamp copied into a 100 (§8.2.6.1).
+/// `extra` headers follow, then `Content-Length: 0`.
+pub fn write_response(
+    request: &SipMessage<'_>,
+    code: u16,
+    reason: &[u8],
+    to_tag: Option<&[u8]>,
+    extra: &[(HeaderName, &[u8])],
+    out: &mut Vec<u8>,
+) {
+    let mut w = MessageWriter::response(out, code, reason);
+    for field in request.headers() {
+        match field.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                w.header(field.name, field.value);
+            }
+            HeaderName::To => {
+                let has_tag = request.to().ok().and_then(|t| t.tag()).is_some();
+                match to_tag {
+                    Some(tag) if !has_tag && code != 100 => {
+                        w.header_parts(HeaderName::To, &[field.value, b";tag=", tag]);
+                    }
+                    _ => {
+                        w.header(HeaderName::To, field.value);
+                    }
+                }
+            }
+            HeaderName::Timestamp if code == 100 => {
+                w.header(HeaderName::Timestamp, field.value);
+            }
+            _ => {}
+        }
+    }
+    for (name, value) in extra {
+        w.header(*name, value);
+    }
+    w.finish(b"");
+}

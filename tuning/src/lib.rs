@@ -1,0 +1,1 @@
+//! rvoip-tuning
