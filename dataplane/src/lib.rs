@@ -8,6 +8,8 @@
 //! those); block or allocate per packet on the packet path; panic on any input.
 //! Protocol code here is sans-IO: bytes in, bytes out.
 
+pub mod edge;
+pub mod engine;
 pub mod pool;
 pub mod sdp;
 pub mod sip;

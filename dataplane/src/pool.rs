@@ -15,8 +15,15 @@ impl BufPool {
     /// A pool handing out buffers of `capacity` bytes, pre-filled with
     /// `prealloc` of them and keeping at most `max_free` idle ones.
     pub fn new(capacity: usize, prealloc: usize, max_free: usize) -> Self {
-        let free = (0..prealloc).map(|_| Vec::with_capacity(capacity)).collect();
-        BufPool { free, capacity, max_free: max_free.max(prealloc), misses: 0 }
+        let free = (0..prealloc)
+            .map(|_| Vec::with_capacity(capacity))
+            .collect();
+        BufPool {
+            free,
+            capacity,
+            max_free: max_free.max(prealloc),
+            misses: 0,
+        }
     }
 
     /// Takes an empty buffer, allocating only when the pool is empty.

@@ -32,7 +32,10 @@ impl<'a> NameAddr<'a> {
 impl fmt::Debug for NameAddr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NameAddr")
-            .field("display_name", &self.display_name.map(String::from_utf8_lossy))
+            .field(
+                "display_name",
+                &self.display_name.map(String::from_utf8_lossy),
+            )
             .field("uri", &self.uri)
             .field("params", &self.params)
             .finish()
@@ -99,7 +102,15 @@ pub(crate) fn name_addr_or_spec(i: In<'_>) -> PResult<'_, NameAddr<'_>> {
                 return cut_fail("a URI with headers to be enclosed in <>");
             }
             let (r, params) = header_params(r)?;
-            Ok((r, NameAddr { display_name: None, uri: u, angle_brackets: false, params: Params::header(params) }))
+            Ok((
+                r,
+                NameAddr {
+                    display_name: None,
+                    uri: u,
+                    angle_brackets: false,
+                    params: Params::header(params),
+                },
+            ))
         }
     }
 }
@@ -127,12 +138,24 @@ fn bracketed<'a>(i: In<'a>, display_name: Option<In<'a>>) -> PResult<'a, NameAdd
         return cut_fail("no white space inside <>");
     }
     let u = match uri(inner, UriEnd::Whole) {
-        Ok((r, u)) if r.is_empty() => u,
+        Ok((&[], u)) => u,
         Ok(_) => return cut_fail("a valid URI inside <>"),
-        Err(e) => return Err(nom::Err::Failure(super::grammar::Expected(super::grammar::reason(e)))),
+        Err(e) => {
+            return Err(nom::Err::Failure(super::grammar::Expected(
+                super::grammar::reason(e),
+            )));
+        }
     };
     let (r, params) = header_params(&inner_start[close + 1..])?;
-    Ok((r, NameAddr { display_name, uri: u, angle_brackets: true, params: Params::header(params) }))
+    Ok((
+        r,
+        NameAddr {
+            display_name,
+            uri: u,
+            angle_brackets: true,
+            params: Params::header(params),
+        },
+    ))
 }
 
 /// One Contact value: `*` or an address.
@@ -155,13 +178,18 @@ mod tests {
 
     #[test]
     fn forms() {
-        let a = addr(b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8").unwrap_or_else(|e| panic!("{e}"));
+        let a = addr(
+            b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.tag(), Some(&b"98asjd8"[..]));
         assert!(a.angle_brackets);
-        let a = addr(b"sip:+19725552222@gw1.example.net;unknownparam").unwrap_or_else(|e| panic!("{e}"));
+        let a = addr(b"sip:+19725552222@gw1.example.net;unknownparam")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(a.params.contains("unknownparam"));
         assert!(a.uri.params.is_empty());
-        let a = addr(b"<sip:+19725552222@gw1.example.net;unknownparam>").unwrap_or_else(|e| panic!("{e}"));
+        let a = addr(b"<sip:+19725552222@gw1.example.net;unknownparam>")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(a.uri.params.contains("unknownparam"));
         let a = addr(b"caller<sip:caller@example.com>;tag=323").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.display_name, Some(&b"caller"[..]));

@@ -54,10 +54,16 @@ const fn build() -> [u16; 256] {
         if alpha || digit {
             v |= TOKEN | UNRESERVED | WORD | HOSTNAME;
         }
-        if matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~') {
+        if matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        ) {
             v |= TOKEN;
         }
-        if matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')') {
+        if matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        ) {
             v |= UNRESERVED;
         }
         if matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
@@ -72,7 +78,10 @@ const fn build() -> [u16; 256] {
         if matches!(b, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$') {
             v |= HNV_EXTRA;
         }
-        if matches!(b, b';' | b'/' | b'?' | b':' | b'@' | b'&' | b'=' | b'+' | b'$' | b',') {
+        if matches!(
+            b,
+            b';' | b'/' | b'?' | b':' | b'@' | b'&' | b'=' | b'+' | b'$' | b','
+        ) {
             v |= RESERVED;
         }
         if matches!(

@@ -20,7 +20,10 @@ pub fn check(msg: &SipMessage<'_>) -> Result<(), SipError> {
         // RFC 3261 §19.1.1 (Table 1): headers are not allowed in a Request-URI
         // (RFC 4475 §3.1.2.11).
         if uri.headers.is_some() {
-            return Err(SipError::malformed(Part::RequestUri, "escaped headers are not allowed in a Request-URI"));
+            return Err(SipError::malformed(
+                Part::RequestUri,
+                "escaped headers are not allowed in a Request-URI",
+            ));
         }
     }
     let mut seen = [false; 128];
@@ -33,10 +36,12 @@ pub fn check(msg: &SipMessage<'_>) -> Result<(), SipError> {
         *slot = true;
         check_header(msg, name)?;
     }
-    if let (Some(method), Ok(cseq)) = (msg.method(), msg.cseq()) {
-        if cseq.method != method {
-            return Err(SipError::CSeqMethodMismatch { known_method: method.is_known() });
-        }
+    if let (Some(method), Ok(cseq)) = (msg.method(), msg.cseq())
+        && cseq.method != method
+    {
+        return Err(SipError::CSeqMethodMismatch {
+            known_method: method.is_known(),
+        });
     }
     Ok(())
 }
@@ -49,7 +54,8 @@ fn check_header(msg: &SipMessage<'_>, name: HeaderName) -> Result<(), SipError> 
         p: impl Fn(&'a [u8]) -> super::grammar::PResult<'a, T> + Copy,
     ) -> Result<(), SipError> {
         for v in msg.header_lines(name) {
-            super::grammar::all(p, v, "unexpected text after the value").map_err(|r| SipError::malformed(Part::Header(name), r))?;
+            super::grammar::all(p, v, "unexpected text after the value")
+                .map_err(|r| SipError::malformed(Part::Header(name), r))?;
         }
         Ok(())
     }
@@ -65,15 +71,11 @@ fn check_header(msg: &SipMessage<'_>, name: HeaderName) -> Result<(), SipError> 
         HeaderName::From | HeaderName::To => lines(msg, name, addr::name_addr_or_spec),
         HeaderName::CallId => {
             // call_id() reads the first line; check each.
-            for v in msg.header_lines(name) {
-                let ok = !v.is_empty()
-                    && v.split(|b| *b == b'@').count() <= 2
-                    && v.split(|b| *b == b'@').all(|w| !w.is_empty() && w.iter().all(|b| super::chars::is(*b, super::chars::WORD)));
-                if !ok {
-                    return Err(SipError::malformed(Part::Header(name), "not word[@word]"));
-                }
+            if msg.header_lines(name).all(super::message::is_call_id) {
+                Ok(())
+            } else {
+                Err(SipError::malformed(Part::Header(name), "not word[@word]"))
             }
-            Ok(())
         }
         HeaderName::CSeq => lines(msg, name, values::cseq),
         HeaderName::MaxForwards => lines(msg, name, values::max_forwards),
@@ -91,7 +93,11 @@ fn check_header(msg: &SipMessage<'_>, name: HeaderName) -> Result<(), SipError> 
         | HeaderName::Allow => list(msg.tokens(name)),
         HeaderName::Accept => {
             // An empty Accept is legal: it means no body type is acceptable.
-            if msg.header_lines(name).all(|v| v.is_empty()) { Ok(()) } else { list(msg.accept()) }
+            if msg.header_lines(name).all(|v| v.is_empty()) {
+                Ok(())
+            } else {
+                list(msg.accept())
+            }
         }
         HeaderName::Authorization
         | HeaderName::ProxyAuthorization
@@ -103,5 +109,8 @@ fn check_header(msg: &SipMessage<'_>, name: HeaderName) -> Result<(), SipError> 
 
 /// Whether `method` is one whose body rvoip reads as a session description.
 pub fn carries_sdp(method: Method<'_>) -> bool {
-    matches!(method, Method::Invite | Method::Ack | Method::Update | Method::Prack)
+    matches!(
+        method,
+        Method::Invite | Method::Ack | Method::Update | Method::Prack
+    )
 }

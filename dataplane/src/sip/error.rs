@@ -102,7 +102,9 @@ impl SipError {
             SipError::TooLarge { .. } => 513,
             SipError::VersionNotSupported => 505,
             SipError::CSeqMethodMismatch { known_method: true } => 400,
-            SipError::CSeqMethodMismatch { known_method: false } => 501,
+            SipError::CSeqMethodMismatch {
+                known_method: false,
+            } => 501,
         }
     }
 

@@ -55,7 +55,12 @@ pub struct Forward<'m, 'a> {
 impl<'m, 'a> Forward<'m, 'a> {
     /// Starts with no changes.
     pub fn new(msg: &'m SipMessage<'a>) -> Self {
-        Forward { msg, edits: SmallVec::new(), arena: SmallVec::new(), popped: SmallVec::new() }
+        Forward {
+            msg,
+            edits: SmallVec::new(),
+            arena: SmallVec::new(),
+            popped: SmallVec::new(),
+        }
     }
 
     fn splice(&mut self, at: usize, remove_to: usize, parts: &[&[u8]]) {
@@ -63,11 +68,20 @@ impl<'m, 'a> Forward<'m, 'a> {
         for p in parts {
             self.arena.extend_from_slice(p);
         }
-        self.edits.push(Edit { at: at as u32, remove_to: remove_to as u32, new_start, new_end: self.arena.len() as u32 });
+        self.edits.push(Edit {
+            at: at as u32,
+            remove_to: remove_to as u32,
+            new_start,
+            new_end: self.arena.len() as u32,
+        });
     }
 
     fn first(&self, name: HeaderName) -> Option<Field> {
-        self.msg.fields_raw().iter().find(|f| f.name == name).copied()
+        self.msg
+            .fields_raw()
+            .iter()
+            .find(|f| f.name == name)
+            .copied()
     }
 
     /// Where a new header line goes when there is no line of its kind: right
@@ -78,25 +92,39 @@ impl<'m, 'a> Forward<'m, 'a> {
 
     /// Adds `Via: value` above the topmost Via (RFC 3261 §16.6 step 8).
     pub fn push_via(&mut self, value: &[u8]) {
-        let at = self.first(HeaderName::Via).map_or(self.top_of_headers(), |f| f.name_span.start as usize);
+        let at = self
+            .first(HeaderName::Via)
+            .map_or(self.top_of_headers(), |f| f.name_span.start as usize);
         self.splice(at, at, &[b"Via: ", value, b"\r\n"]);
     }
 
     /// Adds `Record-Route: value` above any existing Record-Route (§16.6 step 4).
     pub fn add_record_route(&mut self, value: &[u8]) {
-        let at = self.first(HeaderName::RecordRoute).map_or(self.top_of_headers(), |f| f.name_span.start as usize);
+        let at = self
+            .first(HeaderName::RecordRoute)
+            .map_or(self.top_of_headers(), |f| f.name_span.start as usize);
         self.splice(at, at, &[b"Record-Route: ", value, b"\r\n"]);
     }
 
     /// Appends a header line at the end of the header section.
     pub fn add_header(&mut self, name: &[u8], value: &[u8]) {
-        let at = self.msg.fields_raw().last().map_or(self.top_of_headers(), |f| f.line_end as usize);
+        let at = self
+            .msg
+            .fields_raw()
+            .last()
+            .map_or(self.top_of_headers(), |f| f.line_end as usize);
         self.splice(at, at, &[name, b": ", value, b"\r\n"]);
     }
 
     /// Removes every line of header `name`.
     pub fn remove_header(&mut self, name: HeaderName) {
-        let lines: SmallVec<[Field; 4]> = self.msg.fields_raw().iter().filter(|f| f.name == name).copied().collect();
+        let lines: SmallVec<[Field; 4]> = self
+            .msg
+            .fields_raw()
+            .iter()
+            .filter(|f| f.name == name)
+            .copied()
+            .collect();
         for f in lines {
             self.splice(f.name_span.start as usize, f.line_end as usize, &[]);
         }
@@ -104,14 +132,24 @@ impl<'m, 'a> Forward<'m, 'a> {
 
     /// Removes the first value of list header `name`, parsed with `p`: the
     /// whole line when it holds one value, else the value and its comma.
-    fn pop_first<T>(&mut self, name: HeaderName, p: fn(&'a [u8]) -> PResult<'a, T>) -> Result<(), SipError> {
+    fn pop_first<T>(
+        &mut self,
+        name: HeaderName,
+        p: fn(&'a [u8]) -> PResult<'a, T>,
+    ) -> Result<(), SipError> {
         if self.popped.contains(&name) {
-            return Err(SipError::malformed(Part::Header(name), "removed once already"));
+            return Err(SipError::malformed(
+                Part::Header(name),
+                "removed once already",
+            ));
         }
-        let f = self.first(name).ok_or(SipError::malformed(Part::Header(name), "missing"))?;
+        let f = self
+            .first(name)
+            .ok_or(SipError::malformed(Part::Header(name), "missing"))?;
         let buf = self.msg.buffer();
         let value = &buf[f.value.range()];
-        let (rest, _) = p(value).map_err(|e| SipError::malformed(Part::Header(name), super::grammar::reason(e)))?;
+        let (rest, _) = p(value)
+            .map_err(|e| SipError::malformed(Part::Header(name), super::grammar::reason(e)))?;
         let rest = sws(rest).map_or(rest, |(r, _)| r);
         if let Some(after_comma) = rest.strip_prefix(b",") {
             let next = sws(after_comma).map_or(after_comma, |(r, _)| r);
@@ -120,7 +158,10 @@ impl<'m, 'a> Forward<'m, 'a> {
         } else if rest.is_empty() {
             self.splice(f.name_span.start as usize, f.line_end as usize, &[]);
         } else {
-            return Err(SipError::malformed(Part::Header(name), "unexpected text after a value"));
+            return Err(SipError::malformed(
+                Part::Header(name),
+                "unexpected text after a value",
+            ));
         }
         self.popped.push(name);
         Ok(())
@@ -146,17 +187,29 @@ impl<'m, 'a> Forward<'m, 'a> {
                 self.splice(at, at, &[b"Max-Forwards: 70\r\n"]);
                 Ok(70)
             }
-            Some(0) => Err(SipError::malformed(Part::Header(HeaderName::MaxForwards), "Max-Forwards is 0")),
+            Some(0) => Err(SipError::malformed(
+                Part::Header(HeaderName::MaxForwards),
+                "Max-Forwards is 0",
+            )),
             Some(n) => {
                 // A header is present, or max_forwards() would have said None.
-                let f = self.first(HeaderName::MaxForwards).ok_or(SipError::malformed(Part::Header(HeaderName::MaxForwards), "missing"))?;
+                let f = self
+                    .first(HeaderName::MaxForwards)
+                    .ok_or(SipError::malformed(
+                        Part::Header(HeaderName::MaxForwards),
+                        "missing",
+                    ))?;
                 let mut digits = [0u8; 3];
                 let len = {
                     let mut cursor = &mut digits[..];
                     let _ = write!(cursor, "{}", n - 1);
                     3 - cursor.len()
                 };
-                self.splice(f.value.start as usize, f.value.end as usize, &[&digits[..len]]);
+                self.splice(
+                    f.value.start as usize,
+                    f.value.end as usize,
+                    &[&digits[..len]],
+                );
                 Ok(n - 1)
             }
         }
@@ -166,13 +219,15 @@ impl<'m, 'a> Forward<'m, 'a> {
     /// fix-up), keeping its display name and parameters. An addr-spec Contact
     /// gets angle brackets, since the new URI may carry parameters.
     pub fn set_contact_uri(&mut self, uri: &[u8]) -> Result<(), SipError> {
-        let contact = self
-            .msg
-            .contacts()
-            .next()
-            .ok_or(SipError::malformed(Part::Header(HeaderName::Contact), "missing"))??;
+        let contact = self.msg.contacts().next().ok_or(SipError::malformed(
+            Part::Header(HeaderName::Contact),
+            "missing",
+        ))??;
         let super::addr::Contact::Addr(addr) = contact else {
-            return Err(SipError::malformed(Part::Header(HeaderName::Contact), "is '*'"));
+            return Err(SipError::malformed(
+                Part::Header(HeaderName::Contact),
+                "is '*'",
+            ));
         };
         let at = offset_in(self.msg.buffer(), addr.uri.as_bytes());
         let end = at + addr.uri.as_bytes().len();
@@ -230,7 +285,9 @@ impl<'m, 'a> Forward<'m, 'a> {
 /// Offset of `part` inside `whole`; `part` must be a subslice of it (values
 /// handed out by [`SipMessage`] are).
 fn offset_in(whole: &[u8], part: &[u8]) -> usize {
-    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize).min(whole.len())
+    (part.as_ptr() as usize)
+        .saturating_sub(whole.as_ptr() as usize)
+        .min(whole.len())
 }
 
 #[cfg(test)]
@@ -263,25 +320,44 @@ Content-Length: 4\r\n\r\nv=0\n";
         f.push_via(b"SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp");
         f.add_record_route(b"<sip:proxy.example.com;lr>");
         assert_eq!(f.decrement_max_forwards(), Ok(70));
-        f.set_contact_uri(b"sip:alice@203.0.113.9:5060;transport=udp").unwrap_or_else(|e| panic!("{e}"));
+        f.set_contact_uri(b"sip:alice@203.0.113.9:5060;transport=udp")
+            .unwrap_or_else(|e| panic!("{e}"));
         f.set_body(b"v=0\r\ns=-\r\n");
         let mut out = Vec::new();
         f.write_to(&mut out);
         let m = parse(&out);
         let vias: Vec<_> = m.vias().map(|v| v.map(|v| v.branch())).collect();
-        assert_eq!(vias, vec![Ok(Some(&b"z9hG4bKp"[..])), Ok(Some(&b"z9hG4bKb"[..]))]);
-        let routes: Vec<_> = m.routes().filter_map(Result::ok).map(|r| r.uri.as_bytes().to_vec()).collect();
+        assert_eq!(
+            vias,
+            vec![Ok(Some(&b"z9hG4bKp"[..])), Ok(Some(&b"z9hG4bKb"[..]))]
+        );
+        let routes: Vec<_> = m
+            .routes()
+            .filter_map(Result::ok)
+            .map(|r| r.uri.as_bytes().to_vec())
+            .collect();
         assert_eq!(routes, vec![b"sip:p2.example.com;lr".to_vec()]);
         assert_eq!(m.record_routes().count(), 1);
         assert_eq!(m.max_forwards(), Ok(Some(70)));
-        assert_eq!(m.extension_header("x-opaque"), Some(&b"keep ;; this ,, exactly"[..]));
+        assert_eq!(
+            m.extension_header("x-opaque"),
+            Some(&b"keep ;; this ,, exactly"[..])
+        );
         let c = m.contacts().next().and_then(Result::ok);
-        let Some(crate::sip::Contact::Addr(c)) = c else { panic!("no contact") };
-        assert_eq!(c.uri.as_bytes(), b"sip:alice@203.0.113.9:5060;transport=udp");
+        let Some(crate::sip::Contact::Addr(c)) = c else {
+            panic!("no contact")
+        };
+        assert_eq!(
+            c.uri.as_bytes(),
+            b"sip:alice@203.0.113.9:5060;transport=udp"
+        );
         assert_eq!(c.params.get("expires"), Some(Some(&b"60"[..])));
         assert_eq!(m.body(), b"v=0\r\ns=-\r\n");
         let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("\r\nX-Opaque:   keep ;; this ,, exactly\r\n"), "{text}");
+        assert!(
+            text.contains("\r\nX-Opaque:   keep ;; this ,, exactly\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub(crate) fn cut_fail<'a, O>(what: &'static str) -> PResult<'a, O> {
 }
 
 /// Runs `p`, reporting any failure as `what`.
-pub(crate) fn expect<'a, O, P>(what: &'static str, mut p: P) -> impl Parser<In<'a>, Output = O, Error = Expected>
+pub(crate) fn expect<'a, O, P>(
+    what: &'static str,
+    mut p: P,
+) -> impl Parser<In<'a>, Output = O, Error = Expected>
 where
     P: Parser<In<'a>, Output = O, Error = Expected>,
 {
@@ -90,7 +93,11 @@ pub(crate) fn lws(i: In<'_>) -> PResult<'_, ()> {
 pub(crate) fn take_class1(mask: u16, what: &'static str) -> impl Fn(In<'_>) -> PResult<'_, In<'_>> {
     move |i: In<'_>| {
         let n = i.iter().position(|b| !is(*b, mask)).unwrap_or(i.len());
-        if n == 0 { fail(what) } else { Ok((&i[n..], &i[..n])) }
+        if n == 0 {
+            fail(what)
+        } else {
+            Ok((&i[n..], &i[..n]))
+        }
     }
 }
 
@@ -102,7 +109,10 @@ pub(crate) fn token(i: In<'_>) -> PResult<'_, In<'_>> {
 
 /// A run of octets of class `mask` or `%HH` escapes, at least one. A `%` not
 /// followed by two hex digits ends the run (the caller then fails on it).
-pub(crate) fn escaped_run1(mask: u16, what: &'static str) -> impl Fn(In<'_>) -> PResult<'_, In<'_>> {
+pub(crate) fn escaped_run1(
+    mask: u16,
+    what: &'static str,
+) -> impl Fn(In<'_>) -> PResult<'_, In<'_>> {
     move |i: In<'_>| {
         let mut n = 0;
         while n < i.len() {
@@ -115,7 +125,11 @@ pub(crate) fn escaped_run1(mask: u16, what: &'static str) -> impl Fn(In<'_>) -> 
                 break;
             }
         }
-        if n == 0 { fail(what) } else { Ok((&i[n..], &i[..n])) }
+        if n == 0 {
+            fail(what)
+        } else {
+            Ok((&i[n..], &i[..n]))
+        }
     }
 }
 
@@ -177,7 +191,11 @@ pub(crate) fn generic_param(i: In<'_>) -> PResult<'_, (In<'_>, Option<In<'_>>)> 
     let (rest, value) = if after_eq.first() == Some(&b'"') {
         quoted_string(after_eq)?
     } else {
-        expect("a parameter value", take_class1(GEN_VALUE, "a parameter value")).parse(after_eq)?
+        expect(
+            "a parameter value",
+            take_class1(GEN_VALUE, "a parameter value"),
+        )
+        .parse(after_eq)?
     };
     Ok((rest, (name, Some(value))))
 }
@@ -188,7 +206,9 @@ pub(crate) fn header_params(i: In<'_>) -> PResult<'_, In<'_>> {
     let start = i;
     let mut rest = i;
     loop {
-        let Ok((after_semi, _)) = sep(b';', ";")(rest) else { break };
+        let Ok((after_semi, _)) = sep(b';', ";")(rest) else {
+            break;
+        };
         match generic_param(after_semi) {
             Ok((r, _)) => rest = r,
             Err(_) => return cut_fail("a parameter after ';'"),
@@ -252,7 +272,10 @@ pub(crate) fn parse_ipv6(text: &[u8]) -> Option<Ipv6Addr> {
 /// `host = hostname / IPv4address / IPv6reference`
 pub(crate) fn host(i: In<'_>) -> PResult<'_, Host<'_>> {
     if i.first() == Some(&b'[') {
-        let n = i[1..].iter().position(|b| !is(*b, IPV6)).map_or(i.len(), |p| p + 1);
+        let n = i[1..]
+            .iter()
+            .position(|b| !is(*b, IPV6))
+            .map_or(i.len(), |p| p + 1);
         if i.get(n) != Some(&b']') {
             return fail("a closing ']' of an IPv6 reference");
         }
@@ -263,7 +286,9 @@ pub(crate) fn host(i: In<'_>) -> PResult<'_, Host<'_>> {
     }
     let (rest, name) = take_class1(HOSTNAME, "a host")(i)?;
     if name.iter().all(|b| is(*b, DIGIT) || *b == b'.') {
-        let parsed = core::str::from_utf8(name).ok().and_then(|s| s.parse::<Ipv4Addr>().ok());
+        let parsed = core::str::from_utf8(name)
+            .ok()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok());
         return match parsed {
             Some(a) => Ok((rest, Host::V4(a))),
             None => fail("a valid IPv4 address"),
@@ -342,24 +367,44 @@ mod tests {
     #[test]
     fn params_reject_stray_semicolons() {
         assert!(header_params(b";;").is_err());
-        assert_eq!(header_params(b" ; tag = 1 ;x").map(|r| r.1), Ok(&b" ; tag = 1 ;x"[..]));
-        assert_eq!(header_params(b";a=\"q;\\\"\" z").map(|r| r.0), Ok(&b" z"[..]));
+        assert_eq!(
+            header_params(b" ; tag = 1 ;x").map(|r| r.1),
+            Ok(&b" ; tag = 1 ;x"[..])
+        );
+        assert_eq!(
+            header_params(b";a=\"q;\\\"\" z").map(|r| r.0),
+            Ok(&b" z"[..])
+        );
     }
 
     #[test]
     fn hosts() {
-        assert_eq!(host(b"192.0.2.1:5060").map(|r| r.1), Ok(Host::V4(Ipv4Addr::new(192, 0, 2, 1))));
+        assert_eq!(
+            host(b"192.0.2.1:5060").map(|r| r.1),
+            Ok(Host::V4(Ipv4Addr::new(192, 0, 2, 1)))
+        );
         assert!(host(b"192.0.2.300").is_err());
         assert!(host(b"a..b").is_err());
-        assert_eq!(host(b"example.com.").map(|r| r.1), Ok(Host::Name(b"example.com.")));
-        let v6: Ipv6Addr = "2001:db8::192.0.2.1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED);
-        assert_eq!(host(b"[2001:db8:::192.0.2.1]").map(|r| r.1), Ok(Host::V6(v6)));
+        assert_eq!(
+            host(b"example.com.").map(|r| r.1),
+            Ok(Host::Name(b"example.com."))
+        );
+        let v6: Ipv6Addr = "2001:db8::192.0.2.1"
+            .parse()
+            .unwrap_or(Ipv6Addr::UNSPECIFIED);
+        assert_eq!(
+            host(b"[2001:db8:::192.0.2.1]").map(|r| r.1),
+            Ok(Host::V6(v6))
+        );
         assert!(host(b"[2001:db8::10").is_err());
     }
 
     #[test]
     fn quoted_strings() {
-        assert_eq!(quoted_string(b"\"a\\\"b\" rest").map(|r| r.1), Ok(&b"\"a\\\"b\""[..]));
+        assert_eq!(
+            quoted_string(b"\"a\\\"b\" rest").map(|r| r.1),
+            Ok(&b"\"a\\\"b\""[..])
+        );
         assert!(quoted_string(b"\"unterminated").is_err());
         let mut out = Vec::new();
         unquote(b"\"J Rosenberg \\\\\\\"\"", &mut out);

@@ -114,40 +114,87 @@ header_names! {
     WwwAuthenticate => "WWW-Authenticate";
 }
 
+/// Hash of a name from its length and three of its octets, lowercased:
+/// constant time whatever the name's length (it selects a slot; a full
+/// comparison confirms the match).
+const fn name_hash(bytes: &[u8]) -> u32 {
+    let n = bytes.len();
+    if n == 0 {
+        return 0;
+    }
+    let first = bytes[0].to_ascii_lowercase() as u32;
+    let mid = bytes[n / 2].to_ascii_lowercase() as u32;
+    let last = bytes[n - 1].to_ascii_lowercase() as u32;
+    let h = (n as u32).wrapping_mul(0x9E37_79B1)
+        ^ first.wrapping_mul(0x85EB_CA77)
+        ^ mid.wrapping_mul(0x27D4_EB2F)
+        ^ last.wrapping_mul(0xC2B2_AE3D);
+    h ^ (h >> 15)
+}
+
+const EMPTY: u8 = u8::MAX;
+const TABLE_BITS: usize = 8;
+const TABLE_MASK: usize = (1 << TABLE_BITS) - 1;
+
+/// Open-addressing table from name hash to index in `HeaderName::ALL`,
+/// built at compile time.
+const fn build_long_table() -> [u8; 1 << TABLE_BITS] {
+    let mut t = [EMPTY; 1 << TABLE_BITS];
+    let mut i = 0;
+    while i < HeaderName::ALL.len() {
+        let mut slot = name_hash(HeaderName::ALL[i].as_str().as_bytes()) as usize & TABLE_MASK;
+        while t[slot] != EMPTY {
+            slot = (slot + 1) & TABLE_MASK;
+        }
+        t[slot] = i as u8;
+        i += 1;
+    }
+    t
+}
+
+/// Compact form letter (`a`..`z`) to index in `HeaderName::ALL`.
+const fn build_compact_table() -> [u8; 26] {
+    let mut t = [EMPTY; 26];
+    let mut i = 0;
+    while i < HeaderName::ALL.len() {
+        if let Some(c) = HeaderName::ALL[i].compact() {
+            t[(c - b'a') as usize] = i as u8;
+        }
+        i += 1;
+    }
+    t
+}
+
+static LONG: [u8; 1 << TABLE_BITS] = build_long_table();
+static COMPACT: [u8; 26] = build_compact_table();
+
 impl HeaderName {
-    /// Resolves a header name as it appears on the wire (any case, long or compact form).
+    /// Resolves a header name as it appears on the wire (any case, long or
+    /// compact form): one hash and, for a known name, one comparison.
     pub fn from_bytes(name: &[u8]) -> HeaderName {
         if let [c] = name {
             let c = c.to_ascii_lowercase();
-            return HeaderName::ALL
-                .iter()
-                .copied()
-                .find(|h| h.compact() == Some(c))
-                .unwrap_or(HeaderName::Other);
+            if c.is_ascii_lowercase() {
+                let i = COMPACT[(c - b'a') as usize];
+                if i != EMPTY {
+                    return HeaderName::ALL[i as usize];
+                }
+            }
+            return HeaderName::Other;
         }
-        // The common headers first, so the usual message resolves after a
-        // handful of length-gated comparisons.
-        const HOT: &[HeaderName] = &[
-            HeaderName::Via,
-            HeaderName::From,
-            HeaderName::To,
-            HeaderName::CallId,
-            HeaderName::CSeq,
-            HeaderName::Contact,
-            HeaderName::MaxForwards,
-            HeaderName::ContentLength,
-            HeaderName::ContentType,
-            HeaderName::Route,
-            HeaderName::RecordRoute,
-        ];
-        HOT.iter()
-            .chain(HeaderName::ALL.iter())
-            .copied()
-            .find(|h| {
-                let canonical = h.as_str().as_bytes();
-                canonical.len() == name.len() && canonical.eq_ignore_ascii_case(name)
-            })
-            .unwrap_or(HeaderName::Other)
+        let mut slot = name_hash(name) as usize & TABLE_MASK;
+        loop {
+            let i = LONG[slot];
+            if i == EMPTY {
+                return HeaderName::Other;
+            }
+            let h = HeaderName::ALL[i as usize];
+            let canonical = h.as_str().as_bytes();
+            if canonical.len() == name.len() && canonical.eq_ignore_ascii_case(name) {
+                return h;
+            }
+            slot = (slot + 1) & TABLE_MASK;
+        }
     }
 
     /// Whether RFC 3261 allows at most one instance of this header in a message
@@ -173,14 +220,20 @@ mod tests {
 
     #[test]
     fn resolves_long_compact_and_case() {
-        assert_eq!(HeaderName::from_bytes(b"MaX-fOrWaRdS"), HeaderName::MaxForwards);
+        assert_eq!(
+            HeaderName::from_bytes(b"MaX-fOrWaRdS"),
+            HeaderName::MaxForwards
+        );
         assert_eq!(HeaderName::from_bytes(b"v"), HeaderName::Via);
         assert_eq!(HeaderName::from_bytes(b"I"), HeaderName::CallId);
         assert_eq!(HeaderName::from_bytes(b"l"), HeaderName::ContentLength);
         assert_eq!(HeaderName::from_bytes(b"cseq"), HeaderName::CSeq);
         assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
-        assert_eq!(HeaderName::from_bytes(b"NewFangledHeader"), HeaderName::Other);
+        assert_eq!(
+            HeaderName::from_bytes(b"NewFangledHeader"),
+            HeaderName::Other
+        );
     }
 
     #[test]

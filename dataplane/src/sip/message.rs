@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 use super::addr::{Contact, NameAddr, contact, name_addr, name_addr_or_spec};
 use super::chars::{self, DIGIT, TOKEN, WSP, is};
 use super::error::{Limit, Part, SipError};
-use super::grammar::{In, PResult, Expected, reason, sws};
+use super::grammar::{Expected, In, PResult, reason, sws};
 use super::header::HeaderName;
 use super::limits::Limits;
 use super::uri::Uri;
@@ -47,7 +47,10 @@ impl Span {
     #[inline]
     fn new(start: usize, end: usize) -> Span {
         // Messages are bounded by Limits::max_message_size, far below u32::MAX.
-        Span { start: start as u32, end: end as u32 }
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
     }
     #[inline]
     pub(crate) fn range(self) -> core::ops::Range<usize> {
@@ -100,15 +103,44 @@ pub struct HeaderField<'a> {
 
 impl fmt::Debug for HeaderField<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", String::from_utf8_lossy(self.raw_name), String::from_utf8_lossy(self.value))
+        write!(
+            f,
+            "{}: {}",
+            String::from_utf8_lossy(self.raw_name),
+            String::from_utf8_lossy(self.value)
+        )
     }
+}
+
+/// `callid = word [ "@" word ]` (RFC 3261 §25.1).
+pub(crate) fn is_call_id(v: &[u8]) -> bool {
+    let mut ats = 0;
+    let mut run = 0;
+    for &b in v {
+        if b == b'@' {
+            if run == 0 {
+                return false;
+            }
+            ats += 1;
+            run = 0;
+        } else if is(b, chars::WORD) {
+            run += 1;
+        } else {
+            return false;
+        }
+    }
+    run > 0 && ats <= 1
 }
 
 /// Finds the end of the line starting at `from`: (end of content, start of next line).
 #[inline]
 fn line_at(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let nl = memchr::memchr(b'\n', &buf[from..])? + from;
-    let end = if nl > from && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let end = if nl > from && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     Some((end, nl + 1))
 }
 
@@ -122,7 +154,8 @@ fn parse_start_line(line: &[u8], base: usize) -> Result<StartLine, SipError> {
             return Err(BAD("malformed SIP-Version"));
         };
         let (major, minor) = (&num[..dot], &num[dot + 1..]);
-        if major.is_empty() || minor.is_empty() || !major.iter().chain(minor).all(|b| is(*b, DIGIT)) {
+        if major.is_empty() || minor.is_empty() || !major.iter().chain(minor).all(|b| is(*b, DIGIT))
+        {
             return Err(BAD("malformed SIP-Version"));
         }
         if major != b"2" || minor != b"0" {
@@ -135,23 +168,37 @@ fn parse_start_line(line: &[u8], base: usize) -> Result<StartLine, SipError> {
         let sp = memchr::memchr(b' ', line).ok_or(BAD("no status code"))?;
         check_version(&line[..sp])?;
         let rest = &line[sp + 1..];
-        if rest.len() < 3 || !rest[..3].iter().all(|b| is(*b, DIGIT)) || rest.get(3).is_some_and(|b| *b != b' ') {
+        if rest.len() < 3
+            || !rest[..3].iter().all(|b| is(*b, DIGIT))
+            || rest.get(3).is_some_and(|b| *b != b' ')
+        {
             return Err(BAD("status code is not three digits"));
         }
-        let code = u16::from(rest[0] - b'0') * 100 + u16::from(rest[1] - b'0') * 10 + u16::from(rest[2] - b'0');
+        let code = u16::from(rest[0] - b'0') * 100
+            + u16::from(rest[1] - b'0') * 10
+            + u16::from(rest[2] - b'0');
         if !(100..=699).contains(&code) {
             return Err(BAD("status code outside 100-699"));
         }
         let reason_start = (sp + 1 + 4).min(line.len());
         let reason = &line[reason_start..];
-        if reason.iter().any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f) {
+        if reason
+            .iter()
+            .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+        {
             return Err(BAD("control character in the reason phrase"));
         }
-        return Ok(StartLine::Response { code, reason: Span::new(base + reason_start, base + line.len()) });
+        return Ok(StartLine::Response {
+            code,
+            reason: Span::new(base + reason_start, base + line.len()),
+        });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version; exactly one SP
     // between elements and none at the end (RFC 4475 §3.1.2.9, §3.1.2.10).
-    let m_end = line.iter().position(|b| !is(*b, TOKEN)).unwrap_or(line.len());
+    let m_end = line
+        .iter()
+        .position(|b| !is(*b, TOKEN))
+        .unwrap_or(line.len());
     if m_end == 0 {
         return Err(BAD("no method"));
     }
@@ -159,7 +206,10 @@ fn parse_start_line(line: &[u8], base: usize) -> Result<StartLine, SipError> {
         return Err(BAD("method is not a token followed by one space"));
     }
     let uri_start = m_end + 1;
-    let uri_len = line[uri_start..].iter().position(|b| *b == b' ').ok_or(BAD("no SIP-Version"))?;
+    let uri_len = line[uri_start..]
+        .iter()
+        .position(|b| *b == b' ')
+        .ok_or(BAD("no SIP-Version"))?;
     if uri_len == 0 {
         return Err(BAD("more than one space between method and Request-URI"));
     }
@@ -186,9 +236,16 @@ impl<'a> SipMessage<'a> {
     ///
     /// With [`Framing::Datagram`] octets after the body are ignored
     /// (RFC 3261 §18.3); [`SipMessage::len`] tells how many were used.
-    pub fn parse(buf: &'a [u8], framing: Framing, limits: &Limits) -> Result<SipMessage<'a>, SipError> {
+    pub fn parse(
+        buf: &'a [u8],
+        framing: Framing,
+        limits: &Limits,
+    ) -> Result<SipMessage<'a>, SipError> {
         // RFC 3261 §7.5: CRLFs before the start line are ignored (keep-alives).
-        let mut pos = buf.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(buf.len());
+        let mut pos = buf
+            .iter()
+            .position(|b| *b != b'\r' && *b != b'\n')
+            .unwrap_or(buf.len());
         if pos == buf.len() {
             return Err(if framing == Framing::Stream {
                 SipError::Incomplete
@@ -198,18 +255,27 @@ impl<'a> SipMessage<'a> {
         }
         let limit_line = |len: usize| -> Result<(), SipError> {
             if len > limits.max_line_length {
-                Err(SipError::TooLarge { limit: Limit::LineLength, max: limits.max_line_length })
+                Err(SipError::TooLarge {
+                    limit: Limit::LineLength,
+                    max: limits.max_line_length,
+                })
             } else {
                 Ok(())
             }
         };
         let unterminated = |pos: usize| -> SipError {
             if buf.len() - pos > limits.max_line_length {
-                SipError::TooLarge { limit: Limit::LineLength, max: limits.max_line_length }
+                SipError::TooLarge {
+                    limit: Limit::LineLength,
+                    max: limits.max_line_length,
+                }
             } else if framing == Framing::Stream {
                 SipError::Incomplete
             } else {
-                SipError::malformed(Part::Framing, "header section is not terminated by an empty line")
+                SipError::malformed(
+                    Part::Framing,
+                    "header section is not terminated by an empty line",
+                )
             }
         };
 
@@ -230,12 +296,18 @@ impl<'a> SipMessage<'a> {
             let (end, next) = match line_at(buf, pos) {
                 Some(l) => l,
                 None if framing == Framing::Text => {
-                    if pos < buf.len() { (buf.len(), buf.len()) } else { (pos, pos) }
+                    if pos < buf.len() {
+                        (buf.len(), buf.len())
+                    } else {
+                        (pos, pos)
+                    }
                 }
                 // A datagram that ends right after a complete header line is
                 // read as having no body: the empty line is all that is
                 // missing, and the header lines themselves are intact.
-                None if framing == Framing::Datagram && pos == buf.len() && !fields.is_empty() => (pos, pos),
+                None if framing == Framing::Datagram && pos == buf.len() && !fields.is_empty() => {
+                    (pos, pos)
+                }
                 None => return Err(unterminated(pos)),
             };
             limit_line(end - pos)?;
@@ -247,7 +319,10 @@ impl<'a> SipMessage<'a> {
             if is(line[0], WSP) {
                 // A fold: the previous field's value continues on this line.
                 let Some(last) = fields.last_mut() else {
-                    return Err(SipError::malformed(Part::Framing, "continuation line before any header"));
+                    return Err(SipError::malformed(
+                        Part::Framing,
+                        "continuation line before any header",
+                    ));
                 };
                 let trimmed = line.iter().rposition(|b| !is(*b, WSP)).map(|p| pos + p + 1);
                 if let Some(value_end) = trimmed {
@@ -259,16 +334,25 @@ impl<'a> SipMessage<'a> {
                 }
                 last.line_end = next as u32;
             } else {
-                let name_len = line.iter().position(|b| !is(*b, TOKEN)).unwrap_or(line.len());
+                let name_len = line
+                    .iter()
+                    .position(|b| !is(*b, TOKEN))
+                    .unwrap_or(line.len());
                 if name_len == 0 {
-                    return Err(SipError::malformed(Part::Framing, "header line does not start with a field name"));
+                    return Err(SipError::malformed(
+                        Part::Framing,
+                        "header line does not start with a field name",
+                    ));
                 }
                 let mut colon = name_len;
                 while colon < line.len() && is(line[colon], WSP) {
                     colon += 1;
                 }
                 if line.get(colon) != Some(&b':') {
-                    return Err(SipError::malformed(Part::Framing, "header field name is not followed by ':'"));
+                    return Err(SipError::malformed(
+                        Part::Framing,
+                        "header field name is not followed by ':'",
+                    ));
                 }
                 let mut vs = colon + 1;
                 while vs < line.len() && is(line[vs], WSP) {
@@ -279,7 +363,10 @@ impl<'a> SipMessage<'a> {
                     ve -= 1;
                 }
                 if fields.len() == limits.max_headers {
-                    return Err(SipError::TooLarge { limit: Limit::HeaderCount, max: limits.max_headers });
+                    return Err(SipError::TooLarge {
+                        limit: Limit::HeaderCount,
+                        max: limits.max_headers,
+                    });
                 }
                 fields.push(Field {
                     name: HeaderName::from_bytes(&line[..name_len]),
@@ -297,7 +384,10 @@ impl<'a> SipMessage<'a> {
 
         // Content-Length (RFC 3261 §18.3, §20.14); values must agree.
         let mut content_length: Option<usize> = None;
-        for f in fields.iter().filter(|f| f.name == HeaderName::ContentLength) {
+        for f in fields
+            .iter()
+            .filter(|f| f.name == HeaderName::ContentLength)
+        {
             let v = chars::trim_lws(&buf[f.value.range()]);
             if v.is_empty() || !v.iter().all(|b| is(*b, DIGIT)) {
                 if framing == Framing::Text {
@@ -311,7 +401,10 @@ impl<'a> SipMessage<'a> {
             let n = super::grammar::parse_u32(v).map_or(usize::MAX, |n| n as usize);
             match content_length {
                 Some(prev) if prev != n && framing != Framing::Text => {
-                    return Err(SipError::malformed(Part::Framing, "conflicting Content-Length values"));
+                    return Err(SipError::malformed(
+                        Part::Framing,
+                        "conflicting Content-Length values",
+                    ));
                 }
                 _ => content_length = Some(n),
             }
@@ -321,7 +414,10 @@ impl<'a> SipMessage<'a> {
             Framing::Text => available,
             Framing::Datagram => match content_length {
                 Some(n) if n > available => {
-                    return Err(SipError::malformed(Part::Framing, "Content-Length exceeds the octets in the datagram"));
+                    return Err(SipError::malformed(
+                        Part::Framing,
+                        "Content-Length exceeds the octets in the datagram",
+                    ));
                 }
                 Some(n) => n,
                 None => available,
@@ -334,14 +430,20 @@ impl<'a> SipMessage<'a> {
                     ));
                 }
                 Some(n) if n > limits.max_message_size => {
-                    return Err(SipError::TooLarge { limit: Limit::MessageSize, max: limits.max_message_size });
+                    return Err(SipError::TooLarge {
+                        limit: Limit::MessageSize,
+                        max: limits.max_message_size,
+                    });
                 }
                 Some(n) if n > available => return Err(SipError::Incomplete),
                 Some(n) => n,
             },
         };
         if body_start + body_len > limits.max_message_size {
-            return Err(SipError::TooLarge { limit: Limit::MessageSize, max: limits.max_message_size });
+            return Err(SipError::TooLarge {
+                limit: Limit::MessageSize,
+                max: limits.max_message_size,
+            });
         }
         Ok(SipMessage {
             buf,
@@ -400,7 +502,9 @@ impl<'a> SipMessage<'a> {
     /// The method of a request.
     pub fn method(&self) -> Option<Method<'a>> {
         match self.start {
-            StartLine::Request { method, .. } => Some(Method::from_bytes(&self.buf[method.range()])),
+            StartLine::Request { method, .. } => {
+                Some(Method::from_bytes(&self.buf[method.range()]))
+            }
             StartLine::Response { .. } => None,
         }
     }
@@ -415,7 +519,9 @@ impl<'a> SipMessage<'a> {
 
     /// The parsed Request-URI of a request.
     pub fn request_uri(&self) -> Result<Uri<'a>, SipError> {
-        let raw = self.request_uri_bytes().ok_or(SipError::malformed(Part::StartLine, "not a request"))?;
+        let raw = self
+            .request_uri_bytes()
+            .ok_or(SipError::malformed(Part::StartLine, "not a request"))?;
         Uri::parse(raw).map_err(|r| SipError::malformed(Part::RequestUri, r))
     }
 
@@ -456,19 +562,28 @@ impl<'a> SipMessage<'a> {
 
     /// The value of the first field named `name`.
     pub fn header(&self, name: HeaderName) -> Option<&'a [u8]> {
-        self.fields.iter().find(|f| f.name == name).map(|f| &self.buf[f.value.range()])
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| &self.buf[f.value.range()])
     }
 
     /// The values of every field named `name`, one per line.
     pub fn header_lines(&self, name: HeaderName) -> impl Iterator<Item = &'a [u8]> + '_ {
-        self.fields.iter().filter(move |f| f.name == name).map(|f| &self.buf[f.value.range()])
+        self.fields
+            .iter()
+            .filter(move |f| f.name == name)
+            .map(|f| &self.buf[f.value.range()])
     }
 
     /// The value of the first extension header with this exact name (case-insensitive).
     pub fn extension_header(&self, name: &str) -> Option<&'a [u8]> {
         self.fields
             .iter()
-            .find(|f| f.name == HeaderName::Other && self.buf[f.name_span.range()].eq_ignore_ascii_case(name.as_bytes()))
+            .find(|f| {
+                f.name == HeaderName::Other
+                    && self.buf[f.name_span.range()].eq_ignore_ascii_case(name.as_bytes())
+            })
             .map(|f| &self.buf[f.value.range()])
     }
 
@@ -478,12 +593,23 @@ impl<'a> SipMessage<'a> {
     }
 
     /// Parses the single value of header `name` with `p`.
-    fn single<T>(&self, name: HeaderName, p: impl Parser<In<'a>, Output = T, Error = Expected>) -> Result<T, SipError> {
-        let v = self.header(name).ok_or(SipError::malformed(Part::Header(name), "missing"))?;
-        super::grammar::all(p, v, "unexpected text after the value").map_err(|r| SipError::malformed(Part::Header(name), r))
+    fn single<T>(
+        &self,
+        name: HeaderName,
+        p: impl Parser<In<'a>, Output = T, Error = Expected>,
+    ) -> Result<T, SipError> {
+        let v = self
+            .header(name)
+            .ok_or(SipError::malformed(Part::Header(name), "missing"))?;
+        super::grammar::all(p, v, "unexpected text after the value")
+            .map_err(|r| SipError::malformed(Part::Header(name), r))
     }
 
-    fn optional<T>(&self, name: HeaderName, p: impl Parser<In<'a>, Output = T, Error = Expected>) -> Result<Option<T>, SipError> {
+    fn optional<T>(
+        &self,
+        name: HeaderName,
+        p: impl Parser<In<'a>, Output = T, Error = Expected>,
+    ) -> Result<Option<T>, SipError> {
         match self.header(name) {
             None => Ok(None),
             Some(_) => self.single(name, p).map(Some),
@@ -491,17 +617,36 @@ impl<'a> SipMessage<'a> {
     }
 
     /// Every value of list header `name` across all its lines, parsed with `p`.
-    pub(crate) fn list<T>(&self, name: HeaderName, p: fn(In<'a>) -> PResult<'a, T>) -> List<'_, 'a, T> {
-        List { msg: self, name, field: 0, rest: None, parse: p, count: 0, done: false }
+    pub(crate) fn list<T>(
+        &self,
+        name: HeaderName,
+        p: fn(In<'a>) -> PResult<'a, T>,
+    ) -> List<'_, 'a, T> {
+        List {
+            msg: self,
+            name,
+            field: 0,
+            rest: None,
+            parse: p,
+            count: 0,
+            done: false,
+        }
     }
 
     /// Call-ID (RFC 3261 §20.8): `word [ "@" word ]`.
     pub fn call_id(&self) -> Result<&'a [u8], SipError> {
-        let v = self.header(HeaderName::CallId).ok_or(SipError::malformed(Part::Header(HeaderName::CallId), "missing"))?;
-        let ok = !v.is_empty()
-            && v.split(|b| *b == b'@').count() <= 2
-            && v.split(|b| *b == b'@').all(|w| !w.is_empty() && w.iter().all(|b| is(*b, chars::WORD)));
-        if ok { Ok(v) } else { Err(SipError::malformed(Part::Header(HeaderName::CallId), "not word[@word]")) }
+        let v = self.header(HeaderName::CallId).ok_or(SipError::malformed(
+            Part::Header(HeaderName::CallId),
+            "missing",
+        ))?;
+        if is_call_id(v) {
+            Ok(v)
+        } else {
+            Err(SipError::malformed(
+                Part::Header(HeaderName::CallId),
+                "not word[@word]",
+            ))
+        }
     }
 
     /// CSeq.
@@ -546,7 +691,10 @@ impl<'a> SipMessage<'a> {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'a>, SipError> {
-        self.vias().next().unwrap_or(Err(SipError::malformed(Part::Header(HeaderName::Via), "missing")))
+        self.vias().next().unwrap_or(Err(SipError::malformed(
+            Part::Header(HeaderName::Via),
+            "missing",
+        )))
     }
 
     /// Every Contact value.
@@ -622,7 +770,9 @@ impl<'a, T> Iterator for List<'_, 'a, T> {
         let input = match self.rest.take() {
             Some(r) => r,
             None => {
-                let f = self.msg.fields[self.field..].iter().position(|f| f.name == name)?;
+                let f = self.msg.fields[self.field..]
+                    .iter()
+                    .position(|f| f.name == name)?;
                 self.field += f + 1;
                 let v = &self.msg.buf[self.msg.fields[self.field - 1].value.range()];
                 if v.is_empty() {
@@ -636,7 +786,10 @@ impl<'a, T> Iterator for List<'_, 'a, T> {
         let max = self.msg.max_list_values as usize;
         if self.count > max {
             self.done = true;
-            return Some(Err(SipError::TooLarge { limit: Limit::ListLength, max }));
+            return Some(Err(SipError::TooLarge {
+                limit: Limit::ListLength,
+                max,
+            }));
         }
         match (self.parse)(input) {
             Ok((rest, v)) => {

@@ -3,7 +3,10 @@
 
 use core::fmt;
 
-use super::chars::{self, ALPHA, DIGIT, HEX, HNV_EXTRA, PARAM_EXTRA, PASSWORD_EXTRA, TEL, UNRESERVED, USER_EXTRA, is, is_lws};
+use super::chars::{
+    self, ALPHA, DIGIT, HEX, HNV_EXTRA, PARAM_EXTRA, PASSWORD_EXTRA, TEL, UNRESERVED, USER_EXTRA,
+    is, is_lws,
+};
 use super::grammar::{Host, In, PResult, escaped_run1, fail, generic_param, host, port, sep};
 
 /// A URI scheme.
@@ -37,11 +40,17 @@ pub struct Params<'a> {
 
 impl<'a> Params<'a> {
     pub(crate) const fn header(raw: &'a [u8]) -> Self {
-        Params { raw, style: ParamStyle::Header }
+        Params {
+            raw,
+            style: ParamStyle::Header,
+        }
     }
 
     pub(crate) const fn uri(raw: &'a [u8]) -> Self {
-        Params { raw, style: ParamStyle::Uri }
+        Params {
+            raw,
+            style: ParamStyle::Uri,
+        }
     }
 
     /// The parameters exactly as written, leading `;` included.
@@ -57,13 +66,18 @@ impl<'a> Params<'a> {
     /// Every parameter as `(name, value)`, in order. Names are as written;
     /// compare them case-insensitively.
     pub fn iter(&self) -> ParamIter<'a> {
-        ParamIter { rest: self.raw, style: self.style }
+        ParamIter {
+            rest: self.raw,
+            style: self.style,
+        }
     }
 
     /// The value of the first parameter named `name` (case-insensitive):
     /// `Some(None)` for a flag such as `lr`, `None` when absent.
     pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
     }
 
     /// Whether a parameter named `name` is present.
@@ -222,7 +236,7 @@ impl<'a> Uri<'a> {
     /// Parses a URI that must be the whole of `text` (e.g. a Request-URI).
     pub fn parse(text: &'a [u8]) -> Result<Uri<'a>, &'static str> {
         match uri(text, UriEnd::Whole) {
-            Ok((rest, u)) if rest.is_empty() => Ok(u),
+            Ok((&[], u)) => Ok(u),
             Ok(_) => Err("unexpected characters in URI"),
             Err(e) => Err(super::grammar::reason(e)),
         }
@@ -261,7 +275,11 @@ pub fn unescaped_eq(text: &[u8], plain: &[u8]) -> bool {
     let mut i = 0;
     let mut j = 0;
     while i < text.len() {
-        let c = if text[i] == b'%' && i + 2 < text.len() && is(text[i + 1], HEX) && is(text[i + 2], HEX) {
+        let c = if text[i] == b'%'
+            && i + 2 < text.len()
+            && is(text[i + 1], HEX)
+            && is(text[i + 2], HEX)
+        {
             i += 3;
             chars::hex_value(text[i - 2]) << 4 | chars::hex_value(text[i - 1])
         } else {
@@ -296,7 +314,10 @@ pub(crate) fn uri(i: In<'_>, end: UriEnd) -> PResult<'_, Uri<'_>> {
         Some(b'<') => return fail("a URI without enclosing <>"),
         _ => return fail("a URI"),
     }
-    let n = i.iter().position(|b| !(is(*b, ALPHA | DIGIT) || matches!(b, b'+' | b'-' | b'.'))).unwrap_or(i.len());
+    let n = i
+        .iter()
+        .position(|b| !(is(*b, ALPHA | DIGIT) || matches!(b, b'+' | b'-' | b'.')))
+        .unwrap_or(i.len());
     if i.get(n) != Some(&b':') {
         return fail("a URI scheme followed by ':'");
     }
@@ -304,7 +325,10 @@ pub(crate) fn uri(i: In<'_>, end: UriEnd) -> PResult<'_, Uri<'_>> {
     let body = &i[n + 1..];
     let extent_len = match end {
         UriEnd::Whole => body.len(),
-        UriEnd::AddrSpec => body.iter().position(|b| matches!(b, b';' | b',' | b'>') || is_lws(*b)).unwrap_or(body.len()),
+        UriEnd::AddrSpec => body
+            .iter()
+            .position(|b| matches!(b, b';' | b',' | b'>') || is_lws(*b))
+            .unwrap_or(body.len()),
     };
     let extent = &body[..extent_len];
     let mut u = Uri {
@@ -348,7 +372,10 @@ pub(crate) fn uri(i: In<'_>, end: UriEnd) -> PResult<'_, Uri<'_>> {
 }
 
 /// `[ userinfo ] hostport uri-parameters [ headers ]`, which must fill `extent`.
-fn sip_body<'a>(extent: In<'a>, u: &mut Uri<'a>) -> Result<In<'a>, nom::Err<super::grammar::Expected>> {
+fn sip_body<'a>(
+    extent: In<'a>,
+    u: &mut Uri<'a>,
+) -> Result<In<'a>, nom::Err<super::grammar::Expected>> {
     let mut rest = extent;
     if let Some(at) = memchr::memchr(b'@', extent) {
         let userinfo = &extent[..at];
@@ -358,23 +385,36 @@ fn sip_body<'a>(extent: In<'a>, u: &mut Uri<'a>) -> Result<In<'a>, nom::Err<supe
         };
         let (r, _) = escaped_run1(UNRESERVED | USER_EXTRA, "a URI user part")(user)?;
         if !r.is_empty() {
-            return Err(nom::Err::Error(super::grammar::Expected("a valid URI user part")));
+            return Err(nom::Err::Error(super::grammar::Expected(
+                "a valid URI user part",
+            )));
         }
-        if let Some(pw) = password {
-            if !pw.is_empty() {
-                let (r, _) = escaped_run1(UNRESERVED | PASSWORD_EXTRA, "a URI password")(pw)?;
-                if !r.is_empty() {
-                    return Err(nom::Err::Error(super::grammar::Expected("a valid URI password")));
-                }
+        if let Some(pw) = password
+            && !pw.is_empty()
+        {
+            let (r, _) = escaped_run1(UNRESERVED | PASSWORD_EXTRA, "a URI password")(pw)?;
+            if !r.is_empty() {
+                return Err(nom::Err::Error(super::grammar::Expected(
+                    "a valid URI password",
+                )));
             }
         }
         u.user = Some(user);
         u.password = password;
         rest = &extent[at + 1..];
     }
-    if rest.first() != Some(&b'[') && rest.iter().take_while(|b| !matches!(b, b';' | b'?')).filter(|b| **b == b':').count() > 1 {
+    if rest.first() != Some(&b'[')
+        && rest
+            .iter()
+            .take_while(|b| !matches!(b, b';' | b'?'))
+            .filter(|b| **b == b':')
+            .count()
+            > 1
+    {
         // RFC 5118 §4.2
-        return Err(nom::Err::Error(super::grammar::Expected("an IPv6 address enclosed in []")));
+        return Err(nom::Err::Error(super::grammar::Expected(
+            "an IPv6 address enclosed in []",
+        )));
     }
     let (r, h) = host(rest)?;
     u.host = Some(h);
@@ -467,7 +507,9 @@ mod tests {
 
     #[test]
     fn addr_spec_stops_at_header_params() {
-        let (rest, u) = uri(b"sip:caller@example.net;tag=1", UriEnd::AddrSpec).map_err(|_| ()).unwrap_or_else(|_| panic!());
+        let (rest, u) = uri(b"sip:caller@example.net;tag=1", UriEnd::AddrSpec)
+            .map_err(|_| ())
+            .unwrap_or_else(|_| panic!());
         assert_eq!(u.as_bytes(), b"sip:caller@example.net");
         assert_eq!(rest, b";tag=1");
     }

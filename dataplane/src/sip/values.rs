@@ -113,7 +113,13 @@ pub(crate) fn cseq(i: In<'_>) -> PResult<'_, CSeq<'_>> {
     let (i, seq) = number_u32("a CSeq number up to 2^32-1")(i)?;
     let (i, _) = expect("white space between CSeq number and method", lws).parse(i)?;
     let (i, m) = expect("a CSeq method", token).parse(i)?;
-    Ok((i, CSeq { seq, method: Method::from_bytes(m) }))
+    Ok((
+        i,
+        CSeq {
+            seq,
+            method: Method::from_bytes(m),
+        },
+    ))
 }
 
 /// A media type with parameters (Content-Type, Accept entries).
@@ -130,7 +136,8 @@ pub struct MediaType<'a> {
 impl MediaType<'_> {
     /// Case-insensitive comparison with `type/subtype`.
     pub fn is(&self, kind: &str, subtype: &str) -> bool {
-        self.kind.eq_ignore_ascii_case(kind.as_bytes()) && self.subtype.eq_ignore_ascii_case(subtype.as_bytes())
+        self.kind.eq_ignore_ascii_case(kind.as_bytes())
+            && self.subtype.eq_ignore_ascii_case(subtype.as_bytes())
     }
 
     /// Whether this (possibly wildcard) range covers `type/subtype`.
@@ -148,7 +155,14 @@ pub(crate) fn media_type(i: In<'_>) -> PResult<'_, MediaType<'_>> {
     let (i, _) = sep(b'/', "'/' in a media type")(i)?;
     let (i, subtype) = expect("a media subtype", token).parse(i)?;
     let (i, params) = header_params(i)?;
-    Ok((i, MediaType { kind, subtype, params: Params::header(params) }))
+    Ok((
+        i,
+        MediaType {
+            kind,
+            subtype,
+            params: Params::header(params),
+        },
+    ))
 }
 
 /// One option tag, method or other token of a token list (Require, Supported, Allow, ...).
@@ -197,16 +211,30 @@ mod tests {
 
     #[test]
     fn cseq_values() {
-        assert_eq!(all(cseq, b"0009\r\n  INVITE", "x"), Ok(CSeq { seq: 9, method: Method::Invite }));
+        assert_eq!(
+            all(cseq, b"0009\r\n  INVITE", "x"),
+            Ok(CSeq {
+                seq: 9,
+                method: Method::Invite
+            })
+        );
         assert!(all(cseq, b"36893488147419103232 REGISTER", "x").is_err());
         assert!(all(cseq, b"8INVITE", "x").is_err());
     }
 
     #[test]
     fn media_types() {
-        let m = all(media_type, b"multipart/mixed;boundary=7a9cbec02ceef655", "x").unwrap_or_else(|e| panic!("{e}"));
+        let m = all(
+            media_type,
+            b"multipart/mixed;boundary=7a9cbec02ceef655",
+            "x",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(m.is("Multipart", "MIXED"));
-        assert_eq!(m.params.get("boundary"), Some(Some(&b"7a9cbec02ceef655"[..])));
+        assert_eq!(
+            m.params.get("boundary"),
+            Some(Some(&b"7a9cbec02ceef655"[..]))
+        );
         let any = all(media_type, b"application/*", "x").unwrap_or_else(|e| panic!("{e}"));
         assert!(any.covers("application", "sdp"));
     }

@@ -35,7 +35,10 @@ impl<'a> Transport<'a> {
             (b"WS", Transport::Ws),
             (b"WSS", Transport::Wss),
         ];
-        KNOWN.iter().find(|(n, _)| n.eq_ignore_ascii_case(t)).map_or(Transport::Other(t), |(_, v)| *v)
+        KNOWN
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(t))
+            .map_or(Transport::Other(t), |(_, v)| *v)
     }
 }
 
@@ -133,7 +136,12 @@ mod tests {
 
     #[test]
     fn folded_via() {
-        let v = all(via, b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw", "x").unwrap_or_else(|e| panic!("{e}"));
+        let v = all(
+            via,
+            b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw",
+            "x",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v.transport, Transport::Udp);
         assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
         assert!(!v.is_rfc3261_branch());
@@ -141,9 +149,19 @@ mod tests {
 
     #[test]
     fn received_with_and_without_brackets() {
-        let v = all(via, b"SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3", "x").unwrap_or_else(|e| panic!("{e}"));
+        let v = all(
+            via,
+            b"SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3",
+            "x",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v.received(), Some(&b"[2001:db8::9:255]"[..]));
-        let v = all(via, b"SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bKx", "x").unwrap_or_else(|e| panic!("{e}"));
+        let v = all(
+            via,
+            b"SIP/2.0/UDP 192.0.2.1:5060;rport;branch=z9hG4bKx",
+            "x",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v.rport(), Some(None));
         assert_eq!(v.port, Some(5060));
     }

@@ -130,3 +130,49 @@ pub fn write_response(
     }
     w.finish(b"");
 }
+
+/// Re-serializes a parsed message: the start line as parsed, every header in
+/// order under its canonical name (extension headers keep theirs) with folded
+/// white space collapsed to one SP, a Content-Length that matches the body,
+/// and the body. Parsing the output gives the same header values.
+pub fn write_message(msg: &SipMessage<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(msg.start_line());
+    out.extend_from_slice(b"\r\n");
+    for h in msg.headers() {
+        if h.name == HeaderName::ContentLength {
+            continue;
+        }
+        if h.name == HeaderName::Other {
+            out.extend_from_slice(h.raw_name);
+        } else {
+            out.extend_from_slice(h.name.as_str().as_bytes());
+        }
+        out.extend_from_slice(b": ");
+        unfold_into(h.value, out);
+        out.extend_from_slice(b"\r\n");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", msg.body().len());
+    out.extend_from_slice(msg.body());
+}
+
+/// Copies a header value, replacing each fold (white space around a CRLF)
+/// with a single SP (RFC 3261 §7.3.1: a fold is equivalent to one SP).
+pub fn unfold_into(value: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < value.len() {
+        let b = value[i];
+        if b == b'\r' || b == b'\n' {
+            while out.last().is_some_and(|c| *c == b' ' || *c == b'\t') {
+                out.pop();
+            }
+            while i < value.len() && matches!(value[i], b' ' | b'\t' | b'\r' | b'\n') {
+                i += 1;
+            }
+            out.push(b' ');
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+}

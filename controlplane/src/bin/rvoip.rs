@@ -1,0 +1,353 @@
+//! The `rvoip` command: the appliance and its tools.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rvoip_controlplane::admission::Role;
+use rvoip_controlplane::lint::{FramingChoice, LintOptions, json_line, judge, text_line};
+use rvoip_dataplane::engine::sip_udp::SipUdpListener;
+use rvoip_dataplane::sip::Limits;
+use rvoip_tuning::Config;
+use rvoip_tuning::config::Transport;
+
+/// Exit status for a configuration error (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+/// Exit status for a role that is not available yet (sysexits EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rvoip",
+    version,
+    about = "Carrier-grade SIP/RTP appliance: SBC, proxy, B2BUA, registrar, media relay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the appliance: the dataplane, supervising the control plane.
+    Run {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run only the dataplane role (for systemd units).
+    Dataplane {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run only the control-plane role (for systemd units).
+    Controlplane {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print what it sets up.
+    ConfigCheck {
+        /// Configuration file.
+        config: PathBuf,
+    },
+    /// SIP tools.
+    Sip {
+        #[command(subcommand)]
+        command: SipCommand,
+    },
+    /// Host checks and per-core plans.
+    Tune {
+        /// Check the host.
+        #[arg(long)]
+        check: bool,
+        /// Print a per-core plan.
+        #[arg(long)]
+        plan: bool,
+        /// Apply the plan.
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SipCommand {
+    /// Parse SIP messages from files and say whether they are well-formed and
+    /// what rvoip would answer. Exit status 1 when any file is invalid.
+    Lint {
+        /// One JSON object per line: {"file","verdict","status","reason"}.
+        #[arg(long)]
+        json: bool,
+        /// Whose answer is reported.
+        #[arg(long, value_enum, default_value_t = RoleArg::Sbc)]
+        role: RoleArg,
+        /// How file bytes are framed.
+        #[arg(long, value_enum, default_value_t = FramingArg::Auto)]
+        framing: FramingArg,
+        /// Take parser limits from this configuration file's [sip] section.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Largest message in octets.
+        #[arg(long)]
+        max_message_size: Option<usize>,
+        /// Longest header line in octets.
+        #[arg(long)]
+        max_line_length: Option<usize>,
+        /// Most header fields.
+        #[arg(long)]
+        max_headers: Option<usize>,
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RoleArg {
+    /// B2BUA/SBC: UAS of the incoming leg, registrar, forwarder.
+    Sbc,
+    /// Proxy: forwards, reads no bodies.
+    Proxy,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FramingArg {
+    /// CRLF files are datagrams, LF-only files are text.
+    Auto,
+    /// A UDP datagram.
+    Datagram,
+    /// A TCP stream frame.
+    Stream,
+    /// Text (bare LF allowed, body is the rest of the file).
+    Text,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(&config, true),
+        Command::Dataplane { config } => run(&config, false),
+        Command::Controlplane { config } => match load(&config) {
+            Err(code) => code,
+            Ok(_) => {
+                eprintln!(
+                    "rvoip controlplane: not yet available; the control-plane process (transactions, proxy, registrar) is not built yet"
+                );
+                ExitCode::from(EXIT_UNAVAILABLE)
+            }
+        },
+        Command::ConfigCheck { config } => match load(&config) {
+            Err(code) => code,
+            Ok(c) => {
+                println!("{}: ok", config.display());
+                println!("  mode: {:?}", c.node.mode);
+                for l in &c.sip.listen {
+                    println!("  sip listener: {:?} {}", l.transport, l.address);
+                }
+                println!(
+                    "  media: {} ports {}-{}",
+                    c.media.address, c.media.port_min, c.media.port_max
+                );
+                if let Some(ng) = &c.ng {
+                    println!("  ng: {}", ng.listen);
+                }
+                ExitCode::SUCCESS
+            }
+        },
+        Command::Sip {
+            command:
+                SipCommand::Lint {
+                    json,
+                    role,
+                    framing,
+                    config,
+                    max_message_size,
+                    max_line_length,
+                    max_headers,
+                    files,
+                },
+        } => {
+            let mut limits = Limits::default();
+            if let Some(path) = config {
+                match load(&path) {
+                    Ok(c) => {
+                        limits.max_message_size = c.sip.max_message_size;
+                        limits.max_line_length = c.sip.max_line_length;
+                        limits.max_headers = c.sip.max_headers;
+                    }
+                    Err(code) => return code,
+                }
+            }
+            limits.max_message_size = max_message_size.unwrap_or(limits.max_message_size);
+            limits.max_line_length = max_line_length.unwrap_or(limits.max_line_length);
+            limits.max_headers = max_headers.unwrap_or(limits.max_headers);
+            let opts = LintOptions {
+                role: match role {
+                    RoleArg::Sbc => Role::Sbc,
+                    RoleArg::Proxy => Role::Proxy,
+                },
+                framing: match framing {
+                    FramingArg::Auto => FramingChoice::Auto,
+                    FramingArg::Datagram => FramingChoice::Datagram,
+                    FramingArg::Stream => FramingChoice::Stream,
+                    FramingArg::Text => FramingChoice::Text,
+                },
+                limits,
+                ..LintOptions::default()
+            };
+            lint(&files, json, &opts)
+        }
+        Command::Tune { .. } => {
+            eprintln!(
+                "rvoip tune: not yet available; host checks and per-core plans are not built yet"
+            );
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
+}
+
+fn lint(files: &[PathBuf], json: bool, opts: &LintOptions) -> ExitCode {
+    let mut any_invalid = false;
+    let mut io_error = false;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for path in files {
+        let name = path.display().to_string();
+        let line = match std::fs::read(path) {
+            Ok(bytes) => {
+                let j = judge(&bytes, opts);
+                any_invalid |= !j.valid;
+                if json {
+                    json_line(&name, &j)
+                } else {
+                    text_line(&name, &j)
+                }
+            }
+            Err(e) => {
+                io_error = true;
+                let j = rvoip_controlplane::lint::Judgement {
+                    valid: false,
+                    status: None,
+                    reason: format!("cannot read file: {e}"),
+                };
+                if json {
+                    json_line(&name, &j)
+                } else {
+                    text_line(&name, &j)
+                }
+            }
+        };
+        if writeln!(out, "{line}").is_err() {
+            return ExitCode::from(2);
+        }
+    }
+    if io_error {
+        ExitCode::from(2)
+    } else if any_invalid {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("rvoip: configuration error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RVOIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(path: &Path, supervise: bool) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config.log.level);
+    tracing::info!(node = %config.node.name, mode = ?config.node.mode, config = %path.display(), "rvoip starting");
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+            tracing::error!(error = %e, "cannot install signal handler");
+            return ExitCode::FAILURE;
+        }
+    }
+    let limits = Limits {
+        max_message_size: config.sip.max_message_size,
+        max_line_length: config.sip.max_line_length,
+        max_headers: config.sip.max_headers,
+        ..Limits::default()
+    };
+    let mut listeners = Vec::new();
+    for l in &config.sip.listen {
+        match l.transport {
+            Transport::Udp => match SipUdpListener::spawn(l.address, limits, Arc::clone(&stop)) {
+                Ok(listener) => {
+                    tracing::info!(address = %listener.local, "SIP/UDP listening");
+                    listeners.push(listener);
+                }
+                Err(e) => {
+                    tracing::error!(address = %l.address, error = %e, "cannot bind SIP/UDP listener");
+                    stop.store(true, Ordering::Relaxed);
+                    for l in listeners {
+                        l.join();
+                    }
+                    return ExitCode::FAILURE;
+                }
+            },
+            Transport::Tcp => {
+                tracing::warn!(address = %l.address, "SIP/TCP listener not started: the TCP transport is not built yet")
+            }
+        }
+    }
+    tracing::warn!(
+        "control plane not attached (not built yet): requests are answered 503 Service Unavailable"
+    );
+    if supervise {
+        tracing::warn!(
+            "control-plane supervision not started: the control-plane process is not built yet"
+        );
+    }
+    tracing::warn!(
+        media = %config.media.address,
+        ports = %format!("{}-{}", config.media.port_min, config.media.port_max),
+        "media relay not started: the RTP relay is not built yet"
+    );
+    if let Some(ng) = &config.ng {
+        tracing::warn!(address = %ng.listen, "ng control listener not started: the ng protocol is not built yet");
+    }
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("shutting down");
+    for l in listeners {
+        let local = l.local;
+        let c = l.join();
+        tracing::info!(
+            address = %local,
+            received = c.received,
+            unparsable = c.unparsable,
+            malformed_requests = c.malformed_requests,
+            malformed_responses = c.malformed_responses,
+            unavailable = c.unavailable,
+            delivered = c.delivered,
+            dropped = c.dropped,
+            "SIP/UDP counters"
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,603 @@
+//! The configuration file: one TOML document, every key known, every value
+//! checked before the appliance starts. A bad file fails with its path, the
+//! key and what is wrong:
+//!
+//! ```text
+//! config/rvoip.toml:14: media.port_min: must be below media.port_max (40000 >= 39999)
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration problem: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted key path (`sip.listen[0].address`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which kind of SIP element the appliance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Stateful proxy and registrar (RFC 3261 §16, §10).
+    Proxy,
+    /// Back-to-back user agent: the SBC.
+    B2bua,
+}
+
+/// SIP transport of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDP
+    Udp,
+    /// TCP
+    Tcp,
+}
+
+/// How a dataplane worker waits for packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Polling {
+    /// Sleep in the kernel until a packet arrives: least CPU at light load.
+    #[default]
+    Interrupt,
+    /// Spin for a while after traffic before sleeping: fewer wake-ups at moderate load.
+    Adaptive,
+}
+
+/// Which I/O driver the dataplane uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoDriver {
+    /// io_uring when the kernel allows it, else the fallback.
+    #[default]
+    Auto,
+    /// io_uring only; fail to start without it.
+    IoUring,
+    /// recvmmsg/sendmmsg, for old kernels and tests.
+    Fallback,
+}
+
+/// Top-level node settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Name in logs and CDRs.
+    #[serde(default = "default_node_name")]
+    pub name: String,
+    /// Proxy or B2BUA.
+    pub mode: Mode,
+    /// Directory for persistent state (registrations, dialogs); relative paths
+    /// are taken from the configuration file's directory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_node_name() -> String {
+    "rvoip".into()
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+
+/// One SIP listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Address and port to bind.
+    pub address: SocketAddr,
+    /// Transport.
+    pub transport: Transport,
+    /// Realm the listener belongs to (SBC), if any.
+    #[serde(default)]
+    pub realm: Option<String>,
+}
+
+/// SIP settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sip {
+    /// Listeners; at least one.
+    pub listen: Vec<Listener>,
+    /// Domains this node is responsible for (registrar, local requests).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Largest message accepted, in octets.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Longest header line accepted, in octets.
+    #[serde(default = "default_max_line_length")]
+    pub max_line_length: usize,
+    /// Most header fields in one message.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+}
+
+fn default_max_message_size() -> usize {
+    65_535
+}
+fn default_max_line_length() -> usize {
+    8_192
+}
+fn default_max_headers() -> usize {
+    256
+}
+
+/// Which cores run dataplane workers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Cores {
+    /// `"all"`: one worker per online core.
+    Named(String),
+    /// Explicit core ids.
+    List(Vec<usize>),
+}
+
+impl Default for Cores {
+    fn default() -> Self {
+        Cores::Named("all".into())
+    }
+}
+
+/// Dataplane settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Dataplane {
+    /// Cores for workers.
+    #[serde(default)]
+    pub cores: Cores,
+    /// Wait policy.
+    #[serde(default)]
+    pub polling: Polling,
+    /// I/O driver.
+    #[serde(default)]
+    pub io: IoDriver,
+}
+
+/// Media relay settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Media {
+    /// Address the relay binds.
+    pub address: IpAddr,
+    /// Address written into SDP, when the relay sits behind NAT.
+    #[serde(default)]
+    pub advertised_address: Option<IpAddr>,
+    /// First RTP port (even).
+    pub port_min: u16,
+    /// Last RTP port.
+    pub port_max: u16,
+    /// Seconds without packets before a call's media is reported dead.
+    #[serde(default = "default_media_timeout")]
+    pub timeout_secs: u32,
+}
+
+fn default_media_timeout() -> u32 {
+    60
+}
+
+/// The rtpengine-compatible ng control listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ng {
+    /// UDP address for bencoded ng commands.
+    pub listen: SocketAddr,
+}
+
+/// Control-plane settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlane {
+    /// Directory for the shared-memory rings between the processes.
+    #[serde(default = "default_ring_dir")]
+    pub ring_dir: PathBuf,
+}
+
+fn default_ring_dir() -> PathBuf {
+    PathBuf::from("/dev/shm/rvoip")
+}
+
+impl Default for ControlPlane {
+    fn default() -> Self {
+        ControlPlane {
+            ring_dir: default_ring_dir(),
+        }
+    }
+}
+
+/// A realm: one side of the SBC (access, core), with who may send from it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Realm {
+    /// Name, referenced by listeners and trunks.
+    pub name: String,
+    /// Source networks allowed to send (CIDR); empty allows none.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// A trunk: a group of peers in a realm.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trunk {
+    /// Name.
+    pub name: String,
+    /// Realm it lives in.
+    pub realm: String,
+    /// Peer addresses, in priority order.
+    pub targets: Vec<SocketAddr>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: default_log_level(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Node settings.
+    pub node: Node,
+    /// SIP settings.
+    pub sip: Sip,
+    /// Dataplane settings.
+    #[serde(default)]
+    pub dataplane: Dataplane,
+    /// Media relay.
+    pub media: Media,
+    /// ng control protocol.
+    pub ng: Option<Ng>,
+    /// Control plane.
+    #[serde(default)]
+    pub controlplane: ControlPlane,
+    /// Realms (SBC).
+    #[serde(default)]
+    pub realms: Vec<Realm>,
+    /// Trunks (SBC).
+    #[serde(default)]
+    pub trunks: Vec<Trunk>,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+    /// Where the file was read from; relative paths are resolved against its directory.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// Line number (1-based) of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Finds the line where `key` (a dotted path) is written, for errors found after parsing.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let leaf = key.rsplit('.').next()?.split('[').next()?;
+    let table = key
+        .rsplit_once('.')
+        .map(|(t, _)| t.split('[').next().unwrap_or(t));
+    let mut in_table = table.is_none();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            let name = t.trim_matches(|c| c == '[' || c == ']').trim();
+            in_table = table.is_some_and(|tb| tb == name);
+            continue;
+        }
+        if in_table && t.split('=').next().is_some_and(|k| k.trim() == leaf) {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
+fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR network"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or(format!("{text:?} has a bad prefix length"))?,
+        None => max,
+    };
+    Ok((ip, len))
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::from_str_at(&text, path)
+    }
+
+    /// Parses and validates configuration text that came from `path`.
+    pub fn from_str_at(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let key = if key == "." { String::new() } else { key };
+            let message = inner.message().to_string();
+            ConfigError {
+                file: path.to_path_buf(),
+                line: inner.span().map(|s| line_of(text, s.start)),
+                key,
+                message,
+            }
+        })?;
+        config.source = path.to_path_buf();
+        config.validate().map_err(|(key, message)| ConfigError {
+            file: path.to_path_buf(),
+            line: line_of_key(text, &key),
+            key,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: ranges, references, duplicates.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        if self.sip.listen.is_empty() {
+            return err("sip.listen", "at least one listener is required".into());
+        }
+        for (i, l) in self.sip.listen.iter().enumerate() {
+            if l.address.port() == 0 {
+                return err(
+                    &format!("sip.listen[{i}].address"),
+                    "port 0 is not allowed".into(),
+                );
+            }
+            if self.sip.listen[..i]
+                .iter()
+                .any(|o| o.address == l.address && o.transport == l.transport)
+            {
+                return err(
+                    &format!("sip.listen[{i}].address"),
+                    format!("{} is listed twice", l.address),
+                );
+            }
+            if let Some(r) = &l.realm
+                && !self.realms.iter().any(|x| &x.name == r)
+            {
+                return err(
+                    &format!("sip.listen[{i}].realm"),
+                    format!("no realm named {r:?}"),
+                );
+            }
+        }
+        if !(1_500..=16 << 20).contains(&self.sip.max_message_size) {
+            return err(
+                "sip.max_message_size",
+                "must be between 1500 and 16777216".into(),
+            );
+        }
+        if !(256..=1 << 20).contains(&self.sip.max_line_length) {
+            return err(
+                "sip.max_line_length",
+                "must be between 256 and 1048576".into(),
+            );
+        }
+        if !(16..=4096).contains(&self.sip.max_headers) {
+            return err("sip.max_headers", "must be between 16 and 4096".into());
+        }
+        match &self.dataplane.cores {
+            Cores::Named(n) if n != "all" => {
+                return err(
+                    "dataplane.cores",
+                    format!("must be \"all\" or a list of core ids, not {n:?}"),
+                );
+            }
+            Cores::List(l) if l.is_empty() => {
+                return err("dataplane.cores", "the list is empty".into());
+            }
+            Cores::List(l) => {
+                for (i, c) in l.iter().enumerate() {
+                    if l[..i].contains(c) {
+                        return err("dataplane.cores", format!("core {c} is listed twice"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let m = &self.media;
+        if m.port_min == 0 || !m.port_min.is_multiple_of(2) {
+            return err(
+                "media.port_min",
+                format!("must be an even port above 0, not {}", m.port_min),
+            );
+        }
+        if m.port_min >= m.port_max {
+            return err(
+                "media.port_min",
+                format!(
+                    "must be below media.port_max ({} >= {})",
+                    m.port_min, m.port_max
+                ),
+            );
+        }
+        if m.timeout_secs == 0 {
+            return err("media.timeout_secs", "must be at least 1".into());
+        }
+        for (i, r) in self.realms.iter().enumerate() {
+            if self.realms[..i].iter().any(|o| o.name == r.name) {
+                return err(
+                    &format!("realms[{i}].name"),
+                    format!("realm {:?} is defined twice", r.name),
+                );
+            }
+            for (j, a) in r.allow.iter().enumerate() {
+                parse_cidr(a).map_err(|e| (format!("realms[{i}].allow[{j}]"), e))?;
+            }
+        }
+        for (i, t) in self.trunks.iter().enumerate() {
+            if self.trunks[..i].iter().any(|o| o.name == t.name) {
+                return err(
+                    &format!("trunks[{i}].name"),
+                    format!("trunk {:?} is defined twice", t.name),
+                );
+            }
+            if !self.realms.iter().any(|r| r.name == t.realm) {
+                return err(
+                    &format!("trunks[{i}].realm"),
+                    format!("no realm named {:?}", t.realm),
+                );
+            }
+            if t.targets.is_empty() {
+                return err(
+                    &format!("trunks[{i}].targets"),
+                    "at least one target is required".into(),
+                );
+            }
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return err(
+                "log.level",
+                format!(
+                    "must be error, warn, info, debug or trace, not {:?}",
+                    self.log.level
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.source.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+mode = "proxy"
+
+[sip]
+listen = [{ address = "127.0.0.1:5060", transport = "udp" }]
+
+[media]
+address = "127.0.0.1"
+port_min = 30000
+port_max = 39999
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_str_at(text, Path::new("/etc/rvoip/test.toml"))
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = load(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sip.max_headers, 256);
+        assert_eq!(c.dataplane.cores, Cores::Named("all".into()));
+        assert_eq!(
+            c.resolve(&c.node.state_dir),
+            PathBuf::from("/etc/rvoip/state")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_key() {
+        let text = GOOD.replace("port_max = 39999", "port_max = 39999\nport_maks = 1");
+        let e = load(&text).err().unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(e.key, "media.port_maks");
+        assert_eq!(e.line, Some(12));
+        assert!(
+            e.to_string()
+                .starts_with("/etc/rvoip/test.toml:12: media.port_maks: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = load(&GOOD.replace("127.0.0.1:5060", "127.0.0.1:99999"))
+            .err()
+            .unwrap_or_else(|| panic!());
+        assert_eq!(e.key, "sip.listen[0].address");
+        let e = load(&GOOD.replace("port_min = 30000", "port_min = 40000"))
+            .err()
+            .unwrap_or_else(|| panic!());
+        assert_eq!(e.key, "media.port_min");
+        assert_eq!(e.line, Some(10));
+        assert!(e.message.contains("below media.port_max"));
+        let e = load(&GOOD.replace("\"proxy\"", "\"gateway\""))
+            .err()
+            .unwrap_or_else(|| panic!());
+        assert_eq!(e.key, "node.mode");
+        let e = load(&format!(
+            "{GOOD}\n[[trunks]]\nname = \"t\"\nrealm = \"core\"\ntargets = [\"127.0.0.1:5070\"]\n"
+        ))
+        .err()
+        .unwrap_or_else(|| panic!());
+        assert_eq!(e.key, "trunks[0].realm");
+    }
+}
