@@ -165,6 +165,28 @@ const fn build_compact_table() -> [u8; 26] {
     t
 }
 
+/// Case-insensitive equality of a canonical name (letters, digits and `-`)
+/// with a token from the wire, eight octets at a time. Setting bit 5 lowercases
+/// a letter and leaves `-` and digits alone; no other token octet can turn into
+/// a letter, digit or `-` that way, so the comparison is exact for tokens.
+#[inline]
+fn token_eq_ignore_case(canonical: &[u8], name: &[u8]) -> bool {
+    if canonical.len() != name.len() {
+        return false;
+    }
+    const LOWER: u64 = 0x2020_2020_2020_2020;
+    let mut a = canonical.chunks_exact(8);
+    let mut b = name.chunks_exact(8);
+    for (x, y) in a.by_ref().zip(b.by_ref()) {
+        let x = u64::from_le_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
+        let y = u64::from_le_bytes([y[0], y[1], y[2], y[3], y[4], y[5], y[6], y[7]]);
+        if (x | LOWER) != (y | LOWER) {
+            return false;
+        }
+    }
+    a.remainder().iter().zip(b.remainder()).all(|(x, y)| (x | 0x20) == (y | 0x20))
+}
+
 static LONG: [u8; 1 << TABLE_BITS] = build_long_table();
 static COMPACT: [u8; 26] = build_compact_table();
 
@@ -189,8 +211,7 @@ impl HeaderName {
                 return HeaderName::Other;
             }
             let h = HeaderName::ALL[i as usize];
-            let canonical = h.as_str().as_bytes();
-            if canonical.len() == name.len() && canonical.eq_ignore_ascii_case(name) {
+            if token_eq_ignore_case(h.as_str().as_bytes(), name) {
                 return h;
             }
             slot = (slot + 1) & TABLE_MASK;
