@@ -52,15 +52,41 @@ fn rsip_parse(msg: &[u8]) -> usize {
 fn rsip_proxy_view(msg: &[u8]) -> usize {
     use rsip::headers::untyped::{ToTypedHeader, UntypedHeader};
     use rsip::message::HeadersExt;
-    let Ok(m) = rsip::SipMessage::try_from(msg) else { return 0 };
+    let Ok(m) = rsip::SipMessage::try_from(msg) else {
+        return 0;
+    };
     let mut n = 0;
-    n += m.via_header().ok().and_then(|v| v.typed().ok()).and_then(|v| v.branch().map(|b| b.to_string().len())).unwrap_or(0);
-    n += m.cseq_header().ok().and_then(|c| c.seq().ok()).map_or(0, |s| s as usize);
+    n += m
+        .via_header()
+        .ok()
+        .and_then(|v| v.typed().ok())
+        .and_then(|v| v.branch().map(|b| b.to_string().len()))
+        .unwrap_or(0);
+    n += m
+        .cseq_header()
+        .ok()
+        .and_then(|c| c.seq().ok())
+        .map_or(0, |s| s as usize);
     n += m.call_id_header().map_or(0, |c| c.value().len());
-    n += m.from_header().ok().and_then(|f| f.tag().ok().flatten()).map_or(0, |t| t.to_string().len());
-    n += m.to_header().ok().and_then(|t| t.tag().ok().flatten()).map_or(0, |t| t.to_string().len());
-    n += m.max_forwards_header().ok().and_then(|mf| mf.num().ok()).map_or(0, |v| v as usize);
-    n += m.contact_header().ok().map_or(0, |c| c.typed().is_ok() as usize);
+    n += m
+        .from_header()
+        .ok()
+        .and_then(|f| f.tag().ok().flatten())
+        .map_or(0, |t| t.to_string().len());
+    n += m
+        .to_header()
+        .ok()
+        .and_then(|t| t.tag().ok().flatten())
+        .map_or(0, |t| t.to_string().len());
+    n += m
+        .max_forwards_header()
+        .ok()
+        .and_then(|mf| mf.num().ok())
+        .map_or(0, |v| v as usize);
+    n += m
+        .contact_header()
+        .ok()
+        .map_or(0, |c| c.typed().is_ok() as usize);
     n
 }
 
@@ -76,7 +102,9 @@ fn bench(c: &mut Criterion) {
             b.iter(|| rvoip_proxy_view(black_box(msg)))
         });
         g.bench_function("rsip", |b| b.iter(|| rsip_parse(black_box(msg))));
-        g.bench_function("rsip_proxy_view", |b| b.iter(|| rsip_proxy_view(black_box(msg))));
+        g.bench_function("rsip_proxy_view", |b| {
+            b.iter(|| rsip_proxy_view(black_box(msg)))
+        });
         g.finish();
     }
 }
@@ -107,7 +135,10 @@ fn allocs_per_call(f: fn(&[u8]) -> usize, msg: &[u8]) -> f64 {
 
 fn summary() {
     println!("\nsummary (median of 15 rounds x 20000 parses, ns per parse; allocations per parse)");
-    println!("{:<12} {:>8} {:>8} {:>7} {:>14} {:>16} {:>16}", "message", "index", "rsip", "ratio", "proxy_view", "rsip_proxy_view", "ratio");
+    println!(
+        "{:<12} {:>8} {:>8} {:>7} {:>14} {:>16} {:>16}",
+        "message", "index", "rsip", "ratio", "proxy_view", "rsip_proxy_view", "ratio"
+    );
     for (name, msg) in [("invite_sdp", INVITE), ("ok_200", OK_200)] {
         let idx = measure(rvoip_index, msg, 15, 20_000);
         let rsip = measure(rsip_parse, msg, 15, 20_000);

@@ -184,7 +184,10 @@ fn token_eq_ignore_case(canonical: &[u8], name: &[u8]) -> bool {
             return false;
         }
     }
-    a.remainder().iter().zip(b.remainder()).all(|(x, y)| (x | 0x20) == (y | 0x20))
+    a.remainder()
+        .iter()
+        .zip(b.remainder())
+        .all(|(x, y)| (x | 0x20) == (y | 0x20))
 }
 
 static LONG: [u8; 1 << TABLE_BITS] = build_long_table();
