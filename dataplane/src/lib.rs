@@ -10,6 +10,8 @@
 
 pub mod edge;
 pub mod engine;
+pub mod media;
+pub mod ng;
 pub mod pool;
 pub mod sdp;
 pub mod sip;

@@ -23,7 +23,10 @@ impl<'a> Value<'a> {
     /// The entry `key` of a dictionary.
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
         match self {
-            Value::Dict(entries) => entries.iter().find(|(k, _)| *k == key.as_bytes()).map(|(_, v)| v),
+            Value::Dict(entries) => entries
+                .iter()
+                .find(|(k, _)| *k == key.as_bytes())
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -89,7 +92,10 @@ struct Decoder<'a> {
 
 impl<'a> Decoder<'a> {
     fn err<T>(&self, reason: &'static str) -> Result<T, BencodeError> {
-        Err(BencodeError { at: self.pos, reason })
+        Err(BencodeError {
+            at: self.pos,
+            reason,
+        })
     }
 
     fn value(&mut self, depth: usize) -> Result<Value<'a>, BencodeError> {
@@ -114,7 +120,10 @@ impl<'a> Decoder<'a> {
                     [b'-', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
                     digits => digits.iter().all(u8::is_ascii_digit),
                 };
-                let n = std::str::from_utf8(text).ok().filter(|_| valid).and_then(|t| t.parse::<i64>().ok());
+                let n = std::str::from_utf8(text)
+                    .ok()
+                    .filter(|_| valid)
+                    .and_then(|t| t.parse::<i64>().ok());
                 match n {
                     Some(n) => {
                         self.pos = end + 1;
@@ -169,10 +178,15 @@ impl<'a> Decoder<'a> {
             None => return self.err("malformed string length"),
         };
         let len_text = &self.input[start..colon];
-        if len_text.is_empty() || !len_text.iter().all(u8::is_ascii_digit) || (len_text.len() > 1 && len_text[0] == b'0') {
+        if len_text.is_empty()
+            || !len_text.iter().all(u8::is_ascii_digit)
+            || (len_text.len() > 1 && len_text[0] == b'0')
+        {
             return self.err("malformed string length");
         }
-        let len: usize = len_text.iter().fold(0, |a, d| a * 10 + usize::from(d - b'0'));
+        let len: usize = len_text
+            .iter()
+            .fold(0, |a, d| a * 10 + usize::from(d - b'0'));
         let begin = colon + 1;
         let Some(end) = begin.checked_add(len).filter(|e| *e <= self.input.len()) else {
             self.pos = colon;
@@ -185,7 +199,11 @@ impl<'a> Decoder<'a> {
 
 /// Decodes one value at the start of `input`; returns it and the octets used.
 pub fn decode(input: &[u8]) -> Result<(Value<'_>, usize), BencodeError> {
-    let mut d = Decoder { input, pos: 0, items: 0 };
+    let mut d = Decoder {
+        input,
+        pos: 0,
+        items: 0,
+    };
     let v = d.value(0)?;
     Ok((v, d.pos))
 }
@@ -229,25 +247,48 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let text = b"d7:command5:offer4:sdpl3:abci-7ee5:flagsle4:zero0:e";
+        let text = b"d7:command5:offer3:sdpl3:abci-7ee5:flagsle4:zero0:e";
         let (v, used) = decode(text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(used, text.len());
         assert_eq!(v.get("command").and_then(Value::as_str), Some("offer"));
-        assert_eq!(v.get("sdp").and_then(Value::as_list).map(<[_]>::len), Some(2));
+        assert_eq!(
+            v.get("sdp").and_then(Value::as_list).map(<[_]>::len),
+            Some(2)
+        );
         let mut out = Vec::new();
         encode(&v, &mut out);
         let (again, _) = decode(&out).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.get("command"), v.get("command"));
-        assert!(out.starts_with(b"d7:command5:offer5:flagsle3:sdp"), "keys sorted: {}", String::from_utf8_lossy(&out));
+        assert!(
+            out.starts_with(b"d7:command5:offer5:flagsle3:sdp"),
+            "keys sorted: {}",
+            String::from_utf8_lossy(&out)
+        );
     }
 
     #[test]
     fn malformed_input_is_an_error() {
-        for bad in [&b""[..], b"i12", b"i-0e", b"i03e", b"ie", b"5:abc", b"d3:keye", b"di1ei2ee", b"l", b"x", b"99999999999:a", b"01:a"] {
+        for bad in [
+            &b""[..],
+            b"i12",
+            b"i-0e",
+            b"i03e",
+            b"ie",
+            b"5:abc",
+            b"d3:keye",
+            b"di1ei2ee",
+            b"l",
+            b"x",
+            b"99999999999:a",
+            b"01:a",
+        ] {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         let deep = [b"l".repeat(100), b"e".repeat(100)].concat();
-        assert_eq!(decode(&deep).map_err(|e| e.reason), Err("nested too deeply"));
+        assert_eq!(
+            decode(&deep).map_err(|e| e.reason),
+            Err("nested too deeply")
+        );
         let wide = [b"l".to_vec(), b"i1e".repeat(5000), b"e".to_vec()].concat();
         assert_eq!(decode(&wide).map_err(|e| e.reason), Err("too many values"));
     }

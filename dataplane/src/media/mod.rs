@@ -1,0 +1,9 @@
+//! Media: RTP/RTCP wire formats, per-stream statistics, and the relay state
+//! machine. Sans-IO: the engine feeds packets in and sends what comes out.
+
+pub mod relay;
+pub mod rtp;
+pub mod stats;
+
+#[cfg(test)]
+mod tests;
