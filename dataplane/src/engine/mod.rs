@@ -3,4 +3,5 @@
 //! Today it holds the fallback SIP driver (blocking sockets, one thread per
 //! listener); the per-core io_uring engine replaces it on the packet path.
 
+pub mod media;
 pub mod sip_udp;

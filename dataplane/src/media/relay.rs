@@ -121,6 +121,8 @@ pub struct Leg {
     pub rtp_ep: Option<EndpointId>,
     /// Local RTCP endpoint, when RTCP is not multiplexed towards this peer.
     pub rtcp_ep: Option<EndpointId>,
+    /// Local RTP port (RTCP, when separate, is the next one); 0 before allocation.
+    pub local_port: u16,
     /// The peer, as the SDP describes it.
     pub peer: PeerSpec,
     /// The RTP source latched on.

@@ -1,0 +1,372 @@
+//! The media engine: one worker thread per configured core, each with its
+//! own sockets, buffers, relay state and I/O driver (io_uring, or the
+//! recvmmsg/sendmmsg fallback). The control side talks to workers only
+//! through per-worker command queues and an eventfd wake-up.
+
+mod fallback;
+mod ports;
+mod sockaddr;
+mod uring;
+mod worker;
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::media::relay::{PeerSpec, RelayConfig, RelayCounters, Session, SessionId, Side};
+
+pub use worker::WorkerReport;
+
+/// Which I/O driver runs the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// io_uring when the kernel allows it, else the fallback (logged).
+    Auto,
+    /// io_uring only.
+    IoUring,
+    /// recvmmsg/sendmmsg with epoll.
+    Fallback,
+}
+
+/// How a worker waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Polling {
+    /// Sleep in the kernel until something arrives.
+    Interrupt,
+    /// After traffic, keep polling for this long before sleeping.
+    Adaptive(Duration),
+}
+
+/// Media engine settings.
+#[derive(Debug, Clone)]
+pub struct MediaEngineConfig {
+    /// Address the relay binds.
+    pub address: IpAddr,
+    /// First port of the range.
+    pub port_min: u16,
+    /// Last port of the range.
+    pub port_max: u16,
+    /// Cores to pin workers to; one worker each. Empty: one unpinned worker.
+    pub cores: Vec<usize>,
+    /// Driver.
+    pub driver: DriverKind,
+    /// Wait policy.
+    pub polling: Polling,
+    /// Relay policy.
+    pub relay: RelayConfig,
+    /// Most endpoints (sockets) one worker holds.
+    pub max_endpoints_per_worker: u32,
+}
+
+/// Why a media order failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaError {
+    /// The worker's port range is exhausted.
+    NoPorts,
+    /// The worker's endpoint table is full.
+    NoEndpoints,
+    /// A socket could not be opened or bound.
+    Io(String),
+    /// No such session.
+    UnknownSession,
+    /// The worker did not answer.
+    WorkerGone,
+}
+
+impl fmt::Display for MediaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MediaError::NoPorts => f.write_str("no free media ports"),
+            MediaError::NoEndpoints => f.write_str("no free endpoint slots"),
+            MediaError::Io(e) => write!(f, "socket error: {e}"),
+            MediaError::UnknownSession => f.write_str("unknown media session"),
+            MediaError::WorkerGone => f.write_str("media worker not answering"),
+        }
+    }
+}
+
+impl std::error::Error for MediaError {}
+
+/// What one side of one media line needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SidePlan {
+    /// Open the RTP endpoint if missing.
+    pub open_rtp: bool,
+    /// Open the separate RTCP endpoint if missing.
+    pub open_rtcp: bool,
+    /// New peer description, if the SDP gave one.
+    pub peer: Option<PeerSpec>,
+}
+
+/// What one media line needs, per side (A, B).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaPlan {
+    /// Side A, side B.
+    pub sides: [SidePlan; 2],
+}
+
+impl MediaPlan {
+    /// The plan of `side`.
+    pub fn side_mut(&mut self, side: Side) -> &mut SidePlan {
+        &mut self.sides[usize::from(side == Side::B)]
+    }
+}
+
+/// Local ports of one leg.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegPorts {
+    /// RTP port (0: none).
+    pub rtp: u16,
+    /// RTCP port, when a separate RTCP endpoint is open.
+    pub rtcp: Option<u16>,
+}
+
+/// A session in the engine: which worker, which session there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MediaHandle {
+    /// Worker index.
+    pub worker: usize,
+    /// Session id in that worker.
+    pub session: SessionId,
+}
+
+/// The result of applying plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The session.
+    pub handle: MediaHandle,
+    /// Per media line, the local ports of side A and side B.
+    pub ports: Vec<[LegPorts; 2]>,
+}
+
+type Reply<T> = mpsc::SyncSender<Result<T, MediaError>>;
+
+/// An order to a worker.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Apply {
+        session: Option<SessionId>,
+        medias: Vec<MediaPlan>,
+        reply: Reply<(SessionId, Vec<[LegPorts; 2]>)>,
+    },
+    Snapshot {
+        session: SessionId,
+        reply: Reply<Session>,
+    },
+    Remove {
+        session: SessionId,
+        reply: Reply<Session>,
+    },
+    Counters {
+        reply: Reply<RelayCounters>,
+    },
+    Stop,
+}
+
+struct WorkerHandle {
+    queue: Arc<ArrayQueue<Command>>,
+    wake: Arc<worker::Wake>,
+    thread: Option<JoinHandle<WorkerReport>>,
+}
+
+/// The running media engine.
+pub struct MediaEngine {
+    workers: Vec<WorkerHandle>,
+    driver: &'static str,
+}
+
+impl fmt::Debug for MediaEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "MediaEngine({} workers, {})",
+            self.workers.len(),
+            self.driver
+        )
+    }
+}
+
+/// How long the control side waits for a worker's answer.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Raises the soft open-files limit to the hard one: the fallback driver needs
+/// a descriptor per endpoint, and io_uring's fixed-file table is capped by it.
+pub fn raise_nofile_limit() -> u64 {
+    worker::raise_nofile_limit()
+}
+
+impl MediaEngine {
+    /// Starts one worker per configured core.
+    pub fn start(config: &MediaEngineConfig) -> io::Result<MediaEngine> {
+        let limit = raise_nofile_limit();
+        let n = config.cores.len().max(1);
+        let use_uring = match config.driver {
+            DriverKind::Fallback => false,
+            DriverKind::IoUring => {
+                uring::probe()?;
+                true
+            }
+            DriverKind::Auto => uring::probe().is_ok(),
+        };
+        let mut workers = Vec::with_capacity(n);
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+        for i in 0..n {
+            let queue = Arc::new(ArrayQueue::new(1024));
+            let wake = Arc::new(worker::Wake::new()?);
+            let settings = worker::WorkerSettings {
+                index: i,
+                workers: n,
+                core: config.cores.get(i).copied(),
+                address: config.address,
+                port_min: config.port_min,
+                port_max: config.port_max,
+                polling: config.polling,
+                relay: config.relay,
+                max_endpoints: config
+                    .max_endpoints_per_worker
+                    .min(limit.min(u64::from(u32::MAX)) as u32),
+                use_uring,
+            };
+            let (q, w, ready) = (Arc::clone(&queue), Arc::clone(&wake), ready_tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || worker::run(settings, q, w, ready))?;
+            workers.push(WorkerHandle {
+                queue,
+                wake,
+                thread: Some(thread),
+            });
+        }
+        drop(ready_tx);
+        let mut engine = MediaEngine {
+            workers,
+            driver: if use_uring {
+                "io_uring"
+            } else {
+                "recvmmsg/sendmmsg"
+            },
+        };
+        for _ in 0..n {
+            match ready_rx.recv_timeout(ORDER_TIMEOUT) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    engine.stop();
+                    return Err(e);
+                }
+                Err(_) => {
+                    engine.stop();
+                    return Err(io::Error::other("media worker did not start"));
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The driver in use.
+    pub fn driver(&self) -> &'static str {
+        self.driver
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The worker a call belongs to.
+    pub fn worker_for(&self, call_id: &[u8]) -> usize {
+        // FNV-1a: stable across runs, so a call keeps its worker.
+        let h = call_id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        (h % self.workers.len() as u64) as usize
+    }
+
+    fn order<T>(
+        &self,
+        worker: usize,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, MediaError> {
+        let w = self.workers.get(worker).ok_or(MediaError::WorkerGone)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        w.queue.push(make(tx)).map_err(|_| MediaError::WorkerGone)?;
+        w.wake.notify();
+        rx.recv_timeout(ORDER_TIMEOUT)
+            .map_err(|_| MediaError::WorkerGone)?
+    }
+
+    /// Creates (`handle` None, on worker `worker`) or updates a session.
+    pub fn apply(
+        &self,
+        worker: usize,
+        session: Option<SessionId>,
+        medias: Vec<MediaPlan>,
+    ) -> Result<Applied, MediaError> {
+        let (session, ports) = self.order(worker, |reply| Command::Apply {
+            session,
+            medias,
+            reply,
+        })?;
+        Ok(Applied {
+            handle: MediaHandle { worker, session },
+            ports,
+        })
+    }
+
+    /// A copy of a session's state and statistics.
+    pub fn snapshot(&self, h: MediaHandle) -> Result<Session, MediaError> {
+        self.order(h.worker, |reply| Command::Snapshot {
+            session: h.session,
+            reply,
+        })
+    }
+
+    /// Removes a session, closing its endpoints; returns its final state.
+    pub fn remove(&self, h: MediaHandle) -> Result<Session, MediaError> {
+        self.order(h.worker, |reply| Command::Remove {
+            session: h.session,
+            reply,
+        })
+    }
+
+    /// Relay counters summed over the workers.
+    pub fn counters(&self) -> RelayCounters {
+        let mut total = RelayCounters::default();
+        for i in 0..self.workers.len() {
+            if let Ok(c) = self.order(i, |reply| Command::Counters { reply }) {
+                total.forwarded += c.forwarded;
+                total.unknown_endpoint += c.unknown_endpoint;
+                total.malformed += c.malformed;
+                total.wrong_source += c.wrong_source;
+                total.no_destination += c.no_destination;
+                total.timeouts += c.timeouts;
+            }
+        }
+        total
+    }
+
+    /// Stops every worker; returns their reports.
+    pub fn stop(&mut self) -> Vec<WorkerReport> {
+        for w in &self.workers {
+            // A full queue means the worker is stuck; the join below then waits for it.
+            let _ = w.queue.push(Command::Stop);
+            w.wake.notify();
+        }
+        self.workers
+            .iter_mut()
+            .filter_map(|w| w.thread.take())
+            .filter_map(|t| t.join().ok())
+            .collect()
+    }
+}
+
+impl Drop for MediaEngine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

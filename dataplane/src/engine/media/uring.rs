@@ -1,0 +1,512 @@
+//! The io_uring driver (io-uring 0.7): one ring per worker, created on the
+//! worker's thread with SINGLE_ISSUER and DEFER_TASKRUN.
+//!
+//! - **Endpoints are direct descriptors.** A socket is created and bound with
+//!   ordinary calls, installed in the ring's fixed-file table
+//!   (`register_files_update`) and its descriptor closed at once: the socket
+//!   lives on in the table, outside the process's descriptor table. Each ring's
+//!   table holds up to `RLIMIT_NOFILE` sockets, so two workers hold 20,000
+//!   media endpoints with a descriptor limit of 20,000 and room to spare.
+//! - **Receiving** is one multishot RecvMsg per endpoint drawing from a
+//!   provided-buffer ring: the kernel fills a buffer per datagram and reports
+//!   its id; no receive is re-armed per packet.
+//! - **Sending** is zero-copy within the process: a forwarded packet is sent
+//!   straight from the buffer it arrived in (SendMsg on the fixed file), and
+//!   the buffer returns to the ring when the send completes. Each buffer id
+//!   has its own msghdr/iovec/sockaddr slot, so nothing is allocated per packet.
+//! - **Waiting** is one `io_uring_enter` per batch: submit the sends, run the
+//!   deferred task work, wait for at least one completion or the timeout.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::squeue::Entry;
+use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{IoUring, Probe, cqueue, opcode};
+
+use super::Polling;
+use super::sockaddr::{self, Storage};
+use super::worker::{Clock, Driver, Wake, bind_udp};
+use crate::media::relay::{Action, EndpointId, Relay};
+
+/// Provided buffers per ring (a power of two, at most 32768).
+const BUFFERS: u16 = 4096;
+/// Size of each buffer: the recvmsg header, the source address, and a datagram.
+const BUF_SIZE: usize = 2048;
+/// Buffer group id.
+const BGID: u16 = 1;
+/// Submission queue size; completions get four times as many slots.
+const SQ_ENTRIES: u32 = 4096;
+
+const KIND_SHIFT: u32 = 56;
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+const KIND_WAKE: u64 = 3;
+const KIND_CANCEL: u64 = 4;
+
+fn recv_data(ep: EndpointId, generation: u32) -> u64 {
+    (KIND_RECV << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(ep)
+}
+
+/// Checks that this kernel gives the driver what it needs.
+pub(super) fn probe() -> io::Result<()> {
+    let ring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(8)?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for code in [
+        opcode::RecvMsgMulti::CODE,
+        opcode::SendMsg::CODE,
+        opcode::PollAdd::CODE,
+        opcode::AsyncCancel::CODE,
+    ] {
+        if !probe.is_supported(code) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring opcode {code} not supported"),
+            ));
+        }
+    }
+    // Provided-buffer rings (5.19) and sparse file tables (5.19).
+    ring.submitter().register_files_sparse(1)?;
+    let mut bufs = BufRing::new(8, 64)?;
+    bufs.register(&ring)?;
+    Ok(())
+}
+
+/// A provided-buffer ring and the memory behind it.
+struct BufRing {
+    ring: *mut BufRingEntry,
+    ring_len: usize,
+    slab: Box<[u8]>,
+    entries: u16,
+    buf_size: usize,
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(entries: u16, buf_size: usize) -> io::Result<Self> {
+        let ring_len = usize::from(entries) * std::mem::size_of::<BufRingEntry>();
+        // SAFETY: an anonymous private mapping; the result is checked. mmap
+        // memory is page-aligned, as the kernel requires.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut r = BufRing {
+            ring: ptr.cast(),
+            ring_len,
+            slab: vec![0u8; usize::from(entries) * buf_size].into_boxed_slice(),
+            entries,
+            buf_size,
+            tail: 0,
+        };
+        for bid in 0..entries {
+            r.push(bid);
+        }
+        r.publish();
+        Ok(r)
+    }
+
+    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: the mapping lives as long as self, and self is dropped only
+        // after the ring (field order in UringDriver).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(self.ring as u64, self.entries, BGID, 0)
+        }
+    }
+
+    /// Hands buffer `bid` back to the kernel (visible after `publish`).
+    fn push(&mut self, bid: u16) {
+        let idx = usize::from(self.tail & (self.entries - 1));
+        // SAFETY: idx < entries, inside the mapping; bid < entries so the
+        // address is inside the slab, which is never resized.
+        unsafe {
+            let e = &mut *self.ring.add(idx);
+            e.set_addr(self.slab.as_ptr().add(usize::from(bid) * self.buf_size) as u64);
+            e.set_len(self.buf_size as u32);
+            e.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes pushed buffers visible to the kernel.
+    fn publish(&mut self) {
+        // SAFETY: the tail field lives inside the first entry of the mapping
+        // and is only written by us; the kernel reads it with acquire order.
+        unsafe {
+            let tail = BufRingEntry::tail(self.ring.cast_const()) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * self.buf_size;
+        &self.slab[start..start + len.min(self.buf_size)]
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in new().
+        unsafe { libc::munmap(self.ring.cast(), self.ring_len) };
+    }
+}
+
+/// The per-buffer send state: a msghdr pointing at an iovec and an address.
+#[repr(C)]
+struct SendSlot {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    name: Storage,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct EndpointState {
+    open: bool,
+    generation: u32,
+}
+
+pub(super) struct UringDriver {
+    // Field order matters: the ring is dropped (and its registrations with it)
+    // before the buffer memory it refers to.
+    ring: IoUring,
+    bufs: BufRing,
+    sends: Box<[SendSlot]>,
+    recv_hdr: Box<libc::msghdr>,
+    endpoints: Vec<EndpointState>,
+    free_slots: Vec<u32>,
+    rearm: Vec<EndpointId>,
+    wake_fd: i32,
+    wake_armed: bool,
+    polling: Polling,
+    last_packet: Instant,
+    returned: bool,
+    received: u64,
+    sent: u64,
+    send_errors: u64,
+}
+
+impl UringDriver {
+    pub(super) fn new(max_endpoints: u32, wake: &Wake, polling: Polling) -> io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize(SQ_ENTRIES * 4)
+            .build(SQ_ENTRIES)?;
+        let capacity = max_endpoints.max(16);
+        ring.submitter().register_files_sparse(capacity)?;
+        let mut bufs = BufRing::new(BUFFERS, BUF_SIZE)?;
+        bufs.register(&ring)?;
+        let mut sends: Box<[SendSlot]> = (0..BUFFERS)
+            .map(|_| SendSlot {
+                // SAFETY: msghdr and iovec are plain data; zero is valid.
+                hdr: unsafe { std::mem::zeroed() },
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                name: sockaddr::zeroed(),
+            })
+            .collect();
+        for s in sends.iter_mut() {
+            // The slots never move: the boxed slice is allocated once.
+            s.hdr.msg_name = (&mut s.name as *mut Storage).cast();
+            s.hdr.msg_iov = &mut s.iov;
+            s.hdr.msg_iovlen = 1;
+        }
+        // SAFETY: zeroed msghdr is valid; RecvMsgMulti reads only the name and
+        // control lengths from it.
+        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        Ok(UringDriver {
+            ring,
+            bufs,
+            sends,
+            recv_hdr,
+            endpoints: vec![EndpointState::default(); capacity as usize],
+            free_slots: (0..capacity).rev().collect(),
+            rearm: Vec::new(),
+            wake_fd: wake.raw(),
+            wake_armed: false,
+            polling,
+            last_packet: Instant::now(),
+            returned: false,
+            received: 0,
+            sent: 0,
+            send_errors: 0,
+        })
+    }
+
+    /// Queues an SQE, submitting first when the queue is full.
+    fn push(&mut self, e: Entry) {
+        loop {
+            // SAFETY: every entry queued by this driver points at memory it
+            // owns for the request's lifetime (buffers, send slots, recv_hdr).
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+            if self.ring.submit().is_err() {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn arm_recv(&mut self, ep: EndpointId) {
+        let generation = self.endpoints[ep as usize].generation;
+        let e = opcode::RecvMsgMulti::new(Fixed(ep), &*self.recv_hdr, BGID)
+            .build()
+            .user_data(recv_data(ep, generation));
+        self.push(e);
+    }
+
+    fn give_back(&mut self, bid: u16) {
+        self.bufs.push(bid);
+        self.returned = true;
+    }
+
+    /// Handles every completion now in the queue; returns how many.
+    fn reap(&mut self, relay: &mut Relay, clock: &Clock) -> usize {
+        let mut handled = 0;
+        let (mut now_ms, mut now_ns) = clock.now();
+        loop {
+            let batch: Option<(u64, i32, u32)> = self
+                .ring
+                .completion()
+                .next()
+                .map(|c| (c.user_data(), c.result(), c.flags()));
+            let Some((data, res, flags)) = batch else {
+                break;
+            };
+            handled += 1;
+            if handled % 64 == 0 {
+                (now_ms, now_ns) = clock.now();
+            }
+            match data >> KIND_SHIFT {
+                KIND_RECV => self.on_recv(relay, data, res, flags, now_ms, now_ns),
+                KIND_SEND => {
+                    let bid = (data & 0xffff) as u16;
+                    if res < 0 {
+                        self.send_errors += 1;
+                    } else {
+                        self.sent += 1;
+                    }
+                    self.give_back(bid);
+                }
+                KIND_WAKE => {
+                    if !cqueue::more(flags) {
+                        self.wake_armed = false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.returned {
+            self.bufs.publish();
+            self.returned = false;
+        }
+        handled
+    }
+
+    fn on_recv(
+        &mut self,
+        relay: &mut Relay,
+        data: u64,
+        res: i32,
+        flags: u32,
+        now_ms: u64,
+        now_ns: u64,
+    ) {
+        let ep = (data & 0xffff_ffff) as EndpointId;
+        let generation = ((data >> 32) & 0x00ff_ffff) as u32;
+        let state = self.endpoints.get(ep as usize).copied().unwrap_or_default();
+        let current = state.open && (state.generation & 0x00ff_ffff) == generation;
+        let bid = cqueue::buffer_select(flags);
+        if current && !cqueue::more(flags) && res != -libc::ECANCELED {
+            // The multishot receive ended (buffers ran out, or an error): re-arm
+            // after this batch has returned its buffers.
+            self.rearm.push(ep);
+        }
+        let Some(bid) = bid else { return };
+        if res <= 0 || !current {
+            self.give_back(bid);
+            return;
+        }
+        self.received += 1;
+        self.last_packet = Instant::now();
+        let buf = self.bufs.buffer(bid, res as usize);
+        let Ok(msg) = RecvMsgOut::parse(buf, &self.recv_hdr) else {
+            self.give_back(bid);
+            return;
+        };
+        let src = sockaddr::read(msg.name_data());
+        let (Some(src), false) = (src, msg.is_payload_truncated()) else {
+            self.give_back(bid);
+            return;
+        };
+        let payload = msg.payload_data();
+        let (ptr, len) = (payload.as_ptr(), payload.len());
+        match relay.on_packet(now_ms, now_ns, ep, src, payload) {
+            Action::Forward { via, to }
+                if self.endpoints.get(via as usize).is_some_and(|s| s.open) =>
+            {
+                let slot = &mut self.sends[usize::from(bid)];
+                slot.iov.iov_base = ptr.cast_mut().cast();
+                slot.iov.iov_len = len;
+                slot.hdr.msg_namelen = sockaddr::write(to, &mut slot.name);
+                let e = opcode::SendMsg::new(Fixed(via), &slot.hdr)
+                    .build()
+                    .user_data((KIND_SEND << KIND_SHIFT) | u64::from(bid));
+                self.push(e);
+            }
+            _ => self.give_back(bid),
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let spin = match self.polling {
+            Polling::Adaptive(window) if self.last_packet.elapsed() < window => Some(window),
+            _ => None,
+        };
+        if let Some(window) = spin {
+            // Busy-poll: enter with a zero timeout until something completes
+            // or the window since the last packet has passed.
+            let zero = Timespec::new();
+            let args = SubmitArgs::new().timespec(&zero);
+            while self.last_packet.elapsed() < window {
+                match self.ring.submitter().submit_with_args(1, &args) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e) => return Err(e),
+                }
+                if !self.ring.completion().is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Driver for UringDriver {
+    fn open(&mut self, addr: SocketAddr) -> io::Result<EndpointId> {
+        let Some(slot) = self.free_slots.pop() else {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        };
+        let sock = match bind_udp(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                self.free_slots.push(slot);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self
+            .ring
+            .submitter()
+            .register_files_update(slot, &[sock.as_raw_fd()])
+        {
+            self.free_slots.push(slot);
+            return Err(e);
+        }
+        // The table holds its own reference: the descriptor is closed here.
+        drop(sock);
+        let st = &mut self.endpoints[slot as usize];
+        st.open = true;
+        st.generation = st.generation.wrapping_add(1);
+        self.arm_recv(slot);
+        Ok(slot)
+    }
+
+    fn close(&mut self, ep: EndpointId) {
+        let Some(st) = self.endpoints.get_mut(ep as usize) else {
+            return;
+        };
+        if !st.open {
+            return;
+        }
+        st.open = false;
+        let data = recv_data(ep, st.generation);
+        self.push(
+            opcode::AsyncCancel::new(data)
+                .build()
+                .user_data(KIND_CANCEL << KIND_SHIFT),
+        );
+        // Removing the socket from the table closes it once the cancelled
+        // receive has let go of it.
+        let _ = self.ring.submitter().register_files_update(ep, &[-1]);
+        self.free_slots.push(ep);
+    }
+
+    fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()> {
+        if !self.wake_armed {
+            let e = opcode::PollAdd::new(io_uring::types::Fd(self.wake_fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(KIND_WAKE << KIND_SHIFT);
+            self.push(e);
+            self.wake_armed = true;
+        }
+        let rearm = std::mem::take(&mut self.rearm);
+        for ep in &rearm {
+            if self.endpoints.get(*ep as usize).is_some_and(|s| s.open) {
+                self.arm_recv(*ep);
+            }
+        }
+        self.rearm = rearm;
+        self.rearm.clear();
+        if self.ring.completion().is_empty() {
+            self.wait(timeout)?;
+        }
+        // Drain completions; the sends they queue go out with the next enter,
+        // which we make right away so forwarding does not wait for the next batch.
+        for _ in 0..8 {
+            if self.reap(relay, clock) == 0 {
+                break;
+            }
+            match self
+                .ring
+                .submitter()
+                .submit_with_args(0, &SubmitArgs::new())
+            {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn io_counters(&self) -> (u64, u64, u64) {
+        (self.received, self.sent, self.send_errors)
+    }
+}

@@ -1,0 +1,388 @@
+//! One media worker: its relay state, its port pool, its driver, and the loop
+//! that ties them together.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+
+use super::ports::PortPool;
+use super::{Command, LegPorts, MediaError, MediaPlan, Polling};
+use crate::media::relay::{Component, EndpointId, Relay, RelayConfig, RelayCounters, Side};
+
+/// A worker's clock: milliseconds and nanoseconds since the worker started,
+/// read once per batch of packets (a vDSO call, never a system call).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub(super) fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+    /// (milliseconds, nanoseconds) now.
+    pub(super) fn now(&self) -> (u64, u64) {
+        let ns = self.start.elapsed().as_nanos() as u64;
+        (ns / 1_000_000, ns)
+    }
+}
+
+/// The I/O half of a worker. Implementations own every socket of the worker.
+pub(super) trait Driver {
+    /// Opens a UDP socket bound to `addr`.
+    fn open(&mut self, addr: SocketAddr) -> io::Result<EndpointId>;
+    /// Closes an endpoint.
+    fn close(&mut self, ep: EndpointId);
+    /// Waits at most `timeout` for packets or a wake-up and hands every packet
+    /// to `relay`, sending what it returns.
+    fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()>;
+    /// Datagrams received and sent, and send errors.
+    fn io_counters(&self) -> (u64, u64, u64);
+}
+
+/// An eventfd that wakes a worker when a command is queued.
+#[derive(Debug)]
+pub(crate) struct Wake {
+    fd: OwnedFd,
+}
+
+impl Wake {
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: eventfd has no memory preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(Wake {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub(crate) fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full
+        // counter (EAGAIN) already means "wake up".
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Clears pending wake-ups.
+    pub(super) fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64 from our nonblocking eventfd.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    pub(super) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+pub(super) fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Opens a UDP socket bound to `addr`, as a plain descriptor.
+pub(super) fn bind_udp(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let std_socket = std::net::UdpSocket::bind(addr)?;
+    Ok(OwnedFd::from(std_socket))
+}
+
+pub(super) struct WorkerSettings {
+    pub(super) index: usize,
+    pub(super) workers: usize,
+    pub(super) core: Option<usize>,
+    pub(super) address: IpAddr,
+    pub(super) port_min: u16,
+    pub(super) port_max: u16,
+    pub(super) polling: Polling,
+    pub(super) relay: RelayConfig,
+    pub(super) max_endpoints: u32,
+    pub(super) use_uring: bool,
+}
+
+/// What a worker reports when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Relay counters.
+    pub relay: RelayCounters,
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Send errors.
+    pub send_errors: u64,
+}
+
+pub(super) fn run(
+    settings: WorkerSettings,
+    queue: Arc<ArrayQueue<Command>>,
+    wake: Arc<Wake>,
+    ready: mpsc::Sender<io::Result<()>>,
+) -> WorkerReport {
+    if let Some(core) = settings.core {
+        core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    }
+    let driver: io::Result<Box<dyn Driver>> = if settings.use_uring {
+        super::uring::UringDriver::new(settings.max_endpoints, &wake, settings.polling)
+            .map(|d| Box::new(d) as Box<dyn Driver>)
+    } else {
+        super::fallback::FallbackDriver::new(&wake).map(|d| Box::new(d) as Box<dyn Driver>)
+    };
+    let mut driver = match driver {
+        Ok(d) => {
+            let _ = ready.send(Ok(()));
+            d
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return WorkerReport::default();
+        }
+    };
+    drop(ready);
+    let clock = Clock::new();
+    let mut relay = Relay::new(settings.relay, 0);
+    let mut ports = PortPool::new(
+        settings.port_min,
+        settings.port_max,
+        settings.index,
+        settings.workers,
+    );
+    let mut last_tick = 0u64;
+    loop {
+        if let Err(e) = driver.poll(&mut relay, &clock, Duration::from_millis(250)) {
+            // A driver error is not fatal to the calls: count and continue.
+            if e.kind() != io::ErrorKind::Interrupted {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        wake.drain();
+        let mut stop = false;
+        while let Some(cmd) = queue.pop() {
+            stop |= handle(
+                cmd,
+                &mut relay,
+                &mut ports,
+                driver.as_mut(),
+                &settings,
+                &clock,
+            );
+        }
+        let (now_ms, _) = clock.now();
+        if now_ms >= last_tick + 1000 {
+            relay.tick(now_ms);
+            last_tick = now_ms;
+        }
+        if stop {
+            break;
+        }
+    }
+    let (received, sent, send_errors) = driver.io_counters();
+    WorkerReport {
+        relay: relay.counters(),
+        received,
+        sent,
+        send_errors,
+    }
+}
+
+/// Opens one endpoint on `port` and binds it in the relay.
+fn open_endpoint(
+    driver: &mut dyn Driver,
+    relay: &mut Relay,
+    settings: &WorkerSettings,
+    port: u16,
+    at: (u32, usize, Side, Component),
+) -> Result<EndpointId, MediaError> {
+    let ep = driver
+        .open(SocketAddr::new(settings.address, port))
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) {
+                MediaError::NoEndpoints
+            } else {
+                MediaError::Io(format!("{}:{port}: {e}", settings.address))
+            }
+        })?;
+    relay.bind_endpoint(ep, at.0, at.1, at.2, at.3);
+    Ok(ep)
+}
+
+fn apply(
+    relay: &mut Relay,
+    ports: &mut PortPool,
+    driver: &mut dyn Driver,
+    settings: &WorkerSettings,
+    clock: &Clock,
+    session: Option<u32>,
+    medias: &[MediaPlan],
+) -> Result<(u32, Vec<[LegPorts; 2]>), MediaError> {
+    let (now_ms, _) = clock.now();
+    let id = match session {
+        Some(id) => {
+            let s = relay.session_mut(id).ok_or(MediaError::UnknownSession)?;
+            if s.medias.len() < medias.len() {
+                s.medias.resize(medias.len(), Default::default());
+            }
+            id
+        }
+        None => relay.create_session(now_ms, medias.len()),
+    };
+    let result = apply_plans(relay, ports, driver, settings, id, medias);
+    if result.is_err() && session.is_none() {
+        // Do not leave a half-built new session behind.
+        release(relay, ports, driver, id);
+    }
+    result.map(|ports| (id, ports))
+}
+
+/// Removes a session: closes its endpoints and returns its ports.
+fn release(
+    relay: &mut Relay,
+    ports: &mut PortPool,
+    driver: &mut dyn Driver,
+    id: u32,
+) -> Option<crate::media::relay::Session> {
+    let snapshot = relay.session(id).cloned()?;
+    for ep in relay.remove_session(id) {
+        driver.close(ep);
+    }
+    for pair in &snapshot.medias {
+        for leg in &pair.legs {
+            if leg.local_port != 0 {
+                ports.put(leg.local_port);
+            }
+        }
+    }
+    Some(snapshot)
+}
+
+fn apply_plans(
+    relay: &mut Relay,
+    ports: &mut PortPool,
+    driver: &mut dyn Driver,
+    settings: &WorkerSettings,
+    id: u32,
+    medias: &[MediaPlan],
+) -> Result<Vec<[LegPorts; 2]>, MediaError> {
+    let mut out = Vec::with_capacity(medias.len());
+    for (m, plan) in medias.iter().enumerate() {
+        let mut pair_ports = [LegPorts::default(); 2];
+        for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
+            let sp = plan.sides[i];
+            let leg = relay
+                .session(id)
+                .and_then(|s| s.medias.get(m))
+                .map(|p| p.leg(side).clone())
+                .unwrap_or_default();
+            let mut port = leg.local_port;
+            if sp.open_rtp && leg.rtp_ep.is_none() {
+                // Try a few pairs: another process may hold a port of the range.
+                let mut last_err = MediaError::NoPorts;
+                let mut opened = None;
+                for _ in 0..16 {
+                    let Some(p) = ports.take() else { break };
+                    match open_endpoint(driver, relay, settings, p, (id, m, side, Component::Rtp)) {
+                        Ok(_) => {
+                            opened = Some(p);
+                            break;
+                        }
+                        Err(e @ MediaError::NoEndpoints) => {
+                            ports.put(p);
+                            last_err = e;
+                            break;
+                        }
+                        Err(e) => last_err = e,
+                    }
+                }
+                port = opened.ok_or(last_err)?;
+                if let Some(l) = relay
+                    .session_mut(id)
+                    .and_then(|s| s.medias.get_mut(m))
+                    .map(|p| p.leg_mut(side))
+                {
+                    l.local_port = port;
+                }
+            }
+            let mut rtcp = leg.rtcp_ep.map(|_| port + 1);
+            if sp.open_rtcp && leg.rtcp_ep.is_none() && port != 0 {
+                open_endpoint(
+                    driver,
+                    relay,
+                    settings,
+                    port + 1,
+                    (id, m, side, Component::Rtcp),
+                )?;
+                rtcp = Some(port + 1);
+            }
+            if let Some(peer) = sp.peer {
+                relay.set_peer(id, m, side, peer);
+            }
+            pair_ports[i] = LegPorts { rtp: port, rtcp };
+        }
+        out.push(pair_ports);
+    }
+    Ok(out)
+}
+
+/// Runs one command; returns true for Stop.
+fn handle(
+    cmd: Command,
+    relay: &mut Relay,
+    ports: &mut PortPool,
+    driver: &mut dyn Driver,
+    settings: &WorkerSettings,
+    clock: &Clock,
+) -> bool {
+    match cmd {
+        Command::Apply {
+            session,
+            medias,
+            reply,
+        } => {
+            let _ = reply.send(apply(
+                relay, ports, driver, settings, clock, session, &medias,
+            ));
+        }
+        Command::Snapshot { session, reply } => {
+            let _ = reply.send(
+                relay
+                    .session(session)
+                    .cloned()
+                    .ok_or(MediaError::UnknownSession),
+            );
+        }
+        Command::Remove { session, reply } => {
+            let _ = reply
+                .send(release(relay, ports, driver, session).ok_or(MediaError::UnknownSession));
+        }
+        Command::Counters { reply } => {
+            let _ = reply.send(Ok(relay.counters()));
+        }
+        Command::Stop => return true,
+    }
+    false
+}
