@@ -109,11 +109,11 @@ impl FallbackDriver {
         // Decide every packet, then send the forwards in runs that share a socket.
         let mut plan: [(EndpointId, usize, usize); BATCH] = [(0, 0, 0); BATCH];
         let mut planned = 0;
-        for i in 0..n {
-            let len = msgs[i].msg_len as usize;
+        for (i, msg) in msgs.iter().enumerate().take(n) {
+            let len = msg.msg_len as usize;
             let Some(src) = sockaddr::read(sockaddr::bytes(
                 &self.names[i],
-                msgs[i].msg_hdr.msg_namelen as usize,
+                msg.msg_hdr.msg_namelen as usize,
             )) else {
                 continue;
             };
@@ -204,11 +204,11 @@ impl Driver for FallbackDriver {
     }
 
     fn close(&mut self, ep: EndpointId) {
-        if let Some(slot) = self.sockets.get_mut(ep as usize) {
-            if slot.take().is_some() {
-                // Closing the descriptor removes it from the epoll set.
-                self.free.push(ep);
-            }
+        if let Some(slot) = self.sockets.get_mut(ep as usize)
+            && slot.take().is_some()
+        {
+            // Closing the descriptor removes it from the epoll set.
+            self.free.push(ep);
         }
     }
 

@@ -14,7 +14,7 @@ impl PortPool {
     /// worker `worker` of `workers` (interleaved, so each worker's ports are
     /// spread over the range).
     pub(super) fn new(lo: u16, hi: u16, worker: usize, workers: usize) -> Self {
-        let first = if lo % 2 == 0 { lo } else { lo + 1 };
+        let first = if lo.is_multiple_of(2) { lo } else { lo + 1 };
         let free = (u32::from(first)..u32::from(hi))
             .step_by(2)
             .enumerate()

@@ -309,10 +309,8 @@ impl UringDriver {
                     }
                     self.give_back(bid);
                 }
-                KIND_WAKE => {
-                    if !cqueue::more(flags) {
-                        self.wake_armed = false;
-                    }
+                KIND_WAKE if !cqueue::more(flags) => {
+                    self.wake_armed = false;
                 }
                 _ => {}
             }
