@@ -52,8 +52,14 @@ fn recv_data(ep: EndpointId, generation: u32) -> u64 {
     (KIND_RECV << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(ep)
 }
 
-/// Checks that this kernel gives the driver what it needs.
+/// Checks that this kernel gives the driver what it needs. Runs on a thread
+/// of its own: tearing a ring down can leave task work that interrupts the
+/// owning thread's next blocking call with EINTR.
 pub(super) fn probe() -> io::Result<()> {
+    std::thread::spawn(probe_here).join().unwrap_or_else(|_| Err(io::Error::other("io_uring probe failed")))
+}
+
+fn probe_here() -> io::Result<()> {
     let ring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
