@@ -80,7 +80,7 @@ fn relay_both_ways(driver: DriverKind, base: u16) {
         let h = parse_rtp(&buf[..n]).expect("rtp");
         assert_eq!((h.seq, h.ssrc), (seq, 0xbbbb));
     }
-    let s = eng.snapshot(applied.handle).expect("snapshot");
+    let s = eng.snapshot(applied.handle).expect("snapshot").session;
     assert_eq!(s.medias[0].leg(Side::A).rtp_in.packets, 200);
     assert_eq!(s.medias[0].leg(Side::B).rtp_in.packets, 200);
     assert_eq!(s.medias[0].leg(Side::A).rtp_in.lost(), 0);
@@ -90,7 +90,7 @@ fn relay_both_ways(driver: DriverKind, base: u16) {
         .expect("send good");
     let (n, _) = b.recv_from(&mut buf).expect("b receives the good one");
     assert_eq!(parse_rtp(&buf[..n]).map(|h| h.seq), Ok(200));
-    let removed = eng.remove(applied.handle).expect("removed");
+    let removed = eng.remove(applied.handle).expect("removed").session;
     assert_eq!(removed.medias[0].leg(Side::A).rtp_in.errors, 1);
     assert!(eng.snapshot(applied.handle).is_err());
     // The ports are closed: nothing relays any more.

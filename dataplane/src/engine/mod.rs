@@ -4,4 +4,5 @@
 //! listener); the per-core io_uring engine replaces it on the packet path.
 
 pub mod media;
+pub mod ng_udp;
 pub mod sip_udp;

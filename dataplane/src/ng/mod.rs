@@ -1,4 +1,617 @@
-//! The rtpengine-compatible "ng" control protocol: a cookie, a space and a
-//! bencoded dictionary per UDP datagram.
+//! The rtpengine-compatible "ng" control protocol: each UDP datagram is a
+//! cookie, a space and a bencoded dictionary; the reply repeats the cookie.
+//!
+//! [`NgServer::handle`] is sans-IO: a request datagram and the wall-clock time
+//! in, a reply datagram out. Media work goes through [`MediaControl`], which
+//! the media engine implements. Commands: `ping`, `offer`, `answer`,
+//! `delete`, `query`, `list`. Replies to a cookie are cached, so a retransmitted
+//! request gets the same answer and is not executed twice.
+//!
+//! Offer/answer model: the tag of the first offer is side A, the other tag
+//! side B. Each side has its own relay ports; the SDP sent to a side carries
+//! the ports *that side* sends to, so media flows A → relay(A port) →
+//! relay(B port) → B and back.
 
 pub mod bencode;
+mod stats;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use bencode::Value;
+
+use crate::engine::media::{
+    Applied, LegPorts, MediaEngine, MediaError, MediaHandle, MediaPlan, SessionSnapshot,
+};
+use crate::media::relay::{PeerSpec, Side};
+use crate::sdp::Sdp;
+
+/// What the ng server needs from the media plane.
+pub trait MediaControl {
+    /// The worker a call's media lives on.
+    fn worker_for(&self, call_id: &[u8]) -> usize;
+    /// Creates or updates a session.
+    fn apply(
+        &self,
+        worker: usize,
+        session: Option<u32>,
+        medias: Vec<MediaPlan>,
+    ) -> Result<Applied, MediaError>;
+    /// A copy of a session.
+    fn snapshot(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError>;
+    /// Removes a session.
+    fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError>;
+}
+
+impl MediaControl for MediaEngine {
+    fn worker_for(&self, call_id: &[u8]) -> usize {
+        MediaEngine::worker_for(self, call_id)
+    }
+    fn apply(
+        &self,
+        worker: usize,
+        session: Option<u32>,
+        medias: Vec<MediaPlan>,
+    ) -> Result<Applied, MediaError> {
+        MediaEngine::apply(self, worker, session, medias)
+    }
+    fn snapshot(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
+        MediaEngine::snapshot(self, h)
+    }
+    fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
+        MediaEngine::remove(self, h)
+    }
+}
+
+/// An owned bencode value, for replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// Integer.
+    Int(i64),
+    /// Byte string.
+    Str(Vec<u8>),
+    /// List.
+    List(Vec<Out>),
+    /// Dictionary (written with sorted keys).
+    Dict(Vec<(String, Out)>),
+}
+
+impl Out {
+    fn str(s: impl Into<Vec<u8>>) -> Out {
+        Out::Str(s.into())
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        match self {
+            Out::Int(i) => {
+                let _ = write!(out, "i{i}e");
+            }
+            Out::Str(b) => {
+                let _ = write!(out, "{}:", b.len());
+                out.extend_from_slice(b);
+            }
+            Out::List(items) => {
+                out.push(b'l');
+                items.iter().for_each(|i| i.encode(out));
+                out.push(b'e');
+            }
+            Out::Dict(entries) => {
+                let mut sorted: Vec<&(String, Out)> = entries.iter().collect();
+                sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                out.push(b'd');
+                for (k, v) in sorted {
+                    let _ = write!(out, "{}:{k}", k.len());
+                    v.encode(out);
+                }
+                out.push(b'e');
+            }
+        }
+    }
+}
+
+/// A failed command: the `error-reason` of the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NgError(pub String);
+
+impl<T: Into<String>> From<T> for NgError {
+    fn from(s: T) -> Self {
+        NgError(s.into())
+    }
+}
+
+/// Per-call state the server keeps.
+#[derive(Debug, Clone)]
+struct Call {
+    handle: Option<MediaHandle>,
+    /// Tag of side A, side B.
+    tags: [Option<Vec<u8>>; 2],
+    labels: [Option<Vec<u8>>; 2],
+    created: u64,
+    last_signal: u64,
+    medias: Vec<MediaState>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct MediaState {
+    kind: Vec<u8>,
+    proto: Vec<u8>,
+    /// Whether the relay multiplexes RTCP towards side A, side B.
+    mux: [bool; 2],
+    ports: [LegPorts; 2],
+    /// What side A, side B asked for in their SDP.
+    peers: [Option<PeerSpec>; 2],
+}
+
+fn idx(side: Side) -> usize {
+    usize::from(side == Side::B)
+}
+
+/// Replies kept for retransmitted requests.
+const REPLY_CACHE: usize = 4096;
+
+/// The ng protocol server.
+#[derive(Debug)]
+pub struct NgServer<M> {
+    media: M,
+    /// Address written into SDP for the relay.
+    advertised: IpAddr,
+    calls: HashMap<Vec<u8>, Call>,
+    order: Vec<Vec<u8>>,
+    cache: HashMap<Vec<u8>, Vec<u8>>,
+    cache_order: VecDeque<Vec<u8>>,
+    counters: NgCounters,
+}
+
+/// Commands seen and failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NgCounters {
+    /// Requests answered.
+    pub requests: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Requests answered from the cache (retransmissions).
+    pub retransmissions: u64,
+    /// Datagrams without a cookie (dropped).
+    pub dropped: u64,
+}
+
+/// Flags of an offer or answer that change what rvoip does.
+#[derive(Debug, Default)]
+struct Flags {
+    replace_origin: bool,
+    transport_protocol: Option<Vec<u8>>,
+    mux_offer: bool,
+    mux_demux: bool,
+    mux_reject: bool,
+    label: Option<Vec<u8>>,
+}
+
+fn strings<'a>(v: Option<&'a Value<'a>>) -> Vec<&'a [u8]> {
+    match v {
+        Some(Value::List(items)) => items.iter().filter_map(Value::as_bytes).collect(),
+        Some(Value::Bytes(b)) => vec![*b],
+        _ => Vec::new(),
+    }
+}
+
+fn flags(req: &Value<'_>) -> Result<Flags, NgError> {
+    let mut f = Flags::default();
+    for r in strings(req.get("replace")) {
+        match r {
+            b"origin" => f.replace_origin = true,
+            // Connection lines always get the relay's address: the media goes there.
+            _ => {}
+        }
+    }
+    for m in strings(req.get("rtcp-mux")) {
+        match m {
+            b"offer" | b"require" => f.mux_offer = true,
+            b"demux" => f.mux_demux = true,
+            b"reject" => f.mux_reject = true,
+            _ => {}
+        }
+    }
+    if let Some(tp) = req.get("transport-protocol").and_then(Value::as_bytes) {
+        if !matches!(tp, b"RTP/AVP" | b"RTP/AVPF") {
+            return Err("Unsupported transport-protocol: SRTP is not available yet".into());
+        }
+        f.transport_protocol = Some(tp.to_vec());
+    }
+    f.label = req
+        .get("label")
+        .and_then(Value::as_bytes)
+        .map(<[u8]>::to_vec);
+    Ok(f)
+}
+
+/// The peer an SDP media section describes.
+fn peer_of(sdp: &Sdp<'_>, i: usize) -> Option<PeerSpec> {
+    let m = sdp.media.get(i)?;
+    if m.media.port == 0 {
+        return None;
+    }
+    let addr = sdp.media_connection(i)?.address;
+    let rtp = SocketAddr::new(addr, m.media.port);
+    let rtcp_mux = m.rtcp_mux();
+    let rtcp = match m.rtcp() {
+        Some(r) => SocketAddr::new(r.address.unwrap_or(addr), r.port),
+        None => SocketAddr::new(addr, m.media.port.wrapping_add(1)),
+    };
+    let clock_rate = m
+        .payload_types()
+        .next()
+        .map(|pt| {
+            m.rtpmap(pt)
+                .map_or_else(|| static_clock_rate(pt), |r| r.clock_rate)
+        })
+        .unwrap_or(8000);
+    Some(PeerSpec {
+        rtp: Some(rtp),
+        rtcp: Some(rtcp),
+        rtcp_mux,
+        clock_rate,
+    })
+}
+
+/// RFC 3551 clock rates of the static payload types a relay meets.
+fn static_clock_rate(pt: u8) -> u32 {
+    match pt {
+        10 | 11 => 44_100,
+        14 | 25 | 26 | 28 | 31..=34 => 90_000,
+        16 => 11_025,
+        17 => 22_050,
+        _ => 8_000,
+    }
+}
+
+const ICE_AND_MUX: &[&str] = &[
+    "rtcp",
+    "rtcp-mux",
+    "ice-ufrag",
+    "ice-pwd",
+    "ice-options",
+    "ice-pacing",
+    "candidate",
+    "remote-candidates",
+    "end-of-candidates",
+];
+
+impl<M: MediaControl> NgServer<M> {
+    /// A server writing `advertised` into SDP as the relay's address.
+    pub fn new(media: M, advertised: IpAddr) -> Self {
+        NgServer {
+            media,
+            advertised,
+            calls: HashMap::new(),
+            order: Vec::new(),
+            cache: HashMap::new(),
+            cache_order: VecDeque::new(),
+            counters: NgCounters::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> NgCounters {
+        self.counters
+    }
+
+    /// Calls held.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Handles one request datagram at wall-clock time `now` (Unix seconds).
+    /// Returns the reply, or `None` for a datagram without a cookie (dropped,
+    /// as rtpengine does).
+    pub fn handle(&mut self, datagram: &[u8], now: u64) -> Option<Vec<u8>> {
+        let Some(sp) = datagram.iter().position(|b| *b == b' ') else {
+            self.counters.dropped += 1;
+            return None;
+        };
+        let (cookie, body) = (&datagram[..sp], &datagram[sp + 1..]);
+        if cookie.is_empty() {
+            self.counters.dropped += 1;
+            return None;
+        }
+        if let Some(cached) = self.cache.get(cookie) {
+            self.counters.retransmissions += 1;
+            return Some(cached.clone());
+        }
+        self.counters.requests += 1;
+        let result = match bencode::decode(body) {
+            Err(_) if body.first() == Some(&b'd') => {
+                Err(NgError::from("Could not decode bencode dictionary"))
+            }
+            Err(_) => Err(NgError::from("Invalid NG data format")),
+            Ok((req @ Value::Dict(_), _)) => self.command(&req, now),
+            Ok(_) => Err(NgError::from("Invalid NG data format")),
+        };
+        let reply = match result {
+            Ok(mut entries) => {
+                entries.push((
+                    "result".into(),
+                    Out::str(if entries.iter().any(|(k, _)| k == "pong") {
+                        "pong"
+                    } else {
+                        "ok"
+                    }),
+                ));
+                entries.retain(|(k, _)| k != "pong");
+                Out::Dict(entries)
+            }
+            Err(e) => {
+                self.counters.errors += 1;
+                Out::Dict(vec![
+                    ("result".into(), Out::str("error")),
+                    ("error-reason".into(), Out::str(e.0)),
+                ])
+            }
+        };
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(cookie);
+        out.push(b' ');
+        reply.encode(&mut out);
+        if self.cache_order.len() == REPLY_CACHE {
+            if let Some(old) = self.cache_order.pop_front() {
+                self.cache.remove(&old);
+            }
+        }
+        self.cache_order.push_back(cookie.to_vec());
+        self.cache.insert(cookie.to_vec(), out.clone());
+        Some(out)
+    }
+
+    fn command(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+        let command = req
+            .get("command")
+            .ok_or_else(|| NgError::from("Dictionary contains no key \"command\""))?;
+        match command.as_bytes() {
+            Some(b"ping") => Ok(vec![("pong".into(), Out::Int(1))]),
+            Some(b"offer") => self.offer(req, now),
+            Some(b"answer") => self.answer(req, now),
+            Some(b"delete") => self.delete(req, now),
+            Some(b"query") => self.query(req, now),
+            Some(b"list") => Ok(vec![(
+                "calls".into(),
+                Out::List(self.order.iter().map(|c| Out::Str(c.clone())).collect()),
+            )]),
+            _ => Err("Unrecognized command".into()),
+        }
+    }
+
+    fn required<'a>(req: &'a Value<'a>, key: &str) -> Result<&'a [u8], NgError> {
+        req.get(key)
+            .and_then(Value::as_bytes)
+            .ok_or_else(|| NgError(format!("No {key} in message")))
+    }
+
+    fn offer(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+        let call_id = Self::required(req, "call-id")?;
+        let from_tag = Self::required(req, "from-tag")?;
+        let sdp_text = req
+            .get("sdp")
+            .and_then(Value::as_bytes)
+            .ok_or_else(|| NgError::from("No SDP body in message"))?;
+        let mut sdp = Sdp::parse(sdp_text).map_err(|_| NgError::from("Failed to parse SDP"))?;
+        let f = flags(req)?;
+        let worker = self.media.worker_for(call_id);
+        let call = self.calls.entry(call_id.to_vec()).or_insert_with(|| Call {
+            handle: None,
+            tags: [None, None],
+            labels: [None, None],
+            created: now,
+            last_signal: now,
+            medias: Vec::new(),
+        });
+        if call.handle.is_none() {
+            self.order.push(call_id.to_vec());
+        }
+        let side = if call.tags[0].is_none() || call.tags[0].as_deref() == Some(from_tag) {
+            Side::A
+        } else if call.tags[1].is_none() || call.tags[1].as_deref() == Some(from_tag) {
+            Side::B
+        } else {
+            return Err("Unknown tag".into());
+        };
+        call.tags[idx(side)] = Some(from_tag.to_vec());
+        if f.label.is_some() {
+            call.labels[idx(side)] = f.label.clone();
+        }
+        call.last_signal = now;
+        let (me, other) = (idx(side), idx(side.other()));
+        if call.medias.len() < sdp.media.len() {
+            call.medias.resize(sdp.media.len(), MediaState::default());
+        }
+        let mut plans = Vec::with_capacity(sdp.media.len());
+        for (i, m) in sdp.media.iter().enumerate() {
+            let st = &mut call.medias[i];
+            st.kind = m.media.kind.to_vec();
+            st.proto = f
+                .transport_protocol
+                .clone()
+                .unwrap_or_else(|| m.media.proto.to_vec());
+            let peer = peer_of(&sdp, i);
+            let mut plan = MediaPlan::default();
+            if let Some(peer) = peer {
+                st.peers[me] = Some(peer);
+                // Towards the offerer: multiplex if it does and it is not refused.
+                st.mux[me] = peer.rtcp_mux && !f.mux_reject;
+                // Towards the other side: as asked, else as the offerer does.
+                st.mux[other] = if f.mux_demux {
+                    false
+                } else {
+                    f.mux_offer || peer.rtcp_mux
+                };
+                plan.sides[me] = crate::engine::media::SidePlan {
+                    open_rtp: true,
+                    open_rtcp: !st.mux[me],
+                    peer: Some(peer),
+                };
+                plan.sides[other] = crate::engine::media::SidePlan {
+                    open_rtp: true,
+                    open_rtcp: !st.mux[other],
+                    peer: None,
+                };
+            }
+            plans.push(plan);
+        }
+        let applied = self
+            .media
+            .apply(worker, call.handle.map(|h| h.session), plans)
+            .map_err(|e| NgError(e.to_string()))?;
+        call.handle = Some(applied.handle);
+        for (i, ports) in applied.ports.iter().enumerate() {
+            call.medias[i].ports = *ports;
+        }
+        rewrite(&mut sdp, call, side.other(), self.advertised, &f);
+        Ok(vec![("sdp".into(), Out::Str(sdp.to_bytes()))])
+    }
+
+    fn answer(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+        let call_id = Self::required(req, "call-id")?;
+        let to_tag = Self::required(req, "to-tag")?;
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| NgError::from("Unknown call-id"))?;
+        let sdp_text = req
+            .get("sdp")
+            .and_then(Value::as_bytes)
+            .ok_or_else(|| NgError::from("No SDP body in message"))?;
+        let mut sdp = Sdp::parse(sdp_text).map_err(|_| NgError::from("Failed to parse SDP"))?;
+        let f = flags(req)?;
+        // The answerer is the to-tag: side B for the first answer, side A when
+        // B made a re-offer.
+        let side = if call.tags[0].as_deref() == Some(to_tag) {
+            Side::A
+        } else if call.tags[1].is_none() || call.tags[1].as_deref() == Some(to_tag) {
+            Side::B
+        } else {
+            return Err("Unknown tag".into());
+        };
+        call.tags[idx(side)] = Some(to_tag.to_vec());
+        if f.label.is_some() {
+            call.labels[idx(side)] = f.label.clone();
+        }
+        call.last_signal = now;
+        let me = idx(side);
+        let mut plans = Vec::with_capacity(sdp.media.len());
+        for i in 0..sdp.media.len().min(call.medias.len()) {
+            let mut plan = MediaPlan::default();
+            if let Some(peer) = peer_of(&sdp, i) {
+                let st = &mut call.medias[i];
+                st.peers[me] = Some(peer);
+                // Multiplexing towards the answerer holds only if it accepted it.
+                st.mux[me] = st.mux[me] && peer.rtcp_mux;
+                plan.sides[me] = crate::engine::media::SidePlan {
+                    open_rtp: false,
+                    open_rtcp: !st.mux[me],
+                    peer: Some(peer),
+                };
+            }
+            plans.push(plan);
+        }
+        let handle = call
+            .handle
+            .ok_or_else(|| NgError::from("Unknown call-id"))?;
+        let applied = self
+            .media
+            .apply(handle.worker, Some(handle.session), plans)
+            .map_err(|e| NgError(e.to_string()))?;
+        for (i, ports) in applied.ports.iter().enumerate() {
+            call.medias[i].ports = *ports;
+        }
+        rewrite(&mut sdp, call, side.other(), self.advertised, &f);
+        Ok(vec![("sdp".into(), Out::Str(sdp.to_bytes()))])
+    }
+
+    fn delete(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+        let call_id = Self::required(req, "call-id")?;
+        let Some(call) = self.calls.remove(call_id) else {
+            return Ok(vec![(
+                "warning".into(),
+                Out::str("Call-ID not found or tags didn't match"),
+            )]);
+        };
+        self.order.retain(|c| c != call_id);
+        let snap = call.handle.map(|h| self.media.remove(h));
+        Ok(stats::report(
+            &call_report(&call),
+            snap.and_then(Result::ok).as_ref(),
+            now,
+        ))
+    }
+
+    fn query(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+        let call_id = Self::required(req, "call-id")?;
+        let call = self
+            .calls
+            .get(call_id)
+            .ok_or_else(|| NgError::from("Unknown call-id"))?;
+        let snap = call.handle.map(|h| self.media.snapshot(h));
+        Ok(stats::report(
+            &call_report(call),
+            snap.and_then(Result::ok).as_ref(),
+            now,
+        ))
+    }
+}
+
+fn call_report(c: &Call) -> stats::CallReport<'_> {
+    stats::CallReport {
+        tags: [c.tags[0].as_deref(), c.tags[1].as_deref()],
+        labels: [c.labels[0].as_deref(), c.labels[1].as_deref()],
+        created: c.created,
+        last_signal: c.last_signal,
+        medias: c
+            .medias
+            .iter()
+            .map(|m| stats::MediaReport {
+                kind: &m.kind,
+                proto: &m.proto,
+                ports: m.ports,
+                peers: m.peers,
+            })
+            .collect(),
+    }
+}
+
+/// Points the SDP that goes to `to` at the relay ports of side `to`.
+fn rewrite(sdp: &mut Sdp<'_>, call: &Call, to: Side, advertised: IpAddr, f: &Flags) {
+    let t = idx(to);
+    for (i, m) in sdp.media.iter_mut().enumerate() {
+        let Some(st) = call.medias.get(i) else {
+            continue;
+        };
+        for name in ICE_AND_MUX {
+            m.remove_attribute(name);
+        }
+        if m.media.port == 0 || st.ports[t].rtp == 0 {
+            m.set_port(0);
+            continue;
+        }
+        m.set_port(st.ports[t].rtp);
+        if let Some(tp) = &f.transport_protocol {
+            m.set_proto(&String::from_utf8_lossy(tp));
+        }
+        if m.connection().is_some() {
+            m.set_connection(advertised);
+        }
+        let rtcp_port = if st.mux[t] {
+            st.ports[t].rtp
+        } else {
+            st.ports[t].rtcp.unwrap_or(st.ports[t].rtp + 1)
+        };
+        m.add_attribute("rtcp", Some(rtcp_port.to_string().as_bytes()));
+        if st.mux[t] {
+            m.add_attribute("rtcp-mux", None);
+        }
+    }
+    // The session connection carries media addresses: always the relay's.
+    sdp.set_session_connection(advertised);
+    if f.replace_origin {
+        sdp.set_origin_address(advertised);
+    }
+    sdp.remove_ice();
+}

@@ -457,6 +457,16 @@ impl<'a> Sdp<'a> {
         self.set_origin_address(addr);
     }
 
+    /// Points the session-level `c=`, if any, at `addr`.
+    pub fn set_session_connection(&mut self, addr: IpAddr) {
+        for l in self.session.iter_mut().filter(|l| l.kind == b'c') {
+            if let Some(mut c) = parse_connection(&l.value) {
+                c.address = addr;
+                *l = Line::owned(b'c', connection_line_value(&c));
+            }
+        }
+    }
+
     /// Rewrites the address of `o=`.
     pub fn set_origin_address(&mut self, addr: IpAddr) {
         if let Some(l) = self.session.iter_mut().find(|l| l.kind == b'o')

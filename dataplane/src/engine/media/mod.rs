@@ -136,6 +136,15 @@ pub struct MediaHandle {
     pub session: SessionId,
 }
 
+/// A copy of a session taken by its worker.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    /// The session state and statistics.
+    pub session: Session,
+    /// The worker's clock when the copy was taken (the clock of `last_seen_ms`).
+    pub now_ms: u64,
+}
+
 /// The result of applying plans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -157,11 +166,11 @@ pub(crate) enum Command {
     },
     Snapshot {
         session: SessionId,
-        reply: Reply<Session>,
+        reply: Reply<SessionSnapshot>,
     },
     Remove {
         session: SessionId,
-        reply: Reply<Session>,
+        reply: Reply<SessionSnapshot>,
     },
     Counters {
         reply: Reply<RelayCounters>,
@@ -319,7 +328,7 @@ impl MediaEngine {
     }
 
     /// A copy of a session's state and statistics.
-    pub fn snapshot(&self, h: MediaHandle) -> Result<Session, MediaError> {
+    pub fn snapshot(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
         self.order(h.worker, |reply| Command::Snapshot {
             session: h.session,
             reply,
@@ -327,7 +336,7 @@ impl MediaEngine {
     }
 
     /// Removes a session, closing its endpoints; returns its final state.
-    pub fn remove(&self, h: MediaHandle) -> Result<Session, MediaError> {
+    pub fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
         self.order(h.worker, |reply| Command::Remove {
             session: h.session,
             reply,

@@ -56,7 +56,9 @@ fn recv_data(ep: EndpointId, generation: u32) -> u64 {
 /// of its own: tearing a ring down can leave task work that interrupts the
 /// owning thread's next blocking call with EINTR.
 pub(super) fn probe() -> io::Result<()> {
-    std::thread::spawn(probe_here).join().unwrap_or_else(|_| Err(io::Error::other("io_uring probe failed")))
+    std::thread::spawn(probe_here)
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("io_uring probe failed")))
 }
 
 fn probe_here() -> io::Result<()> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 
 use super::ports::PortPool;
-use super::{Command, LegPorts, MediaError, MediaPlan, Polling};
+use super::{Command, LegPorts, MediaError, MediaPlan, Polling, SessionSnapshot};
 use crate::media::relay::{Component, EndpointId, Relay, RelayConfig, RelayCounters, Side};
 
 /// A worker's clock: milliseconds and nanoseconds since the worker started,
@@ -368,16 +368,18 @@ fn handle(
             ));
         }
         Command::Snapshot { session, reply } => {
-            let _ = reply.send(
-                relay
-                    .session(session)
-                    .cloned()
-                    .ok_or(MediaError::UnknownSession),
-            );
+            let now_ms = clock.now().0;
+            let snap = relay
+                .session(session)
+                .cloned()
+                .map(|session| SessionSnapshot { session, now_ms });
+            let _ = reply.send(snap.ok_or(MediaError::UnknownSession));
         }
         Command::Remove { session, reply } => {
-            let _ = reply
-                .send(release(relay, ports, driver, session).ok_or(MediaError::UnknownSession));
+            let now_ms = clock.now().0;
+            let snap = release(relay, ports, driver, session)
+                .map(|session| SessionSnapshot { session, now_ms });
+            let _ = reply.send(snap.ok_or(MediaError::UnknownSession));
         }
         Command::Counters { reply } => {
             let _ = reply.send(Ok(relay.counters()));

@@ -1,0 +1,57 @@
+//! The ng control listener: one thread, one UDP socket, requests handled in
+//! order by the [`NgServer`](crate::ng::NgServer).
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::ng::{MediaControl, NgCounters, NgServer};
+
+/// A running ng listener.
+#[derive(Debug)]
+pub struct NgListener {
+    /// The bound address.
+    pub local: SocketAddr,
+    thread: JoinHandle<NgCounters>,
+}
+
+impl NgListener {
+    /// Binds `addr` and serves ng requests with `server` until `stop` is set.
+    pub fn spawn<M: MediaControl + Send + 'static>(
+        addr: SocketAddr,
+        mut server: NgServer<M>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<NgListener> {
+        let socket = UdpSocket::bind(addr)?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let local = socket.local_addr()?;
+        let thread = std::thread::Builder::new()
+            .name("ng".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    let (n, src) = match socket.recv_from(&mut buf) {
+                        Ok(r) => r,
+                        Err(_) => continue,
+                    };
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    if let Some(reply) = server.handle(&buf[..n], now) {
+                        // A lost reply is retransmitted by the client and answered from the cache.
+                        let _ = socket.send_to(&reply, src);
+                    }
+                }
+                server.counters()
+            })?;
+        Ok(NgListener { local, thread })
+    }
+
+    /// Waits for the listener to stop; returns its counters.
+    pub fn join(self) -> NgCounters {
+        self.thread.join().unwrap_or_default()
+    }
+}

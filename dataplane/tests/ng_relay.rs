@@ -1,0 +1,498 @@
+//! The ng protocol end to end: a client drives offer/answer over UDP, peers
+//! send RTP through the relay, and every packet arrives in order, unchanged,
+//! at the right peer. Also latching, RTCP demultiplexing, re-offers, and the
+//! error replies rtpengine gives.
+
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
+use rvoip_dataplane::engine::ng_udp::NgListener;
+use rvoip_dataplane::media::relay::RelayConfig;
+use rvoip_dataplane::media::rtp::{parse_rtp, write_rtp_header};
+use rvoip_dataplane::ng::NgServer;
+use rvoip_dataplane::ng::bencode::{Value, decode, encode};
+use rvoip_dataplane::sdp::Sdp;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+struct Relay {
+    ng: SocketAddr,
+    stop: Arc<AtomicBool>,
+    listener: Option<NgListener>,
+    client: UdpSocket,
+    cookie: u32,
+}
+
+impl Relay {
+    fn start(driver: DriverKind, base: u16) -> Relay {
+        let engine = MediaEngine::start(&MediaEngineConfig {
+            address: LOCALHOST,
+            port_min: base,
+            port_max: base + 999,
+            cores: vec![0, 1],
+            driver,
+            polling: Polling::Interrupt,
+            relay: RelayConfig::default(),
+            max_endpoints_per_worker: 4096,
+        })
+        .expect("engine");
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = NgListener::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            NgServer::new(engine, LOCALHOST),
+            Arc::clone(&stop),
+        )
+        .expect("ng");
+        let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        Relay {
+            ng: listener.local,
+            stop,
+            listener: Some(listener),
+            client,
+            cookie: 0,
+        }
+    }
+
+    /// Sends one raw request body; returns the reply body (cookie checked).
+    fn raw(&mut self, body: &[u8]) -> Vec<u8> {
+        self.cookie += 1;
+        let cookie = format!("c{}", self.cookie);
+        let mut msg = format!("{cookie} ").into_bytes();
+        msg.extend_from_slice(body);
+        self.client.send_to(&msg, self.ng).expect("send");
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = self.client.recv_from(&mut buf).expect("ng reply");
+        let reply = &buf[..n];
+        assert!(
+            reply.starts_with(format!("{cookie} ").as_bytes()),
+            "{}",
+            String::from_utf8_lossy(reply)
+        );
+        reply[cookie.len() + 1..].to_vec()
+    }
+
+    fn command(&mut self, entries: &[(&str, Value<'_>)]) -> Vec<u8> {
+        let dict = Value::Dict(
+            entries
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.clone()))
+                .collect(),
+        );
+        let mut body = Vec::new();
+        encode(&dict, &mut body);
+        self.raw(&body)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(l) = self.listener.take() {
+            l.join();
+        }
+    }
+}
+
+fn get<'a>(reply: &'a [u8], key: &str) -> Value<'a> {
+    let (v, _) = decode(reply).expect("bencode reply");
+    v.get(key)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {key} in {}", String::from_utf8_lossy(reply)))
+}
+
+fn sdp_for(sock: &UdpSocket, mux: bool) -> Vec<u8> {
+    let a = sock.local_addr().unwrap();
+    let mux = if mux { "a=rtcp-mux\r\n" } else { "" };
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=ice-ufrag:abcd\r\na=candidate:1 1 UDP 1 {ip} {port} typ host\r\n{mux}a=sendrecv\r\n",
+        ip = a.ip(),
+        port = a.port()
+    )
+    .into_bytes()
+}
+
+/// The relay address an SDP reply points at.
+fn target(reply: &[u8]) -> (SocketAddr, Sdp<'_>) {
+    let Value::Bytes(sdp) = get(reply, "sdp") else {
+        panic!("sdp is a string")
+    };
+    let sdp = Sdp::parse(sdp).expect("reply SDP parses");
+    let addr = SocketAddr::new(
+        sdp.media_connection(0).expect("c=").address,
+        sdp.media[0].media.port,
+    );
+    (addr, sdp)
+}
+
+fn packet(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut h = [0u8; 12];
+    write_rtp_header(&mut h, false, 0, seq, u32::from(seq) * 160, ssrc);
+    let mut p = h.to_vec();
+    p.extend((0..160u16).map(|i| (i as u8).wrapping_mul(seq as u8)));
+    p
+}
+
+fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("peer");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    s
+}
+
+fn offer_answer(
+    relay: &mut Relay,
+    call: &str,
+    a: &UdpSocket,
+    b: &UdpSocket,
+) -> (SocketAddr, SocketAddr) {
+    let offer = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(call.as_bytes())),
+        ("from-tag", Value::Bytes(b"tag-a")),
+        ("sdp", Value::Bytes(&sdp_for(a, false))),
+        ("ICE", Value::Bytes(b"remove")),
+        (
+            "replace",
+            Value::List(vec![
+                Value::Bytes(b"origin"),
+                Value::Bytes(b"session-connection"),
+            ]),
+        ),
+        ("label", Value::Bytes(b"caller")),
+    ]);
+    assert_eq!(
+        get(&offer, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&offer)
+    );
+    let (b_target, sdp) = target(&offer);
+    assert_eq!(b_target.ip(), LOCALHOST);
+    assert!(sdp.media[0].candidates().next().is_none(), "ICE removed");
+    assert_eq!(
+        sdp.origin().map(|o| o.address.to_vec()),
+        Some(b"127.0.0.1".to_vec())
+    );
+    assert_eq!(
+        sdp.media[0].rtcp().map(|r| r.port),
+        Some(b_target.port() + 1)
+    );
+    let answer = relay.command(&[
+        ("command", Value::Bytes(b"answer")),
+        ("call-id", Value::Bytes(call.as_bytes())),
+        ("from-tag", Value::Bytes(b"tag-a")),
+        ("to-tag", Value::Bytes(b"tag-b")),
+        ("sdp", Value::Bytes(&sdp_for(b, false))),
+    ]);
+    assert_eq!(get(&answer, "result"), Value::Bytes(b"ok"));
+    let (a_target, _) = target(&answer);
+    assert_ne!(a_target, b_target);
+    (a_target, b_target)
+}
+
+fn every_packet_arrives(driver: DriverKind, base: u16) {
+    let mut relay = Relay::start(driver, base);
+    let (a, b) = (peer(), peer());
+    let (a_target, b_target) = offer_answer(&mut relay, "call-1", &a, &b);
+    let mut buf = [0u8; 2048];
+    for seq in 0..100u16 {
+        a.send_to(&packet(seq, 0xa), a_target).unwrap();
+        b.send_to(&packet(seq, 0xb), b_target).unwrap();
+    }
+    for (sock, from, ssrc) in [(&b, b_target, 0xa), (&a, a_target, 0xb)] {
+        for seq in 0..100u16 {
+            let (n, src) = sock.recv_from(&mut buf).expect("packet arrives");
+            assert_eq!(src, from, "sent from the relay port the SDP gave");
+            assert_eq!(
+                &buf[..n],
+                &packet(seq, ssrc)[..],
+                "packet {seq} in order and unchanged"
+            );
+        }
+    }
+    let q = relay.command(&[
+        ("command", Value::Bytes(b"query")),
+        ("call-id", Value::Bytes(b"call-1")),
+    ]);
+    let totals = get(&q, "totals");
+    assert_eq!(
+        totals
+            .get("RTP")
+            .and_then(|r| r.get("packets"))
+            .and_then(Value::as_int),
+        Some(200)
+    );
+    let tags = get(&q, "tags");
+    assert_eq!(
+        tags.get("tag-a")
+            .and_then(|t| t.get("label"))
+            .and_then(Value::as_str),
+        Some("caller")
+    );
+    let list = relay.command(&[("command", Value::Bytes(b"list"))]);
+    assert_eq!(
+        get(&list, "calls"),
+        Value::List(vec![Value::Bytes(b"call-1")])
+    );
+    let del = relay.command(&[
+        ("command", Value::Bytes(b"delete")),
+        ("call-id", Value::Bytes(b"call-1")),
+        ("from-tag", Value::Bytes(b"tag-a")),
+    ]);
+    assert_eq!(get(&del, "result"), Value::Bytes(b"ok"));
+    let q = relay.command(&[
+        ("command", Value::Bytes(b"query")),
+        ("call-id", Value::Bytes(b"call-1")),
+    ]);
+    assert_eq!(get(&q, "error-reason"), Value::Bytes(b"Unknown call-id"));
+    // The relay ports are closed after delete.
+    a.send_to(&packet(100, 0xa), a_target).unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(b.recv_from(&mut buf).is_err());
+}
+
+#[test]
+fn every_packet_arrives_io_uring() {
+    every_packet_arrives(DriverKind::IoUring, 43000);
+}
+
+#[test]
+fn every_packet_arrives_fallback() {
+    every_packet_arrives(DriverKind::Fallback, 44000);
+}
+
+#[test]
+fn latches_to_a_peer_sending_from_another_port() {
+    let mut relay = Relay::start(DriverKind::Auto, 45000);
+    let (a, b_advertised, b_real) = (peer(), peer(), peer());
+    let (a_target, b_target) = offer_answer(&mut relay, "nat", &a, &b_advertised);
+    let mut buf = [0u8; 2048];
+    // B is behind a NAT: it sends from another port than its SDP gave.
+    b_real.send_to(&packet(1, 0xb), b_target).unwrap();
+    let (n, _) = a.recv_from(&mut buf).expect("A hears B");
+    assert_eq!(&buf[..n], &packet(1, 0xb)[..]);
+    // A's media now goes to where B really is, not to the advertised port.
+    a.send_to(&packet(1, 0xa), a_target).unwrap();
+    let (n, src) = b_real.recv_from(&mut buf).expect("B's real port hears A");
+    assert_eq!((&buf[..n], src), (&packet(1, 0xa)[..], b_target));
+    b_advertised
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        b_advertised.recv_from(&mut buf).is_err(),
+        "nothing goes to the advertised port"
+    );
+    let q = relay.command(&[
+        ("command", Value::Bytes(b"query")),
+        ("call-id", Value::Bytes(b"nat")),
+    ]);
+    let stream = get(&q, "tags");
+    let endpoint = stream
+        .get("tag-b")
+        .and_then(|t| t.get("medias"))
+        .and_then(Value::as_list)
+        .and_then(|m| m[0].get("streams").cloned());
+    let Some(Value::List(streams)) = endpoint else {
+        panic!("streams")
+    };
+    let port = streams[0]
+        .get("endpoint")
+        .and_then(|e| e.get("port"))
+        .and_then(Value::as_int);
+    assert_eq!(
+        port,
+        Some(i64::from(b_real.local_addr().unwrap().port())),
+        "query shows the latched address"
+    );
+}
+
+#[test]
+fn rtcp_mux_offer_is_demultiplexed_for_a_plain_answerer() {
+    let mut relay = Relay::start(DriverKind::Auto, 46000);
+    let a = peer();
+    // B receives RTP on one socket and RTCP on the next port.
+    let (b, b_rtcp) = loop {
+        let b = peer();
+        let port = b.local_addr().unwrap().port();
+        if let Ok(r) = UdpSocket::bind(("127.0.0.1", port + 1)) {
+            r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            break (b, r);
+        }
+    };
+    let offer = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"mux")),
+        ("from-tag", Value::Bytes(b"ta")),
+        ("sdp", Value::Bytes(&sdp_for(&a, true))),
+        ("rtcp-mux", Value::List(vec![Value::Bytes(b"demux")])),
+    ]);
+    let (b_target, sdp) = target(&offer);
+    assert!(
+        !sdp.media[0].rtcp_mux(),
+        "demux: the offer to B does not multiplex"
+    );
+    let answer = relay.command(&[
+        ("command", Value::Bytes(b"answer")),
+        ("call-id", Value::Bytes(b"mux")),
+        ("from-tag", Value::Bytes(b"ta")),
+        ("to-tag", Value::Bytes(b"tb")),
+        ("sdp", Value::Bytes(&sdp_for(&b, false))),
+    ]);
+    let (a_target, sdp) = target(&answer);
+    assert!(sdp.media[0].rtcp_mux(), "A offered mux and gets it");
+    let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 0xa];
+    a.send_to(&rr, a_target).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, src) = b_rtcp
+        .recv_from(&mut buf)
+        .expect("B's RTCP port gets A's muxed RTCP");
+    assert_eq!(&buf[..n], &rr);
+    assert_eq!(src.port(), b_target.port() + 1);
+    b_rtcp
+        .send_to(&rr, SocketAddr::new(b_target.ip(), b_target.port() + 1))
+        .unwrap();
+    let (n, src) = a.recv_from(&mut buf).expect("A gets B's RTCP multiplexed");
+    assert_eq!((&buf[..n], src), (&rr[..], a_target));
+}
+
+#[test]
+fn re_offer_keeps_the_ports_and_moves_the_media() {
+    let mut relay = Relay::start(DriverKind::Auto, 47000);
+    let (a, b, b2) = (peer(), peer(), peer());
+    let (a_target, b_target) = offer_answer(&mut relay, "reinvite", &a, &b);
+    // B re-INVITEs from a new address: an offer from tag-b, answered by tag-a.
+    let offer = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"reinvite")),
+        ("from-tag", Value::Bytes(b"tag-b")),
+        ("to-tag", Value::Bytes(b"tag-a")),
+        ("sdp", Value::Bytes(&sdp_for(&b2, false))),
+    ]);
+    let (a_again, _) = target(&offer);
+    assert_eq!(a_again, a_target, "A keeps its relay port");
+    let answer = relay.command(&[
+        ("command", Value::Bytes(b"answer")),
+        ("call-id", Value::Bytes(b"reinvite")),
+        ("from-tag", Value::Bytes(b"tag-b")),
+        ("to-tag", Value::Bytes(b"tag-a")),
+        ("sdp", Value::Bytes(&sdp_for(&a, false))),
+    ]);
+    let (b_again, _) = target(&answer);
+    assert_eq!(b_again, b_target, "B keeps its relay port");
+    let mut buf = [0u8; 2048];
+    a.send_to(&packet(5, 0xa), a_target).unwrap();
+    let (n, _) = b2
+        .recv_from(&mut buf)
+        .expect("B's new address gets A's media");
+    assert_eq!(parse_rtp(&buf[..n]).map(|h| h.seq), Ok(5));
+}
+
+#[test]
+fn errors_are_answered_as_rtpengine_answers_them() {
+    let mut relay = Relay::start(DriverKind::Auto, 48000);
+    let pong = relay.raw(b"d7:command4:pinge");
+    assert_eq!(get(&pong, "result"), Value::Bytes(b"pong"));
+    let bad = relay.raw(b"dxxxx");
+    assert_eq!(
+        get(&bad, "error-reason"),
+        Value::Bytes(b"Could not decode bencode dictionary")
+    );
+    let not_dict = relay.raw(b"l4:pinge");
+    assert_eq!(
+        get(&not_dict, "error-reason"),
+        Value::Bytes(b"Invalid NG data format")
+    );
+    let unknown = relay.raw(b"d7:command5:boguse");
+    assert_eq!(
+        get(&unknown, "error-reason"),
+        Value::Bytes(b"Unrecognized command")
+    );
+    let no_command = relay.raw(b"d3:foo3:bare");
+    assert_eq!(
+        get(&no_command, "error-reason"),
+        Value::Bytes(b"Dictionary contains no key \"command\"")
+    );
+    let q = relay.command(&[
+        ("command", Value::Bytes(b"query")),
+        ("call-id", Value::Bytes(b"none")),
+    ]);
+    assert_eq!(get(&q, "error-reason"), Value::Bytes(b"Unknown call-id"));
+    let ans = relay.command(&[
+        ("command", Value::Bytes(b"answer")),
+        ("call-id", Value::Bytes(b"none")),
+        ("from-tag", Value::Bytes(b"a")),
+        ("to-tag", Value::Bytes(b"b")),
+        ("sdp", Value::Bytes(b"v=0\r\n")),
+    ]);
+    assert_eq!(get(&ans, "error-reason"), Value::Bytes(b"Unknown call-id"));
+    let del = relay.command(&[
+        ("command", Value::Bytes(b"delete")),
+        ("call-id", Value::Bytes(b"none")),
+        ("from-tag", Value::Bytes(b"a")),
+    ]);
+    assert_eq!(
+        get(&del, "warning"),
+        Value::Bytes(b"Call-ID not found or tags didn't match")
+    );
+    let no_sdp = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"x")),
+        ("from-tag", Value::Bytes(b"a")),
+    ]);
+    assert_eq!(
+        get(&no_sdp, "error-reason"),
+        Value::Bytes(b"No SDP body in message")
+    );
+    let garbage = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"x")),
+        ("from-tag", Value::Bytes(b"a")),
+        ("sdp", Value::Bytes(b"garbage")),
+    ]);
+    assert_eq!(
+        get(&garbage, "error-reason"),
+        Value::Bytes(b"Failed to parse SDP")
+    );
+    // A datagram without a cookie is ignored; the server keeps answering.
+    relay.client.send_to(b"nocookie", relay.ng).unwrap();
+    let pong = relay.raw(b"d7:command4:pinge");
+    assert_eq!(get(&pong, "result"), Value::Bytes(b"pong"));
+}
+
+#[test]
+fn a_retransmitted_offer_is_answered_from_the_cache() {
+    let relay = Relay::start(DriverKind::Auto, 49000);
+    let a = peer();
+    let sdp = sdp_for(&a, false);
+    let body = {
+        let dict = Value::Dict(vec![
+            (&b"command"[..], Value::Bytes(b"offer")),
+            (b"call-id", Value::Bytes(b"retx")),
+            (b"from-tag", Value::Bytes(b"t")),
+            (b"sdp", Value::Bytes(&sdp)),
+        ]);
+        let mut body = b"same ".to_vec();
+        encode(&dict, &mut body);
+        body
+    };
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        relay.client.send_to(&body, relay.ng).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = relay.client.recv_from(&mut buf).unwrap();
+        replies.push(buf[..n].to_vec());
+    }
+    assert_eq!(
+        replies[0], replies[1],
+        "same ports, not a second allocation"
+    );
+}
