@@ -198,10 +198,10 @@ fn strings<'a>(v: Option<&'a Value<'a>>) -> Vec<&'a [u8]> {
 fn flags(req: &Value<'_>) -> Result<Flags, NgError> {
     let mut f = Flags::default();
     for r in strings(req.get("replace")) {
-        match r {
-            b"origin" => f.replace_origin = true,
-            // Connection lines always get the relay's address: the media goes there.
-            _ => {}
+        // Connection lines always get the relay's address (the media goes
+        // there), so only the origin is optional.
+        if r == b"origin" {
+            f.replace_origin = true;
         }
     }
     for m in strings(req.get("rtcp-mux")) {
@@ -352,10 +352,10 @@ impl<M: MediaControl> NgServer<M> {
         out.extend_from_slice(cookie);
         out.push(b' ');
         reply.encode(&mut out);
-        if self.cache_order.len() == REPLY_CACHE {
-            if let Some(old) = self.cache_order.pop_front() {
-                self.cache.remove(&old);
-            }
+        if self.cache_order.len() == REPLY_CACHE
+            && let Some(old) = self.cache_order.pop_front()
+        {
+            self.cache.remove(&old);
         }
         self.cache_order.push_back(cookie.to_vec());
         self.cache.insert(cookie.to_vec(), out.clone());
