@@ -181,6 +181,17 @@ pub struct Dataplane {
     pub io: IoDriver,
 }
 
+/// How the relay learns a peer's real address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Latch {
+    /// Symmetric RTP: latch onto the first packet's source (NAT traversal).
+    #[default]
+    Learning,
+    /// Accept only the address the SDP gave.
+    Strict,
+}
+
 /// Media relay settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,6 +208,9 @@ pub struct Media {
     /// Seconds without packets before a call's media is reported dead.
     #[serde(default = "default_media_timeout")]
     pub timeout_secs: u32,
+    /// Latching policy.
+    #[serde(default)]
+    pub latch: Latch,
 }
 
 fn default_media_timeout() -> u32 {

@@ -10,10 +10,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use rvoip_controlplane::admission::Role;
 use rvoip_controlplane::lint::{FramingChoice, LintOptions, json_line, judge, text_line};
+use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
+use rvoip_dataplane::engine::ng_udp::NgListener;
 use rvoip_dataplane::engine::sip_udp::SipUdpListener;
+use rvoip_dataplane::media::relay::{LatchMode, RelayConfig};
+use rvoip_dataplane::ng::NgServer;
 use rvoip_dataplane::sip::Limits;
 use rvoip_tuning::Config;
-use rvoip_tuning::config::Transport;
+use rvoip_tuning::config::{Cores, IoDriver, Latch, Transport};
 
 /// Exit status for a configuration error (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -322,18 +326,59 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             "control-plane supervision not started: the control-plane process is not built yet"
         );
     }
-    tracing::warn!(
-        media = %config.media.address,
-        ports = %format!("{}-{}", config.media.port_min, config.media.port_max),
-        "media relay not started: the RTP relay is not built yet"
-    );
-    if let Some(ng) = &config.ng {
-        tracing::warn!(address = %ng.listen, "ng control listener not started: the ng protocol is not built yet");
-    }
+    let media = match start_media(&config, path) {
+        Ok(m) => m,
+        Err(code) => {
+            stop.store(true, Ordering::Relaxed);
+            for l in listeners {
+                l.join();
+            }
+            return code;
+        }
+    };
+    let advertised = config
+        .media
+        .advertised_address
+        .unwrap_or(config.media.address);
+    let ng = match &config.ng {
+        Some(ng) => match NgListener::spawn(
+            ng.listen,
+            NgServer::new(media, advertised),
+            Arc::clone(&stop),
+        ) {
+            Ok(l) => {
+                tracing::info!(address = %l.local, "ng control listening");
+                Some(l)
+            }
+            Err(e) => {
+                tracing::error!(address = %ng.listen, error = %e, "cannot bind ng listener");
+                stop.store(true, Ordering::Relaxed);
+                for l in listeners {
+                    l.join();
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            tracing::warn!("no [ng] section: the media relay has no control listener");
+            drop(media);
+            None
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down");
+    if let Some(ng) = ng {
+        let c = ng.join();
+        tracing::info!(
+            requests = c.requests,
+            errors = c.errors,
+            retransmissions = c.retransmissions,
+            dropped = c.dropped,
+            "ng counters"
+        );
+    }
     for l in listeners {
         let local = l.local;
         let c = l.join();
@@ -350,4 +395,69 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Starts the media engine from the configuration; a core that does not exist
+/// is a configuration error.
+fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
+    let online: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let cores = match &config.dataplane.cores {
+        Cores::Named(_) => online.clone(),
+        Cores::List(l) => {
+            if let Some(bad) = l.iter().find(|c| !online.contains(c)) {
+                eprintln!(
+                    "rvoip: configuration error: {}: dataplane.cores: core {bad} does not exist on this host (online: {online:?})",
+                    path.display()
+                );
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
+            l.clone()
+        }
+    };
+    let engine_config = MediaEngineConfig {
+        address: config.media.address,
+        port_min: config.media.port_min,
+        port_max: config.media.port_max,
+        cores,
+        driver: match config.dataplane.io {
+            IoDriver::Auto => DriverKind::Auto,
+            IoDriver::IoUring => DriverKind::IoUring,
+            IoDriver::Fallback => DriverKind::Fallback,
+        },
+        polling: match config.dataplane.polling {
+            rvoip_tuning::config::Polling::Interrupt => Polling::Interrupt,
+            rvoip_tuning::config::Polling::Adaptive => {
+                Polling::Adaptive(Duration::from_micros(200))
+            }
+        },
+        relay: RelayConfig {
+            latch: match config.media.latch {
+                Latch::Learning => LatchMode::Learning,
+                Latch::Strict => LatchMode::Strict,
+            },
+            media_timeout_ms: u64::from(config.media.timeout_secs) * 1000,
+            ..RelayConfig::default()
+        },
+        max_endpoints_per_worker: 65_536,
+    };
+    match MediaEngine::start(&engine_config) {
+        Ok(engine) => {
+            tracing::info!(
+                driver = engine.driver(),
+                workers = engine.workers(),
+                address = %config.media.address,
+                ports = %format!("{}-{}", config.media.port_min, config.media.port_max),
+                "media relay running"
+            );
+            Ok(engine)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the media relay");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
