@@ -250,6 +250,9 @@ pub struct RelayCounters {
 #[derive(Debug)]
 struct TimerWheel {
     slots: Vec<Vec<(SessionId, u32, u64)>>,
+    /// An empty vector whose capacity is swapped with the slot being run,
+    /// so ticking allocates nothing once the wheel is warm.
+    spare: Vec<(SessionId, u32, u64)>,
     cursor_s: u64,
 }
 
@@ -259,6 +262,7 @@ impl TimerWheel {
     fn new(now_ms: u64) -> Self {
         TimerWheel {
             slots: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
+            spare: Vec::new(),
             cursor_s: now_ms / 1000,
         }
     }
@@ -553,20 +557,19 @@ impl Relay {
         while self.wheel.cursor_s < now_s {
             self.wheel.cursor_s += 1;
             let idx = (self.wheel.cursor_s as usize) % WHEEL_SLOTS;
-            let due = std::mem::take(&mut self.wheel.slots[idx]);
-            let mut keep = Vec::new();
-            for (id, generation, at_ms) in due {
+            let mut due = std::mem::take(&mut self.wheel.spare);
+            std::mem::swap(&mut due, &mut self.wheel.slots[idx]);
+            for (id, generation, at_ms) in due.drain(..) {
                 if self.generations.get(id as usize) != Some(&generation) {
                     continue;
                 }
-                let Some(Some(s)) = self.sessions.get_mut(id as usize) else {
-                    continue;
-                };
+                let Some(Some(s)) = self.sessions.get_mut(id as usize) else { continue };
                 if s.timed_out {
                     continue;
                 }
                 if at_ms / 1000 > self.wheel.cursor_s {
-                    keep.push((id, generation, at_ms));
+                    // A later round of the wheel: back into the same slot.
+                    self.wheel.slots[idx].push((id, generation, at_ms));
                     continue;
                 }
                 let deadline = s.last_packet_ms + self.config.media_timeout_ms;
@@ -578,8 +581,7 @@ impl Relay {
                     self.wheel.schedule(id, generation, deadline);
                 }
             }
-            // Entries for later rounds of the wheel go back where they were.
-            self.wheel.slots[idx].extend(keep);
+            self.wheel.spare = due;
         }
     }
 
