@@ -9,7 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, MediaPlan, Polling};
+use rvoip_dataplane::engine::media::{
+    DriverKind, MediaEngine, MediaEngineConfig, MediaPlan, Polling,
+};
 use rvoip_dataplane::media::relay::{PeerSpec, RelayConfig, Side};
 use rvoip_dataplane::media::rtp::write_rtp_header;
 
@@ -39,7 +41,14 @@ static GLOBAL: Counting = Counting;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn relay_packets(a: &UdpSocket, b: &UdpSocket, to_a: SocketAddr, to_b: SocketAddr, packet: &mut [u8; 172], n: u16) {
+fn relay_packets(
+    a: &UdpSocket,
+    b: &UdpSocket,
+    to_a: SocketAddr,
+    to_b: SocketAddr,
+    packet: &mut [u8; 172],
+    n: u16,
+) {
     let mut buf = [0u8; 2048];
     for seq in 0..n {
         packet[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -68,7 +77,12 @@ fn steady_state_allocations(driver: DriverKind, base: u16) -> u64 {
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let spec = |s: &UdpSocket| PeerSpec { rtp: s.local_addr().ok(), rtcp: None, rtcp_mux: true, clock_rate: 8000 };
+    let spec = |s: &UdpSocket| PeerSpec {
+        rtp: s.local_addr().ok(),
+        rtcp: None,
+        rtcp_mux: true,
+        clock_rate: 8000,
+    };
     let mut plan = MediaPlan::default();
     plan.side_mut(Side::A).open_rtp = true;
     plan.side_mut(Side::A).peer = Some(spec(&a));
@@ -76,7 +90,10 @@ fn steady_state_allocations(driver: DriverKind, base: u16) -> u64 {
     plan.side_mut(Side::B).peer = Some(spec(&b));
     let applied = eng.apply(0, None, vec![plan]).expect("session");
     let [pa, pb] = applied.ports[0];
-    let (to_a, to_b) = (SocketAddr::new(LOCALHOST, pa.rtp), SocketAddr::new(LOCALHOST, pb.rtp));
+    let (to_a, to_b) = (
+        SocketAddr::new(LOCALHOST, pa.rtp),
+        SocketAddr::new(LOCALHOST, pb.rtp),
+    );
     let mut packet = [0u8; 172];
     let mut header = [0u8; 12];
     write_rtp_header(&mut header, false, 0, 0, 0, 42);
@@ -92,6 +109,14 @@ fn steady_state_allocations(driver: DriverKind, base: u16) -> u64 {
 
 #[test]
 fn relaying_allocates_nothing_in_steady_state() {
-    assert_eq!(steady_state_allocations(DriverKind::IoUring, 50000), 0, "io_uring driver");
-    assert_eq!(steady_state_allocations(DriverKind::Fallback, 50200), 0, "fallback driver");
+    assert_eq!(
+        steady_state_allocations(DriverKind::IoUring, 50000),
+        0,
+        "io_uring driver"
+    );
+    assert_eq!(
+        steady_state_allocations(DriverKind::Fallback, 50200),
+        0,
+        "fallback driver"
+    );
 }

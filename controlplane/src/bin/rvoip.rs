@@ -370,13 +370,22 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     }
     tracing::info!("shutting down");
     if let Some(ng) = ng {
-        let c = ng.join();
+        let r = ng.join();
         tracing::info!(
-            requests = c.requests,
-            errors = c.errors,
-            retransmissions = c.retransmissions,
-            dropped = c.dropped,
+            requests = r.ng.requests,
+            errors = r.ng.errors,
+            retransmissions = r.ng.retransmissions,
+            dropped = r.ng.dropped,
             "ng counters"
+        );
+        tracing::info!(
+            forwarded = r.media.forwarded,
+            malformed = r.media.malformed,
+            wrong_source = r.media.wrong_source,
+            no_destination = r.media.no_destination,
+            unknown_endpoint = r.media.unknown_endpoint,
+            timeouts = r.media.timeouts,
+            "media counters"
         );
     }
     for l in listeners {

@@ -8,14 +8,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::media::relay::RelayCounters;
 use crate::ng::{MediaControl, NgCounters, NgServer};
+
+/// What the listener reports when it stops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NgReport {
+    /// Protocol counters.
+    pub ng: NgCounters,
+    /// Relay counters of the media plane it controlled.
+    pub media: RelayCounters,
+}
 
 /// A running ng listener.
 #[derive(Debug)]
 pub struct NgListener {
     /// The bound address.
     pub local: SocketAddr,
-    thread: JoinHandle<NgCounters>,
+    thread: JoinHandle<NgReport>,
 }
 
 impl NgListener {
@@ -45,13 +55,16 @@ impl NgListener {
                         let _ = socket.send_to(&reply, src);
                     }
                 }
-                server.counters()
+                NgReport {
+                    ng: server.counters(),
+                    media: server.media().counters(),
+                }
             })?;
         Ok(NgListener { local, thread })
     }
 
     /// Waits for the listener to stop; returns its counters.
-    pub fn join(self) -> NgCounters {
+    pub fn join(self) -> NgReport {
         self.thread.join().unwrap_or_default()
     }
 }

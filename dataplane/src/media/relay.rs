@@ -563,7 +563,9 @@ impl Relay {
                 if self.generations.get(id as usize) != Some(&generation) {
                     continue;
                 }
-                let Some(Some(s)) = self.sessions.get_mut(id as usize) else { continue };
+                let Some(Some(s)) = self.sessions.get_mut(id as usize) else {
+                    continue;
+                };
                 if s.timed_out {
                     continue;
                 }

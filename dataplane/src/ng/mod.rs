@@ -23,7 +23,7 @@ use bencode::Value;
 use crate::engine::media::{
     Applied, LegPorts, MediaEngine, MediaError, MediaHandle, MediaPlan, SessionSnapshot,
 };
-use crate::media::relay::{PeerSpec, Side};
+use crate::media::relay::{PeerSpec, RelayCounters, Side};
 use crate::sdp::Sdp;
 
 /// What the ng server needs from the media plane.
@@ -41,6 +41,8 @@ pub trait MediaControl {
     fn snapshot(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError>;
     /// Removes a session.
     fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError>;
+    /// Relay counters over all workers.
+    fn counters(&self) -> RelayCounters;
 }
 
 impl MediaControl for MediaEngine {
@@ -60,6 +62,9 @@ impl MediaControl for MediaEngine {
     }
     fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
         MediaEngine::remove(self, h)
+    }
+    fn counters(&self) -> RelayCounters {
+        MediaEngine::counters(self)
     }
 }
 
@@ -294,6 +299,11 @@ impl<M: MediaControl> NgServer<M> {
     /// Counters so far.
     pub fn counters(&self) -> NgCounters {
         self.counters
+    }
+
+    /// The media plane.
+    pub fn media(&self) -> &M {
+        &self.media
     }
 
     /// Calls held.

@@ -1,0 +1,246 @@
+//! Interop with real peers: SIPp uac → Kamailio 5.6 (its `rtpengine` module
+//! pointed at rvoip's ng listener) → SIPp uas with RTP echo. The call's SDP is
+//! rewritten to rvoip's relay, the uac plays 236 G.711 packets from a pcap,
+//! the uas echoes them, and rvoip relays both directions.
+//!
+//! Needs `kamailio` and `sip-tester` (installed by `.ci/run`).
+
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+use std::io::Read;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{tool} is not installed (the test command's .ci/run installs kamailio and sip-tester)"
+    );
+}
+
+fn wait_for_options(port: u16) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let msg = format!(
+            "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKprobe{n}\r\nFrom: <sip:probe@127.0.0.1>;tag=p\r\n\
+To: <sip:127.0.0.1:{port}>\r\nCall-ID: probe-{n}\r\nCSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 2048];
+        if let Ok((len, _)) = sock.recv_from(&mut buf) {
+            if buf[..len].starts_with(b"SIP/2.0 200") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kamailio did not come up on {port}"
+        );
+    }
+}
+
+fn counter(log: &str, line_tag: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains(line_tag))
+        .unwrap_or_else(|| panic!("no '{line_tag}' in log:\n{log}"));
+    let value = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    value.parse().unwrap()
+}
+
+#[test]
+fn kamailio_and_sipp_call_through_rvoip_media() {
+    require("kamailio");
+    require("sipp");
+    let dir = std::env::temp_dir().join(format!("rvoip-kam-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let (sip, ng, kport, uas, uas_media, uac, uac_media) = (
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+
+    // rvoip: the media relay under test.
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rvoip.toml"))
+            .unwrap();
+    let cfg = base
+        .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip}"))
+        .replace("127.0.0.1:2223", &format!("127.0.0.1:{ng}"))
+        .replace("port_min = 30000", "port_min = 52000")
+        .replace("port_max = 39999", "port_max = 52999");
+    std::fs::write(dir.join("rvoip.toml"), cfg).unwrap();
+    let mut rvoip = Killed(
+        Command::new(env!("CARGO_BIN_EXE_rvoip"))
+            .args(["run", "--config"])
+            .arg(dir.join("rvoip.toml"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rvoip"),
+    );
+
+    // Kamailio with the rtpengine module talking to rvoip.
+    let kcfg = std::fs::read_to_string(data.join("kamailio-rtpengine.cfg"))
+        .unwrap()
+        .replace("@KPORT@", &kport.to_string())
+        .replace("@NGPORT@", &ng.to_string())
+        .replace("@UASPORT@", &uas.to_string());
+    std::fs::write(dir.join("kamailio.cfg"), kcfg).unwrap();
+    let _kamailio = Killed(
+        Command::new("timeout")
+            .args(["60", "kamailio", "-f"])
+            .arg(dir.join("kamailio.cfg"))
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
+            .arg(&dir)
+            .arg("-Y")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kamailio"),
+    );
+    wait_for_options(kport);
+
+    // SIPp uas echoing RTP, then the uac playing audio.
+    let _uas = Killed(
+        Command::new("timeout")
+            .args([
+                "60",
+                "sipp",
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &uas.to_string(),
+                "-mi",
+                "127.0.0.1",
+            ])
+            .args([
+                "-mp",
+                &uas_media.to_string(),
+                "-rtp_echo",
+                "-m",
+                "1",
+                "-nostdin",
+                "-trace_msg",
+                "-message_file",
+            ])
+            .arg(dir.join("uas_messages.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp uas"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let uac_status = Command::new("timeout")
+        .args(["60", "sipp", &format!("127.0.0.1:{kport}"), "-sf"])
+        .arg(data.join("uac_pcap.xml"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uac.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &uac_media.to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "40s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sipp uac");
+    assert!(uac_status.success(), "the SIPp call failed: {uac_status:?}");
+
+    // The uas saw an SDP pointing at rvoip's relay, not at the uac.
+    let uas_log = std::fs::read_to_string(dir.join("uas_messages.log")).unwrap_or_default();
+    let relay_port = uas_log
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("m=audio ")
+                .and_then(|r| r.split(' ').next())
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .expect("the uas received an SDP");
+    assert!(
+        (52000..=52999).contains(&relay_port),
+        "SDP points at rvoip's relay port range, got {relay_port}"
+    );
+    assert!(
+        !uas_log.contains(&format!("m=audio {uac_media} ")),
+        "the uac's own media port never reaches the uas"
+    );
+
+    // rvoip relayed the audio both ways, and Kamailio drove it over ng.
+    let _ = Command::new("kill")
+        .args(["-TERM", &rvoip.0.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rvoip.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "rvoip did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut log = String::new();
+    rvoip
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let requests = counter(&log, "ng counters", "requests");
+    let errors = counter(&log, "ng counters", "errors");
+    let forwarded = counter(&log, "media counters", "forwarded");
+    eprintln!(
+        "kamailio interop: ng requests {requests}, errors {errors}, packets relayed {forwarded}, relay port {relay_port}"
+    );
+    assert!(
+        requests >= 3,
+        "offer, answer and delete arrived over ng: {requests}\n{log}"
+    );
+    assert_eq!(errors, 0, "{log}");
+    assert!(
+        forwarded >= 2 * 200,
+        "the 236 pcap packets and their echoes were relayed: {forwarded}\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
