@@ -56,10 +56,10 @@ To: <sip:127.0.0.1:{port}>\r\nCall-ID: probe-{n}\r\nCSeq: {n} OPTIONS\r\nMax-For
         );
         sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
         let mut buf = [0u8; 2048];
-        if let Ok((len, _)) = sock.recv_from(&mut buf) {
-            if buf[..len].starts_with(b"SIP/2.0 200") {
-                return;
-            }
+        if let Ok((len, _)) = sock.recv_from(&mut buf)
+            && buf[..len].starts_with(b"SIP/2.0 200")
+        {
+            return;
         }
         assert!(
             Instant::now() < deadline,
