@@ -9,15 +9,34 @@
 
 use std::io::Read;
 use std::net::UdpSocket;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A child in a process group of its own; dropping it stops the whole group
+/// (Kamailio forks workers), politely first.
 struct Killed(Child);
+
+impl Killed {
+    fn spawn(cmd: &mut Command) -> Killed {
+        Killed(
+            cmd.process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
+        )
+    }
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.0.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.wait();
     }
 }
@@ -107,13 +126,11 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
         .replace("port_min = 30000", "port_min = 52000")
         .replace("port_max = 39999", "port_max = 52999");
     std::fs::write(dir.join("rvoip.toml"), cfg).unwrap();
-    let mut rvoip = Killed(
+    let mut rvoip = Killed::spawn(
         Command::new(env!("CARGO_BIN_EXE_rvoip"))
             .args(["run", "--config"])
             .arg(dir.join("rvoip.toml"))
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("rvoip"),
+            .stderr(Stdio::piped()),
     );
 
     // Kamailio with the rtpengine module talking to rvoip.
@@ -123,27 +140,23 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
         .replace("@NGPORT@", &ng.to_string())
         .replace("@UASPORT@", &uas.to_string());
     std::fs::write(dir.join("kamailio.cfg"), kcfg).unwrap();
-    let _kamailio = Killed(
-        Command::new("timeout")
-            .args(["60", "kamailio", "-f"])
+    let _kamailio = Killed::spawn(
+        Command::new("kamailio")
+            .arg("-f")
             .arg(dir.join("kamailio.cfg"))
             .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
             .arg(&dir)
             .arg("-Y")
             .arg(&dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kamailio"),
+            .stderr(Stdio::null()),
     );
     wait_for_options(kport);
 
     // SIPp uas echoing RTP, then the uac playing audio.
-    let _uas = Killed(
-        Command::new("timeout")
+    let _uas = Killed::spawn(
+        Command::new("sipp")
             .args([
-                "60",
-                "sipp",
                 "-sn",
                 "uas",
                 "-i",
@@ -152,6 +165,8 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
                 &uas.to_string(),
                 "-mi",
                 "127.0.0.1",
+                "-timeout",
+                "60s",
             ])
             .args([
                 "-mp",
@@ -165,13 +180,11 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
             ])
             .arg(dir.join("uas_messages.log"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp uas"),
+            .stderr(Stdio::null()),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let uac_status = Command::new("timeout")
-        .args(["60", "sipp", &format!("127.0.0.1:{kport}"), "-sf"])
+    let uac_status = Command::new("sipp")
+        .args([&format!("127.0.0.1:{kport}"), "-sf"])
         .arg(data.join("uac_pcap.xml"))
         .args([
             "-i",

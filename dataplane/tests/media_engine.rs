@@ -21,7 +21,7 @@ fn engine(driver: DriverKind, base: u16) -> MediaEngine {
         port_max: base + 199,
         cores: vec![],
         driver,
-        polling: Polling::Interrupt,
+        polling: Polling::Interrupt { batch_wait_us: 0 },
         relay: RelayConfig::default(),
         max_endpoints_per_worker: 1024,
     })

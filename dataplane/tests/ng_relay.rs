@@ -36,7 +36,7 @@ impl Relay {
             port_max: base + 999,
             cores: vec![0, 1],
             driver,
-            polling: Polling::Interrupt,
+            polling: Polling::Interrupt { batch_wait_us: 0 },
             relay: RelayConfig::default(),
             max_endpoints_per_worker: 4096,
         })

@@ -68,7 +68,7 @@ fn steady_state_allocations(driver: DriverKind, base: u16) -> u64 {
         port_max: base + 99,
         cores: vec![],
         driver,
-        polling: Polling::Interrupt,
+        polling: Polling::Interrupt { batch_wait_us: 0 },
         relay: RelayConfig::default(),
         max_endpoints_per_worker: 64,
     })

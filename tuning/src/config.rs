@@ -140,6 +140,10 @@ pub struct Sip {
     pub max_headers: usize,
 }
 
+fn default_batch_wait_us() -> u32 {
+    200
+}
+
 fn default_max_message_size() -> usize {
     65_535
 }
@@ -167,7 +171,7 @@ impl Default for Cores {
 }
 
 /// Dataplane settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataplane {
     /// Cores for workers.
@@ -176,6 +180,10 @@ pub struct Dataplane {
     /// Wait policy.
     #[serde(default)]
     pub polling: Polling,
+    /// With `interrupt` polling: how long a wake-up may wait for more packets
+    /// before handling them, in microseconds (io_uring on kernel 6.12+).
+    #[serde(default = "default_batch_wait_us")]
+    pub batch_wait_us: u32,
     /// I/O driver.
     #[serde(default)]
     pub io: IoDriver,
@@ -190,6 +198,17 @@ pub enum Latch {
     Learning,
     /// Accept only the address the SDP gave.
     Strict,
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Dataplane {
+            cores: Cores::default(),
+            polling: Polling::default(),
+            batch_wait_us: default_batch_wait_us(),
+            io: IoDriver::default(),
+        }
+    }
 }
 
 /// Media relay settings.
@@ -488,6 +507,12 @@ impl Config {
                     "must be below media.port_max ({} >= {})",
                     m.port_min, m.port_max
                 ),
+            );
+        }
+        if self.dataplane.batch_wait_us > 10_000 {
+            return err(
+                "dataplane.batch_wait_us",
+                "must be at most 10000 (10 ms)".into(),
             );
         }
         if m.timeout_secs == 0 {

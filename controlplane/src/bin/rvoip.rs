@@ -438,7 +438,9 @@ fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
             IoDriver::Fallback => DriverKind::Fallback,
         },
         polling: match config.dataplane.polling {
-            rvoip_tuning::config::Polling::Interrupt => Polling::Interrupt,
+            rvoip_tuning::config::Polling::Interrupt => Polling::Interrupt {
+                batch_wait_us: config.dataplane.batch_wait_us,
+            },
             rvoip_tuning::config::Polling::Adaptive => {
                 Polling::Adaptive(Duration::from_micros(200))
             }

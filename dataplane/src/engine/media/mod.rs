@@ -34,12 +34,19 @@ pub enum DriverKind {
     Fallback,
 }
 
-/// How a worker waits.
+/// How a worker waits for packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Polling {
-    /// Sleep in the kernel until something arrives.
-    Interrupt,
-    /// After traffic, keep polling for this long before sleeping.
+    /// Sleep in the kernel until something arrives. With `batch_wait_us` > 0
+    /// (io_uring, kernel 6.12+), a wake-up waits up to that long for more
+    /// completions before handling them: fewer wake-ups and system calls per
+    /// packet, for at most that much added delay.
+    Interrupt {
+        /// Coalescing window in microseconds; 0 handles each wake-up at once.
+        batch_wait_us: u32,
+    },
+    /// After traffic, keep polling for this long before sleeping: no wake-up
+    /// latency, at the price of a busy core.
     Adaptive(Duration),
 }
 

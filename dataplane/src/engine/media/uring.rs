@@ -204,6 +204,8 @@ pub(super) struct UringDriver {
     wake_fd: i32,
     wake_armed: bool,
     polling: Polling,
+    /// Whether the kernel supports a minimum wait (IORING_FEAT_MIN_TIMEOUT).
+    min_wait: bool,
     last_packet: Instant,
     returned: bool,
     received: u64,
@@ -218,6 +220,7 @@ impl UringDriver {
             .setup_defer_taskrun()
             .setup_cqsize(SQ_ENTRIES * 4)
             .build(SQ_ENTRIES)?;
+        let min_wait = ring.params().is_feature_min_timeout();
         let capacity = max_endpoints.max(16);
         ring.submitter().register_files_sparse(capacity)?;
         let mut bufs = BufRing::new(BUFFERS, BUF_SIZE)?;
@@ -254,6 +257,7 @@ impl UringDriver {
             wake_fd: wake.raw(),
             wake_armed: false,
             polling,
+            min_wait,
             last_packet: Instant::now(),
             returned: false,
             received: 0,
@@ -408,8 +412,14 @@ impl UringDriver {
             }
         }
         let ts = Timespec::from(timeout);
-        let args = SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(1, &args) {
+        let (want, args) = match self.polling {
+            Polling::Interrupt { batch_wait_us } if batch_wait_us > 0 && self.min_wait => (
+                64,
+                SubmitArgs::new().timespec(&ts).min_wait_usec(batch_wait_us),
+            ),
+            _ => (1, SubmitArgs::new().timespec(&ts)),
+        };
+        match self.ring.submitter().submit_with_args(want, &args) {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
