@@ -6,13 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-600}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(sip_message sip_uri sip_via_contact sdp)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(sip_message sip_uri sip_via_contact sdp rtp ng)
 shared=../../shared/conformance
 cargo fuzz build -s none -a -O
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     [ -d "seeds/$t" ] && cp -n seeds/"$t"/* "corpus/$t/" 2>/dev/null || true
-    if [ -d "$shared" ] && [ "$t" != sdp ]; then
+    if [ -d "$shared" ] && [[ "$t" == sip_* ]]; then
         cp -n "$shared"/rfc4475/*.dat "corpus/$t/" 2>/dev/null || true
         for f in "$shared"/rfc5118/*; do [ "${f##*/}" = manifest.tsv ] || cp -n "$f" "corpus/$t/" 2>/dev/null || true; done
     fi

@@ -19,6 +19,10 @@ struct Appliance(Child);
 
 impl Drop for Appliance {
     fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && self.0.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -229,6 +233,22 @@ fn ten_thousand_calls_relay_at_once() {
         ],
     );
     assert!(String::from_utf8_lossy(&del).contains("6:result2:ok"));
+    // Stop politely, then wait until the kernel has released the relay's
+    // ports (io_uring tears a ring's file table down after the process exits),
+    // so tests that run next find the range free.
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     drop(app);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for port in ports.iter().step_by(97) {
+        while UdpSocket::bind(("127.0.0.1", *port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "relay port {port} still bound a minute after exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

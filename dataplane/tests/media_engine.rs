@@ -23,6 +23,7 @@ fn engine(driver: DriverKind, base: u16) -> MediaEngine {
         driver,
         polling: Polling::Interrupt { batch_wait_us: 0 },
         relay: RelayConfig::default(),
+        fill_calls: 0,
         max_endpoints_per_worker: 1024,
     })
     .expect("engine starts")

@@ -38,6 +38,7 @@ impl Relay {
             driver,
             polling: Polling::Interrupt { batch_wait_us: 0 },
             relay: RelayConfig::default(),
+            fill_calls: 0,
             max_endpoints_per_worker: 4096,
         })
         .expect("engine");

@@ -70,6 +70,7 @@ fn steady_state_allocations(driver: DriverKind, base: u16) -> u64 {
         driver,
         polling: Polling::Interrupt { batch_wait_us: 0 },
         relay: RelayConfig::default(),
+        fill_calls: 0,
         max_endpoints_per_worker: 64,
     })
     .expect("engine");

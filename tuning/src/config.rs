@@ -140,8 +140,12 @@ pub struct Sip {
     pub max_headers: usize,
 }
 
+fn default_fill_calls() -> usize {
+    1000
+}
+
 fn default_batch_wait_us() -> u32 {
-    200
+    400
 }
 
 fn default_max_message_size() -> usize {
@@ -184,6 +188,10 @@ pub struct Dataplane {
     /// before handling them, in microseconds (io_uring on kernel 6.12+).
     #[serde(default = "default_batch_wait_us")]
     pub batch_wait_us: u32,
+    /// Calls a media worker takes before new calls spread to the least
+    /// loaded worker (0: spread from the first call).
+    #[serde(default = "default_fill_calls")]
+    pub fill_calls: usize,
     /// I/O driver.
     #[serde(default)]
     pub io: IoDriver,
@@ -206,6 +214,7 @@ impl Default for Dataplane {
             cores: Cores::default(),
             polling: Polling::default(),
             batch_wait_us: default_batch_wait_us(),
+            fill_calls: default_fill_calls(),
             io: IoDriver::default(),
         }
     }

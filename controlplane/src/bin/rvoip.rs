@@ -454,6 +454,7 @@ fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
             ..RelayConfig::default()
         },
         max_endpoints_per_worker: 65_536,
+        fill_calls: config.dataplane.fill_calls,
     };
     match MediaEngine::start(&engine_config) {
         Ok(engine) => {

@@ -521,7 +521,9 @@ impl Relay {
                 } else {
                     mine.peer.clock_rate
                 });
-                let arrival_ts = (u128::from(now_ns) * u128::from(rate) / 1_000_000_000) as u32;
+                // Microsecond resolution keeps this in u64 (no u128 division):
+                // now_us * 90 kHz overflows only after centuries.
+                let arrival_ts = ((now_ns / 1_000) * rate / 1_000_000) as u32;
                 mine.rtp_in.on_rtp(&h, pkt.len(), arrival_ts, now_ms);
             }
             None => {

@@ -28,8 +28,8 @@ use crate::sdp::Sdp;
 
 /// What the ng server needs from the media plane.
 pub trait MediaControl {
-    /// The worker a call's media lives on.
-    fn worker_for(&self, call_id: &[u8]) -> usize;
+    /// The worker a new call's media goes to.
+    fn place(&self) -> usize;
     /// Creates or updates a session.
     fn apply(
         &self,
@@ -46,8 +46,8 @@ pub trait MediaControl {
 }
 
 impl MediaControl for MediaEngine {
-    fn worker_for(&self, call_id: &[u8]) -> usize {
-        MediaEngine::worker_for(self, call_id)
+    fn place(&self) -> usize {
+        MediaEngine::place(self)
     }
     fn apply(
         &self,
@@ -405,7 +405,11 @@ impl<M: MediaControl> NgServer<M> {
             .ok_or_else(|| NgError::from("No SDP body in message"))?;
         let mut sdp = Sdp::parse(sdp_text).map_err(|_| NgError::from("Failed to parse SDP"))?;
         let f = flags(req)?;
-        let worker = self.media.worker_for(call_id);
+        let worker = self
+            .calls
+            .get(call_id)
+            .and_then(|c| c.handle)
+            .map_or_else(|| self.media.place(), |h| h.worker);
         let call = self.calls.entry(call_id.to_vec()).or_insert_with(|| Call {
             handle: None,
             tags: [None, None],

@@ -13,6 +13,7 @@ use std::fmt;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -69,6 +70,9 @@ pub struct MediaEngineConfig {
     pub relay: RelayConfig,
     /// Most endpoints (sockets) one worker holds.
     pub max_endpoints_per_worker: u32,
+    /// Calls a worker takes before new calls spread to the least loaded
+    /// worker; 0 spreads from the first call.
+    pub fill_calls: usize,
 }
 
 /// Why a media order failed.
@@ -186,6 +190,8 @@ pub(crate) enum Command {
 }
 
 struct WorkerHandle {
+    /// Calls placed on the worker and not yet removed.
+    calls: AtomicUsize,
     queue: Arc<ArrayQueue<Command>>,
     wake: Arc<worker::Wake>,
     thread: Option<JoinHandle<WorkerReport>>,
@@ -194,6 +200,7 @@ struct WorkerHandle {
 /// The running media engine.
 pub struct MediaEngine {
     workers: Vec<WorkerHandle>,
+    fill_calls: usize,
     driver: &'static str,
 }
 
@@ -254,6 +261,7 @@ impl MediaEngine {
                 .name(format!("media-{i}"))
                 .spawn(move || worker::run(settings, q, w, ready))?;
             workers.push(WorkerHandle {
+                calls: AtomicUsize::new(0),
                 queue,
                 wake,
                 thread: Some(thread),
@@ -262,6 +270,7 @@ impl MediaEngine {
         drop(ready_tx);
         let mut engine = MediaEngine {
             workers,
+            fill_calls: config.fill_calls,
             driver: if use_uring {
                 "io_uring"
             } else {
@@ -294,13 +303,22 @@ impl MediaEngine {
         self.workers.len()
     }
 
-    /// The worker a call belongs to.
-    pub fn worker_for(&self, call_id: &[u8]) -> usize {
-        // FNV-1a: stable across runs, so a call keeps its worker.
-        let h = call_id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        (h % self.workers.len() as u64) as usize
+    /// The worker a new call goes to. Workers are filled in order up to
+    /// `fill_calls` calls each, then calls go to the least loaded: a worker's
+    /// wake-ups carry more packets the busier it is, so concentrating light
+    /// load costs less CPU per packet, while heavy load still spreads over
+    /// every core.
+    pub fn place(&self) -> usize {
+        let loads = self.workers.iter().map(|w| w.calls.load(Ordering::Relaxed));
+        if self.fill_calls > 0
+            && let Some(i) = loads.clone().position(|n| n < self.fill_calls)
+        {
+            return i;
+        }
+        loads
+            .enumerate()
+            .min_by_key(|(_, n)| *n)
+            .map_or(0, |(i, _)| i)
     }
 
     fn order<T>(
@@ -323,11 +341,15 @@ impl MediaEngine {
         session: Option<SessionId>,
         medias: Vec<MediaPlan>,
     ) -> Result<Applied, MediaError> {
+        let new = session.is_none();
         let (session, ports) = self.order(worker, |reply| Command::Apply {
             session,
             medias,
             reply,
         })?;
+        if new && let Some(w) = self.workers.get(worker) {
+            w.calls.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Applied {
             handle: MediaHandle { worker, session },
             ports,
@@ -344,10 +366,16 @@ impl MediaEngine {
 
     /// Removes a session, closing its endpoints; returns its final state.
     pub fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
-        self.order(h.worker, |reply| Command::Remove {
+        let r = self.order(h.worker, |reply| Command::Remove {
             session: h.session,
             reply,
-        })
+        });
+        if r.is_ok()
+            && let Some(w) = self.workers.get(h.worker)
+        {
+            w.calls.fetch_sub(1, Ordering::Relaxed);
+        }
+        r
     }
 
     /// Relay counters summed over the workers.

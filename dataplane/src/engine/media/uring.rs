@@ -295,6 +295,7 @@ impl UringDriver {
 
     /// Handles every completion now in the queue; returns how many.
     fn reap(&mut self, relay: &mut Relay, clock: &Clock) -> usize {
+        let before = self.received;
         let mut handled = 0;
         let (mut now_ms, mut now_ns) = clock.now();
         loop {
@@ -331,6 +332,10 @@ impl UringDriver {
             self.bufs.publish();
             self.returned = false;
         }
+        if self.received != before && matches!(self.polling, Polling::Adaptive(_)) {
+            // Only busy-polling needs to know when traffic last came.
+            self.last_packet = Instant::now();
+        }
         handled
     }
 
@@ -359,7 +364,6 @@ impl UringDriver {
             return;
         }
         self.received += 1;
-        self.last_packet = Instant::now();
         let buf = self.bufs.buffer(bid, res as usize);
         let Ok(msg) = RecvMsgOut::parse(buf, &self.recv_hdr) else {
             self.give_back(bid);

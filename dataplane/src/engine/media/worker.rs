@@ -300,10 +300,10 @@ fn apply_plans(
                 .unwrap_or_default();
             let mut port = leg.local_port;
             if sp.open_rtp && leg.rtp_ep.is_none() {
-                // Try a few pairs: another process may hold a port of the range.
+                // Try further pairs: another process may hold ports of the range.
                 let mut last_err = MediaError::NoPorts;
                 let mut opened = None;
-                for _ in 0..16 {
+                for _ in 0..64 {
                     let Some(p) = ports.take() else { break };
                     match open_endpoint(driver, relay, settings, p, (id, m, side, Component::Rtp)) {
                         Ok(_) => {
