@@ -95,3 +95,13 @@ for calls in "${STEPS[@]}"; do
         sleep 1
     done
 done
+
+# Ratios per step, from the table above.
+echo
+awk 'NR > 1 { cpu[$1, $2] = $4; steps[$2] = 1 }
+     END {
+       printf "%6s %18s %14s\n", "calls", "rvoip/rtpengine", "rvoip/bare";
+       for (s in steps)
+         if (cpu["rvoip", s] != "" && cpu["rtpengine", s] > 0 && cpu["bare", s] > 0)
+           printf "%6s %17.2fx %13.2fx\n", s, cpu["rvoip", s] / cpu["rtpengine", s], cpu["rvoip", s] / cpu["bare", s];
+     }' "$OUT/summary.txt" | sort -n | tee -a "$OUT/summary.txt"
