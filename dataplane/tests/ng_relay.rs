@@ -30,6 +30,10 @@ struct Relay {
 
 impl Relay {
     fn start(driver: DriverKind, base: u16) -> Relay {
+        Relay::start_with(driver, base, RelayConfig::default())
+    }
+
+    fn start_with(driver: DriverKind, base: u16, relay: RelayConfig) -> Relay {
         let engine = MediaEngine::start(&MediaEngineConfig {
             address: LOCALHOST,
             port_min: base,
@@ -37,7 +41,7 @@ impl Relay {
             cores: vec![0, 1],
             driver,
             polling: Polling::Interrupt { batch_wait_us: 0 },
-            relay: RelayConfig::default(),
+            relay,
             fill_calls: 0,
             max_endpoints_per_worker: 4096,
         })
@@ -496,4 +500,46 @@ fn a_retransmitted_offer_is_answered_from_the_cache() {
         replies[0], replies[1],
         "same ports, not a second allocation"
     );
+}
+
+#[test]
+fn calls_without_media_are_deleted_after_the_media_timeout() {
+    let config = RelayConfig {
+        media_timeout_ms: 2_000,
+        ..RelayConfig::default()
+    };
+    let mut relay = Relay::start_with(DriverKind::Auto, 49500, config);
+    let (a, b) = (peer(), peer());
+    let (a_target, b_target) = offer_answer(&mut relay, "silent", &a, &b);
+    let (busy_a, busy_b) = (peer(), peer());
+    let (busy_target, _) = offer_answer(&mut relay, "talking", &busy_a, &busy_b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seq = 0;
+    loop {
+        // The other call keeps talking; only the silent one may go.
+        seq += 1;
+        busy_a.send_to(&packet(seq, 0xc), busy_target).unwrap();
+        let list = relay.command(&[("command", Value::Bytes(b"list"))]);
+        if get(&list, "calls") == Value::List(vec![Value::Bytes(b"talking")]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the silent call was not deleted: {}",
+            String::from_utf8_lossy(&list)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let q = relay.command(&[
+        ("command", Value::Bytes(b"query")),
+        ("call-id", Value::Bytes(b"silent")),
+    ]);
+    assert_eq!(get(&q, "error-reason"), Value::Bytes(b"Unknown call-id"));
+    // Its ports are closed.
+    let mut buf = [0u8; 2048];
+    a.send_to(&packet(1, 0xa), a_target).unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(b.recv_from(&mut buf).is_err());
+    let _ = b_target;
 }

@@ -38,12 +38,18 @@ impl MediaControl for FakeMedia {
     fn counters(&self) -> RelayCounters {
         RelayCounters::default()
     }
+    fn take_timed_out(&self) -> Vec<MediaHandle> {
+        vec![MediaHandle { worker: 0, session: 7 }]
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut server = NgServer::new(FakeMedia { next: Cell::new(30000) }, IpAddr::V4(Ipv4Addr::LOCALHOST));
     // The input may hold several requests separated by newlines.
     for (i, request) in data.split(|b| *b == b'\n').enumerate().take(8) {
+        if i == 4 {
+            server.expire();
+        }
         if let Some(reply) = server.handle(request, i as u64) {
             assert!(reply.starts_with(&request[..request.iter().position(|b| *b == b' ').unwrap_or(0)]));
             let body = &reply[reply.iter().position(|b| *b == b' ').map_or(0, |p| p + 1)..];

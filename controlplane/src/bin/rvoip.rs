@@ -376,6 +376,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             errors = r.ng.errors,
             retransmissions = r.ng.retransmissions,
             dropped = r.ng.dropped,
+            media_timeouts = r.ng.media_timeouts,
             "ng counters"
         );
         tracing::info!(
@@ -458,6 +459,11 @@ fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
     };
     match MediaEngine::start(&engine_config) {
         Ok(engine) => {
+            if engine.driver() != "io_uring" && config.dataplane.io == IoDriver::Auto {
+                tracing::warn!(
+                    "io_uring is not available here: the media relay uses the recvmmsg/sendmmsg fallback (one descriptor per endpoint)"
+                );
+            }
             tracing::info!(
                 driver = engine.driver(),
                 workers = engine.workers(),

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::media::relay::RelayCounters;
 use crate::ng::{MediaControl, NgCounters, NgServer};
@@ -42,7 +42,13 @@ impl NgListener {
             .name("ng".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 65_536];
+                let mut last_expiry = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
+                    // Calls whose media timed out are deleted about once a second.
+                    if last_expiry.elapsed() >= Duration::from_secs(1) {
+                        server.expire();
+                        last_expiry = Instant::now();
+                    }
                     let (n, src) = match socket.recv_from(&mut buf) {
                         Ok(r) => r,
                         Err(_) => continue,

@@ -43,6 +43,8 @@ pub trait MediaControl {
     fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError>;
     /// Relay counters over all workers.
     fn counters(&self) -> RelayCounters;
+    /// Sessions whose media timed out since the last call.
+    fn take_timed_out(&self) -> Vec<MediaHandle>;
 }
 
 impl MediaControl for MediaEngine {
@@ -65,6 +67,9 @@ impl MediaControl for MediaEngine {
     }
     fn counters(&self) -> RelayCounters {
         MediaEngine::counters(self)
+    }
+    fn take_timed_out(&self) -> Vec<MediaHandle> {
+        MediaEngine::take_timed_out(self)
     }
 }
 
@@ -179,6 +184,8 @@ pub struct NgCounters {
     pub retransmissions: u64,
     /// Datagrams without a cookie (dropped).
     pub dropped: u64,
+    /// Calls deleted because their media timed out.
+    pub media_timeouts: u64,
 }
 
 /// Flags of an offer or answer that change what rvoip does.
@@ -309,6 +316,32 @@ impl<M: MediaControl> NgServer<M> {
     /// Calls held.
     pub fn call_count(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Deletes the calls whose media timed out (no packet for the relay's
+    /// media timeout), freeing their ports, as rtpengine does with its
+    /// `timeout`. Call about once a second; returns the Call-IDs deleted.
+    pub fn expire(&mut self) -> Vec<Vec<u8>> {
+        let dead = self.media.take_timed_out();
+        if dead.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<Vec<u8>> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.handle.is_some_and(|h| dead.contains(&h)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            if let Some(call) = self.calls.remove(id)
+                && let Some(h) = call.handle
+            {
+                let _ = self.media.remove(h);
+            }
+            self.order.retain(|c| c != id);
+            self.counters.media_timeouts += 1;
+        }
+        ids
     }
 
     /// Handles one request datagram at wall-clock time `now` (Unix seconds).

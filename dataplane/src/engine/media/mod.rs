@@ -186,6 +186,9 @@ pub(crate) enum Command {
     Counters {
         reply: Reply<RelayCounters>,
     },
+    TakeTimedOut {
+        reply: Reply<Vec<SessionId>>,
+    },
     Stop,
 }
 
@@ -392,6 +395,20 @@ impl MediaEngine {
             }
         }
         total
+    }
+
+    /// Sessions whose media timed out since the last call, on every worker.
+    pub fn take_timed_out(&self) -> Vec<MediaHandle> {
+        let mut out = Vec::new();
+        for worker in 0..self.workers.len() {
+            if let Ok(ids) = self.order(worker, |reply| Command::TakeTimedOut { reply }) {
+                out.extend(
+                    ids.into_iter()
+                        .map(|session| MediaHandle { worker, session }),
+                );
+            }
+        }
+        out
     }
 
     /// Stops every worker; returns their reports.

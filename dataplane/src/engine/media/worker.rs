@@ -384,6 +384,9 @@ fn handle(
         Command::Counters { reply } => {
             let _ = reply.send(Ok(relay.counters()));
         }
+        Command::TakeTimedOut { reply } => {
+            let _ = reply.send(Ok(relay.take_timed_out()));
+        }
         Command::Stop => return true,
     }
     false
