@@ -4,6 +4,9 @@
 //! 32; no RTP parsing, no statistics, no latching. Loopback only.
 //!
 //! usage: bare_forwarder NG_PORT PORT_MIN PORT_MAX
+//!
+//! A measurement tool, not part of the product: it panics on misuse, and its
+//! `unwrap`s on `legs[i]` hold because those legs were created just before.
 #![allow(unsafe_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashMap;
