@@ -14,4 +14,5 @@ pub mod media;
 pub mod ng;
 pub mod pool;
 pub mod sdp;
+pub mod shm;
 pub mod sip;
