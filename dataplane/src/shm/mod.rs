@@ -212,20 +212,23 @@ impl Channel {
         // SAFETY: the file is ours and sized above; other processes map it
         // only through Channel, which follows the same protocol.
         let map = unsafe { MmapMut::map_mut(&file)? };
-        let ch = Channel {
+        let mut ch = Channel {
             map,
             slot_size,
             slot_count,
         };
-        let h = ch.header_mut();
-        h.version = VERSION;
-        h.slot_size = slot_size as u32;
-        h.slot_count = slot_count as u32;
-        h.worker = worker;
-        h.dataplane_pid = std::process::id();
-        fence(Ordering::SeqCst);
-        // The magic goes last: a reader that sees it sees a complete header.
-        ch.header_mut().magic = MAGIC;
+        let h = ch.map.as_mut_ptr() as *mut FileHeader;
+        // SAFETY: the mapping starts with room for a FileHeader and no other
+        // process reads it before the magic is set, last.
+        unsafe {
+            (*h).version = VERSION;
+            (*h).slot_size = slot_size as u32;
+            (*h).slot_count = slot_count as u32;
+            (*h).worker = worker;
+            (*h).dataplane_pid = std::process::id();
+            fence(Ordering::SeqCst);
+            (*h).magic = MAGIC;
+        }
         ch.map.flush()?;
         Ok(ch)
     }
@@ -275,12 +278,6 @@ impl Channel {
     fn header(&self) -> &FileHeader {
         // SAFETY: the mapping starts with a FileHeader (checked in open/create).
         unsafe { &*(self.map.as_ptr() as *const FileHeader) }
-    }
-
-    fn header_mut(&self) -> &mut FileHeader {
-        // SAFETY: only create() writes the plain fields, before any other
-        // process can see the magic; the atomic fields are shared safely.
-        unsafe { &mut *(self.map.as_ptr() as *mut FileHeader) }
     }
 
     fn ring(&self, dir: Direction) -> &RingHeader {
