@@ -9,3 +9,4 @@
 
 pub mod admission;
 pub mod lint;
+pub mod transaction;
