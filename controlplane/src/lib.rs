@@ -9,4 +9,5 @@
 
 pub mod admission;
 pub mod lint;
+pub mod registrar;
 pub mod transaction;
