@@ -8,6 +8,7 @@
 //! through the dataplane and leave the same way.
 
 pub mod admission;
+pub mod core;
 pub mod lint;
 pub mod registrar;
 pub mod transaction;

@@ -167,6 +167,41 @@ impl<'m, 'a> Forward<'m, 'a> {
         Ok(())
     }
 
+    /// Replaces the Request-URI (a proxy retargeting to a registered contact).
+    pub fn set_request_uri(&mut self, uri: &[u8]) -> Result<(), SipError> {
+        let span = self
+            .msg
+            .request_uri_span()
+            .ok_or(SipError::malformed(Part::StartLine, "not a request"))?;
+        self.splice(span.start as usize, span.end as usize, &[uri]);
+        Ok(())
+    }
+
+    /// Adds `Route: value` lines above any existing Route (a Path set, RFC 3327).
+    pub fn add_route(&mut self, value: &[u8]) {
+        let at = self
+            .first(HeaderName::Route)
+            .map_or(self.top_of_headers(), |f| f.name_span.start as usize);
+        self.splice(at, at, &[b"Route: ", value, b"\r\n"]);
+    }
+
+    /// Replaces the topmost Via value (only that value, when a line holds
+    /// several): RFC 3581 `received`/`rport` on arrival.
+    pub fn set_top_via(&mut self, value: &[u8]) -> Result<(), SipError> {
+        let f = self.first(HeaderName::Via).ok_or(SipError::malformed(
+            Part::Header(HeaderName::Via),
+            "missing",
+        ))?;
+        let buf = self.msg.buffer();
+        let v = &buf[f.value.range()];
+        let (rest, _) = super::via::via(v).map_err(|e| {
+            SipError::malformed(Part::Header(HeaderName::Via), super::grammar::reason(e))
+        })?;
+        let end = f.value.end as usize - rest.len();
+        self.splice(f.value.start as usize, end, &[value]);
+        Ok(())
+    }
+
     /// Removes the topmost Via (a response on its way back, §16.7 step 3).
     pub fn pop_via(&mut self) -> Result<(), SipError> {
         self.pop_first(HeaderName::Via, super::via::via)
@@ -357,6 +392,34 @@ Content-Length: 4\r\n\r\nv=0\n";
         assert!(
             text.contains("\r\nX-Opaque:   keep ;; this ,, exactly\r\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_top_via_value_alone_is_replaced() {
+        let msg = parse(MSG);
+        let mut f = Forward::new(&msg);
+        f.set_top_via(b"SIP/2.0/UDP a.example.com;branch=z9hG4bKa;received=192.0.2.7;rport=5099")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        f.write_to(&mut out);
+        let m = parse(&out);
+        let vias: Vec<_> = m
+            .vias()
+            .filter_map(Result::ok)
+            .map(|v| {
+                (
+                    v.received().map(<[u8]>::to_vec),
+                    v.branch().map(<[u8]>::to_vec),
+                )
+            })
+            .collect();
+        assert_eq!(
+            vias,
+            vec![
+                (Some(b"192.0.2.7".to_vec()), Some(b"z9hG4bKa".to_vec())),
+                (None, Some(b"z9hG4bKb".to_vec()))
+            ]
         );
     }
 

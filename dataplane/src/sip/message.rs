@@ -517,6 +517,13 @@ impl<'a> SipMessage<'a> {
         }
     }
 
+    pub(crate) fn request_uri_span(&self) -> Option<Span> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
     /// The parsed Request-URI of a request.
     pub fn request_uri(&self) -> Result<Uri<'a>, SipError> {
         let raw = self

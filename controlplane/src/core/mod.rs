@@ -1,0 +1,990 @@
+//! The SIP core of the control plane, sans-IO: transactions (RFC 3261 §17),
+//! the transaction-stateful proxy (§16), the registrar (§10) with digest
+//! authentication, and OPTIONS.
+//!
+//! Driving contract: feed every received message to [`SipCore::on_message`]
+//! with the time; call [`SipCore::on_timer`] when [`SipCore::next_deadline`]
+//! passes; after each batch call [`SipCore::flush`] (it makes registrations
+//! durable and releases their responses) and send everything
+//! [`SipCore::poll_outbound`] returns. The core never reads a clock or
+//! touches a socket.
+
+mod build;
+mod proxy;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use rvoip_dataplane::sip::{
+    Forward, Framing, HeaderName, Host, Limits, Method, SipMessage, check, write_response,
+};
+
+use crate::admission::{self, Policy, Role};
+use crate::registrar::digest::{AuthFailure, Authenticated, Authenticator, parse_credentials};
+use crate::registrar::{RegisterOutcome, Registrar, Users};
+use crate::transaction::{ClientTransaction, Delivery, Millis, ServerTransaction, Timers};
+
+pub use proxy::Route;
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP
+    Udp,
+    /// TCP
+    Tcp,
+}
+
+impl Transport {
+    /// The Via token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+    fn reliable(self) -> bool {
+        self == Transport::Tcp
+    }
+}
+
+/// A message received by the dataplane.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    /// The message.
+    pub bytes: &'a [u8],
+    /// Transport it came on.
+    pub transport: Transport,
+    /// The listener address it arrived at.
+    pub local: SocketAddr,
+    /// The sender.
+    pub remote: SocketAddr,
+    /// Stream connection id (TCP), 0 for UDP.
+    pub conn: u32,
+}
+
+/// A message for the dataplane to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// The message.
+    pub bytes: Vec<u8>,
+    /// Transport.
+    pub transport: Transport,
+    /// Local listener address to send from.
+    pub local: SocketAddr,
+    /// Destination.
+    pub dest: SocketAddr,
+    /// For TCP, the connection to reuse when still open.
+    pub conn: Option<u32>,
+}
+
+/// Where a transaction's messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hop {
+    pub(crate) transport: Transport,
+    pub(crate) local: SocketAddr,
+    pub(crate) dest: SocketAddr,
+    pub(crate) conn: Option<u32>,
+}
+
+/// Which requests are challenged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// No authentication.
+    Off,
+    /// REGISTER is challenged (401).
+    Register,
+    /// REGISTER (401) and INVITE (407) are challenged.
+    RegisterAndInvite,
+}
+
+/// The core's configuration.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Domains this element is responsible for (registrar, local requests).
+    pub domains: Vec<String>,
+    /// Listener addresses (what "this element" is in Route and Request-URI).
+    pub listeners: Vec<(Transport, SocketAddr)>,
+    /// Static routes for requests not served locally, first match wins.
+    pub routes: Vec<Route>,
+    /// Add Record-Route to dialog-creating requests.
+    pub record_route: bool,
+    /// Authentication policy.
+    pub auth: AuthPolicy,
+    /// Nonce lifetime.
+    pub nonce_lifetime_ms: Millis,
+    /// Transaction timers.
+    pub timers: Timers,
+    /// Timer C (RFC 3261 §16.6 step 11), > 3 minutes.
+    pub timer_c_ms: Millis,
+    /// Parser limits.
+    pub limits: Limits,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            domains: Vec::new(),
+            listeners: Vec::new(),
+            routes: Vec::new(),
+            record_route: true,
+            auth: AuthPolicy::Off,
+            nonce_lifetime_ms: 300_000,
+            timers: Timers::default(),
+            timer_c_ms: 181_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Counters of the core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreCounters {
+    /// Requests received (retransmissions included).
+    pub requests: u64,
+    /// Responses received.
+    pub responses: u64,
+    /// Retransmissions absorbed by a transaction.
+    pub retransmissions: u64,
+    /// Requests forwarded.
+    pub forwarded: u64,
+    /// Responses generated here.
+    pub generated: u64,
+    /// Messages that could not be parsed (dropped).
+    pub malformed: u64,
+    /// Registrations accepted.
+    pub registrations: u64,
+    /// Challenges sent.
+    pub challenges: u64,
+}
+
+/// Identifies a server transaction (RFC 3261 §17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ServerKey {
+    branch: Vec<u8>,
+    sent_by: Vec<u8>,
+    method: Vec<u8>,
+}
+
+/// Identifies a client transaction (RFC 3261 §17.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ClientKey {
+    branch: Vec<u8>,
+    method: Vec<u8>,
+}
+
+pub(crate) struct ServerEntry {
+    pub(crate) txn: ServerTransaction,
+    pub(crate) hop: Hop,
+    /// The request as received (Via fixed up), for building responses.
+    pub(crate) request: Vec<u8>,
+    pub(crate) proxy: Option<u64>,
+}
+
+pub(crate) struct ClientEntry {
+    pub(crate) txn: ClientTransaction,
+    pub(crate) hop: Hop,
+    pub(crate) proxy: Option<(u64, usize)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(ServerKey),
+    Client(ClientKey),
+    TimerC(u64, usize),
+}
+
+impl PartialOrd for ServerKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for ServerKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (&self.branch, &self.sent_by, &self.method).cmp(&(&o.branch, &o.sent_by, &o.method))
+    }
+}
+impl PartialOrd for ClientKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for ClientKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (&self.branch, &self.method).cmp(&(&o.branch, &o.method))
+    }
+}
+
+/// The SIP core.
+pub struct SipCore {
+    config: CoreConfig,
+    policy: Policy,
+    registrar: Registrar,
+    users: Users,
+    auth: Authenticator,
+    pub(crate) servers: HashMap<ServerKey, ServerEntry>,
+    pub(crate) clients: HashMap<ClientKey, ClientEntry>,
+    pub(crate) proxies: HashMap<u64, proxy::Context>,
+    next_proxy: u64,
+    timers: BinaryHeap<std::cmp::Reverse<(Millis, TimerRef)>>,
+    out: VecDeque<Outbound>,
+    /// Registrar responses held until the location service commits.
+    held: Vec<(ServerKey, u16, Vec<u8>)>,
+    counters: CoreCounters,
+}
+
+impl std::fmt::Debug for SipCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipCore")
+            .field("servers", &self.servers.len())
+            .field("clients", &self.clients.len())
+            .field("proxies", &self.proxies.len())
+            .finish()
+    }
+}
+
+/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): over
+/// TCP the connection it came on; over UDP its source when `rport` was asked
+/// for, else the `received` address and the sent-by port.
+fn response_hop(msg: &SipMessage<'_>, inb: &Inbound<'_>) -> Hop {
+    let conn = (inb.transport == Transport::Tcp).then_some(inb.conn);
+    let dest = match msg.top_via() {
+        Ok(v) if v.rport().is_none() && inb.transport == Transport::Udp => {
+            SocketAddr::new(inb.remote.ip(), v.port.unwrap_or(5060))
+        }
+        _ => inb.remote,
+    };
+    Hop {
+        transport: inb.transport,
+        local: inb.local,
+        dest,
+        conn,
+    }
+}
+
+/// The destination of the Via a response travels to next (§18.2.2).
+pub(crate) fn via_destination(v: &rvoip_dataplane::sip::Via<'_>) -> Option<SocketAddr> {
+    let ip: IpAddr = match v.received().and_then(|r| {
+        std::str::from_utf8(r)
+            .ok()?
+            .trim_matches(['[', ']'])
+            .parse()
+            .ok()
+    }) {
+        Some(ip) => ip,
+        None => v.host.ip()?,
+    };
+    let port = v
+        .rport()
+        .flatten()
+        .and_then(|p| std::str::from_utf8(p).ok()?.parse().ok())
+        .or(v.port)
+        .unwrap_or(5060);
+    Some(SocketAddr::new(ip, port))
+}
+
+impl SipCore {
+    /// A core with its registrar and users.
+    pub fn new(config: CoreConfig, registrar: Registrar, users: Users, secret: &[u8]) -> Self {
+        let realm = config
+            .domains
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "rvoip".into());
+        let auth = Authenticator::new(&realm, secret, config.nonce_lifetime_ms);
+        SipCore {
+            config,
+            policy: Policy::default(),
+            registrar,
+            users,
+            auth,
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            proxies: HashMap::new(),
+            next_proxy: 1,
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            held: Vec::new(),
+            counters: CoreCounters::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> CoreCounters {
+        self.counters
+    }
+
+    /// Live transactions (server, client).
+    pub fn transactions(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    /// The registrar.
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    /// The next message to send.
+    pub fn poll_outbound(&mut self) -> Option<Outbound> {
+        self.out.pop_front()
+    }
+
+    pub(crate) fn emit(&mut self, hop: Hop, bytes: Vec<u8>) {
+        self.out.push_back(Outbound {
+            bytes,
+            transport: hop.transport,
+            local: hop.local,
+            dest: hop.dest,
+            conn: hop.conn,
+        });
+    }
+
+    /// When `on_timer` must next run.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.timers.peek().map(|t| t.0.0)
+    }
+
+    fn schedule(&mut self, at: Option<Millis>, r: TimerRef) {
+        if let Some(at) = at {
+            self.timers.push(std::cmp::Reverse((at, r)));
+        }
+    }
+
+    /// Makes registrations durable, then releases their responses.
+    pub fn flush(&mut self, now: Millis) -> Result<(), crate::registrar::location::StoreError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let result = self.registrar.location.commit();
+        let held = std::mem::take(&mut self.held);
+        for (key, code, bytes) in held {
+            let (code, bytes) = match &result {
+                Ok(()) => (code, bytes),
+                // Not stored: the client must not believe it is registered.
+                Err(_) => {
+                    let Some(e) = self.servers.get(&key) else {
+                        continue;
+                    };
+                    let Ok(req) =
+                        SipMessage::parse(&e.request, Framing::Datagram, &self.config.limits)
+                    else {
+                        continue;
+                    };
+                    let mut out = Vec::new();
+                    write_response(
+                        &req,
+                        500,
+                        b"Server Internal Error",
+                        Some(b"st"),
+                        &[],
+                        &mut out,
+                    );
+                    (500, out)
+                }
+            };
+            self.server_respond(now, &key, code, bytes);
+        }
+        result
+    }
+
+    /// Handles one received message.
+    pub fn on_message(&mut self, now: Millis, now_unix_ms: u64, inb: Inbound<'_>) {
+        let Ok(msg) = SipMessage::parse(inb.bytes, Framing::Datagram, &self.config.limits) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if check(&msg).is_err() {
+            self.counters.malformed += 1;
+            return;
+        }
+        if msg.is_request() {
+            self.counters.requests += 1;
+            self.on_request(now, now_unix_ms, &msg, &inb);
+        } else {
+            self.counters.responses += 1;
+            self.on_response(now, &msg, &inb);
+        }
+    }
+
+    fn server_key(msg: &SipMessage<'_>) -> Option<ServerKey> {
+        let via = msg.top_via().ok()?;
+        let method = match msg.method()? {
+            Method::Ack => b"INVITE".to_vec(),
+            m => m.as_bytes().to_vec(),
+        };
+        let sent_by = format!("{}:{}", via.host, via.port.unwrap_or(5060)).into_bytes();
+        let branch = match via.branch() {
+            Some(b) if via.is_rfc3261_branch() => b.to_vec(),
+            // RFC 2543 requests: the transaction is what the request says
+            // about itself (§17.2.3, simplified).
+            _ => {
+                let mut k = msg.call_id().ok()?.to_vec();
+                k.extend_from_slice(&msg.cseq().ok()?.seq.to_be_bytes());
+                k.extend_from_slice(msg.from().ok()?.tag().unwrap_or_default());
+                k
+            }
+        };
+        Some(ServerKey {
+            branch,
+            sent_by,
+            method,
+        })
+    }
+
+    /// The request with RFC 3581 `received`/`rport` added to its top Via.
+    fn fix_via(msg: &SipMessage<'_>, inb: &Inbound<'_>) -> Option<Vec<u8>> {
+        let via = msg.top_via().ok()?;
+        let host_is_source = via.host.ip() == Some(inb.remote.ip());
+        let wants_rport = via.rport().is_some();
+        if host_is_source && !wants_rport {
+            return None;
+        }
+        let raw = msg.header(HeaderName::Via)?;
+        let (_, first_len) = {
+            // The first value's extent: up to a top-level comma.
+            let mut depth_quote = false;
+            let pos = raw.iter().position(|b| {
+                if *b == b'"' {
+                    depth_quote = !depth_quote;
+                }
+                *b == b',' && !depth_quote
+            });
+            ((), pos.unwrap_or(raw.len()))
+        };
+        let first = String::from_utf8_lossy(&raw[..first_len])
+            .trim()
+            .to_string();
+        let mut v: Vec<String> = first.split(';').map(|p| p.trim().to_string()).collect();
+        v.retain(|p| {
+            !p.eq_ignore_ascii_case("rport") && !p.to_ascii_lowercase().starts_with("received=")
+        });
+        if !host_is_source || wants_rport {
+            v.push(format!("received={}", inb.remote.ip()));
+        }
+        if wants_rport {
+            v.push(format!("rport={}", inb.remote.port()));
+        }
+        let mut f = Forward::new(msg);
+        f.set_top_via(v.join(";").as_bytes()).ok()?;
+        let mut out = Vec::with_capacity(msg.len() + 48);
+        f.write_to(&mut out);
+        Some(out)
+    }
+
+    fn is_local_host(&self, host: &Host<'_>, port: Option<u16>) -> bool {
+        match host {
+            Host::Name(n) => self
+                .config
+                .domains
+                .iter()
+                .any(|d| d.as_bytes().eq_ignore_ascii_case(n)),
+            _ => {
+                let ip = host.ip();
+                self.config
+                    .listeners
+                    .iter()
+                    .any(|(_, a)| Some(a.ip()) == ip && port.unwrap_or(5060) == a.port())
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        now: Millis,
+        now_unix_ms: u64,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
+        let Some(key) = Self::server_key(msg) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let method = msg.method().unwrap_or(Method::Options);
+        // Retransmissions and ACKs of existing transactions.
+        if let Some(entry) = self.servers.get_mut(&key) {
+            if method == Method::Ack {
+                let d = entry.txn.on_ack(now);
+                let next = entry.txn.next_deadline();
+                self.schedule(next, TimerRef::Server(key.clone()));
+                self.drain_server(&key);
+                if d == Delivery::Absorb {
+                    self.counters.retransmissions += 1;
+                    return;
+                }
+            } else {
+                entry.txn.on_request();
+                self.counters.retransmissions += 1;
+                self.drain_server(&key);
+                return;
+            }
+        }
+        let fixed = Self::fix_via(msg, inb);
+        let owned;
+        let msg = match &fixed {
+            Some(bytes) => {
+                owned = SipMessage::parse(bytes, Framing::Datagram, &self.config.limits);
+                match &owned {
+                    Ok(m) => m,
+                    Err(_) => return,
+                }
+            }
+            None => msg,
+        };
+        let hop = response_hop(msg, inb);
+        if method == Method::Ack {
+            // An ACK for a 2xx: its own transaction, forwarded statelessly.
+            self.forward_stateless(now, msg, inb);
+            return;
+        }
+        let txn = ServerTransaction::new(
+            method == Method::Invite,
+            inb.transport.reliable(),
+            self.config.timers,
+        );
+        self.servers.insert(
+            key.clone(),
+            ServerEntry {
+                txn,
+                hop,
+                request: msg.as_bytes().to_vec(),
+                proxy: None,
+            },
+        );
+        if let Some(r) = admission::admit(msg, Role::Proxy, &self.policy) {
+            let extra: Vec<(HeaderName, &[u8])> = if r.unsupported.is_empty() {
+                Vec::new()
+            } else {
+                vec![(
+                    HeaderName::Unsupported,
+                    r.unsupported.first().map_or(&b""[..], |s| s.as_bytes()),
+                )]
+            };
+            self.respond(now, &key, msg, r.status, reason_phrase(r.status), &extra);
+            return;
+        }
+        if method == Method::Cancel {
+            self.on_cancel(now, &key, msg);
+            return;
+        }
+        // Requests for this element: REGISTER to a served domain, OPTIONS
+        // addressed to us.
+        let ruri = msg.request_uri().ok();
+        let local_domain = ruri
+            .as_ref()
+            .is_some_and(|u| u.host.is_some_and(|h| self.is_local_host(&h, u.port)));
+        if method == Method::Register && local_domain {
+            self.on_register(now, now_unix_ms, &key, msg, inb);
+            return;
+        }
+        if method == Method::Options
+            && local_domain
+            && ruri.as_ref().is_some_and(|u| u.user.is_none())
+        {
+            let allow = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, REFER, NOTIFY, SUBSCRIBE";
+            self.respond(
+                now,
+                &key,
+                msg,
+                200,
+                "OK",
+                &[
+                    (HeaderName::Allow, allow),
+                    (HeaderName::Accept, b"application/sdp"),
+                    (HeaderName::Supported, b"path"),
+                ],
+            );
+            return;
+        }
+        if method == Method::Invite && self.config.auth == AuthPolicy::RegisterAndInvite {
+            match self.authenticate(now, msg, HeaderName::ProxyAuthorization) {
+                Ok(_) => {}
+                Err(stale) => {
+                    self.challenge(now, &key, msg, 407, stale);
+                    return;
+                }
+            }
+        }
+        self.proxy_request(now, now_unix_ms, key, msg, inb, local_domain);
+    }
+
+    /// Checks credentials in `header`; Err(stale) means challenge.
+    fn authenticate(
+        &mut self,
+        now: Millis,
+        msg: &SipMessage<'_>,
+        header: HeaderName,
+    ) -> Result<Authenticated, bool> {
+        let method = msg
+            .method()
+            .map(|m| m.as_bytes().to_vec())
+            .unwrap_or_default();
+        let mut stale = false;
+        for value in msg.header_lines(header) {
+            let mut v = Vec::with_capacity(value.len());
+            rvoip_dataplane::sip::unfold_into(value, &mut v);
+            let Some(params) = v
+                .strip_prefix(b"Digest")
+                .or_else(|| v.strip_prefix(b"digest"))
+            else {
+                continue;
+            };
+            let Some(creds) = parse_credentials(params) else {
+                continue;
+            };
+            let users = &self.users;
+            match self.auth.verify(now, &method, &creds, |u| users.secret(u)) {
+                Ok(a) => return Ok(a),
+                Err(AuthFailure::Stale) => stale = true,
+                Err(_) => {}
+            }
+        }
+        Err(stale)
+    }
+
+    fn challenge(
+        &mut self,
+        now: Millis,
+        key: &ServerKey,
+        msg: &SipMessage<'_>,
+        status: u16,
+        stale: bool,
+    ) {
+        self.counters.challenges += 1;
+        let header = if status == 401 {
+            HeaderName::WwwAuthenticate
+        } else {
+            HeaderName::ProxyAuthenticate
+        };
+        let values = self.auth.challenges(now, stale);
+        let extra: Vec<(HeaderName, &[u8])> =
+            values.iter().map(|v| (header, v.as_bytes())).collect();
+        let reason = if status == 401 {
+            "Unauthorized"
+        } else {
+            "Proxy Authentication Required"
+        };
+        self.respond(now, key, msg, status, reason, &extra);
+    }
+
+    fn on_register(
+        &mut self,
+        now: Millis,
+        now_unix_ms: u64,
+        key: &ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
+        let proof = if self.config.auth == AuthPolicy::Off {
+            None
+        } else {
+            match self.authenticate(now, msg, HeaderName::Authorization) {
+                Ok(a) => Some(a),
+                Err(stale) => {
+                    self.challenge(now, key, msg, 401, stale);
+                    return;
+                }
+            }
+        };
+        let source = format!(
+            "{}:{}",
+            inb.transport.token().to_ascii_lowercase(),
+            inb.remote
+        );
+        match self
+            .registrar
+            .register(msg, now_unix_ms, &source, proof.as_ref())
+        {
+            RegisterOutcome::Ok { contacts, path } => {
+                self.counters.registrations += 1;
+                let mut extra: Vec<(HeaderName, &[u8])> = contacts
+                    .iter()
+                    .map(|c| (HeaderName::Contact, c.as_bytes()))
+                    .collect();
+                let path_values: Vec<String> = path.iter().map(|p| format!("<{p}>")).collect();
+                extra.extend(path_values.iter().map(|p| (HeaderName::Path, p.as_bytes())));
+                let mut out = Vec::with_capacity(512);
+                let tag = build::to_tag(&[&key.branch, msg.call_id().unwrap_or_default()]);
+                write_response(msg, 200, b"OK", Some(tag.as_bytes()), &extra, &mut out);
+                self.counters.generated += 1;
+                // Sent once the binding is durable (flush).
+                self.held.push((key.clone(), 200, out));
+            }
+            RegisterOutcome::Reject {
+                status,
+                reason,
+                extra,
+            } => {
+                let extra: Vec<(HeaderName, &[u8])> =
+                    extra.iter().map(|(h, v)| (*h, v.as_bytes())).collect();
+                self.respond(now, key, msg, status, reason, &extra);
+            }
+        }
+    }
+
+    /// Answers a request through its server transaction.
+    pub(crate) fn respond(
+        &mut self,
+        now: Millis,
+        key: &ServerKey,
+        msg: &SipMessage<'_>,
+        status: u16,
+        reason: &str,
+        extra: &[(HeaderName, &[u8])],
+    ) {
+        let mut out = Vec::with_capacity(512);
+        let tag = build::to_tag(&[&key.branch, msg.call_id().unwrap_or_default()]);
+        write_response(
+            msg,
+            status,
+            reason.as_bytes(),
+            Some(tag.as_bytes()),
+            extra,
+            &mut out,
+        );
+        self.counters.generated += 1;
+        self.server_respond(now, key, status, out);
+    }
+
+    /// Sends `bytes` (a response with `status`) through server transaction `key`.
+    pub(crate) fn server_respond(
+        &mut self,
+        now: Millis,
+        key: &ServerKey,
+        status: u16,
+        bytes: Vec<u8>,
+    ) {
+        let Some(entry) = self.servers.get_mut(key) else {
+            return;
+        };
+        entry.txn.send_response(now, status, bytes);
+        let next = entry.txn.next_deadline();
+        self.schedule(next, TimerRef::Server(key.clone()));
+        self.drain_server(key);
+    }
+
+    pub(crate) fn drain_server(&mut self, key: &ServerKey) {
+        let Some(entry) = self.servers.get_mut(key) else {
+            return;
+        };
+        let hop = entry.hop;
+        let mut msgs = Vec::new();
+        while let Some(m) = entry.txn.poll_transmit() {
+            msgs.push(m);
+        }
+        while entry.txn.poll_event().is_some() {}
+        let done = entry.txn.state() == crate::transaction::ServerState::Terminated;
+        let proxy = entry.proxy;
+        for m in msgs {
+            self.emit(hop, m);
+        }
+        if done {
+            self.servers.remove(key);
+            if let Some(p) = proxy {
+                self.maybe_drop_proxy(p);
+            }
+        }
+    }
+
+    /// Runs due timers.
+    pub fn on_timer(&mut self, now: Millis) {
+        while let Some(std::cmp::Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(std::cmp::Reverse((_, r))) = self.timers.pop() else {
+                break;
+            };
+            match r {
+                TimerRef::Server(k) => {
+                    let Some(e) = self.servers.get_mut(&k) else {
+                        continue;
+                    };
+                    if e.txn.next_deadline().is_none_or(|d| d > now) {
+                        continue;
+                    }
+                    e.txn.on_timer(now);
+                    let next = e.txn.next_deadline();
+                    self.schedule(next, TimerRef::Server(k.clone()));
+                    self.drain_server(&k);
+                }
+                TimerRef::Client(k) => {
+                    let Some(e) = self.clients.get_mut(&k) else {
+                        continue;
+                    };
+                    if e.txn.next_deadline().is_none_or(|d| d > now) {
+                        continue;
+                    }
+                    e.txn.on_timer(now);
+                    let next = e.txn.next_deadline();
+                    self.schedule(next, TimerRef::Client(k.clone()));
+                    self.drain_client(now, &k);
+                }
+                TimerRef::TimerC(p, b) => self.on_timer_c(now, p, b),
+            }
+        }
+    }
+
+    fn forward_stateless(&mut self, now: Millis, msg: &SipMessage<'_>, inb: &Inbound<'_>) {
+        let _ = now;
+        let Some((hop, pop_route)) = self.next_hop(msg, inb, 0) else {
+            return;
+        };
+        let mut f = Forward::new(msg);
+        if pop_route {
+            let _ = f.pop_route();
+        }
+        if f.decrement_max_forwards().is_err() {
+            return;
+        }
+        let branch = build::branch(&[
+            msg.top_via()
+                .ok()
+                .and_then(|v| v.branch())
+                .unwrap_or_default(),
+            b"stateless",
+        ]);
+        let via = build::via_value(hop.transport, hop.local, &branch);
+        f.push_via(via.as_bytes());
+        let mut out = Vec::with_capacity(msg.len() + 128);
+        f.write_to(&mut out);
+        self.counters.forwarded += 1;
+        self.emit(hop, out);
+    }
+
+    /// A response whose transaction is gone, but whose top Via is ours:
+    /// forwarded statelessly (§16.11), e.g. a retransmitted 2xx.
+    fn forward_response_stateless(&mut self, msg: &SipMessage<'_>, inb: &Inbound<'_>) {
+        let mut vias = msg.vias();
+        let Some(Ok(top)) = vias.next() else { return };
+        if !self.is_local_host(&top.host, top.port) {
+            return;
+        }
+        let Some(Ok(next)) = vias.next() else { return };
+        let Some(dest) = via_destination(&next) else {
+            return;
+        };
+        let mut f = Forward::new(msg);
+        if f.pop_via().is_err() {
+            return;
+        }
+        let mut out = Vec::with_capacity(msg.len());
+        f.write_to(&mut out);
+        let transport = if matches!(next.transport, rvoip_dataplane::sip::Transport::Tcp) {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        self.emit(
+            Hop {
+                transport,
+                local: inb.local,
+                dest,
+                conn: None,
+            },
+            out,
+        );
+    }
+
+    fn on_response(&mut self, now: Millis, msg: &SipMessage<'_>, inb: &Inbound<'_>) {
+        let (Ok(via), Ok(cseq)) = (msg.top_via(), msg.cseq()) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let key = ClientKey {
+            branch: via.branch().unwrap_or_default().to_vec(),
+            method: cseq.method.as_bytes().to_vec(),
+        };
+        let code = msg.status_code().unwrap_or(500);
+        let Some(entry) = self.clients.get_mut(&key) else {
+            self.forward_response_stateless(msg, inb);
+            return;
+        };
+        let request = entry.txn.request().to_vec();
+        let delivery = entry.txn.on_response(now, code, || {
+            let req = SipMessage::parse(&request, Framing::Datagram, &Limits::default()).ok()?;
+            build::ack_for(&req, msg)
+        });
+        let next = entry.txn.next_deadline();
+        let proxy = entry.proxy;
+        self.schedule(next, TimerRef::Client(key.clone()));
+        self.drain_client(now, &key);
+        if delivery == Delivery::Absorb {
+            self.counters.retransmissions += 1;
+            return;
+        }
+        if let Some((p, b)) = proxy {
+            self.proxy_response(now, p, b, code, msg);
+        }
+    }
+
+    pub(crate) fn drain_client(&mut self, now: Millis, key: &ClientKey) {
+        let Some(entry) = self.clients.get_mut(key) else {
+            return;
+        };
+        let hop = entry.hop;
+        let mut msgs = Vec::new();
+        while let Some(m) = entry.txn.poll_transmit() {
+            msgs.push(m);
+        }
+        let mut timed_out = false;
+        while entry.txn.poll_event().is_some() {
+            timed_out = true;
+        }
+        let done = entry.txn.state() == crate::transaction::ClientState::Terminated;
+        let proxy = entry.proxy;
+        for m in msgs {
+            self.emit(hop, m);
+        }
+        if done {
+            self.clients.remove(key);
+        }
+        if timed_out && let Some((p, b)) = proxy {
+            // A branch that timed out counts as a 408 (§16.7 step 2).
+            self.proxy_branch_failed(now, p, b, 408);
+        }
+    }
+
+    /// Writes a bare response with `status` to `req`.
+    pub(crate) fn response_bytes(req: &SipMessage<'_>, key_branch: &[u8], status: u16) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        let tag = build::to_tag(&[key_branch, req.call_id().unwrap_or_default()]);
+        write_response(
+            req,
+            status,
+            reason_phrase(status).as_bytes(),
+            Some(tag.as_bytes()),
+            &[],
+            &mut out,
+        );
+        out
+    }
+}
+
+/// The RFC 3261 reason phrase of the status codes rvoip generates.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Trying",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        423 => "Interval Too Brief",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        487 => "Request Terminated",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}

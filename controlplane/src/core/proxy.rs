@@ -1,0 +1,661 @@
+//! The transaction-stateful proxy (RFC 3261 §16): target selection (loose
+//! routing, registrar lookup, static routes), forking (parallel within a
+//! q-value, sequential across), response selection, CANCEL propagation and
+//! Timer C.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+use rvoip_dataplane::sip::{
+    Forward, Framing, Host, Limits, Method, SipMessage, Uri, write_response,
+};
+
+use super::{ClientEntry, ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
+use crate::registrar::aor_of;
+use crate::transaction::{ClientState, ClientTransaction, Millis};
+
+/// A static route: requests whose Request-URI matches go to `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Match Request-URI users starting with this (None: any).
+    pub user_prefix: Option<String>,
+    /// Match this Request-URI host (None: any).
+    pub domain: Option<String>,
+    /// Next hop.
+    pub target: SocketAddr,
+    /// Transport to the next hop.
+    pub transport: Transport,
+}
+
+impl Route {
+    fn matches(&self, uri: &Uri<'_>) -> bool {
+        let user_ok = self
+            .user_prefix
+            .as_ref()
+            .is_none_or(|p| uri.user.is_some_and(|u| u.starts_with(p.as_bytes())));
+        let domain_ok = self
+            .domain
+            .as_ref()
+            .is_none_or(|d| uri.host_bytes().eq_ignore_ascii_case(d.as_bytes()));
+        user_ok && domain_ok
+    }
+}
+
+/// Where one branch goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    hop: Hop,
+    /// New Request-URI (a registered contact), or keep it.
+    uri: Option<String>,
+    /// Route set to push (a registration's Path).
+    path: Vec<String>,
+    pop_route: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    Pending,
+    Provisional,
+    Done(u16),
+}
+
+#[derive(Debug)]
+pub(crate) struct Branch {
+    client: ClientKey,
+    hop: Hop,
+    request: Vec<u8>,
+    state: BranchState,
+    cancel_pending: bool,
+}
+
+/// The response context of one proxied request.
+#[derive(Debug)]
+pub(crate) struct Context {
+    server: ServerKey,
+    invite: bool,
+    original: Vec<u8>,
+    /// Target groups not tried yet (sequential forking).
+    later: VecDeque<Vec<Target>>,
+    branches: Vec<Branch>,
+    best: Option<(u16, Vec<u8>)>,
+    final_sent: bool,
+    cancelled: bool,
+}
+
+/// RFC 3261 §16.7 step 6: 6xx beats everything, else the lowest class.
+fn better(candidate: u16, current: Option<u16>) -> bool {
+    match current {
+        None => true,
+        Some(c) if c >= 600 => false,
+        Some(_) if candidate >= 600 => true,
+        Some(c) => candidate / 100 < c / 100,
+    }
+}
+
+fn ip_of(host: &Host<'_>) -> Option<IpAddr> {
+    host.ip()
+}
+
+impl SipCore {
+    fn local_for(&self, transport: Transport, fallback: SocketAddr) -> SocketAddr {
+        self.config
+            .listeners
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map_or(fallback, |(_, a)| *a)
+    }
+
+    fn hop_to(&self, uri: &Uri<'_>, inb: &Inbound<'_>) -> Option<Hop> {
+        let ip = ip_of(uri.host.as_ref()?)?;
+        let transport = match uri.params.get("transport").flatten() {
+            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
+            _ => Transport::Udp,
+        };
+        let port = uri.port.unwrap_or(5060);
+        Some(Hop {
+            transport,
+            local: self.local_for(transport, inb.local),
+            dest: SocketAddr::new(ip, port),
+            conn: None,
+        })
+    }
+
+    fn route_hop(&self, uri: &Uri<'_>, inb: &Inbound<'_>) -> Option<Hop> {
+        let r = self.config.routes.iter().find(|r| r.matches(uri))?;
+        Some(Hop {
+            transport: r.transport,
+            local: self.local_for(r.transport, inb.local),
+            dest: r.target,
+            conn: None,
+        })
+    }
+
+    /// The next hop of a request that is not retargeted: loose routing, then
+    /// the static routes, then the Request-URI itself. The bool says whether
+    /// the top Route (ours) is to be popped.
+    pub(crate) fn next_hop(
+        &self,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        skip: usize,
+    ) -> Option<(Hop, bool)> {
+        let routes: Vec<_> = msg.routes().filter_map(Result::ok).collect();
+        let mut pop = false;
+        let mut rest = &routes[..];
+        if let Some(top) = routes.first()
+            && top
+                .uri
+                .host
+                .is_some_and(|h| self.is_local_host(&h, top.uri.port))
+        {
+            pop = true;
+            rest = &routes[1..];
+        }
+        if let Some(next) = rest.first() {
+            return self.hop_to(&next.uri, inb).map(|h| (h, pop));
+        }
+        let ruri = msg.request_uri().ok()?;
+        let _ = skip;
+        // A Request-URI naming another element by address goes there (an
+        // in-dialog request to a Contact); one naming us, our domain or a
+        // host name goes by the static routes.
+        let elsewhere = ruri
+            .host
+            .is_some_and(|h| h.ip().is_some() && !self.is_local_host(&h, ruri.port));
+        if !elsewhere && let Some(h) = self.route_hop(&ruri, inb) {
+            return Some((h, pop));
+        }
+        self.hop_to(&ruri, inb).map(|h| (h, pop))
+    }
+
+    /// Target groups for a new request: registered contacts grouped by q
+    /// (best first), or the single next hop.
+    fn targets(
+        &self,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        local_domain: bool,
+        now_unix_ms: u64,
+    ) -> Vec<Vec<Target>> {
+        let has_foreign_route = msg.routes().next().is_some_and(|r| {
+            r.is_ok_and(|r| {
+                !r.uri
+                    .host
+                    .is_some_and(|h| self.is_local_host(&h, r.uri.port))
+            })
+        });
+        let mut pop_only = false;
+        if let Some(Ok(top)) = msg.routes().next()
+            && top
+                .uri
+                .host
+                .is_some_and(|h| self.is_local_host(&h, top.uri.port))
+        {
+            pop_only = msg.routes().count() > 1;
+        }
+        let ruri = msg.request_uri().ok();
+        if local_domain
+            && !has_foreign_route
+            && !pop_only
+            && let Some(u) = &ruri
+            && u.user.is_some()
+            && let Some(aor) = aor_of(u)
+        {
+            let bindings = self.registrar.location.lookup(&aor, now_unix_ms);
+            let mut groups: Vec<Vec<Target>> = Vec::new();
+            let mut last_q = None;
+            for b in bindings {
+                let Ok(contact) = Uri::parse(b.contact.as_bytes()) else {
+                    continue;
+                };
+                let dest_uri = match b.path.first() {
+                    Some(p) => Uri::parse(p.as_bytes()).ok(),
+                    None => None,
+                };
+                let hop = match &dest_uri {
+                    Some(p) => self.hop_to(p, inb),
+                    None => {
+                        // The registration's source reaches a contact behind NAT.
+                        let via_source = b
+                            .source
+                            .split_once(':')
+                            .and_then(|(t, a)| Some((t, a.parse::<SocketAddr>().ok()?)));
+                        match via_source {
+                            Some((t, a)) => {
+                                let transport = if t == "tcp" {
+                                    Transport::Tcp
+                                } else {
+                                    Transport::Udp
+                                };
+                                Some(Hop {
+                                    transport,
+                                    local: self.local_for(transport, inb.local),
+                                    dest: a,
+                                    conn: None,
+                                })
+                            }
+                            None => self.hop_to(&contact, inb),
+                        }
+                    }
+                };
+                let Some(hop) = hop else { continue };
+                let t = Target {
+                    hop,
+                    uri: Some(b.contact.clone()),
+                    path: b.path.clone(),
+                    pop_route: false,
+                };
+                if last_q == Some(b.q) {
+                    if let Some(g) = groups.last_mut() {
+                        g.push(t);
+                    }
+                } else {
+                    groups.push(vec![t]);
+                    last_q = Some(b.q);
+                }
+            }
+            if !groups.is_empty() {
+                return groups;
+            }
+        }
+        match self.next_hop(msg, inb, 0) {
+            Some((hop, pop_route)) => vec![vec![Target {
+                hop,
+                uri: None,
+                path: Vec::new(),
+                pop_route,
+            }]],
+            None => Vec::new(),
+        }
+    }
+
+    pub(super) fn proxy_request(
+        &mut self,
+        now: Millis,
+        now_unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        local_domain: bool,
+    ) {
+        let mut groups: VecDeque<Vec<Target>> =
+            self.targets(msg, inb, local_domain, now_unix_ms).into();
+        let Some(first) = groups.pop_front() else {
+            self.respond(now, &key, msg, 404, "Not Found", &[]);
+            return;
+        };
+        let invite = msg.method() == Some(Method::Invite);
+        if invite {
+            // §16.2: a stateful proxy sends 100 Trying for an INVITE at once.
+            let trying = Self::response_bytes_100(msg);
+            self.server_respond(now, &key, 100, trying);
+        }
+        let id = self.next_proxy;
+        self.next_proxy += 1;
+        if let Some(e) = self.servers.get_mut(&key) {
+            e.proxy = Some(id);
+        }
+        self.proxies.insert(
+            id,
+            Context {
+                server: key,
+                invite,
+                original: msg.as_bytes().to_vec(),
+                later: groups,
+                branches: Vec::new(),
+                best: None,
+                final_sent: false,
+                cancelled: false,
+            },
+        );
+        self.start_group(now, id, first);
+    }
+
+    fn response_bytes_100(msg: &SipMessage<'_>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(400);
+        write_response(msg, 100, b"Trying", None, &[], &mut out);
+        out
+    }
+
+    fn start_group(&mut self, now: Millis, id: u64, group: Vec<Target>) {
+        for t in group {
+            self.start_branch(now, id, t);
+        }
+    }
+
+    fn start_branch(&mut self, now: Millis, id: u64, t: Target) {
+        let Some(ctx) = self.proxies.get(&id) else {
+            return;
+        };
+        let original = ctx.original.clone();
+        let invite = ctx.invite;
+        let server_branch = ctx.server.branch.clone();
+        let index = ctx.branches.len();
+        let Ok(msg) = SipMessage::parse(&original, Framing::Datagram, &Limits::default()) else {
+            return;
+        };
+        let mut f = Forward::new(&msg);
+        if t.pop_route {
+            let _ = f.pop_route();
+        }
+        if let Some(uri) = &t.uri
+            && f.set_request_uri(uri.as_bytes()).is_err()
+        {
+            return;
+        }
+        for p in t.path.iter().rev() {
+            f.add_route(format!("<{p}>").as_bytes());
+        }
+        if f.decrement_max_forwards().is_err() {
+            return;
+        }
+        let branch = build::branch(&[
+            &server_branch,
+            msg.call_id().unwrap_or_default(),
+            &(index as u64).to_be_bytes(),
+        ]);
+        f.push_via(build::via_value(t.hop.transport, t.hop.local, &branch).as_bytes());
+        let dialog_creating = matches!(
+            msg.method(),
+            Some(Method::Invite | Method::Subscribe | Method::Refer)
+        );
+        let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
+        if self.config.record_route && dialog_creating && !in_dialog {
+            let transport = if t.hop.transport == Transport::Tcp {
+                ";transport=tcp"
+            } else {
+                ""
+            };
+            f.add_record_route(format!("<sip:{};lr{transport}>", t.hop.local).as_bytes());
+        }
+        let mut out = Vec::with_capacity(msg.len() + 200);
+        f.write_to(&mut out);
+        let method = msg
+            .method()
+            .map(|m| m.as_bytes().to_vec())
+            .unwrap_or_default();
+        let client = ClientKey {
+            branch: branch.into_bytes(),
+            method,
+        };
+        let txn = ClientTransaction::new(
+            now,
+            out.clone(),
+            invite,
+            t.hop.transport.reliable(),
+            self.config.timers,
+        );
+        let next = txn.next_deadline();
+        self.clients.insert(
+            client.clone(),
+            ClientEntry {
+                txn,
+                hop: t.hop,
+                proxy: Some((id, index)),
+            },
+        );
+        if let Some(ctx) = self.proxies.get_mut(&id) {
+            ctx.branches.push(Branch {
+                client: client.clone(),
+                hop: t.hop,
+                request: out,
+                state: BranchState::Pending,
+                cancel_pending: false,
+            });
+        }
+        self.counters.forwarded += 1;
+        self.schedule(next, TimerRef::Client(client.clone()));
+        if invite {
+            self.schedule(
+                Some(now + self.config.timer_c_ms),
+                TimerRef::TimerC(id, index),
+            );
+        }
+        self.drain_client(now, &client);
+    }
+
+    fn send_cancel(&mut self, now: Millis, id: u64, b: usize) {
+        let Some(branch) = self.proxies.get(&id).and_then(|c| c.branches.get(b)) else {
+            return;
+        };
+        let hop = branch.hop;
+        let Ok(invite) = SipMessage::parse(&branch.request, Framing::Datagram, &Limits::default())
+        else {
+            return;
+        };
+        let Some(cancel) = build::cancel_for(&invite) else {
+            return;
+        };
+        let key = ClientKey {
+            branch: branch.client.branch.clone(),
+            method: b"CANCEL".to_vec(),
+        };
+        if self.clients.contains_key(&key) {
+            return;
+        }
+        let txn = ClientTransaction::new(
+            now,
+            cancel,
+            false,
+            hop.transport.reliable(),
+            self.config.timers,
+        );
+        let next = txn.next_deadline();
+        self.clients.insert(
+            key.clone(),
+            ClientEntry {
+                txn,
+                hop,
+                proxy: None,
+            },
+        );
+        self.schedule(next, TimerRef::Client(key.clone()));
+        self.drain_client(now, &key);
+    }
+
+    fn cancel_pending_branches(&mut self, now: Millis, id: u64, except: Option<usize>) {
+        let Some(ctx) = self.proxies.get_mut(&id) else {
+            return;
+        };
+        let mut to_cancel = Vec::new();
+        for (i, br) in ctx.branches.iter_mut().enumerate() {
+            if Some(i) == except {
+                continue;
+            }
+            match br.state {
+                BranchState::Provisional => to_cancel.push(i),
+                // §9.1: no CANCEL before a provisional response; send it then.
+                BranchState::Pending => br.cancel_pending = true,
+                BranchState::Done(_) => {}
+            }
+        }
+        ctx.later.clear();
+        for i in to_cancel {
+            self.send_cancel(now, id, i);
+        }
+    }
+
+    pub(super) fn on_cancel(&mut self, now: Millis, key: &ServerKey, msg: &SipMessage<'_>) {
+        let invite_key = ServerKey {
+            branch: key.branch.clone(),
+            sent_by: key.sent_by.clone(),
+            method: b"INVITE".to_vec(),
+        };
+        let Some(proxy) = self.servers.get(&invite_key).map(|e| e.proxy) else {
+            // §9.2: no matching INVITE transaction.
+            self.respond(now, key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        self.respond(now, key, msg, 200, "OK", &[]);
+        if let Some(id) = proxy {
+            if let Some(ctx) = self.proxies.get_mut(&id) {
+                ctx.cancelled = true;
+            }
+            self.cancel_pending_branches(now, id, None);
+        }
+    }
+
+    pub(super) fn proxy_response(
+        &mut self,
+        now: Millis,
+        id: u64,
+        b: usize,
+        code: u16,
+        msg: &SipMessage<'_>,
+    ) {
+        let Some(ctx) = self.proxies.get_mut(&id) else {
+            return;
+        };
+        let Some(branch) = ctx.branches.get_mut(b) else {
+            return;
+        };
+        // §16.7 step 3: remove our Via before forwarding.
+        let mut f = Forward::new(msg);
+        if f.pop_via().is_err() {
+            return;
+        }
+        let mut upstream = Vec::with_capacity(msg.len());
+        f.write_to(&mut upstream);
+        let server = ctx.server.clone();
+        if code < 200 {
+            let was_pending = branch.state == BranchState::Pending;
+            if branch.state == BranchState::Pending {
+                branch.state = BranchState::Provisional;
+            }
+            let cancel_now = was_pending && branch.cancel_pending;
+            if ctx.invite {
+                // §16.7: Timer C restarts on a provisional response.
+                self.schedule(Some(now + self.config.timer_c_ms), TimerRef::TimerC(id, b));
+            }
+            if cancel_now {
+                self.send_cancel(now, id, b);
+            }
+            // §16.7 step 4: 100 is not forwarded.
+            if code > 100 {
+                self.server_respond(now, &server, code, upstream);
+            }
+            return;
+        }
+        if (200..300).contains(&code) {
+            if !matches!(branch.state, BranchState::Done(_)) {
+                branch.state = BranchState::Done(code);
+            }
+            let invite = ctx.invite;
+            let first = !ctx.final_sent;
+            ctx.final_sent = true;
+            // §16.7 step 5: every 2xx to an INVITE is forwarded; other
+            // methods forward the first final response only.
+            if invite || first {
+                self.server_respond(now, &server, code, upstream);
+            }
+            if invite && first {
+                self.cancel_pending_branches(now, id, Some(b));
+            }
+            return;
+        }
+        if matches!(branch.state, BranchState::Done(_)) {
+            return;
+        }
+        branch.state = BranchState::Done(code);
+        if better(code, ctx.best.as_ref().map(|x| x.0)) {
+            ctx.best = Some((code, upstream));
+        }
+        if code >= 600 {
+            self.cancel_pending_branches(now, id, Some(b));
+        }
+        self.maybe_complete(now, id);
+    }
+
+    /// A branch ended without a response (timeout, transport error).
+    pub(super) fn proxy_branch_failed(&mut self, now: Millis, id: u64, b: usize, code: u16) {
+        let Some(ctx) = self.proxies.get_mut(&id) else {
+            return;
+        };
+        let Some(branch) = ctx.branches.get_mut(b) else {
+            return;
+        };
+        if matches!(branch.state, BranchState::Done(_)) {
+            return;
+        }
+        branch.state = BranchState::Done(code);
+        if better(code, ctx.best.as_ref().map(|x| x.0)) {
+            // A locally made response, as the branch's peer never answered.
+            if let Ok(orig) =
+                SipMessage::parse(&ctx.original, Framing::Datagram, &Limits::default())
+            {
+                ctx.best = Some((
+                    code,
+                    SipCore::response_bytes(&orig, &ctx.server.branch, code),
+                ));
+            }
+        }
+        self.maybe_complete(now, id);
+    }
+
+    /// When every branch is done: try the next target group, or send the
+    /// best response upstream (§16.7 step 6).
+    fn maybe_complete(&mut self, now: Millis, id: u64) {
+        let Some(ctx) = self.proxies.get_mut(&id) else {
+            return;
+        };
+        if ctx
+            .branches
+            .iter()
+            .any(|b| !matches!(b.state, BranchState::Done(_)))
+            || ctx.final_sent
+        {
+            return;
+        }
+        let best_code = ctx.best.as_ref().map(|b| b.0);
+        if !ctx.cancelled
+            && best_code.is_none_or(|c| c < 600)
+            && let Some(next) = ctx.later.pop_front()
+        {
+            self.start_group(now, id, next);
+            return;
+        }
+        ctx.final_sent = true;
+        let server = ctx.server.clone();
+        let original = ctx.original.clone();
+        let (code, bytes) = match ctx.best.take() {
+            // §16.7 step 6: a 503 is not passed on; 500 says the proxy failed.
+            Some((503, _)) | None => {
+                let code = if ctx.cancelled { 487 } else { 500 };
+                match SipMessage::parse(&original, Framing::Datagram, &Limits::default()) {
+                    Ok(orig) => (code, SipCore::response_bytes(&orig, &server.branch, code)),
+                    Err(_) => return,
+                }
+            }
+            Some(b) => b,
+        };
+        self.server_respond(now, &server, code, bytes);
+    }
+
+    pub(super) fn on_timer_c(&mut self, now: Millis, id: u64, b: usize) {
+        let Some(branch) = self.proxies.get(&id).and_then(|c| c.branches.get(b)) else {
+            return;
+        };
+        let client = branch.client.clone();
+        let state = branch.state;
+        // Timer C is rescheduled on provisionals; only the latest one counts.
+        let alive = self.clients.get(&client).is_some_and(|c| {
+            matches!(
+                c.txn.state(),
+                ClientState::Calling | ClientState::Proceeding
+            )
+        });
+        if !alive {
+            return;
+        }
+        match state {
+            // §16.8: with a provisional, CANCEL the branch (its 487 completes it).
+            BranchState::Provisional => self.send_cancel(now, id, b),
+            BranchState::Pending => self.proxy_branch_failed(now, id, b, 408),
+            BranchState::Done(_) => {}
+        }
+    }
+
+    pub(super) fn maybe_drop_proxy(&mut self, id: u64) {
+        self.proxies.remove(&id);
+    }
+}

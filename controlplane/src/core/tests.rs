@@ -1,0 +1,375 @@
+//! The proxy and registrar on simulated time and a simulated network.
+
+use std::net::SocketAddr;
+
+use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
+
+use super::*;
+use crate::registrar::location::LocationService;
+use crate::registrar::{RegistrarConfig, Users};
+
+const PROXY: &str = "127.0.0.1:5060";
+const UAC: &str = "127.0.0.1:5080";
+const UAS: &str = "127.0.0.1:5070";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn core(auth: AuthPolicy) -> SipCore {
+    let config = CoreConfig {
+        domains: vec!["rvoip.test".into()],
+        listeners: vec![(Transport::Udp, addr(PROXY))],
+        routes: vec![Route {
+            user_prefix: None,
+            domain: None,
+            target: addr(UAS),
+            transport: Transport::Udp,
+        }],
+        auth,
+        ..CoreConfig::default()
+    };
+    let users =
+        Users::parse("[[user]]\nname = \"alice\"\npassword = \"alicepw\"\n").unwrap_or_default();
+    SipCore::new(
+        config,
+        Registrar::new(RegistrarConfig::default(), LocationService::in_memory()),
+        users,
+        b"test-secret",
+    )
+}
+
+/// Delivers `text` from `from` and returns everything the core sends.
+fn deliver(c: &mut SipCore, now: Millis, from: &str, text: &str) -> Vec<Outbound> {
+    c.on_message(
+        now,
+        1_000_000 + now,
+        Inbound {
+            bytes: text.as_bytes(),
+            transport: Transport::Udp,
+            local: addr(PROXY),
+            remote: addr(from),
+            conn: 0,
+        },
+    );
+    c.flush(now).unwrap_or_else(|e| panic!("{e}"));
+    std::iter::from_fn(|| c.poll_outbound()).collect()
+}
+
+fn tick(c: &mut SipCore, now: Millis) -> Vec<Outbound> {
+    c.on_timer(now);
+    std::iter::from_fn(|| c.poll_outbound()).collect()
+}
+
+fn parse(o: &Outbound) -> SipMessage<'_> {
+    SipMessage::parse(&o.bytes, Framing::Datagram, &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.bytes)))
+}
+
+fn status(o: &Outbound) -> Option<u16> {
+    parse(o).status_code()
+}
+
+fn invite(branch: &str, call: &str) -> String {
+    format!(
+        "INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch={branch}\r\nMax-Forwards: 70\r\n\
+From: <sip:uac@127.0.0.1:5080>;tag=f1\r\nTo: <sip:service@127.0.0.1:5060>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:uac@{UAC}>\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n"
+    )
+}
+
+/// A response from the UAS to a forwarded request: its Vias copied.
+fn answer(forwarded: &Outbound, code: u16, to_tag: &str) -> String {
+    let m = parse(forwarded);
+    let mut out = format!("SIP/2.0 {code} X\r\n");
+    for v in m.header_lines(HeaderName::Via) {
+        out.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(v)));
+    }
+    for r in m.header_lines(HeaderName::RecordRoute) {
+        out.push_str(&format!("Record-Route: {}\r\n", String::from_utf8_lossy(r)));
+    }
+    let to = String::from_utf8_lossy(m.header(HeaderName::To).unwrap_or_default()).into_owned();
+    let to = if to.contains("tag=") || code == 100 {
+        to
+    } else {
+        format!("{to};tag={to_tag}")
+    };
+    out.push_str(&format!(
+        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:uas@{UAS}>\r\nContent-Length: 0\r\n\r\n",
+        String::from_utf8_lossy(m.header(HeaderName::From).unwrap_or_default()),
+        String::from_utf8_lossy(m.header(HeaderName::CallId).unwrap_or_default()),
+        String::from_utf8_lossy(m.header(HeaderName::CSeq).unwrap_or_default()),
+    ));
+    out
+}
+
+#[test]
+fn a_call_through_the_stateful_proxy() {
+    let mut c = core(AuthPolicy::Off);
+    let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-c1", "call-1"));
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        (status(&out[0]), out[0].dest),
+        (Some(100), addr(UAC)),
+        "100 Trying at once"
+    );
+    let fwd = &out[1];
+    assert_eq!(fwd.dest, addr(UAS));
+    let m = parse(fwd);
+    assert_eq!(m.max_forwards(), Ok(Some(69)));
+    assert_eq!(m.vias().count(), 2);
+    assert_eq!(
+        m.top_via().map(|v| v.host.to_string()),
+        Ok("127.0.0.1".into())
+    );
+    assert_eq!(m.record_routes().count(), 1, "Record-Route added");
+    assert_eq!(m.body(), b"v=0\n");
+    // A retransmitted INVITE is absorbed: 100 again, nothing forwarded.
+    let again = deliver(&mut c, 300, UAC, &invite("z9hG4bK-c1", "call-1"));
+    assert_eq!(
+        again.iter().map(status).collect::<Vec<_>>(),
+        vec![Some(100)]
+    );
+    // 180 and 200 come back with our Via removed.
+    let ringing = deliver(&mut c, 400, UAS, &answer(fwd, 180, "t2"));
+    assert_eq!(
+        (status(&ringing[0]), ringing[0].dest),
+        (Some(180), addr(UAC))
+    );
+    assert_eq!(parse(&ringing[0]).vias().count(), 1);
+    let ok = deliver(&mut c, 500, UAS, &answer(fwd, 200, "t2"));
+    assert_eq!((status(&ok[0]), ok[0].dest), (Some(200), addr(UAC)));
+    // The ACK for the 2xx follows the Record-Route and is forwarded statelessly.
+    let rr = String::from_utf8_lossy(
+        parse(&ok[0])
+            .header(HeaderName::RecordRoute)
+            .unwrap_or_default(),
+    )
+    .into_owned();
+    let ack = format!(
+        "ACK sip:uas@{UAS} SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bK-a1\r\nRoute: {rr}\r\nMax-Forwards: 70\r\nFrom: <sip:uac@127.0.0.1:5080>;tag=f1\r\n\
+To: <sip:service@127.0.0.1:5060>;tag=t2\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let fwd_ack = deliver(&mut c, 600, UAC, &ack);
+    assert_eq!(fwd_ack.len(), 1);
+    assert_eq!(fwd_ack[0].dest, addr(UAS));
+    assert_eq!(parse(&fwd_ack[0]).routes().count(), 0, "our Route popped");
+    // A BYE from the callee goes to the caller the same way.
+    let bye = format!(
+        "BYE sip:uac@{UAC} SIP/2.0\r\nVia: SIP/2.0/UDP {UAS};branch=z9hG4bK-b1\r\nRoute: {rr}\r\nMax-Forwards: 70\r\nFrom: <sip:service@127.0.0.1:5060>;tag=t2\r\n\
+To: <sip:uac@127.0.0.1:5080>;tag=f1\r\nCall-ID: call-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let fwd_bye = deliver(&mut c, 700, UAS, &bye);
+    assert_eq!(fwd_bye.len(), 1);
+    assert_eq!(fwd_bye[0].dest, addr(UAC));
+    let bye_ok = deliver(&mut c, 800, UAC, &answer(&fwd_bye[0], 200, "f1"));
+    assert_eq!((status(&bye_ok[0]), bye_ok[0].dest), (Some(200), addr(UAS)));
+    // Everything winds down by the timers.
+    tick(&mut c, 100_000);
+    assert_eq!(c.transactions(), (0, 0));
+}
+
+#[test]
+fn cancel_before_200_cancels_the_branch_and_returns_487() {
+    let mut c = core(AuthPolicy::Off);
+    let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-x", "call-c"));
+    let fwd = out[1].clone();
+    deliver(&mut c, 100, UAS, &answer(&fwd, 180, "t9"));
+    let cancel = format!(
+        "CANCEL sip:service@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bK-x\r\nMax-Forwards: 70\r\nFrom: <sip:uac@127.0.0.1:5080>;tag=f1\r\n\
+To: <sip:service@127.0.0.1:5060>\r\nCall-ID: call-c\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = deliver(&mut c, 200, UAC, &cancel);
+    assert_eq!(status(&out[0]), Some(200), "CANCEL answered");
+    let down = &out[1];
+    assert_eq!(
+        parse(down).method().map(|m| m.as_bytes().to_vec()),
+        Some(b"CANCEL".to_vec())
+    );
+    assert_eq!(
+        parse(down)
+            .top_via()
+            .map(|v| v.branch().map(<[u8]>::to_vec)),
+        parse(&fwd)
+            .top_via()
+            .map(|v| v.branch().map(<[u8]>::to_vec)),
+        "same branch as the INVITE"
+    );
+    deliver(&mut c, 300, UAS, &answer(down, 200, "t9"));
+    let out = deliver(&mut c, 400, UAS, &answer(&fwd, 487, "t9"));
+    let ack = out
+        .iter()
+        .find(|o| o.dest == addr(UAS))
+        .unwrap_or_else(|| panic!("ACK for the 487"));
+    assert_eq!(
+        parse(ack).method().map(|m| m.as_bytes().to_vec()),
+        Some(b"ACK".to_vec())
+    );
+    let up = out
+        .iter()
+        .find(|o| o.dest == addr(UAC))
+        .unwrap_or_else(|| panic!("487 upstream"));
+    assert_eq!(status(up), Some(487));
+}
+
+#[test]
+fn a_silent_next_hop_gives_408_after_timer_b() {
+    let mut c = core(AuthPolicy::Off);
+    let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-t", "call-t"));
+    assert_eq!(out.len(), 2);
+    let mut retransmits = 0;
+    let mut upstream = Vec::new();
+    let mut now = 0;
+    while now < 40_000 {
+        now += 100;
+        for o in tick(&mut c, now) {
+            if o.dest == addr(UAS) {
+                retransmits += 1;
+            } else {
+                upstream.push(status(&o));
+            }
+        }
+    }
+    assert_eq!(retransmits, 6, "Timer A");
+    // The 408 goes upstream, and is resent by Timer G until an ACK comes.
+    assert!(
+        !upstream.is_empty() && upstream.iter().all(|s| *s == Some(408)),
+        "{upstream:?}"
+    );
+    let ack = "ACK sip:service@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-t\r\nMax-Forwards: 70\r\nFrom: <sip:uac@127.0.0.1:5080>;tag=f1\r\nTo: <sip:service@127.0.0.1:5060>\r\nCall-ID: call-t\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    assert!(
+        deliver(&mut c, now, UAC, ack).is_empty(),
+        "the ACK for the 408 is absorbed"
+    );
+    assert!(tick(&mut c, now + 40_000).is_empty());
+    assert_eq!(c.transactions(), (0, 0));
+}
+
+#[test]
+fn register_with_digest_then_calls_reach_the_contact() {
+    let mut c = core(AuthPolicy::Register);
+    let reg = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-r{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:alice@rvoip.test>;tag=a\r\n\
+To: <sip:alice@rvoip.test>\r\nCall-ID: reg-a\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:alice@127.0.0.1:5090>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let out = deliver(&mut c, 0, "127.0.0.1:5090", &reg(1, ""));
+    assert_eq!(status(&out[0]), Some(401));
+    let m = parse(&out[0]);
+    let challenge = m
+        .header_lines(HeaderName::WwwAuthenticate)
+        .find(|v| v.windows(3).any(|w| w == b"MD5"))
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(challenge);
+    let nonce = text
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    let a = crate::registrar::digest::Algorithm::Md5;
+    let ha1 = a.hex(b"alice:rvoip.test:alicepw");
+    let ha2 = a.hex(b"REGISTER:sip:rvoip.test");
+    let response = a.hex(format!("{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}").as_bytes());
+    let auth = format!(
+        "Authorization: Digest username=\"alice\", realm=\"rvoip.test\", nonce=\"{nonce}\", uri=\"sip:rvoip.test\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
+    );
+    let out = deliver(&mut c, 100, "127.0.0.1:5090", &reg(2, &auth));
+    assert_eq!(status(&out[0]), Some(200));
+    assert_eq!(
+        out[0].dest,
+        addr("127.0.0.1:5090"),
+        "rport: back to the source"
+    );
+    assert!(
+        String::from_utf8_lossy(
+            parse(&out[0])
+                .header(HeaderName::Contact)
+                .unwrap_or_default()
+        )
+        .contains("expires=600")
+    );
+    // The same credentials again are a replay: challenged.
+    let out = deliver(&mut c, 200, "127.0.0.1:5090", &reg(3, &auth));
+    assert_eq!(status(&out[0]), Some(401));
+    // An INVITE for alice goes to her registered contact.
+    let inv = invite("z9hG4bK-ia", "call-a").replace(
+        "sip:service@127.0.0.1:5060 SIP/2.0",
+        "sip:alice@rvoip.test SIP/2.0",
+    );
+    let out = deliver(&mut c, 300, UAC, &inv);
+    let fwd = out
+        .iter()
+        .find(|o| status(o).is_none())
+        .unwrap_or_else(|| panic!("forwarded"));
+    assert_eq!(fwd.dest, addr("127.0.0.1:5090"));
+    assert_eq!(
+        parse(fwd).request_uri_bytes(),
+        Some(&b"sip:alice@127.0.0.1:5090"[..])
+    );
+}
+
+#[test]
+fn options_to_the_proxy_and_hop_limits_are_answered_locally() {
+    let mut c = core(AuthPolicy::Off);
+    let opt = |mf: u8| {
+        format!(
+            "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bK-o{mf}\r\nMax-Forwards: {mf}\r\nFrom: <sip:p@x>;tag=1\r\nTo: <sip:127.0.0.1:5060>\r\nCall-ID: o{mf}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let out = deliver(&mut c, 0, UAC, &opt(70));
+    assert_eq!(status(&out[0]), Some(200));
+    assert!(parse(&out[0]).header(HeaderName::Allow).is_some());
+    let out = deliver(
+        &mut c,
+        0,
+        UAC,
+        &invite("z9hG4bK-m", "mf").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    assert_eq!(status(&out[0]), Some(483));
+}
+
+#[test]
+fn a_failed_first_contact_falls_over_to_the_next_q_group() {
+    let mut c = core(AuthPolicy::Off);
+    for (i, (contact, q)) in [
+        ("sip:alice@127.0.0.1:6001", "1.0"),
+        ("sip:alice@127.0.0.1:6002", "0.5"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let reg = format!(
+            "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:600{};branch=z9hG4bK-rq{i}\r\nFrom: <sip:alice@rvoip.test>;tag=a\r\nTo: <sip:alice@rvoip.test>\r\n\
+Call-ID: r{i}\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>;q={q}\r\nContent-Length: 0\r\n\r\n",
+            i + 1
+        );
+        assert_eq!(
+            status(&deliver(&mut c, 0, &format!("127.0.0.1:600{}", i + 1), &reg)[0]),
+            Some(200)
+        );
+    }
+    let inv = invite("z9hG4bK-seq", "call-s").replace(
+        "sip:service@127.0.0.1:5060 SIP/2.0",
+        "sip:alice@rvoip.test SIP/2.0",
+    );
+    let out = deliver(&mut c, 10, UAC, &inv);
+    let first = out
+        .iter()
+        .find(|o| status(o).is_none())
+        .unwrap_or_else(|| panic!("first branch"))
+        .clone();
+    assert_eq!(first.dest, addr("127.0.0.1:6001"), "best q first");
+    let out = deliver(&mut c, 20, "127.0.0.1:6001", &answer(&first, 486, "busy"));
+    let second = out
+        .iter()
+        .find(|o| o.dest == addr("127.0.0.1:6002") && status(o).is_none())
+        .unwrap_or_else(|| panic!("second branch"));
+    let out = deliver(&mut c, 30, "127.0.0.1:6002", &answer(second, 200, "ok"));
+    let up = out
+        .iter()
+        .find(|o| o.dest == addr(UAC))
+        .unwrap_or_else(|| panic!("answer upstream"));
+    assert_eq!(status(up), Some(200));
+}
