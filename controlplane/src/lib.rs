@@ -10,5 +10,6 @@
 pub mod admission;
 pub mod core;
 pub mod lint;
+pub mod process;
 pub mod registrar;
 pub mod transaction;

@@ -7,6 +7,8 @@
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Read;
 use std::net::UdpSocket;
 use std::os::unix::process::CommandExt;
@@ -31,12 +33,18 @@ impl Killed {
 impl Drop for Killed {
     fn drop(&mut self) {
         let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline && self.0.try_wait().ok().flatten().is_none() {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -103,8 +111,7 @@ fn counter(log: &str, line_tag: &str, key: &str) -> u64 {
 fn kamailio_and_sipp_call_through_rvoip_media() {
     require("kamailio");
     require("sipp");
-    let dir = std::env::temp_dir().join(format!("rvoip-kam-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::test_dir("kam");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let (sip, ng, kport, uas, uas_media, uac, uac_media) = (
         free_udp_port(),
@@ -117,19 +124,20 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
     );
 
     // rvoip: the media relay under test.
-    let base =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rvoip.toml"))
-            .unwrap();
-    let cfg = base
-        .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip}"))
-        .replace("127.0.0.1:2223", &format!("127.0.0.1:{ng}"))
-        .replace("port_min = 30000", "port_min = 52000")
-        .replace("port_max = 39999", "port_max = 52999");
-    std::fs::write(dir.join("rvoip.toml"), cfg).unwrap();
+    let cfg = common::test_config(
+        "rvoip.toml",
+        &dir,
+        &[
+            ("127.0.0.1:5060", format!("127.0.0.1:{sip}")),
+            ("127.0.0.1:2223", format!("127.0.0.1:{ng}")),
+            ("port_min = 30000", "port_min = 52000".into()),
+            ("port_max = 39999", "port_max = 52999".into()),
+        ],
+    );
     let mut rvoip = Killed::spawn(
         Command::new(env!("CARGO_BIN_EXE_rvoip"))
             .args(["run", "--config"])
-            .arg(dir.join("rvoip.toml"))
+            .arg(&cfg)
             .stderr(Stdio::piped()),
     );
 

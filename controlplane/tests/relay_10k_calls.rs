@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use rvoip_dataplane::ng::bencode::{Value, decode, encode};
 use rvoip_dataplane::sdp::Sdp;
 
+mod common;
+
 const CALLS: usize = 10_000;
 
 struct Appliance(Child);
@@ -28,12 +30,7 @@ impl Drop for Appliance {
     }
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("ephemeral port")
-}
+use common::free_udp_port;
 
 fn ng(
     client: &UdpSocket,
@@ -94,20 +91,19 @@ fn open_fds(pid: u32) -> usize {
 
 #[test]
 fn ten_thousand_calls_relay_at_once() {
-    let dir = std::env::temp_dir().join(format!("rvoip-10k-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp");
+    let dir = common::test_dir("10k");
     let (sip, ngp) = (free_udp_port(), free_udp_port());
-    let base =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/rvoip.toml"))
-            .expect("config");
-    let text = base
-        .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip}"))
-        .replace("127.0.0.1:2223", &format!("127.0.0.1:{ngp}"))
-        .replace("port_min = 30000", "port_min = 10000")
-        .replace("port_max = 39999", "port_max = 59999")
-        .replace("io = \"auto\"", "io = \"io-uring\"");
-    let cfg = dir.join("rvoip.toml");
-    std::fs::write(&cfg, text).expect("config");
+    let cfg = common::test_config(
+        "rvoip.toml",
+        &dir,
+        &[
+            ("127.0.0.1:5060", format!("127.0.0.1:{sip}")),
+            ("127.0.0.1:2223", format!("127.0.0.1:{ngp}")),
+            ("port_min = 30000", "port_min = 10000".into()),
+            ("port_max = 39999", "port_max = 59999".into()),
+            ("io = \"auto\"", "io = \"io-uring\"".into()),
+        ],
+    );
     let child = Command::new(env!("CARGO_BIN_EXE_rvoip"))
         .args(["run", "--config"])
         .arg(&cfg)

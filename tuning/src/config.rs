@@ -138,6 +138,10 @@ pub struct Sip {
     /// Most header fields in one message.
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
+    /// Messages per second accepted from one source address before the
+    /// control plane (0: no limit).
+    #[serde(default)]
+    pub rate_limit: u32,
 }
 
 fn default_fill_calls() -> usize {
@@ -156,6 +160,115 @@ fn default_max_line_length() -> usize {
 }
 fn default_max_headers() -> usize {
     256
+}
+
+/// A static route of the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Match Request-URI users starting with this.
+    #[serde(default)]
+    pub user_prefix: Option<String>,
+    /// Match this Request-URI host.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Next hop.
+    pub target: SocketAddr,
+    /// Transport to it.
+    #[serde(default = "default_udp")]
+    pub transport: Transport,
+}
+
+fn default_udp() -> Transport {
+    Transport::Udp
+}
+
+/// Proxy settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Record-Route dialog-creating requests.
+    #[serde(default = "default_true")]
+    pub record_route: bool,
+    /// Static routes for requests not served locally; first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            record_route: true,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// Which requests are challenged for digest credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// None.
+    #[default]
+    Off,
+    /// REGISTER (401).
+    Register,
+    /// REGISTER (401) and INVITE (407).
+    RegisterAndInvite,
+}
+
+/// Registrar settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarSettings {
+    /// Users file (`[[user]] name, password`), relative to this file.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
+    /// Authentication.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Shortest registration, seconds.
+    #[serde(default = "default_min_expires")]
+    pub min_expires: u32,
+    /// Longest registration, seconds.
+    #[serde(default = "default_max_expires")]
+    pub max_expires: u32,
+    /// Registration time when none is asked, seconds.
+    #[serde(default = "default_expires")]
+    pub default_expires: u32,
+    /// Nonce lifetime, seconds.
+    #[serde(default = "default_nonce_lifetime")]
+    pub nonce_lifetime_secs: u32,
+}
+
+fn default_min_expires() -> u32 {
+    60
+}
+fn default_max_expires() -> u32 {
+    7200
+}
+fn default_expires() -> u32 {
+    3600
+}
+fn default_nonce_lifetime() -> u32 {
+    300
+}
+
+impl Default for RegistrarSettings {
+    fn default() -> Self {
+        RegistrarSettings {
+            users_file: None,
+            auth: AuthMode::Off,
+            min_expires: default_min_expires(),
+            max_expires: default_max_expires(),
+            default_expires: default_expires(),
+            nonce_lifetime_secs: default_nonce_lifetime(),
+        }
+    }
 }
 
 /// Which cores run dataplane workers.
@@ -260,6 +373,13 @@ pub struct ControlPlane {
     /// Directory for the shared-memory rings between the processes.
     #[serde(default = "default_ring_dir")]
     pub ring_dir: PathBuf,
+    /// Slots (2 KiB each) per ring direction.
+    #[serde(default = "default_ring_slots")]
+    pub ring_slots: usize,
+}
+
+fn default_ring_slots() -> usize {
+    4096
 }
 
 fn default_ring_dir() -> PathBuf {
@@ -270,6 +390,7 @@ impl Default for ControlPlane {
     fn default() -> Self {
         ControlPlane {
             ring_dir: default_ring_dir(),
+            ring_slots: default_ring_slots(),
         }
     }
 }
@@ -336,6 +457,12 @@ pub struct Config {
     /// Control plane.
     #[serde(default)]
     pub controlplane: ControlPlane,
+    /// Proxy.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// Registrar.
+    #[serde(default)]
+    pub registrar: RegistrarSettings,
     /// Realms (SBC).
     #[serde(default)]
     pub realms: Vec<Realm>,
@@ -557,6 +684,44 @@ impl Config {
                     "at least one target is required".into(),
                 );
             }
+        }
+        if !(64..=1 << 20).contains(&self.controlplane.ring_slots)
+            || !self.controlplane.ring_slots.is_power_of_two()
+        {
+            return err(
+                "controlplane.ring_slots",
+                "must be a power of two between 64 and 1048576".into(),
+            );
+        }
+        let r = &self.registrar;
+        if r.min_expires == 0 || r.min_expires > r.max_expires {
+            return err(
+                "registrar.min_expires",
+                format!(
+                    "must be between 1 and registrar.max_expires ({})",
+                    r.max_expires
+                ),
+            );
+        }
+        if r.default_expires < r.min_expires || r.default_expires > r.max_expires {
+            return err(
+                "registrar.default_expires",
+                "must lie between registrar.min_expires and registrar.max_expires".into(),
+            );
+        }
+        if r.auth != AuthMode::Off && r.users_file.is_none() {
+            return err(
+                "registrar.auth",
+                "authentication needs registrar.users_file".into(),
+            );
+        }
+        if let Some(f) = &r.users_file
+            && !self.resolve(f).is_file()
+        {
+            return err(
+                "registrar.users_file",
+                format!("{} does not exist", self.resolve(f).display()),
+            );
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return err(

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rvoip_controlplane::admission::Role;
 use rvoip_controlplane::lint::{FramingChoice, LintOptions, json_line, judge, text_line};
 use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
 use rvoip_dataplane::engine::ng_udp::NgListener;
-use rvoip_dataplane::engine::sip_udp::SipUdpListener;
+use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, SipTransport};
 use rvoip_dataplane::media::relay::{LatchMode, RelayConfig};
 use rvoip_dataplane::ng::NgServer;
 use rvoip_dataplane::sip::Limits;
@@ -22,6 +22,7 @@ use rvoip_tuning::config::{Cores, IoDriver, Latch, Transport};
 /// Exit status for a configuration error (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 /// Exit status for a role that is not available yet (sysexits EX_UNAVAILABLE).
+#[allow(dead_code)]
 const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser, Debug)]
@@ -136,15 +137,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config, true),
         Command::Dataplane { config } => run(&config, false),
-        Command::Controlplane { config } => match load(&config) {
-            Err(code) => code,
-            Ok(_) => {
-                eprintln!(
-                    "rvoip controlplane: not yet available; the control-plane process (transactions, proxy, registrar) is not built yet"
-                );
-                ExitCode::from(EXIT_UNAVAILABLE)
-            }
-        },
+        Command::Controlplane { config } => run_controlplane(&config),
         Command::ConfigCheck { config } => match load(&config) {
             Err(code) => code,
             Ok(c) => {
@@ -276,6 +269,115 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+fn install_signals() -> Result<Arc<AtomicBool>, ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+            tracing::error!(error = %e, "cannot install signal handler");
+            return Err(ExitCode::FAILURE);
+        }
+    }
+    Ok(stop)
+}
+
+/// The online cores a `dataplane.cores` setting names.
+fn worker_cores(config: &Config, path: &Path) -> Result<Vec<usize>, ExitCode> {
+    let online: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    match &config.dataplane.cores {
+        Cores::Named(_) => Ok(online),
+        Cores::List(l) => {
+            if let Some(bad) = l.iter().find(|c| !online.contains(c)) {
+                eprintln!(
+                    "rvoip: configuration error: {}: dataplane.cores: core {bad} does not exist on this host (online: {online:?})",
+                    path.display()
+                );
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
+            Ok(l.clone())
+        }
+    }
+}
+
+/// Keeps a control-plane child process running: restarted when it dies.
+struct Supervisor {
+    child: Arc<std::sync::Mutex<Option<std::process::Child>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Supervisor {
+    fn start(config_path: &Path, stop: Arc<AtomicBool>) -> Supervisor {
+        let child = Arc::new(std::sync::Mutex::new(None::<std::process::Child>));
+        let slot = Arc::clone(&child);
+        let path = config_path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || {
+                let mut backoff = Duration::from_millis(200);
+                while !stop.load(Ordering::Relaxed) {
+                    let exe = std::env::current_exe().unwrap_or_else(|_| "rvoip".into());
+                    let spawned = std::process::Command::new(exe).arg("controlplane").arg("--config").arg(&path).stdin(std::process::Stdio::null()).spawn();
+                    let pid = match spawned {
+                        Ok(c) => {
+                            let pid = c.id();
+                            if let Ok(mut g) = slot.lock() {
+                                *g = Some(c);
+                            }
+                            tracing::info!(pid, "control plane started");
+                            pid
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start the control plane");
+                            std::thread::sleep(backoff);
+                            continue;
+                        }
+                    };
+                    let started = Instant::now();
+                    let status = loop {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let done = slot.lock().ok().and_then(|mut g| g.as_mut().and_then(|c| c.try_wait().ok().flatten()));
+                        if let Some(s) = done {
+                            break s;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    };
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    backoff = if started.elapsed() > Duration::from_secs(10) { Duration::from_millis(200) } else { (backoff * 2).min(Duration::from_secs(5)) };
+                    tracing::error!(pid, %status, restart_in = ?backoff, "control plane exited; restarting");
+                    std::thread::sleep(backoff);
+                }
+            })
+            .ok();
+        Supervisor { child, thread }
+    }
+
+    fn stop(mut self) {
+        if let Ok(mut g) = self.child.lock()
+            && let Some(mut c) = g.take()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn run(path: &Path, supervise: bool) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
@@ -283,55 +385,68 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     };
     init_logging(&config.log.level);
     tracing::info!(node = %config.node.name, mode = ?config.node.mode, config = %path.display(), "rvoip starting");
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
-            tracing::error!(error = %e, "cannot install signal handler");
-            return ExitCode::FAILURE;
-        }
-    }
-    let limits = Limits {
-        max_message_size: config.sip.max_message_size,
-        max_line_length: config.sip.max_line_length,
-        max_headers: config.sip.max_headers,
-        ..Limits::default()
-    };
-    let mut listeners = Vec::new();
-    for l in &config.sip.listen {
-        match l.transport {
-            Transport::Udp => match SipUdpListener::spawn(l.address, limits, Arc::clone(&stop)) {
-                Ok(listener) => {
-                    tracing::info!(address = %listener.local, "SIP/UDP listening");
-                    listeners.push(listener);
-                }
-                Err(e) => {
-                    tracing::error!(address = %l.address, error = %e, "cannot bind SIP/UDP listener");
-                    stop.store(true, Ordering::Relaxed);
-                    for l in listeners {
-                        l.join();
-                    }
-                    return ExitCode::FAILURE;
-                }
-            },
-            Transport::Tcp => {
-                tracing::warn!(address = %l.address, "SIP/TCP listener not started: the TCP transport is not built yet")
-            }
-        }
-    }
-    tracing::warn!(
-        "control plane not attached (not built yet): requests are answered 503 Service Unavailable"
-    );
-    if supervise {
+    if config.node.mode == rvoip_tuning::config::Mode::B2bua {
         tracing::warn!(
-            "control-plane supervision not started: the control-plane process is not built yet"
+            "mode = \"b2bua\": the B2BUA is not built yet; the control plane runs as a stateful proxy"
         );
     }
+    let stop = match install_signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let cores = match worker_cores(&config, path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let sip_config = SipPlaneConfig {
+        listeners: config
+            .sip
+            .listen
+            .iter()
+            .map(|l| {
+                (
+                    if l.transport == Transport::Tcp {
+                        SipTransport::Tcp
+                    } else {
+                        SipTransport::Udp
+                    },
+                    l.address,
+                )
+            })
+            .collect(),
+        cores: cores.clone(),
+        ring_dir: config.controlplane.ring_dir.clone(),
+        limits: Limits {
+            max_message_size: config.sip.max_message_size,
+            max_line_length: config.sip.max_line_length,
+            max_headers: config.sip.max_headers,
+            ..Limits::default()
+        },
+        rate_limit: config.sip.rate_limit,
+        ring_slots: config.controlplane.ring_slots,
+    };
+    let mut sip = match SipPlane::start(&sip_config) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the SIP transport");
+            return ExitCode::FAILURE;
+        }
+    };
+    for l in &config.sip.listen {
+        tracing::info!(address = %l.address, transport = ?l.transport, workers = cores.len().max(1), "SIP listening");
+    }
+    let supervisor = if supervise {
+        Some(Supervisor::start(path, Arc::clone(&stop)))
+    } else {
+        tracing::info!(rings = %config.controlplane.ring_dir.display(), "dataplane only: waiting for a control plane to attach");
+        None
+    };
     let media = match start_media(&config, path) {
         Ok(m) => m,
         Err(code) => {
             stop.store(true, Ordering::Relaxed);
-            for l in listeners {
-                l.join();
+            if let Some(s) = supervisor {
+                s.stop();
             }
             return code;
         }
@@ -353,8 +468,8 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             Err(e) => {
                 tracing::error!(address = %ng.listen, error = %e, "cannot bind ng listener");
                 stop.store(true, Ordering::Relaxed);
-                for l in listeners {
-                    l.join();
+                if let Some(s) = supervisor {
+                    s.stop();
                 }
                 return ExitCode::FAILURE;
             }
@@ -369,6 +484,9 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down");
+    if let Some(s) = supervisor {
+        s.stop();
+    }
     if let Some(ng) = ng {
         let r = ng.join();
         tracing::info!(
@@ -389,45 +507,76 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             "media counters"
         );
     }
-    for l in listeners {
-        let local = l.local;
-        let c = l.join();
-        tracing::info!(
-            address = %local,
-            received = c.received,
-            unparsable = c.unparsable,
-            malformed_requests = c.malformed_requests,
-            malformed_responses = c.malformed_responses,
-            unavailable = c.unavailable,
-            delivered = c.delivered,
-            dropped = c.dropped,
-            "SIP/UDP counters"
-        );
+    let mut total = rvoip_dataplane::engine::sip::SipWorkerReport::default();
+    for r in sip.shutdown() {
+        total.edge.received += r.edge.received;
+        total.edge.unparsable += r.edge.unparsable;
+        total.edge.malformed_requests += r.edge.malformed_requests;
+        total.edge.malformed_responses += r.edge.malformed_responses;
+        total.edge.unavailable += r.edge.unavailable;
+        total.edge.delivered += r.edge.delivered;
+        total.edge.dropped += r.edge.dropped;
+        total.rate_limited += r.rate_limited;
+        total.ring_full += r.ring_full;
+        total.sent += r.sent;
+        total.send_errors += r.send_errors;
+        total.tcp_accepted += r.tcp_accepted;
     }
+    let c = total.edge;
+    tracing::info!(
+        received = c.received,
+        unparsable = c.unparsable,
+        malformed_requests = c.malformed_requests,
+        malformed_responses = c.malformed_responses,
+        unavailable = c.unavailable,
+        delivered = c.delivered,
+        dropped = c.dropped,
+        rate_limited = total.rate_limited,
+        ring_full = total.ring_full,
+        sent = total.sent,
+        send_errors = total.send_errors,
+        tcp_accepted = total.tcp_accepted,
+        "SIP counters"
+    );
     ExitCode::SUCCESS
+}
+
+fn run_controlplane(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config.log.level);
+    let stop = match install_signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match rvoip_controlplane::process::run(&config, stop) {
+        Ok(c) => {
+            tracing::info!(
+                requests = c.requests,
+                responses = c.responses,
+                forwarded = c.forwarded,
+                generated = c.generated,
+                retransmissions = c.retransmissions,
+                registrations = c.registrations,
+                challenges = c.challenges,
+                malformed = c.malformed,
+                "control plane counters"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "control plane failed");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Starts the media engine from the configuration; a core that does not exist
 /// is a configuration error.
 fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
-    let online: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    let cores = match &config.dataplane.cores {
-        Cores::Named(_) => online.clone(),
-        Cores::List(l) => {
-            if let Some(bad) = l.iter().find(|c| !online.contains(c)) {
-                eprintln!(
-                    "rvoip: configuration error: {}: dataplane.cores: core {bad} does not exist on this host (online: {online:?})",
-                    path.display()
-                );
-                return Err(ExitCode::from(EXIT_CONFIG));
-            }
-            l.clone()
-        }
-    };
+    let cores = worker_cores(config, path)?;
     let engine_config = MediaEngineConfig {
         address: config.media.address,
         port_min: config.media.port_min,

@@ -72,3 +72,104 @@ pub fn rfc5118_wire(raw: &[u8]) -> Vec<u8> {
         .collect();
     format!("{}\r\n\r\n{}", head.join("\r\n"), body).into_bytes()
 }
+
+use std::net::UdpSocket;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A free UDP port on loopback (bound and released).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("ephemeral port")
+}
+
+/// A fresh directory for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rvoip-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    dir
+}
+
+/// `config/<base>` rewritten for a test: the replacements applied, and its
+/// own shared-memory ring directory and state directory, so tests running at
+/// the same time do not meet. Returns the path of the written file.
+pub fn test_config(base: &str, dir: &Path, replacements: &[(&str, String)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config")
+            .join(base),
+    )
+    .expect("config file");
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{base} has no {from:?}");
+        text = text.replace(from, to);
+    }
+    let rings = format!(
+        "/dev/shm/rvoip-test-{}-{}",
+        std::process::id(),
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    );
+    text = text.replace(
+        "ring_dir = \"/dev/shm/rvoip\"",
+        &format!("ring_dir = \"{rings}\""),
+    );
+    text = text.replace("state_dir = \"../state\"", "state_dir = \"state\"");
+    // Files named relative to the original (users file) stay reachable.
+    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/users.toml");
+    if users.exists() {
+        let _ = std::fs::copy(&users, dir.join("users.toml"));
+    }
+    let path = dir.join(base);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A child process in a process group of its own; dropping it stops the
+/// group (SIGTERM, then SIGKILL after 5 s).
+pub struct Spawned(pub Child);
+
+impl Spawned {
+    /// Spawns `cmd` in its own process group.
+    pub fn spawn(cmd: &mut Command) -> Spawned {
+        Spawned(
+            cmd.process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
+        )
+    }
+
+    /// Sends SIGTERM to the group and waits (up to 10 s) for the leader.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = self.0.wait();
+    }
+}

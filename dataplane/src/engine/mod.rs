@@ -1,8 +1,11 @@
 //! The I/O engine: the one place in the dataplane that owns sockets.
 //!
-//! Today it holds the fallback SIP driver (blocking sockets, one thread per
-//! listener); the per-core io_uring engine replaces it on the packet path.
+//! - [`media`]: per-core media workers (io_uring, or the recvmmsg fallback);
+//! - [`sip`]: per-core SIP transport workers and their shared-memory
+//!   channels to the control plane;
+//! - [`ng_udp`]: the ng control listener.
 
 pub mod media;
 pub mod ng_udp;
-pub mod sip_udp;
+pub mod sip;
+pub(crate) mod sockaddr;

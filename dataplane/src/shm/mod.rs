@@ -571,5 +571,122 @@ impl<'a> Consumer<'a> {
     }
 }
 
+/// Waits until any of `consumers` has a record, or `timeout` passes, with
+/// one `futex_waitv` (Linux 5.16+) over their sleep words. Returns at once,
+/// without a system call, when one already has data.
+pub fn wait_any(consumers: &[&Consumer<'_>], timeout: Duration) {
+    if consumers.is_empty() {
+        std::thread::sleep(timeout);
+        return;
+    }
+    if consumers.iter().any(|c| c.has_data()) {
+        return;
+    }
+    for c in consumers {
+        c.ch.ring(c.dir).sleeping.store(1, Ordering::Relaxed);
+    }
+    fence(Ordering::SeqCst);
+    if !consumers.iter().any(|c| c.has_data()) {
+        #[repr(C)]
+        struct FutexWaitv {
+            val: u64,
+            uaddr: u64,
+            flags: u32,
+            reserved: u32,
+        }
+        const FUTEX_32: u32 = 2;
+        let waiters: Vec<FutexWaitv> = consumers
+            .iter()
+            .map(|c| FutexWaitv {
+                val: 1,
+                uaddr: c.ch.ring(c.dir).sleeping.as_ptr() as u64,
+                flags: FUTEX_32,
+                reserved: 0,
+            })
+            .collect();
+        let mut deadline = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes a valid timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut deadline) };
+        let ns = deadline.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
+        deadline.tv_sec += timeout.as_secs() as libc::time_t + (ns / 1_000_000_000) as libc::time_t;
+        deadline.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
+        // SAFETY: futex_waitv reads `waiters` (valid for its length) and the
+        // absolute monotonic deadline; the words are in shared mappings.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex_waitv,
+                waiters.as_ptr(),
+                waiters.len() as u32,
+                0u32,
+                &deadline as *const libc::timespec,
+                libc::CLOCK_MONOTONIC,
+            );
+        }
+    }
+    for c in consumers {
+        c.ch.ring(c.dir).sleeping.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Transport metadata of a SIP message in a ring record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipMeta {
+    /// 0 UDP, 1 TCP.
+    pub transport: u8,
+    /// Listener address (received at, or to send from).
+    pub local: std::net::SocketAddr,
+    /// Peer address (sender, or destination).
+    pub remote: std::net::SocketAddr,
+    /// Stream connection id (0: none). The top byte is the owning worker.
+    pub conn: u32,
+}
+
+fn put_addr(out: &mut [u8], a: std::net::SocketAddr) {
+    let (fam, ip) = match a.ip() {
+        std::net::IpAddr::V4(v4) => (4u8, v4.to_ipv6_mapped().octets()),
+        std::net::IpAddr::V6(v6) => (6u8, v6.octets()),
+    };
+    out[0] = fam;
+    out[1..17].copy_from_slice(&ip);
+    out[17..19].copy_from_slice(&a.port().to_le_bytes());
+}
+
+fn get_addr(b: &[u8]) -> std::net::SocketAddr {
+    let mut ip = [0u8; 16];
+    ip.copy_from_slice(&b[1..17]);
+    let v6 = std::net::Ipv6Addr::from(ip);
+    let port = u16::from_le_bytes([b[17], b[18]]);
+    let ip = match (b[0], v6.to_ipv4_mapped()) {
+        (4, Some(v4)) => std::net::IpAddr::V4(v4),
+        _ => std::net::IpAddr::V6(v6),
+    };
+    std::net::SocketAddr::new(ip, port)
+}
+
+impl SipMeta {
+    /// Encodes into a record's metadata.
+    pub fn encode(&self) -> [u8; META_BYTES] {
+        let mut m = [0u8; META_BYTES];
+        m[0] = self.transport;
+        m[4..8].copy_from_slice(&self.conn.to_le_bytes());
+        put_addr(&mut m[8..27], self.local);
+        put_addr(&mut m[27..46], self.remote);
+        m
+    }
+
+    /// Decodes a record's metadata.
+    pub fn decode(m: &[u8; META_BYTES]) -> SipMeta {
+        SipMeta {
+            transport: m[0],
+            conn: u32::from_le_bytes([m[4], m[5], m[6], m[7]]),
+            local: get_addr(&m[8..27]),
+            remote: get_addr(&m[27..46]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

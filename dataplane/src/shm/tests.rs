@@ -130,3 +130,51 @@ fn heartbeats_tell_whether_a_control_plane_is_alive() {
     assert_eq!(dp.attaches(), 1);
     let _ = std::fs::remove_file(&p);
 }
+
+#[test]
+fn sip_metadata_round_trips() {
+    for (l, r) in [
+        ("127.0.0.1:5060", "192.0.2.9:40000"),
+        ("[::1]:5060", "[2001:db8::5]:5070"),
+    ] {
+        let m = SipMeta {
+            transport: 1,
+            local: l.parse().unwrap_or_else(|_| unreachable!()),
+            remote: r.parse().unwrap_or_else(|_| unreachable!()),
+            conn: 0x0100_0007,
+        };
+        assert_eq!(SipMeta::decode(&m.encode()), m);
+    }
+}
+
+#[test]
+fn one_waiter_sleeps_on_many_rings() {
+    let (p1, p2) = (path("many1"), path("many2"));
+    let a = Channel::create(&p1, 0, 256, 16).unwrap_or_else(|e| panic!("{e}"));
+    let b = Channel::create(&p2, 1, 256, 16).unwrap_or_else(|e| panic!("{e}"));
+    let (q1, q2) = (p1.clone(), p2.clone());
+    let waiter = std::thread::spawn(move || {
+        let (a, b) = (
+            Channel::open(&q1).unwrap_or_else(|e| panic!("{e}")),
+            Channel::open(&q2).unwrap_or_else(|e| panic!("{e}")),
+        );
+        let (ca, cb) = (
+            a.consumer(Direction::ToControlPlane),
+            b.consumer(Direction::ToControlPlane),
+        );
+        let start = Instant::now();
+        wait_any(&[&ca, &cb], Duration::from_secs(5));
+        (start.elapsed(), cb.has_data())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    b.producer(Direction::ToControlPlane)
+        .push(1, &[0; META_BYTES], b"x")
+        .unwrap_or_else(|_| panic!("push"));
+    let (waited, data) = waiter.join().unwrap_or_default();
+    assert!(data, "woken with the record there");
+    assert!(
+        waited < Duration::from_secs(2),
+        "woken by the push, not the timeout: {waited:?}"
+    );
+    let _ = (std::fs::remove_file(&p1), std::fs::remove_file(&p2), a);
+}

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::sockaddr::{self, Storage};
 use super::worker::{Clock, Driver, Wake, bind_udp};
+use crate::engine::sockaddr::{self, Storage};
 use crate::media::relay::{Action, EndpointId, Relay};
 
 /// Datagrams per recvmmsg/sendmmsg call.

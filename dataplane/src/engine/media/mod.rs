@@ -5,7 +5,7 @@
 
 mod fallback;
 mod ports;
-mod sockaddr;
+
 mod uring;
 mod worker;
 

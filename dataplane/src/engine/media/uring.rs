@@ -29,8 +29,8 @@ use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode};
 
 use super::Polling;
-use super::sockaddr::{self, Storage};
 use super::worker::{Clock, Driver, Wake, bind_udp};
+use crate::engine::sockaddr::{self, Storage};
 use crate::media::relay::{Action, EndpointId, Relay};
 
 /// Provided buffers per ring (a power of two, at most 32768).

@@ -1,0 +1,257 @@
+//! The control-plane process: attaches to the dataplane's shared-memory
+//! channels, runs the SIP core over them, and survives being killed and
+//! restarted (`kill -9`): everything it needs is in the channel files, the
+//! location store and the configuration.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rvoip_dataplane::shm::{Channel, Direction, SipMeta, wait_any};
+use rvoip_dataplane::sip::Limits;
+use rvoip_tuning::Config;
+use rvoip_tuning::config::{AuthMode, Transport as CfgTransport};
+
+use crate::core::{AuthPolicy, CoreConfig, CoreCounters, Inbound, Route, SipCore, Transport};
+use crate::registrar::location::LocationService;
+use crate::registrar::{Registrar, RegistrarConfig, Users};
+
+fn transport(t: CfgTransport) -> Transport {
+    match t {
+        CfgTransport::Udp => Transport::Udp,
+        CfgTransport::Tcp => Transport::Tcp,
+    }
+}
+
+/// The SIP core described by `config`.
+pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
+    let state_dir = config.resolve(&config.node.state_dir);
+    let location =
+        LocationService::open(&state_dir.join("location.redb")).map_err(|e| e.to_string())?;
+    let r = &config.registrar;
+    let registrar = Registrar::new(
+        RegistrarConfig {
+            min_expires: r.min_expires,
+            max_expires: r.max_expires,
+            default_expires: r.default_expires,
+        },
+        location,
+    );
+    let users = match &r.users_file {
+        Some(f) => Users::load(&config.resolve(f))?,
+        None => Users::default(),
+    };
+    let core_config = CoreConfig {
+        domains: config.sip.domains.clone(),
+        listeners: config
+            .sip
+            .listen
+            .iter()
+            .map(|l| (transport(l.transport), l.address))
+            .collect(),
+        routes: config
+            .proxy
+            .routes
+            .iter()
+            .map(|r| Route {
+                user_prefix: r.user_prefix.clone(),
+                domain: r.domain.clone(),
+                target: r.target,
+                transport: transport(r.transport),
+            })
+            .collect(),
+        record_route: config.proxy.record_route,
+        auth: match r.auth {
+            AuthMode::Off => AuthPolicy::Off,
+            AuthMode::Register => AuthPolicy::Register,
+            AuthMode::RegisterAndInvite => AuthPolicy::RegisterAndInvite,
+        },
+        nonce_lifetime_ms: u64::from(r.nonce_lifetime_secs) * 1000,
+        limits: Limits {
+            max_message_size: config.sip.max_message_size,
+            max_line_length: config.sip.max_line_length,
+            max_headers: config.sip.max_headers,
+            ..Limits::default()
+        },
+        ..CoreConfig::default()
+    };
+    let secret = nonce_secret(&state_dir)?;
+    Ok(SipCore::new(core_config, registrar, users, &secret))
+}
+
+/// The nonce key, kept in the state directory so nonces survive a restart.
+fn nonce_secret(state_dir: &Path) -> Result<Vec<u8>, String> {
+    let path = state_dir.join("nonce.key");
+    if let Ok(k) = std::fs::read(&path)
+        && k.len() == 32
+    {
+        return Ok(k);
+    }
+    let mut key = vec![0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| "no randomness".to_string())?;
+    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    std::fs::write(&path, &key).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(key)
+}
+
+/// The channel files the dataplane made, in worker order.
+fn ring_files(dir: &Path) -> Vec<PathBuf> {
+    (0..)
+        .map(|i| rvoip_dataplane::engine::sip::ring_path(dir, i))
+        .take_while(|p| p.exists())
+        .collect()
+}
+
+/// Holds the control-plane lock: one control plane per ring directory. The
+/// kernel drops the lock when the process dies, `kill -9` included.
+struct Lock {
+    _file: std::fs::File,
+}
+
+fn lock(dir: &Path, stop: &AtomicBool) -> Option<Lock> {
+    let path = dir.join("controlplane.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ok()?;
+    while !stop.load(Ordering::Relaxed) {
+        #[allow(unsafe_code)]
+        // SAFETY: flock on a descriptor we own.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Some(Lock { _file: file });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the control plane until `stop` is set. Returns its counters.
+pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, String> {
+    let dir = config.controlplane.ring_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let Some(_lock) = lock(&dir, &stop) else {
+        return Ok(CoreCounters::default());
+    };
+    let files = loop {
+        let f = ring_files(&dir);
+        if !f.is_empty() {
+            break f;
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(CoreCounters::default());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let channels: Vec<Channel> = files
+        .iter()
+        .map(|p| Channel::open(p).map_err(|e| format!("{}: {e}", p.display())))
+        .collect::<Result<_, _>>()?;
+    let mut core = core_from_config(config)?;
+    tracing::info!(
+        channels = channels.len(),
+        registrations = core.registrar().location.count(),
+        "control plane attached"
+    );
+    let mut consumers: Vec<_> = channels
+        .iter()
+        .map(|c| c.consumer(Direction::ToControlPlane))
+        .collect();
+    let mut producers: Vec<_> = channels
+        .iter()
+        .map(|c| c.producer(Direction::ToDataplane))
+        .collect();
+    let start = Instant::now();
+    let mut last_beat = Instant::now() - Duration::from_secs(1);
+    let mut dropped = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if last_beat.elapsed() >= Duration::from_millis(100) {
+            for c in &channels {
+                c.heartbeat();
+            }
+            last_beat = Instant::now();
+        }
+        let now = start.elapsed().as_millis() as u64;
+        let unix = unix_ms();
+        let mut handled = 0;
+        for c in consumers.iter_mut() {
+            while let Some(r) = c.peek() {
+                let meta = SipMeta::decode(r.meta);
+                let inb = Inbound {
+                    bytes: r.payload,
+                    transport: if meta.transport == 1 {
+                        Transport::Tcp
+                    } else {
+                        Transport::Udp
+                    },
+                    local: meta.local,
+                    remote: meta.remote,
+                    conn: meta.conn,
+                };
+                core.on_message(now, unix, inb);
+                c.advance();
+                handled += 1;
+                if handled >= 1024 {
+                    break;
+                }
+            }
+        }
+        core.on_timer(now);
+        if let Err(e) = core.flush(now) {
+            tracing::error!(error = %e, "registrations not stored");
+        }
+        while let Some(out) = core.poll_outbound() {
+            let n = producers.len();
+            let ring = match (out.transport, out.conn) {
+                // A stream connection lives in the worker that owns it.
+                (Transport::Tcp, Some(conn)) if conn != 0 => (conn >> 24) as usize % n,
+                _ => dest_ring(out.dest, n),
+            };
+            let meta = SipMeta {
+                transport: u8::from(out.transport == Transport::Tcp),
+                local: out.local,
+                remote: out.dest,
+                conn: out.conn.unwrap_or(0),
+            };
+            if producers[ring].push(0, &meta.encode(), &out.bytes).is_err() {
+                dropped += 1;
+            }
+        }
+        if handled == 0 {
+            let now = start.elapsed().as_millis() as u64;
+            let wait = core
+                .next_deadline()
+                .map_or(100, |d| d.saturating_sub(now))
+                .clamp(1, 100);
+            let refs: Vec<_> = consumers.iter().collect();
+            wait_any(&refs, Duration::from_millis(wait));
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "outbound messages dropped: rings to the dataplane were full"
+        );
+    }
+    Ok(core.counters())
+}
+
+fn dest_ring(dest: SocketAddr, n: usize) -> usize {
+    let h = match dest.ip() {
+        std::net::IpAddr::V4(a) => u64::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => (u128::from(a) as u64) ^ ((u128::from(a) >> 64) as u64),
+    };
+    ((h ^ u64::from(dest.port())) % n.max(1) as u64) as usize
+}

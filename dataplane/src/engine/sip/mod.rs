@@ -1,0 +1,146 @@
+//! The SIP transport of the dataplane: one worker thread per configured
+//! core, each with its own SO_REUSEPORT UDP and TCP sockets on every
+//! listener address, its own shared-memory channel to the control plane, and
+//! one io_uring used as the event loop (readiness polls on the sockets, and a
+//! FUTEX_WAIT on the channel when it sleeps).
+//!
+//! Per message: the edge checks it (malformed → answered statelessly, or
+//! dropped), the per-source rate limit applies, and a well-formed message
+//! goes into the worker's ring with its transport metadata. Outbound messages
+//! come back on the same ring and leave from the socket bound to their local
+//! address (TCP: the connection they name, or a new one).
+#![allow(unsafe_code)]
+
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crate::sip::Limits;
+
+pub use worker::SipWorkerReport;
+
+/// SIP transport of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipTransport {
+    /// UDP
+    Udp,
+    /// TCP
+    Tcp,
+}
+
+/// SIP plane settings.
+#[derive(Debug, Clone)]
+pub struct SipPlaneConfig {
+    /// Listeners.
+    pub listeners: Vec<(SipTransport, SocketAddr)>,
+    /// Cores to pin workers to; one worker each (empty: one unpinned worker).
+    pub cores: Vec<usize>,
+    /// Directory of the shared-memory channels.
+    pub ring_dir: PathBuf,
+    /// Parser limits.
+    pub limits: Limits,
+    /// Messages per second accepted from one source address (0: no limit).
+    pub rate_limit: u32,
+    /// Ring slots (power of two) of 2 KiB each, per direction.
+    pub ring_slots: usize,
+}
+
+/// The running SIP plane.
+#[derive(Debug)]
+pub struct SipPlane {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<SipWorkerReport>>,
+    /// Channel files, one per worker.
+    pub rings: Vec<PathBuf>,
+}
+
+/// The channel file of worker `i`.
+pub fn ring_path(dir: &std::path::Path, i: usize) -> PathBuf {
+    dir.join(format!("sip-{i}.ring"))
+}
+
+impl SipPlane {
+    /// Binds every listener in every worker and starts them. The channel
+    /// files are (re)created here.
+    pub fn start(config: &SipPlaneConfig) -> io::Result<SipPlane> {
+        let n = config.cores.len().max(1);
+        std::fs::create_dir_all(&config.ring_dir)?;
+        // Remove channels of an earlier, larger configuration.
+        if let Ok(entries) = std::fs::read_dir(&config.ring_dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(i) = name
+                    .strip_prefix("sip-")
+                    .and_then(|r| r.strip_suffix(".ring"))
+                    .and_then(|i| i.parse::<usize>().ok())
+                    && i >= n
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(n);
+        let mut rings = Vec::with_capacity(n);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        for i in 0..n {
+            let path = ring_path(&config.ring_dir, i);
+            rings.push(path.clone());
+            let settings = worker::Settings {
+                index: i,
+                core: config.cores.get(i).copied(),
+                listeners: config.listeners.clone(),
+                ring: path,
+                limits: config.limits,
+                rate_limit: config.rate_limit,
+                ring_slots: config.ring_slots,
+            };
+            let (stop, ready) = (Arc::clone(&stop), ready_tx.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sip-{i}"))
+                    .spawn(move || worker::run(settings, stop, ready))?,
+            );
+        }
+        drop(ready_tx);
+        let mut plane = SipPlane {
+            stop,
+            threads,
+            rings,
+        };
+        for _ in 0..n {
+            match ready_rx.recv_timeout(std::time::Duration::from_secs(5)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    plane.shutdown();
+                    return Err(e);
+                }
+                Err(_) => {
+                    plane.shutdown();
+                    return Err(io::Error::other("SIP worker did not start"));
+                }
+            }
+        }
+        Ok(plane)
+    }
+
+    /// Stops the workers; returns their reports.
+    pub fn shutdown(&mut self) -> Vec<SipWorkerReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .drain(..)
+            .filter_map(|t| t.join().ok())
+            .collect()
+    }
+}
+
+impl Drop for SipPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,607 @@
+//! One SIP worker: its sockets, its channel, its event loop.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode};
+
+use super::SipTransport;
+use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
+use crate::engine::sockaddr::{self, Storage};
+use crate::shm::{Channel, Direction, SipMeta};
+use crate::sip::{Limits, frame_stream};
+
+const KIND_SHIFT: u32 = 56;
+const UDP: u64 = 1;
+const LISTEN: u64 = 2;
+const CONN: u64 = 3;
+const FUTEX: u64 = 4;
+
+/// FUTEX2_SIZE_U32: a 32-bit futex, shared between processes.
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// Slot size of the SIP channels: 2 KiB holds a typical INVITE in one slot.
+pub(super) const SLOT_SIZE: usize = 2048;
+
+pub(super) struct Settings {
+    pub(super) index: usize,
+    pub(super) core: Option<usize>,
+    pub(super) listeners: Vec<(SipTransport, SocketAddr)>,
+    pub(super) ring: PathBuf,
+    pub(super) limits: Limits,
+    pub(super) rate_limit: u32,
+    pub(super) ring_slots: usize,
+}
+
+/// What a worker reports when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SipWorkerReport {
+    /// Edge counters (received, malformed, answered 503, delivered, ...).
+    pub edge: EdgeCounters,
+    /// Messages dropped by the per-source rate limit.
+    pub rate_limited: u64,
+    /// Messages dropped because the ring to the control plane was full.
+    pub ring_full: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Sends that failed.
+    pub send_errors: u64,
+    /// TCP connections accepted.
+    pub tcp_accepted: u64,
+}
+
+fn reuseport_socket(addr: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let kind = if stream {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    // SAFETY: plain socket creation; checked.
+    let fd = unsafe { libc::socket(family, kind | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for opt in [libc::SO_REUSEPORT, libc::SO_REUSEADDR] {
+        // SAFETY: setsockopt with a valid int option.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                4,
+            )
+        };
+    }
+    let mut storage = sockaddr::zeroed();
+    let len = sockaddr::write(addr, &mut storage);
+    // SAFETY: storage holds a valid sockaddr of `len` bytes.
+    if unsafe { libc::bind(fd, (&storage as *const Storage).cast(), len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen on our bound stream socket.
+    if stream && unsafe { libc::listen(fd, 1024) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned)
+}
+
+struct Conn {
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// Token bucket per source address.
+struct RateLimiter {
+    rate: f64,
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let burst = self.rate * 2.0;
+        let (tokens, last) = self.buckets.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn purge(&mut self, now: Instant) {
+        self.buckets
+            .retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(60));
+    }
+}
+
+struct Worker {
+    index: usize,
+    ring: IoUring,
+    udp: Vec<(OwnedFd, SocketAddr)>,
+    listeners: Vec<(OwnedFd, SocketAddr)>,
+    conns: HashMap<u32, Conn>,
+    next_conn: u32,
+    edge: SipEdge,
+    limiter: RateLimiter,
+    limits: Limits,
+    report: SipWorkerReport,
+    futex_armed: bool,
+    bufs: Vec<Vec<u8>>,
+    out: Vec<u8>,
+}
+
+impl Worker {
+    fn push(&mut self, e: io_uring::squeue::Entry) {
+        loop {
+            // SAFETY: every entry refers to descriptors and futex words that
+            // outlive the request (sockets are owned by self, the channel by run()).
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+            let _ = self.ring.submit();
+        }
+    }
+
+    fn poll(&mut self, fd: RawFd, kind: u64, id: u64) {
+        let e = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data((kind << KIND_SHIFT) | id);
+        self.push(e);
+    }
+
+    fn send_udp(&mut self, local: SocketAddr, dest: SocketAddr, bytes: &[u8]) {
+        let fd = self
+            .udp
+            .iter()
+            .find(|(_, a)| *a == local)
+            .or(self.udp.iter().find(|(_, a)| a.is_ipv4() == dest.is_ipv4()))
+            .map(|(f, _)| f.as_raw_fd());
+        let Some(fd) = fd else {
+            self.report.send_errors += 1;
+            return;
+        };
+        let mut name = sockaddr::zeroed();
+        let len = sockaddr::write(dest, &mut name);
+        // SAFETY: sending a valid buffer to a valid sockaddr.
+        let r = unsafe {
+            libc::sendto(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&name as *const Storage).cast(),
+                len,
+            )
+        };
+        if r < 0 {
+            self.report.send_errors += 1;
+        } else {
+            self.report.sent += 1;
+        }
+    }
+
+    fn send_tcp(&mut self, conn: u32, local: SocketAddr, dest: SocketAddr, bytes: &[u8]) {
+        let id = if conn != 0 && self.conns.contains_key(&conn) {
+            conn
+        } else if let Some((id, _)) = self.conns.iter().find(|(_, c)| c.remote == dest) {
+            // Reuse a connection to the same peer (RFC 3261 §18.1.1).
+            *id
+        } else {
+            match TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
+                Ok(stream) => {
+                    let _ = stream.set_nonblocking(true);
+                    let id = self.new_conn_id();
+                    let fd = stream.as_raw_fd();
+                    let l = stream.local_addr().unwrap_or(local);
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            stream,
+                            local: l,
+                            remote: dest,
+                            inbuf: Vec::new(),
+                            out: Vec::new(),
+                        },
+                    );
+                    self.poll(fd, CONN, u64::from(id));
+                    id
+                }
+                Err(_) => {
+                    self.report.send_errors += 1;
+                    return;
+                }
+            }
+        };
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.out.extend_from_slice(bytes);
+        match c.stream.write(&c.out) {
+            Ok(n) => {
+                c.out.drain(..n);
+                self.report.sent += 1;
+                if !c.out.is_empty() {
+                    // The rest goes once the socket drains: a blocking write of
+                    // what is left (rare for SIP-sized messages on a healthy link).
+                    let _ = c.stream.set_nonblocking(false);
+                    let _ = c.stream.set_write_timeout(Some(Duration::from_millis(200)));
+                    let rest = std::mem::take(&mut c.out);
+                    if c.stream.write_all(&rest).is_err() {
+                        self.report.send_errors += 1;
+                    }
+                    let _ = c.stream.set_nonblocking(true);
+                }
+            }
+            Err(_) => {
+                self.report.send_errors += 1;
+                self.close_conn(id);
+            }
+        }
+    }
+
+    fn new_conn_id(&mut self) -> u32 {
+        self.next_conn = (self.next_conn + 1) & 0x00ff_ffff;
+        if self.next_conn == 0 {
+            self.next_conn = 1;
+        }
+        ((self.index as u32) << 24) | self.next_conn
+    }
+
+    /// Judges one message and hands it to the control plane.
+    fn inbound(
+        &mut self,
+        producer: &mut crate::shm::Producer<'_>,
+        data: &[u8],
+        meta: SipMeta,
+        reply_tcp: Option<u32>,
+    ) {
+        if !self.limiter.allow(meta.remote.ip(), Instant::now()) {
+            self.report.rate_limited += 1;
+            return;
+        }
+        let mut out = std::mem::take(&mut self.out);
+        match self.edge.on_datagram(data, &mut out) {
+            EdgeAction::Reply => match reply_tcp {
+                Some(conn) => self.send_tcp(conn, meta.local, meta.remote, &out),
+                None => self.send_udp(meta.local, meta.remote, &out),
+            },
+            EdgeAction::Deliver => {
+                if producer.push(0, &meta.encode(), data).is_err() {
+                    self.report.ring_full += 1;
+                }
+            }
+            EdgeAction::Drop => {}
+        }
+        self.out = out;
+    }
+
+    fn read_udp(&mut self, producer: &mut crate::shm::Producer<'_>, i: usize) {
+        let (fd, local) = (self.udp[i].0.as_raw_fd(), self.udp[i].1);
+        for _ in 0..64 {
+            let mut name = sockaddr::zeroed();
+            let mut name_len = std::mem::size_of::<Storage>() as libc::socklen_t;
+            let mut buf = std::mem::take(&mut self.bufs[0]);
+            // SAFETY: receiving into a buffer we own, with room for the address.
+            let n = unsafe {
+                libc::recvfrom(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut name as *mut Storage).cast(),
+                    &mut name_len,
+                )
+            };
+            if n < 0 {
+                self.bufs[0] = buf;
+                return;
+            }
+            if let Some(remote) = sockaddr::read(sockaddr::bytes(&name, name_len as usize)) {
+                let meta = SipMeta {
+                    transport: 0,
+                    local,
+                    remote,
+                    conn: 0,
+                };
+                self.inbound(producer, &buf[..n as usize], meta, None);
+            }
+            self.bufs[0] = buf;
+        }
+    }
+
+    fn accept(&mut self, i: usize) {
+        let (fd, local) = (self.listeners[i].0.as_raw_fd(), self.listeners[i].1);
+        loop {
+            let mut name = sockaddr::zeroed();
+            let mut len = std::mem::size_of::<Storage>() as libc::socklen_t;
+            // SAFETY: accept4 on our listening socket into valid storage.
+            let cfd = unsafe {
+                libc::accept4(
+                    fd,
+                    (&mut name as *mut Storage).cast(),
+                    &mut len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if cfd < 0 {
+                return;
+            }
+            // SAFETY: a fresh connected socket we own.
+            let stream = unsafe { TcpStream::from_raw_fd(cfd) };
+            let Some(remote) = sockaddr::read(sockaddr::bytes(&name, len as usize)) else {
+                continue;
+            };
+            let id = self.new_conn_id();
+            self.conns.insert(
+                id,
+                Conn {
+                    stream,
+                    local,
+                    remote,
+                    inbuf: Vec::new(),
+                    out: Vec::new(),
+                },
+            );
+            self.report.tcp_accepted += 1;
+            self.poll(cfd, CONN, u64::from(id));
+        }
+    }
+
+    fn read_conn(&mut self, producer: &mut crate::shm::Producer<'_>, id: u32) {
+        let mut closed = false;
+        let mut frames = Vec::new();
+        if let Some(c) = self.conns.get_mut(&id) {
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                match c.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+                if c.inbuf.len() > self.limits.max_message_size * 2 {
+                    closed = true;
+                    break;
+                }
+            }
+            loop {
+                // RFC 5626 keep-alive CRLFs between messages are skipped.
+                let skip = c
+                    .inbuf
+                    .iter()
+                    .take_while(|b| **b == b'\r' || **b == b'\n')
+                    .count();
+                c.inbuf.drain(..skip);
+                if c.inbuf.is_empty() {
+                    break;
+                }
+                match frame_stream(&c.inbuf, &self.limits) {
+                    Ok(Some(len)) => {
+                        frames.push(c.inbuf.drain(..len).collect::<Vec<u8>>());
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        // Framing lost (bad Content-Length): the stream cannot
+                        // be resynchronized; close it (RFC 4475 §3.1.2.3).
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let meta_of = |c: &Conn| SipMeta {
+            transport: 1,
+            local: c.local,
+            remote: c.remote,
+            conn: id,
+        };
+        if let Some(meta) = self.conns.get(&id).map(meta_of) {
+            for f in frames {
+                self.inbound(producer, &f, meta, Some(id));
+            }
+        }
+        if closed {
+            self.close_conn(id);
+        }
+    }
+
+    /// Closes a connection and cancels its readiness poll.
+    fn close_conn(&mut self, id: u32) {
+        if self.conns.remove(&id).is_some() {
+            let e = opcode::PollRemove::new((CONN << KIND_SHIFT) | u64::from(id))
+                .build()
+                .user_data(0);
+            self.push(e);
+        }
+    }
+
+    /// Sends what the control plane queued.
+    fn drain_outbound(&mut self, consumer: &mut crate::shm::Consumer<'_>) {
+        let mut batch: Vec<(SipMeta, Vec<u8>)> = Vec::new();
+        while let Some(r) = consumer.peek() {
+            batch.push((SipMeta::decode(r.meta), r.payload.to_vec()));
+            consumer.advance();
+            if batch.len() >= 256 {
+                break;
+            }
+        }
+        for (meta, bytes) in batch {
+            if meta.transport == 1 {
+                self.send_tcp(meta.conn, meta.local, meta.remote, &bytes);
+            } else {
+                self.send_udp(meta.local, meta.remote, &bytes);
+            }
+        }
+    }
+}
+
+pub(super) fn run(
+    settings: Settings,
+    stop: Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+) -> SipWorkerReport {
+    if let Some(core) = settings.core {
+        core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    }
+    let setup = (|| -> io::Result<(Channel, Worker)> {
+        let channel = Channel::create(
+            &settings.ring,
+            settings.index as u32,
+            SLOT_SIZE,
+            settings.ring_slots.max(64).next_power_of_two(),
+        )?;
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(256)?;
+        let mut udp = Vec::new();
+        let mut listeners = Vec::new();
+        for (t, addr) in &settings.listeners {
+            match t {
+                SipTransport::Udp => udp.push((reuseport_socket(*addr, false)?, *addr)),
+                SipTransport::Tcp => listeners.push((reuseport_socket(*addr, true)?, *addr)),
+            }
+        }
+        let w = Worker {
+            index: settings.index,
+            ring,
+            udp,
+            listeners,
+            conns: HashMap::new(),
+            next_conn: 0,
+            edge: SipEdge::new(settings.limits),
+            limiter: RateLimiter {
+                rate: f64::from(settings.rate_limit),
+                buckets: HashMap::new(),
+            },
+            limits: settings.limits,
+            report: SipWorkerReport::default(),
+            futex_armed: false,
+            bufs: vec![vec![0u8; settings.limits.max_message_size.max(2048) + 1]],
+            out: Vec::with_capacity(2048),
+        };
+        Ok((channel, w))
+    })();
+    let (channel, mut w) = match setup {
+        Ok(x) => {
+            let _ = ready.send(Ok(()));
+            x
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return SipWorkerReport::default();
+        }
+    };
+    drop(ready);
+    let mut producer = channel.producer(Direction::ToControlPlane);
+    let mut consumer = channel.consumer(Direction::ToDataplane);
+    for i in 0..w.udp.len() {
+        let fd = w.udp[i].0.as_raw_fd();
+        w.poll(fd, UDP, i as u64);
+    }
+    for i in 0..w.listeners.len() {
+        let fd = w.listeners[i].0.as_raw_fd();
+        w.poll(fd, LISTEN, i as u64);
+    }
+    let sleep_word = channel.sleep_word(Direction::ToDataplane)
+        as *const std::sync::atomic::AtomicU32 as *const u32;
+    let mut last_purge = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        w.edge
+            .set_control_plane_attached(channel.controlplane_alive(Duration::from_secs(2)));
+        w.drain_outbound(&mut consumer);
+        if !w.futex_armed && consumer.prepare_sleep() {
+            // Sleep on the channel too: the control plane's push wakes us.
+            let e = opcode::FutexWait::new(sleep_word, 1, u64::from(u32::MAX), FUTEX2_SIZE_U32)
+                .build()
+                .user_data(FUTEX << KIND_SHIFT);
+            w.push(e);
+            w.futex_armed = true;
+        }
+        let ts = Timespec::from(Duration::from_millis(200));
+        let args = SubmitArgs::new().timespec(&ts);
+        match w.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+        let events: Vec<(u64, i32, u32)> = w
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()))
+            .collect();
+        for (data, _res, flags) in events {
+            let id = data & ((1 << KIND_SHIFT) - 1);
+            match data >> KIND_SHIFT {
+                UDP => {
+                    w.read_udp(&mut producer, id as usize);
+                    if !cqueue::more(flags) {
+                        let fd = w.udp[id as usize].0.as_raw_fd();
+                        w.poll(fd, UDP, id);
+                    }
+                }
+                LISTEN => {
+                    w.accept(id as usize);
+                    if !cqueue::more(flags) {
+                        let fd = w.listeners[id as usize].0.as_raw_fd();
+                        w.poll(fd, LISTEN, id);
+                    }
+                }
+                CONN => {
+                    w.read_conn(&mut producer, id as u32);
+                    if !cqueue::more(flags)
+                        && let Some(c) = w.conns.get(&(id as u32))
+                    {
+                        let fd = c.stream.as_raw_fd();
+                        w.poll(fd, CONN, id);
+                    }
+                }
+                FUTEX => w.futex_armed = false,
+                _ => {}
+            }
+        }
+        if last_purge.elapsed() > Duration::from_secs(10) {
+            w.limiter.purge(Instant::now());
+            last_purge = Instant::now();
+        }
+    }
+    let mut r = w.report;
+    r.edge = w.edge.counters();
+    r
+}
