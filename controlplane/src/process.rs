@@ -37,6 +37,16 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
             min_expires: r.min_expires,
             max_expires: r.max_expires,
             default_expires: r.default_expires,
+            host_aliases: config
+                .sip
+                .listen
+                .iter()
+                .map(|l| match l.address.ip() {
+                    std::net::IpAddr::V4(ip) => ip.to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                })
+                .collect(),
+            domain: config.sip.domains.first().cloned(),
         },
         location,
     );

@@ -158,6 +158,9 @@ pub struct CoreCounters {
     pub registrations: u64,
     /// Challenges sent.
     pub challenges: u64,
+    /// Responses not forwarded: no Via left for the next hop once ours is
+    /// removed (§16.7 step 3), or a top Via that is not ours.
+    pub unroutable_responses: u64,
 }
 
 /// Identifies a server transaction (RFC 3261 §17.2.3).
@@ -857,21 +860,34 @@ impl SipCore {
     /// forwarded statelessly (§16.11), e.g. a retransmitted 2xx.
     fn forward_response_stateless(&mut self, msg: &SipMessage<'_>, inb: &Inbound<'_>) {
         let mut vias = msg.vias();
-        let Some(Ok(top)) = vias.next() else { return };
-        if !self.is_local_host(&top.host, top.port) {
-            return;
-        }
-        let Some(Ok(next)) = vias.next() else { return };
-        let Some(dest) = via_destination(&next) else {
+        let Some(Ok(top)) = vias.next() else {
+            self.counters.unroutable_responses += 1;
             return;
         };
+        if !self.is_local_host(&top.host, top.port) {
+            self.counters.unroutable_responses += 1;
+            return;
+        }
+        let Some(dest) = vias
+            .next()
+            .and_then(Result::ok)
+            .as_ref()
+            .and_then(via_destination)
+        else {
+            self.counters.unroutable_responses += 1;
+            return;
+        };
+        let next_tcp = matches!(
+            msg.vias().nth(1).and_then(Result::ok).map(|v| v.transport),
+            Some(rvoip_dataplane::sip::Transport::Tcp)
+        );
         let mut f = Forward::new(msg);
         if f.pop_via().is_err() {
             return;
         }
         let mut out = Vec::with_capacity(msg.len());
         f.write_to(&mut out);
-        let transport = if matches!(next.transport, rvoip_dataplane::sip::Transport::Tcp) {
+        let transport = if next_tcp {
             Transport::Tcp
         } else {
             Transport::Udp

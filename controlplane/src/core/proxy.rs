@@ -11,7 +11,6 @@ use rvoip_dataplane::sip::{
 };
 
 use super::{ClientEntry, ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
-use crate::registrar::aor_of;
 use crate::transaction::{ClientState, ClientTransaction, Millis};
 
 /// A static route: requests whose Request-URI matches go to `target`.
@@ -199,7 +198,7 @@ impl SipCore {
             && !pop_only
             && let Some(u) = &ruri
             && u.user.is_some()
-            && let Some(aor) = aor_of(u)
+            && let Some(aor) = self.registrar.aor(u)
         {
             let bindings = self.registrar.location.lookup(&aor, now_unix_ms);
             let mut groups: Vec<Vec<Target>> = Vec::new();
@@ -215,12 +214,19 @@ impl SipCore {
                 let hop = match &dest_uri {
                     Some(p) => self.hop_to(p, inb),
                     None => {
-                        // The registration's source reaches a contact behind NAT.
-                        let via_source = b
+                        // A contact whose address is not the one its REGISTER
+                        // came from is behind NAT: the registration's source
+                        // reaches it. Otherwise the contact is used as is.
+                        let source = b
                             .source
                             .split_once(':')
                             .and_then(|(t, a)| Some((t, a.parse::<SocketAddr>().ok()?)));
-                        match via_source {
+                        let contact_ip = contact.host.as_ref().and_then(ip_of);
+                        let natted = matches!(
+                            (source, contact_ip),
+                            (Some((_, a)), Some(ip)) if a.ip() != ip
+                        );
+                        match source.filter(|_| natted) {
                             Some((t, a)) => {
                                 let transport = if t == "tcp" {
                                     Transport::Tcp
@@ -509,7 +515,12 @@ impl SipCore {
         let Some(branch) = ctx.branches.get_mut(b) else {
             return;
         };
-        // §16.7 step 3: remove our Via before forwarding.
+        // §16.7 step 3: remove our Via before forwarding; a response with no
+        // Via left was meant for this element and goes nowhere.
+        if msg.vias().nth(1).is_none() {
+            self.counters.unroutable_responses += 1;
+            return;
+        }
         let mut f = Forward::new(msg);
         if f.pop_via().is_err() {
             return;

@@ -22,6 +22,11 @@ pub struct RegistrarConfig {
     pub max_expires: u32,
     /// Registration time when the request names none, seconds.
     pub default_expires: u32,
+    /// Hosts (this element's addresses) that stand for `domain` in an
+    /// address-of-record: `sip:bob@192.0.2.1` is `bob@<domain>`.
+    pub host_aliases: Vec<String>,
+    /// The domain the aliases stand for.
+    pub domain: Option<String>,
 }
 
 impl Default for RegistrarConfig {
@@ -30,6 +35,8 @@ impl Default for RegistrarConfig {
             min_expires: 60,
             max_expires: 7200,
             default_expires: 3600,
+            host_aliases: Vec::new(),
+            domain: None,
         }
     }
 }
@@ -178,6 +185,25 @@ impl Registrar {
         Registrar { config, location }
     }
 
+    /// The address-of-record `uri` names, with this element's own addresses
+    /// standing for its domain.
+    pub fn aor(&self, uri: &rvoip_dataplane::sip::Uri<'_>) -> Option<String> {
+        let aor = aor_of(uri)?;
+        if let Some(domain) = &self.config.domain {
+            let (user, host) = match aor.rsplit_once('@') {
+                Some((u, h)) => (Some(u), h),
+                None => (None, aor.as_str()),
+            };
+            if self.config.host_aliases.iter().any(|a| a == host) {
+                return Some(match user {
+                    Some(u) => format!("{u}@{domain}"),
+                    None => domain.clone(),
+                });
+            }
+        }
+        Some(aor)
+    }
+
     /// Processes a REGISTER whose Request-URI names a domain this registrar
     /// serves (RFC 3261 §10.3 steps 4–8). `auth` is the proof of
     /// authentication when authentication is required. Changes become durable
@@ -195,7 +221,7 @@ impl Registrar {
         if !to.uri.is_sip() {
             return reject(400, "To is not a SIP URI");
         }
-        let Some(aor) = aor_of(&to.uri) else {
+        let Some(aor) = self.aor(&to.uri) else {
             return reject(400, "Bad To");
         };
         // §10.3 step 4: the authenticated user may only register its own AOR.

@@ -193,3 +193,28 @@ fn users_file() {
     assert!(Users::parse("[[user]]\nname = \"x\"\n").is_err());
     assert!(Users::parse("[[user]]\nname = \"x\"\npassword = \"a\"\nbogus = 1\n").is_err());
 }
+
+#[test]
+fn own_address_stands_for_the_domain() {
+    let reg = Registrar::new(
+        RegistrarConfig {
+            host_aliases: vec!["192.0.2.1".into(), "[2001:db8::1]".into()],
+            domain: Some("rvoip.test".into()),
+            ..RegistrarConfig::default()
+        },
+        LocationService::in_memory(),
+    );
+    let aor = |u: &str| {
+        reg.aor(&rvoip_dataplane::sip::Uri::parse(u.as_bytes()).unwrap_or_else(|e| panic!("{e}")))
+    };
+    assert_eq!(
+        aor("sip:bob@192.0.2.1:5060").as_deref(),
+        Some("bob@rvoip.test")
+    );
+    assert_eq!(
+        aor("sip:bob@[2001:db8::1]").as_deref(),
+        Some("bob@rvoip.test")
+    );
+    assert_eq!(aor("sip:bob@192.0.2.9").as_deref(), Some("bob@192.0.2.9"));
+    assert_eq!(aor("sip:bob@RVOIP.test").as_deref(), Some("bob@rvoip.test"));
+}

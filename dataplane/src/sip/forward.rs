@@ -98,11 +98,20 @@ impl<'m, 'a> Forward<'m, 'a> {
         self.splice(at, at, &[b"Via: ", value, b"\r\n"]);
     }
 
-    /// Adds `Record-Route: value` above any existing Record-Route (§16.6 step 4).
+    /// Adds `Record-Route: value` above any existing Record-Route (§16.6
+    /// step 4); the first one goes below the Via lines, which stay together.
     pub fn add_record_route(&mut self, value: &[u8]) {
+        let below_vias = || {
+            self.msg
+                .fields_raw()
+                .iter()
+                .filter(|f| f.name == HeaderName::Via)
+                .last()
+                .map_or(self.top_of_headers(), |f| f.line_end as usize)
+        };
         let at = self
             .first(HeaderName::RecordRoute)
-            .map_or(self.top_of_headers(), |f| f.name_span.start as usize);
+            .map_or_else(below_vias, |f| f.name_span.start as usize);
         self.splice(at, at, &[b"Record-Route: ", value, b"\r\n"]);
     }
 

@@ -539,8 +539,6 @@ pub(super) fn run(
         as *const std::sync::atomic::AtomicU32 as *const u32;
     let mut last_purge = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        w.edge
-            .set_control_plane_attached(channel.controlplane_alive(Duration::from_secs(2)));
         w.drain_outbound(&mut consumer);
         if !w.futex_armed && consumer.prepare_sleep() {
             // Sleep on the channel too: the control plane's push wakes us.
@@ -561,6 +559,10 @@ pub(super) fn run(
                 ) => {}
             Err(_) => std::thread::sleep(Duration::from_millis(1)),
         }
+        // Judged after the wait: a control plane may have attached (or
+        // died) while the worker slept.
+        w.edge
+            .set_control_plane_attached(channel.controlplane_alive(Duration::from_secs(2)));
         let events: Vec<(u64, i32, u32)> = w
             .ring
             .completion()

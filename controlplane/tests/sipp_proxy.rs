@@ -1,0 +1,657 @@
+//! rvoip as a stateful proxy and registrar between real SIPp peers
+//! (`config/proxy.toml`): calls over UDP and TCP, REGISTER with MD5 digest
+//! (SIPp) and SHA-256 digest (our own client), calls routed to a registered
+//! contact across a restart, CANCEL before the answer, 5% induced loss, and
+//! `kill -9` of the control plane during 100 open transactions.
+
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Spawned, free_udp_port, test_config, test_dir};
+use sha2::Digest as _;
+
+/// SIPp scenarios of this suite.
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// rvoip running `config/proxy.toml` on ports of its own.
+struct Proxy {
+    app: Spawned,
+    port: u16,
+    dir: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Proxy {
+    /// Starts rvoip with the next hop of the static route at `route_to`, and
+    /// waits until its control plane answers.
+    fn start(name: &str, route_to: u16) -> Proxy {
+        let dir = test_dir(name);
+        let port = free_udp_port();
+        let config = test_config(
+            "proxy.toml",
+            &dir,
+            &[
+                ("127.0.0.1:5060", format!("127.0.0.1:{port}")),
+                ("127.0.0.1:5070", format!("127.0.0.1:{route_to}")),
+                ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
+            ],
+        );
+        Self::launch(dir, port, config)
+    }
+
+    fn launch(dir: PathBuf, port: u16, config: PathBuf) -> Proxy {
+        let log = dir.join("rvoip.log");
+        let app = Spawned::spawn(
+            Command::new(env!("CARGO_BIN_EXE_rvoip"))
+                .args(["run", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file")),
+        );
+        let p = Proxy {
+            app,
+            port,
+            dir,
+            config,
+            log,
+        };
+        p.wait_ready();
+        p
+    }
+
+    /// Stops (SIGTERM) and starts again on the same configuration and state.
+    fn restart(&mut self) {
+        assert!(self.app.terminate().is_some_and(|s| s.success()));
+        // The listeners of the old process are released asynchronously.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UdpSocket::bind(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "port {} not released", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.log = self.dir.join("rvoip-restarted.log");
+        self.app = Spawned::spawn(
+            Command::new(env!("CARGO_BIN_EXE_rvoip"))
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&self.log).expect("log file")),
+        );
+        self.wait_ready();
+    }
+
+    /// OPTIONS to the proxy until it answers 200 (within 15 s).
+    fn wait_ready(&self) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut n = 0;
+        loop {
+            n += 1;
+            let msg = format!(
+                "OPTIONS sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-ready-{n}\r\n\
+From: <sip:probe@rvoip.test>;tag=r\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ready-{n}\r\nCSeq: 1 OPTIONS\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+                self.port,
+                sock.local_addr().unwrap()
+            );
+            sock.send_to(msg.as_bytes(), ("127.0.0.1", self.port))
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            if let Ok((len, _)) = sock.recv_from(&mut buf)
+                && buf[..len].starts_with(b"SIP/2.0 200 ")
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rvoip did not answer OPTIONS: {}",
+                self.log_text()
+            );
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn target(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The final cumulative counters of a SIPp run, from its `-stf` file.
+#[derive(Debug)]
+struct Stats {
+    successful: u64,
+    failed: u64,
+    retransmissions: u64,
+    exit: Option<i32>,
+}
+
+/// Runs SIPp to completion (at most `limit`) in `dir`; `-stf` statistics
+/// are read back.
+fn sipp(dir: &Path, name: &str, args: &[&str], limit: Duration) -> Stats {
+    let stf = dir.join(format!("{name}.csv"));
+    let _ = std::fs::remove_file(&stf);
+    let mut child = Spawned::spawn(
+        Command::new("sipp")
+            .args(args)
+            .args(["-nostdin", "-trace_err", "-trace_stat", "-fd", "1", "-stf"])
+            .arg(&stf)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sipp {name} did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&stf).unwrap_or_else(|e| panic!("{}: {e}", stf.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("stf header").split(';').collect();
+    let last: Vec<&str> = lines.last().expect("stf row").split(';').collect();
+    let row: HashMap<&str, &str> = header.into_iter().zip(last).collect();
+    let num = |k: &str| -> u64 {
+        row.get(k)
+            .unwrap_or_else(|| panic!("no column {k}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    Stats {
+        successful: num("SuccessfulCall(C)"),
+        failed: num("FailedCall(C)"),
+        retransmissions: num("Retransmissions(C)"),
+        exit: status.code(),
+    }
+}
+
+/// A SIPp UAS running in the background.
+fn uas(dir: &Path, port: u16, scenario_args: &[&str], extra: &[&str]) -> Spawned {
+    Spawned::spawn(
+        Command::new("sipp")
+            .args(scenario_args)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
+            .args(extra)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+#[test]
+fn udp_calls_flow_through_the_proxy() {
+    let uas_port = free_udp_port();
+    let proxy = Proxy::start("sipp-udp", uas_port);
+    let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_udp_port().to_string();
+    let target = proxy.target();
+    let s = sipp(
+        &proxy.dir,
+        "uac",
+        &[
+            "-sn",
+            "uac",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            &target,
+            "-m",
+            "200",
+            "-r",
+            "100",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!((s.successful, s.failed, s.exit), (200, 0, Some(0)), "{s:?}");
+}
+
+#[test]
+fn tcp_calls_flow_through_the_proxy() {
+    let uas_port = free_udp_port();
+    let proxy = Proxy::start("sipp-tcp", uas_port);
+    let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_udp_port().to_string();
+    let target = proxy.target();
+    // One TCP connection from SIPp carries every call; the proxy reuses it
+    // for the responses and forwards over UDP to the UAS.
+    let s = sipp(
+        &proxy.dir,
+        "uac-tcp",
+        &[
+            "-sn",
+            "uac",
+            "-t",
+            "t1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            &target,
+            "-m",
+            "100",
+            "-r",
+            "50",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!((s.successful, s.failed, s.exit), (100, 0, Some(0)), "{s:?}");
+}
+
+#[test]
+fn sipp_registers_with_md5_digest_and_a_wrong_password_fails() {
+    let proxy = Proxy::start("sipp-reg", free_udp_port());
+    let target = proxy.target();
+    let register = scenario("register_digest.xml");
+    let register = register.to_str().unwrap();
+    let port = free_udp_port().to_string();
+    let s = sipp(
+        &proxy.dir,
+        "register",
+        &[
+            "-sf",
+            register,
+            "-s",
+            "alice",
+            "-au",
+            "alice",
+            "-ap",
+            "alicepw",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            &target,
+            "-m",
+            "20",
+            "-r",
+            "20",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!((s.successful, s.failed, s.exit), (20, 0, Some(0)), "{s:?}");
+
+    let port = free_udp_port().to_string();
+    let s = sipp(
+        &proxy.dir,
+        "register-bad",
+        &[
+            "-sf",
+            register,
+            "-s",
+            "alice",
+            "-au",
+            "alice",
+            "-ap",
+            "wrong",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            &target,
+            "-m",
+            "3",
+            "-r",
+            "10",
+            "-recv_timeout",
+            "2000",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!((s.successful, s.failed), (0, 3), "{s:?}");
+}
+
+/// One UDP request/response exchange.
+fn exchange(sock: &UdpSocket, to: &str, msg: &str) -> String {
+    sock.send_to(msg.as_bytes(), to).unwrap();
+    let mut buf = [0u8; 8192];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).expect("a response");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        // Skip provisional responses.
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
+
+fn register_request(from: &str, contact: &str, cseq: u32, auth: Option<&str>) -> String {
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    format!(
+        "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-sha-{cseq}\r\n\
+From: <sip:bob@rvoip.test>;tag=sha\r\nTo: <sip:bob@rvoip.test>\r\nCall-ID: sha256-client@{from}\r\n\
+CSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: 3600\r\nMax-Forwards: 70\r\n{auth}\
+Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The parameters of the `WWW-Authenticate` challenge with `algorithm`.
+fn challenge(response: &str, algorithm: &str) -> HashMap<String, String> {
+    let line = response
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
+        .find(|l| l.contains(&format!("algorithm={algorithm}")))
+        .unwrap_or_else(|| panic!("no {algorithm} challenge in {response}"));
+    let params = line.split_once("Digest ").expect("Digest challenge").1;
+    params
+        .split(',')
+        .filter_map(|p| {
+            let (k, v) = p.trim().split_once('=')?;
+            Some((k.to_string(), v.trim_matches('"').to_string()))
+        })
+        .collect()
+}
+
+fn sha256_hex(s: &str) -> String {
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// RFC 7616 §3.4.1 with qop=auth, computed here independently of rvoip.
+fn sha256_authorization(c: &HashMap<String, String>, uri: &str, nc: u32, cnonce: &str) -> String {
+    let (realm, nonce) = (&c["realm"], &c["nonce"]);
+    let ha1 = sha256_hex(&format!("bob:{realm}:bobpw"));
+    let ha2 = sha256_hex(&format!("REGISTER:{uri}"));
+    let response = sha256_hex(&format!("{ha1}:{nonce}:{nc:08x}:{cnonce}:auth:{ha2}"));
+    format!(
+        "Digest username=\"bob\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+response=\"{response}\", algorithm=SHA-256, qop=auth, nc={nc:08x}, cnonce=\"{cnonce}\""
+    )
+}
+
+#[test]
+fn sha256_registration_routes_calls_to_the_contact_across_a_restart() {
+    // The static route leads nowhere: calls to bob reach the UAS only
+    // through the registration.
+    let dead = free_udp_port();
+    let proxy = Proxy::start("sipp-sha", dead);
+    let uas_port = free_udp_port();
+    let target = proxy.target();
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = sock.local_addr().unwrap().to_string();
+    let contact = format!("sip:bob@127.0.0.1:{uas_port}");
+    let first = exchange(&sock, &target, &register_request(&me, &contact, 1, None));
+    assert!(first.starts_with("SIP/2.0 401 "), "{first}");
+    // Both algorithms are offered (RFC 8760 §2.4).
+    challenge(&first, "MD5");
+    let c = challenge(&first, "SHA-256");
+    assert_eq!(c["realm"], "rvoip.test");
+
+    let auth = sha256_authorization(&c, "sip:rvoip.test", 1, "0a4f113b");
+    let ok = exchange(
+        &sock,
+        &target,
+        &register_request(&me, &contact, 2, Some(&auth)),
+    );
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n"), "{ok}");
+    assert!(ok.contains(&format!("<{contact}>;expires=3600")), "{ok}");
+
+    // The same nonce count again is a replay: challenged, not accepted.
+    let replay = exchange(
+        &sock,
+        &target,
+        &register_request(&me, &contact, 3, Some(&auth)),
+    );
+    assert!(replay.starts_with("SIP/2.0 401 "), "{replay}");
+    // A wrong password is challenged again.
+    let wrong = sha256_authorization(&c, "sip:rvoip.test", 2, "0a4f113b")
+        .replace("response=\"", "response=\"0");
+    let wrong = exchange(
+        &sock,
+        &target,
+        &register_request(&me, &contact, 4, Some(&wrong)),
+    );
+    assert!(wrong.starts_with("SIP/2.0 401 "), "{wrong}");
+
+    let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let call = |proxy: &Proxy, name: &str| {
+        let port = free_udp_port().to_string();
+        let target = proxy.target();
+        sipp(
+            &proxy.dir,
+            name,
+            &[
+                "-sn",
+                "uac",
+                "-s",
+                "bob",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port,
+                &target,
+                "-m",
+                "20",
+                "-r",
+                "20",
+            ],
+            Duration::from_secs(60),
+        )
+    };
+    let s = call(&proxy, "call-bob");
+    assert_eq!((s.successful, s.failed), (20, 0), "{s:?}");
+
+    // The registration is in the location store: it outlives a restart.
+    let mut proxy = proxy;
+    proxy.restart();
+    assert!(
+        proxy.log_text().contains("registrations=1"),
+        "{}",
+        proxy.log_text()
+    );
+    let s = call(&proxy, "call-bob-after-restart");
+    assert_eq!((s.successful, s.failed), (20, 0), "{s:?}");
+}
+
+#[test]
+fn cancel_before_the_answer_ends_both_legs() {
+    let uas_port = free_udp_port();
+    let proxy = Proxy::start("sipp-cancel", uas_port);
+    let uas_xml = scenario("uas_cancel.xml");
+    let _uas = uas(
+        &proxy.dir,
+        uas_port,
+        &["-sf", uas_xml.to_str().unwrap()],
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_udp_port().to_string();
+    let target = proxy.target();
+    let uac_xml = scenario("uac_cancel.xml");
+    // uac_cancel expects 180, then 200 for its CANCEL, 487 for its INVITE;
+    // uas_cancel only finishes when the proxy's ACK for its 487 arrives.
+    let s = sipp(
+        &proxy.dir,
+        "cancel",
+        &[
+            "-sf",
+            uac_xml.to_str().unwrap(),
+            "-s",
+            "bob",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            &target,
+            "-m",
+            "30",
+            "-r",
+            "30",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!((s.successful, s.failed, s.exit), (30, 0, Some(0)), "{s:?}");
+}
+
+#[test]
+fn calls_complete_under_five_percent_loss() {
+    let uas_port = free_udp_port();
+    let proxy = Proxy::start("sipp-loss", uas_port);
+    let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &["-lost", "5"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_udp_port().to_string();
+    let target = proxy.target();
+    // Both SIPp ends drop 5% of what they send and receive; the proxy's
+    // transactions absorb and relay the retransmissions.
+    let s = sipp(
+        &proxy.dir,
+        "uac-lossy",
+        &[
+            "-sn",
+            "uac",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            &target,
+            "-m",
+            "200",
+            "-r",
+            "50",
+            "-lost",
+            "5",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!((s.successful, s.failed), (200, 0), "{s:?}");
+    assert!(
+        s.retransmissions > 0,
+        "loss caused no retransmission: {s:?}"
+    );
+}
+
+/// The control-plane child of `rvoip run` (`pid=` of the last "control
+/// plane started" line).
+fn control_plane_pid(log: &str) -> Option<u32> {
+    log.lines()
+        .filter(|l| l.contains("control plane started"))
+        .last()?
+        .split("pid=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The sockets a process holds open (inode numbers).
+fn sockets(pid: u32) -> BTreeSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with("socket:"))
+        .collect()
+}
+
+#[test]
+fn control_plane_kill_9_during_100_transactions_loses_no_call() {
+    let uas_port = free_udp_port();
+    let mut proxy = Proxy::start("sipp-kill", uas_port);
+    let slow = scenario("uas_slow.xml");
+    let _uas = uas(&proxy.dir, uas_port, &["-sf", slow.to_str().unwrap()], &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let dataplane = proxy.app.0.id();
+    let before = sockets(dataplane);
+    assert!(!before.is_empty());
+    let old_cp = control_plane_pid(&proxy.log_text()).expect("control plane pid");
+
+    // 100 calls within half a second; the UAS rings 4 s before answering, so
+    // all 100 INVITE transactions are open when the control plane dies.
+    let port = free_udp_port().to_string();
+    let target = proxy.target();
+    let dir = proxy.dir.clone();
+    let uac = std::thread::spawn(move || {
+        sipp(
+            &dir,
+            "uac-kill",
+            &[
+                "-sn",
+                "uac",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port,
+                &target,
+                "-m",
+                "100",
+                "-r",
+                "200",
+            ],
+            Duration::from_secs(90),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-KILL", &old_cp.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    // The supervisor starts a new control plane, which re-attaches.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = proxy.log_text();
+        if control_plane_pid(&log).is_some_and(|p| p != old_cp)
+            && log.matches("control plane attached").count() >= 2
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no restarted control plane: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = uac.join().unwrap();
+    assert_eq!((s.successful, s.failed, s.exit), (100, 0, Some(0)), "{s:?}");
+
+    // The dataplane process never stopped and never closed a socket.
+    assert!(proxy.app.0.try_wait().unwrap().is_none());
+    let after = sockets(dataplane);
+    assert!(
+        before.is_subset(&after),
+        "sockets closed: {:?}",
+        before.difference(&after).collect::<Vec<_>>()
+    );
+    // And the new control plane keeps answering.
+    proxy.wait_ready();
+}
