@@ -562,8 +562,7 @@ fn calls_complete_under_five_percent_loss() {
 /// plane started" line).
 fn control_plane_pid(log: &str) -> Option<u32> {
     log.lines()
-        .filter(|l| l.contains("control plane started"))
-        .last()?
+        .rfind(|l| l.contains("control plane started"))?
         .split("pid=")
         .nth(1)?
         .split_whitespace()

@@ -105,8 +105,7 @@ impl<'m, 'a> Forward<'m, 'a> {
             self.msg
                 .fields_raw()
                 .iter()
-                .filter(|f| f.name == HeaderName::Via)
-                .last()
+                .rfind(|f| f.name == HeaderName::Via)
                 .map_or(self.top_of_headers(), |f| f.line_end as usize)
         };
         let at = self
