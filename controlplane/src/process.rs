@@ -86,6 +86,7 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
             max_headers: config.sip.max_headers,
             ..Limits::default()
         },
+        edge_checked: true,
         ..CoreConfig::default()
     };
     let secret = nonce_secret(&state_dir)?;
@@ -148,6 +149,10 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How long after its last message the control plane keeps polling its
+/// rings on the batch timer before it sleeps until woken.
+const BUSY_SPELL: Duration = Duration::from_millis(50);
+
 /// Runs the control plane until `stop` is set. Returns its counters.
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, String> {
     let dir = config.controlplane.ring_dir.clone();
@@ -186,6 +191,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
     let start = Instant::now();
     let mut last_beat = Instant::now() - Duration::from_secs(1);
     let mut dropped = 0u64;
+    let batch = Duration::from_micros(u64::from(config.controlplane.batch_wait_us));
+    let mut last_traffic = Instant::now() - BUSY_SPELL;
     while !stop.load(Ordering::Relaxed) {
         if last_beat.elapsed() >= Duration::from_millis(100) {
             for c in &channels {
@@ -239,14 +246,22 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
                 dropped += 1;
             }
         }
-        if handled == 0 {
+        if handled > 0 {
+            last_traffic = Instant::now();
+        } else {
             let now = start.elapsed().as_millis() as u64;
             let wait = core
                 .next_deadline()
                 .map_or(100, |d| d.saturating_sub(now))
                 .clamp(1, 100);
-            let refs: Vec<_> = consumers.iter().collect();
-            wait_any(&refs, Duration::from_millis(wait));
+            if !batch.is_zero() && last_traffic.elapsed() < BUSY_SPELL {
+                // Traffic is flowing: look again after one batch window
+                // rather than have every message wake us.
+                std::thread::sleep(batch.min(Duration::from_millis(wait)));
+            } else {
+                let refs: Vec<_> = consumers.iter().collect();
+                wait_any(&refs, Duration::from_millis(wait));
+            }
         }
     }
     if dropped > 0 {

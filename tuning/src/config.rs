@@ -376,6 +376,16 @@ pub struct ControlPlane {
     /// Slots (2 KiB each) per ring direction.
     #[serde(default = "default_ring_slots")]
     pub ring_slots: usize,
+    /// While traffic flows, the control plane looks at its rings every
+    /// `batch_wait_us` microseconds instead of being woken per message, so
+    /// each wake-up serves a batch (0: woken per message). It sleeps on the
+    /// rings again after 50 ms without traffic.
+    #[serde(default = "default_cp_batch_wait_us")]
+    pub batch_wait_us: u32,
+}
+
+fn default_cp_batch_wait_us() -> u32 {
+    1000
 }
 
 fn default_ring_slots() -> usize {
@@ -391,6 +401,7 @@ impl Default for ControlPlane {
         ControlPlane {
             ring_dir: default_ring_dir(),
             ring_slots: default_ring_slots(),
+            batch_wait_us: default_cp_batch_wait_us(),
         }
     }
 }
@@ -643,6 +654,12 @@ impl Config {
                     "must be below media.port_max ({} >= {})",
                     m.port_min, m.port_max
                 ),
+            );
+        }
+        if self.controlplane.batch_wait_us > 10_000 {
+            return err(
+                "controlplane.batch_wait_us",
+                "must be at most 10000 (10 ms)".into(),
             );
         }
         if self.dataplane.batch_wait_us > 10_000 {

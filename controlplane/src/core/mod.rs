@@ -14,7 +14,9 @@ mod proxy;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use rvoip_dataplane::sip::{
@@ -121,6 +123,9 @@ pub struct CoreConfig {
     pub timer_c_ms: Millis,
     /// Parser limits.
     pub limits: Limits,
+    /// Messages arrive already checked (the dataplane's edge runs the full
+    /// header check before it delivers), so the core does not check again.
+    pub edge_checked: bool,
 }
 
 impl Default for CoreConfig {
@@ -135,6 +140,7 @@ impl Default for CoreConfig {
             timers: Timers::default(),
             timer_c_ms: 181_000,
             limits: Limits::default(),
+            edge_checked: false,
         }
     }
 }
@@ -163,25 +169,65 @@ pub struct CoreCounters {
     pub unroutable_responses: u64,
 }
 
-/// Identifies a server transaction (RFC 3261 §17.2.3).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct ServerKey {
-    branch: Vec<u8>,
-    sent_by: Vec<u8>,
-    method: Vec<u8>,
+/// Identifies a server transaction (RFC 3261 §17.2.3): a keyed 128-bit
+/// hash of branch, sent-by and method. Small and `Copy`, so the maps and the
+/// timer queue hold no allocation per transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ServerKey(u128);
+
+/// Identifies a client transaction (RFC 3261 §17.1.3): keyed hash of branch
+/// and method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ClientKey(u128);
+
+impl ServerKey {
+    /// Bytes that stand for the transaction, e.g. to derive a To tag.
+    pub(crate) fn seed(&self) -> [u8; 16] {
+        self.0.to_le_bytes()
+    }
 }
 
-/// Identifies a client transaction (RFC 3261 §17.1.3).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct ClientKey {
-    branch: Vec<u8>,
-    method: Vec<u8>,
+/// Hashes transaction identifiers with a secret key, so that no sender can
+/// make two transactions collide.
+#[derive(Clone)]
+pub(crate) struct KeyHasher(siphasher::sip128::SipHasher13);
+
+impl KeyHasher {
+    fn new(secret: &[u8]) -> Self {
+        let d = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[b"rvoip transaction keys\0".as_slice(), secret].concat(),
+        );
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&d.as_ref()[..16]);
+        KeyHasher(siphasher::sip128::SipHasher13::new_with_key(&key))
+    }
+
+    fn hash(&self, parts: &[&[u8]]) -> u128 {
+        use siphasher::sip128::Hasher128 as _;
+        use std::hash::Hasher as _;
+        let mut h = self.0;
+        for p in parts {
+            h.write(p);
+            h.write_u8(0xff);
+        }
+        h.finish128().as_u128()
+    }
+
+    pub(crate) fn server(&self, branch: &[u8], sent_by: &[u8], method: &[u8]) -> ServerKey {
+        ServerKey(self.hash(&[branch, sent_by, method]))
+    }
+
+    pub(crate) fn client(&self, branch: &[u8], method: &[u8]) -> ClientKey {
+        ClientKey(self.hash(&[branch, method]))
+    }
 }
 
 pub(crate) struct ServerEntry {
     pub(crate) txn: ServerTransaction,
     pub(crate) hop: Hop,
-    /// The request as received (Via fixed up), for building responses.
+    /// A REGISTER as received, for the 500 that replaces its 200 when the
+    /// binding cannot be stored (empty for other methods).
     pub(crate) request: Vec<u8>,
     pub(crate) proxy: Option<u64>,
 }
@@ -192,32 +238,11 @@ pub(crate) struct ClientEntry {
     pub(crate) proxy: Option<(u64, usize)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerRef {
     Server(ServerKey),
     Client(ClientKey),
     TimerC(u64, usize),
-}
-
-impl PartialOrd for ServerKey {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for ServerKey {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (&self.branch, &self.sent_by, &self.method).cmp(&(&o.branch, &o.sent_by, &o.method))
-    }
-}
-impl PartialOrd for ClientKey {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for ClientKey {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (&self.branch, &self.method).cmp(&(&o.branch, &o.method))
-    }
 }
 
 /// The SIP core.
@@ -227,9 +252,10 @@ pub struct SipCore {
     registrar: Registrar,
     users: Users,
     auth: Authenticator,
-    pub(crate) servers: HashMap<ServerKey, ServerEntry>,
-    pub(crate) clients: HashMap<ClientKey, ClientEntry>,
-    pub(crate) proxies: HashMap<u64, proxy::Context>,
+    pub(crate) keys: KeyHasher,
+    pub(crate) servers: FxHashMap<ServerKey, ServerEntry>,
+    pub(crate) clients: FxHashMap<ClientKey, ClientEntry>,
+    pub(crate) proxies: FxHashMap<u64, proxy::Context>,
     next_proxy: u64,
     timers: BinaryHeap<std::cmp::Reverse<(Millis, TimerRef)>>,
     out: VecDeque<Outbound>,
@@ -303,9 +329,10 @@ impl SipCore {
             registrar,
             users,
             auth,
-            servers: HashMap::new(),
-            clients: HashMap::new(),
-            proxies: HashMap::new(),
+            keys: KeyHasher::new(secret),
+            servers: FxHashMap::default(),
+            clients: FxHashMap::default(),
+            proxies: FxHashMap::default(),
             next_proxy: 1,
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
@@ -398,7 +425,7 @@ impl SipCore {
             self.counters.malformed += 1;
             return;
         };
-        if check(&msg).is_err() {
+        if !self.config.edge_checked && check(&msg).is_err() {
             self.counters.malformed += 1;
             return;
         }
@@ -411,28 +438,49 @@ impl SipCore {
         }
     }
 
-    fn server_key(msg: &SipMessage<'_>) -> Option<ServerKey> {
+    /// The server transaction `msg` belongs to; `method` overrides the
+    /// request's own (ACK → INVITE, CANCEL → the INVITE it cancels).
+    pub(crate) fn server_key(
+        &self,
+        msg: &SipMessage<'_>,
+        method: Option<&[u8]>,
+    ) -> Option<ServerKey> {
         let via = msg.top_via().ok()?;
-        let method = match msg.method()? {
-            Method::Ack => b"INVITE".to_vec(),
-            m => m.as_bytes().to_vec(),
+        let method = match (method, msg.method()?) {
+            (Some(m), _) => m,
+            (None, Method::Ack) => b"INVITE".as_slice(),
+            (None, m) => m.as_bytes(),
         };
-        let sent_by = format!("{}:{}", via.host, via.port.unwrap_or(5060)).into_bytes();
-        let branch = match via.branch() {
-            Some(b) if via.is_rfc3261_branch() => b.to_vec(),
+        // sent-by as bytes: port, kind, host.
+        let mut buf = [0u8; 19];
+        buf[..2].copy_from_slice(&via.port.unwrap_or(5060).to_be_bytes());
+        let name;
+        let sent_by: &[u8] = match via.host {
+            Host::V4(a) => {
+                buf[2] = 4;
+                buf[3..7].copy_from_slice(&a.octets());
+                &buf[..7]
+            }
+            Host::V6(a) => {
+                buf[2] = 6;
+                buf[3..19].copy_from_slice(&a.octets());
+                &buf[..19]
+            }
+            Host::Name(n) => {
+                name = [&buf[..2], n].concat();
+                &name
+            }
+        };
+        Some(match via.branch() {
+            Some(b) if via.is_rfc3261_branch() => self.keys.server(b, sent_by, method),
             // RFC 2543 requests: the transaction is what the request says
             // about itself (§17.2.3, simplified).
             _ => {
                 let mut k = msg.call_id().ok()?.to_vec();
                 k.extend_from_slice(&msg.cseq().ok()?.seq.to_be_bytes());
                 k.extend_from_slice(msg.from().ok()?.tag().unwrap_or_default());
-                k
+                self.keys.server(&k, sent_by, method)
             }
-        };
-        Some(ServerKey {
-            branch,
-            sent_by,
-            method,
         })
     }
 
@@ -500,7 +548,7 @@ impl SipCore {
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
     ) {
-        let Some(key) = Self::server_key(msg) else {
+        let Some(key) = self.server_key(msg, None) else {
             self.counters.malformed += 1;
             return;
         };
@@ -510,7 +558,7 @@ impl SipCore {
             if method == Method::Ack {
                 let d = entry.txn.on_ack(now);
                 let next = entry.txn.next_deadline();
-                self.schedule(next, TimerRef::Server(key.clone()));
+                self.schedule(next, TimerRef::Server(key));
                 self.drain_server(&key);
                 if d == Delivery::Absorb {
                     self.counters.retransmissions += 1;
@@ -547,11 +595,16 @@ impl SipCore {
             self.config.timers,
         );
         self.servers.insert(
-            key.clone(),
+            key,
             ServerEntry {
                 txn,
                 hop,
-                request: msg.as_bytes().to_vec(),
+                // Kept only where a response may have to be rebuilt later.
+                request: if method == Method::Register {
+                    msg.as_bytes().to_vec()
+                } else {
+                    Vec::new()
+                },
                 proxy: None,
             },
         );
@@ -708,11 +761,11 @@ impl SipCore {
                 let path_values: Vec<String> = path.iter().map(|p| format!("<{p}>")).collect();
                 extra.extend(path_values.iter().map(|p| (HeaderName::Path, p.as_bytes())));
                 let mut out = Vec::with_capacity(512);
-                let tag = build::to_tag(&[&key.branch, msg.call_id().unwrap_or_default()]);
+                let tag = build::to_tag(&[&key.seed(), msg.call_id().unwrap_or_default()]);
                 write_response(msg, 200, b"OK", Some(tag.as_bytes()), &extra, &mut out);
                 self.counters.generated += 1;
                 // Sent once the binding is durable (flush).
-                self.held.push((key.clone(), 200, out));
+                self.held.push((*key, 200, out));
             }
             RegisterOutcome::Reject {
                 status,
@@ -737,7 +790,7 @@ impl SipCore {
         extra: &[(HeaderName, &[u8])],
     ) {
         let mut out = Vec::with_capacity(512);
-        let tag = build::to_tag(&[&key.branch, msg.call_id().unwrap_or_default()]);
+        let tag = build::to_tag(&[&key.seed(), msg.call_id().unwrap_or_default()]);
         write_response(
             msg,
             status,
@@ -763,7 +816,7 @@ impl SipCore {
         };
         entry.txn.send_response(now, status, bytes);
         let next = entry.txn.next_deadline();
-        self.schedule(next, TimerRef::Server(key.clone()));
+        self.schedule(next, TimerRef::Server(*key));
         self.drain_server(key);
     }
 
@@ -809,7 +862,7 @@ impl SipCore {
                     }
                     e.txn.on_timer(now);
                     let next = e.txn.next_deadline();
-                    self.schedule(next, TimerRef::Server(k.clone()));
+                    self.schedule(next, TimerRef::Server(k));
                     self.drain_server(&k);
                 }
                 TimerRef::Client(k) => {
@@ -821,7 +874,7 @@ impl SipCore {
                     }
                     e.txn.on_timer(now);
                     let next = e.txn.next_deadline();
-                    self.schedule(next, TimerRef::Client(k.clone()));
+                    self.schedule(next, TimerRef::Client(k));
                     self.drain_client(now, &k);
                 }
                 TimerRef::TimerC(p, b) => self.on_timer_c(now, p, b),
@@ -908,30 +961,43 @@ impl SipCore {
             self.counters.malformed += 1;
             return;
         };
-        let key = ClientKey {
-            branch: via.branch().unwrap_or_default().to_vec(),
-            method: cseq.method.as_bytes().to_vec(),
-        };
+        let key = self
+            .keys
+            .client(via.branch().unwrap_or_default(), cseq.method.as_bytes());
         let code = msg.status_code().unwrap_or(500);
         let Some(entry) = self.clients.get_mut(&key) else {
             self.forward_response_stateless(msg, inb);
             return;
         };
-        let request = entry.txn.request().to_vec();
+        // Only a non-2xx final response to an INVITE needs the request (for
+        // the ACK); nothing is copied otherwise.
+        let request = if code >= 300 && entry.txn.is_invite() {
+            entry.txn.request().to_vec()
+        } else {
+            Vec::new()
+        };
         let delivery = entry.txn.on_response(now, code, || {
             let req = SipMessage::parse(&request, Framing::Datagram, &Limits::default()).ok()?;
             build::ack_for(&req, msg)
         });
         let next = entry.txn.next_deadline();
         let proxy = entry.proxy;
-        self.schedule(next, TimerRef::Client(key.clone()));
+        self.schedule(next, TimerRef::Client(key));
         self.drain_client(now, &key);
         if delivery == Delivery::Absorb {
             self.counters.retransmissions += 1;
             return;
         }
         if let Some((p, b)) = proxy {
-            self.proxy_response(now, p, b, code, msg);
+            if self.proxies.contains_key(&p) {
+                self.proxy_response(now, p, b, code, msg);
+                self.settle(p);
+            } else {
+                // The request's outcome is settled and its context gone: a
+                // late response (a 2xx retransmission, another fork's 2xx)
+                // is relayed as it is (§16.7 step 5, §16.11).
+                self.forward_response_stateless(msg, inb);
+            }
         }
     }
 
@@ -959,6 +1025,7 @@ impl SipCore {
         if timed_out && let Some((p, b)) = proxy {
             // A branch that timed out counts as a 408 (§16.7 step 2).
             self.proxy_branch_failed(now, p, b, 408);
+            self.settle(p);
         }
     }
 

@@ -61,6 +61,8 @@ enum BranchState {
 #[derive(Debug)]
 pub(crate) struct Branch {
     client: ClientKey,
+    /// The branch parameter of our Via on this branch.
+    branch_id: String,
     hop: Hop,
     request: Vec<u8>,
     state: BranchState,
@@ -335,11 +337,15 @@ impl SipCore {
         };
         let original = ctx.original.clone();
         let invite = ctx.invite;
-        let server_branch = ctx.server.branch.clone();
         let index = ctx.branches.len();
         let Ok(msg) = SipMessage::parse(&original, Framing::Datagram, &Limits::default()) else {
             return;
         };
+        let server_branch = msg
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch())
+            .unwrap_or_default();
         let mut f = Forward::new(&msg);
         if t.pop_route {
             let _ = f.pop_route();
@@ -356,7 +362,7 @@ impl SipCore {
             return;
         }
         let branch = build::branch(&[
-            &server_branch,
+            server_branch,
             msg.call_id().unwrap_or_default(),
             &(index as u64).to_be_bytes(),
         ]);
@@ -376,14 +382,8 @@ impl SipCore {
         }
         let mut out = Vec::with_capacity(msg.len() + 200);
         f.write_to(&mut out);
-        let method = msg
-            .method()
-            .map(|m| m.as_bytes().to_vec())
-            .unwrap_or_default();
-        let client = ClientKey {
-            branch: branch.into_bytes(),
-            method,
-        };
+        let method = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
+        let client = self.keys.client(branch.as_bytes(), method);
         let txn = ClientTransaction::new(
             now,
             out.clone(),
@@ -393,7 +393,7 @@ impl SipCore {
         );
         let next = txn.next_deadline();
         self.clients.insert(
-            client.clone(),
+            client,
             ClientEntry {
                 txn,
                 hop: t.hop,
@@ -402,7 +402,8 @@ impl SipCore {
         );
         if let Some(ctx) = self.proxies.get_mut(&id) {
             ctx.branches.push(Branch {
-                client: client.clone(),
+                client,
+                branch_id: branch,
                 hop: t.hop,
                 request: out,
                 state: BranchState::Pending,
@@ -410,7 +411,7 @@ impl SipCore {
             });
         }
         self.counters.forwarded += 1;
-        self.schedule(next, TimerRef::Client(client.clone()));
+        self.schedule(next, TimerRef::Client(client));
         if invite {
             self.schedule(
                 Some(now + self.config.timer_c_ms),
@@ -432,10 +433,7 @@ impl SipCore {
         let Some(cancel) = build::cancel_for(&invite) else {
             return;
         };
-        let key = ClientKey {
-            branch: branch.client.branch.clone(),
-            method: b"CANCEL".to_vec(),
-        };
+        let key = self.keys.client(branch.branch_id.as_bytes(), b"CANCEL");
         if self.clients.contains_key(&key) {
             return;
         }
@@ -448,14 +446,14 @@ impl SipCore {
         );
         let next = txn.next_deadline();
         self.clients.insert(
-            key.clone(),
+            key,
             ClientEntry {
                 txn,
                 hop,
                 proxy: None,
             },
         );
-        self.schedule(next, TimerRef::Client(key.clone()));
+        self.schedule(next, TimerRef::Client(key));
         self.drain_client(now, &key);
     }
 
@@ -482,10 +480,8 @@ impl SipCore {
     }
 
     pub(super) fn on_cancel(&mut self, now: Millis, key: &ServerKey, msg: &SipMessage<'_>) {
-        let invite_key = ServerKey {
-            branch: key.branch.clone(),
-            sent_by: key.sent_by.clone(),
-            method: b"INVITE".to_vec(),
+        let Some(invite_key) = self.server_key(msg, Some(b"INVITE")) else {
+            return;
         };
         let Some(proxy) = self.servers.get(&invite_key).map(|e| e.proxy) else {
             // §9.2: no matching INVITE transaction.
@@ -527,7 +523,7 @@ impl SipCore {
         }
         let mut upstream = Vec::with_capacity(msg.len());
         f.write_to(&mut upstream);
-        let server = ctx.server.clone();
+        let server = ctx.server;
         if code < 200 {
             let was_pending = branch.state == BranchState::Pending;
             if branch.state == BranchState::Pending {
@@ -596,7 +592,7 @@ impl SipCore {
             {
                 ctx.best = Some((
                     code,
-                    SipCore::response_bytes(&orig, &ctx.server.branch, code),
+                    SipCore::response_bytes(&orig, &ctx.server.seed(), code),
                 ));
             }
         }
@@ -626,14 +622,14 @@ impl SipCore {
             return;
         }
         ctx.final_sent = true;
-        let server = ctx.server.clone();
+        let server = ctx.server;
         let original = ctx.original.clone();
         let (code, bytes) = match ctx.best.take() {
             // §16.7 step 6: a 503 is not passed on; 500 says the proxy failed.
             Some((503, _)) | None => {
                 let code = if ctx.cancelled { 487 } else { 500 };
                 match SipMessage::parse(&original, Framing::Datagram, &Limits::default()) {
-                    Ok(orig) => (code, SipCore::response_bytes(&orig, &server.branch, code)),
+                    Ok(orig) => (code, SipCore::response_bytes(&orig, &server.seed(), code)),
                     Err(_) => return,
                 }
             }
@@ -646,7 +642,7 @@ impl SipCore {
         let Some(branch) = self.proxies.get(&id).and_then(|c| c.branches.get(b)) else {
             return;
         };
-        let client = branch.client.clone();
+        let client = branch.client;
         let state = branch.state;
         // Timer C is rescheduled on provisionals; only the latest one counts.
         let alive = self.clients.get(&client).is_some_and(|c| {
@@ -668,5 +664,20 @@ impl SipCore {
 
     pub(super) fn maybe_drop_proxy(&mut self, id: u64) {
         self.proxies.remove(&id);
+    }
+
+    /// Drops the context of a request whose final response went upstream
+    /// and whose branches are all done: nothing of it is needed any more.
+    /// (The transactions linger on their own timers.)
+    pub(super) fn settle(&mut self, id: u64) {
+        if self.proxies.get(&id).is_some_and(|ctx| {
+            ctx.final_sent
+                && ctx
+                    .branches
+                    .iter()
+                    .all(|b| matches!(b.state, BranchState::Done(_)))
+        }) {
+            self.proxies.remove(&id);
+        }
     }
 }

@@ -149,12 +149,15 @@ impl ClientTransaction {
 
     fn terminate(&mut self) {
         self.state = ClientState::Terminated;
+        self.request = Vec::new();
         self.retransmit = None;
         self.timeout_at = None;
         self.linger_until = None;
     }
 
     fn linger(&mut self, now: Millis, unreliable_wait: Millis) {
+        // Nothing is retransmitted any more: the request's bytes go.
+        self.request = Vec::new();
         self.retransmit = None;
         self.timeout_at = None;
         if self.reliable || unreliable_wait == 0 {
@@ -187,6 +190,7 @@ impl ClientTransaction {
                 } else if success {
                     // RFC 6026 §8.4: Accepted, Timer M = 64*T1.
                     self.state = Accepted;
+                    self.request = Vec::new();
                     self.retransmit = None;
                     self.timeout_at = None;
                     self.linger_until = Some(now + 64 * self.timers.t1);

@@ -21,15 +21,15 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use io_uring::squeue::Entry;
-use io_uring::types::{BufRingEntry, Fixed, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode};
 
 use super::Polling;
 use super::worker::{Clock, Driver, Wake, bind_udp};
+use crate::engine::bufring::BufRing;
 use crate::engine::sockaddr::{self, Storage};
 use crate::media::relay::{Action, EndpointId, Relay};
 
@@ -84,97 +84,8 @@ fn probe_here() -> io::Result<()> {
     // Provided-buffer rings (5.19) and sparse file tables (5.19).
     ring.submitter().register_files_sparse(1)?;
     let mut bufs = BufRing::new(8, 64)?;
-    bufs.register(&ring)?;
+    bufs.register(&ring, BGID)?;
     Ok(())
-}
-
-/// A provided-buffer ring and the memory behind it.
-struct BufRing {
-    ring: *mut BufRingEntry,
-    ring_len: usize,
-    slab: Box<[u8]>,
-    entries: u16,
-    buf_size: usize,
-    tail: u16,
-}
-
-impl BufRing {
-    fn new(entries: u16, buf_size: usize) -> io::Result<Self> {
-        let ring_len = usize::from(entries) * std::mem::size_of::<BufRingEntry>();
-        // SAFETY: an anonymous private mapping; the result is checked. mmap
-        // memory is page-aligned, as the kernel requires.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ring_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let mut r = BufRing {
-            ring: ptr.cast(),
-            ring_len,
-            slab: vec![0u8; usize::from(entries) * buf_size].into_boxed_slice(),
-            entries,
-            buf_size,
-            tail: 0,
-        };
-        for bid in 0..entries {
-            r.push(bid);
-        }
-        r.publish();
-        Ok(r)
-    }
-
-    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
-        // SAFETY: the mapping lives as long as self, and self is dropped only
-        // after the ring (field order in UringDriver).
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(self.ring as u64, self.entries, BGID, 0)
-        }
-    }
-
-    /// Hands buffer `bid` back to the kernel (visible after `publish`).
-    fn push(&mut self, bid: u16) {
-        let idx = usize::from(self.tail & (self.entries - 1));
-        // SAFETY: idx < entries, inside the mapping; bid < entries so the
-        // address is inside the slab, which is never resized.
-        unsafe {
-            let e = &mut *self.ring.add(idx);
-            e.set_addr(self.slab.as_ptr().add(usize::from(bid) * self.buf_size) as u64);
-            e.set_len(self.buf_size as u32);
-            e.set_bid(bid);
-        }
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// Makes pushed buffers visible to the kernel.
-    fn publish(&mut self) {
-        // SAFETY: the tail field lives inside the first entry of the mapping
-        // and is only written by us; the kernel reads it with acquire order.
-        unsafe {
-            let tail = BufRingEntry::tail(self.ring.cast_const()) as *const AtomicU16;
-            (*tail).store(self.tail, Ordering::Release);
-        }
-    }
-
-    fn buffer(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid) * self.buf_size;
-        &self.slab[start..start + len.min(self.buf_size)]
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping made in new().
-        unsafe { libc::munmap(self.ring.cast(), self.ring_len) };
-    }
 }
 
 /// The per-buffer send state: a msghdr pointing at an iovec and an address.
@@ -224,7 +135,7 @@ impl UringDriver {
         let capacity = max_endpoints.max(16);
         ring.submitter().register_files_sparse(capacity)?;
         let mut bufs = BufRing::new(BUFFERS, BUF_SIZE)?;
-        bufs.register(&ring)?;
+        bufs.register(&ring, BGID)?;
         let mut sends: Box<[SendSlot]> = (0..BUFFERS)
             .map(|_| SendSlot {
                 // SAFETY: msghdr and iovec are plain data; zero is valid.

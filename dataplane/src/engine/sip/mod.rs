@@ -1,8 +1,10 @@
 //! The SIP transport of the dataplane: one worker thread per configured
 //! core, each with its own SO_REUSEPORT UDP and TCP sockets on every
 //! listener address, its own shared-memory channel to the control plane, and
-//! one io_uring used as the event loop (readiness polls on the sockets, and a
-//! FUTEX_WAIT on the channel when it sleeps).
+//! one io_uring used as the event loop: multishot receives from a
+//! provided-buffer ring on the UDP sockets, sends as SendMsg entries submitted
+//! with the next wait, readiness polls on TCP, and a FUTEX_WAIT on the channel
+//! when it sleeps.
 //!
 //! Per message: the edge checks it (malformed → answered statelessly, or
 //! dropped), the per-source rate limit applies, and a well-formed message
@@ -48,6 +50,9 @@ pub struct SipPlaneConfig {
     pub rate_limit: u32,
     /// Ring slots (power of two) of 2 KiB each, per direction.
     pub ring_slots: usize,
+    /// Once woken, a worker lets this many microseconds of traffic gather
+    /// before it handles it (io_uring minimum wait; 0: handle at once).
+    pub batch_wait_us: u32,
 }
 
 /// The running SIP plane.
@@ -99,6 +104,7 @@ impl SipPlane {
                 limits: config.limits,
                 rate_limit: config.rate_limit,
                 ring_slots: config.ring_slots,
+                batch_wait_us: config.batch_wait_us,
             };
             let (stop, ready) = (Arc::clone(&stop), ready_tx.clone());
             threads.push(

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode};
 
 use super::SipTransport;
 use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
+use crate::engine::bufring::BufRing;
 use crate::engine::sockaddr::{self, Storage};
 use crate::shm::{Channel, Direction, SipMeta};
 use crate::sip::{Limits, frame_stream};
@@ -24,6 +25,12 @@ const UDP: u64 = 1;
 const LISTEN: u64 = 2;
 const CONN: u64 = 3;
 const FUTEX: u64 = 4;
+const SEND: u64 = 5;
+
+/// Buffer group of the UDP receive buffers.
+const BGID: u16 = 7;
+/// UDP send slots per worker; beyond them a send is a plain sendto.
+const SEND_SLOTS: usize = 1024;
 
 /// FUTEX2_SIZE_U32: a 32-bit futex, shared between processes.
 const FUTEX2_SIZE_U32: u32 = 0x02;
@@ -39,6 +46,7 @@ pub(super) struct Settings {
     pub(super) limits: Limits,
     pub(super) rate_limit: u32,
     pub(super) ring_slots: usize,
+    pub(super) batch_wait_us: u32,
 }
 
 /// What a worker reports when it stops.
@@ -56,7 +64,12 @@ pub struct SipWorkerReport {
     pub send_errors: u64,
     /// TCP connections accepted.
     pub tcp_accepted: u64,
+    /// UDP datagrams larger than the largest message allowed (dropped).
+    pub oversized: u64,
 }
+
+/// Receive and send buffer of each SIP UDP socket.
+const UDP_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 fn reuseport_socket(addr: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
     let family = if addr.is_ipv4() {
@@ -88,6 +101,32 @@ fn reuseport_socket(addr: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
                 4,
             )
         };
+    }
+    if !stream {
+        // Bursts of SIP over UDP overflow the default buffers long before a
+        // worker is busy. The forced variants pass net.core.[rw]mem_max when
+        // the process may (CAP_NET_ADMIN); otherwise the kernel caps the size.
+        let size: libc::c_int = UDP_BUFFER_BYTES;
+        for (forced, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            for opt in [forced, plain] {
+                // SAFETY: setsockopt with a valid int option.
+                let r = unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&size as *const libc::c_int).cast(),
+                        4,
+                    )
+                };
+                if r == 0 {
+                    break;
+                }
+            }
+        }
     }
     let mut storage = sockaddr::zeroed();
     let len = sockaddr::write(addr, &mut storage);
@@ -151,8 +190,80 @@ struct Worker {
     limits: Limits,
     report: SipWorkerReport,
     futex_armed: bool,
-    bufs: Vec<Vec<u8>>,
     out: Vec<u8>,
+    udp_io: UdpIo,
+    /// Whether the kernel supports a minimum wait (IORING_FEAT_MIN_TIMEOUT).
+    min_wait: bool,
+    batch_wait_us: u32,
+}
+
+/// A UDP send in flight: the message, and the msghdr the kernel reads.
+#[repr(C)]
+struct SendSlot {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    name: Storage,
+}
+
+/// The io_uring side of the UDP sockets. Field order: `recv_hdr`, the send
+/// slots and their data outlive every request that points at them, and the
+/// buffer ring is unregistered with the ring (dropped first, in Worker).
+struct UdpIo {
+    bufs: BufRing,
+    recv_hdr: Box<libc::msghdr>,
+    sends: Box<[SendSlot]>,
+    send_data: Vec<Vec<u8>>,
+    free_sends: Vec<u16>,
+    /// Sockets whose multishot receive ended and must be re-armed.
+    rearm: Vec<usize>,
+    returned: bool,
+}
+
+impl UdpIo {
+    fn new(ring: &IoUring, max_message: usize) -> io::Result<UdpIo> {
+        // Each buffer holds the recvmsg header, the source address and one
+        // datagram of the largest size allowed; the slab is zero-allocated,
+        // so pages no datagram reached are never resident.
+        let buf_size = (max_message.min(65_535) + 256).next_power_of_two();
+        let count = ((32usize << 20) / buf_size).clamp(64, 4096) as u16;
+        let mut bufs = BufRing::new(count, buf_size)?;
+        bufs.register(ring, BGID)?;
+        // SAFETY: zeroed msghdr is valid; RecvMsgMulti reads only the name
+        // and control lengths from it.
+        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        let mut sends: Box<[SendSlot]> = (0..SEND_SLOTS)
+            .map(|_| SendSlot {
+                // SAFETY: msghdr is plain data; zero is valid.
+                hdr: unsafe { std::mem::zeroed() },
+                iov: libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                },
+                name: sockaddr::zeroed(),
+            })
+            .collect();
+        for slot in sends.iter_mut() {
+            // The boxed slice never moves, so these self-references hold.
+            slot.hdr.msg_name = (&mut slot.name as *mut Storage).cast();
+            slot.hdr.msg_iov = &mut slot.iov;
+            slot.hdr.msg_iovlen = 1;
+        }
+        Ok(UdpIo {
+            bufs,
+            recv_hdr,
+            sends,
+            send_data: (0..SEND_SLOTS).map(|_| Vec::new()).collect(),
+            free_sends: (0..SEND_SLOTS as u16).rev().collect(),
+            rearm: Vec::new(),
+            returned: false,
+        })
+    }
+
+    fn give_back(&mut self, bid: u16) {
+        self.bufs.push(bid);
+        self.returned = true;
+    }
 }
 
 impl Worker {
@@ -186,6 +297,21 @@ impl Worker {
             self.report.send_errors += 1;
             return;
         };
+        if let Some(id) = self.udp_io.free_sends.pop() {
+            let i = usize::from(id);
+            let data = &mut self.udp_io.send_data[i];
+            data.clear();
+            data.extend_from_slice(bytes);
+            let slot = &mut self.udp_io.sends[i];
+            slot.iov.iov_base = data.as_mut_ptr().cast();
+            slot.iov.iov_len = data.len();
+            slot.hdr.msg_namelen = sockaddr::write(dest, &mut slot.name);
+            let e = opcode::SendMsg::new(Fd(fd), &slot.hdr)
+                .build()
+                .user_data((SEND << KIND_SHIFT) | u64::from(id));
+            self.push(e);
+            return;
+        }
         let mut name = sockaddr::zeroed();
         let len = sockaddr::write(dest, &mut name);
         // SAFETY: sending a valid buffer to a valid sockaddr.
@@ -301,38 +427,57 @@ impl Worker {
         self.out = out;
     }
 
-    fn read_udp(&mut self, producer: &mut crate::shm::Producer<'_>, i: usize) {
-        let (fd, local) = (self.udp[i].0.as_raw_fd(), self.udp[i].1);
-        for _ in 0..64 {
-            let mut name = sockaddr::zeroed();
-            let mut name_len = std::mem::size_of::<Storage>() as libc::socklen_t;
-            let mut buf = std::mem::take(&mut self.bufs[0]);
-            // SAFETY: receiving into a buffer we own, with room for the address.
-            let n = unsafe {
-                libc::recvfrom(
-                    fd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut name as *mut Storage).cast(),
-                    &mut name_len,
-                )
-            };
-            if n < 0 {
-                self.bufs[0] = buf;
-                return;
-            }
-            if let Some(remote) = sockaddr::read(sockaddr::bytes(&name, name_len as usize)) {
-                let meta = SipMeta {
-                    transport: 0,
-                    local,
-                    remote,
-                    conn: 0,
-                };
-                self.inbound(producer, &buf[..n as usize], meta, None);
-            }
-            self.bufs[0] = buf;
+    /// One completion of a socket's multishot receive.
+    fn on_recv(&mut self, producer: &mut crate::shm::Producer<'_>, i: usize, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.udp_io.rearm.push(i);
         }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            return;
+        };
+        let Some(&(_, local)) = self.udp.get(i) else {
+            self.udp_io.give_back(bid);
+            return;
+        };
+        if res <= 0 {
+            self.udp_io.give_back(bid);
+            return;
+        }
+        let buf = self.udp_io.bufs.buffer(bid, res as usize);
+        let Ok(msg) = RecvMsgOut::parse(buf, &self.udp_io.recv_hdr) else {
+            self.udp_io.give_back(bid);
+            return;
+        };
+        if msg.is_payload_truncated() {
+            self.report.oversized += 1;
+            self.udp_io.give_back(bid);
+            return;
+        }
+        let Some(remote) = sockaddr::read(msg.name_data()) else {
+            self.udp_io.give_back(bid);
+            return;
+        };
+        let payload = msg.payload_data();
+        // SAFETY: buffer `bid` is ours until it is given back below: the
+        // kernel only fills buffers published in the ring, and nothing in
+        // inbound() touches the receive buffers.
+        let payload = unsafe { std::slice::from_raw_parts(payload.as_ptr(), payload.len()) };
+        let meta = SipMeta {
+            transport: 0,
+            local,
+            remote,
+            conn: 0,
+        };
+        self.inbound(producer, payload, meta, None);
+        self.udp_io.give_back(bid);
+    }
+
+    fn arm_recv(&mut self, i: usize) {
+        let fd = self.udp[i].0.as_raw_fd();
+        let e = opcode::RecvMsgMulti::new(Fd(fd), &*self.udp_io.recv_hdr, BGID)
+            .build()
+            .user_data((UDP << KIND_SHIFT) | i as u64);
+        self.push(e);
     }
 
     fn accept(&mut self, i: usize) {
@@ -449,20 +594,15 @@ impl Worker {
 
     /// Sends what the control plane queued.
     fn drain_outbound(&mut self, consumer: &mut crate::shm::Consumer<'_>) {
-        let mut batch: Vec<(SipMeta, Vec<u8>)> = Vec::new();
-        while let Some(r) = consumer.peek() {
-            batch.push((SipMeta::decode(r.meta), r.payload.to_vec()));
-            consumer.advance();
-            if batch.len() >= 256 {
-                break;
-            }
-        }
-        for (meta, bytes) in batch {
+        for _ in 0..1024 {
+            let Some(r) = consumer.peek() else { break };
+            let meta = SipMeta::decode(r.meta);
             if meta.transport == 1 {
-                self.send_tcp(meta.conn, meta.local, meta.remote, &bytes);
+                self.send_tcp(meta.conn, meta.local, meta.remote, r.payload);
             } else {
-                self.send_udp(meta.local, meta.remote, &bytes);
+                self.send_udp(meta.local, meta.remote, r.payload);
             }
+            consumer.advance();
         }
     }
 }
@@ -485,7 +625,10 @@ pub(super) fn run(
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .build(256)?;
+            .setup_cqsize(8192)
+            .build(2048)?;
+        let min_wait = ring.params().is_feature_min_timeout();
+        let udp_io = UdpIo::new(&ring, settings.limits.max_message_size)?;
         let mut udp = Vec::new();
         let mut listeners = Vec::new();
         for (t, addr) in &settings.listeners {
@@ -509,8 +652,10 @@ pub(super) fn run(
             limits: settings.limits,
             report: SipWorkerReport::default(),
             futex_armed: false,
-            bufs: vec![vec![0u8; settings.limits.max_message_size.max(2048) + 1]],
             out: Vec::with_capacity(2048),
+            udp_io,
+            min_wait,
+            batch_wait_us: settings.batch_wait_us,
         };
         Ok((channel, w))
     })();
@@ -528,8 +673,7 @@ pub(super) fn run(
     let mut producer = channel.producer(Direction::ToControlPlane);
     let mut consumer = channel.consumer(Direction::ToDataplane);
     for i in 0..w.udp.len() {
-        let fd = w.udp[i].0.as_raw_fd();
-        w.poll(fd, UDP, i as u64);
+        w.arm_recv(i);
     }
     for i in 0..w.listeners.len() {
         let fd = w.listeners[i].0.as_raw_fd();
@@ -549,8 +693,19 @@ pub(super) fn run(
             w.futex_armed = true;
         }
         let ts = Timespec::from(Duration::from_millis(200));
-        let args = SubmitArgs::new().timespec(&ts);
-        match w.ring.submitter().submit_with_args(1, &args) {
+        // Submits the queued sends and waits; with a minimum wait, traffic
+        // that arrives within it is handled in the same pass.
+        let (want, args) = if w.min_wait && w.batch_wait_us > 0 {
+            (
+                64,
+                SubmitArgs::new()
+                    .timespec(&ts)
+                    .min_wait_usec(w.batch_wait_us),
+            )
+        } else {
+            (1, SubmitArgs::new().timespec(&ts))
+        };
+        match w.ring.submitter().submit_with_args(want, &args) {
             Ok(_) => {}
             Err(e)
                 if matches!(
@@ -568,15 +723,17 @@ pub(super) fn run(
             .completion()
             .map(|c| (c.user_data(), c.result(), c.flags()))
             .collect();
-        for (data, _res, flags) in events {
+        for (data, res, flags) in events {
             let id = data & ((1 << KIND_SHIFT) - 1);
             match data >> KIND_SHIFT {
-                UDP => {
-                    w.read_udp(&mut producer, id as usize);
-                    if !cqueue::more(flags) {
-                        let fd = w.udp[id as usize].0.as_raw_fd();
-                        w.poll(fd, UDP, id);
+                UDP => w.on_recv(&mut producer, id as usize, res, flags),
+                SEND => {
+                    if res < 0 {
+                        w.report.send_errors += 1;
+                    } else {
+                        w.report.sent += 1;
                     }
+                    w.udp_io.free_sends.push(id as u16);
                 }
                 LISTEN => {
                     w.accept(id as usize);
@@ -597,6 +754,13 @@ pub(super) fn run(
                 FUTEX => w.futex_armed = false,
                 _ => {}
             }
+        }
+        if w.udp_io.returned {
+            w.udp_io.bufs.publish();
+            w.udp_io.returned = false;
+        }
+        for i in std::mem::take(&mut w.udp_io.rearm) {
+            w.arm_recv(i);
         }
         if last_purge.elapsed() > Duration::from_secs(10) {
             w.limiter.purge(Instant::now());

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# SIP proxy benchmark, side by side in one run: rvoip (config/proxy.toml:
+# transaction-stateful, record-routing, to 127.0.0.1:5070) vs Kamailio 5.6
+# with the anchor's stateful cfg (tm + rr, `-x tlsf`), both driven by the
+# anchor's step runner (../shared/anchors/sip_run.sh: SIPp built-in uac ->
+# proxy on 127.0.0.1:5060 -> SIPp built-in uas on :5070). Loopback only;
+# every process is bounded in time.
+#
+# usage: benches/sip/compare.sh [DURATION_S] RATE...
+#   e.g. benches/sip/compare.sh 20 1000 2000 4000 6000
+# env: PROXIES="rvoip kamailio" (default both), WARMUP (anchor default 6 s)
+#
+# Per step and proxy it prints the anchor's verdict (PASS: < 0.1 % failed and
+# >= 98 % of the offered rate), the achieved rate, and the proxy's CPU per
+# call in µs (whole process tree: for rvoip the dataplane and its control
+# plane child), then the rvoip/Kamailio CPU ratio per step and the highest
+# passing rate of each.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
+DUR=${1:-20}; shift || true
+STEPS=("$@"); [ ${#STEPS[@]} -gt 0 ] || STEPS=(1000 2000 4000)
+PROXIES=${PROXIES:-"rvoip kamailio"}
+OUT=${OUT:-$ROOT/target/sip-bench}
+rm -rf "$OUT"; mkdir -p "$OUT"
+export RESULTS=$OUT/anchor QUIET_WAIT=${QUIET_WAIT:-60} KAM_EXTRA=${KAM_EXTRA:--x tlsf}
+
+cargo build -q --release --bin rvoip --manifest-path "$ROOT/Cargo.toml"
+
+PID=""
+stop_rvoip() {
+    [ -n "$PID" ] || return 0
+    kill -TERM "$PID" 2>/dev/null
+    for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+    PID=""
+}
+trap stop_rvoip EXIT
+trap 'exit 130' INT TERM
+
+start_rvoip() {
+    rm -rf "$OUT/state" "/dev/shm/rvoip-sip-bench"
+    cp "$ROOT/config/users.toml" "$OUT/users.toml"
+    sed -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \
+        -e "s#ring_dir = \"/dev/shm/rvoip\"#ring_dir = \"/dev/shm/rvoip-sip-bench\"#" \
+        "$ROOT/config/proxy.toml" > "$OUT/proxy.toml"
+    "$ROOT/target/release/rvoip" run --config "$OUT/proxy.toml" > "$OUT/rvoip-$1.log" 2>&1 &
+    PID=$!
+    python3 - <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
+msg = ("OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-b;rport\r\n"
+       "From: <sip:b@rvoip.test>;tag=b\r\nTo: <sip:127.0.0.1>\r\nCall-ID: bench-ready\r\n"
+       "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+for _ in range(100):
+    s.sendto(msg, ("127.0.0.1", 5060))
+    try:
+        if s.recv(2000).startswith(b"SIP/2.0 200"):
+            sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit("rvoip did not answer OPTIONS")
+PY
+}
+
+printf "%-9s %6s %-5s %9s %9s %12s\n" proxy rate pass achieved fail_pct cpu_us_call | tee "$OUT/summary.txt"
+for rate in "${STEPS[@]}"; do
+    for proxy in $PROXIES; do
+        case $proxy in
+            rvoip)
+                start_rvoip "$rate" || { echo "rvoip failed to start" >&2; stop_rvoip; continue; }
+                line=$(PROXY_PID=$PID "$ANCHORS/sip_run.sh" external "$rate" "$DUR" | tail -1)
+                stop_rvoip
+                ;;
+            kamailio)
+                line=$("$ANCHORS/sip_run.sh" stateful "$rate" "$DUR" | tail -1)
+                ;;
+        esac
+        echo "$proxy $rate $line" >> "$OUT/raw.txt"
+        python3 - "$proxy" "$rate" "$line" <<'PY' | tee -a "$OUT/summary.txt"
+import sys
+proxy, rate, line = sys.argv[1], sys.argv[2], sys.argv[3]
+kv = dict(x.split("=", 1) for x in line.split() if "=" in x)
+try:
+    ok = float(kv["fail_pct"]) < 0.1 and float(kv["achieved_cps"]) >= 0.98 * float(kv["target_cps"])
+    cpu = float(kv["proxy_cpu_s_per_1k_calls"]) * 1000.0
+    print(f"{proxy:<9} {rate:>6} {'PASS' if ok else 'FAIL':<5} {float(kv['achieved_cps']):>9.0f} {float(kv['fail_pct']):>9.4f} {cpu:>12.1f}")
+except (KeyError, ValueError):
+    print(f"{proxy:<9} {rate:>6} {'ERROR':<5} {'?':>9} {'?':>9} {'?':>12}")
+PY
+        sleep 2
+    done
+done
+
+echo
+awk 'NR > 1 && $6 != "?" { cpu[$1, $2] = $6; steps[$2] = 1; if ($3 == "PASS" && $2 > best[$1]) best[$1] = $2 }
+     END {
+       printf "%6s %16s\n", "rate", "rvoip/kamailio";
+       for (s in steps)
+         if (cpu["rvoip", s] != "" && cpu["kamailio", s] > 0)
+           printf "%6s %15.2fx\n", s, cpu["rvoip", s] / cpu["kamailio", s];
+       printf "max passing rate: rvoip %d cps, kamailio %d cps\n", best["rvoip"], best["kamailio"];
+     }' "$OUT/summary.txt" | tee -a "$OUT/summary.txt"

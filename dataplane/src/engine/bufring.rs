@@ -1,0 +1,99 @@
+//! A provided-buffer ring for io_uring multishot receives: a page-aligned
+//! ring of buffer descriptors the kernel draws from, and the slab the
+//! buffers live in. Buffers go back to the kernel with `push` + `publish`.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::IoUring;
+use io_uring::types::BufRingEntry;
+
+/// A provided-buffer ring and the memory behind it.
+pub(crate) struct BufRing {
+    ring: *mut BufRingEntry,
+    ring_len: usize,
+    slab: Box<[u8]>,
+    entries: u16,
+    buf_size: usize,
+    tail: u16,
+}
+
+impl BufRing {
+    pub(crate) fn new(entries: u16, buf_size: usize) -> io::Result<Self> {
+        let ring_len = usize::from(entries) * std::mem::size_of::<BufRingEntry>();
+        // SAFETY: an anonymous private mapping; the result is checked. mmap
+        // memory is page-aligned, as the kernel requires.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut r = BufRing {
+            ring: ptr.cast(),
+            ring_len,
+            slab: vec![0u8; usize::from(entries) * buf_size].into_boxed_slice(),
+            entries,
+            buf_size,
+            tail: 0,
+        };
+        for bid in 0..entries {
+            r.push(bid);
+        }
+        r.publish();
+        Ok(r)
+    }
+
+    pub(crate) fn register(&mut self, ring: &IoUring, group: u16) -> io::Result<()> {
+        // SAFETY: the mapping lives as long as self; owners drop the ring
+        // before the buffers (field order).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(self.ring as u64, self.entries, group, 0)
+        }
+    }
+
+    /// Hands buffer `bid` back to the kernel (visible after `publish`).
+    pub(crate) fn push(&mut self, bid: u16) {
+        let idx = usize::from(self.tail & (self.entries - 1));
+        // SAFETY: idx < entries, inside the mapping; bid < entries so the
+        // address is inside the slab, which is never resized.
+        unsafe {
+            let e = &mut *self.ring.add(idx);
+            e.set_addr(self.slab.as_ptr().add(usize::from(bid) * self.buf_size) as u64);
+            e.set_len(self.buf_size as u32);
+            e.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes pushed buffers visible to the kernel.
+    pub(crate) fn publish(&mut self) {
+        // SAFETY: the tail field lives inside the first entry of the mapping
+        // and is only written by us; the kernel reads it with acquire order.
+        unsafe {
+            let tail = BufRingEntry::tail(self.ring.cast_const()) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid) * self.buf_size;
+        &self.slab[start..start + len.min(self.buf_size)]
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in new().
+        unsafe { libc::munmap(self.ring.cast(), self.ring_len) };
+    }
+}
