@@ -373,3 +373,89 @@ Call-ID: r{i}\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>;q={q}\r\nContent-Lengt
         .unwrap_or_else(|| panic!("answer upstream"));
     assert_eq!(status(up), Some(200));
 }
+
+/// Registers `contacts` (contact, q) for alice, one REGISTER each.
+fn register_alice(c: &mut SipCore, contacts: &[(&str, &str)]) {
+    for (i, (contact, q)) in contacts.iter().enumerate() {
+        let from = format!("127.0.0.1:{}", 6001 + i);
+        let reg = format!(
+            "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-rp{i}\r\nFrom: <sip:alice@rvoip.test>;tag=a\r\nTo: <sip:alice@rvoip.test>\r\n\
+Call-ID: rp{i}\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>;q={q}\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(status(&deliver(c, 0, &from, &reg)[0]), Some(200));
+    }
+}
+
+#[test]
+fn equal_q_contacts_ring_in_parallel_and_the_answer_cancels_the_rest() {
+    let mut c = core(AuthPolicy::Off);
+    register_alice(
+        &mut c,
+        &[
+            ("sip:alice@127.0.0.1:6001", "0.7"),
+            ("sip:alice@127.0.0.1:6002", "0.7"),
+        ],
+    );
+    let inv = invite("z9hG4bK-par", "call-p").replace(
+        "sip:service@127.0.0.1:5060 SIP/2.0",
+        "sip:alice@rvoip.test SIP/2.0",
+    );
+    let out = deliver(&mut c, 10, UAC, &inv);
+    let branch = |port: &str| {
+        out.iter()
+            .find(|o| o.dest == addr(port) && status(o).is_none())
+            .unwrap_or_else(|| panic!("a branch to {port}"))
+            .clone()
+    };
+    let (a, b) = (branch("127.0.0.1:6001"), branch("127.0.0.1:6002"));
+    assert_ne!(
+        parse(&a).top_via().ok().and_then(|v| v.branch()),
+        parse(&b).top_via().ok().and_then(|v| v.branch()),
+        "each fork is its own client transaction"
+    );
+    // Both ring; the first answers; the other is cancelled (§16.7 step 10).
+    deliver(&mut c, 20, "127.0.0.1:6001", &answer(&a, 180, "ra"));
+    deliver(&mut c, 20, "127.0.0.1:6002", &answer(&b, 180, "rb"));
+    let out = deliver(&mut c, 30, "127.0.0.1:6001", &answer(&a, 200, "ra"));
+    assert!(
+        out.iter()
+            .any(|o| o.dest == addr(UAC) && status(o) == Some(200)),
+        "the 2xx goes upstream"
+    );
+    let cancel = out
+        .iter()
+        .find(|o| o.dest == addr("127.0.0.1:6002"))
+        .unwrap_or_else(|| panic!("CANCEL to the other fork"));
+    let m = parse(cancel);
+    assert_eq!(m.method(), Some(rvoip_dataplane::sip::Method::Cancel));
+    assert_eq!(
+        m.top_via().ok().and_then(|v| v.branch()),
+        parse(&b).top_via().ok().and_then(|v| v.branch()),
+        "the CANCEL matches the INVITE it cancels"
+    );
+}
+
+#[test]
+fn invites_are_challenged_with_407_when_configured() {
+    let mut c = core(AuthPolicy::RegisterAndInvite);
+    let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-407", "call-407"));
+    assert_eq!(out.len(), 1, "challenged, not forwarded");
+    assert_eq!(status(&out[0]), Some(407));
+    let m = parse(&out[0]);
+    let offers: Vec<String> = m
+        .header_lines(HeaderName::ProxyAuthenticate)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(
+        offers.iter().any(|v| v.contains("algorithm=MD5"))
+            && offers.iter().any(|v| v.contains("algorithm=SHA-256")),
+        "{offers:?}"
+    );
+    // REGISTER alone is challenged with 401 in this mode too.
+    let reg = "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-r407\r\nFrom: <sip:alice@rvoip.test>;tag=a\r\n\
+To: <sip:alice@rvoip.test>\r\nCall-ID: r407\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:5090>\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(
+        status(&deliver(&mut c, 0, "127.0.0.1:5090", reg)[0]),
+        Some(401)
+    );
+}
