@@ -64,7 +64,6 @@ pub(crate) struct Branch {
     /// The branch parameter of our Via on this branch.
     branch_id: String,
     hop: Hop,
-    request: Vec<u8>,
     state: BranchState,
     cancel_pending: bool,
 }
@@ -74,7 +73,7 @@ pub(crate) struct Branch {
 pub(crate) struct Context {
     server: ServerKey,
     invite: bool,
-    original: Vec<u8>,
+    original: std::rc::Rc<[u8]>,
     /// Target groups not tried yet (sequential forking).
     later: VecDeque<Vec<Target>>,
     branches: Vec<Branch>,
@@ -308,7 +307,7 @@ impl SipCore {
             Context {
                 server: key,
                 invite,
-                original: msg.as_bytes().to_vec(),
+                original: msg.as_bytes().into(),
                 later: groups,
                 branches: Vec::new(),
                 best: None,
@@ -335,9 +334,9 @@ impl SipCore {
         let Some(ctx) = self.proxies.get(&id) else {
             return;
         };
-        let original = ctx.original.clone();
         let invite = ctx.invite;
         let index = ctx.branches.len();
+        let original = std::rc::Rc::clone(&ctx.original);
         let Ok(msg) = SipMessage::parse(&original, Framing::Datagram, &Limits::default()) else {
             return;
         };
@@ -386,7 +385,7 @@ impl SipCore {
         let client = self.keys.client(branch.as_bytes(), method);
         let txn = ClientTransaction::new(
             now,
-            out.clone(),
+            out,
             invite,
             t.hop.transport.reliable(),
             self.config.timers,
@@ -405,7 +404,6 @@ impl SipCore {
                 client,
                 branch_id: branch,
                 hop: t.hop,
-                request: out,
                 state: BranchState::Pending,
                 cancel_pending: false,
             });
@@ -426,8 +424,12 @@ impl SipCore {
             return;
         };
         let hop = branch.hop;
-        let Ok(invite) = SipMessage::parse(&branch.request, Framing::Datagram, &Limits::default())
-        else {
+        // The INVITE as sent is in its client transaction, which is still
+        // proceeding: a CANCEL is only sent for a branch that is not done.
+        let Some(request) = self.clients.get(&branch.client).map(|e| e.txn.request()) else {
+            return;
+        };
+        let Ok(invite) = SipMessage::parse(request, Framing::Datagram, &Limits::default()) else {
             return;
         };
         let Some(cancel) = build::cancel_for(&invite) else {
@@ -623,7 +625,7 @@ impl SipCore {
         }
         ctx.final_sent = true;
         let server = ctx.server;
-        let original = ctx.original.clone();
+        let original = std::rc::Rc::clone(&ctx.original);
         let (code, bytes) = match ctx.best.take() {
             // §16.7 step 6: a 503 is not passed on; 500 says the proxy failed.
             Some((503, _)) | None => {
