@@ -8,7 +8,8 @@
 #
 # usage: benches/sip/compare.sh [DURATION_S] RATE...
 #   e.g. benches/sip/compare.sh 20 1000 2000 4000 6000
-# env: PROXIES="rvoip kamailio" (default both), WARMUP (anchor default 6 s)
+# env: PROXIES="rvoip kamailio" (default both; also rvoip-stateless and
+#      kamailio-stateless, the stateless modes), WARMUP (anchor default 6 s)
 #
 # Per step and proxy it prints the anchor's verdict (PASS: < 0.1 % failed and
 # >= 98 % of the offered rate), the achieved rate, and the proxy's CPU per
@@ -41,10 +42,16 @@ trap stop_rvoip EXIT
 trap 'exit 130' INT TERM
 
 start_rvoip() {
+    # The previous instance's sockets close with its io_uring, asynchronously.
+    for _ in $(seq 150); do
+        ss -Hlun "src 127.0.0.1:5060" | grep -q . || break
+        sleep 0.2
+    done
     rm -rf "$OUT/state" "/dev/shm/rvoip-sip-bench"
     cp "$ROOT/config/users.toml" "$OUT/users.toml"
     sed -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \
         -e "s#ring_dir = \"/dev/shm/rvoip\"#ring_dir = \"/dev/shm/rvoip-sip-bench\"#" \
+        -e "s#^stateful = true#stateful = ${2:-true}#" \
         "$ROOT/config/proxy.toml" > "$OUT/proxy.toml"
     "$ROOT/target/release/rvoip" run --config "$OUT/proxy.toml" > "$OUT/rvoip-$1.log" 2>&1 &
     PID=$!
@@ -65,7 +72,7 @@ sys.exit("rvoip did not answer OPTIONS")
 PY
 }
 
-printf "%-9s %6s %-5s %9s %9s %12s\n" proxy rate pass achieved fail_pct cpu_us_call | tee "$OUT/summary.txt"
+printf "%-18s %6s %-5s %9s %9s %12s\n" proxy rate pass achieved fail_pct cpu_us_call | tee "$OUT/summary.txt"
 for rate in "${STEPS[@]}"; do
     for proxy in $PROXIES; do
         case $proxy in
@@ -74,8 +81,16 @@ for rate in "${STEPS[@]}"; do
                 line=$(PROXY_PID=$PID "$ANCHORS/sip_run.sh" external "$rate" "$DUR" | tail -1)
                 stop_rvoip
                 ;;
+            rvoip-stateless)
+                start_rvoip "$rate" false || { echo "rvoip failed to start" >&2; stop_rvoip; continue; }
+                line=$(PROXY_PID=$PID "$ANCHORS/sip_run.sh" external "$rate" "$DUR" | tail -1)
+                stop_rvoip
+                ;;
             kamailio)
                 line=$("$ANCHORS/sip_run.sh" stateful "$rate" "$DUR" | tail -1)
+                ;;
+            kamailio-stateless)
+                line=$("$ANCHORS/sip_run.sh" stateless "$rate" "$DUR" | tail -1)
                 ;;
         esac
         echo "$proxy $rate $line" >> "$OUT/raw.txt"
@@ -86,20 +101,26 @@ kv = dict(x.split("=", 1) for x in line.split() if "=" in x)
 try:
     ok = float(kv["fail_pct"]) < 0.1 and float(kv["achieved_cps"]) >= 0.98 * float(kv["target_cps"])
     cpu = float(kv["proxy_cpu_s_per_1k_calls"]) * 1000.0
-    print(f"{proxy:<9} {rate:>6} {'PASS' if ok else 'FAIL':<5} {float(kv['achieved_cps']):>9.0f} {float(kv['fail_pct']):>9.4f} {cpu:>12.1f}")
+    print(f"{proxy:<18} {rate:>6} {'PASS' if ok else 'FAIL':<5} {float(kv['achieved_cps']):>9.0f} {float(kv['fail_pct']):>9.4f} {cpu:>12.1f}")
 except (KeyError, ValueError):
-    print(f"{proxy:<9} {rate:>6} {'ERROR':<5} {'?':>9} {'?':>9} {'?':>12}")
+    print(f"{proxy:<18} {rate:>6} {'ERROR':<5} {'?':>9} {'?':>9} {'?':>12}")
 PY
         sleep 2
     done
 done
 
 echo
-awk 'NR > 1 && $6 != "?" { cpu[$1, $2] = $6; steps[$2] = 1; if ($3 == "PASS" && $2 > best[$1]) best[$1] = $2 }
+awk 'NR > 1 && $6 != "?" { cpu[$1, $2] = $6; if (!($2 in steps)) order[n++] = $2; steps[$2] = 1; if ($3 == "PASS" && $2 > best[$1]) best[$1] = $2 }
      END {
-       printf "%6s %16s\n", "rate", "rvoip/kamailio";
-       for (s in steps)
-         if (cpu["rvoip", s] != "" && cpu["kamailio", s] > 0)
-           printf "%6s %15.2fx\n", s, cpu["rvoip", s] / cpu["kamailio", s];
-       printf "max passing rate: rvoip %d cps, kamailio %d cps\n", best["rvoip"], best["kamailio"];
+       printf "%6s %16s %26s\n", "rate", "rvoip/kamailio", "stateless rvoip/kamailio";
+       for (i = 0; i < n; i++) {
+         s = order[i];
+         a = (cpu["rvoip", s] != "" && cpu["kamailio", s] > 0) ? sprintf("%.2fx", cpu["rvoip", s] / cpu["kamailio", s]) : "-";
+         b = (cpu["rvoip-stateless", s] != "" && cpu["kamailio-stateless", s] > 0) ? sprintf("%.2fx", cpu["rvoip-stateless", s] / cpu["kamailio-stateless", s]) : "-";
+         printf "%6s %16s %26s\n", s, a, b;
+       }
+       printf "max passing rate: rvoip %d cps, kamailio %d cps", best["rvoip"], best["kamailio"];
+       if (best["rvoip-stateless"] + best["kamailio-stateless"] > 0)
+         printf "; stateless: rvoip %d cps, kamailio %d cps", best["rvoip-stateless"], best["kamailio-stateless"];
+       printf "\n";
      }' "$OUT/summary.txt" | tee -a "$OUT/summary.txt"

@@ -74,6 +74,7 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
             })
             .collect(),
         record_route: config.proxy.record_route,
+        stateful: config.proxy.stateful,
         auth: match r.auth {
             AuthMode::Off => AuthPolicy::Off,
             AuthMode::Register => AuthPolicy::Register,

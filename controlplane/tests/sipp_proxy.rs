@@ -37,17 +37,20 @@ impl Proxy {
     /// Starts rvoip with the next hop of the static route at `route_to`, and
     /// waits until its control plane answers.
     fn start(name: &str, route_to: u16) -> Proxy {
+        Self::start_with(name, route_to, &[])
+    }
+
+    /// As `start`, with further replacements in the configuration.
+    fn start_with(name: &str, route_to: u16, extra: &[(&str, String)]) -> Proxy {
         let dir = test_dir(name);
         let port = free_udp_port();
-        let config = test_config(
-            "proxy.toml",
-            &dir,
-            &[
-                ("127.0.0.1:5060", format!("127.0.0.1:{port}")),
-                ("127.0.0.1:5070", format!("127.0.0.1:{route_to}")),
-                ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
-            ],
-        );
+        let mut replacements = vec![
+            ("127.0.0.1:5060", format!("127.0.0.1:{port}")),
+            ("127.0.0.1:5070", format!("127.0.0.1:{route_to}")),
+            ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
+        ];
+        replacements.extend(extra.iter().cloned());
+        let config = test_config("proxy.toml", &dir, &replacements);
         Self::launch(dir, port, config)
     }
 
@@ -236,6 +239,55 @@ fn udp_calls_flow_through_the_proxy() {
         Duration::from_secs(60),
     );
     assert_eq!((s.successful, s.failed, s.exit), (200, 0, Some(0)), "{s:?}");
+}
+
+#[test]
+fn calls_flow_through_the_stateless_proxy() {
+    let uas_port = free_udp_port();
+    let proxy = Proxy::start_with(
+        "sipp-stateless",
+        uas_port,
+        &[("stateful = true", "stateful = false".into())],
+    );
+    let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_udp_port().to_string();
+    let target = proxy.target();
+    let s = sipp(
+        &proxy.dir,
+        "uac-stateless",
+        &[
+            "-sn",
+            "uac",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            &target,
+            "-m",
+            "100",
+            "-r",
+            "50",
+            "-trace_msg",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!((s.successful, s.failed, s.exit), (100, 0, Some(0)), "{s:?}");
+    // The built-in UAS sends no 100 Trying, and a stateless proxy makes none
+    // (RFC 3261 §16.11): the UAC saw 180 and 200 only.
+    let log = std::fs::read_dir(&proxy.dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("uac_") && n.ends_with("_messages.log"))
+        })
+        .expect("SIPp message trace");
+    let trace = std::fs::read_to_string(log).unwrap();
+    assert_eq!(trace.matches("\nSIP/2.0 180 Ringing").count(), 100);
+    assert!(!trace.contains("SIP/2.0 100 "), "a 100 Trying came back");
 }
 
 #[test]

@@ -187,6 +187,13 @@ fn default_udp() -> Transport {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
+    /// `true`: transaction-stateful (RFC 3261 §16: 100 Trying, forking,
+    /// response selection, CANCEL, Timer C). `false`: stateless (§16.11):
+    /// every request goes to the first target and every response back by
+    /// its Via, with no state kept; requests for this element (REGISTER,
+    /// OPTIONS) are still answered.
+    #[serde(default = "default_true")]
+    pub stateful: bool,
     /// Record-Route dialog-creating requests.
     #[serde(default = "default_true")]
     pub record_route: bool,
@@ -202,6 +209,7 @@ fn default_true() -> bool {
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
+            stateful: true,
             record_route: true,
             routes: Vec::new(),
         }

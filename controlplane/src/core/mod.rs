@@ -113,6 +113,8 @@ pub struct CoreConfig {
     pub routes: Vec<Route>,
     /// Add Record-Route to dialog-creating requests.
     pub record_route: bool,
+    /// Transaction-stateful proxying (false: stateless, §16.11).
+    pub stateful: bool,
     /// Authentication policy.
     pub auth: AuthPolicy,
     /// Nonce lifetime.
@@ -135,6 +137,7 @@ impl Default for CoreConfig {
             listeners: Vec::new(),
             routes: Vec::new(),
             record_route: true,
+            stateful: true,
             auth: AuthPolicy::Off,
             nonce_lifetime_ms: 300_000,
             timers: Timers::default(),
@@ -620,7 +623,7 @@ impl SipCore {
             self.respond(now, &key, msg, r.status, reason_phrase(r.status), &extra);
             return;
         }
-        if method == Method::Cancel {
+        if method == Method::Cancel && self.config.stateful {
             self.on_cancel(now, &key, msg);
             return;
         }
@@ -662,7 +665,11 @@ impl SipCore {
                 }
             }
         }
-        self.proxy_request(now, now_unix_ms, key, msg, inb, local_domain);
+        if self.config.stateful {
+            self.proxy_request(now, now_unix_ms, key, msg, inb, local_domain);
+        } else {
+            self.proxy_stateless(now, now_unix_ms, key, msg, inb, local_domain);
+        }
     }
 
     /// Checks credentials in `header`; Err(stale) means challenge.

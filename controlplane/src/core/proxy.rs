@@ -276,6 +276,72 @@ impl SipCore {
         }
     }
 
+    /// Stateless proxying (§16.11): the request goes to the first target
+    /// with a branch computed from its own, so a retransmission, and the
+    /// CANCEL or non-2xx ACK of an INVITE, leave with the branch the INVITE
+    /// left with. Nothing is remembered.
+    pub(super) fn proxy_stateless(
+        &mut self,
+        now: Millis,
+        now_unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        local_domain: bool,
+    ) {
+        let target = self
+            .targets(msg, inb, local_domain, now_unix_ms)
+            .into_iter()
+            .next()
+            .and_then(|g| g.into_iter().next());
+        let Some(t) = target else {
+            self.respond(now, &key, msg, 404, "Not Found", &[]);
+            return;
+        };
+        // Only a locally answered request needs its server transaction.
+        self.servers.remove(&key);
+        let mut f = Forward::new(msg);
+        if t.pop_route {
+            let _ = f.pop_route();
+        }
+        if let Some(uri) = &t.uri
+            && f.set_request_uri(uri.as_bytes()).is_err()
+        {
+            return;
+        }
+        for p in t.path.iter().rev() {
+            f.add_route(format!("<{p}>").as_bytes());
+        }
+        if f.decrement_max_forwards().is_err() {
+            return;
+        }
+        let branch = build::branch(&[
+            msg.top_via()
+                .ok()
+                .and_then(|v| v.branch())
+                .unwrap_or_default(),
+            b"stateless",
+        ]);
+        f.push_via(build::via_value(t.hop.transport, t.hop.local, &branch).as_bytes());
+        let dialog_creating = matches!(
+            msg.method(),
+            Some(Method::Invite | Method::Subscribe | Method::Refer)
+        );
+        let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
+        if self.config.record_route && dialog_creating && !in_dialog {
+            let transport = if t.hop.transport == Transport::Tcp {
+                ";transport=tcp"
+            } else {
+                ""
+            };
+            f.add_record_route(format!("<sip:{};lr{transport}>", t.hop.local).as_bytes());
+        }
+        let mut out = Vec::with_capacity(msg.len() + 200);
+        f.write_to(&mut out);
+        self.counters.forwarded += 1;
+        self.emit(t.hop, out);
+    }
+
     pub(super) fn proxy_request(
         &mut self,
         now: Millis,

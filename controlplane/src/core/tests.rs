@@ -459,3 +459,46 @@ To: <sip:alice@rvoip.test>\r\nCall-ID: r407\r\nCSeq: 1 REGISTER\r\nContact: <sip
         Some(401)
     );
 }
+
+#[test]
+fn a_stateless_proxy_forwards_without_100_trying_and_keeps_no_state() {
+    let mut c = core(AuthPolicy::Off);
+    c.config.stateful = false;
+    let top_branch = |o: &Outbound| {
+        parse(o)
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch())
+            .map(<[u8]>::to_vec)
+    };
+    let inv = invite("z9hG4bK-sl", "call-sl");
+    let out = deliver(&mut c, 0, UAC, &inv);
+    assert_eq!(out.len(), 1, "forwarded, and no 100 Trying (§16.11)");
+    assert_eq!(out[0].dest, addr(UAS));
+    let fwd = out[0].clone();
+    assert!(
+        parse(&fwd).header(HeaderName::RecordRoute).is_some(),
+        "record-routed"
+    );
+    // A retransmission is forwarded again, with the same branch.
+    let again = deliver(&mut c, 500, UAC, &inv);
+    assert_eq!(again.len(), 1);
+    assert_eq!(top_branch(&again[0]), top_branch(&fwd));
+    // The CANCEL leaves with the branch of the INVITE it cancels.
+    let cancel = format!(
+        "CANCEL sip:service@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bK-sl\r\nMax-Forwards: 70\r\n\
+From: <sip:uac@127.0.0.1:5080>;tag=f1\r\nTo: <sip:service@127.0.0.1:5060>\r\nCall-ID: call-sl\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = deliver(&mut c, 600, UAC, &cancel);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].dest, addr(UAS));
+    assert_eq!(top_branch(&out[0]), top_branch(&fwd));
+    // Responses go back by their Via, ours removed.
+    let out = deliver(&mut c, 700, UAS, &answer(&fwd, 180, "t1"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].dest, addr(UAC));
+    assert_eq!(status(&out[0]), Some(180));
+    assert_eq!(parse(&out[0]).vias().count(), 1);
+    assert_eq!(c.transactions(), (0, 0), "no transaction state");
+    assert!(c.proxies.is_empty());
+}
