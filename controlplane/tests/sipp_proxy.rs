@@ -348,13 +348,15 @@ fn sipp_registers_with_md5_digest_and_a_wrong_password_fails() {
             &port,
             &target,
             "-m",
-            "20",
+            "300",
             "-r",
-            "20",
+            "150",
         ],
         Duration::from_secs(60),
     );
-    assert_eq!((s.successful, s.failed, s.exit), (20, 0, Some(0)), "{s:?}");
+    // Many challenges fall in the same millisecond at this rate: each still
+    // gets a nonce of its own.
+    assert_eq!((s.successful, s.failed, s.exit), (300, 0, Some(0)), "{s:?}");
 
     let port = free_udp_port().to_string();
     let s = sipp(

@@ -191,6 +191,11 @@ pub struct Authenticator {
     lifetime_ms: Millis,
     /// Highest nonce-count seen per live nonce.
     counts: HashMap<String, (u32, Millis)>,
+    /// Random per instance: nonces of an earlier run do not verify (their
+    /// issue times are on another clock and their counts are forgotten).
+    epoch: [u8; 8],
+    /// Makes every nonce unique, also within one millisecond.
+    serial: u64,
 }
 
 impl Authenticator {
@@ -202,6 +207,14 @@ impl Authenticator {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             lifetime_ms,
             counts: HashMap::new(),
+            epoch: {
+                let mut e = [0u8; 8];
+                // Without randomness the epoch is fixed; nonces stay unique
+                // by their serial.
+                let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut e);
+                e
+            },
+            serial: 0,
         }
     }
 
@@ -210,11 +223,18 @@ impl Authenticator {
         &self.realm
     }
 
-    fn nonce_at(&self, issued: Millis) -> String {
-        let mut msg = issued.to_be_bytes().to_vec();
+    /// A nonce: issue time, serial, and an HMAC over both (with the epoch
+    /// and realm), base64url.
+    fn nonce_at(&self, issued: Millis, serial: u64) -> String {
+        let mut msg = Vec::with_capacity(64);
+        msg.extend_from_slice(&self.epoch);
+        msg.extend_from_slice(&issued.to_be_bytes());
+        msg.extend_from_slice(&serial.to_be_bytes());
         msg.extend_from_slice(self.realm.as_bytes());
         let tag = hmac::sign(&self.key, &msg);
-        let mut raw = issued.to_be_bytes().to_vec();
+        let mut raw = Vec::with_capacity(32);
+        raw.extend_from_slice(&issued.to_be_bytes());
+        raw.extend_from_slice(&serial.to_be_bytes());
         raw.extend_from_slice(&tag.as_ref()[..16]);
         URL_SAFE_NO_PAD.encode(raw)
     }
@@ -223,13 +243,15 @@ impl Authenticator {
     fn issued(&self, nonce: &str) -> Option<Millis> {
         let raw = URL_SAFE_NO_PAD.decode(nonce).ok()?;
         let issued = Millis::from_be_bytes(raw.get(..8)?.try_into().ok()?);
-        (self.nonce_at(issued) == nonce).then_some(issued)
+        let serial = u64::from_be_bytes(raw.get(8..16)?.try_into().ok()?);
+        (self.nonce_at(issued, serial) == nonce).then_some(issued)
     }
 
     /// `WWW-Authenticate`/`Proxy-Authenticate` values to send, SHA-256 and
     /// MD5 (RFC 8760 §2.4: one challenge per algorithm).
-    pub fn challenges(&self, now: Millis, stale: bool) -> Vec<String> {
-        let nonce = self.nonce_at(now);
+    pub fn challenges(&mut self, now: Millis, stale: bool) -> Vec<String> {
+        self.serial += 1;
+        let nonce = self.nonce_at(now, self.serial);
         let stale = if stale { ", stale=true" } else { "" };
         [Algorithm::Md5, Algorithm::Sha256]
             .iter()
@@ -352,6 +374,46 @@ mod tests {
 
     fn secrets(u: &str) -> Option<Secret> {
         (u == "alice").then(|| Secret::Password("alicepw".into()))
+    }
+
+    #[test]
+    fn nonces_are_unique_per_challenge_and_die_with_the_instance() {
+        let mut auth = Authenticator::new("rvoip.test", b"secret", 300_000);
+        // Two clients challenged in the same millisecond each get their own
+        // nonce, so each may start at nonce-count 1.
+        let n1 = nonce_of(&auth.challenges(5_000, false)[0]);
+        let n2 = nonce_of(&auth.challenges(5_000, false)[0]);
+        assert_ne!(n1, n2);
+        for n in [&n1, &n2] {
+            let c = answer(
+                Algorithm::Md5,
+                "alice",
+                "alicepw",
+                "rvoip.test",
+                n,
+                "REGISTER",
+                "sip:rvoip.test",
+                "00000001",
+            );
+            assert!(auth.verify(5_001, b"REGISTER", &c, secrets).is_ok());
+        }
+        // A restarted instance (same secret) does not honour them: its clock
+        // and nonce counts start over.
+        let mut again = Authenticator::new("rvoip.test", b"secret", 300_000);
+        let c = answer(
+            Algorithm::Md5,
+            "alice",
+            "alicepw",
+            "rvoip.test",
+            &n1,
+            "REGISTER",
+            "sip:rvoip.test",
+            "00000002",
+        );
+        assert_eq!(
+            again.verify(10, b"REGISTER", &c, secrets).err(),
+            Some(AuthFailure::Rejected)
+        );
     }
 
     #[test]
