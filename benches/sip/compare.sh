@@ -44,7 +44,7 @@ trap 'exit 130' INT TERM
 start_rvoip() {
     # The previous instance's sockets close with its io_uring, asynchronously.
     for _ in $(seq 150); do
-        ss -Hlun "src 127.0.0.1:5060" | grep -q . || break
+        ss -Hlun "( src 127.0.0.1:5060 or src 127.0.0.1:2223 )" | grep -q . || break
         sleep 0.2
     done
     rm -rf "$OUT/state" "/dev/shm/rvoip-sip-bench"

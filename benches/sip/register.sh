@@ -39,7 +39,7 @@ printf "%6s %-5s %9s %9s %12s\n" rate pass achieved fail_pct cpu_us_reg | tee "$
 best=0
 for rate in "${STEPS[@]}"; do
     for _ in $(seq 150); do
-        ss -Hlun "src 127.0.0.1:5060" | grep -q . || break
+        ss -Hlun "( src 127.0.0.1:5060 or src 127.0.0.1:2223 )" | grep -q . || break
         sleep 0.2
     done
     rm -rf "$OUT/state" /dev/shm/rvoip-register-bench

@@ -16,3 +16,4 @@ pub mod pool;
 pub mod sdp;
 pub mod shm;
 pub mod sip;
+pub mod srtp;

@@ -1,0 +1,321 @@
+//! Master keys, the AES-CM key derivation function (RFC 3711 §4.3.1,
+//! RFC 6188 §7, RFC 7714 §11) and the session keys it yields.
+//!
+//! Every type here that holds key material wipes it on drop: master keys and
+//! salts through `zeroize`, the RustCrypto cipher and HMAC states through their
+//! `zeroize` features, ring's AES-GCM key schedule through [`Wiped`].
+#![allow(unsafe_code)]
+
+use std::mem::ManuallyDrop;
+
+use aes::cipher::{KeyInit, KeyIvInit, StreamCipher};
+use hmac::Hmac;
+use ring::aead;
+use sha1::Sha1;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::Suite;
+
+/// Longest master key (AES-256).
+pub const MAX_KEY: usize = 32;
+/// Master salt length of the AES-CM suites; the GCM suites use 12.
+pub const MAX_SALT: usize = 14;
+
+/// A master key and salt with the parameters SDES can attach to them
+/// (RFC 4568 §6.1): lifetime, MKI, key derivation rate.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    key: [u8; MAX_KEY],
+    salt: [u8; MAX_SALT],
+    #[zeroize(skip)]
+    key_len: u8,
+    #[zeroize(skip)]
+    salt_len: u8,
+    /// Master key identifier carried in every packet, if any.
+    #[zeroize(skip)]
+    pub mki: Option<Mki>,
+    /// Packets (SRTP and SRTCP together) this key may protect or verify.
+    #[zeroize(skip)]
+    pub lifetime: u64,
+    /// Key derivation rate as a power of two (RFC 4568 `KDR=n`: rate 2^n);
+    /// `None` derives the session keys once (RFC 3711 rate 0).
+    #[zeroize(skip)]
+    pub kdr_log2: Option<u8>,
+}
+
+impl std::fmt::Debug for MasterKey {
+    // Keys are never logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("key_len", &self.key_len)
+            .field("salt_len", &self.salt_len)
+            .field("mki", &self.mki)
+            .field("lifetime", &self.lifetime)
+            .field("kdr_log2", &self.kdr_log2)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A master key identifier: its value and its length on the wire (1-4 octets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mki {
+    /// The value, right-aligned.
+    pub value: u32,
+    /// Octets on the wire.
+    pub len: u8,
+}
+
+impl Mki {
+    /// Writes the MKI into `out` (exactly `len` octets).
+    pub(crate) fn write(&self, out: &mut [u8]) {
+        let be = self.value.to_be_bytes();
+        out.copy_from_slice(&be[4 - usize::from(self.len)..]);
+    }
+    /// Whether `wire` carries this MKI.
+    pub(crate) fn matches(&self, wire: &[u8]) -> bool {
+        let be = self.value.to_be_bytes();
+        wire == &be[4 - usize::from(self.len)..]
+    }
+}
+
+/// RFC 3711 §9.2: at most 2^48 SRTP packets per master key.
+pub const DEFAULT_LIFETIME: u64 = 1 << 48;
+
+impl MasterKey {
+    /// A master key for `suite` from its key and salt octets, or `None` when
+    /// their lengths do not fit the suite.
+    pub fn new(suite: Suite, key: &[u8], salt: &[u8]) -> Option<Self> {
+        if key.len() != suite.master_key_len() || salt.len() != suite.master_salt_len() {
+            return None;
+        }
+        let mut m = MasterKey {
+            key: [0; MAX_KEY],
+            salt: [0; MAX_SALT],
+            key_len: key.len() as u8,
+            salt_len: salt.len() as u8,
+            mki: None,
+            lifetime: DEFAULT_LIFETIME,
+            kdr_log2: None,
+        };
+        m.key[..key.len()].copy_from_slice(key);
+        m.salt[..salt.len()].copy_from_slice(salt);
+        Some(m)
+    }
+
+    /// From the concatenated key || salt of an SDES `inline:` parameter.
+    pub fn from_concatenated(suite: Suite, key_salt: &[u8]) -> Option<Self> {
+        let k = suite.master_key_len();
+        if key_salt.len() != k + suite.master_salt_len() {
+            return None;
+        }
+        Self::new(suite, &key_salt[..k], &key_salt[k..])
+    }
+
+    /// The master key octets.
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key[..usize::from(self.key_len)]
+    }
+
+    /// The master salt octets.
+    pub(crate) fn salt(&self) -> &[u8] {
+        &self.salt[..usize::from(self.salt_len)]
+    }
+
+    /// Writes key || salt (the SDES `inline:` octets) into `out`; returns the length.
+    pub fn concatenated(&self, out: &mut [u8; MAX_KEY + MAX_SALT]) -> usize {
+        let (k, s) = (self.key(), self.salt());
+        out[..k.len()].copy_from_slice(k);
+        out[k.len()..k.len() + s.len()].copy_from_slice(s);
+        k.len() + s.len()
+    }
+
+    /// The session key epoch of packet `index` (RFC 3711 §4.3.1: r = index DIV kdr).
+    pub(crate) fn epoch(&self, index: u64) -> u64 {
+        match self.kdr_log2 {
+            Some(n) => index >> n,
+            None => 0,
+        }
+    }
+}
+
+/// Key derivation labels (RFC 3711 §4.3.2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Labels {
+    Rtp,
+    Rtcp,
+}
+
+impl Labels {
+    /// (encryption, authentication, salt) labels.
+    fn values(self) -> (u8, u8, u8) {
+        match self {
+            Labels::Rtp => (0x00, 0x01, 0x02),
+            Labels::Rtcp => (0x03, 0x04, 0x05),
+        }
+    }
+}
+
+type Ctr128<C> = ctr::Ctr128BE<C>;
+
+/// The AES-CM pseudo-random function: keystream for IV = (key_id XOR salt) * 2^16,
+/// key_id = label || r (RFC 3711 §4.3.1). A 12-octet GCM master salt is
+/// right-padded with zeros to 14 (RFC 7714 §11).
+pub(crate) fn prf(master: &MasterKey, label: u8, r: u64, out: &mut [u8]) {
+    let mut iv = [0u8; 16];
+    iv[..master.salt().len()].copy_from_slice(master.salt());
+    iv[7] ^= label;
+    let r = r.to_be_bytes();
+    for (i, b) in r[2..].iter().enumerate() {
+        iv[8 + i] ^= b;
+    }
+    out.fill(0);
+    let key = master.key();
+    match key.len() {
+        16 => {
+            if let Ok(mut c) = Ctr128::<aes::Aes128>::new_from_slices(key, &iv) {
+                c.apply_keystream(out);
+            }
+        }
+        _ => {
+            if let Ok(mut c) = Ctr128::<aes::Aes256>::new_from_slices(key, &iv) {
+                c.apply_keystream(out);
+            }
+        }
+    }
+    iv.zeroize();
+}
+
+/// A value whose memory is overwritten with zeros when dropped. For key
+/// schedules of libraries that do not wipe their own (ring's `LessSafeKey`):
+/// such types own no heap memory (checked at compile time), so every secret
+/// octet lives inside the value itself.
+pub(crate) struct Wiped<T>(ManuallyDrop<T>);
+
+impl<T> Wiped<T> {
+    const OWNS_NOTHING_ELSE: () = assert!(!std::mem::needs_drop::<T>());
+
+    pub(crate) fn new(value: T) -> Self {
+        let () = Self::OWNS_NOTHING_ELSE;
+        Wiped(ManuallyDrop::new(value))
+    }
+}
+
+impl<T> std::ops::Deref for Wiped<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Drop for Wiped<T> {
+    fn drop(&mut self) {
+        // SAFETY: `T` needs no drop (asserted in `new`), so skipping its drop
+        // leaks nothing; the value is never read again after being zeroed, and
+        // `zeroize_flat_type` writes exactly size_of::<T>() octets in place.
+        unsafe { zeroize::zeroize_flat_type(&mut *self.0 as *mut T) };
+    }
+}
+
+/// The cipher of one direction of SRTP or SRTCP. Kept inline (a box would
+/// cost a pointer chase per packet); whole contexts are boxed instead.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Cipher {
+    /// AES-128 in counter mode.
+    Cm128(aes::Aes128Enc),
+    /// AES-256 in counter mode.
+    Cm256(aes::Aes256Enc),
+    /// AES-GCM (ring).
+    Gcm(Wiped<aead::LessSafeKey>),
+}
+
+/// Session keys of SRTP or SRTCP for one master key and epoch.
+pub(crate) struct SessionKeys {
+    pub(crate) cipher: Cipher,
+    /// HMAC-SHA1 keyed with the session authentication key, ready to clone
+    /// per packet (AES-CM suites only).
+    pub(crate) auth: Option<Hmac<Sha1>>,
+    /// Session salt: 14 octets for AES-CM, the first 12 for GCM.
+    pub(crate) salt: [u8; MAX_SALT],
+    /// The epoch (index DIV kdr) these keys belong to.
+    pub(crate) epoch: u64,
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        self.salt.zeroize();
+    }
+}
+
+impl SessionKeys {
+    /// Derives the session keys of `labels` for `epoch`. No allocation.
+    /// `None` only if the master key does not fit the suite.
+    pub(crate) fn derive(
+        suite: Suite,
+        master: &MasterKey,
+        labels: Labels,
+        epoch: u64,
+    ) -> Option<Self> {
+        if master.key().len() != suite.master_key_len() {
+            return None;
+        }
+        let (l_enc, l_auth, l_salt) = labels.values();
+        let mut enc = [0u8; MAX_KEY];
+        let enc = &mut enc[..suite.session_key_len()];
+        prf(master, l_enc, epoch, enc);
+        let mut salt = [0u8; MAX_SALT];
+        prf(master, l_salt, epoch, &mut salt[..suite.session_salt_len()]);
+        let cipher = match suite {
+            Suite::AeadAes128Gcm | Suite::AeadAes256Gcm => {
+                let alg = if suite == Suite::AeadAes128Gcm {
+                    &aead::AES_128_GCM
+                } else {
+                    &aead::AES_256_GCM
+                };
+                let k = aead::UnboundKey::new(alg, enc).ok()?;
+                Cipher::Gcm(Wiped::new(aead::LessSafeKey::new(k)))
+            }
+            _ => match enc.len() {
+                16 => Cipher::Cm128(aes::Aes128Enc::new_from_slice(enc).ok()?),
+                _ => Cipher::Cm256(aes::Aes256Enc::new_from_slice(enc).ok()?),
+            },
+        };
+        let auth = if suite.is_gcm() {
+            Some(None)
+        } else {
+            let mut a = [0u8; 20];
+            prf(master, l_auth, epoch, &mut a);
+            let mac = Hmac::<Sha1>::new_from_slice(&a).ok();
+            a.zeroize();
+            mac.map(Some)
+        };
+        enc.zeroize();
+        Some(SessionKeys {
+            cipher,
+            auth: auth?,
+            salt,
+            epoch,
+        })
+    }
+}
+
+/// XORs the AES-CM keystream for `iv` over `data` (RFC 3711 §4.1.1).
+pub(crate) fn aes_cm(cipher: &Cipher, iv: &[u8; 16], data: &mut [u8]) {
+    use aes::cipher::InnerIvInit;
+    match cipher {
+        Cipher::Cm128(aes) => {
+            let mut c = Ctr128::<aes::Aes128Enc>::from_core(ctr::CtrCore::inner_iv_init(
+                aes.clone(),
+                &(*iv).into(),
+            ));
+            c.apply_keystream(data);
+        }
+        Cipher::Cm256(aes) => {
+            let mut c = Ctr128::<aes::Aes256Enc>::from_core(ctr::CtrCore::inner_iv_init(
+                aes.clone(),
+                &(*iv).into(),
+            ));
+            c.apply_keystream(data);
+        }
+        Cipher::Gcm(_) => {}
+    }
+}
