@@ -4,6 +4,8 @@
 //! and without an MKI. libsrtp2 runs behind `tests/libsrtp/oracle.c`, built
 //! here with the system C compiler.
 
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -94,7 +96,14 @@ fn unhex(s: &str) -> Vec<u8> {
 
 fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
     let mut h = [0u8; 12];
-    write_rtp_header(&mut h, seq % 50 == 0, 0, seq, u32::from(seq) * 160, ssrc);
+    write_rtp_header(
+        &mut h,
+        seq.is_multiple_of(50),
+        0,
+        seq,
+        u32::from(seq) * 160,
+        ssrc,
+    );
     let mut p = h.to_vec();
     p.extend((0..160u32).map(|i| (i as u8).wrapping_mul(31) ^ (seq as u8)));
     p
