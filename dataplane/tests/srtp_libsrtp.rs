@@ -6,93 +6,11 @@
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::OnceLock;
+mod common;
 
+use common::libsrtp::Oracle;
 use rvoip_dataplane::media::rtp::write_rtp_header;
-use rvoip_dataplane::srtp::{MasterKey, Mki, SrtpContext, SrtpParams, Suite, sdes};
-
-fn oracle_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/libsrtp/oracle.c");
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libsrtp-oracle");
-        let status = Command::new("cc")
-            .args(["-O2", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .arg("-lsrtp2")
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run cc: {e}"));
-        assert!(
-            status.success(),
-            "building the libsrtp2 oracle failed: install libsrtp2-dev (.ci/run does)"
-        );
-        out
-    })
-}
-
-struct Oracle {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Oracle {
-    fn start(suite: Suite, master: &MasterKey, mki: Option<Mki>) -> Oracle {
-        let mut raw = [0u8; 46];
-        let n = master.concatenated(&mut raw);
-        let mut cmd = Command::new(oracle_binary());
-        cmd.arg(suite.name()).arg(hex(&raw[..n]));
-        if let Some(m) = mki {
-            let be = m.value.to_be_bytes();
-            cmd.arg(hex(&be[4 - usize::from(m.len)..]));
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("oracle: {e}"));
-        let stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
-        let stdout = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
-        Oracle {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn call(&mut self, op: &str, pkt: &[u8]) -> Result<Vec<u8>, String> {
-        writeln!(self.stdin, "{op} {}", hex(pkt)).unwrap_or_else(|e| panic!("{e}"));
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("{e}"));
-        match line.trim_end().split_once(' ') {
-            Some(("ok", h)) => Ok(unhex(h)),
-            _ => Err(line),
-        }
-    }
-}
-
-impl Drop for Oracle {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
-        .collect()
-}
+use rvoip_dataplane::srtp::{Mki, SrtpContext, SrtpParams, Suite, sdes};
 
 fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
     let mut h = [0u8; 12];

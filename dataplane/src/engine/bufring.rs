@@ -89,6 +89,14 @@ impl BufRing {
         let start = usize::from(bid) * self.buf_size;
         &self.slab[start..start + len.min(self.buf_size)]
     }
+
+    /// The whole of buffer `bid`, writable: the caller holds it (a completion
+    /// handed it over and it has not been pushed back), so the kernel does not
+    /// touch it.
+    pub(crate) fn buffer_mut(&mut self, bid: u16) -> &mut [u8] {
+        let start = usize::from(bid) * self.buf_size;
+        &mut self.slab[start..start + self.buf_size]
+    }
 }
 
 impl Drop for BufRing {

@@ -5,11 +5,19 @@
 //! 1. the control side creates a session ([`Relay::create_session`]), opens
 //!    sockets for its legs through the I/O driver, and binds them here
 //!    ([`Relay::bind_endpoint`]); SDP updates go through [`Relay::set_peer`];
-//! 2. for every received datagram the driver calls [`Relay::on_packet`] with
-//!    the current time and sends what it returns; nothing here allocates;
+//! 2. for every received datagram the driver calls [`Relay::on_datagram`]
+//!    with the current time and the receive buffer, and sends what it returns
+//!    (the packet may have been decrypted or encrypted in place, so its length
+//!    may change); nothing here allocates;
 //! 3. about once a second the driver calls [`Relay::tick`], which runs the
 //!    media-timeout timer wheel;
 //! 4. [`Relay::remove_session`] returns the endpoints to close.
+//!
+//! SRTP legs ([`Relay::set_crypto`]): a packet from an SRTP peer is
+//! authenticated and decrypted before it is validated or latched on (so only
+//! a keyed peer can move the latch); a packet towards an SRTP peer is
+//! encrypted after routing. SRTP→RTP, RTP→SRTP and SRTP→SRTP with different
+//! keys per leg all go through the same two steps.
 
 use std::net::SocketAddr;
 
@@ -17,6 +25,7 @@ use smallvec::SmallVec;
 
 use super::rtp::{PacketError, check_rtcp, looks_like_rtcp, parse_rtp};
 use super::stats::StreamStats;
+use crate::srtp::{SrtpContext, SrtpError, SrtpParams};
 
 /// Identifies a local endpoint (a bound socket) within one worker.
 pub type EndpointId = u32;
@@ -137,6 +146,10 @@ pub struct Leg {
     pub sent_packets: u64,
     /// Octets sent to this side's peer.
     pub sent_bytes: u64,
+    /// SRTP/SRTCP packets from this side's peer dropped (auth, replay, ...).
+    pub srtp_in_errors: u64,
+    /// Packets towards this side's peer that could not be protected.
+    pub srtp_out_errors: u64,
 }
 
 impl Leg {
@@ -200,10 +213,41 @@ struct Slot {
     component: Component,
 }
 
+/// SRTP keying of one leg (from SDES); `None` means plain RTP that way.
+#[derive(Debug, Clone, Default)]
+pub struct LegSrtp {
+    /// Keys the leg's peer protects its packets with (rvoip unprotects).
+    pub rx: Option<SrtpParams>,
+    /// Keys rvoip protects packets towards the peer with.
+    pub tx: Option<SrtpParams>,
+}
+
+/// The SRTP contexts of one leg. Kept apart from [`Leg`], so that session
+/// snapshots never copy keys.
+#[derive(Debug, Default)]
+struct LegCrypto {
+    rx: Option<Box<SrtpContext>>,
+    tx: Option<Box<SrtpContext>>,
+}
+
+/// A context for `params`, keeping `current` when the keys are unchanged (a
+/// re-offer with the same key continues the same crypto context: same ROC,
+/// same replay window). `Err` if the key does not fit its suite.
+fn context_for(
+    current: Option<Box<SrtpContext>>,
+    params: Option<&SrtpParams>,
+) -> Result<Option<Box<SrtpContext>>, ()> {
+    match (current, params) {
+        (_, None) => Ok(None),
+        (Some(c), Some(p)) if c.uses(p) => Ok(Some(c)),
+        (_, Some(p)) => SrtpContext::new(p).map(|c| Some(Box::new(c))).ok_or(()),
+    }
+}
+
 /// What to do with a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Send the packet unchanged out of endpoint `via` to `to`.
+    /// Send the packet (as it now is in the buffer) out of endpoint `via` to `to`.
     Forward {
         /// Local endpoint to send from.
         via: EndpointId,
@@ -225,6 +269,58 @@ pub enum DropReason {
     WrongSource,
     /// The other side's peer is not known yet (no answer, no packet).
     NoDestination,
+    /// SRTP/SRTCP refused it (from an SRTP peer) or could not protect it
+    /// (towards one).
+    Srtp(SrtpError),
+}
+
+/// SRTP drops of one worker, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SrtpDrops {
+    /// Shorter than header, index, MKI and tag.
+    pub truncated: u64,
+    /// Bad version or header.
+    pub malformed: u64,
+    /// Authentication tag did not verify (tampering, wrong key).
+    pub auth_failed: u64,
+    /// Replayed.
+    pub replayed: u64,
+    /// Older than the replay window.
+    pub too_old: u64,
+    /// Unknown MKI.
+    pub unknown_mki: u64,
+    /// Master key lifetime used up.
+    pub key_expired: u64,
+    /// No room for the tag in the buffer.
+    pub no_room: u64,
+}
+
+impl SrtpDrops {
+    fn count(&mut self, e: SrtpError) {
+        let c = match e {
+            SrtpError::Truncated => &mut self.truncated,
+            SrtpError::Malformed => &mut self.malformed,
+            SrtpError::AuthFailed => &mut self.auth_failed,
+            SrtpError::Replayed => &mut self.replayed,
+            SrtpError::TooOld => &mut self.too_old,
+            SrtpError::UnknownMki => &mut self.unknown_mki,
+            SrtpError::KeyExpired => &mut self.key_expired,
+            SrtpError::NoRoom => &mut self.no_room,
+        };
+        *c += 1;
+    }
+
+    /// All SRTP drops.
+    pub fn total(&self) -> u64 {
+        self.truncated
+            + self.malformed
+            + self.auth_failed
+            + self.replayed
+            + self.too_old
+            + self.unknown_mki
+            + self.key_expired
+            + self.no_room
+    }
 }
 
 /// Relay-wide counters of one worker.
@@ -242,6 +338,12 @@ pub struct RelayCounters {
     pub no_destination: u64,
     /// Sessions that timed out.
     pub timeouts: u64,
+    /// Packets unprotected (SRTP/SRTCP in).
+    pub srtp_unprotected: u64,
+    /// Packets protected (SRTP/SRTCP out).
+    pub srtp_protected: u64,
+    /// SRTP drops by reason.
+    pub srtp_drops: SrtpDrops,
 }
 
 /// A hashed timer wheel of one-second slots for media timeouts: each session
@@ -278,6 +380,8 @@ pub struct Relay {
     config: RelayConfig,
     slots: Vec<Option<Slot>>,
     sessions: Vec<Option<Session>>,
+    /// Per session, per media line, per side: SRTP contexts.
+    crypto: Vec<Vec<[LegCrypto; 2]>>,
     /// Bumped each time a session id is reused, so stale timers are ignored.
     generations: Vec<u32>,
     free: Vec<SessionId>,
@@ -293,6 +397,7 @@ impl Relay {
             config,
             slots: Vec::new(),
             sessions: Vec::new(),
+            crypto: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
             wheel: TimerWheel::new(now_ms),
@@ -323,11 +428,13 @@ impl Relay {
             Some(id) => {
                 self.sessions[id as usize] = Some(s);
                 self.generations[id as usize] += 1;
+                self.crypto[id as usize].clear();
                 id
             }
             None => {
                 self.sessions.push(Some(s));
                 self.generations.push(0);
+                self.crypto.push(Vec::new());
                 (self.sessions.len() - 1) as SessionId
             }
         };
@@ -404,12 +511,54 @@ impl Relay {
         leg.peer = peer;
     }
 
+    /// Sets the SRTP keying of `side` of media `media`: contexts whose keys
+    /// are unchanged continue; new keys start new contexts; `None` fields make
+    /// that direction plain RTP. False if the session or media is unknown or a
+    /// key does not fit its suite (nothing changes then).
+    pub fn set_crypto(&mut self, id: SessionId, media: usize, side: Side, srtp: &LegSrtp) -> bool {
+        let medias = self.session(id).map_or(0, |s| s.medias.len());
+        let Some(crypto) = self.crypto.get_mut(id as usize) else {
+            return false;
+        };
+        if media >= medias {
+            return false;
+        }
+        if crypto.len() < medias {
+            crypto.resize_with(medias, Default::default);
+        }
+        let leg = &mut crypto[media][side.index()];
+        let rx = context_for(leg.rx.take(), srtp.rx.as_ref());
+        let tx = context_for(leg.tx.take(), srtp.tx.as_ref());
+        match (rx, tx) {
+            (Ok(rx), Ok(tx)) => {
+                *leg = LegCrypto { rx, tx };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `side` of media `media` is SRTP (receiving, sending).
+    pub fn is_srtp(&self, id: SessionId, media: usize, side: Side) -> (bool, bool) {
+        self.crypto
+            .get(id as usize)
+            .and_then(|c| c.get(media))
+            .map_or((false, false), |l| {
+                let l = &l[side.index()];
+                (l.rx.is_some(), l.tx.is_some())
+            })
+    }
+
     /// Removes a session; returns the endpoints the driver must close.
     pub fn remove_session(&mut self, id: SessionId) -> SmallVec<[EndpointId; 8]> {
         let mut eps = SmallVec::new();
         let Some(session) = self.sessions.get_mut(id as usize).and_then(Option::take) else {
             return eps;
         };
+        // Keys are wiped as the contexts drop.
+        if let Some(c) = self.crypto.get_mut(id as usize) {
+            c.clear();
+        }
         for pair in &session.medias {
             for leg in &pair.legs {
                 for ep in [leg.rtp_ep, leg.rtcp_ep].into_iter().flatten() {
@@ -424,7 +573,8 @@ impl Relay {
         eps
     }
 
-    /// Handles one received datagram. No allocation, no system call.
+    /// Handles one datagram held in a copy of `pkt` (tests and fuzzing; the
+    /// drivers call [`Relay::on_datagram`] on their receive buffers).
     pub fn on_packet(
         &mut self,
         now_ms: u64,
@@ -432,6 +582,28 @@ impl Relay {
         ep: EndpointId,
         src: SocketAddr,
         pkt: &[u8],
+    ) -> Action {
+        let mut buf = [0u8; 2048];
+        let Some(dst) = buf.get_mut(..pkt.len()) else {
+            self.counters.malformed += 1;
+            return Action::Drop(DropReason::Malformed(PacketError::TooShort));
+        };
+        dst.copy_from_slice(pkt);
+        let mut len = pkt.len();
+        self.on_datagram(now_ms, now_ns, ep, src, &mut buf, &mut len)
+    }
+
+    /// Handles one received datagram, `buf[..*len]`; the rest of `buf` is
+    /// room for an SRTP tag. On [`Action::Forward`], `buf[..*len]` is what to
+    /// send. No allocation, no system call.
+    pub fn on_datagram(
+        &mut self,
+        now_ms: u64,
+        now_ns: u64,
+        ep: EndpointId,
+        src: SocketAddr,
+        buf: &mut [u8],
+        len: &mut usize,
     ) -> Action {
         let Some(Some(slot)) = self.slots.get(ep as usize).copied() else {
             self.counters.unknown_endpoint += 1;
@@ -450,6 +622,10 @@ impl Relay {
             self.counters.unknown_endpoint += 1;
             return Action::Drop(DropReason::UnknownEndpoint);
         };
+        let Some(pkt) = buf.get(..*len) else {
+            self.counters.malformed += 1;
+            return Action::Drop(DropReason::Malformed(PacketError::TooShort));
+        };
         let rtcp = slot.component == Component::Rtcp || looks_like_rtcp(pkt);
         let (mine, theirs) = match slot.side {
             Side::A => {
@@ -461,6 +637,62 @@ impl Relay {
                 (&mut b[0], &mut a[0])
             }
         };
+        let crypto = self
+            .crypto
+            .get_mut(slot.session as usize)
+            .and_then(|c| c.get_mut(usize::from(slot.media)));
+        let (my_crypto, their_crypto) = match crypto {
+            Some([a, b]) => match slot.side {
+                Side::A => (Some(a), Some(b)),
+                Side::B => (Some(b), Some(a)),
+            },
+            None => (None, None),
+        };
+        // Source check first: it changes nothing, and a packet from the wrong
+        // source must not touch the SRTP replay state.
+        let separate_rtcp = slot.component == Component::Rtcp;
+        let (expected, current) = if separate_rtcp {
+            (mine.peer.rtcp, mine.latched_rtcp)
+        } else {
+            (mine.peer.rtp, mine.latched_rtp)
+        };
+        let accepted = match (config.latch, current) {
+            (LatchMode::Strict, _) => expected.is_none_or(|e| e == src),
+            (LatchMode::Learning, None) => true,
+            (LatchMode::Learning, Some(l)) => {
+                l == src
+                    || now_ms.saturating_sub(mine.rtp_in.last_seen_ms) >= config.relatch_idle_ms
+            }
+        };
+        if !accepted {
+            if rtcp {
+                mine.rtcp_in.errors += 1;
+            } else {
+                mine.rtp_in.errors += 1;
+            }
+            self.counters.wrong_source += 1;
+            return Action::Drop(DropReason::WrongSource);
+        }
+        // SRTP in: authenticate and decrypt before anything reads the payload.
+        if let Some(ctx) = my_crypto.and_then(|c| c.rx.as_deref_mut()) {
+            let r = if rtcp {
+                ctx.unprotect_rtcp(buf, *len)
+            } else {
+                ctx.unprotect_rtp(buf, *len)
+            };
+            match r {
+                Ok(n) => {
+                    *len = n;
+                    self.counters.srtp_unprotected += 1;
+                }
+                Err(e) => {
+                    mine.srtp_in_errors += 1;
+                    self.counters.srtp_drops.count(e);
+                    return Action::Drop(DropReason::Srtp(e));
+                }
+            }
+        }
+        let pkt = &buf[..*len];
         // Validate.
         let header = if rtcp {
             match check_rtcp(pkt) {
@@ -482,37 +714,11 @@ impl Relay {
             }
         };
         // Latch (RTCP on its own port latches separately).
-        let separate_rtcp = slot.component == Component::Rtcp;
-        let (latched, expected, last_seen) = if separate_rtcp {
-            (
-                &mut mine.latched_rtcp,
-                mine.peer.rtcp,
-                mine.rtp_in.last_seen_ms,
-            )
+        if separate_rtcp {
+            mine.latched_rtcp = Some(src);
         } else {
-            (
-                &mut mine.latched_rtp,
-                mine.peer.rtp,
-                mine.rtp_in.last_seen_ms,
-            )
-        };
-        let accepted = match (config.latch, *latched) {
-            (LatchMode::Strict, _) => expected.is_none_or(|e| e == src),
-            (LatchMode::Learning, None) => true,
-            (LatchMode::Learning, Some(l)) => {
-                l == src || now_ms.saturating_sub(last_seen) >= config.relatch_idle_ms
-            }
-        };
-        if !accepted {
-            if rtcp {
-                mine.rtcp_in.errors += 1;
-            } else {
-                mine.rtp_in.errors += 1;
-            }
-            self.counters.wrong_source += 1;
-            return Action::Drop(DropReason::WrongSource);
+            mine.latched_rtp = Some(src);
         }
-        *latched = Some(src);
         // Account.
         match header {
             Some(h) => {
@@ -524,11 +730,11 @@ impl Relay {
                 // Microsecond resolution keeps this in u64 (no u128 division):
                 // now_us * 90 kHz overflows only after centuries.
                 let arrival_ts = ((now_ns / 1_000) * rate / 1_000_000) as u32;
-                mine.rtp_in.on_rtp(&h, pkt.len(), arrival_ts, now_ms);
+                mine.rtp_in.on_rtp(&h, *len, arrival_ts, now_ms);
             }
             None => {
                 mine.rtcp_in.packets += 1;
-                mine.rtcp_in.bytes += pkt.len() as u64;
+                mine.rtcp_in.bytes += *len as u64;
             }
         }
         session.last_packet_ms = now_ms;
@@ -538,18 +744,33 @@ impl Relay {
         } else {
             theirs.rtp_ep.zip(theirs.rtp_destination())
         };
-        match route {
-            Some((via, to)) => {
-                theirs.sent_packets += 1;
-                theirs.sent_bytes += pkt.len() as u64;
-                self.counters.forwarded += 1;
-                Action::Forward { via, to }
-            }
-            None => {
-                self.counters.no_destination += 1;
-                Action::Drop(DropReason::NoDestination)
+        let Some((via, to)) = route else {
+            self.counters.no_destination += 1;
+            return Action::Drop(DropReason::NoDestination);
+        };
+        // SRTP out: protect for the other side's peer.
+        if let Some(ctx) = their_crypto.and_then(|c| c.tx.as_deref_mut()) {
+            let r = if rtcp {
+                ctx.protect_rtcp(buf, *len)
+            } else {
+                ctx.protect_rtp(buf, *len)
+            };
+            match r {
+                Ok(n) => {
+                    *len = n;
+                    self.counters.srtp_protected += 1;
+                }
+                Err(e) => {
+                    theirs.srtp_out_errors += 1;
+                    self.counters.srtp_drops.count(e);
+                    return Action::Drop(DropReason::Srtp(e));
+                }
             }
         }
+        theirs.sent_packets += 1;
+        theirs.sent_bytes += *len as u64;
+        self.counters.forwarded += 1;
+        Action::Forward { via, to }
     }
 
     /// Advances the timer wheel to `now_ms`: sessions silent for the media

@@ -13,6 +13,7 @@
 //! relay(B port) → B and back.
 
 pub mod bencode;
+mod sdes;
 mod stats;
 
 use std::collections::{HashMap, VecDeque};
@@ -23,8 +24,9 @@ use bencode::Value;
 use crate::engine::media::{
     Applied, LegPorts, MediaEngine, MediaError, MediaHandle, MediaPlan, SessionSnapshot,
 };
-use crate::media::relay::{PeerSpec, RelayCounters, Side};
+use crate::media::relay::{LegSrtp, PeerSpec, RelayCounters, Side};
 use crate::sdp::Sdp;
+use sdes::{OwnKey, SdesFlags};
 
 /// What the ng server needs from the media plane.
 pub trait MediaControl {
@@ -151,6 +153,15 @@ struct MediaState {
     ports: [LegPorts; 2],
     /// What side A, side B asked for in their SDP.
     peers: [Option<PeerSpec>; 2],
+    /// The profile written into SDP towards side A, side B.
+    profiles: [Option<&'static str>; 2],
+    /// Whether side A, side B speak SRTP.
+    secure: [bool; 2],
+    /// rvoip's keys offered to a side, until its answer picks one (then only
+    /// that one is kept, for re-offers).
+    offered: [Vec<OwnKey>; 2],
+    /// rvoip's key in the answer to a side that offered SRTP.
+    answer_key: [Option<OwnKey>; 2],
 }
 
 fn idx(side: Side) -> usize {
@@ -171,6 +182,7 @@ pub struct NgServer<M> {
     cache: HashMap<Vec<u8>, Vec<u8>>,
     cache_order: VecDeque<Vec<u8>>,
     counters: NgCounters,
+    rng: ring::rand::SystemRandom,
 }
 
 /// Commands seen and failed.
@@ -197,6 +209,7 @@ struct Flags {
     mux_demux: bool,
     mux_reject: bool,
     label: Option<Vec<u8>>,
+    sdes: SdesFlags,
 }
 
 fn strings<'a>(v: Option<&'a Value<'a>>) -> Vec<&'a [u8]> {
@@ -225,10 +238,22 @@ fn flags(req: &Value<'_>) -> Result<Flags, NgError> {
         }
     }
     if let Some(tp) = req.get("transport-protocol").and_then(Value::as_bytes) {
-        if !matches!(tp, b"RTP/AVP" | b"RTP/AVPF") {
-            return Err("Unsupported transport-protocol: SRTP is not available yet".into());
+        if !matches!(tp, b"RTP/AVP" | b"RTP/AVPF" | b"RTP/SAVP" | b"RTP/SAVPF") {
+            return Err(NgError(format!(
+                "Unsupported transport-protocol: {} (RTP/AVP, RTP/AVPF, RTP/SAVP, RTP/SAVPF)",
+                String::from_utf8_lossy(tp)
+            )));
         }
         f.transport_protocol = Some(tp.to_vec());
+    }
+    // `flags: [SDES-off, SDES-only-<suite>, ...]` or `SDES: [off, only-<suite>, ...]`.
+    for flag in strings(req.get("flags")) {
+        if flag.len() > 5 && flag[..5].eq_ignore_ascii_case(b"SDES-") {
+            f.sdes.read(&flag[5..])?;
+        }
+    }
+    for flag in strings(req.get("SDES")) {
+        f.sdes.read(flag)?;
     }
     f.label = req
         .get("label")
@@ -300,6 +325,7 @@ impl<M: MediaControl> NgServer<M> {
             cache: HashMap::new(),
             cache_order: VecDeque::new(),
             counters: NgCounters::default(),
+            rng: ring::rand::SystemRandom::new(),
         }
     }
 
@@ -471,13 +497,55 @@ impl<M: MediaControl> NgServer<M> {
             call.medias.resize(sdp.media.len(), MediaState::default());
         }
         let mut plans = Vec::with_capacity(sdp.media.len());
+        let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
             let st = &mut call.medias[i];
             st.kind = m.media.kind.to_vec();
+            let proto = &m.media.proto;
+            let feedback = proto.ends_with(b"F") || proto.ends_with(b"f");
+            let offerer_secure = sdes::is_savp(proto);
+            let recipient_secure = match &f.transport_protocol {
+                Some(tp) => sdes::is_savp(tp),
+                None => offerer_secure,
+            };
             st.proto = f
                 .transport_protocol
                 .clone()
-                .unwrap_or_else(|| m.media.proto.to_vec());
+                .unwrap_or_else(|| proto.to_vec());
+            let mut lines = Vec::new();
+            let mut me_srtp = LegSrtp::default();
+            let mut other_srtp = None;
+            if m.media.port != 0 && m.media.is_rtp() {
+                if offerer_secure {
+                    let (leg, ours) =
+                        sdes::accept_offer(m, &f.sdes, st.answer_key[me].as_ref(), &self.rng)?;
+                    me_srtp = leg;
+                    st.answer_key[me] = Some(ours);
+                } else {
+                    st.answer_key[me] = None;
+                }
+                if recipient_secure {
+                    if f.sdes.off {
+                        return Err("SDES-off leaves the RTP/SAVP side without keys".into());
+                    }
+                    st.offered[other] = sdes::make_offer(&f.sdes, &st.offered[other], &self.rng)?;
+                    lines = st.offered[other].iter().map(OwnKey::line).collect();
+                } else {
+                    st.offered[other].clear();
+                    other_srtp = Some(LegSrtp::default());
+                }
+                st.secure = if me == 0 {
+                    [offerer_secure, recipient_secure]
+                } else {
+                    [recipient_secure, offerer_secure]
+                };
+                st.profiles[me] = Some(sdes::profile(feedback, offerer_secure));
+                st.profiles[other] = Some(match f.transport_protocol.as_deref() {
+                    Some(tp) => sdes::profile(tp.ends_with(b"F"), recipient_secure),
+                    None => sdes::profile(feedback, recipient_secure),
+                });
+            }
+            crypto_lines.push(lines);
             let peer = peer_of(&sdp, i);
             let mut plan = MediaPlan::default();
             if let Some(peer) = peer {
@@ -494,11 +562,13 @@ impl<M: MediaControl> NgServer<M> {
                     open_rtp: true,
                     open_rtcp: !st.mux[me],
                     peer: Some(peer),
+                    srtp: Some(me_srtp),
                 };
                 plan.sides[other] = crate::engine::media::SidePlan {
                     open_rtp: true,
                     open_rtcp: !st.mux[other],
                     peer: None,
+                    srtp: other_srtp,
                 };
             }
             plans.push(plan);
@@ -511,7 +581,14 @@ impl<M: MediaControl> NgServer<M> {
         for (i, ports) in applied.ports.iter().enumerate() {
             call.medias[i].ports = *ports;
         }
-        rewrite(&mut sdp, call, side.other(), self.advertised, &f);
+        rewrite(
+            &mut sdp,
+            call,
+            side.other(),
+            self.advertised,
+            &f,
+            &crypto_lines,
+        );
         Ok(vec![("sdp".into(), Out::Str(sdp.to_bytes()))])
     }
 
@@ -542,12 +619,29 @@ impl<M: MediaControl> NgServer<M> {
             call.labels[idx(side)] = f.label.clone();
         }
         call.last_signal = now;
-        let me = idx(side);
+        let (me, other) = (idx(side), idx(side.other()));
         let mut plans = Vec::with_capacity(sdp.media.len());
+        let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
         for i in 0..sdp.media.len().min(call.medias.len()) {
             let mut plan = MediaPlan::default();
+            let st = &mut call.medias[i];
+            // The answerer's keys, if rvoip offered it SRTP.
+            let m = &sdp.media[i];
+            let mut me_srtp = LegSrtp::default();
+            if st.secure[me] && m.media.port != 0 {
+                let (leg, accepted) = sdes::take_answer(m, &st.offered[me])?;
+                me_srtp = leg;
+                st.offered[me] = vec![accepted];
+            }
+            // Towards the offerer: rvoip's key for the suite it chose.
+            crypto_lines.push(
+                st.answer_key[other]
+                    .iter()
+                    .filter(|_| st.secure[other])
+                    .map(OwnKey::line)
+                    .collect(),
+            );
             if let Some(peer) = peer_of(&sdp, i) {
-                let st = &mut call.medias[i];
                 st.peers[me] = Some(peer);
                 // Multiplexing towards the answerer holds only if it accepted it.
                 st.mux[me] = st.mux[me] && peer.rtcp_mux;
@@ -555,6 +649,7 @@ impl<M: MediaControl> NgServer<M> {
                     open_rtp: false,
                     open_rtcp: !st.mux[me],
                     peer: Some(peer),
+                    srtp: Some(me_srtp),
                 };
             }
             plans.push(plan);
@@ -569,7 +664,14 @@ impl<M: MediaControl> NgServer<M> {
         for (i, ports) in applied.ports.iter().enumerate() {
             call.medias[i].ports = *ports;
         }
-        rewrite(&mut sdp, call, side.other(), self.advertised, &f);
+        rewrite(
+            &mut sdp,
+            call,
+            side.other(),
+            self.advertised,
+            &f,
+            &crypto_lines,
+        );
         Ok(vec![("sdp".into(), Out::Str(sdp.to_bytes()))])
     }
 
@@ -624,10 +726,20 @@ fn call_report(c: &Call) -> stats::CallReport<'_> {
     }
 }
 
-/// Points the SDP that goes to `to` at the relay ports of side `to`.
-fn rewrite(sdp: &mut Sdp<'_>, call: &Call, to: Side, advertised: IpAddr, f: &Flags) {
+/// Points the SDP that goes to `to` at the relay ports of side `to`, with
+/// the profile and `a=crypto` lines (`crypto[i]`) of side `to`: nothing of
+/// the other side's keys goes through.
+fn rewrite(
+    sdp: &mut Sdp<'_>,
+    call: &Call,
+    to: Side,
+    advertised: IpAddr,
+    f: &Flags,
+    crypto: &[Vec<String>],
+) {
     let t = idx(to);
     for (i, m) in sdp.media.iter_mut().enumerate() {
+        m.remove_attribute("crypto");
         let Some(st) = call.medias.get(i) else {
             continue;
         };
@@ -639,8 +751,13 @@ fn rewrite(sdp: &mut Sdp<'_>, call: &Call, to: Side, advertised: IpAddr, f: &Fla
             continue;
         }
         m.set_port(st.ports[t].rtp);
-        if let Some(tp) = &f.transport_protocol {
+        if let Some(p) = st.profiles[t] {
+            m.set_proto(p);
+        } else if let Some(tp) = &f.transport_protocol {
             m.set_proto(&String::from_utf8_lossy(tp));
+        }
+        for line in crypto.get(i).into_iter().flatten() {
+            m.add_attribute("crypto", Some(line.as_bytes()));
         }
         if m.connection().is_some() {
             m.set_connection(advertised);

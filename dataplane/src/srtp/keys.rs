@@ -111,6 +111,15 @@ impl MasterKey {
         Self::new(suite, &key_salt[..k], &key_salt[k..])
     }
 
+    /// Same key, salt and parameters.
+    pub(crate) fn same_as(&self, other: &MasterKey) -> bool {
+        self.key() == other.key()
+            && self.salt() == other.salt()
+            && self.mki == other.mki
+            && self.lifetime == other.lifetime
+            && self.kdr_log2 == other.kdr_log2
+    }
+
     /// The master key octets.
     pub(crate) fn key(&self) -> &[u8] {
         &self.key[..usize::from(self.key_len)]

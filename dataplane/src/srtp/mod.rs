@@ -273,6 +273,13 @@ impl SrtpContext {
         })
     }
 
+    /// Whether this context runs with exactly `params` (same suite and keys).
+    pub fn uses(&self, params: &SrtpParams) -> bool {
+        self.suite == params.suite
+            && self.encrypt_rtp != params.danger_unencrypted_rtp
+            && self.master.same_as(&params.master)
+    }
+
     /// The suite.
     pub fn suite(&self) -> Suite {
         self.suite

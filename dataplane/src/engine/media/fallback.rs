@@ -117,8 +117,9 @@ impl FallbackDriver {
             )) else {
                 continue;
             };
+            let mut len = len;
             if let Action::Forward { via, to } =
-                relay.on_packet(now_ms, now_ns, ep, src, &self.bufs[i][..len])
+                relay.on_datagram(now_ms, now_ns, ep, src, &mut self.bufs[i][..], &mut len)
             {
                 let name_len = sockaddr::write(to, &mut self.out_names[planned]) as usize;
                 plan[planned] = (via, i, len | (name_len << 16));

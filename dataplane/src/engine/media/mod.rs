@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::media::relay::{PeerSpec, RelayConfig, RelayCounters, Session, SessionId, Side};
+use crate::media::relay::{
+    LegSrtp, PeerSpec, RelayConfig, RelayCounters, Session, SessionId, Side,
+};
 
 pub use worker::WorkerReport;
 
@@ -88,6 +90,8 @@ pub enum MediaError {
     UnknownSession,
     /// The worker did not answer.
     WorkerGone,
+    /// An SRTP key does not fit its suite.
+    BadKey,
 }
 
 impl fmt::Display for MediaError {
@@ -98,6 +102,7 @@ impl fmt::Display for MediaError {
             MediaError::Io(e) => write!(f, "socket error: {e}"),
             MediaError::UnknownSession => f.write_str("unknown media session"),
             MediaError::WorkerGone => f.write_str("media worker not answering"),
+            MediaError::BadKey => f.write_str("SRTP key does not fit its crypto-suite"),
         }
     }
 }
@@ -105,7 +110,7 @@ impl fmt::Display for MediaError {
 impl std::error::Error for MediaError {}
 
 /// What one side of one media line needs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SidePlan {
     /// Open the RTP endpoint if missing.
     pub open_rtp: bool,
@@ -113,10 +118,12 @@ pub struct SidePlan {
     pub open_rtcp: bool,
     /// New peer description, if the SDP gave one.
     pub peer: Option<PeerSpec>,
+    /// New SRTP keying for the leg; `None` leaves it as it is.
+    pub srtp: Option<LegSrtp>,
 }
 
 /// What one media line needs, per side (A, B).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct MediaPlan {
     /// Side A, side B.
     pub sides: [SidePlan; 2],

@@ -286,13 +286,18 @@ impl UringDriver {
             return;
         };
         let payload = msg.payload_data();
-        let (ptr, len) = (payload.as_ptr(), payload.len());
-        match relay.on_packet(now_ms, now_ns, ep, src, payload) {
+        let offset = payload.as_ptr() as usize - buf.as_ptr() as usize;
+        let mut len = payload.len();
+        // The packet is transformed in place (SRTP); the rest of the buffer
+        // is room for a tag.
+        let region = &mut self.bufs.buffer_mut(bid)[offset..];
+        let ptr = region.as_mut_ptr();
+        match relay.on_datagram(now_ms, now_ns, ep, src, region, &mut len) {
             Action::Forward { via, to }
                 if self.endpoints.get(via as usize).is_some_and(|s| s.open) =>
             {
                 let slot = &mut self.sends[usize::from(bid)];
-                slot.iov.iov_base = ptr.cast_mut().cast();
+                slot.iov.iov_base = ptr.cast();
                 slot.iov.iov_len = len;
                 slot.hdr.msg_namelen = sockaddr::write(to, &mut slot.name);
                 let e = opcode::SendMsg::new(Fixed(via), &slot.hdr)

@@ -292,7 +292,7 @@ fn apply_plans(
     for (m, plan) in medias.iter().enumerate() {
         let mut pair_ports = [LegPorts::default(); 2];
         for (i, side) in [Side::A, Side::B].into_iter().enumerate() {
-            let sp = plan.sides[i];
+            let sp = &plan.sides[i];
             let leg = relay
                 .session(id)
                 .and_then(|s| s.medias.get(m))
@@ -340,6 +340,11 @@ fn apply_plans(
             }
             if let Some(peer) = sp.peer {
                 relay.set_peer(id, m, side, peer);
+            }
+            if let Some(srtp) = &sp.srtp
+                && !relay.set_crypto(id, m, side, srtp)
+            {
+                return Err(MediaError::BadKey);
             }
             pair_ports[i] = LegPorts { rtp: port, rtcp };
         }

@@ -1,0 +1,152 @@
+//! Helpers shared by the integration tests: an ng relay on loopback with a
+//! client, SDP and RTP builders, and the libsrtp2 oracle.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod libsrtp;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
+use rvoip_dataplane::engine::ng_udp::NgListener;
+use rvoip_dataplane::media::relay::RelayConfig;
+use rvoip_dataplane::media::rtp::write_rtp_header;
+use rvoip_dataplane::ng::NgServer;
+use rvoip_dataplane::ng::bencode::{Value, decode, encode};
+use rvoip_dataplane::sdp::Sdp;
+
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+pub struct Relay {
+    pub ng: SocketAddr,
+    pub stop: Arc<AtomicBool>,
+    pub listener: Option<NgListener>,
+    pub client: UdpSocket,
+    pub cookie: u32,
+}
+
+impl Relay {
+    pub fn start(driver: DriverKind, base: u16) -> Relay {
+        Relay::start_with(driver, base, RelayConfig::default())
+    }
+
+    pub fn start_with(driver: DriverKind, base: u16, relay: RelayConfig) -> Relay {
+        let engine = MediaEngine::start(&MediaEngineConfig {
+            address: LOCALHOST,
+            port_min: base,
+            port_max: base + 999,
+            cores: vec![0, 1],
+            driver,
+            polling: Polling::Interrupt { batch_wait_us: 0 },
+            relay,
+            fill_calls: 0,
+            max_endpoints_per_worker: 4096,
+        })
+        .expect("engine");
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = NgListener::spawn(
+            "127.0.0.1:0".parse().unwrap(),
+            NgServer::new(engine, LOCALHOST),
+            Arc::clone(&stop),
+        )
+        .expect("ng");
+        let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        Relay {
+            ng: listener.local,
+            stop,
+            listener: Some(listener),
+            client,
+            cookie: 0,
+        }
+    }
+
+    /// Sends one raw request body; returns the reply body (cookie checked).
+    pub fn raw(&mut self, body: &[u8]) -> Vec<u8> {
+        self.cookie += 1;
+        let cookie = format!("c{}", self.cookie);
+        let mut msg = format!("{cookie} ").into_bytes();
+        msg.extend_from_slice(body);
+        self.client.send_to(&msg, self.ng).expect("send");
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = self.client.recv_from(&mut buf).expect("ng reply");
+        let reply = &buf[..n];
+        assert!(
+            reply.starts_with(format!("{cookie} ").as_bytes()),
+            "{}",
+            String::from_utf8_lossy(reply)
+        );
+        reply[cookie.len() + 1..].to_vec()
+    }
+
+    pub fn command(&mut self, entries: &[(&str, Value<'_>)]) -> Vec<u8> {
+        let dict = Value::Dict(
+            entries
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.clone()))
+                .collect(),
+        );
+        let mut body = Vec::new();
+        encode(&dict, &mut body);
+        self.raw(&body)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(l) = self.listener.take() {
+            l.join();
+        }
+    }
+}
+
+pub fn get<'a>(reply: &'a [u8], key: &str) -> Value<'a> {
+    let (v, _) = decode(reply).expect("bencode reply");
+    v.get(key)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {key} in {}", String::from_utf8_lossy(reply)))
+}
+
+pub fn sdp_for(sock: &UdpSocket, mux: bool) -> Vec<u8> {
+    let a = sock.local_addr().unwrap();
+    let mux = if mux { "a=rtcp-mux\r\n" } else { "" };
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=ice-ufrag:abcd\r\na=candidate:1 1 UDP 1 {ip} {port} typ host\r\n{mux}a=sendrecv\r\n",
+        ip = a.ip(),
+        port = a.port()
+    )
+    .into_bytes()
+}
+
+/// The relay address an SDP reply points at.
+pub fn target(reply: &[u8]) -> (SocketAddr, Sdp<'_>) {
+    let Value::Bytes(sdp) = get(reply, "sdp") else {
+        panic!("sdp is a string")
+    };
+    let sdp = Sdp::parse(sdp).expect("reply SDP parses");
+    let addr = SocketAddr::new(
+        sdp.media_connection(0).expect("c=").address,
+        sdp.media[0].media.port,
+    );
+    (addr, sdp)
+}
+
+pub fn packet(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut h = [0u8; 12];
+    write_rtp_header(&mut h, false, 0, seq, u32::from(seq) * 160, ssrc);
+    let mut p = h.to_vec();
+    p.extend((0..160u16).map(|i| (i as u8).wrapping_mul(seq as u8)));
+    p
+}
+
+pub fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("peer");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    s
+}
