@@ -1,6 +1,9 @@
 //! Shared pieces of rvoip's benchmarks: realistic messages and an
 //! allocation-counting allocator.
 
+#[cfg(libsrtp2)]
+pub mod libsrtp2;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -298,3 +298,134 @@ fn removed_sessions_free_their_endpoints() {
     r.tick(70_000);
     assert!(r.take_timed_out().len() <= 1);
 }
+
+mod srtp {
+    use super::*;
+    use crate::srtp::{Mki, SrtpContext, SrtpError, SrtpParams, Suite, sdes};
+
+    fn keyed() -> SrtpParams {
+        let mut k = sdes::generate(Suite::AesCm128HmacSha1_80, &ring::rand::SystemRandom::new())
+            .unwrap_or_else(|| panic!("key"));
+        k.mki = Some(Mki { value: 1, len: 1 });
+        SrtpParams::new(Suite::AesCm128HmacSha1_80, k)
+    }
+
+    fn protect(ctx: &mut SrtpContext, p: &[u8]) -> Vec<u8> {
+        let mut buf = p.to_vec();
+        buf.resize(p.len() + 32, 0);
+        let n = ctx
+            .protect_rtp(&mut buf, p.len())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn srtp_drops_are_counted_by_reason_and_never_forwarded() {
+        let mut r = Relay::new(RelayConfig::default(), 0);
+        let id = call(&mut r, true);
+        answer(&mut r, id, true);
+        let params = keyed();
+        let srtp = LegSrtp {
+            rx: Some(params.clone()),
+            tx: None,
+        };
+        assert!(r.set_crypto(id, 0, Side::A, &srtp));
+        assert_eq!(r.is_srtp(id, 0, Side::A), (true, false));
+        let mut peer = SrtpContext::new(&params).unwrap_or_else(|| panic!("ctx"));
+        let a = addr("10.0.0.1:4000");
+        let good = protect(&mut peer, &rtp(1, 7));
+        let second = protect(&mut peer, &rtp(2, 7));
+        // The genuine packet passes, decrypted, to B (and latches A).
+        let mut buf = [0u8; 2048];
+        buf[..good.len()].copy_from_slice(&good);
+        let mut len = good.len();
+        assert!(matches!(
+            r.on_datagram(1, 1, 1, a, &mut buf, &mut len),
+            Action::Forward { via: 2, .. }
+        ));
+        assert_eq!(&buf[..len], &rtp(1, 7)[..]);
+        // From another source: dropped before SRTP, the replay state untouched.
+        assert_eq!(
+            r.on_packet(2, 2, 1, addr("10.9.9.9:1"), &second),
+            Action::Drop(DropReason::WrongSource)
+        );
+        let mut bad = second.clone();
+        bad[30] ^= 4;
+        let mut other_mki = second.clone();
+        other_mki[172] = 2;
+        let cases = [
+            (bad, SrtpError::AuthFailed),
+            (second[..15].to_vec(), SrtpError::Truncated),
+            (other_mki, SrtpError::UnknownMki),
+            // Plain RTP: the octet where the MKI belongs is payload.
+            (rtp(3, 7), SrtpError::UnknownMki),
+            (good.clone(), SrtpError::Replayed),
+        ];
+        for (pkt, e) in &cases {
+            assert_eq!(
+                r.on_packet(3, 3, 1, a, pkt),
+                Action::Drop(DropReason::Srtp(*e))
+            );
+        }
+        assert!(matches!(
+            r.on_packet(4, 4, 1, a, &second),
+            Action::Forward { .. }
+        ));
+        let c = r.counters();
+        assert_eq!(
+            (
+                c.srtp_drops.auth_failed,
+                c.srtp_drops.truncated,
+                c.srtp_drops.unknown_mki
+            ),
+            (1, 1, 2)
+        );
+        assert_eq!((c.srtp_drops.replayed, c.srtp_drops.total()), (1, 5));
+        assert_eq!((c.srtp_unprotected, c.forwarded), (2, 2));
+        let leg = r.session(id).map(|s| s.medias[0].legs[0].srtp_in_errors);
+        assert_eq!(leg, Some(5));
+        // Switching the leg back to plain RTP lets plain packets through.
+        assert!(r.set_crypto(id, 0, Side::A, &LegSrtp::default()));
+        assert!(matches!(
+            r.on_packet(5, 5, 1, a, &rtp(3, 7)),
+            Action::Forward { .. }
+        ));
+    }
+
+    #[test]
+    fn a_re_offer_with_the_same_key_keeps_the_context() {
+        let mut r = Relay::new(RelayConfig::default(), 0);
+        let id = call(&mut r, true);
+        answer(&mut r, id, true);
+        let params = keyed();
+        let srtp = LegSrtp {
+            rx: Some(params.clone()),
+            tx: None,
+        };
+        assert!(r.set_crypto(id, 0, Side::A, &srtp));
+        let mut peer = SrtpContext::new(&params).unwrap_or_else(|| panic!("ctx"));
+        let first = protect(&mut peer, &rtp(1, 7));
+        assert!(matches!(
+            r.on_packet(1, 1, 1, addr("10.0.0.1:4000"), &first),
+            Action::Forward { .. }
+        ));
+        // Same keys again: the replay window survives, so the replay is caught.
+        assert!(r.set_crypto(id, 0, Side::A, &srtp));
+        assert_eq!(
+            r.on_packet(2, 2, 1, addr("10.0.0.1:4000"), &first),
+            Action::Drop(DropReason::Srtp(SrtpError::Replayed))
+        );
+        // A new key starts a new context: the old key's packets fail.
+        let fresh = LegSrtp {
+            rx: Some(keyed()),
+            tx: None,
+        };
+        assert!(r.set_crypto(id, 0, Side::A, &fresh));
+        let next = protect(&mut peer, &rtp(2, 7));
+        assert_eq!(
+            r.on_packet(3, 3, 1, addr("10.0.0.1:4000"), &next),
+            Action::Drop(DropReason::Srtp(SrtpError::AuthFailed))
+        );
+    }
+}

@@ -25,7 +25,6 @@ mod tests;
 pub use keys::{DEFAULT_LIFETIME, MAX_KEY, MAX_SALT, MasterKey, Mki};
 pub use replay::{RtcpIndex, RtpIndex, WINDOW};
 
-use hmac::Mac;
 use keys::{Cipher, Labels, SessionKeys};
 use ring::aead;
 use subtle::ConstantTimeEq;
@@ -665,12 +664,7 @@ fn gcm_rtcp_nonce(salt: &[u8; MAX_SALT], ssrc: u32, index: u32) -> aead::Nonce {
 
 /// HMAC-SHA1 of `data || tail` with the session authentication key.
 fn hmac_sha1(keys: &SessionKeys, data: &[u8], tail: &[u8]) -> [u8; 20] {
-    let mut out = [0u8; 20];
-    if let Some(mac) = &keys.auth {
-        let mut m = mac.clone();
-        m.update(data);
-        m.update(tail);
-        out.copy_from_slice(&m.finalize().into_bytes());
-    }
-    out
+    keys.auth
+        .as_ref()
+        .map_or([0u8; 20], |mac| mac.mac(data, tail))
 }

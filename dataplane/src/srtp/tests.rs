@@ -2,7 +2,7 @@
 //! that covers a suite rvoip implements (RFC 3711 B.2/B.3, libsrtp's
 //! `srtp_validate*` packets, RFC 7714 §16/§17), plus tamper and replay.
 
-use super::keys::{Cipher, Labels, SessionKeys, aes_cm, prf};
+use super::keys::{Cipher, HmacSha1, Labels, SessionKeys, aes_cm, prf};
 use super::*;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -475,4 +475,32 @@ fn a_key_derivation_rate_rekeys_both_sides_alike() {
     let p0 = apply(&rtp(0, 9, 40), |b, n| plain_kdr0.protect_rtp(b, n))
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(first, Some(p0), "epoch 0 uses the r = 0 keys either way");
+}
+
+#[test]
+fn hmac_sha1_matches_rfc2202_and_the_hmac_crate_at_every_length() {
+    // RFC 2202 test case 1 (20-octet key).
+    let mac = HmacSha1::new(&[0x0b; 20]);
+    assert_eq!(
+        hex_of(&mac.mac(b"Hi There", &[])),
+        "b617318655057264e28bc0b6fb378c8ef146be00"
+    );
+    // Every length across the one/two padding block boundary, with a tail.
+    use hmac::{KeyInit, Mac};
+    let key: [u8; 20] = std::array::from_fn(|i| i as u8 * 7);
+    let ours = HmacSha1::new(&key);
+    let data: Vec<u8> = (0..300u32).map(|i| (i * 13) as u8).collect();
+    for len in 0..data.len() {
+        for tail in [&[][..], &[1, 2, 3, 4][..]] {
+            let mut m = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&key)
+                .unwrap_or_else(|_| panic!());
+            m.update(&data[..len]);
+            m.update(tail);
+            assert_eq!(
+                ours.mac(&data[..len], tail)[..],
+                m.finalize().into_bytes()[..],
+                "len {len}"
+            );
+        }
+    }
 }
