@@ -110,7 +110,12 @@ fn both_ways(suite: Suite, mki: Option<Mki>) {
 
 #[test]
 fn every_suite_interoperates_with_libsrtp2_both_ways() {
-    for suite in Suite::ALL {
+    // libsrtp 2 has no AES-f8 (F8_128_HMAC_SHA1_80); it is checked against
+    // the RFC 3711 B.1 vector instead.
+    for suite in Suite::ALL
+        .into_iter()
+        .filter(|s| *s != Suite::F8128HmacSha1_80)
+    {
         both_ways(suite, None);
     }
 }

@@ -62,10 +62,12 @@ impl SdesFlags {
         (self.only.is_empty() || self.only.contains(&s)) && !self.no.contains(&s)
     }
 
-    /// Suites to offer, in offer order.
+    /// Suites to offer, in offer order; AES-f8 only when `SDES-only-` names it.
     pub(super) fn offer_suites(&self) -> Vec<Suite> {
+        let f8 = Some(Suite::F8128HmacSha1_80).filter(|s| self.only.contains(s));
         OFFER_ORDER
             .into_iter()
+            .chain(f8)
             .filter(|s| self.allows(*s))
             .collect()
     }

@@ -305,6 +305,12 @@ pub(crate) enum Cipher {
     Cm256(aes::Aes256Enc),
     /// AES-GCM (ring).
     Gcm(Wiped<aead::LessSafeKey>),
+    /// AES-128 in f8 mode: the session key, and the session key XOR the
+    /// salt-derived mask m that encrypts the IV (RFC 3711 §4.1.2.1).
+    F8 {
+        key: aes::Aes128Enc,
+        masked: aes::Aes128Enc,
+    },
 }
 
 /// Session keys of SRTP or SRTCP for one master key and epoch.
@@ -352,6 +358,20 @@ impl SessionKeys {
                 let k = aead::UnboundKey::new(alg, enc).ok()?;
                 Cipher::Gcm(Wiped::new(aead::LessSafeKey::new(k)))
             }
+            Suite::F8128HmacSha1_80 => {
+                // m = k_s || 0x55... to the key's length.
+                let mut masked = [0x55u8; 16];
+                masked[..MAX_SALT].copy_from_slice(&salt);
+                for (m, k) in masked.iter_mut().zip(enc.iter()) {
+                    *m ^= k;
+                }
+                let c = Cipher::F8 {
+                    key: aes::Aes128Enc::new_from_slice(enc).ok()?,
+                    masked: aes::Aes128Enc::new_from_slice(&masked).ok()?,
+                };
+                masked.zeroize();
+                c
+            }
             _ => match enc.len() {
                 16 => Cipher::Cm128(aes::Aes128Enc::new_from_slice(enc).ok()?),
                 _ => Cipher::Cm256(aes::Aes256Enc::new_from_slice(enc).ok()?),
@@ -394,6 +414,31 @@ pub(crate) fn aes_cm(cipher: &Cipher, iv: &[u8; 16], data: &mut [u8]) {
             ));
             c.apply_keystream(data);
         }
-        Cipher::Gcm(_) => {}
+        Cipher::Gcm(_) | Cipher::F8 { .. } => {}
     }
+}
+
+/// XORs the AES-f8 keystream for `iv` over `data` (RFC 3711 §4.1.2):
+/// IV' = E(k_e XOR m, IV); S(j) = E(k_e, IV' XOR j XOR S(j-1)), S(-1) = 0.
+pub(crate) fn aes_f8(cipher: &Cipher, iv: &[u8; 16], data: &mut [u8]) {
+    use aes::cipher::BlockCipherEncrypt;
+    let Cipher::F8 { key, masked } = cipher else {
+        return;
+    };
+    let mut iv_prime = aes::Block::from(*iv);
+    masked.encrypt_block(&mut iv_prime);
+    let mut s = [0u8; 16];
+    for (j, chunk) in data.chunks_mut(16).enumerate() {
+        let mut block = aes::Block::default();
+        let jb = (j as u128).to_be_bytes();
+        for i in 0..16 {
+            block[i] = iv_prime[i] ^ jb[i] ^ s[i];
+        }
+        key.encrypt_block(&mut block);
+        s.copy_from_slice(&block);
+        for (d, k) in chunk.iter_mut().zip(s.iter()) {
+            *d ^= k;
+        }
+    }
+    s.zeroize();
 }

@@ -44,17 +44,21 @@ pub enum Suite {
     AeadAes128Gcm,
     /// AEAD_AES_256_GCM (RFC 7714 §14.2).
     AeadAes256Gcm,
+    /// F8_128_HMAC_SHA1_80 (RFC 4568 §6.2.3; AES in f8 mode, RFC 3711
+    /// §4.1.2). Accepted, never offered: few endpoints implement it.
+    F8128HmacSha1_80,
 }
 
 impl Suite {
-    /// Every suite, in rvoip's order of preference for offers.
-    pub const ALL: [Suite; 6] = [
+    /// Every suite.
+    pub const ALL: [Suite; 7] = [
         Suite::AeadAes256Gcm,
         Suite::AeadAes128Gcm,
         Suite::AesCm256HmacSha1_80,
         Suite::AesCm256HmacSha1_32,
         Suite::AesCm128HmacSha1_80,
         Suite::AesCm128HmacSha1_32,
+        Suite::F8128HmacSha1_80,
     ];
 
     /// The SDES name (`a=crypto` crypto-suite).
@@ -66,6 +70,7 @@ impl Suite {
             Suite::AesCm256HmacSha1_32 => "AES_256_CM_HMAC_SHA1_32",
             Suite::AeadAes128Gcm => "AEAD_AES_128_GCM",
             Suite::AeadAes256Gcm => "AEAD_AES_256_GCM",
+            Suite::F8128HmacSha1_80 => "F8_128_HMAC_SHA1_80",
         }
     }
 
@@ -82,7 +87,10 @@ impl Suite {
     /// Master key octets.
     pub fn master_key_len(self) -> usize {
         match self {
-            Suite::AesCm128HmacSha1_80 | Suite::AesCm128HmacSha1_32 | Suite::AeadAes128Gcm => 16,
+            Suite::AesCm128HmacSha1_80
+            | Suite::AesCm128HmacSha1_32
+            | Suite::AeadAes128Gcm
+            | Suite::F8128HmacSha1_80 => 16,
             _ => 32,
         }
     }
@@ -401,8 +409,8 @@ impl SrtpContext {
             len + 16 + mki_len
         } else {
             if encrypt {
-                let iv = cm_iv(&keys.salt, ssrc, index);
-                keys::aes_cm(&keys.cipher, &iv, &mut buf[hdr..len]);
+                let head = first12(buf);
+                rtp_keystream(keys, &head, ssrc, index, &mut buf[hdr..len]);
             }
             let roc = ((index >> 16) as u32).to_be_bytes();
             let tag = hmac_sha1(keys, &buf[..len], &roc);
@@ -472,8 +480,8 @@ impl SrtpContext {
                 return Err(SrtpError::AuthFailed);
             }
             if encrypt {
-                let iv = cm_iv(&keys.salt, ssrc, index);
-                keys::aes_cm(&keys.cipher, &iv, &mut buf[hdr..body_end]);
+                let head = first12(buf);
+                rtp_keystream(keys, &head, ssrc, index, &mut buf[hdr..body_end]);
             }
             body_end
         };
@@ -529,8 +537,8 @@ impl SrtpContext {
             }
             len + 20 + mki_len
         } else {
-            let iv = cm_iv(&keys.salt, ssrc, u64::from(index));
-            keys::aes_cm(&keys.cipher, &iv, &mut buf[8..len]);
+            let head = first12(buf);
+            rtcp_keystream(keys, &head, 0x8000_0000 | index, &mut buf[8..len]);
             buf[len..len + 4].copy_from_slice(&e_index);
             let tag = hmac_sha1(keys, &buf[..len + 4], &[]);
             if let Some(m) = mki {
@@ -615,8 +623,8 @@ impl SrtpContext {
                 return Err(SrtpError::AuthFailed);
             }
             if encrypted {
-                let iv = cm_iv(&keys.salt, ssrc, u64::from(index));
-                keys::aes_cm(&keys.cipher, &iv, &mut buf[8..index_at]);
+                let head = first12(buf);
+                rtcp_keystream(keys, &head, e_index, &mut buf[8..index_at]);
             }
             index_at
         };
@@ -624,6 +632,44 @@ impl SrtpContext {
         stream.rtcp.commit(index);
         self.store(slot, stream);
         Ok(plain_len)
+    }
+}
+
+/// The first 12 octets of a packet (callers checked the length).
+fn first12(buf: &[u8]) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    let n = buf.len().min(12);
+    h[..n].copy_from_slice(&buf[..n]);
+    h
+}
+
+/// XORs the SRTP keystream of packet `index` over `data` (encrypts or
+/// decrypts): AES-CM (RFC 3711 §4.1.1) or AES-f8 with the RTP IV of §4.1.2.2,
+/// 0x00 || M || PT || SEQ || TS || SSRC || ROC.
+fn rtp_keystream(keys: &SessionKeys, head: &[u8; 12], ssrc: u32, index: u64, data: &mut [u8]) {
+    if let Cipher::F8 { .. } = keys.cipher {
+        let mut iv = [0u8; 16];
+        iv[1..12].copy_from_slice(&head[1..12]);
+        iv[12..].copy_from_slice(&((index >> 16) as u32).to_be_bytes());
+        keys::aes_f8(&keys.cipher, &iv, data);
+    } else {
+        keys::aes_cm(&keys.cipher, &cm_iv(&keys.salt, ssrc, index), data);
+    }
+}
+
+/// The SRTCP keystream for `e_index` (E flag and index): AES-CM, or AES-f8
+/// with the IV of RFC 3711 §4.1.2.3, 0 (32 bits) || E || index || V P RC PT
+/// length || SSRC.
+fn rtcp_keystream(keys: &SessionKeys, head: &[u8; 12], e_index: u32, data: &mut [u8]) {
+    if let Cipher::F8 { .. } = keys.cipher {
+        let mut iv = [0u8; 16];
+        iv[4..8].copy_from_slice(&e_index.to_be_bytes());
+        iv[8..16].copy_from_slice(&head[..8]);
+        keys::aes_f8(&keys.cipher, &iv, data);
+    } else {
+        let ssrc = be32(head, 4);
+        let iv = cm_iv(&keys.salt, ssrc, u64::from(e_index & 0x7fff_ffff));
+        keys::aes_cm(&keys.cipher, &iv, data);
     }
 }
 

@@ -273,7 +273,7 @@ mod tests {
             (b"", "tag"),
             (b"x AES_CM_128_HMAC_SHA1_80 inline:AAAA", "tag"),
             (
-                b"1 F8_128_HMAC_SHA1_80 inline:AAAA",
+                b"1 AES_192_CM_HMAC_SHA1_80 inline:AAAA",
                 "unsupported crypto-suite",
             ),
             (b"1 AES_CM_128_HMAC_SHA1_80", "no key-params"),

@@ -2,7 +2,7 @@
 //! that covers a suite rvoip implements (RFC 3711 B.2/B.3, libsrtp's
 //! `srtp_validate*` packets, RFC 7714 §16/§17), plus tamper and replay.
 
-use super::keys::{Cipher, HmacSha1, Labels, SessionKeys, aes_cm, prf};
+use super::keys::{Cipher, HmacSha1, Labels, SessionKeys, aes_cm, aes_f8, prf};
 use super::*;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -503,4 +503,54 @@ fn hmac_sha1_matches_rfc2202_and_the_hmac_crate_at_every_length() {
             );
         }
     }
+}
+
+#[test]
+fn rfc3711_b1_aes_f8() {
+    use aes::cipher::KeyInit;
+    let key = hex("234829008467be186c3de14aae72d62c");
+    // The vector's salt is 32 bits: m = salt || 0x55... (RFC 3711 B.1).
+    let mut m = [0x55u8; 16];
+    m[..4].copy_from_slice(&hex("32f2870d"));
+    let masked: Vec<u8> = key.iter().zip(m.iter()).map(|(k, m)| k ^ m).collect();
+    assert_eq!(hex_of(&masked), "11baae0dd132eb4d3968b41ffb278379");
+    let cipher = Cipher::F8 {
+        key: aes::Aes128Enc::new_from_slice(&key).unwrap_or_else(|e| panic!("{e}")),
+        masked: aes::Aes128Enc::new_from_slice(&masked).unwrap_or_else(|e| panic!("{e}")),
+    };
+    // IV = 0x00 || M || PT || SEQ || TS || SSRC || ROC.
+    let header = hex("806e5cba50681de55c621599");
+    let mut iv = [0u8; 16];
+    iv[1..12].copy_from_slice(&header[1..]);
+    iv[12..].copy_from_slice(&hex("d462564a"));
+    assert_eq!(hex_of(&iv), "006e5cba50681de55c621599d462564a");
+    let mut payload =
+        hex("70736575646f72616e646f6d6e657373 20697320746865206e65787420626573 74207468696e67");
+    aes_f8(&cipher, &iv, &mut payload);
+    assert_eq!(
+        hex_of(&payload),
+        hex_of(&hex(
+            "019ce7a26e7854014a6366aa95d4eefd 1ad4172a14f9faf455b7f1d4b62bd08f 562c0eef7c4802"
+        ))
+    );
+    // The same IV layout through a context: protect then unprotect.
+    let suite = Suite::F8128HmacSha1_80;
+    let (mut tx, mut rx) = (
+        ctx(
+            suite,
+            "234829008467be186c3de14aae72d62c",
+            "32f2870d555555555555555555aa",
+        ),
+        ctx(
+            suite,
+            "234829008467be186c3de14aae72d62c",
+            "32f2870d555555555555555555aa",
+        ),
+    );
+    let p = apply(&rtp(9, 3, 37), |b, n| tx.protect_rtp(b, n)).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_ne!(p[12..49], rtp(9, 3, 37)[12..]);
+    assert_eq!(apply(&p, |b, n| rx.unprotect_rtp(b, n)), Ok(rtp(9, 3, 37)));
+    let sr = hex(RTCP_CAFEBABE);
+    let p = apply(&sr, |b, n| tx.protect_rtcp(b, n)).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(apply(&p, |b, n| rx.unprotect_rtcp(b, n)), Ok(sr));
 }
