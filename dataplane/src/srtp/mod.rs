@@ -314,6 +314,18 @@ impl SrtpContext {
         self.streams.iter().position(|s| s.live && s.ssrc == ssrc)
     }
 
+    /// The slot of `ssrc`, made fresh (replacing the least recently used) if
+    /// the SSRC is new.
+    fn slot_for(&mut self, ssrc: u32) -> usize {
+        self.clock += 1;
+        if let Some(i) = self.find(ssrc) {
+            return i;
+        }
+        let (slot, fresh) = self.stream(ssrc);
+        self.streams[slot] = fresh;
+        slot
+    }
+
     /// The stream of `ssrc` (a fresh one if unknown) and the slot it goes to.
     fn stream(&mut self, ssrc: u32) -> (usize, Stream) {
         self.clock += 1;
@@ -376,11 +388,16 @@ impl SrtpContext {
         if len + tag_len + mki_len > buf.len() {
             return Err(SrtpError::NoRoom);
         }
-        let (slot, mut stream) = self.stream(ssrc);
-        let index = stream.rtp.estimate(seq).ok_or(SrtpError::TooOld)?;
+        // The sender's own streams: taken in place (an evicted stream costs
+        // nothing but a fresh ROC for an SSRC that stopped sending).
+        let slot = self.slot_for(ssrc);
+        let index = self.streams[slot]
+            .rtp
+            .estimate(seq)
+            .ok_or(SrtpError::TooOld)?;
         // A sender never reuses an index: the same keystream twice would leak
         // both plaintexts.
-        stream.rtp.check(index)?;
+        self.streams[slot].rtp.check(index)?;
         self.spend()?;
         let encrypt = self.encrypt_rtp;
         let suite = self.suite;
@@ -421,8 +438,10 @@ impl SrtpContext {
             buf[len + mki_len..len + mki_len + tag_len].copy_from_slice(&tag[..tag_len]);
             len + mki_len + tag_len
         };
+        let clock = self.clock;
+        let stream = &mut self.streams[slot];
         stream.rtp.commit(index);
-        self.store(slot, stream);
+        stream.last_use = clock;
         Ok(out_len)
     }
 
@@ -447,9 +466,14 @@ impl SrtpContext {
         {
             return Err(SrtpError::UnknownMki);
         }
-        let (slot, mut stream) = self.stream(ssrc);
-        let index = stream.rtp.estimate(seq).ok_or(SrtpError::TooOld)?;
-        stream.rtp.check(index)?;
+        // A known stream is read in place; a new one takes a slot only once
+        // its first packet authenticates (forged packets evict nothing).
+        self.clock += 1;
+        let known = self.find(ssrc);
+        let fresh = RtpIndex::default();
+        let window = known.map_or(&fresh, |i| &self.streams[i].rtp);
+        let index = window.estimate(seq).ok_or(SrtpError::TooOld)?;
+        window.check(index)?;
         if self.counters.packets >= self.master.lifetime {
             return Err(SrtpError::KeyExpired);
         }
@@ -486,8 +510,18 @@ impl SrtpContext {
             body_end
         };
         self.counters.packets += 1;
+        let slot = match known {
+            Some(i) => i,
+            None => {
+                let (slot, fresh) = self.stream(ssrc);
+                self.streams[slot] = fresh;
+                slot
+            }
+        };
+        let clock = self.clock;
+        let stream = &mut self.streams[slot];
         stream.rtp.commit(index);
-        self.store(slot, stream);
+        stream.last_use = clock;
         Ok(plain_len)
     }
 
