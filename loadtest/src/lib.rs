@@ -1,6 +1,15 @@
-//! rvoip-loadtest: the 10k-call SIP+RTP load generator and its reports.
+//! rvoip-loadtest: the SIP+RTP load generator and its reports.
 //!
-//! Owns: UAC and UAS roles, call scenarios, RTP streams with transit-time
-//! stamps, hdrhistogram reports. Uses the dataplane's wire formats.
+//! Owns: the UAC and UAS call logic ([`agent`], sans-IO), the scenario's SIP
+//! messages ([`sip`]), RTP streams with send-time stamps and their receive
+//! statistics ([`media`]), hdrhistogram reports, JSON and an E-model MOS
+//! ([`report`]), and the socket loop around an agent ([`run`]).
 //!
-//! Nothing is implemented yet; see `docs/FEATURES.md`.
+//! Must not: need anything of the peer but SIP over UDP and RTP; block on
+//! anything but its own sockets.
+
+pub mod agent;
+pub mod media;
+pub mod report;
+pub mod run;
+pub mod sip;

@@ -1,0 +1,703 @@
+//! The call logic of both roles, sans-IO: datagrams and the time in,
+//! datagrams out, figures into the [`Report`].
+//!
+//! Driving contract: call [`Agent::on_sip`] for every SIP datagram and
+//! [`Agent::on_rtp`] for every RTP datagram received, [`Agent::tick`] at
+//! least every millisecond (it fires timers and, as a UAC, starts calls on
+//! the rate schedule), [`Agent::media_due`] to get the RTP packets to send;
+//! then send what [`Agent::take_out`] returns. Time is nanoseconds on one
+//! monotonic clock.
+//!
+//! UAC scenario: INVITE (SDP offer) → 100/180/200 → ACK → hold → BYE → 200,
+//! INVITE retransmitted per RFC 3261 Timer A until a response (Timer B: 64·T1),
+//! BYE per Timer E (capped at T2) until its answer (Timer F). UAS: 180 and
+//! 200 (SDP answer) to an INVITE, the 200 retransmitted until the ACK
+//! (Timer G/H), 200 to BYE, retransmitted requests answered again.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+
+use rvoip_dataplane::sip::{Method, SipMessage};
+
+use crate::media::{self, PACKET, Receiver, Sender};
+use crate::report::{self, Report};
+use crate::sip::{self, Dialog};
+
+/// RFC 3261 T1 and T2, nanoseconds.
+const T1: u64 = 500_000_000;
+const T2: u64 = 4_000_000_000;
+
+/// Which side of the calls this agent plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Places calls.
+    Uac,
+    /// Answers calls.
+    Uas,
+}
+
+/// How long a call is held after the answer: fixed or uniform in a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// Shortest, milliseconds.
+    pub min_ms: u64,
+    /// Longest, milliseconds.
+    pub max_ms: u64,
+}
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// UAC or UAS.
+    pub role: Role,
+    /// Where INVITEs go (UAC).
+    pub target: Option<SocketAddr>,
+    /// User part of the Request-URI.
+    pub service: String,
+    /// Calls started per second at full rate (UAC).
+    pub rate: f64,
+    /// Seconds to reach full rate, linearly (UAC).
+    pub ramp_s: f64,
+    /// Calls to place in all (UAC); `u64::MAX` for no limit.
+    pub calls: u64,
+    /// Most calls in progress at once (UAC).
+    pub max_concurrent: u64,
+    /// Stop starting calls after this many nanoseconds (UAC); a UAS stops then.
+    pub duration_ns: Option<u64>,
+    /// Hold time (UAC).
+    pub hold: Hold,
+    /// Send and measure RTP.
+    pub media: bool,
+    /// The SIP socket's address (Via, Contact).
+    pub sip_local: SocketAddr,
+    /// The RTP socket's address (SDP).
+    pub rtp_local: SocketAddr,
+    /// Distinguishes this run's Call-IDs and tags.
+    pub run_id: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    InviteRetransmit,
+    InviteTimeout,
+    Hangup,
+    ByeRetransmit,
+    ByeTimeout,
+    OkRetransmit,
+    AckTimeout,
+    Forget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UacState {
+    Calling,
+    Proceeding,
+    Confirmed,
+    Hangup,
+}
+
+#[derive(Debug)]
+struct UacCall {
+    dialog: Dialog,
+    state: UacState,
+    started_ns: u64,
+    invite: Vec<u8>,
+    invite_branch: String,
+    interval: u64,
+    ringing: bool,
+    ack: Option<Vec<u8>>,
+    bye: Option<Vec<u8>>,
+    generation: u32,
+}
+
+#[derive(Debug)]
+struct UasCall {
+    src: SocketAddr,
+    /// The 200 for the INVITE while unacknowledged, then the 200 for the BYE.
+    last: Vec<u8>,
+    interval: u64,
+    acked: bool,
+    ended: bool,
+    media_to: Option<SocketAddr>,
+    key: u64,
+    generation: u32,
+}
+
+#[derive(Debug)]
+struct Stream {
+    sender: Sender,
+    to: SocketAddr,
+}
+
+/// One role's calls, timers and media.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: Config,
+    /// What was measured.
+    pub report: Report,
+    start_ns: u64,
+    next_call: u64,
+    active: u64,
+    uac: HashMap<u64, UacCall>,
+    uas: HashMap<String, UasCall>,
+    uas_index: HashMap<u64, String>,
+    uas_keys: u64,
+    timers: BinaryHeap<Reverse<(u64, u64, Timer, u32)>>,
+    streams: HashMap<u64, Stream>,
+    wheel: Vec<Vec<u64>>,
+    wheel_ms: u64,
+    receivers: HashMap<u32, (Receiver, u64)>,
+    out: Vec<(Vec<u8>, SocketAddr)>,
+    rng: u64,
+}
+
+impl Agent {
+    /// An agent starting at `now_ns`.
+    pub fn new(cfg: Config, now_ns: u64) -> Self {
+        Agent {
+            rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(cfg.run_id),
+            cfg,
+            report: Report::default(),
+            start_ns: now_ns,
+            next_call: 0,
+            active: 0,
+            uac: HashMap::new(),
+            uas: HashMap::new(),
+            uas_index: HashMap::new(),
+            uas_keys: 0,
+            timers: BinaryHeap::new(),
+            streams: HashMap::new(),
+            wheel: (0..20).map(|_| Vec::new()).collect(),
+            wheel_ms: now_ns / 1_000_000,
+            receivers: HashMap::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Calls in progress.
+    pub fn active(&self) -> u64 {
+        self.active
+    }
+
+    /// Whether a UAC has placed every call it will place and all have ended.
+    pub fn finished(&self, now_ns: u64) -> bool {
+        self.cfg.role == Role::Uac
+            && self.active == 0
+            && (self.next_call >= self.cfg.calls || self.past_duration(now_ns))
+    }
+
+    fn past_duration(&self, now_ns: u64) -> bool {
+        self.cfg
+            .duration_ns
+            .is_some_and(|d| now_ns.saturating_sub(self.start_ns) >= d)
+    }
+
+    /// The datagrams to send now.
+    pub fn take_out(&mut self) -> std::vec::Drain<'_, (Vec<u8>, SocketAddr)> {
+        self.out.drain(..)
+    }
+
+    /// When `tick` next has work (a timer or a call to start), at the latest.
+    pub fn next_deadline(&self, now_ns: u64) -> u64 {
+        let timer = self.timers.peek().map_or(u64::MAX, |t| t.0.0);
+        let media = if self.streams.is_empty() {
+            u64::MAX
+        } else {
+            (self.wheel_ms + 1) * 1_000_000
+        };
+        let call = if self.cfg.role == Role::Uac && self.next_call < self.cfg.calls {
+            now_ns + 1_000_000
+        } else {
+            u64::MAX
+        };
+        timer.min(media).min(call)
+    }
+
+    fn schedule(&mut self, at: u64, key: u64, t: Timer, generation: u32) {
+        self.timers.push(Reverse((at, key, t, generation)));
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Calls that should have started by `now_ns` on the rate schedule
+    /// (linear ramp to `rate` over `ramp_s`, then flat).
+    fn due_calls(&self, now_ns: u64) -> u64 {
+        let t = now_ns.saturating_sub(self.start_ns) as f64 / 1e9;
+        let r = self.cfg.ramp_s.max(0.0);
+        let n = if t < r {
+            self.cfg.rate * t * t / (2.0 * r)
+        } else {
+            self.cfg.rate * (t - r / 2.0)
+        };
+        (n.floor() as u64 + 1).min(self.cfg.calls)
+    }
+
+    /// Fires due timers and starts due calls.
+    pub fn tick(&mut self, now_ns: u64) {
+        while let Some(Reverse((at, key, t, generation))) = self.timers.peek().copied() {
+            if at > now_ns {
+                break;
+            }
+            self.timers.pop();
+            self.on_timer(now_ns, key, t, generation);
+        }
+        if self.cfg.role == Role::Uac && !self.past_duration(now_ns) {
+            let due = self.due_calls(now_ns);
+            while self.next_call < due && self.active < self.cfg.max_concurrent {
+                self.start_call(now_ns);
+            }
+        }
+    }
+
+    fn start_call(&mut self, now_ns: u64) {
+        let Some(target) = self.cfg.target else {
+            return;
+        };
+        let n = self.next_call;
+        self.next_call += 1;
+        let dialog = Dialog {
+            call_id: format!("{n}-{}@rvoip-loadtest", self.cfg.run_id),
+            from_tag: format!("{n:x}-{:x}", self.cfg.run_id),
+            request_uri: format!("sip:{}@{target}", self.cfg.service),
+            local: self.cfg.sip_local,
+        };
+        let branch = format!("z9hG4bK-{n:x}-{:x}-i", self.cfg.run_id);
+        let offer = sip::sdp(n, self.cfg.rtp_local);
+        let invite = sip::invite(&dialog, &branch, &offer);
+        self.out.push((invite.clone(), target));
+        self.uac.insert(
+            n,
+            UacCall {
+                dialog,
+                state: UacState::Calling,
+                started_ns: now_ns,
+                invite,
+                invite_branch: branch,
+                interval: T1,
+                ringing: false,
+                ack: None,
+                bye: None,
+                generation: 0,
+            },
+        );
+        self.report.attempt(now_ns);
+        self.active += 1;
+        self.schedule(now_ns + T1, n, Timer::InviteRetransmit, 0);
+        self.schedule(now_ns + 64 * T1, n, Timer::InviteTimeout, 0);
+    }
+
+    fn end_uac(&mut self, n: u64, failure: Option<&str>) {
+        if self.uac.remove(&n).is_some() {
+            self.active = self.active.saturating_sub(1);
+            match failure {
+                Some(reason) => self.report.fail(reason),
+                None => self.report.completed += 1,
+            }
+        }
+        self.stop_media(n);
+    }
+
+    fn on_timer(&mut self, now_ns: u64, key: u64, t: Timer, generation: u32) {
+        let target = self.cfg.target;
+        match t {
+            Timer::InviteRetransmit
+            | Timer::InviteTimeout
+            | Timer::Hangup
+            | Timer::ByeRetransmit
+            | Timer::ByeTimeout => {
+                let Some(call) = self.uac.get_mut(&key) else {
+                    return;
+                };
+                if call.generation != generation {
+                    return;
+                }
+                match t {
+                    Timer::InviteRetransmit if call.state == UacState::Calling => {
+                        if let Some(to) = target {
+                            self.out.push((call.invite.clone(), to));
+                        }
+                        call.interval *= 2;
+                        let at = now_ns + call.interval;
+                        self.schedule(at, key, Timer::InviteRetransmit, generation);
+                    }
+                    Timer::InviteTimeout
+                        if matches!(call.state, UacState::Calling | UacState::Proceeding) =>
+                    {
+                        // Timer B (no final response at all); a Proceeding
+                        // call waits here too rather than forever (Timer C's
+                        // role, at 64·T1).
+                        self.end_uac(key, Some("timeout"));
+                    }
+                    Timer::Hangup if call.state == UacState::Confirmed => {
+                        call.state = UacState::Hangup;
+                        call.generation += 1;
+                        call.interval = T1;
+                        let g = call.generation;
+                        if let (Some(bye), Some(to)) = (&call.bye, target) {
+                            self.out.push((bye.clone(), to));
+                        }
+                        self.stop_media(key);
+                        self.schedule(now_ns + T1, key, Timer::ByeRetransmit, g);
+                        self.schedule(now_ns + 64 * T1, key, Timer::ByeTimeout, g);
+                    }
+                    Timer::ByeRetransmit if call.state == UacState::Hangup => {
+                        if let (Some(bye), Some(to)) = (&call.bye, target) {
+                            self.out.push((bye.clone(), to));
+                        }
+                        call.interval = (call.interval * 2).min(T2);
+                        let at = now_ns + call.interval;
+                        self.schedule(at, key, Timer::ByeRetransmit, generation);
+                    }
+                    Timer::ByeTimeout if call.state == UacState::Hangup => {
+                        self.end_uac(key, Some("bye-timeout"));
+                    }
+                    _ => {}
+                }
+            }
+            Timer::OkRetransmit | Timer::AckTimeout | Timer::Forget => {
+                let Some(cid) = self.uas_call_id(key) else {
+                    return;
+                };
+                let Some(call) = self.uas.get_mut(&cid) else {
+                    return;
+                };
+                if call.generation != generation {
+                    return;
+                }
+                match t {
+                    Timer::OkRetransmit if !call.acked => {
+                        self.out.push((call.last.clone(), call.src));
+                        call.interval = (call.interval * 2).min(T2);
+                        let at = now_ns + call.interval;
+                        self.schedule(at, key, Timer::OkRetransmit, generation);
+                    }
+                    Timer::AckTimeout if !call.acked => {
+                        // Timer H: the ACK never came.
+                        call.ended = true;
+                        self.report.fail("ack-timeout");
+                        self.active = self.active.saturating_sub(1);
+                        self.stop_media(key);
+                        self.schedule(now_ns + 32_000_000_000, key, Timer::Forget, generation);
+                    }
+                    Timer::Forget if call.ended => {
+                        self.uas.remove(&cid);
+                        self.uas_index.remove(&key);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn uas_call_id(&self, key: u64) -> Option<String> {
+        self.uas_index.get(&key).cloned()
+    }
+
+    /// Handles one SIP datagram from `src`.
+    pub fn on_sip(&mut self, now_ns: u64, buf: &[u8], src: SocketAddr) {
+        let Some(msg) = sip::parse(buf) else {
+            return;
+        };
+        if msg.is_request() {
+            self.on_request(now_ns, &msg, src);
+        } else {
+            self.on_response(now_ns, &msg);
+        }
+    }
+
+    fn call_number(&self, msg: &SipMessage<'_>) -> Option<u64> {
+        let cid = msg.call_id().ok()?;
+        let n: u64 = std::str::from_utf8(cid.split(|b| *b == b'-').next()?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let call = self.uac.get(&n)?;
+        (call.dialog.call_id.as_bytes() == cid).then_some(n)
+    }
+
+    fn on_response(&mut self, now_ns: u64, msg: &SipMessage<'_>) {
+        let (Some(code), Ok(cseq)) = (msg.status_code(), msg.cseq()) else {
+            return;
+        };
+        let Some(n) = self.call_number(msg) else {
+            return;
+        };
+        let target = self.cfg.target;
+        let hold = self.hold_ns();
+        let media = self.cfg.media;
+        let Some(call) = self.uac.get_mut(&n) else {
+            return;
+        };
+        match cseq.method {
+            Method::Invite => {
+                if code < 200 {
+                    if call.state == UacState::Calling {
+                        call.state = UacState::Proceeding;
+                    }
+                    if code == 180 && !call.ringing {
+                        call.ringing = true;
+                        let us = now_ns.saturating_sub(call.started_ns) / 1000;
+                        report::record(&mut self.report.invite_to_180, us);
+                    }
+                } else if code < 300 {
+                    if let Some(ack) = &call.ack {
+                        // A retransmitted 2xx: the ACK again (§13.2.2.4).
+                        if let Some(to) = target {
+                            self.out.push((ack.clone(), to));
+                        }
+                        return;
+                    }
+                    let us = now_ns.saturating_sub(call.started_ns) / 1000;
+                    report::record(&mut self.report.invite_to_200, us);
+                    let to = sip::to_value(msg).unwrap_or_default();
+                    let route = sip::route_set(msg);
+                    let remote =
+                        sip::contact_uri(msg).unwrap_or_else(|| call.dialog.request_uri.clone());
+                    let n_hex = format!("{n:x}-{:x}", self.cfg.run_id);
+                    let ack = sip::in_dialog(
+                        &call.dialog,
+                        "ACK",
+                        1,
+                        &format!("z9hG4bK-{n_hex}-a"),
+                        &remote,
+                        &to,
+                        &route,
+                    );
+                    let bye = sip::in_dialog(
+                        &call.dialog,
+                        "BYE",
+                        2,
+                        &format!("z9hG4bK-{n_hex}-b"),
+                        &remote,
+                        &to,
+                        &route,
+                    );
+                    if let Some(t) = target {
+                        self.out.push((ack.clone(), t));
+                    }
+                    call.ack = Some(ack);
+                    call.bye = Some(bye);
+                    call.state = UacState::Confirmed;
+                    call.generation += 1;
+                    let g = call.generation;
+                    let media_to = media.then(|| sip::media_target(msg.body())).flatten();
+                    self.schedule(now_ns + hold, n, Timer::Hangup, g);
+                    if let Some(to) = media_to {
+                        self.start_media(now_ns, n, (n as u32).wrapping_mul(2).wrapping_add(1), to);
+                    }
+                } else {
+                    // §17.1.1.3: ACK the failure, on the INVITE's branch.
+                    let to = sip::to_value(msg).unwrap_or_default();
+                    let ack = sip::ack_for_failure(&call.dialog, &call.invite_branch, &to);
+                    if let Some(t) = target {
+                        self.out.push((ack, t));
+                    }
+                    if matches!(call.state, UacState::Calling | UacState::Proceeding) {
+                        self.end_uac(n, Some(&code.to_string()));
+                    }
+                }
+            }
+            Method::Bye if code >= 200 && call.state == UacState::Hangup => {
+                if code < 300 {
+                    self.end_uac(n, None);
+                } else {
+                    self.end_uac(n, Some(&format!("bye-{code}")));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn hold_ns(&mut self) -> u64 {
+        let Hold { min_ms, max_ms } = self.cfg.hold;
+        let ms = if max_ms > min_ms {
+            min_ms + self.random() % (max_ms - min_ms + 1)
+        } else {
+            min_ms
+        };
+        ms * 1_000_000
+    }
+
+    fn on_request(&mut self, now_ns: u64, msg: &SipMessage<'_>, src: SocketAddr) {
+        let Some(method) = msg.method() else {
+            return;
+        };
+        let Ok(cid) = msg.call_id() else {
+            return;
+        };
+        let cid = String::from_utf8_lossy(cid).into_owned();
+        match method {
+            Method::Invite if self.cfg.role == Role::Uas => {
+                if let Some(call) = self.uas.get(&cid) {
+                    // A retransmitted INVITE: the last answer again.
+                    if !call.acked {
+                        self.out.push((call.last.clone(), src));
+                    }
+                    return;
+                }
+                self.report.attempt(now_ns);
+                self.active += 1;
+                let key = self.uas_keys;
+                self.uas_keys += 1;
+                let tag = format!("{key:x}-{:x}", self.cfg.run_id);
+                let contact = Some(self.cfg.sip_local);
+                let ringing = sip::response(msg, 180, "Ringing", Some(&tag), contact, "");
+                let answer = sip::sdp(key, self.cfg.rtp_local);
+                let ok = sip::response(msg, 200, "OK", Some(&tag), contact, &answer);
+                self.out.push((ringing, src));
+                self.out.push((ok.clone(), src));
+                let media_to = self
+                    .cfg
+                    .media
+                    .then(|| sip::media_target(msg.body()))
+                    .flatten();
+                self.uas.insert(
+                    cid.clone(),
+                    UasCall {
+                        src,
+                        last: ok,
+                        interval: T1,
+                        acked: false,
+                        ended: false,
+                        media_to,
+                        key,
+                        generation: 0,
+                    },
+                );
+                self.uas_index.insert(key, cid);
+                self.schedule(now_ns + T1, key, Timer::OkRetransmit, 0);
+                self.schedule(now_ns + 64 * T1, key, Timer::AckTimeout, 0);
+            }
+            Method::Ack => {
+                let Some(call) = self.uas.get_mut(&cid) else {
+                    return;
+                };
+                if call.acked || call.ended {
+                    return;
+                }
+                call.acked = true;
+                call.generation += 1;
+                let (key, to) = (call.key, call.media_to);
+                if let Some(to) = to {
+                    self.start_media(now_ns, key, (key as u32).wrapping_mul(2), to);
+                }
+            }
+            Method::Bye => {
+                let ok = sip::response(msg, 200, "OK", None, None, "");
+                self.out.push((ok.clone(), src));
+                if let Some(call) = self.uas.get_mut(&cid)
+                    && !call.ended
+                {
+                    {
+                        call.ended = true;
+                        call.acked = true;
+                        call.generation += 1;
+                        call.last = ok;
+                        let (key, g) = (call.key, call.generation);
+                        self.report.completed += 1;
+                        self.active = self.active.saturating_sub(1);
+                        self.stop_media(key);
+                        // Kept a while to answer a retransmitted BYE (Timer J's span).
+                        self.schedule(now_ns + 32_000_000_000, key, Timer::Forget, g);
+                    }
+                }
+            }
+            Method::Cancel => {
+                let ok = sip::response(msg, 200, "OK", None, None, "");
+                self.out.push((ok, src));
+            }
+            _ => {
+                // OPTIONS and anything else: 200, so the peer's checks pass.
+                let ok = sip::response(msg, 200, "OK", None, None, "");
+                self.out.push((ok, src));
+            }
+        }
+    }
+
+    fn start_media(&mut self, now_ns: u64, key: u64, ssrc: u32, to: SocketAddr) {
+        let seq = (self.random() & 0x7fff) as u16;
+        self.streams.insert(
+            key,
+            Stream {
+                sender: Sender::new(ssrc, seq),
+                to,
+            },
+        );
+        let slot = ((now_ns / 1_000_000) % 20) as usize;
+        self.wheel[slot].push(key);
+    }
+
+    fn stop_media(&mut self, key: u64) {
+        self.streams.remove(&key);
+    }
+
+    /// Sends, through `send`, every RTP packet due by `now_ns` (one per
+    /// stream every 20 ms).
+    pub fn media_due(&mut self, now_ns: u64, mut send: impl FnMut(&[u8], SocketAddr) -> bool) {
+        let now_ms = now_ns / 1_000_000;
+        let mut pkt = [0u8; PACKET];
+        // Each millisecond's slot holds the streams that send in it.
+        while self.wheel_ms < now_ms {
+            self.wheel_ms += 1;
+            let slot = (self.wheel_ms % 20) as usize;
+            let mut keys = std::mem::take(&mut self.wheel[slot]);
+            keys.retain(|k| match self.streams.get_mut(k) {
+                Some(s) => {
+                    s.sender.next(now_ns, &mut pkt);
+                    if send(&pkt, s.to) {
+                        self.report.rtp_sent += 1;
+                    }
+                    true
+                }
+                None => false,
+            });
+            self.wheel[slot] = keys;
+        }
+    }
+
+    /// Accounts one received RTP packet.
+    pub fn on_rtp(&mut self, now_ns: u64, pkt: &[u8]) {
+        let Some((seq, ssrc, sent)) = media::read(pkt) else {
+            return;
+        };
+        let r = self
+            .receivers
+            .entry(ssrc)
+            .or_insert((Receiver::default(), now_ns));
+        r.0.on_packet(seq, sent, now_ns);
+        r.1 = now_ns;
+        self.report.rtp_received += 1;
+        report::record(
+            &mut self.report.rtp_transit,
+            now_ns.saturating_sub(sent) / 1000,
+        );
+    }
+
+    /// Folds the statistics of streams silent for 2 s (all of them with
+    /// `all`) into the report, freeing their state.
+    pub fn fold_streams(&mut self, now_ns: u64, all: bool) {
+        let report = &mut self.report;
+        self.receivers.retain(|_, (r, last)| {
+            if all || now_ns.saturating_sub(*last) > 2_000_000_000 {
+                report.rtp_lost += r.lost();
+                report.rtp_out_of_order += r.out_of_order;
+                report::record(&mut report.jitter, (r.jitter_ns / 1000.0) as u64);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Lost packets so far in live streams (for the progress line).
+    pub fn live_loss(&self) -> u64 {
+        self.receivers.values().map(|(r, _)| r.lost()).sum()
+    }
+}

@@ -1,0 +1,305 @@
+//! `rvoip-loadtest`: SIP + RTP load against any SIP peer.
+//!
+//!     rvoip-loadtest uas --listen 127.0.0.1:5070 [--media] [--duration 60s]
+//!     rvoip-loadtest uac --target 127.0.0.1:5060 --rate 500 --calls 5000 \
+//!         --max-concurrent 10000 --hold 10s [--media] [--json report.json]
+//!     rvoip-loadtest both --listen 127.0.0.1:5070 --rate 200 --calls 2000 --hold 5s
+//!
+//! The UAC exits 1 when failed calls exceed `--max-fail-pct` (default 0.1).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use rvoip_loadtest::agent::{Config, Hold, Role};
+use rvoip_loadtest::run::{Outcome, Sockets, run};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rvoip-loadtest",
+    version,
+    about = "SIP + RTP load generator with latency histograms"
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: RoleCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum RoleCmd {
+    /// Place calls.
+    Uac(UacArgs),
+    /// Answer calls.
+    Uas(UasArgs),
+    /// A UAS on --listen and a UAC calling it (or --target), in one process.
+    Both(BothArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Send RTP (G.711, 20 ms, 172-octet packets) in both directions and measure it.
+    #[arg(long)]
+    media: bool,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Write an HTML chart of rates and latency over time here.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+    /// No progress line each second.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+struct CallArgs {
+    /// Calls per second at full rate.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Time to reach the full rate, linearly (e.g. 10s).
+    #[arg(long, default_value = "0s", value_parser = parse_duration_ms)]
+    ramp: u64,
+    /// Calls to place; unlimited with --duration.
+    #[arg(long)]
+    calls: Option<u64>,
+    /// Stop placing calls after this long (e.g. 60s, 5m).
+    #[arg(long, value_parser = parse_duration_ms)]
+    duration: Option<u64>,
+    /// Most calls in progress at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_concurrent: u64,
+    /// Hold time after the answer: fixed (10s) or uniform in a range (5s..15s).
+    #[arg(long, default_value = "1s", value_parser = parse_hold)]
+    hold: Hold,
+    /// User part of the Request-URI.
+    #[arg(long, default_value = "service")]
+    service: String,
+    /// Exit status 1 when failed calls exceed this percentage.
+    #[arg(long, default_value_t = 0.1)]
+    max_fail_pct: f64,
+}
+
+#[derive(Args, Debug)]
+struct UacArgs {
+    /// The SIP peer to call (proxy, SBC or UAS).
+    #[arg(long)]
+    target: SocketAddr,
+    /// Local SIP address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    calls: CallArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct UasArgs {
+    /// Local SIP address.
+    #[arg(long, default_value = "127.0.0.1:5070")]
+    listen: SocketAddr,
+    /// Stop after this long (default: until SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_duration_ms)]
+    duration: Option<u64>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct BothArgs {
+    /// The UAS's SIP address.
+    #[arg(long, default_value = "127.0.0.1:5070")]
+    listen: SocketAddr,
+    /// Where the UAC calls (default: the UAS itself).
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    #[command(flatten)]
+    calls: CallArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s} (e.g. 500ms, 10s, 5m)"))?;
+    let ms = match unit {
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        "h" => v * 3_600_000.0,
+        _ => return Err(format!("unknown unit in {s} (ms, s, m, h)")),
+    };
+    Ok(ms as u64)
+}
+
+fn parse_hold(s: &str) -> Result<Hold, String> {
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (min_ms, max_ms) = (parse_duration_ms(a)?, parse_duration_ms(b)?);
+            if min_ms > max_ms {
+                return Err(format!("hold range {s} is empty"));
+            }
+            Ok(Hold { min_ms, max_ms })
+        }
+        None => {
+            let ms = parse_duration_ms(s)?;
+            Ok(Hold {
+                min_ms: ms,
+                max_ms: ms,
+            })
+        }
+    }
+}
+
+fn run_id() -> u32 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    t ^ std::process::id().rotate_left(16)
+}
+
+fn config(
+    role: Role,
+    socks: &Sockets,
+    target: Option<SocketAddr>,
+    calls: Option<&CallArgs>,
+    media: bool,
+    duration_ms: Option<u64>,
+) -> std::io::Result<Config> {
+    let d = CallArgs {
+        rate: 0.0,
+        ramp: 0,
+        calls: None,
+        duration: None,
+        max_concurrent: 0,
+        hold: Hold {
+            min_ms: 0,
+            max_ms: 0,
+        },
+        service: "service".into(),
+        max_fail_pct: 0.1,
+    };
+    let c = calls.unwrap_or(&d);
+    let duration = duration_ms.or(c.duration);
+    Ok(Config {
+        role,
+        target,
+        service: c.service.clone(),
+        rate: c.rate,
+        ramp_s: c.ramp as f64 / 1000.0,
+        calls: c
+            .calls
+            .unwrap_or(if duration.is_some() { u64::MAX } else { 100 }),
+        max_concurrent: c.max_concurrent,
+        duration_ns: duration.map(|ms| ms * 1_000_000),
+        hold: c.hold,
+        media,
+        sip_local: socks.sip.local_addr()?,
+        rtp_local: socks.rtp.local_addr()?,
+        run_id: run_id(),
+    })
+}
+
+fn finish(name: &str, o: &Outcome, common: &Common) -> std::io::Result<()> {
+    eprintln!("--- {name} ---");
+    eprint!("{}", o.report.text(o.elapsed_s));
+    let json = serde_json::to_string_pretty(&o.report.json(o.elapsed_s)).unwrap_or_default();
+    if let Some(path) = &common.json {
+        std::fs::write(path, json + "\n")?;
+    }
+    if let Some(path) = &common.plot {
+        std::fs::write(path, o.report.html())?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(&stop));
+    }
+    match real_main(cli, &stop) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rvoip-loadtest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn verdict(o: &Outcome, max_fail_pct: f64) -> ExitCode {
+    if o.report.fail_pct() > max_fail_pct || o.report.attempted == 0 {
+        eprintln!(
+            "FAIL: {:.3} % of calls failed (limit {max_fail_pct} %)",
+            o.report.fail_pct()
+        );
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
+    match cli.role {
+        RoleCmd::Uas(a) => {
+            let socks = Sockets::bind(a.listen)?;
+            let cfg = config(Role::Uas, &socks, None, None, a.common.media, a.duration)?;
+            eprintln!(
+                "rvoip-loadtest uas on {} (rtp {})",
+                cfg.sip_local, cfg.rtp_local
+            );
+            let o = run(cfg, &socks, stop, !a.common.quiet)?;
+            finish("uas", &o, &a.common)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RoleCmd::Uac(a) => {
+            let socks = Sockets::bind(a.listen)?;
+            let cfg = config(
+                Role::Uac,
+                &socks,
+                Some(a.target),
+                Some(&a.calls),
+                a.common.media,
+                None,
+            )?;
+            let o = run(cfg, &socks, stop, !a.common.quiet)?;
+            finish("uac", &o, &a.common)?;
+            Ok(verdict(&o, a.calls.max_fail_pct))
+        }
+        RoleCmd::Both(a) => {
+            let uas_socks = Sockets::bind(a.listen)?;
+            let uac_socks = Sockets::bind(SocketAddr::new(a.listen.ip(), 0))?;
+            let target = a.target.unwrap_or(uas_socks.sip.local_addr()?);
+            let uac_cfg = config(
+                Role::Uac,
+                &uac_socks,
+                Some(target),
+                Some(&a.calls),
+                a.common.media,
+                None,
+            )?;
+            let uas_cfg = config(Role::Uas, &uas_socks, None, None, a.common.media, None)?;
+            let uas_stop = Arc::new(AtomicBool::new(false));
+            let uas_stop2 = Arc::clone(&uas_stop);
+            let uas = std::thread::spawn(move || run(uas_cfg, &uas_socks, &uas_stop2, false));
+            let o = run(uac_cfg, &uac_socks, stop, !a.common.quiet)?;
+            uas_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let uas_outcome = uas
+                .join()
+                .map_err(|_| std::io::Error::other("the UAS thread failed"))??;
+            eprintln!("--- uas ---");
+            eprint!("{}", uas_outcome.report.text(uas_outcome.elapsed_s));
+            finish("uac", &o, &a.common)?;
+            Ok(verdict(&o, a.calls.max_fail_pct))
+        }
+    }
+}
