@@ -1,0 +1,165 @@
+//! The figures are right: a UAC and a UAS agent talk over a simulated
+//! network on simulated time that delays every datagram by a known amount,
+//! delays some RTP packets more, reorders some and drops known ones; the
+//! reports must show exactly that loss, reordering and transit time.
+
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use rvoip_loadtest::agent::{Agent, Config, Hold, Role};
+use rvoip_loadtest::media;
+
+const MS: u64 = 1_000_000;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn config(role: Role, sip: &str, rtp: &str, target: Option<&str>) -> Config {
+    Config {
+        role,
+        target: target.map(addr),
+        service: "service".into(),
+        rate: 10.0,
+        ramp_s: 0.0,
+        calls: 5,
+        max_concurrent: 100,
+        duration_ns: None,
+        hold: Hold {
+            min_ms: 2000,
+            max_ms: 2000,
+        },
+        media: true,
+        sip_local: addr(sip),
+        rtp_local: addr(rtp),
+        run_id: 7,
+    }
+}
+
+/// What the network does to RTP from the UAS to the UAC, by (SSRC, seq):
+/// dropped, or delivered this much later than the base delay.
+struct Network {
+    rtp_seen: BTreeMap<u32, u64>,
+    dropped: u64,
+    extra_late: u64,
+}
+
+impl Network {
+    /// Packets 7, 32, 57, 82 of a stream are dropped, packets 3, 13, ..., 93
+    /// are 45 ms late (two later packets overtake each); a stream has about
+    /// 100, so each of these has later packets that reveal it.
+    fn fate(&mut self, pkt: &[u8]) -> Option<u64> {
+        let (_, ssrc, _) = media::read(pkt)?;
+        let n = self.rtp_seen.entry(ssrc).or_default();
+        *n += 1;
+        if *n % 25 == 7 {
+            self.dropped += 1;
+            None
+        } else if *n % 10 == 3 && *n < 95 {
+            self.extra_late += 1;
+            Some(45 * MS)
+        } else {
+            Some(0)
+        }
+    }
+}
+
+#[test]
+fn loss_reordering_and_transit_match_what_the_network_did() {
+    let (uac_sip, uac_rtp, uas_sip, uas_rtp) = (
+        "10.0.0.1:5060",
+        "10.0.0.1:4000",
+        "10.0.0.2:5070",
+        "10.0.0.2:4002",
+    );
+    let t0 = 1_000 * MS;
+    let mut uac = Agent::new(config(Role::Uac, uac_sip, uac_rtp, Some(uas_sip)), t0);
+    let mut uas = Agent::new(config(Role::Uas, uas_sip, uas_rtp, None), t0);
+    let base = 30 * MS;
+    let mut net = Network {
+        rtp_seen: BTreeMap::new(),
+        dropped: 0,
+        extra_late: 0,
+    };
+    // In flight: (arrival, destination, source, bytes, is RTP).
+    let mut flight: Vec<(u64, SocketAddr, SocketAddr, Vec<u8>, bool)> = Vec::new();
+    let mut t = t0;
+    while t < t0 + 10_000 * MS {
+        let (due, rest): (Vec<_>, Vec<_>) = flight.into_iter().partition(|f| f.0 <= t);
+        flight = rest;
+        for (_, to, from, bytes, rtp) in due {
+            let agent = if to == addr(uac_sip) || to == addr(uac_rtp) {
+                &mut uac
+            } else {
+                &mut uas
+            };
+            if rtp {
+                agent.on_rtp(t, &bytes);
+            } else {
+                agent.on_sip(t, &bytes, from);
+            }
+        }
+        uac.tick(t);
+        uas.tick(t);
+        for (msg, to) in uac.take_out() {
+            flight.push((t + base, to, addr(uac_sip), msg, false));
+        }
+        for (msg, to) in uas.take_out() {
+            flight.push((t + base, to, addr(uas_sip), msg, false));
+        }
+        uac.media_due(t, |p, to| {
+            flight.push((t + base, to, addr(uac_rtp), p.to_vec(), true));
+            true
+        });
+        let mut late = Vec::new();
+        uas.media_due(t, |p, to| {
+            late.push((p.to_vec(), to));
+            true
+        });
+        for (p, to) in late {
+            if let Some(extra) = net.fate(&p) {
+                flight.push((t + base + extra, to, addr(uas_rtp), p, true));
+            }
+        }
+        t += MS;
+        if uac.finished(t) && flight.is_empty() {
+            break;
+        }
+    }
+    uac.fold_streams(t, true);
+    uas.fold_streams(t, true);
+    let (a, b) = (&uac.report, &uas.report);
+    assert_eq!((a.attempted, a.completed, a.failed), (5, 5, 0));
+    assert_eq!((b.attempted, b.completed), (5, 5));
+    // SIP: the request and the answer each take 30 ms: INVITE→180 is 60 ms.
+    assert_eq!(a.invite_to_180.value_at_quantile(0.5) / 1000, 60);
+    // UAS → UAC RTP: exactly the dropped packets are lost, the late ones
+    // arrive after later ones.
+    assert!(net.dropped > 0 && net.extra_late > 0);
+    assert_eq!(a.rtp_lost, net.dropped, "loss");
+    assert_eq!(a.rtp_received, b.rtp_sent - net.dropped);
+    assert_eq!(
+        a.rtp_out_of_order, net.extra_late,
+        "each late packet is overtaken"
+    );
+    // Transit: 30 ms for most, 75 ms for the late tenth.
+    assert_eq!(a.rtp_transit.value_at_quantile(0.5) / 1000, 30);
+    assert_eq!(a.rtp_transit.max() / 1000, 75);
+    // Jitter comes only from the late packets: the UAC sees some, the UAS
+    // (whose incoming path is steady) none.
+    assert!(a.jitter.max() > 1000, "UAC jitter {} µs", a.jitter.max());
+    assert_eq!(
+        b.jitter.max(),
+        1,
+        "UAS jitter is zero (recorded as the 1 µs floor)"
+    );
+    // UAC → UAS RTP: nothing lost, 30 ms each.
+    assert_eq!((b.rtp_lost, b.rtp_received), (0, a.rtp_sent));
+    assert_eq!(b.rtp_transit.max() / 1000, 30);
+    // MOS from 30 ms and the loss rate.
+    let loss_pct = 100.0 * net.dropped as f64 / b.rtp_sent as f64;
+    let expected = rvoip_loadtest::report::mos(30.0, loss_pct);
+    assert!((a.mos().unwrap() - expected).abs() < 0.01);
+}

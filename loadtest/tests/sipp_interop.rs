@@ -1,0 +1,158 @@
+//! rvoip-loadtest against SIPp (Debian `sip-tester`): as a UAC calling SIPp's
+//! built-in UAS (with RTP echoed back by SIPp), and as a UAS answering SIPp's
+//! built-in UAC. Small, bounded runs.
+
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used, unsafe_code)]
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("test dir");
+    d
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn report(path: &PathBuf) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("JSON report")
+}
+
+#[test]
+fn the_uac_calls_sipp_and_measures_the_echoed_rtp() {
+    let d = dir("lt-uac-sipp");
+    let port = free_port();
+    let _uas = Killed(
+        Command::new("sipp")
+            .args([
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-rtp_echo",
+                "-nostdin",
+            ])
+            .current_dir(&d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp (install sip-tester)"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let json = d.join("report.json");
+    let mut uac = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
+        .args(["uac", "--target", &format!("127.0.0.1:{port}")])
+        .args([
+            "--rate", "20", "--calls", "40", "--hold", "1s", "--media", "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rvoip-loadtest");
+    let code = wait_exit(&mut uac, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "rvoip-loadtest uac exit status");
+    let r = report(&json);
+    assert_eq!(r["calls"]["attempted"], 40, "{r}");
+    assert_eq!(r["calls"]["completed"], 40, "{r}");
+    assert_eq!(r["calls"]["failed"], 0, "{r}");
+    assert!(
+        r["latency_ms"]["invite_to_200"]["p50"].as_f64() > Some(0.0),
+        "{r}"
+    );
+    // SIPp echoes every packet back: about 50 per second per call for 1 s.
+    let (sent, received) = (
+        r["rtp"]["sent"].as_u64().unwrap(),
+        r["rtp"]["received"].as_u64().unwrap(),
+    );
+    assert!(sent >= 40 * 45, "{r}");
+    assert!(
+        received >= sent * 9 / 10,
+        "most echoed packets came back: {r}"
+    );
+    assert!(r["mos"].as_f64() > Some(4.0), "{r}");
+}
+
+#[test]
+fn sipp_calls_the_uas() {
+    let d = dir("lt-uas-sipp");
+    let port = free_port();
+    let json = d.join("report.json");
+    let uas = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
+        .args([
+            "uas",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--quiet",
+            "--duration",
+            "60s",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rvoip-loadtest");
+    let mut uas = Killed(uas);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sipp = Command::new("sipp")
+        .args([
+            "-sn",
+            "uac",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-m", "30", "-r", "15", "-nostdin", "-timeout", "50s"])
+        .current_dir(&d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp");
+    assert_eq!(
+        wait_exit(&mut sipp, Duration::from_secs(60)),
+        Some(0),
+        "every SIPp call succeeded"
+    );
+    // SIGTERM: the UAS stops and writes its report.
+    // SAFETY: kill() on our own child's pid.
+    unsafe { libc::kill(uas.0.id() as i32, libc::SIGTERM) };
+    assert_eq!(wait_exit(&mut uas.0, Duration::from_secs(10)), Some(0));
+    let r = report(&json);
+    assert_eq!(r["calls"]["attempted"], 30, "{r}");
+    assert_eq!(r["calls"]["completed"], 30, "{r}");
+}
