@@ -194,9 +194,11 @@ pub fn run(
                 break;
             }
         }
-        let wait_ms = ((agent.next_deadline(t).saturating_sub(t)) / 1_000_000).min(5) as i32;
-        if wait_ms > 0 {
-            wait(socks, wait_ms);
+        // Sleep until the next deadline, rounded up to poll's millisecond
+        // (a timer fires at most 1 ms late; nothing spins).
+        let ahead = agent.next_deadline(t).saturating_sub(t);
+        if ahead > 0 {
+            wait(socks, ahead.div_ceil(1_000_000).min(5) as i32);
         }
     }
     let t = now();

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Load generator efficiency: CPU per call of the calling side, rvoip-loadtest
+uac -> rvoip-loadtest uas versus SIPp uac -> SIPp uas, same rates, same box,
+one sitting. Scenario for both: INVITE, 100/180/200, ACK, BYE, 200 with no
+hold (SIPp's built-in uac; rvoip-loadtest --hold 0s), no media.
+
+usage: benches/loadtest/compare.py [SECONDS] RATE...
+   e.g. benches/loadtest/compare.py 15 1000 2000 4000 8000
+
+CPU of the UAC process only (user + system, from the kernel's accounting of
+the exited child). Loopback only; every process is bounded in time.
+"""
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LT = os.path.join(ROOT, "target", "release", "rvoip-loadtest")
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def child_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_uac(cmd, timeout):
+    c0 = child_cpu()
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout, text=True)
+    return child_cpu() - c0, time.monotonic() - t0, p.returncode, p.stderr
+
+
+def step(tool, rate, secs):
+    calls = rate * secs
+    port = free_port()
+    if tool == "rvoip-loadtest":
+        uas = subprocess.Popen([LT, "uas", "--listen", f"127.0.0.1:{port}", "--quiet", "--duration", f"{secs + 90}s"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        uac = [LT, "uac", "--target", f"127.0.0.1:{port}", "--rate", str(rate), "--calls", str(calls),
+               "--hold", "0s", "--max-concurrent", str(calls), "--quiet"]
+    else:
+        uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-nostdin"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
+        uac = ["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(free_port()), f"127.0.0.1:{port}",
+               "-m", str(calls), "-r", str(rate), "-l", str(calls), "-nostdin", "-timeout", f"{secs + 60}s",
+               "-trace_stat", "-stf", f"/tmp/lt-compare-{port}.csv"]
+    time.sleep(0.5)
+    try:
+        cpu, wall, rc, err = run_uac(uac, secs + 90)
+    finally:
+        uas.terminate()
+        try:
+            uas.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            uas.kill()
+    failed = None
+    if tool == "rvoip-loadtest":
+        for line in err.splitlines():
+            if line.startswith("calls:"):
+                # calls: attempted N completed N failed N (x %) ...
+                f = line.split()
+                failed = int(f[6])
+    else:
+        try:
+            rows = open(f"/tmp/lt-compare-{port}.csv").read().splitlines()
+            head, last = rows[0].split(";"), rows[-1].split(";")
+            failed = int(last[head.index("FailedCall(C)")])
+        except (OSError, ValueError, IndexError):
+            failed = None
+    return cpu, wall, rc, failed, calls
+
+
+def main():
+    args = sys.argv[1:]
+    secs = int(args[0]) if args else 15
+    rates = [int(a) for a in args[1:]] or [1000, 2000, 4000]
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "rvoip-loadtest"], cwd=ROOT, check=True)
+    print(f"{'rate':>6} {'tool':<15} {'calls':>7} {'failed':>6} {'wall s':>7} {'UAC cpu s':>9} {'us/call':>8}")
+    ratios = []
+    for rate in rates:
+        res = {}
+        for tool in ("rvoip-loadtest", "sipp"):
+            cpu, wall, rc, failed, calls = step(tool, rate, secs)
+            us = 1e6 * cpu / calls
+            res[tool] = us
+            print(f"{rate:>6} {tool:<15} {calls:>7} {str(failed):>6} {wall:>7.1f} {cpu:>9.2f} {us:>8.1f}", flush=True)
+        ratios.append((rate, res["sipp"] / res["rvoip-loadtest"]))
+    print("\n  rate   SIPp CPU per call / rvoip-loadtest CPU per call")
+    for rate, r in ratios:
+        print(f"{rate:>6}   {r:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
