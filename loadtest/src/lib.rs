@@ -9,6 +9,7 @@
 //! anything but its own sockets.
 
 pub mod agent;
+pub mod batch;
 pub mod media;
 pub mod report;
 pub mod run;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::agent::{Agent, Config};
+use crate::batch::{self, BATCH, RecvBatch};
+use crate::media::PACKET;
 use crate::report::Report;
 
 /// Sockets bound for a run.
@@ -52,9 +54,10 @@ fn grow_buffers(sock: &UdpSocket) {
     }
 }
 
-/// Waits until one of the sockets is readable or `timeout_ms` passes.
+/// Waits until one of the sockets is readable or `timeout_ms` passes;
+/// returns which are readable (SIP, RTP).
 #[allow(unsafe_code)]
-fn wait(socks: &Sockets, timeout_ms: i32) {
+fn wait(socks: &Sockets, timeout_ms: i32) -> (bool, bool) {
     let mut fds = [
         libc::pollfd {
             fd: socks.sip.as_raw_fd(),
@@ -68,7 +71,12 @@ fn wait(socks: &Sockets, timeout_ms: i32) {
         },
     ];
     // SAFETY: fds is a valid array of two pollfd for the call.
-    unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    if n < 0 {
+        // EINTR (a signal): look at both.
+        return (true, true);
+    }
+    (fds[0].revents != 0, fds[1].revents != 0)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the host,
@@ -93,48 +101,89 @@ pub struct Outcome {
     pub elapsed_s: f64,
 }
 
+/// How the loop runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A progress line each second on stderr.
+    pub progress: bool,
+    /// After a wake-up that found few datagrams, wait this long for more
+    /// before handling them (fewer wake-ups under load; arrivals are then
+    /// timed up to this much late). 0: none.
+    pub batch_wait_us: u64,
+}
+
 /// Runs `cfg` on `socks` until the UAC's calls are done, the duration is
-/// over (UAS), or `stop` is set. Prints a progress line each second to
-/// stderr when `progress` is set.
+/// over (UAS), or `stop` is set.
 pub fn run(
     cfg: Config,
     socks: &Sockets,
     stop: &Arc<AtomicBool>,
-    progress: bool,
+    opts: Options,
 ) -> io::Result<Outcome> {
+    let progress = opts.progress;
     let start = monotonic_ns();
     let now = monotonic_ns;
     let duration = cfg.duration_ns.map(|d| start + d);
     let uas = cfg.role == crate::agent::Role::Uas;
     let mut agent = Agent::new(cfg, now());
-    let mut buf = vec![0u8; 65_536];
+    let mut sip_in = RecvBatch::new(65_536 / 16);
+    let mut rtp_in = RecvBatch::new(512);
+    let mut rtp_out: Vec<([u8; PACKET], SocketAddr)> = Vec::new();
+    let mut sip_out: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+    let mut ready = (true, true);
     let mut next_second = start + 1_000_000_000;
     let mut ended_ns = None;
     loop {
         let t = now();
         agent.tick(t);
-        // Receive what is there (bounded, so timers and sends keep up).
-        for _ in 0..512 {
-            match socks.sip.recv_from(&mut buf) {
-                Ok((n, src)) => agent.on_sip(now(), &buf[..n], src),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) => return Err(e),
+        // Receive what is there, a batch per system call (bounded, so timers
+        // and sends keep up).
+        let mut handled = 0;
+        for _ in 0..8 {
+            if !ready.0 {
+                break;
+            }
+            let n = sip_in.recv(&socks.sip)?;
+            let t = now();
+            for i in 0..n {
+                if let Some((msg, src)) = sip_in.get(i) {
+                    agent.on_sip(t, msg, src);
+                }
+            }
+            handled += n;
+            if n < BATCH {
+                break;
             }
         }
-        for _ in 0..2048 {
-            match socks.rtp.recv_from(&mut buf) {
-                Ok((n, _)) => agent.on_rtp(now(), &buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {}
+        for _ in 0..32 {
+            if !ready.1 {
+                break;
+            }
+            let n = rtp_in.recv(&socks.rtp).unwrap_or(0);
+            let t = now();
+            for i in 0..n {
+                if let Some((pkt, _)) = rtp_in.get(i) {
+                    agent.on_rtp(t, pkt);
+                }
+            }
+            handled += n;
+            if n < BATCH {
+                break;
             }
         }
         let t = now();
-        agent.media_due(t, |pkt, to| socks.rtp.send_to(pkt, to).is_ok());
-        for (msg, to) in agent.take_out() {
-            // A refused or full send is what retransmission is for.
-            let _ = socks.sip.send_to(&msg, to);
-        }
+        rtp_out.clear();
+        agent.media_due(t, |pkt, to| {
+            let mut p = [0u8; PACKET];
+            p.copy_from_slice(pkt);
+            rtp_out.push((p, to));
+            true
+        });
+        batch::send_all(&socks.rtp, &rtp_out);
+        sip_out.clear();
+        sip_out.extend(agent.take_out());
+        // A refused or lost send is what retransmission is for.
+        batch::send_all(&socks.sip, &sip_out);
         if t >= next_second {
             next_second += 1_000_000_000;
             agent.fold_streams(t, false);
@@ -197,9 +246,15 @@ pub fn run(
         // Sleep until the next deadline, rounded up to poll's millisecond
         // (a timer fires at most 1 ms late; nothing spins).
         let ahead = agent.next_deadline(t).saturating_sub(t);
-        if ahead > 0 {
-            wait(socks, ahead.div_ceil(1_000_000).min(5) as i32);
+        if opts.batch_wait_us > 0 && handled < BATCH / 4 && ahead > opts.batch_wait_us * 1000 {
+            std::thread::sleep(std::time::Duration::from_micros(opts.batch_wait_us));
         }
+        let timeout = if ahead == 0 {
+            0
+        } else {
+            ahead.div_ceil(1_000_000).min(5) as i32
+        };
+        ready = wait(socks, timeout);
     }
     let t = now();
     agent.fold_streams(t, true);

@@ -9,4 +9,4 @@ pub(crate) mod bufring;
 pub mod media;
 pub mod ng_udp;
 pub mod sip;
-pub(crate) mod sockaddr;
+pub mod sockaddr;

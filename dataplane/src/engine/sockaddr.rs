@@ -4,16 +4,16 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Space for either address family.
-pub(crate) type Storage = libc::sockaddr_storage;
+pub type Storage = libc::sockaddr_storage;
 
 /// An all-zero storage.
-pub(crate) fn zeroed() -> Storage {
+pub fn zeroed() -> Storage {
     // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
     unsafe { std::mem::zeroed() }
 }
 
 /// Writes `addr` into `out`; returns the length to pass to the kernel.
-pub(crate) fn write(addr: SocketAddr, out: &mut Storage) -> libc::socklen_t {
+pub fn write(addr: SocketAddr, out: &mut Storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
@@ -46,7 +46,7 @@ pub(crate) fn write(addr: SocketAddr, out: &mut Storage) -> libc::socklen_t {
 }
 
 /// Reads a socket address from raw sockaddr bytes (at least the family's size).
-pub(crate) fn read(raw: &[u8]) -> Option<SocketAddr> {
+pub fn read(raw: &[u8]) -> Option<SocketAddr> {
     if raw.len() < 2 {
         return None;
     }
@@ -75,7 +75,7 @@ pub(crate) fn read(raw: &[u8]) -> Option<SocketAddr> {
 }
 
 /// The bytes of a storage, for [`read`].
-pub(crate) fn bytes(s: &Storage, len: usize) -> &[u8] {
+pub fn bytes(s: &Storage, len: usize) -> &[u8] {
     let len = len.min(std::mem::size_of::<Storage>());
     // SAFETY: a sockaddr_storage is plain bytes of at least `len`.
     unsafe { std::slice::from_raw_parts((s as *const Storage).cast::<u8>(), len) }

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use rvoip_loadtest::agent::{Config, Hold, Role};
-use rvoip_loadtest::run::{Outcome, Sockets, run};
+use rvoip_loadtest::run::{Options, Outcome, Sockets, run};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +52,19 @@ struct Common {
     /// No progress line each second.
     #[arg(long)]
     quiet: bool,
+    /// After a wake-up that found few datagrams, wait this many µs for more
+    /// (fewer wake-ups, less CPU; arrivals timed up to this much late).
+    #[arg(long, default_value_t = 0)]
+    batch_wait_us: u64,
+}
+
+impl Common {
+    fn options(&self) -> Options {
+        Options {
+            progress: !self.quiet,
+            batch_wait_us: self.batch_wait_us,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -257,7 +270,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 "rvoip-loadtest uas on {} (rtp {})",
                 cfg.sip_local, cfg.rtp_local
             );
-            let o = run(cfg, &socks, stop, !a.common.quiet)?;
+            let o = run(cfg, &socks, stop, a.common.options())?;
             finish("uas", &o, &a.common)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -271,7 +284,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 a.common.media,
                 None,
             )?;
-            let o = run(cfg, &socks, stop, !a.common.quiet)?;
+            let o = run(cfg, &socks, stop, a.common.options())?;
             finish("uac", &o, &a.common)?;
             Ok(verdict(&o, a.calls.max_fail_pct))
         }
@@ -290,8 +303,12 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             let uas_cfg = config(Role::Uas, &uas_socks, None, None, a.common.media, None)?;
             let uas_stop = Arc::new(AtomicBool::new(false));
             let uas_stop2 = Arc::clone(&uas_stop);
-            let uas = std::thread::spawn(move || run(uas_cfg, &uas_socks, &uas_stop2, false));
-            let o = run(uac_cfg, &uac_socks, stop, !a.common.quiet)?;
+            let uas_opts = Options {
+                progress: false,
+                ..a.common.options()
+            };
+            let uas = std::thread::spawn(move || run(uas_cfg, &uas_socks, &uas_stop2, uas_opts));
+            let o = run(uac_cfg, &uac_socks, stop, a.common.options())?;
             uas_stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let uas_outcome = uas
                 .join()
