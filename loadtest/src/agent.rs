@@ -23,6 +23,7 @@ use rvoip_dataplane::sip::{Method, SipMessage};
 use crate::media::{self, PACKET, Receiver, Sender};
 use crate::report::{self, Report};
 use crate::sip::{self, Dialog};
+use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite, sdes};
 
 /// RFC 3261 T1 and T2, nanoseconds.
 const T1: u64 = 500_000_000;
@@ -75,6 +76,8 @@ pub struct Config {
     pub rtp_local: SocketAddr,
     /// Distinguishes this run's Call-IDs and tags.
     pub run_id: u32,
+    /// Offer SRTP with this suite (SDES); a UAS answers any suite offered.
+    pub srtp: Option<Suite>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -109,6 +112,10 @@ struct UacCall {
     ack: Option<Vec<u8>>,
     bye: Option<Vec<u8>>,
     generation: u32,
+    /// The SDES key this side offered.
+    srtp_key: Option<MasterKey>,
+    /// The far end's announced SSRC, once answered.
+    remote_ssrc: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -120,6 +127,9 @@ struct UasCall {
     acked: bool,
     ended: bool,
     media_to: Option<SocketAddr>,
+    /// SRTP keys to send with, when the offer was SRTP.
+    srtp_tx: Option<SrtpParams>,
+    remote_ssrc: Option<u32>,
     key: u64,
     generation: u32,
 }
@@ -128,6 +138,7 @@ struct UasCall {
 struct Stream {
     sender: Sender,
     to: SocketAddr,
+    srtp: Option<Box<SrtpContext>>,
 }
 
 /// One role's calls, timers and media.
@@ -148,6 +159,9 @@ pub struct Agent {
     wheel: Vec<Vec<u64>>,
     wheel_ms: u64,
     receivers: HashMap<u32, (Receiver, u64)>,
+    /// SRTP contexts for the far ends' streams, by their SSRC.
+    srtp_rx: HashMap<u32, Box<SrtpContext>>,
+    keys: ring::rand::SystemRandom,
     out: Vec<(Vec<u8>, SocketAddr)>,
     rng: u64,
 }
@@ -171,6 +185,8 @@ impl Agent {
             wheel: (0..20).map(|_| Vec::new()).collect(),
             wheel_ms: now_ns / 1_000_000,
             receivers: HashMap::new(),
+            srtp_rx: HashMap::new(),
+            keys: ring::rand::SystemRandom::new(),
             out: Vec::new(),
         }
     }
@@ -269,7 +285,14 @@ impl Agent {
             local: self.cfg.sip_local,
         };
         let branch = format!("z9hG4bK-{n:x}-{:x}-i", self.cfg.run_id);
-        let offer = sip::sdp(n, self.cfg.rtp_local);
+        let srtp_key = self.cfg.srtp.and_then(|s| sdes::generate(s, &self.keys));
+        let line = self
+            .cfg
+            .srtp
+            .zip(srtp_key.as_ref())
+            .map(|(s, k)| sdes::format(1, k, s));
+        let ssrc = (n as u32).wrapping_mul(2).wrapping_add(1);
+        let offer = sip::sdp(n, self.cfg.rtp_local, ssrc, line.as_deref());
         let invite = sip::invite(&dialog, &branch, &offer);
         self.out.push((invite.clone(), target));
         self.uac.insert(
@@ -285,6 +308,8 @@ impl Agent {
                 ack: None,
                 bye: None,
                 generation: 0,
+                srtp_key,
+                remote_ssrc: None,
             },
         );
         self.report.attempt(now_ns);
@@ -294,7 +319,10 @@ impl Agent {
     }
 
     fn end_uac(&mut self, n: u64, failure: Option<&str>) {
-        if self.uac.remove(&n).is_some() {
+        if let Some(call) = self.uac.remove(&n) {
+            if let Some(ssrc) = call.remote_ssrc {
+                self.srtp_rx.remove(&ssrc);
+            }
             self.active = self.active.saturating_sub(1);
             match failure {
                 Some(reason) => self.report.fail(reason),
@@ -487,10 +515,28 @@ impl Agent {
                     call.state = UacState::Confirmed;
                     call.generation += 1;
                     let g = call.generation;
-                    let media_to = media.then(|| sip::media_target(msg.body())).flatten();
+                    let remote = media.then(|| sip::remote_media(msg.body())).flatten();
+                    // SRTP both ways when the answer accepted the offered key.
+                    let ours = self.cfg.srtp.zip(call.srtp_key.clone());
+                    let keys = remote.as_ref().and_then(|r| {
+                        let (suite, key) = ours.clone()?;
+                        let theirs = r.crypto.iter().find(|c| c.tag == 1 && c.suite == suite)?;
+                        Some((
+                            SrtpParams::new(suite, key),
+                            SrtpParams::new(suite, theirs.master.clone()),
+                        ))
+                    });
+                    call.remote_ssrc = remote.as_ref().and_then(|r| r.ssrc);
                     self.schedule(now_ns + hold, n, Timer::Hangup, g);
-                    if let Some(to) = media_to {
-                        self.start_media(now_ns, n, (n as u32).wrapping_mul(2).wrapping_add(1), to);
+                    if let Some(r) = remote {
+                        let (tx, rx) = keys.unzip();
+                        if let (Some(rx), Some(ssrc)) = (rx, r.ssrc)
+                            && let Some(ctx) = SrtpContext::new(&rx)
+                        {
+                            self.srtp_rx.insert(ssrc, Box::new(ctx));
+                        }
+                        let ssrc = (n as u32).wrapping_mul(2).wrapping_add(1);
+                        self.start_media(now_ns, n, ssrc, r.to, tx.as_ref());
                     }
                 } else {
                     // §17.1.1.3: ACK the failure, on the INVITE's branch.
@@ -549,15 +595,27 @@ impl Agent {
                 let tag = format!("{key:x}-{:x}", self.cfg.run_id);
                 let contact = Some(self.cfg.sip_local);
                 let ringing = sip::response(msg, 180, "Ringing", Some(&tag), contact, "");
-                let answer = sip::sdp(key, self.cfg.rtp_local);
+                let remote = sip::remote_media(msg.body());
+                // An SRTP offer: its first usable key to receive with, a key
+                // of our own for its suite to send with.
+                let offered = remote.as_ref().and_then(|r| r.crypto.first().cloned());
+                let own = offered
+                    .as_ref()
+                    .and_then(|c| Some((c, sdes::generate(c.suite, &self.keys)?)));
+                let line = own.as_ref().map(|(c, k)| sdes::format(c.tag, k, c.suite));
+                let ssrc = (key as u32).wrapping_mul(2);
+                let answer = sip::sdp(key, self.cfg.rtp_local, ssrc, line.as_deref());
                 let ok = sip::response(msg, 200, "OK", Some(&tag), contact, &answer);
                 self.out.push((ringing, src));
                 self.out.push((ok.clone(), src));
-                let media_to = self
-                    .cfg
-                    .media
-                    .then(|| sip::media_target(msg.body()))
-                    .flatten();
+                let srtp_tx = own.map(|(c, k)| SrtpParams::new(c.suite, k));
+                let remote_ssrc = remote.as_ref().and_then(|r| r.ssrc);
+                if let (Some(c), Some(ssrc)) = (&offered, remote_ssrc)
+                    && let Some(ctx) = SrtpContext::new(&SrtpParams::new(c.suite, c.master.clone()))
+                {
+                    self.srtp_rx.insert(ssrc, Box::new(ctx));
+                }
+                let media_to = remote.filter(|_| self.cfg.media).map(|r| r.to);
                 self.uas.insert(
                     cid.clone(),
                     UasCall {
@@ -567,6 +625,8 @@ impl Agent {
                         acked: false,
                         ended: false,
                         media_to,
+                        srtp_tx,
+                        remote_ssrc,
                         key,
                         generation: 0,
                     },
@@ -584,9 +644,9 @@ impl Agent {
                 }
                 call.acked = true;
                 call.generation += 1;
-                let (key, to) = (call.key, call.media_to);
+                let (key, to, tx) = (call.key, call.media_to, call.srtp_tx.clone());
                 if let Some(to) = to {
-                    self.start_media(now_ns, key, (key as u32).wrapping_mul(2), to);
+                    self.start_media(now_ns, key, (key as u32).wrapping_mul(2), to, tx.as_ref());
                 }
             }
             Method::Bye => {
@@ -600,10 +660,13 @@ impl Agent {
                         call.acked = true;
                         call.generation += 1;
                         call.last = ok;
-                        let (key, g) = (call.key, call.generation);
+                        let (key, g, rs) = (call.key, call.generation, call.remote_ssrc);
                         self.report.completed += 1;
                         self.active = self.active.saturating_sub(1);
                         self.stop_media(key);
+                        if let Some(s) = rs {
+                            self.srtp_rx.remove(&s);
+                        }
                         // Kept a while to answer a retransmitted BYE (Timer J's span).
                         self.schedule(now_ns + 32_000_000_000, key, Timer::Forget, g);
                     }
@@ -621,13 +684,21 @@ impl Agent {
         }
     }
 
-    fn start_media(&mut self, now_ns: u64, key: u64, ssrc: u32, to: SocketAddr) {
+    fn start_media(
+        &mut self,
+        now_ns: u64,
+        key: u64,
+        ssrc: u32,
+        to: SocketAddr,
+        srtp: Option<&SrtpParams>,
+    ) {
         let seq = (self.random() & 0x7fff) as u16;
         self.streams.insert(
             key,
             Stream {
                 sender: Sender::new(ssrc, seq),
                 to,
+                srtp: srtp.and_then(SrtpContext::new).map(Box::new),
             },
         );
         let slot = ((now_ns / 1_000_000) % 20) as usize;
@@ -643,6 +714,7 @@ impl Agent {
     pub fn media_due(&mut self, now_ns: u64, mut send: impl FnMut(&[u8], SocketAddr) -> bool) {
         let now_ms = now_ns / 1_000_000;
         let mut pkt = [0u8; PACKET];
+        let mut protected = [0u8; PACKET + 64];
         // Each millisecond's slot holds the streams that send in it.
         while self.wheel_ms < now_ms {
             self.wheel_ms += 1;
@@ -651,7 +723,17 @@ impl Agent {
             keys.retain(|k| match self.streams.get_mut(k) {
                 Some(s) => {
                     s.sender.next(now_ns, &mut pkt);
-                    if send(&pkt, s.to) {
+                    let out = match &mut s.srtp {
+                        Some(ctx) => {
+                            protected[..PACKET].copy_from_slice(&pkt);
+                            match ctx.protect_rtp(&mut protected, PACKET) {
+                                Ok(n) => &protected[..n],
+                                Err(_) => return true,
+                            }
+                        }
+                        None => &pkt[..],
+                    };
+                    if send(out, s.to) {
                         self.report.rtp_sent += 1;
                     }
                     true
@@ -664,6 +746,27 @@ impl Agent {
 
     /// Accounts one received RTP packet.
     pub fn on_rtp(&mut self, now_ns: u64, pkt: &[u8]) {
+        // SRTP from a far end that announced its SSRC: unprotect first.
+        let mut plain = [0u8; 2048];
+        let pkt = match pkt
+            .get(8..12)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        {
+            Some(ssrc) if pkt.len() <= plain.len() => match self.srtp_rx.get_mut(&ssrc) {
+                Some(ctx) => {
+                    plain[..pkt.len()].copy_from_slice(pkt);
+                    match ctx.unprotect_rtp(&mut plain, pkt.len()) {
+                        Ok(n) => &plain[..n],
+                        Err(_) => {
+                            self.report.srtp_errors += 1;
+                            return;
+                        }
+                    }
+                }
+                None => pkt,
+            },
+            _ => pkt,
+        };
         let Some((seq, ssrc, sent)) = media::read(pkt) else {
             return;
         };

@@ -35,6 +35,8 @@ pub struct Report {
     pub rtp_lost: u64,
     /// RTP packets received after a later one.
     pub rtp_out_of_order: u64,
+    /// SRTP packets refused (authentication, replay, ...).
+    pub srtp_errors: u64,
     /// Monotonic time of the first and the last call attempt, nanoseconds.
     pub attempts_window_ns: (u64, u64),
     /// Per second: (seconds, attempted, active, completed, failed, rtp received, p99 INVITE→200 ms).
@@ -62,6 +64,7 @@ impl Default for Report {
             rtp_received: 0,
             rtp_lost: 0,
             rtp_out_of_order: 0,
+            srtp_errors: 0,
             attempts_window_ns: (0, 0),
             timeline: Vec::new(),
         }
@@ -182,6 +185,7 @@ impl Report {
                 "received": self.rtp_received,
                 "lost": self.rtp_lost,
                 "out_of_order": self.rtp_out_of_order,
+                "srtp_errors": self.srtp_errors,
             },
             "jitter_ms": {
                 "p50": ms(&self.jitter, 0.5),
@@ -237,6 +241,9 @@ impl Report {
                 ms(&self.jitter, 0.99),
                 self.mos().map_or("-".to_owned(), |m| format!("{m:.2}"))
             );
+        }
+        if self.srtp_errors > 0 {
+            let _ = writeln!(s, "srtp: {} packets refused", self.srtp_errors);
         }
         s
     }

@@ -92,6 +92,31 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// An RTP datagram waiting for `sendmmsg`: a G.711 packet and room for the
+/// largest SRTP trailer.
+#[derive(Debug, Clone, Copy)]
+struct Datagram {
+    buf: [u8; PACKET + 64],
+    len: usize,
+}
+
+impl Datagram {
+    fn copy(pkt: &[u8]) -> Option<Datagram> {
+        let mut d = Datagram {
+            buf: [0; PACKET + 64],
+            len: pkt.len(),
+        };
+        d.buf.get_mut(..pkt.len())?.copy_from_slice(pkt);
+        Some(d)
+    }
+}
+
+impl AsRef<[u8]> for Datagram {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// How a run ended.
 #[derive(Debug)]
 pub struct Outcome {
@@ -128,7 +153,7 @@ pub fn run(
     let mut agent = Agent::new(cfg, now());
     let mut sip_in = RecvBatch::new(65_536 / 16);
     let mut rtp_in = RecvBatch::new(512);
-    let mut rtp_out: Vec<([u8; PACKET], SocketAddr)> = Vec::new();
+    let mut rtp_out: Vec<(Datagram, SocketAddr)> = Vec::new();
     let mut sip_out: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
     let mut ready = (true, true);
     let mut next_second = start + 1_000_000_000;
@@ -173,11 +198,12 @@ pub fn run(
         }
         let t = now();
         rtp_out.clear();
-        agent.media_due(t, |pkt, to| {
-            let mut p = [0u8; PACKET];
-            p.copy_from_slice(pkt);
-            rtp_out.push((p, to));
-            true
+        agent.media_due(t, |pkt, to| match Datagram::copy(pkt) {
+            Some(d) => {
+                rtp_out.push((d, to));
+                true
+            }
+            None => false,
         });
         batch::send_all(&socks.rtp, &rtp_out);
         sip_out.clear();

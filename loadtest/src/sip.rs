@@ -6,29 +6,76 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
+use rvoip_dataplane::srtp::sdes::{self, CryptoAttr};
 
 /// Parses one datagram; `None` when it is not SIP.
 pub fn parse(buf: &[u8]) -> Option<SipMessage<'_>> {
     SipMessage::parse(buf, Framing::Datagram, &Limits::DEFAULT).ok()
 }
 
-/// The SDP offer or answer for one call: PCMU, 20 ms, media at `rtp`.
-pub fn sdp(session: u64, rtp: SocketAddr) -> String {
+/// The SDP offer or answer for one call: PCMU, 20 ms, media at `rtp`, the
+/// stream's SSRC announced (RFC 5576 `a=ssrc`), and with `crypto` (an SDES
+/// `a=crypto` value) the RTP/SAVP profile.
+pub fn sdp(session: u64, rtp: SocketAddr, ssrc: u32, crypto: Option<&str>) -> String {
     let ip = rtp.ip();
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    format!(
+    let profile = if crypto.is_some() {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
+    let mut s = format!(
         "v=0\r\no=- {session} 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n",
+         m=audio {port} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n\
+         a=ssrc:{ssrc} cname:rvoip-loadtest\r\n",
         port = rtp.port()
-    )
+    );
+    if let Some(c) = crypto {
+        let _ = write!(s, "a=crypto:{c}\r\n");
+    }
+    s
 }
 
-/// Where the media of an SDP body goes.
-pub fn media_target(body: &[u8]) -> Option<SocketAddr> {
+/// What the far end's SDP says about its media.
+#[derive(Debug, Clone)]
+pub struct RemoteMedia {
+    /// Where to send RTP.
+    pub to: SocketAddr,
+    /// The SSRC it announces, if it does.
+    pub ssrc: Option<u32>,
+    /// Its usable `a=crypto` attributes, in order.
+    pub crypto: Vec<CryptoAttr>,
+}
+
+/// Reads the first media section of an SDP body.
+pub fn remote_media(body: &[u8]) -> Option<RemoteMedia> {
     let sdp = rvoip_dataplane::sdp::Sdp::parse(body).ok()?;
     let m = sdp.media.first()?;
     let addr = sdp.media_connection(0)?.address;
-    (m.media.port != 0).then(|| SocketAddr::new(addr, m.media.port))
+    if m.media.port == 0 {
+        return None;
+    }
+    let mut ssrc = None;
+    let mut crypto = Vec::new();
+    for (name, value) in m.attributes() {
+        let value = value.unwrap_or_default();
+        if name.eq_ignore_ascii_case(b"ssrc") && ssrc.is_none() {
+            ssrc = value
+                .split(|b| *b == b' ')
+                .next()
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok());
+        } else if name.eq_ignore_ascii_case(b"crypto")
+            && let Ok(c) = sdes::parse(value)
+        {
+            crypto.push(c);
+        }
+    }
+    Some(RemoteMedia {
+        to: SocketAddr::new(addr, m.media.port),
+        ssrc,
+        crypto,
+    })
 }
 
 /// The identity of the UAC side of one call.
@@ -247,10 +294,16 @@ mod tests {
             request_uri: "sip:service@127.0.0.1:5060".into(),
             local: "127.0.0.1:5080".parse().unwrap_or_else(|_| panic!()),
         };
-        let offer = sdp(1, d.local);
+        let key = "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
+        let offer = sdp(1, d.local, 77, Some(key));
         let inv = invite(&d, "z9hG4bK-1", &offer);
         let req = parse(&inv).unwrap_or_else(|| panic!("INVITE parses"));
-        assert_eq!(media_target(req.body()), Some(d.local));
+        let remote = remote_media(req.body()).unwrap_or_else(|| panic!("SDP"));
+        assert_eq!(
+            (remote.to, remote.ssrc, remote.crypto.len()),
+            (d.local, Some(77), 1)
+        );
+        assert!(offer.contains("RTP/SAVP"));
         let r = response(&req, 180, "Ringing", Some("tt"), Some(d.local), "");
         let resp = parse(&r).unwrap_or_else(|| panic!("180 parses"));
         assert_eq!(resp.status_code(), Some(180));

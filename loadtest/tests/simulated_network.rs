@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use rvoip_dataplane::srtp::Suite;
 use rvoip_loadtest::agent::{Agent, Config, Hold, Role};
 use rvoip_loadtest::media;
 
@@ -35,6 +36,7 @@ fn config(role: Role, sip: &str, rtp: &str, target: Option<&str>) -> Config {
         sip_local: addr(sip),
         rtp_local: addr(rtp),
         run_id: 7,
+        srtp: None,
     }
 }
 
@@ -66,8 +68,11 @@ impl Network {
     }
 }
 
-#[test]
-fn loss_reordering_and_transit_match_what_the_network_did() {
+/// Runs five calls between a UAC and a UAS agent over a network that delays
+/// every datagram 30 ms and applies `net` to the UAS's RTP; returns both
+/// agents (streams folded) and the sizes of the UAC's RTP datagrams.
+fn simulate(srtp: Option<Suite>, net: &mut Network) -> (Agent, Agent, Vec<usize>) {
+    let mut wire = Vec::new();
     let (uac_sip, uac_rtp, uas_sip, uas_rtp) = (
         "10.0.0.1:5060",
         "10.0.0.1:4000",
@@ -75,14 +80,15 @@ fn loss_reordering_and_transit_match_what_the_network_did() {
         "10.0.0.2:4002",
     );
     let t0 = 1_000 * MS;
-    let mut uac = Agent::new(config(Role::Uac, uac_sip, uac_rtp, Some(uas_sip)), t0);
+    let mut uac = Agent::new(
+        Config {
+            srtp,
+            ..config(Role::Uac, uac_sip, uac_rtp, Some(uas_sip))
+        },
+        t0,
+    );
     let mut uas = Agent::new(config(Role::Uas, uas_sip, uas_rtp, None), t0);
     let base = 30 * MS;
-    let mut net = Network {
-        rtp_seen: BTreeMap::new(),
-        dropped: 0,
-        extra_late: 0,
-    };
     // In flight: (arrival, destination, source, bytes, is RTP).
     let mut flight: Vec<(u64, SocketAddr, SocketAddr, Vec<u8>, bool)> = Vec::new();
     let mut t = t0;
@@ -110,6 +116,7 @@ fn loss_reordering_and_transit_match_what_the_network_did() {
             flight.push((t + base, to, addr(uas_sip), msg, false));
         }
         uac.media_due(t, |p, to| {
+            wire.push(p.len());
             flight.push((t + base, to, addr(uac_rtp), p.to_vec(), true));
             true
         });
@@ -130,6 +137,17 @@ fn loss_reordering_and_transit_match_what_the_network_did() {
     }
     uac.fold_streams(t, true);
     uas.fold_streams(t, true);
+    (uac, uas, wire)
+}
+
+#[test]
+fn loss_reordering_and_transit_match_what_the_network_did() {
+    let mut net = Network {
+        rtp_seen: BTreeMap::new(),
+        dropped: 0,
+        extra_late: 0,
+    };
+    let (uac, uas, _) = simulate(None, &mut net);
     let (a, b) = (&uac.report, &uas.report);
     assert_eq!((a.attempted, a.completed, a.failed), (5, 5, 0));
     assert_eq!((b.attempted, b.completed), (5, 5));
@@ -162,4 +180,29 @@ fn loss_reordering_and_transit_match_what_the_network_did() {
     let loss_pct = 100.0 * net.dropped as f64 / b.rtp_sent as f64;
     let expected = rvoip_loadtest::report::mos(30.0, loss_pct);
     assert!((a.mos().unwrap() - expected).abs() < 0.01);
+}
+
+#[test]
+fn srtp_media_is_encrypted_on_the_wire_and_measured_the_same() {
+    for suite in [Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm] {
+        let mut net = Network {
+            rtp_seen: BTreeMap::new(),
+            dropped: 0,
+            extra_late: 0,
+        };
+        let (uac, uas, wire) = simulate(Some(suite), &mut net);
+        let (a, b) = (&uac.report, &uas.report);
+        assert_eq!((a.completed, b.completed), (5, 5), "{suite:?}");
+        // Every UAC packet went out as SRTP (tag added).
+        assert!(!wire.is_empty());
+        assert!(
+            wire.iter()
+                .all(|n| *n == media::PACKET + suite.rtp_tag_len())
+        );
+        // Both sides decrypted everything; the UAS's stream shows the known losses.
+        assert_eq!((a.srtp_errors, b.srtp_errors), (0, 0), "{suite:?}");
+        assert_eq!((b.rtp_received, b.rtp_lost), (a.rtp_sent, 0));
+        assert_eq!(a.rtp_lost, net.dropped);
+        assert_eq!(a.rtp_transit.value_at_quantile(0.5) / 1000, 30);
+    }
 }

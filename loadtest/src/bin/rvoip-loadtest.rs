@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
+use rvoip_dataplane::srtp::Suite;
 use rvoip_loadtest::agent::{Config, Hold, Role};
 use rvoip_loadtest::run::{Options, Outcome, Sockets, run};
 
@@ -52,6 +53,10 @@ struct Common {
     /// No progress line each second.
     #[arg(long)]
     quiet: bool,
+    /// Offer SRTP (SDES) with this suite, e.g. AES_CM_128_HMAC_SHA1_80 or
+    /// AEAD_AES_128_GCM (a UAS answers whatever suite is offered).
+    #[arg(long, value_parser = parse_suite)]
+    srtp: Option<Suite>,
     /// After a wake-up that found few datagrams, wait this many µs for more
     /// (fewer wake-ups, less CPU; arrivals timed up to this much late).
     #[arg(long, default_value_t = 0)]
@@ -153,6 +158,13 @@ fn parse_duration_ms(s: &str) -> Result<u64, String> {
     Ok(ms as u64)
 }
 
+fn parse_suite(s: &str) -> Result<Suite, String> {
+    Suite::from_name(s.as_bytes()).ok_or_else(|| {
+        let names: Vec<&str> = Suite::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown SRTP suite {s} (one of {})", names.join(", "))
+    })
+}
+
 fn parse_hold(s: &str) -> Result<Hold, String> {
     match s.split_once("..") {
         Some((a, b)) => {
@@ -218,6 +230,7 @@ fn config(
         sip_local: socks.sip.local_addr()?,
         rtp_local: socks.rtp.local_addr()?,
         run_id: run_id(),
+        srtp: None,
     })
 }
 
@@ -276,7 +289,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
         }
         RoleCmd::Uac(a) => {
             let socks = Sockets::bind(a.listen)?;
-            let cfg = config(
+            let mut cfg = config(
                 Role::Uac,
                 &socks,
                 Some(a.target),
@@ -284,6 +297,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 a.common.media,
                 None,
             )?;
+            cfg.srtp = a.common.srtp;
             let o = run(cfg, &socks, stop, a.common.options())?;
             finish("uac", &o, &a.common)?;
             Ok(verdict(&o, a.calls.max_fail_pct))
@@ -292,7 +306,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             let uas_socks = Sockets::bind(a.listen)?;
             let uac_socks = Sockets::bind(SocketAddr::new(a.listen.ip(), 0))?;
             let target = a.target.unwrap_or(uas_socks.sip.local_addr()?);
-            let uac_cfg = config(
+            let mut uac_cfg = config(
                 Role::Uac,
                 &uac_socks,
                 Some(target),
@@ -300,6 +314,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 a.common.media,
                 None,
             )?;
+            uac_cfg.srtp = a.common.srtp;
             let uas_cfg = config(Role::Uas, &uas_socks, None, None, a.common.media, None)?;
             let uas_stop = Arc::new(AtomicBool::new(false));
             let uas_stop2 = Arc::clone(&uas_stop);
