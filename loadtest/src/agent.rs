@@ -23,6 +23,8 @@ use rvoip_dataplane::sip::{Method, SipMessage};
 use crate::media::{self, PACKET, Receiver, Sender};
 use crate::report::{self, Report};
 use crate::sip::{self, Dialog};
+
+mod ng;
 use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite, sdes};
 
 /// RFC 3261 T1 and T2, nanoseconds.
@@ -36,6 +38,8 @@ pub enum Role {
     Uac,
     /// Answers calls.
     Uas,
+    /// Drives an ng relay directly (offer, answer, RTP both ways, delete).
+    Ng,
 }
 
 /// How long a call is held after the answer: fixed or uniform in a range.
@@ -90,6 +94,7 @@ enum Timer {
     OkRetransmit,
     AckTimeout,
     Forget,
+    NgRetransmit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +157,7 @@ pub struct Agent {
     active: u64,
     uac: HashMap<u64, UacCall>,
     uas: HashMap<String, UasCall>,
+    ng: HashMap<u64, ng::NgCall>,
     uas_index: HashMap<u64, String>,
     uas_keys: u64,
     timers: BinaryHeap<Reverse<(u64, u64, Timer, u32)>>,
@@ -178,6 +184,7 @@ impl Agent {
             active: 0,
             uac: HashMap::new(),
             uas: HashMap::new(),
+            ng: HashMap::new(),
             uas_index: HashMap::new(),
             uas_keys: 0,
             timers: BinaryHeap::new(),
@@ -196,9 +203,13 @@ impl Agent {
         self.active
     }
 
+    fn places_calls(&self) -> bool {
+        matches!(self.cfg.role, Role::Uac | Role::Ng)
+    }
+
     /// Whether a UAC has placed every call it will place and all have ended.
     pub fn finished(&self, now_ns: u64) -> bool {
-        self.cfg.role == Role::Uac
+        self.places_calls()
             && self.active == 0
             && (self.next_call >= self.cfg.calls || self.past_duration(now_ns))
     }
@@ -222,7 +233,7 @@ impl Agent {
         } else {
             (self.wheel_ms + 1) * 1_000_000
         };
-        let call = if self.cfg.role == Role::Uac && self.next_call < self.cfg.calls {
+        let call = if self.places_calls() && self.next_call < self.cfg.calls {
             now_ns + 1_000_000
         } else {
             u64::MAX
@@ -264,7 +275,7 @@ impl Agent {
             self.timers.pop();
             self.on_timer(now_ns, key, t, generation);
         }
-        if self.cfg.role == Role::Uac && !self.past_duration(now_ns) {
+        if self.places_calls() && !self.past_duration(now_ns) {
             let due = self.due_calls(now_ns);
             while self.next_call < due && self.active < self.cfg.max_concurrent {
                 self.start_call(now_ns);
@@ -276,6 +287,14 @@ impl Agent {
         let Some(target) = self.cfg.target else {
             return;
         };
+        if self.cfg.role == Role::Ng {
+            let n = self.next_call;
+            self.next_call += 1;
+            self.report.attempt(now_ns);
+            self.active += 1;
+            self.ng_start(now_ns, n);
+            return;
+        }
         let n = self.next_call;
         self.next_call += 1;
         let dialog = Dialog {
@@ -333,6 +352,10 @@ impl Agent {
     }
 
     fn on_timer(&mut self, now_ns: u64, key: u64, t: Timer, generation: u32) {
+        if self.cfg.role == Role::Ng {
+            self.ng_timer(now_ns, key, t, generation);
+            return;
+        }
         let target = self.cfg.target;
         match t {
             Timer::InviteRetransmit
@@ -389,7 +412,7 @@ impl Agent {
                     _ => {}
                 }
             }
-            Timer::OkRetransmit | Timer::AckTimeout | Timer::Forget => {
+            Timer::OkRetransmit | Timer::AckTimeout | Timer::Forget | Timer::NgRetransmit => {
                 let Some(cid) = self.uas_call_id(key) else {
                     return;
                 };
@@ -430,6 +453,10 @@ impl Agent {
 
     /// Handles one SIP datagram from `src`.
     pub fn on_sip(&mut self, now_ns: u64, buf: &[u8], src: SocketAddr) {
+        if self.cfg.role == Role::Ng {
+            self.on_ng(now_ns, buf);
+            return;
+        }
         let Some(msg) = sip::parse(buf) else {
             return;
         };

@@ -4,6 +4,7 @@
 //!     rvoip-loadtest uac --target 127.0.0.1:5060 --rate 500 --calls 5000 \
 //!         --max-concurrent 10000 --hold 10s [--media] [--json report.json]
 //!     rvoip-loadtest both --listen 127.0.0.1:5070 --rate 200 --calls 2000 --hold 5s
+//!     rvoip-loadtest media --ng 127.0.0.1:2223 --rate 50 --calls 500 --hold 20s
 //!
 //! The UAC exits 1 when failed calls exceed `--max-fail-pct` (default 0.1).
 
@@ -37,6 +38,23 @@ enum RoleCmd {
     Uas(UasArgs),
     /// A UAS on --listen and a UAC calling it (or --target), in one process.
     Both(BothArgs),
+    /// Media only: drive an ng relay (rvoip, rtpengine) directly: offer,
+    /// answer, RTP both ways through the relay for the hold time, delete.
+    Media(MediaArgs),
+}
+
+#[derive(Args, Debug)]
+struct MediaArgs {
+    /// The relay's ng control address.
+    #[arg(long, default_value = "127.0.0.1:2223")]
+    ng: SocketAddr,
+    /// Local address (ng and RTP sockets).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    calls: CallArgs,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -300,6 +318,13 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             cfg.srtp = a.common.srtp;
             let o = run(cfg, &socks, stop, a.common.options())?;
             finish("uac", &o, &a.common)?;
+            Ok(verdict(&o, a.calls.max_fail_pct))
+        }
+        RoleCmd::Media(a) => {
+            let socks = Sockets::bind(a.listen)?;
+            let cfg = config(Role::Ng, &socks, Some(a.ng), Some(&a.calls), true, None)?;
+            let o = run(cfg, &socks, stop, a.common.options())?;
+            finish("media", &o, &a.common)?;
             Ok(verdict(&o, a.calls.max_fail_pct))
         }
         RoleCmd::Both(a) => {

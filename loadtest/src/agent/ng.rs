@@ -1,0 +1,222 @@
+//! Media-only load against an ng relay (rtpengine's protocol, which rvoip
+//! speaks): per call an `offer` and an `answer` over ng, RTP both ways
+//! through the relay for the hold time, then `delete`. Both legs are this
+//! agent: one RTP socket sends leg A's stream to the relay port the answer
+//! gave and leg B's stream to the port the offer gave; the relay returns each
+//! to the socket, where the streams are told apart by SSRC.
+
+use std::net::SocketAddr;
+
+use rvoip_dataplane::ng::bencode::{Value, decode, encode};
+
+use super::{Agent, T1, Timer};
+use crate::report;
+use crate::sip;
+
+/// Where an ng call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NgState {
+    Offer,
+    Answer,
+    Up,
+    Delete,
+}
+
+/// One call driven over ng.
+#[derive(Debug)]
+pub(super) struct NgCall {
+    pub(super) state: NgState,
+    request: Vec<u8>,
+    interval: u64,
+    started_ns: u64,
+    /// Relay port leg B sends to (from the offer's reply).
+    to_b: Option<SocketAddr>,
+    pub(super) generation: u32,
+}
+
+/// ng requests are retried this many times (T1 doubling) before the call fails.
+const NG_TRIES: u32 = 5;
+
+impl Agent {
+    fn ng_call_id(&self, n: u64) -> String {
+        format!("{n}-{}@rvoip-loadtest", self.cfg.run_id)
+    }
+
+    fn ng_request(&self, n: u64, state: NgState) -> Vec<u8> {
+        let cid = self.ng_call_id(n);
+        let cookie = format!("{n}-{}", state as u8);
+        let (a, b) = (n as u32 * 2, n as u32 * 2 + 1);
+        let mut entries: Vec<(&[u8], Value<'_>)> = vec![
+            (b"call-id", Value::Bytes(cid.as_bytes())),
+            (b"from-tag", Value::Bytes(b"lt-a")),
+        ];
+        let sdp_a;
+        let sdp_b;
+        match state {
+            NgState::Offer => {
+                sdp_a = sip::sdp(n, self.cfg.rtp_local, a, None);
+                entries.push((b"command", Value::Bytes(b"offer")));
+                entries.push((b"sdp", Value::Bytes(sdp_a.as_bytes())));
+            }
+            NgState::Answer => {
+                sdp_b = sip::sdp(n, self.cfg.rtp_local, b, None);
+                entries.push((b"command", Value::Bytes(b"answer")));
+                entries.push((b"to-tag", Value::Bytes(b"lt-b")));
+                entries.push((b"sdp", Value::Bytes(sdp_b.as_bytes())));
+            }
+            NgState::Up | NgState::Delete => {
+                entries.push((b"command", Value::Bytes(b"delete")));
+            }
+        }
+        let mut out = format!("{cookie} ").into_bytes();
+        encode(&Value::Dict(entries), &mut out);
+        out
+    }
+
+    fn ng_send(&mut self, n: u64, now_ns: u64, state: NgState) {
+        let req = self.ng_request(n, state);
+        if let Some(to) = self.cfg.target {
+            self.out.push((req.clone(), to));
+        }
+        let Some(call) = self.ng.get_mut(&n) else {
+            return;
+        };
+        call.state = state;
+        call.request = req;
+        call.interval = T1;
+        call.generation += 1;
+        let g = call.generation;
+        self.schedule(now_ns + T1, n, Timer::NgRetransmit, g);
+    }
+
+    /// Starts call `n`: its offer.
+    pub(super) fn ng_start(&mut self, now_ns: u64, n: u64) {
+        self.ng.insert(
+            n,
+            NgCall {
+                state: NgState::Offer,
+                request: Vec::new(),
+                interval: T1,
+                started_ns: now_ns,
+                to_b: None,
+                generation: 0,
+            },
+        );
+        self.ng_send(n, now_ns, NgState::Offer);
+    }
+
+    fn ng_end(&mut self, n: u64, failure: Option<&str>) {
+        if self.ng.remove(&n).is_some() {
+            self.active = self.active.saturating_sub(1);
+            match failure {
+                Some(reason) => self.report.fail(reason),
+                None => self.report.completed += 1,
+            }
+        }
+        self.stop_media(n * 2);
+        self.stop_media(n * 2 + 1);
+    }
+
+    /// An ng timer: retransmit, or give up; or the hold ended.
+    pub(super) fn ng_timer(&mut self, now_ns: u64, n: u64, t: Timer, generation: u32) {
+        let Some(call) = self.ng.get_mut(&n) else {
+            return;
+        };
+        if call.generation != generation {
+            return;
+        }
+        match t {
+            Timer::NgRetransmit if call.state != NgState::Up => {
+                if call.interval >= T1 << NG_TRIES {
+                    self.ng_end(n, Some("ng-timeout"));
+                    return;
+                }
+                call.interval *= 2;
+                let at = now_ns + call.interval;
+                let req = call.request.clone();
+                if let Some(to) = self.cfg.target {
+                    self.out.push((req, to));
+                }
+                self.schedule(at, n, Timer::NgRetransmit, generation);
+            }
+            Timer::Hangup if call.state == NgState::Up => {
+                self.stop_media(n * 2);
+                self.stop_media(n * 2 + 1);
+                self.ng_send(n, now_ns, NgState::Delete);
+            }
+            _ => {}
+        }
+    }
+
+    /// One ng reply datagram.
+    pub(super) fn on_ng(&mut self, now_ns: u64, buf: &[u8]) {
+        let Some(space) = buf.iter().position(|b| *b == b' ') else {
+            return;
+        };
+        let cookie = String::from_utf8_lossy(&buf[..space]);
+        let Some((n, step)) = cookie.split_once('-') else {
+            return;
+        };
+        let (Ok(n), Ok(step)) = (n.parse::<u64>(), step.parse::<u8>()) else {
+            return;
+        };
+        let Ok((reply, _)) = decode(&buf[space + 1..]) else {
+            return;
+        };
+        let Some(call) = self.ng.get(&n) else {
+            return;
+        };
+        if call.state as u8 != step {
+            // A reply to an earlier retransmitted request.
+            return;
+        }
+        if reply.get("result").and_then(Value::as_bytes) != Some(b"ok") {
+            let failure = if call.state == NgState::Delete {
+                // rtpengine answers a delete of a timed-out call with a warning, not an error.
+                None
+            } else {
+                Some("ng-error")
+            };
+            self.ng_end(n, failure);
+            return;
+        }
+        let relay = reply
+            .get("sdp")
+            .and_then(Value::as_bytes)
+            .and_then(sip::remote_media)
+            .map(|r| r.to);
+        match call.state {
+            NgState::Offer => {
+                let Some(to_b) = relay else {
+                    self.ng_end(n, Some("ng-no-sdp"));
+                    return;
+                };
+                if let Some(c) = self.ng.get_mut(&n) {
+                    c.to_b = Some(to_b);
+                }
+                self.ng_send(n, now_ns, NgState::Answer);
+            }
+            NgState::Answer => {
+                let (Some(to_a), Some(to_b)) = (relay, call.to_b) else {
+                    self.ng_end(n, Some("ng-no-sdp"));
+                    return;
+                };
+                let us = now_ns.saturating_sub(call.started_ns) / 1000;
+                report::record(&mut self.report.invite_to_200, us);
+                let hold = self.hold_ns();
+                let Some(c) = self.ng.get_mut(&n) else {
+                    return;
+                };
+                c.state = NgState::Up;
+                c.generation += 1;
+                let g = c.generation;
+                self.schedule(now_ns + hold, n, Timer::Hangup, g);
+                // Leg A's stream goes to the relay port of A, leg B's to B's.
+                self.start_media(now_ns, n * 2, n as u32 * 2, to_a, None);
+                self.start_media(now_ns, n * 2 + 1, n as u32 * 2 + 1, to_b, None);
+            }
+            NgState::Delete => self.ng_end(n, None),
+            NgState::Up => {}
+        }
+    }
+}
