@@ -23,8 +23,11 @@ use rvoip_dataplane::sip::{Method, SipMessage};
 use crate::media::{self, PACKET, Receiver, Sender};
 use crate::report::{self, Report};
 use crate::sip::{self, Dialog};
+use rvoip_controlplane::registrar::digest::answer_challenge;
+use rvoip_dataplane::sip::HeaderName;
 
 mod ng;
+mod register;
 use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite, sdes};
 
 /// RFC 3261 T1 and T2, nanoseconds.
@@ -40,6 +43,8 @@ pub enum Role {
     Uas,
     /// Drives an ng relay directly (offer, answer, RTP both ways, delete).
     Ng,
+    /// Registers (REGISTER, 401, REGISTER with digest credentials, 200).
+    Register,
 }
 
 /// How long a call is held after the answer: fixed or uniform in a range.
@@ -82,6 +87,12 @@ pub struct Config {
     pub run_id: u32,
     /// Offer SRTP with this suite (SDES); a UAS answers any suite offered.
     pub srtp: Option<Suite>,
+    /// Digest credentials (user, password) for 401/407 challenges.
+    pub auth: Option<(String, String)>,
+    /// Domain of REGISTER requests.
+    pub domain: String,
+    /// Expires of REGISTER requests.
+    pub expires: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -95,6 +106,8 @@ enum Timer {
     AckTimeout,
     Forget,
     NgRetransmit,
+    RegisterRetransmit,
+    RegisterTimeout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +134,10 @@ struct UacCall {
     srtp_key: Option<MasterKey>,
     /// The far end's announced SSRC, once answered.
     remote_ssrc: Option<u32>,
+    /// CSeq of the current INVITE (2 after a digest challenge).
+    cseq: u32,
+    /// The SDP offer, kept to send again with credentials.
+    offer: String,
 }
 
 #[derive(Debug)]
@@ -158,6 +175,7 @@ pub struct Agent {
     uac: HashMap<u64, UacCall>,
     uas: HashMap<String, UasCall>,
     ng: HashMap<u64, ng::NgCall>,
+    reg: HashMap<u64, register::RegCall>,
     uas_index: HashMap<u64, String>,
     uas_keys: u64,
     timers: BinaryHeap<Reverse<(u64, u64, Timer, u32)>>,
@@ -185,6 +203,7 @@ impl Agent {
             uac: HashMap::new(),
             uas: HashMap::new(),
             ng: HashMap::new(),
+            reg: HashMap::new(),
             uas_index: HashMap::new(),
             uas_keys: 0,
             timers: BinaryHeap::new(),
@@ -204,7 +223,7 @@ impl Agent {
     }
 
     fn places_calls(&self) -> bool {
-        matches!(self.cfg.role, Role::Uac | Role::Ng)
+        matches!(self.cfg.role, Role::Uac | Role::Ng | Role::Register)
     }
 
     /// Whether a UAC has placed every call it will place and all have ended.
@@ -287,12 +306,16 @@ impl Agent {
         let Some(target) = self.cfg.target else {
             return;
         };
-        if self.cfg.role == Role::Ng {
+        if matches!(self.cfg.role, Role::Ng | Role::Register) {
             let n = self.next_call;
             self.next_call += 1;
             self.report.attempt(now_ns);
             self.active += 1;
-            self.ng_start(now_ns, n);
+            if self.cfg.role == Role::Ng {
+                self.ng_start(now_ns, n);
+            } else {
+                self.register_start(now_ns, n);
+            }
             return;
         }
         let n = self.next_call;
@@ -312,7 +335,7 @@ impl Agent {
             .map(|(s, k)| sdes::format(1, k, s));
         let ssrc = (n as u32).wrapping_mul(2).wrapping_add(1);
         let offer = sip::sdp(n, self.cfg.rtp_local, ssrc, line.as_deref());
-        let invite = sip::invite(&dialog, &branch, &offer);
+        let invite = sip::invite(&dialog, &branch, 1, None, &offer);
         self.out.push((invite.clone(), target));
         self.uac.insert(
             n,
@@ -329,6 +352,8 @@ impl Agent {
                 generation: 0,
                 srtp_key,
                 remote_ssrc: None,
+                cseq: 1,
+                offer,
             },
         );
         self.report.attempt(now_ns);
@@ -352,9 +377,10 @@ impl Agent {
     }
 
     fn on_timer(&mut self, now_ns: u64, key: u64, t: Timer, generation: u32) {
-        if self.cfg.role == Role::Ng {
-            self.ng_timer(now_ns, key, t, generation);
-            return;
+        match self.cfg.role {
+            Role::Ng => return self.ng_timer(now_ns, key, t, generation),
+            Role::Register => return self.register_timer(now_ns, key, t, generation),
+            Role::Uac | Role::Uas => {}
         }
         let target = self.cfg.target;
         match t {
@@ -412,7 +438,12 @@ impl Agent {
                     _ => {}
                 }
             }
-            Timer::OkRetransmit | Timer::AckTimeout | Timer::Forget | Timer::NgRetransmit => {
+            Timer::OkRetransmit
+            | Timer::AckTimeout
+            | Timer::Forget
+            | Timer::NgRetransmit
+            | Timer::RegisterRetransmit
+            | Timer::RegisterTimeout => {
                 let Some(cid) = self.uas_call_id(key) else {
                     return;
                 };
@@ -455,6 +486,10 @@ impl Agent {
     pub fn on_sip(&mut self, now_ns: u64, buf: &[u8], src: SocketAddr) {
         if self.cfg.role == Role::Ng {
             self.on_ng(now_ns, buf);
+            return;
+        }
+        if self.cfg.role == Role::Register {
+            self.on_register_response(now_ns, buf);
             return;
         }
         let Some(msg) = sip::parse(buf) else {
@@ -519,7 +554,7 @@ impl Agent {
                     let ack = sip::in_dialog(
                         &call.dialog,
                         "ACK",
-                        1,
+                        call.cseq,
                         &format!("z9hG4bK-{n_hex}-a"),
                         &remote,
                         &to,
@@ -528,7 +563,7 @@ impl Agent {
                     let bye = sip::in_dialog(
                         &call.dialog,
                         "BYE",
-                        2,
+                        call.cseq + 1,
                         &format!("z9hG4bK-{n_hex}-b"),
                         &remote,
                         &to,
@@ -568,12 +603,57 @@ impl Agent {
                 } else {
                     // §17.1.1.3: ACK the failure, on the INVITE's branch.
                     let to = sip::to_value(msg).unwrap_or_default();
-                    let ack = sip::ack_for_failure(&call.dialog, &call.invite_branch, &to);
+                    let ack =
+                        sip::ack_for_failure(&call.dialog, &call.invite_branch, call.cseq, &to);
                     if let Some(t) = target {
                         self.out.push((ack, t));
                     }
-                    if matches!(call.state, UacState::Calling | UacState::Proceeding) {
-                        self.end_uac(n, Some(&code.to_string()));
+                    if !matches!(call.state, UacState::Calling | UacState::Proceeding) {
+                        return;
+                    }
+                    // A digest challenge, answered once (RFC 3261 §22.2).
+                    let (header, answer) = match code {
+                        401 => (HeaderName::WwwAuthenticate, "Authorization"),
+                        _ => (HeaderName::ProxyAuthenticate, "Proxy-Authorization"),
+                    };
+                    let creds = (call.cseq == 1 && matches!(code, 401 | 407))
+                        .then_some(self.cfg.auth.as_ref())
+                        .flatten()
+                        .and_then(|(user, pw)| {
+                            msg.header_lines(header).find_map(|ch| {
+                                answer_challenge(
+                                    ch,
+                                    user,
+                                    pw,
+                                    "INVITE",
+                                    &call.dialog.request_uri,
+                                    &format!("{:x}", self.rng),
+                                    1,
+                                )
+                            })
+                        });
+                    match creds {
+                        Some(value) => {
+                            call.cseq = 2;
+                            call.state = UacState::Calling;
+                            call.interval = T1;
+                            call.generation += 1;
+                            let g = call.generation;
+                            call.invite_branch = format!("z9hG4bK-{n:x}-{:x}-i2", self.cfg.run_id);
+                            call.invite = sip::invite(
+                                &call.dialog,
+                                &call.invite_branch,
+                                2,
+                                Some((answer, &value)),
+                                &call.offer,
+                            );
+                            if let Some(t) = target {
+                                self.out.push((call.invite.clone(), t));
+                            }
+                            self.schedule(now_ns + T1, n, Timer::InviteRetransmit, g);
+                            self.schedule(now_ns + 64 * T1, n, Timer::InviteTimeout, g);
+                        }
+                        None => self.end_uac(n, Some(&code.to_string())),
                     }
                 }
             }

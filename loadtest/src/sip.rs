@@ -104,19 +104,30 @@ fn body_headers(out: &mut String, body: &str) {
 }
 
 /// An INVITE with `sdp` as its offer (empty: no body).
-pub fn invite(d: &Dialog, branch: &str, sdp: &str) -> Vec<u8> {
+/// An INVITE with `sdp` as its offer (empty: no body), CSeq `cseq`, and an
+/// (Proxy-)Authorization header when `auth` gives one.
+pub fn invite(
+    d: &Dialog,
+    branch: &str,
+    cseq: u32,
+    auth: Option<(&str, &str)>,
+    sdp: &str,
+) -> Vec<u8> {
     let mut m = String::with_capacity(512 + sdp.len());
     let _ = write!(
         m,
         "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:loadtest@{local}>;tag={tag}\r\nTo: <{uri}>\r\n\
-         Call-ID: {cid}\r\nCSeq: 1 INVITE\r\nContact: <sip:loadtest@{local}>\r\n\
+         Call-ID: {cid}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:loadtest@{local}>\r\n\
          User-Agent: rvoip-loadtest\r\n",
         uri = d.request_uri,
         local = d.local,
         tag = d.from_tag,
         cid = d.call_id,
     );
+    if let Some((name, value)) = auth {
+        let _ = write!(m, "{name}: {value}\r\n");
+    }
     body_headers(&mut m, sdp);
     m.into_bytes()
 }
@@ -150,18 +161,47 @@ pub fn in_dialog(
 
 /// The ACK for a non-2xx final response: same branch as the INVITE, the
 /// response's To (RFC 3261 §17.1.1.3).
-pub fn ack_for_failure(d: &Dialog, branch: &str, to: &str) -> Vec<u8> {
+pub fn ack_for_failure(d: &Dialog, branch: &str, cseq: u32, to: &str) -> Vec<u8> {
     let mut m = String::with_capacity(400);
     let _ = write!(
         m,
         "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:loadtest@{local}>;tag={tag}\r\nTo: {to}\r\n\
-         Call-ID: {cid}\r\nCSeq: 1 ACK\r\n",
+         Call-ID: {cid}\r\nCSeq: {cseq} ACK\r\n",
         uri = d.request_uri,
         local = d.local,
         tag = d.from_tag,
         cid = d.call_id,
     );
+    body_headers(&mut m, "");
+    m.into_bytes()
+}
+
+/// A REGISTER of `user@domain` for `contact`, with an Authorization header
+/// when `auth` gives one.
+#[allow(clippy::too_many_arguments)]
+pub fn register(
+    user: &str,
+    domain: &str,
+    local: SocketAddr,
+    call_id: &str,
+    tag: &str,
+    branch: &str,
+    cseq: u32,
+    expires: u32,
+    auth: Option<&str>,
+) -> Vec<u8> {
+    let mut m = String::with_capacity(600);
+    let _ = write!(
+        m,
+        "REGISTER sip:{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag={tag}\r\nTo: <sip:{user}@{domain}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{local}>\r\n\
+         Expires: {expires}\r\nUser-Agent: rvoip-loadtest\r\n"
+    );
+    if let Some(a) = auth {
+        let _ = write!(m, "Authorization: {a}\r\n");
+    }
     body_headers(&mut m, "");
     m.into_bytes()
 }
@@ -296,7 +336,7 @@ mod tests {
         };
         let key = "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
         let offer = sdp(1, d.local, 77, Some(key));
-        let inv = invite(&d, "z9hG4bK-1", &offer);
+        let inv = invite(&d, "z9hG4bK-1", 1, None, &offer);
         let req = parse(&inv).unwrap_or_else(|| panic!("INVITE parses"));
         let remote = remote_media(req.body()).unwrap_or_else(|| panic!("SDP"));
         assert_eq!(

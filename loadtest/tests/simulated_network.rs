@@ -37,6 +37,9 @@ fn config(role: Role, sip: &str, rtp: &str, target: Option<&str>) -> Config {
         rtp_local: addr(rtp),
         run_id: 7,
         srtp: None,
+        auth: None,
+        domain: "rvoip.test".into(),
+        expires: 600,
     }
 }
 

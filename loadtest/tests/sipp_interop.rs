@@ -156,3 +156,44 @@ fn sipp_calls_the_uas() {
     assert_eq!(r["calls"]["attempted"], 30, "{r}");
     assert_eq!(r["calls"]["completed"], 30, "{r}");
 }
+
+#[test]
+fn registrations_answer_a_sipp_digest_challenge() {
+    let d = dir("lt-register-sipp");
+    let port = free_port();
+    let scenario =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/registrar_digest.xml");
+    let _registrar = Killed(
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(&scenario)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
+            .current_dir(&d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let run = |password: &str, json: &PathBuf| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
+            .args(["register", "--target", &format!("127.0.0.1:{port}")])
+            .args(["--user", "alice", "--password", password])
+            .args(["--rate", "50", "--calls", "50", "--quiet"])
+            .arg("--json")
+            .arg(json)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rvoip-loadtest");
+        wait_exit(&mut c, Duration::from_secs(60))
+    };
+    let good = d.join("good.json");
+    assert_eq!(run("alicepw", &good), Some(0));
+    let r = report(&good);
+    assert_eq!(r["calls"]["completed"], 50, "{r}");
+    // SIPp checked every response and answered 200: a wrong password gets 403.
+    let bad = d.join("bad.json");
+    assert_eq!(run("nope", &bad), Some(1));
+    let r = report(&bad);
+    assert_eq!(r["failures_by_reason"]["403"], 50, "{r}");
+}

@@ -89,6 +89,66 @@ pub struct Credentials {
 /// Parses the parameters after `Digest` (comma-separated `name=value`,
 /// values tokens or quoted strings). None when malformed.
 pub fn parse_credentials(params: &[u8]) -> Option<Credentials> {
+    let c = parse_params(params)?;
+    (!c.username.is_empty() && !c.nonce.is_empty() && !c.response.is_empty()).then_some(c)
+}
+
+/// The answer of a client to a `Digest` challenge (the value of a
+/// WWW-Authenticate or Proxy-Authenticate header): the value for its
+/// Authorization or Proxy-Authorization header (RFC 7616 §3.4.1; `qop=auth`
+/// when offered, else the RFC 2617 form). None for a malformed challenge or
+/// an algorithm other than MD5 and SHA-256.
+#[allow(clippy::too_many_arguments)]
+pub fn answer_challenge(
+    challenge: &[u8],
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    cnonce: &str,
+    nc: u32,
+) -> Option<String> {
+    let rest = challenge.trim_ascii_start();
+    let params = rest
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case(b"Digest"))
+        .map(|_| &rest[6..])?;
+    let c = parse_params(params)?;
+    if c.nonce.is_empty() {
+        return None;
+    }
+    let alg = match &c.algorithm {
+        Some(a) => Algorithm::from_token(a.as_bytes())?,
+        None => Algorithm::Md5,
+    };
+    let ha1 = alg.hex(format!("{user}:{}:{password}", c.realm).as_bytes());
+    let ha2 = alg.hex(format!("{method}:{uri}").as_bytes());
+    let auth = c
+        .qop
+        .as_deref()
+        .is_some_and(|q| q.split(',').any(|t| t.trim().eq_ignore_ascii_case("auth")));
+    let mut out = format!(
+        "Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", algorithm={}",
+        c.realm,
+        c.nonce,
+        alg.token()
+    );
+    let response = if auth {
+        let nc = format!("{nc:08x}");
+        let _ = write!(out, ", qop=auth, nc={nc}, cnonce=\"{cnonce}\"");
+        alg.hex(format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", c.nonce).as_bytes())
+    } else {
+        alg.hex(format!("{ha1}:{}:{ha2}", c.nonce).as_bytes())
+    };
+    let _ = write!(out, ", response=\"{response}\"");
+    if let Some(o) = &c.opaque {
+        let _ = write!(out, ", opaque=\"{o}\"");
+    }
+    Some(out)
+}
+
+/// The `name=value` parameters of a Digest header, as far as they parse.
+fn parse_params(params: &[u8]) -> Option<Credentials> {
     let mut c = Credentials::default();
     let mut rest = params;
     loop {
@@ -141,7 +201,7 @@ pub fn parse_credentials(params: &[u8]) -> Option<Credentials> {
             Some(_) => return None,
         };
     }
-    (!c.username.is_empty() && !c.nonce.is_empty() && !c.response.is_empty()).then_some(c)
+    Some(c)
 }
 
 /// A user's secret: the password, or precomputed HA1 values.
@@ -361,6 +421,47 @@ mod tests {
             nc: Some(nc.into()),
             opaque: None,
         }
+    }
+
+    #[test]
+    fn a_client_answer_to_each_challenge_verifies() {
+        let mut auth = Authenticator::new("rvoip.test", b"k", 30_000);
+        for (i, challenge) in auth.challenges(1_000, false).into_iter().enumerate() {
+            let value = answer_challenge(
+                challenge.as_bytes(),
+                "alice",
+                "alicepw",
+                "REGISTER",
+                "sip:rvoip.test",
+                "c0ffee",
+                // Both challenges carry the same nonce: each answer counts up.
+                2 * i as u32 + 1,
+            )
+            .unwrap_or_else(|| panic!("{challenge}"));
+            let params = value
+                .strip_prefix("Digest ")
+                .unwrap_or_else(|| panic!("{value}"));
+            let creds = parse_credentials(params.as_bytes()).unwrap_or_else(|| panic!("{value}"));
+            let ok = auth.verify(1_001 + i as u64, b"REGISTER", &creds, secrets);
+            assert!(ok.is_ok(), "{challenge} -> {value}: {ok:?}");
+            let wrong = answer_challenge(
+                challenge.as_bytes(),
+                "alice",
+                "nope",
+                "REGISTER",
+                "sip:rvoip.test",
+                "c0ffee",
+                2 * i as u32 + 2,
+            )
+            .and_then(|v| parse_credentials(v.strip_prefix("Digest ")?.as_bytes()));
+            assert!(wrong.is_some_and(|c| {
+                auth.verify(1_002 + i as u64, b"REGISTER", &c, secrets)
+                    .is_err()
+            }));
+        }
+        assert!(
+            answer_challenge(b"Basic realm=\"x\"", "a", "b", "REGISTER", "sip:x", "c", 1).is_none()
+        );
     }
 
     fn nonce_of(challenge: &str) -> String {

@@ -41,6 +41,29 @@ enum RoleCmd {
     /// Media only: drive an ng relay (rvoip, rtpengine) directly: offer,
     /// answer, RTP both ways through the relay for the hold time, delete.
     Media(MediaArgs),
+    /// REGISTER storm with digest authentication (--rate, --calls are
+    /// registrations).
+    Register(RegisterArgs),
+}
+
+#[derive(Args, Debug)]
+struct RegisterArgs {
+    /// The registrar.
+    #[arg(long)]
+    target: SocketAddr,
+    /// Local SIP address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Domain to register in (Request-URI, To).
+    #[arg(long, default_value = "rvoip.test")]
+    domain: String,
+    /// Expires of each registration, seconds.
+    #[arg(long, default_value_t = 600)]
+    expires: u32,
+    #[command(flatten)]
+    calls: CallArgs,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -116,6 +139,12 @@ struct CallArgs {
     /// Exit status 1 when failed calls exceed this percentage.
     #[arg(long, default_value_t = 0.1)]
     max_fail_pct: f64,
+    /// User name for digest challenges (401/407).
+    #[arg(long)]
+    user: Option<String>,
+    /// Password for digest challenges.
+    #[arg(long)]
+    password: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -229,6 +258,8 @@ fn config(
         },
         service: "service".into(),
         max_fail_pct: 0.1,
+        user: None,
+        password: None,
     };
     let c = calls.unwrap_or(&d);
     let duration = duration_ms.or(c.duration);
@@ -249,6 +280,12 @@ fn config(
         rtp_local: socks.rtp.local_addr()?,
         run_id: run_id(),
         srtp: None,
+        auth: c
+            .user
+            .clone()
+            .map(|u| (u, c.password.clone().unwrap_or_default())),
+        domain: "rvoip.test".into(),
+        expires: 600,
     })
 }
 
@@ -318,6 +355,22 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             cfg.srtp = a.common.srtp;
             let o = run(cfg, &socks, stop, a.common.options())?;
             finish("uac", &o, &a.common)?;
+            Ok(verdict(&o, a.calls.max_fail_pct))
+        }
+        RoleCmd::Register(a) => {
+            let socks = Sockets::bind(a.listen)?;
+            let mut cfg = config(
+                Role::Register,
+                &socks,
+                Some(a.target),
+                Some(&a.calls),
+                false,
+                None,
+            )?;
+            cfg.domain = a.domain.clone();
+            cfg.expires = a.expires;
+            let o = run(cfg, &socks, stop, a.common.options())?;
+            finish("register", &o, &a.common)?;
             Ok(verdict(&o, a.calls.max_fail_pct))
         }
         RoleCmd::Media(a) => {
