@@ -1,6 +1,7 @@
-//! rvoip-loadtest against SIPp (Debian `sip-tester`): as a UAC calling SIPp's
-//! built-in UAS (with RTP echoed back by SIPp), and as a UAS answering SIPp's
-//! built-in UAC. Small, bounded runs.
+//! rvoip-loadtest against other SIP implementations: SIPp (Debian
+//! `sip-tester`) as UAS (with RTP echoed back), as UAC, and as a digest
+//! registrar; and through Kamailio 5.6 as a transaction-stateful,
+//! record-routing proxy. Small, bounded runs.
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used, unsafe_code)]
 
@@ -196,4 +197,49 @@ fn registrations_answer_a_sipp_digest_challenge() {
     assert_eq!(run("nope", &bad), Some(1));
     let r = report(&bad);
     assert_eq!(r["failures_by_reason"]["403"], 50, "{r}");
+}
+
+#[test]
+fn calls_with_media_go_through_kamailio() {
+    let d = dir("lt-kamailio");
+    let (kport, uas_port) = (free_port(), free_port());
+    // The anchor's stateful configuration (tm, rr), on ports of this test.
+    let anchor = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/anchors/kamailio-stateful.cfg");
+    let cfg = std::fs::read_to_string(&anchor)
+        .unwrap_or_else(|e| panic!("{}: {e}", anchor.display()))
+        .replace("127.0.0.1:5060", &format!("127.0.0.1:{kport}"))
+        .replace("127.0.0.1:5070", &format!("127.0.0.1:{uas_port}"));
+    std::fs::write(d.join("kamailio.cfg"), cfg).unwrap();
+    let _kamailio = Killed(
+        Command::new("kamailio")
+            .arg("-f")
+            .arg(d.join("kamailio.cfg"))
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
+            .arg(&d)
+            .arg("-Y")
+            .arg(&d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kamailio"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let json = d.join("report.json");
+    let mut both = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
+        .args(["both", "--listen", &format!("127.0.0.1:{uas_port}")])
+        .args(["--target", &format!("127.0.0.1:{kport}")])
+        .args([
+            "--rate", "50", "--calls", "100", "--hold", "1s", "--media", "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rvoip-loadtest");
+    assert_eq!(wait_exit(&mut both, Duration::from_secs(60)), Some(0));
+    let r = report(&json);
+    assert_eq!(r["calls"]["completed"], 100, "{r}");
+    assert_eq!(r["rtp"]["lost"], 0, "{r}");
+    assert!(r["rtp"]["received"].as_u64() > Some(4500), "{r}");
 }
