@@ -14,6 +14,7 @@ use ring::rand::SecureRandom;
 use zeroize::Zeroize;
 
 use super::{MAX_KEY, MAX_SALT, MasterKey, Mki, Suite};
+use crate::sdp::Crypto;
 
 /// One parsed `a=crypto` attribute.
 #[derive(Debug, Clone)]
@@ -97,43 +98,62 @@ fn mki(s: &str) -> Result<Mki, SdesError> {
     })
 }
 
+/// Which part of an `a=crypto` value does not parse.
+fn structure_error(value: &[u8]) -> SdesError {
+    let mut f = value
+        .split(u8::is_ascii_whitespace)
+        .filter(|p| !p.is_empty());
+    let tag_ok = f
+        .next()
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.parse::<u32>().ok())
+        .is_some();
+    SdesError::Syntax(match (tag_ok, f.next(), f.next()) {
+        (false, ..) => "tag is not a 1-9 digit number",
+        (_, None, _) => "no crypto-suite",
+        (_, _, None) => "no key-params",
+        _ => "key method is not inline",
+    })
+}
+
 /// Parses the value of an `a=crypto` attribute.
 pub fn parse(value: &[u8]) -> Result<CryptoAttr, SdesError> {
-    let text =
-        std::str::from_utf8(value).map_err(|_| SdesError::Syntax("attribute is not text"))?;
-    let mut fields = text.split_ascii_whitespace();
-    let tag: u32 = fields
-        .next()
-        .and_then(|t| t.parse().ok())
-        .filter(|t| *t <= 999_999_999)
-        .ok_or(SdesError::Syntax("tag is not a 1-9 digit number"))?;
-    let suite_name = fields.next().ok_or(SdesError::Syntax("no crypto-suite"))?;
-    let suite = Suite::from_name(suite_name.as_bytes())
-        .ok_or_else(|| SdesError::UnknownSuite(suite_name.to_owned()))?;
-    let key_params = fields.next().ok_or(SdesError::Syntax("no key-params"))?;
-    // RFC 4568 §9.1: several key-params are separated by ';'; the first is used.
-    let first = key_params.split(';').next().unwrap_or_default();
-    let inline = first
-        .strip_prefix("inline:")
-        .ok_or(SdesError::Syntax("key method is not inline"))?;
-    let mut parts = inline.split('|');
-    let key_b64 = parts.next().unwrap_or_default();
+    // The structure (tag, suite, key-params, session-params) is the SDP
+    // layer's; this adds what SRTP needs of each part.
+    let c = Crypto::parse(value).ok_or_else(|| structure_error(value))?;
+    if c.tag > 999_999_999 {
+        return Err(SdesError::Syntax("tag is not a 1-9 digit number"));
+    }
+    let suite = Suite::from_name(c.suite)
+        .ok_or_else(|| SdesError::UnknownSuite(String::from_utf8_lossy(c.suite).into_owned()))?;
+    // RFC 4568 §9.1: several key-params may follow; the first is used.
+    let key = c.keys.first().ok_or(SdesError::Syntax("no key-params"))?;
     let mut raw = [0u8; MAX_KEY + MAX_SALT + 3];
     let n = STANDARD
-        .decode_slice(key_b64, &mut raw)
+        .decode_slice(key.key_salt, &mut raw)
         .map_err(|_| SdesError::BadKey("key is not base64 of key || salt"))?;
     let master = MasterKey::from_concatenated(suite, &raw[..n]);
     raw.zeroize();
     let mut master = master.ok_or(SdesError::BadKey(
         "key || salt length does not fit the crypto-suite",
     ))?;
-    for p in parts {
-        if p.contains(':') {
-            master.mki = Some(mki(p)?);
-        } else {
-            master.lifetime = lifetime(p)?;
-        }
+    let text = |b: &[u8]| std::str::from_utf8(b).map(str::to_owned).ok();
+    if let Some(l) = key.lifetime {
+        master.lifetime = lifetime(&text(l).unwrap_or_default())?;
     }
+    if let Some((v, l)) = key.mki {
+        master.mki = Some(mki(&format!(
+            "{}:{}",
+            text(v).unwrap_or_default(),
+            text(l).unwrap_or_default()
+        ))?);
+    }
+    let params: Vec<String> = c
+        .session_params
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    let fields = params.iter().map(String::as_str);
     let mut window_hint = None;
     for sp in fields {
         let (name, arg) = sp.split_once('=').unwrap_or((sp, ""));
@@ -169,7 +189,7 @@ pub fn parse(value: &[u8]) -> Result<CryptoAttr, SdesError> {
         }
     }
     Ok(CryptoAttr {
-        tag,
+        tag: c.tag,
         suite,
         master,
         window_hint,
