@@ -408,3 +408,29 @@ fn calls_without_media_are_deleted_after_the_media_timeout() {
     assert!(b.recv_from(&mut buf).is_err());
     let _ = b_target;
 }
+
+#[test]
+fn an_rtcp_port_held_by_another_process_moves_the_leg_to_a_free_pair() {
+    let mut relay = Relay::start(DriverKind::Auto, 22000);
+    // Someone else holds the RTCP port of the first pairs of the range.
+    let squatters: Vec<UdpSocket> = (0..8)
+        .filter_map(|i| UdpSocket::bind(("127.0.0.1", 22001 + 2 * i)).ok())
+        .collect();
+    assert_eq!(squatters.len(), 8);
+    let a = peer();
+    let offer = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"squat")),
+        ("from-tag", Value::Bytes(b"ta")),
+        ("sdp", Value::Bytes(&sdp_for(&a, false))),
+    ]);
+    assert_eq!(
+        get(&offer, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&offer)
+    );
+    let (b_target, sdp) = target(&offer);
+    assert!(b_target.port() >= 22016, "a pair above the held ones: {b_target}");
+    assert_eq!(sdp.media[0].rtcp().map(|r| r.port), Some(b_target.port() + 1));
+}

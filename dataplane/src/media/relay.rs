@@ -490,6 +490,27 @@ impl Relay {
         true
     }
 
+    /// Undoes [`Relay::bind_endpoint`] for an endpoint that is being closed
+    /// before use (its RTCP partner could not be opened).
+    pub fn unbind_endpoint(&mut self, ep: EndpointId) {
+        let Some(slot) = self.slots.get_mut(ep as usize).and_then(Option::take) else {
+            return;
+        };
+        if let Some(leg) = self
+            .sessions
+            .get_mut(slot.session as usize)
+            .and_then(Option::as_mut)
+            .and_then(|s| s.medias.get_mut(usize::from(slot.media)))
+            .map(|m| m.leg_mut(slot.side))
+        {
+            match slot.component {
+                Component::Rtp if leg.rtp_ep == Some(ep) => leg.rtp_ep = None,
+                Component::Rtcp if leg.rtcp_ep == Some(ep) => leg.rtcp_ep = None,
+                _ => {}
+            }
+        }
+    }
+
     /// Sets what the SDP says about the peer of `side` of media `media`. A
     /// changed address clears the latch (a re-INVITE moved the media).
     pub fn set_peer(&mut self, id: SessionId, media: usize, side: Side, peer: PeerSpec) {

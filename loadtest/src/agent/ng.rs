@@ -171,13 +171,14 @@ impl Agent {
             return;
         }
         if reply.get("result").and_then(Value::as_bytes) != Some(b"ok") {
-            let failure = if call.state == NgState::Delete {
-                // rtpengine answers a delete of a timed-out call with a warning, not an error.
-                None
-            } else {
-                Some("ng-error")
-            };
-            self.ng_end(n, failure);
+            let failure = (call.state != NgState::Delete).then(|| {
+                let why = reply
+                    .get("error-reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason");
+                format!("ng-error: {why}")
+            });
+            self.ng_end(n, failure.as_deref());
             return;
         }
         let relay = reply

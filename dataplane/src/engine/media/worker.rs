@@ -299,15 +299,36 @@ fn apply_plans(
                 .map(|p| p.leg(side).clone())
                 .unwrap_or_default();
             let mut port = leg.local_port;
+            let want_rtcp = sp.open_rtcp && leg.rtcp_ep.is_none();
+            let mut rtcp_opened = false;
             if sp.open_rtp && leg.rtp_ep.is_none() {
-                // Try further pairs: another process may hold ports of the range.
+                // Try further pairs: another process may hold a port of the
+                // range, the RTP one or the RTCP one above it.
                 let mut last_err = MediaError::NoPorts;
                 let mut opened = None;
                 for _ in 0..64 {
                     let Some(p) = ports.take() else { break };
-                    match open_endpoint(driver, relay, settings, p, (id, m, side, Component::Rtp)) {
-                        Ok(_) => {
+                    let rtp =
+                        open_endpoint(driver, relay, settings, p, (id, m, side, Component::Rtp));
+                    let result = match rtp {
+                        Ok(ep) if want_rtcp => {
+                            let at = (id, m, side, Component::Rtcp);
+                            match open_endpoint(driver, relay, settings, p + 1, at) {
+                                Ok(_) => Ok(true),
+                                Err(e) => {
+                                    relay.unbind_endpoint(ep);
+                                    driver.close(ep);
+                                    Err(e)
+                                }
+                            }
+                        }
+                        Ok(_) => Ok(false),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(with_rtcp) => {
                             opened = Some(p);
+                            rtcp_opened = with_rtcp;
                             break;
                         }
                         Err(e @ MediaError::NoEndpoints) => {
@@ -315,7 +336,11 @@ fn apply_plans(
                             last_err = e;
                             break;
                         }
-                        Err(e) => last_err = e,
+                        Err(e) => {
+                            // Back at the end of the pool: it may be free later.
+                            ports.put(p);
+                            last_err = e;
+                        }
                     }
                 }
                 port = opened.ok_or(last_err)?;
@@ -328,7 +353,9 @@ fn apply_plans(
                 }
             }
             let mut rtcp = leg.rtcp_ep.map(|_| port + 1);
-            if sp.open_rtcp && leg.rtcp_ep.is_none() && port != 0 {
+            if rtcp_opened {
+                rtcp = Some(port + 1);
+            } else if want_rtcp && port != 0 {
                 open_endpoint(
                     driver,
                     relay,
