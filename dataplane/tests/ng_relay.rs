@@ -431,6 +431,12 @@ fn an_rtcp_port_held_by_another_process_moves_the_leg_to_a_free_pair() {
         String::from_utf8_lossy(&offer)
     );
     let (b_target, sdp) = target(&offer);
-    assert!(b_target.port() >= 22016, "a pair above the held ones: {b_target}");
-    assert_eq!(sdp.media[0].rtcp().map(|r| r.port), Some(b_target.port() + 1));
+    assert!(
+        b_target.port() >= 22016,
+        "a pair above the held ones: {b_target}"
+    );
+    assert_eq!(
+        sdp.media[0].rtcp().map(|r| r.port),
+        Some(b_target.port() + 1)
+    );
 }
