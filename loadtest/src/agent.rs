@@ -854,11 +854,14 @@ impl Agent {
     /// Accounts one received RTP packet.
     pub fn on_rtp(&mut self, now_ns: u64, pkt: &[u8]) {
         // SRTP from a far end that announced its SSRC: unprotect first.
-        let mut plain = [0u8; 2048];
-        let pkt = match pkt
+        // Room for a load packet and the largest SRTP trailer (nothing to
+        // clear per packet when no stream is SRTP).
+        let mut plain = [0u8; PACKET + 64];
+        let ssrc = pkt
             .get(8..12)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        {
+            .filter(|_| !self.srtp_rx.is_empty())
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let pkt = match ssrc {
             Some(ssrc) if pkt.len() <= plain.len() => match self.srtp_rx.get_mut(&ssrc) {
                 Some(ctx) => {
                     plain[..pkt.len()].copy_from_slice(pkt);

@@ -573,23 +573,17 @@ impl<M: MediaControl> NgServer<M> {
             }
             plans.push(plan);
         }
-        let applied = self
-            .media
-            .apply(worker, call.handle.map(|h| h.session), plans)
-            .map_err(|e| NgError(e.to_string()))?;
-        call.handle = Some(applied.handle);
-        for (i, ports) in applied.ports.iter().enumerate() {
-            call.medias[i].ports = *ports;
-        }
-        rewrite(
-            &mut sdp,
-            call,
-            side.other(),
+        let session = call.handle.map(|h| h.session);
+        apply_and_rewrite(
+            &self.media,
             self.advertised,
+            call,
+            (worker, session, plans),
+            &mut sdp,
+            side.other(),
             &f,
             &crypto_lines,
-        );
-        Ok(vec![("sdp".into(), Out::Str(sdp.to_bytes()))])
+        )
     }
 
     fn answer(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
@@ -657,22 +651,16 @@ impl<M: MediaControl> NgServer<M> {
         let handle = call
             .handle
             .ok_or_else(|| NgError::from("Unknown call-id"))?;
-        let applied = self
-            .media
-            .apply(handle.worker, Some(handle.session), plans)
-            .map_err(|e| NgError(e.to_string()))?;
-        for (i, ports) in applied.ports.iter().enumerate() {
-            call.medias[i].ports = *ports;
-        }
-        rewrite(
-            &mut sdp,
-            call,
-            side.other(),
+        apply_and_rewrite(
+            &self.media,
             self.advertised,
+            call,
+            (handle.worker, Some(handle.session), plans),
+            &mut sdp,
+            side.other(),
             &f,
             &crypto_lines,
-        );
-        Ok(vec![("sdp".into(), Out::Str(sdp.to_bytes()))])
+        )
     }
 
     fn delete(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
@@ -724,6 +712,30 @@ fn call_report(c: &Call) -> stats::CallReport<'_> {
             })
             .collect(),
     }
+}
+
+/// Applies `plans` (worker, session, plans) to the call's media, records the
+/// ports, and returns the reply: the SDP rewritten for side `to`.
+#[allow(clippy::too_many_arguments)]
+fn apply_and_rewrite<M: MediaControl>(
+    media: &M,
+    advertised: IpAddr,
+    call: &mut Call,
+    (worker, session, plans): (usize, Option<u32>, Vec<MediaPlan>),
+    sdp: &mut Sdp<'_>,
+    to: Side,
+    f: &Flags,
+    crypto_lines: &[Vec<String>],
+) -> Result<Vec<(String, Out)>, NgError> {
+    let applied = media
+        .apply(worker, session, plans)
+        .map_err(|e| NgError(e.to_string()))?;
+    call.handle = Some(applied.handle);
+    for (i, ports) in applied.ports.iter().enumerate() {
+        call.medias[i].ports = *ports;
+    }
+    rewrite(sdp, call, to, advertised, f, crypto_lines);
+    Ok(vec![("sdp".into(), Out::Str(sdp.to_bytes()))])
 }
 
 /// Points the SDP that goes to `to` at the relay ports of side `to`, with
