@@ -45,8 +45,9 @@ impl MediaControl for FakeMedia {
 
 fuzz_target!(|data: &[u8]| {
     let mut server = NgServer::new(FakeMedia { next: Cell::new(30000) }, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    // The input may hold several requests separated by newlines.
-    for (i, request) in data.split(|b| *b == b'\n').enumerate().take(8) {
+    // The input may hold several requests separated by NUL octets (SDP
+    // bodies hold newlines, so those cannot separate requests).
+    for (i, request) in data.split(|b| *b == 0).enumerate().take(8) {
         if i == 4 {
             server.expire();
         }
