@@ -8,6 +8,8 @@
 #
 # usage: benches/relay/loadtest_compare.sh [CALLS] [RATE] [HOLD_S]
 #   e.g. benches/relay/loadtest_compare.sh 500 50 20
+# env: LOADTEST_ARGS="--srtp AES_CM_128_HMAC_SHA1_80" (SRTP on both legs,
+#      transcrypted by the relay), RELAYS="rvoip rtpengine" (default both)
 # Loopback only; each process is bounded in time.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +30,7 @@ wait_port_free() {
 }
 
 printf "%-10s %7s %10s %10s %8s %11s %11s %10s\n" relay calls rtp_sent rtp_recv lost transit_p50 transit_p99 us_per_pkt | tee "$OUT/summary.txt"
-for relay in rvoip rtpengine; do
+for relay in ${RELAYS:-rvoip rtpengine}; do
     wait_port_free
     if [ "$relay" = rvoip ]; then
         timeout $((LIMIT + 30)) "$ROOT/target/release/rvoip" run --config "$ROOT/config/rvoip.toml" > "$OUT/rvoip.log" 2>&1 &
@@ -41,7 +43,7 @@ for relay in rvoip rtpengine; do
     [ -n "$pid" ] || pid=$wrapper
     c0=$("$ANCHORS/cputree.py" "$pid")
     timeout "$LIMIT" "$ROOT/target/release/rvoip-loadtest" media --ng 127.0.0.1:2223 \
-        --rate "$RATE" --calls "$CALLS" --hold "${HOLD}s" --max-concurrent "$CALLS" --quiet \
+        --rate "$RATE" --calls "$CALLS" --hold "${HOLD}s" --max-concurrent "$CALLS" --quiet ${LOADTEST_ARGS:-} \
         --json "$OUT/$relay.json" 2> "$OUT/$relay-loadtest.txt"
     c1=$("$ANCHORS/cputree.py" "$pid")
     kill -TERM "$wrapper" "$pid" 2>/dev/null

@@ -16,13 +16,14 @@ use rvoip_dataplane::ng::NgServer;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-#[test]
-fn media_mode_drives_the_ng_relay_end_to_end() {
+/// Runs the media mode with `extra` arguments against a relay started here
+/// on ports `base`..`base + 999`; returns the JSON report and the exit status.
+fn media_run(base: u16, extra: &[&str]) -> (serde_json::Value, std::process::ExitStatus) {
     let engine = MediaEngine::start(&MediaEngineConfig {
         address: LOCALHOST,
         // Below the ephemeral range, so no socket of the test takes a relay port.
-        port_min: 21000,
-        port_max: 21999,
+        port_min: base,
+        port_max: base + 999,
         cores: vec![0, 1],
         driver: DriverKind::Auto,
         polling: Polling::Interrupt { batch_wait_us: 0 },
@@ -39,10 +40,11 @@ fn media_mode_drives_the_ng_relay_end_to_end() {
     )
     .expect("ng listener");
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let json = dir.join(format!("ng-media-{}.json", std::process::id()));
+    let json = dir.join(format!("ng-media-{base}-{}.json", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
         .args(["media", "--ng", &listener.local.to_string()])
         .args(["--rate", "20", "--calls", "20", "--hold", "1s", "--quiet"])
+        .args(extra)
         .arg("--json")
         .arg(&json)
         .status()
@@ -51,6 +53,10 @@ fn media_mode_drives_the_ng_relay_end_to_end() {
     listener.join();
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (r, status)
+}
+
+fn check(r: &serde_json::Value, status: std::process::ExitStatus) {
     assert_eq!(r["calls"]["completed"], 20, "{r}");
     assert!(status.success(), "{status}");
     let (sent, received) = (
@@ -64,4 +70,22 @@ fn media_mode_drives_the_ng_relay_end_to_end() {
         "the relay returned every packet but those in flight: {r}"
     );
     assert_eq!(r["rtp"]["lost"], 0, "{r}");
+}
+
+#[test]
+fn media_mode_drives_the_ng_relay_end_to_end() {
+    let (r, status) = media_run(21000, &[]);
+    check(&r, status);
+}
+
+#[test]
+fn srtp_media_is_transcrypted_by_the_relay_with_its_own_keys() {
+    for (base, suite) in [
+        (23000, "AES_CM_128_HMAC_SHA1_80"),
+        (24000, "AEAD_AES_128_GCM"),
+    ] {
+        let (r, status) = media_run(base, &["--srtp", suite]);
+        check(&r, status);
+        assert_eq!(r["rtp"]["srtp_errors"], 0, "{suite}: {r}");
+    }
 }

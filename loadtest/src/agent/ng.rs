@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 
 use rvoip_dataplane::ng::bencode::{Value, decode, encode};
 
+use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite, sdes};
+
 use super::{Agent, T1, Timer};
 use crate::report;
 use crate::sip;
@@ -32,6 +34,11 @@ pub(super) struct NgCall {
     /// Relay port leg B sends to (from the offer's reply).
     to_b: Option<SocketAddr>,
     pub(super) generation: u32,
+    /// With `--srtp`: leg A's own key (offered).
+    key_a: Option<MasterKey>,
+    /// Leg B's choice among the relay's offered keys (tag, suite, the
+    /// relay's key) and leg B's own key for that suite.
+    b_keys: Option<(u32, Suite, MasterKey, MasterKey)>,
 }
 
 /// ng requests are retried this many times (T1 doubling) before the call fails.
@@ -44,6 +51,15 @@ impl Agent {
 
     fn ng_request(&self, n: u64, state: NgState) -> Vec<u8> {
         let cid = self.ng_call_id(n);
+        let call = self.ng.get(&n);
+        let line_a = self
+            .cfg
+            .srtp
+            .zip(call.and_then(|c| c.key_a.as_ref()))
+            .map(|(suite, k)| sdes::format(1, k, suite));
+        let line_b = call
+            .and_then(|c| c.b_keys.as_ref())
+            .map(|(tag, suite, _, own)| sdes::format(*tag, own, *suite));
         let cookie = format!("{n}-{}", state as u8);
         let (a, b) = (n as u32 * 2, n as u32 * 2 + 1);
         let mut entries: Vec<(&[u8], Value<'_>)> = vec![
@@ -54,12 +70,12 @@ impl Agent {
         let sdp_b;
         match state {
             NgState::Offer => {
-                sdp_a = sip::sdp(n, self.cfg.rtp_local, a, None);
+                sdp_a = sip::sdp(n, self.cfg.rtp_local, a, line_a.as_deref());
                 entries.push((b"command", Value::Bytes(b"offer")));
                 entries.push((b"sdp", Value::Bytes(sdp_a.as_bytes())));
             }
             NgState::Answer => {
-                sdp_b = sip::sdp(n, self.cfg.rtp_local, b, None);
+                sdp_b = sip::sdp(n, self.cfg.rtp_local, b, line_b.as_deref());
                 entries.push((b"command", Value::Bytes(b"answer")));
                 entries.push((b"to-tag", Value::Bytes(b"lt-b")));
                 entries.push((b"sdp", Value::Bytes(sdp_b.as_bytes())));
@@ -100,6 +116,8 @@ impl Agent {
                 started_ns: now_ns,
                 to_b: None,
                 generation: 0,
+                key_a: self.cfg.srtp.and_then(|s| sdes::generate(s, &self.keys)),
+                b_keys: None,
             },
         );
         self.ng_send(n, now_ns, NgState::Offer);
@@ -115,6 +133,8 @@ impl Agent {
         }
         self.stop_media(n * 2);
         self.stop_media(n * 2 + 1);
+        self.srtp_rx.remove(&(n as u32 * 2));
+        self.srtp_rx.remove(&(n as u32 * 2 + 1));
     }
 
     /// An ng timer: retransmit, or give up; or the hold ended.
@@ -181,19 +201,41 @@ impl Agent {
             self.ng_end(n, failure.as_deref());
             return;
         }
-        let relay = reply
+        let remote = reply
             .get("sdp")
             .and_then(Value::as_bytes)
-            .and_then(sip::remote_media)
-            .map(|r| r.to);
+            .and_then(sip::remote_media);
+        let relay = remote.as_ref().map(|r| r.to);
         match call.state {
             NgState::Offer => {
                 let Some(to_b) = relay else {
                     self.ng_end(n, Some("ng-no-sdp"));
                     return;
                 };
+                // With SRTP, leg B takes the relay's key for our suite (or its
+                // first) and answers with a key of its own.
+                let b_keys = match (self.cfg.srtp, &remote) {
+                    (Some(want), Some(r)) => {
+                        let Some(c) = r
+                            .crypto
+                            .iter()
+                            .find(|c| c.suite == want)
+                            .or_else(|| r.crypto.first())
+                        else {
+                            self.ng_end(n, Some("ng-no-crypto"));
+                            return;
+                        };
+                        let Some(own) = sdes::generate(c.suite, &self.keys) else {
+                            self.ng_end(n, Some("ng-no-crypto"));
+                            return;
+                        };
+                        Some((c.tag, c.suite, c.master.clone(), own))
+                    }
+                    _ => None,
+                };
                 if let Some(c) = self.ng.get_mut(&n) {
                     c.to_b = Some(to_b);
+                    c.b_keys = b_keys;
                 }
                 self.ng_send(n, now_ns, NgState::Answer);
             }
@@ -204,6 +246,35 @@ impl Agent {
                 };
                 let us = now_ns.saturating_sub(call.started_ns) / 1000;
                 report::record(&mut self.report.invite_to_200, us);
+                // SRTP: leg A sends with its key and hears leg B's stream under
+                // the relay's key for A; leg B the other way round.
+                let mut tx = (None, None);
+                if let (Some(suite), Some(key_a), Some((_, b_suite, relay_b, own_b))) =
+                    (self.cfg.srtp, call.key_a.clone(), call.b_keys.clone())
+                {
+                    let Some(relay_a) = remote
+                        .as_ref()
+                        .and_then(|r| r.crypto.iter().find(|c| c.tag == 1))
+                        .filter(|c| c.suite == suite)
+                        .map(|c| c.master.clone())
+                    else {
+                        self.ng_end(n, Some("ng-no-crypto"));
+                        return;
+                    };
+                    let (a, b) = (n as u32 * 2, n as u32 * 2 + 1);
+                    for (ssrc, params) in [
+                        (a, SrtpParams::new(b_suite, relay_b)),
+                        (b, SrtpParams::new(suite, relay_a)),
+                    ] {
+                        if let Some(ctx) = SrtpContext::new(&params) {
+                            self.srtp_rx.insert(ssrc, Box::new(ctx));
+                        }
+                    }
+                    tx = (
+                        Some(SrtpParams::new(suite, key_a)),
+                        Some(SrtpParams::new(b_suite, own_b)),
+                    );
+                }
                 let hold = self.hold_ns();
                 let Some(c) = self.ng.get_mut(&n) else {
                     return;
@@ -213,8 +284,8 @@ impl Agent {
                 let g = c.generation;
                 self.schedule(now_ns + hold, n, Timer::Hangup, g);
                 // Leg A's stream goes to the relay port of A, leg B's to B's.
-                self.start_media(now_ns, n * 2, n as u32 * 2, to_a, None);
-                self.start_media(now_ns, n * 2 + 1, n as u32 * 2 + 1, to_b, None);
+                self.start_media(now_ns, n * 2, n as u32 * 2, to_a, tx.0.as_ref());
+                self.start_media(now_ns, n * 2 + 1, n as u32 * 2 + 1, to_b, tx.1.as_ref());
             }
             NgState::Delete => self.ng_end(n, None),
             NgState::Up => {}

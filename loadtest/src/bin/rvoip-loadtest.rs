@@ -375,7 +375,8 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
         }
         RoleCmd::Media(a) => {
             let socks = Sockets::bind(a.listen)?;
-            let cfg = config(Role::Ng, &socks, Some(a.ng), Some(&a.calls), true, None)?;
+            let mut cfg = config(Role::Ng, &socks, Some(a.ng), Some(&a.calls), true, None)?;
+            cfg.srtp = a.common.srtp;
             let o = run(cfg, &socks, stop, a.common.options())?;
             finish("media", &o, &a.common)?;
             Ok(verdict(&o, a.calls.max_fail_pct))
