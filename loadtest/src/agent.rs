@@ -853,6 +853,11 @@ impl Agent {
 
     /// Accounts one received RTP packet.
     pub fn on_rtp(&mut self, now_ns: u64, pkt: &[u8]) {
+        // RTCP on the RTP port (a relay's own reports, RFC 5761 demux) is not
+        // part of the load's streams.
+        if rvoip_dataplane::media::rtp::looks_like_rtcp(pkt) {
+            return;
+        }
         // SRTP from a far end that announced its SSRC: unprotect first.
         // Room for a load packet and the largest SRTP trailer (nothing to
         // clear per packet when no stream is SRTP).
@@ -873,6 +878,9 @@ impl Agent {
                         }
                     }
                 }
+                // SRTP of a call that has ended (in flight when its keys
+                // went): nothing to read in it.
+                None if self.cfg.srtp.is_some() => return,
                 None => pkt,
             },
             _ => pkt,
