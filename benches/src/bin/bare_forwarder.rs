@@ -5,8 +5,9 @@
 //!
 //! usage: bare_forwarder NG_PORT PORT_MIN PORT_MAX
 //!
-//! A measurement tool, not part of the product: it panics on misuse, and its
-//! `unwrap`s on `legs[i]` hold because those legs were created just before.
+//! A measurement tool, not part of the product: it panics on misuse; the
+//! legs of a live call are reached through `live`, whose invariant is stated
+//! there.
 #![allow(unsafe_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -18,8 +19,15 @@ const NG_TOKEN: u64 = u64::MAX;
 
 struct Leg {
     sock: UdpSocket,
+    port: u16,
     peer: Option<SocketAddrV4>,
     other: usize,
+}
+
+/// Leg `i` of a live call. Invariant: `calls` maps only pairs of open legs —
+/// a delete removes the pair from `calls` and closes both legs together.
+fn live(legs: &mut [Option<Leg>], i: usize) -> &mut Leg {
+    legs[i].as_mut().expect("the legs of a live call are open")
 }
 
 fn field<'a>(sdp: &'a str, prefix: &str) -> Option<&'a str> {
@@ -77,15 +85,17 @@ fn main() {
             assert!(next_port < port_max, "ports exhausted");
             let p = next_port;
             next_port += 2;
-            if let Ok(sock) = UdpSocket::bind(("127.0.0.1", p)) {
-                sock.set_nonblocking(true).unwrap();
+            if let Ok(sock) = UdpSocket::bind(("127.0.0.1", p))
+                && sock.set_nonblocking(true).is_ok()
+            {
+                let i = legs.len();
+                epoll_add(ep, sock.as_raw_fd(), i as u64);
                 legs.push(Some(Leg {
                     sock,
+                    port: p,
                     peer: None,
                     other: 0,
                 }));
-                let i = legs.len() - 1;
-                epoll_add(ep, legs[i].as_ref().unwrap().sock.as_raw_fd(), i as u64);
                 return i;
             }
         }
@@ -122,23 +132,20 @@ fn main() {
                             None => {
                                 let a = open(&mut legs);
                                 let b = open(&mut legs);
-                                legs[a].as_mut().unwrap().other = b;
-                                legs[b].as_mut().unwrap().other = a;
+                                live(&mut legs, a).other = b;
+                                live(&mut legs, b).other = a;
                                 calls.insert(call.clone(), (a, b));
                                 (a, b)
                             }
                         };
-                        legs[a].as_mut().unwrap().peer = sdp_addr(&sdp);
-                        let s =
-                            reply_sdp(legs[b].as_ref().unwrap().sock.local_addr().unwrap().port());
+                        live(&mut legs, a).peer = sdp_addr(&sdp);
+                        let s = reply_sdp(live(&mut legs, b).port);
                         format!("d6:result2:ok3:sdp{}:{s}e", s.len())
                     }
                     b"answer" => match calls.get(&call) {
                         Some(&(a, b)) => {
-                            legs[b].as_mut().unwrap().peer = sdp_addr(&sdp);
-                            let s = reply_sdp(
-                                legs[a].as_ref().unwrap().sock.local_addr().unwrap().port(),
-                            );
+                            live(&mut legs, b).peer = sdp_addr(&sdp);
+                            let s = reply_sdp(live(&mut legs, a).port);
                             format!("d6:result2:ok3:sdp{}:{s}e", s.len())
                         }
                         None => "d6:result5:error12:error-reason15:Unknown call-ide".to_string(),
