@@ -276,6 +276,26 @@ impl SipCore {
         }
     }
 
+    /// Puts this proxy's Via (with `branch`) on top of a forwarded request
+    /// and, when configured, a Record-Route on a dialog-creating request
+    /// outside a dialog (RFC 3261 §16.6 steps 4 and 8).
+    fn stamp(&self, f: &mut Forward<'_, '_>, msg: &SipMessage<'_>, hop: Hop, branch: &str) {
+        f.push_via(build::via_value(hop.transport, hop.local, branch).as_bytes());
+        let dialog_creating = matches!(
+            msg.method(),
+            Some(Method::Invite | Method::Subscribe | Method::Refer)
+        );
+        let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
+        if self.config.record_route && dialog_creating && !in_dialog {
+            let transport = if hop.transport == Transport::Tcp {
+                ";transport=tcp"
+            } else {
+                ""
+            };
+            f.add_record_route(format!("<sip:{};lr{transport}>", hop.local).as_bytes());
+        }
+    }
+
     /// Stateless proxying (§16.11): the request goes to the first target
     /// with a branch computed from its own, so a retransmission, and the
     /// CANCEL or non-2xx ACK of an INVITE, leave with the branch the INVITE
@@ -322,20 +342,7 @@ impl SipCore {
                 .unwrap_or_default(),
             b"stateless",
         ]);
-        f.push_via(build::via_value(t.hop.transport, t.hop.local, &branch).as_bytes());
-        let dialog_creating = matches!(
-            msg.method(),
-            Some(Method::Invite | Method::Subscribe | Method::Refer)
-        );
-        let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
-        if self.config.record_route && dialog_creating && !in_dialog {
-            let transport = if t.hop.transport == Transport::Tcp {
-                ";transport=tcp"
-            } else {
-                ""
-            };
-            f.add_record_route(format!("<sip:{};lr{transport}>", t.hop.local).as_bytes());
-        }
+        self.stamp(&mut f, msg, t.hop, &branch);
         let mut out = Vec::with_capacity(msg.len() + 200);
         f.write_to(&mut out);
         self.counters.forwarded += 1;
@@ -431,20 +438,7 @@ impl SipCore {
             msg.call_id().unwrap_or_default(),
             &(index as u64).to_be_bytes(),
         ]);
-        f.push_via(build::via_value(t.hop.transport, t.hop.local, &branch).as_bytes());
-        let dialog_creating = matches!(
-            msg.method(),
-            Some(Method::Invite | Method::Subscribe | Method::Refer)
-        );
-        let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
-        if self.config.record_route && dialog_creating && !in_dialog {
-            let transport = if t.hop.transport == Transport::Tcp {
-                ";transport=tcp"
-            } else {
-                ""
-            };
-            f.add_record_route(format!("<sip:{};lr{transport}>", t.hop.local).as_bytes());
-        }
+        self.stamp(&mut f, &msg, t.hop, &branch);
         let mut out = Vec::with_capacity(msg.len() + 200);
         f.write_to(&mut out);
         let method = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
