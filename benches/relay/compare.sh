@@ -26,16 +26,10 @@ mkdir -p "$OUT"
 cargo build -q --release --bin rvoip --manifest-path "$ROOT/Cargo.toml"
 cargo build -q --release -p rvoip-benches --bin bare_forwarder --manifest-path "$ROOT/Cargo.toml"
 
-PID=""
-stop_relay() {
-    [ -n "$PID" ] || return 0
-    kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
-    PID=""
-}
-trap stop_relay EXIT
+# shellcheck source=../lib.sh
+. "$ROOT/benches/lib.sh"
+stop_relay() { stop_pid; }
+trap stop_pid EXIT
 trap 'exit 130' INT TERM
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -58,8 +52,7 @@ start_relay() {
     local wrapper=$!
     sleep 0.3
     # The relay is the timeout wrapper's child.
-    PID=$(cat "/proc/$wrapper/task/$wrapper/children" 2>/dev/null | awk '{print $1}')
-    [ -n "$PID" ] || PID=$wrapper
+    PID=$(child_of "$wrapper")
     python3 - "$NG" <<'PY'
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)

@@ -22,16 +22,12 @@ cargo build -q --release --bin rvoip -p rvoip-controlplane --manifest-path "$ROO
 cargo build -q --release -p rvoip-loadtest --manifest-path "$ROOT/Cargo.toml"
 LIMIT=$((CALLS / RATE + HOLD + 60))
 
-wait_port_free() {
-    for _ in $(seq 150); do
-        ss -Hlun "src 127.0.0.1:2223" | grep -q . || return 0
-        sleep 0.2
-    done
-}
+# shellcheck source=../lib.sh
+. "$ROOT/benches/lib.sh"
 
 printf "%-10s %7s %10s %10s %8s %11s %11s %10s\n" relay calls rtp_sent rtp_recv lost transit_p50 transit_p99 us_per_pkt | tee "$OUT/summary.txt"
 for relay in ${RELAYS:-rvoip rtpengine}; do
-    wait_port_free
+    wait_udp_free 127.0.0.1:2223
     if [ "$relay" = rvoip ]; then
         timeout $((LIMIT + 30)) "$ROOT/target/release/rvoip" run --config "$ROOT/config/rvoip.toml" > "$OUT/rvoip.log" 2>&1 &
     else
@@ -39,8 +35,7 @@ for relay in ${RELAYS:-rvoip rtpengine}; do
     fi
     wrapper=$!
     sleep 2
-    pid=$(cat "/proc/$wrapper/task/$wrapper/children" 2>/dev/null | awk '{print $1}')
-    [ -n "$pid" ] || pid=$wrapper
+    pid=$(child_of "$wrapper")
     c0=$("$ANCHORS/cputree.py" "$pid")
     timeout "$LIMIT" "$ROOT/target/release/rvoip-loadtest" media --ng 127.0.0.1:2223 \
         --rate "$RATE" --calls "$CALLS" --hold "${HOLD}s" --max-concurrent "$CALLS" --quiet ${LOADTEST_ARGS:-} \

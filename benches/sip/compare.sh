@@ -29,24 +29,14 @@ export RESULTS=$OUT/anchor QUIET_WAIT=${QUIET_WAIT:-60} KAM_EXTRA=${KAM_EXTRA:--
 
 cargo build -q --release --bin rvoip --manifest-path "$ROOT/Cargo.toml"
 
-PID=""
-stop_rvoip() {
-    [ -n "$PID" ] || return 0
-    kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
-    PID=""
-}
-trap stop_rvoip EXIT
+# shellcheck source=../lib.sh
+. "$ROOT/benches/lib.sh"
+stop_rvoip() { stop_pid; }
+trap stop_pid EXIT
 trap 'exit 130' INT TERM
 
 start_rvoip() {
-    # The previous instance's sockets close with its io_uring, asynchronously.
-    for _ in $(seq 150); do
-        ss -Hlun "( src 127.0.0.1:5060 or src 127.0.0.1:2223 )" | grep -q . || break
-        sleep 0.2
-    done
+    wait_udp_free 127.0.0.1:5060 127.0.0.1:2223
     rm -rf "$OUT/state" "/dev/shm/rvoip-sip-bench"
     cp "$ROOT/config/users.toml" "$OUT/users.toml"
     sed -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \

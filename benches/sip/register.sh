@@ -23,25 +23,16 @@ SCENARIO=$ROOT/controlplane/tests/data/register_digest.xml
 
 cargo build -q --release --bin rvoip --manifest-path "$ROOT/Cargo.toml"
 
-PID=""
-stop_rvoip() {
-    [ -n "$PID" ] || return 0
-    kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
-    PID=""
-}
-trap stop_rvoip EXIT
+# shellcheck source=../lib.sh
+. "$ROOT/benches/lib.sh"
+stop_rvoip() { stop_pid; }
+trap stop_pid EXIT
 trap 'exit 130' INT TERM
 
 printf "%6s %-5s %9s %9s %12s\n" rate pass achieved fail_pct cpu_us_reg | tee "$OUT/summary.txt"
 best=0
 for rate in "${STEPS[@]}"; do
-    for _ in $(seq 150); do
-        ss -Hlun "( src 127.0.0.1:5060 or src 127.0.0.1:2223 )" | grep -q . || break
-        sleep 0.2
-    done
+    wait_udp_free 127.0.0.1:5060 127.0.0.1:2223
     rm -rf "$OUT/state" /dev/shm/rvoip-register-bench
     cp "$ROOT/config/users.toml" "$OUT/users.toml"
     sed -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \
@@ -50,8 +41,7 @@ for rate in "${STEPS[@]}"; do
     timeout $((DUR + 120)) "$ROOT/target/release/rvoip" run --config "$OUT/proxy.toml" > "$OUT/rvoip-$rate.log" 2>&1 &
     wrapper=$!
     sleep 1.5
-    PID=$(cat "/proc/$wrapper/task/$wrapper/children" 2>/dev/null | awk '{print $1}')
-    [ -n "$PID" ] || PID=$wrapper
+    PID=$(child_of "$wrapper")
     total=$((rate * DUR))
     c0=$("$ANCHORS/cputree.py" "$PID")
     timeout $((DUR + 60)) sipp -sf "$SCENARIO" -s alice -au alice -ap alicepw \
