@@ -12,4 +12,5 @@ pub mod core;
 pub mod lint;
 pub mod process;
 pub mod registrar;
+pub mod sbc;
 pub mod transaction;

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::sbc::{Realm, Sbc, Trunk};
+
 /// A configuration problem: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -414,29 +416,6 @@ impl Default for ControlPlane {
     }
 }
 
-/// A realm: one side of the SBC (access, core), with who may send from it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Realm {
-    /// Name, referenced by listeners and trunks.
-    pub name: String,
-    /// Source networks allowed to send (CIDR); empty allows none.
-    #[serde(default)]
-    pub allow: Vec<String>,
-}
-
-/// A trunk: a group of peers in a realm.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trunk {
-    /// Name.
-    pub name: String,
-    /// Realm it lives in.
-    pub realm: String,
-    /// Peer addresses, in priority order.
-    pub targets: Vec<SocketAddr>,
-}
-
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -459,7 +438,7 @@ impl Default for Log {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Node settings.
@@ -488,6 +467,9 @@ pub struct Config {
     /// Trunks (SBC).
     #[serde(default)]
     pub trunks: Vec<Trunk>,
+    /// SBC settings (B2BUA mode).
+    #[serde(default)]
+    pub sbc: Sbc,
     /// Logging.
     #[serde(default)]
     pub log: Log,
@@ -709,6 +691,33 @@ impl Config {
                     "at least one target is required".into(),
                 );
             }
+            for (j, target) in t.targets.iter().enumerate() {
+                let target = target.resolve(j);
+                if target.address.port() == 0 || target.address.ip().is_unspecified() {
+                    return err(
+                        &format!("trunks[{i}].targets[{j}]"),
+                        format!("{} is not a peer address", target.address),
+                    );
+                }
+                if target.weight == 0 && t.policy == crate::sbc::Policy::Weighted {
+                    return err(
+                        &format!("trunks[{i}].targets[{j}].weight"),
+                        "must be at least 1".into(),
+                    );
+                }
+            }
+            if !(0.1..=60.0).contains(&t.invite_timeout_secs) {
+                return err(
+                    &format!("trunks[{i}].invite_timeout_secs"),
+                    "must be between 0.1 and 60".into(),
+                );
+            }
+            for (j, h) in t.headers.iter().enumerate() {
+                crate::sbc::check_rule(h).map_err(|e| (format!("trunks[{i}].headers[{j}]"), e))?;
+            }
+        }
+        if self.node.mode == Mode::B2bua {
+            crate::sbc::validate(self).map_err(|(k, m)| (k, m))?;
         }
         if !(64..=1 << 20).contains(&self.controlplane.ring_slots)
             || !self.controlplane.ring_slots.is_power_of_two()

@@ -6,5 +6,6 @@
 //! Must not: open sockets or start threads.
 
 pub mod config;
+pub mod sbc;
 
 pub use config::{Config, ConfigError};

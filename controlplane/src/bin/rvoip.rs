@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use rvoip_controlplane::admission::Role;
 use rvoip_controlplane::lint::{FramingChoice, LintOptions, json_line, judge, text_line};
 use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
+use rvoip_dataplane::engine::ng_shm::NgOrders;
 use rvoip_dataplane::engine::ng_udp::NgListener;
 use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, SipTransport};
 use rvoip_dataplane::media::relay::{LatchMode, RelayConfig};
@@ -461,12 +462,25 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         .media
         .advertised_address
         .unwrap_or(config.media.address);
+    let server = Arc::new(std::sync::Mutex::new(NgServer::new(media, advertised)));
+    // The control plane orders media (B2BUA) over shared memory.
+    let orders = match NgOrders::spawn(
+        &config.controlplane.ring_dir,
+        Arc::clone(&server),
+        Arc::clone(&stop),
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the media order channel");
+            stop.store(true, Ordering::Relaxed);
+            if let Some(s) = supervisor {
+                s.stop();
+            }
+            return ExitCode::FAILURE;
+        }
+    };
     let ng = match &config.ng {
-        Some(ng) => match NgListener::spawn(
-            ng.listen,
-            NgServer::new(media, advertised),
-            Arc::clone(&stop),
-        ) {
+        Some(ng) => match NgListener::spawn(ng.listen, Arc::clone(&server), Arc::clone(&stop)) {
             Ok(l) => {
                 tracing::info!(address = %l.local, "ng control listening");
                 Some(l)
@@ -481,8 +495,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             }
         },
         None => {
-            tracing::warn!("no [ng] section: the media relay has no control listener");
-            drop(media);
+            tracing::info!("no [ng] section: media is ordered by the control plane only");
             None
         }
     };
@@ -493,12 +506,14 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     if let Some(s) = supervisor {
         s.stop();
     }
+    let orders = orders.join();
     if let Some(ng) = ng {
         let r = ng.join();
         tracing::info!(
             requests = r.ng.requests,
             errors = r.ng.errors,
             retransmissions = r.ng.retransmissions,
+            control_plane_orders = orders,
             dropped = r.ng.dropped,
             media_timeouts = r.ng.media_timeouts,
             "ng counters"

@@ -7,6 +7,7 @@
 
 pub(crate) mod bufring;
 pub mod media;
+pub mod ng_shm;
 pub mod ng_udp;
 pub mod sip;
 pub mod sockaddr;

@@ -3,8 +3,8 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +32,7 @@ impl NgListener {
     /// Binds `addr` and serves ng requests with `server` until `stop` is set.
     pub fn spawn<M: MediaControl + Send + 'static>(
         addr: SocketAddr,
-        mut server: NgServer<M>,
+        server: Arc<Mutex<NgServer<M>>>,
         stop: Arc<AtomicBool>,
     ) -> io::Result<NgListener> {
         let socket = UdpSocket::bind(addr)?;
@@ -46,7 +46,7 @@ impl NgListener {
                 while !stop.load(Ordering::Relaxed) {
                     // Calls whose media timed out are deleted about once a second.
                     if last_expiry.elapsed() >= Duration::from_secs(1) {
-                        server.expire();
+                        lock(&server).expire();
                         last_expiry = Instant::now();
                     }
                     let (n, src) = match socket.recv_from(&mut buf) {
@@ -56,11 +56,13 @@ impl NgListener {
                     let now = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
-                    if let Some(reply) = server.handle(&buf[..n], now) {
+                    let reply = lock(&server).handle(&buf[..n], now);
+                    if let Some(reply) = reply {
                         // A lost reply is retransmitted by the client and answered from the cache.
                         let _ = socket.send_to(&reply, src);
                     }
                 }
+                let server = lock(&server);
                 NgReport {
                     ng: server.counters(),
                     media: server.media().counters(),
@@ -73,4 +75,12 @@ impl NgListener {
     pub fn join(self) -> NgReport {
         self.thread.join().unwrap_or_default()
     }
+}
+
+/// The server, also when a thread that held it panicked (its state is a
+/// table of calls, still usable).
+pub(crate) fn lock<M>(server: &Mutex<NgServer<M>>) -> MutexGuard<'_, NgServer<M>> {
+    server
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

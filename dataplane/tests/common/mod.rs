@@ -48,7 +48,7 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let listener = NgListener::spawn(
             "127.0.0.1:0".parse().unwrap(),
-            NgServer::new(engine, LOCALHOST),
+            std::sync::Arc::new(std::sync::Mutex::new(NgServer::new(engine, LOCALHOST))),
             Arc::clone(&stop),
         )
         .expect("ng");

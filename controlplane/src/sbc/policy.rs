@@ -1,0 +1,786 @@
+//! SBC policy, sans-IO: which realm a message belongs to and whether its
+//! source may send there, number normalization and longest-prefix routing,
+//! the dispatcher that orders a trunk's peers (priority, round-robin,
+//! weighted) and skips unhealthy ones, per-trunk and per-source limits, and
+//! flood bans.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use regex::Regex;
+use rvoip_tuning::Config;
+use rvoip_tuning::config::Transport as CfgTransport;
+use rvoip_tuning::sbc::{HeaderAction, MediaProtection, Policy as Dispatch};
+
+use crate::core::Transport;
+use crate::transaction::Millis;
+
+/// A CIDR network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Net {
+    /// Parses `10.0.0.0/8`, `::1`, `127.0.0.1`.
+    pub fn parse(text: &str) -> Option<Net> {
+        let (a, l) = text.split_once('/').unwrap_or((text, ""));
+        let addr: IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = if l.is_empty() { max } else { l.parse().ok()? };
+        (len <= max).then_some(Net { addr, len })
+    }
+
+    /// Whether `ip` lies in the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A realm at run time.
+#[derive(Debug, Clone)]
+pub struct RealmRt {
+    /// Name.
+    pub name: String,
+    /// Who may send.
+    pub allow: Vec<Net>,
+    /// SRTP on this side.
+    pub srtp: bool,
+    /// New calls per second per source (0: no limit).
+    pub cps_per_source: u32,
+    /// Calls up at once per source (0: no limit).
+    pub calls_per_source: u32,
+    /// The UDP listener of the realm, where its calls are sent from.
+    pub listener: Option<SocketAddr>,
+}
+
+/// A compiled header rule.
+#[derive(Debug, Clone)]
+pub enum HeaderRule {
+    /// Add `name: value`.
+    Add(String, String),
+    /// Remove every `name`.
+    Remove(String),
+    /// Rewrite values of `name`.
+    Rewrite(String, Regex, String),
+}
+
+impl HeaderRule {
+    /// Applies the rule to a header list.
+    pub fn apply(&self, headers: &mut Vec<(String, String)>) {
+        match self {
+            HeaderRule::Add(n, v) => headers.push((n.clone(), v.clone())),
+            HeaderRule::Remove(n) => headers.retain(|(h, _)| !h.eq_ignore_ascii_case(n)),
+            HeaderRule::Rewrite(n, re, with) => {
+                for (h, v) in headers.iter_mut() {
+                    if h.eq_ignore_ascii_case(n) {
+                        *v = re.replace_all(v, with.as_str()).into_owned();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One peer of a trunk at run time.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Address.
+    pub address: SocketAddr,
+    /// Weight (weighted policy).
+    pub weight: u32,
+    /// Priority (lower first).
+    pub priority: u32,
+    /// Healthy: answered its last OPTIONS or INVITE.
+    pub up: bool,
+    /// When the last OPTIONS went out, and whether an answer came since.
+    pub probe_sent: Option<Millis>,
+    /// An answer came since the last probe.
+    pub answered: bool,
+    current_weight: i64,
+}
+
+/// A trunk at run time.
+#[derive(Debug, Clone)]
+pub struct TrunkRt {
+    /// Name.
+    pub name: String,
+    /// Realm index.
+    pub realm: usize,
+    /// Peers.
+    pub peers: Vec<Peer>,
+    /// Dispatcher policy.
+    pub policy: Dispatch,
+    /// INVITE timeout per peer.
+    pub invite_timeout_ms: Millis,
+    /// New calls per second (0: no limit).
+    pub cps: u32,
+    /// Calls up at once (0: no limit).
+    pub max_calls: u32,
+    /// Codecs allowed, in order (empty: all).
+    pub codecs: Vec<String>,
+    /// Header rules.
+    pub headers: Vec<HeaderRule>,
+    /// OPTIONS health checks on.
+    pub health_checks: bool,
+    /// Calls up now.
+    pub active: u32,
+    cps_window: Window,
+    rr: usize,
+}
+
+/// Counts events in the current second.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    second: u64,
+    count: u32,
+}
+
+impl Window {
+    /// Counts one event at `now`; returns the count in its second.
+    fn hit(&mut self, now: Millis) -> u32 {
+        let s = now / 1000;
+        if s != self.second {
+            self.second = s;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SourceState {
+    requests: Window,
+    invites: Window,
+    banned_until: Millis,
+    calls: u32,
+}
+
+/// Why a new call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The source is not allowed in the realm (403).
+    Acl,
+    /// The source is banned for flooding (dropped).
+    Banned,
+    /// A limit was hit (503).
+    Limit(&'static str),
+    /// No route for the number (404).
+    NoRoute,
+}
+
+/// Counters of the policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyCounters {
+    /// Requests from sources outside their realm's access list.
+    pub acl_rejected: u64,
+    /// Requests dropped from banned sources.
+    pub banned_drops: u64,
+    /// Sources banned.
+    pub bans: u64,
+    /// Calls refused by a source limit.
+    pub source_limited: u64,
+    /// Calls refused by a trunk limit.
+    pub trunk_limited: u64,
+    /// Calls with no route.
+    pub unrouted: u64,
+}
+
+/// The SBC policy.
+#[derive(Debug)]
+pub struct Policy {
+    /// Realms.
+    pub realms: Vec<RealmRt>,
+    /// Listener → realm.
+    listeners: Vec<(SocketAddr, Transport, usize)>,
+    /// Trunks.
+    pub trunks: Vec<TrunkRt>,
+    routes: Vec<(String, Option<usize>, usize)>,
+    numbering: rvoip_tuning::sbc::Numbering,
+    flood_rate: u32,
+    ban_ms: Millis,
+    sources: HashMap<IpAddr, SourceState>,
+    /// Counters.
+    pub counters: PolicyCounters,
+}
+
+impl Policy {
+    /// The policy of a (validated) configuration.
+    pub fn from_config(c: &Config) -> Result<Policy, String> {
+        let mut realms: Vec<RealmRt> = c
+            .realms
+            .iter()
+            .map(|r| RealmRt {
+                name: r.name.clone(),
+                allow: r.allow.iter().filter_map(|a| Net::parse(a)).collect(),
+                srtp: r.media == MediaProtection::Srtp,
+                cps_per_source: r.cps_per_source,
+                calls_per_source: r.calls_per_source,
+                listener: None,
+            })
+            .collect();
+        let names: Vec<String> = realms.iter().map(|r| r.name.clone()).collect();
+        let realm_index = |name: &str| names.iter().position(|r| r == name);
+        let mut listeners = Vec::new();
+        for l in &c.sip.listen {
+            let Some(i) = l.realm.as_deref().and_then(realm_index) else {
+                continue;
+            };
+            let t = match l.transport {
+                CfgTransport::Udp => Transport::Udp,
+                CfgTransport::Tcp => Transport::Tcp,
+            };
+            listeners.push((l.address, t, i));
+        }
+        for (addr, t, i) in &listeners {
+            if *t == Transport::Udp && realms[*i].listener.is_none() {
+                realms[*i].listener = Some(*addr);
+            }
+        }
+        let mut trunks = Vec::new();
+        for t in &c.trunks {
+            let realm = realm_index(&t.realm).ok_or(format!("no realm {}", t.realm))?;
+            let mut headers = Vec::new();
+            for h in &t.headers {
+                let value = h.value.clone().unwrap_or_default();
+                headers.push(match h.action {
+                    HeaderAction::Add => HeaderRule::Add(h.name.clone(), value),
+                    HeaderAction::Remove => HeaderRule::Remove(h.name.clone()),
+                    HeaderAction::Rewrite => HeaderRule::Rewrite(
+                        h.name.clone(),
+                        Regex::new(h.pattern.as_deref().unwrap_or_default())
+                            .map_err(|e| e.to_string())?,
+                        value,
+                    ),
+                });
+            }
+            trunks.push(TrunkRt {
+                name: t.name.clone(),
+                realm,
+                peers: t
+                    .targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let p = s.resolve(i);
+                        Peer {
+                            address: p.address,
+                            weight: p.weight,
+                            priority: p.priority.unwrap_or(i as u32),
+                            up: true,
+                            probe_sent: None,
+                            answered: false,
+                            current_weight: 0,
+                        }
+                    })
+                    .collect(),
+                policy: t.policy,
+                invite_timeout_ms: (t.invite_timeout_secs * 1000.0) as Millis,
+                cps: t.cps,
+                max_calls: t.max_calls,
+                codecs: t.codecs.clone(),
+                headers,
+                health_checks: t.health_checks,
+                active: 0,
+                cps_window: Window::default(),
+                rr: 0,
+            });
+        }
+        let routes = c
+            .sbc
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let trunk = c.trunks.iter().position(|t| t.name == r.trunk)?;
+                let from = r.from_realm.as_deref().and_then(realm_index);
+                Some((r.prefix.clone(), from, trunk))
+            })
+            .collect();
+        Ok(Policy {
+            realms,
+            listeners,
+            trunks,
+            routes,
+            numbering: c.sbc.numbering.clone(),
+            flood_rate: c.sbc.flood.requests_per_sec,
+            ban_ms: Millis::from(c.sbc.flood.ban_secs) * 1000,
+            sources: HashMap::new(),
+            counters: PolicyCounters::default(),
+        })
+    }
+
+    /// The realm of the listener a message arrived on.
+    pub fn realm_of(&self, local: SocketAddr, transport: Transport) -> Option<usize> {
+        self.listeners
+            .iter()
+            .find(|(a, t, _)| *a == local && *t == transport)
+            .or_else(|| self.listeners.iter().find(|(a, _, _)| *a == local))
+            .map(|l| l.2)
+    }
+
+    /// Admits a request from `source` on realm `realm`: the access list, then
+    /// flood detection for INVITE and REGISTER (`counted`).
+    pub fn admit(
+        &mut self,
+        now: Millis,
+        realm: usize,
+        source: IpAddr,
+        counted: bool,
+    ) -> Result<(), Refusal> {
+        let allowed = self
+            .realms
+            .get(realm)
+            .is_some_and(|r| r.allow.iter().any(|n| n.contains(source)));
+        if !allowed {
+            self.counters.acl_rejected += 1;
+            return Err(Refusal::Acl);
+        }
+        let rate = self.flood_rate;
+        let ban = self.ban_ms;
+        let s = self.sources.entry(source).or_default();
+        if s.banned_until > now {
+            self.counters.banned_drops += 1;
+            return Err(Refusal::Banned);
+        }
+        if counted && rate > 0 && s.requests.hit(now) > rate {
+            s.banned_until = now + ban;
+            self.counters.bans += 1;
+            self.counters.banned_drops += 1;
+            tracing::warn!(%source, ban_secs = ban / 1000, "flood: source banned");
+            return Err(Refusal::Banned);
+        }
+        Ok(())
+    }
+
+    /// Whether `source` is banned now (cheap check before any parsing work).
+    pub fn is_banned(&self, now: Millis, source: IpAddr) -> bool {
+        self.sources
+            .get(&source)
+            .is_some_and(|s| s.banned_until > now)
+    }
+
+    /// Normalizes a dialled number to E.164 where the numbering plan says
+    /// how: visual separators dropped, the international prefix becomes `+`,
+    /// the national prefix becomes `+` and the country code.
+    pub fn normalize(&self, number: &str) -> String {
+        let digits: String = number
+            .chars()
+            .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
+            .collect();
+        if digits.starts_with('+') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return digits;
+        }
+        let n = &self.numbering;
+        if !n.international_prefix.is_empty()
+            && let Some(rest) = digits.strip_prefix(n.international_prefix.as_str())
+        {
+            return format!("+{rest}");
+        }
+        if !n.national_prefix.is_empty()
+            && let Some(rest) = digits.strip_prefix(n.national_prefix.as_str())
+        {
+            return format!("+{}{rest}", n.country_code);
+        }
+        digits
+    }
+
+    /// The trunk for `number` (normalized) from realm `from`: the longest
+    /// matching prefix; a route for the realm wins over a general one of the
+    /// same length.
+    pub fn route(&mut self, number: &str, from: usize) -> Option<usize> {
+        let best = self
+            .routes
+            .iter()
+            .filter(|(p, realm, _)| {
+                number.starts_with(p.as_str()) && realm.is_none_or(|r| r == from)
+            })
+            .max_by_key(|(p, realm, _)| (p.len(), realm.is_some()))
+            .map(|r| r.2);
+        if best.is_none() {
+            self.counters.unrouted += 1;
+        }
+        best
+    }
+
+    /// Takes a new call from `source` in `realm` towards `trunk`: checks and
+    /// counts the source's and the trunk's limits. The call must be given
+    /// back with [`Policy::release`].
+    pub fn take(
+        &mut self,
+        now: Millis,
+        realm: usize,
+        source: IpAddr,
+        trunk: usize,
+    ) -> Result<(), Refusal> {
+        let (cps, calls) = self
+            .realms
+            .get(realm)
+            .map_or((0, 0), |r| (r.cps_per_source, r.calls_per_source));
+        let s = self.sources.entry(source).or_default();
+        let n = s.invites.hit(now);
+        if cps > 0 && n > cps {
+            self.counters.source_limited += 1;
+            return Err(Refusal::Limit("source call rate"));
+        }
+        if calls > 0 && s.calls >= calls {
+            self.counters.source_limited += 1;
+            return Err(Refusal::Limit("source concurrent calls"));
+        }
+        let Some(t) = self.trunks.get_mut(trunk) else {
+            return Err(Refusal::NoRoute);
+        };
+        let n = t.cps_window.hit(now);
+        if t.cps > 0 && n > t.cps {
+            self.counters.trunk_limited += 1;
+            return Err(Refusal::Limit("trunk call rate"));
+        }
+        if t.max_calls > 0 && t.active >= t.max_calls {
+            self.counters.trunk_limited += 1;
+            return Err(Refusal::Limit("trunk concurrent calls"));
+        }
+        t.active += 1;
+        if let Some(s) = self.sources.get_mut(&source) {
+            s.calls += 1;
+        }
+        Ok(())
+    }
+
+    /// Gives back a call taken with [`Policy::take`].
+    pub fn release(&mut self, source: IpAddr, trunk: usize) {
+        if let Some(t) = self.trunks.get_mut(trunk) {
+            t.active = t.active.saturating_sub(1);
+        }
+        if let Some(s) = self.sources.get_mut(&source) {
+            s.calls = s.calls.saturating_sub(1);
+        }
+    }
+
+    /// Counts a recovered call (after a restart) against its trunk and source.
+    pub fn restore(&mut self, source: IpAddr, trunk: usize) {
+        if let Some(t) = self.trunks.get_mut(trunk) {
+            t.active += 1;
+        }
+        self.sources.entry(source).or_default().calls += 1;
+    }
+
+    /// The order in which a new call tries `trunk`'s peers: the policy
+    /// picks the first, healthy peers come before unhealthy ones, and every
+    /// peer is tried once.
+    pub fn peers_for_call(&mut self, trunk: usize) -> Vec<usize> {
+        let Some(t) = self.trunks.get_mut(trunk) else {
+            return Vec::new();
+        };
+        let n = t.peers.len();
+        let mut order: Vec<usize> = match t.policy {
+            Dispatch::Priority => {
+                let mut o: Vec<usize> = (0..n).collect();
+                o.sort_by_key(|i| t.peers[*i].priority);
+                o
+            }
+            Dispatch::RoundRobin => {
+                let start = t.rr % n.max(1);
+                t.rr = t.rr.wrapping_add(1);
+                (0..n).map(|i| (start + i) % n).collect()
+            }
+            Dispatch::Weighted => {
+                // Smooth weighted round robin over the healthy peers.
+                let healthy: Vec<usize> = (0..n).filter(|i| t.peers[*i].up).collect();
+                let pool = if healthy.is_empty() {
+                    (0..n).collect()
+                } else {
+                    healthy
+                };
+                let total: i64 = pool.iter().map(|i| i64::from(t.peers[*i].weight)).sum();
+                let mut best = pool[0];
+                for i in &pool {
+                    let p = &mut t.peers[*i];
+                    p.current_weight += i64::from(p.weight);
+                }
+                for i in &pool {
+                    if t.peers[*i].current_weight > t.peers[best].current_weight {
+                        best = *i;
+                    }
+                }
+                t.peers[best].current_weight -= total;
+                let mut o = vec![best];
+                let mut rest: Vec<usize> = (0..n).filter(|i| *i != best).collect();
+                rest.sort_by_key(|i| std::cmp::Reverse(t.peers[*i].weight));
+                o.extend(rest);
+                o
+            }
+        };
+        // Healthy first, keeping the policy's order within each group.
+        order.sort_by_key(|i| !t.peers[*i].up);
+        order
+    }
+
+    /// A peer answered (any response): it is up.
+    pub fn peer_answered(&mut self, trunk: usize, peer: usize) {
+        if let Some(p) = self
+            .trunks
+            .get_mut(trunk)
+            .and_then(|t| t.peers.get_mut(peer))
+        {
+            if !p.up {
+                tracing::info!(peer = %p.address, "trunk peer is up");
+            }
+            p.up = true;
+            p.answered = true;
+        }
+    }
+
+    /// A peer did not answer in time: it is down until it answers again.
+    pub fn peer_failed(&mut self, trunk: usize, peer: usize) {
+        if let Some(p) = self
+            .trunks
+            .get_mut(trunk)
+            .and_then(|t| t.peers.get_mut(peer))
+        {
+            if p.up {
+                tracing::warn!(peer = %p.address, "trunk peer is down");
+            }
+            p.up = false;
+        }
+    }
+
+    /// The peers to probe now: every peer of a trunk with health checks;
+    /// a peer whose previous probe went unanswered is marked down.
+    pub fn probe_round(&mut self, now: Millis) -> Vec<(usize, usize)> {
+        let mut probes = Vec::new();
+        for ti in 0..self.trunks.len() {
+            if !self.trunks[ti].health_checks {
+                continue;
+            }
+            for pi in 0..self.trunks[ti].peers.len() {
+                let p = &self.trunks[ti].peers[pi];
+                if p.probe_sent.is_some() && !p.answered {
+                    self.peer_failed(ti, pi);
+                }
+                let p = &mut self.trunks[ti].peers[pi];
+                p.probe_sent = Some(now);
+                p.answered = false;
+                probes.push((ti, pi));
+            }
+        }
+        probes
+    }
+
+    /// The realm of a trunk.
+    pub fn trunk_realm(&self, trunk: usize) -> Option<&RealmRt> {
+        self.trunks
+            .get(trunk)
+            .and_then(|t| self.realms.get(t.realm))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn policy(extra: &str) -> Policy {
+        let text = format!(
+            r#"
+[node]
+mode = "b2bua"
+[sip]
+listen = [
+  {{ address = "127.0.0.1:5060", transport = "udp", realm = "access" }},
+  {{ address = "127.0.0.1:5062", transport = "udp", realm = "core" }},
+]
+[media]
+address = "127.0.0.1"
+port_min = 30000
+port_max = 39999
+[[realms]]
+name = "access"
+allow = ["127.0.0.0/8"]
+cps_per_source = 5
+[[realms]]
+name = "core"
+allow = ["127.0.0.1"]
+[[trunks]]
+name = "core"
+realm = "core"
+targets = ["127.0.0.1:5070", {{ address = "127.0.0.1:5072", weight = 3 }}]
+{extra}
+[sbc.numbering]
+country_code = "44"
+national_prefix = "0"
+international_prefix = "00"
+[[sbc.routes]]
+trunk = "core"
+[[sbc.routes]]
+prefix = "+44"
+trunk = "uk"
+[[trunks]]
+name = "uk"
+realm = "core"
+targets = ["127.0.0.1:5090"]
+"#
+        );
+        let c = Config::from_str_at(&text, std::path::Path::new("t.toml")).unwrap();
+        Policy::from_config(&c).unwrap()
+    }
+
+    #[test]
+    fn networks_match_by_prefix() {
+        let n = Net::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            Net::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(Net::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(
+            !Net::parse("127.0.0.1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(Net::parse("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn numbers_are_normalized_and_routed_by_longest_prefix() {
+        let mut p = policy("");
+        assert_eq!(p.normalize("020 7946-0000"), "+442079460000");
+        assert_eq!(p.normalize("0015551234"), "+15551234");
+        assert_eq!(p.normalize("+1 (555) 1234"), "+15551234");
+        assert_eq!(p.normalize("service"), "service");
+        let uk = p.route("+442079460000", 0);
+        assert_eq!(uk.map(|t| p.trunks[t].name.as_str()), Some("uk"));
+        let any = p.route("+15551234", 0);
+        assert_eq!(any.map(|t| p.trunks[t].name.as_str()), Some("core"));
+    }
+
+    #[test]
+    fn sources_outside_the_realm_are_refused_and_floods_banned() {
+        let mut p = policy("");
+        let core = 1;
+        assert_eq!(
+            p.admit(0, core, "127.0.0.9".parse().unwrap(), true),
+            Err(Refusal::Acl)
+        );
+        let src: IpAddr = "127.0.0.2".parse().unwrap();
+        for _ in 0..200 {
+            assert_eq!(p.admit(10, 0, src, true), Ok(()));
+        }
+        assert_eq!(p.admit(10, 0, src, true), Err(Refusal::Banned));
+        // Banned: even in-dialog requests are dropped for the ban's length.
+        assert_eq!(p.admit(30_000, 0, src, false), Err(Refusal::Banned));
+        assert_eq!(p.admit(70_011, 0, src, true), Ok(()));
+        assert_eq!(p.counters.bans, 1);
+        // Another source is not affected.
+        assert_eq!(p.admit(10, 0, "127.0.0.3".parse().unwrap(), true), Ok(()));
+    }
+
+    #[test]
+    fn source_call_rate_is_limited_per_second() {
+        let mut p = policy("");
+        let src: IpAddr = "127.0.0.2".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(p.take(1000, 0, src, 0), Ok(()));
+        }
+        assert_eq!(
+            p.take(1500, 0, src, 0),
+            Err(Refusal::Limit("source call rate"))
+        );
+        assert_eq!(p.take(2000, 0, src, 0), Ok(()));
+        assert_eq!(p.trunks[0].active, 6);
+        p.release(src, 0);
+        assert_eq!(p.trunks[0].active, 5);
+    }
+
+    #[test]
+    fn trunk_limits_hold() {
+        let mut p = policy("max_calls = 2\ncps = 100");
+        let src: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(p.take(0, 1, src, 0), Ok(()));
+        assert_eq!(p.take(0, 1, src, 0), Ok(()));
+        assert_eq!(
+            p.take(0, 1, src, 0),
+            Err(Refusal::Limit("trunk concurrent calls"))
+        );
+        p.release(src, 0);
+        assert_eq!(p.take(0, 1, src, 0), Ok(()));
+    }
+
+    #[test]
+    fn dispatcher_policies_order_peers_and_skip_dead_ones() {
+        let mut p = policy("");
+        assert_eq!(p.peers_for_call(0), vec![0, 1]);
+        p.peer_failed(0, 0);
+        assert_eq!(p.peers_for_call(0), vec![1, 0]);
+        p.peer_answered(0, 0);
+        assert_eq!(p.peers_for_call(0), vec![0, 1]);
+
+        let mut rr = policy("policy = \"round-robin\"");
+        let firsts: Vec<usize> = (0..4).map(|_| rr.peers_for_call(0)[0]).collect();
+        assert_eq!(firsts, vec![0, 1, 0, 1]);
+
+        let mut w = policy("policy = \"weighted\"");
+        let mut counts = [0; 2];
+        for _ in 0..400 {
+            counts[w.peers_for_call(0)[0]] += 1;
+        }
+        assert_eq!(counts, [100, 300]);
+    }
+
+    #[test]
+    fn unanswered_probes_take_a_peer_down_and_answers_bring_it_back() {
+        let mut p = policy("");
+        assert_eq!(p.probe_round(0).len(), 3);
+        p.peer_answered(0, 1);
+        p.peer_answered(1, 0);
+        p.probe_round(5000);
+        assert!(!p.trunks[0].peers[0].up);
+        assert!(p.trunks[0].peers[1].up);
+        p.peer_answered(0, 0);
+        assert!(p.trunks[0].peers[0].up);
+    }
+
+    #[test]
+    fn header_rules_add_remove_and_rewrite() {
+        let mut h = vec![
+            ("User-Agent".to_string(), "PBX 1.0".to_string()),
+            (
+                "P-Asserted-Identity".to_string(),
+                "<sip:0201234@pbx>".to_string(),
+            ),
+        ];
+        HeaderRule::Remove("user-agent".into()).apply(&mut h);
+        HeaderRule::Add("X-Trunk".into(), "core".into()).apply(&mut h);
+        HeaderRule::Rewrite(
+            "P-Asserted-Identity".into(),
+            Regex::new(r"sip:0(\d+)@").unwrap(),
+            "sip:+44$1@".into(),
+        )
+        .apply(&mut h);
+        assert_eq!(
+            h,
+            vec![
+                (
+                    "P-Asserted-Identity".to_string(),
+                    "<sip:+44201234@pbx>".to_string()
+                ),
+                ("X-Trunk".to_string(), "core".to_string()),
+            ]
+        );
+    }
+}

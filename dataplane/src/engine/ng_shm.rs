@@ -1,0 +1,91 @@
+//! Media orders from the control plane: ng requests over a shared-memory
+//! channel (`media.ring` in the ring directory), served by the same
+//! [`NgServer`] as the UDP ng listener. The control plane never opens a
+//! socket to order media, and the relay's sessions live here, so they
+//! outlive a control-plane restart.
+//!
+//! A record's payload is one ng datagram (`cookie d...e`); the reply goes
+//! back on the other ring with the same kind and metadata, so the client
+//! matches it by the cookie it chose.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::ng::{MediaControl, NgServer};
+use crate::shm::{Channel, Direction};
+
+/// Slot size of the order channel: a request with its SDP fits in one or a
+/// few slots.
+pub const ORDER_SLOT_SIZE: usize = 2048;
+/// Slots per direction.
+pub const ORDER_SLOTS: usize = 1024;
+/// The worker number written in the order channel's header.
+pub const ORDER_CHANNEL_ID: u32 = u32::MAX;
+
+/// The order channel file in `dir`.
+pub fn orders_path(dir: &Path) -> PathBuf {
+    dir.join("media.ring")
+}
+
+/// A running order server.
+#[derive(Debug)]
+pub struct NgOrders {
+    thread: JoinHandle<u64>,
+}
+
+impl NgOrders {
+    /// Creates the order channel in `dir` and serves it with `server` until
+    /// `stop` is set.
+    pub fn spawn<M: MediaControl + Send + 'static>(
+        dir: &Path,
+        server: Arc<Mutex<NgServer<M>>>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<NgOrders> {
+        let channel = Channel::create(
+            &orders_path(dir),
+            ORDER_CHANNEL_ID,
+            ORDER_SLOT_SIZE,
+            ORDER_SLOTS,
+        )?;
+        let thread = std::thread::Builder::new()
+            .name("ng-orders".into())
+            .spawn(move || serve(&channel, &server, &stop))?;
+        Ok(NgOrders { thread })
+    }
+
+    /// Waits for the server to stop; returns how many orders it answered.
+    pub fn join(self) -> u64 {
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+fn serve<M: MediaControl>(
+    channel: &Channel,
+    server: &Mutex<NgServer<M>>,
+    stop: &AtomicBool,
+) -> u64 {
+    let mut orders = channel.consumer(Direction::ToDataplane);
+    let mut replies = channel.producer(Direction::ToControlPlane);
+    let mut answered = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        orders.wait(Duration::from_millis(100));
+        while let Some(r) = orders.peek() {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let reply = super::ng_udp::lock(server).handle(r.payload, now);
+            if let Some(reply) = reply {
+                // A full ring means the control plane is gone or stuck; it
+                // asks again (same cookie, answered from the cache).
+                let _ = replies.push(r.kind, r.meta, &reply);
+                answered += 1;
+            }
+            orders.advance();
+        }
+    }
+    answered
+}
