@@ -717,7 +717,7 @@ impl Config {
             }
         }
         if self.node.mode == Mode::B2bua {
-            crate::sbc::validate(self).map_err(|(k, m)| (k, m))?;
+            crate::sbc::validate(self)?;
         }
         if !(64..=1 << 20).contains(&self.controlplane.ring_slots)
             || !self.controlplane.ring_slots.is_power_of_two()

@@ -185,7 +185,7 @@ pub struct SbcRoute {
 }
 
 /// Number normalization to E.164.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Numbering {
     /// Country code for national numbers (`1`, `44`); empty: none.
@@ -197,16 +197,6 @@ pub struct Numbering {
     /// Prefix that marks an international number (`00`, `011`), replaced by `+`.
     #[serde(default)]
     pub international_prefix: String,
-}
-
-impl Default for Numbering {
-    fn default() -> Self {
-        Numbering {
-            country_code: String::new(),
-            national_prefix: String::new(),
-            international_prefix: String::new(),
-        }
-    }
 }
 
 /// Flood protection: a source sending more than this is banned for a while.
