@@ -13,9 +13,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rvoip_dataplane::shm::{Channel, Direction, SipMeta, wait_any};
 use rvoip_dataplane::sip::Limits;
 use rvoip_tuning::Config;
-use rvoip_tuning::config::{AuthMode, Transport as CfgTransport};
+use rvoip_tuning::config::{AuthMode, Mode, Transport as CfgTransport};
+use rvoip_tuning::sbc::ReferMode;
 
+use crate::core::b2bua::{B2b, B2bConfig, SavedCall};
 use crate::core::{AuthPolicy, CoreConfig, CoreCounters, Inbound, Route, SipCore, Transport};
+use crate::sbc::cdr::CdrWriter;
+use crate::sbc::journal::Journal;
+use crate::sbc::media::ShmOrders;
+use crate::sbc::policy::Policy;
 use crate::registrar::location::LocationService;
 use crate::registrar::{Registrar, RegistrarConfig, Users};
 
@@ -92,6 +98,48 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
     };
     let secret = nonce_secret(&state_dir)?;
     Ok(SipCore::new(core_config, registrar, users, &secret))
+}
+
+/// The B2BUA of a `mode = "b2bua"` configuration: policy, media orders
+/// over the dataplane's order channel, the dialog journal (established
+/// calls come back from it) and the CDR writer.
+pub fn b2bua_from_config(
+    config: &Config,
+    ring_dir: &Path,
+) -> Result<(B2b, Option<CdrWriter>), String> {
+    let policy = Policy::from_config(config)?;
+    let orders = loop {
+        match ShmOrders::open(ring_dir) {
+            Ok(o) => break o,
+            Err(e) if !rvoip_dataplane::engine::ng_shm::orders_path(ring_dir).exists() => {
+                tracing::debug!(error = %e, "waiting for the media order channel");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let state_dir = config.resolve(&config.node.state_dir);
+    let path = state_dir.join("dialogs.journal");
+    let (journal, saved) = Journal::open::<SavedCall>(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = &config.sbc;
+    let b2b = B2b::new(
+        policy,
+        B2bConfig {
+            session_expires: s.session_expires_secs,
+            min_se: s.min_se_secs,
+            reject_refer: s.refer == ReferMode::Reject,
+            health_interval_ms: (s.health_interval_secs * 1000.0) as u64,
+        },
+        Box::new(orders),
+        journal,
+        saved,
+    );
+    let writer = match &s.cdr_file {
+        Some(p) => Some(CdrWriter::spawn(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
+    Ok((b2b, writer))
 }
 
 /// The nonce key, kept in the state directory so nonces survive a restart.
@@ -176,6 +224,17 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
         .map(|p| Channel::open(p).map_err(|e| format!("{}: {e}", p.display())))
         .collect::<Result<_, _>>()?;
     let mut core = core_from_config(config)?;
+    let mut cdrs = None;
+    if config.node.mode == Mode::B2bua {
+        let (b2b, writer) = b2bua_from_config(config, &dir)?;
+        tracing::info!(
+            recovered = b2b.calls(),
+            trunks = b2b.policy.trunks.len(),
+            "B2BUA ready"
+        );
+        core.set_b2bua(b2b);
+        cdrs = writer;
+    }
     tracing::info!(
         channels = channels.len(),
         registrations = core.registrar().location.count(),
@@ -230,6 +289,11 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
         if let Err(e) = core.flush(now) {
             tracing::error!(error = %e, "registrations not stored");
         }
+        while let Some(cdr) = core.poll_cdr() {
+            if let Some(w) = cdrs.as_mut() {
+                w.write(cdr);
+            }
+        }
         while let Some(out) = core.poll_outbound() {
             let n = producers.len();
             let ring = match (out.transport, out.conn) {
@@ -264,6 +328,30 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
                 wait_any(&refs, Duration::from_millis(wait));
             }
         }
+    }
+    if let Some(b) = core.b2bua() {
+        let c = b.counters;
+        let p = b.policy.counters;
+        tracing::info!(
+            calls = c.calls,
+            answered = c.answered,
+            ended = c.ended,
+            failovers = c.failovers,
+            media_errors = c.media_errors,
+            session_expired = c.session_expired,
+            recovered = c.recovered,
+            acl_rejected = p.acl_rejected,
+            banned_drops = p.banned_drops,
+            bans = p.bans,
+            source_limited = p.source_limited,
+            trunk_limited = p.trunk_limited,
+            unrouted = p.unrouted,
+            "B2BUA counters"
+        );
+    }
+    if let Some(mut w) = cdrs {
+        let n = w.finish();
+        tracing::info!(written = n, dropped = w.dropped, path = %w.path.display(), "CDRs");
     }
     if dropped > 0 {
         tracing::warn!(

@@ -391,11 +391,6 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     };
     init_logging(&config.log.level);
     tracing::info!(node = %config.node.name, mode = ?config.node.mode, config = %path.display(), "rvoip starting");
-    if config.node.mode == rvoip_tuning::config::Mode::B2bua {
-        tracing::warn!(
-            "mode = \"b2bua\": the B2BUA is not built yet; the control plane runs as a stateful proxy"
-        );
-    }
     let stop = match install_signals() {
         Ok(s) => s,
         Err(code) => return code,

@@ -9,6 +9,7 @@
 //! [`SipCore::poll_outbound`] returns. The core never reads a clock or
 //! touches a socket.
 
+pub mod b2bua;
 mod build;
 mod proxy;
 #[cfg(test)]
@@ -239,6 +240,8 @@ pub(crate) struct ClientEntry {
     pub(crate) txn: ClientTransaction,
     pub(crate) hop: Hop,
     pub(crate) proxy: Option<(u64, usize)>,
+    /// What the transaction is for in B2BUA mode.
+    pub(crate) call: Option<b2bua::CallTxn>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -246,6 +249,8 @@ enum TimerRef {
     Server(ServerKey),
     Client(ClientKey),
     TimerC(u64, usize),
+    Call(u64, b2bua::CallTimer),
+    Health,
 }
 
 /// The SIP core.
@@ -265,6 +270,10 @@ pub struct SipCore {
     /// Registrar responses held until the location service commits.
     held: Vec<(ServerKey, u16, Vec<u8>)>,
     counters: CoreCounters,
+    /// The B2BUA, in SBC mode.
+    b2b: Option<Box<b2bua::B2b>>,
+    /// Unix time minus core time, in milliseconds, as last seen.
+    unix_base: u64,
 }
 
 impl std::fmt::Debug for SipCore {
@@ -341,6 +350,8 @@ impl SipCore {
             out: VecDeque::new(),
             held: Vec::new(),
             counters: CoreCounters::default(),
+            b2b: None,
+            unix_base: 0,
         }
     }
 
@@ -424,6 +435,10 @@ impl SipCore {
 
     /// Handles one received message.
     pub fn on_message(&mut self, now: Millis, now_unix_ms: u64, inb: Inbound<'_>) {
+        self.unix_base = now_unix_ms.saturating_sub(now);
+        if !self.b2b_screen(now, &inb) {
+            return;
+        }
         let Ok(msg) = SipMessage::parse(inb.bytes, Framing::Datagram, &self.config.limits) else {
             self.counters.malformed += 1;
             return;
@@ -588,6 +603,10 @@ impl SipCore {
         };
         let hop = response_hop(msg, inb);
         if method == Method::Ack {
+            if self.b2b.is_some() {
+                self.b2b_ack(msg);
+                return;
+            }
             // An ACK for a 2xx: its own transaction, forwarded statelessly.
             self.forward_stateless(now, msg, inb);
             return;
@@ -622,6 +641,17 @@ impl SipCore {
             };
             self.respond(now, &key, msg, r.status, reason_phrase(r.status), &extra);
             return;
+        }
+        if self.b2b.is_some() {
+            let registrar = method == Method::Register
+                && msg
+                    .request_uri()
+                    .ok()
+                    .is_some_and(|u| u.host.is_some_and(|h| self.is_local_host(&h, u.port)));
+            if !registrar {
+                self.b2b_request(now, now_unix_ms, key, msg, inb);
+                return;
+            }
         }
         if method == Method::Cancel && self.config.stateful {
             self.on_cancel(now, &key, msg);
@@ -852,6 +882,7 @@ impl SipCore {
 
     /// Runs due timers.
     pub fn on_timer(&mut self, now: Millis) {
+        self.b2b_start(now);
         while let Some(std::cmp::Reverse((at, _))) = self.timers.peek() {
             if *at > now {
                 break;
@@ -885,6 +916,11 @@ impl SipCore {
                     self.drain_client(now, &k);
                 }
                 TimerRef::TimerC(p, b) => self.on_timer_c(now, p, b),
+                TimerRef::Call(id, t) => {
+                    let unix = now + self.unix_base;
+                    self.b2b_timer(now, unix, id, t);
+                }
+                TimerRef::Health => self.b2b_health(now),
             }
         }
     }
@@ -973,7 +1009,9 @@ impl SipCore {
             .client(via.branch().unwrap_or_default(), cseq.method.as_bytes());
         let code = msg.status_code().unwrap_or(500);
         let Some(entry) = self.clients.get_mut(&key) else {
-            self.forward_response_stateless(msg, inb);
+            if !self.b2b_stray_response(msg) {
+                self.forward_response_stateless(msg, inb);
+            }
             return;
         };
         // Only a non-2xx final response to an INVITE needs the request (for
@@ -989,10 +1027,16 @@ impl SipCore {
         });
         let next = entry.txn.next_deadline();
         let proxy = entry.proxy;
+        let call = entry.call.clone();
         self.schedule(next, TimerRef::Client(key));
         self.drain_client(now, &key);
         if delivery == Delivery::Absorb {
             self.counters.retransmissions += 1;
+            return;
+        }
+        if let Some(purpose) = call {
+            let unix = now + self.unix_base;
+            self.b2b_response(now, unix, purpose, msg);
             return;
         }
         if let Some((p, b)) = proxy {
@@ -1023,11 +1067,16 @@ impl SipCore {
         }
         let done = entry.txn.state() == crate::transaction::ClientState::Terminated;
         let proxy = entry.proxy;
+        let call = if timed_out { entry.call.clone() } else { None };
         for m in msgs {
             self.emit(hop, m);
         }
         if done {
             self.clients.remove(key);
+        }
+        if let Some(purpose) = call {
+            let unix = now + self.unix_base;
+            self.b2b_timeout(now, unix, purpose);
         }
         if timed_out && let Some((p, b)) = proxy {
             // A branch that timed out counts as a 408 (§16.7 step 2).

@@ -457,6 +457,7 @@ impl SipCore {
                 txn,
                 hop: t.hop,
                 proxy: Some((id, index)),
+                call: None,
             },
         );
         if let Some(ctx) = self.proxies.get_mut(&id) {
@@ -513,6 +514,7 @@ impl SipCore {
                 txn,
                 hop,
                 proxy: None,
+                call: None,
             },
         );
         self.schedule(next, TimerRef::Client(key));

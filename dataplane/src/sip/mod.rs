@@ -37,7 +37,9 @@ pub use message::{Framing, HeaderField, INLINE_HEADERS, List, SipMessage};
 pub use uri::{ParamIter, Params, Scheme, Uri, unescape, unescaped_eq};
 pub use values::{AuthHeader, CSeq, MediaType, Method};
 pub use via::{MAGIC_COOKIE, Transport, Via};
-pub use writer::{MessageWriter, unfold_into, write_message, write_response};
+pub use writer::{
+    MessageWriter, unfold_into, write_message, write_response, write_response_with_body,
+};
 
 /// Frames one message at the start of a stream buffer: `Ok(Some(len))` when a
 /// whole message is there, `Ok(None)` when more octets are needed.

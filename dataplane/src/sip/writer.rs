@@ -102,6 +102,19 @@ pub fn write_response(
     extra: &[(HeaderName, &[u8])],
     out: &mut Vec<u8>,
 ) {
+    write_response_with_body(request, code, reason, to_tag, extra, b"", out);
+}
+
+/// [`write_response`] with a body (its Content-Type goes in `extra`).
+pub fn write_response_with_body(
+    request: &SipMessage<'_>,
+    code: u16,
+    reason: &[u8],
+    to_tag: Option<&[u8]>,
+    extra: &[(HeaderName, &[u8])],
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
     let mut w = MessageWriter::response(out, code, reason);
     for field in request.headers() {
         match field.name {
@@ -128,7 +141,7 @@ pub fn write_response(
     for (name, value) in extra {
         w.header(*name, value);
     }
-    w.finish(b"");
+    w.finish(body);
 }
 
 /// Re-serializes a parsed message: the start line as parsed, every header in

@@ -1,0 +1,1913 @@
+//! The B2BUA (SBC mode): every call is two dialogs the SBC owns, one with
+//! the caller (leg A, the SBC is its UAS) and one with the called side (leg
+//! B, the SBC is its UAC). Nothing of one side's Via, Record-Route, Contact,
+//! Call-ID or tags reaches the other; SDP goes through the relay (ng offer
+//! and answer), so media is anchored on the dataplane.
+//!
+//! The new call: realm access list and flood check, source and trunk
+//! limits, number normalization and routing, the trunk's peers in
+//! dispatcher order; each peer gets the INVITE for `invite_timeout` (no
+//! answer at all) and is skipped on timeout, 408 or 5xx (failover within the
+//! call). 18x (early media, reliable or not), 2xx, re-INVITE, UPDATE, PRACK
+//! and other in-dialog requests cross with their SDP rewritten. Session
+//! timers (RFC 4028) tear down calls nobody refreshes. Established calls go
+//! to a journal, so a restarted control plane still knows them.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use rustc_hash::FxHashMap;
+use rvoip_dataplane::sip::{
+    Framing, HeaderName, Limits, MessageWriter, Method, SipMessage, write_response,
+    write_response_with_body,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{ClientEntry, ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
+use crate::sbc::cdr::Cdr;
+use crate::sbc::journal::Journal;
+use crate::sbc::media::{self, MediaOrders, MediaTotals};
+use crate::sbc::policy::{Policy, Refusal};
+use crate::transaction::{ClientTransaction, Millis};
+
+/// Side of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Side {
+    /// The caller's leg (the SBC is its UAS).
+    A,
+    /// The called leg (the SBC is its UAC).
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+}
+
+/// Timers of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum CallTimer {
+    /// The peer of attempt n has not answered the INVITE at all.
+    Attempt(u32),
+    /// Retransmit the 2xx that waits for its ACK.
+    Retransmit,
+    /// The session interval ends.
+    Session,
+}
+
+/// What a client transaction of the B2BUA is for.
+#[derive(Debug, Clone)]
+pub(crate) enum CallTxn {
+    /// The INVITE of attempt n to leg B.
+    Invite { call: u64, attempt: u32 },
+    /// A request relayed from `from` to the other leg; its responses go
+    /// back through server transaction `server` for `request`.
+    Relay {
+        call: u64,
+        from: Side,
+        server: ServerKey,
+        request: Vec<u8>,
+    },
+    /// A request the SBC itself sends (BYE, CANCEL): responses are only
+    /// absorbed.
+    Local,
+    /// An OPTIONS health check of a trunk peer.
+    Probe { trunk: usize, peer: usize },
+}
+
+/// One dialog of a call, as the SBC sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Leg {
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    /// Our address (name-addr, no tag) in From/To of this dialog.
+    local_uri: String,
+    /// The peer's address (name-addr, no tag).
+    remote_uri: String,
+    /// Request-URI of requests in the dialog.
+    remote_target: String,
+    /// Route set, in the order of Route headers to send.
+    route_set: Vec<String>,
+    local_cseq: u32,
+    tcp: bool,
+    local: SocketAddr,
+    /// Where requests of the dialog are sent: the peer's address as seen
+    /// (symmetric: a caller behind NAT gets them where it sent from).
+    dest: SocketAddr,
+    conn: Option<u32>,
+    /// Our Contact on this leg.
+    contact: String,
+    srtp: bool,
+}
+
+impl Leg {
+    fn hop(&self) -> Hop {
+        Hop {
+            transport: if self.tcp {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            },
+            local: self.local,
+            dest: self.dest,
+            conn: self.conn,
+        }
+    }
+
+    /// A request in this dialog.
+    fn request(
+        &self,
+        method: &str,
+        cseq: u32,
+        branch: &str,
+        extra: &[(String, String)],
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512 + body.len());
+        let m = Method::from_bytes(method.as_bytes());
+        let mut w = MessageWriter::request(&mut out, m, self.remote_target.as_bytes());
+        w.header(
+            HeaderName::Via,
+            build::via_value(self.hop().transport, self.local, branch).as_bytes(),
+        );
+        for r in &self.route_set {
+            w.header(HeaderName::Route, r.as_bytes());
+        }
+        w.header(HeaderName::MaxForwards, b"70");
+        w.header_parts(
+            HeaderName::From,
+            &[
+                self.local_uri.as_bytes(),
+                b";tag=",
+                self.local_tag.as_bytes(),
+            ],
+        );
+        if self.remote_tag.is_empty() {
+            w.header(HeaderName::To, self.remote_uri.as_bytes());
+        } else {
+            w.header_parts(
+                HeaderName::To,
+                &[
+                    self.remote_uri.as_bytes(),
+                    b";tag=",
+                    self.remote_tag.as_bytes(),
+                ],
+            );
+        }
+        w.header(HeaderName::CallId, self.call_id.as_bytes());
+        w.header_fmt(HeaderName::CSeq, format_args!("{cseq} {method}"));
+        if !matches!(method, "ACK" | "CANCEL" | "BYE") {
+            w.header_parts(HeaderName::Contact, &[b"<", self.contact.as_bytes(), b">"]);
+        }
+        for (n, v) in extra {
+            w.header_raw(n.as_bytes(), v.as_bytes());
+        }
+        w.finish(body);
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum State {
+    /// Trying peers.
+    Routing,
+    /// A provisional response with a To tag came back.
+    Early,
+    /// Answered.
+    Up,
+}
+
+/// A 2xx to an INVITE retransmitted until its ACK arrives (§13.3.1.4).
+#[derive(Debug, Clone)]
+struct Pending2xx {
+    side: Side,
+    server: ServerKey,
+    bytes: Vec<u8>,
+    interval: Millis,
+    give_up: Millis,
+    /// An offer in the 2xx waits for the answer in the ACK (late offer):
+    /// the ACK to the other leg carries it.
+    ack_answers: bool,
+}
+
+/// A call: both legs and what the SBC knows of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    id: u64,
+    legs: [Leg; 2],
+    state: State,
+    a_invite_key: ServerKey,
+    a_invite: Vec<u8>,
+    b_invite: Vec<u8>,
+    b_invite_key: Option<ClientKey>,
+    trunk: usize,
+    peers: Vec<usize>,
+    attempt: u32,
+    provisional: bool,
+    cancelled: bool,
+    /// The caller's offer rewritten for leg B (kept for failover).
+    b_offer: Option<Vec<u8>>,
+    /// The initial INVITE had no SDP.
+    late_offer: bool,
+    /// The ACK that went to leg B for its 2xx (resent when the 2xx is).
+    b_ack: Option<Vec<u8>>,
+    pending: Option<Pending2xx>,
+    source: IpAddr,
+    in_realm: usize,
+    media_id: String,
+    invite_ms: u64,
+    answer_ms: Option<u64>,
+    a_status: u16,
+    b_status: u16,
+    session_ms: Option<Millis>,
+    session_deadline: Millis,
+    from_user: String,
+    number: String,
+    /// Headers of the caller's INVITE passed on to leg B (after rules).
+    passed: Vec<(String, String)>,
+}
+
+/// What the journal keeps of an established call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedCall {
+    legs: [Leg; 2],
+    trunk: usize,
+    peer: usize,
+    source: IpAddr,
+    in_realm: usize,
+    media_id: String,
+    invite_ms: u64,
+    answer_ms: u64,
+    session_ms: Option<Millis>,
+    from_user: String,
+    number: String,
+    attempts: u32,
+}
+
+/// B2BUA settings.
+#[derive(Debug, Clone)]
+pub struct B2bConfig {
+    /// Session interval asked of both legs, seconds (0: none).
+    pub session_expires: u32,
+    /// Smallest interval accepted.
+    pub min_se: u32,
+    /// REFER answered 603 here instead of passed on.
+    pub reject_refer: bool,
+    /// Seconds between health-check rounds.
+    pub health_interval_ms: Millis,
+}
+
+/// Counters of the B2BUA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct B2bCounters {
+    /// Calls offered (new INVITEs admitted).
+    pub calls: u64,
+    /// Calls answered.
+    pub answered: u64,
+    /// Calls ended (any way).
+    pub ended: u64,
+    /// Attempts moved to the next peer.
+    pub failovers: u64,
+    /// Media orders the relay refused or did not answer.
+    pub media_errors: u64,
+    /// Calls torn down by the session timer.
+    pub session_expired: u64,
+    /// Calls recovered from the journal at start.
+    pub recovered: u64,
+    /// In-dialog requests for no known dialog (481).
+    pub unknown_dialog: u64,
+}
+
+/// The B2BUA's state, held by the SIP core.
+pub struct B2b {
+    /// Policy.
+    pub policy: Policy,
+    config: B2bConfig,
+    media: Box<dyn MediaOrders>,
+    calls: FxHashMap<u64, Call>,
+    dialogs: FxHashMap<Vec<u8>, (u64, Side)>,
+    by_invite: FxHashMap<ServerKey, u64>,
+    next_id: u64,
+    boot: String,
+    journal: Journal,
+    cdrs: VecDeque<Cdr>,
+    health_started: bool,
+    /// Counters.
+    pub counters: B2bCounters,
+}
+
+impl std::fmt::Debug for B2b {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("B2b")
+            .field("calls", &self.calls.len())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl B2b {
+    /// A B2BUA with its policy, media orders and journal (already opened;
+    /// `saved` are the calls it held).
+    pub fn new(
+        policy: Policy,
+        config: B2bConfig,
+        media: Box<dyn MediaOrders>,
+        journal: Journal,
+        saved: Vec<(u64, SavedCall)>,
+    ) -> B2b {
+        let mut nonce = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+        let mut b = B2b {
+            policy,
+            config,
+            media,
+            calls: FxHashMap::default(),
+            dialogs: FxHashMap::default(),
+            by_invite: FxHashMap::default(),
+            next_id: 1,
+            boot: nonce.iter().fold(String::new(), |mut s, x| {
+                let _ = write!(s, "{x:02x}");
+                s
+            }),
+            journal,
+            cdrs: VecDeque::new(),
+            health_started: false,
+            counters: B2bCounters::default(),
+        };
+        for (id, s) in saved {
+            b.restore(id, s);
+        }
+        b
+    }
+
+    fn restore(&mut self, id: u64, s: SavedCall) {
+        self.next_id = self.next_id.max(id + 1);
+        self.policy.restore(s.source, s.trunk);
+        let call = Call {
+            id,
+            state: State::Up,
+            a_invite_key: ServerKey(0),
+            a_invite: Vec::new(),
+            b_invite: Vec::new(),
+            b_invite_key: None,
+            trunk: s.trunk,
+            peers: vec![s.peer],
+            attempt: s.attempts.saturating_sub(1),
+            provisional: true,
+            cancelled: false,
+            b_offer: None,
+            late_offer: false,
+            b_ack: None,
+            pending: None,
+            source: s.source,
+            in_realm: s.in_realm,
+            media_id: s.media_id,
+            invite_ms: s.invite_ms,
+            answer_ms: Some(s.answer_ms),
+            a_status: 200,
+            b_status: 200,
+            session_ms: s.session_ms,
+            // Whatever refresh was due is given a full interval again.
+            session_deadline: 0,
+            from_user: s.from_user,
+            number: s.number,
+            passed: Vec::new(),
+            legs: s.legs,
+        };
+        for side in [Side::A, Side::B] {
+            self.dialogs.insert(
+                call.legs[side.index()].call_id.as_bytes().to_vec(),
+                (id, side),
+            );
+        }
+        self.calls.insert(id, call);
+        self.counters.recovered += 1;
+    }
+
+    /// Calls in progress or up.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn token(&mut self, what: &str) -> String {
+        self.next_id += 1;
+        let h = build::branch(&[self.boot.as_bytes(), what.as_bytes(), &self.next_id.to_le_bytes()]);
+        h[h.len() - 16..].to_string()
+    }
+}
+
+fn header_str(msg: &SipMessage<'_>, name: HeaderName) -> Option<String> {
+    msg.header(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// `delta-seconds` of a Session-Expires or Min-SE value.
+fn delta_secs(v: &[u8]) -> Option<u32> {
+    std::str::from_utf8(v)
+        .ok()?
+        .split(';')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn has_option(msg: &SipMessage<'_>, name: HeaderName, option: &str) -> bool {
+    msg.header_lines(name).any(|v| {
+        String::from_utf8_lossy(v)
+            .split(',')
+            .any(|o| o.trim().eq_ignore_ascii_case(option))
+    })
+}
+
+/// Status sent to the caller for a final failure from the called side:
+/// redirects stay inside the SBC (their Contact would show the core),
+/// authentication challenges of the core cannot be answered by the caller.
+fn map_status(code: u16) -> u16 {
+    match code {
+        300..=399 => 480,
+        401 | 407 => 403,
+        c => c,
+    }
+}
+
+fn fails_over(code: u16) -> bool {
+    matches!(code, 408 | 500 | 502 | 503 | 504)
+}
+
+fn sdp_body<'a>(msg: &SipMessage<'a>) -> Option<&'a [u8]> {
+    let ct = msg.header(HeaderName::ContentType)?;
+    let body = msg.body();
+    (!body.is_empty()
+        && ct
+            .get(..15)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/sdp")))
+    .then_some(body)
+}
+
+/// Keeps only `codecs` (encoding names or payload numbers) in every audio
+/// section, in that order; telephone-event stays when listed.
+fn filter_codecs(sdp: &[u8], codecs: &[String]) -> Vec<u8> {
+    if codecs.is_empty() {
+        return sdp.to_vec();
+    }
+    let Ok(mut parsed) = rvoip_dataplane::sdp::Sdp::parse(sdp) else {
+        return sdp.to_vec();
+    };
+    for m in parsed.media.iter_mut() {
+        let pts: Vec<u8> = m.payload_types().collect();
+        let name_of = |pt: u8| -> String {
+            m.rtpmap(pt)
+                .map(|r| String::from_utf8_lossy(r.encoding).to_ascii_uppercase())
+                .unwrap_or_else(|| static_name(pt).to_string())
+        };
+        let mut keep: Vec<u8> = Vec::new();
+        for c in codecs {
+            for pt in &pts {
+                let matches = c.parse::<u8>().ok() == Some(*pt)
+                    || name_of(*pt).eq_ignore_ascii_case(c);
+                if matches && !keep.contains(pt) {
+                    keep.push(*pt);
+                }
+            }
+        }
+        if keep.is_empty() {
+            continue;
+        }
+        m.retain_formats(|pt, _| keep.contains(&pt));
+        m.prefer_formats(&keep);
+    }
+    parsed.to_bytes()
+}
+
+fn static_name(pt: u8) -> &'static str {
+    match pt {
+        0 => "PCMU",
+        3 => "GSM",
+        4 => "G723",
+        8 => "PCMA",
+        9 => "G722",
+        18 => "G729",
+        _ => "",
+    }
+}
+
+/// The user part (or the whole opaque part) of a URI.
+fn uri_user(msg: &SipMessage<'_>) -> String {
+    msg.request_uri()
+        .ok()
+        .and_then(|u| u.user.map(|b| String::from_utf8_lossy(b).into_owned()))
+        .unwrap_or_default()
+}
+
+fn name_addr(uri: &str) -> String {
+    format!("<{uri}>")
+}
+
+/// A response to `request` with a To tag, extra headers and a body.
+fn response(
+    request: &[u8],
+    code: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &[(HeaderName, &[u8])],
+    body: &[u8],
+) -> Vec<u8> {
+    let Ok(req) = SipMessage::parse(request, Framing::Datagram, &Limits::default()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(512 + body.len());
+    let mut extra: Vec<(HeaderName, &[u8])> = extra.to_vec();
+    if !body.is_empty() {
+        extra.push((HeaderName::ContentType, b"application/sdp"));
+    }
+    write_response_with_body(
+        &req,
+        code,
+        reason.as_bytes(),
+        (!to_tag.is_empty()).then_some(to_tag.as_bytes()),
+        &extra,
+        body,
+        &mut out,
+    );
+    out
+}
+
+impl SipCore {
+    /// Turns the core into the B2BUA.
+    pub fn set_b2bua(&mut self, b2b: B2b) {
+        self.b2b = Some(Box::new(b2b));
+    }
+
+    /// The B2BUA, in B2BUA mode.
+    pub fn b2bua(&self) -> Option<&B2b> {
+        self.b2b.as_deref()
+    }
+
+    /// The next finished call's record.
+    pub fn poll_cdr(&mut self) -> Option<Cdr> {
+        self.b2b.as_mut()?.cdrs.pop_front()
+    }
+
+    /// Drops requests from banned sources before any other work. Returns
+    /// false when the message must be ignored.
+    pub(crate) fn b2b_screen(&mut self, now: Millis, inb: &Inbound<'_>) -> bool {
+        let Some(b) = self.b2b.as_mut() else {
+            return true;
+        };
+        if b.policy.is_banned(now, inb.remote.ip()) {
+            b.policy.counters.banned_drops += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Starts the periodic health checks (once).
+    pub(crate) fn b2b_start(&mut self, now: Millis) {
+        let sessions: Vec<(u64, Millis)> = match self.b2b.as_mut() {
+            Some(b) if !b.health_started => {
+                b.health_started = true;
+                b.calls
+                    .values_mut()
+                    .filter_map(|c| {
+                        let ms = c.session_ms?;
+                        c.session_deadline = now + ms;
+                        Some((c.id, ms))
+                    })
+                    .collect()
+            }
+            _ => return,
+        };
+        self.schedule(Some(now), TimerRef::Health);
+        for (id, ms) in sessions {
+            self.schedule(Some(now + ms), TimerRef::Call(id, CallTimer::Session));
+        }
+    }
+
+    /// A request in B2BUA mode (after its server transaction exists).
+    pub(crate) fn b2b_request(
+        &mut self,
+        now: Millis,
+        unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
+        let Some(mut b) = self.b2b.take() else {
+            return;
+        };
+        self.b2b_request_in(&mut b, now, unix_ms, key, msg, inb);
+        self.b2b = Some(b);
+    }
+
+    fn b2b_request_in(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
+        let method = msg.method().unwrap_or(Method::Options);
+        let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
+        let realm = b.policy.realm_of(inb.local, inb.transport);
+        let counted = !in_dialog && matches!(method, Method::Invite | Method::Register);
+        match realm.map(|r| b.policy.admit(now, r, inb.remote.ip(), counted)) {
+            None | Some(Err(Refusal::Acl)) => {
+                self.respond(now, &key, msg, 403, "Forbidden", &[]);
+                return;
+            }
+            Some(Err(_)) => {
+                // Banned: dropped without an answer; the transaction goes.
+                self.servers.remove(&key);
+                return;
+            }
+            Some(Ok(())) => {}
+        }
+        let realm = realm.unwrap_or(0);
+        if method == Method::Cancel {
+            self.b2b_cancel(b, now, key, msg, unix_ms);
+            return;
+        }
+        if in_dialog {
+            self.b2b_in_dialog(b, now, unix_ms, key, msg);
+            return;
+        }
+        match method {
+            Method::Invite => self.b2b_new_call(b, now, unix_ms, key, msg, inb, realm),
+            Method::Options => self.respond(
+                now,
+                &key,
+                msg,
+                200,
+                "OK",
+                &[
+                    (
+                        HeaderName::Allow,
+                        b"INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, REFER, NOTIFY",
+                    ),
+                    (HeaderName::Accept, b"application/sdp"),
+                ],
+            ),
+            _ => self.respond(
+                now,
+                &key,
+                msg,
+                405,
+                "Method Not Allowed",
+                &[(HeaderName::Allow, b"INVITE, ACK, CANCEL, BYE, OPTIONS")],
+            ),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn b2b_new_call(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        realm: usize,
+    ) {
+        // §16.3-style checks a UA also makes.
+        if msg
+            .header(HeaderName::MaxForwards)
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok())
+            == Some(0)
+        {
+            self.respond(now, &key, msg, 483, "Too Many Hops", &[]);
+            return;
+        }
+        let trying = {
+            let mut out = Vec::with_capacity(300);
+            write_response(msg, 100, b"Trying", None, &[], &mut out);
+            out
+        };
+        self.server_respond(now, &key, 100, trying);
+        let number = b.policy.normalize(&uri_user(msg));
+        let Some(trunk) = b.policy.route(&number, realm) else {
+            self.respond(now, &key, msg, 404, "Not Found", &[]);
+            return;
+        };
+        if let Err(r) = b.policy.take(now, realm, inb.remote.ip(), trunk) {
+            let reason = match r {
+                Refusal::Limit(what) => what,
+                _ => "refused",
+            };
+            tracing::debug!(source = %inb.remote, reason, "call refused");
+            let warning = format!("399 rvoip \"{reason}\"");
+            self.respond(
+                now,
+                &key,
+                msg,
+                503,
+                "Service Unavailable",
+                &[(HeaderName::Warning, warning.as_bytes())],
+            );
+            return;
+        }
+        b.counters.calls += 1;
+        let id = b.next_id;
+        b.next_id += 1;
+        let Some(out_realm) = b.policy.trunk_realm(trunk).cloned() else {
+            return;
+        };
+        let in_srtp = b.policy.realms.get(realm).is_some_and(|r| r.srtp);
+        let from = msg.from().ok();
+        let a_tag = from
+            .as_ref()
+            .and_then(|f| f.tag())
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .unwrap_or_default();
+        let from_user = from
+            .as_ref()
+            .and_then(|f| f.uri.user)
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .unwrap_or_else(|| "anonymous".into());
+        let a_contact = msg
+            .contacts()
+            .next()
+            .and_then(Result::ok)
+            .and_then(|c| match c {
+                rvoip_dataplane::sip::Contact::Addr(a) => {
+                    Some(String::from_utf8_lossy(a.uri.as_bytes()).into_owned())
+                }
+                rvoip_dataplane::sip::Contact::Star => None,
+            })
+            .unwrap_or_else(|| format!("sip:{}", inb.remote));
+        let a_routes: Vec<String> = msg
+            .header_lines(HeaderName::RecordRoute)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let a_local_tag = b.token("a-tag");
+        let a_leg = Leg {
+            call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
+            local_tag: a_local_tag,
+            remote_tag: a_tag,
+            local_uri: header_str(msg, HeaderName::To)
+                .map(|t| strip_tag(&t))
+                .unwrap_or_default(),
+            remote_uri: header_str(msg, HeaderName::From)
+                .map(|t| strip_tag(&t))
+                .unwrap_or_default(),
+            remote_target: a_contact,
+            route_set: a_routes,
+            local_cseq: 0,
+            tcp: inb.transport == Transport::Tcp,
+            local: inb.local,
+            dest: inb.remote,
+            conn: (inb.transport == Transport::Tcp).then_some(inb.conn),
+            contact: format!("sip:{}", inb.local),
+            srtp: in_srtp,
+        };
+        let b_local = out_realm.listener.unwrap_or(inb.local);
+        let b_leg = Leg {
+            call_id: String::new(),
+            local_tag: b.token("b-tag"),
+            remote_tag: String::new(),
+            local_uri: format!("<sip:{from_user}@{}>", b_local.ip()),
+            remote_uri: String::new(),
+            remote_target: String::new(),
+            route_set: Vec::new(),
+            local_cseq: 0,
+            tcp: false,
+            local: b_local,
+            dest: b_local,
+            conn: None,
+            contact: format!("sip:{b_local}"),
+            srtp: out_realm.srtp,
+        };
+        // Headers of the caller's INVITE that carry meaning end to end.
+        let mut passed = Vec::new();
+        for f in msg.headers() {
+            let keep = matches!(
+                f.name,
+                HeaderName::Allow | HeaderName::Supported | HeaderName::Require
+            ) || (f.name == HeaderName::Other
+                && (f.raw_name.eq_ignore_ascii_case(b"P-Asserted-Identity")
+                    || f.raw_name.eq_ignore_ascii_case(b"Privacy")));
+            if keep {
+                passed.push((
+                    String::from_utf8_lossy(f.raw_name).into_owned(),
+                    String::from_utf8_lossy(f.value).into_owned(),
+                ));
+            }
+        }
+        let peers = b.policy.peers_for_call(trunk);
+        let media_id = format!("b2b-{}-{id}", b.boot);
+        let mut call = Call {
+            id,
+            legs: [a_leg, b_leg],
+            state: State::Routing,
+            a_invite_key: key,
+            a_invite: msg.as_bytes().to_vec(),
+            b_invite: Vec::new(),
+            b_invite_key: None,
+            trunk,
+            peers,
+            attempt: 0,
+            provisional: false,
+            cancelled: false,
+            b_offer: None,
+            late_offer: sdp_body(msg).is_none(),
+            b_ack: None,
+            pending: None,
+            source: inb.remote.ip(),
+            in_realm: realm,
+            media_id,
+            invite_ms: unix_ms,
+            answer_ms: None,
+            a_status: 0,
+            b_status: 0,
+            session_ms: None,
+            session_deadline: 0,
+            from_user,
+            number,
+            passed,
+        };
+        // Session timer asked of leg B: ours, or the caller's if smaller.
+        let se = b.config.session_expires;
+        let asked = msg.header(HeaderName::SessionExpires).and_then(delta_secs);
+        if se > 0 {
+            let v = asked.map_or(se, |a| a.min(se)).max(b.config.min_se);
+            call.passed.push(("Session-Expires".into(), v.to_string()));
+            call.passed
+                .push(("Min-SE".into(), b.config.min_se.to_string()));
+            if !call
+                .passed
+                .iter()
+                .any(|(n, v)| n.eq_ignore_ascii_case("Supported") && v.contains("timer"))
+            {
+                call.passed.push(("Supported".into(), "timer".into()));
+            }
+        }
+        if let Some(t) = b.policy.trunks.get(trunk) {
+            for rule in &t.headers {
+                rule.apply(&mut call.passed);
+            }
+        }
+        if let Some(sdp) = sdp_body(msg) {
+            let codecs = b
+                .policy
+                .trunks
+                .get(trunk)
+                .map(|t| t.codecs.clone())
+                .unwrap_or_default();
+            let offer = filter_codecs(sdp, &codecs);
+            match media::offer(
+                b.media.as_mut(),
+                call.media_id.as_bytes(),
+                call.legs[0].remote_tag.as_bytes(),
+                &offer,
+                call.legs[1].srtp,
+            ) {
+                Ok(s) => call.b_offer = Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "media offer refused");
+                    b.counters.media_errors += 1;
+                    let status = if e.contains("transport") || e.contains("crypto") {
+                        488
+                    } else {
+                        500
+                    };
+                    self.respond(now, &key, msg, status, super::reason_phrase(status), &[]);
+                    call.a_status = status;
+                    self.b2b_finish(b, call, unix_ms, "media-error");
+                    return;
+                }
+            }
+        }
+        b.dialogs
+            .insert(call.legs[0].call_id.as_bytes().to_vec(), (id, Side::A));
+        b.by_invite.insert(key, id);
+        self.b2b_attempt(b, now, unix_ms, call);
+    }
+
+    /// Sends the INVITE to the next peer, or fails the call when none is left.
+    fn b2b_attempt(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, mut call: Call) {
+        let Some(&peer) = call.peers.get(call.attempt as usize) else {
+            let status = if call.b_status == 0 {
+                503
+            } else {
+                map_status(call.b_status)
+            };
+            self.b2b_reject_a(&call, now, status);
+            call.a_status = status;
+            self.b2b_finish(b, call, unix_ms, "rejected");
+            return;
+        };
+        let Some(address) = b
+            .policy
+            .trunks
+            .get(call.trunk)
+            .and_then(|t| t.peers.get(peer))
+            .map(|p| p.address)
+        else {
+            return;
+        };
+        // A fresh dialog per attempt.
+        if !call.legs[1].call_id.is_empty() {
+            b.dialogs.remove(call.legs[1].call_id.as_bytes());
+        }
+        let call_id = format!("{}@{}", b.token("call-id"), call.legs[1].local.ip());
+        let leg = &mut call.legs[1];
+        leg.call_id = call_id;
+        leg.remote_tag.clear();
+        leg.remote_uri = name_addr(&format!("sip:{}@{address}", call.number));
+        leg.remote_target = format!("sip:{}@{address}", call.number);
+        leg.route_set.clear();
+        leg.dest = address;
+        leg.local_cseq = 1;
+        call.provisional = false;
+        let branch = build::branch(&[leg.call_id.as_bytes(), b"invite"]);
+        let body = call.b_offer.clone().unwrap_or_default();
+        let mut extra = call.passed.clone();
+        if !body.is_empty() {
+            extra.push(("Content-Type".into(), "application/sdp".into()));
+        }
+        let bytes = leg.request("INVITE", 1, &branch, &extra, &body);
+        let hop = leg.hop();
+        b.dialogs
+            .insert(leg.call_id.as_bytes().to_vec(), (call.id, Side::B));
+        let ck = self.keys.client(branch.as_bytes(), b"INVITE");
+        call.b_invite = bytes.clone();
+        call.b_invite_key = Some(ck);
+        let txn = ClientTransaction::new(now, bytes, true, false, self.config.timers);
+        let next = txn.next_deadline();
+        self.clients.insert(
+            ck,
+            ClientEntry {
+                txn,
+                hop,
+                proxy: None,
+                call: Some(CallTxn::Invite {
+                    call: call.id,
+                    attempt: call.attempt,
+                }),
+            },
+        );
+        self.schedule(next, TimerRef::Client(ck));
+        let timeout = b
+            .policy
+            .trunks
+            .get(call.trunk)
+            .map_or(3000, |t| t.invite_timeout_ms);
+        self.schedule(
+            Some(now + timeout),
+            TimerRef::Call(call.id, CallTimer::Attempt(call.attempt)),
+        );
+        self.counters.forwarded += 1;
+        b.calls.insert(call.id, call);
+        self.drain_client(now, &ck);
+    }
+
+    fn b2b_reject_a(&mut self, call: &Call, now: Millis, status: u16) {
+        let bytes = response(
+            &call.a_invite,
+            status,
+            super::reason_phrase(status),
+            &call.legs[0].local_tag,
+            &[],
+            b"",
+        );
+        if !bytes.is_empty() {
+            self.counters.generated += 1;
+            self.server_respond(now, &call.a_invite_key, status, bytes);
+        }
+    }
+
+    /// Ends a call: media deleted, limits released, CDR written, journal
+    /// erased.
+    fn b2b_finish(&mut self, b: &mut B2b, call: Call, unix_ms: u64, reason: &str) {
+        let totals = match media::delete(b.media.as_mut(), call.media_id.as_bytes()) {
+            Ok(t) => t,
+            Err(_) => MediaTotals::default(),
+        };
+        b.policy.release(call.source, call.trunk);
+        for leg in &call.legs {
+            if !leg.call_id.is_empty() {
+                b.dialogs.remove(leg.call_id.as_bytes());
+            }
+        }
+        b.by_invite.remove(&call.a_invite_key);
+        if call.answer_ms.is_some() {
+            b.journal.remove(call.id);
+        }
+        b.counters.ended += 1;
+        let trunk = b.policy.trunks.get(call.trunk);
+        let peer = call
+            .peers
+            .get(call.attempt as usize)
+            .or(call.peers.last())
+            .and_then(|p| trunk.and_then(|t| t.peers.get(*p)))
+            .map(|p| p.address.to_string())
+            .unwrap_or_default();
+        b.cdrs.push_back(Cdr {
+            a_call_id: call.legs[0].call_id.clone(),
+            b_call_id: call.legs[1].call_id.clone(),
+            from: call.from_user.clone(),
+            to: call.number.clone(),
+            source: call.source.to_string(),
+            in_realm: b
+                .policy
+                .realms
+                .get(call.in_realm)
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
+            trunk: trunk.map(|t| t.name.clone()).unwrap_or_default(),
+            peer,
+            attempts: (call.attempt + 1).min(call.peers.len().max(1) as u32),
+            invite_ms: call.invite_ms,
+            answer_ms: call.answer_ms,
+            end_ms: unix_ms,
+            duration_ms: call.answer_ms.map_or(0, |a| unix_ms.saturating_sub(a)),
+            end_reason: reason.into(),
+            a_status: call.a_status,
+            b_status: call.b_status,
+            media: totals,
+        });
+    }
+
+    fn b2b_send(&mut self, now: Millis, leg_hop: Hop, bytes: Vec<u8>, method: &[u8], purpose: CallTxn) {
+        let Ok(m) = SipMessage::parse(&bytes, Framing::Datagram, &Limits::default()) else {
+            return;
+        };
+        let branch = m
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(<[u8]>::to_vec))
+            .unwrap_or_default();
+        let ck = self.keys.client(&branch, method);
+        let txn = ClientTransaction::new(
+            now,
+            bytes,
+            method == b"INVITE",
+            leg_hop.transport.reliable(),
+            self.config.timers,
+        );
+        let next = txn.next_deadline();
+        self.clients.insert(
+            ck,
+            ClientEntry {
+                txn,
+                hop: leg_hop,
+                proxy: None,
+                call: Some(purpose),
+            },
+        );
+        self.schedule(next, TimerRef::Client(ck));
+        self.drain_client(now, &ck);
+    }
+
+    /// Sends a request of the SBC's own (BYE) on `side` of `call`.
+    fn b2b_local_request(&mut self, call: &mut Call, now: Millis, side: Side, method: &str) {
+        let leg = &mut call.legs[side.index()];
+        if leg.remote_tag.is_empty() {
+            return;
+        }
+        leg.local_cseq += 1;
+        let branch = build::branch(&[
+            leg.call_id.as_bytes(),
+            method.as_bytes(),
+            &leg.local_cseq.to_le_bytes(),
+        ]);
+        let bytes = leg.request(method, leg.local_cseq, &branch, &[], b"");
+        let hop = leg.hop();
+        self.b2b_send(now, hop, bytes, method.as_bytes(), CallTxn::Local);
+    }
+
+    fn b2b_cancel(&mut self, b: &mut B2b, now: Millis, key: ServerKey, msg: &SipMessage<'_>, unix_ms: u64) {
+        let invite_key = self.server_key(msg, Some(b"INVITE"));
+        let Some(id) = invite_key.and_then(|k| b.by_invite.get(&k).copied()) else {
+            self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        self.respond(now, &key, msg, 200, "OK", &[]);
+        let Some(mut call) = b.calls.remove(&id) else {
+            return;
+        };
+        if call.state == State::Up {
+            b.calls.insert(id, call);
+            return;
+        }
+        call.cancelled = true;
+        self.b2b_reject_a(&call, now, 487);
+        call.a_status = 487;
+        if call.provisional {
+            self.b2b_cancel_b(&call, now);
+        }
+        // Without a provisional response the INVITE may still be answered:
+        // the call stays until leg B's final response (a 2xx is ACKed and
+        // hung up) or the attempt timer.
+        if call.provisional || call.b_invite_key.is_none() {
+            self.b2b_finish(b, call, unix_ms, "cancel");
+        } else {
+            b.calls.insert(id, call);
+        }
+    }
+
+    fn b2b_cancel_b(&mut self, call: &Call, now: Millis) {
+        let Ok(inv) = SipMessage::parse(&call.b_invite, Framing::Datagram, &Limits::default()) else {
+            return;
+        };
+        if let Some(cancel) = build::cancel_for(&inv) {
+            self.b2b_send(now, call.legs[1].hop(), cancel, b"CANCEL", CallTxn::Local);
+        }
+    }
+
+    /// An ACK for a 2xx (its own transaction).
+    pub(crate) fn b2b_ack(&mut self, msg: &SipMessage<'_>) {
+        let Some(mut b) = self.b2b.take() else {
+            return;
+        };
+        let found = msg
+            .call_id()
+            .ok()
+            .and_then(|cid| b.dialogs.get(cid).copied());
+        if let Some((id, side)) = found
+            && let Some(call) = b.calls.get_mut(&id)
+            && let Some(p) = call.pending.take()
+        {
+            if p.side != side {
+                call.pending = Some(p);
+            } else if p.ack_answers {
+                // Late offer: the ACK carries the answer for leg B.
+                let other = side.other();
+                let body = match sdp_body(msg) {
+                    Some(sdp) => match media::answer(
+                        b.media.as_mut(),
+                        call.media_id.as_bytes(),
+                        call.legs[other.index()].remote_tag.as_bytes(),
+                        call.legs[side.index()].remote_tag.as_bytes(),
+                        sdp,
+                        call.legs[other.index()].srtp,
+                    ) {
+                        Ok(s) => s,
+                        Err(_) => {
+                            b.counters.media_errors += 1;
+                            Vec::new()
+                        }
+                    },
+                    None => Vec::new(),
+                };
+                let leg = &call.legs[other.index()];
+                let cseq = leg.local_cseq;
+                let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &cseq.to_le_bytes()]);
+                let extra = if body.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![("Content-Type".to_string(), "application/sdp".to_string())]
+                };
+                let ack = leg.request("ACK", cseq, &branch, &extra, &body);
+                let hop = leg.hop();
+                call.b_ack = Some(ack.clone());
+                self.emit(hop, ack);
+            }
+        }
+        self.b2b = Some(b);
+    }
+
+    fn b2b_in_dialog(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+    ) {
+        let method = msg.method().unwrap_or(Method::Options);
+        let found = msg
+            .call_id()
+            .ok()
+            .and_then(|cid| b.dialogs.get(cid).copied());
+        let Some((id, side)) = found else {
+            b.counters.unknown_dialog += 1;
+            self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        let Some(mut call) = b.calls.remove(&id) else {
+            self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        };
+        let other = side.other();
+        match method {
+            Method::Bye => {
+                self.respond(now, &key, msg, 200, "OK", &[]);
+                if call.state == State::Up || !call.legs[other.index()].remote_tag.is_empty() {
+                    if call.state != State::Up && other == Side::B {
+                        self.b2b_cancel_b(&call, now);
+                    } else {
+                        self.b2b_local_request(&mut call, now, other, "BYE");
+                    }
+                }
+                let reason = if side == Side::A {
+                    "bye-caller"
+                } else {
+                    "bye-callee"
+                };
+                if call.state != State::Up {
+                    self.b2b_reject_a(&call, now, 487);
+                }
+                self.b2b_finish(b, call, unix_ms, reason);
+                return;
+            }
+            Method::Refer if b.config.reject_refer => {
+                self.respond(now, &key, msg, 603, "Declined", &[]);
+            }
+            _ => {
+                self.b2b_relay(b, &mut call, now, key, msg, side);
+            }
+        }
+        b.calls.insert(id, call);
+    }
+
+    /// Relays an in-dialog request from `side` to the other leg.
+    fn b2b_relay(
+        &mut self,
+        b: &mut B2b,
+        call: &mut Call,
+        now: Millis,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        side: Side,
+    ) {
+        let method = msg.method().unwrap_or(Method::Options);
+        let other = side.other();
+        if call.legs[other.index()].remote_tag.is_empty() {
+            self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        }
+        let mut body = Vec::new();
+        if let Some(sdp) = sdp_body(msg) {
+            let offer = if other == Side::B {
+                let codecs = b
+                    .policy
+                    .trunks
+                    .get(call.trunk)
+                    .map(|t| t.codecs.clone())
+                    .unwrap_or_default();
+                filter_codecs(sdp, &codecs)
+            } else {
+                sdp.to_vec()
+            };
+            match media::offer(
+                b.media.as_mut(),
+                call.media_id.as_bytes(),
+                call.legs[side.index()].remote_tag.as_bytes(),
+                &offer,
+                call.legs[other.index()].srtp,
+            ) {
+                Ok(s) => body = s,
+                Err(_) => {
+                    b.counters.media_errors += 1;
+                    self.respond(now, &key, msg, 488, "Not Acceptable Here", &[]);
+                    return;
+                }
+            }
+        } else if !msg.body().is_empty() {
+            body = msg.body().to_vec();
+        }
+        let mut extra: Vec<(String, String)> = Vec::new();
+        for f in msg.headers() {
+            let keep = match f.name {
+                HeaderName::ContentType
+                | HeaderName::Event
+                | HeaderName::SubscriptionState
+                | HeaderName::ReferTo
+                | HeaderName::ReferredBy
+                | HeaderName::SessionExpires
+                | HeaderName::MinSe
+                | HeaderName::Supported
+                | HeaderName::Require
+                | HeaderName::Allow
+                | HeaderName::Reason => true,
+                HeaderName::RAck => false,
+                _ => false,
+            };
+            if keep {
+                extra.push((
+                    String::from_utf8_lossy(f.raw_name).into_owned(),
+                    String::from_utf8_lossy(f.value).into_owned(),
+                ));
+            }
+        }
+        if method == Method::Prack
+            && let Some(rack) = msg.header(HeaderName::RAck)
+        {
+            // RAck: rseq, then the CSeq of the INVITE on the leg it goes to.
+            let rseq = String::from_utf8_lossy(rack)
+                .split_whitespace()
+                .next()
+                .unwrap_or("1")
+                .to_string();
+            let cseq = if other == Side::B { 1 } else { 0 };
+            let invite_cseq = if other == Side::B {
+                cseq
+            } else {
+                SipMessage::parse(&call.a_invite, Framing::Datagram, &Limits::default())
+                    .ok()
+                    .and_then(|m| m.cseq().ok().map(|c| c.seq))
+                    .unwrap_or(1)
+            };
+            extra.push(("RAck".into(), format!("{rseq} {invite_cseq} INVITE")));
+        }
+        let m = method.as_bytes();
+        let mname = String::from_utf8_lossy(m).into_owned();
+        let leg = &mut call.legs[other.index()];
+        leg.local_cseq += 1;
+        let branch = build::branch(&[
+            leg.call_id.as_bytes(),
+            m,
+            &leg.local_cseq.to_le_bytes(),
+            &now.to_le_bytes(),
+        ]);
+        let bytes = leg.request(&mname, leg.local_cseq, &branch, &extra, &body);
+        let hop = leg.hop();
+        self.b2b_send(
+            now,
+            hop,
+            bytes,
+            m,
+            CallTxn::Relay {
+                call: call.id,
+                from: side,
+                server: key,
+                request: msg.as_bytes().to_vec(),
+            },
+        );
+    }
+
+    /// A response to one of the B2BUA's client transactions.
+    pub(crate) fn b2b_response(&mut self, now: Millis, unix_ms: u64, purpose: CallTxn, msg: &SipMessage<'_>) {
+        let Some(mut b) = self.b2b.take() else {
+            return;
+        };
+        let code = msg.status_code().unwrap_or(500);
+        match purpose {
+            CallTxn::Invite { call, attempt } => {
+                self.b2b_invite_response(&mut b, now, unix_ms, call, attempt, code, msg);
+            }
+            CallTxn::Relay {
+                call,
+                from,
+                server,
+                request,
+            } => {
+                self.b2b_relay_response(&mut b, now, call, from, server, &request, code, msg);
+            }
+            CallTxn::Local => {}
+            CallTxn::Probe { trunk, peer } => b.policy.peer_answered(trunk, peer),
+        }
+        self.b2b = Some(b);
+    }
+
+    /// A client transaction of the B2BUA timed out.
+    pub(crate) fn b2b_timeout(&mut self, now: Millis, unix_ms: u64, purpose: CallTxn) {
+        let Some(mut b) = self.b2b.take() else {
+            return;
+        };
+        match purpose {
+            CallTxn::Invite { call, attempt } => {
+                if let Some(c) = b.calls.get(&call)
+                    && c.attempt == attempt
+                {
+                    let peer = c.peers.get(attempt as usize).copied();
+                    let trunk = c.trunk;
+                    if let Some(p) = peer {
+                        b.policy.peer_failed(trunk, p);
+                    }
+                    self.b2b_next_attempt(&mut b, now, unix_ms, call, 408);
+                }
+            }
+            CallTxn::Relay {
+                call,
+                server,
+                request,
+                ..
+            } => {
+                let tag = b
+                    .calls
+                    .get(&call)
+                    .map(|c| c.legs[0].local_tag.clone())
+                    .unwrap_or_default();
+                let bytes = response(&request, 408, "Request Timeout", &tag, &[], b"");
+                self.server_respond(now, &server, 408, bytes);
+            }
+            CallTxn::Local | CallTxn::Probe { .. } => {}
+        }
+        self.b2b = Some(b);
+    }
+
+    fn b2b_next_attempt(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, id: u64, code: u16) {
+        let Some(mut call) = b.calls.remove(&id) else {
+            return;
+        };
+        // The abandoned INVITE transaction stops retransmitting.
+        if let Some(k) = call.b_invite_key.take() {
+            self.clients.remove(&k);
+        }
+        call.b_status = code;
+        if call.cancelled {
+            self.b2b_finish(b, call, unix_ms, "cancel");
+            return;
+        }
+        call.attempt += 1;
+        if (call.attempt as usize) < call.peers.len() {
+            b.counters.failovers += 1;
+        }
+        self.b2b_attempt(b, now, unix_ms, call);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn b2b_invite_response(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        unix_ms: u64,
+        id: u64,
+        attempt: u32,
+        code: u16,
+        msg: &SipMessage<'_>,
+    ) {
+        let Some(mut call) = b.calls.remove(&id) else {
+            return;
+        };
+        if call.attempt != attempt {
+            b.calls.insert(id, call);
+            return;
+        }
+        if let Some(&p) = call.peers.get(attempt as usize) {
+            b.policy.peer_answered(call.trunk, p);
+        }
+        if code < 200 {
+            call.provisional = true;
+            if call.cancelled {
+                self.b2b_cancel_b(&call, now);
+                self.b2b_finish(b, call, unix_ms, "cancel");
+                return;
+            }
+            if code == 100 {
+                b.calls.insert(id, call);
+                return;
+            }
+        }
+        if code >= 300 {
+            call.b_status = code;
+            if fails_over(code) && !call.cancelled {
+                b.calls.insert(id, call);
+                self.b2b_next_attempt(b, now, unix_ms, id, code);
+                return;
+            }
+            if !call.cancelled {
+                let status = map_status(code);
+                self.b2b_reject_a(&call, now, status);
+                call.a_status = status;
+            }
+            let reason = if call.cancelled { "cancel" } else { "rejected" };
+            self.b2b_finish(b, call, unix_ms, reason);
+            return;
+        }
+        // 18x or 2xx: the dialog with leg B takes shape.
+        let tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or_default();
+        {
+            let leg = &mut call.legs[1];
+            if !tag.is_empty() {
+                leg.remote_tag = String::from_utf8_lossy(tag).into_owned();
+            }
+            if let Some(Ok(rvoip_dataplane::sip::Contact::Addr(a))) = msg.contacts().next() {
+                leg.remote_target = String::from_utf8_lossy(a.uri.as_bytes()).into_owned();
+            }
+            let mut rr: Vec<String> = msg
+                .header_lines(HeaderName::RecordRoute)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            rr.reverse();
+            if !rr.is_empty() || code >= 200 {
+                leg.route_set = rr;
+            }
+        }
+        if code >= 200 && call.cancelled {
+            // Answered after the caller gave up: ACK and hang up.
+            call.b_status = code;
+            self.b2b_ack_b(&mut call, now, b"");
+            self.b2b_local_request(&mut call, now, Side::B, "BYE");
+            self.b2b_finish(b, call, unix_ms, "cancel");
+            return;
+        }
+        // SDP for the caller.
+        let mut body = Vec::new();
+        let mut ack_answers = false;
+        if let Some(sdp) = sdp_body(msg) {
+            let result = if call.late_offer {
+                // The offer comes from leg B; the caller answers in its ACK.
+                ack_answers = code >= 200;
+                media::offer(
+                    b.media.as_mut(),
+                    call.media_id.as_bytes(),
+                    call.legs[1].remote_tag.as_bytes(),
+                    sdp,
+                    call.legs[0].srtp,
+                )
+            } else {
+                media::answer(
+                    b.media.as_mut(),
+                    call.media_id.as_bytes(),
+                    call.legs[0].remote_tag.as_bytes(),
+                    call.legs[1].remote_tag.as_bytes(),
+                    sdp,
+                    call.legs[0].srtp,
+                )
+            };
+            match result {
+                Ok(s) => body = s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "media answer refused");
+                    b.counters.media_errors += 1;
+                }
+            }
+        }
+        let mut extra: Vec<(HeaderName, Vec<u8>)> = vec![(
+            HeaderName::Contact,
+            format!("<{}>", call.legs[0].contact).into_bytes(),
+        )];
+        for name in [HeaderName::RSeq, HeaderName::Require, HeaderName::Allow] {
+            if let Some(v) = msg.header(name) {
+                extra.push((name, v.to_vec()));
+            }
+        }
+        if code >= 200 {
+            call.b_status = code;
+            call.a_status = code;
+            call.state = State::Up;
+            call.answer_ms = Some(unix_ms);
+            b.counters.answered += 1;
+            if let Some(k) = call.b_invite_key.take() {
+                let _ = k;
+            }
+            // Session timer: leg B's choice, else what the caller asked for.
+            let a_inv = SipMessage::parse(&call.a_invite, Framing::Datagram, &Limits::default()).ok();
+            let a_timer = a_inv
+                .as_ref()
+                .is_some_and(|m| has_option(m, HeaderName::Supported, "timer"));
+            let b_se = msg.header(HeaderName::SessionExpires).and_then(delta_secs);
+            let a_se = a_inv
+                .as_ref()
+                .and_then(|m| m.header(HeaderName::SessionExpires))
+                .and_then(delta_secs);
+            let interval = b_se.or(if a_timer { a_se.or(Some(b.config.session_expires)).filter(|s| *s > 0) } else { None });
+            if let Some(s) = interval {
+                call.session_ms = Some(Millis::from(s) * 1000);
+                call.session_deadline = now + Millis::from(s) * 1000;
+                self.schedule(
+                    Some(call.session_deadline),
+                    TimerRef::Call(id, CallTimer::Session),
+                );
+                if a_timer {
+                    extra.push((
+                        HeaderName::SessionExpires,
+                        format!("{s};refresher=uac").into_bytes(),
+                    ));
+                    extra.push((HeaderName::Require, b"timer".to_vec()));
+                }
+            }
+            if !ack_answers {
+                self.b2b_ack_b(&mut call, now, b"");
+            }
+        } else if call.state == State::Routing && !tag.is_empty() {
+            call.state = State::Early;
+        }
+        let extra_refs: Vec<(HeaderName, &[u8])> =
+            extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        let reason = msg
+            .reason_phrase()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .unwrap_or_else(|| "OK".into());
+        let bytes = response(
+            &call.a_invite,
+            code,
+            &reason,
+            &call.legs[0].local_tag,
+            &extra_refs,
+            &body,
+        );
+        if code >= 200 {
+            call.pending = Some(Pending2xx {
+                side: Side::A,
+                server: call.a_invite_key,
+                bytes: bytes.clone(),
+                interval: self.config.timers.t1,
+                give_up: now + 64 * self.config.timers.t1,
+                ack_answers,
+            });
+            self.schedule(
+                Some(now + self.config.timers.t1),
+                TimerRef::Call(id, CallTimer::Retransmit),
+            );
+            b.journal.put(id, &saved(&call));
+        }
+        self.server_respond(now, &call.a_invite_key, code, bytes);
+        b.calls.insert(id, call);
+    }
+
+    fn b2b_ack_b(&mut self, call: &mut Call, now: Millis, body: &[u8]) {
+        let _ = now;
+        let leg = &call.legs[1];
+        let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &[1]]);
+        let extra = if body.is_empty() {
+            Vec::new()
+        } else {
+            vec![("Content-Type".to_string(), "application/sdp".to_string())]
+        };
+        let ack = leg.request("ACK", 1, &branch, &extra, body);
+        let hop = leg.hop();
+        call.b_ack = Some(ack.clone());
+        self.emit(hop, ack);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn b2b_relay_response(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        id: u64,
+        from: Side,
+        server: ServerKey,
+        request: &[u8],
+        code: u16,
+        msg: &SipMessage<'_>,
+    ) {
+        if code == 100 {
+            return;
+        }
+        let Some(call) = b.calls.get_mut(&id) else {
+            return;
+        };
+        let to = from.other();
+        let req = SipMessage::parse(request, Framing::Datagram, &Limits::default()).ok();
+        let method = req.as_ref().and_then(|r| r.method()).unwrap_or(Method::Options);
+        let is_invite = method == Method::Invite;
+        let req_had_sdp = req.as_ref().and_then(|r| sdp_body(r)).is_some();
+        let mut body = Vec::new();
+        let mut ack_answers = false;
+        if let Some(sdp) = sdp_body(msg) {
+            let r = if req_had_sdp {
+                media::answer(
+                    b.media.as_mut(),
+                    call.media_id.as_bytes(),
+                    call.legs[from.index()].remote_tag.as_bytes(),
+                    call.legs[to.index()].remote_tag.as_bytes(),
+                    sdp,
+                    call.legs[from.index()].srtp,
+                )
+            } else {
+                ack_answers = is_invite && (200..300).contains(&code);
+                media::offer(
+                    b.media.as_mut(),
+                    call.media_id.as_bytes(),
+                    call.legs[to.index()].remote_tag.as_bytes(),
+                    sdp,
+                    call.legs[from.index()].srtp,
+                )
+            };
+            match r {
+                Ok(s) => body = s,
+                Err(_) => b.counters.media_errors += 1,
+            }
+        } else if !msg.body().is_empty() {
+            body = msg.body().to_vec();
+        }
+        let mut extra: Vec<(HeaderName, Vec<u8>)> = Vec::new();
+        if matches!(method, Method::Invite | Method::Update) && code < 300 {
+            extra.push((
+                HeaderName::Contact,
+                format!("<{}>", call.legs[from.index()].contact).into_bytes(),
+            ));
+        }
+        for name in [
+            HeaderName::RSeq,
+            HeaderName::Require,
+            HeaderName::SessionExpires,
+            HeaderName::Allow,
+            HeaderName::Supported,
+        ] {
+            if let Some(v) = msg.header(name) {
+                extra.push((name, v.to_vec()));
+            }
+        }
+        let extra_refs: Vec<(HeaderName, &[u8])> =
+            extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        let reason = msg
+            .reason_phrase()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .unwrap_or_else(|| "OK".into());
+        let bytes = response(request, code, &reason, "", &extra_refs, &body);
+        if (200..300).contains(&code) && matches!(method, Method::Invite | Method::Update) {
+            // A refresh: the session interval starts again.
+            if let Some(ms) = call.session_ms {
+                call.session_deadline = now + ms;
+                self.schedule(Some(call.session_deadline), TimerRef::Call(id, CallTimer::Session));
+            }
+        }
+        if is_invite && (200..300).contains(&code) {
+            if !ack_answers {
+                let leg = &call.legs[to.index()];
+                let cseq = msg.cseq().map(|c| c.seq).unwrap_or(leg.local_cseq);
+                let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &cseq.to_le_bytes()]);
+                let ack = leg.request("ACK", cseq, &branch, &[], b"");
+                let hop = leg.hop();
+                self.emit(hop, ack);
+            }
+            call.pending = Some(Pending2xx {
+                side: from,
+                server,
+                bytes: bytes.clone(),
+                interval: self.config.timers.t1,
+                give_up: now + 64 * self.config.timers.t1,
+                ack_answers,
+            });
+            self.schedule(
+                Some(now + self.config.timers.t1),
+                TimerRef::Call(id, CallTimer::Retransmit),
+            );
+        }
+        self.server_respond(now, &server, code, bytes);
+    }
+
+    /// A response with no client transaction: a retransmitted 2xx of leg B
+    /// gets its ACK again.
+    pub(crate) fn b2b_stray_response(&mut self, msg: &SipMessage<'_>) -> bool {
+        let Some(b) = self.b2b.as_mut() else {
+            return false;
+        };
+        let code = msg.status_code().unwrap_or(0);
+        let invite = msg.cseq().is_ok_and(|c| c.method == Method::Invite);
+        if let Ok(cid) = msg.call_id()
+            && let Some((id, Side::B)) = b.dialogs.get(cid).copied()
+            && (200..300).contains(&code)
+            && invite
+            && let Some(call) = b.calls.get(&id)
+            && let Some(ack) = call.b_ack.clone()
+        {
+            let hop = call.legs[1].hop();
+            self.emit(hop, ack);
+        }
+        true
+    }
+
+    /// A call timer fired.
+    pub(crate) fn b2b_timer(&mut self, now: Millis, unix_ms: u64, id: u64, t: CallTimer) {
+        let Some(mut b) = self.b2b.take() else {
+            return;
+        };
+        match t {
+            CallTimer::Attempt(n) => {
+                let stalled = b
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.attempt == n && !c.provisional && c.state == State::Routing);
+                if stalled {
+                    if let Some(c) = b.calls.get(&id)
+                        && let Some(&p) = c.peers.get(n as usize)
+                    {
+                        let trunk = c.trunk;
+                        b.policy.peer_failed(trunk, p);
+                    }
+                    self.b2b_next_attempt(&mut b, now, unix_ms, id, 408);
+                }
+            }
+            CallTimer::Retransmit => {
+                if let Some(call) = b.calls.get_mut(&id)
+                    && let Some(p) = call.pending.as_mut()
+                {
+                    if now >= p.give_up {
+                        // No ACK (§13.3.1.4): the call is hung up on both legs.
+                        call.pending = None;
+                        if let Some(mut call) = b.calls.remove(&id) {
+                            self.b2b_local_request(&mut call, now, Side::A, "BYE");
+                            self.b2b_local_request(&mut call, now, Side::B, "BYE");
+                            self.b2b_finish(&mut b, call, unix_ms, "ack-timeout");
+                        }
+                    } else {
+                        let (server, bytes) = (p.server, p.bytes.clone());
+                        p.interval = (p.interval * 2).min(self.config.timers.t2);
+                        let next = now + p.interval;
+                        if let Some(e) = self.servers.get_mut(&server) {
+                            e.txn.send_response(now, 200, bytes);
+                            self.drain_server(&server);
+                        } else if let Some(c) = b.calls.get(&id) {
+                            let side = c.pending.as_ref().map_or(Side::A, |p| p.side);
+                            self.emit(c.legs[side.index()].hop(), bytes);
+                        }
+                        self.schedule(Some(next), TimerRef::Call(id, CallTimer::Retransmit));
+                    }
+                }
+            }
+            CallTimer::Session => {
+                let expired = b
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.session_ms.is_some() && c.session_deadline <= now);
+                if expired && let Some(mut call) = b.calls.remove(&id) {
+                    b.counters.session_expired += 1;
+                    self.b2b_local_request(&mut call, now, Side::A, "BYE");
+                    self.b2b_local_request(&mut call, now, Side::B, "BYE");
+                    self.b2b_finish(&mut b, call, unix_ms, "session-timer");
+                }
+            }
+        }
+        self.b2b = Some(b);
+    }
+
+    /// A health-check round: OPTIONS to every peer of every checked trunk.
+    pub(crate) fn b2b_health(&mut self, now: Millis) {
+        let Some(mut b) = self.b2b.take() else {
+            return;
+        };
+        for (trunk, peer) in b.policy.probe_round(now) {
+            let Some(t) = b.policy.trunks.get(trunk) else {
+                continue;
+            };
+            let Some(address) = t.peers.get(peer).map(|p| p.address) else {
+                continue;
+            };
+            let Some(local) = b.policy.realms.get(t.realm).and_then(|r| r.listener) else {
+                continue;
+            };
+            let leg = Leg {
+                call_id: format!("{}@{}", b.token("probe"), local.ip()),
+                local_tag: b.token("probe-tag"),
+                remote_tag: String::new(),
+                local_uri: format!("<sip:rvoip@{}>", local.ip()),
+                remote_uri: format!("<sip:{address}>"),
+                remote_target: format!("sip:{address}"),
+                route_set: Vec::new(),
+                local_cseq: 1,
+                tcp: false,
+                local,
+                dest: address,
+                conn: None,
+                contact: format!("sip:{local}"),
+                srtp: false,
+            };
+            let branch = build::branch(&[leg.call_id.as_bytes(), b"probe"]);
+            let bytes = leg.request("OPTIONS", 1, &branch, &[], b"");
+            self.b2b_send(now, leg.hop(), bytes, b"OPTIONS", CallTxn::Probe { trunk, peer });
+        }
+        let every = b.config.health_interval_ms;
+        self.b2b = Some(b);
+        self.schedule(Some(now + every), TimerRef::Health);
+    }
+}
+
+fn strip_tag(v: &str) -> String {
+    // The header value without its tag parameter (outside <> only).
+    let (addr, params) = match v.rfind('>') {
+        Some(i) => (&v[..=i], &v[i + 1..]),
+        None => match v.find(';') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, ""),
+        },
+    };
+    let kept: Vec<&str> = params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("tag="))
+        .collect();
+    if kept.is_empty() {
+        addr.trim().to_string()
+    } else {
+        format!("{};{}", addr.trim(), kept.join(";"))
+    }
+}
+
+fn saved(c: &Call) -> SavedCall {
+    SavedCall {
+        legs: c.legs.clone(),
+        trunk: c.trunk,
+        peer: c.peers.get(c.attempt as usize).copied().unwrap_or(0),
+        source: c.source,
+        in_realm: c.in_realm,
+        media_id: c.media_id.clone(),
+        invite_ms: c.invite_ms,
+        answer_ms: c.answer_ms.unwrap_or(c.invite_ms),
+        session_ms: c.session_ms,
+        from_user: c.from_user.clone(),
+        number: c.number.clone(),
+        attempts: c.attempt + 1,
+    }
+}
