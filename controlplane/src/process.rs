@@ -18,12 +18,12 @@ use rvoip_tuning::sbc::ReferMode;
 
 use crate::core::b2bua::{B2b, B2bConfig, SavedCall};
 use crate::core::{AuthPolicy, CoreConfig, CoreCounters, Inbound, Route, SipCore, Transport};
+use crate::registrar::location::LocationService;
+use crate::registrar::{Registrar, RegistrarConfig, Users};
 use crate::sbc::cdr::CdrWriter;
 use crate::sbc::journal::Journal;
 use crate::sbc::media::ShmOrders;
 use crate::sbc::policy::Policy;
-use crate::registrar::location::LocationService;
-use crate::registrar::{Registrar, RegistrarConfig, Users};
 
 fn transport(t: CfgTransport) -> Transport {
     match t {
@@ -120,8 +120,8 @@ pub fn b2bua_from_config(
     };
     let state_dir = config.resolve(&config.node.state_dir);
     let path = state_dir.join("dialogs.journal");
-    let (journal, saved) = Journal::open::<SavedCall>(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let (journal, saved) =
+        Journal::open::<SavedCall>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let s = &config.sbc;
     let b2b = B2b::new(
         policy,

@@ -403,7 +403,11 @@ impl B2b {
 
     fn token(&mut self, what: &str) -> String {
         self.next_id += 1;
-        let h = build::branch(&[self.boot.as_bytes(), what.as_bytes(), &self.next_id.to_le_bytes()]);
+        let h = build::branch(&[
+            self.boot.as_bytes(),
+            what.as_bytes(),
+            &self.next_id.to_le_bytes(),
+        ]);
         h[h.len() - 16..].to_string()
     }
 }
@@ -476,8 +480,8 @@ fn filter_codecs(sdp: &[u8], codecs: &[String]) -> Vec<u8> {
         let mut keep: Vec<u8> = Vec::new();
         for c in codecs {
             for pt in &pts {
-                let matches = c.parse::<u8>().ok() == Some(*pt)
-                    || name_of(*pt).eq_ignore_ascii_case(c);
+                let matches =
+                    c.parse::<u8>().ok() == Some(*pt) || name_of(*pt).eq_ignore_ascii_case(c);
                 if matches && !keep.contains(pt) {
                     keep.push(*pt);
                 }
@@ -994,10 +998,12 @@ impl SipCore {
     /// Ends a call: media deleted, limits released, CDR written, journal
     /// erased.
     fn b2b_finish(&mut self, b: &mut B2b, call: Call, unix_ms: u64, reason: &str) {
-        let totals = match media::delete(b.media.as_mut(), call.media_id.as_bytes()) {
-            Ok(t) => t,
-            Err(_) => MediaTotals::default(),
-        };
+        let totals =
+            media::delete(b.media.as_mut(), call.media_id.as_bytes()).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "media delete failed");
+                b.counters.media_errors += 1;
+                MediaTotals::default()
+            });
         b.policy.release(call.source, call.trunk);
         for leg in &call.legs {
             if !leg.call_id.is_empty() {
@@ -1043,7 +1049,14 @@ impl SipCore {
         });
     }
 
-    fn b2b_send(&mut self, now: Millis, leg_hop: Hop, bytes: Vec<u8>, method: &[u8], purpose: CallTxn) {
+    fn b2b_send(
+        &mut self,
+        now: Millis,
+        leg_hop: Hop,
+        bytes: Vec<u8>,
+        method: &[u8],
+        purpose: CallTxn,
+    ) {
         let Ok(m) = SipMessage::parse(&bytes, Framing::Datagram, &Limits::default()) else {
             return;
         };
@@ -1091,7 +1104,14 @@ impl SipCore {
         self.b2b_send(now, hop, bytes, method.as_bytes(), CallTxn::Local);
     }
 
-    fn b2b_cancel(&mut self, b: &mut B2b, now: Millis, key: ServerKey, msg: &SipMessage<'_>, unix_ms: u64) {
+    fn b2b_cancel(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        unix_ms: u64,
+    ) {
         let invite_key = self.server_key(msg, Some(b"INVITE"));
         let Some(id) = invite_key.and_then(|k| b.by_invite.get(&k).copied()) else {
             self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
@@ -1122,7 +1142,8 @@ impl SipCore {
     }
 
     fn b2b_cancel_b(&mut self, call: &Call, now: Millis) {
-        let Ok(inv) = SipMessage::parse(&call.b_invite, Framing::Datagram, &Limits::default()) else {
+        let Ok(inv) = SipMessage::parse(&call.b_invite, Framing::Datagram, &Limits::default())
+        else {
             return;
         };
         if let Some(cancel) = build::cancel_for(&inv) {
@@ -1353,7 +1374,13 @@ impl SipCore {
     }
 
     /// A response to one of the B2BUA's client transactions.
-    pub(crate) fn b2b_response(&mut self, now: Millis, unix_ms: u64, purpose: CallTxn, msg: &SipMessage<'_>) {
+    pub(crate) fn b2b_response(
+        &mut self,
+        now: Millis,
+        unix_ms: u64,
+        purpose: CallTxn,
+        msg: &SipMessage<'_>,
+    ) {
         let Some(mut b) = self.b2b.take() else {
             return;
         };
@@ -1560,7 +1587,8 @@ impl SipCore {
                 let _ = k;
             }
             // Session timer: leg B's choice, else what the caller asked for.
-            let a_inv = SipMessage::parse(&call.a_invite, Framing::Datagram, &Limits::default()).ok();
+            let a_inv =
+                SipMessage::parse(&call.a_invite, Framing::Datagram, &Limits::default()).ok();
             let a_timer = a_inv
                 .as_ref()
                 .is_some_and(|m| has_option(m, HeaderName::Supported, "timer"));
@@ -1569,7 +1597,11 @@ impl SipCore {
                 .as_ref()
                 .and_then(|m| m.header(HeaderName::SessionExpires))
                 .and_then(delta_secs);
-            let interval = b_se.or(if a_timer { a_se.or(Some(b.config.session_expires)).filter(|s| *s > 0) } else { None });
+            let interval = b_se.or(if a_timer {
+                a_se.or(Some(b.config.session_expires)).filter(|s| *s > 0)
+            } else {
+                None
+            });
             if let Some(s) = interval {
                 call.session_ms = Some(Millis::from(s) * 1000);
                 call.session_deadline = now + Millis::from(s) * 1000;
@@ -1659,7 +1691,10 @@ impl SipCore {
         };
         let to = from.other();
         let req = SipMessage::parse(request, Framing::Datagram, &Limits::default()).ok();
-        let method = req.as_ref().and_then(|r| r.method()).unwrap_or(Method::Options);
+        let method = req
+            .as_ref()
+            .and_then(|r| r.method())
+            .unwrap_or(Method::Options);
         let is_invite = method == Method::Invite;
         let req_had_sdp = req.as_ref().and_then(|r| sdp_body(r)).is_some();
         let mut body = Vec::new();
@@ -1720,7 +1755,10 @@ impl SipCore {
             // A refresh: the session interval starts again.
             if let Some(ms) = call.session_ms {
                 call.session_deadline = now + ms;
-                self.schedule(Some(call.session_deadline), TimerRef::Call(id, CallTimer::Session));
+                self.schedule(
+                    Some(call.session_deadline),
+                    TimerRef::Call(id, CallTimer::Session),
+                );
             }
         }
         if is_invite && (200..300).contains(&code) {
@@ -1866,7 +1904,13 @@ impl SipCore {
             };
             let branch = build::branch(&[leg.call_id.as_bytes(), b"probe"]);
             let bytes = leg.request("OPTIONS", 1, &branch, &[], b"");
-            self.b2b_send(now, leg.hop(), bytes, b"OPTIONS", CallTxn::Probe { trunk, peer });
+            self.b2b_send(
+                now,
+                leg.hop(),
+                bytes,
+                b"OPTIONS",
+                CallTxn::Probe { trunk, peer },
+            );
         }
         let every = b.config.health_interval_ms;
         self.b2b = Some(b);

@@ -173,3 +173,4 @@ impl Drop for Spawned {
         let _ = self.0.wait();
     }
 }
+pub mod sipp;
