@@ -31,6 +31,10 @@ use crate::sbc::media::{self, MediaOrders, MediaTotals};
 use crate::sbc::policy::{Policy, Refusal};
 use crate::transaction::{ClientTransaction, Millis};
 
+#[cfg(test)]
+#[path = "b2bua_tests.rs"]
+mod tests;
+
 /// Side of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Side {
@@ -585,6 +589,9 @@ impl SipCore {
                 b.health_started = true;
                 b.calls
                     .values_mut()
+                    // Recovered calls: whatever refresh was due gets a full
+                    // interval from now.
+                    .filter(|c| c.session_deadline == 0)
                     .filter_map(|c| {
                         let ms = c.session_ms?;
                         c.session_deadline = now + ms;

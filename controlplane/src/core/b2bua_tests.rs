@@ -1,0 +1,762 @@
+//! The B2BUA on simulated time and a simulated network, with a media
+//! double that rewrites SDP the way the relay does (its own address and a
+//! port per side) and records every order.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use rvoip_dataplane::ng::bencode::{self, Value};
+use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
+
+use super::*;
+use crate::core::{CoreConfig, Inbound, Outbound, SipCore, Transport};
+use crate::registrar::location::LocationService;
+use crate::registrar::{Registrar, RegistrarConfig, Users};
+use crate::sbc::journal::Journal;
+use crate::sbc::policy::Policy;
+
+const ACCESS: &str = "127.0.0.1:5060";
+const CORE: &str = "127.0.0.1:5062";
+const CALLER: &str = "127.0.0.2:5080";
+const PEER1: &str = "127.0.0.1:5070";
+const PEER2: &str = "127.0.0.1:5072";
+const RELAY: &str = "192.0.2.1";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// Answers media orders as the relay would: the SDP comes back with the
+/// relay's address and a port of the side it is for.
+#[derive(Clone, Default)]
+struct FakeRelay {
+    orders: Arc<Mutex<Vec<String>>>,
+}
+
+impl MediaOrders for FakeRelay {
+    fn order(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
+        let (v, _) = bencode::decode(request).map_err(|e| e.to_string())?;
+        let command = v.get("command").and_then(Value::as_str).unwrap_or("");
+        let mut log = self.orders.lock().map_err(|_| "poisoned")?;
+        log.push(format!(
+            "{command} {}",
+            v.get("from-tag").and_then(Value::as_str).unwrap_or("")
+        ));
+        let mut out = Vec::new();
+        match command {
+            "offer" | "answer" => {
+                let sdp = v.get("sdp").and_then(Value::as_str).ok_or("no sdp")?;
+                let port = 40_000 + 2 * log.len();
+                let proto = v
+                    .get("transport-protocol")
+                    .and_then(Value::as_str)
+                    .unwrap_or("RTP/AVP");
+                let rewritten: String = sdp
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("o=") {
+                            let mut f: Vec<&str> = l.split(' ').collect();
+                            if let Some(last) = f.last_mut() {
+                                *last = RELAY;
+                            }
+                            format!("{}\r\n", f.join(" "))
+                        } else if l.starts_with("c=") {
+                            format!("c=IN IP4 {RELAY}\r\n")
+                        } else if let Some(rest) = l.strip_prefix("m=audio ") {
+                            let fmts: Vec<&str> = rest.split(' ').skip(2).collect();
+                            format!("m=audio {port} {proto} {}\r\n", fmts.join(" "))
+                        } else {
+                            format!("{l}\r\n")
+                        }
+                    })
+                    .collect();
+                let d = format!("d6:result2:ok3:sdp{}:{}e", rewritten.len(), rewritten);
+                out.extend_from_slice(d.as_bytes());
+            }
+            "delete" => {
+                out.extend_from_slice(
+                    b"d6:result2:ok6:totalsd3:RTPd7:packetsi500e5:bytesi86000e6:errorsi0eeee",
+                );
+            }
+            _ => return Err(format!("unexpected {command}")),
+        }
+        Ok(out)
+    }
+}
+
+const CONFIG: &str = r#"
+[node]
+mode = "b2bua"
+[sip]
+listen = [
+  { address = "127.0.0.1:5060", transport = "udp", realm = "access" },
+  { address = "127.0.0.1:5062", transport = "udp", realm = "core" },
+]
+[media]
+address = "127.0.0.1"
+port_min = 30000
+port_max = 39999
+[[realms]]
+name = "access"
+allow = ["127.0.0.2/32"]
+[[realms]]
+name = "core"
+allow = ["127.0.0.1/32"]
+[[trunks]]
+name = "core"
+realm = "core"
+targets = ["127.0.0.1:5070", "127.0.0.1:5072"]
+invite_timeout_secs = 2.0
+codecs = ["PCMA", "telephone-event"]
+headers = [
+  { action = "remove", name = "User-Agent" },
+  { action = "add", name = "X-Origin", value = "access" },
+]
+health_checks = false
+[sbc]
+session_expires_secs = 0
+[[sbc.routes]]
+trunk = "core"
+"#;
+
+struct Net {
+    core: SipCore,
+    relay: FakeRelay,
+}
+
+fn net_with(config: &str, journal: Journal, saved: Vec<(u64, SavedCall)>) -> Net {
+    let c = rvoip_tuning::Config::from_str_at(config, std::path::Path::new("t.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let relay = FakeRelay::default();
+    let mut core = SipCore::new(
+        CoreConfig {
+            listeners: vec![(Transport::Udp, addr(ACCESS)), (Transport::Udp, addr(CORE))],
+            ..CoreConfig::default()
+        },
+        Registrar::new(RegistrarConfig::default(), LocationService::in_memory()),
+        Users::default(),
+        b"test-secret",
+    );
+    let s = &c.sbc;
+    core.set_b2bua(B2b::new(
+        Policy::from_config(&c).unwrap_or_else(|e| panic!("{e}")),
+        B2bConfig {
+            session_expires: s.session_expires_secs,
+            min_se: s.min_se_secs,
+            reject_refer: s.refer == rvoip_tuning::sbc::ReferMode::Reject,
+            health_interval_ms: 5000,
+        },
+        Box::new(relay.clone()),
+        journal,
+        saved,
+    ));
+    Net { core, relay }
+}
+
+fn net() -> Net {
+    net_with(CONFIG, Journal::disabled(), Vec::new())
+}
+
+impl Net {
+    /// Delivers `text` from `from` to listener `to`; returns what goes out.
+    fn deliver(&mut self, now: Millis, from: &str, to: &str, text: &str) -> Vec<Outbound> {
+        self.core.on_message(
+            now,
+            1_800_000_000_000 + now,
+            Inbound {
+                bytes: text.as_bytes(),
+                transport: Transport::Udp,
+                local: addr(to),
+                remote: addr(from),
+                conn: 0,
+            },
+        );
+        self.drain()
+    }
+
+    fn tick(&mut self, now: Millis) -> Vec<Outbound> {
+        self.core.on_timer(now);
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<Outbound> {
+        std::iter::from_fn(|| self.core.poll_outbound()).collect()
+    }
+
+    fn orders(&self) -> Vec<String> {
+        self.relay
+            .orders
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn parse(o: &Outbound) -> SipMessage<'_> {
+    SipMessage::parse(&o.bytes, Framing::Datagram, &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.bytes)))
+}
+
+fn text(o: &Outbound) -> String {
+    String::from_utf8_lossy(&o.bytes).into_owned()
+}
+
+fn status(o: &Outbound) -> Option<u16> {
+    parse(o).status_code()
+}
+
+fn header(o: &Outbound, name: HeaderName) -> String {
+    String::from_utf8_lossy(parse(o).header(name).unwrap_or_default()).into_owned()
+}
+
+/// The one message among `out` sent to `dest`.
+fn to<'a>(out: &'a [Outbound], dest: &str) -> Vec<&'a Outbound> {
+    out.iter().filter(|o| o.dest == addr(dest)).collect()
+}
+
+const OFFER: &str = "v=0\r\no=caller 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
+m=audio 7000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+const ANSWER: &str = "v=0\r\no=callee 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 9000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+
+fn invite(call: &str, body: &str) -> String {
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "INVITE sip:+15551234@{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call};rport\r\n\
+Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-{call}\r\nTo: <sip:+15551234@{ACCESS}>\r\n\
+Call-ID: {call}@127.0.0.2\r\nCSeq: 10 INVITE\r\nContact: <sip:alice@{CALLER}>\r\nRecord-Route: <sip:edge.caller.example;lr>\r\n\
+User-Agent: CallerPhone 1.0\r\nSupported: 100rel\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A response of the peer to `req`, with `tag` on To, a Contact and body.
+fn reply(req: &Outbound, code: u16, tag: &str, extra: &str, body: &str) -> String {
+    let m = parse(req);
+    let mut out = format!("SIP/2.0 {code} Reason\r\n");
+    for v in m.header_lines(HeaderName::Via) {
+        out.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(v)));
+    }
+    let to = header(req, HeaderName::To);
+    let to = if to.contains("tag=") || tag.is_empty() {
+        to
+    } else {
+        format!("{to};tag={tag}")
+    };
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    out.push_str(&format!(
+        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:peer@{}>\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
+        header(req, HeaderName::From),
+        header(req, HeaderName::CallId),
+        header(req, HeaderName::CSeq),
+        req.dest,
+        body.len()
+    ));
+    out
+}
+
+/// An in-dialog request from a peer, built from a message it received from
+/// the SBC (`seen`: the SBC's request or response in that dialog).
+fn peer_request(
+    seen: &Outbound,
+    method: &str,
+    cseq: u32,
+    from_peer: &str,
+    body: &str,
+    extra: &str,
+) -> String {
+    let m = parse(seen);
+    // The peer's own tag is on To of what it received (it added it in its answer)
+    // when `seen` is a request of the SBC; the SBC's tag is on From.
+    let sbc = header(seen, HeaderName::From);
+    let peer = header(seen, HeaderName::To);
+    let peer = if peer.contains("tag=") {
+        peer
+    } else {
+        format!("{peer};tag=calleetag")
+    };
+    let target = m
+        .contacts()
+        .next()
+        .and_then(Result::ok)
+        .and_then(|c| match c {
+            rvoip_dataplane::sip::Contact::Addr(a) => {
+                Some(String::from_utf8_lossy(a.uri.as_bytes()).into_owned())
+            }
+            rvoip_dataplane::sip::Contact::Star => None,
+        })
+        .unwrap_or_default();
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {from_peer};branch=z9hG4bK-{method}-{cseq}\r\nMax-Forwards: 70\r\n\
+From: {peer}\r\nTo: {sbc}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:peer@{from_peer}>\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
+        header(seen, HeaderName::CallId),
+        body.len()
+    )
+}
+
+/// Sets up an answered call; returns the INVITE B got, the 200 A got and
+/// the network.
+fn answered(n: &mut Net, call: &str) -> (Outbound, Outbound) {
+    let out = n.deliver(0, CALLER, ACCESS, &invite(call, OFFER));
+    let inv = to(&out, PEER1)[0].clone();
+    let out = n.deliver(10, PEER1, CORE, &reply(&inv, 200, "calleetag", "", ANSWER));
+    let ok = to(&out, CALLER)[0].clone();
+    assert_eq!(status(&ok), Some(200));
+    // The caller's ACK.
+    let ack = format!(
+        "ACK sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-ack-{call}\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-{call}\r\nTo: {}\r\nCall-ID: {call}@127.0.0.2\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n",
+        header(&ok, HeaderName::To)
+    );
+    assert!(n.deliver(20, CALLER, ACCESS, &ack).is_empty());
+    (inv, ok)
+}
+
+#[test]
+fn a_call_is_two_dialogs_and_neither_side_sees_the_other() {
+    let mut n = net();
+    let out = n.deliver(0, CALLER, ACCESS, &invite("c1", OFFER));
+    assert_eq!(status(to(&out, CALLER)[0]), Some(100));
+    let inv = to(&out, PEER1)[0].clone();
+    let t = text(&inv);
+    assert!(
+        t.starts_with("INVITE sip:+15551234@127.0.0.1:5070 SIP/2.0\r\n"),
+        "{t}"
+    );
+    // Nothing of the caller: address, Call-ID, tag, Via, Record-Route, Contact, User-Agent.
+    for trace in [
+        "127.0.0.2",
+        "c1@",
+        "caller-c1",
+        "edge.caller",
+        "CallerPhone",
+    ] {
+        assert!(!t.contains(trace), "{trace} in {t}");
+    }
+    let m = parse(&inv);
+    assert_eq!(m.vias().count(), 1);
+    assert_eq!(inv.local, addr(CORE), "sent from the core realm's listener");
+    assert!(t.contains("X-Origin: access\r\n"), "{t}");
+    assert!(t.contains("Supported: 100rel\r\n"), "{t}");
+    // SDP through the relay, codecs of the trunk only, in its order.
+    assert!(t.contains(&format!("c=IN IP4 {RELAY}")), "{t}");
+    assert!(t.contains(" RTP/AVP 8 101\r\n"), "{t}");
+    assert!(!t.contains("PCMU"), "{t}");
+    assert!(!t.contains("127.0.0.2"), "{t}");
+
+    let out = n.deliver(5, PEER1, CORE, &reply(&inv, 180, "calleetag", "", ""));
+    let ringing = to(&out, CALLER)[0];
+    assert_eq!(status(ringing), Some(180));
+    let a_tag = header(ringing, HeaderName::To);
+    assert!(
+        a_tag.contains("tag=") && !a_tag.contains("calleetag"),
+        "{a_tag}"
+    );
+
+    let out = n.deliver(10, PEER1, CORE, &reply(&inv, 200, "calleetag", "", ANSWER));
+    let ack_b = to(&out, PEER1)[0];
+    assert!(
+        text(ack_b).starts_with("ACK sip:peer@127.0.0.1:5070 SIP/2.0"),
+        "{}",
+        text(ack_b)
+    );
+    assert!(header(ack_b, HeaderName::To).contains("tag=calleetag"));
+    let ok = to(&out, CALLER)[0];
+    let t = text(ok);
+    assert_eq!(status(ok), Some(200));
+    assert_eq!(
+        header(ok, HeaderName::To),
+        a_tag,
+        "one To tag for the caller's dialog"
+    );
+    assert!(t.contains(&format!("Contact: <sip:{ACCESS}>")), "{t}");
+    assert!(t.contains(&format!("c=IN IP4 {RELAY}")), "{t}");
+    for trace in ["peer@", ":5070", "calleetag"] {
+        assert!(!t.contains(trace), "{trace} in {t}");
+    }
+    assert_eq!(n.orders(), vec!["offer caller-c1", "answer caller-c1"]);
+
+    // Unacknowledged, the 200 is sent again (T1, doubling).
+    let again = n.tick(510);
+    assert_eq!(
+        again.iter().filter_map(status).collect::<Vec<_>>(),
+        vec![200]
+    );
+    let ack = format!(
+        "ACK sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-ack1\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-c1\r\nTo: {a_tag}\r\nCall-ID: c1@127.0.0.2\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert!(n.deliver(600, CALLER, ACCESS, &ack).is_empty());
+    assert!(n.tick(5_000).is_empty(), "no retransmission after the ACK");
+
+    // The caller hangs up: 200 to it, BYE to the callee in its dialog.
+    let bye = format!(
+        "BYE sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-bye1\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-c1\r\nTo: {a_tag}\r\nCall-ID: c1@127.0.0.2\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = n.deliver(6_000, CALLER, ACCESS, &bye);
+    assert_eq!(status(to(&out, CALLER)[0]), Some(200));
+    let bye_b = to(&out, PEER1)[0];
+    assert!(text(bye_b).starts_with("BYE sip:peer@127.0.0.1:5070 SIP/2.0"));
+    assert_eq!(
+        header(bye_b, HeaderName::CallId),
+        header(&inv, HeaderName::CallId)
+    );
+    assert_eq!(header(bye_b, HeaderName::CSeq), "2 BYE");
+    let cdr = n.core.poll_cdr().expect("a CDR");
+    assert_eq!(cdr.end_reason, "bye-caller");
+    assert_eq!((cdr.a_status, cdr.b_status, cdr.attempts), (200, 200, 1));
+    assert_eq!(cdr.to, "+15551234");
+    assert_eq!(cdr.from, "alice");
+    assert_eq!(cdr.media.packets, 500);
+    assert_eq!(cdr.duration_ms, 5_990);
+    assert_eq!(n.core.b2bua().map(B2b::calls), Some(0));
+}
+
+#[test]
+fn a_late_offer_is_answered_in_the_callers_ack() {
+    let mut n = net();
+    let out = n.deliver(0, CALLER, ACCESS, &invite("lo", ""));
+    let inv = to(&out, PEER1)[0].clone();
+    assert!(parse(&inv).body().is_empty());
+    let out = n.deliver(10, PEER1, CORE, &reply(&inv, 200, "calleetag", "", ANSWER));
+    assert!(to(&out, PEER1).is_empty(), "leg B waits for the answer");
+    let ok = to(&out, CALLER)[0];
+    assert!(text(ok).contains(&format!("c=IN IP4 {RELAY}")));
+    let ack = format!(
+        "ACK sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-ack-lo\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@127.0.0.2>;tag=caller-lo\r\nTo: {}\r\nCall-ID: lo@127.0.0.2\r\nCSeq: 10 ACK\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
+        header(ok, HeaderName::To),
+        OFFER.len()
+    );
+    let out = n.deliver(20, CALLER, ACCESS, &ack);
+    let ack_b = to(&out, PEER1)[0];
+    let t = text(ack_b);
+    assert!(t.starts_with("ACK "), "{t}");
+    assert!(
+        t.contains(&format!("c=IN IP4 {RELAY}")) && !t.contains("127.0.0.2"),
+        "{t}"
+    );
+    assert_eq!(n.orders(), vec!["offer calleetag", "answer calleetag"]);
+}
+
+#[test]
+fn hold_by_reinvite_crosses_with_the_sdp_rewritten() {
+    let mut n = net();
+    let (inv, ok) = answered(&mut n, "h1");
+    // The callee puts the caller on hold.
+    let hold = ANSWER.replace(
+        "a=rtpmap:8 PCMA/8000\r\n",
+        "a=rtpmap:8 PCMA/8000\r\na=sendonly\r\n",
+    );
+    let reinvite = peer_request(&inv, "INVITE", 5, PEER1, &hold, "");
+    let out = n.deliver(1_000, PEER1, CORE, &reinvite);
+    let fwd = to(&out, CALLER)[0].clone();
+    let t = text(&fwd);
+    assert!(
+        t.starts_with("INVITE sip:alice@127.0.0.2:5080 SIP/2.0"),
+        "{t}"
+    );
+    assert!(t.contains("Route: <sip:edge.caller.example;lr>"), "{t}");
+    assert!(
+        t.contains("a=sendonly") && t.contains(&format!("c=IN IP4 {RELAY}")),
+        "{t}"
+    );
+    assert_eq!(header(&fwd, HeaderName::CallId), "h1@127.0.0.2");
+    assert_eq!(header(&fwd, HeaderName::CSeq), "1 INVITE");
+    assert_eq!(header(&fwd, HeaderName::From), header(&ok, HeaderName::To));
+    // The caller accepts: 200 goes to the callee with the answer rewritten,
+    // and the SBC acknowledges the caller's 200 itself.
+    let recv_only = OFFER.replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n");
+    let out = n.deliver(1_010, CALLER, ACCESS, &reply(&fwd, 200, "", "", &recv_only));
+    let ack_a = to(&out, CALLER)[0];
+    assert!(
+        text(ack_a).starts_with("ACK sip:alice@127.0.0.2:5080"),
+        "{}",
+        text(ack_a)
+    );
+    assert_eq!(header(ack_a, HeaderName::CSeq), "1 ACK");
+    let ok_b = to(&out, PEER1)[0];
+    assert_eq!(status(ok_b), Some(200));
+    assert_eq!(header(ok_b, HeaderName::CSeq), "5 INVITE");
+    let t = text(ok_b);
+    assert!(t.contains("a=recvonly") && !t.contains("127.0.0.2"), "{t}");
+    assert!(t.contains(&format!("Contact: <sip:{CORE}>")), "{t}");
+    assert_eq!(
+        n.orders()[2..],
+        [
+            "offer calleetag".to_string(),
+            "answer calleetag".to_string()
+        ]
+    );
+}
+
+#[test]
+fn reliable_provisionals_and_prack_cross_with_rack_mapped() {
+    let mut n = net();
+    let out = n.deliver(0, CALLER, ACCESS, &invite("p1", OFFER));
+    let inv = to(&out, PEER1)[0].clone();
+    let out = n.deliver(
+        5,
+        PEER1,
+        CORE,
+        &reply(
+            &inv,
+            183,
+            "calleetag",
+            "Require: 100rel\r\nRSeq: 77\r\n",
+            ANSWER,
+        ),
+    );
+    let prov = to(&out, CALLER)[0].clone();
+    let t = text(&prov);
+    assert!(
+        t.contains("RSeq: 77") && t.contains("Require: 100rel"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("c=IN IP4 {RELAY}")),
+        "early media through the relay: {t}"
+    );
+    let prack = format!(
+        "PRACK sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-prack\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@127.0.0.2>;tag=caller-p1\r\nTo: {}\r\nCall-ID: p1@127.0.0.2\r\nCSeq: 11 PRACK\r\nRAck: 77 10 INVITE\r\nContent-Length: 0\r\n\r\n",
+        header(&prov, HeaderName::To)
+    );
+    let out = n.deliver(10, CALLER, ACCESS, &prack);
+    let fwd = to(&out, PEER1)[0];
+    assert_eq!(header(fwd, HeaderName::RAck), "77 1 INVITE");
+    assert_eq!(header(fwd, HeaderName::CSeq), "2 PRACK");
+    let out = n.deliver(15, PEER1, CORE, &reply(fwd, 200, "", "", ""));
+    let ok = to(&out, CALLER)[0];
+    assert_eq!(
+        (status(ok), header(ok, HeaderName::CSeq)),
+        (Some(200), "11 PRACK".into())
+    );
+}
+
+#[test]
+fn a_cancel_before_the_answer_ends_both_legs() {
+    let mut n = net();
+    let out = n.deliver(0, CALLER, ACCESS, &invite("x1", OFFER));
+    let inv = to(&out, PEER1)[0].clone();
+    n.deliver(5, PEER1, CORE, &reply(&inv, 180, "calleetag", "", ""));
+    let cancel = format!(
+        "CANCEL sip:+15551234@{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-x1;rport\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-x1\r\nTo: <sip:+15551234@{ACCESS}>\r\nCall-ID: x1@127.0.0.2\r\nCSeq: 10 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = n.deliver(100, CALLER, ACCESS, &cancel);
+    let mut codes: Vec<(u16, String)> = to(&out, CALLER)
+        .iter()
+        .map(|o| (status(o).unwrap_or(0), header(o, HeaderName::CSeq)))
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec![(200, "10 CANCEL".into()), (487, "10 INVITE".into())]
+    );
+    let c = to(&out, PEER1)[0];
+    assert!(
+        text(c).starts_with("CANCEL sip:+15551234@127.0.0.1:5070"),
+        "{}",
+        text(c)
+    );
+    assert_eq!(
+        header(c, HeaderName::CallId),
+        header(&inv, HeaderName::CallId)
+    );
+    let cdr = n.core.poll_cdr().expect("cdr");
+    assert_eq!((cdr.end_reason.as_str(), cdr.a_status), ("cancel", 487));
+    assert_eq!(n.orders().last().map(String::as_str), Some("delete "));
+}
+
+#[test]
+fn failures_fail_over_then_map_for_the_caller() {
+    let mut n = net();
+    let out = n.deliver(0, CALLER, ACCESS, &invite("f1", OFFER));
+    let first = to(&out, PEER1)[0].clone();
+    // 503 from the primary: the same call goes to the secondary at once.
+    let out = n.deliver(5, PEER1, CORE, &reply(&first, 503, "p1", "", ""));
+    assert!(
+        text(to(&out, PEER1)[0]).starts_with("ACK "),
+        "non-2xx ACKed"
+    );
+    let second = to(&out, PEER2)[0].clone();
+    assert_ne!(
+        header(&second, HeaderName::CallId),
+        header(&first, HeaderName::CallId)
+    );
+    assert!(to(&out, CALLER).is_empty(), "the caller sees no failure");
+    // The secondary redirects: the caller gets 480, not the core's Contact.
+    let out = n.deliver(10, PEER2, CORE, &reply(&second, 302, "p2", "", ""));
+    let fin = to(&out, CALLER)[0];
+    assert_eq!(status(fin), Some(480));
+    assert!(!text(fin).contains("peer@"));
+    let cdr = n.core.poll_cdr().expect("cdr");
+    assert_eq!((cdr.a_status, cdr.b_status, cdr.attempts), (480, 302, 2));
+    assert_eq!(n.core.b2bua().map(|b| b.counters.failovers), Some(1));
+
+    // A peer that does not answer at all is left after invite_timeout.
+    let out = n.deliver(1_000, CALLER, ACCESS, &invite("f2", OFFER));
+    assert_eq!(to(&out, PEER1).len(), 1);
+    let out = n.tick(3_001);
+    let second = to(&out, PEER2);
+    assert_eq!(second.len(), 1, "{out:?}");
+    let out = n.tick(5_002);
+    let fin: Vec<Option<u16>> = to(&out, CALLER)
+        .into_iter()
+        .filter(|o| header(o, HeaderName::CallId) == "f2@127.0.0.2")
+        .map(status)
+        .collect();
+    assert_eq!(fin, vec![Some(408)], "both silent");
+}
+
+#[test]
+fn sources_outside_the_realm_are_refused() {
+    let mut n = net();
+    let out = n.deliver(0, "127.0.0.9:5080", ACCESS, &invite("acl", OFFER));
+    assert_eq!(
+        out.iter().map(status).collect::<Vec<_>>(),
+        vec![Some(403)]
+    );
+    // The caller's address is not allowed on the core side either.
+    let out = n.deliver(0, CALLER, CORE, &invite("acl2", OFFER));
+    assert_eq!(status(&out[0]), Some(403));
+    assert!(n.orders().is_empty());
+}
+
+#[test]
+fn a_session_nobody_refreshes_is_torn_down() {
+    let mut n = net_with(
+        &CONFIG.replace("session_expires_secs = 0", "session_expires_secs = 90"),
+        Journal::disabled(),
+        Vec::new(),
+    );
+    let out = n.deliver(0, CALLER, ACCESS, &invite("s1", OFFER));
+    let inv = to(&out, PEER1)[0].clone();
+    assert!(
+        text(&inv).contains("Session-Expires: 90\r\n"),
+        "{}",
+        text(&inv)
+    );
+    let out = n.deliver(
+        10,
+        PEER1,
+        CORE,
+        &reply(
+            &inv,
+            200,
+            "calleetag",
+            "Session-Expires: 90;refresher=uas\r\n",
+            ANSWER,
+        ),
+    );
+    let ok = to(&out, CALLER)[0].clone();
+    let ack = format!(
+        "ACK sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-ack-s1\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@127.0.0.2>;tag=caller-s1\r\nTo: {}\r\nCall-ID: s1@127.0.0.2\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n",
+        header(&ok, HeaderName::To)
+    );
+    n.deliver(20, CALLER, ACCESS, &ack);
+    // A refresh from the callee at 60 s moves the end.
+    let refresh = peer_request(
+        &inv,
+        "UPDATE",
+        2,
+        PEER1,
+        "",
+        "Session-Expires: 90;refresher=uas\r\n",
+    );
+    let out = n.deliver(60_000, PEER1, CORE, &refresh);
+    let fwd = to(&out, CALLER)[0].clone();
+    assert!(text(&fwd).starts_with("UPDATE "));
+    let out = n.deliver(60_010, CALLER, ACCESS, &reply(&fwd, 200, "", "", ""));
+    assert_eq!(status(to(&out, PEER1)[0]), Some(200));
+    assert!(n.tick(91_000).iter().all(|o| !text(o).starts_with("BYE")));
+    // Nobody refreshes again: at 150 s both legs get a BYE.
+    let out = n.tick(150_020);
+    let byes: Vec<SocketAddr> = out
+        .iter()
+        .filter(|o| text(o).starts_with("BYE "))
+        .map(|o| o.dest)
+        .collect();
+    assert_eq!(byes, vec![addr(CALLER), addr(PEER1)], "{out:?}");
+    let cdr = n.core.poll_cdr().expect("cdr");
+    assert_eq!(cdr.end_reason, "session-timer");
+}
+
+#[test]
+fn a_recovered_call_ends_on_the_callees_bye() {
+    let dir = std::env::temp_dir().join(format!("rvoip-b2b-recover-{}", std::process::id()));
+    let path = dir.join("dialogs.journal");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (journal, saved) = Journal::open::<SavedCall>(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(saved.is_empty());
+    let mut n = net_with(CONFIG, journal, saved);
+    let (inv, ok) = answered(&mut n, "r1");
+    drop(n);
+    // A new control plane reads the journal.
+    let (journal, saved) = Journal::open::<SavedCall>(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(saved.len(), 1);
+    let mut n = net_with(CONFIG, journal, saved);
+    assert_eq!(n.core.b2bua().map(|b| b.counters.recovered), Some(1));
+    let bye = peer_request(&inv, "BYE", 9, PEER1, "", "");
+    let out = n.deliver(50, PEER1, CORE, &bye);
+    assert_eq!(status(to(&out, PEER1)[0]), Some(200));
+    let bye_a = to(&out, CALLER)[0];
+    assert!(
+        text(bye_a).starts_with("BYE sip:alice@127.0.0.2:5080"),
+        "{}",
+        text(bye_a)
+    );
+    assert_eq!(header(bye_a, HeaderName::From), header(&ok, HeaderName::To));
+    assert_eq!(n.orders(), vec!["delete "]);
+    let cdr = n.core.poll_cdr().expect("cdr");
+    assert_eq!(cdr.end_reason, "bye-callee");
+    drop(n);
+    let (_, saved) = Journal::open::<SavedCall>(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(saved.is_empty(), "the ended call left the journal");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn refer_is_declined_when_configured_and_unknown_dialogs_get_481() {
+    let mut n = net_with(
+        &CONFIG.replace("[sbc]\n", "[sbc]\nrefer = \"reject\"\n"),
+        Journal::disabled(),
+        Vec::new(),
+    );
+    let (inv, _) = answered(&mut n, "rf");
+    let refer = peer_request(
+        &inv,
+        "REFER",
+        3,
+        PEER1,
+        "",
+        "Refer-To: <sip:other@127.0.0.1>\r\n",
+    );
+    let out = n.deliver(100, PEER1, CORE, &refer);
+    assert_eq!(
+        out.iter().map(status).collect::<Vec<_>>(),
+        vec![Some(603)]
+    );
+    let info = peer_request(&inv, "INFO", 4, PEER1, "", "")
+        .replace(&header(&inv, HeaderName::CallId), "nosuch@127.0.0.1");
+    let out = n.deliver(200, PEER1, CORE, &info);
+    assert_eq!(status(&out[0]), Some(481));
+}
