@@ -630,10 +630,7 @@ fn failures_fail_over_then_map_for_the_caller() {
 fn sources_outside_the_realm_are_refused() {
     let mut n = net();
     let out = n.deliver(0, "127.0.0.9:5080", ACCESS, &invite("acl", OFFER));
-    assert_eq!(
-        out.iter().map(status).collect::<Vec<_>>(),
-        vec![Some(403)]
-    );
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(403)]);
     // The caller's address is not allowed on the core side either.
     let out = n.deliver(0, CALLER, CORE, &invite("acl2", OFFER));
     assert_eq!(status(&out[0]), Some(403));
@@ -751,10 +748,7 @@ fn refer_is_declined_when_configured_and_unknown_dialogs_get_481() {
         "Refer-To: <sip:other@127.0.0.1>\r\n",
     );
     let out = n.deliver(100, PEER1, CORE, &refer);
-    assert_eq!(
-        out.iter().map(status).collect::<Vec<_>>(),
-        vec![Some(603)]
-    );
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(603)]);
     let info = peer_request(&inv, "INFO", 4, PEER1, "", "")
         .replace(&header(&inv, HeaderName::CallId), "nosuch@127.0.0.1");
     let out = n.deliver(200, PEER1, CORE, &info);

@@ -409,7 +409,10 @@ impl Producer<'_> {
         let to_end = count - pos as u64;
         let pad = if need > to_end { to_end } else { 0 };
         let head = ring.head.load(Ordering::Acquire);
-        if self.tail + pad + need - head > count {
+        // A head beyond the tail is not this ring's (another process wrote
+        // the file): refuse rather than compute nonsense.
+        let used = (self.tail + pad + need).checked_sub(head);
+        if used.is_none_or(|u| u > count) {
             ring.dropped.fetch_add(1, Ordering::Relaxed);
             return Err(Full);
         }
@@ -690,3 +693,27 @@ impl SipMeta {
 
 #[cfg(test)]
 mod tests;
+
+/// Takes the exclusive lock `name` in `dir` without waiting: one dataplane
+/// per ring directory. The kernel releases it when the process dies.
+pub fn lock_dir(dir: &Path, name: &str) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(name))?;
+    // SAFETY: flock on a descriptor this function owns.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{} is used by another running dataplane (give each instance its own controlplane.ring_dir)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(file)
+}

@@ -178,3 +178,17 @@ fn one_waiter_sleeps_on_many_rings() {
     );
     let _ = (std::fs::remove_file(&p1), std::fs::remove_file(&p2), a);
 }
+
+#[test]
+fn a_ring_whose_head_was_moved_by_another_process_refuses_instead_of_panicking() {
+    let p = path("foreign-head");
+    let dp = Channel::create(&p, 0, 256, 16).unwrap_or_else(|e| panic!("{e}"));
+    let mut prod = dp.producer(Direction::ToDataplane);
+    // Another writer of the same file put the consumer's head far ahead.
+    dp.ring(Direction::ToDataplane)
+        .head
+        .store(1_000, Ordering::Release);
+    assert_eq!(prod.push(1, &[0; META_BYTES], b"x"), Err(Full));
+    assert_eq!(dp.stats(Direction::ToDataplane).dropped, 1);
+    let _ = std::fs::remove_file(&p);
+}

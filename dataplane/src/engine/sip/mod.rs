@@ -62,6 +62,8 @@ pub struct SipPlane {
     threads: Vec<JoinHandle<SipWorkerReport>>,
     /// Channel files, one per worker.
     pub rings: Vec<PathBuf>,
+    /// Held while the plane runs: one dataplane per ring directory.
+    _lock: std::fs::File,
 }
 
 /// The channel file of worker `i`.
@@ -74,7 +76,7 @@ impl SipPlane {
     /// files are (re)created here.
     pub fn start(config: &SipPlaneConfig) -> io::Result<SipPlane> {
         let n = config.cores.len().max(1);
-        std::fs::create_dir_all(&config.ring_dir)?;
+        let lock = crate::shm::lock_dir(&config.ring_dir, "dataplane.lock")?;
         // Remove channels of an earlier, larger configuration.
         if let Ok(entries) = std::fs::read_dir(&config.ring_dir) {
             for e in entries.flatten() {
@@ -118,6 +120,7 @@ impl SipPlane {
             stop,
             threads,
             rings,
+            _lock: lock,
         };
         for _ in 0..n {
             match ready_rx.recv_timeout(std::time::Duration::from_secs(5)) {
