@@ -135,6 +135,8 @@ impl<T: Into<String>> From<T> for NgError {
 /// Per-call state the server keeps.
 #[derive(Debug, Clone)]
 struct Call {
+    /// Creation order, for `list`.
+    seq: u64,
     handle: Option<MediaHandle>,
     /// Tag of side A, side B.
     tags: [Option<Vec<u8>>; 2],
@@ -178,7 +180,8 @@ pub struct NgServer<M> {
     /// Address written into SDP for the relay.
     advertised: IpAddr,
     calls: HashMap<Vec<u8>, Call>,
-    order: Vec<Vec<u8>>,
+    /// Calls created so far (their `seq`).
+    created: u64,
     cache: HashMap<Vec<u8>, Vec<u8>>,
     cache_order: VecDeque<Vec<u8>>,
     counters: NgCounters,
@@ -321,7 +324,7 @@ impl<M: MediaControl> NgServer<M> {
             media,
             advertised,
             calls: HashMap::new(),
-            order: Vec::new(),
+            created: 0,
             cache: HashMap::new(),
             cache_order: VecDeque::new(),
             counters: NgCounters::default(),
@@ -364,7 +367,6 @@ impl<M: MediaControl> NgServer<M> {
             {
                 let _ = self.media.remove(h);
             }
-            self.order.retain(|c| c != id);
             self.counters.media_timeouts += 1;
         }
         ids
@@ -441,10 +443,15 @@ impl<M: MediaControl> NgServer<M> {
             Some(b"answer") => self.answer(req, now),
             Some(b"delete") => self.delete(req, now),
             Some(b"query") => self.query(req, now),
-            Some(b"list") => Ok(vec![(
-                "calls".into(),
-                Out::List(self.order.iter().map(|c| Out::Str(c.clone())).collect()),
-            )]),
+            Some(b"list") => {
+                let mut calls: Vec<(&u64, &Vec<u8>)> =
+                    self.calls.iter().map(|(id, c)| (&c.seq, id)).collect();
+                calls.sort_unstable();
+                Ok(vec![(
+                    "calls".into(),
+                    Out::List(calls.into_iter().map(|(_, id)| Out::Str(id.clone())).collect()),
+                )])
+            }
             _ => Err("Unrecognized command".into()),
         }
     }
@@ -469,7 +476,9 @@ impl<M: MediaControl> NgServer<M> {
             .get(call_id)
             .and_then(|c| c.handle)
             .map_or_else(|| self.media.place(), |h| h.worker);
+        let seq = self.created;
         let call = self.calls.entry(call_id.to_vec()).or_insert_with(|| Call {
+            seq,
             handle: None,
             tags: [None, None],
             labels: [None, None],
@@ -477,8 +486,8 @@ impl<M: MediaControl> NgServer<M> {
             last_signal: now,
             medias: Vec::new(),
         });
-        if call.handle.is_none() {
-            self.order.push(call_id.to_vec());
+        if call.seq == seq {
+            self.created += 1;
         }
         let side = if call.tags[0].is_none() || call.tags[0].as_deref() == Some(from_tag) {
             Side::A
@@ -671,7 +680,6 @@ impl<M: MediaControl> NgServer<M> {
                 Out::str("Call-ID not found or tags didn't match"),
             )]);
         };
-        self.order.retain(|c| c != call_id);
         let snap = call.handle.map(|h| self.media.remove(h));
         Ok(stats::report(
             &call_report(&call),

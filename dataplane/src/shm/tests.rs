@@ -192,3 +192,19 @@ fn a_ring_whose_head_was_moved_by_another_process_refuses_instead_of_panicking()
     assert_eq!(dp.stats(Direction::ToDataplane).dropped, 1);
     let _ = std::fs::remove_file(&p);
 }
+
+#[test]
+fn one_dataplane_per_ring_directory() {
+    let dir = path("lockdir");
+    let first = lock_dir(&dir, "dataplane.lock").unwrap_or_else(|e| panic!("{e}"));
+    let second = lock_dir(&dir, "dataplane.lock");
+    let err = second.err().map(|e| (e.kind(), e.to_string()));
+    assert!(
+        err.as_ref().is_some_and(|(k, m)| *k == io::ErrorKind::AddrInUse
+            && m.contains("another running dataplane")),
+        "{err:?}"
+    );
+    drop(first);
+    assert!(lock_dir(&dir, "dataplane.lock").is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}

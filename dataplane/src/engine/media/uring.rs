@@ -243,8 +243,8 @@ impl UringDriver {
             self.bufs.publish();
             self.returned = false;
         }
-        if self.received != before && matches!(self.polling, Polling::Adaptive(_)) {
-            // Only busy-polling needs to know when traffic last came.
+        if self.received != before {
+            // Busy-polling and wake-up coalescing depend on whether traffic flows.
             self.last_packet = Instant::now();
         }
         handled
@@ -332,8 +332,12 @@ impl UringDriver {
             }
         }
         let ts = Timespec::from(timeout);
+        // Coalescing wake-ups pays only while packets flow; an idle worker
+        // wakes at the first event, so a control order (a new call's
+        // ports) is not held back by the batch window.
+        let flowing = self.last_packet.elapsed() < FLOWING;
         let (want, args) = match self.polling {
-            Polling::Interrupt { batch_wait_us } if batch_wait_us > 0 && self.min_wait => (
+            Polling::Interrupt { batch_wait_us } if batch_wait_us > 0 && self.min_wait && flowing => (
                 64,
                 SubmitArgs::new().timespec(&ts).min_wait_usec(batch_wait_us),
             ),
@@ -353,6 +357,9 @@ impl UringDriver {
         }
     }
 }
+
+/// Packets seen within this long mean traffic is flowing.
+const FLOWING: Duration = Duration::from_millis(20);
 
 impl Driver for UringDriver {
     fn open(&mut self, addr: SocketAddr) -> io::Result<EndpointId> {
