@@ -449,7 +449,12 @@ impl<M: MediaControl> NgServer<M> {
                 calls.sort_unstable();
                 Ok(vec![(
                     "calls".into(),
-                    Out::List(calls.into_iter().map(|(_, id)| Out::Str(id.clone())).collect()),
+                    Out::List(
+                        calls
+                            .into_iter()
+                            .map(|(_, id)| Out::Str(id.clone()))
+                            .collect(),
+                    ),
                 )])
             }
             _ => Err("Unrecognized command".into()),

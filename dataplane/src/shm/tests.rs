@@ -200,8 +200,9 @@ fn one_dataplane_per_ring_directory() {
     let second = lock_dir(&dir, "dataplane.lock");
     let err = second.err().map(|e| (e.kind(), e.to_string()));
     assert!(
-        err.as_ref().is_some_and(|(k, m)| *k == io::ErrorKind::AddrInUse
-            && m.contains("another running dataplane")),
+        err.as_ref().is_some_and(
+            |(k, m)| *k == io::ErrorKind::AddrInUse && m.contains("another running dataplane")
+        ),
         "{err:?}"
     );
     drop(first);

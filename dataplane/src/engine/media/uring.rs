@@ -337,10 +337,14 @@ impl UringDriver {
         // ports) is not held back by the batch window.
         let flowing = self.last_packet.elapsed() < FLOWING;
         let (want, args) = match self.polling {
-            Polling::Interrupt { batch_wait_us } if batch_wait_us > 0 && self.min_wait && flowing => (
-                64,
-                SubmitArgs::new().timespec(&ts).min_wait_usec(batch_wait_us),
-            ),
+            Polling::Interrupt { batch_wait_us }
+                if batch_wait_us > 0 && self.min_wait && flowing =>
+            {
+                (
+                    64,
+                    SubmitArgs::new().timespec(&ts).min_wait_usec(batch_wait_us),
+                )
+            }
             _ => (1, SubmitArgs::new().timespec(&ts)),
         };
         match self.ring.submitter().submit_with_args(want, &args) {
