@@ -80,6 +80,11 @@ fn run_sbc(dir: &Path, access: u16, core_peer: u16, media_base: u16) -> Killed {
         assert!(text.contains(from), "sbc.toml has no {from:?}");
         text = text.replace(from, &to);
     }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/users.toml"),
+        dir.join("users.toml"),
+    )
+    .unwrap();
     let config = dir.join("sbc.toml");
     std::fs::write(&config, text).unwrap();
     let sbc = Killed(

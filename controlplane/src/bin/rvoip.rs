@@ -147,18 +147,22 @@ fn main() -> ExitCode {
         Command::ConfigCheck { config } => match load(&config) {
             Err(code) => code,
             Ok(c) => {
-                println!("{}: ok", config.display());
-                println!("  mode: {:?}", c.node.mode);
+                // A closed stdout (`| head`) is not an error of the check.
+                let mut text = format!("{}: ok\n  mode: {:?}\n", config.display(), c.node.mode);
                 for l in &c.sip.listen {
-                    println!("  sip listener: {:?} {}", l.transport, l.address);
+                    text.push_str(&format!(
+                        "  sip listener: {:?} {}\n",
+                        l.transport, l.address
+                    ));
                 }
-                println!(
-                    "  media: {} ports {}-{}",
+                text.push_str(&format!(
+                    "  media: {} ports {}-{}\n",
                     c.media.address, c.media.port_min, c.media.port_max
-                );
+                ));
                 if let Some(ng) = &c.ng {
-                    println!("  ng: {}", ng.listen);
+                    text.push_str(&format!("  ng: {}\n", ng.listen));
                 }
+                let _ = std::io::stdout().lock().write_all(text.as_bytes());
                 ExitCode::SUCCESS
             }
         },

@@ -216,8 +216,12 @@ pub(crate) struct Call {
     a_invite: Vec<u8>,
     b_invite: Vec<u8>,
     b_invite_key: Option<ClientKey>,
-    trunk: usize,
+    /// The trunk, or none for a call to a registered user.
+    trunk: Option<usize>,
+    /// The trunk peers tried in turn (indexes into the trunk's peers).
     peers: Vec<usize>,
+    /// Where each attempt goes: address and Request-URI.
+    targets: Vec<(SocketAddr, String)>,
     attempt: u32,
     provisional: bool,
     cancelled: bool,
@@ -247,8 +251,8 @@ pub(crate) struct Call {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedCall {
     legs: [Leg; 2],
-    trunk: usize,
-    peer: usize,
+    trunk: Option<usize>,
+    peer: Option<usize>,
     source: IpAddr,
     in_realm: usize,
     media_id: String,
@@ -367,7 +371,8 @@ impl B2b {
             b_invite: Vec::new(),
             b_invite_key: None,
             trunk: s.trunk,
-            peers: vec![s.peer],
+            peers: s.peer.into_iter().collect(),
+            targets: vec![(s.legs[1].dest, s.legs[1].remote_target.clone())],
             attempt: s.attempts.saturating_sub(1),
             provisional: true,
             cancelled: false,
@@ -711,9 +716,19 @@ impl SipCore {
         };
         self.server_respond(now, &key, 100, trying);
         let number = b.policy.normalize(&uri_user(msg));
-        let Some(trunk) = b.policy.route(&number, realm) else {
-            self.respond(now, &key, msg, 404, "Not Found", &[]);
-            return;
+        // A user registered here (Request-URI in a served domain) is called
+        // where it registered from; any other number goes by the routing
+        // table to a trunk.
+        let user = self.registered_targets(&b.policy, msg, unix_ms);
+        let (trunk, out_realm_index) = match &user {
+            Some((_, realm)) => (None, Some(*realm)),
+            None => match b.policy.route(&number, realm) {
+                Some(t) => (Some(t), b.policy.trunks.get(t).map(|t| t.realm)),
+                None => {
+                    self.respond(now, &key, msg, 404, "Not Found", &[]);
+                    return;
+                }
+            },
         };
         if let Err(r) = b.policy.take(now, realm, inb.remote.ip(), trunk) {
             let reason = match r {
@@ -735,7 +750,10 @@ impl SipCore {
         b.counters.calls += 1;
         let id = b.next_id;
         b.next_id += 1;
-        let Some(out_realm) = b.policy.trunk_realm(trunk).cloned() else {
+        let Some(out_realm) = out_realm_index
+            .and_then(|r| b.policy.realms.get(r))
+            .cloned()
+        else {
             return;
         };
         let in_srtp = b.policy.realms.get(realm).is_some_and(|r| r.srtp);
@@ -819,7 +837,19 @@ impl SipCore {
                 ));
             }
         }
-        let peers = b.policy.peers_for_call(trunk);
+        let (peers, targets) = match (trunk, user) {
+            (Some(t), _) => {
+                let peers = b.policy.peers_for_call(t);
+                let targets = peers
+                    .iter()
+                    .filter_map(|p| b.policy.trunks.get(t)?.peers.get(*p))
+                    .map(|p| (p.address, format!("sip:{number}@{}", p.address)))
+                    .collect();
+                (peers, targets)
+            }
+            (None, Some((targets, _))) => (Vec::new(), targets),
+            (None, None) => (Vec::new(), Vec::new()),
+        };
         let media_id = format!("b2b-{}-{id}", b.boot);
         let mut call = Call {
             id,
@@ -831,6 +861,7 @@ impl SipCore {
             b_invite_key: None,
             trunk,
             peers,
+            targets,
             attempt: 0,
             provisional: false,
             cancelled: false,
@@ -867,16 +898,14 @@ impl SipCore {
                 call.passed.push(("Supported".into(), "timer".into()));
             }
         }
-        if let Some(t) = b.policy.trunks.get(trunk) {
+        if let Some(t) = trunk.and_then(|t| b.policy.trunks.get(t)) {
             for rule in &t.headers {
                 rule.apply(&mut call.passed);
             }
         }
         if let Some(sdp) = sdp_body(msg) {
-            let codecs = b
-                .policy
-                .trunks
-                .get(trunk)
+            let codecs = trunk
+                .and_then(|t| b.policy.trunks.get(t))
                 .map(|t| t.codecs.clone())
                 .unwrap_or_default();
             let offer = filter_codecs(sdp, &codecs);
@@ -911,7 +940,7 @@ impl SipCore {
 
     /// Sends the INVITE to the next peer, or fails the call when none is left.
     fn b2b_attempt(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, mut call: Call) {
-        let Some(&peer) = call.peers.get(call.attempt as usize) else {
+        let Some((address, ruri)) = call.targets.get(call.attempt as usize).cloned() else {
             let status = if call.b_status == 0 {
                 503
             } else {
@@ -922,15 +951,6 @@ impl SipCore {
             self.b2b_finish(b, call, unix_ms, "rejected");
             return;
         };
-        let Some(address) = b
-            .policy
-            .trunks
-            .get(call.trunk)
-            .and_then(|t| t.peers.get(peer))
-            .map(|p| p.address)
-        else {
-            return;
-        };
         // A fresh dialog per attempt.
         if !call.legs[1].call_id.is_empty() {
             b.dialogs.remove(call.legs[1].call_id.as_bytes());
@@ -939,8 +959,8 @@ impl SipCore {
         let leg = &mut call.legs[1];
         leg.call_id = call_id;
         leg.remote_tag.clear();
-        leg.remote_uri = name_addr(&format!("sip:{}@{address}", call.number));
-        leg.remote_target = format!("sip:{}@{address}", call.number);
+        leg.remote_uri = name_addr(&ruri);
+        leg.remote_target = ruri;
         leg.route_set.clear();
         leg.dest = address;
         leg.local_cseq = 1;
@@ -973,10 +993,9 @@ impl SipCore {
             },
         );
         self.schedule(next, TimerRef::Client(ck));
-        let timeout = b
-            .policy
-            .trunks
-            .get(call.trunk)
+        let timeout = call
+            .trunk
+            .and_then(|t| b.policy.trunks.get(t))
             .map_or(3000, |t| t.invite_timeout_ms);
         self.schedule(
             Some(now + timeout),
@@ -985,6 +1004,36 @@ impl SipCore {
         self.counters.forwarded += 1;
         b.calls.insert(call.id, call);
         self.drain_client(now, &ck);
+    }
+
+    /// The contacts of a user registered here, best first, each as where
+    /// to send (the address its REGISTER came from over UDP: behind NAT that
+    /// is what reaches it) and the Request-URI (its contact); and the realm
+    /// they are in.
+    fn registered_targets(
+        &self,
+        policy: &Policy,
+        msg: &SipMessage<'_>,
+        unix_ms: u64,
+    ) -> Option<(Vec<(SocketAddr, String)>, usize)> {
+        let uri = msg.request_uri().ok()?;
+        uri.user?;
+        if !uri.host.is_some_and(|h| self.is_local_host(&h, uri.port)) {
+            return None;
+        }
+        let aor = self.registrar.aor(&uri)?;
+        let mut bindings = self.registrar.location.lookup(&aor, unix_ms);
+        bindings.sort_by_key(|x| std::cmp::Reverse(x.q));
+        let targets: Vec<(SocketAddr, String)> = bindings
+            .iter()
+            .filter_map(|x| {
+                let (t, a) = x.source.split_once(':')?;
+                let a: SocketAddr = a.parse().ok()?;
+                (t == "udp").then_some((a, x.contact.clone()))
+            })
+            .collect();
+        let realm = policy.realm_of_source(targets.first()?.0.ip())?;
+        Some((targets, realm))
     }
 
     fn b2b_reject_a(&mut self, call: &Call, now: Millis, status: u16) {
@@ -1022,13 +1071,12 @@ impl SipCore {
             b.journal.remove(call.id);
         }
         b.counters.ended += 1;
-        let trunk = b.policy.trunks.get(call.trunk);
+        let trunk = call.trunk.and_then(|t| b.policy.trunks.get(t));
         let peer = call
-            .peers
+            .targets
             .get(call.attempt as usize)
-            .or(call.peers.last())
-            .and_then(|p| trunk.and_then(|t| t.peers.get(*p)))
-            .map(|p| p.address.to_string())
+            .or(call.targets.last())
+            .map(|t| t.0.to_string())
             .unwrap_or_default();
         b.cdrs.push_back(Cdr {
             a_call_id: call.legs[0].call_id.clone(),
@@ -1044,7 +1092,7 @@ impl SipCore {
                 .unwrap_or_default(),
             trunk: trunk.map(|t| t.name.clone()).unwrap_or_default(),
             peer,
-            attempts: (call.attempt + 1).min(call.peers.len().max(1) as u32),
+            attempts: (call.attempt + 1).min(call.targets.len().max(1) as u32),
             invite_ms: call.invite_ms,
             answer_ms: call.answer_ms,
             end_ms: unix_ms,
@@ -1283,10 +1331,9 @@ impl SipCore {
         let mut body = Vec::new();
         if let Some(sdp) = sdp_body(msg) {
             let offer = if other == Side::B {
-                let codecs = b
-                    .policy
-                    .trunks
-                    .get(call.trunk)
+                let codecs = call
+                    .trunk
+                    .and_then(|t| b.policy.trunks.get(t))
                     .map(|t| t.codecs.clone())
                     .unwrap_or_default();
                 filter_codecs(sdp, &codecs)
@@ -1421,9 +1468,8 @@ impl SipCore {
                     && c.attempt == attempt
                 {
                     let peer = c.peers.get(attempt as usize).copied();
-                    let trunk = c.trunk;
-                    if let Some(p) = peer {
-                        b.policy.peer_failed(trunk, p);
+                    if let (Some(t), Some(p)) = (c.trunk, peer) {
+                        b.policy.peer_failed(t, p);
                     }
                     self.b2b_next_attempt(&mut b, now, unix_ms, call, 408);
                 }
@@ -1461,7 +1507,7 @@ impl SipCore {
             return;
         }
         call.attempt += 1;
-        if (call.attempt as usize) < call.peers.len() {
+        if (call.attempt as usize) < call.targets.len() {
             b.counters.failovers += 1;
         }
         self.b2b_attempt(b, now, unix_ms, call);
@@ -1485,8 +1531,8 @@ impl SipCore {
             b.calls.insert(id, call);
             return;
         }
-        if let Some(&p) = call.peers.get(attempt as usize) {
-            b.policy.peer_answered(call.trunk, p);
+        if let (Some(t), Some(&p)) = (call.trunk, call.peers.get(attempt as usize)) {
+            b.policy.peer_answered(t, p);
         }
         if code < 200 {
             call.provisional = true;
@@ -1828,8 +1874,8 @@ impl SipCore {
                 if stalled {
                     if let Some(c) = b.calls.get(&id)
                         && let Some(&p) = c.peers.get(n as usize)
+                        && let Some(trunk) = c.trunk
                     {
-                        let trunk = c.trunk;
                         b.policy.peer_failed(trunk, p);
                     }
                     self.b2b_next_attempt(&mut b, now, unix_ms, id, 408);
@@ -1950,7 +1996,7 @@ fn saved(c: &Call) -> SavedCall {
     SavedCall {
         legs: c.legs.clone(),
         trunk: c.trunk,
-        peer: c.peers.get(c.attempt as usize).copied().unwrap_or(0),
+        peer: c.peers.get(c.attempt as usize).copied(),
         source: c.source,
         in_realm: c.in_realm,
         media_id: c.media_id.clone(),

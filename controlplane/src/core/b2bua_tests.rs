@@ -130,6 +130,7 @@ fn net_with(config: &str, journal: Journal, saved: Vec<(u64, SavedCall)>) -> Net
     let relay = FakeRelay::default();
     let mut core = SipCore::new(
         CoreConfig {
+            domains: vec!["rvoip.test".into()],
             listeners: vec![(Transport::Udp, addr(ACCESS)), (Transport::Udp, addr(CORE))],
             ..CoreConfig::default()
         },
@@ -180,6 +181,7 @@ impl Net {
     }
 
     fn drain(&mut self) -> Vec<Outbound> {
+        let _ = self.core.flush(0);
         std::iter::from_fn(|| self.core.poll_outbound()).collect()
     }
 
@@ -753,4 +755,50 @@ fn refer_is_declined_when_configured_and_unknown_dialogs_get_481() {
         .replace(&header(&inv, HeaderName::CallId), "nosuch@127.0.0.1");
     let out = n.deliver(200, PEER1, CORE, &info);
     assert_eq!(status(&out[0]), Some(481));
+}
+
+#[test]
+fn calls_from_the_core_reach_a_registered_user_where_it_registered_from() {
+    let mut n = net();
+    // Alice registers from behind a NAT: her Contact is private, her
+    // REGISTER comes from 127.0.0.2:5090.
+    let register = "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-reg;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@rvoip.test>;tag=r1\r\nTo: <sip:alice@rvoip.test>\r\nCall-ID: reg1\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:alice@10.0.0.5:5060>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+    let out = n.deliver(0, "127.0.0.2:5090", ACCESS, register);
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(200)]);
+    // The core calls her.
+    let call = format!(
+        "INVITE sip:alice@rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP {PEER1};branch=z9hG4bK-in1\r\nMax-Forwards: 70\r\n\
+From: <sip:+15550001@core.example>;tag=core1\r\nTo: <sip:alice@rvoip.test>\r\nCall-ID: in1@core\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:core@{PEER1}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{ANSWER}",
+        ANSWER.len()
+    );
+    let out = n.deliver(10, PEER1, CORE, &call);
+    let to_alice = to(&out, "127.0.0.2:5090");
+    assert_eq!(to_alice.len(), 1, "{out:?}");
+    let inv = to_alice[0];
+    let t = text(inv);
+    assert!(
+        t.starts_with("INVITE sip:alice@10.0.0.5:5060 SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert_eq!(
+        inv.local,
+        addr(ACCESS),
+        "sent from the access realm's listener"
+    );
+    assert!(!t.contains("in1@core") && !t.contains(PEER1), "{t}");
+    let out = n.deliver(
+        20,
+        "127.0.0.2:5090",
+        ACCESS,
+        &reply(inv, 200, "alice", "", OFFER),
+    );
+    let ok = to(&out, PEER1);
+    assert_eq!(
+        ok.iter().map(|o| status(o)).collect::<Vec<_>>(),
+        vec![Some(200)]
+    );
+    assert!(!text(ok[0]).contains("10.0.0.5"));
 }

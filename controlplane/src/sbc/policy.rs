@@ -424,7 +424,7 @@ impl Policy {
         now: Millis,
         realm: usize,
         source: IpAddr,
-        trunk: usize,
+        trunk: Option<usize>,
     ) -> Result<(), Refusal> {
         let (cps, calls) = self
             .realms
@@ -440,19 +440,21 @@ impl Policy {
             self.counters.source_limited += 1;
             return Err(Refusal::Limit("source concurrent calls"));
         }
-        let Some(t) = self.trunks.get_mut(trunk) else {
-            return Err(Refusal::NoRoute);
-        };
-        let n = t.cps_window.hit(now);
-        if t.cps > 0 && n > t.cps {
-            self.counters.trunk_limited += 1;
-            return Err(Refusal::Limit("trunk call rate"));
+        if let Some(trunk) = trunk {
+            let Some(t) = self.trunks.get_mut(trunk) else {
+                return Err(Refusal::NoRoute);
+            };
+            let n = t.cps_window.hit(now);
+            if t.cps > 0 && n > t.cps {
+                self.counters.trunk_limited += 1;
+                return Err(Refusal::Limit("trunk call rate"));
+            }
+            if t.max_calls > 0 && t.active >= t.max_calls {
+                self.counters.trunk_limited += 1;
+                return Err(Refusal::Limit("trunk concurrent calls"));
+            }
+            t.active += 1;
         }
-        if t.max_calls > 0 && t.active >= t.max_calls {
-            self.counters.trunk_limited += 1;
-            return Err(Refusal::Limit("trunk concurrent calls"));
-        }
-        t.active += 1;
         if let Some(s) = self.sources.get_mut(&source) {
             s.calls += 1;
         }
@@ -460,8 +462,8 @@ impl Policy {
     }
 
     /// Gives back a call taken with [`Policy::take`].
-    pub fn release(&mut self, source: IpAddr, trunk: usize) {
-        if let Some(t) = self.trunks.get_mut(trunk) {
+    pub fn release(&mut self, source: IpAddr, trunk: Option<usize>) {
+        if let Some(t) = trunk.and_then(|t| self.trunks.get_mut(t)) {
             t.active = t.active.saturating_sub(1);
         }
         if let Some(s) = self.sources.get_mut(&source) {
@@ -470,8 +472,8 @@ impl Policy {
     }
 
     /// Counts a recovered call (after a restart) against its trunk and source.
-    pub fn restore(&mut self, source: IpAddr, trunk: usize) {
-        if let Some(t) = self.trunks.get_mut(trunk) {
+    pub fn restore(&mut self, source: IpAddr, trunk: Option<usize>) {
+        if let Some(t) = trunk.and_then(|t| self.trunks.get_mut(t)) {
             t.active += 1;
         }
         self.sources.entry(source).or_default().calls += 1;
@@ -577,6 +579,15 @@ impl Policy {
             }
         }
         probes
+    }
+
+    /// The realm a registered user's source address belongs to (the first
+    /// whose access list holds it and that has a UDP listener), to deliver
+    /// calls to it from there.
+    pub fn realm_of_source(&self, source: IpAddr) -> Option<usize> {
+        self.realms
+            .iter()
+            .position(|r| r.listener.is_some() && r.allow.iter().any(|n| n.contains(source)))
     }
 
     /// The realm of a trunk.
@@ -695,15 +706,15 @@ targets = ["127.0.0.1:5090"]
         let mut p = policy("");
         let src: IpAddr = "127.0.0.2".parse().unwrap();
         for _ in 0..5 {
-            assert_eq!(p.take(1000, 0, src, 0), Ok(()));
+            assert_eq!(p.take(1000, 0, src, Some(0)), Ok(()));
         }
         assert_eq!(
-            p.take(1500, 0, src, 0),
+            p.take(1500, 0, src, Some(0)),
             Err(Refusal::Limit("source call rate"))
         );
-        assert_eq!(p.take(2000, 0, src, 0), Ok(()));
+        assert_eq!(p.take(2000, 0, src, Some(0)), Ok(()));
         assert_eq!(p.trunks[0].active, 6);
-        p.release(src, 0);
+        p.release(src, Some(0));
         assert_eq!(p.trunks[0].active, 5);
     }
 
@@ -711,14 +722,14 @@ targets = ["127.0.0.1:5090"]
     fn trunk_limits_hold() {
         let mut p = policy("max_calls = 2\ncps = 100");
         let src: IpAddr = "127.0.0.2".parse().unwrap();
-        assert_eq!(p.take(0, 1, src, 0), Ok(()));
-        assert_eq!(p.take(0, 1, src, 0), Ok(()));
+        assert_eq!(p.take(0, 1, src, Some(0)), Ok(()));
+        assert_eq!(p.take(0, 1, src, Some(0)), Ok(()));
         assert_eq!(
-            p.take(0, 1, src, 0),
+            p.take(0, 1, src, Some(0)),
             Err(Refusal::Limit("trunk concurrent calls"))
         );
-        p.release(src, 0);
-        assert_eq!(p.take(0, 1, src, 0), Ok(()));
+        p.release(src, Some(0));
+        assert_eq!(p.take(0, 1, src, Some(0)), Ok(()));
     }
 
     #[test]

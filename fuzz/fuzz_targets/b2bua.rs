@@ -1,0 +1,207 @@
+//! The B2BUA (SIP core in SBC mode) on arbitrary message sequences, with the
+//! real ng server behind its media orders (on a media plane without
+//! sockets). Input: chunks separated by NUL. A chunk's first octet picks
+//! the sender (bit 0: caller or core peer), whether the chunk is a message
+//! or a response to the last request the SBC sent that way (bit 1: then
+//! the next three octets are the status digits and the rest its extra
+//! header lines and body), and how much simulated time passes first
+//! (bits 2..7, × 150 ms).
+#![no_main]
+
+use std::cell::Cell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use libfuzzer_sys::fuzz_target;
+use rvoip_controlplane::core::b2bua::{B2b, B2bConfig};
+use rvoip_controlplane::core::{CoreConfig, Inbound, Outbound, SipCore, Transport};
+use rvoip_controlplane::registrar::location::LocationService;
+use rvoip_controlplane::registrar::{Registrar, RegistrarConfig, Users};
+use rvoip_controlplane::sbc::journal::Journal;
+use rvoip_controlplane::sbc::media::MediaOrders;
+use rvoip_controlplane::sbc::policy::Policy;
+use rvoip_dataplane::engine::media::{Applied, LegPorts, MediaError, MediaHandle, MediaPlan, SessionSnapshot};
+use rvoip_dataplane::media::relay::{RelayCounters, Session};
+use rvoip_dataplane::ng::{MediaControl, NgServer};
+use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
+
+struct FakeMedia {
+    next: Cell<u16>,
+}
+
+impl MediaControl for FakeMedia {
+    fn place(&self) -> usize {
+        0
+    }
+    fn apply(&self, worker: usize, session: Option<u32>, medias: Vec<MediaPlan>) -> Result<Applied, MediaError> {
+        let ports = medias
+            .iter()
+            .map(|_| {
+                let p = self.next.get();
+                self.next.set(p.wrapping_add(4));
+                [LegPorts { rtp: p, rtcp: Some(p + 1) }, LegPorts { rtp: p + 2, rtcp: None }]
+            })
+            .collect();
+        Ok(Applied { handle: MediaHandle { worker, session: session.unwrap_or(7) }, ports })
+    }
+    fn snapshot(&self, _: MediaHandle) -> Result<SessionSnapshot, MediaError> {
+        Ok(SessionSnapshot { session: Session::default(), now_ms: 0 })
+    }
+    fn remove(&self, _: MediaHandle) -> Result<SessionSnapshot, MediaError> {
+        Ok(SessionSnapshot { session: Session::default(), now_ms: 0 })
+    }
+    fn counters(&self) -> RelayCounters {
+        RelayCounters::default()
+    }
+    fn take_timed_out(&self) -> Vec<MediaHandle> {
+        Vec::new()
+    }
+}
+
+struct Relay(NgServer<FakeMedia>, u64);
+
+impl MediaOrders for Relay {
+    fn order(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
+        self.1 += 1;
+        let mut d = format!("f{} ", self.1).into_bytes();
+        d.extend_from_slice(request);
+        let reply = self.0.handle(&d, 0).ok_or("no reply")?;
+        let sp = reply.iter().position(|b| *b == b' ').ok_or("no cookie")?;
+        Ok(reply[sp + 1..].to_vec())
+    }
+}
+
+const CONFIG: &str = r#"
+[node]
+mode = "b2bua"
+[sip]
+listen = [
+  { address = "127.0.0.1:5060", transport = "udp", realm = "access" },
+  { address = "127.0.0.1:5062", transport = "udp", realm = "core" },
+]
+[media]
+address = "127.0.0.1"
+port_min = 30000
+port_max = 39999
+[[realms]]
+name = "access"
+allow = ["127.0.0.0/8"]
+media = "srtp"
+cps_per_source = 50
+[[realms]]
+name = "core"
+allow = ["127.0.0.1/32"]
+[[trunks]]
+name = "core"
+realm = "core"
+targets = ["127.0.0.1:5070", "127.0.0.1:5072"]
+codecs = ["PCMA", "telephone-event"]
+headers = [{ action = "rewrite", name = "P-Asserted-Identity", pattern = "sip:0(\\d+)@", value = "sip:+44$1@" }]
+[sbc]
+session_expires_secs = 90
+[sbc.numbering]
+country_code = "44"
+national_prefix = "0"
+international_prefix = "00"
+[[sbc.routes]]
+trunk = "core"
+"#;
+
+fn core() -> SipCore {
+    let c = rvoip_tuning::Config::from_str_at(CONFIG, std::path::Path::new("fuzz.toml")).expect("config");
+    let mut core = SipCore::new(
+        CoreConfig {
+            listeners: vec![
+                (Transport::Udp, "127.0.0.1:5060".parse().expect("addr")),
+                (Transport::Udp, "127.0.0.1:5062".parse().expect("addr")),
+            ],
+            ..CoreConfig::default()
+        },
+        Registrar::new(RegistrarConfig::default(), LocationService::in_memory()),
+        Users::default(),
+        b"fuzz",
+    );
+    let relay = Relay(NgServer::new(FakeMedia { next: Cell::new(30000) }, IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
+    core.set_b2bua(B2b::new(
+        Policy::from_config(&c).expect("policy"),
+        B2bConfig { session_expires: 90, min_se: 90, reject_refer: false, health_interval_ms: 5000 },
+        Box::new(relay),
+        Journal::disabled(),
+        Vec::new(),
+    ));
+    core
+}
+
+/// A response to `req` with `code`, its To tagged, and `rest` appended.
+fn reflect(req: &Outbound, code: &[u8], rest: &[u8]) -> Option<Vec<u8>> {
+    let m = SipMessage::parse(&req.bytes, Framing::Datagram, &Limits::default()).ok()?;
+    if !m.is_request() {
+        return None;
+    }
+    let mut out = b"SIP/2.0 ".to_vec();
+    out.extend_from_slice(code);
+    out.extend_from_slice(b" X\r\n");
+    for f in m.headers() {
+        if matches!(f.name, HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq) {
+            out.extend_from_slice(f.raw_name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(f.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if f.name == HeaderName::To {
+            out.extend_from_slice(b"To: ");
+            out.extend_from_slice(f.value);
+            if !f.value.windows(4).any(|w| w == b"tag=") {
+                out.extend_from_slice(b";tag=fz");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"Contact: <sip:peer@127.0.0.1:5070>\r\n");
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut core = core();
+    let caller: SipAddrs = ("127.0.0.2:5080", "127.0.0.1:5060");
+    let peer: SipAddrs = ("127.0.0.1:5070", "127.0.0.1:5062");
+    let mut now = 0u64;
+    let mut last_out: [Option<Outbound>; 2] = [None, None];
+    for chunk in data.split(|b| *b == 0).take(16) {
+        let Some((&ctl, rest)) = chunk.split_first() else { continue };
+        now += u64::from(ctl >> 2) * 150;
+        core.on_timer(now);
+        let side = usize::from(ctl & 1);
+        let (from, to) = if side == 0 { caller } else { peer };
+        let bytes = if ctl & 2 != 0 && rest.len() >= 3 {
+            match last_out[side].as_ref().and_then(|o| reflect(o, &rest[..3], &rest[3..])) {
+                Some(b) => b,
+                None => continue,
+            }
+        } else {
+            rest.to_vec()
+        };
+        core.on_message(
+            now,
+            1_800_000_000_000 + now,
+            Inbound {
+                bytes: &bytes,
+                transport: Transport::Udp,
+                local: to.parse::<SocketAddr>().expect("addr"),
+                remote: from.parse::<SocketAddr>().expect("addr"),
+                conn: 0,
+            },
+        );
+        while let Some(o) = core.poll_outbound() {
+            let s = if o.dest.ip() == IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)) { 0 } else { 1 };
+            if o.bytes.first().is_some_and(|b| *b != b'S') {
+                last_out[s] = Some(o);
+            }
+        }
+        while core.poll_cdr().is_some() {}
+    }
+    core.on_timer(now + 200_000);
+    while core.poll_outbound().is_some() {}
+});
+
+type SipAddrs = (&'static str, &'static str);
