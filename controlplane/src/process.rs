@@ -285,6 +285,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
                 }
             }
         }
+        core.poll_media(now, unix);
         core.on_timer(now);
         if let Err(e) = core.flush(now) {
             tracing::error!(error = %e, "registrations not stored");
@@ -319,7 +320,13 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
                 .next_deadline()
                 .map_or(100, |d| d.saturating_sub(now))
                 .clamp(1, 100);
-            if !batch.is_zero() && last_traffic.elapsed() < BUSY_SPELL {
+            if core.media_pending() {
+                // Replies to media orders come on the order channel: look
+                // again shortly.
+                std::thread::sleep(
+                    batch.clamp(Duration::from_micros(50), Duration::from_micros(500)),
+                );
+            } else if !batch.is_zero() && last_traffic.elapsed() < BUSY_SPELL {
                 // Traffic is flowing: look again after one batch window
                 // rather than have every message wake us.
                 std::thread::sleep(batch.min(Duration::from_millis(wait)));

@@ -57,16 +57,23 @@ impl MediaControl for FakeMedia {
     }
 }
 
-struct Relay(NgServer<FakeMedia>, u64);
+struct Relay(NgServer<FakeMedia>, u64, std::collections::VecDeque<(u64, Result<Vec<u8>, String>)>);
 
 impl MediaOrders for Relay {
-    fn order(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
+    fn send(&mut self, token: u64, request: &[u8]) -> Result<(), String> {
         self.1 += 1;
         let mut d = format!("f{} ", self.1).into_bytes();
         d.extend_from_slice(request);
         let reply = self.0.handle(&d, 0).ok_or("no reply")?;
         let sp = reply.iter().position(|b| *b == b' ').ok_or("no cookie")?;
-        Ok(reply[sp + 1..].to_vec())
+        self.2.push_back((token, Ok(reply[sp + 1..].to_vec())));
+        Ok(())
+    }
+    fn poll(&mut self) -> Option<(u64, Result<Vec<u8>, String>)> {
+        self.2.pop_front()
+    }
+    fn pending(&self) -> usize {
+        self.2.len()
     }
 }
 
@@ -120,7 +127,7 @@ fn core() -> SipCore {
         Users::default(),
         b"fuzz",
     );
-    let relay = Relay(NgServer::new(FakeMedia { next: Cell::new(30000) }, IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
+    let relay = Relay(NgServer::new(FakeMedia { next: Cell::new(30000) }, IpAddr::V4(Ipv4Addr::LOCALHOST)), 0, Default::default());
     core.set_b2bua(B2b::new(
         Policy::from_config(&c).expect("policy"),
         B2bConfig { session_expires: 90, min_se: 90, reject_refer: false, health_interval_ms: 5000 },
@@ -192,6 +199,7 @@ fuzz_target!(|data: &[u8]| {
                 conn: 0,
             },
         );
+        core.poll_media(now, 1_800_000_000_000 + now);
         while let Some(o) = core.poll_outbound() {
             let s = if o.dest.ip() == IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)) { 0 } else { 1 };
             if o.bytes.first().is_some_and(|b| *b != b'S') {

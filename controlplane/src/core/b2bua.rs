@@ -90,6 +90,63 @@ pub(crate) enum CallTxn {
     Probe { trunk: usize, peer: usize },
 }
 
+/// What to do when a media order's reply comes back.
+#[derive(Debug)]
+enum Then {
+    /// The caller's offer, rewritten for leg B: the first INVITE goes out.
+    NewCallOffer { call: u64 },
+    /// SDP of leg B's response to the INVITE, for the caller.
+    InviteResponse {
+        call: u64,
+        code: u16,
+        msg: Vec<u8>,
+        ack_answers: bool,
+    },
+    /// The answer in an ACK (late offer), for the ACK to the other leg.
+    AckAnswer { call: u64, side: Side },
+    /// SDP of an in-dialog request from `side`: it goes to the other leg.
+    Relay {
+        call: u64,
+        side: Side,
+        key: ServerKey,
+        msg: Vec<u8>,
+    },
+    /// SDP of the response to a relayed request: it goes back.
+    RelayResponse {
+        call: u64,
+        from: Side,
+        server: ServerKey,
+        request: Vec<u8>,
+        code: u16,
+        msg: Vec<u8>,
+        ack_answers: bool,
+    },
+    /// The relay's totals for an ended call's record.
+    Deleted { cdr: Box<Cdr> },
+}
+
+impl Then {
+    fn call(&self) -> Option<u64> {
+        match self {
+            Then::NewCallOffer { call }
+            | Then::InviteResponse { call, .. }
+            | Then::AckAnswer { call, .. }
+            | Then::Relay { call, .. }
+            | Then::RelayResponse { call, .. } => Some(*call),
+            Then::Deleted { .. } => None,
+        }
+    }
+}
+
+/// An event of a call that waits while one of its media orders is in
+/// flight, so the call's events keep their order.
+#[derive(Debug, Clone)]
+enum Deferred {
+    Response { purpose: CallTxn, msg: Vec<u8> },
+    Request { key: ServerKey, msg: Vec<u8> },
+    Ack { msg: Vec<u8> },
+}
+
 /// One dialog of a call, as the SBC sees it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Leg {
@@ -245,6 +302,10 @@ pub(crate) struct Call {
     number: String,
     /// Headers of the caller's INVITE passed on to leg B (after rules).
     passed: Vec<(String, String)>,
+    /// Media orders in flight.
+    busy: u32,
+    /// Events waiting for them.
+    deferred: VecDeque<Deferred>,
 }
 
 /// What the journal keeps of an established call.
@@ -311,6 +372,8 @@ pub struct B2b {
     boot: String,
     journal: Journal,
     cdrs: VecDeque<Cdr>,
+    orders: FxHashMap<u64, Then>,
+    next_token: u64,
     health_started: bool,
     /// Counters.
     pub counters: B2bCounters,
@@ -351,6 +414,8 @@ impl B2b {
             }),
             journal,
             cdrs: VecDeque::new(),
+            orders: FxHashMap::default(),
+            next_token: 0,
             health_started: false,
             counters: B2bCounters::default(),
         };
@@ -393,6 +458,8 @@ impl B2b {
             from_user: s.from_user,
             number: s.number,
             passed: Vec::new(),
+            busy: 0,
+            deferred: VecDeque::new(),
             legs: s.legs,
         };
         for side in [Side::A, Side::B] {
@@ -403,6 +470,11 @@ impl B2b {
         }
         self.calls.insert(id, call);
         self.counters.recovered += 1;
+    }
+
+    /// Writes the journal's pending changes.
+    pub fn flush_journal(&mut self) {
+        self.journal.flush();
     }
 
     /// Calls in progress or up.
@@ -572,6 +644,188 @@ impl SipCore {
     /// The next finished call's record.
     pub fn poll_cdr(&mut self) -> Option<Cdr> {
         self.b2b.as_mut()?.cdrs.pop_front()
+    }
+
+    /// Sends a media order; `then` runs when its reply is back.
+    fn b2b_order(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, order: Vec<u8>, then: Then) {
+        b.next_token += 1;
+        let token = b.next_token;
+        if let Some(c) = then.call().and_then(|id| b.calls.get_mut(&id)) {
+            c.busy += 1;
+        }
+        match b.media.send(token, &order) {
+            Ok(()) => {
+                b.orders.insert(token, then);
+            }
+            Err(e) => self.b2b_then(b, now, unix_ms, then, Err(e)),
+        }
+    }
+
+    /// Handles the media replies that arrived. Call with every batch.
+    pub fn poll_media(&mut self, now: Millis, unix_ms: u64) {
+        let Some(mut b) = self.b2b.take() else {
+            return;
+        };
+        while let Some((token, result)) = b.media.poll() {
+            if let Some(then) = b.orders.remove(&token) {
+                self.b2b_then(&mut b, now, unix_ms, then, result);
+            }
+        }
+        self.b2b = Some(b);
+    }
+
+    /// Media orders in flight (their replies come through `poll_media`).
+    pub fn media_pending(&self) -> bool {
+        self.b2b.as_ref().is_some_and(|b| !b.orders.is_empty())
+    }
+
+    /// A media order's reply: the call carries on where it waited.
+    fn b2b_then(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        unix_ms: u64,
+        then: Then,
+        reply: Result<Vec<u8>, String>,
+    ) {
+        let id = then.call();
+        if let Some(c) = id.and_then(|id| b.calls.get_mut(&id)) {
+            c.busy = c.busy.saturating_sub(1);
+        }
+        let sdp = match &then {
+            Then::Deleted { .. } => Ok(Vec::new()),
+            _ => reply.clone().and_then(|r| media::reply_sdp(&r)),
+        };
+        if let Err(e) = &sdp {
+            tracing::warn!(error = %e, "media order failed");
+            b.counters.media_errors += 1;
+        }
+        match then {
+            Then::NewCallOffer { call } => {
+                let Some(mut c) = b.calls.remove(&call) else {
+                    return;
+                };
+                if c.cancelled {
+                    self.b2b_reject_a(&c, now, 487);
+                    c.a_status = 487;
+                    self.b2b_finish(b, c, unix_ms, "cancel");
+                    return;
+                }
+                match sdp {
+                    Ok(s) => {
+                        c.b_offer = Some(s);
+                        self.b2b_attempt(b, now, unix_ms, c);
+                    }
+                    Err(e) => {
+                        let status = if e.contains("no free") {
+                            503
+                        } else if e.contains("transport") || e.contains("crypto") {
+                            488
+                        } else {
+                            500
+                        };
+                        self.b2b_reject_a(&c, now, status);
+                        c.a_status = status;
+                        self.b2b_finish(b, c, unix_ms, "media-error");
+                    }
+                }
+            }
+            Then::InviteResponse {
+                call,
+                code,
+                msg,
+                ack_answers,
+            } => {
+                if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
+                    let body = sdp.unwrap_or_default();
+                    self.b2b_invite_answered(b, now, unix_ms, call, code, &m, &body, ack_answers);
+                }
+            }
+            Then::AckAnswer { call, side } => {
+                let body = sdp.unwrap_or_default();
+                self.b2b_ack_other(call_mut(b, call), side, &body);
+            }
+            Then::Relay {
+                call,
+                side,
+                key,
+                msg,
+            } => {
+                if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
+                    match sdp {
+                        Ok(body) => self.b2b_relay_send(b, now, call, key, &m, side, &body),
+                        Err(_) => self.respond(now, &key, &m, 488, "Not Acceptable Here", &[]),
+                    }
+                }
+            }
+            Then::RelayResponse {
+                call,
+                from,
+                server,
+                request,
+                code,
+                msg,
+                ack_answers,
+            } => {
+                if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
+                    let body = sdp.unwrap_or_default();
+                    self.b2b_relay_answered(
+                        b,
+                        now,
+                        call,
+                        from,
+                        server,
+                        &request,
+                        code,
+                        &m,
+                        &body,
+                        ack_answers,
+                    );
+                }
+            }
+            Then::Deleted { mut cdr } => {
+                if let Ok(r) = &reply {
+                    cdr.media = media::reply_totals(r).unwrap_or_default();
+                }
+                b.cdrs.push_back(*cdr);
+            }
+        }
+        if let Some(id) = id {
+            self.b2b_replay(b, now, unix_ms, id);
+        }
+    }
+
+    /// Runs the events a call held while it waited for the relay, until it
+    /// waits again.
+    fn b2b_replay(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, id: u64) {
+        loop {
+            let Some(c) = b.calls.get_mut(&id) else {
+                return;
+            };
+            if c.busy > 0 {
+                return;
+            }
+            let Some(event) = c.deferred.pop_front() else {
+                return;
+            };
+            match event {
+                Deferred::Response { purpose, msg } => {
+                    if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
+                        self.b2b_response_in(b, now, unix_ms, purpose, &m);
+                    }
+                }
+                Deferred::Request { key, msg } => {
+                    if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
+                        self.b2b_in_dialog(b, now, unix_ms, key, &m);
+                    }
+                }
+                Deferred::Ack { msg } => {
+                    if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
+                        self.b2b_ack_in(b, now, unix_ms, &m);
+                    }
+                }
+            }
+        }
     }
 
     /// Drops requests from banned sources before any other work. Returns
@@ -881,6 +1135,8 @@ impl SipCore {
             from_user,
             number,
             passed,
+            busy: 0,
+            deferred: VecDeque::new(),
         };
         // Session timer asked of leg B: ours, or the caller's if smaller.
         let se = b.config.session_expires;
@@ -903,39 +1159,26 @@ impl SipCore {
                 rule.apply(&mut call.passed);
             }
         }
-        if let Some(sdp) = sdp_body(msg) {
-            let codecs = trunk
-                .and_then(|t| b.policy.trunks.get(t))
-                .map(|t| t.codecs.clone())
-                .unwrap_or_default();
-            let offer = filter_codecs(sdp, &codecs);
-            match media::offer(
-                b.media.as_mut(),
-                call.media_id.as_bytes(),
-                call.legs[0].remote_tag.as_bytes(),
-                &offer,
-                call.legs[1].srtp,
-            ) {
-                Ok(s) => call.b_offer = Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "media offer refused");
-                    b.counters.media_errors += 1;
-                    let status = if e.contains("transport") || e.contains("crypto") {
-                        488
-                    } else {
-                        500
-                    };
-                    self.respond(now, &key, msg, status, super::reason_phrase(status), &[]);
-                    call.a_status = status;
-                    self.b2b_finish(b, call, unix_ms, "media-error");
-                    return;
-                }
-            }
-        }
         b.dialogs
             .insert(call.legs[0].call_id.as_bytes().to_vec(), (id, Side::A));
         b.by_invite.insert(key, id);
-        self.b2b_attempt(b, now, unix_ms, call);
+        match sdp_body(msg) {
+            Some(sdp) => {
+                let codecs = trunk
+                    .and_then(|t| b.policy.trunks.get(t))
+                    .map(|t| t.codecs.clone())
+                    .unwrap_or_default();
+                let order = media::offer(
+                    call.media_id.as_bytes(),
+                    call.legs[0].remote_tag.as_bytes(),
+                    &filter_codecs(sdp, &codecs),
+                    call.legs[1].srtp,
+                );
+                b.calls.insert(id, call);
+                self.b2b_order(b, now, unix_ms, order, Then::NewCallOffer { call: id });
+            }
+            None => self.b2b_attempt(b, now, unix_ms, call),
+        }
     }
 
     /// Sends the INVITE to the next peer, or fails the call when none is left.
@@ -1054,12 +1297,6 @@ impl SipCore {
     /// Ends a call: media deleted, limits released, CDR written, journal
     /// erased.
     fn b2b_finish(&mut self, b: &mut B2b, call: Call, unix_ms: u64, reason: &str) {
-        let totals =
-            media::delete(b.media.as_mut(), call.media_id.as_bytes()).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "media delete failed");
-                b.counters.media_errors += 1;
-                MediaTotals::default()
-            });
         b.policy.release(call.source, call.trunk);
         for leg in &call.legs {
             if !leg.call_id.is_empty() {
@@ -1078,7 +1315,7 @@ impl SipCore {
             .or(call.targets.last())
             .map(|t| t.0.to_string())
             .unwrap_or_default();
-        b.cdrs.push_back(Cdr {
+        let cdr = Box::new(Cdr {
             a_call_id: call.legs[0].call_id.clone(),
             b_call_id: call.legs[1].call_id.clone(),
             from: call.from_user.clone(),
@@ -1100,8 +1337,11 @@ impl SipCore {
             end_reason: reason.into(),
             a_status: call.a_status,
             b_status: call.b_status,
-            media: totals,
+            media: MediaTotals::default(),
         });
+        // The record goes out with the relay's totals once it is deleted.
+        let order = media::delete(call.media_id.as_bytes());
+        self.b2b_order(b, 0, unix_ms, order, Then::Deleted { cdr });
     }
 
     fn b2b_send(
@@ -1181,6 +1421,11 @@ impl SipCore {
             return;
         }
         call.cancelled = true;
+        if call.busy > 0 {
+            // Finished when the relay's answer is back (b2b_then).
+            b.calls.insert(id, call);
+            return;
+        }
         self.b2b_reject_a(&call, now, 487);
         call.a_status = 487;
         if call.provisional {
@@ -1207,55 +1452,76 @@ impl SipCore {
     }
 
     /// An ACK for a 2xx (its own transaction).
-    pub(crate) fn b2b_ack(&mut self, msg: &SipMessage<'_>) {
+    pub(crate) fn b2b_ack(&mut self, now: Millis, msg: &SipMessage<'_>) {
         let Some(mut b) = self.b2b.take() else {
             return;
         };
+        let unix = now + self.unix_base;
+        self.b2b_ack_in(&mut b, now, unix, msg);
+        self.b2b = Some(b);
+    }
+
+    fn b2b_ack_in(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, msg: &SipMessage<'_>) {
         let found = msg
             .call_id()
             .ok()
             .and_then(|cid| b.dialogs.get(cid).copied());
-        if let Some((id, side)) = found
-            && let Some(call) = b.calls.get_mut(&id)
-            && let Some(p) = call.pending.take()
-        {
-            if p.side != side {
-                call.pending = Some(p);
-            } else if p.ack_answers {
-                // Late offer: the ACK carries the answer for leg B.
-                let other = side.other();
-                let body = match sdp_body(msg) {
-                    Some(sdp) => match media::answer(
-                        b.media.as_mut(),
-                        call.media_id.as_bytes(),
-                        call.legs[other.index()].remote_tag.as_bytes(),
-                        call.legs[side.index()].remote_tag.as_bytes(),
-                        sdp,
-                        call.legs[other.index()].srtp,
-                    ) {
-                        Ok(s) => s,
-                        Err(_) => {
-                            b.counters.media_errors += 1;
-                            Vec::new()
-                        }
-                    },
-                    None => Vec::new(),
-                };
-                let leg = &call.legs[other.index()];
-                let cseq = leg.local_cseq;
-                let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &cseq.to_le_bytes()]);
-                let extra = if body.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![("Content-Type".to_string(), "application/sdp".to_string())]
-                };
-                let ack = leg.request("ACK", cseq, &branch, &extra, &body);
-                let hop = leg.hop();
-                call.b_ack = Some(ack.clone());
-                self.emit(hop, ack);
-            }
+        let Some((id, side)) = found else {
+            return;
+        };
+        let Some(call) = b.calls.get_mut(&id) else {
+            return;
+        };
+        if call.busy > 0 {
+            call.deferred.push_back(Deferred::Ack {
+                msg: msg.as_bytes().to_vec(),
+            });
+            return;
         }
-        self.b2b = Some(b);
+        let Some(p) = call.pending.take() else {
+            return;
+        };
+        if p.side != side {
+            call.pending = Some(p);
+            return;
+        }
+        if !p.ack_answers {
+            return;
+        }
+        // Late offer: the ACK carries the answer for the other leg.
+        let other = side.other();
+        match sdp_body(msg) {
+            Some(sdp) => {
+                let order = media::answer(
+                    call.media_id.as_bytes(),
+                    call.legs[other.index()].remote_tag.as_bytes(),
+                    call.legs[side.index()].remote_tag.as_bytes(),
+                    sdp,
+                    call.legs[other.index()].srtp,
+                );
+                self.b2b_order(b, now, unix_ms, order, Then::AckAnswer { call: id, side });
+            }
+            None => self.b2b_ack_other(call_mut(b, id), side, b""),
+        }
+    }
+
+    /// The ACK that answers a late offer, to the leg other than `side`.
+    fn b2b_ack_other(&mut self, call: Option<&mut Call>, side: Side, body: &[u8]) {
+        let Some(call) = call else {
+            return;
+        };
+        let leg = &call.legs[side.other().index()];
+        let cseq = leg.local_cseq;
+        let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &cseq.to_le_bytes()]);
+        let extra = if body.is_empty() {
+            Vec::new()
+        } else {
+            vec![("Content-Type".to_string(), "application/sdp".to_string())]
+        };
+        let ack = leg.request("ACK", cseq, &branch, &extra, body);
+        let hop = leg.hop();
+        call.b_ack = Some(ack.clone());
+        self.emit(hop, ack);
     }
 
     fn b2b_in_dialog(
@@ -1305,58 +1571,90 @@ impl SipCore {
             Method::Refer if b.config.reject_refer => {
                 self.respond(now, &key, msg, 603, "Declined", &[]);
             }
+            _ if call.busy > 0 => call.deferred.push_back(Deferred::Request {
+                key,
+                msg: msg.as_bytes().to_vec(),
+            }),
             _ => {
-                self.b2b_relay(b, &mut call, now, key, msg, side);
+                b.calls.insert(id, call);
+                self.b2b_relay(b, now, unix_ms, id, key, msg, side);
+                return;
             }
         }
         b.calls.insert(id, call);
     }
 
-    /// Relays an in-dialog request from `side` to the other leg.
+    /// Relays an in-dialog request from `side` to the other leg (its SDP
+    /// through the relay first).
+    #[allow(clippy::too_many_arguments)]
     fn b2b_relay(
         &mut self,
         b: &mut B2b,
-        call: &mut Call,
         now: Millis,
+        unix_ms: u64,
+        id: u64,
         key: ServerKey,
         msg: &SipMessage<'_>,
         side: Side,
     ) {
-        let method = msg.method().unwrap_or(Method::Options);
+        let Some(call) = b.calls.get(&id) else {
+            return;
+        };
         let other = side.other();
         if call.legs[other.index()].remote_tag.is_empty() {
             self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         }
-        let mut body = Vec::new();
-        if let Some(sdp) = sdp_body(msg) {
-            let offer = if other == Side::B {
-                let codecs = call
-                    .trunk
-                    .and_then(|t| b.policy.trunks.get(t))
-                    .map(|t| t.codecs.clone())
-                    .unwrap_or_default();
-                filter_codecs(sdp, &codecs)
-            } else {
-                sdp.to_vec()
-            };
-            match media::offer(
-                b.media.as_mut(),
-                call.media_id.as_bytes(),
-                call.legs[side.index()].remote_tag.as_bytes(),
-                &offer,
-                call.legs[other.index()].srtp,
-            ) {
-                Ok(s) => body = s,
-                Err(_) => {
-                    b.counters.media_errors += 1;
-                    self.respond(now, &key, msg, 488, "Not Acceptable Here", &[]);
-                    return;
-                }
+        match sdp_body(msg) {
+            Some(sdp) => {
+                let offer = if other == Side::B {
+                    let codecs = call
+                        .trunk
+                        .and_then(|t| b.policy.trunks.get(t))
+                        .map(|t| t.codecs.clone())
+                        .unwrap_or_default();
+                    filter_codecs(sdp, &codecs)
+                } else {
+                    sdp.to_vec()
+                };
+                let order = media::offer(
+                    call.media_id.as_bytes(),
+                    call.legs[side.index()].remote_tag.as_bytes(),
+                    &offer,
+                    call.legs[other.index()].srtp,
+                );
+                let then = Then::Relay {
+                    call: id,
+                    side,
+                    key,
+                    msg: msg.as_bytes().to_vec(),
+                };
+                self.b2b_order(b, now, unix_ms, order, then);
             }
-        } else if !msg.body().is_empty() {
-            body = msg.body().to_vec();
+            None => {
+                let body = msg.body().to_vec();
+                self.b2b_relay_send(b, now, id, key, msg, side, &body);
+            }
         }
+    }
+
+    /// Sends a relayed request, with `body`, on the leg other than `side`.
+    #[allow(clippy::too_many_arguments)]
+    fn b2b_relay_send(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        id: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        side: Side,
+        body: &[u8],
+    ) {
+        let Some(call) = b.calls.get_mut(&id) else {
+            return;
+        };
+        let method = msg.method().unwrap_or(Method::Options);
+        let other = side.other();
         let mut extra: Vec<(String, String)> = Vec::new();
         for f in msg.headers() {
             let keep = match f.name {
@@ -1411,7 +1709,7 @@ impl SipCore {
             &leg.local_cseq.to_le_bytes(),
             &now.to_le_bytes(),
         ]);
-        let bytes = leg.request(&mname, leg.local_cseq, &branch, &extra, &body);
+        let bytes = leg.request(&mname, leg.local_cseq, &branch, &extra, body);
         let hop = leg.hop();
         self.b2b_send(
             now,
@@ -1419,7 +1717,7 @@ impl SipCore {
             bytes,
             m,
             CallTxn::Relay {
-                call: call.id,
+                call: id,
                 from: side,
                 server: key,
                 request: msg.as_bytes().to_vec(),
@@ -1438,10 +1736,34 @@ impl SipCore {
         let Some(mut b) = self.b2b.take() else {
             return;
         };
+        self.b2b_response_in(&mut b, now, unix_ms, purpose, msg);
+        self.b2b = Some(b);
+    }
+
+    fn b2b_response_in(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        unix_ms: u64,
+        purpose: CallTxn,
+        msg: &SipMessage<'_>,
+    ) {
+        let b = &mut *b;
         let code = msg.status_code().unwrap_or(500);
+        // A call waiting for the relay takes its responses in order.
+        if let CallTxn::Invite { call, .. } | CallTxn::Relay { call, .. } = &purpose
+            && let Some(c) = b.calls.get_mut(call)
+            && c.busy > 0
+        {
+            c.deferred.push_back(Deferred::Response {
+                purpose,
+                msg: msg.as_bytes().to_vec(),
+            });
+            return;
+        }
         match purpose {
             CallTxn::Invite { call, attempt } => {
-                self.b2b_invite_response(&mut b, now, unix_ms, call, attempt, code, msg);
+                self.b2b_invite_response(b, now, unix_ms, call, attempt, code, msg);
             }
             CallTxn::Relay {
                 call,
@@ -1449,12 +1771,11 @@ impl SipCore {
                 server,
                 request,
             } => {
-                self.b2b_relay_response(&mut b, now, call, from, server, &request, code, msg);
+                self.b2b_relay_response(b, now, call, from, server, &request, code, msg);
             }
             CallTxn::Local => {}
             CallTxn::Probe { trunk, peer } => b.policy.peer_answered(trunk, peer),
         }
-        self.b2b = Some(b);
     }
 
     /// A client transaction of the B2BUA timed out.
@@ -1589,15 +1910,13 @@ impl SipCore {
             self.b2b_finish(b, call, unix_ms, "cancel");
             return;
         }
-        // SDP for the caller.
-        let mut body = Vec::new();
-        let mut ack_answers = false;
+        // SDP for the caller goes through the relay first.
         if let Some(sdp) = sdp_body(msg) {
-            let result = if call.late_offer {
-                // The offer comes from leg B; the caller answers in its ACK.
-                ack_answers = code >= 200;
+            // Late offer: the offer comes from leg B; the caller answers in
+            // its ACK.
+            let ack_answers = call.late_offer && code >= 200;
+            let order = if call.late_offer {
                 media::offer(
-                    b.media.as_mut(),
                     call.media_id.as_bytes(),
                     call.legs[1].remote_tag.as_bytes(),
                     sdp,
@@ -1605,7 +1924,6 @@ impl SipCore {
                 )
             } else {
                 media::answer(
-                    b.media.as_mut(),
                     call.media_id.as_bytes(),
                     call.legs[0].remote_tag.as_bytes(),
                     call.legs[1].remote_tag.as_bytes(),
@@ -1613,14 +1931,48 @@ impl SipCore {
                     call.legs[0].srtp,
                 )
             };
-            match result {
-                Ok(s) => body = s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "media answer refused");
-                    b.counters.media_errors += 1;
-                }
-            }
+            b.calls.insert(id, call);
+            let then = Then::InviteResponse {
+                call: id,
+                code,
+                msg: msg.as_bytes().to_vec(),
+                ack_answers,
+            };
+            self.b2b_order(b, now, unix_ms, order, then);
+            return;
         }
+        b.calls.insert(id, call);
+        self.b2b_invite_answered(b, now, unix_ms, id, code, msg, b"", false);
+    }
+
+    /// Leg B's 18x or 2xx goes to the caller, with `body` (the relay's SDP).
+    #[allow(clippy::too_many_arguments)]
+    fn b2b_invite_answered(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        unix_ms: u64,
+        id: u64,
+        code: u16,
+        msg: &SipMessage<'_>,
+        body: &[u8],
+        ack_answers: bool,
+    ) {
+        let Some(mut call) = b.calls.remove(&id) else {
+            return;
+        };
+        if call.cancelled {
+            // The caller gave up while the relay was busy with this answer.
+            if code >= 200 {
+                self.b2b_ack_b(&mut call, now, b"");
+                self.b2b_local_request(&mut call, now, Side::B, "BYE");
+            } else {
+                self.b2b_cancel_b(&call, now);
+            }
+            self.b2b_finish(b, call, unix_ms, "cancel");
+            return;
+        }
+        let tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or_default();
         let mut extra: Vec<(HeaderName, Vec<u8>)> = vec![(
             HeaderName::Contact,
             format!("<{}>", call.legs[0].contact).into_bytes(),
@@ -1688,7 +2040,7 @@ impl SipCore {
             &reason,
             &call.legs[0].local_tag,
             &extra_refs,
-            &body,
+            body,
         );
         if code >= 200 {
             call.pending = Some(Pending2xx {
@@ -1750,12 +2102,12 @@ impl SipCore {
             .unwrap_or(Method::Options);
         let is_invite = method == Method::Invite;
         let req_had_sdp = req.as_ref().and_then(|r| sdp_body(r)).is_some();
-        let mut body = Vec::new();
-        let mut ack_answers = false;
         if let Some(sdp) = sdp_body(msg) {
-            let r = if req_had_sdp {
+            // An offer in a response to a request without SDP (late offer
+            // in a re-INVITE) is answered in the ACK.
+            let ack_answers = !req_had_sdp && is_invite && (200..300).contains(&code);
+            let order = if req_had_sdp {
                 media::answer(
-                    b.media.as_mut(),
                     call.media_id.as_bytes(),
                     call.legs[from.index()].remote_tag.as_bytes(),
                     call.legs[to.index()].remote_tag.as_bytes(),
@@ -1763,22 +2115,54 @@ impl SipCore {
                     call.legs[from.index()].srtp,
                 )
             } else {
-                ack_answers = is_invite && (200..300).contains(&code);
                 media::offer(
-                    b.media.as_mut(),
                     call.media_id.as_bytes(),
                     call.legs[to.index()].remote_tag.as_bytes(),
                     sdp,
                     call.legs[from.index()].srtp,
                 )
             };
-            match r {
-                Ok(s) => body = s,
-                Err(_) => b.counters.media_errors += 1,
-            }
-        } else if !msg.body().is_empty() {
-            body = msg.body().to_vec();
+            let then = Then::RelayResponse {
+                call: id,
+                from,
+                server,
+                request: request.to_vec(),
+                code,
+                msg: msg.as_bytes().to_vec(),
+                ack_answers,
+            };
+            self.b2b_order(b, now, now + self.unix_base, order, then);
+            return;
         }
+        let body = msg.body().to_vec();
+        self.b2b_relay_answered(b, now, id, from, server, request, code, msg, &body, false);
+    }
+
+    /// The response to a relayed request goes back to `from`, with `body`.
+    #[allow(clippy::too_many_arguments)]
+    fn b2b_relay_answered(
+        &mut self,
+        b: &mut B2b,
+        now: Millis,
+        id: u64,
+        from: Side,
+        server: ServerKey,
+        request: &[u8],
+        code: u16,
+        msg: &SipMessage<'_>,
+        body: &[u8],
+        ack_answers: bool,
+    ) {
+        let Some(call) = b.calls.get_mut(&id) else {
+            return;
+        };
+        let to = from.other();
+        let req = SipMessage::parse(request, Framing::Datagram, &Limits::default()).ok();
+        let method = req
+            .as_ref()
+            .and_then(|r| r.method())
+            .unwrap_or(Method::Options);
+        let is_invite = method == Method::Invite;
         let mut extra: Vec<(HeaderName, Vec<u8>)> = Vec::new();
         if matches!(method, Method::Invite | Method::Update) && code < 300 {
             extra.push((
@@ -1803,7 +2187,7 @@ impl SipCore {
             .reason_phrase()
             .map(|r| String::from_utf8_lossy(r).into_owned())
             .unwrap_or_else(|| "OK".into());
-        let bytes = response(request, code, &reason, "", &extra_refs, &body);
+        let bytes = response(request, code, &reason, "", &extra_refs, body);
         if (200..300).contains(&code) && matches!(method, Method::Invite | Method::Update) {
             // A refresh: the session interval starts again.
             if let Some(ms) = call.session_ms {
@@ -1969,6 +2353,10 @@ impl SipCore {
         self.b2b = Some(b);
         self.schedule(Some(now + every), TimerRef::Health);
     }
+}
+
+fn call_mut(b: &mut B2b, id: u64) -> Option<&mut Call> {
+    b.calls.get_mut(&id)
 }
 
 fn strip_tag(v: &str) -> String {

@@ -13,6 +13,7 @@ use crate::core::{CoreConfig, Inbound, Outbound, SipCore, Transport};
 use crate::registrar::location::LocationService;
 use crate::registrar::{Registrar, RegistrarConfig, Users};
 use crate::sbc::journal::Journal;
+use crate::sbc::media::Answered;
 use crate::sbc::policy::Policy;
 
 const ACCESS: &str = "127.0.0.1:5060";
@@ -31,10 +32,33 @@ fn addr(s: &str) -> SocketAddr {
 #[derive(Clone, Default)]
 struct FakeRelay {
     orders: Arc<Mutex<Vec<String>>>,
+    replies: Arc<Mutex<std::collections::VecDeque<Answered>>>,
+    /// While set, replies wait (a slow relay).
+    hold: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MediaOrders for FakeRelay {
-    fn order(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
+    fn send(&mut self, token: u64, request: &[u8]) -> Result<(), String> {
+        let reply = self.answer(request);
+        self.replies
+            .lock()
+            .map_err(|_| "poisoned")?
+            .push_back((token, reply));
+        Ok(())
+    }
+    fn poll(&mut self) -> Option<Answered> {
+        if self.hold.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.replies.lock().ok()?.pop_front()
+    }
+    fn pending(&self) -> usize {
+        self.replies.lock().map_or(0, |r| r.len())
+    }
+}
+
+impl FakeRelay {
+    fn answer(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
         let (v, _) = bencode::decode(request).map_err(|e| e.to_string())?;
         let command = v.get("command").and_then(Value::as_str).unwrap_or("");
         let mut log = self.orders.lock().map_err(|_| "poisoned")?;
@@ -122,6 +146,7 @@ trunk = "core"
 struct Net {
     core: SipCore,
     relay: FakeRelay,
+    now: Millis,
 }
 
 fn net_with(config: &str, journal: Journal, saved: Vec<(u64, SavedCall)>) -> Net {
@@ -151,7 +176,11 @@ fn net_with(config: &str, journal: Journal, saved: Vec<(u64, SavedCall)>) -> Net
         journal,
         saved,
     ));
-    Net { core, relay }
+    Net {
+        core,
+        relay,
+        now: 0,
+    }
 }
 
 fn net() -> Net {
@@ -161,6 +190,7 @@ fn net() -> Net {
 impl Net {
     /// Delivers `text` from `from` to listener `to`; returns what goes out.
     fn deliver(&mut self, now: Millis, from: &str, to: &str, text: &str) -> Vec<Outbound> {
+        self.now = now;
         self.core.on_message(
             now,
             1_800_000_000_000 + now,
@@ -176,11 +206,14 @@ impl Net {
     }
 
     fn tick(&mut self, now: Millis) -> Vec<Outbound> {
+        self.now = now;
         self.core.on_timer(now);
         self.drain()
     }
 
+    /// What the core sends, once the relay answered every media order.
     fn drain(&mut self) -> Vec<Outbound> {
+        self.core.poll_media(self.now, 1_800_000_000_000 + self.now);
         let _ = self.core.flush(0);
         std::iter::from_fn(|| self.core.poll_outbound()).collect()
     }
@@ -801,4 +834,30 @@ Contact: <sip:core@{PEER1}>\r\nContent-Type: application/sdp\r\nContent-Length: 
         vec![Some(200)]
     );
     assert!(!text(ok[0]).contains("10.0.0.5"));
+}
+
+#[test]
+fn a_call_keeps_its_events_in_order_while_the_relay_is_slow() {
+    let mut n = net();
+    let out = n.deliver(0, CALLER, ACCESS, &invite("slow", OFFER));
+    let inv = to(&out, PEER1)[0].clone();
+    // The relay sits on the answer for the 183's SDP ...
+    n.relay
+        .hold
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let out = n.deliver(5, PEER1, CORE, &reply(&inv, 183, "calleetag", "", ANSWER));
+    assert!(to(&out, CALLER).is_empty());
+    // ... while the 200 (no SDP: the answer was in the 183) arrives.
+    let out = n.deliver(6, PEER1, CORE, &reply(&inv, 200, "calleetag", "", ""));
+    assert!(to(&out, CALLER).is_empty(), "the 200 waits for the 183");
+    assert!(n.core.media_pending());
+    n.relay
+        .hold
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let out = n.drain();
+    let codes: Vec<Option<u16>> = to(&out, CALLER).into_iter().map(status).collect();
+    assert_eq!(codes, vec![Some(183), Some(200)]);
+    assert!(text(to(&out, CALLER)[0]).contains(&format!("c=IN IP4 {RELAY}")));
+    assert!(text(to(&out, PEER1)[0]).starts_with("ACK "));
+    assert!(!n.core.media_pending());
 }

@@ -396,8 +396,12 @@ impl SipCore {
         }
     }
 
-    /// Makes registrations durable, then releases their responses.
+    /// Makes registrations and answered calls durable, then releases their
+    /// responses.
     pub fn flush(&mut self, now: Millis) -> Result<(), crate::registrar::location::StoreError> {
+        if let Some(b) = self.b2b.as_mut() {
+            b.flush_journal();
+        }
         if self.held.is_empty() {
             return Ok(());
         }
@@ -604,7 +608,7 @@ impl SipCore {
         let hop = response_hop(msg, inb);
         if method == Method::Ack {
             if self.b2b.is_some() {
-                self.b2b_ack(msg);
+                self.b2b_ack(now, msg);
                 return;
             }
             // An ACK for a 2xx: its own transaction, forwarded statelessly.

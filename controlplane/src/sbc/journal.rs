@@ -1,7 +1,9 @@
 //! The dialog journal: established calls written as they are answered and
 //! erased as they end, one JSON line per change, so a control plane killed
-//! with `kill -9` finds its calls again. Each change is one `write(2)`: once
-//! it returns the record is in the kernel and survives the process.
+//! with `kill -9` finds its calls again. The changes of one batch of
+//! messages go out in one `write(2)` ([`Journal::flush`], before the batch's
+//! responses are sent); once it returns they are in the kernel and survive
+//! the process.
 //! Opening the journal replays it and rewrites it with the live calls only.
 
 use std::collections::BTreeMap;
@@ -23,6 +25,8 @@ enum Entry<T> {
 #[derive(Debug)]
 pub struct Journal {
     file: Option<std::fs::File>,
+    /// Changes not written yet.
+    buf: Vec<u8>,
     path: PathBuf,
     live: usize,
     written: usize,
@@ -35,6 +39,7 @@ impl Journal {
     pub fn disabled() -> Journal {
         Journal {
             file: None,
+            buf: Vec::new(),
             path: PathBuf::new(),
             live: 0,
             written: 0,
@@ -81,6 +86,7 @@ impl Journal {
         Ok((
             Journal {
                 file: Some(file),
+                buf: Vec::new(),
                 path: path.to_path_buf(),
                 live: n,
                 written: n,
@@ -91,19 +97,27 @@ impl Journal {
     }
 
     fn append<T: Serialize>(&mut self, e: &Entry<T>) {
+        if self.file.is_none() {
+            return;
+        }
+        if serde_json::to_writer(&mut self.buf, e).is_err() {
+            self.errors += 1;
+            return;
+        }
+        self.buf.push(b'\n');
+        self.written += 1;
+    }
+
+    /// Writes the changes recorded since the last flush, in one write.
+    pub fn flush(&mut self) {
         let Some(f) = &mut self.file else { return };
-        let mut line = match serde_json::to_vec(e) {
-            Ok(l) => l,
-            Err(_) => {
-                self.errors += 1;
-                return;
-            }
-        };
-        line.push(b'\n');
-        if f.write_all(&line).is_err() {
+        if self.buf.is_empty() {
+            return;
+        }
+        if f.write_all(&self.buf).is_err() {
             self.errors += 1;
         }
-        self.written += 1;
+        self.buf.clear();
     }
 
     /// Records (or replaces) `id`.
@@ -126,6 +140,12 @@ impl Journal {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

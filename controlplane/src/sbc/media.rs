@@ -3,17 +3,26 @@
 //! module speaks. In the appliance they travel over the shared-memory order
 //! channel (`ShmOrders`); tests can serve them in-process.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rvoip_dataplane::ng::bencode::{self, Value};
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES};
 
-/// Something that answers ng requests.
+/// An order's token and its reply (or why there is none).
+pub type Answered = (u64, Result<Vec<u8>, String>);
+
+/// Something that answers ng requests, asynchronously: the B2BUA sends an
+/// order and carries on; the reply comes back later through `poll`.
 pub trait MediaOrders: Send {
-    /// Sends one ng request (a bencoded dictionary) and returns the reply
-    /// (a bencoded dictionary).
-    fn order(&mut self, request: &[u8]) -> Result<Vec<u8>, String>;
+    /// Sends one ng request (a bencoded dictionary); its reply (or failure)
+    /// comes back from [`MediaOrders::poll`] with `token`.
+    fn send(&mut self, token: u64, request: &[u8]) -> Result<(), String>;
+    /// The next answered (or failed: no reply in time) order.
+    fn poll(&mut self) -> Option<Answered>;
+    /// Orders sent and not answered yet.
+    fn pending(&self) -> usize;
 }
 
 /// Media totals of a call as the relay reports them when it is deleted.
@@ -30,15 +39,6 @@ pub struct MediaTotals {
 fn bstr(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(format!("{}:", s.len()).as_bytes());
     out.extend_from_slice(s);
-}
-
-/// What a media order needs to know about one side.
-#[derive(Debug, Clone, Copy)]
-pub struct Side<'a> {
-    /// The tag that names the side in the relay (its dialog tag).
-    pub tag: &'a [u8],
-    /// SRTP towards the other side of this order.
-    pub srtp: bool,
 }
 
 /// Builds an ng request with its entries in key order (bencode requires
@@ -61,7 +61,8 @@ fn s(v: &[u8]) -> Vec<u8> {
     o
 }
 
-fn reply_sdp(reply: &[u8]) -> Result<Vec<u8>, String> {
+/// The SDP of an offer or answer reply, or the relay's reason for refusing.
+pub fn reply_sdp(reply: &[u8]) -> Result<Vec<u8>, String> {
     let (v, _) = bencode::decode(reply).map_err(|e| format!("relay reply: {e}"))?;
     match v.get("result").and_then(Value::as_bytes) {
         Some(b"ok") => v
@@ -77,66 +78,52 @@ fn reply_sdp(reply: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Offers `sdp` from side `from`; returns the SDP for the other side.
-pub fn offer(
-    m: &mut dyn MediaOrders,
-    call: &[u8],
-    from: &[u8],
-    sdp: &[u8],
-    srtp_out: bool,
-) -> Result<Vec<u8>, String> {
-    let proto: &[u8] = if srtp_out { b"RTP/SAVP" } else { b"RTP/AVP" };
-    let replace = {
-        let mut o = b"l".to_vec();
-        bstr(&mut o, b"origin");
-        o.push(b'e');
-        o
-    };
-    let req = request(&mut [
+fn replace_origin() -> Vec<u8> {
+    let mut o = b"l".to_vec();
+    bstr(&mut o, b"origin");
+    o.push(b'e');
+    o
+}
+
+fn proto(srtp: bool) -> &'static [u8] {
+    if srtp { b"RTP/SAVP" } else { b"RTP/AVP" }
+}
+
+/// An offer of `sdp` from side `from`; the reply holds the SDP for the other
+/// side (with SRTP when `srtp_out`).
+pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> Vec<u8> {
+    request(&mut [
         ("command", s(b"offer")),
         ("call-id", s(call)),
         ("from-tag", s(from)),
         ("sdp", s(sdp)),
-        ("replace", replace),
-        ("transport-protocol", s(proto)),
-    ]);
-    reply_sdp(&m.order(&req)?)
+        ("replace", replace_origin()),
+        ("transport-protocol", s(proto(srtp_out))),
+    ])
 }
 
-/// Answers with `sdp` from side `to` (the offer came from `from`); returns
-/// the SDP for the offerer.
-pub fn answer(
-    m: &mut dyn MediaOrders,
-    call: &[u8],
-    from: &[u8],
-    to: &[u8],
-    sdp: &[u8],
-    srtp_out: bool,
-) -> Result<Vec<u8>, String> {
-    let proto: &[u8] = if srtp_out { b"RTP/SAVP" } else { b"RTP/AVP" };
-    let replace = {
-        let mut o = b"l".to_vec();
-        bstr(&mut o, b"origin");
-        o.push(b'e');
-        o
-    };
-    let req = request(&mut [
+/// An answer with `sdp` from side `to` to an offer from `from`; the reply
+/// holds the SDP for the offerer.
+pub fn answer(call: &[u8], from: &[u8], to: &[u8], sdp: &[u8], srtp_out: bool) -> Vec<u8> {
+    request(&mut [
         ("command", s(b"answer")),
         ("call-id", s(call)),
         ("from-tag", s(from)),
         ("to-tag", s(to)),
         ("sdp", s(sdp)),
-        ("replace", replace),
-        ("transport-protocol", s(proto)),
-    ]);
-    reply_sdp(&m.order(&req)?)
+        ("replace", replace_origin()),
+        ("transport-protocol", s(proto(srtp_out))),
+    ])
 }
 
-/// Deletes the call's media; returns the relay's totals.
-pub fn delete(m: &mut dyn MediaOrders, call: &[u8]) -> Result<MediaTotals, String> {
-    let req = request(&mut [("command", s(b"delete")), ("call-id", s(call))]);
-    let reply = m.order(&req)?;
-    let (v, _) = bencode::decode(&reply).map_err(|e| format!("relay reply: {e}"))?;
+/// The deletion of a call's media.
+pub fn delete(call: &[u8]) -> Vec<u8> {
+    request(&mut [("command", s(b"delete")), ("call-id", s(call))])
+}
+
+/// The relay's totals in a delete reply.
+pub fn reply_totals(reply: &[u8]) -> Result<MediaTotals, String> {
+    let (v, _) = bencode::decode(reply).map_err(|e| format!("relay reply: {e}"))?;
     let rtp = v.get("totals").and_then(|t| t.get("RTP"));
     let get = |k: &str| {
         rtp.and_then(|r| r.get(k))
@@ -150,13 +137,27 @@ pub fn delete(m: &mut dyn MediaOrders, call: &[u8]) -> Result<MediaTotals, Strin
     })
 }
 
+/// How long an order waits for its reply before it is sent again (same
+/// cookie: the relay answers a repeat from its cache), and how many tries.
+const RETRY: Duration = Duration::from_millis(200);
+const TRIES: u32 = 3;
+
+#[derive(Debug)]
+struct Pending {
+    token: u64,
+    datagram: Vec<u8>,
+    sent: Instant,
+    tries: u32,
+}
+
 /// Media orders over the dataplane's order channel (`media.ring`).
 #[derive(Debug)]
 pub struct ShmOrders {
     channel: Channel,
     prefix: String,
     next: u64,
-    timeout: Duration,
+    pending: HashMap<Vec<u8>, Pending>,
+    last_check: Instant,
 }
 
 impl ShmOrders {
@@ -177,48 +178,90 @@ impl ShmOrders {
             channel,
             prefix: nonce.iter().map(|b| format!("{b:02x}")).collect(),
             next: 0,
-            timeout: Duration::from_millis(500),
+            pending: HashMap::new(),
+            last_check: Instant::now(),
         })
+    }
+
+    /// The ring replies arrive on, to sleep on with the SIP rings.
+    pub fn replies(&self) -> rvoip_dataplane::shm::Consumer<'_> {
+        self.channel.consumer(Direction::ToControlPlane)
     }
 }
 
 impl MediaOrders for ShmOrders {
-    fn order(&mut self, req: &[u8]) -> Result<Vec<u8>, String> {
+    fn send(&mut self, token: u64, req: &[u8]) -> Result<(), String> {
         self.next += 1;
-        let cookie = format!("{}-{}", self.prefix, self.next);
+        let cookie = format!("{}-{}", self.prefix, self.next).into_bytes();
         let mut datagram = Vec::with_capacity(cookie.len() + 1 + req.len());
-        datagram.extend_from_slice(cookie.as_bytes());
+        datagram.extend_from_slice(&cookie);
         datagram.push(b' ');
         datagram.extend_from_slice(req);
-        let meta = [0u8; META_BYTES];
+        self.channel
+            .producer(Direction::ToDataplane)
+            .push(1, &[0u8; META_BYTES], &datagram)
+            .map_err(|_| "the media order channel is full".to_string())?;
+        self.pending.insert(
+            cookie,
+            Pending {
+                token,
+                datagram,
+                sent: Instant::now(),
+                tries: 1,
+            },
+        );
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Option<Answered> {
         let mut replies = self.channel.consumer(Direction::ToControlPlane);
-        let start = Instant::now();
-        // Asked again (same cookie: answered from the relay's cache) if the
-        // first try is not answered quickly.
-        for attempt in 0..3u32 {
-            if self
-                .channel
-                .producer(Direction::ToDataplane)
-                .push(1, &meta, &datagram)
-                .is_err()
-            {
-                return Err("the media order channel is full".into());
-            }
-            let until = start + self.timeout * (attempt + 1) / 3;
-            while Instant::now() < until {
-                replies.wait(until.saturating_duration_since(Instant::now()));
-                while let Some(r) = replies.peek() {
-                    let payload = r.payload;
-                    replies.advance();
-                    if let Some(body) = payload
-                        .strip_prefix(cookie.as_bytes())
-                        .and_then(|b| b.strip_prefix(b" "))
-                    {
-                        return Ok(body.to_vec());
-                    }
-                }
+        while let Some(r) = replies.peek() {
+            let payload = r.payload;
+            let sp = payload.iter().position(|b| *b == b' ');
+            let found = sp.and_then(|sp| {
+                let p = self.pending.remove(&payload[..sp])?;
+                Some((p.token, payload[sp + 1..].to_vec()))
+            });
+            replies.advance();
+            if let Some((token, body)) = found {
+                return Some((token, Ok(body)));
             }
         }
-        Err("the relay did not answer the media order".into())
+        // Unanswered orders: asked again, then given up.
+        if self.pending.is_empty() || self.last_check.elapsed() < RETRY / 4 {
+            return None;
+        }
+        self.last_check = Instant::now();
+        let late: Vec<Vec<u8>> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent.elapsed() >= RETRY)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for cookie in late {
+            let Some(p) = self.pending.get_mut(&cookie) else {
+                continue;
+            };
+            if p.tries >= TRIES {
+                let token = p.token;
+                self.pending.remove(&cookie);
+                return Some((
+                    token,
+                    Err("the relay did not answer the media order".into()),
+                ));
+            }
+            p.tries += 1;
+            p.sent = Instant::now();
+            let _ = self.channel.producer(Direction::ToDataplane).push(
+                1,
+                &[0u8; META_BYTES],
+                &p.datagram,
+            );
+        }
+        None
+    }
+
+    fn pending(&self) -> usize {
+        self.pending.len()
     }
 }
