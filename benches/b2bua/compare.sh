@@ -76,6 +76,7 @@ PY
 start_rvoip() {
     wait_udp_free 127.0.0.1:5060 127.0.0.1:5062 127.0.0.1:2223
     rm -rf "$OUT/state" "$OUT/cdr.jsonl" /dev/shm/rvoip-b2bua-bench
+    cp "$ROOT/config/users.toml" "$OUT/users.toml"
     sed -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \
         -e "s#ring_dir = \"/dev/shm/rvoip\"#ring_dir = \"/dev/shm/rvoip-b2bua-bench\"#" \
         -e "s#^level = \"info\"#level = \"warn\"#" \
