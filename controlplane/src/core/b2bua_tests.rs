@@ -861,3 +861,35 @@ fn a_call_keeps_its_events_in_order_while_the_relay_is_slow() {
     assert!(text(to(&out, PEER1)[0]).starts_with("ACK "));
     assert!(!n.core.media_pending());
 }
+
+#[test]
+fn refer_and_info_cross_to_the_other_leg_by_default() {
+    let mut n = net();
+    let (inv, ok) = answered(&mut n, "tr");
+    let refer = peer_request(
+        &inv,
+        "REFER",
+        3,
+        PEER1,
+        "",
+        "Refer-To: <sip:+15559999@core.example>\r\n",
+    );
+    let out = n.deliver(100, PEER1, CORE, &refer);
+    let fwd = to(&out, CALLER)[0].clone();
+    let t = text(&fwd);
+    assert!(
+        t.starts_with("REFER sip:alice@127.0.0.2:5080 SIP/2.0"),
+        "{t}"
+    );
+    assert!(t.contains("Refer-To: <sip:+15559999@core.example>"), "{t}");
+    assert_eq!(header(&fwd, HeaderName::From), header(&ok, HeaderName::To));
+    let out = n.deliver(110, CALLER, ACCESS, &reply(&fwd, 202, "", "", ""));
+    let back = to(&out, PEER1)[0];
+    assert_eq!(
+        (status(back), header(back, HeaderName::CSeq)),
+        (Some(202), "3 REFER".to_string())
+    );
+    let info = peer_request(&inv, "INFO", 4, PEER1, "", "");
+    let out = n.deliver(200, PEER1, CORE, &info);
+    assert!(text(to(&out, CALLER)[0]).starts_with("INFO "));
+}
