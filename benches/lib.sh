@@ -32,3 +32,23 @@ wait_udp_free() {
         sleep 0.2
     done
 }
+
+# Sends OPTIONS to 127.0.0.1:PORT until a 200 comes back (up to ~20 s).
+sip_ready() {
+    python3 - "${1:-5060}" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
+msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-b;rport\r\n"
+       "From: <sip:b@rvoip.test>;tag=b\r\nTo: <sip:127.0.0.1>\r\nCall-ID: bench-ready\r\n"
+       "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+for _ in range(100):
+    s.sendto(msg, ("127.0.0.1", port))
+    try:
+        if s.recv(2000).startswith(b"SIP/2.0 200"):
+            sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(f"nothing answered OPTIONS on 127.0.0.1:{port}")
+PY
+}

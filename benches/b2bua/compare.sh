@@ -55,23 +55,7 @@ stop_tree() {  # the SBC and every process under it
 trap stop_tree EXIT
 trap 'exit 130' INT TERM
 
-ready() {  # OPTIONS to 127.0.0.1:5060 until a 200 comes back
-    python3 - <<'PY'
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
-msg = ("OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-b;rport\r\n"
-       "From: <sip:b@rvoip.test>;tag=b\r\nTo: <sip:127.0.0.1>\r\nCall-ID: bench-ready\r\n"
-       "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
-for _ in range(100):
-    s.sendto(msg, ("127.0.0.1", 5060))
-    try:
-        if s.recv(2000).startswith(b"SIP/2.0 200"):
-            sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit("the SBC did not answer OPTIONS")
-PY
-}
+
 
 start_rvoip() {
     wait_udp_free 127.0.0.1:5060 127.0.0.1:5062 127.0.0.1:2223
@@ -85,7 +69,7 @@ start_rvoip() {
         "$ROOT/config/sbc.toml" > "$OUT/sbc.toml"
     (cd "$OUT" && exec "$ROOT/target/release/rvoip" run --config "$OUT/sbc.toml" > "$OUT/rvoip-$1.log" 2>&1) &
     PID=$!
-    ready
+    sip_ready 5060
 }
 
 start_kamailio() {
@@ -106,7 +90,7 @@ start_kamailio() {
         wait
     ) &
     PID=$!
-    ready
+    sip_ready 5060
 }
 
 cpu_ticks() {  # CPU seconds of a process tree

@@ -45,21 +45,7 @@ start_rvoip() {
         "$ROOT/config/proxy.toml" > "$OUT/proxy.toml"
     "$ROOT/target/release/rvoip" run --config "$OUT/proxy.toml" > "$OUT/rvoip-$1.log" 2>&1 &
     PID=$!
-    python3 - <<'PY'
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
-msg = ("OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-b;rport\r\n"
-       "From: <sip:b@rvoip.test>;tag=b\r\nTo: <sip:127.0.0.1>\r\nCall-ID: bench-ready\r\n"
-       "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
-for _ in range(100):
-    s.sendto(msg, ("127.0.0.1", 5060))
-    try:
-        if s.recv(2000).startswith(b"SIP/2.0 200"):
-            sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit("rvoip did not answer OPTIONS")
-PY
+    sip_ready 5060
 }
 
 printf "%-18s %6s %-5s %9s %9s %12s\n" proxy rate pass achieved fail_pct cpu_us_call | tee "$OUT/summary.txt"

@@ -77,32 +77,7 @@ impl Sbc {
 
     /// OPTIONS to the access listener until the B2BUA answers 200.
     fn wait_ready(&self) {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for n in 0.. {
-            let msg = format!(
-                "OPTIONS sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-ready-{n}\r\n\
-From: <sip:probe@rvoip.test>;tag=r\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ready-{n}\r\nCSeq: 1 OPTIONS\r\n\
-Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-                self.access,
-                sock.local_addr().unwrap()
-            );
-            sock.send_to(msg.as_bytes(), ("127.0.0.1", self.access))
-                .unwrap();
-            let mut buf = [0u8; 4096];
-            if let Ok((len, _)) = sock.recv_from(&mut buf)
-                && buf[..len].starts_with(b"SIP/2.0 200 ")
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the SBC did not answer OPTIONS: {}",
-                self.log_text()
-            );
-        }
+        common::wait_options_ok(self.access, || self.log_text());
     }
 
     fn log_text(&self) -> String {

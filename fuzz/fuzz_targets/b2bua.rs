@@ -8,10 +8,13 @@
 //! (bits 2..7, × 150 ms).
 #![no_main]
 
-use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "fake_media.rs"]
+mod fake_media;
+use fake_media::FakeMedia;
 use rvoip_controlplane::core::b2bua::{B2b, B2bConfig};
 use rvoip_controlplane::core::{CoreConfig, Inbound, Outbound, SipCore, Transport};
 use rvoip_controlplane::registrar::location::LocationService;
@@ -19,43 +22,9 @@ use rvoip_controlplane::registrar::{Registrar, RegistrarConfig, Users};
 use rvoip_controlplane::sbc::journal::Journal;
 use rvoip_controlplane::sbc::media::MediaOrders;
 use rvoip_controlplane::sbc::policy::Policy;
-use rvoip_dataplane::engine::media::{Applied, LegPorts, MediaError, MediaHandle, MediaPlan, SessionSnapshot};
-use rvoip_dataplane::media::relay::{RelayCounters, Session};
-use rvoip_dataplane::ng::{MediaControl, NgServer};
+use rvoip_dataplane::ng::NgServer;
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 
-struct FakeMedia {
-    next: Cell<u16>,
-}
-
-impl MediaControl for FakeMedia {
-    fn place(&self) -> usize {
-        0
-    }
-    fn apply(&self, worker: usize, session: Option<u32>, medias: Vec<MediaPlan>) -> Result<Applied, MediaError> {
-        let ports = medias
-            .iter()
-            .map(|_| {
-                let p = self.next.get();
-                self.next.set(p.wrapping_add(4));
-                [LegPorts { rtp: p, rtcp: Some(p + 1) }, LegPorts { rtp: p + 2, rtcp: None }]
-            })
-            .collect();
-        Ok(Applied { handle: MediaHandle { worker, session: session.unwrap_or(7) }, ports })
-    }
-    fn snapshot(&self, _: MediaHandle) -> Result<SessionSnapshot, MediaError> {
-        Ok(SessionSnapshot { session: Session::default(), now_ms: 0 })
-    }
-    fn remove(&self, _: MediaHandle) -> Result<SessionSnapshot, MediaError> {
-        Ok(SessionSnapshot { session: Session::default(), now_ms: 0 })
-    }
-    fn counters(&self) -> RelayCounters {
-        RelayCounters::default()
-    }
-    fn take_timed_out(&self) -> Vec<MediaHandle> {
-        Vec::new()
-    }
-}
 
 struct Relay(NgServer<FakeMedia>, u64, std::collections::VecDeque<(u64, Result<Vec<u8>, String>)>);
 
@@ -127,7 +96,7 @@ fn core() -> SipCore {
         Users::default(),
         b"fuzz",
     );
-    let relay = Relay(NgServer::new(FakeMedia { next: Cell::new(30000) }, IpAddr::V4(Ipv4Addr::LOCALHOST)), 0, Default::default());
+    let relay = Relay(NgServer::new(FakeMedia::new(false), IpAddr::V4(Ipv4Addr::LOCALHOST)), 0, Default::default());
     core.set_b2bua(B2b::new(
         Policy::from_config(&c).expect("policy"),
         B2bConfig { session_expires: 90, min_se: 90, reject_refer: false, health_interval_ms: 5000 },

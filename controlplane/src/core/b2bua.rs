@@ -2095,13 +2095,8 @@ impl SipCore {
             return;
         };
         let to = from.other();
-        let req = SipMessage::parse(request, Framing::Datagram, &Limits::default()).ok();
-        let method = req
-            .as_ref()
-            .and_then(|r| r.method())
-            .unwrap_or(Method::Options);
+        let (method, req_had_sdp) = method_and_sdp(request);
         let is_invite = method == Method::Invite;
-        let req_had_sdp = req.as_ref().and_then(|r| sdp_body(r)).is_some();
         if let Some(sdp) = sdp_body(msg) {
             // An offer in a response to a request without SDP (late offer
             // in a re-INVITE) is answered in the ACK.
@@ -2157,11 +2152,7 @@ impl SipCore {
             return;
         };
         let to = from.other();
-        let req = SipMessage::parse(request, Framing::Datagram, &Limits::default()).ok();
-        let method = req
-            .as_ref()
-            .and_then(|r| r.method())
-            .unwrap_or(Method::Options);
+        let (method, _) = method_and_sdp(request);
         let is_invite = method == Method::Invite;
         let mut extra: Vec<(HeaderName, Vec<u8>)> = Vec::new();
         if matches!(method, Method::Invite | Method::Update) && code < 300 {
@@ -2352,6 +2343,17 @@ impl SipCore {
         let every = b.config.health_interval_ms;
         self.b2b = Some(b);
         self.schedule(Some(now + every), TimerRef::Health);
+    }
+}
+
+/// The method of a stored request, and whether it carried SDP.
+fn method_and_sdp(request: &[u8]) -> (Method<'_>, bool) {
+    match SipMessage::parse(request, Framing::Datagram, &Limits::default()) {
+        Ok(r) => (
+            r.method().unwrap_or(Method::Options),
+            sdp_body(&r).is_some(),
+        ),
+        Err(_) => (Method::Options, false),
     }
 }
 

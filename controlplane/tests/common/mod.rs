@@ -174,3 +174,33 @@ impl Drop for Spawned {
     }
 }
 pub mod sipp;
+
+/// Sends OPTIONS to 127.0.0.1:`port` until a 200 comes back, for at most
+/// 15 s; `log` says why when it does not.
+pub fn wait_options_ok(port: u16, log: impl Fn() -> String) {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("probe socket");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in 0.. {
+        let msg = format!(
+            "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-ready-{n}\r\n\
+From: <sip:probe@rvoip.test>;tag=r\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ready-{n}\r\nCSeq: 1 OPTIONS\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            sock.local_addr().expect("local address")
+        );
+        sock.send_to(msg.as_bytes(), ("127.0.0.1", port))
+            .expect("send OPTIONS");
+        let mut buf = [0u8; 4096];
+        if let Ok((len, _)) = sock.recv_from(&mut buf)
+            && buf[..len].starts_with(b"SIP/2.0 200 ")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rvoip did not answer OPTIONS: {}",
+            log()
+        );
+    }
+}
