@@ -437,3 +437,39 @@ fn kill_9_of_the_control_plane_keeps_established_calls_and_their_media() {
     assert_eq!(sbc.relay_calls(), 0);
     assert!(before.is_subset(&sockets(dataplane)));
 }
+
+#[test]
+fn tcp_callers_reach_the_udp_core() {
+    let uas_port = free_udp_port();
+    let sbc = Sbc::start("b2bua-tcp", uas_port, free_udp_port(), 25900, &[]);
+    let _uas = uas(&sbc.dir, uas_port, &["-sn", "uas"], &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_udp_port().to_string();
+    let target = sbc.target();
+    let s = sipp(
+        &sbc.dir,
+        "uac-tcp",
+        &[
+            "-sn",
+            "uac",
+            "-t",
+            "t1",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &port,
+            &target,
+            "-m",
+            "20",
+            "-r",
+            "10",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!((s.successful, s.failed, s.exit), (20, 0, Some(0)), "{s:?}");
+    let cdrs = sbc.wait_cdrs(20);
+    assert!(
+        cdrs.iter().all(|c| c["end_reason"] == "bye-caller"),
+        "{cdrs:?}"
+    );
+}
