@@ -102,8 +102,9 @@ enum Then {
         msg: Vec<u8>,
         ack_answers: bool,
     },
-    /// The answer in an ACK (late offer), for the ACK to the other leg.
-    AckAnswer { call: u64, side: Side },
+    /// The answer in an ACK (late offer), for the ACK to the other leg (to
+    /// its INVITE with CSeq `cseq`).
+    AckAnswer { call: u64, side: Side, cseq: u32 },
     /// SDP of an in-dialog request from `side`: it goes to the other leg.
     Relay {
         call: u64,
@@ -261,6 +262,8 @@ struct Pending2xx {
     /// An offer in the 2xx waits for the answer in the ACK (late offer):
     /// the ACK to the other leg carries it.
     ack_answers: bool,
+    /// CSeq of the INVITE on the other leg, which that ACK acknowledges.
+    ack_cseq: u32,
 }
 
 /// A call: both legs and what the SBC knows of it.
@@ -741,9 +744,11 @@ impl SipCore {
                     self.b2b_invite_answered(b, now, unix_ms, call, code, &m, &body, ack_answers);
                 }
             }
-            Then::AckAnswer { call, side } => {
+            Then::AckAnswer { call, side, cseq } => {
                 let body = sdp.unwrap_or_default();
-                self.b2b_ack_other(call_mut(b, call), side, &body);
+                if let Some(c) = b.calls.get_mut(&call) {
+                    self.b2b_ack_leg(c, side.other(), cseq, &body);
+                }
             }
             Then::Relay {
                 call,
@@ -1499,29 +1504,15 @@ impl SipCore {
                     sdp,
                     call.legs[other.index()].srtp,
                 );
-                self.b2b_order(b, now, unix_ms, order, Then::AckAnswer { call: id, side });
+                let then = Then::AckAnswer {
+                    call: id,
+                    side,
+                    cseq: p.ack_cseq,
+                };
+                self.b2b_order(b, now, unix_ms, order, then);
             }
-            None => self.b2b_ack_other(call_mut(b, id), side, b""),
+            None => self.b2b_ack_leg(call, other, p.ack_cseq, b""),
         }
-    }
-
-    /// The ACK that answers a late offer, to the leg other than `side`.
-    fn b2b_ack_other(&mut self, call: Option<&mut Call>, side: Side, body: &[u8]) {
-        let Some(call) = call else {
-            return;
-        };
-        let leg = &call.legs[side.other().index()];
-        let cseq = leg.local_cseq;
-        let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &cseq.to_le_bytes()]);
-        let extra = if body.is_empty() {
-            Vec::new()
-        } else {
-            vec![("Content-Type".to_string(), "application/sdp".to_string())]
-        };
-        let ack = leg.request("ACK", cseq, &branch, &extra, body);
-        let hop = leg.hop();
-        call.b_ack = Some(ack.clone());
-        self.emit(hop, ack);
     }
 
     fn b2b_in_dialog(
@@ -1905,7 +1896,7 @@ impl SipCore {
         if code >= 200 && call.cancelled {
             // Answered after the caller gave up: ACK and hang up.
             call.b_status = code;
-            self.b2b_ack_b(&mut call, now, b"");
+            self.b2b_ack_leg(&mut call, Side::B, 1, b"");
             self.b2b_local_request(&mut call, now, Side::B, "BYE");
             self.b2b_finish(b, call, unix_ms, "cancel");
             return;
@@ -1964,7 +1955,7 @@ impl SipCore {
         if call.cancelled {
             // The caller gave up while the relay was busy with this answer.
             if code >= 200 {
-                self.b2b_ack_b(&mut call, now, b"");
+                self.b2b_ack_leg(&mut call, Side::B, 1, b"");
                 self.b2b_local_request(&mut call, now, Side::B, "BYE");
             } else {
                 self.b2b_cancel_b(&call, now);
@@ -1988,9 +1979,7 @@ impl SipCore {
             call.state = State::Up;
             call.answer_ms = Some(unix_ms);
             b.counters.answered += 1;
-            if let Some(k) = call.b_invite_key.take() {
-                let _ = k;
-            }
+            call.b_invite_key = None;
             // Session timer: leg B's choice, else what the caller asked for.
             let a_inv =
                 SipMessage::parse(&call.a_invite, Framing::Datagram, &Limits::default()).ok();
@@ -2023,7 +2012,7 @@ impl SipCore {
                 }
             }
             if !ack_answers {
-                self.b2b_ack_b(&mut call, now, b"");
+                self.b2b_ack_leg(&mut call, Side::B, 1, b"");
             }
         } else if call.state == State::Routing && !tag.is_empty() {
             call.state = State::Early;
@@ -2050,6 +2039,7 @@ impl SipCore {
                 interval: self.config.timers.t1,
                 give_up: now + 64 * self.config.timers.t1,
                 ack_answers,
+                ack_cseq: 1,
             });
             self.schedule(
                 Some(now + self.config.timers.t1),
@@ -2061,18 +2051,22 @@ impl SipCore {
         b.calls.insert(id, call);
     }
 
-    fn b2b_ack_b(&mut self, call: &mut Call, now: Millis, body: &[u8]) {
-        let _ = now;
-        let leg = &call.legs[1];
-        let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &[1]]);
+    /// Acknowledges a 2xx to the INVITE with CSeq `cseq` on `side`'s leg,
+    /// with `body` (a late offer's answer); kept to be sent again when the
+    /// 2xx is.
+    fn b2b_ack_leg(&mut self, call: &mut Call, side: Side, cseq: u32, body: &[u8]) {
+        let leg = &call.legs[side.index()];
+        let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &cseq.to_le_bytes()]);
         let extra = if body.is_empty() {
             Vec::new()
         } else {
             vec![("Content-Type".to_string(), "application/sdp".to_string())]
         };
-        let ack = leg.request("ACK", 1, &branch, &extra, body);
+        let ack = leg.request("ACK", cseq, &branch, &extra, body);
         let hop = leg.hop();
-        call.b_ack = Some(ack.clone());
+        if side == Side::B {
+            call.b_ack = Some(ack.clone());
+        }
         self.emit(hop, ack);
     }
 
@@ -2190,13 +2184,12 @@ impl SipCore {
             }
         }
         if is_invite && (200..300).contains(&code) {
+            let cseq = msg
+                .cseq()
+                .map(|c| c.seq)
+                .unwrap_or(call.legs[to.index()].local_cseq);
             if !ack_answers {
-                let leg = &call.legs[to.index()];
-                let cseq = msg.cseq().map(|c| c.seq).unwrap_or(leg.local_cseq);
-                let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &cseq.to_le_bytes()]);
-                let ack = leg.request("ACK", cseq, &branch, &[], b"");
-                let hop = leg.hop();
-                self.emit(hop, ack);
+                self.b2b_ack_leg(call, to, cseq, b"");
             }
             call.pending = Some(Pending2xx {
                 side: from,
@@ -2205,6 +2198,7 @@ impl SipCore {
                 interval: self.config.timers.t1,
                 give_up: now + 64 * self.config.timers.t1,
                 ack_answers,
+                ack_cseq: cseq,
             });
             self.schedule(
                 Some(now + self.config.timers.t1),
@@ -2355,10 +2349,6 @@ fn method_and_sdp(request: &[u8]) -> (Method<'_>, bool) {
         ),
         Err(_) => (Method::Options, false),
     }
-}
-
-fn call_mut(b: &mut B2b, id: u64) -> Option<&mut Call> {
-    b.calls.get_mut(&id)
 }
 
 fn strip_tag(v: &str) -> String {
