@@ -24,12 +24,12 @@ use rvoip_dataplane::sip::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{ClientEntry, ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
+use super::{ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
 use crate::sbc::cdr::Cdr;
 use crate::sbc::journal::Journal;
 use crate::sbc::media::{self, MediaOrders, MediaTotals};
 use crate::sbc::policy::{Policy, Refusal};
-use crate::transaction::{ClientTransaction, Millis};
+use crate::transaction::Millis;
 
 #[cfg(test)]
 #[path = "b2bua_tests.rs"]
@@ -1226,21 +1226,11 @@ impl SipCore {
         let ck = self.keys.client(branch.as_bytes(), b"INVITE");
         call.b_invite = bytes.clone();
         call.b_invite_key = Some(ck);
-        let txn = ClientTransaction::new(now, bytes, true, false, self.config.timers);
-        let next = txn.next_deadline();
-        self.clients.insert(
-            ck,
-            ClientEntry {
-                txn,
-                hop,
-                proxy: None,
-                call: Some(CallTxn::Invite {
-                    call: call.id,
-                    attempt: call.attempt,
-                }),
-            },
-        );
-        self.schedule(next, TimerRef::Client(ck));
+        let purpose = CallTxn::Invite {
+            call: call.id,
+            attempt: call.attempt,
+        };
+        self.start_client(now, ck, bytes, true, hop, None, Some(purpose));
         let timeout = call
             .trunk
             .and_then(|t| b.policy.trunks.get(t))
@@ -1366,25 +1356,15 @@ impl SipCore {
             .and_then(|v| v.branch().map(<[u8]>::to_vec))
             .unwrap_or_default();
         let ck = self.keys.client(&branch, method);
-        let txn = ClientTransaction::new(
+        self.start_client(
             now,
+            ck,
             bytes,
             method == b"INVITE",
-            leg_hop.transport.reliable(),
-            self.config.timers,
+            leg_hop,
+            None,
+            Some(purpose),
         );
-        let next = txn.next_deadline();
-        self.clients.insert(
-            ck,
-            ClientEntry {
-                txn,
-                hop: leg_hop,
-                proxy: None,
-                call: Some(purpose),
-            },
-        );
-        self.schedule(next, TimerRef::Client(ck));
-        self.drain_client(now, &ck);
     }
 
     /// Sends a request of the SBC's own (BYE) on `side` of `call`.

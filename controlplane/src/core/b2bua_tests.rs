@@ -483,7 +483,11 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
     let ack_b = to(&out, PEER1)[0];
     let t = text(ack_b);
     assert!(t.starts_with("ACK "), "{t}");
-    assert_eq!(header(ack_b, HeaderName::CSeq), "1 ACK", "the INVITE's CSeq");
+    assert_eq!(
+        header(ack_b, HeaderName::CSeq),
+        "1 ACK",
+        "the INVITE's CSeq"
+    );
     assert!(
         t.contains(&format!("c=IN IP4 {RELAY}")) && !t.contains("127.0.0.2"),
         "{t}"

@@ -385,6 +385,40 @@ impl SipCore {
         });
     }
 
+    /// Starts client transaction `key` sending `bytes` towards `hop` for its
+    /// owner (a proxy branch or a B2BUA call), and sends its first copy.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_client(
+        &mut self,
+        now: Millis,
+        key: ClientKey,
+        bytes: Vec<u8>,
+        invite: bool,
+        hop: Hop,
+        proxy: Option<(u64, usize)>,
+        call: Option<b2bua::CallTxn>,
+    ) {
+        let txn = ClientTransaction::new(
+            now,
+            bytes,
+            invite,
+            hop.transport.reliable(),
+            self.config.timers,
+        );
+        let next = txn.next_deadline();
+        self.clients.insert(
+            key,
+            ClientEntry {
+                txn,
+                hop,
+                proxy,
+                call,
+            },
+        );
+        self.schedule(next, TimerRef::Client(key));
+        self.drain_client(now, &key);
+    }
+
     /// When `on_timer` must next run.
     pub fn next_deadline(&self) -> Option<Millis> {
         self.timers.peek().map(|t| t.0.0)

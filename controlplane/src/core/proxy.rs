@@ -10,8 +10,8 @@ use rvoip_dataplane::sip::{
     Forward, Framing, Host, Limits, Method, SipMessage, Uri, write_response,
 };
 
-use super::{ClientEntry, ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
-use crate::transaction::{ClientState, ClientTransaction, Millis};
+use super::{ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
+use crate::transaction::{ClientState, Millis};
 
 /// A static route: requests whose Request-URI matches go to `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,23 +443,6 @@ impl SipCore {
         f.write_to(&mut out);
         let method = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
         let client = self.keys.client(branch.as_bytes(), method);
-        let txn = ClientTransaction::new(
-            now,
-            out,
-            invite,
-            t.hop.transport.reliable(),
-            self.config.timers,
-        );
-        let next = txn.next_deadline();
-        self.clients.insert(
-            client,
-            ClientEntry {
-                txn,
-                hop: t.hop,
-                proxy: Some((id, index)),
-                call: None,
-            },
-        );
         if let Some(ctx) = self.proxies.get_mut(&id) {
             ctx.branches.push(Branch {
                 client,
@@ -470,14 +453,13 @@ impl SipCore {
             });
         }
         self.counters.forwarded += 1;
-        self.schedule(next, TimerRef::Client(client));
         if invite {
             self.schedule(
                 Some(now + self.config.timer_c_ms),
                 TimerRef::TimerC(id, index),
             );
         }
-        self.drain_client(now, &client);
+        self.start_client(now, client, out, invite, t.hop, Some((id, index)), None);
     }
 
     fn send_cancel(&mut self, now: Millis, id: u64, b: usize) {
@@ -500,25 +482,7 @@ impl SipCore {
         if self.clients.contains_key(&key) {
             return;
         }
-        let txn = ClientTransaction::new(
-            now,
-            cancel,
-            false,
-            hop.transport.reliable(),
-            self.config.timers,
-        );
-        let next = txn.next_deadline();
-        self.clients.insert(
-            key,
-            ClientEntry {
-                txn,
-                hop,
-                proxy: None,
-                call: None,
-            },
-        );
-        self.schedule(next, TimerRef::Client(key));
-        self.drain_client(now, &key);
+        self.start_client(now, key, cancel, false, hop, None, None);
     }
 
     fn cancel_pending_branches(&mut self, now: Millis, id: u64, except: Option<usize>) {
