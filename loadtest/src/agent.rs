@@ -862,9 +862,13 @@ impl Agent {
         // Room for a load packet and the largest SRTP trailer (nothing to
         // clear per packet when no stream is SRTP).
         let mut plain = [0u8; PACKET + 64];
+        // A UAC offering SRTP reads only streams it has keys for: SRTP that
+        // comes before the answer with the keys (a relay forwards the far
+        // end's media as soon as it has it) is not read as plain RTP.
+        let srtp = self.cfg.srtp.is_some() || !self.srtp_rx.is_empty();
         let ssrc = pkt
             .get(8..12)
-            .filter(|_| !self.srtp_rx.is_empty())
+            .filter(|_| srtp)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         let pkt = match ssrc {
             Some(ssrc) if pkt.len() <= plain.len() => match self.srtp_rx.get_mut(&ssrc) {
@@ -878,8 +882,8 @@ impl Agent {
                         }
                     }
                 }
-                // SRTP of a call that has ended (in flight when its keys
-                // went): nothing to read in it.
+                // SRTP of a call whose keys are not here yet (its answer is
+                // on its way) or are gone (it ended): nothing to read in it.
                 None if self.cfg.srtp.is_some() => return,
                 None => pkt,
             },

@@ -209,3 +209,31 @@ fn srtp_media_is_encrypted_on_the_wire_and_measured_the_same() {
         assert_eq!(a.rtp_transit.value_at_quantile(0.5) / 1000, 30);
     }
 }
+
+#[test]
+fn srtp_that_arrives_before_the_answer_is_not_read_as_plain_rtp() {
+    // A UAC offering SRTP, before any call is answered: a relay forwards
+    // the far end's (encrypted) media ahead of the 200 with its keys.
+    let t0 = 1_000_000_000;
+    let mut uac = Agent::new(
+        Config {
+            srtp: Some(Suite::AesCm128HmacSha1_80),
+            ..config(
+                Role::Uac,
+                "127.0.0.1:5080",
+                "127.0.0.1:7000",
+                Some("127.0.0.1:5060"),
+            )
+        },
+        t0,
+    );
+    // An SRTP packet: RTP header, then ciphertext where a load packet's
+    // send stamp would be.
+    let mut pkt = vec![0x80, 0x08, 0x00, 0x01, 0, 0, 0, 160, 0x12, 0x34, 0x56, 0x78];
+    pkt.extend((0..160u32).map(|i| (i.wrapping_mul(97) ^ 0xa5) as u8));
+    pkt.extend_from_slice(&[0xde; 10]);
+    uac.on_rtp(t0 + 1_000_000, &pkt);
+    uac.fold_streams(t0 + 10_000_000_000, true);
+    assert_eq!(uac.report.rtp_received, 0);
+    assert_eq!(uac.report.jitter.len(), 0, "no stream was measured");
+}
