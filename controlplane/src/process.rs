@@ -336,6 +336,19 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
             }
         }
     }
+    // Calls that ended just now wait for the relay's totals before their
+    // records are written: give the replies a moment.
+    let until = Instant::now() + Duration::from_millis(500);
+    while core.media_pending() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = start.elapsed().as_millis() as u64;
+        core.poll_media(now, unix_ms());
+        while let Some(cdr) = core.poll_cdr() {
+            if let Some(w) = cdrs.as_mut() {
+                w.write(cdr);
+            }
+        }
+    }
     if let Some(b) = core.b2bua() {
         let c = b.counters;
         let p = b.policy.counters;
