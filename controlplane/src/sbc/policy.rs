@@ -349,7 +349,13 @@ impl Policy {
             self.counters.acl_rejected += 1;
             return Err(Refusal::Acl);
         }
-        let rate = self.flood_rate;
+        // Trunk peers carry many callers' traffic from one address: they
+        // are limited by the trunk's own limits, never banned as floods.
+        let peer = self
+            .trunks
+            .iter()
+            .any(|t| t.peers.iter().any(|p| p.address.ip() == source));
+        let rate = if peer { 0 } else { self.flood_rate };
         let ban = self.ban_ms;
         let s = self.sources.entry(source).or_default();
         if s.banned_until > now {
@@ -699,6 +705,17 @@ targets = ["127.0.0.1:5090"]
         assert_eq!(p.counters.bans, 1);
         // Another source is not affected.
         assert_eq!(p.admit(10, 0, "127.0.0.3".parse().unwrap(), true), Ok(()));
+    }
+
+    #[test]
+    fn trunk_peers_are_never_banned_as_floods() {
+        let mut p = policy("");
+        // 127.0.0.1 is the core trunk's peer address.
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..1000 {
+            assert_eq!(p.admit(10, 1, peer, true), Ok(()));
+        }
+        assert_eq!(p.counters.bans, 0);
     }
 
     #[test]
