@@ -177,6 +177,23 @@ fn pcap_uac_args(ip: &str, target: &str, calls: u32, rate: u32) -> Vec<String> {
     ]
 }
 
+/// SIPp's built-in uac from 127.0.0.2 through `sbc`: `calls` calls at
+/// `rate` per second, with `extra` arguments (transport).
+fn builtin_uac(
+    sbc: &Sbc,
+    name: &str,
+    calls: u32,
+    rate: u32,
+    extra: &[&str],
+) -> common::sipp::Stats {
+    let port = free_udp_port().to_string();
+    let (target, calls, rate) = (sbc.target(), calls.to_string(), rate.to_string());
+    let mut args = vec!["-sn", "uac", "-i", "127.0.0.2", "-p", &port, &target];
+    args.extend(["-m", &calls, "-r", &rate]);
+    args.extend(extra);
+    sipp(&sbc.dir, name, &args, Duration::from_secs(90))
+}
+
 fn run_uac(dir: &Path, name: &str, args: &[String], limit: Duration) -> common::sipp::Stats {
     std::fs::create_dir_all(dir).unwrap();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -288,26 +305,7 @@ fn calls_fail_over_to_the_secondary_when_the_primary_is_down() {
     );
     let _uas = uas(&sbc.dir, secondary, &["-sn", "uas"], &[]);
     std::thread::sleep(Duration::from_millis(300));
-    let port = free_udp_port().to_string();
-    let target = sbc.target();
-    let s = sipp(
-        &sbc.dir,
-        "uac-failover",
-        &[
-            "-sn",
-            "uac",
-            "-i",
-            "127.0.0.2",
-            "-p",
-            &port,
-            &target,
-            "-m",
-            "20",
-            "-r",
-            "5",
-        ],
-        Duration::from_secs(60),
-    );
+    let s = builtin_uac(&sbc, "uac-failover", 20, 5, &[]);
     assert_eq!((s.successful, s.failed, s.exit), (20, 0, Some(0)), "{s:?}");
     let cdrs = sbc.wait_cdrs(20);
     let secondary = format!("127.0.0.1:{secondary}");
@@ -350,25 +348,7 @@ fn a_flooding_source_is_banned_while_another_sources_calls_complete() {
     );
     std::thread::sleep(Duration::from_millis(500));
     // Meanwhile 127.0.0.2 makes 200 calls at 10 per second.
-    let port = free_udp_port().to_string();
-    let s = sipp(
-        &sbc.dir,
-        "uac-legit",
-        &[
-            "-sn",
-            "uac",
-            "-i",
-            "127.0.0.2",
-            "-p",
-            &port,
-            &target,
-            "-m",
-            "200",
-            "-r",
-            "10",
-        ],
-        Duration::from_secs(90),
-    );
+    let s = builtin_uac(&sbc, "uac-legit", 200, 10, &[]);
     // ≥ 99.9 % of 200 is all of them.
     assert_eq!((s.successful, s.failed, s.exit), (200, 0, Some(0)), "{s:?}");
     let cdrs = sbc.cdrs();
@@ -444,28 +424,7 @@ fn tcp_callers_reach_the_udp_core() {
     let sbc = Sbc::start("b2bua-tcp", uas_port, free_udp_port(), 25900, &[]);
     let _uas = uas(&sbc.dir, uas_port, &["-sn", "uas"], &[]);
     std::thread::sleep(Duration::from_millis(300));
-    let port = free_udp_port().to_string();
-    let target = sbc.target();
-    let s = sipp(
-        &sbc.dir,
-        "uac-tcp",
-        &[
-            "-sn",
-            "uac",
-            "-t",
-            "t1",
-            "-i",
-            "127.0.0.2",
-            "-p",
-            &port,
-            &target,
-            "-m",
-            "20",
-            "-r",
-            "10",
-        ],
-        Duration::from_secs(60),
-    );
+    let s = builtin_uac(&sbc, "uac-tcp", 20, 10, &["-t", "t1"]);
     assert_eq!((s.successful, s.failed, s.exit), (20, 0, Some(0)), "{s:?}");
     let cdrs = sbc.wait_cdrs(20);
     assert!(
