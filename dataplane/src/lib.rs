@@ -17,3 +17,4 @@ pub mod sdp;
 pub mod shm;
 pub mod sip;
 pub mod srtp;
+pub mod wheel;

@@ -14,17 +14,18 @@
 //! 200 (SDP answer) to an INVITE, the 200 retransmitted until the ACK
 //! (Timer G/H), 200 to BYE, retransmitted requests answered again.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rvoip_dataplane::sip::{Method, SipMessage};
 
 use crate::media::{self, PACKET, Receiver, Sender};
 use crate::report::{self, Report};
-use crate::sip::{self, Dialog};
+use crate::sip::{self, Dialog, Local, Text};
 use rvoip_controlplane::registrar::digest::answer_challenge;
 use rvoip_dataplane::sip::HeaderName;
+use rvoip_dataplane::wheel::Wheel;
 
 mod ng;
 mod register;
@@ -178,7 +179,8 @@ pub struct Agent {
     reg: HashMap<u64, register::RegCall>,
     uas_index: HashMap<u64, String>,
     uas_keys: u64,
-    timers: BinaryHeap<Reverse<(u64, u64, Timer, u32)>>,
+    timers: Wheel<(u64, Timer, u32)>,
+    due: Vec<(u64, Timer, u32)>,
     streams: HashMap<u64, Stream>,
     wheel: Vec<Vec<u64>>,
     wheel_ms: u64,
@@ -188,11 +190,23 @@ pub struct Agent {
     keys: ring::rand::SystemRandom,
     out: Vec<(Vec<u8>, SocketAddr)>,
     rng: u64,
+    /// This side's addresses as messages carry them.
+    local: Local,
+    /// The Request-URI every call uses, written once.
+    request_uri: Option<Arc<str>>,
+}
+
+/// A Via branch unique to call `n` of run `run` and its request `what`.
+fn branch(n: u64, run: u64, what: &str) -> String {
+    let mut b = Text::with_capacity(40);
+    b.s("z9hG4bK-").x(n).s("-").x(run).s("-").s(what);
+    b.into_string()
 }
 
 impl Agent {
     /// An agent starting at `now_ns`.
     pub fn new(cfg: Config, now_ns: u64) -> Self {
+        let local = Local::new(cfg.sip_local, cfg.rtp_local);
         Agent {
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(cfg.run_id),
             cfg,
@@ -206,7 +220,8 @@ impl Agent {
             reg: HashMap::new(),
             uas_index: HashMap::new(),
             uas_keys: 0,
-            timers: BinaryHeap::new(),
+            timers: Wheel::new(now_ns / 1_000_000),
+            due: Vec::new(),
             streams: HashMap::new(),
             wheel: (0..20).map(|_| Vec::new()).collect(),
             wheel_ms: now_ns / 1_000_000,
@@ -214,6 +229,8 @@ impl Agent {
             srtp_rx: HashMap::new(),
             keys: ring::rand::SystemRandom::new(),
             out: Vec::new(),
+            local,
+            request_uri: None,
         }
     }
 
@@ -246,7 +263,7 @@ impl Agent {
 
     /// When `tick` next has work (a timer or a call to start), at the latest.
     pub fn next_deadline(&self, now_ns: u64) -> u64 {
-        let timer = self.timers.peek().map_or(u64::MAX, |t| t.0.0);
+        let timer = self.timers.next_due().map_or(u64::MAX, |ms| ms * 1_000_000);
         let media = if self.streams.is_empty() {
             u64::MAX
         } else {
@@ -261,7 +278,9 @@ impl Agent {
     }
 
     fn schedule(&mut self, at: u64, key: u64, t: Timer, generation: u32) {
-        self.timers.push(Reverse((at, key, t, generation)));
+        // Rounded up: a timer never fires early.
+        self.timers
+            .schedule(at.div_ceil(1_000_000), (key, t, generation));
     }
 
     fn random(&mut self) -> u64 {
@@ -287,13 +306,13 @@ impl Agent {
 
     /// Fires due timers and starts due calls.
     pub fn tick(&mut self, now_ns: u64) {
-        while let Some(Reverse((at, key, t, generation))) = self.timers.peek().copied() {
-            if at > now_ns {
-                break;
-            }
-            self.timers.pop();
+        let mut due = std::mem::take(&mut self.due);
+        self.timers
+            .advance(now_ns / 1_000_000, |_, _, timer| due.push(timer));
+        for (key, t, generation) in due.drain(..) {
             self.on_timer(now_ns, key, t, generation);
         }
+        self.due = due;
         if self.places_calls() && !self.past_duration(now_ns) {
             let due = self.due_calls(now_ns);
             while self.next_call < due && self.active < self.cfg.max_concurrent {
@@ -320,13 +339,22 @@ impl Agent {
         }
         let n = self.next_call;
         self.next_call += 1;
+        let run = u64::from(self.cfg.run_id);
+        let mut call_id = Text::with_capacity(40);
+        call_id.n(n).s("-").n(run).s("@rvoip-loadtest");
+        let mut from_tag = Text::with_capacity(24);
+        from_tag.x(n).s("-").x(run);
+        let request_uri = self
+            .request_uri
+            .get_or_insert_with(|| format!("sip:{}@{target}", self.cfg.service).into())
+            .clone();
         let dialog = Dialog {
-            call_id: format!("{n}-{}@rvoip-loadtest", self.cfg.run_id),
-            from_tag: format!("{n:x}-{:x}", self.cfg.run_id),
-            request_uri: format!("sip:{}@{target}", self.cfg.service),
-            local: self.cfg.sip_local,
+            call_id: call_id.into_string(),
+            from_tag: from_tag.into_string(),
+            request_uri,
+            local: self.local.sip.clone(),
         };
-        let branch = format!("z9hG4bK-{n:x}-{:x}-i", self.cfg.run_id);
+        let branch = branch(n, run, "i");
         let srtp_key = self.cfg.srtp.and_then(|s| sdes::generate(s, &self.keys));
         let line = self
             .cfg
@@ -334,7 +362,7 @@ impl Agent {
             .zip(srtp_key.as_ref())
             .map(|(s, k)| sdes::format(1, k, s));
         let ssrc = (n as u32).wrapping_mul(2).wrapping_add(1);
-        let offer = sip::sdp(n, self.cfg.rtp_local, ssrc, line.as_deref());
+        let offer = sip::sdp(n, &self.local, ssrc, line.as_deref());
         let invite = sip::invite(&dialog, &branch, 1, None, &offer);
         self.out.push((invite.clone(), target));
         self.uac.insert(
@@ -548,14 +576,14 @@ impl Agent {
                     report::record(&mut self.report.invite_to_200, us);
                     let to = sip::to_value(msg).unwrap_or_default();
                     let route = sip::route_set(msg);
-                    let remote =
-                        sip::contact_uri(msg).unwrap_or_else(|| call.dialog.request_uri.clone());
-                    let n_hex = format!("{n:x}-{:x}", self.cfg.run_id);
+                    let remote = sip::contact_uri(msg)
+                        .unwrap_or_else(|| call.dialog.request_uri.to_string());
+                    let run = u64::from(self.cfg.run_id);
                     let ack = sip::in_dialog(
                         &call.dialog,
                         "ACK",
                         call.cseq,
-                        &format!("z9hG4bK-{n_hex}-a"),
+                        &branch(n, run, "a"),
                         &remote,
                         &to,
                         &route,
@@ -564,7 +592,7 @@ impl Agent {
                         &call.dialog,
                         "BYE",
                         call.cseq + 1,
-                        &format!("z9hG4bK-{n_hex}-b"),
+                        &branch(n, run, "b"),
                         &remote,
                         &to,
                         &route,
@@ -639,7 +667,7 @@ impl Agent {
                             call.interval = T1;
                             call.generation += 1;
                             let g = call.generation;
-                            call.invite_branch = format!("z9hG4bK-{n:x}-{:x}-i2", self.cfg.run_id);
+                            call.invite_branch = branch(n, u64::from(self.cfg.run_id), "i2");
                             call.invite = sip::invite(
                                 &call.dialog,
                                 &call.invite_branch,
@@ -699,8 +727,10 @@ impl Agent {
                 self.active += 1;
                 let key = self.uas_keys;
                 self.uas_keys += 1;
-                let tag = format!("{key:x}-{:x}", self.cfg.run_id);
-                let contact = Some(self.cfg.sip_local);
+                let mut tag = Text::with_capacity(24);
+                tag.x(key).s("-").x(u64::from(self.cfg.run_id));
+                let tag = tag.into_string();
+                let contact = Some(&*self.local.sip);
                 let ringing = sip::response(msg, 180, "Ringing", Some(&tag), contact, "");
                 let remote = sip::remote_media(msg.body());
                 // An SRTP offer: its first usable key to receive with, a key
@@ -711,7 +741,7 @@ impl Agent {
                     .and_then(|c| Some((c, sdes::generate(c.suite, &self.keys)?)));
                 let line = own.as_ref().map(|(c, k)| sdes::format(c.tag, k, c.suite));
                 let ssrc = (key as u32).wrapping_mul(2);
-                let answer = sip::sdp(key, self.cfg.rtp_local, ssrc, line.as_deref());
+                let answer = sip::sdp(key, &self.local, ssrc, line.as_deref());
                 let ok = sip::response(msg, 200, "OK", Some(&tag), contact, &answer);
                 self.out.push((ringing, src));
                 self.out.push((ok.clone(), src));

@@ -14,3 +14,4 @@ pub mod media;
 pub mod report;
 pub mod run;
 pub mod sip;
+pub mod uring;

@@ -7,11 +7,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::agent::{Agent, Config};
 use crate::batch::{self, BATCH, RecvBatch};
 use crate::media::PACKET;
 use crate::report::Report;
+use crate::uring::{self, Socket, UringIo};
 
 /// Sockets bound for a run.
 #[derive(Debug)]
@@ -126,6 +128,18 @@ pub struct Outcome {
     pub elapsed_s: f64,
 }
 
+/// Which socket engine a run uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// io_uring when the kernel has what it needs, else `Syscalls`.
+    #[default]
+    Auto,
+    /// io_uring (multishot receives, batched sends, one enter per turn).
+    Uring,
+    /// `recvmmsg`/`sendmmsg` and `poll`.
+    Syscalls,
+}
+
 /// How the loop runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -135,6 +149,134 @@ pub struct Options {
     /// before handling them (fewer wake-ups under load; arrivals are then
     /// timed up to this much late). 0: none.
     pub batch_wait_us: u64,
+    /// The socket engine.
+    pub engine: Engine,
+}
+
+/// What a received datagram is handed to: its socket, payload, source and
+/// the time it was read.
+type OnDatagram<'a> = dyn FnMut(Socket, &[u8], SocketAddr, u64) + 'a;
+
+/// The socket side of the loop: datagrams in, datagrams out, the wait.
+trait Io {
+    /// Hands what has been received to `on` (socket, payload, source, the
+    /// time it was read); returns how many.
+    fn drain(&mut self, on: &mut OnDatagram<'_>) -> io::Result<usize>;
+    /// Queues a copy of `data`.
+    fn send(&mut self, sock: Socket, data: &[u8], to: SocketAddr);
+    /// Queues `data`, taken over.
+    fn send_vec(&mut self, sock: Socket, data: Vec<u8>, to: SocketAddr);
+    /// Sends what is queued and waits for datagrams or the timeout; `busy`
+    /// when the last turn found a full batch.
+    fn wait(&mut self, timeout: Duration, batch_wait_us: u64, busy: bool) -> io::Result<()>;
+}
+
+impl Io for UringIo {
+    fn drain(&mut self, on: &mut OnDatagram<'_>) -> io::Result<usize> {
+        let t = monotonic_ns();
+        Ok(UringIo::drain(self, |sock, data, src| {
+            on(sock, data, src, t)
+        }))
+    }
+
+    fn send(&mut self, sock: Socket, data: &[u8], to: SocketAddr) {
+        UringIo::send(self, sock, data, to);
+    }
+
+    fn send_vec(&mut self, sock: Socket, data: Vec<u8>, to: SocketAddr) {
+        UringIo::send_vec(self, sock, data, to);
+    }
+
+    fn wait(&mut self, timeout: Duration, batch_wait_us: u64, _busy: bool) -> io::Result<()> {
+        UringIo::wait(self, timeout, batch_wait_us)
+    }
+}
+
+/// `recvmmsg`, `sendmmsg` and `poll`: for kernels without io_uring.
+struct SyscallIo<'a> {
+    socks: &'a Sockets,
+    sip_in: RecvBatch,
+    rtp_in: RecvBatch,
+    rtp_out: Vec<(Datagram, SocketAddr)>,
+    sip_out: Vec<(Vec<u8>, SocketAddr)>,
+    ready: (bool, bool),
+}
+
+impl SyscallIo<'_> {
+    fn recv(
+        batch: &mut RecvBatch,
+        sock: &UdpSocket,
+        which: Socket,
+        turns: usize,
+        on: &mut OnDatagram<'_>,
+    ) -> io::Result<usize> {
+        let mut handled = 0;
+        for _ in 0..turns {
+            let n = batch.recv(sock)?;
+            let t = monotonic_ns();
+            for i in 0..n {
+                if let Some((msg, src)) = batch.get(i) {
+                    on(which, msg, src, t);
+                }
+            }
+            handled += n;
+            if n < BATCH {
+                break;
+            }
+        }
+        Ok(handled)
+    }
+}
+
+impl Io for SyscallIo<'_> {
+    fn drain(&mut self, on: &mut OnDatagram<'_>) -> io::Result<usize> {
+        // A batch per system call, bounded, so timers and sends keep up.
+        let mut n = 0;
+        if self.ready.0 {
+            n += Self::recv(&mut self.sip_in, &self.socks.sip, Socket::Sip, 8, on)?;
+        }
+        if self.ready.1 {
+            n += Self::recv(&mut self.rtp_in, &self.socks.rtp, Socket::Rtp, 32, on).unwrap_or(0);
+        }
+        Ok(n)
+    }
+
+    fn send(&mut self, sock: Socket, data: &[u8], to: SocketAddr) {
+        match sock {
+            Socket::Rtp => {
+                if let Some(d) = Datagram::copy(data) {
+                    self.rtp_out.push((d, to));
+                }
+            }
+            Socket::Sip => self.sip_out.push((data.to_vec(), to)),
+        }
+    }
+
+    fn send_vec(&mut self, sock: Socket, data: Vec<u8>, to: SocketAddr) {
+        match sock {
+            Socket::Rtp => self.send(sock, &data, to),
+            Socket::Sip => self.sip_out.push((data, to)),
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration, batch_wait_us: u64, busy: bool) -> io::Result<()> {
+        // A refused or lost send is what retransmission is for.
+        batch::send_all(&self.socks.rtp, &self.rtp_out);
+        batch::send_all(&self.socks.sip, &self.sip_out);
+        self.rtp_out.clear();
+        self.sip_out.clear();
+        if batch_wait_us > 0 && !busy && timeout > Duration::from_micros(batch_wait_us) {
+            std::thread::sleep(Duration::from_micros(batch_wait_us));
+        }
+        // Rounded up to poll's millisecond: a timer fires at most 1 ms late.
+        let ms = if timeout.is_zero() {
+            0
+        } else {
+            timeout.as_nanos().div_ceil(1_000_000) as i32
+        };
+        self.ready = wait(self.socks, ms);
+        Ok(())
+    }
 }
 
 /// Runs `cfg` on `socks` until the UAC's calls are done, the duration is
@@ -145,71 +287,60 @@ pub fn run(
     stop: &Arc<AtomicBool>,
     opts: Options,
 ) -> io::Result<Outcome> {
+    let uring = match opts.engine {
+        Engine::Syscalls => None,
+        Engine::Uring => Some(uring::probe().and_then(|()| UringIo::new(&socks.sip, &socks.rtp))?),
+        Engine::Auto => uring::probe()
+            .and_then(|()| UringIo::new(&socks.sip, &socks.rtp))
+            .ok(),
+    };
+    match uring {
+        Some(mut io) => drive(cfg, &mut io, stop, opts),
+        None => {
+            let mut io = SyscallIo {
+                socks,
+                sip_in: RecvBatch::new(65_536 / 16),
+                rtp_in: RecvBatch::new(512),
+                rtp_out: Vec::new(),
+                sip_out: Vec::new(),
+                ready: (true, true),
+            };
+            drive(cfg, &mut io, stop, opts)
+        }
+    }
+}
+
+fn drive(
+    cfg: Config,
+    io: &mut dyn Io,
+    stop: &Arc<AtomicBool>,
+    opts: Options,
+) -> io::Result<Outcome> {
     let progress = opts.progress;
     let start = monotonic_ns();
     let now = monotonic_ns;
     let duration = cfg.duration_ns.map(|d| start + d);
     let uas = cfg.role == crate::agent::Role::Uas;
     let mut agent = Agent::new(cfg, now());
-    let mut sip_in = RecvBatch::new(65_536 / 16);
-    let mut rtp_in = RecvBatch::new(512);
-    let mut rtp_out: Vec<(Datagram, SocketAddr)> = Vec::new();
-    let mut sip_out: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
-    let mut ready = (true, true);
     let mut next_second = start + 1_000_000_000;
     let mut ended_ns = None;
+    let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
     loop {
         let t = now();
         agent.tick(t);
-        // Receive what is there, a batch per system call (bounded, so timers
-        // and sends keep up).
-        let mut handled = 0;
-        for _ in 0..8 {
-            if !ready.0 {
-                break;
-            }
-            let n = sip_in.recv(&socks.sip)?;
-            let t = now();
-            for i in 0..n {
-                if let Some((msg, src)) = sip_in.get(i) {
-                    agent.on_sip(t, msg, src);
-                }
-            }
-            handled += n;
-            if n < BATCH {
-                break;
-            }
-        }
-        for _ in 0..32 {
-            if !ready.1 {
-                break;
-            }
-            let n = rtp_in.recv(&socks.rtp).unwrap_or(0);
-            let t = now();
-            for i in 0..n {
-                if let Some((pkt, _)) = rtp_in.get(i) {
-                    agent.on_rtp(t, pkt);
-                }
-            }
-            handled += n;
-            if n < BATCH {
-                break;
-            }
-        }
+        let handled = io.drain(&mut |sock, data, src, t| match sock {
+            Socket::Sip => agent.on_sip(t, data, src),
+            Socket::Rtp => agent.on_rtp(t, data),
+        })?;
         let t = now();
-        rtp_out.clear();
-        agent.media_due(t, |pkt, to| match Datagram::copy(pkt) {
-            Some(d) => {
-                rtp_out.push((d, to));
-                true
-            }
-            None => false,
+        agent.media_due(t, |pkt, to| {
+            io.send(Socket::Rtp, pkt, to);
+            true
         });
-        batch::send_all(&socks.rtp, &rtp_out);
-        sip_out.clear();
-        sip_out.extend(agent.take_out());
-        // A refused or lost send is what retransmission is for.
-        batch::send_all(&socks.sip, &sip_out);
+        out.extend(agent.take_out());
+        for (data, to) in out.drain(..) {
+            io.send_vec(Socket::Sip, data, to);
+        }
         if t >= next_second {
             next_second += 1_000_000_000;
             agent.fold_streams(t, false);
@@ -269,18 +400,14 @@ pub fn run(
                 break;
             }
         }
-        // Sleep until the next deadline, rounded up to poll's millisecond
-        // (a timer fires at most 1 ms late; nothing spins).
-        let ahead = agent.next_deadline(t).saturating_sub(t);
-        if opts.batch_wait_us > 0 && handled < BATCH / 4 && ahead > opts.batch_wait_us * 1000 {
-            std::thread::sleep(std::time::Duration::from_micros(opts.batch_wait_us));
-        }
-        let timeout = if ahead == 0 {
-            0
-        } else {
-            ahead.div_ceil(1_000_000).min(5) as i32
-        };
-        ready = wait(socks, timeout);
+        // Sleep until the next deadline (nothing spins), 5 ms at most so a
+        // stop is seen.
+        let ahead = agent.next_deadline(t).saturating_sub(t).min(5_000_000);
+        io.wait(
+            Duration::from_nanos(ahead),
+            opts.batch_wait_us,
+            handled >= BATCH,
+        )?;
     }
     let t = now();
     agent.fold_streams(t, true);

@@ -2,8 +2,8 @@
 //! values read back from received messages (through the dataplane's
 //! zero-copy message view).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 use rvoip_dataplane::srtp::sdes::{self, CryptoAttr};
@@ -13,27 +13,124 @@ pub fn parse(buf: &[u8]) -> Option<SipMessage<'_>> {
     SipMessage::parse(buf, Framing::Datagram, &Limits::DEFAULT).ok()
 }
 
-/// The SDP offer or answer for one call: PCMU, 20 ms, media at `rtp`, the
-/// stream's SSRC announced (RFC 5576 `a=ssrc`), and with `crypto` (an SDES
-/// `a=crypto` value) the RTP/SAVP profile.
-pub fn sdp(session: u64, rtp: SocketAddr, ssrc: u32, crypto: Option<&str>) -> String {
-    let ip = rtp.ip();
-    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+/// Message text written into a byte buffer: pieces and numbers appended
+/// without the formatting machinery (these messages are built per call, at
+/// thousands of calls per second).
+#[derive(Debug, Default)]
+pub struct Text(pub Vec<u8>);
+
+impl Text {
+    /// An empty text with room for `n` octets.
+    pub fn with_capacity(n: usize) -> Self {
+        Text(Vec::with_capacity(n))
+    }
+
+    /// Appends `s`.
+    pub fn s(&mut self, s: &str) -> &mut Self {
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    /// Appends raw octets.
+    pub fn b(&mut self, b: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+
+    /// Appends `v` in decimal.
+    pub fn n(&mut self, v: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.0.extend_from_slice(&digits[i..]);
+        self
+    }
+
+    /// Appends `v` in lower-case hexadecimal.
+    pub fn x(&mut self, v: u64) -> &mut Self {
+        let mut digits = [0u8; 16];
+        let mut i = digits.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(v & 15) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        self.0.extend_from_slice(&digits[i..]);
+        self
+    }
+
+    /// The text as a string (it is only ever built from strings and digits).
+    pub fn into_string(self) -> String {
+        String::from_utf8(self.0).unwrap_or_default()
+    }
+}
+
+/// This side's addresses as messages carry them, rendered once per run.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// The SIP socket as host:port (Via, Contact, From).
+    pub sip: Arc<str>,
+    /// The RTP address's text for `o=` and `c=`.
+    pub rtp_ip: Arc<str>,
+    /// `IP4` or `IP6`.
+    pub rtp_family: &'static str,
+    /// The RTP port.
+    pub rtp_port: u16,
+}
+
+impl Local {
+    /// The text of `sip` and `rtp`.
+    pub fn new(sip: SocketAddr, rtp: SocketAddr) -> Self {
+        Local {
+            sip: sip.to_string().into(),
+            rtp_ip: rtp.ip().to_string().into(),
+            rtp_family: if rtp.is_ipv4() { "IP4" } else { "IP6" },
+            rtp_port: rtp.port(),
+        }
+    }
+}
+
+/// The SDP offer or answer for one call: PCMU, 20 ms, media at the local
+/// RTP address, the stream's SSRC announced (RFC 5576 `a=ssrc`), and with
+/// `crypto` (an SDES `a=crypto` value) the RTP/SAVP profile.
+pub fn sdp(session: u64, local: &Local, ssrc: u32, crypto: Option<&str>) -> String {
+    let (family, ip) = (local.rtp_family, &*local.rtp_ip);
     let profile = if crypto.is_some() {
         "RTP/SAVP"
     } else {
         "RTP/AVP"
     };
-    let mut s = format!(
-        "v=0\r\no=- {session} 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-         m=audio {port} {profile} 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n\
-         a=ssrc:{ssrc} cname:rvoip-loadtest\r\n",
-        port = rtp.port()
-    );
+    let mut t = Text::with_capacity(320);
+    t.s("v=0\r\no=- ")
+        .n(session)
+        .s(" 1 IN ")
+        .s(family)
+        .s(" ")
+        .s(ip);
+    t.s("\r\ns=-\r\nc=IN ")
+        .s(family)
+        .s(" ")
+        .s(ip)
+        .s("\r\nt=0 0\r\nm=audio ");
+    t.n(u64::from(local.rtp_port)).s(" ").s(profile);
+    t.s(" 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\na=ssrc:");
+    t.n(u64::from(ssrc)).s(" cname:rvoip-loadtest\r\n");
     if let Some(c) = crypto {
-        let _ = write!(s, "a=crypto:{c}\r\n");
+        t.s("a=crypto:").s(c).s("\r\n");
     }
-    s
+    t.into_string()
 }
 
 /// What the far end's SDP says about its media.
@@ -86,24 +183,50 @@ pub struct Dialog {
     /// From tag.
     pub from_tag: String,
     /// Request-URI of the INVITE (and of a non-2xx ACK).
-    pub request_uri: String,
-    /// The UAC's own address (Via, Contact).
-    pub local: SocketAddr,
+    pub request_uri: Arc<str>,
+    /// The UAC's own SIP address as host:port (Via, Contact).
+    pub local: Arc<str>,
 }
 
-fn body_headers(out: &mut String, body: &str) {
+fn body_headers(m: &mut Text, body: &str) {
     if body.is_empty() {
-        out.push_str("Content-Length: 0\r\n\r\n");
+        m.s("Content-Length: 0\r\n\r\n");
     } else {
-        let _ = write!(
-            out,
-            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        m.s("Content-Type: application/sdp\r\nContent-Length: ")
+            .n(body.len() as u64)
+            .s("\r\n\r\n")
+            .s(body);
     }
 }
 
-/// An INVITE with `sdp` as its offer (empty: no body).
+/// The request line's end, Via, Max-Forwards, From, To, Call-ID and CSeq
+/// common to every request of the UAC's dialog.
+fn request_head(
+    m: &mut Text,
+    d: &Dialog,
+    method: &str,
+    uri: &str,
+    branch: &str,
+    to: &str,
+    cseq: u32,
+) {
+    let local = &*d.local;
+    m.s(method)
+        .s(" ")
+        .s(uri)
+        .s(" SIP/2.0\r\nVia: SIP/2.0/UDP ")
+        .s(local);
+    m.s(";branch=")
+        .s(branch)
+        .s(";rport\r\nMax-Forwards: 70\r\nFrom: <sip:loadtest@");
+    m.s(local).s(">;tag=").s(&d.from_tag).s("\r\nTo: ").s(to);
+    m.s("\r\nCall-ID: ")
+        .s(&d.call_id)
+        .s("\r\nCSeq: ")
+        .n(u64::from(cseq));
+    m.s(" ").s(method).s("\r\n");
+}
+
 /// An INVITE with `sdp` as its offer (empty: no body), CSeq `cseq`, and an
 /// (Proxy-)Authorization header when `auth` gives one.
 pub fn invite(
@@ -113,23 +236,21 @@ pub fn invite(
     auth: Option<(&str, &str)>,
     sdp: &str,
 ) -> Vec<u8> {
-    let mut m = String::with_capacity(512 + sdp.len());
-    let _ = write!(
-        m,
-        "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:loadtest@{local}>;tag={tag}\r\nTo: <{uri}>\r\n\
-         Call-ID: {cid}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:loadtest@{local}>\r\n\
-         User-Agent: rvoip-loadtest\r\n",
-        uri = d.request_uri,
-        local = d.local,
-        tag = d.from_tag,
-        cid = d.call_id,
-    );
+    let mut m = Text::with_capacity(512 + sdp.len());
+    let to = {
+        let mut t = Text::with_capacity(d.request_uri.len() + 2);
+        t.s("<").s(&d.request_uri).s(">");
+        t.into_string()
+    };
+    request_head(&mut m, d, "INVITE", &d.request_uri, branch, &to, cseq);
+    m.s("Contact: <sip:loadtest@")
+        .s(&d.local)
+        .s(">\r\nUser-Agent: rvoip-loadtest\r\n");
     if let Some((name, value)) = auth {
-        let _ = write!(m, "{name}: {value}\r\n");
+        m.s(name).s(": ").s(value).s("\r\n");
     }
     body_headers(&mut m, sdp);
-    m.into_bytes()
+    m.0
 }
 
 /// An in-dialog request (ACK for a 2xx, BYE) with its own branch.
@@ -142,39 +263,22 @@ pub fn in_dialog(
     to: &str,
     route: &[String],
 ) -> Vec<u8> {
-    let mut m = String::with_capacity(512);
-    let _ = write!(
-        m,
-        "{method} {remote_target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:loadtest@{local}>;tag={tag}\r\nTo: {to}\r\n\
-         Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\n",
-        local = d.local,
-        tag = d.from_tag,
-        cid = d.call_id,
-    );
+    let mut m = Text::with_capacity(512);
+    request_head(&mut m, d, method, remote_target, branch, to, cseq);
     for r in route {
-        let _ = write!(m, "Route: {r}\r\n");
+        m.s("Route: ").s(r).s("\r\n");
     }
     body_headers(&mut m, "");
-    m.into_bytes()
+    m.0
 }
 
 /// The ACK for a non-2xx final response: same branch as the INVITE, the
 /// response's To (RFC 3261 §17.1.1.3).
 pub fn ack_for_failure(d: &Dialog, branch: &str, cseq: u32, to: &str) -> Vec<u8> {
-    let mut m = String::with_capacity(400);
-    let _ = write!(
-        m,
-        "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:loadtest@{local}>;tag={tag}\r\nTo: {to}\r\n\
-         Call-ID: {cid}\r\nCSeq: {cseq} ACK\r\n",
-        uri = d.request_uri,
-        local = d.local,
-        tag = d.from_tag,
-        cid = d.call_id,
-    );
+    let mut m = Text::with_capacity(400);
+    request_head(&mut m, d, "ACK", &d.request_uri, branch, to, cseq);
     body_headers(&mut m, "");
-    m.into_bytes()
+    m.0
 }
 
 /// A REGISTER of `user@domain` for `contact`, with an Authorization header
@@ -191,34 +295,59 @@ pub fn register(
     expires: u32,
     auth: Option<&str>,
 ) -> Vec<u8> {
-    let mut m = String::with_capacity(600);
-    let _ = write!(
-        m,
-        "REGISTER sip:{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag={tag}\r\nTo: <sip:{user}@{domain}>\r\n\
-         Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{local}>\r\n\
-         Expires: {expires}\r\nUser-Agent: rvoip-loadtest\r\n"
-    );
+    let mut m = Text::with_capacity(600);
+    let local = local.to_string();
+    m.s("REGISTER sip:")
+        .s(domain)
+        .s(" SIP/2.0\r\nVia: SIP/2.0/UDP ")
+        .s(&local);
+    m.s(";branch=")
+        .s(branch)
+        .s(";rport\r\nMax-Forwards: 70\r\nFrom: <sip:")
+        .s(user);
+    m.s("@")
+        .s(domain)
+        .s(">;tag=")
+        .s(tag)
+        .s("\r\nTo: <sip:")
+        .s(user)
+        .s("@")
+        .s(domain);
+    m.s(">\r\nCall-ID: ")
+        .s(call_id)
+        .s("\r\nCSeq: ")
+        .n(u64::from(cseq));
+    m.s(" REGISTER\r\nContact: <sip:")
+        .s(user)
+        .s("@")
+        .s(&local)
+        .s(">\r\nExpires: ");
+    m.n(u64::from(expires))
+        .s("\r\nUser-Agent: rvoip-loadtest\r\n");
     if let Some(a) = auth {
-        let _ = write!(m, "Authorization: {a}\r\n");
+        m.s("Authorization: ").s(a).s("\r\n");
     }
     body_headers(&mut m, "");
-    m.into_bytes()
+    m.0
 }
 
 /// A response to `req`: its Via, From, Call-ID and CSeq copied, To with
 /// `to_tag` added when it has none, Record-Route copied for dialog-creating
-/// responses, `contact` and `sdp` when given.
+/// responses, a Contact at `contact` (host:port) and `sdp` when given.
 pub fn response(
     req: &SipMessage<'_>,
     code: u16,
     reason: &str,
     to_tag: Option<&str>,
-    contact: Option<SocketAddr>,
+    contact: Option<&str>,
     sdp: &str,
 ) -> Vec<u8> {
-    let mut m = String::with_capacity(512 + sdp.len());
-    let _ = write!(m, "SIP/2.0 {code} {reason}\r\n");
+    let mut m = Text::with_capacity(512 + sdp.len());
+    m.s("SIP/2.0 ")
+        .n(u64::from(code))
+        .s(" ")
+        .s(reason)
+        .s("\r\n");
     for f in req.headers() {
         let copy = match f.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => true,
@@ -226,30 +355,23 @@ pub fn response(
             _ => false,
         };
         if copy {
-            let _ = write!(
-                m,
-                "{}: {}\r\n",
-                f.name.as_str(),
-                String::from_utf8_lossy(f.value)
-            );
+            m.s(f.name.as_str()).s(": ").b(f.value).s("\r\n");
         }
     }
     if let Some(to) = req.header(HeaderName::To) {
-        let to = String::from_utf8_lossy(to);
-        match to_tag {
-            Some(tag) if !to.contains("tag=") => {
-                let _ = write!(m, "To: {to};tag={tag}\r\n");
-            }
-            _ => {
-                let _ = write!(m, "To: {to}\r\n");
-            }
+        m.s("To: ").b(to);
+        if let Some(tag) = to_tag
+            && !to.windows(4).any(|w| w == b"tag=")
+        {
+            m.s(";tag=").s(tag);
         }
+        m.s("\r\n");
     }
     if let Some(c) = contact {
-        let _ = write!(m, "Contact: <sip:loadtest@{c}>\r\n");
+        m.s("Contact: <sip:loadtest@").s(c).s(">\r\n");
     }
     body_headers(&mut m, sdp);
-    m.into_bytes()
+    m.0
 }
 
 /// The route set of a dialog from the UAC's side: the Record-Route entries
@@ -332,19 +454,21 @@ mod tests {
             call_id: "1-2-lt".into(),
             from_tag: "ft".into(),
             request_uri: "sip:service@127.0.0.1:5060".into(),
-            local: "127.0.0.1:5080".parse().unwrap_or_else(|_| panic!()),
+            local: "127.0.0.1:5080".into(),
         };
+        let addr: SocketAddr = "127.0.0.1:5080".parse().unwrap_or_else(|_| panic!());
+        let local = Local::new(addr, addr);
         let key = "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
-        let offer = sdp(1, d.local, 77, Some(key));
+        let offer = sdp(1, &local, 77, Some(key));
         let inv = invite(&d, "z9hG4bK-1", 1, None, &offer);
         let req = parse(&inv).unwrap_or_else(|| panic!("INVITE parses"));
         let remote = remote_media(req.body()).unwrap_or_else(|| panic!("SDP"));
         assert_eq!(
             (remote.to, remote.ssrc, remote.crypto.len()),
-            (d.local, Some(77), 1)
+            (addr, Some(77), 1)
         );
         assert!(offer.contains("RTP/SAVP"));
-        let r = response(&req, 180, "Ringing", Some("tt"), Some(d.local), "");
+        let r = response(&req, 180, "Ringing", Some("tt"), Some(&d.local), "");
         let resp = parse(&r).unwrap_or_else(|| panic!("180 parses"));
         assert_eq!(resp.status_code(), Some(180));
         assert_eq!(resp.to().ok().and_then(|t| t.tag()), Some(&b"tt"[..]));

@@ -10,7 +10,7 @@ use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 
 /// A provided-buffer ring and the memory behind it.
-pub(crate) struct BufRing {
+pub struct BufRing {
     ring: *mut BufRingEntry,
     ring_len: usize,
     slab: Box<[u8]>,
@@ -20,7 +20,9 @@ pub(crate) struct BufRing {
 }
 
 impl BufRing {
-    pub(crate) fn new(entries: u16, buf_size: usize) -> io::Result<Self> {
+    /// A ring of `entries` buffers (a power of two) of `buf_size` octets each,
+    /// all handed to the kernel.
+    pub fn new(entries: u16, buf_size: usize) -> io::Result<Self> {
         let ring_len = usize::from(entries) * std::mem::size_of::<BufRingEntry>();
         // SAFETY: an anonymous private mapping; the result is checked. mmap
         // memory is page-aligned, as the kernel requires.
@@ -52,7 +54,8 @@ impl BufRing {
         Ok(r)
     }
 
-    pub(crate) fn register(&mut self, ring: &IoUring, group: u16) -> io::Result<()> {
+    /// Registers the ring with `ring` as buffer group `group`.
+    pub fn register(&mut self, ring: &IoUring, group: u16) -> io::Result<()> {
         // SAFETY: the mapping lives as long as self; owners drop the ring
         // before the buffers (field order).
         unsafe {
@@ -62,7 +65,7 @@ impl BufRing {
     }
 
     /// Hands buffer `bid` back to the kernel (visible after `publish`).
-    pub(crate) fn push(&mut self, bid: u16) {
+    pub fn push(&mut self, bid: u16) {
         let idx = usize::from(self.tail & (self.entries - 1));
         // SAFETY: idx < entries, inside the mapping; bid < entries so the
         // address is inside the slab, which is never resized.
@@ -76,7 +79,7 @@ impl BufRing {
     }
 
     /// Makes pushed buffers visible to the kernel.
-    pub(crate) fn publish(&mut self) {
+    pub fn publish(&mut self) {
         // SAFETY: the tail field lives inside the first entry of the mapping
         // and is only written by us; the kernel reads it with acquire order.
         unsafe {
@@ -85,7 +88,8 @@ impl BufRing {
         }
     }
 
-    pub(crate) fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+    /// The first `len` octets of buffer `bid`.
+    pub fn buffer(&self, bid: u16, len: usize) -> &[u8] {
         let start = usize::from(bid) * self.buf_size;
         &self.slab[start..start + len.min(self.buf_size)]
     }
@@ -93,9 +97,18 @@ impl BufRing {
     /// The whole of buffer `bid`, writable: the caller holds it (a completion
     /// handed it over and it has not been pushed back), so the kernel does not
     /// touch it.
-    pub(crate) fn buffer_mut(&mut self, bid: u16) -> &mut [u8] {
+    pub fn buffer_mut(&mut self, bid: u16) -> &mut [u8] {
         let start = usize::from(bid) * self.buf_size;
         &mut self.slab[start..start + self.buf_size]
+    }
+}
+
+impl std::fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufRing")
+            .field("entries", &self.entries)
+            .field("buf_size", &self.buf_size)
+            .finish()
     }
 }
 

@@ -5,7 +5,7 @@
 //!   channels to the control plane;
 //! - [`ng_udp`]: the ng control listener.
 
-pub(crate) mod bufring;
+pub mod bufring;
 pub mod media;
 pub mod ng_shm;
 pub mod ng_udp;

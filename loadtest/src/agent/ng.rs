@@ -70,12 +70,12 @@ impl Agent {
         let sdp_b;
         match state {
             NgState::Offer => {
-                sdp_a = sip::sdp(n, self.cfg.rtp_local, a, line_a.as_deref());
+                sdp_a = sip::sdp(n, &self.local, a, line_a.as_deref());
                 entries.push((b"command", Value::Bytes(b"offer")));
                 entries.push((b"sdp", Value::Bytes(sdp_a.as_bytes())));
             }
             NgState::Answer => {
-                sdp_b = sip::sdp(n, self.cfg.rtp_local, b, line_b.as_deref());
+                sdp_b = sip::sdp(n, &self.local, b, line_b.as_deref());
                 entries.push((b"command", Value::Bytes(b"answer")));
                 entries.push((b"to-tag", Value::Bytes(b"lt-b")));
                 entries.push((b"sdp", Value::Bytes(sdp_b.as_bytes())));

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 use rvoip_dataplane::srtp::Suite;
 use rvoip_loadtest::agent::{Config, Hold, Role};
-use rvoip_loadtest::run::{Options, Outcome, Sockets, run};
+use rvoip_loadtest::run::{Engine, Options, Outcome, Sockets, run};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -102,6 +102,19 @@ struct Common {
     /// (fewer wake-ups, less CPU; arrivals timed up to this much late).
     #[arg(long, default_value_t = 0)]
     batch_wait_us: u64,
+    /// Socket engine: auto (io_uring when the kernel has it), uring, or
+    /// syscalls (recvmmsg/sendmmsg and poll).
+    #[arg(long, default_value = "auto", value_parser = parse_engine)]
+    engine: Engine,
+}
+
+fn parse_engine(s: &str) -> Result<Engine, String> {
+    match s {
+        "auto" => Ok(Engine::Auto),
+        "uring" => Ok(Engine::Uring),
+        "syscalls" => Ok(Engine::Syscalls),
+        _ => Err(format!("unknown engine {s:?} (auto, uring or syscalls)")),
+    }
 }
 
 impl Common {
@@ -109,6 +122,7 @@ impl Common {
         Options {
             progress: !self.quiet,
             batch_wait_us: self.batch_wait_us,
+            engine: self.engine,
         }
     }
 }

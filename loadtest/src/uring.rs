@@ -1,0 +1,396 @@
+//! The load generator's sockets on io_uring (io-uring 0.7, the dataplane's
+//! provided-buffer rings): one ring per run loop, SINGLE_ISSUER and
+//! DEFER_TASKRUN, so datagrams arriving while the loop works do not wake it.
+//!
+//! - **Receiving**: one multishot RecvMsg per socket (SIP, RTP), each
+//!   drawing from its own provided-buffer ring; nothing is re-armed per
+//!   datagram, and a ring that ran dry is re-armed on the next wait (the
+//!   datagrams wait in the socket's buffer meanwhile).
+//! - **Sending**: a SendMsg per datagram from a reused send slot (msghdr,
+//!   iovec, address and the payload's buffer); the slot returns to the free
+//!   list when the send completes. SIP messages are moved in, not copied.
+//! - **Waiting**: one `io_uring_enter` per loop turn submits every queued
+//!   send and waits for the first completion or the next timer; with a batch
+//!   wait, for up to that long to gather more (IORING_FEAT_MIN_TIMEOUT).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use io_uring::squeue::Entry;
+use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{IoUring, Probe, cqueue, opcode};
+use rvoip_dataplane::engine::bufring::BufRing;
+use rvoip_dataplane::engine::sockaddr::{self, Storage};
+
+/// Which socket a datagram came in on or goes out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    /// The SIP socket.
+    Sip = 0,
+    /// The RTP socket.
+    Rtp = 1,
+}
+
+/// SIP receive buffers: the recvmsg header, the source, and a message.
+const SIP_BUFFERS: u16 = 1024;
+const SIP_BUF_SIZE: usize = 4096;
+/// RTP receive buffers: the header, the source, and an SRTP packet.
+const RTP_BUFFERS: u16 = 8192;
+const RTP_BUF_SIZE: usize = 512;
+const SQ_ENTRIES: u32 = 2048;
+
+const KIND_SHIFT: u32 = 56;
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+
+/// The state of one send in flight; boxed, so its address is stable while
+/// the kernel holds it.
+struct SendSlot {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    name: Storage,
+    data: Vec<u8>,
+}
+
+/// Whether this kernel has what [`UringIo`] needs (multishot RecvMsg,
+/// SendMsg, provided-buffer rings, DEFER_TASKRUN). Probed on a thread of
+/// its own so a torn-down probe ring's task work cannot interrupt the
+/// caller's next blocking call.
+pub fn probe() -> io::Result<()> {
+    std::thread::spawn(|| -> io::Result<()> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(8)?;
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for code in [opcode::RecvMsgMulti::CODE, opcode::SendMsg::CODE] {
+            if !probe.is_supported(code) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("io_uring opcode {code} not supported"),
+                ));
+            }
+        }
+        let mut bufs = BufRing::new(8, 64)?;
+        bufs.register(&ring, 1)?;
+        Ok(())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("io_uring probe failed")))
+}
+
+/// A run loop's two sockets on one ring.
+pub struct UringIo {
+    // Field order matters: the ring (and its registrations) goes before the
+    // buffer memory it refers to.
+    ring: IoUring,
+    bufs: [BufRing; 2],
+    recv_hdr: Box<libc::msghdr>,
+    armed: [bool; 2],
+    // Boxed: a slot must stay where it is while the kernel holds it, however
+    // the vector grows.
+    #[allow(clippy::vec_box)]
+    slots: Vec<Box<SendSlot>>,
+    free: Vec<u32>,
+    min_wait: bool,
+    returned: [bool; 2],
+    /// Sends the kernel refused (retransmission covers SIP; RTP counts as lost).
+    pub send_errors: u64,
+}
+
+impl std::fmt::Debug for UringIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringIo")
+            .field("slots", &self.slots.len())
+            .field("free", &self.free.len())
+            .field("min_wait", &self.min_wait)
+            .field("send_errors", &self.send_errors)
+            .finish()
+    }
+}
+
+impl UringIo {
+    /// A ring for `sip` and `rtp` (registered as fixed files 0 and 1; the
+    /// sockets must outlive the ring).
+    pub fn new(sip: &UdpSocket, rtp: &UdpSocket) -> io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize(SQ_ENTRIES * 8)
+            .build(SQ_ENTRIES)?;
+        let min_wait = ring.params().is_feature_min_timeout();
+        ring.submitter()
+            .register_files(&[sip.as_raw_fd(), rtp.as_raw_fd()])?;
+        let mut sip_bufs = BufRing::new(SIP_BUFFERS, SIP_BUF_SIZE)?;
+        sip_bufs.register(&ring, Socket::Sip as u16 + 1)?;
+        let mut rtp_bufs = BufRing::new(RTP_BUFFERS, RTP_BUF_SIZE)?;
+        rtp_bufs.register(&ring, Socket::Rtp as u16 + 1)?;
+        // SAFETY: zeroed msghdr is valid; RecvMsgMulti reads only the name
+        // and control lengths from it.
+        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        Ok(UringIo {
+            ring,
+            bufs: [sip_bufs, rtp_bufs],
+            recv_hdr,
+            armed: [false; 2],
+            slots: Vec::new(),
+            free: Vec::new(),
+            min_wait,
+            returned: [false; 2],
+            send_errors: 0,
+        })
+    }
+
+    /// Queues an SQE, submitting first when the queue is full.
+    fn push(&mut self, e: &Entry) {
+        loop {
+            // SAFETY: every entry points at memory this struct owns for the
+            // request's lifetime (send slots, recv_hdr, the buffer rings).
+            if unsafe { self.ring.submission().push(e) }.is_ok() {
+                return;
+            }
+            if self.ring.submit().is_err() {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn slot(&mut self) -> u32 {
+        if let Some(i) = self.free.pop() {
+            return i;
+        }
+        // SAFETY: msghdr and iovec are plain data; zero is valid.
+        let mut s = Box::new(SendSlot {
+            hdr: unsafe { std::mem::zeroed() },
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            name: sockaddr::zeroed(),
+            data: Vec::new(),
+        });
+        // The box never moves: these point into it for its whole life.
+        s.hdr.msg_name = (&mut s.name as *mut Storage).cast();
+        s.hdr.msg_iov = &mut s.iov;
+        s.hdr.msg_iovlen = 1;
+        self.slots.push(s);
+        (self.slots.len() - 1) as u32
+    }
+
+    fn queue_slot(&mut self, i: u32, sock: Socket, to: SocketAddr) {
+        let s = &mut self.slots[i as usize];
+        s.iov.iov_base = s.data.as_mut_ptr().cast();
+        s.iov.iov_len = s.data.len();
+        s.hdr.msg_namelen = sockaddr::write(to, &mut s.name);
+        let e = opcode::SendMsg::new(Fixed(sock as u32), &s.hdr)
+            .build()
+            .user_data((KIND_SEND << KIND_SHIFT) | u64::from(i));
+        self.push(&e);
+    }
+
+    /// Queues a copy of `data` to `to` (it leaves with the next wait).
+    pub fn send(&mut self, sock: Socket, data: &[u8], to: SocketAddr) {
+        let i = self.slot();
+        let buf = &mut self.slots[i as usize].data;
+        buf.clear();
+        buf.extend_from_slice(data);
+        self.queue_slot(i, sock, to);
+    }
+
+    /// Queues `data` to `to`, taking it over.
+    pub fn send_vec(&mut self, sock: Socket, data: Vec<u8>, to: SocketAddr) {
+        let i = self.slot();
+        self.slots[i as usize].data = data;
+        self.queue_slot(i, sock, to);
+    }
+
+    /// Submits queued sends and waits until a completion is there or
+    /// `timeout` passes; with `batch_wait_us`, waits up to that long for
+    /// more before returning.
+    pub fn wait(&mut self, timeout: Duration, batch_wait_us: u64) -> io::Result<()> {
+        for sock in [Socket::Sip, Socket::Rtp] {
+            if !self.armed[sock as usize] {
+                let group = sock as u16 + 1;
+                let e = opcode::RecvMsgMulti::new(Fixed(sock as u32), &*self.recv_hdr, group)
+                    .build()
+                    .user_data((KIND_RECV << KIND_SHIFT) | sock as u64);
+                self.push(&e);
+                self.armed[sock as usize] = true;
+            }
+        }
+        let ts = Timespec::from(timeout);
+        let (want, args) = if batch_wait_us > 0 && self.min_wait && !timeout.is_zero() {
+            let us = batch_wait_us.min(timeout.as_micros() as u64) as u32;
+            (256, SubmitArgs::new().timespec(&ts).min_wait_usec(us))
+        } else {
+            // A zero timeout still asks for one completion: deferred task
+            // work (the receives) runs only in an enter that waits.
+            (1, SubmitArgs::new().timespec(&ts))
+        };
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hands every datagram received so far to `on` (socket, payload,
+    /// source) and frees finished sends; returns how many datagrams.
+    pub fn drain(&mut self, mut on: impl FnMut(Socket, &[u8], SocketAddr)) -> usize {
+        let mut n = 0;
+        loop {
+            let next = self
+                .ring
+                .completion()
+                .next()
+                .map(|c| (c.user_data(), c.result(), c.flags()));
+            let Some((data, res, flags)) = next else {
+                break;
+            };
+            match data >> KIND_SHIFT {
+                KIND_SEND => {
+                    if res < 0 {
+                        self.send_errors += 1;
+                    }
+                    self.free.push((data & 0xffff_ffff) as u32);
+                }
+                KIND_RECV => {
+                    let sock = if data & 1 == 0 {
+                        Socket::Sip
+                    } else {
+                        Socket::Rtp
+                    };
+                    let k = sock as usize;
+                    if !cqueue::more(flags) {
+                        // Out of buffers (or an error): re-armed on the next wait.
+                        self.armed[k] = false;
+                    }
+                    let Some(bid) = cqueue::buffer_select(flags) else {
+                        continue;
+                    };
+                    if res > 0 {
+                        let buf = self.bufs[k].buffer(bid, res as usize);
+                        if let Ok(msg) = RecvMsgOut::parse(buf, &self.recv_hdr)
+                            && !msg.is_payload_truncated()
+                            && let Some(src) = sockaddr::read(msg.name_data())
+                        {
+                            on(sock, msg.payload_data(), src);
+                            n += 1;
+                        }
+                    }
+                    self.bufs[k].push(bid);
+                    self.returned[k] = true;
+                }
+                _ => {}
+            }
+        }
+        for k in 0..2 {
+            if self.returned[k] {
+                self.bufs[k].publish();
+                self.returned[k] = false;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashSet;
+
+    fn socket() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.set_nonblocking(true).expect("nonblocking");
+        s
+    }
+
+    #[test]
+    fn more_datagrams_than_buffers_all_arrive_once_and_in_full() {
+        if probe().is_err() {
+            return; // no io_uring here: the syscall engine is used instead
+        }
+        let (sip, rtp) = (socket(), socket());
+        let mut io = UringIo::new(&sip, &rtp).expect("ring");
+        let peer = UdpSocket::bind("127.0.0.1:0").expect("peer");
+        let to = sip.local_addr().unwrap();
+        // More datagrams than the SIP ring has buffers, in waves small
+        // enough for a default socket buffer, none read in between: the
+        // multishot receive runs dry and must be re-armed for the rest. (An
+        // enter takes a few dozen datagrams per socket: a wave is read before
+        // the next is sent.)
+        let n = usize::from(SIP_BUFFERS) + 176;
+        for wave in 0..n.div_ceil(100) {
+            for i in wave * 100..((wave + 1) * 100).min(n) {
+                peer.send_to(format!("message {i:06}").as_bytes(), to)
+                    .unwrap();
+            }
+            for _ in 0..4 {
+                io.wait(Duration::ZERO, 0).unwrap();
+            }
+        }
+        // Enter without reading until every buffer is taken and the
+        // receive has ended.
+        let mut ran_dry = false;
+        for _ in 0..100 {
+            io.wait(Duration::from_millis(1), 0).unwrap();
+            // Every buffer's completion, and the one that ends the receive.
+            ran_dry = io.ring.completion().len() > usize::from(SIP_BUFFERS);
+            if ran_dry {
+                break;
+            }
+        }
+        assert!(ran_dry, "the receive ran out of buffers");
+        let mut seen = HashSet::new();
+        let from = peer.local_addr().unwrap();
+        for _ in 0..200 {
+            io.drain(|sock, data, src| {
+                assert_eq!((sock, src, data.len()), (Socket::Sip, from, 14));
+                assert!(seen.insert(data.to_vec()), "a datagram came twice");
+            });
+            if seen.len() == n {
+                break;
+            }
+            io.wait(Duration::from_millis(5), 0).unwrap();
+        }
+        assert_eq!(seen.len(), n);
+        // And sends: each queued datagram leaves once, to its address.
+        for i in 0..100u8 {
+            io.send(Socket::Rtp, &[i; 172], from);
+        }
+        io.send_vec(Socket::Sip, b"OPTIONS".to_vec(), from);
+        io.wait(Duration::ZERO, 0).unwrap();
+        io.drain(|_, _, _| {});
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 512];
+        let mut got = Vec::new();
+        while got.len() < 101 {
+            let (len, src) = peer.recv_from(&mut buf).expect("sent datagram");
+            got.push((buf[..len].to_vec(), src));
+        }
+        assert_eq!(io.send_errors, 0);
+        let rtp_from = rtp.local_addr().unwrap();
+        let sip_from = sip.local_addr().unwrap();
+        assert!(got.iter().any(|(d, s)| d == b"OPTIONS" && *s == sip_from));
+        let mut firsts: Vec<u8> = got
+            .iter()
+            .filter(|(d, s)| d.len() == 172 && *s == rtp_from)
+            .map(|(d, _)| d[0])
+            .collect();
+        firsts.sort_unstable();
+        assert_eq!(firsts, (0..100).collect::<Vec<u8>>());
+    }
+}
