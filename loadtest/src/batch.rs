@@ -12,13 +12,94 @@ use rvoip_dataplane::engine::sockaddr::{self, Storage};
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
 
+/// Room for the one control message asked for: the kernel's receive time.
+pub const CONTROL: usize = 32;
+
+/// Asks the kernel to stamp each datagram with its arrival time
+/// (SO_TIMESTAMPNS), so a datagram read late (a batch wait, a busy turn)
+/// is still timed when it came. Best effort.
+pub fn stamp_arrivals(sock: &UdpSocket) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads one c_int from a valid pointer.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// The arrival time in `control` (SCM_TIMESTAMPNS, CLOCK_REALTIME
+/// nanoseconds), if there is one.
+pub fn arrival_ns(control: &[u8]) -> Option<u64> {
+    let head = std::mem::size_of::<libc::cmsghdr>();
+    let mut at = 0;
+    while control.len() >= at + head {
+        // SAFETY: `head` octets are there; read unaligned.
+        let h: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control[at..].as_ptr().cast()) };
+        let len = h.cmsg_len as usize;
+        if len < head || at + len > control.len() {
+            return None;
+        }
+        if h.cmsg_level == libc::SOL_SOCKET
+            && h.cmsg_type == libc::SCM_TIMESTAMPNS
+            && len >= head + std::mem::size_of::<libc::timespec>()
+        {
+            // SAFETY: a timespec's octets follow the header, as checked.
+            let ts: libc::timespec =
+                unsafe { std::ptr::read_unaligned(control[at + head..].as_ptr().cast()) };
+            return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+        }
+        at += (len + 7) & !7;
+    }
+    None
+}
+
+/// Converts kernel receive times (CLOCK_REALTIME) to this process's
+/// monotonic clock: the offset between the two, read once per batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    offset: i128,
+    now: u64,
+}
+
+impl Clocks {
+    /// Both clocks now.
+    pub fn read() -> Self {
+        let now = crate::run::monotonic_ns();
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        Clocks {
+            offset: real - i128::from(now),
+            now,
+        }
+    }
+
+    /// The monotonic time of a datagram stamped `stamp` (realtime), never
+    /// later than when the batch was read; the read time without a stamp.
+    pub fn arrival(&self, stamp: Option<u64>) -> u64 {
+        match stamp {
+            Some(real) => {
+                let mono = i128::from(real) - self.offset;
+                (mono.max(0) as u64).min(self.now)
+            }
+            None => self.now,
+        }
+    }
+}
+
 /// Buffers for one `recvmmsg`.
 #[derive(Debug)]
 pub struct RecvBatch {
     bufs: Vec<u8>,
     size: usize,
     names: Vec<Storage>,
-    lens: Vec<(usize, usize)>,
+    controls: Vec<[u8; CONTROL]>,
+    lens: Vec<(usize, usize, usize)>,
 }
 
 impl RecvBatch {
@@ -28,6 +109,7 @@ impl RecvBatch {
             bufs: vec![0; size * BATCH],
             size,
             names: (0..BATCH).map(|_| sockaddr::zeroed()).collect(),
+            controls: vec![[0; CONTROL]; BATCH],
             lens: Vec::with_capacity(BATCH),
         }
     }
@@ -52,6 +134,8 @@ impl RecvBatch {
             m.msg_hdr.msg_namelen = std::mem::size_of::<Storage>() as libc::socklen_t;
             m.msg_hdr.msg_iov = &mut iov[i];
             m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = CONTROL as _;
         }
         // SAFETY: the headers point at live buffers owned by self and iov.
         let n = unsafe {
@@ -72,18 +156,23 @@ impl RecvBatch {
         }
         self.lens.clear();
         for m in msgs.iter().take(n as usize) {
-            self.lens
-                .push((m.msg_len as usize, m.msg_hdr.msg_namelen as usize));
+            self.lens.push((
+                m.msg_len as usize,
+                m.msg_hdr.msg_namelen as usize,
+                m.msg_hdr.msg_controllen as _,
+            ));
         }
         Ok(n as usize)
     }
 
-    /// Datagram `i` of the last batch and its source.
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-        let (len, name_len) = *self.lens.get(i)?;
+    /// Datagram `i` of the last batch, its source, and the kernel's
+    /// receive time (realtime) if stamped.
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr, Option<u64>)> {
+        let (len, name_len, control_len) = *self.lens.get(i)?;
         let src = sockaddr::read(sockaddr::bytes(&self.names[i], name_len))?;
         let start = i * self.size;
-        Some((&self.bufs[start..start + len.min(self.size)], src))
+        let stamp = arrival_ns(&self.controls[i][..control_len.min(CONTROL)]);
+        Some((&self.bufs[start..start + len.min(self.size)], src, stamp))
     }
 }
 
@@ -132,4 +221,30 @@ pub fn send_all<B: AsRef<[u8]>>(sock: &UdpSocket, msgs: &[(B, SocketAddr)]) -> u
         }
     }
     sent
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn datagrams_carry_the_kernels_arrival_time() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        stamp_arrivals(&rx);
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = Clocks::read();
+        tx.send_to(b"one", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let mut batch = RecvBatch::new(64);
+        assert_eq!(batch.recv(&rx).unwrap(), 1);
+        let read = Clocks::read();
+        let (data, src, stamp) = batch.get(0).unwrap();
+        assert_eq!((data, src), (&b"one"[..], tx.local_addr().unwrap()));
+        // Timed when it came, not when it was read 30 ms later.
+        let at = read.arrival(stamp);
+        assert!(stamp.is_some());
+        assert!(at >= before.arrival(None) && at + 20_000_000 < read.arrival(None));
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::agent::{Agent, Config};
-use crate::batch::{self, BATCH, RecvBatch};
+use crate::batch::{self, BATCH, Clocks, RecvBatch};
 use crate::media::PACKET;
 use crate::report::Report;
 use crate::uring::{self, Socket, UringIo};
@@ -32,6 +32,7 @@ impl Sockets {
         for sock in [&s, &r] {
             sock.set_nonblocking(true)?;
             grow_buffers(sock);
+            batch::stamp_arrivals(sock);
         }
         Ok(Sockets { sip: s, rtp: r })
     }
@@ -173,9 +174,9 @@ trait Io {
 
 impl Io for UringIo {
     fn drain(&mut self, on: &mut OnDatagram<'_>) -> io::Result<usize> {
-        let t = monotonic_ns();
-        Ok(UringIo::drain(self, |sock, data, src| {
-            on(sock, data, src, t)
+        let clocks = Clocks::read();
+        Ok(UringIo::drain(self, |sock, data, src, stamp| {
+            on(sock, data, src, clocks.arrival(stamp))
         }))
     }
 
@@ -213,10 +214,10 @@ impl SyscallIo<'_> {
         let mut handled = 0;
         for _ in 0..turns {
             let n = batch.recv(sock)?;
-            let t = monotonic_ns();
+            let clocks = Clocks::read();
             for i in 0..n {
-                if let Some((msg, src)) = batch.get(i) {
-                    on(which, msg, src, t);
+                if let Some((msg, src, stamp)) = batch.get(i) {
+                    on(which, msg, src, clocks.arrival(stamp));
                 }
             }
             handled += n;

@@ -6,8 +6,8 @@
 //!   drawing from its own provided-buffer ring; nothing is re-armed per
 //!   datagram, and a ring that ran dry is re-armed on the next wait (the
 //!   datagrams wait in the socket's buffer meanwhile).
-//! - **Sending**: a SendMsg per datagram from a reused send slot (msghdr,
-//!   iovec, address and the payload's buffer); the slot returns to the free
+//! - **Sending**: a Send with its destination (sendto) per datagram from a
+//!   reused send slot (address and the payload's buffer); the slot returns to the free
 //!   list when the send completes. SIP messages are moved in, not copied.
 //! - **Waiting**: one `io_uring_enter` per loop turn submits every queued
 //!   send and waits for the first completion or the next timer; with a batch
@@ -24,6 +24,8 @@ use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode};
 use rvoip_dataplane::engine::bufring::BufRing;
 use rvoip_dataplane::engine::sockaddr::{self, Storage};
+
+use crate::batch::{CONTROL, arrival_ns};
 
 /// Which socket a datagram came in on or goes out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,14 +51,12 @@ const KIND_SEND: u64 = 2;
 /// The state of one send in flight; boxed, so its address is stable while
 /// the kernel holds it.
 struct SendSlot {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
     name: Storage,
     data: Vec<u8>,
 }
 
 /// Whether this kernel has what [`UringIo`] needs (multishot RecvMsg,
-/// SendMsg, provided-buffer rings, DEFER_TASKRUN). Probed on a thread of
+/// Send, provided-buffer rings, DEFER_TASKRUN). Probed on a thread of
 /// its own so a torn-down probe ring's task work cannot interrupt the
 /// caller's next blocking call.
 pub fn probe() -> io::Result<()> {
@@ -67,7 +67,7 @@ pub fn probe() -> io::Result<()> {
             .build(8)?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        for code in [opcode::RecvMsgMulti::CODE, opcode::SendMsg::CODE] {
+        for code in [opcode::RecvMsgMulti::CODE, opcode::Send::CODE] {
             if !probe.is_supported(code) {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
@@ -133,6 +133,7 @@ impl UringIo {
         // and control lengths from it.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        recv_hdr.msg_controllen = CONTROL as _;
         Ok(UringIo {
             ring,
             bufs: [sip_bufs, rtp_bufs],
@@ -164,30 +165,21 @@ impl UringIo {
         if let Some(i) = self.free.pop() {
             return i;
         }
-        // SAFETY: msghdr and iovec are plain data; zero is valid.
-        let mut s = Box::new(SendSlot {
-            hdr: unsafe { std::mem::zeroed() },
-            iov: libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
+        self.slots.push(Box::new(SendSlot {
             name: sockaddr::zeroed(),
             data: Vec::new(),
-        });
-        // The box never moves: these point into it for its whole life.
-        s.hdr.msg_name = (&mut s.name as *mut Storage).cast();
-        s.hdr.msg_iov = &mut s.iov;
-        s.hdr.msg_iovlen = 1;
-        self.slots.push(s);
+        }));
         (self.slots.len() - 1) as u32
     }
 
     fn queue_slot(&mut self, i: u32, sock: Socket, to: SocketAddr) {
         let s = &mut self.slots[i as usize];
-        s.iov.iov_base = s.data.as_mut_ptr().cast();
-        s.iov.iov_len = s.data.len();
-        s.hdr.msg_namelen = sockaddr::write(to, &mut s.name);
-        let e = opcode::SendMsg::new(Fixed(sock as u32), &s.hdr)
+        let len = sockaddr::write(to, &mut s.name);
+        // A send with its address (sendto), not a SendMsg: no msghdr to
+        // import per datagram.
+        let e = opcode::Send::new(Fixed(sock as u32), s.data.as_ptr(), s.data.len() as u32)
+            .dest_addr((&s.name as *const Storage).cast())
+            .dest_addr_len(len)
             .build()
             .user_data((KIND_SEND << KIND_SHIFT) | u64::from(i));
         self.push(&e);
@@ -247,8 +239,9 @@ impl UringIo {
     }
 
     /// Hands every datagram received so far to `on` (socket, payload,
-    /// source) and frees finished sends; returns how many datagrams.
-    pub fn drain(&mut self, mut on: impl FnMut(Socket, &[u8], SocketAddr)) -> usize {
+    /// source, the kernel's receive time if stamped) and frees finished
+    /// sends; returns how many datagrams.
+    pub fn drain(&mut self, mut on: impl FnMut(Socket, &[u8], SocketAddr, Option<u64>)) -> usize {
         let mut n = 0;
         loop {
             let next = self
@@ -286,7 +279,12 @@ impl UringIo {
                             && !msg.is_payload_truncated()
                             && let Some(src) = sockaddr::read(msg.name_data())
                         {
-                            on(sock, msg.payload_data(), src);
+                            on(
+                                sock,
+                                msg.payload_data(),
+                                src,
+                                arrival_ns(msg.control_data()),
+                            );
                             n += 1;
                         }
                     }
@@ -315,6 +313,7 @@ mod tests {
     fn socket() -> UdpSocket {
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
         s.set_nonblocking(true).expect("nonblocking");
+        crate::batch::stamp_arrivals(&s);
         s
     }
 
@@ -357,8 +356,9 @@ mod tests {
         let mut seen = HashSet::new();
         let from = peer.local_addr().unwrap();
         for _ in 0..200 {
-            io.drain(|sock, data, src| {
+            io.drain(|sock, data, src, stamp| {
                 assert_eq!((sock, src, data.len()), (Socket::Sip, from, 14));
+                assert!(stamp.is_some(), "the kernel's arrival time");
                 assert!(seen.insert(data.to_vec()), "a datagram came twice");
             });
             if seen.len() == n {
@@ -373,7 +373,7 @@ mod tests {
         }
         io.send_vec(Socket::Sip, b"OPTIONS".to_vec(), from);
         io.wait(Duration::ZERO, 0).unwrap();
-        io.drain(|_, _, _| {});
+        io.drain(|_, _, _, _| {});
         peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 512];
         let mut got = Vec::new();

@@ -80,6 +80,9 @@ struct MediaArgs {
     common: Common,
 }
 
+/// A caller's default batch wait, µs.
+const DEFAULT_CALLER_BATCH_WAIT_US: u64 = 500;
+
 #[derive(Args, Debug, Clone)]
 struct Common {
     /// Send RTP (G.711, 20 ms, 172-octet packets) in both directions and measure it.
@@ -98,10 +101,13 @@ struct Common {
     /// AEAD_AES_128_GCM (a UAS answers whatever suite is offered).
     #[arg(long, value_parser = parse_suite)]
     srtp: Option<Suite>,
-    /// After a wake-up that found few datagrams, wait this many µs for more
-    /// (fewer wake-ups, less CPU; arrivals timed up to this much late).
-    #[arg(long, default_value_t = 0)]
-    batch_wait_us: u64,
+    /// Once woken by arriving datagrams, wait up to this many µs for more
+    /// before handling them (fewer wake-ups, less CPU). Arrivals are timed by
+    /// the kernel, so the figures do not move; replies leave up to this much
+    /// later. Default: 500 when placing calls (uac, register, media), 0 for a
+    /// UAS, whose answers then go out at once.
+    #[arg(long)]
+    batch_wait_us: Option<u64>,
     /// Socket engine: auto (io_uring when the kernel has it), uring, or
     /// syscalls (recvmmsg/sendmmsg and poll).
     #[arg(long, default_value = "auto", value_parser = parse_engine)]
@@ -118,10 +124,15 @@ fn parse_engine(s: &str) -> Result<Engine, String> {
 }
 
 impl Common {
-    fn options(&self) -> Options {
+    /// The loop's options; `caller` for the roles that place calls.
+    fn options(&self, caller: bool) -> Options {
         Options {
             progress: !self.quiet,
-            batch_wait_us: self.batch_wait_us,
+            batch_wait_us: self.batch_wait_us.unwrap_or(if caller {
+                DEFAULT_CALLER_BATCH_WAIT_US
+            } else {
+                0
+            }),
             engine: self.engine,
         }
     }
@@ -352,7 +363,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 "rvoip-loadtest uas on {} (rtp {})",
                 cfg.sip_local, cfg.rtp_local
             );
-            let o = run(cfg, &socks, stop, a.common.options())?;
+            let o = run(cfg, &socks, stop, a.common.options(false))?;
             finish("uas", &o, &a.common)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -367,7 +378,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 None,
             )?;
             cfg.srtp = a.common.srtp;
-            let o = run(cfg, &socks, stop, a.common.options())?;
+            let o = run(cfg, &socks, stop, a.common.options(true))?;
             finish("uac", &o, &a.common)?;
             Ok(verdict(&o, a.calls.max_fail_pct))
         }
@@ -383,7 +394,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             )?;
             cfg.domain = a.domain.clone();
             cfg.expires = a.expires;
-            let o = run(cfg, &socks, stop, a.common.options())?;
+            let o = run(cfg, &socks, stop, a.common.options(true))?;
             finish("register", &o, &a.common)?;
             Ok(verdict(&o, a.calls.max_fail_pct))
         }
@@ -391,7 +402,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             let socks = Sockets::bind(a.listen)?;
             let mut cfg = config(Role::Ng, &socks, Some(a.ng), Some(&a.calls), true, None)?;
             cfg.srtp = a.common.srtp;
-            let o = run(cfg, &socks, stop, a.common.options())?;
+            let o = run(cfg, &socks, stop, a.common.options(true))?;
             finish("media", &o, &a.common)?;
             Ok(verdict(&o, a.calls.max_fail_pct))
         }
@@ -413,10 +424,10 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             let uas_stop2 = Arc::clone(&uas_stop);
             let uas_opts = Options {
                 progress: false,
-                ..a.common.options()
+                ..a.common.options(false)
             };
             let uas = std::thread::spawn(move || run(uas_cfg, &uas_socks, &uas_stop2, uas_opts));
-            let o = run(uac_cfg, &uac_socks, stop, a.common.options())?;
+            let o = run(uac_cfg, &uac_socks, stop, a.common.options(true))?;
             uas_stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let uas_outcome = uas
                 .join()
