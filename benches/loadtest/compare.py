@@ -4,7 +4,7 @@ uac -> rvoip-loadtest uas versus SIPp uac -> SIPp uas, same rates, same box,
 one sitting. Scenario for both: INVITE, 100/180/200, ACK, BYE, 200 with no
 hold (SIPp's built-in uac; rvoip-loadtest --hold 0s), no media.
 
-usage: benches/loadtest/compare.py [SECONDS] RATE...
+usage: [REPEAT=3] benches/loadtest/compare.py [SECONDS] RATE...
    e.g. benches/loadtest/compare.py 15 1000 2000 4000 8000
 
 CPU of the UAC process only (user + system, from the kernel's accounting of
@@ -13,6 +13,7 @@ the exited child). Loopback only; every process is bounded in time.
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -85,20 +86,25 @@ def main():
     args = sys.argv[1:]
     secs = int(args[0]) if args else 15
     rates = [int(a) for a in args[1:]] or [1000, 2000, 4000]
+    # This VM's speed drifts from minute to minute: each rate runs REPEAT
+    # times, the two tools in turn, and the medians are compared.
+    repeat = int(os.environ.get("REPEAT", "3"))
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "rvoip-loadtest"], cwd=ROOT, check=True)
     print(f"{'rate':>6} {'tool':<15} {'calls':>7} {'failed':>6} {'wall s':>7} {'UAC cpu s':>9} {'us/call':>8}")
     ratios = []
     for rate in rates:
-        res = {}
-        for tool in ("rvoip-loadtest", "sipp"):
-            cpu, wall, rc, failed, calls = step(tool, rate, secs)
-            us = 1e6 * cpu / calls
-            res[tool] = us
-            print(f"{rate:>6} {tool:<15} {calls:>7} {str(failed):>6} {wall:>7.1f} {cpu:>9.2f} {us:>8.1f}", flush=True)
-        ratios.append((rate, res["sipp"] / res["rvoip-loadtest"]))
-    print("\n  rate   SIPp CPU per call / rvoip-loadtest CPU per call")
-    for rate, r in ratios:
-        print(f"{rate:>6}   {r:.2f}x")
+        res = {"rvoip-loadtest": [], "sipp": []}
+        for _ in range(repeat):
+            for tool in ("rvoip-loadtest", "sipp"):
+                cpu, wall, rc, failed, calls = step(tool, rate, secs)
+                us = 1e6 * cpu / calls
+                res[tool].append(us)
+                print(f"{rate:>6} {tool:<15} {calls:>7} {str(failed):>6} {wall:>7.1f} {cpu:>9.2f} {us:>8.1f}", flush=True)
+        ours, theirs = statistics.median(res["rvoip-loadtest"]), statistics.median(res["sipp"])
+        ratios.append((rate, ours, theirs))
+    print(f"\n{'rate':>6} {'rvoip-loadtest us/call':>22} {'SIPp us/call':>13}   SIPp / rvoip-loadtest (medians of {repeat})")
+    for rate, ours, theirs in ratios:
+        print(f"{rate:>6} {ours:>22.1f} {theirs:>13.1f}   {theirs / ours:.2f}x")
 
 
 if __name__ == "__main__":

@@ -269,9 +269,14 @@ impl Agent {
         } else {
             (self.wheel_ms + 1) * 1_000_000
         };
-        let call = if self.places_calls() && self.next_call < self.cfg.calls {
-            now_ns + 1_000_000
+        let call = if self.places_calls()
+            && self.next_call < self.cfg.calls
+            && self.active < self.cfg.max_concurrent
+        {
+            self.call_due_ns(self.next_call).max(now_ns)
         } else {
+            // Nothing to place, or at the concurrency limit: a call's end
+            // (a datagram or a timer) wakes the loop.
             u64::MAX
         };
         timer.min(media).min(call)
@@ -302,6 +307,24 @@ impl Agent {
             self.cfg.rate * (t - r / 2.0)
         };
         (n.floor() as u64 + 1).min(self.cfg.calls)
+    }
+
+    /// When call number `k` (from 0) is due on the rate schedule: the
+    /// inverse of [`Agent::due_calls`].
+    fn call_due_ns(&self, k: u64) -> u64 {
+        if self.cfg.rate <= 0.0 {
+            return u64::MAX;
+        }
+        let (k, rate, r) = (k as f64, self.cfg.rate, self.cfg.ramp_s.max(0.0));
+        // Before the ramp's end rate·t²/2r calls are due, after it rate·(t - r/2).
+        let ramp_calls = rate * r / 2.0;
+        let t = if r > 0.0 && k < ramp_calls {
+            (2.0 * r * k / rate).sqrt()
+        } else {
+            k / rate + r / 2.0
+        };
+        // A microsecond late, so the schedule has surely reached it then.
+        self.start_ns + (t * 1e9).ceil() as u64 + 1_000
     }
 
     /// Fires due timers and starts due calls.

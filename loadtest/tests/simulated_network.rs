@@ -237,3 +237,54 @@ fn srtp_that_arrives_before_the_answer_is_not_read_as_plain_rtp() {
     assert_eq!(uac.report.rtp_received, 0);
     assert_eq!(uac.report.jitter.len(), 0, "no stream was measured");
 }
+
+/// Calls start on the rate schedule, and between them the loop sleeps until
+/// the next one is due rather than waking every millisecond.
+#[test]
+fn the_next_wake_up_is_the_next_call_on_the_schedule() {
+    let start = 1_000_000_000_000;
+    let mut cfg = config(
+        Role::Uac,
+        "127.0.0.1:5080",
+        "127.0.0.1:6000",
+        Some("127.0.0.1:5070"),
+    );
+    cfg.media = false;
+    let mut uac = Agent::new(cfg.clone(), start);
+    uac.tick(start);
+    assert_eq!(uac.take_out().count(), 1, "call 0 starts at once");
+    // 10 calls per second: the next one 100 ms on, reached in a few
+    // wake-ups (its INVITE's retransmission is later, at 500 ms).
+    let (at, wakes) = next_invite(&mut uac, start);
+    assert!(
+        (start + 100_000_000..start + 101_000_000).contains(&at),
+        "{}",
+        at - start
+    );
+    assert!(wakes <= 3, "{wakes} wake-ups");
+    // A 0.5 s ramp: call k is due at sqrt(2·0.5·k/10) s, call 1 at 316 ms.
+    cfg.ramp_s = 0.5;
+    let mut ramped = Agent::new(cfg, start);
+    ramped.tick(start);
+    assert_eq!(ramped.take_out().count(), 1);
+    let (at, wakes) = next_invite(&mut ramped, start);
+    assert!(
+        (start + 316_000_000..start + 317_000_000).contains(&at),
+        "{}",
+        at - start
+    );
+    assert!(wakes <= 12, "{wakes} wake-ups");
+}
+
+/// Runs `agent` as the loop would, from `now`, sleeping until each
+/// deadline, until it sends something: when, and after how many wake-ups.
+fn next_invite(agent: &mut Agent, mut now: u64) -> (u64, u32) {
+    for wakes in 1..1000 {
+        now = agent.next_deadline(now).max(now + 1);
+        agent.tick(now);
+        if agent.take_out().count() > 0 {
+            return (now, wakes);
+        }
+    }
+    panic!("no call started");
+}
