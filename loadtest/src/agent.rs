@@ -14,7 +14,7 @@
 //! 200 (SDP answer) to an INVITE, the 200 retransmitted until the ACK
 //! (Timer G/H), 200 to BYE, retransmitted requests answered again.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -143,6 +143,7 @@ struct UacCall {
 
 #[derive(Debug)]
 struct UasCall {
+    call_id: Box<[u8]>,
     src: SocketAddr,
     /// The 200 for the INVITE while unacknowledged, then the 200 for the BYE.
     last: Vec<u8>,
@@ -174,10 +175,11 @@ pub struct Agent {
     next_call: u64,
     active: u64,
     uac: HashMap<u64, UacCall>,
-    uas: HashMap<String, UasCall>,
+    /// A UAS's calls by key, and the keys by Call-ID.
+    uas: HashMap<u64, UasCall>,
     ng: HashMap<u64, ng::NgCall>,
     reg: HashMap<u64, register::RegCall>,
-    uas_index: HashMap<u64, String>,
+    uas_index: HashMap<Box<[u8]>, u64>,
     uas_keys: u64,
     timers: Wheel<(u64, Timer, u32)>,
     due: Vec<(u64, Timer, u32)>,
@@ -214,19 +216,19 @@ impl Agent {
             start_ns: now_ns,
             next_call: 0,
             active: 0,
-            uac: HashMap::new(),
-            uas: HashMap::new(),
-            ng: HashMap::new(),
-            reg: HashMap::new(),
-            uas_index: HashMap::new(),
+            uac: HashMap::default(),
+            uas: HashMap::default(),
+            ng: HashMap::default(),
+            reg: HashMap::default(),
+            uas_index: HashMap::default(),
             uas_keys: 0,
             timers: Wheel::new(now_ns / 1_000_000),
             due: Vec::new(),
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             wheel: (0..20).map(|_| Vec::new()).collect(),
             wheel_ms: now_ns / 1_000_000,
-            receivers: HashMap::new(),
-            srtp_rx: HashMap::new(),
+            receivers: HashMap::default(),
+            srtp_rx: HashMap::default(),
             keys: ring::rand::SystemRandom::new(),
             out: Vec::new(),
             local,
@@ -495,10 +497,7 @@ impl Agent {
             | Timer::NgRetransmit
             | Timer::RegisterRetransmit
             | Timer::RegisterTimeout => {
-                let Some(cid) = self.uas_call_id(key) else {
-                    return;
-                };
-                let Some(call) = self.uas.get_mut(&cid) else {
+                let Some(call) = self.uas.get_mut(&key) else {
                     return;
                 };
                 if call.generation != generation {
@@ -520,8 +519,9 @@ impl Agent {
                         self.schedule(now_ns + 32_000_000_000, key, Timer::Forget, generation);
                     }
                     Timer::Forget if call.ended => {
-                        self.uas.remove(&cid);
-                        self.uas_index.remove(&key);
+                        if let Some(call) = self.uas.remove(&key) {
+                            self.uas_index.remove(&call.call_id);
+                        }
                     }
                     _ => {}
                 }
@@ -529,8 +529,10 @@ impl Agent {
         }
     }
 
-    fn uas_call_id(&self, key: u64) -> Option<String> {
-        self.uas_index.get(&key).cloned()
+    /// The UAS call with this Call-ID.
+    fn uas_call(&mut self, cid: &[u8]) -> Option<&mut UasCall> {
+        let key = self.uas_index.get(cid)?;
+        self.uas.get_mut(key)
     }
 
     /// Handles one SIP datagram from `src`.
@@ -736,10 +738,9 @@ impl Agent {
         let Ok(cid) = msg.call_id() else {
             return;
         };
-        let cid = String::from_utf8_lossy(cid).into_owned();
         match method {
             Method::Invite if self.cfg.role == Role::Uas => {
-                if let Some(call) = self.uas.get(&cid) {
+                if let Some(call) = self.uas_index.get(cid).and_then(|k| self.uas.get(k)) {
                     // A retransmitted INVITE: the last answer again.
                     if !call.acked {
                         self.out.push((call.last.clone(), src));
@@ -777,8 +778,9 @@ impl Agent {
                 }
                 let media_to = remote.filter(|_| self.cfg.media).map(|r| r.to);
                 self.uas.insert(
-                    cid.clone(),
+                    key,
                     UasCall {
+                        call_id: cid.into(),
                         src,
                         last: ok,
                         interval: T1,
@@ -791,12 +793,12 @@ impl Agent {
                         generation: 0,
                     },
                 );
-                self.uas_index.insert(key, cid);
+                self.uas_index.insert(cid.into(), key);
                 self.schedule(now_ns + T1, key, Timer::OkRetransmit, 0);
                 self.schedule(now_ns + 64 * T1, key, Timer::AckTimeout, 0);
             }
             Method::Ack => {
-                let Some(call) = self.uas.get_mut(&cid) else {
+                let Some(call) = self.uas_call(cid) else {
                     return;
                 };
                 if call.acked || call.ended {
@@ -812,7 +814,7 @@ impl Agent {
             Method::Bye => {
                 let ok = sip::response(msg, 200, "OK", None, None, "");
                 self.out.push((ok.clone(), src));
-                if let Some(call) = self.uas.get_mut(&cid)
+                if let Some(call) = self.uas_call(cid)
                     && !call.ended
                 {
                     {
