@@ -275,7 +275,9 @@ impl Agent {
             && self.next_call < self.cfg.calls
             && self.active < self.cfg.max_concurrent
         {
-            self.call_due_ns(self.next_call).max(now_ns)
+            // Calls due within a millisecond start together, at most one
+            // wake-up per millisecond for them.
+            self.call_due_ns(self.next_call).max(now_ns + 1_000_000)
         } else {
             // Nothing to place, or at the concurrency limit: a call's end
             // (a datagram or a timer) wakes the loop.
