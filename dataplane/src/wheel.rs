@@ -25,6 +25,8 @@ pub struct Wheel<T> {
     near_len: usize,
     /// Timers beyond the near level, by block (`at / BLOCK`).
     far: BTreeMap<u64, Vec<(u64, T)>>,
+    /// Timers set for a millisecond already fired: due at the next advance.
+    overdue: Vec<(u64, T)>,
     spare: Vec<(u64, T)>,
 }
 
@@ -36,18 +38,19 @@ impl<T> Wheel<T> {
             near: (0..NEAR).map(|_| Vec::new()).collect(),
             near_len: 0,
             far: BTreeMap::new(),
+            overdue: Vec::new(),
             spare: Vec::new(),
         }
     }
 
     /// Timers set and not yet fired.
     pub fn len(&self) -> usize {
-        self.near_len + self.far.values().map(Vec::len).sum::<usize>()
+        self.near_len + self.overdue.len() + self.far.values().map(Vec::len).sum::<usize>()
     }
 
     /// Whether no timer is set.
     pub fn is_empty(&self) -> bool {
-        self.near_len == 0 && self.far.is_empty()
+        self.near_len == 0 && self.overdue.is_empty() && self.far.is_empty()
     }
 
     /// The first block the near level does not reach.
@@ -55,10 +58,13 @@ impl<T> Wheel<T> {
         self.cursor / BLOCK + NEAR / BLOCK
     }
 
-    /// Sets a timer for `at_ms` (a time already past fires at the next advance).
+    /// Sets a timer for `at_ms`. One for a millisecond already fired fires
+    /// at the next advance, or in the running one when set while firing.
     pub fn schedule(&mut self, at_ms: u64, item: T) {
-        let at = at_ms.max(self.cursor);
-        if at / BLOCK < self.horizon() {
+        let at = at_ms;
+        if at < self.cursor {
+            self.overdue.push((at, item));
+        } else if at / BLOCK < self.horizon() {
             self.near[(at % NEAR) as usize].push((at, item));
             self.near_len += 1;
         } else {
@@ -68,7 +74,20 @@ impl<T> Wheel<T> {
 
     /// Fires, in time order by millisecond, every timer due by `now_ms`.
     pub fn advance(&mut self, now_ms: u64, mut fire: impl FnMut(&mut Self, u64, T)) {
-        while self.cursor <= now_ms {
+        loop {
+            if !self.overdue.is_empty() {
+                let mut late = std::mem::take(&mut self.overdue);
+                for (at, item) in late.drain(..) {
+                    fire(self, at, item);
+                }
+                if self.overdue.is_empty() {
+                    self.overdue = late;
+                }
+                continue;
+            }
+            if self.cursor > now_ms {
+                break;
+            }
             if self.near_len == 0 {
                 // Nothing near: jump to the next far block's start (or now).
                 let next = self.far.keys().next().map(|b| b * BLOCK);
@@ -96,13 +115,11 @@ impl<T> Wheel<T> {
     /// Moves the cursor to `to` over empty near slots, bringing in each far
     /// block that comes within reach on the way.
     fn jump(&mut self, to: u64) {
-        let mut block = self.cursor / BLOCK;
-        let target = to / BLOCK;
+        let crossed = to / BLOCK > self.cursor / BLOCK;
         self.cursor = to;
-        while block < target {
-            block += 1;
-            let b = block + NEAR / BLOCK - 1;
-            self.pull(b);
+        if crossed {
+            // Every block now within reach (pull takes all up to it).
+            self.pull(self.horizon() - 1);
         }
     }
 
@@ -133,6 +150,9 @@ impl<T> Wheel<T> {
     /// The earliest time anything may be due: exact within the next 64 ms,
     /// otherwise a lower bound (the wheel's owner wakes then and asks again).
     pub fn next_due(&self) -> Option<u64> {
+        if let Some(at) = self.overdue.iter().map(|(at, _)| *at).min() {
+            return Some(at);
+        }
         if self.near_len > 0 {
             for ms in self.cursor..self.cursor + 64 {
                 if !self.near[(ms % NEAR) as usize].is_empty() {
@@ -212,7 +232,12 @@ mod tests {
                 w.schedule(102, 3);
             }
         });
-        assert_eq!(fired, [1]);
+        // Both 1 (already past) and 2 (set while firing, for a fired
+        // millisecond) fire in this advance; 3 when its time comes.
+        assert_eq!(fired, [1, 2]);
+        assert_eq!(w.next_due(), Some(102));
+        w.advance(101, |_, _, item| fired.push(item));
+        assert_eq!(fired, [1, 2]);
         w.advance(102, |_, _, item| fired.push(item));
         assert_eq!(fired, [1, 2, 3]);
     }

@@ -15,11 +15,12 @@ mod proxy;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use rvoip_dataplane::wheel::Wheel;
 use rvoip_dataplane::sip::{
     Forward, Framing, HeaderName, Host, Limits, Method, SipMessage, check, write_response,
 };
@@ -265,7 +266,8 @@ pub struct SipCore {
     pub(crate) clients: FxHashMap<ClientKey, ClientEntry>,
     pub(crate) proxies: FxHashMap<u64, proxy::Context>,
     next_proxy: u64,
-    timers: BinaryHeap<std::cmp::Reverse<(Millis, TimerRef)>>,
+    timers: Wheel<TimerRef>,
+    due_timers: Vec<TimerRef>,
     out: VecDeque<Outbound>,
     /// Registrar responses held until the location service commits.
     held: Vec<(ServerKey, u16, Vec<u8>)>,
@@ -346,7 +348,8 @@ impl SipCore {
             clients: FxHashMap::default(),
             proxies: FxHashMap::default(),
             next_proxy: 1,
-            timers: BinaryHeap::new(),
+            timers: Wheel::new(0),
+            due_timers: Vec::new(),
             out: VecDeque::new(),
             held: Vec::new(),
             counters: CoreCounters::default(),
@@ -421,12 +424,12 @@ impl SipCore {
 
     /// When `on_timer` must next run.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.timers.peek().map(|t| t.0.0)
+        self.timers.next_due()
     }
 
     fn schedule(&mut self, at: Option<Millis>, r: TimerRef) {
         if let Some(at) = at {
-            self.timers.push(std::cmp::Reverse((at, r)));
+            self.timers.schedule(at, r);
         }
     }
 
@@ -921,45 +924,55 @@ impl SipCore {
     /// Runs due timers.
     pub fn on_timer(&mut self, now: Millis) {
         self.b2b_start(now);
-        while let Some(std::cmp::Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
+        // Timers on a wheel: most (retransmissions outlived by their
+        // answers) lapse, and each costs one push and one visit. Handlers
+        // may set timers already due: the loop runs until none is.
+        loop {
+            let mut due = std::mem::take(&mut self.due_timers);
+            self.timers.advance(now, |_, _, r| due.push(r));
+            if due.is_empty() {
+                self.due_timers = due;
                 break;
             }
-            let Some(std::cmp::Reverse((_, r))) = self.timers.pop() else {
-                break;
-            };
-            match r {
-                TimerRef::Server(k) => {
-                    let Some(e) = self.servers.get_mut(&k) else {
-                        continue;
-                    };
-                    if e.txn.next_deadline().is_none_or(|d| d > now) {
-                        continue;
-                    }
-                    e.txn.on_timer(now);
-                    let next = e.txn.next_deadline();
-                    self.schedule(next, TimerRef::Server(k));
-                    self.drain_server(&k);
-                }
-                TimerRef::Client(k) => {
-                    let Some(e) = self.clients.get_mut(&k) else {
-                        continue;
-                    };
-                    if e.txn.next_deadline().is_none_or(|d| d > now) {
-                        continue;
-                    }
-                    e.txn.on_timer(now);
-                    let next = e.txn.next_deadline();
-                    self.schedule(next, TimerRef::Client(k));
-                    self.drain_client(now, &k);
-                }
-                TimerRef::TimerC(p, b) => self.on_timer_c(now, p, b),
-                TimerRef::Call(id, t) => {
-                    let unix = now + self.unix_base;
-                    self.b2b_timer(now, unix, id, t);
-                }
-                TimerRef::Health => self.b2b_health(now),
+            for r in due.drain(..) {
+                self.fire(now, r);
             }
+            self.due_timers = due;
+        }
+    }
+
+    fn fire(&mut self, now: Millis, r: TimerRef) {
+        match r {
+            TimerRef::Server(k) => {
+                let Some(e) = self.servers.get_mut(&k) else {
+                    return;
+                };
+                if e.txn.next_deadline().is_none_or(|d| d > now) {
+                    return;
+                }
+                e.txn.on_timer(now);
+                let next = e.txn.next_deadline();
+                self.schedule(next, TimerRef::Server(k));
+                self.drain_server(&k);
+            }
+            TimerRef::Client(k) => {
+                let Some(e) = self.clients.get_mut(&k) else {
+                    return;
+                };
+                if e.txn.next_deadline().is_none_or(|d| d > now) {
+                    return;
+                }
+                e.txn.on_timer(now);
+                let next = e.txn.next_deadline();
+                self.schedule(next, TimerRef::Client(k));
+                self.drain_client(now, &k);
+            }
+            TimerRef::TimerC(p, b) => self.on_timer_c(now, p, b),
+            TimerRef::Call(id, t) => {
+                let unix = now + self.unix_base;
+                self.b2b_timer(now, unix, id, t);
+            }
+            TimerRef::Health => self.b2b_health(now),
         }
     }
 
