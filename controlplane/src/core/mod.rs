@@ -20,10 +20,10 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use rvoip_dataplane::wheel::Wheel;
 use rvoip_dataplane::sip::{
     Forward, Framing, HeaderName, Host, Limits, Method, SipMessage, check, write_response,
 };
+use rvoip_dataplane::wheel::Wheel;
 
 use crate::admission::{self, Policy, Role};
 use crate::registrar::digest::{AuthFailure, Authenticated, Authenticator, parse_credentials};
