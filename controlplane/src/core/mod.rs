@@ -16,6 +16,7 @@ mod proxy;
 mod tests;
 
 use std::collections::VecDeque;
+use std::io::Write as _;
 
 use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -563,21 +564,31 @@ impl SipCore {
             });
             ((), pos.unwrap_or(raw.len()))
         };
-        let first = String::from_utf8_lossy(&raw[..first_len])
-            .trim()
-            .to_string();
-        let mut v: Vec<String> = first.split(';').map(|p| p.trim().to_string()).collect();
-        v.retain(|p| {
-            !p.eq_ignore_ascii_case("rport") && !p.to_ascii_lowercase().starts_with("received=")
-        });
+        // The value rebuilt in one buffer: its parameters but `rport` and
+        // `received`, then the ones this side adds.
+        let first = raw[..first_len].trim_ascii();
+        let mut v = Vec::with_capacity(first.len() + 48);
+        for (i, p) in first.split(|b| *b == b';').enumerate() {
+            let p = p.trim_ascii();
+            let received = p
+                .get(..9)
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"received="));
+            if i > 0 && (p.eq_ignore_ascii_case(b"rport") || received) {
+                continue;
+            }
+            if i > 0 {
+                v.push(b';');
+            }
+            v.extend_from_slice(p);
+        }
         if !host_is_source || wants_rport {
-            v.push(format!("received={}", inb.remote.ip()));
+            let _ = write!(v, ";received={}", inb.remote.ip());
         }
         if wants_rport {
-            v.push(format!("rport={}", inb.remote.port()));
+            let _ = write!(v, ";rport={}", inb.remote.port());
         }
         let mut f = Forward::new(msg);
-        f.set_top_via(v.join(";").as_bytes()).ok()?;
+        f.set_top_via(&v).ok()?;
         let mut out = Vec::with_capacity(msg.len() + 48);
         f.write_to(&mut out);
         Some(out)

@@ -502,3 +502,41 @@ From: <sip:uac@127.0.0.1:5080>;tag=f1\r\nTo: <sip:service@127.0.0.1:5060>\r\nCal
     assert_eq!(c.transactions(), (0, 0), "no transaction state");
     assert!(c.proxies.is_empty());
 }
+
+/// RFC 3581: the top Via gets the source's address and port; a stale
+/// `received` and the bare `rport` go, everything else (and the next Via)
+/// stays as it was.
+#[test]
+fn the_top_via_gets_received_and_rport_and_keeps_its_other_parameters() {
+    let text = "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.9:5099;branch=z9hG4bK1;Received=1.2.3.4;rport;x=y, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK0\r\n\
+        Via: SIP/2.0/UDP 10.8.8.8;branch=z9hG4bKz\r\n\
+        From: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: v1\r\nCSeq: 1 OPTIONS\r\n\
+        Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let msg = SipMessage::parse(text.as_bytes(), Framing::Datagram, &Limits::DEFAULT)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let inb = Inbound {
+        bytes: text.as_bytes(),
+        transport: Transport::Udp,
+        local: addr(PROXY),
+        remote: addr("127.0.0.2:6000"),
+        conn: 0,
+    };
+    let out = SipCore::fix_via(&msg, &inb).unwrap_or_else(|| panic!("rewritten"));
+    let out = String::from_utf8(out).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.contains(
+            "\r\nVia: SIP/2.0/UDP 10.0.0.9:5099;branch=z9hG4bK1;x=y;received=127.0.0.2;rport=6000, SIP/2.0/UDP 10.9.9.9;branch=z9hG4bK0\r\n\
+             Via: SIP/2.0/UDP 10.8.8.8;branch=z9hG4bKz\r\n"
+        ),
+        "{out}"
+    );
+    // From its own address without rport: nothing to add.
+    let text = text.replace(
+        "10.0.0.9:5099;branch=z9hG4bK1;Received=1.2.3.4;rport;x=y",
+        "127.0.0.2:6000;branch=z9hG4bK1",
+    );
+    let msg = SipMessage::parse(text.as_bytes(), Framing::Datagram, &Limits::DEFAULT)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(SipCore::fix_via(&msg, &inb).is_none());
+}
