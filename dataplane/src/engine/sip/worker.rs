@@ -32,9 +32,6 @@ const BGID: u16 = 7;
 /// UDP send slots per worker; beyond them a send is a plain sendto.
 const SEND_SLOTS: usize = 1024;
 
-/// Traffic seen within this long means it is flowing (see the main loop).
-const FLOWING: Duration = Duration::from_millis(20);
-
 /// FUTEX2_SIZE_U32: a 32-bit futex, shared between processes.
 const FUTEX2_SIZE_U32: u32 = 0x02;
 
@@ -596,12 +593,9 @@ impl Worker {
     }
 
     /// Sends what the control plane queued.
-    /// Sends what the control plane handed over; returns how many.
-    fn drain_outbound(&mut self, consumer: &mut crate::shm::Consumer<'_>) -> usize {
-        let mut n = 0;
+    fn drain_outbound(&mut self, consumer: &mut crate::shm::Consumer<'_>) {
         for _ in 0..1024 {
             let Some(r) = consumer.peek() else { break };
-            n += 1;
             let meta = SipMeta::decode(r.meta);
             if meta.transport == 1 {
                 self.send_tcp(meta.conn, meta.local, meta.remote, r.payload);
@@ -610,7 +604,6 @@ impl Worker {
             }
             consumer.advance();
         }
-        n
     }
 }
 
@@ -689,17 +682,9 @@ pub(super) fn run(
     let sleep_word = channel.sleep_word(Direction::ToDataplane)
         as *const std::sync::atomic::AtomicU32 as *const u32;
     let mut last_purge = Instant::now();
-    let mut last_traffic = Instant::now() - FLOWING;
     while !stop.load(Ordering::Relaxed) {
-        if w.drain_outbound(&mut consumer) > 0 {
-            last_traffic = Instant::now();
-        }
-        // While traffic flows the worker looks at the control plane's ring
-        // after each batch window of its own instead of being woken for each
-        // handoff: the control plane then pays no wake-up per message. Idle,
-        // it sleeps on the ring, and the first handoff wakes it.
-        let polling = w.min_wait && w.batch_wait_us > 0 && last_traffic.elapsed() < FLOWING;
-        if !polling && !w.futex_armed && consumer.prepare_sleep() {
+        w.drain_outbound(&mut consumer);
+        if !w.futex_armed && consumer.prepare_sleep() {
             // Sleep on the channel too: the control plane's push wakes us.
             let e = opcode::FutexWait::new(sleep_word, 1, u64::from(u32::MAX), FUTEX2_SIZE_U32)
                 .build()
@@ -707,11 +692,7 @@ pub(super) fn run(
             w.push(e);
             w.futex_armed = true;
         }
-        let ts = Timespec::from(if polling {
-            Duration::from_micros(u64::from(w.batch_wait_us))
-        } else {
-            Duration::from_millis(200)
-        });
+        let ts = Timespec::from(Duration::from_millis(200));
         // Submits the queued sends and waits; with a minimum wait, traffic
         // that arrives within it is handled in the same pass.
         let (want, args) = if w.min_wait && w.batch_wait_us > 0 {
@@ -745,10 +726,7 @@ pub(super) fn run(
         for (data, res, flags) in events {
             let id = data & ((1 << KIND_SHIFT) - 1);
             match data >> KIND_SHIFT {
-                UDP => {
-                    last_traffic = Instant::now();
-                    w.on_recv(&mut producer, id as usize, res, flags);
-                }
+                UDP => w.on_recv(&mut producer, id as usize, res, flags),
                 SEND => {
                     if res < 0 {
                         w.report.send_errors += 1;
