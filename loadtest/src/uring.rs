@@ -22,7 +22,7 @@ use std::time::Duration;
 use io_uring::squeue::Entry;
 use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode};
-use rvoip_dataplane::engine::bufring::BufRing;
+use rvoip_dataplane::engine::bufring::{BufRing, submit_and_wait};
 use rvoip_dataplane::engine::sockaddr::{self, Storage};
 
 use crate::batch::{CONTROL, arrival_ns};
@@ -224,18 +224,7 @@ impl UringIo {
             // work (the receives) runs only in an enter that waits.
             (1, SubmitArgs::new().timespec(&ts))
         };
-        match self.ring.submitter().submit_with_args(want, &args) {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        submit_and_wait(&self.ring, want, &args)
     }
 
     /// Hands every datagram received so far to `on` (socket, payload,

@@ -5,16 +5,11 @@
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+mod common;
+use common::free_port;
 
 fn run(engine: &str, batch_wait_us: u32) -> serde_json::Value {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));

@@ -5,17 +5,12 @@
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used, unsafe_code)]
 
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+mod common;
+use common::free_port;
 
 fn dir(name: &str) -> PathBuf {
     let d =

@@ -1,13 +1,33 @@
-//! A provided-buffer ring for io_uring multishot receives: a page-aligned
-//! ring of buffer descriptors the kernel draws from, and the slab the
-//! buffers live in. Buffers go back to the kernel with `push` + `publish`.
+//! io_uring helpers shared by the engine's rings (and the load generator's):
+//! a provided-buffer ring for multishot receives (a page-aligned ring of
+//! buffer descriptors the kernel draws from, and the slab the buffers live
+//! in; buffers go back to the kernel with `push` + `publish`), and the
+//! submit-and-wait every loop makes.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::IoUring;
-use io_uring::types::BufRingEntry;
+use io_uring::types::{BufRingEntry, SubmitArgs};
+
+/// Submits what is queued and waits for `want` completions as `args` say.
+/// The wait's ordinary ends (its timeout, a signal, a full completion
+/// queue) are not errors: the caller reaps what is there and goes on.
+pub fn submit_and_wait(ring: &IoUring, want: usize, args: &SubmitArgs<'_, '_>) -> io::Result<()> {
+    match ring.submitter().submit_with_args(want, args) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// A provided-buffer ring and the memory behind it.
 pub struct BufRing {

@@ -29,7 +29,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode};
 
 use super::Polling;
 use super::worker::{Clock, Driver, Wake, bind_udp};
-use crate::engine::bufring::BufRing;
+use crate::engine::bufring::{BufRing, submit_and_wait};
 use crate::engine::sockaddr::{self, Storage};
 use crate::media::relay::{Action, EndpointId, Relay};
 
@@ -347,18 +347,7 @@ impl UringDriver {
             }
             _ => (1, SubmitArgs::new().timespec(&ts)),
         };
-        match self.ring.submitter().submit_with_args(want, &args) {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        submit_and_wait(&self.ring, want, &args)
     }
 }
 

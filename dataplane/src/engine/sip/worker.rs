@@ -15,7 +15,7 @@ use io_uring::{IoUring, cqueue, opcode};
 
 use super::SipTransport;
 use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
-use crate::engine::bufring::BufRing;
+use crate::engine::bufring::{BufRing, submit_and_wait};
 use crate::engine::sockaddr::{self, Storage};
 use crate::shm::{Channel, Direction, SipMeta};
 use crate::sip::{Limits, frame_stream};
@@ -705,14 +705,8 @@ pub(super) fn run(
         } else {
             (1, SubmitArgs::new().timespec(&ts))
         };
-        match w.ring.submitter().submit_with_args(want, &args) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) => {}
-            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        if submit_and_wait(&w.ring, want, &args).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
         }
         // Judged after the wait: a control plane may have attached (or
         // died) while the worker slept.
