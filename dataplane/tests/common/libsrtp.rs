@@ -13,9 +13,13 @@ pub fn oracle_binary() -> &'static PathBuf {
     BIN.get_or_init(|| {
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/libsrtp/oracle.c");
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libsrtp-oracle");
+        // Built under a name of this process's and renamed into place: test
+        // processes running side by side (nextest) never write a binary
+        // another one is executing ("Text file busy").
+        let tmp = out.with_extension(std::process::id().to_string());
         let status = Command::new("cc")
             .args(["-O2", "-o"])
-            .arg(&out)
+            .arg(&tmp)
             .arg(&src)
             .arg("-lsrtp2")
             .status()
@@ -24,6 +28,7 @@ pub fn oracle_binary() -> &'static PathBuf {
             status.success(),
             "building the libsrtp2 oracle failed: install libsrtp2-dev (.ci/run does)"
         );
+        std::fs::rename(&tmp, &out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
         out
     })
 }
