@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use io_uring::squeue::Entry;
 use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
-use io_uring::{IoUring, Probe, cqueue, opcode};
-use rvoip_dataplane::engine::bufring::{BufRing, submit_and_wait};
+use io_uring::{IoUring, cqueue, opcode};
+use rvoip_dataplane::engine::bufring::{self, BufRing, submit_and_wait};
 use rvoip_dataplane::engine::sockaddr::{self, Storage};
 
 use crate::batch::{CONTROL, arrival_ns};
@@ -56,31 +56,9 @@ struct SendSlot {
 }
 
 /// Whether this kernel has what [`UringIo`] needs (multishot RecvMsg,
-/// Send, provided-buffer rings, DEFER_TASKRUN). Probed on a thread of
-/// its own so a torn-down probe ring's task work cannot interrupt the
-/// caller's next blocking call.
+/// Send, provided-buffer rings, DEFER_TASKRUN).
 pub fn probe() -> io::Result<()> {
-    std::thread::spawn(|| -> io::Result<()> {
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .build(8)?;
-        let mut probe = Probe::new();
-        ring.submitter().register_probe(&mut probe)?;
-        for code in [opcode::RecvMsgMulti::CODE, opcode::Send::CODE] {
-            if !probe.is_supported(code) {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("io_uring opcode {code} not supported"),
-                ));
-            }
-        }
-        let mut bufs = BufRing::new(8, 64)?;
-        bufs.register(&ring, 1)?;
-        Ok(())
-    })
-    .join()
-    .unwrap_or_else(|_| Err(io::Error::other("io_uring probe failed")))
+    bufring::probe(&[opcode::RecvMsgMulti::CODE, opcode::Send::CODE])
 }
 
 /// A run loop's two sockets on one ring.

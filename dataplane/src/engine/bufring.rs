@@ -11,6 +11,34 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::IoUring;
 use io_uring::types::{BufRingEntry, SubmitArgs};
 
+/// Checks that this kernel gives a ring what the engine's loops need:
+/// SINGLE_ISSUER + DEFER_TASKRUN, the `opcodes`, provided-buffer rings and
+/// sparse file tables (both 5.19). Runs on a thread of its own: tearing a
+/// ring down can leave task work that interrupts the owning thread's next
+/// blocking call with EINTR.
+pub fn probe(opcodes: &'static [u8]) -> io::Result<()> {
+    std::thread::spawn(move || -> io::Result<()> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(8)?;
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        if let Some(code) = opcodes.iter().find(|c| !probe.is_supported(**c)) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring opcode {code} not supported"),
+            ));
+        }
+        ring.submitter().register_files_sparse(1)?;
+        let mut bufs = BufRing::new(8, 64)?;
+        bufs.register(&ring, 1)?;
+        Ok(())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("io_uring probe failed")))
+}
+
 /// Submits what is queued and waits for `want` completions as `args` say.
 /// The wait's ordinary ends (its timeout, a signal, a full completion
 /// queue) are not errors: the caller reaps what is there and goes on.

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use io_uring::squeue::Entry;
 use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
-use io_uring::{IoUring, Probe, cqueue, opcode};
+use io_uring::{IoUring, cqueue, opcode};
 
 use super::Polling;
 use super::worker::{Clock, Driver, Wake, bind_udp};
-use crate::engine::bufring::{BufRing, submit_and_wait};
+use crate::engine::bufring::{self, BufRing, submit_and_wait};
 use crate::engine::sockaddr::{self, Storage};
 use crate::media::relay::{Action, EndpointId, Relay};
 
@@ -52,40 +52,14 @@ fn recv_data(ep: EndpointId, generation: u32) -> u64 {
     (KIND_RECV << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(ep)
 }
 
-/// Checks that this kernel gives the driver what it needs. Runs on a thread
-/// of its own: tearing a ring down can leave task work that interrupts the
-/// owning thread's next blocking call with EINTR.
+/// Checks that this kernel gives the driver what it needs.
 pub(super) fn probe() -> io::Result<()> {
-    std::thread::spawn(probe_here)
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("io_uring probe failed")))
-}
-
-fn probe_here() -> io::Result<()> {
-    let ring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(8)?;
-    let mut probe = Probe::new();
-    ring.submitter().register_probe(&mut probe)?;
-    for code in [
+    bufring::probe(&[
         opcode::RecvMsgMulti::CODE,
         opcode::SendMsg::CODE,
         opcode::PollAdd::CODE,
         opcode::AsyncCancel::CODE,
-    ] {
-        if !probe.is_supported(code) {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("io_uring opcode {code} not supported"),
-            ));
-        }
-    }
-    // Provided-buffer rings (5.19) and sparse file tables (5.19).
-    ring.submitter().register_files_sparse(1)?;
-    let mut bufs = BufRing::new(8, 64)?;
-    bufs.register(&ring, BGID)?;
-    Ok(())
+    ])
 }
 
 /// The per-buffer send state: a msghdr pointing at an iovec and an address.
