@@ -206,7 +206,8 @@ fn calls_with_media_go_through_kamailio() {
         .replace("127.0.0.1:5060", &format!("127.0.0.1:{kport}"))
         .replace("127.0.0.1:5070", &format!("127.0.0.1:{uas_port}"));
     std::fs::write(d.join("kamailio.cfg"), cfg).unwrap();
-    let _kamailio = Killed(
+    // Kamailio forks its workers: the whole group goes at the end.
+    let _kamailio = common::Group::spawn(
         Command::new("kamailio")
             .arg("-f")
             .arg(d.join("kamailio.cfg"))
@@ -215,9 +216,7 @@ fn calls_with_media_go_through_kamailio() {
             .arg("-Y")
             .arg(&d)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kamailio"),
+            .stderr(Stdio::null()),
     );
     std::thread::sleep(Duration::from_millis(1500));
     let json = d.join("report.json");
