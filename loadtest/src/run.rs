@@ -147,21 +147,21 @@ pub struct Options {
     /// A progress line each second on stderr.
     pub progress: bool,
     /// After a wake-up that found few datagrams, wait this long for more
-    /// before handling them (fewer wake-ups under load; arrivals are then
-    /// timed up to this much late). 0: none.
+    /// before handling them (fewer wake-ups under load; arrivals keep the
+    /// kernel's receive time, so the figures do not move). 0: none.
     pub batch_wait_us: u64,
     /// The socket engine.
     pub engine: Engine,
 }
 
 /// What a received datagram is handed to: its socket, payload, source and
-/// the time it was read.
+/// when it arrived (the kernel's stamp, or the read time without one).
 type OnDatagram<'a> = dyn FnMut(Socket, &[u8], SocketAddr, u64) + 'a;
 
 /// The socket side of the loop: datagrams in, datagrams out, the wait.
 trait Io {
-    /// Hands what has been received to `on` (socket, payload, source, the
-    /// time it was read); returns how many.
+    /// Hands what has been received to `on` (socket, payload, source, when
+    /// it arrived); returns how many.
     fn drain(&mut self, on: &mut OnDatagram<'_>) -> io::Result<usize>;
     /// Queues a copy of `data`.
     fn send(&mut self, sock: Socket, data: &[u8], to: SocketAddr);
