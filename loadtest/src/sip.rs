@@ -39,30 +39,23 @@ impl Text {
 
     /// Appends `v` in decimal.
     pub fn n(&mut self, v: u64) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut v = v;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.0.extend_from_slice(&digits[i..]);
-        self
+        self.digits(v, 10)
     }
 
     /// Appends `v` in lower-case hexadecimal.
     pub fn x(&mut self, v: u64) -> &mut Self {
-        let mut digits = [0u8; 16];
+        self.digits(v, 16)
+    }
+
+    /// Appends `v` in `radix` (at most 16), most significant digit first.
+    fn digits(&mut self, mut v: u64, radix: u64) -> &mut Self {
+        // u64::MAX in decimal is 20 digits; fewer in any larger radix.
+        let mut digits = [0u8; 20];
         let mut i = digits.len();
-        let mut v = v;
         loop {
             i -= 1;
-            digits[i] = b"0123456789abcdef"[(v & 15) as usize];
-            v >>= 4;
+            digits[i] = b"0123456789abcdef"[(v % radix) as usize];
+            v /= radix;
             if v == 0 {
                 break;
             }
@@ -426,6 +419,24 @@ pub fn to_value(msg: &SipMessage<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_written_in_decimal_and_hex() {
+        let mut t = Text::default();
+        t.n(0)
+            .s(" ")
+            .n(u64::MAX)
+            .s(" ")
+            .x(0)
+            .s(" ")
+            .x(0xdead_beef)
+            .s(" ")
+            .x(u64::MAX);
+        assert_eq!(
+            t.into_string(),
+            format!("0 {} 0 deadbeef ffffffffffffffff", u64::MAX)
+        );
+    }
 
     #[test]
     fn record_routes_reverse_into_the_route_set() {
