@@ -31,6 +31,9 @@ mod ng;
 mod register;
 use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite, sdes};
 
+/// The flow of datagrams that belong to no call.
+const NO_CALL: u64 = u64::MAX;
+
 /// RFC 3261 T1 and T2, nanoseconds.
 const T1: u64 = 500_000_000;
 const T2: u64 = 4_000_000_000;
@@ -190,7 +193,9 @@ pub struct Agent {
     /// SRTP contexts for the far ends' streams, by their SSRC.
     srtp_rx: HashMap<u32, Box<SrtpContext>>,
     keys: ring::rand::SystemRandom,
-    out: Vec<(Vec<u8>, SocketAddr)>,
+    /// Datagrams to send: the call (flow) each belongs to, the datagram,
+    /// where to.
+    out: Vec<(u64, Vec<u8>, SocketAddr)>,
     rng: u64,
     /// This side's addresses as messages carry them.
     local: Local,
@@ -258,8 +263,9 @@ impl Agent {
             .is_some_and(|d| now_ns.saturating_sub(self.start_ns) >= d)
     }
 
-    /// The datagrams to send now.
-    pub fn take_out(&mut self) -> std::vec::Drain<'_, (Vec<u8>, SocketAddr)> {
+    /// The datagrams to send now, each with the call it belongs to (a
+    /// call's datagrams must leave in this order; different calls' need not).
+    pub fn take_out(&mut self) -> std::vec::Drain<'_, (u64, Vec<u8>, SocketAddr)> {
         self.out.drain(..)
     }
 
@@ -391,7 +397,7 @@ impl Agent {
         let ssrc = (n as u32).wrapping_mul(2).wrapping_add(1);
         let offer = sip::sdp(n, &self.local, ssrc, line.as_deref());
         let invite = sip::invite(&dialog, &branch, 1, None, &offer);
-        self.out.push((invite.clone(), target));
+        self.out.push((n, invite.clone(), target));
         self.uac.insert(
             n,
             UacCall {
@@ -453,7 +459,7 @@ impl Agent {
                 match t {
                     Timer::InviteRetransmit if call.state == UacState::Calling => {
                         if let Some(to) = target {
-                            self.out.push((call.invite.clone(), to));
+                            self.out.push((key, call.invite.clone(), to));
                         }
                         call.interval *= 2;
                         let at = now_ns + call.interval;
@@ -473,7 +479,7 @@ impl Agent {
                         call.interval = T1;
                         let g = call.generation;
                         if let (Some(bye), Some(to)) = (&call.bye, target) {
-                            self.out.push((bye.clone(), to));
+                            self.out.push((key, bye.clone(), to));
                         }
                         self.stop_media(key);
                         self.schedule(now_ns + T1, key, Timer::ByeRetransmit, g);
@@ -481,7 +487,7 @@ impl Agent {
                     }
                     Timer::ByeRetransmit if call.state == UacState::Hangup => {
                         if let (Some(bye), Some(to)) = (&call.bye, target) {
-                            self.out.push((bye.clone(), to));
+                            self.out.push((key, bye.clone(), to));
                         }
                         call.interval = (call.interval * 2).min(T2);
                         let at = now_ns + call.interval;
@@ -507,7 +513,7 @@ impl Agent {
                 }
                 match t {
                     Timer::OkRetransmit if !call.acked => {
-                        self.out.push((call.last.clone(), call.src));
+                        self.out.push((key, call.last.clone(), call.src));
                         call.interval = (call.interval * 2).min(T2);
                         let at = now_ns + call.interval;
                         self.schedule(at, key, Timer::OkRetransmit, generation);
@@ -595,7 +601,7 @@ impl Agent {
                     if let Some(ack) = &call.ack {
                         // A retransmitted 2xx: the ACK again (§13.2.2.4).
                         if let Some(to) = target {
-                            self.out.push((ack.clone(), to));
+                            self.out.push((n, ack.clone(), to));
                         }
                         return;
                     }
@@ -625,7 +631,7 @@ impl Agent {
                         &route,
                     );
                     if let Some(t) = target {
-                        self.out.push((ack.clone(), t));
+                        self.out.push((n, ack.clone(), t));
                     }
                     call.ack = Some(ack);
                     call.bye = Some(bye);
@@ -661,7 +667,7 @@ impl Agent {
                     let ack =
                         sip::ack_for_failure(&call.dialog, &call.invite_branch, call.cseq, &to);
                     if let Some(t) = target {
-                        self.out.push((ack, t));
+                        self.out.push((n, ack, t));
                     }
                     if !matches!(call.state, UacState::Calling | UacState::Proceeding) {
                         return;
@@ -703,7 +709,7 @@ impl Agent {
                                 &call.offer,
                             );
                             if let Some(t) = target {
-                                self.out.push((call.invite.clone(), t));
+                                self.out.push((n, call.invite.clone(), t));
                             }
                             self.schedule(now_ns + T1, n, Timer::InviteRetransmit, g);
                             self.schedule(now_ns + 64 * T1, n, Timer::InviteTimeout, g);
@@ -745,7 +751,7 @@ impl Agent {
                 if let Some(call) = self.uas_index.get(cid).and_then(|k| self.uas.get(k)) {
                     // A retransmitted INVITE: the last answer again.
                     if !call.acked {
-                        self.out.push((call.last.clone(), src));
+                        self.out.push((call.key, call.last.clone(), src));
                     }
                     return;
                 }
@@ -769,8 +775,8 @@ impl Agent {
                 let ssrc = (key as u32).wrapping_mul(2);
                 let answer = sip::sdp(key, &self.local, ssrc, line.as_deref());
                 let ok = sip::response(msg, 200, "OK", Some(&tag), contact, &answer);
-                self.out.push((ringing, src));
-                self.out.push((ok.clone(), src));
+                self.out.push((key, ringing, src));
+                self.out.push((key, ok.clone(), src));
                 let srtp_tx = own.map(|(c, k)| SrtpParams::new(c.suite, k));
                 let remote_ssrc = remote.as_ref().and_then(|r| r.ssrc);
                 if let (Some(c), Some(ssrc)) = (&offered, remote_ssrc)
@@ -815,7 +821,8 @@ impl Agent {
             }
             Method::Bye => {
                 let ok = sip::response(msg, 200, "OK", None, None, "");
-                self.out.push((ok.clone(), src));
+                let flow = self.uas_index.get(cid).copied().unwrap_or(NO_CALL);
+                self.out.push((flow, ok.clone(), src));
                 if let Some(call) = self.uas_call(cid)
                     && !call.ended
                 {
@@ -838,12 +845,12 @@ impl Agent {
             }
             Method::Cancel => {
                 let ok = sip::response(msg, 200, "OK", None, None, "");
-                self.out.push((ok, src));
+                self.out.push((NO_CALL, ok, src));
             }
             _ => {
                 // OPTIONS and anything else: 200, so the peer's checks pass.
                 let ok = sip::response(msg, 200, "OK", None, None, "");
-                self.out.push((ok, src));
+                self.out.push((NO_CALL, ok, src));
             }
         }
     }

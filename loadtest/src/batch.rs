@@ -9,11 +9,14 @@ use std::os::fd::AsRawFd;
 
 use rvoip_dataplane::engine::sockaddr::{self, Storage};
 
+use crate::gso::{self, Group};
+
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
 
-/// Room for the one control message asked for: the kernel's receive time.
-pub const CONTROL: usize = 32;
+/// Room for the control messages asked for: the kernel's receive time and,
+/// for coalesced arrivals, their segment size.
+pub const CONTROL: usize = 64;
 
 /// Asks the kernel to stamp each datagram with its arrival time
 /// (SO_TIMESTAMPNS), so a datagram read late (a batch wait, a busy turn)
@@ -32,9 +35,8 @@ pub fn stamp_arrivals(sock: &UdpSocket) {
     }
 }
 
-/// The arrival time in `control` (SCM_TIMESTAMPNS, CLOCK_REALTIME
-/// nanoseconds), if there is one.
-pub fn arrival_ns(control: &[u8]) -> Option<u64> {
+/// The data of the first control message of `level` and `kind` in `control`.
+fn control_message(control: &[u8], level: libc::c_int, kind: libc::c_int) -> Option<&[u8]> {
     let head = std::mem::size_of::<libc::cmsghdr>();
     let mut at = 0;
     while control.len() >= at + head {
@@ -44,18 +46,31 @@ pub fn arrival_ns(control: &[u8]) -> Option<u64> {
         if len < head || at + len > control.len() {
             return None;
         }
-        if h.cmsg_level == libc::SOL_SOCKET
-            && h.cmsg_type == libc::SCM_TIMESTAMPNS
-            && len >= head + std::mem::size_of::<libc::timespec>()
-        {
-            // SAFETY: a timespec's octets follow the header, as checked.
-            let ts: libc::timespec =
-                unsafe { std::ptr::read_unaligned(control[at + head..].as_ptr().cast()) };
-            return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+        if h.cmsg_level == level && h.cmsg_type == kind {
+            return Some(&control[at + head..at + len]);
         }
         at += (len + 7) & !7;
     }
     None
+}
+
+/// The arrival time in `control` (SCM_TIMESTAMPNS, CLOCK_REALTIME
+/// nanoseconds), if there is one.
+pub fn arrival_ns(control: &[u8]) -> Option<u64> {
+    let data = control_message(control, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)?;
+    if data.len() < std::mem::size_of::<libc::timespec>() {
+        return None;
+    }
+    // SAFETY: a timespec's octets are there, as checked; read unaligned.
+    let ts: libc::timespec = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+    Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// The segment size of coalesced arrivals (UDP_GRO), if the read was such.
+pub fn segment_size(control: &[u8]) -> Option<usize> {
+    let data = control_message(control, libc::SOL_UDP, libc::UDP_GRO)?;
+    let v = i32::from_ne_bytes(data.get(..4)?.try_into().ok()?);
+    usize::try_from(v).ok().filter(|&v| v > 0)
 }
 
 /// Converts kernel receive times (CLOCK_REALTIME) to this process's
@@ -115,6 +130,20 @@ impl Clocks {
             None => self.now,
         }
     }
+}
+
+/// One read of a [`RecvBatch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Read<'a> {
+    /// The payload: one datagram, or several coalesced ones.
+    pub data: &'a [u8],
+    /// Where it came from.
+    pub src: SocketAddr,
+    /// The kernel's receive time (realtime), if stamped.
+    pub stamp: Option<u64>,
+    /// The segment size when the read holds coalesced datagrams
+    /// ([`gso::split`] cuts it).
+    pub seg: Option<usize>,
 }
 
 /// Buffers for one `recvmmsg`.
@@ -190,29 +219,37 @@ impl RecvBatch {
         Ok(n as usize)
     }
 
-    /// Datagram `i` of the last batch, its source, and the kernel's
-    /// receive time (realtime) if stamped.
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr, Option<u64>)> {
+    /// Read `i` of the last batch.
+    pub fn get(&self, i: usize) -> Option<Read<'_>> {
         let (len, name_len, control_len) = *self.lens.get(i)?;
         let src = sockaddr::read(sockaddr::bytes(&self.names[i], name_len))?;
         let start = i * self.size;
-        let stamp = arrival_ns(&self.controls[i][..control_len.min(CONTROL)]);
-        Some((&self.bufs[start..start + len.min(self.size)], src, stamp))
+        let control = &self.controls[i][..control_len.min(CONTROL)];
+        Some(Read {
+            data: &self.bufs[start..start + len.min(self.size)],
+            src,
+            stamp: arrival_ns(control),
+            seg: segment_size(control),
+        })
     }
 }
 
-/// Sends `msgs` with as few `sendmmsg` calls as it takes; a datagram the
-/// kernel refuses is skipped (retransmission covers it). Returns how many
-/// were sent.
-pub fn send_all<B: AsRef<[u8]>>(sock: &UdpSocket, msgs: &[(B, SocketAddr)]) -> usize {
+/// Sends `groups` with as few `sendmmsg` calls as it takes, several
+/// datagrams of a group in one message with UDP_SEGMENT. A datagram the
+/// kernel refuses is skipped (retransmission covers it); a segmented send
+/// the kernel cannot do goes again one datagram at a time and returns
+/// `true` (the caller stops grouping). Returns the datagrams sent and that.
+pub fn send_groups(sock: &UdpSocket, groups: &[Group]) -> (usize, bool) {
     let mut sent = 0;
-    for chunk in msgs.chunks(BATCH) {
+    let mut refused = false;
+    for chunk in groups.chunks(BATCH) {
         let mut names: Vec<Storage> = chunk.iter().map(|_| sockaddr::zeroed()).collect();
+        let mut controls = vec![[0u64; gso::SEND_CONTROL / 8]; chunk.len()];
         let mut iov: Vec<libc::iovec> = chunk
             .iter()
-            .map(|(b, _)| libc::iovec {
-                iov_base: b.as_ref().as_ptr().cast_mut().cast(),
-                iov_len: b.as_ref().len(),
+            .map(|g| libc::iovec {
+                iov_base: g.data.as_ptr().cast_mut().cast(),
+                iov_len: g.data.len(),
             })
             .collect();
         // SAFETY: as in recv; the kernel only reads the payloads.
@@ -220,15 +257,22 @@ pub fn send_all<B: AsRef<[u8]>>(sock: &UdpSocket, msgs: &[(B, SocketAddr)]) -> u
             .iter()
             .map(|_| unsafe { std::mem::zeroed() })
             .collect();
-        for (i, (h, (_, to))) in hdrs.iter_mut().zip(chunk).enumerate() {
-            h.msg_hdr.msg_namelen = sockaddr::write(*to, &mut names[i]);
+        for (i, (h, g)) in hdrs.iter_mut().zip(chunk).enumerate() {
+            let to = g.to.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            h.msg_hdr.msg_namelen = sockaddr::write(to, &mut names[i]);
             h.msg_hdr.msg_name = (&mut names[i] as *mut Storage).cast();
             h.msg_hdr.msg_iov = &mut iov[i];
             h.msg_hdr.msg_iovlen = 1;
+            if g.count() > 1 {
+                let len = gso::segment_control(&mut controls[i], g.seg);
+                h.msg_hdr.msg_control = controls[i].as_mut_ptr().cast();
+                h.msg_hdr.msg_controllen = len as _;
+            }
         }
         let mut done = 0;
         while done < hdrs.len() {
-            // SAFETY: the headers point at names, iovecs and payloads alive here.
+            // SAFETY: the headers point at names, iovecs, controls and
+            // payloads alive here.
             let r = unsafe {
                 libc::sendmmsg(
                     sock.as_raw_fd(),
@@ -237,15 +281,38 @@ pub fn send_all<B: AsRef<[u8]>>(sock: &UdpSocket, msgs: &[(B, SocketAddr)]) -> u
                     0,
                 )
             };
-            if r <= 0 {
-                done += 1;
-            } else {
+            if r > 0 {
+                for g in &chunk[done..done + r as usize] {
+                    sent += g.count();
+                }
                 done += r as usize;
-                sent += r as usize;
+                continue;
             }
+            // The message at `done` was refused.
+            let g = &chunk[done];
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if g.count() > 1
+                && matches!(
+                    errno,
+                    libc::EIO
+                        | libc::EINVAL
+                        | libc::EOPNOTSUPP
+                        | libc::ENOPROTOOPT
+                        | libc::EMSGSIZE
+                )
+                && let Some(to) = g.to
+            {
+                refused = true;
+                for d in g.datagrams() {
+                    if sock.send_to(d, to).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            done += 1;
         }
     }
-    sent
+    (sent, refused)
 }
 
 #[cfg(test)]
@@ -269,7 +336,13 @@ mod tests {
         let mut batch = RecvBatch::new(64);
         assert_eq!(batch.recv(&rx).unwrap(), 1);
         let read = Clocks::read();
-        let (data, src, stamp) = batch.get(0).unwrap();
+        let Read {
+            data,
+            src,
+            stamp,
+            seg,
+        } = batch.get(0).unwrap();
+        assert_eq!(seg, None);
         assert_eq!((data, src), (&b"one"[..], tx.local_addr().unwrap()));
         // Timed when it came, not when it was read 30 ms later.
         let at = read.arrival(stamp);
@@ -280,5 +353,83 @@ mod tests {
             "stamped before it was sent"
         );
         assert!(at + 20_000_000 < read.arrival(None), "stamped when read");
+    }
+
+    #[test]
+    fn grouped_sends_arrive_as_their_datagrams_and_a_refused_group_goes_singly() {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let coalesced = gso::receive_coalesced(&rx);
+        let segmented = gso::can_segment(&tx);
+        let to = rx.local_addr().unwrap();
+        let mut p = gso::Packer::new(segmented);
+        for i in 0..10u8 {
+            p.push(u64::from(i), &[i; 300], to);
+        }
+        p.push(99, b"alone", to);
+        assert_eq!(send_groups(&tx, p.groups()), (11, false));
+        p.clear();
+        let mut batch = RecvBatch::new(65_536);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut reads = 0;
+        for _ in 0..100 {
+            let n = batch.recv(&rx).unwrap();
+            reads += n;
+            for i in 0..n {
+                let Read { data, seg, .. } = batch.get(i).unwrap();
+                if segmented && coalesced && data.len() == 3000 {
+                    assert_eq!(seg, Some(300), "the kernel's segment size");
+                }
+                got.extend(gso::split(data, seg).map(<[u8]>::to_vec));
+            }
+            if got.len() == 11 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let mut want: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 300]).collect();
+        want.push(b"alone".to_vec());
+        assert_eq!(got, want);
+        if segmented && coalesced {
+            assert_eq!(reads, 2, "ten datagrams in one read, and the one alone");
+        }
+        if !segmented {
+            return;
+        }
+        // A socket without UDP checksums: the kernel refuses segmented sends.
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads one c_int from a valid pointer.
+        unsafe {
+            libc::setsockopt(
+                tx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        for i in 0..5u8 {
+            p.push(u64::from(i), &[i; 200], to);
+        }
+        assert_eq!(
+            send_groups(&tx, p.groups()),
+            (5, true),
+            "sent singly, and told"
+        );
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let n = batch.recv(&rx).unwrap();
+            for i in 0..n {
+                let Read { data, seg, .. } = batch.get(i).unwrap();
+                assert_eq!((data.len(), seg), (200, None));
+                got.push(data[0]);
+            }
+            if got.len() == 5 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::agent::{Agent, Config};
 use crate::batch::{self, BATCH, Clocks, RecvBatch};
-use crate::media::PACKET;
+use crate::gso::{self, Packer};
 use crate::report::Report;
 use crate::uring::{self, Socket, UringIo};
 
@@ -34,6 +34,9 @@ impl Sockets {
             grow_buffers(sock);
             batch::stamp_arrivals(sock);
         }
+        // Both engines read SIP into 64 KiB buffers, so a peer's segmented
+        // sends may arrive whole (fewer reads); RTP's buffers are small.
+        gso::receive_coalesced(&s);
         Ok(Sockets { sip: s, rtp: r })
     }
 }
@@ -95,31 +98,6 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// An RTP datagram waiting for `sendmmsg`: a G.711 packet and room for the
-/// largest SRTP trailer.
-#[derive(Debug, Clone, Copy)]
-struct Datagram {
-    buf: [u8; PACKET + 64],
-    len: usize,
-}
-
-impl Datagram {
-    fn copy(pkt: &[u8]) -> Option<Datagram> {
-        let mut d = Datagram {
-            buf: [0; PACKET + 64],
-            len: pkt.len(),
-        };
-        d.buf.get_mut(..pkt.len())?.copy_from_slice(pkt);
-        Some(d)
-    }
-}
-
-impl AsRef<[u8]> for Datagram {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
 /// How a run ended.
 #[derive(Debug)]
 pub struct Outcome {
@@ -152,6 +130,9 @@ pub struct Options {
     pub batch_wait_us: u64,
     /// The socket engine.
     pub engine: Engine,
+    /// Datagrams of one length to one address leave in one send
+    /// (UDP_SEGMENT) when the kernel can.
+    pub segment: bool,
 }
 
 /// What a received datagram is handed to: its socket, payload, source and
@@ -163,10 +144,9 @@ trait Io {
     /// Hands what has been received to `on` (socket, payload, source, when
     /// it arrived); returns how many.
     fn drain(&mut self, on: &mut OnDatagram<'_>) -> io::Result<usize>;
-    /// Queues a copy of `data`.
-    fn send(&mut self, sock: Socket, data: &[u8], to: SocketAddr);
-    /// Queues `data`, taken over.
-    fn send_vec(&mut self, sock: Socket, data: Vec<u8>, to: SocketAddr);
+    /// Queues a copy of `data`, part of `flow` (a flow's datagrams leave
+    /// in the order queued).
+    fn send(&mut self, sock: Socket, flow: u64, data: &[u8], to: SocketAddr);
     /// Sends what is queued and waits for datagrams or the timeout; `busy`
     /// when the last turn found a full batch.
     fn wait(&mut self, timeout: Duration, batch_wait_us: u64, busy: bool) -> io::Result<()>;
@@ -180,12 +160,8 @@ impl Io for UringIo {
         }))
     }
 
-    fn send(&mut self, sock: Socket, data: &[u8], to: SocketAddr) {
-        UringIo::send(self, sock, data, to);
-    }
-
-    fn send_vec(&mut self, sock: Socket, data: Vec<u8>, to: SocketAddr) {
-        UringIo::send_vec(self, sock, data, to);
+    fn send(&mut self, sock: Socket, flow: u64, data: &[u8], to: SocketAddr) {
+        UringIo::send(self, sock, flow, data, to);
     }
 
     fn wait(&mut self, timeout: Duration, batch_wait_us: u64, _busy: bool) -> io::Result<()> {
@@ -198,8 +174,8 @@ struct SyscallIo<'a> {
     socks: &'a Sockets,
     sip_in: RecvBatch,
     rtp_in: RecvBatch,
-    rtp_out: Vec<(Datagram, SocketAddr)>,
-    sip_out: Vec<(Vec<u8>, SocketAddr)>,
+    /// The turn's datagrams per socket (SIP, RTP), grouped.
+    out: [Packer; 2],
     ready: (bool, bool),
 }
 
@@ -216,8 +192,10 @@ impl SyscallIo<'_> {
             let n = batch.recv(sock)?;
             let clocks = Clocks::read();
             for i in 0..n {
-                if let Some((msg, src, stamp)) = batch.get(i) {
-                    on(which, msg, src, clocks.arrival(stamp));
+                if let Some(r) = batch.get(i) {
+                    for msg in gso::split(r.data, r.seg) {
+                        on(which, msg, r.src, clocks.arrival(r.stamp));
+                    }
                 }
             }
             handled += n;
@@ -242,30 +220,22 @@ impl Io for SyscallIo<'_> {
         Ok(n)
     }
 
-    fn send(&mut self, sock: Socket, data: &[u8], to: SocketAddr) {
-        match sock {
-            Socket::Rtp => {
-                if let Some(d) = Datagram::copy(data) {
-                    self.rtp_out.push((d, to));
-                }
-            }
-            Socket::Sip => self.sip_out.push((data.to_vec(), to)),
-        }
-    }
-
-    fn send_vec(&mut self, sock: Socket, data: Vec<u8>, to: SocketAddr) {
-        match sock {
-            Socket::Rtp => self.send(sock, &data, to),
-            Socket::Sip => self.sip_out.push((data, to)),
-        }
+    fn send(&mut self, sock: Socket, flow: u64, data: &[u8], to: SocketAddr) {
+        self.out[sock as usize].push(flow, data, to);
     }
 
     fn wait(&mut self, timeout: Duration, batch_wait_us: u64, busy: bool) -> io::Result<()> {
         // A refused or lost send is what retransmission is for.
-        batch::send_all(&self.socks.rtp, &self.rtp_out);
-        batch::send_all(&self.socks.sip, &self.sip_out);
-        self.rtp_out.clear();
-        self.sip_out.clear();
+        for (k, sock) in [&self.socks.sip, &self.socks.rtp].into_iter().enumerate() {
+            let out = &mut self.out[k];
+            if !out.is_empty() {
+                let (_, refused) = batch::send_groups(sock, out.groups());
+                out.clear();
+                if refused {
+                    out.disable();
+                }
+            }
+        }
         if batch_wait_us > 0 && !busy && timeout > Duration::from_micros(batch_wait_us) {
             std::thread::sleep(Duration::from_micros(batch_wait_us));
         }
@@ -290,9 +260,11 @@ pub fn run(
 ) -> io::Result<Outcome> {
     let uring = match opts.engine {
         Engine::Syscalls => None,
-        Engine::Uring => Some(uring::probe().and_then(|()| UringIo::new(&socks.sip, &socks.rtp))?),
+        Engine::Uring => {
+            Some(uring::probe().and_then(|()| UringIo::new(&socks.sip, &socks.rtp, opts.segment))?)
+        }
         Engine::Auto => uring::probe()
-            .and_then(|()| UringIo::new(&socks.sip, &socks.rtp))
+            .and_then(|()| UringIo::new(&socks.sip, &socks.rtp, opts.segment))
             .ok(),
     };
     match uring {
@@ -300,14 +272,25 @@ pub fn run(
         None => {
             let mut io = SyscallIo {
                 socks,
-                sip_in: RecvBatch::new(65_536 / 16),
+                // Room for coalesced arrivals (UDP_GRO) on SIP.
+                sip_in: RecvBatch::new(65_536),
                 rtp_in: RecvBatch::new(512),
-                rtp_out: Vec::new(),
-                sip_out: Vec::new(),
+                out: [
+                    Packer::new(opts.segment && gso::can_segment(&socks.sip)),
+                    Packer::new(opts.segment && gso::can_segment(&socks.rtp)),
+                ],
                 ready: (true, true),
             };
             drive(cfg, &mut io, stop, opts)
         }
+    }
+}
+
+/// A flow key for datagrams that only need to keep their order per address.
+fn flow_of(to: SocketAddr) -> u64 {
+    match to {
+        SocketAddr::V4(a) => u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()),
+        SocketAddr::V6(a) => (a.ip().to_bits() as u64) << 16 | u64::from(a.port()),
     }
 }
 
@@ -325,7 +308,6 @@ fn drive(
     let mut agent = Agent::new(cfg, now());
     let mut next_second = start + 1_000_000_000;
     let mut ended_ns = None;
-    let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
     loop {
         let t = now();
         agent.tick(t);
@@ -335,12 +317,12 @@ fn drive(
         })?;
         let t = now();
         agent.media_due(t, |pkt, to| {
-            io.send(Socket::Rtp, pkt, to);
+            // A stream's packets all go to one address: the address is the flow.
+            io.send(Socket::Rtp, flow_of(to), pkt, to);
             true
         });
-        out.extend(agent.take_out());
-        for (data, to) in out.drain(..) {
-            io.send_vec(Socket::Sip, data, to);
+        for (flow, data, to) in agent.take_out() {
+            io.send(Socket::Sip, flow, &data, to);
         }
         if t >= next_second {
             next_second += 1_000_000_000;

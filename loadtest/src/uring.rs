@@ -6,9 +6,14 @@
 //!   drawing from its own provided-buffer ring; nothing is re-armed per
 //!   datagram, and a ring that ran dry is re-armed on the next wait (the
 //!   datagrams wait in the socket's buffer meanwhile).
-//! - **Sending**: a Send with its destination (sendto) per datagram from a
-//!   reused send slot (address and the payload's buffer); the slot returns to the free
-//!   list when the send completes. SIP messages are moved in, not copied.
+//! - **Sending**: a turn's datagrams are grouped ([`gso::Packer`]); a
+//!   group of several leaves in one SendMsg with UDP_SEGMENT, a single one
+//!   in a Send with its destination (sendto), each from a reused send slot
+//!   (address, header and the payload's buffer) that returns to the free
+//!   list when the send completes. A kernel that refuses a segmented send
+//!   gets that group again one datagram at a time, and no more groups.
+//! - **Coalesced arrivals** (UDP_GRO on the SIP socket): a read holding
+//!   several datagrams is cut at the segment size the kernel reports.
 //! - **Waiting**: one `io_uring_enter` per loop turn submits every queued
 //!   send and waits for the first completion or the next timer; with a batch
 //!   wait, for up to that long to gather more (IORING_FEAT_MIN_TIMEOUT).
@@ -25,7 +30,8 @@ use io_uring::{IoUring, cqueue, opcode};
 use rvoip_dataplane::engine::bufring::{self, BufRing, submit_and_wait};
 use rvoip_dataplane::engine::sockaddr::{self, Storage};
 
-use crate::batch::{CONTROL, arrival_ns};
+use crate::batch::{CONTROL, arrival_ns, segment_size};
+use crate::gso::{self, Packer};
 
 /// Which socket a datagram came in on or goes out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +42,11 @@ pub enum Socket {
     Rtp = 1,
 }
 
-/// SIP receive buffers: the recvmsg header, the source, and a message.
+/// SIP receive buffers: the recvmsg header, the source, the control
+/// messages, and up to 64 KiB of coalesced messages (the memory is touched
+/// only as far as arrivals fill it).
 const SIP_BUFFERS: u16 = 1024;
-const SIP_BUF_SIZE: usize = 4096;
+const SIP_BUF_SIZE: usize = 65_536 + 256;
 /// RTP receive buffers: the header, the source, and an SRTP packet.
 const RTP_BUFFERS: u16 = 8192;
 const RTP_BUF_SIZE: usize = 512;
@@ -53,12 +61,23 @@ const KIND_SEND: u64 = 2;
 struct SendSlot {
     name: Storage,
     data: Vec<u8>,
+    /// Segment size when several datagrams share the send, else 0.
+    seg: usize,
+    sock: Socket,
+    to: Option<SocketAddr>,
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    control: [u64; gso::SEND_CONTROL / 8],
 }
 
 /// Whether this kernel has what [`UringIo`] needs (multishot RecvMsg,
 /// Send, provided-buffer rings, DEFER_TASKRUN).
 pub fn probe() -> io::Result<()> {
-    bufring::probe(&[opcode::RecvMsgMulti::CODE, opcode::Send::CODE])
+    bufring::probe(&[
+        opcode::RecvMsgMulti::CODE,
+        opcode::Send::CODE,
+        opcode::SendMsg::CODE,
+    ])
 }
 
 /// A run loop's two sockets on one ring.
@@ -76,6 +95,8 @@ pub struct UringIo {
     free: Vec<u32>,
     min_wait: bool,
     returned: [bool; 2],
+    /// The turn's datagrams per socket, grouped.
+    out: [Packer; 2],
     /// Sends the kernel refused (retransmission covers SIP; RTP counts as lost).
     pub send_errors: u64,
 }
@@ -93,8 +114,9 @@ impl std::fmt::Debug for UringIo {
 
 impl UringIo {
     /// A ring for `sip` and `rtp` (registered as fixed files 0 and 1; the
-    /// sockets must outlive the ring).
-    pub fn new(sip: &UdpSocket, rtp: &UdpSocket) -> io::Result<Self> {
+    /// sockets must outlive the ring); sends are grouped when the kernel
+    /// can segment and `segment` asks for it.
+    pub fn new(sip: &UdpSocket, rtp: &UdpSocket, segment: bool) -> io::Result<Self> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
@@ -121,6 +143,10 @@ impl UringIo {
             free: Vec::new(),
             min_wait,
             returned: [false; 2],
+            out: [
+                Packer::new(segment && gso::can_segment(sip)),
+                Packer::new(segment && gso::can_segment(rtp)),
+            ],
             send_errors: 0,
         })
     }
@@ -146,43 +172,93 @@ impl UringIo {
         self.slots.push(Box::new(SendSlot {
             name: sockaddr::zeroed(),
             data: Vec::new(),
+            seg: 0,
+            sock: Socket::Sip,
+            to: None,
+            // SAFETY: a zeroed msghdr is valid; it is filled before use.
+            hdr: unsafe { std::mem::zeroed() },
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+            control: [0; gso::SEND_CONTROL / 8],
         }));
         (self.slots.len() - 1) as u32
     }
 
-    fn queue_slot(&mut self, i: u32, sock: Socket, to: SocketAddr) {
+    /// Queues the send of slot `i`'s data: one datagram, or segments of
+    /// `seg` octets.
+    fn queue_slot(&mut self, i: u32, sock: Socket, to: SocketAddr, seg: usize) {
         let s = &mut self.slots[i as usize];
         let len = sockaddr::write(to, &mut s.name);
-        // A send with its address (sendto), not a SendMsg: no msghdr to
-        // import per datagram.
-        let e = opcode::Send::new(Fixed(sock as u32), s.data.as_ptr(), s.data.len() as u32)
-            .dest_addr((&s.name as *const Storage).cast())
-            .dest_addr_len(len)
-            .build()
-            .user_data((KIND_SEND << KIND_SHIFT) | u64::from(i));
+        s.sock = sock;
+        s.to = Some(to);
+        s.seg = seg;
+        let user_data = (KIND_SEND << KIND_SHIFT) | u64::from(i);
+        let e = if seg == 0 {
+            // A send with its address (sendto), not a SendMsg: no msghdr
+            // to import for a lone datagram.
+            opcode::Send::new(Fixed(sock as u32), s.data.as_ptr(), s.data.len() as u32)
+                .dest_addr((&s.name as *const Storage).cast())
+                .dest_addr_len(len)
+                .build()
+                .user_data(user_data)
+        } else {
+            s.iov = libc::iovec {
+                iov_base: s.data.as_mut_ptr().cast(),
+                iov_len: s.data.len(),
+            };
+            let control_len = gso::segment_control(&mut s.control, seg);
+            s.hdr.msg_name = (&mut s.name as *mut Storage).cast();
+            s.hdr.msg_namelen = len;
+            s.hdr.msg_iov = &mut s.iov;
+            s.hdr.msg_iovlen = 1;
+            s.hdr.msg_control = s.control.as_mut_ptr().cast();
+            s.hdr.msg_controllen = control_len as _;
+            opcode::SendMsg::new(Fixed(sock as u32), &s.hdr)
+                .build()
+                .user_data(user_data)
+        };
         self.push(&e);
     }
 
-    /// Queues a copy of `data` to `to` (it leaves with the next wait).
-    pub fn send(&mut self, sock: Socket, data: &[u8], to: SocketAddr) {
-        let i = self.slot();
-        let buf = &mut self.slots[i as usize].data;
-        buf.clear();
-        buf.extend_from_slice(data);
-        self.queue_slot(i, sock, to);
+    /// Queues `data` to `to` (it leaves with the next wait), as part of
+    /// `flow`: a flow's datagrams leave in the order queued.
+    pub fn send(&mut self, sock: Socket, flow: u64, data: &[u8], to: SocketAddr) {
+        self.out[sock as usize].push(flow, data, to);
     }
 
-    /// Queues `data` to `to`, taking it over.
-    pub fn send_vec(&mut self, sock: Socket, data: Vec<u8>, to: SocketAddr) {
-        let i = self.slot();
-        self.slots[i as usize].data = data;
-        self.queue_slot(i, sock, to);
+    /// Whether sends are grouped on `sock`.
+    pub fn segments(&self, sock: Socket) -> bool {
+        self.out[sock as usize].enabled()
+    }
+
+    /// Turns the turn's groups into send requests.
+    fn flush(&mut self) {
+        for sock in [Socket::Sip, Socket::Rtp] {
+            let k = sock as usize;
+            if self.out[k].is_empty() {
+                continue;
+            }
+            let mut out = std::mem::take(&mut self.out[k]);
+            for g in out.groups() {
+                let Some(to) = g.to else { continue };
+                let seg = if g.count() > 1 { g.seg } else { 0 };
+                let i = self.slot();
+                // The group's buffer goes to the slot, the slot's to the group.
+                std::mem::swap(&mut self.slots[i as usize].data, &mut g.data);
+                self.queue_slot(i, sock, to, seg);
+            }
+            out.clear();
+            self.out[k] = out;
+        }
     }
 
     /// Submits queued sends and waits until a completion is there or
     /// `timeout` passes; with `batch_wait_us`, waits up to that long for
     /// more before returning.
     pub fn wait(&mut self, timeout: Duration, batch_wait_us: u64) -> io::Result<()> {
+        self.flush();
         for sock in [Socket::Sip, Socket::Rtp] {
             if !self.armed[sock as usize] {
                 let group = sock as u16 + 1;
@@ -205,6 +281,37 @@ impl UringIo {
         submit_and_wait(&self.ring, want, &args)
     }
 
+    /// A send in slot `i` failed with `errno`: a segmented send the kernel
+    /// cannot do (no offload on the route, a small MTU) goes again one
+    /// datagram at a time, and the socket's sends are no longer grouped;
+    /// anything else is counted (SIP retransmits; RTP counts it lost).
+    fn refused(&mut self, i: usize, errno: i32) {
+        let s = &mut self.slots[i];
+        let (sock, seg, to) = (s.sock, s.seg, s.to);
+        let segmented_refused = matches!(
+            errno,
+            libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT | libc::EMSGSIZE
+        );
+        match to {
+            Some(to) if seg > 0 && segmented_refused => {
+                let data = std::mem::take(&mut s.data);
+                let out = &mut self.out[sock as usize];
+                out.disable();
+                for d in data.chunks(seg) {
+                    out.push(0, d, to);
+                }
+            }
+            _ => {
+                let n = if seg > 0 {
+                    s.data.len().div_ceil(seg)
+                } else {
+                    1
+                };
+                self.send_errors += n as u64;
+            }
+        }
+    }
+
     /// Hands every datagram received so far to `on` (socket, payload,
     /// source, the kernel's receive time if stamped) and frees finished
     /// sends; returns how many datagrams.
@@ -221,10 +328,11 @@ impl UringIo {
             };
             match data >> KIND_SHIFT {
                 KIND_SEND => {
+                    let i = (data & 0xffff_ffff) as usize;
                     if res < 0 {
-                        self.send_errors += 1;
+                        self.refused(i, -res);
                     }
-                    self.free.push((data & 0xffff_ffff) as u32);
+                    self.free.push(i as u32);
                 }
                 KIND_RECV => {
                     let sock = if data & 1 == 0 {
@@ -246,13 +354,12 @@ impl UringIo {
                             && !msg.is_payload_truncated()
                             && let Some(src) = sockaddr::read(msg.name_data())
                         {
-                            on(
-                                sock,
-                                msg.payload_data(),
-                                src,
-                                arrival_ns(msg.control_data()),
-                            );
-                            n += 1;
+                            let control = msg.control_data();
+                            let at = arrival_ns(control);
+                            for d in gso::split(msg.payload_data(), segment_size(control)) {
+                                on(sock, d, src, at);
+                                n += 1;
+                            }
                         }
                     }
                     self.bufs[k].push(bid);
@@ -290,7 +397,7 @@ mod tests {
             return; // no io_uring here: the syscall engine is used instead
         }
         let (sip, rtp) = (socket(), socket());
-        let mut io = UringIo::new(&sip, &rtp).expect("ring");
+        let mut io = UringIo::new(&sip, &rtp, true).expect("ring");
         let peer = UdpSocket::bind("127.0.0.1:0").expect("peer");
         let to = sip.local_addr().unwrap();
         // More datagrams than the SIP ring has buffers, in waves small
@@ -334,11 +441,12 @@ mod tests {
             io.wait(Duration::from_millis(5), 0).unwrap();
         }
         assert_eq!(seen.len(), n);
-        // And sends: each queued datagram leaves once, to its address.
+        // And sends: each queued datagram leaves once, to its address (the
+        // RTP ones in two segmented sends where the kernel can).
         for i in 0..100u8 {
-            io.send(Socket::Rtp, &[i; 172], from);
+            io.send(Socket::Rtp, u64::from(i), &[i; 172], from);
         }
-        io.send_vec(Socket::Sip, b"OPTIONS".to_vec(), from);
+        io.send(Socket::Sip, 0, b"OPTIONS", from);
         io.wait(Duration::ZERO, 0).unwrap();
         io.drain(|_, _, _, _| {});
         peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -359,5 +467,96 @@ mod tests {
             .collect();
         firsts.sort_unstable();
         assert_eq!(firsts, (0..100).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn segmented_sends_arrive_cut_into_their_datagrams_in_order() {
+        if probe().is_err() {
+            return;
+        }
+        let (a_sip, a_rtp, b_sip, b_rtp) = (socket(), socket(), socket(), socket());
+        if !gso::can_segment(&a_sip) || !gso::receive_coalesced(&b_sip) {
+            return; // a kernel without segmentation offload: nothing grouped
+        }
+        let mut a = UringIo::new(&a_sip, &a_rtp, true).expect("ring");
+        let mut b = UringIo::new(&b_sip, &b_rtp, true).expect("ring");
+        let to = b_sip.local_addr().unwrap();
+        // Two calls' messages, each call's in order, of two lengths.
+        let msgs: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| vec![i; if i % 2 == 0 { 700 } else { 450 }])
+            .collect();
+        for (i, m) in msgs.iter().enumerate() {
+            a.send(Socket::Sip, i as u64 % 2, m, to);
+        }
+        a.wait(Duration::ZERO, 0).unwrap();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..200 {
+            b.wait(Duration::from_millis(5), 0).unwrap();
+            b.drain(|sock, data, src, _| {
+                assert_eq!((sock, src), (Socket::Sip, a_sip.local_addr().unwrap()));
+                got.push(data.to_vec());
+            });
+            a.drain(|_, _, _, _| {});
+            if got.len() >= msgs.len() {
+                break;
+            }
+        }
+        assert_eq!(a.send_errors, 0);
+        assert!(a.segments(Socket::Sip));
+        // Every message whole and once; each flow's in the order queued.
+        assert_eq!(got.len(), msgs.len());
+        for flow in 0..2u8 {
+            let sent: Vec<&Vec<u8>> = msgs.iter().filter(|m| m[0] % 2 == flow).collect();
+            let arrived: Vec<&Vec<u8>> = got.iter().filter(|m| m[0] % 2 == flow).collect();
+            assert_eq!(sent, arrived);
+        }
+    }
+
+    #[test]
+    fn a_segmented_send_the_kernel_refuses_goes_again_one_datagram_at_a_time() {
+        if probe().is_err() {
+            return;
+        }
+        let (sip, rtp) = (socket(), socket());
+        if !gso::can_segment(&sip) {
+            return;
+        }
+        // Without UDP checksums the kernel refuses segmented sends (EINVAL)
+        // and takes single datagrams.
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads one c_int from a valid pointer.
+        let r = unsafe {
+            libc::setsockopt(
+                sip.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        let mut io = UringIo::new(&sip, &rtp, true).expect("ring");
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = peer.local_addr().unwrap();
+        for i in 0..20u8 {
+            io.send(Socket::Sip, u64::from(i), &[i; 300], to);
+        }
+        for _ in 0..4 {
+            io.wait(Duration::from_millis(1), 0).unwrap();
+            io.drain(|_, _, _, _| {});
+        }
+        assert!(!io.segments(Socket::Sip), "grouping turned off");
+        assert_eq!(io.send_errors, 0);
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            let n = peer
+                .recv(&mut buf)
+                .expect("every datagram, sent again singly");
+            assert_eq!(n, 300);
+            got.push(buf[0]);
+        }
+        assert_eq!(got, (0..20).collect::<Vec<u8>>());
     }
 }

@@ -112,10 +112,10 @@ fn simulate(srtp: Option<Suite>, net: &mut Network) -> (Agent, Agent, Vec<usize>
         }
         uac.tick(t);
         uas.tick(t);
-        for (msg, to) in uac.take_out() {
+        for (_, msg, to) in uac.take_out() {
             flight.push((t + base, to, addr(uac_sip), msg, false));
         }
-        for (msg, to) in uas.take_out() {
+        for (_, msg, to) in uas.take_out() {
             flight.push((t + base, to, addr(uas_sip), msg, false));
         }
         uac.media_due(t, |p, to| {

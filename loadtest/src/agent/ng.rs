@@ -92,7 +92,7 @@ impl Agent {
     fn ng_send(&mut self, n: u64, now_ns: u64, state: NgState) {
         let req = self.ng_request(n, state);
         if let Some(to) = self.cfg.target {
-            self.out.push((req.clone(), to));
+            self.out.push((n, req.clone(), to));
         }
         let Some(call) = self.ng.get_mut(&n) else {
             return;
@@ -155,7 +155,7 @@ impl Agent {
                 let at = now_ns + call.interval;
                 let req = call.request.clone();
                 if let Some(to) = self.cfg.target {
-                    self.out.push((req, to));
+                    self.out.push((n, req, to));
                 }
                 self.schedule(at, n, Timer::NgRetransmit, generation);
             }

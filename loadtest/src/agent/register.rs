@@ -46,7 +46,7 @@ impl Agent {
             auth,
         );
         if let Some(to) = self.cfg.target {
-            self.out.push((request.clone(), to));
+            self.out.push((n, request.clone(), to));
         }
         let Some(call) = self.reg.get_mut(&n) else {
             return;
@@ -99,7 +99,7 @@ impl Agent {
                 let at = now_ns + call.interval;
                 let req = call.request.clone();
                 if let Some(to) = self.cfg.target {
-                    self.out.push((req, to));
+                    self.out.push((n, req, to));
                 }
                 self.schedule(at, n, Timer::RegisterRetransmit, generation);
             }

@@ -112,6 +112,11 @@ struct Common {
     /// syscalls (recvmmsg/sendmmsg and poll).
     #[arg(long, default_value = "auto", value_parser = parse_engine)]
     engine: Engine,
+    /// Send every datagram on its own. By default a turn's datagrams of one
+    /// length to one address leave in one send that the kernel cuts into
+    /// the same datagrams (UDP_SEGMENT), when the kernel can.
+    #[arg(long)]
+    no_segment: bool,
 }
 
 fn parse_engine(s: &str) -> Result<Engine, String> {
@@ -134,6 +139,7 @@ impl Common {
                 0
             }),
             engine: self.engine,
+            segment: !self.no_segment,
         }
     }
 }
