@@ -7,8 +7,10 @@ hold (SIPp's built-in uac; rvoip-loadtest --hold 0s), no media.
 usage: [REPEAT=3] benches/loadtest/compare.py [SECONDS] RATE...
    e.g. benches/loadtest/compare.py 15 1000 2000 4000 8000
 
-CPU of the UAC process only (user + system, from the kernel's accounting of
-the exited child). Loopback only; every process is bounded in time.
+The figure compared is the UAC process's CPU (user + system, from the
+kernel's accounting of the exited child); the UAS's CPU over the same span
+(from /proc, read before it is stopped) is printed beside it. Loopback
+only; every process is bounded in time.
 """
 import os
 import resource
@@ -42,6 +44,15 @@ def run_uac(cmd, timeout):
     return child_cpu() - c0, time.monotonic() - t0, p.returncode, p.stderr
 
 
+def proc_cpu(pid):
+    # utime + stime of a running process, seconds.
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def step(tool, rate, secs):
     calls = rate * secs
     port = free_port()
@@ -58,7 +69,9 @@ def step(tool, rate, secs):
                "-trace_stat", "-stf", f"/tmp/lt-compare-{port}.csv"]
     time.sleep(0.5)
     try:
+        uas0 = proc_cpu(uas.pid)
         cpu, wall, rc, err = run_uac(uac, secs + 90)
+        uas_cpu = proc_cpu(uas.pid) - uas0
     finally:
         uas.terminate()
         try:
@@ -79,7 +92,7 @@ def step(tool, rate, secs):
             failed = int(last[head.index("FailedCall(C)")])
         except (OSError, ValueError, IndexError):
             failed = None
-    return cpu, wall, rc, failed, calls
+    return cpu, uas_cpu, wall, rc, failed, calls
 
 
 def main():
@@ -90,21 +103,29 @@ def main():
     # times, the two tools in turn, and the medians are compared.
     repeat = int(os.environ.get("REPEAT", "3"))
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "rvoip-loadtest"], cwd=ROOT, check=True)
-    print(f"{'rate':>6} {'tool':<15} {'calls':>7} {'failed':>6} {'wall s':>7} {'UAC cpu s':>9} {'us/call':>8}")
+    print(f"{'rate':>6} {'tool':<15} {'calls':>7} {'failed':>6} {'wall s':>7} {'UAC cpu s':>9} {'us/call':>8}"
+          f" {'UAS cpu s':>9} {'UAS us/call':>11}")
     ratios = []
     for rate in rates:
         res = {"rvoip-loadtest": [], "sipp": []}
+        uas_res = {"rvoip-loadtest": [], "sipp": []}
         for _ in range(repeat):
             for tool in ("rvoip-loadtest", "sipp"):
-                cpu, wall, rc, failed, calls = step(tool, rate, secs)
+                cpu, uas_cpu, wall, rc, failed, calls = step(tool, rate, secs)
                 us = 1e6 * cpu / calls
+                uas_us = 1e6 * uas_cpu / calls
                 res[tool].append(us)
-                print(f"{rate:>6} {tool:<15} {calls:>7} {str(failed):>6} {wall:>7.1f} {cpu:>9.2f} {us:>8.1f}", flush=True)
+                uas_res[tool].append(uas_us)
+                print(f"{rate:>6} {tool:<15} {calls:>7} {str(failed):>6} {wall:>7.1f} {cpu:>9.2f} {us:>8.1f}"
+                      f" {uas_cpu:>9.2f} {uas_us:>11.1f}", flush=True)
         ours, theirs = statistics.median(res["rvoip-loadtest"]), statistics.median(res["sipp"])
-        ratios.append((rate, ours, theirs))
-    print(f"\n{'rate':>6} {'rvoip-loadtest us/call':>22} {'SIPp us/call':>13}   SIPp / rvoip-loadtest (medians of {repeat})")
-    for rate, ours, theirs in ratios:
-        print(f"{rate:>6} {ours:>22.1f} {theirs:>13.1f}   {theirs / ours:.2f}x")
+        ours_uas, theirs_uas = statistics.median(uas_res["rvoip-loadtest"]), statistics.median(uas_res["sipp"])
+        ratios.append((rate, ours, theirs, ours_uas, theirs_uas))
+    print(f"\n{'rate':>6} {'rvoip-loadtest us/call':>22} {'SIPp us/call':>13}   SIPp / rvoip-loadtest (UAC, medians of {repeat})"
+          f"   UAS us/call: rvoip-loadtest, SIPp")
+    for rate, ours, theirs, ours_uas, theirs_uas in ratios:
+        print(f"{rate:>6} {ours:>22.1f} {theirs:>13.1f}   {theirs / ours:.2f}x"
+              f"{'':>42}{ours_uas:.1f}, {theirs_uas:.1f}")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ struct MediaArgs {
 }
 
 /// A caller's default batch wait, µs.
-const DEFAULT_CALLER_BATCH_WAIT_US: u64 = 500;
+const DEFAULT_CALLER_BATCH_WAIT_US: u64 = 1000;
 
 #[derive(Args, Debug, Clone)]
 struct Common {
@@ -104,7 +104,7 @@ struct Common {
     /// Once woken by arriving datagrams, wait up to this many µs for more
     /// before handling them (fewer wake-ups, less CPU). Arrivals are timed by
     /// the kernel, so the figures do not move; replies leave up to this much
-    /// later. Default: 500 when placing calls (uac, register, media), 0 for a
+    /// later. Default: 1000 when placing calls (uac, register, media), 0 for a
     /// UAS, whose answers then go out at once.
     #[arg(long)]
     batch_wait_us: Option<u64>,
