@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 
 use rvoip_dataplane::engine::sockaddr::{self, Storage};
 
-use crate::gso::{self, Group};
+use rvoip_dataplane::engine::gso::{self, Group, segment_size};
 
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
@@ -35,42 +35,16 @@ pub fn stamp_arrivals(sock: &UdpSocket) {
     }
 }
 
-/// The data of the first control message of `level` and `kind` in `control`.
-fn control_message(control: &[u8], level: libc::c_int, kind: libc::c_int) -> Option<&[u8]> {
-    let head = std::mem::size_of::<libc::cmsghdr>();
-    let mut at = 0;
-    while control.len() >= at + head {
-        // SAFETY: `head` octets are there; read unaligned.
-        let h: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control[at..].as_ptr().cast()) };
-        let len = h.cmsg_len as usize;
-        if len < head || at + len > control.len() {
-            return None;
-        }
-        if h.cmsg_level == level && h.cmsg_type == kind {
-            return Some(&control[at + head..at + len]);
-        }
-        at += (len + 7) & !7;
-    }
-    None
-}
-
 /// The arrival time in `control` (SCM_TIMESTAMPNS, CLOCK_REALTIME
 /// nanoseconds), if there is one.
 pub fn arrival_ns(control: &[u8]) -> Option<u64> {
-    let data = control_message(control, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)?;
+    let data = gso::control_message(control, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)?;
     if data.len() < std::mem::size_of::<libc::timespec>() {
         return None;
     }
     // SAFETY: a timespec's octets are there, as checked; read unaligned.
     let ts: libc::timespec = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
     Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-}
-
-/// The segment size of coalesced arrivals (UDP_GRO), if the read was such.
-pub fn segment_size(control: &[u8]) -> Option<usize> {
-    let data = control_message(control, libc::SOL_UDP, libc::UDP_GRO)?;
-    let v = i32::from_ne_bytes(data.get(..4)?.try_into().ok()?);
-    usize::try_from(v).ok().filter(|&v| v > 0)
 }
 
 /// Converts kernel receive times (CLOCK_REALTIME) to this process's
@@ -292,14 +266,7 @@ pub fn send_groups(sock: &UdpSocket, groups: &[Group]) -> (usize, bool) {
             let g = &chunk[done];
             let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
             if g.count() > 1
-                && matches!(
-                    errno,
-                    libc::EIO
-                        | libc::EINVAL
-                        | libc::EOPNOTSUPP
-                        | libc::ENOPROTOOPT
-                        | libc::EMSGSIZE
-                )
+                && gso::segmentation_refused(errno)
                 && let Some(to) = g.to
             {
                 refused = true;

@@ -10,7 +10,6 @@
 
 pub mod agent;
 pub mod batch;
-pub mod gso;
 pub mod media;
 pub mod report;
 pub mod run;

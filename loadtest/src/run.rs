@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use crate::agent::{Agent, Config};
 use crate::batch::{self, BATCH, Clocks, RecvBatch};
-use crate::gso::{self, Packer};
 use crate::report::Report;
 use crate::uring::{self, Socket, UringIo};
+use rvoip_dataplane::engine::gso::{self, Packer};
 
 /// Sockets bound for a run.
 #[derive(Debug)]
@@ -286,14 +286,6 @@ pub fn run(
     }
 }
 
-/// A flow key for datagrams that only need to keep their order per address.
-fn flow_of(to: SocketAddr) -> u64 {
-    match to {
-        SocketAddr::V4(a) => u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()),
-        SocketAddr::V6(a) => (a.ip().to_bits() as u64) << 16 | u64::from(a.port()),
-    }
-}
-
 fn drive(
     cfg: Config,
     io: &mut dyn Io,
@@ -318,7 +310,7 @@ fn drive(
         let t = now();
         agent.media_due(t, |pkt, to| {
             // A stream's packets all go to one address: the address is the flow.
-            io.send(Socket::Rtp, flow_of(to), pkt, to);
+            io.send(Socket::Rtp, gso::address_flow(to), pkt, to);
             true
         });
         for (flow, data, to) in agent.take_out() {

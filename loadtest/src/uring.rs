@@ -30,8 +30,9 @@ use io_uring::{IoUring, cqueue, opcode};
 use rvoip_dataplane::engine::bufring::{self, BufRing, submit_and_wait};
 use rvoip_dataplane::engine::sockaddr::{self, Storage};
 
-use crate::batch::{CONTROL, arrival_ns, segment_size};
-use crate::gso::{self, Packer};
+use crate::batch::{CONTROL, arrival_ns};
+use rvoip_dataplane::engine::gso::segment_size;
+use rvoip_dataplane::engine::gso::{self, Packer};
 
 /// Which socket a datagram came in on or goes out of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,10 +289,7 @@ impl UringIo {
     fn refused(&mut self, i: usize, errno: i32) {
         let s = &mut self.slots[i];
         let (sock, seg, to) = (s.sock, s.seg, s.to);
-        let segmented_refused = matches!(
-            errno,
-            libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT | libc::EMSGSIZE
-        );
+        let segmented_refused = gso::segmentation_refused(errno);
         match to {
             Some(to) if seg > 0 && segmented_refused => {
                 let data = std::mem::take(&mut s.data);

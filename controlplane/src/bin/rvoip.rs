@@ -541,6 +541,8 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         total.sent += r.sent;
         total.send_errors += r.send_errors;
         total.tcp_accepted += r.tcp_accepted;
+        total.sent_grouped += r.sent_grouped;
+        total.received_grouped += r.received_grouped;
     }
     let c = total.edge;
     tracing::info!(
@@ -556,6 +558,8 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         sent = total.sent,
         send_errors = total.send_errors,
         tcp_accepted = total.tcp_accepted,
+        sent_grouped = total.sent_grouped,
+        received_grouped = total.received_grouped,
         "SIP counters"
     );
     ExitCode::SUCCESS

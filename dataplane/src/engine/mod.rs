@@ -6,6 +6,7 @@
 //! - [`ng_udp`]: the ng control listener.
 
 pub mod bufring;
+pub mod gso;
 pub mod media;
 pub mod ng_shm;
 pub mod ng_udp;

@@ -16,6 +16,7 @@ use io_uring::{IoUring, cqueue, opcode};
 use super::SipTransport;
 use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
 use crate::engine::bufring::{BufRing, submit_and_wait};
+use crate::engine::gso::{self, Packer};
 use crate::engine::sockaddr::{self, Storage};
 use crate::shm::{Channel, Direction, SipMeta};
 use crate::sip::{Limits, frame_stream};
@@ -66,6 +67,12 @@ pub struct SipWorkerReport {
     pub tcp_accepted: u64,
     /// UDP datagrams larger than the largest message allowed (dropped).
     pub oversized: u64,
+    /// Messages (of `sent`) that left in a send carrying several of one
+    /// length to one destination (UDP_SEGMENT).
+    pub sent_grouped: u64,
+    /// Messages that arrived in a read holding several (a peer's
+    /// segmented send, UDP_GRO).
+    pub received_grouped: u64,
 }
 
 /// Receive and send buffer of each SIP UDP socket.
@@ -197,12 +204,19 @@ struct Worker {
     batch_wait_us: u32,
 }
 
-/// A UDP send in flight: the message, and the msghdr the kernel reads.
+/// A UDP send in flight: the message (or several of one length, cut by the
+/// kernel: UDP_SEGMENT), and the msghdr the kernel reads.
 #[repr(C)]
 struct SendSlot {
     hdr: libc::msghdr,
     iov: libc::iovec,
     name: Storage,
+    control: [u64; gso::SEND_CONTROL / 8],
+    /// The segment size when the send holds several messages, else 0.
+    seg: usize,
+    /// The socket (index into the worker's UDP sockets) and destination.
+    sock: usize,
+    dest: Option<SocketAddr>,
 }
 
 /// The io_uring side of the UDP sockets. Field order: `recv_hdr`, the send
@@ -217,14 +231,21 @@ struct UdpIo {
     /// Sockets whose multishot receive ended and must be re-armed.
     rearm: Vec<usize>,
     returned: bool,
+    /// The pass's outgoing datagrams per UDP socket, grouped for
+    /// segmentation offload (each destination's in the order queued).
+    out: Vec<Packer>,
 }
 
 impl UdpIo {
-    fn new(ring: &IoUring, max_message: usize) -> io::Result<UdpIo> {
+    fn new(ring: &IoUring, max_message: usize, udp: &[(OwnedFd, SocketAddr)]) -> io::Result<UdpIo> {
         // Each buffer holds the recvmsg header, the source address and one
         // datagram of the largest size allowed; the slab is zero-allocated,
         // so pages no datagram reached are never resident.
         let buf_size = (max_message.min(65_535) + 256).next_power_of_two();
+        // Coalesced arrivals (a peer's segmented sends, up to 64 KiB in one
+        // read) only where a buffer holds that much.
+        let coalesced =
+            buf_size >= 65_536 + 256 && udp.iter().all(|(fd, _)| gso::receive_coalesced(fd));
         let count = ((32usize << 20) / buf_size).clamp(64, 4096) as u16;
         let mut bufs = BufRing::new(count, buf_size)?;
         bufs.register(ring, BGID)?;
@@ -232,6 +253,7 @@ impl UdpIo {
         // and control lengths from it.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        recv_hdr.msg_controllen = if coalesced { gso::RECV_CONTROL } else { 0 } as _;
         let mut sends: Box<[SendSlot]> = (0..SEND_SLOTS)
             .map(|_| SendSlot {
                 // SAFETY: msghdr is plain data; zero is valid.
@@ -241,6 +263,10 @@ impl UdpIo {
                     iov_len: 0,
                 },
                 name: sockaddr::zeroed(),
+                control: [0; gso::SEND_CONTROL / 8],
+                seg: 0,
+                sock: 0,
+                dest: None,
             })
             .collect();
         for slot in sends.iter_mut() {
@@ -257,6 +283,10 @@ impl UdpIo {
             free_sends: (0..SEND_SLOTS as u16).rev().collect(),
             rearm: Vec::new(),
             returned: false,
+            out: udp
+                .iter()
+                .map(|(fd, _)| Packer::new(gso::can_segment(fd)))
+                .collect(),
         })
     }
 
@@ -286,32 +316,99 @@ impl Worker {
         self.push(e);
     }
 
+    /// Queues a UDP datagram from `local` (or a socket of the same family)
+    /// to `dest`; it leaves with the pass's other sends ([`Worker::flush_udp`]).
     fn send_udp(&mut self, local: SocketAddr, dest: SocketAddr, bytes: &[u8]) {
-        let fd = self
+        let sock = self.udp.iter().position(|(_, a)| *a == local).or(self
             .udp
             .iter()
-            .find(|(_, a)| *a == local)
-            .or(self.udp.iter().find(|(_, a)| a.is_ipv4() == dest.is_ipv4()))
-            .map(|(f, _)| f.as_raw_fd());
-        let Some(fd) = fd else {
+            .position(|(_, a)| a.is_ipv4() == dest.is_ipv4()));
+        let Some(sock) = sock else {
             self.report.send_errors += 1;
             return;
         };
-        if let Some(id) = self.udp_io.free_sends.pop() {
-            let i = usize::from(id);
-            let data = &mut self.udp_io.send_data[i];
-            data.clear();
-            data.extend_from_slice(bytes);
-            let slot = &mut self.udp_io.sends[i];
-            slot.iov.iov_base = data.as_mut_ptr().cast();
-            slot.iov.iov_len = data.len();
-            slot.hdr.msg_namelen = sockaddr::write(dest, &mut slot.name);
-            let e = opcode::SendMsg::new(Fd(fd), &slot.hdr)
-                .build()
-                .user_data((SEND << KIND_SHIFT) | u64::from(id));
-            self.push(e);
-            return;
+        // Datagrams to one destination keep their order; those of one
+        // length to one destination share a send.
+        self.udp_io.out[sock].push(gso::address_flow(dest), bytes, dest);
+    }
+
+    /// Turns the pass's queued datagrams into send requests: a group of
+    /// several of one length to one destination is one segmented send.
+    fn flush_udp(&mut self) {
+        for sock in 0..self.udp_io.out.len() {
+            if self.udp_io.out[sock].is_empty() {
+                continue;
+            }
+            let mut out = std::mem::take(&mut self.udp_io.out[sock]);
+            let fd = self.udp[sock].0.as_raw_fd();
+            for g in out.groups() {
+                let Some(dest) = g.to else { continue };
+                let seg = if g.count() > 1 { g.seg } else { 0 };
+                let Some(id) = self.udp_io.free_sends.pop() else {
+                    // Every slot in flight: sent now, one by one.
+                    for d in g.datagrams() {
+                        self.send_now(fd, dest, d);
+                    }
+                    continue;
+                };
+                let i = usize::from(id);
+                let data = &mut self.udp_io.send_data[i];
+                // The group's buffer goes to the slot, the slot's to the group.
+                std::mem::swap(data, &mut g.data);
+                let slot = &mut self.udp_io.sends[i];
+                slot.iov.iov_base = data.as_mut_ptr().cast();
+                slot.iov.iov_len = data.len();
+                slot.hdr.msg_namelen = sockaddr::write(dest, &mut slot.name);
+                if seg > 0 {
+                    let len = gso::segment_control(&mut slot.control, seg);
+                    slot.hdr.msg_control = slot.control.as_mut_ptr().cast();
+                    slot.hdr.msg_controllen = len as _;
+                } else {
+                    slot.hdr.msg_control = std::ptr::null_mut();
+                    slot.hdr.msg_controllen = 0;
+                }
+                slot.seg = seg;
+                slot.sock = sock;
+                slot.dest = Some(dest);
+                let e = opcode::SendMsg::new(Fd(fd), &slot.hdr)
+                    .build()
+                    .user_data((SEND << KIND_SHIFT) | u64::from(id));
+                self.push(e);
+            }
+            out.clear();
+            self.udp_io.out[sock] = out;
         }
+    }
+
+    /// A send request completed with `res`: counted per datagram. A
+    /// segmented send the kernel cannot do (no checksum offload on the
+    /// route, say) goes again one datagram at a time, and that socket's
+    /// sends are no longer grouped.
+    fn on_sent(&mut self, id: usize, res: i32) {
+        let slot = &self.udp_io.sends[id];
+        let (seg, sock, dest) = (slot.seg, slot.sock, slot.dest);
+        let data = &self.udp_io.send_data[id];
+        let count = if seg > 0 { data.len().div_ceil(seg) } else { 1 } as u64;
+        match dest {
+            Some(dest) if res < 0 && seg > 0 && gso::segmentation_refused(-res) => {
+                let out = &mut self.udp_io.out[sock];
+                out.disable();
+                for d in data.chunks(seg) {
+                    out.push(0, d, dest);
+                }
+            }
+            _ if res < 0 => self.report.send_errors += count,
+            _ => {
+                self.report.sent += count;
+                if seg > 0 {
+                    self.report.sent_grouped += count;
+                }
+            }
+        }
+        self.udp_io.free_sends.push(id as u16);
+    }
+
+    fn send_now(&mut self, fd: RawFd, dest: SocketAddr, bytes: &[u8]) {
         let mut name = sockaddr::zeroed();
         let len = sockaddr::write(dest, &mut name);
         // SAFETY: sending a valid buffer to a valid sockaddr.
@@ -458,6 +555,7 @@ impl Worker {
             return;
         };
         let payload = msg.payload_data();
+        let seg = gso::segment_size(msg.control_data());
         // SAFETY: buffer `bid` is ours until it is given back below: the
         // kernel only fills buffers published in the ring, and nothing in
         // inbound() touches the receive buffers.
@@ -468,7 +566,13 @@ impl Worker {
             remote,
             conn: 0,
         };
-        self.inbound(producer, payload, meta, None);
+        // One datagram, or a peer's segmented send handed over whole.
+        for d in gso::split(payload, seg) {
+            if seg.is_some() {
+                self.report.received_grouped += 1;
+            }
+            self.inbound(producer, d, meta, None);
+        }
         self.udp_io.give_back(bid);
     }
 
@@ -628,7 +732,6 @@ pub(super) fn run(
             .setup_cqsize(8192)
             .build(2048)?;
         let min_wait = ring.params().is_feature_min_timeout();
-        let udp_io = UdpIo::new(&ring, settings.limits.max_message_size)?;
         let mut udp = Vec::new();
         let mut listeners = Vec::new();
         for (t, addr) in &settings.listeners {
@@ -637,6 +740,7 @@ pub(super) fn run(
                 SipTransport::Tcp => listeners.push((reuseport_socket(*addr, true)?, *addr)),
             }
         }
+        let udp_io = UdpIo::new(&ring, settings.limits.max_message_size, &udp)?;
         let w = Worker {
             index: settings.index,
             ring,
@@ -684,6 +788,7 @@ pub(super) fn run(
     let mut last_purge = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         w.drain_outbound(&mut consumer);
+        w.flush_udp();
         if !w.futex_armed && consumer.prepare_sleep() {
             // Sleep on the channel too: the control plane's push wakes us.
             let e = opcode::FutexWait::new(sleep_word, 1, u64::from(u32::MAX), FUTEX2_SIZE_U32)
@@ -721,14 +826,7 @@ pub(super) fn run(
             let id = data & ((1 << KIND_SHIFT) - 1);
             match data >> KIND_SHIFT {
                 UDP => w.on_recv(&mut producer, id as usize, res, flags),
-                SEND => {
-                    if res < 0 {
-                        w.report.send_errors += 1;
-                    } else {
-                        w.report.sent += 1;
-                    }
-                    w.udp_io.free_sends.push(id as u16);
-                }
+                SEND => w.on_sent(id as usize, res),
                 LISTEN => {
                     w.accept(id as usize);
                     if !cqueue::more(flags) {

@@ -1,5 +1,5 @@
-//! UDP segmentation offload for the load generator's sends, and the
-//! receiving side's coalesced reads.
+//! UDP segmentation offload for sends, and coalesced reads for receives:
+//! used by the SIP workers and by rvoip-loadtest.
 //!
 //! The kernel's cost of a datagram is mostly per send: the route, the IP
 //! and device layers, and on loopback the receiver's delivery, all once per
@@ -16,7 +16,7 @@
 //! order they were queued, whatever happens to other flows'.
 #![allow(unsafe_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -32,8 +32,7 @@ pub const MAX_BYTES: usize = 60_000;
 /// Groups a datagram is matched against, from the newest back.
 const LOOK_BACK: usize = 16;
 
-/// Datagrams of one length to one address, end to end in `data`; the last
-/// may be shorter only when it is the only one.
+/// Datagrams of one length to one address, end to end in `data`.
 #[derive(Debug, Default)]
 pub struct Group {
     /// Where they go.
@@ -137,7 +136,7 @@ impl Packer {
     }
 }
 
-fn set_udp_option(sock: &UdpSocket, opt: libc::c_int, val: libc::c_int) -> bool {
+fn set_udp_option(sock: &impl AsRawFd, opt: libc::c_int, val: libc::c_int) -> bool {
     // SAFETY: setsockopt reads one c_int from a valid pointer.
     unsafe {
         libc::setsockopt(
@@ -152,15 +151,34 @@ fn set_udp_option(sock: &UdpSocket, opt: libc::c_int, val: libc::c_int) -> bool 
 
 /// Whether `sock` can send segmented (the option exists; a segment size of
 /// 0 keeps every send as it is unless a send asks).
-pub fn can_segment(sock: &UdpSocket) -> bool {
+pub fn can_segment(sock: &impl AsRawFd) -> bool {
     set_udp_option(sock, libc::UDP_SEGMENT, 0)
 }
 
 /// Asks the kernel to hand segmented arrivals over whole, with their
 /// segment size (UDP_GRO); best effort. The reader must then split them
 /// ([`split`]) and have room for 64 KiB in every receive buffer.
-pub fn receive_coalesced(sock: &UdpSocket) -> bool {
+pub fn receive_coalesced(sock: &impl AsRawFd) -> bool {
     set_udp_option(sock, libc::UDP_GRO, 1)
+}
+
+/// A flow key for datagrams that need to keep their order per destination
+/// only: the address itself.
+pub fn address_flow(to: SocketAddr) -> u64 {
+    match to {
+        SocketAddr::V4(a) => (u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()),
+        SocketAddr::V6(a) => ((a.ip().to_bits() as u64) << 16) | u64::from(a.port()),
+    }
+}
+
+/// Whether a segmented send failed with `errno` because the kernel cannot
+/// segment on that route (no checksum offload, a path MTU below the
+/// segment size, no UDP_SEGMENT): the datagrams should go again one by one.
+pub fn segmentation_refused(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT | libc::EMSGSIZE
+    )
 }
 
 /// Room for the control message of a segmented send.
@@ -185,6 +203,37 @@ pub fn segment_control(buf: &mut [u64; SEND_CONTROL / 8], seg: usize) -> usize {
     SEND_CONTROL
 }
 
+/// The data of the first control message of `level` and `kind` in
+/// `control` (as a received msghdr's control buffer holds them).
+pub fn control_message(control: &[u8], level: libc::c_int, kind: libc::c_int) -> Option<&[u8]> {
+    let head = std::mem::size_of::<libc::cmsghdr>();
+    let mut at = 0;
+    while control.len() >= at + head {
+        // SAFETY: `head` octets are there; read unaligned.
+        let h: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control[at..].as_ptr().cast()) };
+        let len = h.cmsg_len as usize;
+        if len < head || at + len > control.len() {
+            return None;
+        }
+        if h.cmsg_level == level && h.cmsg_type == kind {
+            return Some(&control[at + head..at + len]);
+        }
+        at += (len + 7) & !7;
+    }
+    None
+}
+
+/// The segment size of coalesced arrivals (UDP_GRO) in a read's control
+/// messages, if the read was such.
+pub fn segment_size(control: &[u8]) -> Option<usize> {
+    let data = control_message(control, libc::SOL_UDP, libc::UDP_GRO)?;
+    let v = i32::from_ne_bytes(data.get(..4)?.try_into().ok()?);
+    usize::try_from(v).ok().filter(|&v| v > 0)
+}
+
+/// Room for the control message of a coalesced read (UDP_GRO).
+pub const RECV_CONTROL: usize = 24;
+
 /// The datagrams in one read: `data` cut at `seg` octets when the kernel
 /// handed over coalesced arrivals (UDP_GRO), else `data` whole.
 pub fn split(data: &[u8], seg: Option<usize>) -> std::slice::Chunks<'_, u8> {
@@ -196,6 +245,7 @@ pub fn split(data: &[u8], seg: Option<usize>) -> std::slice::Chunks<'_, u8> {
 mod tests {
     #![allow(clippy::expect_used, clippy::unwrap_used)]
     use super::*;
+    use std::net::UdpSocket;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -283,8 +333,8 @@ mod tests {
             assert_eq!(g.count(), 10);
             let mut control = [0u64; SEND_CONTROL / 8];
             let control_len = segment_control(&mut control, g.seg);
-            let mut name = rvoip_dataplane::engine::sockaddr::zeroed();
-            let name_len = rvoip_dataplane::engine::sockaddr::write(g.to.unwrap(), &mut name);
+            let mut name = crate::engine::sockaddr::zeroed();
+            let name_len = crate::engine::sockaddr::write(g.to.unwrap(), &mut name);
             let mut iov = libc::iovec {
                 iov_base: g.data.as_ptr().cast_mut().cast(),
                 iov_len: g.data.len(),

@@ -1,0 +1,185 @@
+//! The SIP workers' UDP path against real sockets, with this test as the
+//! control plane on the shared-memory channel: messages the control plane
+//! queues leave whole and in order (several of one length to one
+//! destination in one segmented send where the kernel can), and a peer's
+//! segmented send reaches the control plane as its separate messages.
+#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use rvoip_dataplane::engine::gso::{self, Packer};
+use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, SipTransport};
+use rvoip_dataplane::shm::{Channel, Direction, SipMeta};
+use rvoip_dataplane::sip::Limits;
+
+/// A ring directory of this test's own, removed when dropped.
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("rvoip-sip-plane-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn plane(dir: &std::path::Path, listen: SocketAddr, batch_wait_us: u32) -> SipPlane {
+    SipPlane::start(&SipPlaneConfig {
+        listeners: vec![(SipTransport::Udp, listen)],
+        cores: Vec::new(),
+        ring_dir: dir.to_path_buf(),
+        limits: Limits::DEFAULT,
+        rate_limit: 0,
+        ring_slots: 1024,
+        batch_wait_us,
+    })
+    .expect("SIP plane")
+}
+
+/// An OPTIONS request of a fixed length: `n` is written in six digits.
+fn options(n: u32) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-{n:06}\r\n\
+         From: <sip:test@127.0.0.1>;tag={n:06}\r\n\
+         To: <sip:probe@127.0.0.1>\r\n\
+         Call-ID: {n:06}@test\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn queued_messages_leave_whole_and_in_order_for_each_destination() {
+    let dir = Dir::new("out");
+    let listen = free_udp();
+    // Once woken the worker waits 20 ms for more: the messages queued
+    // meanwhile leave in the same pass.
+    let mut plane = plane(dir.path(), listen, 20_000);
+    let channel = Channel::open(&plane.rings[0]).unwrap();
+    channel.heartbeat();
+    let mut to_dataplane = channel.producer(Direction::ToDataplane);
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // Runs of one length (grouped into one send each), broken by messages of
+    // other lengths: all to one destination, whose order must hold.
+    let mut sent = Vec::new();
+    for n in 0..100u32 {
+        let mut m = options(n);
+        if n % 17 == 0 {
+            m.extend_from_slice(b"x"); // another length: a body-less extra octet is still one datagram
+        }
+        sent.push(m);
+    }
+    let meta = SipMeta {
+        transport: 0,
+        local: listen,
+        remote: peer.local_addr().unwrap(),
+        conn: 0,
+    }
+    .encode();
+    for m in &sent {
+        to_dataplane.push(0, &meta, m).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while got.len() < sent.len() {
+        let (n, src) = peer.recv_from(&mut buf).expect("every message");
+        assert_eq!(src, listen, "sent from the listener");
+        got.push(buf[..n].to_vec());
+    }
+    assert_eq!(got, sent, "whole, once, in the order queued");
+    let reports = plane.shutdown();
+    assert_eq!(reports[0].sent, 100);
+    assert_eq!(reports[0].send_errors, 0);
+    if gso::can_segment(&peer) {
+        assert!(
+            reports[0].sent_grouped > 0,
+            "runs of one length shared sends"
+        );
+    }
+}
+
+#[test]
+fn a_peers_segmented_send_reaches_the_control_plane_as_its_messages() {
+    let dir = Dir::new("in");
+    let listen = free_udp();
+    let mut plane = plane(dir.path(), listen, 0);
+    let channel = Channel::open(&plane.rings[0]).unwrap();
+    channel.heartbeat();
+    let mut from_dataplane = channel.consumer(Direction::ToControlPlane);
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let msgs: Vec<Vec<u8>> = (0..10).map(options).collect();
+    if gso::can_segment(&peer) {
+        // Ten requests in one segmented send, as rvoip-loadtest sends them.
+        let mut p = Packer::new(true);
+        for (i, m) in msgs.iter().enumerate() {
+            p.push(i as u64, m, listen);
+        }
+        let g = &p.groups()[0];
+        assert_eq!(g.count(), 10);
+        let mut control = [0u64; gso::SEND_CONTROL / 8];
+        let control_len = gso::segment_control(&mut control, g.seg);
+        let mut name = rvoip_dataplane::engine::sockaddr::zeroed();
+        let name_len = rvoip_dataplane::engine::sockaddr::write(listen, &mut name);
+        let mut iov = libc::iovec {
+            iov_base: g.data.as_ptr().cast_mut().cast(),
+            iov_len: g.data.len(),
+        };
+        // SAFETY: a zeroed msghdr pointed at live name, iovec and control.
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_name = (&mut name as *mut rvoip_dataplane::engine::sockaddr::Storage).cast();
+        h.msg_namelen = name_len;
+        h.msg_iov = &mut iov;
+        h.msg_iovlen = 1;
+        h.msg_control = control.as_mut_ptr().cast();
+        h.msg_controllen = control_len as _;
+        // SAFETY: as above.
+        let r = unsafe { libc::sendmsg(peer.as_raw_fd(), &h, 0) };
+        assert_eq!(r as usize, g.data.len());
+    } else {
+        for m in &msgs {
+            peer.send_to(m, listen).unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut got = Vec::new();
+    while got.len() < msgs.len() && Instant::now() < deadline {
+        channel.heartbeat();
+        while let Some(r) = from_dataplane.peek() {
+            let meta = SipMeta::decode(r.meta);
+            assert_eq!(meta.remote, peer.local_addr().unwrap());
+            got.push(r.payload.to_vec());
+            from_dataplane.advance();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(got, msgs, "each request on its own, in order");
+    let reports = plane.shutdown();
+    assert_eq!(reports[0].oversized, 0);
+    if gso::can_segment(&peer) {
+        assert_eq!(reports[0].received_grouped, 10, "one coalesced read");
+    }
+}
