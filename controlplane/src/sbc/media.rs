@@ -36,53 +36,72 @@ pub struct MediaTotals {
     pub errors: u64,
 }
 
-fn bstr(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(format!("{}:", s.len()).as_bytes());
-    out.extend_from_slice(s);
+/// An ng request written straight into its buffer: a dictionary whose
+/// entries are added in key order (bencode requires sorted keys).
+struct Request {
+    out: Vec<u8>,
+    #[cfg(debug_assertions)]
+    last: &'static str,
 }
 
-/// Builds an ng request with its entries in key order (bencode requires
-/// sorted dictionary keys).
-fn request(entries: &mut [(&str, Vec<u8>)]) -> Vec<u8> {
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out = Vec::with_capacity(256 + entries.iter().map(|e| e.1.len()).sum::<usize>());
-    out.push(b'd');
-    for (k, v) in entries.iter() {
-        bstr(&mut out, k.as_bytes());
-        out.extend_from_slice(v);
+impl Request {
+    fn new(size: usize) -> Request {
+        let mut out = Vec::with_capacity(size + 160);
+        out.push(b'd');
+        Request {
+            out,
+            #[cfg(debug_assertions)]
+            last: "",
+        }
     }
-    out.push(b'e');
-    out
-}
 
-fn s(v: &[u8]) -> Vec<u8> {
-    let mut o = Vec::with_capacity(v.len() + 6);
-    bstr(&mut o, v);
-    o
+    fn key(&mut self, k: &'static str) -> &mut Vec<u8> {
+        #[cfg(debug_assertions)]
+        {
+            debug_assert!(k > self.last, "ng keys in order: {k} after {}", self.last);
+            self.last = k;
+        }
+        bencode::put_bytes(&mut self.out, k.as_bytes());
+        &mut self.out
+    }
+
+    fn bytes(&mut self, k: &'static str, v: &[u8]) -> &mut Self {
+        let out = self.key(k);
+        bencode::put_bytes(out, v);
+        self
+    }
+
+    /// `replace: [origin]`: the relay writes its own o= line.
+    fn replace_origin(&mut self) -> &mut Self {
+        let out = self.key("replace");
+        out.push(b'l');
+        bencode::put_bytes(out, b"origin");
+        out.push(b'e');
+        self
+    }
+
+    fn done(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.out);
+        out.push(b'e');
+        out
+    }
 }
 
 /// The SDP of an offer or answer reply, or the relay's reason for refusing.
 pub fn reply_sdp(reply: &[u8]) -> Result<Vec<u8>, String> {
-    let (v, _) = bencode::decode(reply).map_err(|e| format!("relay reply: {e}"))?;
-    match v.get("result").and_then(Value::as_bytes) {
-        Some(b"ok") => v
-            .get("sdp")
+    let find = |key: &str| bencode::lookup(reply, &[key]).map_err(|e| format!("relay reply: {e}"));
+    match find("result")?.as_ref().and_then(Value::as_bytes) {
+        Some(b"ok") => find("sdp")?
+            .as_ref()
             .and_then(Value::as_bytes)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| "relay reply without SDP".to_string()),
-        _ => Err(v
-            .get("error-reason")
+        _ => Err(find("error-reason")?
+            .as_ref()
             .and_then(Value::as_str)
             .unwrap_or("relay refused the order")
             .to_string()),
     }
-}
-
-fn replace_origin() -> Vec<u8> {
-    let mut o = b"l".to_vec();
-    bstr(&mut o, b"origin");
-    o.push(b'e');
-    o
 }
 
 fn proto(srtp: bool) -> &'static [u8] {
@@ -92,48 +111,51 @@ fn proto(srtp: bool) -> &'static [u8] {
 /// An offer of `sdp` from side `from`; the reply holds the SDP for the other
 /// side (with SRTP when `srtp_out`).
 pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> Vec<u8> {
-    request(&mut [
-        ("command", s(b"offer")),
-        ("call-id", s(call)),
-        ("from-tag", s(from)),
-        ("sdp", s(sdp)),
-        ("replace", replace_origin()),
-        ("transport-protocol", s(proto(srtp_out))),
-    ])
+    Request::new(call.len() + from.len() + sdp.len())
+        .bytes("call-id", call)
+        .bytes("command", b"offer")
+        .bytes("from-tag", from)
+        .replace_origin()
+        .bytes("sdp", sdp)
+        .bytes("transport-protocol", proto(srtp_out))
+        .done()
 }
 
 /// An answer with `sdp` from side `to` to an offer from `from`; the reply
 /// holds the SDP for the offerer.
 pub fn answer(call: &[u8], from: &[u8], to: &[u8], sdp: &[u8], srtp_out: bool) -> Vec<u8> {
-    request(&mut [
-        ("command", s(b"answer")),
-        ("call-id", s(call)),
-        ("from-tag", s(from)),
-        ("to-tag", s(to)),
-        ("sdp", s(sdp)),
-        ("replace", replace_origin()),
-        ("transport-protocol", s(proto(srtp_out))),
-    ])
+    Request::new(call.len() + from.len() + to.len() + sdp.len())
+        .bytes("call-id", call)
+        .bytes("command", b"answer")
+        .bytes("from-tag", from)
+        .replace_origin()
+        .bytes("sdp", sdp)
+        .bytes("to-tag", to)
+        .bytes("transport-protocol", proto(srtp_out))
+        .done()
 }
 
 /// The deletion of a call's media.
 pub fn delete(call: &[u8]) -> Vec<u8> {
-    request(&mut [("command", s(b"delete")), ("call-id", s(call))])
+    Request::new(call.len())
+        .bytes("call-id", call)
+        .bytes("command", b"delete")
+        .done()
 }
 
 /// The relay's totals in a delete reply.
 pub fn reply_totals(reply: &[u8]) -> Result<MediaTotals, String> {
-    let (v, _) = bencode::decode(reply).map_err(|e| format!("relay reply: {e}"))?;
-    let rtp = v.get("totals").and_then(|t| t.get("RTP"));
-    let get = |k: &str| {
-        rtp.and_then(|r| r.get(k))
+    let get = |k: &str| -> Result<u64, String> {
+        let v = bencode::lookup(reply, &["totals", "RTP", k])
+            .map_err(|e| format!("relay reply: {e}"))?;
+        Ok(v.as_ref()
             .and_then(Value::as_int)
-            .map_or(0, |n| n.max(0) as u64)
+            .map_or(0, |n| n.max(0) as u64))
     };
     Ok(MediaTotals {
-        packets: get("packets"),
-        bytes: get("bytes"),
-        errors: get("errors"),
+        packets: get("packets")?,
+        bytes: get("bytes")?,
+        errors: get("errors")?,
     })
 }
 

@@ -98,7 +98,8 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value<'a>, BencodeError> {
+    /// Counts one more value at `depth`, within the bounds.
+    fn enter(&mut self, depth: usize) -> Result<(), BencodeError> {
         if depth > MAX_DEPTH {
             return self.err("nested too deeply");
         }
@@ -106,32 +107,111 @@ impl<'a> Decoder<'a> {
         if self.items > MAX_ITEMS {
             return self.err("too many values");
         }
+        Ok(())
+    }
+
+    /// An integer `i<n>e`; `pos` is at the `i`.
+    fn int(&mut self) -> Result<i64, BencodeError> {
+        self.pos += 1;
+        let start = self.pos;
+        let end = match self.input[start..].iter().position(|b| *b == b'e') {
+            Some(n) => start + n,
+            None => return self.err("unterminated integer"),
+        };
+        let text = &self.input[start..end];
+        let valid = match text {
+            [b'-', b'0', ..] | [b'0', _, ..] | [] | [b'-'] => false,
+            [b'-', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+            digits => digits.iter().all(u8::is_ascii_digit),
+        };
+        let n = std::str::from_utf8(text)
+            .ok()
+            .filter(|_| valid)
+            .and_then(|t| t.parse::<i64>().ok());
+        match n {
+            Some(n) => {
+                self.pos = end + 1;
+                Ok(n)
+            }
+            None => self.err("malformed integer"),
+        }
+    }
+
+    /// Steps over one value, checking it as `value` would, building nothing.
+    fn skip(&mut self, depth: usize) -> Result<(), BencodeError> {
+        self.enter(depth)?;
         match self.input.get(self.pos) {
-            Some(b'i') => {
+            Some(b'i') => self.int().map(drop),
+            Some(b'l') => {
                 self.pos += 1;
-                let start = self.pos;
-                let end = match self.input[start..].iter().position(|b| *b == b'e') {
-                    Some(n) => start + n,
-                    None => return self.err("unterminated integer"),
-                };
-                let text = &self.input[start..end];
-                let valid = match text {
-                    [b'-', b'0', ..] | [b'0', _, ..] | [] | [b'-'] => false,
-                    [b'-', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
-                    digits => digits.iter().all(u8::is_ascii_digit),
-                };
-                let n = std::str::from_utf8(text)
-                    .ok()
-                    .filter(|_| valid)
-                    .and_then(|t| t.parse::<i64>().ok());
-                match n {
-                    Some(n) => {
-                        self.pos = end + 1;
-                        Ok(Value::Int(n))
+                loop {
+                    match self.input.get(self.pos) {
+                        Some(b'e') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        Some(_) => self.skip(depth + 1)?,
+                        None => return self.err("unterminated list"),
                     }
-                    None => self.err("malformed integer"),
                 }
             }
+            Some(b'd') => {
+                self.pos += 1;
+                loop {
+                    match self.input.get(self.pos) {
+                        Some(b'e') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        Some(b'0'..=b'9') => {
+                            self.string()?;
+                            self.skip(depth + 1)?;
+                        }
+                        Some(_) => return self.err("dictionary key is not a byte string"),
+                        None => return self.err("unterminated dictionary"),
+                    }
+                }
+            }
+            Some(b'0'..=b'9') => self.string().map(drop),
+            Some(_) => self.err("not a bencode value"),
+            None => self.err("unexpected end"),
+        }
+    }
+
+    /// The value at `path` below the dictionary at `pos` (the first entry
+    /// of a key), stepping over everything before it.
+    fn lookup(&mut self, path: &[&str], depth: usize) -> Result<Option<Value<'a>>, BencodeError> {
+        let Some((first, rest)) = path.split_first() else {
+            return self.value(depth).map(Some);
+        };
+        if self.input.get(self.pos) != Some(&b'd') {
+            return self.skip(depth).map(|()| None);
+        }
+        self.enter(depth)?;
+        self.pos += 1;
+        loop {
+            match self.input.get(self.pos) {
+                Some(b'e') => {
+                    self.pos += 1;
+                    return Ok(None);
+                }
+                Some(b'0'..=b'9') => {
+                    let key = self.string()?;
+                    if key == first.as_bytes() {
+                        return self.lookup(rest, depth + 1);
+                    }
+                    self.skip(depth + 1)?;
+                }
+                Some(_) => return self.err("dictionary key is not a byte string"),
+                None => return self.err("unterminated dictionary"),
+            }
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, BencodeError> {
+        self.enter(depth)?;
+        match self.input.get(self.pos) {
+            Some(b'i') => self.int().map(Value::Int),
             Some(b'l') => {
                 self.pos += 1;
                 let mut items = Vec::new();
@@ -208,6 +288,39 @@ pub fn decode(input: &[u8]) -> Result<(Value<'_>, usize), BencodeError> {
     Ok((v, d.pos))
 }
 
+/// The value at `path` (dictionary keys, outermost first) in the document
+/// at the start of `input`, decoding nothing else: what comes before it is
+/// stepped over (and checked as [`decode`] would), what comes after it is
+/// not read. `None` when a key is missing or a value on the way is not a
+/// dictionary; the first entry of a repeated key counts, as for
+/// [`Value::get`].
+pub fn lookup<'a>(input: &'a [u8], path: &[&str]) -> Result<Option<Value<'a>>, BencodeError> {
+    let mut d = Decoder {
+        input,
+        pos: 0,
+        items: 0,
+    };
+    d.lookup(path, 0)
+}
+
+/// Appends the byte string `s` (`<len>:<bytes>`).
+pub fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = s.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.push(b':');
+    out.extend_from_slice(s);
+}
+
 /// Encodes `value` into `out`. Dictionary keys are written sorted, as bencode
 /// requires.
 pub fn encode(value: &Value<'_>, out: &mut Vec<u8>) {
@@ -216,10 +329,7 @@ pub fn encode(value: &Value<'_>, out: &mut Vec<u8>) {
         Value::Int(i) => {
             let _ = write!(out, "i{i}e");
         }
-        Value::Bytes(b) => {
-            let _ = write!(out, "{}:", b.len());
-            out.extend_from_slice(b);
-        }
+        Value::Bytes(b) => put_bytes(out, b),
         Value::List(items) => {
             out.push(b'l');
             for i in items {
@@ -232,8 +342,7 @@ pub fn encode(value: &Value<'_>, out: &mut Vec<u8>) {
             sorted.sort_by(|a, b| a.0.cmp(b.0));
             out.push(b'd');
             for (k, v) in sorted {
-                let _ = write!(out, "{}:", k.len());
-                out.extend_from_slice(k);
+                put_bytes(out, k);
                 encode(v, out);
             }
             out.push(b'e');
@@ -264,6 +373,48 @@ mod tests {
             "keys sorted: {}",
             String::from_utf8_lossy(&out)
         );
+    }
+
+    #[test]
+    fn lookup_finds_a_value_by_its_path_and_agrees_with_decode() {
+        let text = b"d6:result2:ok3:sdp11:v=0\r\no=- 1\r6:totalsd3:RTPd5:bytesi3440e7:packetsi20eee4:warnl1:ai-1eee";
+        let (whole, _) = decode(text).unwrap_or_else(|e| panic!("{e}"));
+        for path in [
+            &["result"][..],
+            &["sdp"],
+            &["totals", "RTP", "packets"],
+            &["totals", "RTP", "bytes"],
+            &["totals", "RTP"],
+            &["warn"],
+            &["missing"],
+            &["result", "deeper"],
+            &["totals", "SRTP", "packets"],
+        ] {
+            let by_tree = path.iter().try_fold(&whole, |v, k| v.get(k)).cloned();
+            let found = lookup(text, path).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(found, by_tree, "{path:?}");
+        }
+        assert_eq!(
+            lookup(text, &["totals", "RTP", "packets"])
+                .ok()
+                .flatten()
+                .and_then(|v| v.as_int()),
+            Some(20)
+        );
+        // What comes before the value is checked; a broken value there is an error.
+        assert!(lookup(b"d1:ai01e1:bi1ee", &["b"]).is_err());
+        assert!(lookup(b"d1:al", &["b"]).is_err());
+        // Nesting and item bounds hold while stepping over values too.
+        let deep = format!(
+            "d1:a{}{}1:bi1ee",
+            "l".repeat(MAX_DEPTH + 2),
+            "e".repeat(MAX_DEPTH + 2)
+        );
+        assert!(lookup(deep.as_bytes(), &["b"]).is_err());
+        let mut out = Vec::new();
+        put_bytes(&mut out, b"");
+        put_bytes(&mut out, &[b'x'; 12]);
+        assert_eq!(out, b"0:12:xxxxxxxxxxxx");
     }
 
     #[test]
