@@ -145,17 +145,20 @@ pub fn delete(call: &[u8]) -> Vec<u8> {
 
 /// The relay's totals in a delete reply.
 pub fn reply_totals(reply: &[u8]) -> Result<MediaTotals, String> {
-    let get = |k: &str| -> Result<u64, String> {
-        let v = bencode::lookup(reply, &["totals", "RTP", k])
-            .map_err(|e| format!("relay reply: {e}"))?;
-        Ok(v.as_ref()
+    // One pass to the small `totals.RTP` dictionary (the per-tag report
+    // before it is stepped over once).
+    let rtp =
+        bencode::lookup(reply, &["totals", "RTP"]).map_err(|e| format!("relay reply: {e}"))?;
+    let get = |k: &str| {
+        rtp.as_ref()
+            .and_then(|r| r.get(k))
             .and_then(Value::as_int)
-            .map_or(0, |n| n.max(0) as u64))
+            .map_or(0, |n| n.max(0) as u64)
     };
     Ok(MediaTotals {
-        packets: get("packets")?,
-        bytes: get("bytes")?,
-        errors: get("errors")?,
+        packets: get("packets"),
+        bytes: get("bytes"),
+        errors: get("errors"),
     })
 }
 
