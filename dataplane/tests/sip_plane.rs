@@ -3,10 +3,9 @@
 //! queues leave whole and in order (several of one length to one
 //! destination in one segmented send where the kernel can), and a peer's
 //! segmented send reaches the control plane as its separate messages.
-#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use rvoip_dataplane::engine::gso::{self, Packer};
@@ -43,17 +42,24 @@ fn free_udp() -> SocketAddr {
         .unwrap()
 }
 
-fn plane(dir: &std::path::Path, listen: SocketAddr, batch_wait_us: u32) -> SipPlane {
-    SipPlane::start(&SipPlaneConfig {
+/// A one-worker SIP plane on a UDP listener of its own, and its channel
+/// with this test attached as the control plane.
+fn plane(name: &str, batch_wait_us: u32) -> (Dir, SipPlane, Channel, SocketAddr) {
+    let dir = Dir::new(name);
+    let listen = free_udp();
+    let plane = SipPlane::start(&SipPlaneConfig {
         listeners: vec![(SipTransport::Udp, listen)],
         cores: Vec::new(),
-        ring_dir: dir.to_path_buf(),
+        ring_dir: dir.path().to_path_buf(),
         limits: Limits::DEFAULT,
         rate_limit: 0,
         ring_slots: 1024,
         batch_wait_us,
     })
-    .expect("SIP plane")
+    .expect("SIP plane");
+    let channel = Channel::open(&plane.rings[0]).unwrap();
+    channel.heartbeat();
+    (dir, plane, channel, listen)
 }
 
 /// An OPTIONS request of a fixed length: `n` is written in six digits.
@@ -73,13 +79,9 @@ fn options(n: u32) -> Vec<u8> {
 
 #[test]
 fn queued_messages_leave_whole_and_in_order_for_each_destination() {
-    let dir = Dir::new("out");
-    let listen = free_udp();
     // Once woken the worker waits 20 ms for more: the messages queued
     // meanwhile leave in the same pass.
-    let mut plane = plane(dir.path(), listen, 20_000);
-    let channel = Channel::open(&plane.rings[0]).unwrap();
-    channel.heartbeat();
+    let (_dir, mut plane, channel, listen) = plane("out", 20_000);
     let mut to_dataplane = channel.producer(Direction::ToDataplane);
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -124,11 +126,7 @@ fn queued_messages_leave_whole_and_in_order_for_each_destination() {
 
 #[test]
 fn a_peers_segmented_send_reaches_the_control_plane_as_its_messages() {
-    let dir = Dir::new("in");
-    let listen = free_udp();
-    let mut plane = plane(dir.path(), listen, 0);
-    let channel = Channel::open(&plane.rings[0]).unwrap();
-    channel.heartbeat();
+    let (_dir, mut plane, channel, listen) = plane("in", 0);
     let mut from_dataplane = channel.consumer(Direction::ToControlPlane);
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let msgs: Vec<Vec<u8>> = (0..10).map(options).collect();
@@ -140,25 +138,8 @@ fn a_peers_segmented_send_reaches_the_control_plane_as_its_messages() {
         }
         let g = &p.groups()[0];
         assert_eq!(g.count(), 10);
-        let mut control = [0u64; gso::SEND_CONTROL / 8];
-        let control_len = gso::segment_control(&mut control, g.seg);
-        let mut name = rvoip_dataplane::engine::sockaddr::zeroed();
-        let name_len = rvoip_dataplane::engine::sockaddr::write(listen, &mut name);
-        let mut iov = libc::iovec {
-            iov_base: g.data.as_ptr().cast_mut().cast(),
-            iov_len: g.data.len(),
-        };
-        // SAFETY: a zeroed msghdr pointed at live name, iovec and control.
-        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-        h.msg_name = (&mut name as *mut rvoip_dataplane::engine::sockaddr::Storage).cast();
-        h.msg_namelen = name_len;
-        h.msg_iov = &mut iov;
-        h.msg_iovlen = 1;
-        h.msg_control = control.as_mut_ptr().cast();
-        h.msg_controllen = control_len as _;
-        // SAFETY: as above.
-        let r = unsafe { libc::sendmsg(peer.as_raw_fd(), &h, 0) };
-        assert_eq!(r as usize, g.data.len());
+        let r = gso::send_group(&peer, g).expect("one segmented send");
+        assert_eq!(r, g.data.len());
     } else {
         for m in &msgs {
             peer.send_to(m, listen).unwrap();

@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use rvoip_dataplane::engine::sockaddr::{self, Storage};
 
 use rvoip_dataplane::engine::gso::{self, Group, segment_size};
+use rvoip_dataplane::engine::set_int_option;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
@@ -22,17 +23,20 @@ pub const CONTROL: usize = 64;
 /// (SO_TIMESTAMPNS), so a datagram read late (a batch wait, a busy turn)
 /// is still timed when it came. Best effort.
 pub fn stamp_arrivals(sock: &UdpSocket) {
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads one c_int from a valid pointer.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    set_int_option(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
+}
+
+/// Makes the kernel refuse `sock`'s segmented sends (no UDP checksums:
+/// EINVAL), as a route without checksum offload would; for tests of the
+/// fallback.
+#[cfg(test)]
+pub(crate) fn refuse_segmented_sends(sock: &UdpSocket) {
+    assert!(set_int_option(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_NO_CHECK,
+        1
+    ));
 }
 
 /// The arrival time in `control` (SCM_TIMESTAMPNS, CLOCK_REALTIME
@@ -365,17 +369,7 @@ mod tests {
             return;
         }
         // A socket without UDP checksums: the kernel refuses segmented sends.
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt reads one c_int from a valid pointer.
-        unsafe {
-            libc::setsockopt(
-                tx.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_NO_CHECK,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        refuse_segmented_sends(&tx);
         for i in 0..5u8 {
             p.push(u64::from(i), &[i; 200], to);
         }

@@ -14,6 +14,7 @@ use crate::batch::{self, BATCH, Clocks, RecvBatch};
 use crate::report::Report;
 use crate::uring::{self, Socket, UringIo};
 use rvoip_dataplane::engine::gso::{self, Packer};
+use rvoip_dataplane::engine::set_int_option;
 
 /// Sockets bound for a run.
 #[derive(Debug)]
@@ -43,20 +44,9 @@ impl Sockets {
 
 /// 4 MB socket buffers, so bursts of thousands of calls are not dropped by
 /// the kernel (best effort: capped by net.core.*mem_max).
-#[allow(unsafe_code)]
 fn grow_buffers(sock: &UdpSocket) {
-    let size: libc::c_int = 4 << 20;
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt reads one c_int from a valid pointer.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        set_int_option(sock.as_raw_fd(), libc::SOL_SOCKET, opt, 4 << 20);
     }
 }
 

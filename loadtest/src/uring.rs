@@ -521,18 +521,7 @@ mod tests {
         }
         // Without UDP checksums the kernel refuses segmented sends (EINVAL)
         // and takes single datagrams.
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt reads one c_int from a valid pointer.
-        let r = unsafe {
-            libc::setsockopt(
-                sip.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_NO_CHECK,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(r, 0);
+        crate::batch::refuse_segmented_sends(&sip);
         let mut io = UringIo::new(&sip, &rtp, true).expect("ring");
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

@@ -137,16 +137,7 @@ impl Packer {
 }
 
 fn set_udp_option(sock: &impl AsRawFd, opt: libc::c_int, val: libc::c_int) -> bool {
-    // SAFETY: setsockopt reads one c_int from a valid pointer.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            opt,
-            (&val as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
+    super::set_int_option(sock.as_raw_fd(), libc::SOL_UDP, opt, val)
 }
 
 /// Whether `sock` can send segmented (the option exists; a segment size of
@@ -233,6 +224,40 @@ pub fn segment_size(control: &[u8]) -> Option<usize> {
 
 /// Room for the control message of a coalesced read (UDP_GRO).
 pub const RECV_CONTROL: usize = 24;
+
+/// Sends group `g` from `sock` now, in one `sendmsg` (with UDP_SEGMENT
+/// when it holds several datagrams); returns the octets sent.
+pub fn send_group(sock: &impl AsRawFd, g: &Group) -> std::io::Result<usize> {
+    let Some(to) = g.to else {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    };
+    let mut name = super::sockaddr::zeroed();
+    let name_len = super::sockaddr::write(to, &mut name);
+    let mut control = [0u64; SEND_CONTROL / 8];
+    let mut iov = libc::iovec {
+        iov_base: g.data.as_ptr().cast_mut().cast(),
+        iov_len: g.data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; it is pointed at the live name,
+    // iovec and control below.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_name = (&mut name as *mut super::sockaddr::Storage).cast();
+    h.msg_namelen = name_len;
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    if g.count() > 1 {
+        let len = segment_control(&mut control, g.seg);
+        h.msg_control = control.as_mut_ptr().cast();
+        h.msg_controllen = len as _;
+    }
+    // SAFETY: as above; the kernel only reads the payload.
+    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &h, 0) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
 
 /// The datagrams in one read: `data` cut at `seg` octets when the kernel
 /// handed over coalesced arrivals (UDP_GRO), else `data` whole.
@@ -331,24 +356,7 @@ mod tests {
             }
             let g = &p.groups()[0];
             assert_eq!(g.count(), 10);
-            let mut control = [0u64; SEND_CONTROL / 8];
-            let control_len = segment_control(&mut control, g.seg);
-            let mut name = crate::engine::sockaddr::zeroed();
-            let name_len = crate::engine::sockaddr::write(g.to.unwrap(), &mut name);
-            let mut iov = libc::iovec {
-                iov_base: g.data.as_ptr().cast_mut().cast(),
-                iov_len: g.data.len(),
-            };
-            // SAFETY: a zeroed msghdr pointed at live name, iovec and control.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = (&mut name as *mut _ as *mut libc::c_void).cast();
-            h.msg_namelen = name_len;
-            h.msg_iov = &mut iov;
-            h.msg_iovlen = 1;
-            h.msg_control = control.as_mut_ptr().cast();
-            h.msg_controllen = control_len as _;
-            // SAFETY: as above.
-            let r = unsafe { libc::sendmsg(tx.as_raw_fd(), &h, 0) };
+            let r = send_group(&tx, g).unwrap();
             assert_eq!(r, 3000, "one send of ten datagrams");
             let mut got = Vec::new();
             let mut buf = vec![0u8; 65_536];

@@ -12,3 +12,24 @@ pub mod ng_shm;
 pub mod ng_udp;
 pub mod sip;
 pub mod sockaddr;
+
+/// Sets the integer socket option `level`/`opt` of `fd` to `val`; whether
+/// the kernel took it.
+#[allow(unsafe_code)]
+pub fn set_int_option(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> bool {
+    // SAFETY: setsockopt reads one c_int from a valid pointer.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}

@@ -157,20 +157,10 @@ impl<'a> Decoder<'a> {
             }
             Some(b'd') => {
                 self.pos += 1;
-                loop {
-                    match self.input.get(self.pos) {
-                        Some(b'e') => {
-                            self.pos += 1;
-                            return Ok(());
-                        }
-                        Some(b'0'..=b'9') => {
-                            self.string()?;
-                            self.skip(depth + 1)?;
-                        }
-                        Some(_) => return self.err("dictionary key is not a byte string"),
-                        None => return self.err("unterminated dictionary"),
-                    }
+                while self.key()?.is_some() {
+                    self.skip(depth + 1)?;
                 }
+                Ok(())
             }
             Some(b'0'..=b'9') => self.string().map(drop),
             Some(_) => self.err("not a bencode value"),
@@ -189,22 +179,26 @@ impl<'a> Decoder<'a> {
         }
         self.enter(depth)?;
         self.pos += 1;
-        loop {
-            match self.input.get(self.pos) {
-                Some(b'e') => {
-                    self.pos += 1;
-                    return Ok(None);
-                }
-                Some(b'0'..=b'9') => {
-                    let key = self.string()?;
-                    if key == first.as_bytes() {
-                        return self.lookup(rest, depth + 1);
-                    }
-                    self.skip(depth + 1)?;
-                }
-                Some(_) => return self.err("dictionary key is not a byte string"),
-                None => return self.err("unterminated dictionary"),
+        while let Some(key) = self.key()? {
+            if key == first.as_bytes() {
+                return self.lookup(rest, depth + 1);
             }
+            self.skip(depth + 1)?;
+        }
+        Ok(None)
+    }
+
+    /// The next key of the dictionary being read, or `None` at its end
+    /// (which is consumed).
+    fn key(&mut self) -> Result<Option<&'a [u8]>, BencodeError> {
+        match self.input.get(self.pos) {
+            Some(b'e') => {
+                self.pos += 1;
+                Ok(None)
+            }
+            Some(b'0'..=b'9') => self.string().map(Some),
+            Some(_) => self.err("dictionary key is not a byte string"),
+            None => self.err("unterminated dictionary"),
         }
     }
 
@@ -229,21 +223,11 @@ impl<'a> Decoder<'a> {
             Some(b'd') => {
                 self.pos += 1;
                 let mut entries = Vec::new();
-                loop {
-                    match self.input.get(self.pos) {
-                        Some(b'e') => {
-                            self.pos += 1;
-                            return Ok(Value::Dict(entries));
-                        }
-                        Some(b'0'..=b'9') => {
-                            let key = self.string()?;
-                            let value = self.value(depth + 1)?;
-                            entries.push((key, value));
-                        }
-                        Some(_) => return self.err("dictionary key is not a byte string"),
-                        None => return self.err("unterminated dictionary"),
-                    }
+                while let Some(key) = self.key()? {
+                    let value = self.value(depth + 1)?;
+                    entries.push((key, value));
                 }
+                Ok(Value::Dict(entries))
             }
             Some(b'0'..=b'9') => self.string().map(Value::Bytes),
             Some(_) => self.err("not a bencode value"),

@@ -96,18 +96,8 @@ fn reuseport_socket(addr: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh descriptor we own.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
     for opt in [libc::SO_REUSEPORT, libc::SO_REUSEADDR] {
-        // SAFETY: setsockopt with a valid int option.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&one as *const libc::c_int).cast(),
-                4,
-            )
-        };
+        crate::engine::set_int_option(fd, libc::SOL_SOCKET, opt, 1);
     }
     if !stream {
         // Bursts of SIP over UDP overflow the default buffers long before a
@@ -119,17 +109,7 @@ fn reuseport_socket(addr: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
             (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
         ] {
             for opt in [forced, plain] {
-                // SAFETY: setsockopt with a valid int option.
-                let r = unsafe {
-                    libc::setsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        opt,
-                        (&size as *const libc::c_int).cast(),
-                        4,
-                    )
-                };
-                if r == 0 {
+                if crate::engine::set_int_option(fd, libc::SOL_SOCKET, opt, size) {
                     break;
                 }
             }
