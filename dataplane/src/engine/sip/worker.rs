@@ -224,8 +224,11 @@ impl UdpIo {
         let buf_size = (max_message.min(65_535) + 256).next_power_of_two();
         // Coalesced arrivals (a peer's segmented sends, up to 64 KiB in one
         // read) only where a buffer holds that much.
-        let coalesced =
-            buf_size >= 65_536 + 256 && udp.iter().all(|(fd, _)| gso::receive_coalesced(fd));
+        if buf_size >= 65_536 + 256 {
+            for (fd, _) in udp {
+                gso::receive_coalesced(fd);
+            }
+        }
         let count = ((32usize << 20) / buf_size).clamp(64, 4096) as u16;
         let mut bufs = BufRing::new(count, buf_size)?;
         bufs.register(ring, BGID)?;
@@ -233,7 +236,9 @@ impl UdpIo {
         // and control lengths from it.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        recv_hdr.msg_controllen = if coalesced { gso::RECV_CONTROL } else { 0 } as _;
+        // Room for the segment size of a coalesced read, on every socket
+        // whichever took the option.
+        recv_hdr.msg_controllen = gso::RECV_CONTROL as _;
         let mut sends: Box<[SendSlot]> = (0..SEND_SLOTS)
             .map(|_| SendSlot {
                 // SAFETY: msghdr is plain data; zero is valid.
