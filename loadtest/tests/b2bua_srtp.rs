@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 mod common;
 use common::free_port;
 
-struct Killed(Child);
+/// A child process, and the SBC's ring directory in shared memory (RAM):
+/// both gone when dropped.
+struct Killed(Child, Option<PathBuf>);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -22,14 +24,14 @@ impl Drop for Killed {
             .args(["-TERM", &self.0.id().to_string()])
             .status();
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
+        while t.elapsed() < Duration::from_secs(5) && !matches!(self.0.try_wait(), Ok(Some(_))) {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(rings) = &self.1 {
+            let _ = std::fs::remove_dir_all(rings);
+        }
     }
 }
 
@@ -92,6 +94,7 @@ fn run_sbc(dir: &Path, access: u16, core_peer: u16, media_base: u16) -> Killed {
             .stderr(std::fs::File::create(dir.join("rvoip.log")).unwrap())
             .spawn()
             .expect("rvoip"),
+        Some(PathBuf::from(&rings)),
     );
     // Ready when it answers OPTIONS on the access side.
     let sock = UdpSocket::bind("127.0.0.2:0").unwrap();
@@ -137,6 +140,7 @@ fn srtp_to_rtp(suite: &str, media_base: u16) {
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
+        None,
     );
     std::thread::sleep(Duration::from_millis(300));
     let json = dir.join("uac.json");

@@ -109,6 +109,7 @@ pub fn test_config(base: &str, dir: &Path, replacements: &[(&str, String)]) -> P
         assert!(text.contains(from), "{base} has no {from:?}");
         text = text.replace(from, to);
     }
+    sweep_rings("rvoip-test-");
     let rings = format!(
         "/dev/shm/rvoip-test-{}-{}",
         std::process::id(),
@@ -127,6 +128,27 @@ pub fn test_config(base: &str, dir: &Path, replacements: &[(&str, String)]) -> P
     let path = dir.join(base);
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// Removes the ring directories `/dev/shm/<prefix><pid>-...` of test
+/// processes that are gone (shared memory is RAM: what a run leaves there
+/// would pile up run after run).
+pub fn sweep_rings(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A child process in a process group of its own; dropping it stops the
