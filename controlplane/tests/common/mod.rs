@@ -110,6 +110,7 @@ pub fn test_config(base: &str, dir: &Path, replacements: &[(&str, String)]) -> P
         text = text.replace(from, to);
     }
     sweep_rings("rvoip-test-");
+    remove_own_rings_at_exit();
     let rings = format!(
         "/dev/shm/rvoip-test-{}-{}",
         std::process::id(),
@@ -149,6 +150,29 @@ pub fn sweep_rings(prefix: &str) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
+}
+
+/// This process's ring directories, removed when it exits (after its tests).
+extern "C" fn remove_own_rings() {
+    let own = format!("rvoip-test-{}-", std::process::id());
+    if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&own) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Registers [`remove_own_rings`] to run at exit, once per process.
+#[allow(unsafe_code)]
+fn remove_own_rings_at_exit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: atexit takes a plain extern "C" function that touches only
+    // the file system.
+    ONCE.call_once(|| unsafe {
+        libc::atexit(remove_own_rings);
+    });
 }
 
 /// A child process in a process group of its own; dropping it stops the
