@@ -11,50 +11,13 @@ mod common;
 
 use std::io::Read;
 use std::net::UdpSocket;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+// Kamailio forks workers: every peer runs in a process group of its own,
+// stopped whole when dropped.
+use common::{Spawned, free_udp_port};
 use std::time::{Duration, Instant};
-
-/// A child in a process group of its own; dropping it stops the whole group
-/// (Kamailio forks workers), politely first.
-struct Killed(Child);
-
-impl Killed {
-    fn spawn(cmd: &mut Command) -> Killed {
-        Killed(
-            cmd.process_group(0)
-                .spawn()
-                .unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
-        )
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && self.0.try_wait().ok().flatten().is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 fn require(tool: &str) {
     let found = Command::new("sh")
@@ -134,7 +97,7 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
             ("port_max = 39999", "port_max = 52999".into()),
         ],
     );
-    let mut rvoip = Killed::spawn(
+    let mut rvoip = Spawned::spawn(
         Command::new(env!("CARGO_BIN_EXE_rvoip"))
             .args(["run", "--config"])
             .arg(&cfg)
@@ -148,7 +111,7 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
         .replace("@NGPORT@", &ng.to_string())
         .replace("@UASPORT@", &uas.to_string());
     std::fs::write(dir.join("kamailio.cfg"), kcfg).unwrap();
-    let _kamailio = Killed::spawn(
+    let _kamailio = Spawned::spawn(
         Command::new("kamailio")
             .arg("-f")
             .arg(dir.join("kamailio.cfg"))
@@ -162,7 +125,7 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
     wait_for_options(kport);
 
     // SIPp uas echoing RTP, then the uac playing audio.
-    let _uas = Killed::spawn(
+    let _uas = Spawned::spawn(
         Command::new("sipp")
             .args([
                 "-sn",
