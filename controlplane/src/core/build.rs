@@ -22,7 +22,59 @@ pub(crate) fn branch(parts: &[&[u8]]) -> String {
                 .rotate_left(5);
         }
     }
-    format!("z9hG4bK-rv{h:016x}{g:08x}")
+    let mut s = String::with_capacity(42);
+    s.push_str("z9hG4bK-rv");
+    push_hex(&mut s, h, 16);
+    push_hex(&mut s, g, 8);
+    s
+}
+
+/// Appends `v` in lower-case hexadecimal, zero-padded to `width` digits.
+fn push_hex(s: &mut String, v: u64, width: usize) {
+    let digits = (16 - v.leading_zeros() as usize / 4).max(width).min(16);
+    for i in (0..digits).rev() {
+        s.push(char::from(
+            b"0123456789abcdef"[((v >> (4 * i)) & 0xf) as usize],
+        ));
+    }
+}
+
+/// Appends `v` in decimal.
+fn push_decimal(s: &mut String, mut v: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        s.push(char::from(*d));
+    }
+}
+
+/// Appends `addr` as `SocketAddr`'s `Display` writes it (`a.b.c.d:port`,
+/// `[v6]:port`), IPv4 without the formatting machinery: every forwarded
+/// request carries the proxy's address in its Via and Record-Route.
+pub(crate) fn push_socket_addr(s: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, o) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_decimal(s, u32::from(o));
+            }
+            s.push(':');
+            push_decimal(s, u32::from(a.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(s, "{addr}");
+        }
+    }
 }
 
 /// A To tag for responses this element generates, stable across retransmissions.
@@ -34,12 +86,13 @@ pub(crate) fn to_tag(parts: &[&[u8]]) -> String {
 /// `SIP/2.0/UDP host:port;branch=...;rport`
 pub(crate) fn via_value(transport: Transport, local: SocketAddr, branch: &str) -> String {
     let mut v = String::with_capacity(80);
-    let _ = write!(
-        v,
-        "SIP/2.0/{} {};branch={branch};rport",
-        transport.token(),
-        local
-    );
+    v.push_str("SIP/2.0/");
+    v.push_str(transport.token());
+    v.push(' ');
+    push_socket_addr(&mut v, local);
+    v.push_str(";branch=");
+    v.push_str(branch);
+    v.push_str(";rport");
     v
 }
 
@@ -81,4 +134,49 @@ pub(crate) fn cancel_for(invite: &SipMessage<'_>) -> Option<Vec<u8>> {
     w.header_fmt(HeaderName::CSeq, format_args!("{} CANCEL", cseq.seq));
     w.finish(b"");
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_branches_read_as_the_formatter_writes_them() {
+        for a in [
+            "127.0.0.1:5060",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.3.4:80",
+            "[::1]:5060",
+            "[2001:db8::7]:5070",
+        ] {
+            let addr: SocketAddr = a.parse().unwrap_or_else(|e| panic!("{a}: {e}"));
+            let mut s = String::new();
+            push_socket_addr(&mut s, addr);
+            assert_eq!(s, addr.to_string());
+        }
+        for (v, w) in [
+            (0u64, 16),
+            (0xabc, 8),
+            (u64::MAX, 8),
+            (0x0001_2345_6789, 8),
+            (7, 16),
+        ] {
+            let mut s = String::new();
+            push_hex(&mut s, v, w);
+            assert_eq!(s, format!("{v:0w$x}"));
+        }
+        let b = branch(&[b"z9hG4bK1", b"call"]);
+        assert!(b.starts_with("z9hG4bK-rv") && b.len() >= 34, "{b}");
+        assert_eq!(b, branch(&[b"z9hG4bK1", b"call"]));
+        assert_ne!(b, branch(&[b"z9hG4bK1", b"call2"]));
+        assert_eq!(
+            via_value(
+                Transport::Udp,
+                "127.0.0.1:5060".parse().unwrap_or_else(|e| panic!("{e}")),
+                "z9hG4bKx"
+            ),
+            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;rport"
+        );
+    }
 }

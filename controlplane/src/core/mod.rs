@@ -263,8 +263,11 @@ pub struct SipCore {
     users: Users,
     auth: Authenticator,
     pub(crate) keys: KeyHasher,
-    pub(crate) servers: FxHashMap<ServerKey, ServerEntry>,
-    pub(crate) clients: FxHashMap<ClientKey, ClientEntry>,
+    /// Boxed, so the tables hold a key and a pointer per transaction: tens
+    /// of thousands linger for 32 s (Timers J, L, M), and growing a table
+    /// then moves 24-octet slots rather than whole transactions.
+    pub(crate) servers: FxHashMap<ServerKey, Box<ServerEntry>>,
+    pub(crate) clients: FxHashMap<ClientKey, Box<ClientEntry>>,
     pub(crate) proxies: FxHashMap<u64, proxy::Context>,
     next_proxy: u64,
     timers: Wheel<TimerRef>,
@@ -412,12 +415,12 @@ impl SipCore {
         let next = txn.next_deadline();
         self.clients.insert(
             key,
-            ClientEntry {
+            Box::new(ClientEntry {
                 txn,
                 hop,
                 proxy,
                 call,
-            },
+            }),
         );
         self.schedule(next, TimerRef::Client(key));
         self.drain_client(now, &key);
@@ -670,7 +673,7 @@ impl SipCore {
         );
         self.servers.insert(
             key,
-            ServerEntry {
+            Box::new(ServerEntry {
                 txn,
                 hop,
                 // Kept only where a response may have to be rebuilt later.
@@ -680,7 +683,7 @@ impl SipCore {
                     Vec::new()
                 },
                 proxy: None,
-            },
+            }),
         );
         if let Some(r) = admission::admit(msg, Role::Proxy, &self.policy) {
             let extra: Vec<(HeaderName, &[u8])> = if r.unsupported.is_empty() {

@@ -292,7 +292,13 @@ impl SipCore {
             } else {
                 ""
             };
-            f.add_record_route(format!("<sip:{};lr{transport}>", hop.local).as_bytes());
+            let mut rr = String::with_capacity(48);
+            rr.push_str("<sip:");
+            build::push_socket_addr(&mut rr, hop.local);
+            rr.push_str(";lr");
+            rr.push_str(transport);
+            rr.push('>');
+            f.add_record_route(rr.as_bytes());
         }
     }
 
@@ -388,7 +394,7 @@ impl SipCore {
                 cancelled: false,
             },
         );
-        self.start_group(now, id, first);
+        self.start_group(now, id, first, Some(msg));
     }
 
     fn response_bytes_100(msg: &SipMessage<'_>) -> Vec<u8> {
@@ -397,28 +403,46 @@ impl SipCore {
         out
     }
 
-    fn start_group(&mut self, now: Millis, id: u64, group: Vec<Target>) {
+    /// Starts a branch per target. `parsed` is the request as parsed on
+    /// arrival when there is one (the first group); later groups parse the
+    /// context's copy again.
+    fn start_group(
+        &mut self,
+        now: Millis,
+        id: u64,
+        group: Vec<Target>,
+        parsed: Option<&SipMessage<'_>>,
+    ) {
         for t in group {
-            self.start_branch(now, id, t);
+            self.start_branch(now, id, t, parsed);
         }
     }
 
-    fn start_branch(&mut self, now: Millis, id: u64, t: Target) {
+    fn start_branch(&mut self, now: Millis, id: u64, t: Target, parsed: Option<&SipMessage<'_>>) {
         let Some(ctx) = self.proxies.get(&id) else {
             return;
         };
         let invite = ctx.invite;
         let index = ctx.branches.len();
         let original = std::rc::Rc::clone(&ctx.original);
-        let Ok(msg) = SipMessage::parse(&original, Framing::Datagram, &Limits::default()) else {
-            return;
+        let reparsed;
+        let msg = match parsed {
+            Some(m) => m,
+            None => {
+                let Ok(m) = SipMessage::parse(&original, Framing::Datagram, &Limits::default())
+                else {
+                    return;
+                };
+                reparsed = m;
+                &reparsed
+            }
         };
         let server_branch = msg
             .top_via()
             .ok()
             .and_then(|v| v.branch())
             .unwrap_or_default();
-        let mut f = Forward::new(&msg);
+        let mut f = Forward::new(msg);
         if t.pop_route {
             let _ = f.pop_route();
         }
@@ -438,7 +462,7 @@ impl SipCore {
             msg.call_id().unwrap_or_default(),
             &(index as u64).to_be_bytes(),
         ]);
-        self.stamp(&mut f, &msg, t.hop, &branch);
+        self.stamp(&mut f, msg, t.hop, &branch);
         let mut out = Vec::with_capacity(msg.len() + 200);
         f.write_to(&mut out);
         let method = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
@@ -646,7 +670,7 @@ impl SipCore {
             && best_code.is_none_or(|c| c < 600)
             && let Some(next) = ctx.later.pop_front()
         {
-            self.start_group(now, id, next);
+            self.start_group(now, id, next, None);
             return;
         }
         ctx.final_sent = true;

@@ -149,12 +149,17 @@ pub fn aor_of(uri: &rvoip_dataplane::sip::Uri<'_>) -> Option<String> {
     }
     let mut user = Vec::new();
     uri.user_unescaped(&mut user);
-    let host = String::from_utf8_lossy(host).to_ascii_lowercase();
-    Some(if user.is_empty() {
-        host
-    } else {
-        format!("{}@{host}", String::from_utf8_lossy(&user))
-    })
+    let user = String::from_utf8_lossy(&user);
+    let host = String::from_utf8_lossy(host);
+    let mut aor = String::with_capacity(user.len() + 1 + host.len());
+    if !user.is_empty() {
+        aor.push_str(&user);
+        aor.push('@');
+    }
+    let at = aor.len();
+    aor.push_str(&host);
+    aor[at..].make_ascii_lowercase();
+    Some(aor)
 }
 
 /// The form of a contact URI two bindings are compared by (RFC 3261 §19.1.4,

@@ -430,14 +430,20 @@ impl ServerTransaction {
         let success = (200..300).contains(&code);
         match self.state {
             Trying | Proceeding => {
+                if self.invite && success {
+                    // RFC 6026 §7.1: Accepted, Timer L = 64*T1. Retransmitted
+                    // INVITEs are absorbed and 2xx retransmissions come from
+                    // the TU, so no response is kept for the 32 s.
+                    self.out.push_back(bytes);
+                    self.last_response = None;
+                    self.state = Accepted;
+                    self.linger_until = Some(now + 64 * self.timers.t1);
+                    return;
+                }
                 self.out.push_back(bytes.clone());
                 self.last_response = Some(bytes);
                 if provisional {
                     self.state = Proceeding;
-                } else if self.invite && success {
-                    // RFC 6026 §7.1: Accepted, Timer L = 64*T1.
-                    self.state = Accepted;
-                    self.linger_until = Some(now + 64 * self.timers.t1);
                 } else if self.invite {
                     self.state = Completed;
                     // Timer G (unreliable) and H.

@@ -242,16 +242,20 @@ impl<'m, 'a> Forward<'m, 'a> {
                         Part::Header(HeaderName::MaxForwards),
                         "missing",
                     ))?;
-                let mut digits = [0u8; 3];
-                let len = {
-                    let mut cursor = &mut digits[..];
-                    let _ = write!(cursor, "{}", n - 1);
-                    3 - cursor.len()
+                // n - 1 is at most 254: three digits, without leading zeros.
+                let m = n - 1;
+                let digits = [b'0' + m / 100, b'0' + m / 10 % 10, b'0' + m % 10];
+                let from = if m >= 100 {
+                    0
+                } else if m >= 10 {
+                    1
+                } else {
+                    2
                 };
                 self.splice(
                     f.value.start as usize,
                     f.value.end as usize,
-                    &[&digits[..len]],
+                    &[&digits[from..]],
                 );
                 Ok(n - 1)
             }
@@ -429,6 +433,33 @@ Content-Length: 4\r\n\r\nv=0\n";
                 (None, Some(b"z9hG4bKb".to_vec()))
             ]
         );
+    }
+
+    #[test]
+    fn max_forwards_goes_down_by_one_across_digit_counts() {
+        for (from, to) in [
+            (255u8, 254u8),
+            (100, 99),
+            (101, 100),
+            (10, 9),
+            (11, 10),
+            (1, 0),
+        ] {
+            let raw = format!(
+                "OPTIONS sip:a@b SIP/2.0\r\nMax-Forwards: {from}\r\nContent-Length: 0\r\n\r\n"
+            );
+            let msg = parse(raw.as_bytes());
+            let mut f = Forward::new(&msg);
+            assert_eq!(f.decrement_max_forwards(), Ok(to));
+            let mut out = Vec::new();
+            f.write_to(&mut out);
+            let sent = parse(&out);
+            assert_eq!(sent.max_forwards(), Ok(Some(to)), "from {from}");
+            assert_eq!(
+                sent.header(HeaderName::MaxForwards),
+                Some(to.to_string().as_bytes())
+            );
+        }
     }
 
     #[test]
