@@ -644,18 +644,28 @@ impl SipCore {
                 return;
             }
         }
-        let fixed = Self::fix_via(msg, inb);
-        let owned;
-        let msg = match &fixed {
+        match Self::fix_via(msg, inb) {
             Some(bytes) => {
-                owned = SipMessage::parse(bytes, Framing::Datagram, &self.config.limits);
-                match &owned {
-                    Ok(m) => m,
-                    Err(_) => return,
-                }
+                let Ok(fixed) = SipMessage::parse(&bytes, Framing::Datagram, &self.config.limits)
+                else {
+                    return;
+                };
+                self.on_new_request(now, now_unix_ms, key, method, &fixed, inb);
             }
-            None => msg,
-        };
+            None => self.on_new_request(now, now_unix_ms, key, method, msg, inb),
+        }
+    }
+
+    /// A request that starts a server transaction, its top Via fixed up.
+    fn on_new_request(
+        &mut self,
+        now: Millis,
+        now_unix_ms: u64,
+        key: ServerKey,
+        method: Method<'_>,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
         let hop = response_hop(msg, inb);
         if method == Method::Ack {
             if self.b2b.is_some() {

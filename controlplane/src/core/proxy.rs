@@ -425,18 +425,28 @@ impl SipCore {
         let invite = ctx.invite;
         let index = ctx.branches.len();
         let original = std::rc::Rc::clone(&ctx.original);
-        let reparsed;
-        let msg = match parsed {
-            Some(m) => m,
+        match parsed {
+            Some(msg) => self.send_branch(now, id, t, invite, index, msg),
             None => {
-                let Ok(m) = SipMessage::parse(&original, Framing::Datagram, &Limits::default())
+                let Ok(msg) = SipMessage::parse(&original, Framing::Datagram, &Limits::default())
                 else {
                     return;
                 };
-                reparsed = m;
-                &reparsed
+                self.send_branch(now, id, t, invite, index, &msg);
             }
-        };
+        }
+    }
+
+    /// Sends branch `index` of context `id` to `t`: `msg` is the request.
+    fn send_branch(
+        &mut self,
+        now: Millis,
+        id: u64,
+        t: Target,
+        invite: bool,
+        index: usize,
+        msg: &SipMessage<'_>,
+    ) {
         let server_branch = msg
             .top_via()
             .ok()

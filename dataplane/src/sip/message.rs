@@ -3,6 +3,7 @@
 //! up to [`INLINE_HEADERS`] header fields, nothing is allocated. Header values
 //! are parsed into typed values only when an accessor asks for them.
 
+use core::cell::Cell;
 use core::fmt;
 
 use nom::Parser;
@@ -88,6 +89,31 @@ pub struct SipMessage<'a> {
     fields: SmallVec<[Field; INLINE_HEADERS]>,
     body: Span,
     max_list_values: u32,
+    /// Accessors whose values the proxy and B2BUA read several times per
+    /// message, parsed once on first use.
+    memo: Memo<'a>,
+}
+
+/// The values [`SipMessage`] keeps once parsed.
+#[derive(Clone, Default)]
+struct Memo<'a> {
+    top_via: Cell<Option<Result<Via<'a>, SipError>>>,
+    request_uri: Cell<Option<Result<Uri<'a>, SipError>>>,
+    from: Cell<Option<Result<NameAddr<'a>, SipError>>>,
+    to: Cell<Option<Result<NameAddr<'a>, SipError>>>,
+    cseq: Cell<Option<Result<CSeq<'a>, SipError>>>,
+}
+
+/// The value in `cell`, computed by `f` the first time.
+fn memo<T: Copy>(cell: &Cell<Option<T>>, f: impl FnOnce() -> T) -> T {
+    match cell.get() {
+        Some(v) => v,
+        None => {
+            let v = f();
+            cell.set(Some(v));
+            v
+        }
+    }
 }
 
 /// A header field as written.
@@ -453,6 +479,7 @@ impl<'a> SipMessage<'a> {
             fields,
             body: Span::new(body_start, body_start + body_len),
             max_list_values: limits.max_list_values.min(u32::MAX as usize) as u32,
+            memo: Memo::default(),
         })
     }
 
@@ -526,10 +553,12 @@ impl<'a> SipMessage<'a> {
 
     /// The parsed Request-URI of a request.
     pub fn request_uri(&self) -> Result<Uri<'a>, SipError> {
-        let raw = self
-            .request_uri_bytes()
-            .ok_or(SipError::malformed(Part::StartLine, "not a request"))?;
-        Uri::parse(raw).map_err(|r| SipError::malformed(Part::RequestUri, r))
+        memo(&self.memo.request_uri, || {
+            let raw = self
+                .request_uri_bytes()
+                .ok_or(SipError::malformed(Part::StartLine, "not a request"))?;
+            Uri::parse(raw).map_err(|r| SipError::malformed(Part::RequestUri, r))
+        })
     }
 
     /// The status code of a response.
@@ -658,17 +687,23 @@ impl<'a> SipMessage<'a> {
 
     /// CSeq.
     pub fn cseq(&self) -> Result<CSeq<'a>, SipError> {
-        self.single(HeaderName::CSeq, values::cseq)
+        memo(&self.memo.cseq, || {
+            self.single(HeaderName::CSeq, values::cseq)
+        })
     }
 
     /// From.
     pub fn from(&self) -> Result<NameAddr<'a>, SipError> {
-        self.single(HeaderName::From, name_addr_or_spec)
+        memo(&self.memo.from, || {
+            self.single(HeaderName::From, name_addr_or_spec)
+        })
     }
 
     /// To.
     pub fn to(&self) -> Result<NameAddr<'a>, SipError> {
-        self.single(HeaderName::To, name_addr_or_spec)
+        memo(&self.memo.to, || {
+            self.single(HeaderName::To, name_addr_or_spec)
+        })
     }
 
     /// Max-Forwards, if present.
@@ -698,10 +733,12 @@ impl<'a> SipMessage<'a> {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'a>, SipError> {
-        self.vias().next().unwrap_or(Err(SipError::malformed(
-            Part::Header(HeaderName::Via),
-            "missing",
-        )))
+        memo(&self.memo.top_via, || {
+            self.vias().next().unwrap_or(Err(SipError::malformed(
+                Part::Header(HeaderName::Via),
+                "missing",
+            )))
+        })
     }
 
     /// Every Contact value.
@@ -823,6 +860,47 @@ impl<'a, T> Iterator for List<'_, 'a, T> {
                 self.done = true;
                 Some(Err(err(reason(e))))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_values_are_the_ones_parsed_and_stay_so() {
+        let raw = b"INVITE sip:bob@example.com;transport=udp SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5080;branch=z9hG4bK1;rport\r\nVia: SIP/2.0/TCP h.example\r\n\
+From: \"A\" <sip:alice@example.com>;tag=f\r\nTo: <sip:bob@example.com>\r\n\
+Call-ID: c@h\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let m = SipMessage::parse(raw, Framing::Datagram, &Limits::default());
+        let Ok(m) = m else { panic!("{m:?}") };
+        for _ in 0..2 {
+            assert_eq!(
+                m.top_via(),
+                m.vias()
+                    .next()
+                    .unwrap_or(Err(SipError::malformed(Part::StartLine, "none")))
+            );
+            assert_eq!(
+                m.top_via().ok().and_then(|v| v.branch()),
+                Some(&b"z9hG4bK1"[..])
+            );
+            assert_eq!(m.request_uri().ok().and_then(|u| u.user), Some(&b"bob"[..]));
+            assert_eq!(m.from().ok().and_then(|f| f.tag()), Some(&b"f"[..]));
+            assert_eq!(m.to().ok().and_then(|t| t.tag()), None);
+            assert_eq!(m.cseq().map(|c| c.seq), Ok(7));
+        }
+        let bad =
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP [::1\r\nCSeq: x\r\nContent-Length: 0\r\n\r\n";
+        let m = SipMessage::parse(bad, Framing::Datagram, &Limits::default());
+        let Ok(m) = m else { panic!("{m:?}") };
+        for _ in 0..2 {
+            assert!(m.top_via().is_err());
+            assert!(m.cseq().is_err());
+            assert!(m.request_uri().is_err());
+            assert!(m.from().is_err());
         }
     }
 }
