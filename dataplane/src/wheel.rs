@@ -28,7 +28,13 @@ pub struct Wheel<T> {
     /// Timers set for a millisecond already fired: due at the next advance.
     overdue: Vec<(u64, T)>,
     spare: Vec<(u64, T)>,
+    /// Emptied far buckets, kept for the next blocks: a bucket fills with a
+    /// second's worth of timers, which would otherwise grow from nothing.
+    far_spare: Vec<Vec<(u64, T)>>,
 }
+
+/// Emptied far buckets kept at most.
+const FAR_SPARE: usize = 8;
 
 impl<T> Wheel<T> {
     /// An empty wheel whose first millisecond to fire is `now_ms`.
@@ -40,6 +46,7 @@ impl<T> Wheel<T> {
             far: BTreeMap::new(),
             overdue: Vec::new(),
             spare: Vec::new(),
+            far_spare: Vec::new(),
         }
     }
 
@@ -68,7 +75,11 @@ impl<T> Wheel<T> {
             self.near[(at % NEAR) as usize].push((at, item));
             self.near_len += 1;
         } else {
-            self.far.entry(at / BLOCK).or_default().push((at, item));
+            let spare = &mut self.far_spare;
+            self.far
+                .entry(at / BLOCK)
+                .or_insert_with(|| spare.pop().unwrap_or_default())
+                .push((at, item));
         }
     }
 
@@ -136,13 +147,16 @@ impl<T> Wheel<T> {
             if b > block {
                 break;
             }
-            let Some((_, items)) = self.far.pop_first() else {
+            let Some((_, mut items)) = self.far.pop_first() else {
                 break;
             };
-            for (at, item) in items {
+            for (at, item) in items.drain(..) {
                 let at = at.max(self.cursor);
                 self.near[(at % NEAR) as usize].push((at, item));
                 self.near_len += 1;
+            }
+            if self.far_spare.len() < FAR_SPARE {
+                self.far_spare.push(items);
             }
         }
     }

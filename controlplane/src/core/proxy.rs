@@ -575,13 +575,14 @@ impl SipCore {
         };
         // §16.7 step 3: remove our Via before forwarding; a response with no
         // Via left was meant for this element and goes nowhere.
-        if msg.vias().nth(1).is_none() {
-            self.counters.unroutable_responses += 1;
-            return;
-        }
         let mut f = Forward::new(msg);
-        if f.pop_via().is_err() {
-            return;
+        match f.pop_via() {
+            Ok(true) => {}
+            Ok(false) => {
+                self.counters.unroutable_responses += 1;
+                return;
+            }
+            Err(_) => return,
         }
         let mut upstream = Vec::with_capacity(msg.len());
         f.write_to(&mut upstream);

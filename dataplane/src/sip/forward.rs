@@ -144,7 +144,7 @@ impl<'m, 'a> Forward<'m, 'a> {
         &mut self,
         name: HeaderName,
         p: fn(&'a [u8]) -> PResult<'a, T>,
-    ) -> Result<(), SipError> {
+    ) -> Result<bool, SipError> {
         if self.popped.contains(&name) {
             return Err(SipError::malformed(
                 Part::Header(name),
@@ -159,20 +159,27 @@ impl<'m, 'a> Forward<'m, 'a> {
         let (rest, _) = p(value)
             .map_err(|e| SipError::malformed(Part::Header(name), super::grammar::reason(e)))?;
         let rest = sws(rest).map_or(rest, |(r, _)| r);
-        if let Some(after_comma) = rest.strip_prefix(b",") {
+        let more = if let Some(after_comma) = rest.strip_prefix(b",") {
             let next = sws(after_comma).map_or(after_comma, |(r, _)| r);
             let next_at = f.value.end as usize - next.len();
             self.splice(f.value.start as usize, next_at, &[]);
+            true
         } else if rest.is_empty() {
             self.splice(f.name_span.start as usize, f.line_end as usize, &[]);
+            self.msg
+                .fields_raw()
+                .iter()
+                .filter(|f| f.name == name)
+                .nth(1)
+                .is_some()
         } else {
             return Err(SipError::malformed(
                 Part::Header(name),
                 "unexpected text after a value",
             ));
-        }
+        };
         self.popped.push(name);
-        Ok(())
+        Ok(more)
     }
 
     /// Replaces the Request-URI (a proxy retargeting to a registered contact).
@@ -211,13 +218,15 @@ impl<'m, 'a> Forward<'m, 'a> {
     }
 
     /// Removes the topmost Via (a response on its way back, §16.7 step 3).
-    pub fn pop_via(&mut self) -> Result<(), SipError> {
+    /// Says whether another Via value remains (where the response goes next).
+    pub fn pop_via(&mut self) -> Result<bool, SipError> {
         self.pop_first(HeaderName::Via, super::via::via)
     }
 
     /// Removes the topmost Route (loose routing, §16.4 / §16.6 step 7).
     pub fn pop_route(&mut self) -> Result<(), SipError> {
         self.pop_first(HeaderName::Route, super::addr::name_addr)
+            .map(|_| ())
     }
 
     /// Decrements Max-Forwards (§16.6 step 3), adding `Max-Forwards: 70` when
@@ -475,5 +484,28 @@ Content-Length: 4\r\n\r\nv=0\n";
         let mut f = Forward::new(&msg);
         assert!(f.pop_via().is_ok());
         assert!(f.pop_via().is_err());
+    }
+
+    #[test]
+    fn popping_a_via_says_whether_another_remains() {
+        for (vias, more) in [
+            ("Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\n", false),
+            (
+                "Via: SIP/2.0/UDP a;branch=z9hG4bK1 , SIP/2.0/UDP b\r\n",
+                true,
+            ),
+            (
+                "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b\r\n",
+                true,
+            ),
+        ] {
+            let raw = format!("SIP/2.0 200 OK\r\n{vias}CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n");
+            let msg = parse(raw.as_bytes());
+            let mut f = Forward::new(&msg);
+            assert_eq!(f.pop_via(), Ok(more), "{vias}");
+            let mut out = Vec::new();
+            f.write_to(&mut out);
+            assert_eq!(parse(&out).vias().count(), usize::from(more), "{vias}");
+        }
     }
 }
