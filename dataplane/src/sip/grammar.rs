@@ -269,6 +269,32 @@ pub(crate) fn parse_ipv6(text: &[u8]) -> Option<Ipv6Addr> {
     core::str::from_utf8(&fixed[..fixed_len]).ok()?.parse().ok()
 }
 
+/// Dotted-quad digits as an IPv4 address, by the rules of `Ipv4Addr`'s
+/// `FromStr` (four decimal octets up to 255, no leading zeros), without
+/// going through `str`: every Via and URI host of a message is one.
+pub(crate) fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split(|b| *b == b'.');
+    for o in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut v = 0u32;
+        for d in part {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(d - b'0');
+        }
+        *o = u8::try_from(v).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
 /// `host = hostname / IPv4address / IPv6reference`
 pub(crate) fn host(i: In<'_>) -> PResult<'_, Host<'_>> {
     if i.first() == Some(&b'[') {
@@ -286,10 +312,7 @@ pub(crate) fn host(i: In<'_>) -> PResult<'_, Host<'_>> {
     }
     let (rest, name) = take_class1(HOSTNAME, "a host")(i)?;
     if name.iter().all(|b| is(*b, DIGIT) || *b == b'.') {
-        let parsed = core::str::from_utf8(name)
-            .ok()
-            .and_then(|s| s.parse::<Ipv4Addr>().ok());
-        return match parsed {
+        return match parse_ipv4(name) {
             Some(a) => Ok((rest, Host::V4(a))),
             None => fail("a valid IPv4 address"),
         };
@@ -397,6 +420,42 @@ mod tests {
             Ok(Host::V6(v6))
         );
         assert!(host(b"[2001:db8::10").is_err());
+    }
+
+    #[test]
+    fn ipv4_addresses_read_as_the_standard_library_reads_them() {
+        let mut cases: Vec<String> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "1000.1.1.1",
+            "127.0.0.1",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every octet form at every position.
+        for v in 0..1000u32 {
+            for pad in [format!("{v}"), format!("0{v}"), format!("00{v}")] {
+                cases.push(format!("{pad}.1.2.3"));
+                cases.push(format!("1.2.3.{pad}"));
+            }
+        }
+        for c in cases {
+            assert_eq!(
+                parse_ipv4(c.as_bytes()),
+                c.parse::<Ipv4Addr>().ok(),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]
