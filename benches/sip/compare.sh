@@ -9,7 +9,9 @@
 # usage: benches/sip/compare.sh [DURATION_S] RATE...
 #   e.g. benches/sip/compare.sh 20 1000 2000 4000 6000
 # env: PROXIES="rvoip kamailio" (default both; also rvoip-stateless and
-#      kamailio-stateless, the stateless modes), WARMUP (anchor default 6 s)
+#      kamailio-stateless, the stateless modes), WARMUP (anchor default 6 s),
+#      REPEAT=n: n runs per rate with the proxies in turn; the ratios are
+#      then of the medians (a noisy VM moves single runs by 20 % or more)
 #
 # Per step and proxy it prints the anchor's verdict (PASS: < 0.1 % failed and
 # >= 98 % of the offered rate), the achieved rate, and the proxy's CPU per
@@ -23,6 +25,7 @@ ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
 DUR=${1:-20}; shift || true
 STEPS=("$@"); [ ${#STEPS[@]} -gt 0 ] || STEPS=(1000 2000 4000)
 PROXIES=${PROXIES:-"rvoip kamailio"}
+REPEAT=${REPEAT:-1}
 OUT=${OUT:-$ROOT/target/sip-bench}
 rm -rf "$OUT"; mkdir -p "$OUT"
 export RESULTS=$OUT/anchor QUIET_WAIT=${QUIET_WAIT:-60} KAM_EXTRA=${KAM_EXTRA:--x tlsf}
@@ -50,6 +53,7 @@ start_rvoip() {
 
 printf "%-18s %6s %-5s %9s %9s %12s\n" proxy rate pass achieved fail_pct cpu_us_call | tee "$OUT/summary.txt"
 for rate in "${STEPS[@]}"; do
+  for rep in $(seq "$REPEAT"); do
     for proxy in $PROXIES; do
         case $proxy in
             rvoip)
@@ -85,20 +89,41 @@ except (KeyError, ValueError):
 PY
         sleep 2
     done
+  done
 done
 
 echo
-awk 'NR > 1 && $6 != "?" { cpu[$1, $2] = $6; if (!($2 in steps)) order[n++] = $2; steps[$2] = 1; if ($3 == "PASS" && $2 > best[$1]) best[$1] = $2 }
-     END {
-       printf "%6s %16s %26s\n", "rate", "rvoip/kamailio", "stateless rvoip/kamailio";
-       for (i = 0; i < n; i++) {
-         s = order[i];
-         a = (cpu["rvoip", s] != "" && cpu["kamailio", s] > 0) ? sprintf("%.2fx", cpu["rvoip", s] / cpu["kamailio", s]) : "-";
-         b = (cpu["rvoip-stateless", s] != "" && cpu["kamailio-stateless", s] > 0) ? sprintf("%.2fx", cpu["rvoip-stateless", s] / cpu["kamailio-stateless", s]) : "-";
-         printf "%6s %16s %26s\n", s, a, b;
-       }
-       printf "max passing rate: rvoip %d cps, kamailio %d cps", best["rvoip"], best["kamailio"];
-       if (best["rvoip-stateless"] + best["kamailio-stateless"] > 0)
-         printf "; stateless: rvoip %d cps, kamailio %d cps", best["rvoip-stateless"], best["kamailio-stateless"];
-       printf "\n";
-     }' "$OUT/summary.txt" | tee -a "$OUT/summary.txt"
+python3 - "$OUT/summary.txt" <<'PY' | tee -a "$OUT/summary.txt"
+import statistics, sys
+cpu, passes, order = {}, {}, []
+for line in open(sys.argv[1]).read().splitlines()[1:]:
+    f = line.split()
+    if len(f) != 6:
+        continue
+    proxy, rate, verdict, figure = f[0], int(f[1]), f[2], f[5]
+    if rate not in order:
+        order.append(rate)
+    passes.setdefault((proxy, rate), []).append(verdict == "PASS")
+    if figure != "?":
+        cpu.setdefault((proxy, rate), []).append(float(figure))
+def median(proxy, rate):
+    v = cpu.get((proxy, rate))
+    return statistics.median(v) if v else None
+runs = max((len(v) for v in passes.values()), default=1)
+if runs > 1:
+    print(f"medians of {runs} runs per proxy and rate, the proxies in turn")
+print(f"{'rate':>6} {'rvoip/kamailio':>16} {'stateless rvoip/kamailio':>26}")
+for rate in order:
+    cells = []
+    for a, b in (("rvoip", "kamailio"), ("rvoip-stateless", "kamailio-stateless")):
+        x, y = median(a, rate), median(b, rate)
+        cells.append(f"{x / y:.2f}x" if x is not None and y else "-")
+    print(f"{rate:>6} {cells[0]:>16} {cells[1]:>26}")
+def best(proxy):
+    ok = [r for r in order if passes.get((proxy, r)) and all(passes[(proxy, r)])]
+    return max(ok, default=0)
+line = f"max passing rate (every run passed): rvoip {best('rvoip')} cps, kamailio {best('kamailio')} cps"
+if best("rvoip-stateless") + best("kamailio-stateless") > 0:
+    line += f"; stateless: rvoip {best('rvoip-stateless')} cps, kamailio {best('kamailio-stateless')} cps"
+print(line)
+PY
