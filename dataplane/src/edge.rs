@@ -111,35 +111,18 @@ impl SipEdge {
             return EdgeAction::Drop;
         }
         self.counters.unavailable += 1;
-        let mut retry = [0u8; 10];
-        let n = write_decimal(self.retry_after, &mut retry);
+        let mut retry = [0u8; 20];
+        let retry = crate::text::decimal(u64::from(self.retry_after), &mut retry);
         write_response(
             &msg,
             503,
             b"Service Unavailable",
             None,
-            &[(HeaderName::RetryAfter, &retry[..n])],
+            &[(HeaderName::RetryAfter, retry)],
             out,
         );
         EdgeAction::Reply
     }
-}
-
-fn write_decimal(mut v: u32, out: &mut [u8; 10]) -> usize {
-    let mut tmp = [0u8; 10];
-    let mut n = 0;
-    loop {
-        tmp[n] = b'0' + (v % 10) as u8;
-        n += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for i in 0..n {
-        out[i] = tmp[n - 1 - i];
-    }
-    n
 }
 
 #[cfg(test)]
@@ -186,8 +169,5 @@ From: <sip:probe@rvoip.test>;tag=1\r\nTo: <sip:rvoip.test>\r\nCall-ID: edge-1\r\
         );
         assert_eq!(edge.counters().unparsable, 1);
         assert_eq!(edge.counters().malformed_requests, 1);
-        let mut n = [0u8; 10];
-        let len = write_decimal(4_000_000_000, &mut n);
-        assert_eq!(&n[..len], b"4000000000");
     }
 }

@@ -17,4 +17,5 @@ pub mod sdp;
 pub mod shm;
 pub mod sip;
 pub mod srtp;
+pub mod text;
 pub mod wheel;

@@ -40,18 +40,9 @@ fn push_hex(s: &mut String, v: u64, width: usize) {
 }
 
 /// Appends `v` in decimal.
-fn push_decimal(s: &mut String, mut v: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for d in &digits[i..] {
+fn push_decimal(s: &mut String, v: u32) {
+    let mut digits = [0u8; 20];
+    for d in rvoip_dataplane::text::decimal(u64::from(v), &mut digits) {
         s.push(char::from(*d));
     }
 }

@@ -290,17 +290,7 @@ pub fn lookup<'a>(input: &'a [u8], path: &[&str]) -> Result<Option<Value<'a>>, B
 /// Appends the byte string `s` (`<len>:<bytes>`).
 pub fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
     let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = s.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(crate::text::decimal(s.len() as u64, &mut digits));
     out.push(b':');
     out.extend_from_slice(s);
 }
