@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use rvoip_benches::{CountingAlloc, allocations};
-use rvoip_controlplane::core::{CoreConfig, Inbound, Outbound, Route, SipCore, Transport};
+use rvoip_controlplane::core::{CoreConfig, Inbound, Outbound, SipCore, Transport};
 use rvoip_controlplane::registrar::location::LocationService;
 use rvoip_controlplane::registrar::{Registrar, RegistrarConfig, Users};
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
@@ -45,17 +45,9 @@ fn fail(why: &str) -> ! {
 
 fn new_core() -> SipCore {
     let config = CoreConfig {
-        domains: vec!["rvoip.test".into()],
-        listeners: vec![(Transport::Udp, addr(PROXY))],
-        routes: vec![Route {
-            user_prefix: None,
-            domain: None,
-            target: addr(UAS),
-            transport: Transport::Udp,
-        }],
         // As in the process: the dataplane checked the grammar.
         edge_checked: true,
-        ..CoreConfig::default()
+        ..CoreConfig::routing_all_to(&["rvoip.test"], addr(PROXY), addr(UAS))
     };
     SipCore::new(
         config,

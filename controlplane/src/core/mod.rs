@@ -151,6 +151,24 @@ impl Default for CoreConfig {
     }
 }
 
+impl CoreConfig {
+    /// A proxy for `domains` listening on `listener` (UDP) that routes every
+    /// request it does not answer itself to `target` (UDP); the rest default.
+    pub fn routing_all_to(domains: &[&str], listener: SocketAddr, target: SocketAddr) -> Self {
+        CoreConfig {
+            domains: domains.iter().map(|d| (*d).to_string()).collect(),
+            listeners: vec![(Transport::Udp, listener)],
+            routes: vec![Route {
+                user_prefix: None,
+                domain: None,
+                target,
+                transport: Transport::Udp,
+            }],
+            ..CoreConfig::default()
+        }
+    }
+}
+
 /// Counters of the core.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CoreCounters {

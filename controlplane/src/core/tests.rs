@@ -18,16 +18,8 @@ fn addr(s: &str) -> SocketAddr {
 
 fn core(auth: AuthPolicy) -> SipCore {
     let config = CoreConfig {
-        domains: vec!["rvoip.test".into()],
-        listeners: vec![(Transport::Udp, addr(PROXY))],
-        routes: vec![Route {
-            user_prefix: None,
-            domain: None,
-            target: addr(UAS),
-            transport: Transport::Udp,
-        }],
         auth,
-        ..CoreConfig::default()
+        ..CoreConfig::routing_all_to(&["rvoip.test"], addr(PROXY), addr(UAS))
     };
     let users =
         Users::parse("[[user]]\nname = \"alice\"\npassword = \"alicepw\"\n").unwrap_or_default();
