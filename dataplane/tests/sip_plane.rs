@@ -20,7 +20,7 @@ impl Dir {
     fn new(name: &str) -> Dir {
         let d = std::env::temp_dir().join(format!("rvoip-sip-plane-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        std::fs::create_dir_all(&d).expect("/dev/shm is writable");
         Dir(d)
     }
 
@@ -37,9 +37,9 @@ impl Drop for Dir {
 
 fn free_udp() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
+        .expect("loopback has free ports")
         .local_addr()
-        .unwrap()
+        .expect("a bound socket has an address")
 }
 
 /// A one-worker SIP plane on a UDP listener of its own, and its channel
@@ -57,7 +57,7 @@ fn plane(name: &str, batch_wait_us: u32) -> (Dir, SipPlane, Channel, SocketAddr)
         batch_wait_us,
     })
     .expect("SIP plane");
-    let channel = Channel::open(&plane.rings[0]).unwrap();
+    let channel = Channel::open(&plane.rings[0]).expect("the plane created its ring");
     channel.heartbeat();
     (dir, plane, channel, listen)
 }
@@ -83,8 +83,9 @@ fn queued_messages_leave_whole_and_in_order_for_each_destination() {
     // meanwhile leave in the same pass.
     let (_dir, mut plane, channel, listen) = plane("out", 20_000);
     let mut to_dataplane = channel.producer(Direction::ToDataplane);
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
+    peer.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("a nonzero timeout is valid");
     // Runs of one length (grouped into one send each), broken by messages of
     // other lengths: all to one destination, whose order must hold.
     let mut sent = Vec::new();
@@ -98,12 +99,14 @@ fn queued_messages_leave_whole_and_in_order_for_each_destination() {
     let meta = SipMeta {
         transport: 0,
         local: listen,
-        remote: peer.local_addr().unwrap(),
+        remote: peer.local_addr().expect("a bound socket has an address"),
         conn: 0,
     }
     .encode();
     for m in &sent {
-        to_dataplane.push(0, &meta, m).unwrap();
+        to_dataplane
+            .push(0, &meta, m)
+            .expect("the ring has room for the test's messages");
     }
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65_536];
@@ -131,7 +134,7 @@ fn queued_messages_leave_whole_and_in_order_for_each_destination() {
 fn a_peers_segmented_send_reaches_the_control_plane_as_its_messages() {
     let (_dir, mut plane, channel, listen) = plane("in", 0);
     let mut from_dataplane = channel.consumer(Direction::ToControlPlane);
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
     let msgs: Vec<Vec<u8>> = (0..10).map(options).collect();
     if gso::can_segment(&peer) {
         // Ten requests in one segmented send, as rvoip-loadtest sends them.
@@ -145,7 +148,7 @@ fn a_peers_segmented_send_reaches_the_control_plane_as_its_messages() {
         assert_eq!(r, g.data.len());
     } else {
         for m in &msgs {
-            peer.send_to(m, listen).unwrap();
+            peer.send_to(m, listen).expect("loopback takes the send");
         }
     }
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -154,7 +157,10 @@ fn a_peers_segmented_send_reaches_the_control_plane_as_its_messages() {
         channel.heartbeat();
         while let Some(r) = from_dataplane.peek() {
             let meta = SipMeta::decode(r.meta);
-            assert_eq!(meta.remote, peer.local_addr().unwrap());
+            assert_eq!(
+                meta.remote,
+                peer.local_addr().expect("a bound socket has an address")
+            );
             got.push(r.payload.to_vec());
             from_dataplane.advance();
         }

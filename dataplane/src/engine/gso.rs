@@ -280,7 +280,12 @@ mod tests {
         let out = p
             .groups()
             .iter()
-            .map(|g| (g.to.unwrap(), g.datagrams().map(<[u8]>::to_vec).collect()))
+            .map(|g| {
+                (
+                    g.to.expect("every group has its destination"),
+                    g.datagrams().map(<[u8]>::to_vec).collect(),
+                )
+            })
             .collect();
         p.clear();
         out
@@ -304,7 +309,7 @@ mod tests {
         let got = sent(&mut p);
         let as_text = |g: &Vec<Vec<u8>>| {
             g.iter()
-                .map(|d| String::from_utf8(d.clone()).unwrap())
+                .map(|d| String::from_utf8(d.clone()).expect("the test wrote ASCII"))
                 .collect::<Vec<_>>()
         };
         let groups: Vec<(u16, Vec<String>)> =
@@ -341,22 +346,26 @@ mod tests {
 
     #[test]
     fn a_segmented_send_arrives_as_the_same_datagrams_whole_or_coalesced() {
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
         if !can_segment(&tx) {
             return; // a kernel without UDP_SEGMENT: the packer is not enabled there
         }
         for coalesce in [false, true] {
-            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let rx = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
             rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-                .unwrap();
+                .expect("a nonzero timeout is valid");
             let gro = coalesce && receive_coalesced(&rx);
             let mut p = Packer::new(true);
             for i in 0..10u8 {
-                p.push(u64::from(i), &[i; 300], rx.local_addr().unwrap());
+                p.push(
+                    u64::from(i),
+                    &[i; 300],
+                    rx.local_addr().expect("a bound socket has an address"),
+                );
             }
             let g = &p.groups()[0];
             assert_eq!(g.count(), 10);
-            let r = send_group(&tx, g).unwrap();
+            let r = send_group(&tx, g).expect("loopback takes the send");
             assert_eq!(r, 3000, "one send of ten datagrams");
             let mut got = Vec::new();
             let mut buf = vec![0u8; 65_536];
