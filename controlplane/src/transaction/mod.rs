@@ -78,6 +78,29 @@ pub enum Delivery {
     Absorb,
 }
 
+/// Messages a transaction has to send, in order. The core takes them after
+/// every step, so there is nearly always at most one: it is held without a
+/// queue allocation of its own.
+#[derive(Debug, Default)]
+struct Outbox {
+    first: Option<Vec<u8>>,
+    rest: VecDeque<Vec<u8>>,
+}
+
+impl Outbox {
+    fn push_back(&mut self, m: Vec<u8>) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(m);
+        } else {
+            self.rest.push_back(m);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Vec<u8>> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+}
+
 /// A client transaction, INVITE or not.
 #[derive(Debug)]
 pub struct ClientTransaction {
@@ -93,7 +116,7 @@ pub struct ClientTransaction {
     timeout_at: Option<Millis>,
     /// Timer D, K or M.
     linger_until: Option<Millis>,
-    out: VecDeque<Vec<u8>>,
+    out: Outbox,
     events: VecDeque<ClientEvent>,
 }
 
@@ -121,7 +144,7 @@ impl ClientTransaction {
             retransmit: None,
             timeout_at: Some(now + 64 * timers.t1),
             linger_until: None,
-            out: VecDeque::new(),
+            out: Outbox::default(),
             events: VecDeque::new(),
         };
         t.out.push_back(t.request.clone());
@@ -338,7 +361,7 @@ pub struct ServerTransaction {
     ack_deadline: Option<Millis>,
     /// Timer I, J or L.
     linger_until: Option<Millis>,
-    out: VecDeque<Vec<u8>>,
+    out: Outbox,
     events: VecDeque<ServerEvent>,
 }
 
@@ -358,7 +381,7 @@ impl ServerTransaction {
             retransmit: None,
             ack_deadline: None,
             linger_until: None,
-            out: VecDeque::new(),
+            out: Outbox::default(),
             events: VecDeque::new(),
         }
     }

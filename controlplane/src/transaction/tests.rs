@@ -213,3 +213,18 @@ fn non_invite_server_absorbs_and_answers_retransmissions() {
         "J is zero on reliable transports"
     );
 }
+
+#[test]
+fn queued_messages_leave_in_the_order_queued() {
+    let mut o = super::Outbox::default();
+    assert_eq!(o.pop_front(), None);
+    o.push_back(b"a".to_vec());
+    o.push_back(b"b".to_vec());
+    assert_eq!(o.pop_front(), Some(b"a".to_vec()));
+    o.push_back(b"c".to_vec());
+    assert_eq!(o.pop_front(), Some(b"b".to_vec()));
+    assert_eq!(o.pop_front(), Some(b"c".to_vec()));
+    assert_eq!(o.pop_front(), None);
+    o.push_back(b"d".to_vec());
+    assert_eq!(o.pop_front(), Some(b"d".to_vec()));
+}
