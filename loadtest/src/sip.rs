@@ -39,28 +39,17 @@ impl Text {
 
     /// Appends `v` in decimal.
     pub fn n(&mut self, v: u64) -> &mut Self {
-        self.digits(v, 10)
+        let mut digits = [0u8; 20];
+        self.0
+            .extend_from_slice(rvoip_dataplane::text::decimal(v, &mut digits));
+        self
     }
 
     /// Appends `v` in lower-case hexadecimal.
     pub fn x(&mut self, v: u64) -> &mut Self {
-        self.digits(v, 16)
-    }
-
-    /// Appends `v` in `radix` (at most 16), most significant digit first.
-    fn digits(&mut self, mut v: u64, radix: u64) -> &mut Self {
-        // u64::MAX in decimal is 20 digits; fewer in any larger radix.
         let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b"0123456789abcdef"[(v % radix) as usize];
-            v /= radix;
-            if v == 0 {
-                break;
-            }
-        }
-        self.0.extend_from_slice(&digits[i..]);
+        self.0
+            .extend_from_slice(rvoip_dataplane::text::hex(v, 1, &mut digits));
         self
     }
 

@@ -31,11 +31,9 @@ pub(crate) fn branch(parts: &[&[u8]]) -> String {
 
 /// Appends `v` in lower-case hexadecimal, zero-padded to `width` digits.
 fn push_hex(s: &mut String, v: u64, width: usize) {
-    let digits = (16 - v.leading_zeros() as usize / 4).max(width).min(16);
-    for i in (0..digits).rev() {
-        s.push(char::from(
-            b"0123456789abcdef"[((v >> (4 * i)) & 0xf) as usize],
-        ));
+    let mut digits = [0u8; 20];
+    for d in rvoip_dataplane::text::hex(v, width, &mut digits) {
+        s.push(char::from(*d));
     }
 }
 
