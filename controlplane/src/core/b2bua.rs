@@ -188,13 +188,15 @@ impl Leg {
         }
     }
 
-    /// A request in this dialog.
+    /// A request in this dialog, with `extra` headers, then a Content-Type
+    /// of `content_type` when given, and `body`.
     fn request(
         &self,
         method: &str,
         cseq: u32,
         branch: &str,
         extra: &[(String, String)],
+        content_type: Option<&[u8]>,
         body: &[u8],
     ) -> Vec<u8> {
         let mut out = Vec::with_capacity(512 + body.len());
@@ -236,6 +238,9 @@ impl Leg {
         for (n, v) in extra {
             w.header_raw(n.as_bytes(), v.as_bytes());
         }
+        if let Some(t) = content_type {
+            w.header(HeaderName::ContentType, t);
+        }
         w.finish(body);
         out
     }
@@ -274,7 +279,6 @@ pub(crate) struct Call {
     state: State,
     a_invite_key: ServerKey,
     a_invite: Vec<u8>,
-    b_invite: Vec<u8>,
     b_invite_key: Option<ClientKey>,
     /// The trunk, or none for a call to a registered user.
     trunk: Option<usize>,
@@ -436,7 +440,6 @@ impl B2b {
             state: State::Up,
             a_invite_key: ServerKey(0),
             a_invite: Vec::new(),
-            b_invite: Vec::new(),
             b_invite_key: None,
             trunk: s.trunk,
             peers: s.peer.into_iter().collect(),
@@ -473,11 +476,6 @@ impl B2b {
         }
         self.calls.insert(id, call);
         self.counters.recovered += 1;
-    }
-
-    /// Writes the journal's pending changes.
-    pub fn flush_journal(&mut self) {
-        self.journal.flush();
     }
 
     /// Calls in progress or up.
@@ -533,6 +531,11 @@ fn map_status(code: u16) -> u16 {
 
 fn fails_over(code: u16) -> bool {
     matches!(code, 408 | 500 | 502 | 503 | 504)
+}
+
+/// The Content-Type of `body` when it is SDP the SBC wrote (none without a body).
+fn sdp_type(body: &[u8]) -> Option<&'static [u8]> {
+    (!body.is_empty()).then_some(b"application/sdp")
 }
 
 fn sdp_body<'a>(msg: &SipMessage<'a>) -> Option<&'a [u8]> {
@@ -598,10 +601,6 @@ fn uri_user(msg: &SipMessage<'_>) -> String {
         .ok()
         .and_then(|u| u.user.map(|b| String::from_utf8_lossy(b).into_owned()))
         .unwrap_or_default()
-}
-
-fn name_addr(uri: &str) -> String {
-    format!("<{uri}>")
 }
 
 /// A response to `request` with a To tag, extra headers and a body.
@@ -1009,9 +1008,9 @@ impl SipCore {
         b.counters.calls += 1;
         let id = b.next_id;
         b.next_id += 1;
-        let Some(out_realm) = out_realm_index
+        let Some((out_listener, out_srtp)) = out_realm_index
             .and_then(|r| b.policy.realms.get(r))
-            .cloned()
+            .map(|r| (r.listener, r.srtp))
         else {
             return;
         };
@@ -1063,7 +1062,7 @@ impl SipCore {
             contact: format!("sip:{}", inb.local),
             srtp: in_srtp,
         };
-        let b_local = out_realm.listener.unwrap_or(inb.local);
+        let b_local = out_listener.unwrap_or(inb.local);
         let b_leg = Leg {
             call_id: String::new(),
             local_tag: b.token("b-tag"),
@@ -1078,7 +1077,7 @@ impl SipCore {
             dest: b_local,
             conn: None,
             contact: format!("sip:{b_local}"),
-            srtp: out_realm.srtp,
+            srtp: out_srtp,
         };
         // Headers of the caller's INVITE that carry meaning end to end.
         let mut passed = Vec::new();
@@ -1116,7 +1115,6 @@ impl SipCore {
             state: State::Routing,
             a_invite_key: key,
             a_invite: msg.as_bytes().to_vec(),
-            b_invite: Vec::new(),
             b_invite_key: None,
             trunk,
             peers,
@@ -1188,7 +1186,7 @@ impl SipCore {
 
     /// Sends the INVITE to the next peer, or fails the call when none is left.
     fn b2b_attempt(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, mut call: Call) {
-        let Some((address, ruri)) = call.targets.get(call.attempt as usize).cloned() else {
+        let Some(&(address, ref ruri)) = call.targets.get(call.attempt as usize) else {
             let status = if call.b_status == 0 {
                 503
             } else {
@@ -1207,24 +1205,23 @@ impl SipCore {
         let leg = &mut call.legs[1];
         leg.call_id = call_id;
         leg.remote_tag.clear();
-        leg.remote_uri = name_addr(&ruri);
-        leg.remote_target = ruri;
+        leg.remote_uri.clear();
+        leg.remote_uri.push('<');
+        leg.remote_uri.push_str(ruri);
+        leg.remote_uri.push('>');
+        leg.remote_target.clear();
+        leg.remote_target.push_str(ruri);
         leg.route_set.clear();
         leg.dest = address;
         leg.local_cseq = 1;
         call.provisional = false;
         let branch = build::branch(&[leg.call_id.as_bytes(), b"invite"]);
-        let body = call.b_offer.clone().unwrap_or_default();
-        let mut extra = call.passed.clone();
-        if !body.is_empty() {
-            extra.push(("Content-Type".into(), "application/sdp".into()));
-        }
-        let bytes = leg.request("INVITE", 1, &branch, &extra, &body);
+        let body = call.b_offer.as_deref().unwrap_or_default();
+        let bytes = leg.request("INVITE", 1, &branch, &call.passed, sdp_type(body), body);
         let hop = leg.hop();
         b.dialogs
             .insert(leg.call_id.as_bytes().to_vec(), (call.id, Side::B));
         let ck = self.keys.client(branch.as_bytes(), b"INVITE");
-        call.b_invite = bytes.clone();
         call.b_invite_key = Some(ck);
         let purpose = CallTxn::Invite {
             call: call.id,
@@ -1379,7 +1376,7 @@ impl SipCore {
             method.as_bytes(),
             &leg.local_cseq.to_le_bytes(),
         ]);
-        let bytes = leg.request(method, leg.local_cseq, &branch, &[], b"");
+        let bytes = leg.request(method, leg.local_cseq, &branch, &[], None, b"");
         let hop = leg.hop();
         self.b2b_send(now, hop, bytes, method.as_bytes(), CallTxn::Local);
     }
@@ -1426,8 +1423,13 @@ impl SipCore {
         }
     }
 
+    /// Cancels leg B's INVITE (its client transaction holds the request;
+    /// once that has ended there is nothing to cancel).
     fn b2b_cancel_b(&mut self, call: &Call, now: Millis) {
-        let Ok(inv) = SipMessage::parse(&call.b_invite, Framing::Datagram, &Limits::default())
+        let Some(e) = call.b_invite_key.and_then(|k| self.clients.get(&k)) else {
+            return;
+        };
+        let Ok(inv) = SipMessage::parse(e.txn.request(), Framing::Datagram, &Limits::default())
         else {
             return;
         };
@@ -1680,7 +1682,7 @@ impl SipCore {
             &leg.local_cseq.to_le_bytes(),
             &now.to_le_bytes(),
         ]);
-        let bytes = leg.request(&mname, leg.local_cseq, &branch, &extra, body);
+        let bytes = leg.request(&mname, leg.local_cseq, &branch, &extra, None, body);
         let hop = leg.hop();
         self.b2b_send(
             now,
@@ -2037,12 +2039,7 @@ impl SipCore {
     fn b2b_ack_leg(&mut self, call: &mut Call, side: Side, cseq: u32, body: &[u8]) {
         let leg = &call.legs[side.index()];
         let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &cseq.to_le_bytes()]);
-        let extra = if body.is_empty() {
-            Vec::new()
-        } else {
-            vec![("Content-Type".to_string(), "application/sdp".to_string())]
-        };
-        let ack = leg.request("ACK", cseq, &branch, &extra, body);
+        let ack = leg.request("ACK", cseq, &branch, &[], sdp_type(body), body);
         let hop = leg.hop();
         if side == Side::B {
             call.b_ack = Some(ack.clone());
@@ -2305,7 +2302,7 @@ impl SipCore {
                 srtp: false,
             };
             let branch = build::branch(&[leg.call_id.as_bytes(), b"probe"]);
-            let bytes = leg.request("OPTIONS", 1, &branch, &[], b"");
+            let bytes = leg.request("OPTIONS", 1, &branch, &[], None, b"");
             self.b2b_send(
                 now,
                 leg.hop(),
@@ -2352,19 +2349,37 @@ fn strip_tag(v: &str) -> String {
     }
 }
 
-fn saved(c: &Call) -> SavedCall {
-    SavedCall {
-        legs: c.legs.clone(),
+/// A call's journal record, borrowed from the call: it serializes as the
+/// [`SavedCall`] it is read back as (same fields, same order).
+#[derive(Serialize)]
+struct SavedCallRef<'a> {
+    legs: &'a [Leg; 2],
+    trunk: Option<usize>,
+    peer: Option<usize>,
+    source: IpAddr,
+    in_realm: usize,
+    media_id: &'a str,
+    invite_ms: u64,
+    answer_ms: u64,
+    session_ms: Option<Millis>,
+    from_user: &'a str,
+    number: &'a str,
+    attempts: u32,
+}
+
+fn saved(c: &Call) -> SavedCallRef<'_> {
+    SavedCallRef {
+        legs: &c.legs,
         trunk: c.trunk,
         peer: c.peers.get(c.attempt as usize).copied(),
         source: c.source,
         in_realm: c.in_realm,
-        media_id: c.media_id.clone(),
+        media_id: &c.media_id,
         invite_ms: c.invite_ms,
         answer_ms: c.answer_ms.unwrap_or(c.invite_ms),
         session_ms: c.session_ms,
-        from_user: c.from_user.clone(),
-        number: c.number.clone(),
+        from_user: &c.from_user,
+        number: &c.number,
         attempts: c.attempt + 1,
     }
 }

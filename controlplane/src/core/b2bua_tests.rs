@@ -898,3 +898,16 @@ fn refer_and_info_cross_to_the_other_leg_by_default() {
     let out = n.deliver(200, PEER1, CORE, &info);
     assert!(text(to(&out, CALLER)[0]).starts_with("INFO "));
 }
+
+#[test]
+fn a_calls_journal_record_reads_back_as_the_saved_call_it_was_written_from() {
+    let mut n = net();
+    answered(&mut n, "jr");
+    let b = n.core.b2bua().expect("b2bua");
+    let call = b.calls.values().next().expect("the answered call");
+    let written = serde_json::to_string(&saved(call)).expect("serializes");
+    let read: SavedCall = serde_json::from_str(&written).expect("reads back as SavedCall");
+    assert_eq!(serde_json::to_string(&read).expect("serializes"), written);
+    assert!(written.contains("\"attempts\":1"), "{written}");
+    assert!(written.contains(&call.legs[0].call_id), "{written}");
+}
