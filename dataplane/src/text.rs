@@ -3,23 +3,25 @@
 
 /// `v` in decimal, in the tail of `buf`: the digits written.
 pub fn decimal(v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    in_radix(v, 10, 1, buf)
+    in_radix::<10>(v, 1, buf)
 }
 
 /// `v` in lower-case hexadecimal, zero-padded to at least `width` digits
 /// (at most 20), in the tail of `buf`.
 pub fn hex(v: u64, width: usize, buf: &mut [u8; 20]) -> &[u8] {
-    in_radix(v, 16, width, buf)
+    in_radix::<16>(v, width, buf)
 }
 
-/// `v` in `radix` (2 to 16), zero-padded to `width` digits (at most 20).
-fn in_radix(mut v: u64, radix: u64, width: usize, buf: &mut [u8; 20]) -> &[u8] {
+/// `v` in radix `R` (2 to 16), zero-padded to `width` digits (at most 20).
+/// The radix is a constant, so each digit costs a multiplication rather
+/// than a division.
+fn in_radix<const R: u64>(mut v: u64, width: usize, buf: &mut [u8; 20]) -> &[u8] {
     // u64::MAX has 20 decimal digits, fewer in any larger radix.
     let mut i = buf.len();
     loop {
         i -= 1;
-        buf[i] = b"0123456789abcdef"[(v % radix) as usize];
-        v /= radix;
+        buf[i] = b"0123456789abcdef"[(v % R) as usize];
+        v /= R;
         if v == 0 {
             break;
         }

@@ -202,10 +202,10 @@ impl Leg {
         let mut out = Vec::with_capacity(512 + body.len());
         let m = Method::from_bytes(method.as_bytes());
         let mut w = MessageWriter::request(&mut out, m, self.remote_target.as_bytes());
-        w.header(
-            HeaderName::Via,
-            build::via_value(self.hop().transport, self.local, branch).as_bytes(),
-        );
+        let transport = self.hop().transport;
+        w.header_with(HeaderName::Via, |out| {
+            build::put_via(out, transport, self.local, branch)
+        });
         for r in &self.route_set {
             w.header(HeaderName::Route, r.as_bytes());
         }
@@ -231,7 +231,7 @@ impl Leg {
             );
         }
         w.header(HeaderName::CallId, self.call_id.as_bytes());
-        w.header_fmt(HeaderName::CSeq, format_args!("{cseq} {method}"));
+        w.header_number(HeaderName::CSeq, u64::from(cseq), method.as_bytes());
         if !matches!(method, "ACK" | "CANCEL" | "BYE") {
             w.header_parts(HeaderName::Contact, &[b"<", self.contact.as_bytes(), b">"]);
         }
@@ -615,13 +615,25 @@ fn response(
     let Ok(req) = SipMessage::parse(request, Framing::Datagram, &Limits::default()) else {
         return Vec::new();
     };
+    response_to(&req, code, reason, to_tag, extra, body)
+}
+
+/// [`response`] to a request already parsed.
+fn response_to(
+    req: &SipMessage<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &[(HeaderName, &[u8])],
+    body: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + body.len());
     let mut extra: Vec<(HeaderName, &[u8])> = extra.to_vec();
     if !body.is_empty() {
         extra.push((HeaderName::ContentType, b"application/sdp"));
     }
     write_response_with_body(
-        &req,
+        req,
         code,
         reason.as_bytes(),
         (!to_tag.is_empty()).then_some(to_tag.as_bytes()),
@@ -1288,7 +1300,7 @@ impl SipCore {
 
     /// Ends a call: media deleted, limits released, CDR written, journal
     /// erased.
-    fn b2b_finish(&mut self, b: &mut B2b, call: Call, unix_ms: u64, reason: &str) {
+    fn b2b_finish(&mut self, b: &mut B2b, mut call: Call, unix_ms: u64, reason: &'static str) {
         b.policy.release(call.source, call.trunk);
         for leg in &call.legs {
             if !leg.call_id.is_empty() {
@@ -1308,10 +1320,10 @@ impl SipCore {
             .map(|t| t.0.to_string())
             .unwrap_or_default();
         let cdr = Box::new(Cdr {
-            a_call_id: call.legs[0].call_id.clone(),
-            b_call_id: call.legs[1].call_id.clone(),
-            from: call.from_user.clone(),
-            to: call.number.clone(),
+            a_call_id: std::mem::take(&mut call.legs[0].call_id),
+            b_call_id: std::mem::take(&mut call.legs[1].call_id),
+            from: std::mem::take(&mut call.from_user),
+            to: std::mem::take(&mut call.number),
             source: call.source.to_string(),
             in_realm: b
                 .policy
@@ -1326,7 +1338,7 @@ impl SipCore {
             answer_ms: call.answer_ms,
             end_ms: unix_ms,
             duration_ms: call.answer_ms.map_or(0, |a| unix_ms.saturating_sub(a)),
-            end_reason: reason.into(),
+            end_reason: reason,
             a_status: call.a_status,
             b_status: call.b_status,
             media: MediaTotals::default(),
@@ -1955,6 +1967,8 @@ impl SipCore {
                 extra.push((name, v.to_vec()));
             }
         }
+        let a_invite = std::mem::take(&mut call.a_invite);
+        let a_inv = SipMessage::parse(&a_invite, Framing::Datagram, &Limits::default()).ok();
         if code >= 200 {
             call.b_status = code;
             call.a_status = code;
@@ -1963,8 +1977,6 @@ impl SipCore {
             b.counters.answered += 1;
             call.b_invite_key = None;
             // Session timer: leg B's choice, else what the caller asked for.
-            let a_inv =
-                SipMessage::parse(&call.a_invite, Framing::Datagram, &Limits::default()).ok();
             let a_timer = a_inv
                 .as_ref()
                 .is_some_and(|m| has_option(m, HeaderName::Supported, "timer"));
@@ -2005,14 +2017,26 @@ impl SipCore {
             .reason_phrase()
             .map(|r| String::from_utf8_lossy(r).into_owned())
             .unwrap_or_else(|| "OK".into());
-        let bytes = response(
-            &call.a_invite,
-            code,
-            &reason,
-            &call.legs[0].local_tag,
-            &extra_refs,
-            body,
-        );
+        let bytes = a_inv.as_ref().map_or_else(Vec::new, |req| {
+            response_to(
+                req,
+                code,
+                &reason,
+                &call.legs[0].local_tag,
+                &extra_refs,
+                body,
+            )
+        });
+        drop(a_inv);
+        if code < 200 {
+            call.a_invite = a_invite;
+        } else {
+            // Answered: what only later attempts or responses to the
+            // caller's INVITE needed goes (a call holds less while it is up).
+            drop(a_invite);
+            call.b_offer = None;
+            call.passed = Vec::new();
+        }
         if code >= 200 {
             call.pending = Some(Pending2xx {
                 side: Side::A,

@@ -621,7 +621,7 @@ From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-x1\r\nTo: <sip:+15551234@{ACCES
         header(&inv, HeaderName::CallId)
     );
     let cdr = n.core.poll_cdr().expect("cdr");
-    assert_eq!((cdr.end_reason.as_str(), cdr.a_status), ("cancel", 487));
+    assert_eq!((cdr.end_reason, cdr.a_status), ("cancel", 487));
     assert_eq!(n.orders().last().map(String::as_str), Some("delete "));
 }
 

@@ -1,8 +1,7 @@
 //! Building the requests and header values a proxy originates: Via values,
 //! branches, ACK for a non-2xx response, CANCEL.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use rvoip_dataplane::sip::{HeaderName, MessageWriter, Method, SipMessage};
 
@@ -38,32 +37,48 @@ fn push_hex(s: &mut String, v: u64, width: usize) {
 }
 
 /// Appends `v` in decimal.
-fn push_decimal(s: &mut String, v: u32) {
+fn put_decimal(out: &mut Vec<u8>, v: u32) {
     let mut digits = [0u8; 20];
-    for d in rvoip_dataplane::text::decimal(u64::from(v), &mut digits) {
-        s.push(char::from(*d));
-    }
+    out.extend_from_slice(rvoip_dataplane::text::decimal(u64::from(v), &mut digits));
 }
 
 /// Appends `addr` as `SocketAddr`'s `Display` writes it (`a.b.c.d:port`,
 /// `[v6]:port`), IPv4 without the formatting machinery: every forwarded
 /// request carries the proxy's address in its Via and Record-Route.
-pub(crate) fn push_socket_addr(s: &mut String, addr: SocketAddr) {
+pub(crate) fn put_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(a) => {
-            for (i, o) in a.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                push_decimal(s, u32::from(o));
-            }
-            s.push(':');
-            push_decimal(s, u32::from(a.port()));
+            put_ip(out, IpAddr::V4(*a.ip()));
+            out.push(b':');
+            put_decimal(out, u32::from(a.port()));
         }
         SocketAddr::V6(_) => {
-            let _ = write!(s, "{addr}");
+            let _ = std::io::Write::write_fmt(out, format_args!("{addr}"));
         }
     }
+}
+
+/// Appends `ip` as `IpAddr`'s `Display` writes it.
+pub(crate) fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                put_decimal(out, u32::from(o));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = std::io::Write::write_fmt(out, format_args!("{ip}"));
+        }
+    }
+}
+
+/// Appends `v` in decimal.
+pub(crate) fn put_number(out: &mut Vec<u8>, v: u64) {
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(rvoip_dataplane::text::decimal(v, &mut digits));
 }
 
 /// A To tag for responses this element generates, stable across retransmissions.
@@ -72,16 +87,21 @@ pub(crate) fn to_tag(parts: &[&[u8]]) -> String {
     b[b.len() - 12..].to_string()
 }
 
+/// Appends `SIP/2.0/UDP host:port;branch=...;rport`.
+pub(crate) fn put_via(out: &mut Vec<u8>, transport: Transport, local: SocketAddr, branch: &str) {
+    out.extend_from_slice(b"SIP/2.0/");
+    out.extend_from_slice(transport.token().as_bytes());
+    out.push(b' ');
+    put_socket_addr(out, local);
+    out.extend_from_slice(b";branch=");
+    out.extend_from_slice(branch.as_bytes());
+    out.extend_from_slice(b";rport");
+}
+
 /// `SIP/2.0/UDP host:port;branch=...;rport`
-pub(crate) fn via_value(transport: Transport, local: SocketAddr, branch: &str) -> String {
-    let mut v = String::with_capacity(80);
-    v.push_str("SIP/2.0/");
-    v.push_str(transport.token());
-    v.push(' ');
-    push_socket_addr(&mut v, local);
-    v.push_str(";branch=");
-    v.push_str(branch);
-    v.push_str(";rport");
+pub(crate) fn via_value(transport: Transport, local: SocketAddr, branch: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(80);
+    put_via(&mut v, transport, local, branch);
     v
 }
 
@@ -101,7 +121,7 @@ pub(crate) fn ack_for(invite: &SipMessage<'_>, response: &SipMessage<'_>) -> Opt
     w.header(HeaderName::From, invite.header(HeaderName::From)?);
     w.header(HeaderName::To, response.header(HeaderName::To)?);
     w.header(HeaderName::CallId, invite.header(HeaderName::CallId)?);
-    w.header_fmt(HeaderName::CSeq, format_args!("{} ACK", cseq.seq));
+    w.header_number(HeaderName::CSeq, u64::from(cseq.seq), b"ACK");
     w.finish(b"");
     Some(out)
 }
@@ -120,7 +140,7 @@ pub(crate) fn cancel_for(invite: &SipMessage<'_>) -> Option<Vec<u8>> {
     w.header(HeaderName::From, invite.header(HeaderName::From)?);
     w.header(HeaderName::To, invite.header(HeaderName::To)?);
     w.header(HeaderName::CallId, invite.header(HeaderName::CallId)?);
-    w.header_fmt(HeaderName::CSeq, format_args!("{} CANCEL", cseq.seq));
+    w.header_number(HeaderName::CSeq, u64::from(cseq.seq), b"CANCEL");
     w.finish(b"");
     Some(out)
 }
@@ -140,9 +160,12 @@ mod tests {
             "[2001:db8::7]:5070",
         ] {
             let addr: SocketAddr = a.parse().unwrap_or_else(|e| panic!("{a}: {e}"));
-            let mut s = String::new();
-            push_socket_addr(&mut s, addr);
-            assert_eq!(s, addr.to_string());
+            let mut s = Vec::new();
+            put_socket_addr(&mut s, addr);
+            assert_eq!(s, addr.to_string().as_bytes());
+            let mut s = Vec::new();
+            put_ip(&mut s, addr.ip());
+            assert_eq!(s, addr.ip().to_string().as_bytes());
         }
         for (v, w) in [
             (0u64, 16),
@@ -165,7 +188,7 @@ mod tests {
                 "127.0.0.1:5060".parse().unwrap_or_else(|e| panic!("{e}")),
                 "z9hG4bKx"
             ),
-            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;rport"
+            b"SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;rport"
         );
     }
 }

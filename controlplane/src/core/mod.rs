@@ -16,7 +16,6 @@ mod proxy;
 mod tests;
 
 use std::collections::VecDeque;
-use std::io::Write as _;
 
 use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -601,10 +600,12 @@ impl SipCore {
             v.extend_from_slice(p);
         }
         if !host_is_source || wants_rport {
-            let _ = write!(v, ";received={}", inb.remote.ip());
+            v.extend_from_slice(b";received=");
+            build::put_ip(&mut v, inb.remote.ip());
         }
         if wants_rport {
-            let _ = write!(v, ";rport={}", inb.remote.port());
+            v.extend_from_slice(b";rport=");
+            build::put_number(&mut v, u64::from(inb.remote.port()));
         }
         let mut f = Forward::new(msg);
         f.set_top_via(&v).ok()?;
@@ -1036,7 +1037,7 @@ impl SipCore {
             b"stateless",
         ]);
         let via = build::via_value(hop.transport, hop.local, &branch);
-        f.push_via(via.as_bytes());
+        f.push_via(&via);
         let mut out = Vec::with_capacity(msg.len() + 128);
         f.write_to(&mut out);
         self.counters.forwarded += 1;

@@ -280,7 +280,7 @@ impl SipCore {
     /// and, when configured, a Record-Route on a dialog-creating request
     /// outside a dialog (RFC 3261 §16.6 steps 4 and 8).
     fn stamp(&self, f: &mut Forward<'_, '_>, msg: &SipMessage<'_>, hop: Hop, branch: &str) {
-        f.push_via(build::via_value(hop.transport, hop.local, branch).as_bytes());
+        f.push_via(&build::via_value(hop.transport, hop.local, branch));
         let dialog_creating = matches!(
             msg.method(),
             Some(Method::Invite | Method::Subscribe | Method::Refer)
@@ -292,13 +292,13 @@ impl SipCore {
             } else {
                 ""
             };
-            let mut rr = String::with_capacity(48);
-            rr.push_str("<sip:");
-            build::push_socket_addr(&mut rr, hop.local);
-            rr.push_str(";lr");
-            rr.push_str(transport);
-            rr.push('>');
-            f.add_record_route(rr.as_bytes());
+            let mut rr = Vec::with_capacity(48);
+            rr.extend_from_slice(b"<sip:");
+            build::put_socket_addr(&mut rr, hop.local);
+            rr.extend_from_slice(b";lr");
+            rr.extend_from_slice(transport.as_bytes());
+            rr.push(b'>');
+            f.add_record_route(&rr);
         }
     }
 

@@ -41,7 +41,7 @@ pub struct Cdr {
     pub duration_ms: u64,
     /// Why it ended: `bye-caller`, `bye-callee`, `cancel`, `rejected`,
     /// `no-answer`, `session-timer`, `ack-timeout`, `refused`, `media-error`.
-    pub end_reason: String,
+    pub end_reason: &'static str,
     /// Final status sent to the caller.
     pub a_status: u16,
     /// Final status received from the called side (0: none).
@@ -162,7 +162,7 @@ mod tests {
         for i in 0..3 {
             w.write(Cdr {
                 a_call_id: format!("a{i}"),
-                end_reason: "bye-caller".into(),
+                end_reason: "bye-caller",
                 a_status: 200,
                 ..Cdr::default()
             });

@@ -3,8 +3,6 @@
 //! changes as splices over the original octets and writes the result in one
 //! pass; headers it does not touch are copied, never re-serialized.
 
-use std::io::Write;
-
 use smallvec::SmallVec;
 
 use super::error::{Part, SipError};
@@ -305,14 +303,12 @@ impl<'m, 'a> Forward<'m, 'a> {
 
     /// Replaces the body and sets Content-Length to match (an SDP rewrite).
     pub fn set_body(&mut self, body: &[u8]) {
-        let mut len = [0u8; 20];
-        let n = {
-            let mut cursor = &mut len[..];
-            let _ = write!(cursor, "{}", body.len());
-            20 - cursor.len()
-        };
+        let mut digits = [0u8; 20];
         self.remove_header(HeaderName::ContentLength);
-        self.add_header(b"Content-Length", &len[..n]);
+        self.add_header(
+            b"Content-Length",
+            crate::text::decimal(body.len() as u64, &mut digits),
+        );
         let span = self.msg.body_span();
         self.splice(span.start as usize, span.end as usize, &[body]);
     }

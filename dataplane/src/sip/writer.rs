@@ -39,8 +39,15 @@ impl<'b> MessageWriter<'b> {
     /// Starts a response: `SIP/2.0 code reason`.
     pub fn response(out: &'b mut Vec<u8>, code: u16, reason: &[u8]) -> Self {
         out.clear();
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, "SIP/2.0 {code:03} ");
+        out.extend_from_slice(b"SIP/2.0 ");
+        // Three digits, as the status-code grammar has it.
+        let code = code.min(999);
+        out.extend_from_slice(&[
+            b'0' + (code / 100) as u8,
+            b'0' + (code / 10 % 10) as u8,
+            b'0' + (code % 10) as u8,
+            b' ',
+        ]);
         out.extend_from_slice(reason);
         out.extend_from_slice(b"\r\n");
         MessageWriter { out }
@@ -70,6 +77,22 @@ impl<'b> MessageWriter<'b> {
         self
     }
 
+    /// Appends a header whose value `value` writes onto the message.
+    pub fn header_with(&mut self, name: HeaderName, value: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        self.out.extend_from_slice(name.as_str().as_bytes());
+        self.out.extend_from_slice(b": ");
+        value(self.out);
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Appends `Name: number token` (a CSeq, `RAck`-like values).
+    pub fn header_number(&mut self, name: HeaderName, n: u64, then: &[u8]) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let n = crate::text::decimal(n, &mut digits);
+        self.header_parts(name, &[n, b" ", then])
+    }
+
     /// Appends a header whose value is the concatenation of `parts`
     /// (`To: <copied value>;tag=abc`).
     pub fn header_parts(&mut self, name: HeaderName, parts: &[&[u8]]) -> &mut Self {
@@ -84,7 +107,11 @@ impl<'b> MessageWriter<'b> {
 
     /// Ends the header section with Content-Length and appends the body.
     pub fn finish(self, body: &[u8]) {
-        let _ = write!(self.out, "Content-Length: {}\r\n\r\n", body.len());
+        let mut digits = [0u8; 20];
+        self.out.extend_from_slice(b"Content-Length: ");
+        self.out
+            .extend_from_slice(crate::text::decimal(body.len() as u64, &mut digits));
+        self.out.extend_from_slice(b"\r\n\r\n");
         self.out.extend_from_slice(body);
     }
 }
@@ -165,7 +192,10 @@ pub fn write_message(msg: &SipMessage<'_>, out: &mut Vec<u8>) {
         unfold_into(h.value, out);
         out.extend_from_slice(b"\r\n");
     }
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", msg.body().len());
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(crate::text::decimal(msg.body().len() as u64, &mut digits));
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(msg.body());
 }
 
@@ -186,6 +216,29 @@ pub fn unfold_into(value: &[u8], out: &mut Vec<u8>) {
         } else {
             out.push(b);
             i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_cseq_and_content_length_read_as_formatted() {
+        for code in [100u16, 180, 200, 487, 503, 699] {
+            let mut out = Vec::new();
+            let mut w = MessageWriter::response(&mut out, code, b"Reason");
+            w.header_number(HeaderName::CSeq, u64::from(code) * 1000, b"INVITE");
+            w.finish(b"v=0\r\n");
+            let text = String::from_utf8_lossy(&out);
+            assert_eq!(
+                text,
+                format!(
+                    "SIP/2.0 {code} Reason\r\nCSeq: {} INVITE\r\nContent-Length: 5\r\n\r\nv=0\r\n",
+                    u64::from(code) * 1000
+                )
+            );
         }
     }
 }
