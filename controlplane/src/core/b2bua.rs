@@ -483,20 +483,18 @@ impl B2b {
         self.calls.len()
     }
 
+    /// A tag or Call-ID part of 16 hex digits, unique to this boot.
     fn token(&mut self, what: &str) -> String {
         self.next_id += 1;
-        let h = build::branch(&[
+        let (h, _) = build::digest(&[
             self.boot.as_bytes(),
             what.as_bytes(),
             &self.next_id.to_le_bytes(),
         ]);
-        h[h.len() - 16..].to_string()
+        let mut s = String::with_capacity(40);
+        build::push_hex(&mut s, h, 16);
+        s
     }
-}
-
-fn header_str(msg: &SipMessage<'_>, name: HeaderName) -> Option<String> {
-    msg.header(name)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// `delta-seconds` of a Session-Expires or Min-SE value.
@@ -1058,11 +1056,13 @@ impl SipCore {
             call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
             local_tag: a_local_tag,
             remote_tag: a_tag,
-            local_uri: header_str(msg, HeaderName::To)
-                .map(|t| strip_tag(&t))
+            local_uri: msg
+                .header(HeaderName::To)
+                .map(strip_tag)
                 .unwrap_or_default(),
-            remote_uri: header_str(msg, HeaderName::From)
-                .map(|t| strip_tag(&t))
+            remote_uri: msg
+                .header(HeaderName::From)
+                .map(strip_tag)
                 .unwrap_or_default(),
             remote_target: a_contact,
             route_set: a_routes,
@@ -2352,8 +2352,10 @@ fn method_and_sdp(request: &[u8]) -> (Method<'_>, bool) {
     }
 }
 
-fn strip_tag(v: &str) -> String {
-    // The header value without its tag parameter (outside <> only).
+/// The header value without its tag parameter (outside <> only).
+fn strip_tag(v: &[u8]) -> String {
+    let v = String::from_utf8_lossy(v);
+    let v: &str = &v;
     let (addr, params) = match v.rfind('>') {
         Some(i) => (&v[..=i], &v[i + 1..]),
         None => match v.find(';') {
@@ -2361,16 +2363,19 @@ fn strip_tag(v: &str) -> String {
             None => (v, ""),
         },
     };
-    let kept: Vec<&str> = params
-        .split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("tag="))
-        .collect();
-    if kept.is_empty() {
-        addr.trim().to_string()
-    } else {
-        format!("{};{}", addr.trim(), kept.join(";"))
+    let mut out = String::with_capacity(v.len());
+    out.push_str(addr.trim());
+    for p in params.split(';').map(str::trim) {
+        let tag = p
+            .as_bytes()
+            .get(..4)
+            .is_some_and(|b| b.eq_ignore_ascii_case(b"tag="));
+        if !p.is_empty() && !tag {
+            out.push(';');
+            out.push_str(p);
+        }
     }
+    out
 }
 
 /// A call's journal record, borrowed from the call: it serializes as the

@@ -911,3 +911,14 @@ fn a_calls_journal_record_reads_back_as_the_saved_call_it_was_written_from() {
     assert!(written.contains("\"attempts\":1"), "{written}");
     assert!(written.contains(&call.legs[0].call_id), "{written}");
 }
+
+#[test]
+fn the_tag_parameter_is_taken_out_of_from_and_to_values_and_nothing_else() {
+    assert_eq!(
+        strip_tag(b"\"A\" <sip:a@x;tag=inside>;tag=1;foo=bar"),
+        "\"A\" <sip:a@x;tag=inside>;foo=bar"
+    );
+    assert_eq!(strip_tag(b"sip:a@x;TAG=1"), "sip:a@x");
+    assert_eq!(strip_tag(b"<sip:a@x> ; tagx=2 ;tag=3"), "<sip:a@x>;tagx=2");
+    assert_eq!(strip_tag(b"<sip:a@x>"), "<sip:a@x>");
+}

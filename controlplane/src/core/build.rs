@@ -11,6 +11,17 @@ use super::Transport;
 /// forwards a retransmitted request with the same branch, so the next hop sees
 /// a retransmission, not a new transaction (RFC 3261 §16.11).
 pub(crate) fn branch(parts: &[&[u8]]) -> String {
+    let (h, g) = digest(parts);
+    let mut s = String::with_capacity(42);
+    s.push_str("z9hG4bK-rv");
+    push_hex(&mut s, h, 16);
+    push_hex(&mut s, g, 8);
+    s
+}
+
+/// Two 64-bit hashes of `parts` (each part ends with a zero octet, so the
+/// split between parts counts).
+pub(crate) fn digest(parts: &[&[u8]]) -> (u64, u64) {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     let mut g = 0x9e37_79b9_7f4a_7c15u64;
     for p in parts {
@@ -21,15 +32,11 @@ pub(crate) fn branch(parts: &[&[u8]]) -> String {
                 .rotate_left(5);
         }
     }
-    let mut s = String::with_capacity(42);
-    s.push_str("z9hG4bK-rv");
-    push_hex(&mut s, h, 16);
-    push_hex(&mut s, g, 8);
-    s
+    (h, g)
 }
 
 /// Appends `v` in lower-case hexadecimal, zero-padded to `width` digits.
-fn push_hex(s: &mut String, v: u64, width: usize) {
+pub(crate) fn push_hex(s: &mut String, v: u64, width: usize) {
     let mut digits = [0u8; 20];
     for d in rvoip_dataplane::text::hex(v, width, &mut digits) {
         s.push(char::from(*d));

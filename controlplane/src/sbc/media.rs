@@ -3,7 +3,7 @@
 //! module speaks. In the appliance they travel over the shared-memory order
 //! channel (`ShmOrders`); tests can serve them in-process.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -179,9 +179,12 @@ struct Pending {
 #[derive(Debug)]
 pub struct ShmOrders {
     channel: Channel,
-    prefix: String,
+    /// This control plane's cookie prefix (`<12 hex digits>-`): replies to
+    /// an earlier control plane's orders are not ours.
+    prefix: Vec<u8>,
     next: u64,
-    pending: HashMap<Vec<u8>, Pending>,
+    /// Orders in flight by the number in their cookie.
+    pending: FxHashMap<u64, Pending>,
     last_check: Instant,
 }
 
@@ -201,9 +204,14 @@ impl ShmOrders {
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
         Ok(ShmOrders {
             channel,
-            prefix: nonce.iter().map(|b| format!("{b:02x}")).collect(),
+            prefix: nonce
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .chain(std::iter::once("-".to_string()))
+                .collect::<String>()
+                .into_bytes(),
             next: 0,
-            pending: HashMap::new(),
+            pending: FxHashMap::default(),
             last_check: Instant::now(),
         })
     }
@@ -217,9 +225,11 @@ impl ShmOrders {
 impl MediaOrders for ShmOrders {
     fn send(&mut self, token: u64, req: &[u8]) -> Result<(), String> {
         self.next += 1;
-        let cookie = format!("{}-{}", self.prefix, self.next).into_bytes();
-        let mut datagram = Vec::with_capacity(cookie.len() + 1 + req.len());
-        datagram.extend_from_slice(&cookie);
+        let mut digits = [0u8; 20];
+        let n = rvoip_dataplane::text::decimal(self.next, &mut digits);
+        let mut datagram = Vec::with_capacity(self.prefix.len() + n.len() + 1 + req.len());
+        datagram.extend_from_slice(&self.prefix);
+        datagram.extend_from_slice(n);
         datagram.push(b' ');
         datagram.extend_from_slice(req);
         self.channel
@@ -227,7 +237,7 @@ impl MediaOrders for ShmOrders {
             .push(1, &[0u8; META_BYTES], &datagram)
             .map_err(|_| "the media order channel is full".to_string())?;
         self.pending.insert(
-            cookie,
+            self.next,
             Pending {
                 token,
                 datagram,
@@ -244,7 +254,9 @@ impl MediaOrders for ShmOrders {
             let payload = r.payload;
             let sp = payload.iter().position(|b| *b == b' ');
             let found = sp.and_then(|sp| {
-                let p = self.pending.remove(&payload[..sp])?;
+                let n = payload[..sp].strip_prefix(self.prefix.as_slice())?;
+                let n = std::str::from_utf8(n).ok()?.parse::<u64>().ok()?;
+                let p = self.pending.remove(&n)?;
                 Some((p.token, payload[sp + 1..].to_vec()))
             });
             replies.advance();
@@ -257,11 +269,11 @@ impl MediaOrders for ShmOrders {
             return None;
         }
         self.last_check = Instant::now();
-        let late: Vec<Vec<u8>> = self
+        let late: Vec<u64> = self
             .pending
             .iter()
             .filter(|(_, p)| p.sent.elapsed() >= RETRY)
-            .map(|(c, _)| c.clone())
+            .map(|(c, _)| *c)
             .collect();
         for cookie in late {
             let Some(p) = self.pending.get_mut(&cookie) else {
