@@ -75,6 +75,9 @@ impl MediaControl for MediaEngine {
     }
 }
 
+/// A dictionary key of a reply: nearly always a literal.
+pub type Key = std::borrow::Cow<'static, str>;
+
 /// An owned bencode value, for replies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {
@@ -85,7 +88,7 @@ pub enum Out {
     /// List.
     List(Vec<Out>),
     /// Dictionary (written with sorted keys).
-    Dict(Vec<(String, Out)>),
+    Dict(Vec<(Key, Out)>),
 }
 
 impl Out {
@@ -94,26 +97,28 @@ impl Out {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
+        let mut digits = [0u8; 20];
         match self {
             Out::Int(i) => {
-                let _ = write!(out, "i{i}e");
+                out.push(b'i');
+                if *i < 0 {
+                    out.push(b'-');
+                }
+                out.extend_from_slice(crate::text::decimal(i.unsigned_abs(), &mut digits));
+                out.push(b'e');
             }
-            Out::Str(b) => {
-                let _ = write!(out, "{}:", b.len());
-                out.extend_from_slice(b);
-            }
+            Out::Str(b) => bencode::put_bytes(out, b),
             Out::List(items) => {
                 out.push(b'l');
                 items.iter().for_each(|i| i.encode(out));
                 out.push(b'e');
             }
             Out::Dict(entries) => {
-                let mut sorted: Vec<&(String, Out)> = entries.iter().collect();
+                let mut sorted: Vec<&(Key, Out)> = entries.iter().collect();
                 sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
                 out.push(b'd');
                 for (k, v) in sorted {
-                    let _ = write!(out, "{}:{k}", k.len());
+                    bencode::put_bytes(out, k.as_bytes());
                     v.encode(out);
                 }
                 out.push(b'e');
@@ -433,7 +438,7 @@ impl<M: MediaControl> NgServer<M> {
         Some(out)
     }
 
-    fn command(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+    fn command(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(Key, Out)>, NgError> {
         let command = req
             .get("command")
             .ok_or_else(|| NgError::from("Dictionary contains no key \"command\""))?;
@@ -467,7 +472,7 @@ impl<M: MediaControl> NgServer<M> {
             .ok_or_else(|| NgError(format!("No {key} in message")))
     }
 
-    fn offer(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+    fn offer(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(Key, Out)>, NgError> {
         let call_id = Self::required(req, "call-id")?;
         let from_tag = Self::required(req, "from-tag")?;
         let sdp_text = req
@@ -600,7 +605,7 @@ impl<M: MediaControl> NgServer<M> {
         )
     }
 
-    fn answer(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+    fn answer(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(Key, Out)>, NgError> {
         let call_id = Self::required(req, "call-id")?;
         let to_tag = Self::required(req, "to-tag")?;
         let call = self
@@ -677,7 +682,7 @@ impl<M: MediaControl> NgServer<M> {
         )
     }
 
-    fn delete(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+    fn delete(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(Key, Out)>, NgError> {
         let call_id = Self::required(req, "call-id")?;
         let Some(call) = self.calls.remove(call_id) else {
             return Ok(vec![(
@@ -693,7 +698,7 @@ impl<M: MediaControl> NgServer<M> {
         ))
     }
 
-    fn query(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(String, Out)>, NgError> {
+    fn query(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(Key, Out)>, NgError> {
         let call_id = Self::required(req, "call-id")?;
         let call = self
             .calls
@@ -739,7 +744,7 @@ fn apply_and_rewrite<M: MediaControl>(
     to: Side,
     f: &Flags,
     crypto_lines: &[Vec<String>],
-) -> Result<Vec<(String, Out)>, NgError> {
+) -> Result<Vec<(Key, Out)>, NgError> {
     let applied = media
         .apply(worker, session, plans)
         .map_err(|e| NgError(e.to_string()))?;
@@ -803,4 +808,27 @@ fn rewrite(
         sdp.set_origin_address(advertised);
     }
     sdp.remove_ice();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_bencoded_with_sorted_keys_and_signed_integers() {
+        let reply = Out::Dict(vec![
+            ("result".into(), Out::str("ok")),
+            (
+                String::from("created").into(),
+                Out::List(vec![Out::Int(0), Out::Int(-17), Out::Int(i64::MIN)]),
+            ),
+            ("a".into(), Out::Dict(vec![("z".into(), Out::str(""))])),
+        ]);
+        let mut out = Vec::new();
+        reply.encode(&mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "d1:ad1:z0:e7:createdli0ei-17ei-9223372036854775808ee6:result2:oke"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use super::Key;
 use super::Out;
 use crate::engine::media::{LegPorts, SessionSnapshot};
 use crate::media::relay::{Leg, PeerSpec};
@@ -53,7 +54,7 @@ pub(super) fn report(
     call: &CallReport<'_>,
     snap: Option<&SessionSnapshot>,
     now: u64,
-) -> Vec<(String, Out)> {
+) -> Vec<(Key, Out)> {
     let mut totals = [(0u64, 0u64, 0u64); 2];
     let mut tags = Vec::new();
     for side in 0..2 {
@@ -138,7 +139,10 @@ pub(super) fn report(
         if let Some(label) = call.labels[side] {
             entry.push(("label".into(), Out::Str(label.to_vec())));
         }
-        tags.push((String::from_utf8_lossy(tag).into_owned(), Out::Dict(entry)));
+        tags.push((
+            String::from_utf8_lossy(tag).into_owned().into(),
+            Out::Dict(entry),
+        ));
     }
     let timed_out = snap.is_some_and(|s| s.session.timed_out);
     vec![
