@@ -605,7 +605,7 @@ fn uri_user(msg: &SipMessage<'_>) -> String {
 fn response(
     request: &[u8],
     code: u16,
-    reason: &str,
+    reason: &[u8],
     to_tag: &str,
     extra: &[(HeaderName, &[u8])],
     body: &[u8],
@@ -620,7 +620,7 @@ fn response(
 fn response_to(
     req: &SipMessage<'_>,
     code: u16,
-    reason: &str,
+    reason: &[u8],
     to_tag: &str,
     extra: &[(HeaderName, &[u8])],
     body: &[u8],
@@ -633,7 +633,7 @@ fn response_to(
     write_response_with_body(
         req,
         code,
-        reason.as_bytes(),
+        reason,
         (!to_tag.is_empty()).then_some(to_tag.as_bytes()),
         &extra,
         body,
@@ -1287,7 +1287,7 @@ impl SipCore {
         let bytes = response(
             &call.a_invite,
             status,
-            super::reason_phrase(status),
+            super::reason_phrase(status).as_bytes(),
             &call.legs[0].local_tag,
             &[],
             b"",
@@ -1791,7 +1791,7 @@ impl SipCore {
                     .get(&call)
                     .map(|c| c.legs[0].local_tag.clone())
                     .unwrap_or_default();
-                let bytes = response(&request, 408, "Request Timeout", &tag, &[], b"");
+                let bytes = response(&request, 408, b"Request Timeout", &tag, &[], b"");
                 self.server_respond(now, &server, 408, bytes);
             }
             CallTxn::Local | CallTxn::Probe { .. } => {}
@@ -1873,10 +1873,10 @@ impl SipCore {
         {
             let leg = &mut call.legs[1];
             if !tag.is_empty() {
-                leg.remote_tag = String::from_utf8_lossy(tag).into_owned();
+                set_text(&mut leg.remote_tag, tag);
             }
             if let Some(Ok(rvoip_dataplane::sip::Contact::Addr(a))) = msg.contacts().next() {
-                leg.remote_target = String::from_utf8_lossy(a.uri.as_bytes()).into_owned();
+                set_text(&mut leg.remote_target, a.uri.as_bytes());
             }
             let mut rr: Vec<String> = msg
                 .header_lines(HeaderName::RecordRoute)
@@ -1958,13 +1958,15 @@ impl SipCore {
             return;
         }
         let tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or_default();
-        let mut extra: Vec<(HeaderName, Vec<u8>)> = vec![(
-            HeaderName::Contact,
-            format!("<{}>", call.legs[0].contact).into_bytes(),
-        )];
+        // Header values of the response to the caller: ours, or borrowed
+        // from leg B's response.
+        let contact = [b"<", call.legs[0].contact.as_bytes(), b">"].concat();
+        let mut session_expires = Vec::new();
+        let mut extra: Vec<(HeaderName, &[u8])> = Vec::with_capacity(6);
+        extra.push((HeaderName::Contact, &contact));
         for name in [HeaderName::RSeq, HeaderName::Require, HeaderName::Allow] {
             if let Some(v) = msg.header(name) {
-                extra.push((name, v.to_vec()));
+                extra.push((name, v));
             }
         }
         let a_invite = std::mem::take(&mut call.a_invite);
@@ -1998,11 +2000,10 @@ impl SipCore {
                     TimerRef::Call(id, CallTimer::Session),
                 );
                 if a_timer {
-                    extra.push((
-                        HeaderName::SessionExpires,
-                        format!("{s};refresher=uac").into_bytes(),
-                    ));
-                    extra.push((HeaderName::Require, b"timer".to_vec()));
+                    build::put_number(&mut session_expires, u64::from(s));
+                    session_expires.extend_from_slice(b";refresher=uac");
+                    extra.push((HeaderName::SessionExpires, &session_expires));
+                    extra.push((HeaderName::Require, b"timer"));
                 }
             }
             if !ack_answers {
@@ -2011,21 +2012,9 @@ impl SipCore {
         } else if call.state == State::Routing && !tag.is_empty() {
             call.state = State::Early;
         }
-        let extra_refs: Vec<(HeaderName, &[u8])> =
-            extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-        let reason = msg
-            .reason_phrase()
-            .map(|r| String::from_utf8_lossy(r).into_owned())
-            .unwrap_or_else(|| "OK".into());
+        let reason = msg.reason_phrase().unwrap_or(b"OK");
         let bytes = a_inv.as_ref().map_or_else(Vec::new, |req| {
-            response_to(
-                req,
-                code,
-                &reason,
-                &call.legs[0].local_tag,
-                &extra_refs,
-                body,
-            )
+            response_to(req, code, reason, &call.legs[0].local_tag, &extra, body)
         });
         drop(a_inv);
         if code < 200 {
@@ -2169,11 +2158,8 @@ impl SipCore {
         }
         let extra_refs: Vec<(HeaderName, &[u8])> =
             extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-        let reason = msg
-            .reason_phrase()
-            .map(|r| String::from_utf8_lossy(r).into_owned())
-            .unwrap_or_else(|| "OK".into());
-        let bytes = response(request, code, &reason, "", &extra_refs, body);
+        let reason = msg.reason_phrase().unwrap_or(b"OK");
+        let bytes = response(request, code, reason, "", &extra_refs, body);
         if (200..300).contains(&code) && matches!(method, Method::Invite | Method::Update) {
             // A refresh: the session interval starts again.
             if let Some(ms) = call.session_ms {
@@ -2350,6 +2336,12 @@ fn method_and_sdp(request: &[u8]) -> (Method<'_>, bool) {
         ),
         Err(_) => (Method::Options, false),
     }
+}
+
+/// Sets `s` to the text of `v`, in the room it already has.
+fn set_text(s: &mut String, v: &[u8]) {
+    s.clear();
+    s.push_str(&String::from_utf8_lossy(v));
 }
 
 /// The header value without its tag parameter (outside <> only).
