@@ -1354,17 +1354,10 @@ impl SipCore {
         leg_hop: Hop,
         bytes: Vec<u8>,
         method: &[u8],
+        branch: &[u8],
         purpose: CallTxn,
     ) {
-        let Ok(m) = SipMessage::parse(&bytes, Framing::Datagram, &Limits::default()) else {
-            return;
-        };
-        let branch = m
-            .top_via()
-            .ok()
-            .and_then(|v| v.branch().map(<[u8]>::to_vec))
-            .unwrap_or_default();
-        let ck = self.keys.client(&branch, method);
+        let ck = self.keys.client(branch, method);
         self.start_client(
             now,
             ck,
@@ -1390,7 +1383,14 @@ impl SipCore {
         ]);
         let bytes = leg.request(method, leg.local_cseq, &branch, &[], None, b"");
         let hop = leg.hop();
-        self.b2b_send(now, hop, bytes, method.as_bytes(), CallTxn::Local);
+        self.b2b_send(
+            now,
+            hop,
+            bytes,
+            method.as_bytes(),
+            branch.as_bytes(),
+            CallTxn::Local,
+        );
     }
 
     fn b2b_cancel(
@@ -1445,8 +1445,21 @@ impl SipCore {
         else {
             return;
         };
+        // A CANCEL carries its INVITE's branch (RFC 3261 §9.1).
+        let branch = inv
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(<[u8]>::to_vec))
+            .unwrap_or_default();
         if let Some(cancel) = build::cancel_for(&inv) {
-            self.b2b_send(now, call.legs[1].hop(), cancel, b"CANCEL", CallTxn::Local);
+            self.b2b_send(
+                now,
+                call.legs[1].hop(),
+                cancel,
+                b"CANCEL",
+                &branch,
+                CallTxn::Local,
+            );
         }
     }
 
@@ -1701,6 +1714,7 @@ impl SipCore {
             hop,
             bytes,
             m,
+            branch.as_bytes(),
             CallTxn::Relay {
                 call: id,
                 from: side,
@@ -2318,6 +2332,7 @@ impl SipCore {
                 leg.hop(),
                 bytes,
                 b"OPTIONS",
+                branch.as_bytes(),
                 CallTxn::Probe { trunk, peer },
             );
         }
