@@ -141,8 +141,11 @@ fn slots_for(len: usize) -> u32 {
 /// The live records of a mapped journal: id → (sequence, payload).
 fn read_slots(file: &[u8]) -> BTreeMap<u64, (u64, Vec<u8>)> {
     let mut live = BTreeMap::new();
+    if file.len() < FILE_HEADER {
+        return live;
+    }
     let slot = u32_at(file, 8) as usize;
-    if slot < RECORD_HEADER || file.len() < FILE_HEADER {
+    if slot < RECORD_HEADER {
         return live;
     }
     let slots = (file.len() - FILE_HEADER) / slot;
@@ -151,7 +154,11 @@ fn read_slots(file: &[u8]) -> BTreeMap<u64, (u64, Vec<u8>)> {
         let base = FILE_HEADER + i * slot;
         let len = u32_at(file, base) as usize;
         let run = u32_at(file, base + 8) as usize;
-        let fits = run >= 1 && i + run <= slots && RECORD_HEADER + len <= run * slot;
+        let fits = run >= 1
+            && i + run <= slots
+            && run
+                .checked_mul(slot)
+                .is_some_and(|room| RECORD_HEADER + len <= room);
         if !fits {
             // Never written (zeros), or not a header: the next slot.
             i += 1;
@@ -427,6 +434,49 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let (_, live) = Journal::open::<String>(&path).unwrap();
         assert_eq!(live, vec![(1, "kept".to_string())]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn files_of_any_shape_open_without_a_panic() {
+        let dir = dir("shapes");
+        let path = dir.join("dialogs.journal");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&(SLOT as u32).to_le_bytes());
+        header.resize(FILE_HEADER, 0);
+        // Truncated headers, absurd slot sizes and run lengths.
+        let mut shapes: Vec<Vec<u8>> = vec![
+            MAGIC.to_vec(),
+            [MAGIC.as_slice(), &[1, 0]].concat(),
+            [MAGIC.as_slice(), &u32::MAX.to_le_bytes()].concat(),
+        ];
+        let mut huge_run = header.clone();
+        huge_run.extend_from_slice(&100u32.to_le_bytes());
+        huge_run.extend_from_slice(&[0; 4]);
+        huge_run.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge_run.resize(FILE_HEADER + 4 * SLOT, 0xff);
+        shapes.push(huge_run);
+        // And noise after a valid header (xorshift, fixed seed).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 0..200 {
+            let mut f = header.clone();
+            for _ in 0..(n * 37) % 3000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                f.push(x as u8);
+            }
+            shapes.push(f);
+        }
+        for f in shapes {
+            std::fs::write(&path, &f).unwrap();
+            let (mut j, _) = Journal::open::<String>(&path).unwrap();
+            j.put(7, &"after".to_string());
+            drop(j);
+            let (_, live) = Journal::open::<String>(&path).unwrap();
+            assert!(live.contains(&(7, "after".to_string())));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
