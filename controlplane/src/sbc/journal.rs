@@ -350,10 +350,17 @@ impl Drop for Store {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use std::io::Write;
 
     use super::*;
+
+    /// Opens the journal at `path` (in the test's own temporary directory,
+    /// which the test can always write).
+    fn open(path: &Path) -> (Journal, Vec<(u64, String)>) {
+        Journal::open::<String>(path).expect("a journal in the test's directory opens")
+    }
+
+    const WRITABLE: &str = "the test's temporary directory is writable";
 
     fn dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("rvoip-journal-{name}-{}", std::process::id()));
@@ -365,7 +372,7 @@ mod tests {
     fn live_records_survive_a_reopen_and_the_file_is_compacted() {
         let dir = dir("reopen");
         let path = dir.join("dialogs.journal");
-        let (mut j, live) = Journal::open::<String>(&path).unwrap();
+        let (mut j, live) = open(&path);
         assert!(live.is_empty());
         j.put(1, &"one".to_string());
         j.put(2, &"two".to_string());
@@ -374,14 +381,14 @@ mod tests {
         j.put(2, &"two again".to_string());
         // No drop, no flush: the process ends here as if killed.
         std::mem::forget(j);
-        let (j, live) = Journal::open::<String>(&path).unwrap();
+        let (j, live) = open(&path);
         assert_eq!(
             live,
             vec![(2, "two again".to_string()), (3, "three".repeat(200))]
         );
         assert_eq!(j.live(), 2);
         drop(j);
-        let (_, live) = Journal::open::<String>(&path).unwrap();
+        let (_, live) = open(&path);
         assert_eq!(live.len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -390,7 +397,7 @@ mod tests {
     fn freed_runs_are_reused_and_the_file_stops_growing() {
         let dir = dir("reuse");
         let path = dir.join("dialogs.journal");
-        let (mut j, _) = Journal::open::<String>(&path).unwrap();
+        let (mut j, _) = open(&path);
         let record = "x".repeat(900);
         // 20,000 calls, at most 2,000 up at once.
         for id in 0..20_000u64 {
@@ -407,7 +414,7 @@ mod tests {
             j.file_size()
         );
         std::mem::forget(j);
-        let (_, live) = Journal::open::<String>(&path).unwrap();
+        let (_, live) = open(&path);
         assert_eq!(live.len(), 2_000);
         assert_eq!(live.first().map(|(id, _)| *id), Some(18_000));
         let _ = std::fs::remove_dir_all(&dir);
@@ -417,13 +424,13 @@ mod tests {
     fn a_record_cut_short_or_damaged_is_not_read_back() {
         let dir = dir("torn");
         let path = dir.join("dialogs.journal");
-        let (mut j, _) = Journal::open::<String>(&path).unwrap();
+        let (mut j, _) = open(&path);
         j.put(1, &"kept".to_string());
         j.put(2, &"damaged".to_string());
         let (start, _) = j.at[&2];
         std::mem::forget(j);
         // One octet of record 2's payload changes on disk.
-        let mut bytes = std::fs::read(&path).unwrap();
+        let mut bytes = std::fs::read(&path).expect(WRITABLE);
         let at = FILE_HEADER + start as usize * SLOT + RECORD_HEADER + 3;
         bytes[at] ^= 0x20;
         // And a record whose length never got written: only its run length
@@ -431,8 +438,8 @@ mod tests {
         let cut = FILE_HEADER + 10 * SLOT;
         bytes[cut + 8..cut + 12].copy_from_slice(&1u32.to_le_bytes());
         bytes[cut + RECORD_HEADER..cut + RECORD_HEADER + 6].copy_from_slice(b"\"cut\"\n");
-        std::fs::write(&path, &bytes).unwrap();
-        let (_, live) = Journal::open::<String>(&path).unwrap();
+        std::fs::write(&path, &bytes).expect(WRITABLE);
+        let (_, live) = open(&path);
         assert_eq!(live, vec![(1, "kept".to_string())]);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -441,7 +448,7 @@ mod tests {
     fn files_of_any_shape_open_without_a_panic() {
         let dir = dir("shapes");
         let path = dir.join("dialogs.journal");
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect(WRITABLE);
         let mut header = MAGIC.to_vec();
         header.extend_from_slice(&(SLOT as u32).to_le_bytes());
         header.resize(FILE_HEADER, 0);
@@ -470,11 +477,11 @@ mod tests {
             shapes.push(f);
         }
         for f in shapes {
-            std::fs::write(&path, &f).unwrap();
-            let (mut j, _) = Journal::open::<String>(&path).unwrap();
+            std::fs::write(&path, &f).expect(WRITABLE);
+            let (mut j, _) = open(&path);
             j.put(7, &"after".to_string());
             drop(j);
-            let (_, live) = Journal::open::<String>(&path).unwrap();
+            let (_, live) = open(&path);
             assert!(live.contains(&(7, "after".to_string())));
         }
         let _ = std::fs::remove_dir_all(&dir);
@@ -484,16 +491,16 @@ mod tests {
     fn a_journal_of_json_lines_is_read_and_rewritten() {
         let dir = dir("lines");
         let path = dir.join("dialogs.journal");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut f = File::create(&path).unwrap();
+        std::fs::create_dir_all(&dir).expect(WRITABLE);
+        let mut f = File::create(&path).expect(WRITABLE);
         f.write_all(b"{\"put\":[1,\"one\"]}\n{\"put\":[2,\"two\"]}\n{\"del\":1}\n{\"put\":[4,\"fo")
-            .unwrap();
+            .expect(WRITABLE);
         drop(f);
-        let (j, live) = Journal::open::<String>(&path).unwrap();
+        let (j, live) = open(&path);
         assert_eq!(live, vec![(2, "two".to_string())]);
         drop(j);
-        assert!(std::fs::read(&path).unwrap().starts_with(MAGIC));
-        let (_, live) = Journal::open::<String>(&path).unwrap();
+        assert!(std::fs::read(&path).expect(WRITABLE).starts_with(MAGIC));
+        let (_, live) = open(&path);
         assert_eq!(live, vec![(2, "two".to_string())]);
         let _ = std::fs::remove_dir_all(&dir);
     }
