@@ -43,12 +43,6 @@ pub(crate) fn push_hex(s: &mut String, v: u64, width: usize) {
     }
 }
 
-/// Appends `v` in decimal.
-fn put_decimal(out: &mut Vec<u8>, v: u32) {
-    let mut digits = [0u8; 20];
-    out.extend_from_slice(rvoip_dataplane::text::decimal(u64::from(v), &mut digits));
-}
-
 /// Appends `addr` as `SocketAddr`'s `Display` writes it (`a.b.c.d:port`,
 /// `[v6]:port`), IPv4 without the formatting machinery: every forwarded
 /// request carries the proxy's address in its Via and Record-Route.
@@ -57,7 +51,7 @@ pub(crate) fn put_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
         SocketAddr::V4(a) => {
             put_ip(out, IpAddr::V4(*a.ip()));
             out.push(b':');
-            put_decimal(out, u32::from(a.port()));
+            put_number(out, u64::from(a.port()));
         }
         SocketAddr::V6(_) => {
             let _ = std::io::Write::write_fmt(out, format_args!("{addr}"));
@@ -73,7 +67,7 @@ pub(crate) fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
                 if i > 0 {
                     out.push(b'.');
                 }
-                put_decimal(out, u32::from(o));
+                put_number(out, u64::from(o));
             }
         }
         IpAddr::V6(_) => {
