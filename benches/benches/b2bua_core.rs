@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use rvoip_benches::{CountingAlloc, allocations};
+use rvoip_benches::{CallRun, CountingAlloc, allocations, per_call, timed_calls};
 use rvoip_controlplane::core::{Inbound, Outbound, SipCore, Transport};
 use rvoip_controlplane::process::{b2bua_from_config, core_from_config};
 use rvoip_controlplane::sbc::cdr::CdrWriter;
@@ -408,17 +408,23 @@ impl Drop for Run {
     }
 }
 
+impl CallRun for Run {
+    fn step(&mut self) {
+        Run::step(self);
+    }
+    fn busy(&self) -> Duration {
+        self.busy
+    }
+    fn allocs(&self) -> u64 {
+        self.allocs
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("b2bua_core");
     let mut run = Run::new();
     group.bench_function("call", |b| {
-        b.iter_custom(|iters| {
-            let before = run.busy;
-            for _ in 0..iters {
-                run.step();
-            }
-            run.busy - before
-        })
+        b.iter_custom(|iters| timed_calls(&mut run, iters))
     });
     group.finish();
 }
@@ -427,16 +433,7 @@ fn bench(c: &mut Criterion) {
 /// of simulated time, past the 32 s linger), figures over the last 100,000.
 fn summary() {
     let mut run = Run::new();
-    for _ in 0..100_000 {
-        run.step();
-    }
-    let busy = run.busy;
-    let a = run.allocs;
-    for _ in 0..100_000 {
-        run.step();
-    }
-    let per_call = (run.busy - busy).as_secs_f64() * 1e6 / 100_000.0;
-    let allocs = (run.allocs - a) as f64 / 100_000.0;
+    let (per_call, allocs) = per_call(&mut run, 100_000, 100_000);
     let (servers, clients) = run.core.transactions();
     let up = run.core.b2bua().map_or(0, |b| b.calls());
     println!(

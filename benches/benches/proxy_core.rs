@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use rvoip_benches::{CountingAlloc, allocations};
+use rvoip_benches::{CallRun, CountingAlloc, allocations, per_call, timed_calls};
 use rvoip_controlplane::core::{CoreConfig, Inbound, Outbound, SipCore, Transport};
 use rvoip_controlplane::registrar::location::LocationService;
 use rvoip_controlplane::registrar::{Registrar, RegistrarConfig, Users};
@@ -231,17 +231,23 @@ impl Run {
     }
 }
 
+impl CallRun for Run {
+    fn step(&mut self) {
+        self.call();
+    }
+    fn busy(&self) -> Duration {
+        self.busy
+    }
+    fn allocs(&self) -> u64 {
+        self.allocs
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("proxy_core");
     let mut run = Run::new();
     group.bench_function("call", |b| {
-        b.iter_custom(|iters| {
-            let before = run.busy;
-            for _ in 0..iters {
-                run.call();
-            }
-            run.busy - before
-        })
+        b.iter_custom(|iters| timed_calls(&mut run, iters))
     });
     group.finish();
 }
@@ -250,16 +256,7 @@ fn bench(c: &mut Criterion) {
 /// of simulated time, past the 32 s linger), figures over the last 100,000.
 fn summary() {
     let mut run = Run::new();
-    for _ in 0..100_000 {
-        run.call();
-    }
-    let busy = run.busy;
-    let a = run.allocs;
-    for _ in 0..100_000 {
-        run.call();
-    }
-    let per_call = (run.busy - busy).as_secs_f64() * 1e6 / 100_000.0;
-    let allocs = (run.allocs - a) as f64 / 100_000.0;
+    let (per_call, allocs) = per_call(&mut run, 100_000, 100_000);
     let (servers, clients) = run.core.transactions();
     println!(
         "proxy_core: {per_call:.2} µs of core CPU per call, {allocs:.1} allocations per call \

@@ -6,6 +6,7 @@ pub mod libsrtp2;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Wraps the system allocator and counts allocations, so a benchmark can
 /// report allocations per operation next to its timings.
@@ -37,6 +38,45 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// Allocations so far (process-wide).
 pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// A simulated run of calls through one of the control plane's cores: one
+/// call per `step`, with the time and allocations spent inside the core
+/// (not in building the peers' messages) added up.
+pub trait CallRun {
+    /// Runs one more call.
+    fn step(&mut self);
+    /// Time spent inside the core so far.
+    fn busy(&self) -> Duration;
+    /// Allocations made inside the core so far.
+    fn allocs(&self) -> u64;
+}
+
+/// The time inside the core over `iters` more calls (criterion's
+/// `iter_custom`).
+pub fn timed_calls<R: CallRun>(run: &mut R, iters: u64) -> Duration {
+    let before = run.busy();
+    for _ in 0..iters {
+        run.step();
+    }
+    run.busy() - before
+}
+
+/// Runs `warm` calls, then `measured` more: µs and allocations per call over
+/// the measured ones.
+pub fn per_call<R: CallRun>(run: &mut R, warm: u64, measured: u64) -> (f64, f64) {
+    for _ in 0..warm {
+        run.step();
+    }
+    let (busy, allocs) = (run.busy(), run.allocs());
+    for _ in 0..measured {
+        run.step();
+    }
+    let n = measured.max(1) as f64;
+    (
+        (run.busy() - busy).as_secs_f64() * 1e6 / n,
+        (run.allocs() - allocs) as f64 / n,
+    )
 }
 
 /// A realistic INVITE as a carrier access side sees it: 15 headers and an
