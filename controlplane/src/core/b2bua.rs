@@ -626,16 +626,20 @@ fn response_to(
     body: &[u8],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512 + body.len());
-    let mut extra: Vec<(HeaderName, &[u8])> = extra.to_vec();
-    if !body.is_empty() {
-        extra.push((HeaderName::ContentType, b"application/sdp"));
-    }
+    // A copy of the header list only when a Content-Type joins it.
+    let with_type: Vec<(HeaderName, &[u8])>;
+    let extra = if body.is_empty() {
+        extra
+    } else {
+        with_type = [extra, &[(HeaderName::ContentType, b"application/sdp")]].concat();
+        &with_type
+    };
     write_response_with_body(
         req,
         code,
         reason,
         (!to_tag.is_empty()).then_some(to_tag.as_bytes()),
-        &extra,
+        extra,
         body,
         &mut out,
     );
