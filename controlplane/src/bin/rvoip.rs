@@ -467,6 +467,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         &config.controlplane.ring_dir,
         Arc::clone(&server),
         Arc::clone(&stop),
+        std::time::Duration::from_micros(u64::from(config.dataplane.batch_wait_us)),
     ) {
         Ok(o) => o,
         Err(e) => {

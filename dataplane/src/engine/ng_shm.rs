@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::ng::{MediaControl, NgServer};
 use crate::shm::{Channel, Direction};
@@ -39,11 +39,14 @@ pub struct NgOrders {
 
 impl NgOrders {
     /// Creates the order channel in `dir` and serves it with `server` until
-    /// `stop` is set.
+    /// `stop` is set. While orders keep coming the server looks for more
+    /// every `poll` (the dataplane's batch window) instead of having each
+    /// order wake it; zero: every order wakes it.
     pub fn spawn<M: MediaControl + Send + 'static>(
         dir: &Path,
         server: Arc<Mutex<NgServer<M>>>,
         stop: Arc<AtomicBool>,
+        poll: Duration,
     ) -> io::Result<NgOrders> {
         let channel = Channel::create(
             &orders_path(dir),
@@ -53,7 +56,7 @@ impl NgOrders {
         )?;
         let thread = std::thread::Builder::new()
             .name("ng-orders".into())
-            .spawn(move || serve(&channel, &server, &stop))?;
+            .spawn(move || serve(&channel, &server, &stop, poll))?;
         Ok(NgOrders { thread })
     }
 
@@ -63,16 +66,33 @@ impl NgOrders {
     }
 }
 
+/// How long after its last order the server counts orders as flowing.
+const BUSY_SPELL: Duration = Duration::from_millis(50);
+
 fn serve<M: MediaControl>(
     channel: &Channel,
     server: &Mutex<NgServer<M>>,
     stop: &AtomicBool,
+    poll: Duration,
 ) -> u64 {
     let mut orders = channel.consumer(Direction::ToDataplane);
     let mut replies = channel.producer(Direction::ToControlPlane);
     let mut answered = 0u64;
+    let mut last_order = Instant::now() - BUSY_SPELL;
     while !stop.load(Ordering::Relaxed) {
-        orders.wait(Duration::from_millis(100));
+        if !poll.is_zero() && last_order.elapsed() < BUSY_SPELL {
+            // The control plane's pushes do not wake a server that looks
+            // by itself: a wake-up across cores costs the control plane
+            // more than the order it pushes.
+            if !orders.has_data() {
+                std::thread::sleep(poll);
+            }
+        } else {
+            orders.wait(Duration::from_millis(100));
+        }
+        if orders.has_data() {
+            last_order = Instant::now();
+        }
         while let Some(r) = orders.peek() {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

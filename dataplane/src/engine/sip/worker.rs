@@ -36,6 +36,9 @@ const SEND_SLOTS: usize = 1024;
 /// FUTEX2_SIZE_U32: a 32-bit futex, shared between processes.
 const FUTEX2_SIZE_U32: u32 = 0x02;
 
+/// How long after its last message a worker counts traffic as flowing.
+const BUSY_SPELL: Duration = Duration::from_millis(50);
+
 /// Slot size of the SIP channels: 2 KiB holds a typical INVITE in one slot.
 pub(super) const SLOT_SIZE: usize = 2048;
 
@@ -682,9 +685,12 @@ impl Worker {
     }
 
     /// Sends what the control plane queued.
-    fn drain_outbound(&mut self, consumer: &mut crate::shm::Consumer<'_>) {
+    /// Sends what the control plane queued; returns how many records.
+    fn drain_outbound(&mut self, consumer: &mut crate::shm::Consumer<'_>) -> usize {
+        let mut n = 0;
         for _ in 0..1024 {
             let Some(r) = consumer.peek() else { break };
+            n += 1;
             let meta = SipMeta::decode(r.meta);
             if meta.transport == 1 {
                 self.send_tcp(meta.conn, meta.local, meta.remote, r.payload);
@@ -693,6 +699,7 @@ impl Worker {
             }
             consumer.advance();
         }
+        n
     }
 }
 
@@ -771,10 +778,18 @@ pub(super) fn run(
     let sleep_word = channel.sleep_word(Direction::ToDataplane)
         as *const std::sync::atomic::AtomicU32 as *const u32;
     let mut last_purge = Instant::now();
+    let mut last_traffic = Instant::now() - BUSY_SPELL;
     while !stop.load(Ordering::Relaxed) {
-        w.drain_outbound(&mut consumer);
+        if w.drain_outbound(&mut consumer) > 0 {
+            last_traffic = Instant::now();
+        }
         w.flush_udp();
-        if !w.futex_armed && consumer.prepare_sleep() {
+        // While traffic flows the worker wakes at least once per batch
+        // window anyway: it looks at the channel then instead of having the
+        // control plane's pushes wake it (a cross-core wake-up costs the
+        // control plane more than the records it pushes).
+        let polling = w.batch_wait_us > 0 && last_traffic.elapsed() < BUSY_SPELL;
+        if !polling && !w.futex_armed && consumer.prepare_sleep() {
             // Sleep on the channel too: the control plane's push wakes us.
             let e = opcode::FutexWait::new(sleep_word, 1, u64::from(u32::MAX), FUTEX2_SIZE_U32)
                 .build()
@@ -782,7 +797,11 @@ pub(super) fn run(
             w.push(e);
             w.futex_armed = true;
         }
-        let ts = Timespec::from(Duration::from_millis(200));
+        let ts = Timespec::from(if polling {
+            Duration::from_micros(u64::from(w.batch_wait_us))
+        } else {
+            Duration::from_millis(200)
+        });
         // Submits the queued sends and waits; with a minimum wait, traffic
         // that arrives within it is handled in the same pass.
         let (want, args) = if w.min_wait && w.batch_wait_us > 0 {
@@ -807,6 +826,9 @@ pub(super) fn run(
             .completion()
             .map(|c| (c.user_data(), c.result(), c.flags()))
             .collect();
+        if events.iter().any(|e| e.0 >> KIND_SHIFT != FUTEX) {
+            last_traffic = Instant::now();
+        }
         for (data, res, flags) in events {
             let id = data & ((1 << KIND_SHIFT) - 1);
             match data >> KIND_SHIFT {
