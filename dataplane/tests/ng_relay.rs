@@ -112,12 +112,28 @@ fn every_packet_arrives(driver: DriverKind, base: u16) {
         get(&list, "calls"),
         Value::List(vec![Value::Bytes(b"call-1")])
     );
+    // The control plane's delete: the totals without the per-tag detail.
     let del = relay.command(&[
         ("command", Value::Bytes(b"delete")),
         ("call-id", Value::Bytes(b"call-1")),
         ("from-tag", Value::Bytes(b"tag-a")),
+        ("flags", Value::List(vec![Value::Bytes(b"totals-only")])),
     ]);
     assert_eq!(get(&del, "result"), Value::Bytes(b"ok"));
+    assert_eq!(
+        get(&del, "totals")
+            .get("RTP")
+            .and_then(|r| r.get("packets"))
+            .and_then(Value::as_int),
+        Some(200),
+        "the delete reply carries the totals"
+    );
+    let (reply, _) = rvoip_dataplane::ng::bencode::decode(&del).expect("bencode reply");
+    assert!(
+        reply.get("tags").is_none(),
+        "totals-only leaves the per-tag report out: {}",
+        String::from_utf8_lossy(&del)
+    );
     let q = relay.command(&[
         ("command", Value::Bytes(b"query")),
         ("call-id", Value::Bytes(b"call-1")),

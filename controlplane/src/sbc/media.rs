@@ -80,6 +80,16 @@ impl Request {
         self
     }
 
+    /// `flags: [totals-only]`: the reply carries the call's totals without
+    /// the per-tag detail (all a call's record keeps).
+    fn totals_only(&mut self) -> &mut Self {
+        let out = self.key("flags");
+        out.push(b'l');
+        bencode::put_bytes(out, b"totals-only");
+        out.push(b'e');
+        self
+    }
+
     fn done(&mut self) -> Vec<u8> {
         let mut out = std::mem::take(&mut self.out);
         out.push(b'e');
@@ -140,13 +150,14 @@ pub fn delete(call: &[u8]) -> Vec<u8> {
     Request::new(call.len())
         .bytes("call-id", call)
         .bytes("command", b"delete")
+        .totals_only()
         .done()
 }
 
 /// The relay's totals in a delete reply.
 pub fn reply_totals(reply: &[u8]) -> Result<MediaTotals, String> {
-    // One pass to the small `totals.RTP` dictionary (the per-tag report
-    // before it is stepped over once).
+    // One pass to the small `totals.RTP` dictionary (a relay that ignores
+    // `totals-only` puts its per-tag report before it: stepped over once).
     let rtp =
         bencode::lookup(reply, &["totals", "RTP"]).map_err(|e| format!("relay reply: {e}"))?;
     let get = |k: &str| {

@@ -228,6 +228,20 @@ fn strings<'a>(v: Option<&'a Value<'a>>) -> Vec<&'a [u8]> {
     }
 }
 
+/// How much a `delete` or `query` reply reports: `flags: [totals-only]`
+/// (a rvoip extension; other relays ignore unknown flags) leaves out the
+/// per-tag detail, for clients that only keep the call's totals.
+fn detail(req: &Value<'_>) -> stats::Detail {
+    if strings(req.get("flags"))
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(b"totals-only"))
+    {
+        stats::Detail::TotalsOnly
+    } else {
+        stats::Detail::Full
+    }
+}
+
 fn flags(req: &Value<'_>) -> Result<Flags, NgError> {
     let mut f = Flags::default();
     for r in strings(req.get("replace")) {
@@ -695,6 +709,7 @@ impl<M: MediaControl> NgServer<M> {
             &call_report(&call),
             snap.and_then(Result::ok).as_ref(),
             now,
+            detail(req),
         ))
     }
 
@@ -709,6 +724,7 @@ impl<M: MediaControl> NgServer<M> {
             &call_report(call),
             snap.and_then(Result::ok).as_ref(),
             now,
+            detail(req),
         ))
     }
 }

@@ -50,10 +50,19 @@ fn unix_at(now_unix: u64, worker_now_ms: u64, at_ms: u64) -> u64 {
     now_unix.saturating_sub(worker_now_ms.saturating_sub(at_ms) / 1000)
 }
 
+/// What a report holds: everything, or the call's totals without the
+/// per-tag detail (the `totals-only` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Detail {
+    Full,
+    TotalsOnly,
+}
+
 pub(super) fn report(
     call: &CallReport<'_>,
     snap: Option<&SessionSnapshot>,
     now: u64,
+    detail: Detail,
 ) -> Vec<(Key, Out)> {
     let mut totals = [(0u64, 0u64, 0u64); 2];
     let mut tags = Vec::new();
@@ -64,6 +73,12 @@ pub(super) fn report(
             let leg: Option<&Leg> = snap
                 .and_then(|s| s.session.medias.get(i))
                 .map(|p| &p.legs[side]);
+            if detail == Detail::TotalsOnly {
+                if let Some(leg) = leg {
+                    add(&mut totals, leg);
+                }
+                continue;
+            }
             let leg = leg.cloned().unwrap_or_default();
             let last = snap
                 .filter(|_| leg.rtp_in.last_seen_ms > 0)
@@ -115,18 +130,16 @@ pub(super) fn report(
                     ),
                 ]));
             }
-            totals[0].0 += leg.rtp_in.packets;
-            totals[0].1 += leg.rtp_in.bytes;
-            totals[0].2 += leg.rtp_in.errors;
-            totals[1].0 += leg.rtcp_in.packets;
-            totals[1].1 += leg.rtcp_in.bytes;
-            totals[1].2 += leg.rtcp_in.errors;
+            add(&mut totals, &leg);
             medias.push(Out::Dict(vec![
                 ("index".into(), Out::Int(i as i64 + 1)),
                 ("type".into(), Out::Str(m.kind.to_vec())),
                 ("protocol".into(), Out::Str(m.proto.to_vec())),
                 ("streams".into(), Out::List(streams)),
             ]));
+        }
+        if detail == Detail::TotalsOnly {
+            continue;
         }
         let mut entry = vec![
             ("tag".into(), Out::Str(tag.to_vec())),
@@ -145,10 +158,9 @@ pub(super) fn report(
         ));
     }
     let timed_out = snap.is_some_and(|s| s.session.timed_out);
-    vec![
+    let mut out = vec![
         ("created".into(), Out::Int(call.created as i64)),
         ("last signal".into(), Out::Int(call.last_signal as i64)),
-        ("tags".into(), Out::Dict(tags)),
         (
             "totals".into(),
             Out::Dict(vec![
@@ -157,5 +169,19 @@ pub(super) fn report(
             ]),
         ),
         ("media timeout".into(), Out::Int(i64::from(timed_out))),
-    ]
+    ];
+    if detail == Detail::Full {
+        out.push(("tags".into(), Out::Dict(tags)));
+    }
+    out
+}
+
+/// Adds a leg's received RTP and RTCP counts to the call's totals.
+fn add(totals: &mut [(u64, u64, u64); 2], leg: &Leg) {
+    totals[0].0 += leg.rtp_in.packets;
+    totals[0].1 += leg.rtp_in.bytes;
+    totals[0].2 += leg.rtp_in.errors;
+    totals[1].0 += leg.rtcp_in.packets;
+    totals[1].1 += leg.rtcp_in.bytes;
+    totals[1].2 += leg.rtcp_in.errors;
 }
