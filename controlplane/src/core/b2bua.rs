@@ -24,6 +24,8 @@ use rvoip_dataplane::sip::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::build::Piece::{Addr, Ip, Number, Str};
+use super::build::text;
 use super::{ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
 use crate::sbc::cdr::Cdr;
 use crate::sbc::journal::Journal;
@@ -1050,7 +1052,7 @@ impl SipCore {
                 }
                 rvoip_dataplane::sip::Contact::Star => None,
             })
-            .unwrap_or_else(|| format!("sip:{}", inb.remote));
+            .unwrap_or_else(|| text(&[Str("sip:"), Addr(inb.remote)]));
         let a_routes: Vec<String> = msg
             .header_lines(HeaderName::RecordRoute)
             .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -1075,7 +1077,7 @@ impl SipCore {
             local: inb.local,
             dest: inb.remote,
             conn: (inb.transport == Transport::Tcp).then_some(inb.conn),
-            contact: format!("sip:{}", inb.local),
+            contact: text(&[Str("sip:"), Addr(inb.local)]),
             srtp: in_srtp,
         };
         let b_local = out_listener.unwrap_or(inb.local);
@@ -1083,7 +1085,13 @@ impl SipCore {
             call_id: String::new(),
             local_tag: b.token("b-tag"),
             remote_tag: String::new(),
-            local_uri: format!("<sip:{from_user}@{}>", b_local.ip()),
+            local_uri: text(&[
+                Str("<sip:"),
+                Str(&from_user),
+                Str("@"),
+                Ip(b_local.ip()),
+                Str(">"),
+            ]),
             remote_uri: String::new(),
             remote_target: String::new(),
             route_set: Vec::new(),
@@ -1092,7 +1100,7 @@ impl SipCore {
             local: b_local,
             dest: b_local,
             conn: None,
-            contact: format!("sip:{b_local}"),
+            contact: text(&[Str("sip:"), Addr(b_local)]),
             srtp: out_srtp,
         };
         // Headers of the caller's INVITE that carry meaning end to end.
@@ -1117,14 +1125,17 @@ impl SipCore {
                 let targets = peers
                     .iter()
                     .filter_map(|p| b.policy.trunks.get(t)?.peers.get(*p))
-                    .map(|p| (p.address, format!("sip:{number}@{}", p.address)))
+                    .map(|p| {
+                        let uri = text(&[Str("sip:"), Str(&number), Str("@"), Addr(p.address)]);
+                        (p.address, uri)
+                    })
                     .collect();
                 (peers, targets)
             }
             (None, Some((targets, _))) => (Vec::new(), targets),
             (None, None) => (Vec::new(), Vec::new()),
         };
-        let media_id = format!("b2b-{}-{id}", b.boot);
+        let media_id = text(&[Str("b2b-"), Str(&b.boot), Str("-"), Number(id)]);
         let mut call = Call {
             id,
             legs: [a_leg, b_leg],
@@ -1217,7 +1228,11 @@ impl SipCore {
         if !call.legs[1].call_id.is_empty() {
             b.dialogs.remove(call.legs[1].call_id.as_bytes());
         }
-        let call_id = format!("{}@{}", b.token("call-id"), call.legs[1].local.ip());
+        let call_id = text(&[
+            Str(&b.token("call-id")),
+            Str("@"),
+            Ip(call.legs[1].local.ip()),
+        ]);
         let leg = &mut call.legs[1];
         leg.call_id = call_id;
         leg.remote_tag.clear();
@@ -2160,7 +2175,7 @@ impl SipCore {
         if matches!(method, Method::Invite | Method::Update) && code < 300 {
             extra.push((
                 HeaderName::Contact,
-                format!("<{}>", call.legs[from.index()].contact).into_bytes(),
+                text(&[Str("<"), Str(&call.legs[from.index()].contact), Str(">")]).into_bytes(),
             ));
         }
         for name in [

@@ -76,6 +76,32 @@ pub(crate) fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
+/// One piece of a [`text`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Piece<'a> {
+    Str(&'a str),
+    Addr(SocketAddr),
+    Ip(IpAddr),
+    Number(u64),
+}
+
+/// The pieces end to end, addresses and numbers written as their `Display`
+/// writes them but without the formatting machinery: a B2BUA call builds
+/// several such values (contacts, URIs, Call-IDs) for each leg.
+pub(crate) fn text(pieces: &[Piece<'_>]) -> String {
+    let mut out = Vec::with_capacity(64);
+    for p in pieces {
+        match *p {
+            Piece::Str(s) => out.extend_from_slice(s.as_bytes()),
+            Piece::Addr(a) => put_socket_addr(&mut out, a),
+            Piece::Ip(ip) => put_ip(&mut out, ip),
+            Piece::Number(n) => put_number(&mut out, n),
+        }
+    }
+    // Every piece is UTF-8 (str, ASCII digits and addresses).
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Appends `v` in decimal.
 pub(crate) fn put_number(out: &mut Vec<u8>, v: u64) {
     let mut digits = [0u8; 20];
@@ -167,6 +193,19 @@ mod tests {
             let mut s = Vec::new();
             put_ip(&mut s, addr.ip());
             assert_eq!(s, addr.ip().to_string().as_bytes());
+            assert_eq!(
+                text(&[
+                    Piece::Str("<sip:"),
+                    Piece::Str("alice"),
+                    Piece::Str("@"),
+                    Piece::Ip(addr.ip()),
+                    Piece::Str(">;n="),
+                    Piece::Number(u64::from(addr.port())),
+                    Piece::Str(" "),
+                    Piece::Addr(addr),
+                ]),
+                format!("<sip:alice@{}>;n={} {addr}", addr.ip(), addr.port())
+            );
         }
         for (v, w) in [
             (0u64, 16),
