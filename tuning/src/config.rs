@@ -309,6 +309,9 @@ pub struct Dataplane {
     pub polling: Polling,
     /// With `interrupt` polling: how long a wake-up may wait for more packets
     /// before handling them, in microseconds (io_uring on kernel 6.12+).
+    /// While traffic flows it is also how often a SIP worker and the media
+    /// order server look at what the control plane queued for them (they
+    /// are not woken per record then).
     #[serde(default = "default_batch_wait_us")]
     pub batch_wait_us: u32,
     /// Calls a media worker takes before new calls spread to the least
