@@ -71,23 +71,24 @@ impl Request {
         self
     }
 
-    /// `replace: [origin]`: the relay writes its own o= line.
-    fn replace_origin(&mut self) -> &mut Self {
-        let out = self.key("replace");
+    /// `k: [item]`.
+    fn one_item_list(&mut self, k: &'static str, item: &[u8]) -> &mut Self {
+        let out = self.key(k);
         out.push(b'l');
-        bencode::put_bytes(out, b"origin");
+        bencode::put_bytes(out, item);
         out.push(b'e');
         self
+    }
+
+    /// `replace: [origin]`: the relay writes its own o= line.
+    fn replace_origin(&mut self) -> &mut Self {
+        self.one_item_list("replace", b"origin")
     }
 
     /// `flags: [totals-only]`: the reply carries the call's totals without
     /// the per-tag detail (all a call's record keeps).
     fn totals_only(&mut self) -> &mut Self {
-        let out = self.key("flags");
-        out.push(b'l');
-        bencode::put_bytes(out, b"totals-only");
-        out.push(b'e');
-        self
+        self.one_item_list("flags", b"totals-only")
     }
 
     fn done(&mut self) -> Vec<u8> {
