@@ -2,7 +2,8 @@
 //! control plane on the shared-memory channel: messages the control plane
 //! queues leave whole and in order (several of one length to one
 //! destination in one segmented send where the kernel can), and a peer's
-//! segmented send reaches the control plane as its separate messages.
+//! segmented send reaches the control plane as its separate messages; a
+//! worker busy with traffic takes what is queued without being woken.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -172,4 +173,72 @@ fn a_peers_segmented_send_reaches_the_control_plane_as_its_messages() {
     if gso::can_segment(&peer) {
         assert_eq!(reports[0].received_grouped, 10, "one coalesced read");
     }
+}
+
+#[test]
+fn a_worker_busy_with_traffic_sends_what_is_queued_without_being_woken() {
+    let (_dir, mut plane, channel, listen) = plane("poll", 1000);
+    let mut from_dataplane = channel.consumer(Direction::ToControlPlane);
+    let mut to_dataplane = channel.producer(Direction::ToDataplane);
+    let sleep_word = channel.sleep_word(Direction::ToDataplane);
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
+    peer.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("a nonzero timeout is valid");
+    let meta = SipMeta {
+        transport: 0,
+        local: listen,
+        remote: peer.local_addr().expect("a bound socket has an address"),
+        conn: 0,
+    }
+    .encode();
+    let mut buf = vec![0u8; 65_536];
+    // The peer's request reaches the control plane: traffic is flowing.
+    let mut inbound = |n: u32| {
+        peer.send_to(&options(n), listen)
+            .expect("loopback takes the send");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            channel.heartbeat();
+            if from_dataplane.peek().is_some() {
+                from_dataplane.advance();
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {n} reached the control plane"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    let mut answer = |n: u32, peer: &UdpSocket| {
+        to_dataplane
+            .push(0, &meta, &options(n))
+            .expect("the ring has room");
+        let (len, src) = peer.recv_from(&mut buf).expect("the queued message leaves");
+        assert_eq!((&buf[..len], src), (&options(n)[..], listen));
+    };
+    inbound(1);
+    // The first push may find the futex the idle worker armed (and wake it).
+    answer(1, &peer);
+    // While traffic flows the worker does not announce sleep: pushes make no
+    // system call, and what they queue still leaves.
+    let mut unannounced = false;
+    for n in 2..20 {
+        inbound(n);
+        if sleep_word.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            unannounced = true;
+            answer(n, &peer);
+            break;
+        }
+    }
+    assert!(unannounced, "a busy worker sleeps without arming its futex");
+    // Idle again, it sleeps on the futex word, and the next push wakes it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while sleep_word.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "an idle worker arms its futex");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    answer(100, &peer);
+    let reports = plane.shutdown();
+    assert_eq!(reports[0].send_errors, 0);
 }
