@@ -779,6 +779,8 @@ pub(super) fn run(
         as *const std::sync::atomic::AtomicU32 as *const u32;
     let mut last_purge = Instant::now();
     let mut last_traffic = Instant::now() - BUSY_SPELL;
+    // One wait's completions, taken off the ring before they are handled.
+    let mut events: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
         if w.drain_outbound(&mut consumer) > 0 {
             last_traffic = Instant::now();
@@ -821,15 +823,16 @@ pub(super) fn run(
         // died) while the worker slept.
         w.edge
             .set_control_plane_attached(channel.controlplane_alive(Duration::from_secs(2)));
-        let events: Vec<(u64, i32, u32)> = w
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result(), c.flags()))
-            .collect();
+        events.clear();
+        events.extend(
+            w.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         if events.iter().any(|e| e.0 >> KIND_SHIFT != FUTEX) {
             last_traffic = Instant::now();
         }
-        for (data, res, flags) in events {
+        for &(data, res, flags) in &events {
             let id = data & ((1 << KIND_SHIFT) - 1);
             match data >> KIND_SHIFT {
                 UDP => w.on_recv(&mut producer, id as usize, res, flags),
