@@ -684,7 +684,6 @@ impl Worker {
         }
     }
 
-    /// Sends what the control plane queued.
     /// Sends what the control plane queued; returns how many records.
     fn drain_outbound(&mut self, consumer: &mut crate::shm::Consumer<'_>) -> usize {
         let mut n = 0;
