@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rvoip_dataplane::engine::gso::{self, Packer};
 use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, SipTransport};
-use rvoip_dataplane::shm::{Channel, Direction, SipMeta};
+use rvoip_dataplane::shm::{Channel, Direction, META_BYTES, SipMeta};
 use rvoip_dataplane::sip::Limits;
 
 /// A ring directory of this test's own, removed when dropped.
@@ -63,6 +63,17 @@ fn plane(name: &str, batch_wait_us: u32) -> (Dir, SipPlane, Channel, SocketAddr)
     (dir, plane, channel, listen)
 }
 
+/// The channel metadata of a UDP message from the listener to `peer`.
+fn udp_meta(listen: SocketAddr, peer: &UdpSocket) -> [u8; META_BYTES] {
+    SipMeta {
+        transport: 0,
+        local: listen,
+        remote: peer.local_addr().expect("a bound socket has an address"),
+        conn: 0,
+    }
+    .encode()
+}
+
 /// An OPTIONS request of a fixed length: `n` is written in six digits.
 fn options(n: u32) -> Vec<u8> {
     format!(
@@ -97,13 +108,7 @@ fn queued_messages_leave_whole_and_in_order_for_each_destination() {
         }
         sent.push(m);
     }
-    let meta = SipMeta {
-        transport: 0,
-        local: listen,
-        remote: peer.local_addr().expect("a bound socket has an address"),
-        conn: 0,
-    }
-    .encode();
+    let meta = udp_meta(listen, &peer);
     for m in &sent {
         to_dataplane
             .push(0, &meta, m)
@@ -184,13 +189,7 @@ fn a_worker_busy_with_traffic_sends_what_is_queued_without_being_woken() {
     let peer = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
     peer.set_read_timeout(Some(Duration::from_secs(3)))
         .expect("a nonzero timeout is valid");
-    let meta = SipMeta {
-        transport: 0,
-        local: listen,
-        remote: peer.local_addr().expect("a bound socket has an address"),
-        conn: 0,
-    }
-    .encode();
+    let meta = udp_meta(listen, &peer);
     let mut buf = vec![0u8; 65_536];
     // The peer's request reaches the control plane: traffic is flowing.
     let mut inbound = |n: u32| {
