@@ -603,22 +603,12 @@ fn uri_user(msg: &SipMessage<'_>) -> String {
         .unwrap_or_default()
 }
 
-/// A response to `request` with a To tag, extra headers and a body.
-fn response(
-    request: &[u8],
-    code: u16,
-    reason: &[u8],
-    to_tag: &str,
-    extra: &[(HeaderName, &[u8])],
-    body: &[u8],
-) -> Vec<u8> {
-    let Ok(req) = SipMessage::parse(request, Framing::Datagram, &Limits::default()) else {
-        return Vec::new();
-    };
-    response_to(&req, code, reason, to_tag, extra, body)
+/// A request this core kept, read again to answer it.
+fn reread(request: &[u8]) -> Option<SipMessage<'_>> {
+    SipMessage::parse(request, Framing::Datagram, &Limits::default()).ok()
 }
 
-/// [`response`] to a request already parsed.
+/// A response to `req` with a To tag, extra headers and a body.
 fn response_to(
     req: &SipMessage<'_>,
     code: u16,
@@ -1303,14 +1293,10 @@ impl SipCore {
     }
 
     fn b2b_reject_a(&mut self, call: &Call, now: Millis, status: u16) {
-        let bytes = response(
-            &call.a_invite,
-            status,
-            super::reason_phrase(status).as_bytes(),
-            &call.legs[0].local_tag,
-            &[],
-            b"",
-        );
+        let bytes = reread(&call.a_invite).map_or_else(Vec::new, |req| {
+            let reason = super::reason_phrase(status).as_bytes();
+            response_to(&req, status, reason, &call.legs[0].local_tag, &[], b"")
+        });
         if !bytes.is_empty() {
             self.counters.generated += 1;
             self.server_respond(now, &call.a_invite_key, status, bytes);
@@ -1824,7 +1810,9 @@ impl SipCore {
                     .get(&call)
                     .map(|c| c.legs[0].local_tag.clone())
                     .unwrap_or_default();
-                let bytes = response(&request, 408, b"Request Timeout", &tag, &[], b"");
+                let bytes = reread(&request).map_or_else(Vec::new, |req| {
+                    response_to(&req, 408, b"Request Timeout", &tag, &[], b"")
+                });
                 self.server_respond(now, &server, 408, bytes);
             }
             CallTxn::Local | CallTxn::Probe { .. } => {}
@@ -2192,7 +2180,9 @@ impl SipCore {
         let extra_refs: Vec<(HeaderName, &[u8])> =
             extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         let reason = msg.reason_phrase().unwrap_or(b"OK");
-        let bytes = response(request, code, reason, "", &extra_refs, body);
+        let bytes = reread(request).map_or_else(Vec::new, |req| {
+            response_to(&req, code, reason, "", &extra_refs, body)
+        });
         if (200..300).contains(&code) && matches!(method, Method::Invite | Method::Update) {
             // A refresh: the session interval starts again.
             if let Some(ms) = call.session_ms {
