@@ -76,13 +76,18 @@ fn udp_meta(listen: SocketAddr, peer: &UdpSocket) -> [u8; META_BYTES] {
 
 /// An OPTIONS request of a fixed length: `n` is written in six digits.
 fn options(n: u32) -> Vec<u8> {
+    in_call(n, n)
+}
+
+/// Request `n` (six digits) of call `call` (six digits): all of one length.
+fn in_call(call: u32, n: u32) -> Vec<u8> {
     format!(
         "OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-{n:06}\r\n\
-         From: <sip:test@127.0.0.1>;tag={n:06}\r\n\
+         From: <sip:test@127.0.0.1>;tag={call:06}\r\n\
          To: <sip:probe@127.0.0.1>\r\n\
-         Call-ID: {n:06}@test\r\n\
-         CSeq: 1 OPTIONS\r\n\
+         Call-ID: {call:06}@test\r\n\
+         CSeq: {n:06} OPTIONS\r\n\
          Max-Forwards: 70\r\n\
          Content-Length: 0\r\n\r\n"
     )
@@ -90,7 +95,7 @@ fn options(n: u32) -> Vec<u8> {
 }
 
 #[test]
-fn queued_messages_leave_whole_and_in_order_for_each_destination() {
+fn queued_messages_leave_whole_and_in_order_for_each_call() {
     // Once woken the worker waits 20 ms for more: the messages queued
     // meanwhile leave in the same pass.
     let (_dir, mut plane, channel, listen) = plane("out", 20_000);
@@ -98,15 +103,16 @@ fn queued_messages_leave_whole_and_in_order_for_each_destination() {
     let peer = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
     peer.set_read_timeout(Some(Duration::from_secs(3)))
         .expect("a nonzero timeout is valid");
-    // Runs of one length (grouped into one send each), broken by messages of
-    // other lengths: all to one destination, whose order must hold.
+    // Fifty calls, each a request and then a longer one (as a 180 and its
+    // 200 follow each other), all to one destination: the shorter ones of
+    // all calls share a send, the longer ones another, and each call's
+    // order holds.
     let mut sent = Vec::new();
-    for n in 0..100u32 {
-        let mut m = options(n);
-        if n % 17 == 0 {
-            m.extend_from_slice(b"x"); // another length: a body-less extra octet is still one datagram
-        }
-        sent.push(m);
+    for call in 0..50u32 {
+        sent.push(in_call(call, 2 * call));
+        let mut longer = in_call(call, 2 * call + 1);
+        longer.extend_from_slice(b"x"); // a body-less extra octet is still one datagram
+        sent.push(longer);
     }
     let meta = udp_meta(listen, &peer);
     for m in &sent {
@@ -121,7 +127,25 @@ fn queued_messages_leave_whole_and_in_order_for_each_destination() {
         assert_eq!(src, listen, "sent from the listener");
         got.push(buf[..n].to_vec());
     }
-    assert_eq!(got, sent, "whole, once, in the order queued");
+    let call_of = |m: &Vec<u8>| {
+        rvoip_dataplane::sip::scan_call_id(m)
+            .expect("the test's requests have a Call-ID")
+            .to_vec()
+    };
+    for call in 0..50u32 {
+        let id = format!("{call:06}@test").into_bytes();
+        let of = |all: &[Vec<u8>]| {
+            all.iter()
+                .filter(|m| call_of(m) == id)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            of(&got),
+            of(&sent),
+            "call {call}: whole, once, in the order queued"
+        );
+    }
     let reports = plane.shutdown();
     assert_eq!(reports[0].sent, 100);
     assert_eq!(reports[0].send_errors, 0);
@@ -132,6 +156,13 @@ fn queued_messages_leave_whole_and_in_order_for_each_destination() {
         assert!(
             reports[0].sent_grouped > 0,
             "runs of one length shared sends"
+        );
+        // Two sends when the worker took the whole queue in one pass (a
+        // hundred if one destination's datagrams kept their order).
+        assert!(
+            reports[0].udp_sends <= 4,
+            "{} sends for 100 messages",
+            reports[0].udp_sends
         );
     }
 }

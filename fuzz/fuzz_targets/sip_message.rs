@@ -4,7 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use rvoip_dataplane::sip::{
-    Forward, Framing, HeaderName, Limits, SipMessage, check, frame_stream, write_message, write_response,
+    Forward, Framing, HeaderName, Limits, SipMessage, check, frame_stream, scan_call_id, write_message,
+    write_response,
 };
 
 fn exercise(m: &SipMessage<'_>) {
@@ -42,4 +43,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = frame_stream(data, &limits);
+    // The SIP workers' scan for a flow key takes whatever the control plane hands them.
+    let _ = scan_call_id(data);
 });

@@ -338,7 +338,8 @@ mod tests {
         for i in 0..10u8 {
             p.push(u64::from(i), &[i; 300], to);
         }
-        p.push(99, b"alone", to);
+        // Longer: a send of its own (a shorter one would end the group).
+        p.push(99, &[99; 400], to);
         assert_eq!(send_groups(&tx, p.groups()), (11, false));
         p.clear();
         let mut batch = RecvBatch::new(65_536);
@@ -360,7 +361,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         let mut want: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 300]).collect();
-        want.push(b"alone".to_vec());
+        want.push(vec![99; 400]);
         assert_eq!(got, want);
         if segmented && coalesced {
             assert_eq!(reads, 2, "ten datagrams in one read, and the one alone");

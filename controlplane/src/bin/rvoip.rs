@@ -544,6 +544,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         total.tcp_accepted += r.tcp_accepted;
         total.sent_grouped += r.sent_grouped;
         total.received_grouped += r.received_grouped;
+        total.udp_sends += r.udp_sends;
     }
     let c = total.edge;
     tracing::info!(
@@ -561,6 +562,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         tcp_accepted = total.tcp_accepted,
         sent_grouped = total.sent_grouped,
         received_grouped = total.received_grouped,
+        udp_sends = total.udp_sends,
         "SIP counters"
     );
     ExitCode::SUCCESS

@@ -53,6 +53,11 @@ impl Group {
     pub fn datagrams(&self) -> std::slice::Chunks<'_, u8> {
         self.data.chunks(self.seg.max(1))
     }
+
+    /// Whether a shorter datagram ended the group: nothing more may join.
+    fn ended(&self) -> bool {
+        !self.data.len().is_multiple_of(self.seg.max(1))
+    }
 }
 
 /// One turn's datagrams, grouped for segmentation offload.
@@ -84,24 +89,35 @@ impl Packer {
         self.enabled = false;
     }
 
-    /// Queues `data` to `to` as part of `flow`.
+    /// Queues `data` to `to` as part of `flow`. It joins the newest group
+    /// to `to` it may (after its flow's last datagram): one of its length,
+    /// or else one of longer datagrams, which it then ends (the kernel lets
+    /// a segmented send's last datagram be shorter than the others).
     pub fn push(&mut self, flow: u64, data: &[u8], to: SocketAddr) {
         let len = data.len();
         let floor = self.last.get(&flow).copied().unwrap_or(0);
         let mut into = None;
         if self.enabled && len > 0 && len <= MAX_SEGMENT {
             let lowest = floor.max(self.used.saturating_sub(LOOK_BACK));
+            let mut ends = None;
             for i in (lowest..self.used).rev() {
                 let g = &self.groups[i];
-                if g.seg == len
-                    && g.to == Some(to)
-                    && g.data.len() + len <= MAX_BYTES
-                    && g.data.len() / len < MAX_SEGMENTS
+                if g.to != Some(to)
+                    || g.seg > MAX_SEGMENT
+                    || g.ended()
+                    || len > g.seg
+                    || g.data.len() + len > MAX_BYTES
+                    || g.count() >= MAX_SEGMENTS
                 {
+                    continue;
+                }
+                if len == g.seg {
                     into = Some(i);
                     break;
                 }
+                ends.get_or_insert(i);
             }
+            into = into.or(ends);
         }
         let i = into.unwrap_or_else(|| {
             if self.used == self.groups.len() {
@@ -160,6 +176,15 @@ pub fn address_flow(to: SocketAddr) -> u64 {
         SocketAddr::V4(a) => (u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()),
         SocketAddr::V6(a) => ((a.ip().to_bits() as u64) << 16) | u64::from(a.port()),
     }
+}
+
+/// A flow key for a call's datagrams: its Call-ID, hashed (the top bit
+/// set, so no call shares a key with an address).
+pub fn call_flow(call_id: &[u8]) -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(call_id);
+    h.finish() | 1 << 63
 }
 
 /// Whether a segmented send failed with `errno` because the kernel cannot
@@ -300,11 +325,12 @@ mod tests {
         p.push(1, b"ok1___", addr(1));
         p.push(2, b"r2__", addr(1));
         p.push(2, b"ok2___", addr(1));
-        // Another address or length: sends of their own.
+        // Another address: a send of its own. A shorter datagram to the
+        // first address ends the 200s' send.
         p.push(3, b"r3__", addr(2));
         p.push(4, b"r4___", addr(1));
         // Flow 1 again: its datagram may not join the first group, which
-        // would put it before its own 200.
+        // would put it before its own 200, nor the ended one.
         p.push(1, b"x1__", addr(1));
         let got = sent(&mut p);
         let as_text = |g: &Vec<Vec<u8>>| {
@@ -318,13 +344,39 @@ mod tests {
             groups,
             vec![
                 (1, vec!["r1__".into(), "r2__".into()]),
-                (1, vec!["ok1___".into(), "ok2___".into()]),
+                (1, vec!["ok1___".into(), "ok2___".into(), "r4___".into()]),
                 (2, vec!["r3__".into()]),
-                (1, vec!["r4___".into()]),
                 (1, vec!["x1__".into()]),
             ]
         );
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_shorter_datagram_ends_a_send_of_longer_ones_and_a_same_length_one_is_preferred() {
+        let mut p = Packer::new(true);
+        p.push(1, &[1; 8], addr(1));
+        p.push(2, &[2; 10], addr(1));
+        p.push(3, &[3; 10], addr(1));
+        // Eight octets: the group of its length, not the end of the newer one.
+        p.push(4, &[4; 8], addr(1));
+        // Six: ends the newest group it fits, the tens.
+        p.push(5, &[5; 6], addr(1));
+        // Ten again: the tens have ended, so a group of its own.
+        p.push(6, &[6; 10], addr(1));
+        // A datagram too long to segment goes alone, and nothing ends its send.
+        p.push(7, &[7; MAX_SEGMENT + 1], addr(1));
+        p.push(8, &[8; 5], addr(1));
+        let got: Vec<Vec<Vec<u8>>> = sent(&mut p).into_iter().map(|(_, g)| g).collect();
+        assert_eq!(
+            got,
+            vec![
+                vec![vec![1; 8], vec![4; 8]],
+                vec![vec![2; 10], vec![3; 10], vec![5; 6]],
+                vec![vec![6; 10], vec![8; 5]],
+                vec![vec![7; MAX_SEGMENT + 1]],
+            ]
+        );
     }
 
     #[test]
@@ -356,26 +408,26 @@ mod tests {
                 .expect("a nonzero timeout is valid");
             let gro = coalesce && receive_coalesced(&rx);
             let mut p = Packer::new(true);
+            let to = rx.local_addr().expect("a bound socket has an address");
             for i in 0..10u8 {
-                p.push(
-                    u64::from(i),
-                    &[i; 300],
-                    rx.local_addr().expect("a bound socket has an address"),
-                );
+                p.push(u64::from(i), &[i; 300], to);
             }
+            // A shorter last one rides along.
+            p.push(10, &[10; 120], to);
             let g = &p.groups()[0];
-            assert_eq!(g.count(), 10);
+            assert_eq!(g.count(), 11);
             let r = send_group(&tx, g).expect("loopback takes the send");
-            assert_eq!(r, 3000, "one send of ten datagrams");
+            assert_eq!(r, 3120, "one send of eleven datagrams");
             let mut got = Vec::new();
             let mut buf = vec![0u8; 65_536];
-            while got.len() < 10 {
+            while got.len() < 11 {
                 let n = rx.recv(&mut buf).expect("datagrams");
                 // Without reading the segment size, a coalesced read is cut
                 // at the known length here.
                 got.extend(split(&buf[..n], gro.then_some(300)).map(<[u8]>::to_vec));
             }
-            let want: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 300]).collect();
+            let mut want: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 300]).collect();
+            want.push(vec![10; 120]);
             assert_eq!(got, want, "coalesced read: {gro}");
         }
     }

@@ -158,6 +158,31 @@ pub(crate) fn is_call_id(v: &[u8]) -> bool {
     run > 0 && ats <= 1
 }
 
+/// The Call-ID of a message, found by a scan of its header lines without
+/// parsing them (the long or compact name in any case); for a message this
+/// element built or already checked. `None` if it has none before the body.
+pub fn scan_call_id(bytes: &[u8]) -> Option<&[u8]> {
+    let mut at = memchr::memchr(b'\n', bytes)? + 1;
+    loop {
+        let rest = &bytes[at..];
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+        if line.is_empty() {
+            return None;
+        }
+        if let Some(colon) = memchr::memchr(b':', line) {
+            let name = line[..colon].trim_ascii_end();
+            if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+                return Some(line[colon + 1..].trim_ascii());
+            }
+        }
+        if end == rest.len() {
+            return None;
+        }
+        at += end + 1;
+    }
+}
+
 /// Finds the end of the line starting at `from`: (end of content, start of next line).
 #[inline]
 fn line_at(buf: &[u8], from: usize) -> Option<(usize, usize)> {
@@ -867,6 +892,29 @@ impl<'a, T> Iterator for List<'_, 'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scanned_call_id_is_the_one_the_parser_reads() {
+        let long = b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\ncall-ID :  abc@h \r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let compact = b"BYE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK2\r\nf: <sip:a@h>;tag=1\r\nt: <sip:b@h>;tag=2\r\nI: x-1\r\nCSeq: 2 BYE\r\nl: 0\r\n\r\n";
+        for bytes in [&long[..], &compact[..]] {
+            let parsed = SipMessage::parse(bytes, Framing::Datagram, &Limits::default())
+                .expect("well-formed");
+            assert_eq!(scan_call_id(bytes), parsed.call_id().ok(), "{bytes:?}");
+        }
+        assert_eq!(scan_call_id(long), Some(&b"abc@h"[..]));
+        assert_eq!(scan_call_id(compact), Some(&b"x-1"[..]));
+        // Only header lines count: not a Call-ID in the body, not another
+        // header whose name ends in "i", not a message without one.
+        let body =
+            b"MESSAGE sip:b@h SIP/2.0\r\nX-i: 1\r\nContent-Length: 12\r\n\r\nCall-ID: no\r\n";
+        assert_eq!(scan_call_id(body), None);
+        assert_eq!(
+            scan_call_id(b"SIP/2.0 200 OK\r\nCall-ID: cut"),
+            Some(&b"cut"[..])
+        );
+        assert_eq!(scan_call_id(b"no line end"), None);
+    }
 
     #[test]
     fn remembered_values_are_the_ones_parsed_and_stay_so() {

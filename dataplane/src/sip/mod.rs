@@ -33,7 +33,7 @@ pub use forward::Forward;
 pub use grammar::{Host, unquote};
 pub use header::HeaderName;
 pub use limits::Limits;
-pub use message::{Framing, HeaderField, INLINE_HEADERS, List, SipMessage};
+pub use message::{Framing, HeaderField, INLINE_HEADERS, List, SipMessage, scan_call_id};
 pub use uri::{ParamIter, Params, Scheme, Uri, unescape, unescaped_eq};
 pub use values::{AuthHeader, CSeq, MediaType, Method};
 pub use via::{MAGIC_COOKIE, Transport, Via};

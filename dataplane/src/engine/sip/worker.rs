@@ -76,6 +76,9 @@ pub struct SipWorkerReport {
     /// Messages that arrived in a read holding several (a peer's
     /// segmented send, UDP_GRO).
     pub received_grouped: u64,
+    /// UDP send operations that succeeded (a segmented send is one, however
+    /// many messages it carries): `sent` over this is the messages per send.
+    pub udp_sends: u64,
 }
 
 /// Receive and send buffer of each SIP UDP socket.
@@ -315,9 +318,14 @@ impl Worker {
             self.report.send_errors += 1;
             return;
         };
-        // Datagrams to one destination keep their order; those of one
-        // length to one destination share a send.
-        self.udp_io.out[sock].push(gso::address_flow(dest), bytes, dest);
+        // A call's datagrams keep their order (a message without a Call-ID
+        // keeps its order with every datagram to its destination that has
+        // none); those of one length to one destination share a send.
+        let flow = match crate::sip::scan_call_id(bytes) {
+            Some(id) => gso::call_flow(id),
+            None => gso::address_flow(dest),
+        };
+        self.udp_io.out[sock].push(flow, bytes, dest);
     }
 
     /// Turns the pass's queued datagrams into send requests: a group of
@@ -388,6 +396,7 @@ impl Worker {
             _ if res < 0 => self.report.send_errors += count,
             _ => {
                 self.report.sent += count;
+                self.report.udp_sends += 1;
                 if seg > 0 {
                     self.report.sent_grouped += count;
                 }
@@ -414,6 +423,7 @@ impl Worker {
             self.report.send_errors += 1;
         } else {
             self.report.sent += 1;
+            self.report.udp_sends += 1;
         }
     }
 
