@@ -150,18 +150,146 @@ enum Deferred {
     Ack { msg: Vec<u8> },
 }
 
-/// One dialog of a call, as the SBC sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Leg {
-    call_id: String,
-    local_tag: String,
-    remote_tag: String,
+/// The texts of a leg's dialog ([`Text`]), end to end in one string: a
+/// call's leg is one allocation instead of seven, read as a whole when a
+/// request of the dialog is written.
+#[derive(Debug, Clone, Default)]
+struct LegText {
+    text: String,
+    /// Where each text ends in `text`, in [`Text`] order.
+    ends: [u32; TEXTS],
+}
+
+const TEXTS: usize = 7;
+
+/// The texts of a leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Text {
+    CallId,
+    LocalTag,
+    RemoteTag,
     /// Our address (name-addr, no tag) in From/To of this dialog.
-    local_uri: String,
+    LocalUri,
     /// The peer's address (name-addr, no tag).
-    remote_uri: String,
+    RemoteUri,
     /// Request-URI of requests in the dialog.
-    remote_target: String,
+    RemoteTarget,
+    /// Our Contact on this leg.
+    Contact,
+}
+
+impl LegText {
+    /// The texts in [`Text`] order.
+    fn new(parts: [&str; TEXTS]) -> LegText {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut b = LegText::builder(len);
+        for p in parts {
+            b.text().push_str(p);
+            b.end();
+        }
+        b.finish()
+    }
+
+    /// A leg's texts written in place, in [`Text`] order, into room for
+    /// `len` octets and the tag and target the peer's answer brings.
+    fn builder(len: usize) -> LegTextBuilder {
+        LegTextBuilder {
+            t: LegText {
+                text: String::with_capacity(len + 96),
+                ends: [0; TEXTS],
+            },
+            next: 0,
+        }
+    }
+
+    fn range(&self, which: Text) -> std::ops::Range<usize> {
+        let i = which as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start as usize..self.ends[i] as usize
+    }
+
+    fn get(&self, which: Text) -> &str {
+        &self.text[self.range(which)]
+    }
+
+    /// Replaces one text with `parts`, end to end, in place.
+    fn set(&mut self, which: Text, parts: &[&str]) {
+        let r = self.range(which);
+        let new: usize = parts.iter().map(|p| p.len()).sum();
+        let mut v = std::mem::take(&mut self.text).into_bytes();
+        let tail = v.len() - r.end;
+        if new > r.len() {
+            v.resize(r.start + new + tail, 0);
+            v.copy_within(r.end..r.end + tail, r.start + new);
+        } else {
+            v.copy_within(r.end.., r.start + new);
+            v.truncate(r.start + new + tail);
+        }
+        let mut at = r.start;
+        for p in parts {
+            v[at..at + p.len()].copy_from_slice(p.as_bytes());
+            at += p.len();
+        }
+        // Texts replaced by texts: still UTF-8.
+        self.text = String::from_utf8(v)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        for e in &mut self.ends[which as usize..] {
+            *e = (*e as usize + new - r.len()) as u32;
+        }
+    }
+
+    /// Replaces one text with `v` (not UTF-8: replacement characters).
+    fn set_bytes(&mut self, which: Text, v: &[u8]) {
+        self.set(which, &[&String::from_utf8_lossy(v)]);
+    }
+}
+
+/// Writes a [`LegText`]: each text into [`LegTextBuilder::text`], then
+/// [`LegTextBuilder::end`].
+struct LegTextBuilder {
+    t: LegText,
+    next: usize,
+}
+
+impl LegTextBuilder {
+    /// The string the current text is appended to.
+    fn text(&mut self) -> &mut String {
+        &mut self.t.text
+    }
+
+    /// Appends `v` to the current text (not UTF-8: replacement characters).
+    fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        match std::str::from_utf8(v) {
+            Ok(v) => self.t.text.push_str(v),
+            Err(_) => self.t.text.push_str(&String::from_utf8_lossy(v)),
+        }
+        self
+    }
+
+    /// Ends the current text.
+    fn end(&mut self) -> &mut Self {
+        if let Some(e) = self.t.ends.get_mut(self.next) {
+            *e = self.t.text.len() as u32;
+            self.next += 1;
+        }
+        self
+    }
+
+    /// The texts; those not written are empty.
+    fn finish(mut self) -> LegText {
+        let len = self.t.text.len() as u32;
+        for e in &mut self.t.ends[self.next..] {
+            *e = len;
+        }
+        self.t
+    }
+}
+
+/// One dialog of a call, as the SBC sees it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "LegRecord")]
+pub(crate) struct Leg {
+    text: LegText,
     /// Route set, in the order of Route headers to send.
     route_set: Vec<String>,
     local_cseq: u32,
@@ -171,12 +299,103 @@ pub(crate) struct Leg {
     /// (symmetric: a caller behind NAT gets them where it sent from).
     dest: SocketAddr,
     conn: Option<u32>,
-    /// Our Contact on this leg.
+    srtp: bool,
+}
+
+/// A leg as the dialog journal holds it: each text a field of its own.
+#[derive(Deserialize)]
+struct LegRecord {
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    local_uri: String,
+    remote_uri: String,
+    remote_target: String,
+    route_set: Vec<String>,
+    local_cseq: u32,
+    tcp: bool,
+    local: SocketAddr,
+    dest: SocketAddr,
+    conn: Option<u32>,
     contact: String,
     srtp: bool,
 }
 
+impl From<LegRecord> for Leg {
+    fn from(r: LegRecord) -> Leg {
+        Leg {
+            text: LegText::new([
+                &r.call_id,
+                &r.local_tag,
+                &r.remote_tag,
+                &r.local_uri,
+                &r.remote_uri,
+                &r.remote_target,
+                &r.contact,
+            ]),
+            route_set: r.route_set,
+            local_cseq: r.local_cseq,
+            tcp: r.tcp,
+            local: r.local,
+            dest: r.dest,
+            conn: r.conn,
+            srtp: r.srtp,
+        }
+    }
+}
+
+impl Serialize for Leg {
+    /// As [`LegRecord`]: same fields, same order.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("Leg", 14)?;
+        st.serialize_field("call_id", self.call_id())?;
+        st.serialize_field("local_tag", self.local_tag())?;
+        st.serialize_field("remote_tag", self.remote_tag())?;
+        st.serialize_field("local_uri", self.local_uri())?;
+        st.serialize_field("remote_uri", self.remote_uri())?;
+        st.serialize_field("remote_target", self.remote_target())?;
+        st.serialize_field("route_set", &self.route_set)?;
+        st.serialize_field("local_cseq", &self.local_cseq)?;
+        st.serialize_field("tcp", &self.tcp)?;
+        st.serialize_field("local", &self.local)?;
+        st.serialize_field("dest", &self.dest)?;
+        st.serialize_field("conn", &self.conn)?;
+        st.serialize_field("contact", self.contact())?;
+        st.serialize_field("srtp", &self.srtp)?;
+        st.end()
+    }
+}
+
 impl Leg {
+    fn call_id(&self) -> &str {
+        self.text.get(Text::CallId)
+    }
+
+    fn local_tag(&self) -> &str {
+        self.text.get(Text::LocalTag)
+    }
+
+    fn remote_tag(&self) -> &str {
+        self.text.get(Text::RemoteTag)
+    }
+
+    fn local_uri(&self) -> &str {
+        self.text.get(Text::LocalUri)
+    }
+
+    fn remote_uri(&self) -> &str {
+        self.text.get(Text::RemoteUri)
+    }
+
+    fn remote_target(&self) -> &str {
+        self.text.get(Text::RemoteTarget)
+    }
+
+    fn contact(&self) -> &str {
+        self.text.get(Text::Contact)
+    }
+
     fn hop(&self) -> Hop {
         Hop {
             transport: if self.tcp {
@@ -203,7 +422,7 @@ impl Leg {
     ) -> Vec<u8> {
         let mut out = Vec::with_capacity(512 + body.len());
         let m = Method::from_bytes(method.as_bytes());
-        let mut w = MessageWriter::request(&mut out, m, self.remote_target.as_bytes());
+        let mut w = MessageWriter::request(&mut out, m, self.remote_target().as_bytes());
         let transport = self.hop().transport;
         w.header_with(HeaderName::Via, |out| {
             build::put_via(out, transport, self.local, branch)
@@ -215,27 +434,30 @@ impl Leg {
         w.header_parts(
             HeaderName::From,
             &[
-                self.local_uri.as_bytes(),
+                self.local_uri().as_bytes(),
                 b";tag=",
-                self.local_tag.as_bytes(),
+                self.local_tag().as_bytes(),
             ],
         );
-        if self.remote_tag.is_empty() {
-            w.header(HeaderName::To, self.remote_uri.as_bytes());
+        if self.remote_tag().is_empty() {
+            w.header(HeaderName::To, self.remote_uri().as_bytes());
         } else {
             w.header_parts(
                 HeaderName::To,
                 &[
-                    self.remote_uri.as_bytes(),
+                    self.remote_uri().as_bytes(),
                     b";tag=",
-                    self.remote_tag.as_bytes(),
+                    self.remote_tag().as_bytes(),
                 ],
             );
         }
-        w.header(HeaderName::CallId, self.call_id.as_bytes());
+        w.header(HeaderName::CallId, self.call_id().as_bytes());
         w.header_number(HeaderName::CSeq, u64::from(cseq), method.as_bytes());
         if !matches!(method, "ACK" | "CANCEL" | "BYE") {
-            w.header_parts(HeaderName::Contact, &[b"<", self.contact.as_bytes(), b">"]);
+            w.header_parts(
+                HeaderName::Contact,
+                &[b"<", self.contact().as_bytes(), b">"],
+            );
         }
         for (n, v) in extra {
             w.header_raw(n.as_bytes(), v.as_bytes());
@@ -445,7 +667,7 @@ impl B2b {
             b_invite_key: None,
             trunk: s.trunk,
             peers: s.peer.into_iter().collect(),
-            targets: vec![(s.legs[1].dest, s.legs[1].remote_target.clone())],
+            targets: vec![(s.legs[1].dest, s.legs[1].remote_target().to_owned())],
             attempt: s.attempts.saturating_sub(1),
             provisional: true,
             cancelled: false,
@@ -472,7 +694,7 @@ impl B2b {
         };
         for side in [Side::A, Side::B] {
             self.dialogs.insert(
-                call.legs[side.index()].call_id.as_bytes().to_vec(),
+                call.legs[side.index()].call_id().as_bytes().to_vec(),
                 (id, side),
             );
         }
@@ -487,15 +709,20 @@ impl B2b {
 
     /// A tag or Call-ID part of 16 hex digits, unique to this boot.
     fn token(&mut self, what: &str) -> String {
+        let mut s = String::with_capacity(40);
+        self.push_token(&mut s, what);
+        s
+    }
+
+    /// Appends a fresh token (tags, Call-IDs) for `what` to `s`.
+    fn push_token(&mut self, s: &mut String, what: &str) {
         self.next_id += 1;
         let (h, _) = build::digest(&[
             self.boot.as_bytes(),
             what.as_bytes(),
             &self.next_id.to_le_bytes(),
         ]);
-        let mut s = String::with_capacity(40);
-        build::push_hex(&mut s, h, 16);
-        s
+        build::push_hex(s, h, 16);
     }
 }
 
@@ -1022,75 +1249,75 @@ impl SipCore {
         };
         let in_srtp = b.policy.realms.get(realm).is_some_and(|r| r.srtp);
         let from = msg.from().ok();
-        let a_tag = from
-            .as_ref()
-            .and_then(|f| f.tag())
-            .map(|t| String::from_utf8_lossy(t).into_owned())
-            .unwrap_or_default();
         let from_user = from
             .as_ref()
             .and_then(|f| f.uri.user)
             .map(|u| String::from_utf8_lossy(u).into_owned())
             .unwrap_or_else(|| "anonymous".into());
-        let a_contact = msg
-            .contacts()
-            .next()
-            .and_then(Result::ok)
-            .and_then(|c| match c {
-                rvoip_dataplane::sip::Contact::Addr(a) => {
-                    Some(String::from_utf8_lossy(a.uri.as_bytes()).into_owned())
-                }
-                rvoip_dataplane::sip::Contact::Star => None,
-            })
-            .unwrap_or_else(|| text(&[Str("sip:"), Addr(inb.remote)]));
         let a_routes: Vec<String> = msg
             .header_lines(HeaderName::RecordRoute)
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect();
-        let a_local_tag = b.token("a-tag");
+        let mut t = LegText::builder(inb.bytes.len().min(512));
+        t.bytes(msg.call_id().unwrap_or_default()).end();
+        b.push_token(t.text(), "a-tag");
+        t.end();
+        t.bytes(from.as_ref().and_then(|f| f.tag()).unwrap_or_default())
+            .end();
+        if let Some(to) = msg.header(HeaderName::To) {
+            strip_tag_into(t.text(), to);
+        }
+        t.end();
+        if let Some(from) = msg.header(HeaderName::From) {
+            strip_tag_into(t.text(), from);
+        }
+        t.end();
+        match msg.contacts().next() {
+            Some(Ok(rvoip_dataplane::sip::Contact::Addr(a))) => t.bytes(a.uri.as_bytes()),
+            _ => {
+                build::push_text(t.text(), &[Str("sip:"), Addr(inb.remote)]);
+                &mut t
+            }
+        }
+        .end();
+        build::push_text(t.text(), &[Str("sip:"), Addr(inb.local)]);
+        t.end();
         let a_leg = Leg {
-            call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
-            local_tag: a_local_tag,
-            remote_tag: a_tag,
-            local_uri: msg
-                .header(HeaderName::To)
-                .map(strip_tag)
-                .unwrap_or_default(),
-            remote_uri: msg
-                .header(HeaderName::From)
-                .map(strip_tag)
-                .unwrap_or_default(),
-            remote_target: a_contact,
+            text: t.finish(),
             route_set: a_routes,
             local_cseq: 0,
             tcp: inb.transport == Transport::Tcp,
             local: inb.local,
             dest: inb.remote,
             conn: (inb.transport == Transport::Tcp).then_some(inb.conn),
-            contact: text(&[Str("sip:"), Addr(inb.local)]),
             srtp: in_srtp,
         };
         let b_local = out_listener.unwrap_or(inb.local);
-        let b_leg = Leg {
-            call_id: String::new(),
-            local_tag: b.token("b-tag"),
-            remote_tag: String::new(),
-            local_uri: text(&[
+        let mut t = LegText::builder(160);
+        t.end();
+        b.push_token(t.text(), "b-tag");
+        t.end().end();
+        build::push_text(
+            t.text(),
+            &[
                 Str("<sip:"),
                 Str(&from_user),
                 Str("@"),
                 Ip(b_local.ip()),
                 Str(">"),
-            ]),
-            remote_uri: String::new(),
-            remote_target: String::new(),
+            ],
+        );
+        t.end().end().end();
+        build::push_text(t.text(), &[Str("sip:"), Addr(b_local)]);
+        t.end();
+        let b_leg = Leg {
+            text: t.finish(),
             route_set: Vec::new(),
             local_cseq: 0,
             tcp: false,
             local: b_local,
             dest: b_local,
             conn: None,
-            contact: text(&[Str("sip:"), Addr(b_local)]),
             srtp: out_srtp,
         };
         // Headers of the caller's INVITE that carry meaning end to end.
@@ -1180,7 +1407,7 @@ impl SipCore {
             }
         }
         b.dialogs
-            .insert(call.legs[0].call_id.as_bytes().to_vec(), (id, Side::A));
+            .insert(call.legs[0].call_id().as_bytes().to_vec(), (id, Side::A));
         b.by_invite.insert(key, id);
         match sdp_body(msg) {
             Some(sdp) => {
@@ -1190,7 +1417,7 @@ impl SipCore {
                     .unwrap_or_default();
                 let order = media::offer(
                     call.media_id.as_bytes(),
-                    call.legs[0].remote_tag.as_bytes(),
+                    call.legs[0].remote_tag().as_bytes(),
                     &filter_codecs(sdp, &codecs),
                     call.legs[1].srtp,
                 );
@@ -1215,8 +1442,8 @@ impl SipCore {
             return;
         };
         // A fresh dialog per attempt.
-        if !call.legs[1].call_id.is_empty() {
-            b.dialogs.remove(call.legs[1].call_id.as_bytes());
+        if !call.legs[1].call_id().is_empty() {
+            b.dialogs.remove(call.legs[1].call_id().as_bytes());
         }
         let call_id = text(&[
             Str(&b.token("call-id")),
@@ -1224,24 +1451,20 @@ impl SipCore {
             Ip(call.legs[1].local.ip()),
         ]);
         let leg = &mut call.legs[1];
-        leg.call_id = call_id;
-        leg.remote_tag.clear();
-        leg.remote_uri.clear();
-        leg.remote_uri.push('<');
-        leg.remote_uri.push_str(ruri);
-        leg.remote_uri.push('>');
-        leg.remote_target.clear();
-        leg.remote_target.push_str(ruri);
+        leg.text.set(Text::CallId, &[&call_id]);
+        leg.text.set(Text::RemoteTag, &[]);
+        leg.text.set(Text::RemoteUri, &["<", ruri, ">"]);
+        leg.text.set(Text::RemoteTarget, &[ruri]);
         leg.route_set.clear();
         leg.dest = address;
         leg.local_cseq = 1;
         call.provisional = false;
-        let branch = build::branch(&[leg.call_id.as_bytes(), b"invite"]);
+        let branch = build::branch(&[leg.call_id().as_bytes(), b"invite"]);
         let body = call.b_offer.as_deref().unwrap_or_default();
         let bytes = leg.request("INVITE", 1, &branch, &call.passed, sdp_type(body), body);
         let hop = leg.hop();
         b.dialogs
-            .insert(leg.call_id.as_bytes().to_vec(), (call.id, Side::B));
+            .insert(leg.call_id().as_bytes().to_vec(), (call.id, Side::B));
         let ck = self.keys.client(branch.as_bytes(), b"INVITE");
         call.b_invite_key = Some(ck);
         let purpose = CallTxn::Invite {
@@ -1295,7 +1518,7 @@ impl SipCore {
     fn b2b_reject_a(&mut self, call: &Call, now: Millis, status: u16) {
         let bytes = reread(&call.a_invite).map_or_else(Vec::new, |req| {
             let reason = super::reason_phrase(status).as_bytes();
-            response_to(&req, status, reason, &call.legs[0].local_tag, &[], b"")
+            response_to(&req, status, reason, call.legs[0].local_tag(), &[], b"")
         });
         if !bytes.is_empty() {
             self.counters.generated += 1;
@@ -1308,8 +1531,8 @@ impl SipCore {
     fn b2b_finish(&mut self, b: &mut B2b, mut call: Call, unix_ms: u64, reason: &'static str) {
         b.policy.release(call.source, call.trunk);
         for leg in &call.legs {
-            if !leg.call_id.is_empty() {
-                b.dialogs.remove(leg.call_id.as_bytes());
+            if !leg.call_id().is_empty() {
+                b.dialogs.remove(leg.call_id().as_bytes());
             }
         }
         b.by_invite.remove(&call.a_invite_key);
@@ -1325,8 +1548,8 @@ impl SipCore {
             .map(|t| t.0.to_string())
             .unwrap_or_default();
         let cdr = Box::new(Cdr {
-            a_call_id: std::mem::take(&mut call.legs[0].call_id),
-            b_call_id: std::mem::take(&mut call.legs[1].call_id),
+            a_call_id: call.legs[0].call_id().to_owned(),
+            b_call_id: call.legs[1].call_id().to_owned(),
             from: std::mem::take(&mut call.from_user),
             to: std::mem::take(&mut call.number),
             source: call.source.to_string(),
@@ -1377,12 +1600,12 @@ impl SipCore {
     /// Sends a request of the SBC's own (BYE) on `side` of `call`.
     fn b2b_local_request(&mut self, call: &mut Call, now: Millis, side: Side, method: &str) {
         let leg = &mut call.legs[side.index()];
-        if leg.remote_tag.is_empty() {
+        if leg.remote_tag().is_empty() {
             return;
         }
         leg.local_cseq += 1;
         let branch = build::branch(&[
-            leg.call_id.as_bytes(),
+            leg.call_id().as_bytes(),
             method.as_bytes(),
             &leg.local_cseq.to_le_bytes(),
         ]);
@@ -1511,8 +1734,8 @@ impl SipCore {
             Some(sdp) => {
                 let order = media::answer(
                     call.media_id.as_bytes(),
-                    call.legs[other.index()].remote_tag.as_bytes(),
-                    call.legs[side.index()].remote_tag.as_bytes(),
+                    call.legs[other.index()].remote_tag().as_bytes(),
+                    call.legs[side.index()].remote_tag().as_bytes(),
                     sdp,
                     call.legs[other.index()].srtp,
                 );
@@ -1553,7 +1776,7 @@ impl SipCore {
         match method {
             Method::Bye => {
                 self.respond(now, &key, msg, 200, "OK", &[]);
-                if call.state == State::Up || !call.legs[other.index()].remote_tag.is_empty() {
+                if call.state == State::Up || !call.legs[other.index()].remote_tag().is_empty() {
                     if call.state != State::Up && other == Side::B {
                         self.b2b_cancel_b(&call, now);
                     } else {
@@ -1604,7 +1827,7 @@ impl SipCore {
             return;
         };
         let other = side.other();
-        if call.legs[other.index()].remote_tag.is_empty() {
+        if call.legs[other.index()].remote_tag().is_empty() {
             self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         }
@@ -1622,7 +1845,7 @@ impl SipCore {
                 };
                 let order = media::offer(
                     call.media_id.as_bytes(),
-                    call.legs[side.index()].remote_tag.as_bytes(),
+                    call.legs[side.index()].remote_tag().as_bytes(),
                     &offer,
                     call.legs[other.index()].srtp,
                 );
@@ -1707,7 +1930,7 @@ impl SipCore {
         let leg = &mut call.legs[other.index()];
         leg.local_cseq += 1;
         let branch = build::branch(&[
-            leg.call_id.as_bytes(),
+            leg.call_id().as_bytes(),
             m,
             &leg.local_cseq.to_le_bytes(),
             &now.to_le_bytes(),
@@ -1808,7 +2031,7 @@ impl SipCore {
                 let tag = b
                     .calls
                     .get(&call)
-                    .map(|c| c.legs[0].local_tag.clone())
+                    .map(|c| c.legs[0].local_tag().to_owned())
                     .unwrap_or_default();
                 let bytes = reread(&request).map_or_else(Vec::new, |req| {
                     response_to(&req, 408, b"Request Timeout", &tag, &[], b"")
@@ -1894,10 +2117,10 @@ impl SipCore {
         {
             let leg = &mut call.legs[1];
             if !tag.is_empty() {
-                set_text(&mut leg.remote_tag, tag);
+                leg.text.set_bytes(Text::RemoteTag, tag);
             }
             if let Some(Ok(rvoip_dataplane::sip::Contact::Addr(a))) = msg.contacts().next() {
-                set_text(&mut leg.remote_target, a.uri.as_bytes());
+                leg.text.set_bytes(Text::RemoteTarget, a.uri.as_bytes());
             }
             let mut rr: Vec<String> = msg
                 .header_lines(HeaderName::RecordRoute)
@@ -1924,15 +2147,15 @@ impl SipCore {
             let order = if call.late_offer {
                 media::offer(
                     call.media_id.as_bytes(),
-                    call.legs[1].remote_tag.as_bytes(),
+                    call.legs[1].remote_tag().as_bytes(),
                     sdp,
                     call.legs[0].srtp,
                 )
             } else {
                 media::answer(
                     call.media_id.as_bytes(),
-                    call.legs[0].remote_tag.as_bytes(),
-                    call.legs[1].remote_tag.as_bytes(),
+                    call.legs[0].remote_tag().as_bytes(),
+                    call.legs[1].remote_tag().as_bytes(),
                     sdp,
                     call.legs[0].srtp,
                 )
@@ -1981,7 +2204,7 @@ impl SipCore {
         let tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or_default();
         // Header values of the response to the caller: ours, or borrowed
         // from leg B's response.
-        let contact = [b"<", call.legs[0].contact.as_bytes(), b">"].concat();
+        let contact = [b"<", call.legs[0].contact().as_bytes(), b">"].concat();
         let mut session_expires = Vec::new();
         let mut extra: Vec<(HeaderName, &[u8])> = Vec::with_capacity(6);
         extra.push((HeaderName::Contact, &contact));
@@ -2035,7 +2258,7 @@ impl SipCore {
         }
         let reason = msg.reason_phrase().unwrap_or(b"OK");
         let bytes = a_inv.as_ref().map_or_else(Vec::new, |req| {
-            response_to(req, code, reason, &call.legs[0].local_tag, &extra, body)
+            response_to(req, code, reason, call.legs[0].local_tag(), &extra, body)
         });
         drop(a_inv);
         if code < 200 {
@@ -2072,7 +2295,7 @@ impl SipCore {
     /// 2xx is.
     fn b2b_ack_leg(&mut self, call: &mut Call, side: Side, cseq: u32, body: &[u8]) {
         let leg = &call.legs[side.index()];
-        let branch = build::branch(&[leg.call_id.as_bytes(), b"ack", &cseq.to_le_bytes()]);
+        let branch = build::branch(&[leg.call_id().as_bytes(), b"ack", &cseq.to_le_bytes()]);
         let ack = leg.request("ACK", cseq, &branch, &[], sdp_type(body), body);
         let hop = leg.hop();
         if side == Side::B {
@@ -2109,15 +2332,15 @@ impl SipCore {
             let order = if req_had_sdp {
                 media::answer(
                     call.media_id.as_bytes(),
-                    call.legs[from.index()].remote_tag.as_bytes(),
-                    call.legs[to.index()].remote_tag.as_bytes(),
+                    call.legs[from.index()].remote_tag().as_bytes(),
+                    call.legs[to.index()].remote_tag().as_bytes(),
                     sdp,
                     call.legs[from.index()].srtp,
                 )
             } else {
                 media::offer(
                     call.media_id.as_bytes(),
-                    call.legs[to.index()].remote_tag.as_bytes(),
+                    call.legs[to.index()].remote_tag().as_bytes(),
                     sdp,
                     call.legs[from.index()].srtp,
                 )
@@ -2163,7 +2386,7 @@ impl SipCore {
         if matches!(method, Method::Invite | Method::Update) && code < 300 {
             extra.push((
                 HeaderName::Contact,
-                text(&[Str("<"), Str(&call.legs[from.index()].contact), Str(">")]).into_bytes(),
+                text(&[Str("<"), Str(call.legs[from.index()].contact()), Str(">")]).into_bytes(),
             ));
         }
         for name in [
@@ -2319,22 +2542,24 @@ impl SipCore {
                 continue;
             };
             let leg = Leg {
-                call_id: format!("{}@{}", b.token("probe"), local.ip()),
-                local_tag: b.token("probe-tag"),
-                remote_tag: String::new(),
-                local_uri: format!("<sip:rvoip@{}>", local.ip()),
-                remote_uri: format!("<sip:{address}>"),
-                remote_target: format!("sip:{address}"),
+                text: LegText::new([
+                    &format!("{}@{}", b.token("probe"), local.ip()),
+                    &b.token("probe-tag"),
+                    "",
+                    &format!("<sip:rvoip@{}>", local.ip()),
+                    &format!("<sip:{address}>"),
+                    &format!("sip:{address}"),
+                    &format!("sip:{local}"),
+                ]),
                 route_set: Vec::new(),
                 local_cseq: 1,
                 tcp: false,
                 local,
                 dest: address,
                 conn: None,
-                contact: format!("sip:{local}"),
                 srtp: false,
             };
-            let branch = build::branch(&[leg.call_id.as_bytes(), b"probe"]);
+            let branch = build::branch(&[leg.call_id().as_bytes(), b"probe"]);
             let bytes = leg.request("OPTIONS", 1, &branch, &[], None, b"");
             self.b2b_send(
                 now,
@@ -2362,14 +2587,9 @@ fn method_and_sdp(request: &[u8]) -> (Method<'_>, bool) {
     }
 }
 
-/// Sets `s` to the text of `v`, in the room it already has.
-fn set_text(s: &mut String, v: &[u8]) {
-    s.clear();
-    s.push_str(&String::from_utf8_lossy(v));
-}
-
-/// The header value without its tag parameter (outside <> only).
-fn strip_tag(v: &[u8]) -> String {
+/// Appends the header value `v` without its tag parameter (outside <>
+/// only) to `out`.
+fn strip_tag_into(out: &mut String, v: &[u8]) {
     let v = String::from_utf8_lossy(v);
     let v: &str = &v;
     let (addr, params) = match v.rfind('>') {
@@ -2379,7 +2599,6 @@ fn strip_tag(v: &[u8]) -> String {
             None => (v, ""),
         },
     };
-    let mut out = String::with_capacity(v.len());
     out.push_str(addr.trim());
     for p in params.split(';').map(str::trim) {
         let tag = p
@@ -2391,7 +2610,6 @@ fn strip_tag(v: &[u8]) -> String {
             out.push_str(p);
         }
     }
-    out
 }
 
 /// A call's journal record, borrowed from the call: it serializes as the

@@ -89,7 +89,14 @@ pub(crate) enum Piece<'a> {
 /// writes them but without the formatting machinery: a B2BUA call builds
 /// several such values (contacts, URIs, Call-IDs) for each leg.
 pub(crate) fn text(pieces: &[Piece<'_>]) -> String {
-    let mut out = Vec::with_capacity(64);
+    let mut out = String::with_capacity(64);
+    push_text(&mut out, pieces);
+    out
+}
+
+/// Appends the pieces to `s`, as [`text`] writes them.
+pub(crate) fn push_text(s: &mut String, pieces: &[Piece<'_>]) {
+    let mut out = std::mem::take(s).into_bytes();
     for p in pieces {
         match *p {
             Piece::Str(s) => out.extend_from_slice(s.as_bytes()),
@@ -99,7 +106,8 @@ pub(crate) fn text(pieces: &[Piece<'_>]) -> String {
         }
     }
     // Every piece is UTF-8 (str, ASCII digits and addresses).
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    *s = String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
 /// Appends `v` in decimal.
