@@ -30,7 +30,7 @@ use super::{ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, bu
 use crate::sbc::cdr::Cdr;
 use crate::sbc::journal::Journal;
 use crate::sbc::media::{self, MediaOrders, MediaTotals};
-use crate::sbc::policy::{Policy, Refusal};
+use crate::sbc::policy::{HeaderText, Policy, Refusal};
 use crate::transaction::Millis;
 
 #[cfg(test)]
@@ -416,7 +416,7 @@ impl Leg {
         method: &str,
         cseq: u32,
         branch: &str,
-        extra: &[(String, String)],
+        extra: &[(HeaderText, HeaderText)],
         content_type: Option<&[u8]>,
         body: &[u8],
     ) -> Vec<u8> {
@@ -532,7 +532,7 @@ pub(crate) struct Call {
     from_user: String,
     number: String,
     /// Headers of the caller's INVITE passed on to leg B (after rules).
-    passed: Vec<(String, String)>,
+    passed: Vec<(HeaderText, HeaderText)>,
     /// Media orders in flight.
     busy: u32,
     /// Events waiting for them.
@@ -1331,8 +1331,8 @@ impl SipCore {
                     || f.raw_name.eq_ignore_ascii_case(b"Privacy")));
             if keep {
                 passed.push((
-                    String::from_utf8_lossy(f.raw_name).into_owned(),
-                    String::from_utf8_lossy(f.value).into_owned(),
+                    String::from_utf8_lossy(f.raw_name).into_owned().into(),
+                    String::from_utf8_lossy(f.value).into_owned().into(),
                 ));
             }
         }
@@ -1390,9 +1390,12 @@ impl SipCore {
         let asked = msg.header(HeaderName::SessionExpires).and_then(delta_secs);
         if se > 0 {
             let v = asked.map_or(se, |a| a.min(se)).max(b.config.min_se);
-            call.passed.push(("Session-Expires".into(), v.to_string()));
             call.passed
-                .push(("Min-SE".into(), b.config.min_se.to_string()));
+                .push(("Session-Expires".into(), text(&[Number(v.into())]).into()));
+            call.passed.push((
+                "Min-SE".into(),
+                text(&[Number(b.config.min_se.into())]).into(),
+            ));
             if !call
                 .passed
                 .iter()
@@ -1881,7 +1884,7 @@ impl SipCore {
         };
         let method = msg.method().unwrap_or(Method::Options);
         let other = side.other();
-        let mut extra: Vec<(String, String)> = Vec::new();
+        let mut extra: Vec<(HeaderText, HeaderText)> = Vec::new();
         for f in msg.headers() {
             let keep = match f.name {
                 HeaderName::ContentType
@@ -1900,8 +1903,8 @@ impl SipCore {
             };
             if keep {
                 extra.push((
-                    String::from_utf8_lossy(f.raw_name).into_owned(),
-                    String::from_utf8_lossy(f.value).into_owned(),
+                    String::from_utf8_lossy(f.raw_name).into_owned().into(),
+                    String::from_utf8_lossy(f.value).into_owned().into(),
                 ));
             }
         }
@@ -1923,7 +1926,7 @@ impl SipCore {
                     .and_then(|m| m.cseq().ok().map(|c| c.seq))
                     .unwrap_or(1)
             };
-            extra.push(("RAck".into(), format!("{rseq} {invite_cseq} INVITE")));
+            extra.push(("RAck".into(), format!("{rseq} {invite_cseq} INVITE").into()));
         }
         let m = method.as_bytes();
         let mname = String::from_utf8_lossy(m).into_owned();

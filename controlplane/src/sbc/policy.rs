@@ -67,6 +67,10 @@ pub struct RealmRt {
     pub listener: Option<SocketAddr>,
 }
 
+/// A header's name or value as the B2BUA passes it on: a fixed text of its
+/// own, or one read from a message or the configuration.
+pub type HeaderText = std::borrow::Cow<'static, str>;
+
 /// A compiled header rule.
 #[derive(Debug, Clone)]
 pub enum HeaderRule {
@@ -80,14 +84,14 @@ pub enum HeaderRule {
 
 impl HeaderRule {
     /// Applies the rule to a header list.
-    pub fn apply(&self, headers: &mut Vec<(String, String)>) {
+    pub fn apply(&self, headers: &mut Vec<(HeaderText, HeaderText)>) {
         match self {
-            HeaderRule::Add(n, v) => headers.push((n.clone(), v.clone())),
+            HeaderRule::Add(n, v) => headers.push((n.clone().into(), v.clone().into())),
             HeaderRule::Remove(n) => headers.retain(|(h, _)| !h.eq_ignore_ascii_case(n)),
             HeaderRule::Rewrite(n, re, with) => {
                 for (h, v) in headers.iter_mut() {
                     if h.eq_ignore_ascii_case(n) {
-                        *v = re.replace_all(v, with.as_str()).into_owned();
+                        *v = re.replace_all(v, with.as_str()).into_owned().into();
                     }
                 }
             }
@@ -785,12 +789,9 @@ targets = ["127.0.0.1:5090"]
 
     #[test]
     fn header_rules_add_remove_and_rewrite() {
-        let mut h = vec![
-            ("User-Agent".to_string(), "PBX 1.0".to_string()),
-            (
-                "P-Asserted-Identity".to_string(),
-                "<sip:0201234@pbx>".to_string(),
-            ),
+        let mut h: Vec<(HeaderText, HeaderText)> = vec![
+            ("User-Agent".into(), "PBX 1.0".into()),
+            ("P-Asserted-Identity".into(), "<sip:0201234@pbx>".into()),
         ];
         HeaderRule::Remove("user-agent".into()).apply(&mut h);
         HeaderRule::Add("X-Trunk".into(), "core".into()).apply(&mut h);
@@ -800,15 +801,10 @@ targets = ["127.0.0.1:5090"]
             "sip:+44$1@".into(),
         )
         .apply(&mut h);
-        assert_eq!(
-            h,
-            vec![
-                (
-                    "P-Asserted-Identity".to_string(),
-                    "<sip:+44201234@pbx>".to_string()
-                ),
-                ("X-Trunk".to_string(), "core".to_string()),
-            ]
-        );
+        let want: Vec<(HeaderText, HeaderText)> = vec![
+            ("P-Asserted-Identity".into(), "<sip:+44201234@pbx>".into()),
+            ("X-Trunk".into(), "core".into()),
+        ];
+        assert_eq!(h, want);
     }
 }
