@@ -661,7 +661,14 @@ impl SipCore {
                 return;
             }
         }
-        match Self::fix_via(msg, inb) {
+        // An ACK is never answered (RFC 3261 §17): `received` and `rport`
+        // in its Via would route nothing, so it is not copied to add them.
+        let fixed = if method == Method::Ack {
+            None
+        } else {
+            Self::fix_via(msg, inb)
+        };
+        match fixed {
             Some(bytes) => {
                 let Ok(fixed) = SipMessage::parse(&bytes, Framing::Datagram, &self.config.limits)
                 else {
