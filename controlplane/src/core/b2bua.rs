@@ -238,6 +238,15 @@ impl LegText {
         }
     }
 
+    /// Takes the Call-ID out in its own string (the leg's allocation,
+    /// without a copy); every other text is empty afterwards.
+    fn take_call_id(&mut self) -> String {
+        let mut t = std::mem::take(&mut self.text);
+        t.truncate(self.ends[0] as usize);
+        self.ends = [0; TEXTS];
+        t
+    }
+
     /// Replaces one text with `v` (not UTF-8: replacement characters).
     fn set_bytes(&mut self, which: Text, v: &[u8]) {
         self.set(which, &[&String::from_utf8_lossy(v)]);
@@ -590,6 +599,45 @@ pub struct B2bCounters {
     pub unknown_dialog: u64,
 }
 
+/// Each leg's call and side by its Call-ID, keyed by a keyed 128-bit hash
+/// of the Call-ID: the table holds no copy of it, and no sender can make
+/// two Call-IDs collide.
+struct Dialogs {
+    key: siphasher::sip128::SipHasher13,
+    map: FxHashMap<u128, (u64, Side)>,
+}
+
+impl Dialogs {
+    fn new() -> Dialogs {
+        let mut key = [0u8; 16];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
+        Dialogs {
+            key: siphasher::sip128::SipHasher13::new_with_key(&key),
+            map: FxHashMap::default(),
+        }
+    }
+
+    fn hash(&self, call_id: &[u8]) -> u128 {
+        use siphasher::sip128::Hasher128 as _;
+        use std::hash::Hasher as _;
+        let mut h = self.key;
+        h.write(call_id);
+        h.finish128().as_u128()
+    }
+
+    fn insert(&mut self, call_id: &[u8], at: (u64, Side)) {
+        self.map.insert(self.hash(call_id), at);
+    }
+
+    fn remove(&mut self, call_id: &[u8]) {
+        self.map.remove(&self.hash(call_id));
+    }
+
+    fn get(&self, call_id: &[u8]) -> Option<&(u64, Side)> {
+        self.map.get(&self.hash(call_id))
+    }
+}
+
 /// The B2BUA's state, held by the SIP core.
 pub struct B2b {
     /// Policy.
@@ -597,7 +645,7 @@ pub struct B2b {
     config: B2bConfig,
     media: Box<dyn MediaOrders>,
     calls: FxHashMap<u64, Call>,
-    dialogs: FxHashMap<Vec<u8>, (u64, Side)>,
+    dialogs: Dialogs,
     by_invite: FxHashMap<ServerKey, u64>,
     next_id: u64,
     boot: String,
@@ -636,7 +684,7 @@ impl B2b {
             config,
             media,
             calls: FxHashMap::default(),
-            dialogs: FxHashMap::default(),
+            dialogs: Dialogs::new(),
             by_invite: FxHashMap::default(),
             next_id: 1,
             boot: nonce.iter().fold(String::new(), |mut s, x| {
@@ -693,10 +741,8 @@ impl B2b {
             legs: s.legs,
         };
         for side in [Side::A, Side::B] {
-            self.dialogs.insert(
-                call.legs[side.index()].call_id().as_bytes().to_vec(),
-                (id, side),
-            );
+            self.dialogs
+                .insert(call.legs[side.index()].call_id().as_bytes(), (id, side));
         }
         self.calls.insert(id, call);
         self.counters.recovered += 1;
@@ -1410,7 +1456,7 @@ impl SipCore {
             }
         }
         b.dialogs
-            .insert(call.legs[0].call_id().as_bytes().to_vec(), (id, Side::A));
+            .insert(call.legs[0].call_id().as_bytes(), (id, Side::A));
         b.by_invite.insert(key, id);
         match sdp_body(msg) {
             Some(sdp) => {
@@ -1467,7 +1513,7 @@ impl SipCore {
         let bytes = leg.request("INVITE", 1, &branch, &call.passed, sdp_type(body), body);
         let hop = leg.hop();
         b.dialogs
-            .insert(leg.call_id().as_bytes().to_vec(), (call.id, Side::B));
+            .insert(leg.call_id().as_bytes(), (call.id, Side::B));
         let ck = self.keys.client(branch.as_bytes(), b"INVITE");
         call.b_invite_key = Some(ck);
         let purpose = CallTxn::Invite {
@@ -1551,8 +1597,9 @@ impl SipCore {
             .map(|t| t.0.to_string())
             .unwrap_or_default();
         let cdr = Box::new(Cdr {
-            a_call_id: call.legs[0].call_id().to_owned(),
-            b_call_id: call.legs[1].call_id().to_owned(),
+            // The call ends: its legs' texts are not needed again.
+            a_call_id: call.legs[0].text.take_call_id(),
+            b_call_id: call.legs[1].text.take_call_id(),
             from: std::mem::take(&mut call.from_user),
             to: std::mem::take(&mut call.number),
             source: call.source.to_string(),
