@@ -1544,6 +1544,10 @@ impl SipCore {
         msg: &SipMessage<'_>,
         unix_ms: u64,
     ) -> Option<(Vec<(SocketAddr, String)>, usize)> {
+        // An SBC that is nobody's registrar looks no further.
+        if self.registrar.location.is_empty() {
+            return None;
+        }
         let uri = msg.request_uri().ok()?;
         uri.user?;
         if !uri.host.is_some_and(|h| self.is_local_host(&h, uri.port)) {

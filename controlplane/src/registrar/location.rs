@@ -109,6 +109,11 @@ impl LocationService {
         list
     }
 
+    /// Whether no address of record has a binding (expired ones count).
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+
     /// Every binding of `aor`, expired ones included.
     pub fn all(&self, aor: &str) -> &[Binding] {
         self.bindings.get(aor).map_or(&[], Vec::as_slice)
