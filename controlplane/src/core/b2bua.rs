@@ -938,7 +938,7 @@ impl SipCore {
             Ok(()) => {
                 b.orders.insert(token, then);
             }
-            Err(e) => self.b2b_then(b, now, unix_ms, then, Err(e)),
+            Err(e) => self.b2b_then(b, now, unix_ms, then, &Err(e)),
         }
     }
 
@@ -949,7 +949,10 @@ impl SipCore {
         };
         while let Some((token, result)) = b.media.poll() {
             if let Some(then) = b.orders.remove(&token) {
-                self.b2b_then(&mut b, now, unix_ms, then, result);
+                self.b2b_then(&mut b, now, unix_ms, then, &result);
+            }
+            if let Ok(reply) = result {
+                b.media.recycle(reply);
             }
         }
         self.b2b = Some(b);
@@ -967,7 +970,7 @@ impl SipCore {
         now: Millis,
         unix_ms: u64,
         then: Then,
-        reply: Result<Vec<u8>, String>,
+        reply: &Result<Vec<u8>, String>,
     ) {
         let id = then.call();
         if let Some(c) = id.and_then(|id| b.calls.get_mut(&id)) {
@@ -975,7 +978,10 @@ impl SipCore {
         }
         let sdp = match &then {
             Then::Deleted { .. } => Ok(Vec::new()),
-            _ => reply.clone().and_then(|r| media::reply_sdp(&r)),
+            _ => match reply {
+                Ok(r) => media::reply_sdp(r),
+                Err(e) => Err(e.clone()),
+            },
         };
         if let Err(e) = &sdp {
             tracing::warn!(error = %e, "media order failed");
@@ -1067,7 +1073,7 @@ impl SipCore {
                 }
             }
             Then::Deleted { mut cdr } => {
-                if let Ok(r) = &reply {
+                if let Ok(r) = reply {
                     cdr.media = media::reply_totals(r).unwrap_or_default();
                 }
                 b.cdrs.push_back(*cdr);

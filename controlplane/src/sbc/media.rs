@@ -23,6 +23,8 @@ pub trait MediaOrders: Send {
     fn poll(&mut self) -> Option<Answered>;
     /// Orders sent and not answered yet.
     fn pending(&self) -> usize;
+    /// Hands back a reply's buffer once read, for a later reply to reuse.
+    fn recycle(&mut self, _reply: Vec<u8>) {}
 }
 
 /// Media totals of a call as the relay reports them when it is deleted.
@@ -198,6 +200,8 @@ pub struct ShmOrders {
     /// Orders in flight by the number in their cookie.
     pending: FxHashMap<u64, Pending>,
     last_check: Instant,
+    /// Buffers of replies read, for the next replies.
+    spare: Vec<Vec<u8>>,
 }
 
 impl ShmOrders {
@@ -225,6 +229,7 @@ impl ShmOrders {
             next: 0,
             pending: FxHashMap::default(),
             last_check: Instant::now(),
+            spare: Vec::new(),
         })
     }
 
@@ -269,7 +274,10 @@ impl MediaOrders for ShmOrders {
                 let n = payload[..sp].strip_prefix(self.prefix.as_slice())?;
                 let n = std::str::from_utf8(n).ok()?.parse::<u64>().ok()?;
                 let p = self.pending.remove(&n)?;
-                Some((p.token, payload[sp + 1..].to_vec()))
+                let mut body = self.spare.pop().unwrap_or_default();
+                body.clear();
+                body.extend_from_slice(&payload[sp + 1..]);
+                Some((p.token, body))
             });
             replies.advance();
             if let Some((token, body)) = found {
@@ -312,5 +320,12 @@ impl MediaOrders for ShmOrders {
 
     fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    fn recycle(&mut self, reply: Vec<u8>) {
+        // A few in hand cover one pass's replies.
+        if self.spare.len() < 16 {
+            self.spare.push(reply);
+        }
     }
 }
