@@ -654,6 +654,8 @@ pub struct B2b {
     orders: FxHashMap<u64, Then>,
     next_token: u64,
     health_started: bool,
+    /// A text written and copied into place, kept for the next.
+    scratch: String,
     /// Counters.
     pub counters: B2bCounters,
 }
@@ -696,6 +698,7 @@ impl B2b {
             orders: FxHashMap::default(),
             next_token: 0,
             health_started: false,
+            scratch: String::new(),
             counters: B2bCounters::default(),
         };
         for (id, s) in saved {
@@ -1500,13 +1503,13 @@ impl SipCore {
         if !call.legs[1].call_id().is_empty() {
             b.dialogs.remove(call.legs[1].call_id().as_bytes());
         }
-        let call_id = text(&[
-            Str(&b.token("call-id")),
-            Str("@"),
-            Ip(call.legs[1].local.ip()),
-        ]);
+        let mut call_id = std::mem::take(&mut b.scratch);
+        call_id.clear();
+        b.push_token(&mut call_id, "call-id");
+        build::push_text(&mut call_id, &[Str("@"), Ip(call.legs[1].local.ip())]);
         let leg = &mut call.legs[1];
         leg.text.set(Text::CallId, &[&call_id]);
+        b.scratch = call_id;
         leg.text.set(Text::RemoteTag, &[]);
         leg.text.set(Text::RemoteUri, &["<", ruri, ">"]);
         leg.text.set(Text::RemoteTarget, &[ruri]);
