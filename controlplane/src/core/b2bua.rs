@@ -376,35 +376,30 @@ impl Serialize for Leg {
     }
 }
 
+/// A reader on [`Leg`] for each of its texts.
+macro_rules! leg_texts {
+    ($($name:ident => $which:ident),* $(,)?) => {
+        impl Leg {
+            $(
+                fn $name(&self) -> &str {
+                    self.text.get(Text::$which)
+                }
+            )*
+        }
+    };
+}
+
+leg_texts! {
+    call_id => CallId,
+    local_tag => LocalTag,
+    remote_tag => RemoteTag,
+    local_uri => LocalUri,
+    remote_uri => RemoteUri,
+    remote_target => RemoteTarget,
+    contact => Contact,
+}
+
 impl Leg {
-    fn call_id(&self) -> &str {
-        self.text.get(Text::CallId)
-    }
-
-    fn local_tag(&self) -> &str {
-        self.text.get(Text::LocalTag)
-    }
-
-    fn remote_tag(&self) -> &str {
-        self.text.get(Text::RemoteTag)
-    }
-
-    fn local_uri(&self) -> &str {
-        self.text.get(Text::LocalUri)
-    }
-
-    fn remote_uri(&self) -> &str {
-        self.text.get(Text::RemoteUri)
-    }
-
-    fn remote_target(&self) -> &str {
-        self.text.get(Text::RemoteTarget)
-    }
-
-    fn contact(&self) -> &str {
-        self.text.get(Text::Contact)
-    }
-
     fn hop(&self) -> Hop {
         Hop {
             transport: if self.tcp {
