@@ -153,7 +153,8 @@ enum Deferred {
 /// The texts of a leg's dialog ([`Text`]), end to end in one string: a
 /// call's leg is one allocation instead of seven, read as a whole when a
 /// request of the dialog is written.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "LegTextRecord")]
 struct LegText {
     text: String,
     /// Where each text ends in `text`, in [`Text`] order.
@@ -294,10 +295,11 @@ impl LegTextBuilder {
     }
 }
 
-/// One dialog of a call, as the SBC sees it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(from = "LegRecord")]
+/// One dialog of a call, as the SBC sees it. The journal holds each of its
+/// texts as a field of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Leg {
+    #[serde(flatten)]
     text: LegText,
     /// Route set, in the order of Route headers to send.
     route_set: Vec<String>,
@@ -311,67 +313,48 @@ pub(crate) struct Leg {
     srtp: bool,
 }
 
-/// A leg as the dialog journal holds it: each text a field of its own.
+/// A leg's texts as the dialog journal holds them, each a field of its own.
 #[derive(Deserialize)]
-struct LegRecord {
+struct LegTextRecord {
     call_id: String,
     local_tag: String,
     remote_tag: String,
     local_uri: String,
     remote_uri: String,
     remote_target: String,
-    route_set: Vec<String>,
-    local_cseq: u32,
-    tcp: bool,
-    local: SocketAddr,
-    dest: SocketAddr,
-    conn: Option<u32>,
     contact: String,
-    srtp: bool,
 }
 
-impl From<LegRecord> for Leg {
-    fn from(r: LegRecord) -> Leg {
-        Leg {
-            text: LegText::new([
-                &r.call_id,
-                &r.local_tag,
-                &r.remote_tag,
-                &r.local_uri,
-                &r.remote_uri,
-                &r.remote_target,
-                &r.contact,
-            ]),
-            route_set: r.route_set,
-            local_cseq: r.local_cseq,
-            tcp: r.tcp,
-            local: r.local,
-            dest: r.dest,
-            conn: r.conn,
-            srtp: r.srtp,
-        }
+impl From<LegTextRecord> for LegText {
+    fn from(r: LegTextRecord) -> LegText {
+        LegText::new([
+            &r.call_id,
+            &r.local_tag,
+            &r.remote_tag,
+            &r.local_uri,
+            &r.remote_uri,
+            &r.remote_target,
+            &r.contact,
+        ])
     }
 }
 
-impl Serialize for Leg {
-    /// As [`LegRecord`]: same fields, same order.
+impl Serialize for LegText {
+    /// As [`LegTextRecord`]: same fields, same order.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
-        let mut st = s.serialize_struct("Leg", 14)?;
-        st.serialize_field("call_id", self.call_id())?;
-        st.serialize_field("local_tag", self.local_tag())?;
-        st.serialize_field("remote_tag", self.remote_tag())?;
-        st.serialize_field("local_uri", self.local_uri())?;
-        st.serialize_field("remote_uri", self.remote_uri())?;
-        st.serialize_field("remote_target", self.remote_target())?;
-        st.serialize_field("route_set", &self.route_set)?;
-        st.serialize_field("local_cseq", &self.local_cseq)?;
-        st.serialize_field("tcp", &self.tcp)?;
-        st.serialize_field("local", &self.local)?;
-        st.serialize_field("dest", &self.dest)?;
-        st.serialize_field("conn", &self.conn)?;
-        st.serialize_field("contact", self.contact())?;
-        st.serialize_field("srtp", &self.srtp)?;
+        let mut st = s.serialize_struct("LegText", TEXTS)?;
+        for (name, which) in [
+            ("call_id", Text::CallId),
+            ("local_tag", Text::LocalTag),
+            ("remote_tag", Text::RemoteTag),
+            ("local_uri", Text::LocalUri),
+            ("remote_uri", Text::RemoteUri),
+            ("remote_target", Text::RemoteTarget),
+            ("contact", Text::Contact),
+        ] {
+            st.serialize_field(name, self.get(which))?;
+        }
         st.end()
     }
 }
