@@ -297,6 +297,9 @@ pub struct SipCore {
     b2b: Option<Box<b2bua::B2b>>,
     /// Unix time minus core time, in milliseconds, as last seen.
     unix_base: u64,
+    /// A Via value and a request rewritten with it ([`SipCore::fix_via`]),
+    /// kept for the next request.
+    fix_buffers: (Vec<u8>, Vec<u8>),
 }
 
 impl std::fmt::Debug for SipCore {
@@ -376,6 +379,7 @@ impl SipCore {
             counters: CoreCounters::default(),
             b2b: None,
             unix_base: 0,
+            fix_buffers: (Vec::new(), Vec::new()),
         }
     }
 
@@ -562,8 +566,24 @@ impl SipCore {
         })
     }
 
-    /// The request with RFC 3581 `received`/`rport` added to its top Via.
-    fn fix_via(msg: &SipMessage<'_>, inb: &Inbound<'_>) -> Option<Vec<u8>> {
+    /// Writes to `out` the request with RFC 3581 `received`/`rport` added
+    /// to its top Via (the Via value written in `via`); `false`, with
+    /// nothing written, when there is nothing to add.
+    fn fix_via(
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        via: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        Self::write_fixed_via(msg, inb, via, out).is_some()
+    }
+
+    fn write_fixed_via(
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        v: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Option<()> {
         let via = msg.top_via().ok()?;
         let host_is_source = via.host.ip() == Some(inb.remote.ip());
         let wants_rport = via.rport().is_some();
@@ -585,7 +605,7 @@ impl SipCore {
         // The value rebuilt in one buffer: its parameters but `rport` and
         // `received`, then the ones this side adds.
         let first = raw[..first_len].trim_ascii();
-        let mut v = Vec::with_capacity(first.len() + 48);
+        v.clear();
         for (i, p) in first.split(|b| *b == b';').enumerate() {
             let p = p.trim_ascii();
             let received = p
@@ -601,17 +621,17 @@ impl SipCore {
         }
         if !host_is_source || wants_rport {
             v.extend_from_slice(b";received=");
-            build::put_ip(&mut v, inb.remote.ip());
+            build::put_ip(v, inb.remote.ip());
         }
         if wants_rport {
             v.extend_from_slice(b";rport=");
-            build::put_number(&mut v, u64::from(inb.remote.port()));
+            build::put_number(v, u64::from(inb.remote.port()));
         }
         let mut f = Forward::new(msg);
-        f.set_top_via(&v).ok()?;
-        let mut out = Vec::with_capacity(msg.len() + 48);
-        f.write_to(&mut out);
-        Some(out)
+        f.set_top_via(v).ok()?;
+        out.clear();
+        f.write_to(out);
+        Some(())
     }
 
     fn is_local_host(&self, host: &Host<'_>, port: Option<u16>) -> bool {
@@ -663,21 +683,16 @@ impl SipCore {
         }
         // An ACK is never answered (RFC 3261 §17): `received` and `rport`
         // in its Via would route nothing, so it is not copied to add them.
-        let fixed = if method == Method::Ack {
-            None
-        } else {
-            Self::fix_via(msg, inb)
-        };
-        match fixed {
-            Some(bytes) => {
-                let Ok(fixed) = SipMessage::parse(&bytes, Framing::Datagram, &self.config.limits)
-                else {
-                    return;
-                };
+        // The rewritten request is written into buffers the core keeps.
+        let (mut via, mut bytes) = std::mem::take(&mut self.fix_buffers);
+        if method != Method::Ack && Self::fix_via(msg, inb, &mut via, &mut bytes) {
+            if let Ok(fixed) = SipMessage::parse(&bytes, Framing::Datagram, &self.config.limits) {
                 self.on_new_request(now, now_unix_ms, key, method, &fixed, inb);
             }
-            None => self.on_new_request(now, now_unix_ms, key, method, msg, inb),
+        } else {
+            self.on_new_request(now, now_unix_ms, key, method, msg, inb);
         }
+        self.fix_buffers = (via, bytes);
     }
 
     /// A request that starts a server transaction, its top Via fixed up.
