@@ -240,7 +240,7 @@ impl LegText {
     }
 
     /// Takes the Call-ID out in its own string (the leg's allocation,
-    /// without a copy); every other text is empty afterwards.
+    /// without a copy); all the leg's texts are empty afterwards.
     fn take_call_id(&mut self) -> String {
         let mut t = std::mem::take(&mut self.text);
         t.truncate(self.ends[0] as usize);
