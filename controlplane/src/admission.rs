@@ -120,13 +120,15 @@ pub fn admit(msg: &SipMessage<'_>, role: Role, policy: &Policy) -> Option<Refusa
     }
     // RFC 3261 §16.3 step 5 (Proxy-Require) and §8.2.2.3 (Require, not for
     // ACK and CANCEL): 420 listing what is not supported.
-    let mut names = vec![HeaderName::ProxyRequire];
-    if role == Role::Sbc && !matches!(method, Method::Ack | Method::Cancel) {
-        names.push(HeaderName::Require);
-    }
+    let names: &[HeaderName] =
+        if role == Role::Sbc && !matches!(method, Method::Ack | Method::Cancel) {
+            &[HeaderName::ProxyRequire, HeaderName::Require]
+        } else {
+            &[HeaderName::ProxyRequire]
+        };
     let unsupported: Vec<String> = names
-        .into_iter()
-        .flat_map(|h| msg.tokens(h).filter_map(Result::ok))
+        .iter()
+        .flat_map(|&h| msg.tokens(h).filter_map(Result::ok))
         .filter(|t| {
             !policy
                 .supported_option_tags
