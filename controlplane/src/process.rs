@@ -198,10 +198,6 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// How long after its last message the control plane keeps polling its
-/// rings on the batch timer before it sleeps until woken.
-const BUSY_SPELL: Duration = Duration::from_millis(50);
-
 /// Runs the control plane until `stop` is set. Returns its counters.
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, String> {
     let dir = config.controlplane.ring_dir.clone();
@@ -252,7 +248,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
     let mut last_beat = Instant::now() - Duration::from_secs(1);
     let mut dropped = 0u64;
     let batch = Duration::from_micros(u64::from(config.controlplane.batch_wait_us));
-    let mut last_traffic = Instant::now() - BUSY_SPELL;
+    let mut last_traffic = Instant::now() - rvoip_dataplane::shm::BUSY_SPELL;
     while !stop.load(Ordering::Relaxed) {
         if last_beat.elapsed() >= Duration::from_millis(100) {
             for c in &channels {
@@ -326,7 +322,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
                 std::thread::sleep(
                     batch.clamp(Duration::from_micros(50), Duration::from_micros(500)),
                 );
-            } else if !batch.is_zero() && last_traffic.elapsed() < BUSY_SPELL {
+            } else if !batch.is_zero() && last_traffic.elapsed() < rvoip_dataplane::shm::BUSY_SPELL
+            {
                 // Traffic is flowing: look again after one batch window
                 // rather than have every message wake us.
                 std::thread::sleep(batch.min(Duration::from_millis(wait)));

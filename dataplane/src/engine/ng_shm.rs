@@ -66,9 +66,6 @@ impl NgOrders {
     }
 }
 
-/// How long after its last order the server counts orders as flowing.
-const BUSY_SPELL: Duration = Duration::from_millis(50);
-
 fn serve<M: MediaControl>(
     channel: &Channel,
     server: &Mutex<NgServer<M>>,
@@ -78,9 +75,9 @@ fn serve<M: MediaControl>(
     let mut orders = channel.consumer(Direction::ToDataplane);
     let mut replies = channel.producer(Direction::ToControlPlane);
     let mut answered = 0u64;
-    let mut last_order = Instant::now() - BUSY_SPELL;
+    let mut last_order = Instant::now() - crate::shm::BUSY_SPELL;
     while !stop.load(Ordering::Relaxed) {
-        if !poll.is_zero() && last_order.elapsed() < BUSY_SPELL {
+        if !poll.is_zero() && last_order.elapsed() < crate::shm::BUSY_SPELL {
             // The control plane's pushes do not wake a server that looks
             // by itself: a wake-up across cores costs the control plane
             // more than the order it pushes.

@@ -35,6 +35,11 @@ const HEADER_BYTES: usize = 4096;
 pub const RECORD_HEADER: usize = 64;
 /// Metadata bytes carried by each record.
 pub const META_BYTES: usize = 48;
+/// How long after its last record a consumer counts traffic as flowing:
+/// meanwhile it looks at its ring once per batch window instead of having
+/// each push wake it (a wake-up across cores costs the producer more than
+/// the record it pushes); after it, the consumer sleeps until woken.
+pub const BUSY_SPELL: std::time::Duration = std::time::Duration::from_millis(50);
 const KIND_PAD: u16 = 0xffff;
 
 /// The file header, at offset 0.

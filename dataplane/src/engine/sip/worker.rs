@@ -36,9 +36,6 @@ const SEND_SLOTS: usize = 1024;
 /// FUTEX2_SIZE_U32: a 32-bit futex, shared between processes.
 const FUTEX2_SIZE_U32: u32 = 0x02;
 
-/// How long after its last message a worker counts traffic as flowing.
-const BUSY_SPELL: Duration = Duration::from_millis(50);
-
 /// Slot size of the SIP channels: 2 KiB holds a typical INVITE in one slot.
 pub(super) const SLOT_SIZE: usize = 2048;
 
@@ -787,7 +784,7 @@ pub(super) fn run(
     let sleep_word = channel.sleep_word(Direction::ToDataplane)
         as *const std::sync::atomic::AtomicU32 as *const u32;
     let mut last_purge = Instant::now();
-    let mut last_traffic = Instant::now() - BUSY_SPELL;
+    let mut last_traffic = Instant::now() - crate::shm::BUSY_SPELL;
     // One wait's completions, taken off the ring before they are handled.
     let mut events: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
@@ -799,7 +796,7 @@ pub(super) fn run(
         // window anyway: it looks at the channel then instead of having the
         // control plane's pushes wake it (a cross-core wake-up costs the
         // control plane more than the records it pushes).
-        let polling = w.batch_wait_us > 0 && last_traffic.elapsed() < BUSY_SPELL;
+        let polling = w.batch_wait_us > 0 && last_traffic.elapsed() < crate::shm::BUSY_SPELL;
         if !polling && !w.futex_armed && consumer.prepare_sleep() {
             // Sleep on the channel too: the control plane's push wakes us.
             let e = opcode::FutexWait::new(sleep_word, 1, u64::from(u32::MAX), FUTEX2_SIZE_U32)
