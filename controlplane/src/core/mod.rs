@@ -567,18 +567,9 @@ impl SipCore {
     }
 
     /// Writes to `out` the request with RFC 3581 `received`/`rport` added
-    /// to its top Via (the Via value written in `via`); `false`, with
-    /// nothing written, when there is nothing to add.
+    /// to its top Via (the Via value written in `v`); `None` when there is
+    /// nothing to add.
     fn fix_via(
-        msg: &SipMessage<'_>,
-        inb: &Inbound<'_>,
-        via: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        Self::write_fixed_via(msg, inb, via, out).is_some()
-    }
-
-    fn write_fixed_via(
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
         v: &mut Vec<u8>,
@@ -685,7 +676,7 @@ impl SipCore {
         // in its Via would route nothing, so it is not copied to add them.
         // The rewritten request is written into buffers the core keeps.
         let (mut via, mut bytes) = std::mem::take(&mut self.fix_buffers);
-        if method != Method::Ack && Self::fix_via(msg, inb, &mut via, &mut bytes) {
+        if method != Method::Ack && Self::fix_via(msg, inb, &mut via, &mut bytes).is_some() {
             if let Ok(fixed) = SipMessage::parse(&bytes, Framing::Datagram, &self.config.limits) {
                 self.on_new_request(now, now_unix_ms, key, method, &fixed, inb);
             }

@@ -516,7 +516,7 @@ fn the_top_via_gets_received_and_rport_and_keeps_its_other_parameters() {
     };
     let (mut via, mut out) = (Vec::new(), b"left from before".to_vec());
     assert!(
-        SipCore::fix_via(&msg, &inb, &mut via, &mut out),
+        SipCore::fix_via(&msg, &inb, &mut via, &mut out).is_some(),
         "rewritten"
     );
     let out = String::from_utf8(out).unwrap_or_else(|e| panic!("{e}"));
@@ -535,5 +535,5 @@ fn the_top_via_gets_received_and_rport_and_keeps_its_other_parameters() {
     );
     let msg = SipMessage::parse(text.as_bytes(), Framing::Datagram, &Limits::DEFAULT)
         .unwrap_or_else(|e| panic!("{e:?}"));
-    assert!(!SipCore::fix_via(&msg, &inb, &mut via, &mut Vec::new()));
+    assert!(SipCore::fix_via(&msg, &inb, &mut via, &mut Vec::new()).is_none());
 }
