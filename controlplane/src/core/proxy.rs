@@ -66,6 +66,10 @@ pub(crate) struct Branch {
     hop: Hop,
     state: BranchState,
     cancel_pending: bool,
+    /// When Timer C (§16.6 step 11) fires for an INVITE branch. It only
+    /// moves later (each provisional restarts it), so the one timer on the
+    /// wheel puts it on again when it fires early.
+    timer_c: Millis,
 }
 
 /// The response context of one proxied request.
@@ -484,6 +488,7 @@ impl SipCore {
                 hop: t.hop,
                 state: BranchState::Pending,
                 cancel_pending: false,
+                timer_c: now + self.config.timer_c_ms,
             });
         }
         self.counters.forwarded += 1;
@@ -595,7 +600,7 @@ impl SipCore {
             let cancel_now = was_pending && branch.cancel_pending;
             if ctx.invite {
                 // §16.7: Timer C restarts on a provisional response.
-                self.schedule(Some(now + self.config.timer_c_ms), TimerRef::TimerC(id, b));
+                branch.timer_c = now + self.config.timer_c_ms;
             }
             if cancel_now {
                 self.send_cancel(now, id, b);
@@ -707,7 +712,11 @@ impl SipCore {
         };
         let client = branch.client;
         let state = branch.state;
-        // Timer C is rescheduled on provisionals; only the latest one counts.
+        if branch.timer_c > now {
+            // Restarted by a provisional since this timer was set.
+            self.schedule(Some(branch.timer_c), TimerRef::TimerC(id, b));
+            return;
+        }
         let alive = self.clients.get(&client).is_some_and(|c| {
             matches!(
                 c.txn.state(),

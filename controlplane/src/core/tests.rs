@@ -162,6 +162,52 @@ To: <sip:uac@127.0.0.1:5080>;tag=f1\r\nCall-ID: call-1\r\nCSeq: 1 BYE\r\nContent
 }
 
 #[test]
+fn provisionals_add_no_timers_and_the_transactions_still_end() {
+    let mut c = core(AuthPolicy::Off);
+    let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-w1", "call-w"));
+    let fwd = out[1].clone();
+    let on_wheel = c.timers.len();
+    // Provisionals restart Timer C: the one timer on the wheel comes first
+    // and carries the later deadline on when it fires.
+    for (at, code) in [(100, 100), (200, 180), (300, 183), (400, 180)] {
+        deliver(&mut c, at, UAS, &answer(&fwd, code, "t2"));
+    }
+    assert_eq!(c.timers.len(), on_wheel, "provisionals set no timer");
+    deliver(&mut c, 500, UAS, &answer(&fwd, 200, "t2"));
+    // Timer A lapsed without a retransmission; both transactions linger
+    // in Accepted for 64*T1 after the 200, then end.
+    assert!(tick(&mut c, 20_000).is_empty(), "no INVITE sent again");
+    assert_eq!(c.transactions(), (1, 1));
+    tick(&mut c, 32_400);
+    assert_eq!(c.transactions(), (1, 1), "still lingering");
+    tick(&mut c, 32_600);
+    assert_eq!(c.transactions(), (0, 0));
+}
+
+#[test]
+fn timer_c_cancels_a_ringing_branch_only_after_its_last_provisional() {
+    let mut c = core(AuthPolicy::Off);
+    let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-tc", "call-tc"));
+    let fwd = out[1].clone();
+    deliver(&mut c, 100, UAS, &answer(&fwd, 180, "t2"));
+    // Ringing again at 170 s restarts Timer C (§16.7 step 5).
+    deliver(&mut c, 170_000, UAS, &answer(&fwd, 180, "t2"));
+    let cancels = |out: &[Outbound]| {
+        out.iter()
+            .filter(|o| o.dest == addr(UAS) && parse(o).method() == Some(Method::Cancel))
+            .count()
+    };
+    let fires = 170_000 + c.config.timer_c_ms;
+    assert_eq!(cancels(&tick(&mut c, 181_000)), 0, "restarted at 170 s");
+    assert_eq!(cancels(&tick(&mut c, fires - 100)), 0, "still running");
+    assert_eq!(
+        cancels(&tick(&mut c, fires)),
+        1,
+        "CANCEL when Timer C fires"
+    );
+}
+
+#[test]
 fn cancel_before_200_cancels_the_branch_and_returns_487() {
     let mut c = core(AuthPolicy::Off);
     let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-x", "call-c"));
