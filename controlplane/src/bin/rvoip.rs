@@ -429,7 +429,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         },
         rate_limit: config.sip.rate_limit,
         ring_slots: config.controlplane.ring_slots,
-        batch_wait_us: config.dataplane.batch_wait_us,
+        batch_wait_us: config.dataplane.sip_batch_wait_us(),
     };
     let mut sip = match SipPlane::start(&sip_config) {
         Ok(p) => p,
