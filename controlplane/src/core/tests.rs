@@ -95,6 +95,18 @@ fn answer(forwarded: &Outbound, code: u16, to_tag: &str) -> String {
     out
 }
 
+/// A core that has forwarded an INVITE from the UAC (sent at 0 ms) to the
+/// UAS, and that INVITE as forwarded.
+fn invite_forwarded(branch: &str, call: &str) -> (SipCore, Outbound) {
+    let mut c = core(AuthPolicy::Off);
+    let out = deliver(&mut c, 0, UAC, &invite(branch, call));
+    let fwd = out
+        .into_iter()
+        .find(|o| o.dest == addr(UAS))
+        .unwrap_or_else(|| panic!("INVITE forwarded"));
+    (c, fwd)
+}
+
 #[test]
 fn a_call_through_the_stateful_proxy() {
     let mut c = core(AuthPolicy::Off);
@@ -163,9 +175,7 @@ To: <sip:uac@127.0.0.1:5080>;tag=f1\r\nCall-ID: call-1\r\nCSeq: 1 BYE\r\nContent
 
 #[test]
 fn provisionals_add_no_timers_and_the_transactions_still_end() {
-    let mut c = core(AuthPolicy::Off);
-    let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-w1", "call-w"));
-    let fwd = out[1].clone();
+    let (mut c, fwd) = invite_forwarded("z9hG4bK-w1", "call-w");
     let on_wheel = c.timers.len();
     // Provisionals restart Timer C: the one timer on the wheel comes first
     // and carries the later deadline on when it fires.
@@ -186,9 +196,7 @@ fn provisionals_add_no_timers_and_the_transactions_still_end() {
 
 #[test]
 fn timer_c_cancels_a_ringing_branch_only_after_its_last_provisional() {
-    let mut c = core(AuthPolicy::Off);
-    let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-tc", "call-tc"));
-    let fwd = out[1].clone();
+    let (mut c, fwd) = invite_forwarded("z9hG4bK-tc", "call-tc");
     deliver(&mut c, 100, UAS, &answer(&fwd, 180, "t2"));
     // Ringing again at 170 s restarts Timer C (§16.7 step 5).
     deliver(&mut c, 170_000, UAS, &answer(&fwd, 180, "t2"));
@@ -209,9 +217,7 @@ fn timer_c_cancels_a_ringing_branch_only_after_its_last_provisional() {
 
 #[test]
 fn cancel_before_200_cancels_the_branch_and_returns_487() {
-    let mut c = core(AuthPolicy::Off);
-    let out = deliver(&mut c, 0, UAC, &invite("z9hG4bK-x", "call-c"));
-    let fwd = out[1].clone();
+    let (mut c, fwd) = invite_forwarded("z9hG4bK-x", "call-c");
     deliver(&mut c, 100, UAS, &answer(&fwd, 180, "t9"));
     let cancel = format!(
         "CANCEL sip:service@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bK-x\r\nMax-Forwards: 70\r\nFrom: <sip:uac@127.0.0.1:5080>;tag=f1\r\n\
