@@ -52,7 +52,8 @@ stop_tree() {  # the SBC and every process under it
     wait "$PID" 2>/dev/null
     PID=""
 }
-trap stop_tree EXIT
+# The rvoip run's shared-memory rings go with it.
+trap 'stop_tree; rm -rf /dev/shm/rvoip-b2bua-bench' EXIT
 trap 'exit 130' INT TERM
 
 

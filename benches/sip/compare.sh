@@ -35,7 +35,8 @@ cargo build -q --release --bin rvoip --manifest-path "$ROOT/Cargo.toml"
 # shellcheck source=../lib.sh
 . "$ROOT/benches/lib.sh"
 stop_rvoip() { stop_pid; }
-trap stop_pid EXIT
+# The rvoip run's shared-memory rings go with it.
+trap 'stop_pid; rm -rf /dev/shm/rvoip-sip-bench' EXIT
 trap 'exit 130' INT TERM
 
 start_rvoip() {
