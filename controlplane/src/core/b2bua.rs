@@ -68,9 +68,15 @@ pub(crate) enum CallTimer {
     Attempt(u32),
     /// Retransmit the 2xx that waits for its ACK.
     Retransmit,
+    /// The caller has heard nothing for 200 ms: 100 (Trying).
+    Trying,
     /// The session interval ends.
     Session,
 }
+
+/// How long a caller may wait for a first response before a 100 (Trying)
+/// goes to it (RFC 3261 §17.2.1).
+const TRYING_MS: Millis = 200;
 
 /// What a client transaction of the B2BUA is for.
 #[derive(Debug, Clone)]
@@ -1233,12 +1239,6 @@ impl SipCore {
             self.respond(now, &key, msg, 483, "Too Many Hops", &[]);
             return;
         }
-        let trying = {
-            let mut out = Vec::with_capacity(300);
-            write_response(msg, 100, b"Trying", None, &[], &mut out);
-            out
-        };
-        self.server_respond(now, &key, 100, trying);
         let number = b.policy.normalize(&uri_user(msg));
         // A user registered here (Request-URI in a served domain) is called
         // where it registered from; any other number goes by the routing
@@ -1445,6 +1445,9 @@ impl SipCore {
         b.dialogs
             .insert(call.legs[0].call_id().as_bytes(), (id, Side::A));
         b.by_invite.insert(key, id);
+        // RFC 3261 §17.2.1: a 100 (Trying) only if no other response goes
+        // to the caller within 200 ms; leg B's ringing usually does.
+        self.schedule(Some(now + TRYING_MS), TimerRef::Call(id, CallTimer::Trying));
         match sdp_body(msg) {
             Some(sdp) => {
                 let codecs = trunk
@@ -2522,6 +2525,20 @@ impl SipCore {
                         b.policy.peer_failed(trunk, p);
                     }
                     self.b2b_next_attempt(&mut b, now, unix_ms, id, 408);
+                }
+            }
+            CallTimer::Trying => {
+                if let Some(call) = b.calls.get(&id)
+                    && self
+                        .servers
+                        .get(&call.a_invite_key)
+                        .is_some_and(|e| !e.txn.responded())
+                    && let Ok(req) =
+                        SipMessage::parse(&call.a_invite, Framing::Datagram, &self.config.limits)
+                {
+                    let mut out = Vec::with_capacity(300);
+                    write_response(&req, 100, b"Trying", None, &[], &mut out);
+                    self.server_respond(now, &call.a_invite_key, 100, out);
                 }
             }
             CallTimer::Retransmit => {

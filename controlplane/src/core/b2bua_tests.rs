@@ -362,10 +362,36 @@ From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-{call}\r\nTo: {}\r\nCall-ID: {c
 }
 
 #[test]
+fn the_caller_hears_100_trying_only_when_nothing_else_reaches_it_within_200_ms() {
+    let mut n = net();
+    let out = n.deliver(0, CALLER, ACCESS, &invite("t1", OFFER));
+    assert!(to(&out, CALLER).is_empty(), "no 100 at once");
+    let inv = to(&out, PEER1)[0].clone();
+    assert!(to(&n.tick(199), CALLER).is_empty());
+    let out = n.tick(200);
+    let trying = to(&out, CALLER);
+    assert_eq!(trying.len(), 1);
+    assert_eq!(status(trying[0]), Some(100));
+    assert_eq!(header(trying[0], HeaderName::CallId), "t1@127.0.0.2");
+    // Ringing within 200 ms: no 100 at all.
+    let out = n.deliver(1_000, CALLER, ACCESS, &invite("t2", OFFER));
+    let inv2 = to(&out, PEER1)[0].clone();
+    let out = n.deliver(1_050, PEER1, CORE, &reply(&inv2, 180, "tag2", "", ""));
+    assert_eq!(status(to(&out, CALLER)[0]), Some(180));
+    let later = n.tick(1_500);
+    assert!(
+        to(&later, CALLER).iter().all(|o| status(o) != Some(100)),
+        "no 100 after a 180"
+    );
+    // Each call goes on as before.
+    let out = n.deliver(1_600, PEER1, CORE, &reply(&inv, 180, "tag1", "", ""));
+    assert_eq!(status(to(&out, CALLER)[0]), Some(180));
+}
+
+#[test]
 fn a_call_is_two_dialogs_and_neither_side_sees_the_other() {
     let mut n = net();
     let out = n.deliver(0, CALLER, ACCESS, &invite("c1", OFFER));
-    assert_eq!(status(to(&out, CALLER)[0]), Some(100));
     let inv = to(&out, PEER1)[0].clone();
     let t = text(&inv);
     assert!(

@@ -391,6 +391,12 @@ impl ServerTransaction {
         self.state
     }
 
+    /// Whether any response went out.
+    pub fn responded(&self) -> bool {
+        self.last_response.is_some()
+            || !matches!(self.state, ServerState::Trying | ServerState::Proceeding)
+    }
+
     /// Whether this is an INVITE transaction.
     pub fn is_invite(&self) -> bool {
         self.invite
