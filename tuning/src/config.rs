@@ -297,13 +297,6 @@ impl Default for Cores {
     }
 }
 
-impl Dataplane {
-    /// The SIP workers' batch window in microseconds.
-    pub fn sip_batch_wait_us(&self) -> u32 {
-        self.sip_batch_wait_us.unwrap_or(self.batch_wait_us)
-    }
-}
-
 /// Dataplane settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -345,6 +338,13 @@ pub enum Latch {
     Learning,
     /// Accept only the address the SDP gave.
     Strict,
+}
+
+impl Dataplane {
+    /// The SIP workers' batch window in microseconds.
+    pub fn sip_batch_wait_us(&self) -> u32 {
+        self.sip_batch_wait_us.unwrap_or(self.batch_wait_us)
+    }
 }
 
 impl Default for Dataplane {
@@ -663,23 +663,23 @@ impl Config {
                 ),
             );
         }
-        if self.controlplane.batch_wait_us > 10_000 {
-            return err(
+        for (key, window) in [
+            (
                 "controlplane.batch_wait_us",
-                "must be at most 10000 (10 ms)".into(),
-            );
-        }
-        if self.dataplane.batch_wait_us > 10_000 {
-            return err(
+                Some(self.controlplane.batch_wait_us),
+            ),
+            (
                 "dataplane.batch_wait_us",
-                "must be at most 10000 (10 ms)".into(),
-            );
-        }
-        if self.dataplane.sip_batch_wait_us.is_some_and(|w| w > 10_000) {
-            return err(
+                Some(self.dataplane.batch_wait_us),
+            ),
+            (
                 "dataplane.sip_batch_wait_us",
-                "must be at most 10000 (10 ms)".into(),
-            );
+                self.dataplane.sip_batch_wait_us,
+            ),
+        ] {
+            if window.is_some_and(|w| w > 10_000) {
+                return err(key, "must be at most 10000 (10 ms)".into());
+            }
         }
         if m.timeout_secs == 0 {
             return err("media.timeout_secs", "must be at least 1".into());
@@ -869,10 +869,17 @@ port_max = 39999
         .err()
         .unwrap_or_else(|| panic!());
         assert_eq!(e.key, "trunks[0].realm");
-        let e = load(&format!("{GOOD}\n[dataplane]\nsip_batch_wait_us = 20000\n"))
-            .err()
-            .unwrap_or_else(|| panic!());
-        assert_eq!(e.key, "dataplane.sip_batch_wait_us");
+        for (table, key) in [
+            ("dataplane", "sip_batch_wait_us"),
+            ("dataplane", "batch_wait_us"),
+            ("controlplane", "batch_wait_us"),
+        ] {
+            let e = load(&format!("{GOOD}\n[{table}]\n{key} = 20000\n"))
+                .err()
+                .unwrap_or_else(|| panic!("{table}.{key} = 20000 accepted"));
+            assert_eq!(e.key, format!("{table}.{key}"));
+            assert!(e.message.contains("at most 10000"), "{e}");
+        }
     }
 
     #[test]
