@@ -222,26 +222,16 @@ impl LegText {
     /// Replaces one text with `parts`, end to end, in place.
     fn set(&mut self, which: Text, parts: &[&str]) {
         let r = self.range(which);
-        let new: usize = parts.iter().map(|p| p.len()).sum();
-        let mut v = std::mem::take(&mut self.text).into_bytes();
-        let tail = v.len() - r.end;
-        if new > r.len() {
-            v.resize(r.start + new + tail, 0);
-            v.copy_within(r.end..r.end + tail, r.start + new);
-        } else {
-            v.copy_within(r.end.., r.start + new);
-            v.truncate(r.start + new + tail);
-        }
+        let old = r.len();
+        self.text.replace_range(r.clone(), "");
         let mut at = r.start;
         for p in parts {
-            v[at..at + p.len()].copy_from_slice(p.as_bytes());
+            self.text.insert_str(at, p);
             at += p.len();
         }
-        // Texts replaced by texts: still UTF-8.
-        self.text = String::from_utf8(v)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let new = at - r.start;
         for e in &mut self.ends[which as usize..] {
-            *e = (*e as usize + new - r.len()) as u32;
+            *e = (*e as usize + new - old) as u32;
         }
     }
 
