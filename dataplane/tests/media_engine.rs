@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use rvoip_dataplane::engine::media::{
-    DriverKind, MediaEngine, MediaEngineConfig, MediaPlan, Polling,
+    DriverKind, MediaEngine, MediaEngineConfig, MediaHandle, MediaPlan, Polling,
 };
 use rvoip_dataplane::media::relay::{PeerSpec, RelayConfig, Side};
 use rvoip_dataplane::media::rtp::{parse_rtp, write_rtp_header};
@@ -46,31 +46,40 @@ fn peer(sock: &UdpSocket) -> PeerSpec {
     }
 }
 
-fn relay_both_ways(driver: DriverKind, base: u16) {
-    let eng = engine(driver, base);
+fn peers() -> (UdpSocket, UdpSocket) {
     let a = UdpSocket::bind("127.0.0.1:0").expect("a");
     let b = UdpSocket::bind("127.0.0.1:0").expect("b");
     for s in [&a, &b] {
         s.set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
     }
+    (a, b)
+}
+
+/// Sets up a call from `a` to `b` on worker 0 (offer, then answer); returns
+/// it and the relay's ports towards A and towards B.
+fn call(eng: &MediaEngine, a: &UdpSocket, b: &UdpSocket) -> (MediaHandle, u16, u16) {
     let mut plan = MediaPlan::default();
     plan.side_mut(Side::A).open_rtp = true;
-    plan.side_mut(Side::A).peer = Some(peer(&a));
+    plan.side_mut(Side::A).peer = Some(peer(a));
     plan.side_mut(Side::B).open_rtp = true;
     let applied = eng.apply(0, None, vec![plan]).expect("offer applied");
     let [pa, pb] = applied.ports[0];
-    assert!(pa.rtp >= base && pb.rtp >= base && pa.rtp != pb.rtp);
     // The answer gives B's address.
     let mut answer = MediaPlan::default();
-    answer.side_mut(Side::B).peer = Some(peer(&b));
+    answer.side_mut(Side::B).peer = Some(peer(b));
     eng.apply(0, Some(applied.handle.session), vec![answer])
         .expect("answer applied");
+    (applied.handle, pa.rtp, pb.rtp)
+}
 
-    let to_a_port = SocketAddr::new(LOCALHOST, pa.rtp);
-    let to_b_port = SocketAddr::new(LOCALHOST, pb.rtp);
+/// Sends packets `seqs` each way through the relay's ports `pa` (A's) and
+/// `pb` (B's): each arrives once, unchanged, from the relay's other port.
+fn exchange(a: &UdpSocket, b: &UdpSocket, pa: u16, pb: u16, seqs: std::ops::Range<u16>) {
+    let to_a_port = SocketAddr::new(LOCALHOST, pa);
+    let to_b_port = SocketAddr::new(LOCALHOST, pb);
     let mut buf = [0u8; 2048];
-    for seq in 0..200u16 {
+    for seq in seqs {
         a.send_to(&packet(seq, 0xaaaa), to_a_port).expect("send a");
         let (n, from) = b.recv_from(&mut buf).expect("b receives");
         assert_eq!(from, to_b_port, "B sees the relay's B-side port as source");
@@ -81,7 +90,17 @@ fn relay_both_ways(driver: DriverKind, base: u16) {
         let h = parse_rtp(&buf[..n]).expect("rtp");
         assert_eq!((h.seq, h.ssrc), (seq, 0xbbbb));
     }
-    let s = eng.snapshot(applied.handle).expect("snapshot").session;
+}
+
+fn relay_both_ways(driver: DriverKind, base: u16) {
+    let eng = engine(driver, base);
+    let (a, b) = peers();
+    let (handle, pa, pb) = call(&eng, &a, &b);
+    assert!(pa >= base && pb >= base && pa != pb);
+    let to_a_port = SocketAddr::new(LOCALHOST, pa);
+    let mut buf = [0u8; 2048];
+    exchange(&a, &b, pa, pb, 0..200);
+    let s = eng.snapshot(handle).expect("snapshot").session;
     assert_eq!(s.medias[0].leg(Side::A).rtp_in.packets, 200);
     assert_eq!(s.medias[0].leg(Side::B).rtp_in.packets, 200);
     assert_eq!(s.medias[0].leg(Side::A).rtp_in.lost(), 0);
@@ -91,15 +110,53 @@ fn relay_both_ways(driver: DriverKind, base: u16) {
         .expect("send good");
     let (n, _) = b.recv_from(&mut buf).expect("b receives the good one");
     assert_eq!(parse_rtp(&buf[..n]).map(|h| h.seq), Ok(200));
-    let removed = eng.remove(applied.handle).expect("removed").session;
+    let removed = eng.remove(handle).expect("removed").session;
     assert_eq!(removed.medias[0].leg(Side::A).rtp_in.errors, 1);
-    assert!(eng.snapshot(applied.handle).is_err());
-    // The ports are closed: nothing relays any more.
+    assert!(eng.snapshot(handle).is_err());
+    // The call is gone: nothing relays any more.
     a.send_to(&packet(201, 0xaaaa), to_a_port)
         .expect("send after delete");
     b.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
     assert!(b.recv_from(&mut buf).is_err());
+}
+
+/// A finished call's ports stay open for later calls: late packets to them
+/// are dropped and counted, the next call within a second gets other ports,
+/// and a call after that quiet second gets them and relays through them.
+fn ports_of_a_finished_call_serve_a_later_one(driver: DriverKind, base: u16) {
+    let eng = engine(driver, base);
+    let (a, b) = peers();
+    let (first, pa, pb) = call(&eng, &a, &b);
+    exchange(&a, &b, pa, pb, 0..10);
+    eng.remove(first).expect("removed");
+    a.send_to(&packet(10, 0xaaaa), SocketAddr::new(LOCALHOST, pa))
+        .expect("late packet");
+    let counted = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        eng.counters().unknown_endpoint == 1
+    });
+    assert!(counted, "the late packet is counted as for no call");
+    let (second, qa, qb) = call(&eng, &a, &b);
+    assert!(
+        ![pa, pb].contains(&qa) && ![pa, pb].contains(&qb),
+        "a call right after gets other ports: {pa} {pb} / {qa} {qb}"
+    );
+    exchange(&a, &b, qa, qb, 0..10);
+    eng.remove(second).expect("removed");
+    std::thread::sleep(Duration::from_millis(1100));
+    let (third, ra, rb) = call(&eng, &a, &b);
+    let (mut was, mut now) = ([pa, pb], [ra, rb]);
+    was.sort_unstable();
+    now.sort_unstable();
+    assert_eq!(
+        now, was,
+        "after a quiet second the first call's ports serve"
+    );
+    exchange(&a, &b, ra, rb, 0..50);
+    let s = eng.remove(third).expect("removed").session;
+    assert_eq!(s.medias[0].leg(Side::A).rtp_in.packets, 50);
+    assert_eq!(eng.counters().unknown_endpoint, 1);
 }
 
 #[test]
@@ -110,4 +167,14 @@ fn io_uring_driver_relays_both_ways() {
 #[test]
 fn fallback_driver_relays_both_ways() {
     relay_both_ways(DriverKind::Fallback, 42000);
+}
+
+#[test]
+fn io_uring_driver_gives_a_finished_calls_ports_to_a_later_call() {
+    ports_of_a_finished_call_serve_a_later_one(DriverKind::IoUring, 41400);
+}
+
+#[test]
+fn fallback_driver_gives_a_finished_calls_ports_to_a_later_call() {
+    ports_of_a_finished_call_serve_a_later_one(DriverKind::Fallback, 42400);
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use super::ports::PortPool;
+use super::ports::{Pair, Parked, PortPool};
 use super::{Command, LegPorts, MediaError, MediaPlan, Polling, SessionSnapshot};
 use crate::media::relay::{Component, EndpointId, Relay, RelayConfig, RelayCounters, Side};
 
@@ -195,6 +195,9 @@ pub(super) fn run(
         let (now_ms, _) = clock.now();
         if now_ms >= last_tick + 1000 {
             relay.tick(now_ms);
+            while let Some(p) = ports.unpark_idle(now_ms) {
+                close_parked(&mut ports, driver.as_mut(), p);
+            }
             last_tick = now_ms;
         }
         if stop {
@@ -251,33 +254,130 @@ fn apply(
         }
         None => relay.create_session(now_ms, medias.len()),
     };
-    let result = apply_plans(relay, ports, driver, settings, id, medias);
+    let result = apply_plans(relay, ports, driver, settings, now_ms, id, medias);
     if result.is_err() && session.is_none() {
         // Do not leave a half-built new session behind.
-        release(relay, ports, driver, id);
+        release(relay, ports, driver, id, now_ms);
     }
     result.map(|ports| (id, ports))
 }
 
-/// Removes a session: closes its endpoints and returns its ports.
+/// Removes a session: parks its pairs for later calls.
 fn release(
     relay: &mut Relay,
     ports: &mut PortPool,
     driver: &mut dyn Driver,
     id: u32,
+    now_ms: u64,
 ) -> Option<crate::media::relay::Session> {
     let snapshot = relay.session(id).cloned()?;
-    for ep in relay.remove_session(id) {
-        driver.close(ep);
-    }
+    // The endpoints it returns are the legs' own, read below.
+    relay.remove_session(id);
     for pair in &snapshot.medias {
         for leg in &pair.legs {
-            if leg.local_port != 0 {
-                ports.put(leg.local_port);
+            match (leg.rtp_ep, leg.local_port) {
+                (Some(rtp), port) if port != 0 => ports.park(Parked {
+                    port,
+                    rtp,
+                    rtcp: leg.rtcp_ep,
+                    since_ms: now_ms,
+                }),
+                _ => {
+                    for ep in [leg.rtp_ep, leg.rtcp_ep].into_iter().flatten() {
+                        driver.close(ep);
+                    }
+                    if leg.local_port != 0 {
+                        ports.put(leg.local_port);
+                    }
+                }
             }
         }
     }
     Some(snapshot)
+}
+
+/// Closes a parked pair and returns its port to the pool.
+fn close_parked(ports: &mut PortPool, driver: &mut dyn Driver, p: Parked) {
+    driver.close(p.rtp);
+    if let Some(ep) = p.rtcp {
+        driver.close(ep);
+    }
+    ports.put(p.port);
+}
+
+/// Gives one leg (session, media, side) its RTP endpoint, and its RTCP one
+/// if `want_rtcp`, from a parked pair or from newly opened sockets; returns
+/// the RTP port.
+fn take_pair(
+    relay: &mut Relay,
+    ports: &mut PortPool,
+    driver: &mut dyn Driver,
+    settings: &WorkerSettings,
+    now_ms: u64,
+    want_rtcp: bool,
+    (id, m, side): (u32, usize, Side),
+) -> Result<u16, MediaError> {
+    // Try further pairs: another process may hold a port of the range, the
+    // RTP one or the RTCP one above it.
+    let mut last_err = MediaError::NoPorts;
+    for _ in 0..64 {
+        let Some(pair) = ports.take(now_ms) else {
+            break;
+        };
+        let (port, rtp) = match pair {
+            Pair::Open(p) => {
+                relay.bind_endpoint(p.rtp, id, m, side, Component::Rtp);
+                match (want_rtcp, p.rtcp) {
+                    (true, Some(ep)) => {
+                        relay.bind_endpoint(ep, id, m, side, Component::Rtcp);
+                        return Ok(p.port);
+                    }
+                    (false, Some(ep)) => {
+                        driver.close(ep);
+                        return Ok(p.port);
+                    }
+                    (false, None) => return Ok(p.port),
+                    (true, None) => (p.port, Ok(p.rtp)),
+                }
+            }
+            Pair::Closed(port) => (
+                port,
+                open_endpoint(driver, relay, settings, port, (id, m, side, Component::Rtp)),
+            ),
+        };
+        let result = match rtp {
+            Ok(ep) if want_rtcp => {
+                let at = (id, m, side, Component::Rtcp);
+                match open_endpoint(driver, relay, settings, port + 1, at) {
+                    Ok(_) => Ok(port),
+                    Err(e) => {
+                        relay.unbind_endpoint(ep);
+                        driver.close(ep);
+                        Err(e)
+                    }
+                }
+            }
+            Ok(_) => Ok(port),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(port) => return Ok(port),
+            Err(e @ MediaError::NoEndpoints) => {
+                ports.put(port);
+                // The endpoint table is full: make room by closing a parked pair.
+                match ports.unpark_oldest() {
+                    Some(p) => close_parked(ports, driver, p),
+                    None => return Err(e),
+                }
+            }
+            Err(e) => {
+                // Back at the end of the pool: it may be free later.
+                ports.put(port);
+                last_err = e;
+            }
+        }
+    }
+    Err(last_err)
 }
 
 fn apply_plans(
@@ -285,6 +385,7 @@ fn apply_plans(
     ports: &mut PortPool,
     driver: &mut dyn Driver,
     settings: &WorkerSettings,
+    now_ms: u64,
     id: u32,
     medias: &[MediaPlan],
 ) -> Result<Vec<[LegPorts; 2]>, MediaError> {
@@ -302,48 +403,16 @@ fn apply_plans(
             let want_rtcp = sp.open_rtcp && leg.rtcp_ep.is_none();
             let mut rtcp_opened = false;
             if sp.open_rtp && leg.rtp_ep.is_none() {
-                // Try further pairs: another process may hold a port of the
-                // range, the RTP one or the RTCP one above it.
-                let mut last_err = MediaError::NoPorts;
-                let mut opened = None;
-                for _ in 0..64 {
-                    let Some(p) = ports.take() else { break };
-                    let rtp =
-                        open_endpoint(driver, relay, settings, p, (id, m, side, Component::Rtp));
-                    let result = match rtp {
-                        Ok(ep) if want_rtcp => {
-                            let at = (id, m, side, Component::Rtcp);
-                            match open_endpoint(driver, relay, settings, p + 1, at) {
-                                Ok(_) => Ok(true),
-                                Err(e) => {
-                                    relay.unbind_endpoint(ep);
-                                    driver.close(ep);
-                                    Err(e)
-                                }
-                            }
-                        }
-                        Ok(_) => Ok(false),
-                        Err(e) => Err(e),
-                    };
-                    match result {
-                        Ok(with_rtcp) => {
-                            opened = Some(p);
-                            rtcp_opened = with_rtcp;
-                            break;
-                        }
-                        Err(e @ MediaError::NoEndpoints) => {
-                            ports.put(p);
-                            last_err = e;
-                            break;
-                        }
-                        Err(e) => {
-                            // Back at the end of the pool: it may be free later.
-                            ports.put(p);
-                            last_err = e;
-                        }
-                    }
-                }
-                port = opened.ok_or(last_err)?;
+                port = take_pair(
+                    relay,
+                    ports,
+                    driver,
+                    settings,
+                    now_ms,
+                    want_rtcp,
+                    (id, m, side),
+                )?;
+                rtcp_opened = want_rtcp;
                 if let Some(l) = relay
                     .session_mut(id)
                     .and_then(|s| s.medias.get_mut(m))
@@ -409,7 +478,7 @@ fn handle(
         }
         Command::Remove { session, reply } => {
             let now_ms = clock.now().0;
-            let snap = release(relay, ports, driver, session)
+            let snap = release(relay, ports, driver, session, now_ms)
                 .map(|session| SessionSnapshot { session, now_ms });
             let _ = reply.send(snap.ok_or(MediaError::UnknownSession));
         }
