@@ -618,7 +618,9 @@ pub struct B2b {
     pub policy: Policy,
     config: B2bConfig,
     media: Box<dyn MediaOrders>,
-    calls: FxHashMap<u64, Call>,
+    /// Boxed: a call is taken out and put back for each of its events, and
+    /// the table then moves a pointer rather than the whole call.
+    calls: FxHashMap<u64, Box<Call>>,
     dialogs: Dialogs,
     by_invite: FxHashMap<ServerKey, u64>,
     next_id: u64,
@@ -684,7 +686,7 @@ impl B2b {
     fn restore(&mut self, id: u64, s: SavedCall) {
         self.next_id = self.next_id.max(id + 1);
         self.policy.restore(s.source, s.trunk);
-        let call = Call {
+        let call = Box::new(Call {
             id,
             state: State::Up,
             a_invite_key: ServerKey(0),
@@ -716,7 +718,7 @@ impl B2b {
             busy: 0,
             deferred: VecDeque::new(),
             legs: s.legs,
-        };
+        });
         for side in [Side::A, Side::B] {
             self.dialogs
                 .insert(call.legs[side.index()].call_id().as_bytes(), (id, side));
@@ -1376,7 +1378,7 @@ impl SipCore {
             (None, None) => (Vec::new(), Vec::new()),
         };
         let media_id = text(&[Str("b2b-"), Str(&b.boot), Str("-"), Number(id)]);
-        let mut call = Call {
+        let mut call = Box::new(Call {
             id,
             legs: [a_leg, b_leg],
             state: State::Routing,
@@ -1407,7 +1409,7 @@ impl SipCore {
             passed,
             busy: 0,
             deferred: VecDeque::new(),
-        };
+        });
         // Session timer asked of leg B: ours, or the caller's if smaller.
         let se = b.config.session_expires;
         let asked = msg.header(HeaderName::SessionExpires).and_then(delta_secs);
@@ -1458,7 +1460,7 @@ impl SipCore {
     }
 
     /// Sends the INVITE to the next peer, or fails the call when none is left.
-    fn b2b_attempt(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, mut call: Call) {
+    fn b2b_attempt(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, mut call: Box<Call>) {
         let Some(&(address, ref ruri)) = call.targets.get(call.attempt as usize) else {
             let status = if call.b_status == 0 {
                 503
@@ -1561,7 +1563,7 @@ impl SipCore {
 
     /// Ends a call: media deleted, limits released, CDR written, journal
     /// erased.
-    fn b2b_finish(&mut self, b: &mut B2b, mut call: Call, unix_ms: u64, reason: &'static str) {
+    fn b2b_finish(&mut self, b: &mut B2b, mut call: Box<Call>, unix_ms: u64, reason: &'static str) {
         b.policy.release(call.source, call.trunk);
         for leg in &call.legs {
             if !leg.call_id().is_empty() {
