@@ -9,7 +9,10 @@
 # usage: benches/sip/compare.sh [DURATION_S] RATE...
 #   e.g. benches/sip/compare.sh 20 1000 2000 4000 6000
 # env: PROXIES="rvoip kamailio" (default both; also rvoip-stateless and
-#      kamailio-stateless, the stateless modes), WARMUP (anchor default 6 s),
+#      kamailio-stateless, the stateless modes, and floor: a forwarder that
+#      does no SIP at all, benches/src/bin/bare_sip_forwarder.rs, whose CPU
+#      per call is the kernel's share of any proxy's), WARMUP (anchor
+#      default 6 s),
 #      REPEAT=n: n runs per rate with the proxies in turn; the ratios are
 #      then of the medians (a noisy VM moves single runs by 20 % or more)
 #
@@ -31,6 +34,9 @@ rm -rf "$OUT"; mkdir -p "$OUT"
 export RESULTS=$OUT/anchor QUIET_WAIT=${QUIET_WAIT:-60} KAM_EXTRA=${KAM_EXTRA:--x tlsf}
 
 cargo build -q --release --bin rvoip --manifest-path "$ROOT/Cargo.toml"
+case " $PROXIES " in *" floor "*)
+    cargo build -q --release -p rvoip-benches --bin bare_sip_forwarder --manifest-path "$ROOT/Cargo.toml" ;;
+esac
 
 # shellcheck source=../lib.sh
 . "$ROOT/benches/lib.sh"
@@ -66,6 +72,13 @@ for rate in "${STEPS[@]}"; do
                 start_rvoip "$rate" false || { echo "rvoip failed to start" >&2; stop_rvoip; continue; }
                 line=$(PROXY_PID=$PID "$ANCHORS/sip_run.sh" external "$rate" "$DUR" | tail -1)
                 stop_rvoip
+                ;;
+            floor)
+                wait_udp_free 127.0.0.1:5060
+                "$ROOT/target/release/bare_sip_forwarder" 5060 5070 5080 &
+                PID=$!
+                line=$(PROXY_PID=$PID "$ANCHORS/sip_run.sh" external "$rate" "$DUR" | tail -1)
+                stop_pid
                 ;;
             kamailio)
                 line=$("$ANCHORS/sip_run.sh" stateful "$rate" "$DUR" | tail -1)
@@ -113,13 +126,13 @@ def median(proxy, rate):
 runs = max((len(v) for v in passes.values()), default=1)
 if runs > 1:
     print(f"medians of {runs} runs per proxy and rate, the proxies in turn")
-print(f"{'rate':>6} {'rvoip/kamailio':>16} {'stateless rvoip/kamailio':>26}")
+print(f"{'rate':>6} {'rvoip/kamailio':>16} {'stateless rvoip/kamailio':>26} {'floor/kamailio':>16}")
 for rate in order:
     cells = []
-    for a, b in (("rvoip", "kamailio"), ("rvoip-stateless", "kamailio-stateless")):
+    for a, b in (("rvoip", "kamailio"), ("rvoip-stateless", "kamailio-stateless"), ("floor", "kamailio")):
         x, y = median(a, rate), median(b, rate)
         cells.append(f"{x / y:.2f}x" if x is not None and y else "-")
-    print(f"{rate:>6} {cells[0]:>16} {cells[1]:>26}")
+    print(f"{rate:>6} {cells[0]:>16} {cells[1]:>26} {cells[2]:>16}")
 def best(proxy):
     ok = [r for r in order if passes.get((proxy, r)) and all(passes[(proxy, r)])]
     return max(ok, default=0)
