@@ -251,7 +251,7 @@ pub(crate) struct ServerEntry {
     pub(crate) hop: Hop,
     /// A REGISTER as received, for the 500 that replaces its 200 when the
     /// binding cannot be stored (empty for other methods).
-    pub(crate) request: Vec<u8>,
+    pub(crate) request: Box<[u8]>,
     pub(crate) proxy: Option<u64>,
 }
 
@@ -718,9 +718,9 @@ impl SipCore {
                 hop,
                 // Kept only where a response may have to be rebuilt later.
                 request: if method == Method::Register {
-                    msg.as_bytes().to_vec()
+                    msg.as_bytes().into()
                 } else {
-                    Vec::new()
+                    Box::default()
                 },
                 proxy: None,
             }),

@@ -15,7 +15,7 @@
 //!
 //! Nothing here reads a clock, opens a socket or allocates per retransmission.
 
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 
 #[cfg(test)]
 mod tests;
@@ -80,24 +80,18 @@ pub enum Delivery {
 
 /// Messages a transaction has to send, in order. The core takes them after
 /// every step, so there is nearly always at most one: it is held without a
-/// queue allocation of its own.
+/// queue allocation of its own, in 32 octets (tens of thousands of
+/// transactions linger for 32 s with an empty outbox).
 #[derive(Debug, Default)]
-struct Outbox {
-    first: Option<Vec<u8>>,
-    rest: VecDeque<Vec<u8>>,
-}
+struct Outbox(SmallVec<[Vec<u8>; 1]>);
 
 impl Outbox {
     fn push_back(&mut self, m: Vec<u8>) {
-        if self.first.is_none() && self.rest.is_empty() {
-            self.first = Some(m);
-        } else {
-            self.rest.push_back(m);
-        }
+        self.0.push(m);
     }
 
     fn pop_front(&mut self) -> Option<Vec<u8>> {
-        self.first.take().or_else(|| self.rest.pop_front())
+        (!self.0.is_empty()).then(|| self.0.remove(0))
     }
 }
 
@@ -108,8 +102,8 @@ pub struct ClientTransaction {
     reliable: bool,
     timers: Timers,
     state: ClientState,
-    request: Vec<u8>,
-    ack: Option<Vec<u8>>,
+    request: Box<[u8]>,
+    ack: Option<Box<[u8]>>,
     /// Timer A or E: when and at what interval the request is resent.
     retransmit: Option<(Millis, Millis)>,
     /// Timer B or F.
@@ -117,7 +111,8 @@ pub struct ClientTransaction {
     /// Timer D, K or M.
     linger_until: Option<Millis>,
     out: Outbox,
-    events: VecDeque<ClientEvent>,
+    /// A transaction tells its user at most one thing, as it ends.
+    event: Option<ClientEvent>,
 }
 
 impl ClientTransaction {
@@ -139,15 +134,16 @@ impl ClientTransaction {
             } else {
                 ClientState::Trying
             },
-            request,
+            // Kept exactly sized; the message itself goes out first.
+            request: request.as_slice().into(),
             ack: None,
             retransmit: None,
             timeout_at: Some(now + 64 * timers.t1),
             linger_until: None,
             out: Outbox::default(),
-            events: VecDeque::new(),
+            event: None,
         };
-        t.out.push_back(t.request.clone());
+        t.out.push_back(request);
         if !reliable {
             // §17.1.1.2 Timer A / §17.1.2.2 Timer E start at T1.
             t.retransmit = Some((now + timers.t1, timers.t1));
@@ -172,7 +168,7 @@ impl ClientTransaction {
 
     fn terminate(&mut self) {
         self.state = ClientState::Terminated;
-        self.request = Vec::new();
+        self.request = Box::default();
         self.retransmit = None;
         self.timeout_at = None;
         self.linger_until = None;
@@ -180,7 +176,7 @@ impl ClientTransaction {
 
     fn linger(&mut self, now: Millis, unreliable_wait: Millis) {
         // Nothing is retransmitted any more: the request's bytes go.
-        self.request = Vec::new();
+        self.request = Box::default();
         self.retransmit = None;
         self.timeout_at = None;
         if self.reliable || unreliable_wait == 0 {
@@ -213,14 +209,14 @@ impl ClientTransaction {
                 } else if success {
                     // RFC 6026 §8.4: Accepted, Timer M = 64*T1.
                     self.state = Accepted;
-                    self.request = Vec::new();
+                    self.request = Box::default();
                     self.retransmit = None;
                     self.timeout_at = None;
                     self.linger_until = Some(now + 64 * self.timers.t1);
                 } else {
-                    self.ack = ack();
-                    if let Some(a) = &self.ack {
-                        self.out.push_back(a.clone());
+                    if let Some(a) = ack() {
+                        self.ack = Some(a.as_slice().into());
+                        self.out.push_back(a);
                     }
                     self.state = Completed;
                     // Timer D: at least 32 s for unreliable transports.
@@ -234,7 +230,7 @@ impl ClientTransaction {
                     && !provisional
                     && let Some(a) = &self.ack
                 {
-                    self.out.push_back(a.clone());
+                    self.out.push_back(a.to_vec());
                 }
                 Delivery::Absorb
             }
@@ -266,7 +262,7 @@ impl ClientTransaction {
             self.state,
             ClientState::Terminated | ClientState::Completed | ClientState::Accepted
         ) {
-            self.events.push_back(ClientEvent::Timeout);
+            self.event = Some(ClientEvent::Timeout);
             self.terminate();
         }
     }
@@ -287,14 +283,14 @@ impl ClientTransaction {
     pub fn on_timer(&mut self, now: Millis) {
         if self.timeout_at.is_some_and(|t| t <= now) {
             // Timer B (§17.1.1.2) or F (§17.1.2.2).
-            self.events.push_back(ClientEvent::Timeout);
+            self.event = Some(ClientEvent::Timeout);
             self.terminate();
             return;
         }
         if let Some((at, interval)) = self.retransmit
             && at <= now
         {
-            self.out.push_back(self.request.clone());
+            self.out.push_back(self.request.to_vec());
             // INVITE: Timer A doubles without bound; non-INVITE: Timer E
             // doubles up to T2, and is T2 in Proceeding.
             let next = if self.invite {
@@ -318,7 +314,7 @@ impl ClientTransaction {
 
     /// The next event for the transaction user.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        self.event.take()
     }
 }
 
@@ -354,7 +350,8 @@ pub struct ServerTransaction {
     reliable: bool,
     timers: Timers,
     state: ServerState,
-    last_response: Option<Vec<u8>>,
+    /// Kept exactly sized: a non-INVITE's lingers with it for 32 s.
+    last_response: Option<Box<[u8]>>,
     /// Timer G: when and at what interval the final response is resent.
     retransmit: Option<(Millis, Millis)>,
     /// Timer H.
@@ -362,7 +359,8 @@ pub struct ServerTransaction {
     /// Timer I, J or L.
     linger_until: Option<Millis>,
     out: Outbox,
-    events: VecDeque<ServerEvent>,
+    /// A transaction tells its user at most one thing, as it ends.
+    event: Option<ServerEvent>,
 }
 
 impl ServerTransaction {
@@ -382,7 +380,7 @@ impl ServerTransaction {
             ack_deadline: None,
             linger_until: None,
             out: Outbox::default(),
-            events: VecDeque::new(),
+            event: None,
         }
     }
 
@@ -421,7 +419,7 @@ impl ServerTransaction {
         match self.state {
             ServerState::Proceeding | ServerState::Completed => {
                 if let Some(r) = &self.last_response {
-                    self.out.push_back(r.clone());
+                    self.out.push_back(r.to_vec());
                 }
             }
             // RFC 6026 §7.1: INVITE retransmissions in Accepted are absorbed.
@@ -469,8 +467,8 @@ impl ServerTransaction {
                     self.linger_until = Some(now + 64 * self.timers.t1);
                     return;
                 }
-                self.out.push_back(bytes.clone());
-                self.last_response = Some(bytes);
+                self.last_response = Some(bytes.as_slice().into());
+                self.out.push_back(bytes);
                 if provisional {
                     self.state = Proceeding;
                 } else if self.invite {
@@ -511,7 +509,7 @@ impl ServerTransaction {
     pub fn on_timer(&mut self, now: Millis) {
         if self.ack_deadline.is_some_and(|t| t <= now) {
             // Timer H.
-            self.events.push_back(ServerEvent::AckTimeout);
+            self.event = Some(ServerEvent::AckTimeout);
             self.terminate();
             return;
         }
@@ -519,7 +517,7 @@ impl ServerTransaction {
             && at <= now
         {
             if let Some(r) = &self.last_response {
-                self.out.push_back(r.clone());
+                self.out.push_back(r.to_vec());
             }
             // Timer G doubles up to T2.
             let next = (interval * 2).min(self.timers.t2);
@@ -537,6 +535,6 @@ impl ServerTransaction {
 
     /// The next event for the transaction user.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        self.event.take()
     }
 }
