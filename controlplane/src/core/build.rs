@@ -135,7 +135,9 @@ pub(crate) fn put_via(out: &mut Vec<u8>, transport: Transport, local: SocketAddr
 
 /// `SIP/2.0/UDP host:port;branch=...;rport`
 pub(crate) fn via_value(transport: Transport, local: SocketAddr, branch: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(80);
+    // "SIP/2.0/" + transport + ' ' + the longest socket address
+    // ("[ipv6]:port", 47) + ";branch=" + branch + ";rport".
+    let mut v = Vec::with_capacity(8 + 4 + 1 + 47 + 8 + branch.len() + 6);
     put_via(&mut v, transport, local, branch);
     v
 }
