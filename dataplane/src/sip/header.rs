@@ -41,6 +41,24 @@ macro_rules! header_names {
                 }
             }
 
+            /// Whether the header's value may be empty: its RFC 3261 §25
+            /// grammar brackets the whole list or text as optional, e.g.
+            /// `Supported = ("Supported" / "k") HCOLON [option-tag *(COMMA option-tag)]`.
+            /// Require, Proxy-Require and Unsupported are not among them: their
+            /// grammar needs at least one option tag.
+            pub const fn may_be_empty(self) -> bool {
+                matches!(
+                    self,
+                    HeaderName::Accept
+                        | HeaderName::AcceptEncoding
+                        | HeaderName::AcceptLanguage
+                        | HeaderName::Allow
+                        | HeaderName::Supported
+                        | HeaderName::Subject
+                        | HeaderName::Organization
+                )
+            }
+
             const ALL: &'static [HeaderName] = &[ $( HeaderName::$variant, )* ];
         }
     };

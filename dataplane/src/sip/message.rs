@@ -838,18 +838,23 @@ impl<'a, T> Iterator for List<'_, 'a, T> {
         let err = |r: &'static str| SipError::malformed(Part::Header(name), r);
         let input = match self.rest.take() {
             Some(r) => r,
-            None => {
+            None => loop {
                 let f = self.msg.fields[self.field..]
                     .iter()
                     .position(|f| f.name == name)?;
                 self.field += f + 1;
                 let v = &self.msg.buf[self.msg.fields[self.field - 1].value.range()];
-                if v.is_empty() {
+                if !v.is_empty() {
+                    break v;
+                }
+                // RFC 3261 §25: an empty line of a header whose list is
+                // optional (`Supported:`) holds no values; of any other, it
+                // is malformed.
+                if !name.may_be_empty() {
                     self.done = true;
                     return Some(Err(err("empty value")));
                 }
-                v
-            }
+            },
         };
         self.count += 1;
         let max = self.msg.max_list_values as usize;
