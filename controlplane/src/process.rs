@@ -13,11 +13,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rvoip_dataplane::shm::{Channel, Direction, SipMeta, wait_any};
 use rvoip_dataplane::sip::Limits;
 use rvoip_tuning::Config;
-use rvoip_tuning::config::{AuthMode, Mode, Transport as CfgTransport};
+use rvoip_tuning::config::{AuthMode, DigestAlgorithm, Mode, Transport as CfgTransport};
 use rvoip_tuning::sbc::ReferMode;
 
 use crate::core::b2bua::{B2b, B2bConfig, SavedCall};
 use crate::core::{AuthPolicy, CoreConfig, CoreCounters, Inbound, Route, SipCore, Transport};
+use crate::registrar::digest::Algorithm;
+use crate::registrar::guard::GuardConfig;
 use crate::registrar::location::LocationService;
 use crate::registrar::{Registrar, RegistrarConfig, Users};
 use crate::sbc::cdr::CdrWriter;
@@ -87,6 +89,19 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
             AuthMode::RegisterAndInvite => AuthPolicy::RegisterAndInvite,
         },
         nonce_lifetime_ms: u64::from(r.nonce_lifetime_secs) * 1000,
+        digest_algorithms: r
+            .digest_algorithms
+            .iter()
+            .map(|a| match a {
+                DigestAlgorithm::Md5 => Algorithm::Md5,
+                DigestAlgorithm::Sha256 => Algorithm::Sha256,
+            })
+            .collect(),
+        auth_guard: GuardConfig {
+            failures_before_ban: r.auth_failures_before_ban,
+            window_ms: u64::from(r.auth_failure_window_secs) * 1000,
+            ban_ms: u64::from(r.auth_ban_secs) * 1000,
+        },
         limits: Limits {
             max_message_size: config.sip.max_message_size,
             max_line_length: config.sip.max_line_length,

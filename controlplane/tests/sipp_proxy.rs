@@ -355,7 +355,15 @@ fn sha256_registration_routes_calls_to_the_contact_across_a_restart() {
     // The static route leads nowhere: calls to bob reach the UAS only
     // through the registration.
     let dead = free_udp_port();
-    let proxy = Proxy::start("sipp-sha", dead);
+    // SHA-256 is challenged only where the operator asks for it.
+    let proxy = Proxy::start_with(
+        "sipp-sha",
+        dead,
+        &[(
+            "digest_algorithms = [\"MD5\"]",
+            "digest_algorithms = [\"SHA-256\", \"MD5\"]".to_string(),
+        )],
+    );
     let uas_port = free_udp_port();
     let target = proxy.target();
 

@@ -231,6 +231,17 @@ pub enum AuthMode {
     RegisterAndInvite,
 }
 
+/// A digest algorithm the registrar may challenge with (RFC 8760).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DigestAlgorithm {
+    /// `MD5`: what nearly every deployed phone speaks.
+    #[serde(rename = "MD5")]
+    Md5,
+    /// `SHA-256`.
+    #[serde(rename = "SHA-256")]
+    Sha256,
+}
+
 /// Registrar settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +264,35 @@ pub struct RegistrarSettings {
     /// Nonce lifetime, seconds.
     #[serde(default = "default_nonce_lifetime")]
     pub nonce_lifetime_secs: u32,
+    /// Digest algorithms challenged with, one challenge each in this order
+    /// (RFC 8760 §2.4). MD5 alone by default: many phones give up when a
+    /// response carries more than one challenge.
+    #[serde(default = "default_digest_algorithms")]
+    pub digest_algorithms: Vec<DigestAlgorithm>,
+    /// Failed digest attempts (wrong answers, unknown users) from one source
+    /// within `auth_failure_window_secs` before that source is refused with
+    /// 403 for `auth_ban_secs` (0: never).
+    #[serde(default = "default_auth_failures_before_ban")]
+    pub auth_failures_before_ban: u32,
+    /// The window failures are counted in, seconds.
+    #[serde(default = "default_auth_failure_window")]
+    pub auth_failure_window_secs: u32,
+    /// How long a source stays refused, seconds.
+    #[serde(default = "default_auth_ban")]
+    pub auth_ban_secs: u32,
+}
+
+fn default_digest_algorithms() -> Vec<DigestAlgorithm> {
+    vec![DigestAlgorithm::Md5]
+}
+fn default_auth_failures_before_ban() -> u32 {
+    20
+}
+fn default_auth_failure_window() -> u32 {
+    60
+}
+fn default_auth_ban() -> u32 {
+    300
 }
 
 fn default_min_expires() -> u32 {
@@ -277,6 +317,10 @@ impl Default for RegistrarSettings {
             max_expires: default_max_expires(),
             default_expires: default_expires(),
             nonce_lifetime_secs: default_nonce_lifetime(),
+            digest_algorithms: default_digest_algorithms(),
+            auth_failures_before_ban: default_auth_failures_before_ban(),
+            auth_failure_window_secs: default_auth_failure_window(),
+            auth_ban_secs: default_auth_ban(),
         }
     }
 }
@@ -764,6 +808,28 @@ impl Config {
             return err(
                 "registrar.default_expires",
                 "must lie between registrar.min_expires and registrar.max_expires".into(),
+            );
+        }
+        if r.digest_algorithms.is_empty() {
+            return err(
+                "registrar.digest_algorithms",
+                "name at least one of \"MD5\", \"SHA-256\"".into(),
+            );
+        }
+        for (i, a) in r.digest_algorithms.iter().enumerate() {
+            if r.digest_algorithms[..i].contains(a) {
+                return err(
+                    "registrar.digest_algorithms",
+                    format!("{a:?} is listed twice"),
+                );
+            }
+        }
+        if r.auth_failures_before_ban > 0
+            && (r.auth_failure_window_secs == 0 || r.auth_ban_secs == 0)
+        {
+            return err(
+                "registrar.auth_ban_secs",
+                "auth_ban_secs and auth_failure_window_secs must be at least 1 while auth_failures_before_ban is set".into(),
             );
         }
         if r.auth != AuthMode::Off && r.users_file.is_none() {

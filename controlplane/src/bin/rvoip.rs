@@ -588,6 +588,9 @@ fn run_controlplane(path: &Path) -> ExitCode {
                 retransmissions = c.retransmissions,
                 registrations = c.registrations,
                 challenges = c.challenges,
+                auth_failures = c.auth_failures,
+                auth_bans = c.auth_bans,
+                auth_refused = c.auth_refused,
                 malformed = c.malformed,
                 "control plane counters"
             );

@@ -26,7 +26,10 @@ use rvoip_dataplane::sip::{
 use rvoip_dataplane::wheel::Wheel;
 
 use crate::admission::{self, Policy, Role};
-use crate::registrar::digest::{AuthFailure, Authenticated, Authenticator, parse_credentials};
+use crate::registrar::digest::{
+    Algorithm, AuthFailure, Authenticated, Authenticator, parse_credentials,
+};
+use crate::registrar::guard::{AuthGuard, GuardConfig, Verdict};
 use crate::registrar::{RegisterOutcome, Registrar, Users};
 use crate::transaction::{ClientTransaction, Delivery, Millis, ServerTransaction, Timers};
 
@@ -121,6 +124,10 @@ pub struct CoreConfig {
     pub auth: AuthPolicy,
     /// Nonce lifetime.
     pub nonce_lifetime_ms: Millis,
+    /// Digest algorithms challenged with, in order.
+    pub digest_algorithms: Vec<Algorithm>,
+    /// When failed digest attempts ban their source.
+    pub auth_guard: GuardConfig,
     /// Transaction timers.
     pub timers: Timers,
     /// Timer C (RFC 3261 §16.6 step 11), > 3 minutes.
@@ -142,6 +149,8 @@ impl Default for CoreConfig {
             stateful: true,
             auth: AuthPolicy::Off,
             nonce_lifetime_ms: 300_000,
+            digest_algorithms: vec![Algorithm::Md5],
+            auth_guard: GuardConfig::default(),
             timers: Timers::default(),
             timer_c_ms: 181_000,
             limits: Limits::default(),
@@ -187,6 +196,13 @@ pub struct CoreCounters {
     pub registrations: u64,
     /// Challenges sent.
     pub challenges: u64,
+    /// Failed digest attempts (wrong answers, unknown users).
+    pub auth_failures: u64,
+    /// Sources banned for failed digest attempts.
+    pub auth_bans: u64,
+    /// Requests refused (403) because their source is banned for failed
+    /// digest attempts.
+    pub auth_refused: u64,
     /// Responses not forwarded: no Via left for the next hop once ours is
     /// removed (§16.7 step 3), or a top Via that is not ours.
     pub unroutable_responses: u64,
@@ -279,6 +295,7 @@ pub struct SipCore {
     registrar: Registrar,
     users: Users,
     auth: Authenticator,
+    guard: AuthGuard,
     pub(crate) keys: KeyHasher,
     /// Boxed, so the tables hold a key and a pointer per transaction: tens
     /// of thousands linger for 32 s (Timers J, L, M), and growing a table
@@ -360,13 +377,16 @@ impl SipCore {
             .first()
             .cloned()
             .unwrap_or_else(|| "rvoip".into());
-        let auth = Authenticator::new(&realm, secret, config.nonce_lifetime_ms);
+        let auth = Authenticator::new(&realm, secret, config.nonce_lifetime_ms)
+            .with_algorithms(&config.digest_algorithms);
+        let guard = AuthGuard::new(config.auth_guard);
         SipCore {
             config,
             policy: Policy::default(),
             registrar,
             users,
             auth,
+            guard,
             keys: KeyHasher::new(secret),
             servers: FxHashMap::default(),
             clients: FxHashMap::default(),
@@ -385,7 +405,13 @@ impl SipCore {
 
     /// Counters so far.
     pub fn counters(&self) -> CoreCounters {
-        self.counters
+        let g = self.guard.counters();
+        CoreCounters {
+            auth_failures: g.failures,
+            auth_bans: g.bans,
+            auth_refused: g.refused,
+            ..self.counters
+        }
     }
 
     /// Live transactions (server, client).
@@ -725,6 +751,23 @@ impl SipCore {
                 proxy: None,
             }),
         );
+        // A source banned for guessing passwords gets nothing new; requests
+        // within dialogs it already holds are still served.
+        let in_dialog = msg.to().ok().is_some_and(|t| t.tag().is_some());
+        if !in_dialog && self.guard.refuses(inb.remote.ip(), now) {
+            self.respond(
+                now,
+                &key,
+                msg,
+                403,
+                "Forbidden",
+                &[(
+                    HeaderName::Warning,
+                    b"399 rvoip \"too many failed authentications from this address\"",
+                )],
+            );
+            return;
+        }
         if let Some(r) = admission::admit(msg, Role::Proxy, &self.policy) {
             let extra: Vec<(HeaderName, &[u8])> = if r.unsupported.is_empty() {
                 Vec::new()
@@ -782,7 +825,7 @@ impl SipCore {
             return;
         }
         if method == Method::Invite && self.config.auth == AuthPolicy::RegisterAndInvite {
-            match self.authenticate(now, msg, HeaderName::ProxyAuthorization) {
+            match self.authenticate(now, msg, inb, HeaderName::ProxyAuthorization) {
                 Ok(_) => {}
                 Err(stale) => {
                     self.challenge(now, &key, msg, 407, stale);
@@ -797,11 +840,14 @@ impl SipCore {
         }
     }
 
-    /// Checks credentials in `header`; Err(stale) means challenge.
+    /// Checks credentials in `header`; Err(stale) means challenge. A wrong
+    /// answer or an unknown user counts against the source (and the user)
+    /// in the guard.
     fn authenticate(
         &mut self,
         now: Millis,
         msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
         header: HeaderName,
     ) -> Result<Authenticated, bool> {
         let method = msg
@@ -825,10 +871,53 @@ impl SipCore {
             match self.auth.verify(now, &method, &creds, |u| users.secret(u)) {
                 Ok(a) => return Ok(a),
                 Err(AuthFailure::Stale) => stale = true,
-                Err(_) => {}
+                Err(AuthFailure::Rejected) => {
+                    self.on_auth_failure(now, msg, inb, &creds.username);
+                }
+                Err(AuthFailure::Missing) => {}
             }
         }
         Err(stale)
+    }
+
+    /// Counts and logs a failed digest attempt. The log stays bounded under
+    /// a guessing attack: the first failure of a source in its window, the
+    /// failure that bans it, and a user's failures reaching the threshold.
+    fn on_auth_failure(
+        &mut self,
+        now: Millis,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        user: &str,
+    ) {
+        let source = inb.remote.ip();
+        let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default());
+        let limit = self.config.auth_guard.failures_before_ban;
+        match self.guard.on_failure(source, user, now) {
+            Verdict::Banned { until } => tracing::warn!(
+                %source,
+                user,
+                %call_id,
+                failures = limit,
+                ban_secs = until.saturating_sub(now) / 1000,
+                "authentication: source banned after failed digest attempts"
+            ),
+            Verdict::Counted {
+                source_failures,
+                user_failures,
+            } => {
+                if source_failures == 1 {
+                    tracing::warn!(%source, user, %call_id, "authentication failed");
+                }
+                if limit > 0 && user_failures == limit {
+                    tracing::warn!(
+                        user,
+                        failures = user_failures,
+                        "authentication: many failed attempts against one user"
+                    );
+                }
+            }
+        }
     }
 
     fn challenge(
@@ -867,7 +956,7 @@ impl SipCore {
         let proof = if self.config.auth == AuthPolicy::Off {
             None
         } else {
-            match self.authenticate(now, msg, HeaderName::Authorization) {
+            match self.authenticate(now, msg, inb, HeaderName::Authorization) {
                 Ok(a) => Some(a),
                 Err(stale) => {
                     self.challenge(now, key, msg, 401, stale);

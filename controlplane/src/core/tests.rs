@@ -490,9 +490,9 @@ fn invites_are_challenged_with_407_when_configured() {
         .header_lines(HeaderName::ProxyAuthenticate)
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect();
+    // MD5 alone by default (registrar.digest_algorithms).
     assert!(
-        offers.iter().any(|v| v.contains("algorithm=MD5"))
-            && offers.iter().any(|v| v.contains("algorithm=SHA-256")),
+        offers.len() == 1 && offers[0].contains("algorithm=MD5"),
         "{offers:?}"
     );
     // REGISTER alone is challenged with 401 in this mode too.
@@ -588,4 +588,229 @@ fn the_top_via_gets_received_and_rport_and_keeps_its_other_parameters() {
     let msg = SipMessage::parse(text.as_bytes(), Framing::Datagram, &Limits::DEFAULT)
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(SipCore::fix_via(&msg, &inb, &mut via, &mut Vec::new()).is_none());
+}
+
+/// A REGISTER for `user` from `from`, with `auth` (an Authorization line or "").
+fn register_from(from: &str, user: &str, branch: &str, cseq: u32, auth: &str) -> String {
+    format!(
+        "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-{branch}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@rvoip.test>;tag=g\r\n\
+To: <sip:{user}@rvoip.test>\r\nCall-ID: reg-{user}-{from}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{from}>\r\nExpires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The challenges of a 401, as (algorithm, nonce), in order.
+fn challenges_of(o: &Outbound) -> Vec<(String, String)> {
+    parse(o)
+        .header_lines(HeaderName::WwwAuthenticate)
+        .map(|v| {
+            let v = String::from_utf8_lossy(v);
+            let field = |name: &str| {
+                v.split(name)
+                    .nth(1)
+                    .map(|s| {
+                        s.trim_start_matches('"')
+                            .split(['"', ','])
+                            .next()
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+                    .unwrap_or_default()
+            };
+            (field("algorithm="), field("nonce=\""))
+        })
+        .collect()
+}
+
+/// An Authorization line answering `nonce` with `password`.
+fn authorization(
+    a: crate::registrar::digest::Algorithm,
+    user: &str,
+    password: &str,
+    nonce: &str,
+) -> String {
+    let ha1 = a.hex(format!("{user}:rvoip.test:{password}").as_bytes());
+    let ha2 = a.hex(b"REGISTER:sip:rvoip.test");
+    let response = a.hex(format!("{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}").as_bytes());
+    format!(
+        "Authorization: Digest username=\"{user}\", realm=\"rvoip.test\", nonce=\"{nonce}\", uri=\"sip:rvoip.test\", response=\"{response}\", algorithm={}, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n",
+        a.token()
+    )
+}
+
+fn core_with(config: impl FnOnce(&mut CoreConfig)) -> SipCore {
+    let mut cfg = CoreConfig {
+        auth: AuthPolicy::Register,
+        ..CoreConfig::routing_all_to(&["rvoip.test"], addr(PROXY), addr(UAS))
+    };
+    config(&mut cfg);
+    let users =
+        Users::parse("[[user]]\nname = \"alice\"\npassword = \"alicepw\"\n").unwrap_or_default();
+    SipCore::new(
+        cfg,
+        Registrar::new(RegistrarConfig::default(), LocationService::in_memory()),
+        users,
+        b"test-secret",
+    )
+}
+
+#[test]
+fn one_md5_challenge_by_default_and_each_configured_algorithm_in_its_order() {
+    use crate::registrar::digest::Algorithm;
+    let mut c = core_with(|_| {});
+    let out = deliver(
+        &mut c,
+        0,
+        "127.0.0.1:5090",
+        &register_from("127.0.0.1:5090", "alice", "d1", 1, ""),
+    );
+    let ch = challenges_of(&out[0]);
+    assert_eq!(ch.len(), 1, "one challenge: {ch:?}");
+    assert_eq!(ch[0].0, "MD5");
+    // An answer in an algorithm that was not offered is challenged again.
+    let sha = authorization(Algorithm::Sha256, "alice", "alicepw", &ch[0].1);
+    let out = deliver(
+        &mut c,
+        10,
+        "127.0.0.1:5090",
+        &register_from("127.0.0.1:5090", "alice", "d2", 2, &sha),
+    );
+    assert_eq!(status(&out[0]), Some(401));
+    let md5 = authorization(
+        Algorithm::Md5,
+        "alice",
+        "alicepw",
+        &challenges_of(&out[0])[0].1,
+    );
+    let out = deliver(
+        &mut c,
+        20,
+        "127.0.0.1:5090",
+        &register_from("127.0.0.1:5090", "alice", "d3", 3, &md5),
+    );
+    assert_eq!(status(&out[0]), Some(200));
+
+    let mut c = core_with(|c| c.digest_algorithms = vec![Algorithm::Sha256, Algorithm::Md5]);
+    let out = deliver(
+        &mut c,
+        0,
+        "127.0.0.1:5090",
+        &register_from("127.0.0.1:5090", "alice", "d4", 1, ""),
+    );
+    let ch = challenges_of(&out[0]);
+    let algs: Vec<&str> = ch.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(algs, ["SHA-256", "MD5"]);
+    let sha = authorization(Algorithm::Sha256, "alice", "alicepw", &ch[0].1);
+    let out = deliver(
+        &mut c,
+        10,
+        "127.0.0.1:5090",
+        &register_from("127.0.0.1:5090", "alice", "d5", 2, &sha),
+    );
+    assert_eq!(status(&out[0]), Some(200));
+}
+
+#[test]
+fn a_password_guesser_is_refused_while_the_users_own_phone_registers() {
+    use crate::registrar::digest::Algorithm;
+    let mut c = core_with(|_| {});
+    let guesser = "127.0.0.9:5099";
+    let phone = "127.0.0.1:5090";
+    let mut now = 0;
+    // 20 wrong passwords within a minute, each answering a fresh challenge.
+    for i in 0..20u32 {
+        let out = deliver(
+            &mut c,
+            now,
+            guesser,
+            &register_from(guesser, "alice", &format!("g{i}a"), 2 * i + 1, ""),
+        );
+        assert_eq!(status(&out[0]), Some(401), "guess {i}: challenged");
+        let nonce = challenges_of(&out[0])[0].1.clone();
+        let wrong = authorization(Algorithm::Md5, "alice", &format!("guess{i}"), &nonce);
+        let out = deliver(
+            &mut c,
+            now + 1,
+            guesser,
+            &register_from(guesser, "alice", &format!("g{i}b"), 2 * i + 2, &wrong),
+        );
+        assert_eq!(status(&out[0]), Some(401), "guess {i}: refused");
+        now += 2_000;
+    }
+    // Now the source gets 403 whatever it sends, even the right password.
+    let out = deliver(
+        &mut c,
+        now,
+        guesser,
+        &register_from(guesser, "alice", "g-after", 100, ""),
+    );
+    assert_eq!(status(&out[0]), Some(403));
+    let warning = String::from_utf8_lossy(
+        parse(&out[0])
+            .header(HeaderName::Warning)
+            .unwrap_or_default(),
+    )
+    .into_owned();
+    assert!(
+        warning.starts_with("399 ") && warning.contains("failed authentications"),
+        "{warning}"
+    );
+    // The user's own phone still registers.
+    let out = deliver(
+        &mut c,
+        now,
+        phone,
+        &register_from(phone, "alice", "p1", 1, ""),
+    );
+    let nonce = challenges_of(&out[0])[0].1.clone();
+    let right = authorization(Algorithm::Md5, "alice", "alicepw", &nonce);
+    let out = deliver(
+        &mut c,
+        now + 1,
+        phone,
+        &register_from(phone, "alice", "p2", 2, &right),
+    );
+    assert_eq!(status(&out[0]), Some(200));
+    let counters = c.counters();
+    assert_eq!(
+        (
+            counters.auth_failures,
+            counters.auth_bans,
+            counters.auth_refused
+        ),
+        (20, 1, 1)
+    );
+    // 300 s later the source is challenged again.
+    let out = deliver(
+        &mut c,
+        now + 300_000,
+        guesser,
+        &register_from(guesser, "alice", "g-later", 101, ""),
+    );
+    assert_eq!(status(&out[0]), Some(401));
+}
+
+#[test]
+fn failures_spread_wider_than_the_window_never_ban() {
+    use crate::registrar::digest::Algorithm;
+    let mut c = core_with(|_| {});
+    let guesser = "127.0.0.9:5099";
+    for i in 0..40u32 {
+        let now = u64::from(i) * 4_000;
+        let out = deliver(
+            &mut c,
+            now,
+            guesser,
+            &register_from(guesser, "alice", &format!("s{i}a"), 2 * i + 1, ""),
+        );
+        assert_eq!(status(&out[0]), Some(401), "{i}");
+        let nonce = challenges_of(&out[0])[0].1.clone();
+        let wrong = authorization(Algorithm::Md5, "alice", "nope", &nonce);
+        deliver(
+            &mut c,
+            now + 1,
+            guesser,
+            &register_from(guesser, "alice", &format!("s{i}b"), 2 * i + 2, &wrong),
+        );
+    }
+    assert_eq!(c.counters().auth_bans, 0);
 }

@@ -247,6 +247,9 @@ impl Authenticated {
 #[derive(Debug)]
 pub struct Authenticator {
     realm: String,
+    /// What is challenged with, in this order; answers in any other
+    /// algorithm are not accepted.
+    algorithms: Vec<Algorithm>,
     key: hmac::Key,
     lifetime_ms: Millis,
     /// Highest nonce-count seen per live nonce.
@@ -260,10 +263,11 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// An authenticator for `realm` with a per-process `secret` and nonces
-    /// valid for `lifetime_ms`.
+    /// valid for `lifetime_ms`, challenging with MD5 alone.
     pub fn new(realm: &str, secret: &[u8], lifetime_ms: Millis) -> Self {
         Authenticator {
             realm: realm.to_string(),
+            algorithms: vec![Algorithm::Md5],
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             lifetime_ms,
             counts: HashMap::new(),
@@ -276,6 +280,15 @@ impl Authenticator {
             },
             serial: 0,
         }
+    }
+
+    /// Challenges with `algorithms`, one challenge each, in this order
+    /// (RFC 8760 §2.4); an empty list keeps the current one.
+    pub fn with_algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        if !algorithms.is_empty() {
+            self.algorithms = algorithms.to_vec();
+        }
+        self
     }
 
     /// The realm.
@@ -307,13 +320,14 @@ impl Authenticator {
         (self.nonce_at(issued, serial) == nonce).then_some(issued)
     }
 
-    /// `WWW-Authenticate`/`Proxy-Authenticate` values to send, SHA-256 and
-    /// MD5 (RFC 8760 §2.4: one challenge per algorithm).
+    /// `WWW-Authenticate`/`Proxy-Authenticate` values to send: one
+    /// challenge per configured algorithm, in the configured order (RFC 8760
+    /// §2.4).
     pub fn challenges(&mut self, now: Millis, stale: bool) -> Vec<String> {
         self.serial += 1;
         let nonce = self.nonce_at(now, self.serial);
         let stale = if stale { ", stale=true" } else { "" };
-        [Algorithm::Md5, Algorithm::Sha256]
+        self.algorithms
             .iter()
             .map(|a| {
                 format!(
@@ -340,6 +354,11 @@ impl Authenticator {
             None => Algorithm::Md5,
             Some(a) => Algorithm::from_token(a.as_bytes()).ok_or(AuthFailure::Missing)?,
         };
+        // An answer in an algorithm this realm was not configured for is no
+        // answer to its challenge.
+        if !self.algorithms.contains(&algorithm) {
+            return Err(AuthFailure::Missing);
+        }
         let issued = self.issued(&creds.nonce).ok_or(AuthFailure::Rejected)?;
         let secret = secret_of(&creds.username).ok_or(AuthFailure::Rejected)?;
         let ha1 = match (secret, algorithm) {
@@ -519,7 +538,8 @@ mod tests {
 
     #[test]
     fn md5_and_sha256_answers_verify_and_replays_fail() {
-        let mut auth = Authenticator::new("rvoip.test", b"secret", 300_000);
+        let mut auth = Authenticator::new("rvoip.test", b"secret", 300_000)
+            .with_algorithms(&[Algorithm::Md5, Algorithm::Sha256]);
         let ch = auth.challenges(1_000, false);
         assert!(ch[0].contains("algorithm=MD5") && ch[1].contains("algorithm=SHA-256"));
         let nonce = nonce_of(&ch[0]);
@@ -591,7 +611,8 @@ mod tests {
 
     #[test]
     fn expired_nonces_are_stale_and_forged_ones_rejected() {
-        let mut auth = Authenticator::new("rvoip.test", b"secret", 10_000);
+        let mut auth = Authenticator::new("rvoip.test", b"secret", 10_000)
+            .with_algorithms(&[Algorithm::Md5, Algorithm::Sha256]);
         let nonce = nonce_of(&auth.challenges(0, false)[0]);
         let c = answer(
             Algorithm::Sha256,

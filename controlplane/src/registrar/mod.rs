@@ -2,6 +2,7 @@
 //! persistent location service.
 
 pub mod digest;
+pub mod guard;
 pub mod location;
 
 use std::collections::HashMap;
