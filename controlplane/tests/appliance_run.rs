@@ -180,3 +180,159 @@ fn a_bad_configuration_stops_the_start_with_file_line_and_key() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[allow(unsafe_code)]
+fn send_signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) on a process this test started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+#[test]
+fn sighup_is_ignored_and_a_killed_supervisor_leaves_no_control_plane_behind() {
+    let (mut app, port, dir) = start("run", "hup");
+    let sock = client();
+    ask_until(
+        &sock,
+        port,
+        &options(port, "hup-1", "OPTIONS"),
+        "SIP/2.0 200 OK\r\n",
+    );
+    let supervisor = app.0.id();
+    let control_plane = children(supervisor);
+    assert_eq!(
+        control_plane.len(),
+        1,
+        "one control-plane child: {control_plane:?}"
+    );
+    let control_plane = control_plane[0];
+
+    // SIGHUP to the appliance alone, then to its whole process group (what
+    // a closed terminal does): both processes stay and answer.
+    send_signal(supervisor, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    send_signal_group(supervisor, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        app.0.try_wait().expect("wait").is_none(),
+        "rvoip run survived SIGHUP"
+    );
+    assert!(alive(control_plane), "the control plane survived SIGHUP");
+    ask_until(
+        &sock,
+        port,
+        &options(port, "hup-2", "OPTIONS"),
+        "SIP/2.0 200 OK\r\n",
+    );
+
+    // The supervisor killed outright: its control plane goes too, so the
+    // next start can attach.
+    send_signal(supervisor, libc::SIGKILL);
+    let _ = app.0.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(control_plane) {
+        assert!(
+            Instant::now() < deadline,
+            "control plane {control_plane} outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut log = String::new();
+    if let Some(mut err) = app.0.stderr.take() {
+        let _ = err.read_to_string(&mut log);
+    }
+    assert!(log.contains("SIGHUP received"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[allow(unsafe_code)]
+fn send_signal_group(leader: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) on the process group of a process this test started.
+    unsafe {
+        libc::kill(-(leader as libc::pid_t), signal);
+    }
+}
+
+#[test]
+fn a_second_instance_on_an_address_already_served_stops_with_a_clear_error() {
+    let (mut first, port, dir) = start("run", "first");
+    let sock = client();
+    ask_until(
+        &sock,
+        port,
+        &options(port, "dup-1", "OPTIONS"),
+        "SIP/2.0 200 OK\r\n",
+    );
+    // Another instance: its own directory and rings, the same SIP address.
+    let dir2 = test_dir("second");
+    let cfg = test_config(
+        "rvoip.toml",
+        &dir2,
+        &[
+            ("127.0.0.1:5060", format!("127.0.0.1:{port}")),
+            ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
+        ],
+    );
+    let mut second = Spawned::spawn(
+        Command::new(env!("CARGO_BIN_EXE_rvoip"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::piped()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = second.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second instance kept running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "second instance started");
+    let mut err = String::new();
+    if let Some(mut e) = second.0.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        err.contains(&format!("127.0.0.1:{port} (udp) is already served")),
+        "{err}"
+    );
+    // The first still has all of its traffic.
+    for i in 0..20 {
+        ask_until(
+            &sock,
+            port,
+            &options(port, &format!("dup-after-{i}"), "OPTIONS"),
+            "SIP/2.0 200 OK\r\n",
+        );
+    }
+    assert!(first.terminate().is_some_and(|s| s.success()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir2);
+}

@@ -279,15 +279,74 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-fn install_signals() -> Result<Arc<AtomicBool>, ExitCode> {
+/// Flags the signals set: SIGTERM and SIGINT stop the process; SIGHUP is
+/// noted (configuration reload is not available yet) and otherwise
+/// ignored, so a closed terminal or a stray `kill -HUP` does not take the
+/// appliance down.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    hangup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Logs and clears a SIGHUP received since the last look.
+    fn note_hangup(&self) {
+        if self.hangup.swap(false, Ordering::Relaxed) {
+            tracing::warn!("SIGHUP received: configuration reload is not available; ignored");
+        }
+    }
+}
+
+fn install_signals() -> Result<Signals, ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+    let hangup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGHUP, &hangup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
             tracing::error!(error = %e, "cannot install signal handler");
             return Err(ExitCode::FAILURE);
         }
     }
-    Ok(stop)
+    Ok(Signals { stop, hangup })
+}
+
+/// Sends `signal` to process `pid` (a child this process started).
+#[allow(unsafe_code)]
+fn signal_child(pid: u32, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers; `pid` is our own child, still
+    // unreaped (the caller holds its `Child`), so the id is not reused.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Makes the control-plane child die with the supervisor: the kernel sends
+/// it SIGTERM when the thread that started it ends, whichever way the
+/// supervisor goes (SIGKILL, a crash), so no control plane is left holding
+/// the rings and their lock.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe calls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() == 1 {
+                return Err(std::io::Error::other("supervisor is gone"));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The online cores a `dataplane.cores` setting names.
@@ -329,7 +388,10 @@ impl Supervisor {
                 let mut backoff = Duration::from_millis(200);
                 while !stop.load(Ordering::Relaxed) {
                     let exe = std::env::current_exe().unwrap_or_else(|_| "rvoip".into());
-                    let spawned = std::process::Command::new(exe).arg("controlplane").arg("--config").arg(&path).stdin(std::process::Stdio::null()).spawn();
+                    let mut cmd = std::process::Command::new(exe);
+                    cmd.arg("controlplane").arg("--config").arg(&path).stdin(std::process::Stdio::null());
+                    die_with_parent(&mut cmd);
+                    let spawned = cmd.spawn();
                     let pid = match spawned {
                         Ok(c) => {
                             let pid = c.id();
@@ -372,9 +434,7 @@ impl Supervisor {
         if let Ok(mut g) = self.child.lock()
             && let Some(mut c) = g.take()
         {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            signal_child(c.id(), libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
                 std::thread::sleep(Duration::from_millis(20));
@@ -395,10 +455,11 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     };
     init_logging(&config.log.level);
     tracing::info!(node = %config.node.name, mode = ?config.node.mode, config = %path.display(), "rvoip starting");
-    let stop = match install_signals() {
+    let signals = match install_signals() {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let stop = Arc::clone(&signals.stop);
     let cores = match worker_cores(&config, path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -500,6 +561,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         }
     };
     while !stop.load(Ordering::Relaxed) {
+        signals.note_hangup();
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down");
@@ -574,11 +636,13 @@ fn run_controlplane(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config.log.level);
-    let stop = match install_signals() {
+    // SIGHUP (a closed terminal reaches the whole process group) is
+    // ignored here; the supervisor logs it.
+    let signals = match install_signals() {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match rvoip_controlplane::process::run(&config, stop) {
+    match rvoip_controlplane::process::run(&config, signals.stop) {
         Ok(c) => {
             tracing::info!(
                 requests = c.requests,

@@ -77,6 +77,10 @@ impl SipPlane {
     pub fn start(config: &SipPlaneConfig) -> io::Result<SipPlane> {
         let n = config.cores.len().max(1);
         let lock = crate::shm::lock_dir(&config.ring_dir, "dataplane.lock")?;
+        // The workers share each port among themselves, and with nobody else.
+        for (transport, addr) in &config.listeners {
+            worker::check_free(*addr, *transport == SipTransport::Tcp)?;
+        }
         // Remove channels of an earlier, larger configuration.
         if let Ok(entries) = std::fs::read_dir(&config.ring_dir) {
             for e in entries.flatten() {

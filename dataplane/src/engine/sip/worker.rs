@@ -82,6 +82,31 @@ pub struct SipWorkerReport {
 const UDP_BUFFER_BYTES: libc::c_int = 4 << 20;
 
 fn reuseport_socket(addr: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
+    sip_socket(addr, stream, true)
+}
+
+/// Fails when anything on this host already serves `addr`: a socket bound
+/// without SO_REUSEPORT cannot join another's port, so this finds another
+/// rvoip (which would otherwise share the port through SO_REUSEPORT and take
+/// part of the traffic) as well as any other program. A listening TCP port
+/// is found; a TCP port held only by connections in TIME_WAIT is not.
+pub(super) fn check_free(addr: SocketAddr, stream: bool) -> io::Result<()> {
+    match sip_socket(addr, stream, false) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{addr} ({}) is already served by another process (another rvoip with its own ring directory, or another program)",
+                if stream { "tcp" } else { "udp" }
+            ),
+        )),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{addr}: {e}"))),
+    }
+}
+
+/// A bound socket for `addr`; `share` lets this instance's workers bind the
+/// same address (SO_REUSEPORT) and sizes UDP buffers for SIP bursts.
+fn sip_socket(addr: SocketAddr, stream: bool, share: bool) -> io::Result<OwnedFd> {
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -99,10 +124,15 @@ fn reuseport_socket(addr: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh descriptor we own.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    for opt in [libc::SO_REUSEPORT, libc::SO_REUSEADDR] {
-        crate::engine::set_int_option(fd, libc::SOL_SOCKET, opt, 1);
+    if share {
+        for opt in [libc::SO_REUSEPORT, libc::SO_REUSEADDR] {
+            crate::engine::set_int_option(fd, libc::SOL_SOCKET, opt, 1);
+        }
+    } else if stream {
+        // TIME_WAIT connections of an earlier run do not count as in use.
+        crate::engine::set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
     }
-    if !stream {
+    if !stream && share {
         // Bursts of SIP over UDP overflow the default buffers long before a
         // worker is busy. The forced variants pass net.core.[rw]mem_max when
         // the process may (CAP_NET_ADMIN); otherwise the kernel caps the size.
@@ -125,7 +155,7 @@ fn reuseport_socket(addr: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: listen on our bound stream socket.
-    if stream && unsafe { libc::listen(fd, 1024) } < 0 {
+    if stream && share && unsafe { libc::listen(fd, 1024) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(owned)
