@@ -4,13 +4,19 @@
 //! - A message that cannot be indexed at all is dropped and counted: without
 //!   its Via there is nowhere to send an answer.
 //! - A malformed request is answered statelessly with the error's status
-//!   (400, 505, 513, 501) and counted; a malformed response is dropped.
+//!   (400, 505, 513, 501) and a `Warning: 399 rvoip "..."` header saying
+//!   what is wrong (RFC 3261 §20.43), and counted; a malformed response is
+//!   dropped. [`SipEdge::last_refusal`] tells the driver what to log.
 //! - A well-formed message is delivered to the control plane. While no
 //!   control plane is attached, requests other than ACK are answered
 //!   `503 Service Unavailable` with `Retry-After`, so peers fail over
 //!   instead of retransmitting into silence.
 
-use crate::sip::{Framing, HeaderName, Limits, Method, SipMessage, check, write_response};
+use std::io::Write as _;
+
+use crate::sip::{
+    Framing, HeaderName, Limits, Method, SipError, SipMessage, check, write_response, write_warning,
+};
 
 /// What to do with a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,9 @@ pub struct SipEdge {
     control_plane_attached: bool,
     retry_after: u32,
     counters: EdgeCounters,
+    /// The Warning value of the last refusal, kept for the next one.
+    warning: Vec<u8>,
+    last_refusal: Option<SipError>,
 }
 
 impl SipEdge {
@@ -59,6 +68,8 @@ impl SipEdge {
             control_plane_attached: false,
             retry_after: 5,
             counters: EdgeCounters::default(),
+            warning: Vec::new(),
+            last_refusal: None,
         }
     }
 
@@ -70,6 +81,12 @@ impl SipEdge {
     /// The counters so far.
     pub fn counters(&self) -> EdgeCounters {
         self.counters
+    }
+
+    /// Why the last malformed request was refused, taken once: the driver
+    /// logs it (with a budget) together with the source and Call-ID.
+    pub fn last_refusal(&mut self) -> Option<SipError> {
+        self.last_refusal.take()
     }
 
     /// Judges one datagram; on [`EdgeAction::Reply`] the response is in `out`.
@@ -92,14 +109,28 @@ impl SipEdge {
                 // RFC 3261 §17: an ACK is never answered.
                 return EdgeAction::Drop;
             }
+            let mut text = [0u8; 128];
+            let len = {
+                let mut w = &mut text[..];
+                let _ = write!(w, "{e}");
+                128 - w.len()
+            };
+            self.warning.clear();
+            write_warning(
+                399,
+                b"rvoip",
+                std::str::from_utf8(&text[..len]).unwrap_or("malformed request"),
+                &mut self.warning,
+            );
             write_response(
                 &msg,
                 e.status(),
                 e.reason_phrase().as_bytes(),
                 None,
-                &[],
+                &[(HeaderName::Warning, &self.warning)],
                 out,
             );
+            self.last_refusal = Some(e);
             return EdgeAction::Reply;
         }
         if self.control_plane_attached {
@@ -163,11 +194,33 @@ From: <sip:probe@rvoip.test>;tag=1\r\nTo: <sip:rvoip.test>\r\nCall-ID: edge-1\r\
             "{}",
             String::from_utf8_lossy(&out)
         );
+        let r = SipMessage::parse(&out, Framing::Datagram, &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            r.header(HeaderName::Warning),
+            Some(&b"399 rvoip \"CSeq method differs from the Request-Line method\""[..])
+        );
+        assert!(matches!(
+            edge.last_refusal(),
+            Some(SipError::CSeqMethodMismatch { .. })
+        ));
+        assert_eq!(edge.last_refusal(), None, "taken once");
+        let empty_require =
+            String::from_utf8_lossy(OPTIONS).replace("Max-Forwards", "Require:\r\nMax-Forwards");
+        edge.on_datagram(empty_require.as_bytes(), &mut out);
+        let r = SipMessage::parse(&out, Framing::Datagram, &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            r.header(HeaderName::Warning),
+            Some(&b"399 rvoip \"Require: empty value\""[..]),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
         assert_eq!(
             edge.on_datagram(b"\x16\x03\x01 garbage", &mut out),
             EdgeAction::Drop
         );
         assert_eq!(edge.counters().unparsable, 1);
-        assert_eq!(edge.counters().malformed_requests, 1);
+        assert_eq!(edge.counters().malformed_requests, 2);
     }
 }

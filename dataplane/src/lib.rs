@@ -10,6 +10,7 @@
 
 pub mod edge;
 pub mod engine;
+pub mod log_budget;
 pub mod media;
 pub mod ng;
 pub mod pool;

@@ -203,7 +203,8 @@ pub struct Numbering {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Flood {
-    /// INVITEs and REGISTERs per second one source may send (0: off).
+    /// Out-of-dialog INVITE, REGISTER, OPTIONS, MESSAGE and SUBSCRIBE
+    /// requests per second one source may send before it is banned (0: off).
     #[serde(default = "default_flood_rate")]
     pub requests_per_sec: u32,
     /// Seconds a flooding source stays banned.

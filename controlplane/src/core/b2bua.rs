@@ -1098,15 +1098,58 @@ impl SipCore {
 
     /// Drops requests from banned sources before any other work. Returns
     /// false when the message must be ignored.
-    pub(crate) fn b2b_screen(&mut self, now: Millis, inb: &Inbound<'_>) -> bool {
+    /// The SBC's admission of a request, whatever it is for (calls, the
+    /// registrar, OPTIONS): the realm's access list (403), then flood
+    /// detection and bans (dropped without an answer). `false` when the
+    /// request is refused; its server transaction is then answered or gone.
+    pub(crate) fn b2b_admit(
+        &mut self,
+        now: Millis,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) -> bool {
         let Some(b) = self.b2b.as_mut() else {
             return true;
         };
-        if b.policy.is_banned(now, inb.remote.ip()) {
-            b.policy.counters.banned_drops += 1;
-            return false;
+        let method = msg.method().unwrap_or(Method::Options);
+        let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
+        let realm = b.policy.realm_of(inb.local, inb.transport);
+        // `[sbc.flood] requests_per_sec` counts what a scanner or a
+        // guesser sends: new calls, registrations and other out-of-dialog
+        // requests.
+        let counted = !in_dialog
+            && matches!(
+                method,
+                Method::Invite
+                    | Method::Register
+                    | Method::Options
+                    | Method::Message
+                    | Method::Subscribe
+            );
+        match realm.map(|r| b.policy.admit(now, r, inb.remote.ip(), counted, in_dialog)) {
+            None | Some(Err(Refusal::Acl)) => {
+                self.log_refusal(now, msg, inb, 403, "source not allowed in this realm");
+                self.respond(
+                    now,
+                    &key,
+                    msg,
+                    403,
+                    "Forbidden",
+                    &[(
+                        HeaderName::Warning,
+                        b"399 rvoip \"source not allowed in this realm\"",
+                    )],
+                );
+                false
+            }
+            Some(Err(_)) => {
+                // Banned: dropped without an answer; the transaction goes.
+                self.servers.remove(&key);
+                false
+            }
+            Some(Ok(())) => true,
         }
-        true
     }
 
     /// Starts the periodic health checks (once).
@@ -1159,23 +1202,10 @@ impl SipCore {
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
     ) {
+        // Admitted already (b2b_admit).
         let method = msg.method().unwrap_or(Method::Options);
         let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
-        let realm = b.policy.realm_of(inb.local, inb.transport);
-        let counted = !in_dialog && matches!(method, Method::Invite | Method::Register);
-        match realm.map(|r| b.policy.admit(now, r, inb.remote.ip(), counted)) {
-            None | Some(Err(Refusal::Acl)) => {
-                self.respond(now, &key, msg, 403, "Forbidden", &[]);
-                return;
-            }
-            Some(Err(_)) => {
-                // Banned: dropped without an answer; the transaction goes.
-                self.servers.remove(&key);
-                return;
-            }
-            Some(Ok(())) => {}
-        }
-        let realm = realm.unwrap_or(0);
+        let realm = b.policy.realm_of(inb.local, inb.transport).unwrap_or(0);
         if method == Method::Cancel {
             self.b2b_cancel(b, now, key, msg, unix_ms);
             return;

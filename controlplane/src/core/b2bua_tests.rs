@@ -1026,3 +1026,108 @@ fn a_legs_texts_change_one_at_a_time_and_a_journaled_leg_reads_back_the_same() {
     assert_eq!(texts(&old), texts(&leg));
     assert_eq!((old.local, old.dest), (addr(ACCESS), addr(PEER1)));
 }
+
+fn register_from(from: &str, n: u32) -> String {
+    format!(
+        "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-regf{n};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@rvoip.test>;tag=rf{n}\r\nTo: <sip:alice@rvoip.test>\r\nCall-ID: regf{n}\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:alice@{from}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// The test configuration with flood bans at 10 requests a second and the
+/// whole loopback network allowed in the access realm.
+fn flood_config() -> String {
+    let config = CONFIG.replace("allow = [\"127.0.0.2/32\"]", "allow = [\"127.0.0.0/8\"]");
+    format!("{config}\n[sbc.flood]\nrequests_per_sec = 10\nban_secs = 60\n")
+}
+
+#[test]
+fn register_goes_through_the_realms_access_list() {
+    let mut n = net();
+    // Outside the access realm's allow list: 403, never a challenge or a
+    // binding, so nobody outside can guess passwords.
+    let out = n.deliver(
+        0,
+        "127.0.0.9:5090",
+        ACCESS,
+        &register_from("127.0.0.9:5090", 1),
+    );
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(403)]);
+    assert!(header(&out[0], HeaderName::Warning).contains("not allowed"));
+    assert_eq!(n.core.counters().registrations, 0);
+    // Inside it: registered.
+    let out = n.deliver(10, CALLER, ACCESS, &register_from(CALLER, 2));
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(200)]);
+}
+
+#[test]
+fn a_register_flood_bans_its_source_and_no_other() {
+    let mut n = net_with(&flood_config(), Journal::disabled(), Vec::new());
+    let mut answered = 0;
+    for i in 0..30 {
+        let out = n.deliver(i * 10, CALLER, ACCESS, &register_from(CALLER, i as u32));
+        answered += out.len();
+    }
+    assert_eq!(answered, 10, "ten REGISTERs a second, the rest dropped");
+    assert_eq!(n.core.b2bua().map(|b| b.policy.counters.bans), Some(1));
+    // Banned: a new call from it is dropped too.
+    assert!(
+        n.deliver(400, CALLER, ACCESS, &invite("after-ban", OFFER))
+            .is_empty()
+    );
+    // Another source of the realm still registers.
+    let out = n.deliver(
+        500,
+        "127.0.0.3:6000",
+        ACCESS,
+        &register_from("127.0.0.3:6000", 99),
+    );
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(200)]);
+}
+
+#[test]
+fn a_banned_source_still_ends_its_calls_that_are_up() {
+    let mut n = net_with(&flood_config(), Journal::disabled(), Vec::new());
+    let (inv, ok) = answered(&mut n, "up1");
+    // The caller floods OPTIONS and is banned.
+    for i in 0..20u64 {
+        let opt = format!(
+            "OPTIONS sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-fl{i}\r\nMax-Forwards: 70\r\n\
+From: <sip:x@127.0.0.2>;tag=fl{i}\r\nTo: <sip:{ACCESS}>\r\nCall-ID: fl{i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        n.deliver(100 + i, CALLER, ACCESS, &opt);
+    }
+    assert_eq!(n.core.b2bua().map(|b| b.policy.counters.bans), Some(1));
+    assert!(
+        n.deliver(200, CALLER, ACCESS, &invite("new", OFFER))
+            .is_empty(),
+        "nothing new"
+    );
+    // Its BYE in the established call still ends both legs.
+    let bye = format!(
+        "BYE sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-byeban\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-up1\r\nTo: {}\r\nCall-ID: up1@127.0.0.2\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n",
+        header(&ok, HeaderName::To)
+    );
+    let out = n.deliver(300, CALLER, ACCESS, &bye);
+    assert_eq!(
+        to(&out, CALLER)
+            .iter()
+            .map(|o| status(o))
+            .collect::<Vec<_>>(),
+        vec![Some(200)]
+    );
+    let bye_b = to(&out, PEER1);
+    assert_eq!(bye_b.len(), 1, "{out:?}");
+    assert!(text(bye_b[0]).starts_with("BYE "));
+    let _ = inv;
+    // The callee's 200 to that BYE ends the call; the relay is told.
+    let out = n.deliver(310, PEER1, CORE, &reply(bye_b[0], 200, "calleetag", "", ""));
+    assert!(out.is_empty() || out.iter().all(|o| o.dest != addr(CALLER)));
+    assert!(
+        n.orders().iter().any(|o| o.contains("delete")),
+        "{:?}",
+        n.orders()
+    );
+}

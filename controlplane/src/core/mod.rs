@@ -20,8 +20,10 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use rvoip_dataplane::log_budget::LogBudget;
 use rvoip_dataplane::sip::{
     Forward, Framing, HeaderName, Host, Limits, Method, SipMessage, check, write_response,
+    write_warning,
 };
 use rvoip_dataplane::wheel::Wheel;
 
@@ -296,6 +298,7 @@ pub struct SipCore {
     users: Users,
     auth: Authenticator,
     guard: AuthGuard,
+    refusal_log: LogBudget,
     pub(crate) keys: KeyHasher,
     /// Boxed, so the tables hold a key and a pointer per transaction: tens
     /// of thousands linger for 32 s (Timers J, L, M), and growing a table
@@ -387,6 +390,7 @@ impl SipCore {
             users,
             auth,
             guard,
+            refusal_log: LogBudget::default(),
             keys: KeyHasher::new(secret),
             servers: FxHashMap::default(),
             clients: FxHashMap::default(),
@@ -526,9 +530,6 @@ impl SipCore {
     /// Handles one received message.
     pub fn on_message(&mut self, now: Millis, now_unix_ms: u64, inb: Inbound<'_>) {
         self.unix_base = now_unix_ms.saturating_sub(now);
-        if !self.b2b_screen(now, &inb) {
-            return;
-        }
         let Ok(msg) = SipMessage::parse(inb.bytes, Framing::Datagram, &self.config.limits) else {
             self.counters.malformed += 1;
             return;
@@ -751,6 +752,11 @@ impl SipCore {
                 proxy: None,
             }),
         );
+        // The SBC's realm access lists, flood counting and bans come first,
+        // for every request (REGISTER included).
+        if !self.b2b_admit(now, key, msg, inb) {
+            return;
+        }
         // A source banned for guessing passwords gets nothing new; requests
         // within dialogs it already holds are still served.
         let in_dialog = msg.to().ok().is_some_and(|t| t.tag().is_some());
@@ -769,14 +775,13 @@ impl SipCore {
             return;
         }
         if let Some(r) = admission::admit(msg, Role::Proxy, &self.policy) {
-            let extra: Vec<(HeaderName, &[u8])> = if r.unsupported.is_empty() {
-                Vec::new()
-            } else {
-                vec![(
-                    HeaderName::Unsupported,
-                    r.unsupported.first().map_or(&b""[..], |s| s.as_bytes()),
-                )]
-            };
+            let mut warning = Vec::with_capacity(r.reason.len() + 16);
+            write_warning(399, b"rvoip", &r.reason, &mut warning);
+            let mut extra: Vec<(HeaderName, &[u8])> = vec![(HeaderName::Warning, &warning)];
+            if let Some(tag) = r.unsupported.first() {
+                extra.push((HeaderName::Unsupported, tag.as_bytes()));
+            }
+            self.log_refusal(now, msg, inb, r.status, &r.reason);
             self.respond(now, &key, msg, r.status, reason_phrase(r.status), &extra);
             return;
         }
@@ -878,6 +883,27 @@ impl SipCore {
             }
         }
         Err(stale)
+    }
+
+    /// Logs a request refused here, within the log budget.
+    pub(crate) fn log_refusal(
+        &mut self,
+        now: Millis,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        status: u16,
+        reason: &str,
+    ) {
+        if let Some(suppressed) = self.refusal_log.take(now) {
+            tracing::info!(
+                source = %inb.remote,
+                call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+                status,
+                reason,
+                suppressed,
+                "SIP request refused"
+            );
+        }
     }
 
     /// Counts and logs a failed digest attempt. The log stays bounded under

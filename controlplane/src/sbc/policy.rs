@@ -337,13 +337,17 @@ impl Policy {
     }
 
     /// Admits a request from `source` on realm `realm`: the access list, then
-    /// flood detection for INVITE and REGISTER (`counted`).
+    /// flood detection for the out-of-dialog requests that are `counted`
+    /// (INVITE, REGISTER, OPTIONS, MESSAGE, SUBSCRIBE). A banned source's
+    /// requests within dialogs it already holds (`in_dialog`) still pass, so
+    /// a ban never cuts a call that is up.
     pub fn admit(
         &mut self,
         now: Millis,
         realm: usize,
         source: IpAddr,
         counted: bool,
+        in_dialog: bool,
     ) -> Result<(), Refusal> {
         let allowed = self
             .realms
@@ -363,6 +367,9 @@ impl Policy {
         let ban = self.ban_ms;
         let s = self.sources.entry(source).or_default();
         if s.banned_until > now {
+            if in_dialog {
+                return Ok(());
+            }
             self.counters.banned_drops += 1;
             return Err(Refusal::Banned);
         }
@@ -374,13 +381,6 @@ impl Policy {
             return Err(Refusal::Banned);
         }
         Ok(())
-    }
-
-    /// Whether `source` is banned now (cheap check before any parsing work).
-    pub fn is_banned(&self, now: Millis, source: IpAddr) -> bool {
-        self.sources
-            .get(&source)
-            .is_some_and(|s| s.banned_until > now)
     }
 
     /// Normalizes a dialled number to E.164 where the numbering plan says
@@ -695,20 +695,25 @@ targets = ["127.0.0.1:5090"]
         let mut p = policy("");
         let core = 1;
         assert_eq!(
-            p.admit(0, core, "127.0.0.9".parse().unwrap(), true),
+            p.admit(0, core, "127.0.0.9".parse().unwrap(), true, false),
             Err(Refusal::Acl)
         );
         let src: IpAddr = "127.0.0.2".parse().unwrap();
         for _ in 0..200 {
-            assert_eq!(p.admit(10, 0, src, true), Ok(()));
+            assert_eq!(p.admit(10, 0, src, true, false), Ok(()));
         }
-        assert_eq!(p.admit(10, 0, src, true), Err(Refusal::Banned));
-        // Banned: even in-dialog requests are dropped for the ban's length.
-        assert_eq!(p.admit(30_000, 0, src, false), Err(Refusal::Banned));
-        assert_eq!(p.admit(70_011, 0, src, true), Ok(()));
+        assert_eq!(p.admit(10, 0, src, true, false), Err(Refusal::Banned));
+        // Banned: new requests are dropped for the ban's length, requests
+        // within dialogs it holds still pass.
+        assert_eq!(p.admit(30_000, 0, src, false, false), Err(Refusal::Banned));
+        assert_eq!(p.admit(30_000, 0, src, false, true), Ok(()));
+        assert_eq!(p.admit(70_011, 0, src, true, false), Ok(()));
         assert_eq!(p.counters.bans, 1);
         // Another source is not affected.
-        assert_eq!(p.admit(10, 0, "127.0.0.3".parse().unwrap(), true), Ok(()));
+        assert_eq!(
+            p.admit(10, 0, "127.0.0.3".parse().unwrap(), true, false),
+            Ok(())
+        );
     }
 
     #[test]
@@ -717,7 +722,7 @@ targets = ["127.0.0.1:5090"]
         // 127.0.0.1 is the core trunk's peer address.
         let peer: IpAddr = "127.0.0.1".parse().unwrap();
         for _ in 0..1000 {
-            assert_eq!(p.admit(10, 1, peer, true), Ok(()));
+            assert_eq!(p.admit(10, 1, peer, true, false), Ok(()));
         }
         assert_eq!(p.counters.bans, 0);
     }

@@ -39,6 +39,7 @@ pub use values::{AuthHeader, CSeq, MediaType, Method};
 pub use via::{MAGIC_COOKIE, Transport, Via};
 pub use writer::{
     MessageWriter, unfold_into, write_message, write_response, write_response_with_body,
+    write_warning,
 };
 
 /// Frames one message at the start of a stream buffer: `Ok(Some(len))` when a

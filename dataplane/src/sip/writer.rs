@@ -220,6 +220,25 @@ pub fn unfold_into(value: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Appends a Warning value (RFC 3261 §20.43) to `out`: `code agent "text"`,
+/// the text as a quoted-string (quotes and backslashes escaped, control
+/// characters left out).
+pub fn write_warning(code: u16, agent: &[u8], text: &str, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(crate::text::decimal(u64::from(code), &mut digits));
+    out.push(b' ');
+    out.extend_from_slice(agent);
+    out.extend_from_slice(b" \"");
+    for b in text.bytes() {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b if b < 0x20 || b == 0x7f => {}
+            b => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

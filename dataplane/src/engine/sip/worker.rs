@@ -18,6 +18,7 @@ use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
 use crate::engine::bufring::{BufRing, submit_and_wait};
 use crate::engine::gso::{self, Packer};
 use crate::engine::sockaddr::{self, Storage};
+use crate::log_budget::LogBudget;
 use crate::shm::{Channel, Direction, SipMeta};
 use crate::sip::{Limits, frame_stream};
 
@@ -206,6 +207,9 @@ struct Worker {
     conns: HashMap<u32, Conn>,
     next_conn: u32,
     edge: SipEdge,
+    /// Lines about refused requests: a few a second, whatever arrives.
+    refusal_log: LogBudget,
+    started: Instant,
     limiter: RateLimiter,
     limits: Limits,
     report: SipWorkerReport,
@@ -521,6 +525,22 @@ impl Worker {
         ((self.index as u32) << 24) | self.next_conn
     }
 
+    /// Logs a request the edge refused, within the log budget.
+    fn log_refusal(&mut self, e: crate::sip::SipError, data: &[u8], source: SocketAddr) {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        if let Some(suppressed) = self.refusal_log.take(now_ms) {
+            let call_id = crate::sip::scan_call_id(data).unwrap_or_default();
+            tracing::info!(
+                %source,
+                call_id = %String::from_utf8_lossy(call_id),
+                status = e.status(),
+                reason = %e,
+                suppressed,
+                "SIP request refused"
+            );
+        }
+    }
+
     /// Judges one message and hands it to the control plane.
     fn inbound(
         &mut self,
@@ -535,10 +555,15 @@ impl Worker {
         }
         let mut out = std::mem::take(&mut self.out);
         match self.edge.on_datagram(data, &mut out) {
-            EdgeAction::Reply => match reply_tcp {
-                Some(conn) => self.send_tcp(conn, meta.local, meta.remote, &out),
-                None => self.send_udp(meta.local, meta.remote, &out),
-            },
+            EdgeAction::Reply => {
+                if let Some(e) = self.edge.last_refusal() {
+                    self.log_refusal(e, data, meta.remote);
+                }
+                match reply_tcp {
+                    Some(conn) => self.send_tcp(conn, meta.local, meta.remote, &out),
+                    None => self.send_udp(meta.local, meta.remote, &out),
+                }
+            }
             EdgeAction::Deliver => {
                 if producer.push(0, &meta.encode(), data).is_err() {
                     self.report.ring_full += 1;
@@ -777,6 +802,8 @@ pub(super) fn run(
             conns: HashMap::new(),
             next_conn: 0,
             edge: SipEdge::new(settings.limits),
+            refusal_log: LogBudget::default(),
+            started: Instant::now(),
             limiter: RateLimiter {
                 rate: f64::from(settings.rate_limit),
                 buckets: HashMap::new(),
