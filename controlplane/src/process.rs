@@ -70,6 +70,12 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
             .iter()
             .map(|l| (transport(l.transport), l.address))
             .collect(),
+        trusted_sources: config
+            .proxy
+            .trusted_sources
+            .iter()
+            .filter_map(|n| crate::sbc::policy::Net::parse(n))
+            .collect(),
         routes: config
             .proxy
             .routes

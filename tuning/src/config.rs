@@ -202,6 +202,12 @@ pub struct ProxyConfig {
     /// Static routes for requests not served locally; first match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Source networks (CIDR) whose requests are relayed to any target,
+    /// like authenticated ones. Everyone else reaches only this proxy's
+    /// domains, registered users, static routes and dialogs it
+    /// record-routed; other targets get 403 (no open relay).
+    #[serde(default)]
+    pub trusted_sources: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -214,6 +220,7 @@ impl Default for ProxyConfig {
             stateful: true,
             record_route: true,
             routes: Vec::new(),
+            trusted_sources: Vec::new(),
         }
     }
 }
@@ -727,6 +734,9 @@ impl Config {
         }
         if m.timeout_secs == 0 {
             return err("media.timeout_secs", "must be at least 1".into());
+        }
+        for (j, a) in self.proxy.trusted_sources.iter().enumerate() {
+            parse_cidr(a).map_err(|e| (format!("proxy.trusted_sources[{j}]"), e))?;
         }
         for (i, r) in self.realms.iter().enumerate() {
             if self.realms[..i].iter().any(|o| o.name == r.name) {

@@ -35,6 +35,7 @@ use crate::registrar::guard::{AuthGuard, GuardConfig, Verdict};
 use crate::registrar::{RegisterOutcome, Registrar, Users};
 use crate::transaction::{ClientTransaction, Delivery, Millis, ServerTransaction, Timers};
 
+use proxy::RelayCheck;
 pub use proxy::Route;
 
 /// A SIP transport.
@@ -118,6 +119,8 @@ pub struct CoreConfig {
     pub listeners: Vec<(Transport, SocketAddr)>,
     /// Static routes for requests not served locally, first match wins.
     pub routes: Vec<Route>,
+    /// Sources whose requests may go to any target (no relay check).
+    pub trusted_sources: Vec<crate::sbc::policy::Net>,
     /// Add Record-Route to dialog-creating requests.
     pub record_route: bool,
     /// Transaction-stateful proxying (false: stateless, §16.11).
@@ -147,6 +150,7 @@ impl Default for CoreConfig {
             domains: Vec::new(),
             listeners: Vec::new(),
             routes: Vec::new(),
+            trusted_sources: Vec::new(),
             record_route: true,
             stateful: true,
             auth: AuthPolicy::Off,
@@ -205,6 +209,9 @@ pub struct CoreCounters {
     /// Requests refused (403) because their source is banned for failed
     /// digest attempts.
     pub auth_refused: u64,
+    /// Requests refused (403) or ACKs dropped because they would have been
+    /// relayed to a target this proxy does not serve for that source.
+    pub relay_denied: u64,
     /// Responses not forwarded: no Via left for the next hop once ours is
     /// removed (§16.7 step 3), or a top Via that is not ours.
     pub unroutable_responses: u64,
@@ -409,6 +416,7 @@ impl SipCore {
 
     /// Counters so far.
     pub fn counters(&self) -> CoreCounters {
+        // The guard keeps its own; the rest are the core's.
         let g = self.guard.counters();
         CoreCounters {
             auth_failures: g.failures,
@@ -730,7 +738,9 @@ impl SipCore {
                 return;
             }
             // An ACK for a 2xx: its own transaction, forwarded statelessly.
-            self.forward_stateless(now, msg, inb);
+            if self.relay_check(now, msg, inb) != RelayCheck::Denied {
+                self.forward_stateless(now, msg, inb);
+            }
             return;
         }
         let txn = ServerTransaction::new(
@@ -836,6 +846,30 @@ impl SipCore {
                     self.challenge(now, &key, msg, 407, stale);
                     return;
                 }
+            }
+        }
+        // RFC 3261 §16.3 leaves open which targets a proxy serves; this one
+        // is no open relay.
+        match self.relay_check(now, msg, inb) {
+            RelayCheck::Allowed => {}
+            RelayCheck::Challenge => {
+                self.challenge(now, &key, msg, 407, false);
+                return;
+            }
+            RelayCheck::Denied => {
+                self.log_refusal(now, msg, inb, 403, "relaying denied");
+                self.respond(
+                    now,
+                    &key,
+                    msg,
+                    403,
+                    "Relaying Denied",
+                    &[(
+                        HeaderName::Warning,
+                        b"399 rvoip \"this proxy does not relay to that target for this source\"",
+                    )],
+                );
+                return;
             }
         }
         if self.config.stateful {

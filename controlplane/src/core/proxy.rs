@@ -7,10 +7,10 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use rvoip_dataplane::sip::{
-    Forward, Framing, Host, Limits, Method, SipMessage, Uri, write_response,
+    Forward, Framing, HeaderName, Host, Limits, Method, SipMessage, Uri, write_response,
 };
 
-use super::{ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
+use super::{AuthPolicy, ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
 use crate::transaction::{ClientState, Millis};
 
 /// A static route: requests whose Request-URI matches go to `target`.
@@ -137,6 +137,89 @@ impl SipCore {
     /// The next hop of a request that is not retargeted: loose routing, then
     /// the static routes, then the Request-URI itself. The bool says whether
     /// the top Route (ours) is to be popped.
+    /// Whether `msg` (a request to forward) may go where it is going, for
+    /// its source (no open relay):
+    /// - within a dialog this proxy record-routed (a To tag and our Route
+    ///   on top), anywhere the dialog leads;
+    /// - from a trusted source (`proxy.trusted_sources`) or with valid
+    ///   proxy credentials, anywhere;
+    /// - otherwise only to this proxy's domains and addresses (registered
+    ///   users, local services) and to the targets of its static routes.
+    ///
+    /// A request that fails is challenged (407) when its From is one of our
+    /// users' domains and authentication is configured, refused otherwise.
+    pub(crate) fn relay_check(
+        &mut self,
+        now: Millis,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) -> RelayCheck {
+        let in_dialog = msg.to().ok().is_some_and(|t| t.tag().is_some());
+        let mut routes = msg.routes().filter_map(Result::ok);
+        let top = routes.next();
+        let top_ours = top.as_ref().is_some_and(|r| {
+            r.uri
+                .host
+                .is_some_and(|h| self.is_local_host(&h, r.uri.port))
+        });
+        if in_dialog && top_ours {
+            return RelayCheck::Allowed;
+        }
+        let source = inb.remote.ip();
+        if self
+            .config
+            .trusted_sources
+            .iter()
+            .any(|n| n.contains(source))
+        {
+            return RelayCheck::Allowed;
+        }
+        let foreign_route = if top_ours {
+            routes.next().is_some()
+        } else {
+            top.is_some()
+        };
+        if !foreign_route && let Ok(ruri) = msg.request_uri() {
+            let served = match ruri.host {
+                Some(h) if self.is_local_host(&h, ruri.port) => true,
+                // An address: one of the static routes' next hops.
+                Some(h) if h.ip().is_some() => {
+                    let dest = h
+                        .ip()
+                        .map(|ip| SocketAddr::new(ip, ruri.port.unwrap_or(5060)));
+                    self.config.routes.iter().any(|r| Some(r.target) == dest)
+                }
+                // A name that is not ours: what a static route takes.
+                Some(_) => self.route_hop(&ruri, inb).is_some(),
+                None => false,
+            };
+            if served {
+                return RelayCheck::Allowed;
+            }
+        }
+        if msg.method() == Some(Method::Ack) {
+            self.counters.relay_denied += 1;
+            return RelayCheck::Denied;
+        }
+        if msg.header(HeaderName::ProxyAuthorization).is_some()
+            && self
+                .authenticate(now, msg, inb, HeaderName::ProxyAuthorization)
+                .is_ok()
+        {
+            return RelayCheck::Allowed;
+        }
+        let from_ours = msg.from().ok().is_some_and(|f| {
+            f.uri
+                .host
+                .is_some_and(|h| self.is_local_host(&h, f.uri.port))
+        });
+        if from_ours && self.config.auth != AuthPolicy::Off && !self.users.is_empty() {
+            return RelayCheck::Challenge;
+        }
+        self.counters.relay_denied += 1;
+        RelayCheck::Denied
+    }
+
     pub(crate) fn next_hop(
         &self,
         msg: &SipMessage<'_>,
@@ -752,4 +835,15 @@ impl SipCore {
             self.proxies.remove(&id);
         }
     }
+}
+
+/// What [`SipCore::relay_check`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RelayCheck {
+    /// Forward it.
+    Allowed,
+    /// Ask for proxy credentials (407).
+    Challenge,
+    /// Refuse it (403; an ACK is dropped).
+    Denied,
 }

@@ -814,3 +814,135 @@ fn failures_spread_wider_than_the_window_never_ban() {
     }
     assert_eq!(c.counters().auth_bans, 0);
 }
+
+fn request_to(method: &str, ruri: &str, branch: &str, extra: &str) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bK-{branch}\r\nMax-Forwards: 70\r\n\
+From: <sip:scanner@192.0.2.66>;tag=s1\r\nTo: <{ruri}>\r\nCall-ID: relay-{branch}\r\nCSeq: 1 {method}\r\n\
+Contact: <sip:scanner@{UAC}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn the_proxy_is_no_open_relay() {
+    let mut c = core(AuthPolicy::Off);
+    for (i, method) in ["INVITE", "OPTIONS", "MESSAGE"].iter().enumerate() {
+        let out = deliver(
+            &mut c,
+            0,
+            UAC,
+            &request_to(method, "sip:x@192.0.2.77", &format!("r{i}"), ""),
+        );
+        assert_eq!(out.len(), 1, "{method}: answered, not forwarded: {out:?}");
+        assert_eq!(out[0].dest, addr(UAC));
+        assert_eq!(status(&out[0]), Some(403), "{method}");
+        assert!(
+            String::from_utf8_lossy(
+                parse(&out[0])
+                    .header(HeaderName::Warning)
+                    .unwrap_or_default()
+            )
+            .starts_with("399 rvoip ")
+        );
+    }
+    // A Route header naming another element is relaying too.
+    let out = deliver(
+        &mut c,
+        0,
+        UAC,
+        &request_to(
+            "INVITE",
+            "sip:service@127.0.0.1:5060",
+            "r9",
+            "Route: <sip:192.0.2.77;lr>\r\n",
+        ),
+    );
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(403)]);
+    assert_eq!(c.counters().relay_denied, 4);
+    // A stray ACK to elsewhere is dropped.
+    assert!(
+        deliver(
+            &mut c,
+            0,
+            UAC,
+            &request_to("ACK", "sip:x@192.0.2.77", "r10", "")
+        )
+        .is_empty()
+    );
+    // Served targets: our own address, a static route's next hop, and a
+    // dialog this proxy record-routed.
+    for (i, (ruri, extra)) in [
+        ("sip:service@127.0.0.1:5060", String::new()),
+        ("sip:service@127.0.0.1:5070", String::new()),
+        (
+            "sip:peer@192.0.2.77",
+            "Route: <sip:127.0.0.1:5060;lr>\r\n".to_string(),
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut req = request_to("INVITE", ruri, &format!("ok{i}"), extra);
+        if i == 2 {
+            req = req.replace(
+                &format!("To: <{ruri}>"),
+                &format!("To: <{ruri}>;tag=callee"),
+            );
+        }
+        let out = deliver(&mut c, 0, UAC, &req);
+        assert!(
+            out.iter()
+                .any(|o| o.dest != addr(UAC) && status(o).is_none()),
+            "{ruri}: forwarded: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn trusted_sources_and_authenticated_users_may_relay() {
+    use crate::registrar::digest::Algorithm;
+    let mut c = core_with(|c| {
+        c.trusted_sources = crate::sbc::policy::Net::parse("127.0.0.7/32")
+            .into_iter()
+            .collect();
+    });
+    let out = deliver(
+        &mut c,
+        0,
+        "127.0.0.7:5080",
+        &request_to("INVITE", "sip:x@192.0.2.77", "t1", ""),
+    );
+    assert!(
+        out.iter().any(|o| o.dest == addr("192.0.2.77:5060")),
+        "{out:?}"
+    );
+    // One of our users (From in our domain) is asked for credentials and
+    // relays with them.
+    let ours = |branch: &str, auth: &str| {
+        request_to("INVITE", "sip:x@192.0.2.78", branch, auth)
+            .replace("sip:scanner@192.0.2.66", "sip:alice@rvoip.test")
+    };
+    let out = deliver(&mut c, 10, UAC, &ours("t2", ""));
+    assert_eq!(status(&out[0]), Some(407));
+    let nonce = parse(&out[0])
+        .header(HeaderName::ProxyAuthenticate)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .and_then(|v| {
+            v.split("nonce=\"")
+                .nth(1)
+                .map(|s| s.split('"').next().unwrap_or_default().to_string())
+        })
+        .unwrap_or_default();
+    let a = Algorithm::Md5;
+    let ha1 = a.hex(b"alice:rvoip.test:alicepw");
+    let ha2 = a.hex(b"INVITE:sip:x@192.0.2.78");
+    let response = a.hex(format!("{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}").as_bytes());
+    let auth = format!(
+        "Proxy-Authorization: Digest username=\"alice\", realm=\"rvoip.test\", nonce=\"{nonce}\", uri=\"sip:x@192.0.2.78\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
+    );
+    let out = deliver(&mut c, 20, UAC, &ours("t3", &auth));
+    assert!(
+        out.iter().any(|o| o.dest == addr("192.0.2.78:5060")),
+        "{out:?}"
+    );
+}
