@@ -1,0 +1,180 @@
+//! Debian's baresip 1.0 (libre 1.1), a softphone nobody here wrote,
+//! registers with digest authentication and calls another baresip through
+//! `config/proxy.toml` and `config/sbc.toml`, unmodified but for their ports.
+//! Both phones must hear each other: each receives the other's RTP
+//! (through the relay, on the SBC).
+
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Spawned, free_udp_port, test_config, test_dir};
+
+/// An 8 kHz mono 16-bit WAV of a 440 Hz tone, what a phone sends.
+fn tone_wav(path: &Path, seconds: u32) {
+    let samples = 8000 * seconds;
+    let mut data = Vec::with_capacity(44 + samples as usize * 2);
+    data.extend_from_slice(b"RIFF");
+    data.extend_from_slice(&(36 + samples * 2).to_le_bytes());
+    data.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 0x0001_0001, 8000, 16000, 0x0010_0002] {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    data.extend_from_slice(b"data");
+    data.extend_from_slice(&(samples * 2).to_le_bytes());
+    for i in 0..samples {
+        let s =
+            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin()) as i16;
+        data.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, data).expect("tone file");
+}
+
+/// A baresip phone registered as `user` through rvoip at `proxy_port`.
+struct Phone {
+    app: Spawned,
+    log: PathBuf,
+}
+
+impl Phone {
+    fn start(dir: &Path, user: &str, proxy_port: u16, answer: bool, args: &[&str]) -> Phone {
+        let home = dir.join(user);
+        std::fs::create_dir_all(&home).expect("phone dir");
+        let tone = dir.join("tone.wav");
+        if !tone.exists() {
+            tone_wav(&tone, 30);
+        }
+        let port = free_udp_port();
+        std::fs::write(
+            home.join("config"),
+            format!(
+                "poll_method epoll\nsip_listen 127.0.0.1:{port}\nsip_trans_def udp\n\
+audio_player aubridge,{user}\naudio_source aufile,{}\naudio_alert aubridge,{user}\n\
+module_path /usr/lib/baresip/modules\nmodule account.so\nmodule g711.so\nmodule aufile.so\n\
+module aubridge.so\nmodule menu.so\n",
+                tone.display()
+            ),
+        )
+        .expect("config");
+        let answermode = if answer { ";answermode=auto" } else { "" };
+        std::fs::write(
+            home.join("accounts"),
+            format!(
+                "<sip:{user}@rvoip.test>;auth_pass={user}pw;outbound=\"sip:127.0.0.1:{proxy_port}\";regint=600{answermode}\n"
+            ),
+        )
+        .expect("accounts");
+        let log = home.join("baresip.log");
+        let app = Spawned::spawn(
+            Command::new("baresip")
+                .arg("-f")
+                .arg(&home)
+                // Loopback only: the phone's SDP and media stay on 127.0.0.1.
+                .args(["-n", "127.0.0.1"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).expect("log"))
+                .stderr(Stdio::null()),
+        );
+        Phone { app, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `text` (within `secs`).
+    fn wait_for(&self, text: &str, secs: u64, rvoip_log: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} from baresip:\n{}\n--- rvoip:\n{}",
+                self.log(),
+                std::fs::read_to_string(rvoip_log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Starts rvoip on `config` (its SIP port rewritten), alice and bob, and has
+/// alice call bob for a few seconds.
+fn call_through(base: &str, name: &str, extra: &[(&str, String)]) {
+    if Command::new("baresip").arg("-h").output().is_err() {
+        panic!("baresip is not installed (apt-get install baresip)");
+    }
+    let dir = test_dir(name);
+    let port = free_udp_port();
+    let mut replacements = vec![
+        ("127.0.0.1:5060", format!("127.0.0.1:{port}")),
+        ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
+    ];
+    replacements.extend(extra.iter().cloned());
+    let config = test_config(base, &dir, &replacements);
+    let rvoip_log = dir.join("rvoip.log");
+    let mut app = Spawned::spawn(
+        Command::new(env!("CARGO_BIN_EXE_rvoip"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&rvoip_log).expect("log")),
+    );
+    common::wait_options_ok(port, || {
+        std::fs::read_to_string(&rvoip_log).unwrap_or_default()
+    });
+    let bob = Phone::start(&dir, "bob", port, true, &["-t", "20"]);
+    // Registered with MD5 digest: one challenge, answered.
+    bob.wait_for("bob@rvoip.test: {0/UDP/v4} 200 OK", 10, &rvoip_log);
+    let mut alice = Phone::start(
+        &dir,
+        "alice",
+        port,
+        false,
+        &["-t", "8", "-e", "/dial sip:bob@rvoip.test"],
+    );
+    alice.wait_for("alice@rvoip.test: {0/UDP/v4} 200 OK", 10, &rvoip_log);
+    alice.wait_for("Call established: sip:bob@rvoip.test", 10, &rvoip_log);
+    // The SBC hides alice's address behind its own: bob sees her user only.
+    bob.wait_for("Call established: sip:alice@", 5, &rvoip_log);
+    // Each phone receives the other's RTP (from the relay, on the SBC).
+    alice.wait_for("incoming rtp for 'audio' established", 10, &rvoip_log);
+    bob.wait_for("incoming rtp for 'audio' established", 5, &rvoip_log);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alice.app.0.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "alice did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    alice.wait_for("Call with sip:bob@rvoip.test terminated", 2, &rvoip_log);
+    assert!(app.terminate().is_some_and(|s| s.success()));
+    let log = std::fs::read_to_string(&rvoip_log).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn baresip_registers_and_calls_through_the_proxy_config() {
+    call_through(
+        "proxy.toml",
+        "baresip-proxy",
+        &[("127.0.0.1:5070", format!("127.0.0.1:{}", free_udp_port()))],
+    );
+}
+
+#[test]
+fn baresip_registers_and_calls_through_the_sbc_config() {
+    call_through(
+        "sbc.toml",
+        "baresip-sbc",
+        &[
+            ("127.0.0.1:5062", format!("127.0.0.1:{}", free_udp_port())),
+            ("127.0.0.1:5070", format!("127.0.0.1:{}", free_udp_port())),
+            ("127.0.0.1:5072", format!("127.0.0.1:{}", free_udp_port())),
+        ],
+    );
+}
