@@ -124,6 +124,7 @@ fn proto(srtp: bool) -> &'static [u8] {
 /// An offer of `sdp` from side `from`; the reply holds the SDP for the other
 /// side (with SRTP when `srtp_out`).
 pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> Vec<u8> {
+    let sdp = &hide_identity(sdp);
     Request::new(call.len() + from.len() + sdp.len())
         .bytes("call-id", call)
         .bytes("command", b"offer")
@@ -137,6 +138,7 @@ pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> Vec<u8> {
 /// An answer with `sdp` from side `to` to an offer from `from`; the reply
 /// holds the SDP for the offerer.
 pub fn answer(call: &[u8], from: &[u8], to: &[u8], sdp: &[u8], srtp_out: bool) -> Vec<u8> {
+    let sdp = &hide_identity(sdp);
     Request::new(call.len() + from.len() + to.len() + sdp.len())
         .bytes("call-id", call)
         .bytes("command", b"answer")
@@ -146,6 +148,41 @@ pub fn answer(call: &[u8], from: &[u8], to: &[u8], sdp: &[u8], srtp_out: bool) -
         .bytes("to-tag", to)
         .bytes("transport-protocol", proto(srtp_out))
         .done()
+}
+
+/// Topology hiding of what a session description says about the software
+/// and user that wrote it: `a=tool:` lines go (session and media level),
+/// and the `o=` username and the `s=` name become `-` (RFC 4566 §5.2, §5.3:
+/// "-" when there is nothing to say). The relay replaces the addresses.
+/// A description that does not parse is passed on as it is (the relay
+/// refuses it with its reason).
+pub fn hide_identity(sdp: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    let Ok(mut parsed) = rvoip_dataplane::sdp::Sdp::parse(sdp) else {
+        return Cow::Borrowed(sdp);
+    };
+    let is_tool = |l: &rvoip_dataplane::sdp::Line<'_>| {
+        l.attribute()
+            .is_some_and(|(n, _)| n.eq_ignore_ascii_case(b"tool"))
+    };
+    parsed.session.retain(|l| !is_tool(l));
+    for m in parsed.media.iter_mut() {
+        m.lines.retain(|l| !is_tool(l));
+    }
+    for l in parsed.session.iter_mut() {
+        match l.kind {
+            b'o' => {
+                if let Some(sp) = l.value.iter().position(|b| *b == b' ') {
+                    let mut v = b"-".to_vec();
+                    v.extend_from_slice(&l.value[sp..]);
+                    l.value = Cow::Owned(v);
+                }
+            }
+            b's' => l.value = Cow::Borrowed(b"-"),
+            _ => {}
+        }
+    }
+    Cow::Owned(parsed.to_bytes())
 }
 
 /// The deletion of a call's media.
@@ -326,6 +363,37 @@ impl MediaOrders for ShmOrders {
         // A few in hand cover one pass's replies.
         if self.spare.len() < 16 {
             self.spare.push(reply);
+        }
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::hide_identity;
+
+    #[test]
+    fn the_tool_the_username_and_the_session_name_are_hidden() {
+        let sdp = b"v=0\r\no=alice-softphone 3891 3891 IN IP4 127.0.0.2\r\ns=baresip 1.0\r\n\
+c=IN IP4 127.0.0.2\r\nt=0 0\r\na=tool:baresip 1.0.0\r\na=sendrecv\r\n\
+m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=tool:libre\r\n";
+        let hidden = String::from_utf8_lossy(&hide_identity(sdp)).into_owned();
+        assert!(
+            hidden.contains("o=- 3891 3891 IN IP4 127.0.0.2\r\n"),
+            "{hidden}"
+        );
+        assert!(hidden.contains("s=-\r\n"), "{hidden}");
+        assert!(
+            !hidden.contains("tool") && !hidden.contains("baresip") && !hidden.contains("alice"),
+            "{hidden}"
+        );
+        // What the call needs stays.
+        for kept in [
+            "a=sendrecv",
+            "m=audio 7000 RTP/AVP 0",
+            "a=rtpmap:0 PCMU/8000",
+            "c=IN IP4 127.0.0.2",
+        ] {
+            assert!(hidden.contains(kept), "{kept}: {hidden}");
         }
     }
 }
