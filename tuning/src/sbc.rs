@@ -15,8 +15,13 @@ pub enum MediaProtection {
     /// Plain RTP (RTP/AVP).
     #[default]
     Rtp,
-    /// SRTP keyed by SDES (RTP/SAVP, RFC 4568).
+    /// SRTP keyed by SDES (RTP/SAVP, RFC 4568), required: a plain RTP
+    /// offer from this realm is answered 488.
     Srtp,
+    /// SRTP offered towards this realm; plain RTP offers from it are
+    /// accepted too.
+    #[serde(rename = "srtp-optional")]
+    SrtpOptional,
 }
 
 /// A realm: one side of the SBC (access, core), with who may send from it.

@@ -800,6 +800,23 @@ fn sdp_body<'a>(msg: &SipMessage<'a>) -> Option<&'a [u8]> {
     .then_some(body)
 }
 
+/// Whether an offer has an RTP stream that is not SRTP (proto RTP/AVP or
+/// RTP/AVPF rather than RTP/SAVP, RTP/SAVPF or UDP/TLS/RTP/SAVP).
+fn offers_plain_rtp(sdp: &[u8]) -> bool {
+    let Ok(parsed) = rvoip_dataplane::sdp::Sdp::parse(sdp) else {
+        return false;
+    };
+    parsed.media.iter().any(|m| {
+        m.media.port != 0
+            && m.media.is_rtp()
+            && !m
+                .media
+                .proto
+                .windows(4)
+                .any(|w| w.eq_ignore_ascii_case(b"SAVP"))
+    })
+}
+
 /// Keeps only `codecs` (encoding names or payload numbers) in every audio
 /// section, in that order; telephone-event stays when listed.
 fn filter_codecs(sdp: &[u8], codecs: &[String]) -> Vec<u8> {
@@ -1276,6 +1293,26 @@ impl SipCore {
                 }
             },
         };
+        // A realm that requires SRTP takes no plain RTP offer: the media
+        // would cross its side in cleartext (RFC 3264 §6: 488).
+        if b.policy.realms.get(realm).is_some_and(|r| r.srtp_required)
+            && let Some(sdp) = sdp_body(msg)
+            && offers_plain_rtp(sdp)
+        {
+            self.log_refusal(now, msg, inb, 488, "SRTP required in this realm");
+            self.respond(
+                now,
+                &key,
+                msg,
+                488,
+                "Not Acceptable Here",
+                &[(
+                    HeaderName::Warning,
+                    b"399 rvoip \"SRTP (RTP/SAVP) is required in this realm\"",
+                )],
+            );
+            return;
+        }
         if let Err(r) = b.policy.take(now, realm, inb.remote.ip(), trunk) {
             let reason = match r {
                 Refusal::Limit(what) => what,

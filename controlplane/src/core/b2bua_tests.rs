@@ -1131,3 +1131,25 @@ From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-up1\r\nTo: {}\r\nCall-ID: up1@1
         n.orders()
     );
 }
+
+#[test]
+fn an_srtp_realm_refuses_plain_rtp_unless_srtp_is_optional() {
+    let strict = CONFIG.replace(
+        "allow = [\"127.0.0.2/32\"]",
+        "allow = [\"127.0.0.2/32\"]\nmedia = \"srtp\"",
+    );
+    let mut n = net_with(&strict, Journal::disabled(), Vec::new());
+    let out = n.deliver(0, CALLER, ACCESS, &invite("plain", OFFER));
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(488)]);
+    assert!(header(&out[0], HeaderName::Warning).contains("SRTP"));
+    assert!(n.orders().is_empty(), "no media for a refused call");
+    assert!(to(&out, PEER1).is_empty());
+
+    let optional = CONFIG.replace(
+        "allow = [\"127.0.0.2/32\"]",
+        "allow = [\"127.0.0.2/32\"]\nmedia = \"srtp-optional\"",
+    );
+    let mut n = net_with(&optional, Journal::disabled(), Vec::new());
+    let out = n.deliver(0, CALLER, ACCESS, &invite("plain-ok", OFFER));
+    assert_eq!(to(&out, PEER1).len(), 1, "{out:?}");
+}

@@ -59,6 +59,8 @@ pub struct RealmRt {
     pub allow: Vec<Net>,
     /// SRTP on this side.
     pub srtp: bool,
+    /// Offers from this side must be SRTP (488 otherwise).
+    pub srtp_required: bool,
     /// New calls per second per source (0: no limit).
     pub cps_per_source: u32,
     /// Calls up at once per source (0: no limit).
@@ -231,7 +233,8 @@ impl Policy {
             .map(|r| RealmRt {
                 name: r.name.clone(),
                 allow: r.allow.iter().filter_map(|a| Net::parse(a)).collect(),
-                srtp: r.media == MediaProtection::Srtp,
+                srtp: r.media != MediaProtection::Rtp,
+                srtp_required: r.media == MediaProtection::Srtp,
                 cps_per_source: r.cps_per_source,
                 calls_per_source: r.calls_per_source,
                 listener: None,
