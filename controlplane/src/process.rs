@@ -157,7 +157,10 @@ pub fn b2bua_from_config(
         saved,
     );
     let writer = match &s.cdr_file {
-        Some(p) => Some(CdrWriter::spawn(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        Some(p) => {
+            let p = config.resolve(p);
+            Some(CdrWriter::spawn(&p).map_err(|e| format!("{}: {e}", p.display()))?)
+        }
         None => None,
     };
     Ok((b2b, writer))

@@ -868,7 +868,56 @@ impl Config {
         Ok(())
     }
 
-    /// A path from the file, resolved against the file's directory.
+    /// Checks what only this host can tell: the media address is one of its
+    /// own (a relay bound elsewhere would take no packet), and every file
+    /// the configuration names is where it says (the users file is read, a
+    /// CDR file's directory exists). Run by `rvoip config-check` and at
+    /// every start; the users file's content is checked by its reader.
+    pub fn check_host(&self) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        let err = |key: &str, message: String| ConfigError {
+            file: self.source.clone(),
+            line: line_of_key(&text, key),
+            key: key.to_string(),
+            message,
+        };
+        let probe = std::net::UdpSocket::bind((self.media.address, 0));
+        if let Err(e) = probe {
+            return Err(err(
+                "media.address",
+                format!(
+                    "{} is not an address of this host ({e}); media.advertised_address is the one for the outside",
+                    self.media.address
+                ),
+            ));
+        }
+        if let Some(f) = &self.registrar.users_file
+            && let Err(e) = std::fs::File::open(self.resolve(f))
+        {
+            return Err(err(
+                "registrar.users_file",
+                format!("{}: cannot read: {e}", self.resolve(f).display()),
+            ));
+        }
+        if let Some(f) = &self.sbc.cdr_file {
+            let path = self.resolve(f);
+            let dir = path.parent().unwrap_or(Path::new("."));
+            if !dir.is_dir() {
+                return Err(err(
+                    "sbc.cdr_file",
+                    format!(
+                        "{}: directory {} does not exist",
+                        path.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A path from the file, resolved against the file's directory: every
+    /// path key (state_dir, users_file, cdr_file) is read this way.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()

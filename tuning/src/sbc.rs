@@ -248,8 +248,8 @@ pub enum ReferMode {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sbc {
-    /// Where CDRs go, one JSON line per call (relative: to the working
-    /// directory); none: no CDRs.
+    /// Where CDRs go, one JSON line per call (relative: to the directory of
+    /// the configuration file, like every path); none: no CDRs.
     #[serde(default)]
     pub cdr_file: Option<PathBuf>,
     /// Seconds between OPTIONS health checks of each trunk peer.

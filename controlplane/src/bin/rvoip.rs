@@ -262,11 +262,21 @@ fn lint(files: &[PathBuf], json: bool, opts: &LintOptions) -> ExitCode {
     }
 }
 
+/// Reads, validates and checks a configuration against this host, with
+/// every file it names: the same for `config-check` and every start, so a
+/// file that passes the check does not stop the appliance later.
 fn load(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+    let fail = |e: &dyn std::fmt::Display| {
         eprintln!("rvoip: configuration error: {e}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    };
+    let config = Config::load(path).map_err(|e| fail(&e))?;
+    config.check_host().map_err(|e| fail(&e))?;
+    if let Some(f) = &config.registrar.users_file {
+        rvoip_controlplane::registrar::Users::load(&config.resolve(f))
+            .map_err(|e| fail(&format!("{}: registrar.users_file: {e}", path.display())))?;
+    }
+    Ok(config)
 }
 
 fn init_logging(level: &str) {
