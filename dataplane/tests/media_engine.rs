@@ -178,3 +178,55 @@ fn io_uring_driver_gives_a_finished_calls_ports_to_a_later_call() {
 fn fallback_driver_gives_a_finished_calls_ports_to_a_later_call() {
     ports_of_a_finished_call_serve_a_later_one(DriverKind::Fallback, 42400);
 }
+
+/// Calls fill 90 % of a small port range split over two workers without a
+/// refusal, though calls go to the first worker until it holds
+/// `fill_calls`: placement moves on once a worker's own pairs are spent.
+fn a_small_range_fills_to_90_percent(driver: DriverKind, base: u16) {
+    let eng = MediaEngine::start(&MediaEngineConfig {
+        address: LOCALHOST,
+        port_min: base,
+        // 40 pairs: 20 per worker.
+        port_max: base + 79,
+        cores: vec![0, 1],
+        driver,
+        polling: Polling::Interrupt { batch_wait_us: 0 },
+        relay: RelayConfig::default(),
+        fill_calls: 1000,
+        max_endpoints_per_worker: 1024,
+    })
+    .expect("engine starts");
+    assert_eq!(eng.workers(), 2);
+    let mut per_worker = [0usize; 2];
+    let mut handles = Vec::new();
+    // 18 calls of two pairs: 36 of 40 pairs.
+    for n in 0..18 {
+        let mut plan = MediaPlan::default();
+        plan.side_mut(Side::A).open_rtp = true;
+        plan.side_mut(Side::B).open_rtp = true;
+        let w = eng.place();
+        let applied = eng
+            .apply(w, None, vec![plan])
+            .unwrap_or_else(|e| panic!("call {n} on worker {w} refused: {e}"));
+        per_worker[w] += 1;
+        handles.push(applied.handle);
+    }
+    assert_eq!(
+        per_worker,
+        [10, 8],
+        "the first worker full, then the second"
+    );
+    for h in handles {
+        eng.remove(h).expect("removed");
+    }
+}
+
+#[test]
+fn io_uring_driver_places_calls_where_ports_are_free() {
+    a_small_range_fills_to_90_percent(DriverKind::IoUring, 43000);
+}
+
+#[test]
+fn fallback_driver_places_calls_where_ports_are_free() {
+    a_small_range_fills_to_90_percent(DriverKind::Fallback, 43200);
+}

@@ -202,6 +202,8 @@ pub(crate) enum Command {
 struct WorkerHandle {
     /// Calls placed on the worker and not yet removed.
     calls: AtomicUsize,
+    /// Port pairs the worker can still give out (it publishes them).
+    free_pairs: Arc<AtomicUsize>,
     queue: Arc<ArrayQueue<Command>>,
     wake: Arc<worker::Wake>,
     thread: Option<JoinHandle<WorkerReport>>,
@@ -224,6 +226,9 @@ impl fmt::Debug for MediaEngine {
         )
     }
 }
+
+/// Port pairs an audio call takes on its worker: one per side.
+const PAIRS_PER_CALL: usize = 2;
 
 /// How long the control side waits for a worker's answer.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -252,6 +257,9 @@ impl MediaEngine {
         for i in 0..n {
             let queue = Arc::new(ArrayQueue::new(1024));
             let wake = Arc::new(worker::Wake::new()?);
+            let free_pairs = Arc::new(AtomicUsize::new(
+                ports::PortPool::new(config.port_min, config.port_max, i, n).available(),
+            ));
             let settings = worker::WorkerSettings {
                 index: i,
                 workers: n,
@@ -265,6 +273,7 @@ impl MediaEngine {
                     .max_endpoints_per_worker
                     .min(limit.min(u64::from(u32::MAX)) as u32),
                 use_uring,
+                free_pairs: Arc::clone(&free_pairs),
             };
             let (q, w, ready) = (Arc::clone(&queue), Arc::clone(&wake), ready_tx.clone());
             let thread = std::thread::Builder::new()
@@ -272,6 +281,7 @@ impl MediaEngine {
                 .spawn(move || worker::run(settings, q, w, ready))?;
             workers.push(WorkerHandle {
                 calls: AtomicUsize::new(0),
+                free_pairs,
                 queue,
                 wake,
                 thread: Some(thread),
@@ -313,22 +323,38 @@ impl MediaEngine {
         self.workers.len()
     }
 
-    /// The worker a new call goes to. Workers are filled in order up to
-    /// `fill_calls` calls each, then calls go to the least loaded: a worker's
-    /// wake-ups carry more packets the busier it is, so concentrating light
-    /// load costs less CPU per packet, while heavy load still spreads over
-    /// every core.
+    /// The worker a new call goes to, among those with port pairs for it
+    /// (each worker owns its own slice of the port range, since it owns the
+    /// sockets). Workers are filled in order up to `fill_calls` calls each,
+    /// then calls go to the least loaded: a worker's wake-ups carry more
+    /// packets the busier it is, so concentrating light load costs less CPU
+    /// per packet, while heavy load still spreads over every core. When no
+    /// worker has pairs for a whole call, the one with the most gets it.
     pub fn place(&self) -> usize {
-        let loads = self.workers.iter().map(|w| w.calls.load(Ordering::Relaxed));
+        let has_room = |w: &WorkerHandle| w.free_pairs.load(Ordering::Relaxed) >= PAIRS_PER_CALL;
+        let load = |w: &WorkerHandle| w.calls.load(Ordering::Relaxed);
         if self.fill_calls > 0
-            && let Some(i) = loads.clone().position(|n| n < self.fill_calls)
+            && let Some(i) = self
+                .workers
+                .iter()
+                .position(|w| has_room(w) && load(w) < self.fill_calls)
         {
             return i;
         }
-        loads
+        let least_loaded = self
+            .workers
+            .iter()
             .enumerate()
-            .min_by_key(|(_, n)| *n)
-            .map_or(0, |(i, _)| i)
+            .filter(|(_, w)| has_room(w))
+            .min_by_key(|(_, w)| load(w))
+            .map(|(i, _)| i);
+        least_loaded.unwrap_or_else(|| {
+            self.workers
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, w)| w.free_pairs.load(Ordering::Relaxed))
+                .map_or(0, |(i, _)| i)
+        })
     }
 
     fn order<T>(

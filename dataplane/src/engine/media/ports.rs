@@ -108,6 +108,11 @@ impl PortPool {
         }
     }
 
+    /// Pairs a new leg can take (closed ones and parked ones).
+    pub(super) fn available(&self) -> usize {
+        self.closed.len() + self.parked.len()
+    }
+
     /// Pairs parked.
     #[cfg(test)]
     pub(super) fn parked(&self) -> usize {

@@ -6,6 +6,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -123,6 +124,8 @@ pub(super) struct WorkerSettings {
     pub(super) relay: RelayConfig,
     pub(super) max_endpoints: u32,
     pub(super) use_uring: bool,
+    /// Pairs this worker can still give out, published for call placement.
+    pub(super) free_pairs: Arc<AtomicUsize>,
 }
 
 /// What a worker reports when it stops.
@@ -464,9 +467,12 @@ fn handle(
             medias,
             reply,
         } => {
-            let _ = reply.send(apply(
-                relay, ports, driver, settings, clock, session, &medias,
-            ));
+            let r = apply(relay, ports, driver, settings, clock, session, &medias);
+            // Published before the reply, so the next placement sees it.
+            settings
+                .free_pairs
+                .store(ports.available(), Ordering::Relaxed);
+            let _ = reply.send(r);
         }
         Command::Snapshot { session, reply } => {
             let now_ms = clock.now().0;
@@ -480,6 +486,9 @@ fn handle(
             let now_ms = clock.now().0;
             let snap = release(relay, ports, driver, session, now_ms)
                 .map(|session| SessionSnapshot { session, now_ms });
+            settings
+                .free_pairs
+                .store(ports.available(), Ordering::Relaxed);
             let _ = reply.send(snap.ok_or(MediaError::UnknownSession));
         }
         Command::Counters { reply } => {
