@@ -17,7 +17,9 @@ use rvoip_tuning::config::{AuthMode, DigestAlgorithm, Mode, Transport as CfgTran
 use rvoip_tuning::sbc::ReferMode;
 
 use crate::core::b2bua::{B2b, B2bConfig, SavedCall};
-use crate::core::{AuthPolicy, CoreConfig, CoreCounters, Inbound, Route, SipCore, Transport};
+use crate::core::{
+    AuthPolicy, CoreConfig, CoreCounters, Inbound, Load, OverloadConfig, Route, SipCore, Transport,
+};
 use crate::registrar::digest::Algorithm;
 use crate::registrar::guard::GuardConfig;
 use crate::registrar::location::LocationService;
@@ -26,6 +28,7 @@ use crate::sbc::cdr::CdrWriter;
 use crate::sbc::journal::Journal;
 use crate::sbc::media::ShmOrders;
 use crate::sbc::policy::Policy;
+use rvoip_dataplane::shm::load::LoadBoard;
 
 fn transport(t: CfgTransport) -> Transport {
     match t {
@@ -103,6 +106,13 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
                 DigestAlgorithm::Sha256 => Algorithm::Sha256,
             })
             .collect(),
+        overload: OverloadConfig {
+            enabled: config.overload.enabled,
+            media_busy_permille: config.overload.media_busy_pct * 10,
+            media_packets_per_sec: config.overload.media_packets_per_sec,
+            sip_backlog: config.overload.sip_backlog,
+            retry_after_secs: config.overload.retry_after_secs,
+        },
         auth_guard: GuardConfig {
             failures_before_ban: r.auth_failures_before_ban,
             window_ms: u64::from(r.auth_failure_window_secs) * 1000,
@@ -273,15 +283,34 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
     let mut dropped = 0u64;
     let batch = Duration::from_micros(u64::from(config.controlplane.batch_wait_us));
     let mut last_traffic = Instant::now() - rvoip_dataplane::shm::BUSY_SPELL;
+    let mut board: Option<LoadBoard> = None;
     while !stop.load(Ordering::Relaxed) {
         if last_beat.elapsed() >= Duration::from_millis(100) {
             for c in &channels {
                 c.heartbeat();
             }
             last_beat = Instant::now();
+            if board.is_none() {
+                board = LoadBoard::open(&dir).ok();
+            }
         }
         let now = start.elapsed().as_millis() as u64;
         let unix = unix_ms();
+        // What admission of new calls goes by: the media engine's load as
+        // the dataplane last published it (older than 3 s counts as
+        // unknown), and the messages still waiting for this process.
+        core.set_load(Load {
+            media: board
+                .as_ref()
+                .and_then(LoadBoard::read)
+                .filter(|(_, at)| unix.saturating_sub(*at) <= 3_000)
+                .map(|(m, _)| m),
+            sip_backlog: channels
+                .iter()
+                .map(|c| c.stats(Direction::ToControlPlane).used_slots)
+                .sum::<u64>()
+                .min(u64::from(u32::MAX)) as u32,
+        });
         let mut handled = 0;
         for c in consumers.iter_mut() {
             while let Some(r) = c.peek() {

@@ -238,6 +238,51 @@ pub enum AuthMode {
     RegisterAndInvite,
 }
 
+/// Admission by measured load: while any limit is passed, new calls are
+/// refused with 503 and Retry-After (RFC 3261 §21.5.4) so that the calls
+/// already up keep their media. Limits of 0 are off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overload {
+    /// Admission by load at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// CPU share of the busiest media worker over its last second, percent.
+    #[serde(default = "default_media_busy_pct")]
+    pub media_busy_pct: u32,
+    /// Packets the relay forwards per second, all workers.
+    #[serde(default)]
+    pub media_packets_per_sec: u64,
+    /// SIP messages waiting for the control plane.
+    #[serde(default = "default_backlog")]
+    pub sip_backlog: u32,
+    /// Retry-After of the refusals, seconds.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_secs: u32,
+}
+
+fn default_media_busy_pct() -> u32 {
+    80
+}
+fn default_backlog() -> u32 {
+    2000
+}
+fn default_retry_after() -> u32 {
+    5
+}
+
+impl Default for Overload {
+    fn default() -> Self {
+        Overload {
+            enabled: true,
+            media_busy_pct: default_media_busy_pct(),
+            media_packets_per_sec: 0,
+            sip_backlog: default_backlog(),
+            retry_after_secs: default_retry_after(),
+        }
+    }
+}
+
 /// A digest algorithm the registrar may challenge with (RFC 8760).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum DigestAlgorithm {
@@ -540,6 +585,8 @@ pub struct Config {
     pub sbc: Sbc,
     /// Logging.
     #[serde(default)]
+    pub overload: Overload,
+    #[serde(default)]
     pub log: Log,
     /// Where the file was read from; relative paths are resolved against its directory.
     #[serde(skip)]
@@ -734,6 +781,15 @@ impl Config {
         }
         if m.timeout_secs == 0 {
             return err("media.timeout_secs", "must be at least 1".into());
+        }
+        if self.overload.media_busy_pct > 100 {
+            return err(
+                "overload.media_busy_pct",
+                "must be between 0 (off) and 100".into(),
+            );
+        }
+        if self.overload.retry_after_secs == 0 {
+            return err("overload.retry_after_secs", "must be at least 1".into());
         }
         for (j, a) in self.proxy.trusted_sources.iter().enumerate() {
             parse_cidr(a).map_err(|e| (format!("proxy.trusted_sources[{j}]"), e))?;

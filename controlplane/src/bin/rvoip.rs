@@ -16,6 +16,7 @@ use rvoip_dataplane::engine::ng_udp::NgListener;
 use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, SipTransport};
 use rvoip_dataplane::media::relay::{LatchMode, RelayConfig};
 use rvoip_dataplane::ng::NgServer;
+use rvoip_dataplane::shm::load::LoadBoard;
 use rvoip_dataplane::sip::Limits;
 use rvoip_tuning::Config;
 use rvoip_tuning::config::{Cores, IoDriver, Latch, Transport};
@@ -532,6 +533,16 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         .media
         .advertised_address
         .unwrap_or(config.media.address);
+    // The media workers' load, published for the control plane's
+    // admission of new calls ([overload]).
+    let load_probe = media.load_probe();
+    let load_board = match LoadBoard::create(&config.controlplane.ring_dir) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot publish the media load: admission by media load is off");
+            None
+        }
+    };
     let server = Arc::new(std::sync::Mutex::new(NgServer::new(media, advertised)));
     // The control plane orders media (B2BUA) over shared memory.
     let orders = match NgOrders::spawn(
@@ -572,6 +583,12 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     };
     while !stop.load(Ordering::Relaxed) {
         signals.note_hangup();
+        if let Some(b) = &load_board {
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            b.publish(load_probe.sample(), unix);
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down");
@@ -665,6 +682,8 @@ fn run_controlplane(path: &Path) -> ExitCode {
                 auth_failures = c.auth_failures,
                 auth_bans = c.auth_bans,
                 auth_refused = c.auth_refused,
+                relay_denied = c.relay_denied,
+                overload_refused = c.overload_refused,
                 malformed = c.malformed,
                 "control plane counters"
             );

@@ -1153,3 +1153,72 @@ fn an_srtp_realm_refuses_plain_rtp_unless_srtp_is_optional() {
     let out = n.deliver(0, CALLER, ACCESS, &invite("plain-ok", OFFER));
     assert_eq!(to(&out, PEER1).len(), 1, "{out:?}");
 }
+
+fn media_load(busy_permille: u32) -> crate::core::Load {
+    crate::core::Load {
+        media: Some(rvoip_dataplane::shm::load::MediaLoad {
+            busy_permille,
+            workers: 2,
+            packets_per_sec: 40_000,
+        }),
+        sip_backlog: 0,
+    }
+}
+
+#[test]
+fn an_overloaded_sbc_refuses_new_calls_and_keeps_the_ones_up() {
+    let mut n = net();
+    let (_inv, ok) = answered(&mut n, "kept");
+    let orders = n.orders().len();
+    // The busiest media worker passes 80 %: new calls get 503 with
+    // Retry-After and the reason, nothing reaches the core or the relay.
+    n.core.set_load(media_load(900));
+    let out = n.deliver(100, CALLER, ACCESS, &invite("shed", OFFER));
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(503)]);
+    assert_eq!(header(&out[0], HeaderName::RetryAfter), "5");
+    assert!(header(&out[0], HeaderName::Warning).contains("90% busy"));
+    assert_eq!(n.orders().len(), orders, "no media ordered");
+    assert_eq!(n.core.counters().overload_refused, 1);
+    // The call already up ends normally.
+    let bye = format!(
+        "BYE sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-byeov\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-kept\r\nTo: {}\r\nCall-ID: kept@127.0.0.2\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n",
+        header(&ok, HeaderName::To)
+    );
+    let out = n.deliver(200, CALLER, ACCESS, &bye);
+    assert_eq!(to(&out, PEER1).len(), 1, "BYE crosses: {out:?}");
+    // 75 % is below the limit but not below 90 % of it: still shedding.
+    n.core.set_load(media_load(750));
+    let out = n.deliver(300, CALLER, ACCESS, &invite("still", OFFER));
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(503)]);
+    // At 70 % calls are taken again.
+    n.core.set_load(media_load(700));
+    let out = n.deliver(400, CALLER, ACCESS, &invite("again", OFFER));
+    assert_eq!(to(&out, PEER1).len(), 1, "{out:?}");
+}
+
+#[test]
+fn a_peer_that_speaks_rfc_7339_is_told_how_much_to_shed() {
+    let mut n = net();
+    n.core.set_load(crate::core::Load {
+        media: None,
+        sip_backlog: 5_000,
+    });
+    let inv = invite("oc", OFFER).replace(
+        &format!("Via: SIP/2.0/UDP {CALLER};"),
+        &format!("Via: SIP/2.0/UDP {CALLER};oc;"),
+    );
+    assert!(inv.contains(";oc;"), "{inv}");
+    let out = n.deliver(0, CALLER, ACCESS, &inv);
+    assert_eq!(status(&out[0]), Some(503));
+    let via = header(&out[0], HeaderName::Via);
+    assert!(
+        via.contains(";oc=50;oc-algo=\"loss\";oc-validity=5000;oc-seq="),
+        "{via}"
+    );
+    assert!(header(&out[0], HeaderName::Warning).contains("5000 SIP messages waiting"));
+    // A peer that did not ask gets plain 503 + Retry-After.
+    let out = n.deliver(10, CALLER, ACCESS, &invite("no-oc", OFFER));
+    assert_eq!(status(&out[0]), Some(503));
+    assert!(!header(&out[0], HeaderName::Via).contains("oc="));
+}

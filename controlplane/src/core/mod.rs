@@ -99,6 +99,46 @@ pub(crate) struct Hop {
     pub(crate) conn: Option<u32>,
 }
 
+/// Admission by measured load ([`SipCore::set_load`]): while a limit is
+/// passed, new calls (out-of-dialog INVITEs) get 503 with Retry-After so
+/// the calls already up keep their media. A limit of 0 is off. Once
+/// shedding, calls are taken again only below 90 % of every limit, so
+/// admission does not flap at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverloadConfig {
+    /// Admission by load at all.
+    pub enabled: bool,
+    /// Busiest media worker's CPU share, permille.
+    pub media_busy_permille: u32,
+    /// Packets relayed per second.
+    pub media_packets_per_sec: u64,
+    /// SIP messages waiting for the control plane.
+    pub sip_backlog: u32,
+    /// Retry-After of the refusals, seconds.
+    pub retry_after_secs: u32,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        OverloadConfig {
+            enabled: true,
+            media_busy_permille: 800,
+            media_packets_per_sec: 0,
+            sip_backlog: 2000,
+            retry_after_secs: 5,
+        }
+    }
+}
+
+/// The load the process measured, for admission.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// The media engine's last published load (`None`: unknown or stale).
+    pub media: Option<rvoip_dataplane::shm::load::MediaLoad>,
+    /// SIP messages waiting in the rings from the dataplane.
+    pub sip_backlog: u32,
+}
+
 /// Which requests are challenged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthPolicy {
@@ -133,6 +173,8 @@ pub struct CoreConfig {
     pub digest_algorithms: Vec<Algorithm>,
     /// When failed digest attempts ban their source.
     pub auth_guard: GuardConfig,
+    /// Admission by measured load.
+    pub overload: OverloadConfig,
     /// Transaction timers.
     pub timers: Timers,
     /// Timer C (RFC 3261 §16.6 step 11), > 3 minutes.
@@ -157,6 +199,7 @@ impl Default for CoreConfig {
             nonce_lifetime_ms: 300_000,
             digest_algorithms: vec![Algorithm::Md5],
             auth_guard: GuardConfig::default(),
+            overload: OverloadConfig::default(),
             timers: Timers::default(),
             timer_c_ms: 181_000,
             limits: Limits::default(),
@@ -209,6 +252,8 @@ pub struct CoreCounters {
     /// Requests refused (403) because their source is banned for failed
     /// digest attempts.
     pub auth_refused: u64,
+    /// New calls refused (503) because the appliance was overloaded.
+    pub overload_refused: u64,
     /// Requests refused (403) or ACKs dropped because they would have been
     /// relayed to a target this proxy does not serve for that source.
     pub relay_denied: u64,
@@ -306,6 +351,10 @@ pub struct SipCore {
     auth: Authenticator,
     guard: AuthGuard,
     refusal_log: LogBudget,
+    /// The load last measured, and whether new calls are being shed.
+    load: Load,
+    shedding: bool,
+    overload_log: LogBudget,
     pub(crate) keys: KeyHasher,
     /// Boxed, so the tables hold a key and a pointer per transaction: tens
     /// of thousands linger for 32 s (Timers J, L, M), and growing a table
@@ -398,6 +447,10 @@ impl SipCore {
             auth,
             guard,
             refusal_log: LogBudget::default(),
+            load: Load::default(),
+            shedding: false,
+            // One line per ten seconds while shedding, with the count.
+            overload_log: LogBudget::new(1, 10_000),
             keys: KeyHasher::new(secret),
             servers: FxHashMap::default(),
             clients: FxHashMap::default(),
@@ -429,6 +482,137 @@ impl SipCore {
     /// Live transactions (server, client).
     pub fn transactions(&self) -> (usize, usize) {
         (self.servers.len(), self.clients.len())
+    }
+
+    /// The load measured now, for admission of new calls.
+    pub fn set_load(&mut self, load: Load) {
+        self.load = load;
+    }
+
+    /// Why new calls are refused now, if they are.
+    fn overload_reason(&mut self) -> Option<String> {
+        let o = self.config.overload;
+        if !o.enabled {
+            return None;
+        }
+        // Below 90 % of a limit a shedding core takes calls again.
+        let passed = |value: u64, limit: u64, shedding: bool| {
+            limit > 0 && value * 10 >= limit * if shedding { 9 } else { 10 }
+        };
+        let mut reason = None;
+        if let Some(m) = self.load.media {
+            if passed(
+                u64::from(m.busy_permille),
+                u64::from(o.media_busy_permille),
+                self.shedding,
+            ) {
+                reason = Some(format!(
+                    "overload: a media worker is {}% busy",
+                    m.busy_permille / 10
+                ));
+            } else if passed(m.packets_per_sec, o.media_packets_per_sec, self.shedding) {
+                reason = Some(format!(
+                    "overload: media at {} packets/s",
+                    m.packets_per_sec
+                ));
+            }
+        }
+        if reason.is_none()
+            && passed(
+                u64::from(self.load.sip_backlog),
+                u64::from(o.sip_backlog),
+                self.shedding,
+            )
+        {
+            reason = Some(format!(
+                "overload: {} SIP messages waiting",
+                self.load.sip_backlog
+            ));
+        }
+        self.shedding = reason.is_some();
+        reason
+    }
+
+    /// Refuses a new call for overload: 503 with Retry-After (RFC 3261
+    /// §21.5.4) and the reason; with RFC 7339 overload control for a peer
+    /// that asked for it (`oc` in its Via), the loss percentage it should
+    /// shed and for how long.
+    fn refuse_for_overload(
+        &mut self,
+        now: Millis,
+        key: &ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        reason: &str,
+    ) {
+        self.counters.overload_refused += 1;
+        if let Some(suppressed) = self.overload_log.take(now) {
+            tracing::warn!(
+                reason,
+                refused_since_last_line = suppressed + 1,
+                source = %inb.remote,
+                "refusing new calls"
+            );
+        }
+        let retry = self.config.overload.retry_after_secs.to_string();
+        let mut warning = Vec::with_capacity(reason.len() + 16);
+        write_warning(399, b"rvoip", reason, &mut warning);
+        let mut out = Vec::with_capacity(512);
+        let tag = build::to_tag(&[&key.seed(), msg.call_id().unwrap_or_default()]);
+        write_response(
+            msg,
+            503,
+            b"Service Unavailable",
+            Some(tag.as_bytes()),
+            &[
+                (HeaderName::RetryAfter, retry.as_bytes()),
+                (HeaderName::Warning, &warning),
+            ],
+            &mut out,
+        );
+        // RFC 7339 §5.2: a server that supports overload control answers
+        // a client that announced it (a bare `oc` in its Via) with the
+        // reduction it wants, here shedding half of what it sends, valid
+        // for the Retry-After period.
+        let asked = msg
+            .top_via()
+            .ok()
+            .is_some_and(|v| v.params.get("oc").is_some());
+        if asked
+            && let Ok(resp) = SipMessage::parse(&out, Framing::Datagram, &self.config.limits)
+            && let Some(top) = resp.header(HeaderName::Via)
+        {
+            let first = top.split(|b| *b == b',').next().unwrap_or(top);
+            let mut v: Vec<u8> = first
+                .split(|b| *b == b';')
+                .enumerate()
+                .filter(|(i, p)| {
+                    let p = p.trim_ascii();
+                    *i == 0 || !(p.eq_ignore_ascii_case(b"oc") || p.starts_with(b"oc="))
+                })
+                .flat_map(|(i, p)| {
+                    let mut part = if i == 0 { Vec::new() } else { b";".to_vec() };
+                    part.extend_from_slice(p.trim_ascii());
+                    part
+                })
+                .collect();
+            v.extend_from_slice(
+                format!(
+                    ";oc=50;oc-algo=\"loss\";oc-validity={};oc-seq={}",
+                    u64::from(self.config.overload.retry_after_secs) * 1000,
+                    self.unix_base + now
+                )
+                .as_bytes(),
+            );
+            let mut f = Forward::new(&resp);
+            if f.set_top_via(&v).is_ok() {
+                let mut rewritten = Vec::with_capacity(out.len() + 64);
+                f.write_to(&mut rewritten);
+                out = rewritten;
+            }
+        }
+        self.counters.generated += 1;
+        self.server_respond(now, key, 503, out);
     }
 
     /// The registrar.
@@ -793,6 +977,15 @@ impl SipCore {
             }
             self.log_refusal(now, msg, inb, r.status, &r.reason);
             self.respond(now, &key, msg, r.status, reason_phrase(r.status), &extra);
+            return;
+        }
+        // New calls only: requests within calls already up are what the
+        // shedding protects.
+        if method == Method::Invite
+            && !in_dialog
+            && let Some(reason) = self.overload_reason()
+        {
+            self.refuse_for_overload(now, &key, msg, inb, &reason);
             return;
         }
         if self.b2b.is_some() {

@@ -696,6 +696,8 @@ impl SipMeta {
     }
 }
 
+pub mod load;
+
 #[cfg(test)]
 mod tests;
 

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
@@ -46,4 +49,124 @@ impl Drop for Group {
         signal("-KILL");
         let _ = self.0.wait();
     }
+}
+
+/// A child process, and the SBC's ring directory in shared memory (RAM):
+/// both gone when dropped.
+pub(crate) struct Killed(pub(crate) Child, pub(crate) Option<PathBuf>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) && !matches!(self.0.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if let Some(rings) = &self.1 {
+            let _ = std::fs::remove_dir_all(rings);
+        }
+    }
+}
+
+/// The `rvoip` binary of this build, built on demand (it belongs to
+/// another package of the workspace).
+pub(crate) fn rvoip_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_rvoip-loadtest")).with_file_name("rvoip");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "rvoip-controlplane", "--bin", "rvoip"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().expect("cargo build").success());
+    }
+    path
+}
+
+/// Runs `config/sbc.toml` in `dir` with its listeners, trunk peers, media
+/// ports and rings moved to `access`, `core_peer`, `media_base`… and the
+/// `extra` replacements applied; returns once it answers OPTIONS.
+pub(crate) fn run_sbc(
+    dir: &Path,
+    access: u16,
+    core_peer: u16,
+    media_base: u16,
+    extra: &[(&str, String)],
+) -> Killed {
+    let mut text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sbc.toml"))
+            .unwrap();
+    let rings = format!("/dev/shm/rvoip-lt-sbc-{}-{media_base}", std::process::id());
+    for (from, to) in [
+        ("127.0.0.1:5060", format!("127.0.0.1:{access}")),
+        ("127.0.0.1:5062", format!("127.0.0.1:{}", free_port())),
+        ("127.0.0.1:5070", format!("127.0.0.1:{core_peer}")),
+        ("127.0.0.1:5072", format!("127.0.0.1:{}", free_port())),
+        ("127.0.0.1:2223", format!("127.0.0.1:{}", free_port())),
+        ("port_min = 30000", format!("port_min = {media_base}")),
+        (
+            "port_max = 39999",
+            format!("port_max = {}", media_base + 199),
+        ),
+        (
+            "ring_dir = \"/dev/shm/rvoip\"",
+            format!("ring_dir = \"{rings}\""),
+        ),
+        ("state_dir = \"../state\"", "state_dir = \"state\"".into()),
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    {
+        assert!(text.contains(from), "sbc.toml has no {from:?}");
+        text = text.replace(from, &to);
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/users.toml"),
+        dir.join("users.toml"),
+    )
+    .unwrap();
+    let config = dir.join("sbc.toml");
+    std::fs::write(&config, text).unwrap();
+    let sbc = Killed(
+        Command::new(rvoip_binary())
+            .args(["run", "--config"])
+            .arg(&config)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("rvoip.log")).unwrap())
+            .spawn()
+            .expect("rvoip"),
+        Some(PathBuf::from(&rings)),
+    );
+    // Ready when it answers OPTIONS on the access side.
+    let sock = UdpSocket::bind("127.0.0.2:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in 0.. {
+        let msg = format!(
+            "OPTIONS sip:127.0.0.1:{access} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-r{n}\r\n\
+From: <sip:probe@rvoip.test>;tag=r\r\nTo: <sip:127.0.0.1>\r\nCall-ID: r{n}\r\nCSeq: 1 OPTIONS\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            sock.local_addr().unwrap()
+        );
+        sock.send_to(msg.as_bytes(), ("127.0.0.1", access)).unwrap();
+        let mut buf = [0u8; 2048];
+        if let Ok((len, _)) = sock.recv_from(&mut buf)
+            && buf[..len].starts_with(b"SIP/2.0 200")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the SBC did not start: {}",
+            std::fs::read_to_string(dir.join("rvoip.log")).unwrap_or_default()
+        );
+    }
+    sbc
 }

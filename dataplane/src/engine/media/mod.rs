@@ -204,6 +204,8 @@ struct WorkerHandle {
     calls: AtomicUsize,
     /// Port pairs the worker can still give out (it publishes them).
     free_pairs: Arc<AtomicUsize>,
+    /// The worker's load over its last second (it publishes it).
+    load: Arc<worker::WorkerLoad>,
     queue: Arc<ArrayQueue<Command>>,
     wake: Arc<worker::Wake>,
     thread: Option<JoinHandle<WorkerReport>>,
@@ -224,6 +226,34 @@ impl fmt::Debug for MediaEngine {
             self.workers.len(),
             self.driver
         )
+    }
+}
+
+/// Reads the media workers' load (see [`MediaEngine::load_probe`]).
+#[derive(Debug, Clone)]
+pub struct LoadProbe {
+    workers: Vec<Arc<worker::WorkerLoad>>,
+}
+
+impl LoadProbe {
+    /// The load over each worker's last second: the busiest worker's CPU
+    /// share (one busy core is a limit, whatever the others do) and the
+    /// packets relayed by all.
+    pub fn sample(&self) -> crate::shm::load::MediaLoad {
+        crate::shm::load::MediaLoad {
+            busy_permille: self
+                .workers
+                .iter()
+                .map(|w| w.busy_permille.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0),
+            workers: self.workers.len() as u32,
+            packets_per_sec: self
+                .workers
+                .iter()
+                .map(|w| w.packets_per_sec.load(Ordering::Relaxed))
+                .sum(),
+        }
     }
 }
 
@@ -257,6 +287,7 @@ impl MediaEngine {
         for i in 0..n {
             let queue = Arc::new(ArrayQueue::new(1024));
             let wake = Arc::new(worker::Wake::new()?);
+            let load = Arc::new(worker::WorkerLoad::default());
             let free_pairs = Arc::new(AtomicUsize::new(
                 ports::PortPool::new(config.port_min, config.port_max, i, n).available(),
             ));
@@ -274,6 +305,7 @@ impl MediaEngine {
                     .min(limit.min(u64::from(u32::MAX)) as u32),
                 use_uring,
                 free_pairs: Arc::clone(&free_pairs),
+                load: Arc::clone(&load),
             };
             let (q, w, ready) = (Arc::clone(&queue), Arc::clone(&wake), ready_tx.clone());
             let thread = std::thread::Builder::new()
@@ -282,6 +314,7 @@ impl MediaEngine {
             workers.push(WorkerHandle {
                 calls: AtomicUsize::new(0),
                 free_pairs,
+                load,
                 queue,
                 wake,
                 thread: Some(thread),
@@ -321,6 +354,14 @@ impl MediaEngine {
     /// Number of workers.
     pub fn workers(&self) -> usize {
         self.workers.len()
+    }
+
+    /// A handle that reads the workers' load, usable after the engine has
+    /// been handed to its owner.
+    pub fn load_probe(&self) -> LoadProbe {
+        LoadProbe {
+            workers: self.workers.iter().map(|w| Arc::clone(&w.load)).collect(),
+        }
     }
 
     /// The worker a new call goes to, among those with port pairs for it

@@ -6,7 +6,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,67 @@ pub(super) struct WorkerSettings {
     pub(super) use_uring: bool,
     /// Pairs this worker can still give out, published for call placement.
     pub(super) free_pairs: Arc<AtomicUsize>,
+    /// This worker's load over its last second, published for admission.
+    pub(super) load: Arc<WorkerLoad>,
+}
+
+/// A worker's load over its last second.
+#[derive(Debug, Default)]
+pub(super) struct WorkerLoad {
+    /// CPU time of the worker thread per wall time, permille.
+    pub(super) busy_permille: AtomicU32,
+    /// Packets relayed per second.
+    pub(super) packets_per_sec: AtomicU64,
+}
+
+/// Measures a worker thread's CPU time and relayed packets between two
+/// looks: the thread's own CPU clock, so how the driver waits (io_uring,
+/// epoll, busy polling) does not matter.
+struct LoadMeter {
+    wall: Instant,
+    cpu_ns: u64,
+    forwarded: u64,
+}
+
+impl LoadMeter {
+    fn start() -> Self {
+        LoadMeter {
+            wall: Instant::now(),
+            cpu_ns: thread_cpu_ns(),
+            forwarded: 0,
+        }
+    }
+
+    fn measure(&mut self, out: &WorkerLoad, forwarded: u64) {
+        let wall_ns = self.wall.elapsed().as_nanos().max(1) as u64;
+        let cpu = thread_cpu_ns();
+        let busy = cpu.saturating_sub(self.cpu_ns).saturating_mul(1000) / wall_ns;
+        let packets = forwarded.saturating_sub(self.forwarded);
+        out.busy_permille
+            .store(busy.min(1000) as u32, Ordering::Relaxed);
+        out.packets_per_sec.store(
+            packets.saturating_mul(1_000_000_000) / wall_ns,
+            Ordering::Relaxed,
+        );
+        *self = LoadMeter {
+            wall: Instant::now(),
+            cpu_ns: cpu,
+            forwarded,
+        };
+    }
+}
+
+/// CPU time this thread has used, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
 /// What a worker reports when it stops.
@@ -176,6 +237,7 @@ pub(super) fn run(
         settings.workers,
     );
     let mut last_tick = 0u64;
+    let mut meter = LoadMeter::start();
     loop {
         if let Err(e) = driver.poll(&mut relay, &clock, Duration::from_millis(250)) {
             // A driver error is not fatal to the calls: count and continue.
@@ -201,6 +263,7 @@ pub(super) fn run(
             while let Some(p) = ports.unpark_idle(now_ms) {
                 close_parked(&mut ports, driver.as_mut(), p);
             }
+            meter.measure(&settings.load, relay.counters().forwarded);
             last_tick = now_ms;
         }
         if stop {
