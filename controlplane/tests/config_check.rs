@@ -99,5 +99,13 @@ fn the_cdr_file_is_relative_to_the_configuration_like_every_path() {
     std::fs::create_dir(dir.join("cdrs")).unwrap();
     let out = rvoip(&["config-check"], &cfg);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The shipped file named bare, from its own directory.
+    let shipped = test_config("sbc.toml", &dir, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_rvoip"))
+        .args(["config-check", "sbc.toml"])
+        .current_dir(shipped.parent().unwrap())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }

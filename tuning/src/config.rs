@@ -957,7 +957,12 @@ impl Config {
         }
         if let Some(f) = &self.sbc.cdr_file {
             let path = self.resolve(f);
-            let dir = path.parent().unwrap_or(Path::new("."));
+            // A bare file name (a configuration read from the working
+            // directory) has an empty parent: the working directory.
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
             if !dir.is_dir() {
                 return Err(err(
                     "sbc.cdr_file",
