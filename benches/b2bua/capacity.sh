@@ -39,7 +39,7 @@ for mode in $MODES; do
         -e "s|^enabled = true|enabled = $enabled|" \
         "$ROOT/config/sbc.toml" > "$dir/sbc.toml"
     wait_udp_free 127.0.0.1:5060 127.0.0.1:5070
-    (cd "$dir" && exec "$BIN/rvoip" run --config sbc.toml 2> rvoip.log) &
+    (cd "$dir" && RVOIP_LOG=info,rvoip=debug exec "$BIN/rvoip" run --config sbc.toml 2> rvoip.log) &
     PID=$!
     sip_ready 5060 || { echo "SBC did not start"; cat "$dir/rvoip.log"; exit 1; }
     timeout $((DURATION + HOLD + 90)) "$BIN/rvoip-loadtest" uas --listen 127.0.0.1:5070 --media --quiet \
@@ -60,12 +60,16 @@ c = r["calls"]; rtp = r["rtp"]
 exp = rtp["received"] + rtp["lost"]
 loss = 100.0 * rtp["lost"] / exp if exp else 0.0
 log = open(f"{d}/rvoip.log").read()
+busy = sorted(int(b) for b in re.findall(r"media load busy_pct=(\d+)", log))
+pps = sorted(int(b) for b in re.findall(r"packets_per_sec=(\d+)", log))
 def counter(name):
     m = re.findall(rf"{name}=(\d+)", log)
     return m[-1] if m else "?"
 print(f"{mode:<4} {c['attempted']:>6} {c['completed']:>9} {c['failed']:>9} "
       f"by reason {r['failures_by_reason']}; RTP lost {loss:.2f} %, "
       f"transit p99 {r['latency_ms']['rtp_transit']['p99']} ms, MOS {r['mos']:.2f}; "
-      f"SBC: overload_refused={counter('overload_refused')} retransmissions={counter('retransmissions')}")
+      f"SBC: overload_refused={counter('overload_refused')} retransmissions={counter('retransmissions')}, "
+      f"media worker demand p50/max {busy[len(busy)//2] if busy else '?'}/{busy[-1] if busy else '?'} %, "
+      f"relayed max {pps[-1] if pps else '?'} pkt/s")
 PY
 done

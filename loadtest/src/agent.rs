@@ -201,6 +201,8 @@ pub struct Agent {
     local: Local,
     /// The Request-URI every call uses, written once.
     request_uri: Option<Arc<str>>,
+    /// Calls given up whose late 2xx was acknowledged and hung up.
+    abandoned: rustc_hash::FxHashSet<u64>,
 }
 
 /// A Via branch unique to call `n` of run `run` and its request `what`.
@@ -214,10 +216,14 @@ impl Agent {
     /// An agent starting at `now_ns`.
     pub fn new(cfg: Config, now_ns: u64) -> Self {
         let local = Local::new(cfg.sip_local, cfg.rtp_local);
+        // A UAC knows which call each stream belongs to (SSRCs announced in
+        // the SDP), so its RTP figures are of completed calls only.
+        let mut report = Report::default();
+        report.rtp_completed_only = cfg.role == Role::Uac;
         Agent {
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(cfg.run_id),
             cfg,
-            report: Report::default(),
+            report,
             start_ns: now_ns,
             next_call: 0,
             active: 0,
@@ -238,6 +244,7 @@ impl Agent {
             out: Vec::new(),
             local,
             request_uri: None,
+            abandoned: rustc_hash::FxHashSet::default(),
         }
     }
 
@@ -423,10 +430,19 @@ impl Agent {
         self.schedule(now_ns + 64 * T1, n, Timer::InviteTimeout, 0);
     }
 
+    /// Ends UAC call `n`, completed or failed for `failure`. A failed
+    /// call's media stops, and what it received leaves the RTP figures
+    /// (they describe completed calls): counted apart.
     fn end_uac(&mut self, n: u64, failure: Option<&str>) {
         if let Some(call) = self.uac.remove(&n) {
             if let Some(ssrc) = call.remote_ssrc {
                 self.srtp_rx.remove(&ssrc);
+                if failure.is_some()
+                    && let Some((r, _)) = self.receivers.remove(&ssrc)
+                {
+                    self.report.rtp_received -= r.received.min(self.report.rtp_received);
+                    self.report.rtp_failed_calls += r.received;
+                }
             }
             self.active = self.active.saturating_sub(1);
             match failure {
@@ -468,10 +484,16 @@ impl Agent {
                     Timer::InviteTimeout
                         if matches!(call.state, UacState::Calling | UacState::Proceeding) =>
                     {
-                        // Timer B (no final response at all); a Proceeding
-                        // call waits here too rather than forever (Timer C's
-                        // role, at 64·T1).
-                        self.end_uac(key, Some("timeout"));
+                        // Timer B: nothing at all came back (the request was
+                        // dropped: a ban, a dead peer) or only provisionals
+                        // (a Proceeding call waits here too rather than
+                        // forever: Timer C's role, at 64·T1).
+                        let reason = if call.state == UacState::Calling {
+                            "no-response"
+                        } else {
+                            "no-final-response"
+                        };
+                        self.end_uac(key, Some(reason));
                     }
                     Timer::Hangup if call.state == UacState::Confirmed => {
                         call.state = UacState::Hangup;
@@ -578,6 +600,9 @@ impl Agent {
             return;
         };
         let Some(n) = self.call_number(msg) else {
+            if cseq.method == Method::Invite && (200..300).contains(&code) {
+                self.hang_up_abandoned(msg, cseq.seq);
+            }
             return;
         };
         let target = self.cfg.target;
@@ -606,7 +631,7 @@ impl Agent {
                         return;
                     }
                     let us = now_ns.saturating_sub(call.started_ns) / 1000;
-                    report::record(&mut self.report.invite_to_200, us);
+                    self.report.record_setup(us);
                     let to = sip::to_value(msg).unwrap_or_default();
                     let route = sip::route_set(msg);
                     let remote = sip::contact_uri(msg)
@@ -714,7 +739,7 @@ impl Agent {
                             self.schedule(now_ns + T1, n, Timer::InviteRetransmit, g);
                             self.schedule(now_ns + 64 * T1, n, Timer::InviteTimeout, g);
                         }
-                        None => self.end_uac(n, Some(&code.to_string())),
+                        None => self.end_uac(n, Some(&sip::failure_reason(code, msg))),
                     }
                 }
             }
@@ -726,6 +751,56 @@ impl Agent {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A 2xx to an INVITE of this run whose call was already given up
+    /// (it timed out): acknowledged and hung up at once (RFC 3261
+    /// §13.2.2.4), so the far end does not keep a call and its media up
+    /// that nobody measures.
+    fn hang_up_abandoned(&mut self, msg: &SipMessage<'_>, cseq: u32) {
+        let Some(target) = self.cfg.target else {
+            return;
+        };
+        let (Ok(cid), Ok(from)) = (msg.call_id(), msg.from()) else {
+            return;
+        };
+        let run = u64::from(self.cfg.run_id);
+        let ours = std::str::from_utf8(cid).ok().and_then(|c| {
+            let (n, rest) = c.split_once('-')?;
+            let (r, _) = rest.split_once('@')?;
+            (r.parse::<u64>().ok()? == run).then(|| n.parse::<u64>().ok())?
+        });
+        let Some(n) = ours else {
+            return;
+        };
+        let dialog = Dialog {
+            call_id: String::from_utf8_lossy(cid).into_owned(),
+            from_tag: String::from_utf8_lossy(from.tag().unwrap_or_default()).into_owned(),
+            request_uri: Arc::from(""),
+            local: self.local.sip.clone(),
+        };
+        let to = sip::to_value(msg).unwrap_or_default();
+        let route = sip::route_set(msg);
+        let Some(remote) = sip::contact_uri(msg) else {
+            return;
+        };
+        for (method, seq, what) in [("ACK", cseq, "la"), ("BYE", cseq + 1, "lb")] {
+            let m = sip::in_dialog(
+                &dialog,
+                method,
+                seq,
+                &branch(n, run, what),
+                &remote,
+                &to,
+                &route,
+            );
+            self.out.push((n, m, target));
+        }
+        // Each retransmission of the 2xx gets its ACK again (and the BYE,
+        // a retransmission of the same transaction); the call counts once.
+        if self.abandoned.insert(n) {
+            self.report.abandoned_hung_up += 1;
         }
     }
 
@@ -963,10 +1038,8 @@ impl Agent {
         r.0.on_packet(seq, sent, now_ns);
         r.1 = now_ns;
         self.report.rtp_received += 1;
-        report::record(
-            &mut self.report.rtp_transit,
-            now_ns.saturating_sub(sent) / 1000,
-        );
+        self.report
+            .record_transit(now_ns.saturating_sub(sent) / 1000);
     }
 
     /// Folds the statistics of streams silent for 2 s (all of them with

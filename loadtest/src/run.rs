@@ -309,45 +309,33 @@ fn drive(
         if t >= next_second {
             next_second += 1_000_000_000;
             agent.fold_streams(t, false);
-            let r = &agent.report;
-            let p99 = if r.invite_to_200.is_empty() {
-                0.0
-            } else {
-                r.invite_to_200.value_at_quantile(0.99) as f64 / 1000.0
-            };
             let secs = (t - start) as f64 / 1e9;
-            let line = (
-                secs,
-                r.attempted,
-                agent.active(),
-                r.completed,
-                r.failed,
-                r.rtp_received,
-                p99,
-            );
             let prev = agent.report.timeline.last().copied();
-            agent.report.timeline.push(line);
+            let (active, live_lost) = (agent.active(), agent.live_loss());
+            let line = agent.report.close_second(secs, active, live_lost);
             if progress {
-                let (cps, pps) = prev.map_or((line.1 as f64, line.5 as f64), |p| {
-                    (
-                        (line.1 - p.1) as f64 / (secs - p.0),
-                        (line.5 - p.5) as f64 / (secs - p.0),
-                    )
-                });
-                let lost = agent.report.rtp_lost + agent.live_loss();
-                let expected = agent.report.rtp_received + lost;
+                let prev = prev.unwrap_or_default();
+                let dt = (line.t_s - prev.t_s).max(1e-3);
+                let cps = (line.attempted - prev.attempted) as f64 / dt;
+                let pps = line.rtp_received.saturating_sub(prev.rtp_received) as f64 / dt;
+                let expected = line.rtp_received + line.rtp_lost;
                 let loss = if expected == 0 {
                     0.0
                 } else {
-                    100.0 * lost as f64 / expected as f64
+                    100.0 * line.rtp_lost as f64 / expected as f64
                 };
                 let _ = writeln!(
                     io::stderr(),
-                    "[{secs:6.1}s] attempted {} active {} completed {} failed {} | {cps:.0} cps | rtp {pps:.0} pps rx, loss {loss:.2} % | p99 INVITE->200 {p99:.2} ms",
-                    line.1,
-                    line.2,
-                    line.3,
-                    line.4
+                    "[{secs:6.1}s] attempted {} active {} completed {} failed {} | {cps:.0} cps | rtp {pps:.0} pps rx, loss {loss:.2} % | this second's INVITE->200 p99 {} ms",
+                    line.attempted,
+                    line.active,
+                    line.completed,
+                    line.failed,
+                    if line.setup_p99_ms.is_nan() {
+                        "-".to_owned()
+                    } else {
+                        format!("{:.2}", line.setup_p99_ms)
+                    }
                 );
             }
         }

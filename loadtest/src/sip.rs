@@ -399,6 +399,20 @@ pub fn contact_uri(msg: &SipMessage<'_>) -> Option<String> {
     Some(uri.to_owned())
 }
 
+/// A failure as the report names it: the status and its reason phrase
+/// (`503 Service Unavailable`), so a refusal reads as what it is.
+pub fn failure_reason(code: u16, msg: &SipMessage<'_>) -> String {
+    let phrase = msg
+        .reason_phrase()
+        .map(|p| String::from_utf8_lossy(p).trim().to_owned())
+        .unwrap_or_default();
+    if phrase.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code} {phrase}")
+    }
+}
+
 /// The raw To header value.
 pub fn to_value(msg: &SipMessage<'_>) -> Option<String> {
     msg.header(HeaderName::To)

@@ -78,7 +78,10 @@ fn past_its_load_limit_the_sbc_refuses_new_calls_and_keeps_the_call_up() {
         ],
     );
     assert_eq!(shed["calls"]["completed"], 0, "{shed}");
-    assert_eq!(shed["failures_by_reason"]["503"], 4, "{shed}");
+    assert_eq!(
+        shed["failures_by_reason"]["503 Service Unavailable"], 4,
+        "{shed}"
+    );
     let (ok, first) = first.join().unwrap();
     assert!(ok, "{first}");
     assert_eq!(first["calls"]["completed"], 1, "{first}");

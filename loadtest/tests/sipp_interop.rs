@@ -191,7 +191,7 @@ fn registrations_answer_a_sipp_digest_challenge() {
     let bad = d.join("bad.json");
     assert_eq!(run("nope", &bad), Some(1));
     let r = report(&bad);
-    assert_eq!(r["failures_by_reason"]["403"], 50, "{r}");
+    assert_eq!(r["failures_by_reason"]["403 Forbidden"], 50, "{r}");
 }
 
 #[test]

@@ -247,7 +247,8 @@ pub struct Overload {
     /// Admission by load at all.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// CPU share of the busiest media worker over its last second, percent.
+    /// Demand for a core of the busiest media worker over its last second
+    /// (the time it ran or waited to run), percent.
     #[serde(default = "default_media_busy_pct")]
     pub media_busy_pct: u32,
     /// Packets the relay forwards per second, all workers.

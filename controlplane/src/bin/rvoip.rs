@@ -581,13 +581,23 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             None
         }
     };
+    let mut last_load_line = 0u64;
     while !stop.load(Ordering::Relaxed) {
         signals.note_hangup();
         if let Some(b) = &load_board {
             let unix = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            b.publish(load_probe.sample(), unix);
+            let load = load_probe.sample();
+            b.publish(load, unix);
+            if unix / 1000 != last_load_line {
+                last_load_line = unix / 1000;
+                tracing::debug!(
+                    busy_pct = load.busy_permille / 10,
+                    packets_per_sec = load.packets_per_sec,
+                    "media load"
+                );
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -108,7 +108,8 @@ pub(crate) struct Hop {
 pub struct OverloadConfig {
     /// Admission by load at all.
     pub enabled: bool,
-    /// Busiest media worker's CPU share, permille.
+    /// Busiest media worker's demand for a core (ran or waited to run),
+    /// permille.
     pub media_busy_permille: u32,
     /// Packets relayed per second.
     pub media_packets_per_sec: u64,

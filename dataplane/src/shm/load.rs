@@ -6,7 +6,8 @@
 //!
 //! Layout (little-endian, 64 octets): magic `RVOIPLOD`, version (u32),
 //! padding, then atomics: the Unix time of the last update (ms), the
-//! busiest media worker's CPU share over its last second (permille), the
+//! busiest media worker's demand for a core over its last second (the time
+//! it ran or waited to run, permille), the
 //! number of media workers, and the packets relayed per second.
 
 use std::fs::OpenOptions;
@@ -34,8 +35,8 @@ struct Board {
 /// The media engine's load over its last second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MediaLoad {
-    /// CPU time of the busiest media worker thread per second of wall time,
-    /// in permille.
+    /// Demand for a core of the busiest media worker thread (time it ran or
+    /// waited to run per second of wall time), in permille.
     pub busy_permille: u32,
     /// Media workers.
     pub workers: u32,

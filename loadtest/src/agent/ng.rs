@@ -12,7 +12,6 @@ use rvoip_dataplane::ng::bencode::{Value, decode, encode};
 use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite, sdes};
 
 use super::{Agent, T1, Timer};
-use crate::report;
 use crate::sip;
 
 /// Where an ng call is.
@@ -245,7 +244,7 @@ impl Agent {
                     return;
                 };
                 let us = now_ns.saturating_sub(call.started_ns) / 1000;
-                report::record(&mut self.report.invite_to_200, us);
+                self.report.record_setup(us);
                 // SRTP: leg A sends with its key and hears leg B's stream under
                 // the relay's key for A; leg B the other way round.
                 let mut tx = (None, None);

@@ -8,7 +8,6 @@ use rvoip_controlplane::registrar::digest::answer_challenge;
 use rvoip_dataplane::sip::{HeaderName, Method};
 
 use super::{Agent, T1, T2, Timer};
-use crate::report;
 use crate::sip;
 
 /// One registration in progress.
@@ -135,7 +134,7 @@ impl Agent {
         }
         if (200..300).contains(&code) {
             let us = now_ns.saturating_sub(call.started_ns) / 1000;
-            report::record(&mut self.report.invite_to_200, us);
+            self.report.record_setup(us);
             self.reg_end(n, None);
             return;
         }
@@ -151,6 +150,6 @@ impl Agent {
                 return;
             }
         }
-        self.reg_end(n, Some(&code.to_string()));
+        self.reg_end(n, Some(&sip::failure_reason(code, &msg)));
     }
 }

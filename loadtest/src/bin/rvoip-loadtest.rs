@@ -61,9 +61,9 @@ struct RegisterArgs {
     #[arg(long, default_value_t = 600)]
     expires: u32,
     #[command(flatten)]
-    calls: CallArgs,
+    pace: Pace,
     #[command(flatten)]
-    common: Common,
+    out: Output,
 }
 
 #[derive(Args, Debug)]
@@ -83,11 +83,23 @@ struct MediaArgs {
 /// A caller's default batch wait, µs.
 const DEFAULT_CALLER_BATCH_WAIT_US: u64 = 1000;
 
+/// Options of the roles that carry calls (media).
 #[derive(Args, Debug, Clone)]
 struct Common {
     /// Send RTP (G.711, 20 ms, 172-octet packets) in both directions and measure it.
     #[arg(long)]
     media: bool,
+    /// Offer SRTP (SDES) with this suite, e.g. AES_CM_128_HMAC_SHA1_80 or
+    /// AEAD_AES_128_GCM (a UAS answers whatever suite is offered).
+    #[arg(long, value_parser = parse_suite)]
+    srtp: Option<Suite>,
+    #[command(flatten)]
+    out: Output,
+}
+
+/// Reports and the socket loop, for every role.
+#[derive(Args, Debug, Clone)]
+struct Output {
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -97,10 +109,6 @@ struct Common {
     /// No progress line each second.
     #[arg(long)]
     quiet: bool,
-    /// Offer SRTP (SDES) with this suite, e.g. AES_CM_128_HMAC_SHA1_80 or
-    /// AEAD_AES_128_GCM (a UAS answers whatever suite is offered).
-    #[arg(long, value_parser = parse_suite)]
-    srtp: Option<Suite>,
     /// Once woken by arriving datagrams, wait up to this many µs for more
     /// before handling them (fewer wake-ups, less CPU). Arrivals are timed by
     /// the kernel, so the figures do not move; replies leave up to this much
@@ -128,7 +136,7 @@ fn parse_engine(s: &str) -> Result<Engine, String> {
     }
 }
 
-impl Common {
+impl Output {
     /// The loop's options; `caller` for the roles that place calls.
     fn options(&self, caller: bool) -> Options {
         Options {
@@ -144,30 +152,38 @@ impl Common {
     }
 }
 
+/// How calls (or registrations) are placed.
 #[derive(Args, Debug, Clone)]
 struct CallArgs {
-    /// Calls per second at full rate.
-    #[arg(long, default_value_t = 10.0)]
-    rate: f64,
-    /// Time to reach the full rate, linearly (e.g. 10s).
-    #[arg(long, default_value = "0s", value_parser = parse_duration_ms)]
-    ramp: u64,
-    /// Calls to place; unlimited with --duration.
-    #[arg(long)]
-    calls: Option<u64>,
-    /// Stop placing calls after this long (e.g. 60s, 5m).
-    #[arg(long, value_parser = parse_duration_ms)]
-    duration: Option<u64>,
-    /// Most calls in progress at once.
-    #[arg(long, default_value_t = 10_000)]
-    max_concurrent: u64,
+    #[command(flatten)]
+    pace: Pace,
     /// Hold time after the answer: fixed (10s) or uniform in a range (5s..15s).
     #[arg(long, default_value = "1s", value_parser = parse_hold)]
     hold: Hold,
     /// User part of the Request-URI.
     #[arg(long, default_value = "service")]
     service: String,
-    /// Exit status 1 when failed calls exceed this percentage.
+}
+
+/// The pace of attempts, their number and the pass mark.
+#[derive(Args, Debug, Clone)]
+struct Pace {
+    /// Attempts (calls, registrations) per second at full rate.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Time to reach the full rate, linearly (e.g. 10s).
+    #[arg(long, default_value = "0s", value_parser = parse_duration_ms)]
+    ramp: u64,
+    /// Attempts to make; unlimited with --duration.
+    #[arg(long)]
+    calls: Option<u64>,
+    /// Stop starting attempts after this long (e.g. 60s, 5m).
+    #[arg(long, value_parser = parse_duration_ms)]
+    duration: Option<u64>,
+    /// Most attempts in progress at once.
+    #[arg(long, default_value_t = 10_000)]
+    max_concurrent: u64,
+    /// Exit status 1 when failed attempts exceed this percentage.
     #[arg(long, default_value_t = 0.1)]
     max_fail_pct: f64,
     /// User name for digest challenges (401/407).
@@ -277,27 +293,30 @@ fn config(
     media: bool,
     duration_ms: Option<u64>,
 ) -> std::io::Result<Config> {
-    let d = CallArgs {
-        rate: 0.0,
-        ramp: 0,
-        calls: None,
-        duration: None,
-        max_concurrent: 0,
+    let none = CallArgs {
+        pace: Pace {
+            rate: 0.0,
+            ramp: 0,
+            calls: None,
+            duration: None,
+            max_concurrent: 0,
+            max_fail_pct: 0.1,
+            user: None,
+            password: None,
+        },
         hold: Hold {
             min_ms: 0,
             max_ms: 0,
         },
         service: "service".into(),
-        max_fail_pct: 0.1,
-        user: None,
-        password: None,
     };
-    let c = calls.unwrap_or(&d);
+    let call = calls.unwrap_or(&none);
+    let c = &call.pace;
     let duration = duration_ms.or(c.duration);
     Ok(Config {
         role,
         target,
-        service: c.service.clone(),
+        service: call.service.clone(),
         rate: c.rate,
         ramp_s: c.ramp as f64 / 1000.0,
         calls: c
@@ -305,7 +324,7 @@ fn config(
             .unwrap_or(if duration.is_some() { u64::MAX } else { 100 }),
         max_concurrent: c.max_concurrent,
         duration_ns: duration.map(|ms| ms * 1_000_000),
-        hold: c.hold,
+        hold: call.hold,
         media,
         sip_local: socks.sip.local_addr()?,
         rtp_local: socks.rtp.local_addr()?,
@@ -320,7 +339,7 @@ fn config(
     })
 }
 
-fn finish(name: &str, o: &Outcome, common: &Common) -> std::io::Result<()> {
+fn finish(name: &str, o: &Outcome, common: &Output) -> std::io::Result<()> {
     eprintln!("--- {name} ---");
     eprint!("{}", o.report.text(o.elapsed_s));
     let json = serde_json::to_string_pretty(&o.report.json(o.elapsed_s)).unwrap_or_default();
@@ -328,7 +347,11 @@ fn finish(name: &str, o: &Outcome, common: &Common) -> std::io::Result<()> {
         std::fs::write(path, json + "\n")?;
     }
     if let Some(path) = &common.plot {
-        std::fs::write(path, o.report.html())?;
+        std::fs::write(
+            path,
+            o.report
+                .html(&format!("rvoip-loadtest {name}"), o.elapsed_s),
+        )?;
     }
     Ok(())
 }
@@ -369,8 +392,8 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 "rvoip-loadtest uas on {} (rtp {})",
                 cfg.sip_local, cfg.rtp_local
             );
-            let o = run(cfg, &socks, stop, a.common.options(false))?;
-            finish("uas", &o, &a.common)?;
+            let o = run(cfg, &socks, stop, a.common.out.options(false))?;
+            finish("uas", &o, &a.common.out)?;
             Ok(ExitCode::SUCCESS)
         }
         RoleCmd::Uac(a) => {
@@ -384,33 +407,41 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 None,
             )?;
             cfg.srtp = a.common.srtp;
-            let o = run(cfg, &socks, stop, a.common.options(true))?;
-            finish("uac", &o, &a.common)?;
-            Ok(verdict(&o, a.calls.max_fail_pct))
+            let o = run(cfg, &socks, stop, a.common.out.options(true))?;
+            finish("uac", &o, &a.common.out)?;
+            Ok(verdict(&o, a.calls.pace.max_fail_pct))
         }
         RoleCmd::Register(a) => {
             let socks = Sockets::bind(a.listen)?;
+            let calls = CallArgs {
+                pace: a.pace.clone(),
+                hold: Hold {
+                    min_ms: 0,
+                    max_ms: 0,
+                },
+                service: String::new(),
+            };
             let mut cfg = config(
                 Role::Register,
                 &socks,
                 Some(a.target),
-                Some(&a.calls),
+                Some(&calls),
                 false,
                 None,
             )?;
             cfg.domain = a.domain.clone();
             cfg.expires = a.expires;
-            let o = run(cfg, &socks, stop, a.common.options(true))?;
-            finish("register", &o, &a.common)?;
-            Ok(verdict(&o, a.calls.max_fail_pct))
+            let o = run(cfg, &socks, stop, a.out.options(true))?;
+            finish("register", &o, &a.out)?;
+            Ok(verdict(&o, a.pace.max_fail_pct))
         }
         RoleCmd::Media(a) => {
             let socks = Sockets::bind(a.listen)?;
             let mut cfg = config(Role::Ng, &socks, Some(a.ng), Some(&a.calls), true, None)?;
             cfg.srtp = a.common.srtp;
-            let o = run(cfg, &socks, stop, a.common.options(true))?;
-            finish("media", &o, &a.common)?;
-            Ok(verdict(&o, a.calls.max_fail_pct))
+            let o = run(cfg, &socks, stop, a.common.out.options(true))?;
+            finish("media", &o, &a.common.out)?;
+            Ok(verdict(&o, a.calls.pace.max_fail_pct))
         }
         RoleCmd::Both(a) => {
             let uas_socks = Sockets::bind(a.listen)?;
@@ -430,18 +461,18 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             let uas_stop2 = Arc::clone(&uas_stop);
             let uas_opts = Options {
                 progress: false,
-                ..a.common.options(false)
+                ..a.common.out.options(false)
             };
             let uas = std::thread::spawn(move || run(uas_cfg, &uas_socks, &uas_stop2, uas_opts));
-            let o = run(uac_cfg, &uac_socks, stop, a.common.options(true))?;
+            let o = run(uac_cfg, &uac_socks, stop, a.common.out.options(true))?;
             uas_stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let uas_outcome = uas
                 .join()
                 .map_err(|_| std::io::Error::other("the UAS thread failed"))??;
             eprintln!("--- uas ---");
             eprint!("{}", uas_outcome.report.text(uas_outcome.elapsed_s));
-            finish("uac", &o, &a.common)?;
-            Ok(verdict(&o, a.calls.max_fail_pct))
+            finish("uac", &o, &a.common.out)?;
+            Ok(verdict(&o, a.calls.pace.max_fail_pct))
         }
     }
 }

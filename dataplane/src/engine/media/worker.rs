@@ -133,18 +133,22 @@ pub(super) struct WorkerSettings {
 /// A worker's load over its last second.
 #[derive(Debug, Default)]
 pub(super) struct WorkerLoad {
-    /// CPU time of the worker thread per wall time, permille.
+    /// Demand of the worker thread for a core (ran or waited to run) per
+    /// wall time, permille.
     pub(super) busy_permille: AtomicU32,
     /// Packets relayed per second.
     pub(super) packets_per_sec: AtomicU64,
 }
 
-/// Measures a worker thread's CPU time and relayed packets between two
-/// looks: the thread's own CPU clock, so how the driver waits (io_uring,
-/// epoll, busy polling) does not matter.
+/// Measures a worker thread's demand for a core and its relayed packets
+/// between two looks. Demand is the time the thread ran plus the time it was
+/// runnable but waited for a core (the kernel's schedstat): a worker that
+/// other processes crowd off its core is as overloaded as one that is busy
+/// by itself, and either way its packets wait. How the driver waits
+/// (io_uring, epoll, busy polling) does not matter.
 struct LoadMeter {
     wall: Instant,
-    cpu_ns: u64,
+    demand_ns: u64,
     forwarded: u64,
 }
 
@@ -152,15 +156,15 @@ impl LoadMeter {
     fn start() -> Self {
         LoadMeter {
             wall: Instant::now(),
-            cpu_ns: thread_cpu_ns(),
+            demand_ns: thread_demand_ns(),
             forwarded: 0,
         }
     }
 
     fn measure(&mut self, out: &WorkerLoad, forwarded: u64) {
         let wall_ns = self.wall.elapsed().as_nanos().max(1) as u64;
-        let cpu = thread_cpu_ns();
-        let busy = cpu.saturating_sub(self.cpu_ns).saturating_mul(1000) / wall_ns;
+        let demand = thread_demand_ns();
+        let busy = demand.saturating_sub(self.demand_ns).saturating_mul(1000) / wall_ns;
         let packets = forwarded.saturating_sub(self.forwarded);
         out.busy_permille
             .store(busy.min(1000) as u32, Ordering::Relaxed);
@@ -170,9 +174,31 @@ impl LoadMeter {
         );
         *self = LoadMeter {
             wall: Instant::now(),
-            cpu_ns: cpu,
+            demand_ns: demand,
             forwarded,
         };
+    }
+}
+
+/// Time this thread has run and waited to run, in nanoseconds: the first two
+/// fields of `/proc/thread-self/schedstat`; its CPU time alone where the
+/// kernel keeps no scheduler statistics.
+fn thread_demand_ns() -> u64 {
+    let mut buf = [0u8; 96];
+    let n = std::fs::File::open("/proc/thread-self/schedstat")
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
+        .unwrap_or(0);
+    let mut fields = buf[..n]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            std::str::from_utf8(f)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+        });
+    match (fields.next().flatten(), fields.next().flatten()) {
+        (Some(run), Some(wait)) => run.saturating_add(wait),
+        _ => thread_cpu_ns(),
     }
 }
 
