@@ -1288,7 +1288,18 @@ impl SipCore {
             None => match b.policy.route(&number, realm) {
                 Some(t) => (Some(t), b.policy.trunks.get(t).map(|t| t.realm)),
                 None => {
-                    self.respond(now, &key, msg, 404, "Not Found", &[]);
+                    self.log_refusal(now, msg, inb, 404, "no route for the number");
+                    self.respond(
+                        now,
+                        &key,
+                        msg,
+                        404,
+                        "Not Found",
+                        &[(
+                            HeaderName::Warning,
+                            b"399 rvoip \"no route for the number\"",
+                        )],
+                    );
                     return;
                 }
             },
@@ -1318,7 +1329,7 @@ impl SipCore {
                 Refusal::Limit(what) => what,
                 _ => "refused",
             };
-            tracing::debug!(source = %inb.remote, reason, "call refused");
+            self.log_refusal(now, msg, inb, 503, reason);
             let warning = format!("399 rvoip \"{reason}\"");
             self.respond(
                 now,
