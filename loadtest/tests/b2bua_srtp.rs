@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{Killed, free_port, run_sbc};
+use common::{free_port, media_uas, run_sbc};
 
 fn srtp_to_rtp(suite: &str, media_base: u16) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -28,16 +28,7 @@ fn srtp_to_rtp(suite: &str, media_base: u16) {
         &[("media = \"rtp\"\n# New", "media = \"srtp\"\n# New".into())],
     );
     // The core side: a UAS that speaks plain RTP only.
-    let _uas = Killed(
-        Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
-            .args(["uas", "--listen", &format!("127.0.0.1:{core_peer}")])
-            .args(["--media", "--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        None,
-    );
+    let _uas = media_uas(core_peer);
     std::thread::sleep(Duration::from_millis(300));
     let json = dir.join("uac.json");
     let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))

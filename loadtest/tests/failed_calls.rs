@@ -10,7 +10,9 @@
 use std::net::SocketAddr;
 
 use rvoip_dataplane::sip::{Framing, Limits, SipMessage};
-use rvoip_loadtest::agent::{Agent, Config, Hold, Role};
+use rvoip_loadtest::agent::{Agent, Config, Role};
+
+mod common;
 
 const MS: u64 = 1_000_000;
 const T0: u64 = 1_000 * MS;
@@ -24,28 +26,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn config(role: Role, sip: &str, rtp: &str, target: Option<&str>, calls: u64) -> Config {
-    Config {
-        role,
-        target: target.map(addr),
-        service: "service".into(),
-        rate: 10.0,
-        ramp_s: 0.0,
-        calls,
-        max_concurrent: 100,
-        duration_ns: None,
-        hold: Hold {
-            min_ms: 2000,
-            max_ms: 2000,
-        },
-        media: true,
-        sip_local: addr(sip),
-        rtp_local: addr(rtp),
-        run_id: 7,
-        srtp: None,
-        auth: None,
-        domain: "rvoip.test".into(),
-        expires: 600,
-    }
+    common::agent_config(role, sip, rtp, target, calls)
 }
 
 /// What the network does with a SIP message: deliver it after this many

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{Killed, free_port, run_sbc};
+use common::{free_port, media_uas, run_sbc};
 
 fn uac(dir: &Path, access: u16, name: &str, args: &[&str]) -> (bool, serde_json::Value) {
     let json = dir.join(format!("{name}.json"));
@@ -44,16 +44,7 @@ fn past_its_load_limit_the_sbc_refuses_new_calls_and_keeps_the_call_up() {
             "media_packets_per_sec = 60".into(),
         )],
     );
-    let _uas = Killed(
-        Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
-            .args(["uas", "--listen", &format!("127.0.0.1:{core_peer}")])
-            .args(["--media", "--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        None,
-    );
+    let _uas = media_uas(core_peer);
     std::thread::sleep(Duration::from_millis(300));
     // The call that is up for 8 s.
     let first = {

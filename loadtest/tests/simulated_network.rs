@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use rvoip_dataplane::srtp::Suite;
-use rvoip_loadtest::agent::{Agent, Config, Hold, Role};
+use rvoip_loadtest::agent::{Agent, Config, Role};
 use rvoip_loadtest::media;
+
+mod common;
 
 const MS: u64 = 1_000_000;
 
@@ -19,28 +21,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn config(role: Role, sip: &str, rtp: &str, target: Option<&str>) -> Config {
-    Config {
-        role,
-        target: target.map(addr),
-        service: "service".into(),
-        rate: 10.0,
-        ramp_s: 0.0,
-        calls: 5,
-        max_concurrent: 100,
-        duration_ns: None,
-        hold: Hold {
-            min_ms: 2000,
-            max_ms: 2000,
-        },
-        media: true,
-        sip_local: addr(sip),
-        rtp_local: addr(rtp),
-        run_id: 7,
-        srtp: None,
-        auth: None,
-        domain: "rvoip.test".into(),
-        expires: 600,
-    }
+    common::agent_config(role, sip, rtp, target, 5)
 }
 
 /// What the network does to RTP from the UAS to the UAC, by (SSRC, seq):

@@ -1146,18 +1146,8 @@ impl SipCore {
             );
         match realm.map(|r| b.policy.admit(now, r, inb.remote.ip(), counted, in_dialog)) {
             None | Some(Err(Refusal::Acl)) => {
-                self.log_refusal(now, msg, inb, 403, "source not allowed in this realm");
-                self.respond(
-                    now,
-                    &key,
-                    msg,
-                    403,
-                    "Forbidden",
-                    &[(
-                        HeaderName::Warning,
-                        b"399 rvoip \"source not allowed in this realm\"",
-                    )],
-                );
+                let reason = "source not allowed in this realm";
+                self.refuse(now, &key, msg, inb, (403, "Forbidden"), reason);
                 false
             }
             Some(Err(_)) => {
@@ -1288,18 +1278,8 @@ impl SipCore {
             None => match b.policy.route(&number, realm) {
                 Some(t) => (Some(t), b.policy.trunks.get(t).map(|t| t.realm)),
                 None => {
-                    self.log_refusal(now, msg, inb, 404, "no route for the number");
-                    self.respond(
-                        now,
-                        &key,
-                        msg,
-                        404,
-                        "Not Found",
-                        &[(
-                            HeaderName::Warning,
-                            b"399 rvoip \"no route for the number\"",
-                        )],
-                    );
+                    let reason = "no route for the number";
+                    self.refuse(now, &key, msg, inb, (404, "Not Found"), reason);
                     return;
                 }
             },
@@ -1310,18 +1290,8 @@ impl SipCore {
             && let Some(sdp) = sdp_body(msg)
             && offers_plain_rtp(sdp)
         {
-            self.log_refusal(now, msg, inb, 488, "SRTP required in this realm");
-            self.respond(
-                now,
-                &key,
-                msg,
-                488,
-                "Not Acceptable Here",
-                &[(
-                    HeaderName::Warning,
-                    b"399 rvoip \"SRTP (RTP/SAVP) is required in this realm\"",
-                )],
-            );
+            let reason = "SRTP (RTP/SAVP) is required in this realm";
+            self.refuse(now, &key, msg, inb, (488, "Not Acceptable Here"), reason);
             return;
         }
         if let Err(r) = b.policy.take(now, realm, inb.remote.ip(), trunk) {
@@ -1329,16 +1299,7 @@ impl SipCore {
                 Refusal::Limit(what) => what,
                 _ => "refused",
             };
-            self.log_refusal(now, msg, inb, 503, reason);
-            let warning = format!("399 rvoip \"{reason}\"");
-            self.respond(
-                now,
-                &key,
-                msg,
-                503,
-                "Service Unavailable",
-                &[(HeaderName::Warning, warning.as_bytes())],
-            );
+            self.refuse(now, &key, msg, inb, (503, "Service Unavailable"), reason);
             return;
         }
         b.counters.calls += 1;

@@ -956,17 +956,8 @@ impl SipCore {
         // within dialogs it already holds are still served.
         let in_dialog = msg.to().ok().is_some_and(|t| t.tag().is_some());
         if !in_dialog && self.guard.refuses(inb.remote.ip(), now) {
-            self.respond(
-                now,
-                &key,
-                msg,
-                403,
-                "Forbidden",
-                &[(
-                    HeaderName::Warning,
-                    b"399 rvoip \"too many failed authentications from this address\"",
-                )],
-            );
+            let reason = "too many failed authentications from this address";
+            self.refuse(now, &key, msg, inb, (403, "Forbidden"), reason);
             return;
         }
         if let Some(r) = admission::admit(msg, Role::Proxy, &self.policy) {
@@ -1051,18 +1042,8 @@ impl SipCore {
                 return;
             }
             RelayCheck::Denied => {
-                self.log_refusal(now, msg, inb, 403, "relaying denied");
-                self.respond(
-                    now,
-                    &key,
-                    msg,
-                    403,
-                    "Relaying Denied",
-                    &[(
-                        HeaderName::Warning,
-                        b"399 rvoip \"this proxy does not relay to that target for this source\"",
-                    )],
-                );
+                let reason = "this proxy does not relay to that target for this source";
+                self.refuse(now, &key, msg, inb, (403, "Relaying Denied"), reason);
                 return;
             }
         }
@@ -1111,6 +1092,31 @@ impl SipCore {
             }
         }
         Err(stale)
+    }
+
+    /// Refuses a request with `status` and `phrase`, saying why in a
+    /// `Warning: 399 rvoip "<reason>"` header, and logs it within the
+    /// budget.
+    pub(crate) fn refuse(
+        &mut self,
+        now: Millis,
+        key: &ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        (status, phrase): (u16, &str),
+        reason: &str,
+    ) {
+        self.log_refusal(now, msg, inb, status, reason);
+        let mut warning = Vec::with_capacity(reason.len() + 16);
+        write_warning(399, b"rvoip", reason, &mut warning);
+        self.respond(
+            now,
+            key,
+            msg,
+            status,
+            phrase,
+            &[(HeaderName::Warning, &warning)],
+        );
     }
 
     /// Logs a request refused here, within the log budget.

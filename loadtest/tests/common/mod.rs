@@ -170,3 +170,53 @@ Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
     }
     sbc
 }
+
+/// An rvoip-loadtest UAS with media on 127.0.0.1:`port`, stopped when
+/// dropped.
+pub(crate) fn media_uas(port: u16) -> Killed {
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
+            .args(["uas", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--media", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("rvoip-loadtest uas: {e}")),
+        None,
+    )
+}
+
+/// An agent's configuration for tests on simulated time: `calls` calls at
+/// 10 a second, 2 s holds, media, on the given addresses.
+pub(crate) fn agent_config(
+    role: rvoip_loadtest::agent::Role,
+    sip: &str,
+    rtp: &str,
+    target: Option<&str>,
+    calls: u64,
+) -> rvoip_loadtest::agent::Config {
+    let addr =
+        |s: &str| -> std::net::SocketAddr { s.parse().unwrap_or_else(|e| panic!("{s}: {e}")) };
+    rvoip_loadtest::agent::Config {
+        role,
+        target: target.map(addr),
+        service: "service".into(),
+        rate: 10.0,
+        ramp_s: 0.0,
+        calls,
+        max_concurrent: 100,
+        duration_ns: None,
+        hold: rvoip_loadtest::agent::Hold {
+            min_ms: 2000,
+            max_ms: 2000,
+        },
+        media: true,
+        sip_local: addr(sip),
+        rtp_local: addr(rtp),
+        run_id: 7,
+        srtp: None,
+        auth: None,
+        domain: "rvoip.test".into(),
+        expires: 600,
+    }
+}
