@@ -247,8 +247,8 @@ pub struct Overload {
     /// Admission by load at all.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Demand for a core of the busiest media worker over its last second
-    /// (the time it ran or waited to run), percent.
+    /// Demand for a core of the busiest media worker (the time it ran or
+    /// waited to run), smoothed over its last seconds, percent.
     #[serde(default = "default_media_busy_pct")]
     pub media_busy_pct: u32,
     /// Packets the relay forwards per second, all workers.
@@ -263,7 +263,7 @@ pub struct Overload {
 }
 
 fn default_media_busy_pct() -> u32 {
-    80
+    95
 }
 fn default_backlog() -> u32 {
     2000

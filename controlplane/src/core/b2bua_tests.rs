@@ -1170,13 +1170,13 @@ fn an_overloaded_sbc_refuses_new_calls_and_keeps_the_ones_up() {
     let mut n = net();
     let (_inv, ok) = answered(&mut n, "kept");
     let orders = n.orders().len();
-    // The busiest media worker passes 80 %: new calls get 503 with
+    // The busiest media worker passes 95 %: new calls get 503 with
     // Retry-After and the reason, nothing reaches the core or the relay.
-    n.core.set_load(media_load(900));
+    n.core.set_load(media_load(980));
     let out = n.deliver(100, CALLER, ACCESS, &invite("shed", OFFER));
     assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(503)]);
     assert_eq!(header(&out[0], HeaderName::RetryAfter), "5");
-    assert!(header(&out[0], HeaderName::Warning).contains("90% busy"));
+    assert!(header(&out[0], HeaderName::Warning).contains("98% busy"));
     assert_eq!(n.orders().len(), orders, "no media ordered");
     assert_eq!(n.core.counters().overload_refused, 1);
     // The call already up ends normally.
@@ -1187,12 +1187,12 @@ From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-kept\r\nTo: {}\r\nCall-ID: kept
     );
     let out = n.deliver(200, CALLER, ACCESS, &bye);
     assert_eq!(to(&out, PEER1).len(), 1, "BYE crosses: {out:?}");
-    // 75 % is below the limit but not below 90 % of it: still shedding.
-    n.core.set_load(media_load(750));
+    // 93 % is below the limit but not below 95 % of it: still shedding.
+    n.core.set_load(media_load(930));
     let out = n.deliver(300, CALLER, ACCESS, &invite("still", OFFER));
     assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(503)]);
-    // At 70 % calls are taken again.
-    n.core.set_load(media_load(700));
+    // At 90 % calls are taken again.
+    n.core.set_load(media_load(900));
     let out = n.deliver(400, CALLER, ACCESS, &invite("again", OFFER));
     assert_eq!(to(&out, PEER1).len(), 1, "{out:?}");
 }

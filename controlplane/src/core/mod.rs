@@ -102,7 +102,7 @@ pub(crate) struct Hop {
 /// Admission by measured load ([`SipCore::set_load`]): while a limit is
 /// passed, new calls (out-of-dialog INVITEs) get 503 with Retry-After so
 /// the calls already up keep their media. A limit of 0 is off. Once
-/// shedding, calls are taken again only below 90 % of every limit, so
+/// shedding, calls are taken again only below 95 % of every limit, so
 /// admission does not flap at the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverloadConfig {
@@ -123,7 +123,7 @@ impl Default for OverloadConfig {
     fn default() -> Self {
         OverloadConfig {
             enabled: true,
-            media_busy_permille: 800,
+            media_busy_permille: 950,
             media_packets_per_sec: 0,
             sip_backlog: 2000,
             retry_after_secs: 5,
@@ -496,9 +496,9 @@ impl SipCore {
         if !o.enabled {
             return None;
         }
-        // Below 90 % of a limit a shedding core takes calls again.
+        // Below 95 % of a limit a shedding core takes calls again.
         let passed = |value: u64, limit: u64, shedding: bool| {
-            limit > 0 && value * 10 >= limit * if shedding { 9 } else { 10 }
+            limit > 0 && value * 20 >= limit * if shedding { 19 } else { 20 }
         };
         let mut reason = None;
         if let Some(m) = self.load.media {

@@ -150,6 +150,9 @@ struct LoadMeter {
     wall: Instant,
     demand_ns: u64,
     forwarded: u64,
+    /// Demand smoothed over the last seconds (each second weighs half):
+    /// a one-second burst is not an overload, a sustained level is.
+    smoothed_permille: u64,
 }
 
 impl LoadMeter {
@@ -158,16 +161,17 @@ impl LoadMeter {
             wall: Instant::now(),
             demand_ns: thread_demand_ns(),
             forwarded: 0,
+            smoothed_permille: 0,
         }
     }
 
     fn measure(&mut self, out: &WorkerLoad, forwarded: u64) {
         let wall_ns = self.wall.elapsed().as_nanos().max(1) as u64;
         let demand = thread_demand_ns();
-        let busy = demand.saturating_sub(self.demand_ns).saturating_mul(1000) / wall_ns;
+        let busy = (demand.saturating_sub(self.demand_ns).saturating_mul(1000) / wall_ns).min(1000);
+        let smoothed = (self.smoothed_permille + busy) / 2;
         let packets = forwarded.saturating_sub(self.forwarded);
-        out.busy_permille
-            .store(busy.min(1000) as u32, Ordering::Relaxed);
+        out.busy_permille.store(smoothed as u32, Ordering::Relaxed);
         out.packets_per_sec.store(
             packets.saturating_mul(1_000_000_000) / wall_ns,
             Ordering::Relaxed,
@@ -176,6 +180,7 @@ impl LoadMeter {
             wall: Instant::now(),
             demand_ns: demand,
             forwarded,
+            smoothed_permille: smoothed,
         };
     }
 }
