@@ -1042,6 +1042,20 @@ impl Agent {
             .record_transit(now_ns.saturating_sub(sent) / 1000);
     }
 
+    /// At the end of a run: what the calls still up (the run was stopped
+    /// before they ended) received is counted apart, neither completed nor
+    /// failed; then every stream is folded into the report.
+    pub fn finish(&mut self, now_ns: u64) {
+        let up: Vec<u32> = self.uac.values().filter_map(|c| c.remote_ssrc).collect();
+        for ssrc in up {
+            if let Some((r, _)) = self.receivers.remove(&ssrc) {
+                self.report.rtp_received -= r.received.min(self.report.rtp_received);
+                self.report.rtp_calls_still_up += r.received;
+            }
+        }
+        self.fold_streams(now_ns, true);
+    }
+
     /// Folds the statistics of streams silent for 2 s (all of them with
     /// `all`) into the report, freeing their state.
     pub fn fold_streams(&mut self, now_ns: u64, all: bool) {

@@ -40,6 +40,9 @@ pub struct Report {
     /// RTP packets received in calls that failed, left out of the figures
     /// above (a UAC knows which calls its streams belong to).
     pub rtp_failed_calls: u64,
+    /// RTP packets received in calls still up when the run was stopped,
+    /// left out of the figures above.
+    pub rtp_calls_still_up: u64,
     /// Answers (2xx) that came for calls already given up, acknowledged and
     /// hung up at once.
     pub abandoned_hung_up: u64,
@@ -107,6 +110,7 @@ impl Default for Report {
             rtp_out_of_order: 0,
             srtp_errors: 0,
             rtp_failed_calls: 0,
+            rtp_calls_still_up: 0,
             abandoned_hung_up: 0,
             attempts_window_ns: (0, 0),
             rtp_completed_only: false,
@@ -272,6 +276,7 @@ impl Report {
                 "lost": self.rtp_lost,
                 "expected": self.rtp_received + self.rtp_lost,
                 "received_in_failed_calls": self.rtp_failed_calls,
+                "received_in_calls_still_up": self.rtp_calls_still_up,
                 "out_of_order": self.rtp_out_of_order,
                 "srtp_errors": self.srtp_errors,
             },
@@ -331,11 +336,11 @@ impl Report {
                 ms(&self.jitter, 0.99),
                 self.mos().map_or("-".to_owned(), |m| format!("{m:.2}"))
             );
-            if self.rtp_failed_calls > 0 {
+            if self.rtp_failed_calls + self.rtp_calls_still_up > 0 {
                 let _ = writeln!(
                     s,
-                    "rtp of failed calls (not in the figures above): {} received",
-                    self.rtp_failed_calls
+                    "rtp not in the figures above: {} received in failed calls, {} in calls still up when the run stopped",
+                    self.rtp_failed_calls, self.rtp_calls_still_up
                 );
             }
         }

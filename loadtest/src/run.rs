@@ -363,7 +363,7 @@ fn drive(
         )?;
     }
     let t = now();
-    agent.fold_streams(t, true);
+    agent.finish(t);
     Ok(Outcome {
         report: agent.report,
         elapsed_s: (t - start) as f64 / 1e9,

@@ -96,9 +96,9 @@ fn run(
         }
         t += MS;
     }
-    uac.fold_streams(t, true);
+    uac.finish(t);
     if let Some(u) = uas {
-        u.fold_streams(t, true);
+        u.finish(t);
     }
     uas_late_rtp
 }
@@ -223,4 +223,24 @@ fn rtp_figures_are_of_completed_calls_and_failed_calls_are_counted_apart() {
     assert_eq!(j["rtp"]["scope"], "completed calls");
     assert_eq!(j["rtp"]["expected"], j["rtp"]["received"]);
     assert_eq!(j["rtp"]["received_in_failed_calls"], r.rtp_failed_calls);
+}
+
+#[test]
+fn packets_of_calls_still_up_when_the_run_stops_are_counted_apart() {
+    let mut uac = Agent::new(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 1), T0);
+    let mut uas = Agent::new(config(Role::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
+    // Stopped (the run helper ends with `finish`) after 1 s of a call held
+    // for 2 s.
+    run(&mut uac, Some(&mut uas), 1, &mut |_, _| Some(0), u64::MAX);
+    let r = &uac.report;
+    assert_eq!((r.completed, r.failed), (0, 0));
+    assert_eq!(
+        r.rtp_received, 0,
+        "no completed call: nothing in the figures"
+    );
+    assert!(r.rtp_calls_still_up >= 40, "{}", r.rtp_calls_still_up);
+    assert_eq!(
+        r.json(1.0)["rtp"]["received_in_calls_still_up"],
+        r.rtp_calls_still_up
+    );
 }

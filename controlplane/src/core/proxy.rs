@@ -134,9 +134,6 @@ impl SipCore {
         })
     }
 
-    /// The next hop of a request that is not retargeted: loose routing, then
-    /// the static routes, then the Request-URI itself. The bool says whether
-    /// the top Route (ours) is to be popped.
     /// Whether `msg` (a request to forward) may go where it is going, for
     /// its source (no open relay):
     /// - within a dialog this proxy record-routed (a To tag and our Route
@@ -220,6 +217,9 @@ impl SipCore {
         RelayCheck::Denied
     }
 
+    /// The next hop of a request that is not retargeted: loose routing, then
+    /// the static routes, then the Request-URI itself. The bool says whether
+    /// the top Route (ours) is to be popped.
     pub(crate) fn next_hop(
         &self,
         msg: &SipMessage<'_>,
