@@ -336,3 +336,59 @@ fn a_second_instance_on_an_address_already_served_stops_with_a_clear_error() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dir2);
 }
+
+/// Shutdown signals the control plane itself: with no `kill` program to be
+/// found (an empty PATH) the control plane still stops cleanly, in well
+/// under the 5 s after which it would be killed outright.
+#[test]
+fn shutdown_stops_the_control_plane_without_any_external_program() {
+    let dir = test_dir("nopath");
+    let port = free_udp_port();
+    let cfg = test_config(
+        "rvoip.toml",
+        &dir,
+        &[
+            ("127.0.0.1:5060", format!("127.0.0.1:{port}")),
+            ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
+        ],
+    );
+    let mut app = Spawned::spawn(
+        Command::new(env!("CARGO_BIN_EXE_rvoip"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("PATH", "")
+            .stderr(Stdio::piped()),
+    );
+    let sock = client();
+    ask_until(
+        &sock,
+        port,
+        &options(port, "nopath-1", "OPTIONS"),
+        "SIP/2.0 200 OK\r\n",
+    );
+    send_signal(app.0.id(), libc::SIGTERM);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = app.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "rvoip did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut log = String::new();
+    if let Some(mut err) = app.0.stderr.take() {
+        let _ = err.read_to_string(&mut log);
+    }
+    // The control plane's own clean exit logs its counters.
+    assert!(log.contains("control plane counters"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
