@@ -10,6 +10,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use rvoip_dataplane::engine::gso::{self, Packer};
+use rvoip_dataplane::engine::kernel_has;
 use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, SipTransport};
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES, SipMeta};
 use rvoip_dataplane::sip::Limits;
@@ -152,7 +153,12 @@ fn queued_messages_leave_whole_and_in_order_for_each_call() {
     // Grouping is certain when the worker could wait for the rest of the
     // queue (a kernel with io_uring's minimum wait) and segment.
     let min_wait = io_uring::IoUring::new(8).is_ok_and(|r| r.params().is_feature_min_timeout());
-    if gso::can_segment(&peer) && min_wait {
+    if kernel_has(gso::can_segment(&peer), "UDP_SEGMENT")
+        && kernel_has(
+            min_wait,
+            "io_uring's minimum wait (IORING_FEAT_MIN_TIMEOUT)",
+        )
+    {
         assert!(
             reports[0].sent_grouped > 0,
             "runs of one length shared sends"
@@ -173,7 +179,8 @@ fn a_peers_segmented_send_reaches_the_control_plane_as_its_messages() {
     let mut from_dataplane = channel.consumer(Direction::ToControlPlane);
     let peer = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
     let msgs: Vec<Vec<u8>> = (0..10).map(options).collect();
-    if gso::can_segment(&peer) {
+    let segmented = kernel_has(gso::can_segment(&peer), "UDP_SEGMENT");
+    if segmented {
         // Ten requests in one segmented send, as rvoip-loadtest sends them.
         let mut p = Packer::new(true);
         for (i, m) in msgs.iter().enumerate() {
@@ -206,7 +213,7 @@ fn a_peers_segmented_send_reaches_the_control_plane_as_its_messages() {
     assert_eq!(got, msgs, "each request on its own, in order");
     let reports = plane.shutdown();
     assert_eq!(reports[0].oversized, 0);
-    if gso::can_segment(&peer) {
+    if segmented {
         assert_eq!(reports[0].received_grouped, 10, "one coalesced read");
     }
 }

@@ -290,6 +290,7 @@ pub fn send_groups(sock: &UdpSocket, groups: &[Group]) -> (usize, bool) {
 mod tests {
     #![allow(clippy::expect_used, clippy::unwrap_used)]
     use super::*;
+    use rvoip_dataplane::engine::kernel_has;
 
     #[test]
     fn datagrams_carry_the_kernels_arrival_time() {
@@ -331,8 +332,8 @@ mod tests {
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_nonblocking(true).unwrap();
-        let coalesced = gso::receive_coalesced(&rx);
-        let segmented = gso::can_segment(&tx);
+        let coalesced = kernel_has(gso::receive_coalesced(&rx), "UDP_GRO");
+        let segmented = kernel_has(gso::can_segment(&tx), "UDP_SEGMENT");
         let to = rx.local_addr().unwrap();
         let mut p = gso::Packer::new(segmented);
         for i in 0..10u8 {

@@ -380,6 +380,7 @@ impl UringIo {
 mod tests {
     #![allow(clippy::expect_used, clippy::unwrap_used)]
     use super::*;
+    use rvoip_dataplane::engine::kernel_has;
     use std::collections::HashSet;
 
     fn socket() -> UdpSocket {
@@ -391,8 +392,8 @@ mod tests {
 
     #[test]
     fn more_datagrams_than_buffers_all_arrive_once_and_in_full() {
-        if probe().is_err() {
-            return; // no io_uring here: the syscall engine is used instead
+        if !kernel_has(probe().is_ok(), "io_uring with provided-buffer rings") {
+            return;
         }
         let (sip, rtp) = (socket(), socket());
         let mut io = UringIo::new(&sip, &rtp, true).expect("ring");
@@ -469,12 +470,14 @@ mod tests {
 
     #[test]
     fn segmented_sends_arrive_cut_into_their_datagrams_in_order() {
-        if probe().is_err() {
+        if !kernel_has(probe().is_ok(), "io_uring with provided-buffer rings") {
             return;
         }
         let (a_sip, a_rtp, b_sip, b_rtp) = (socket(), socket(), socket(), socket());
-        if !gso::can_segment(&a_sip) || !gso::receive_coalesced(&b_sip) {
-            return; // a kernel without segmentation offload: nothing grouped
+        if !kernel_has(gso::can_segment(&a_sip), "UDP_SEGMENT")
+            || !kernel_has(gso::receive_coalesced(&b_sip), "UDP_GRO")
+        {
+            return;
         }
         let mut a = UringIo::new(&a_sip, &a_rtp, true).expect("ring");
         let mut b = UringIo::new(&b_sip, &b_rtp, true).expect("ring");
@@ -512,11 +515,11 @@ mod tests {
 
     #[test]
     fn a_segmented_send_the_kernel_refuses_goes_again_one_datagram_at_a_time() {
-        if probe().is_err() {
+        if !kernel_has(probe().is_ok(), "io_uring with provided-buffer rings") {
             return;
         }
         let (sip, rtp) = (socket(), socket());
-        if !gso::can_segment(&sip) {
+        if !kernel_has(gso::can_segment(&sip), "UDP_SEGMENT") {
             return;
         }
         // Without UDP checksums the kernel refuses segmented sends (EINVAL)

@@ -399,14 +399,14 @@ mod tests {
     #[test]
     fn a_segmented_send_arrives_as_the_same_datagrams_whole_or_coalesced() {
         let tx = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
-        if !can_segment(&tx) {
-            return; // a kernel without UDP_SEGMENT: the packer is not enabled there
+        if !crate::engine::kernel_has(can_segment(&tx), "UDP_SEGMENT") {
+            return;
         }
         for coalesce in [false, true] {
             let rx = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
             rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
                 .expect("a nonzero timeout is valid");
-            let gro = coalesce && receive_coalesced(&rx);
+            let gro = coalesce && crate::engine::kernel_has(receive_coalesced(&rx), "UDP_GRO");
             let mut p = Packer::new(true);
             let to = rx.local_addr().expect("a bound socket has an address");
             for i in 0..10u8 {
