@@ -610,7 +610,19 @@ fn control_plane_kill_9_during_100_transactions_loses_no_call() {
     let uas_port = free_udp_port();
     let mut proxy = Proxy::start("sipp-kill", uas_port);
     let slow = scenario("uas_slow.xml");
-    let _uas = uas(&proxy.dir, uas_port, &["-sf", slow.to_str().unwrap()], &[]);
+    let uas_stats = proxy.dir.join("uas-slow.csv");
+    let _uas = uas(
+        &proxy.dir,
+        uas_port,
+        &["-sf", slow.to_str().unwrap()],
+        &[
+            "-trace_stat",
+            "-fd",
+            "1",
+            "-stf",
+            uas_stats.to_str().unwrap(),
+        ],
+    );
     std::thread::sleep(Duration::from_millis(300));
     let dataplane = proxy.app.0.id();
     let before = sockets(dataplane);
@@ -642,7 +654,19 @@ fn control_plane_kill_9_during_100_transactions_loses_no_call() {
             Duration::from_secs(90),
         )
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed once the UAS has all 100 INVITEs (its statistics, written
+    // each second), while it still rings: every transaction is open.
+    let placed = Instant::now();
+    let deadline = placed + Duration::from_secs(10);
+    while common::sipp::stat(&uas_stats, "IncomingCall(C)") != Some(100) {
+        assert!(Instant::now() < deadline, "the UAS did not get 100 INVITEs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        placed.elapsed() < Duration::from_millis(3500),
+        "the INVITEs took {:?} to arrive: answers may have begun (the UAS rings 4 s)",
+        placed.elapsed()
+    );
     let killed = Command::new("kill")
         .args(["-KILL", &old_cp.to_string()])
         .status()

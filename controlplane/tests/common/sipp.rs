@@ -70,6 +70,17 @@ pub fn sipp(dir: &Path, name: &str, args: &[&str], limit: Duration) -> Stats {
     }
 }
 
+/// A counter of SIPp's `-stf` statistics file as last written (once a
+/// second with `-fd 1`), e.g. `IncomingCall(C)`.
+pub fn stat(stf: &Path, column: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(stf).ok()?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split(';').collect();
+    let last: Vec<&str> = lines.last()?.split(';').collect();
+    let at = header.iter().position(|h| *h == column)?;
+    last.get(at)?.trim().parse().ok()
+}
+
 /// A SIPp UAS running in the background.
 pub fn uas(dir: &Path, port: u16, scenario_args: &[&str], extra: &[&str]) -> Spawned {
     Spawned::spawn(
