@@ -1222,3 +1222,71 @@ fn a_peer_that_speaks_rfc_7339_is_told_how_much_to_shed() {
     assert_eq!(status(&out[0]), Some(503));
     assert!(!header(&out[0], HeaderName::Via).contains("oc="));
 }
+
+#[test]
+fn a_call_past_the_sources_rate_gets_503_with_the_limit_named_on_the_wire() {
+    let config = CONFIG.replace(
+        "allow = [\"127.0.0.2/32\"]",
+        "allow = [\"127.0.0.2/32\"]\ncps_per_source = 1",
+    );
+    let mut n = net_with(&config, Journal::disabled(), Vec::new());
+    let out = n.deliver(0, CALLER, ACCESS, &invite("rate1", OFFER));
+    assert_eq!(
+        to(&out, PEER1).len(),
+        1,
+        "the first call of the second goes on"
+    );
+    let out = n.deliver(10, CALLER, ACCESS, &invite("rate2", OFFER));
+    let to_caller: Vec<_> = to(&out, CALLER);
+    assert_eq!(
+        to_caller.iter().map(|o| status(o)).collect::<Vec<_>>(),
+        vec![Some(503)]
+    );
+    let warning = header(to_caller[0], HeaderName::Warning);
+    assert!(warning.starts_with("399 rvoip \""), "{warning}");
+    assert!(to(&out, PEER1).is_empty(), "nothing reaches the core");
+    assert_eq!(
+        n.core.b2bua().map(|b| b.policy.counters.source_limited),
+        Some(1)
+    );
+}
+
+#[test]
+fn a_2xx_the_caller_never_acknowledges_ends_both_legs() {
+    let mut n = net();
+    let out = n.deliver(0, CALLER, ACCESS, &invite("noack", OFFER));
+    let inv = to(&out, PEER1)[0].clone();
+    let out = n.deliver(10, PEER1, CORE, &reply(&inv, 200, "calleetag", "", ANSWER));
+    assert_eq!(
+        to(&out, CALLER)
+            .iter()
+            .map(|o| status(o))
+            .collect::<Vec<_>>(),
+        vec![Some(200)]
+    );
+    // No ACK from the caller: the 200 is retransmitted, then after 64·T1
+    // (32 s) the call ends on both legs and its media is deleted.
+    let mut byes_to_callee = std::collections::BTreeSet::new();
+    let mut t = 10;
+    while t < 40_000 {
+        t += 500;
+        for o in n.tick(t) {
+            if o.dest == addr(PEER1) && text(&o).starts_with("BYE ") {
+                // Its retransmissions (unanswered here) share one branch.
+                byes_to_callee.insert(header(&o, HeaderName::Via));
+            }
+        }
+    }
+    assert_eq!(
+        byes_to_callee.len(),
+        1,
+        "one BYE to the callee: {byes_to_callee:?}"
+    );
+    assert!(
+        n.orders().iter().any(|o| o.contains("delete")),
+        "{:?}",
+        n.orders()
+    );
+    let cdr = n.core.poll_cdr().expect("a CDR");
+    assert_eq!(cdr.end_reason, "ack-timeout");
+}
