@@ -1,8 +1,11 @@
 //! rvoip-controlplane: everything that reasons about SIP above the wire.
 //!
-//! Owns: admission policy, (to come) transactions, dialogs, proxy, B2BUA,
-//! registrar, auth, SBC policy, CDRs and the state store; and the `rvoip`
-//! binary with its subcommands.
+//! Owns: RFC 3261 transactions ([`transaction`]); the SIP core with the
+//! stateful and stateless proxy and the B2BUA ([`core`]); the registrar,
+//! digest authentication, the password-guessing guard and the location
+//! store ([`registrar`]); SBC policy, media orders, CDRs and the dialog
+//! journal ([`sbc`]); admission ([`admission`]); `sip lint` ([`lint`]); the
+//! control-plane process ([`process`]) and the `rvoip` binary.
 //!
 //! Must not: touch sockets or packets directly. Messages reach it as bytes
 //! through the dataplane and leave the same way.

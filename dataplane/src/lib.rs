@@ -1,19 +1,24 @@
 //! rvoip-dataplane: the wire formats and the per-core packet engine.
 //!
-//! Owns: the SIP message view and writer ([`sip`]), SDP ([`sdp`]), buffer
-//! pools ([`pool`]); later the io_uring engine, RTP/RTCP/SRTP, the media relay
-//! and the shared-memory channel to the control plane.
+//! Owns: the SIP message view, writer and modify-and-forward ([`sip`]), the
+//! SIP edge that judges each datagram before the control plane sees it
+//! ([`edge`]), SDP ([`sdp`]), RTP/RTCP and the media relay ([`media`]),
+//! SRTP/SRTCP and SDES ([`srtp`]), the rtpengine ng protocol ([`ng`]), the
+//! I/O engine: per-core SIP and media workers on io_uring or
+//! recvmmsg/sendmmsg ([`engine`]), the shared-memory channels and the load
+//! board shared with the control plane ([`shm`]), the timer wheel
+//! ([`wheel`]).
 //!
 //! Must not: know about dialogs, routing or policy (the control plane decides
 //! those); block or allocate per packet on the packet path; panic on any input.
-//! Protocol code here is sans-IO: bytes in, bytes out.
+//! Protocol code here is sans-IO: bytes in, bytes out; I/O lives in
+//! [`engine`] alone.
 
 pub mod edge;
 pub mod engine;
 pub mod log_budget;
 pub mod media;
 pub mod ng;
-pub mod pool;
 pub mod sdp;
 pub mod shm;
 pub mod sip;
