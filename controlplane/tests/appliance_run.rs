@@ -50,8 +50,20 @@ fn ask_until(sock: &UdpSocket, port: u16, msg: &str, status: &str) -> String {
 }
 
 fn start(role: &str, name: &str) -> (Spawned, u16, std::path::PathBuf) {
-    let dir = test_dir(name);
     let port = free_udp_port();
+    let (app, dir) = start_at(role, name, port, &[]);
+    (app, port, dir)
+}
+
+/// `rvoip ROLE` on `config/rvoip.toml` in a directory of its own, its SIP
+/// listener on `port`, with `env` set; its stderr piped.
+fn start_at(
+    role: &str,
+    name: &str,
+    port: u16,
+    env: &[(&str, &str)],
+) -> (Spawned, std::path::PathBuf) {
+    let dir = test_dir(name);
     let cfg = test_config(
         "rvoip.toml",
         &dir,
@@ -65,9 +77,31 @@ fn start(role: &str, name: &str) -> (Spawned, u16, std::path::PathBuf) {
             .arg(role)
             .arg("--config")
             .arg(&cfg)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped()),
     );
-    (app, port, dir)
+    (app, dir)
+}
+
+/// Its exit status, waiting at most `limit`.
+fn exit_within(app: &mut Spawned, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = app.0.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What it wrote to its stderr (once it has exited).
+fn log_of(app: &mut Spawned) -> String {
+    let mut log = String::new();
+    if let Some(mut err) = app.0.stderr.take() {
+        let _ = err.read_to_string(&mut log);
+    }
+    log
 }
 
 #[test]
@@ -102,10 +136,7 @@ fn run_answers_on_the_wire_and_stops_on_sigterm() {
 
     let status = app.terminate().expect("rvoip stops on SIGTERM");
     assert!(status.success(), "{status:?}");
-    let mut log = String::new();
-    if let Some(mut err) = app.0.stderr.take() {
-        let _ = err.read_to_string(&mut log);
-    }
+    let log = log_of(&mut app);
     assert!(
         log.contains("SIP listening") && log.contains("control plane attached"),
         "{log}"
@@ -261,10 +292,7 @@ fn sighup_is_ignored_and_a_killed_supervisor_leaves_no_control_plane_behind() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut log = String::new();
-    if let Some(mut err) = app.0.stderr.take() {
-        let _ = err.read_to_string(&mut log);
-    }
+    let log = log_of(&mut app);
     assert!(log.contains("SIGHUP received"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -288,37 +316,10 @@ fn a_second_instance_on_an_address_already_served_stops_with_a_clear_error() {
         "SIP/2.0 200 OK\r\n",
     );
     // Another instance: its own directory and rings, the same SIP address.
-    let dir2 = test_dir("second");
-    let cfg = test_config(
-        "rvoip.toml",
-        &dir2,
-        &[
-            ("127.0.0.1:5060", format!("127.0.0.1:{port}")),
-            ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
-        ],
-    );
-    let mut second = Spawned::spawn(
-        Command::new(env!("CARGO_BIN_EXE_rvoip"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::piped()),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = second.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the second instance kept running"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut second, dir2) = start_at("run", "second", port, &[]);
+    let status = exit_within(&mut second, Duration::from_secs(10));
     assert!(!status.success(), "second instance started");
-    let mut err = String::new();
-    if let Some(mut e) = second.0.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
+    let err = log_of(&mut second);
     assert!(
         err.contains(&format!("127.0.0.1:{port} (udp) is already served")),
         "{err}"
@@ -342,23 +343,8 @@ fn a_second_instance_on_an_address_already_served_stops_with_a_clear_error() {
 /// under the 5 s after which it would be killed outright.
 #[test]
 fn shutdown_stops_the_control_plane_without_any_external_program() {
-    let dir = test_dir("nopath");
     let port = free_udp_port();
-    let cfg = test_config(
-        "rvoip.toml",
-        &dir,
-        &[
-            ("127.0.0.1:5060", format!("127.0.0.1:{port}")),
-            ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
-        ],
-    );
-    let mut app = Spawned::spawn(
-        Command::new(env!("CARGO_BIN_EXE_rvoip"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("PATH", "")
-            .stderr(Stdio::piped()),
-    );
+    let (mut app, dir) = start_at("run", "nopath", port, &[("PATH", "")]);
     let sock = client();
     ask_until(
         &sock,
@@ -368,26 +354,14 @@ fn shutdown_stops_the_control_plane_without_any_external_program() {
     );
     send_signal(app.0.id(), libc::SIGTERM);
     let started = Instant::now();
-    let status = loop {
-        if let Some(s) = app.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "rvoip did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut app, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "took {:?}",
         started.elapsed()
     );
-    let mut log = String::new();
-    if let Some(mut err) = app.0.stderr.take() {
-        let _ = err.read_to_string(&mut log);
-    }
+    let log = log_of(&mut app);
     // The control plane's own clean exit logs its counters.
     assert!(log.contains("control plane counters"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -7,11 +7,10 @@
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{free_port, media_uas, run_sbc};
+use common::{free_port, media_uac, media_uas, run_sbc};
 
 fn srtp_to_rtp(suite: &str, media_base: u16) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -30,20 +29,15 @@ fn srtp_to_rtp(suite: &str, media_base: u16) {
     // The core side: a UAS that speaks plain RTP only.
     let _uas = media_uas(core_peer);
     std::thread::sleep(Duration::from_millis(300));
-    let json = dir.join("uac.json");
-    let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
-        .args(["uac", "--target", &format!("127.0.0.1:{access}")])
-        .args(["--listen", "127.0.0.2:0", "--rate", "20", "--calls", "20"])
-        .args([
-            "--hold", "2s", "--media", "--srtp", suite, "--quiet", "--json",
-        ])
-        .arg(&json)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert!(status.success(), "{r}");
+    let (passed, r) = media_uac(
+        &dir,
+        access,
+        "uac",
+        &[
+            "--rate", "20", "--calls", "20", "--hold", "2s", "--srtp", suite,
+        ],
+    );
+    assert!(passed, "{r}");
     assert_eq!(r["calls"]["completed"], 20, "{r}");
     assert_eq!(r["rtp"]["lost"], 0, "{r}");
     assert_eq!(r["rtp"]["srtp_errors"], 0, "{r}");

@@ -5,26 +5,11 @@
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 mod common;
-use common::{free_port, media_uas, run_sbc};
-
-fn uac(dir: &Path, access: u16, name: &str, args: &[&str]) -> (bool, serde_json::Value) {
-    let json = dir.join(format!("{name}.json"));
-    let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
-        .args(["uac", "--target", &format!("127.0.0.1:{access}")])
-        .args(["--listen", "127.0.0.2:0", "--media", "--quiet", "--json"])
-        .arg(&json)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    let r = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    (status.success(), r)
-}
+use common::{free_port, media_uac as uac, media_uas, run_sbc};
 
 #[test]
 fn past_its_load_limit_the_sbc_refuses_new_calls_and_keeps_the_call_up() {

@@ -343,6 +343,15 @@ From: {peer}\r\nTo: {sbc}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <s
     )
 }
 
+/// The caller's BYE in call `call` (as [`invite`] and [`answered`] set it
+/// up), to the SBC's tag `to` (the To of the 200 the caller got).
+fn caller_bye(call: &str, to: &str) -> String {
+    format!(
+        "BYE sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-bye-{call}\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-{call}\r\nTo: {to}\r\nCall-ID: {call}@127.0.0.2\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 /// Sets up an answered call; returns the INVITE B got, the 200 A got and
 /// the network.
 fn answered(n: &mut Net, call: &str) -> (Outbound, Outbound) {
@@ -465,10 +474,7 @@ From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-c1\r\nTo: {a_tag}\r\nCall-ID: c
     assert!(n.tick(5_000).is_empty(), "no retransmission after the ACK");
 
     // The caller hangs up: 200 to it, BYE to the callee in its dialog.
-    let bye = format!(
-        "BYE sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-bye1\r\nMax-Forwards: 70\r\n\
-From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-c1\r\nTo: {a_tag}\r\nCall-ID: c1@127.0.0.2\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n"
-    );
+    let bye = caller_bye("c1", &a_tag);
     let out = n.deliver(6_000, CALLER, ACCESS, &bye);
     assert_eq!(status(to(&out, CALLER)[0]), Some(200));
     let bye_b = to(&out, PEER1)[0];
@@ -1035,6 +1041,14 @@ CSeq: 1 REGISTER\r\nContact: <sip:alice@{from}>\r\nExpires: 600\r\nContent-Lengt
     )
 }
 
+/// The test configuration with `extra` keys in the access realm.
+fn with_access(extra: &str) -> String {
+    CONFIG.replace(
+        "allow = [\"127.0.0.2/32\"]",
+        &format!("allow = [\"127.0.0.2/32\"]\n{extra}"),
+    )
+}
+
 /// The test configuration with flood bans at 10 requests a second and the
 /// whole loopback network allowed in the access realm.
 fn flood_config() -> String {
@@ -1105,11 +1119,7 @@ From: <sip:x@127.0.0.2>;tag=fl{i}\r\nTo: <sip:{ACCESS}>\r\nCall-ID: fl{i}\r\nCSe
         "nothing new"
     );
     // Its BYE in the established call still ends both legs.
-    let bye = format!(
-        "BYE sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-byeban\r\nMax-Forwards: 70\r\n\
-From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-up1\r\nTo: {}\r\nCall-ID: up1@127.0.0.2\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n",
-        header(&ok, HeaderName::To)
-    );
+    let bye = caller_bye("up1", &header(&ok, HeaderName::To));
     let out = n.deliver(300, CALLER, ACCESS, &bye);
     assert_eq!(
         to(&out, CALLER)
@@ -1134,10 +1144,7 @@ From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-up1\r\nTo: {}\r\nCall-ID: up1@1
 
 #[test]
 fn an_srtp_realm_refuses_plain_rtp_unless_srtp_is_optional() {
-    let strict = CONFIG.replace(
-        "allow = [\"127.0.0.2/32\"]",
-        "allow = [\"127.0.0.2/32\"]\nmedia = \"srtp\"",
-    );
+    let strict = with_access("media = \"srtp\"");
     let mut n = net_with(&strict, Journal::disabled(), Vec::new());
     let out = n.deliver(0, CALLER, ACCESS, &invite("plain", OFFER));
     assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(488)]);
@@ -1145,10 +1152,7 @@ fn an_srtp_realm_refuses_plain_rtp_unless_srtp_is_optional() {
     assert!(n.orders().is_empty(), "no media for a refused call");
     assert!(to(&out, PEER1).is_empty());
 
-    let optional = CONFIG.replace(
-        "allow = [\"127.0.0.2/32\"]",
-        "allow = [\"127.0.0.2/32\"]\nmedia = \"srtp-optional\"",
-    );
+    let optional = with_access("media = \"srtp-optional\"");
     let mut n = net_with(&optional, Journal::disabled(), Vec::new());
     let out = n.deliver(0, CALLER, ACCESS, &invite("plain-ok", OFFER));
     assert_eq!(to(&out, PEER1).len(), 1, "{out:?}");
@@ -1180,11 +1184,7 @@ fn an_overloaded_sbc_refuses_new_calls_and_keeps_the_ones_up() {
     assert_eq!(n.orders().len(), orders, "no media ordered");
     assert_eq!(n.core.counters().overload_refused, 1);
     // The call already up ends normally.
-    let bye = format!(
-        "BYE sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-byeov\r\nMax-Forwards: 70\r\n\
-From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-kept\r\nTo: {}\r\nCall-ID: kept@127.0.0.2\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n",
-        header(&ok, HeaderName::To)
-    );
+    let bye = caller_bye("kept", &header(&ok, HeaderName::To));
     let out = n.deliver(200, CALLER, ACCESS, &bye);
     assert_eq!(to(&out, PEER1).len(), 1, "BYE crosses: {out:?}");
     // 93 % is below the limit but not below 95 % of it: still shedding.
@@ -1225,10 +1225,7 @@ fn a_peer_that_speaks_rfc_7339_is_told_how_much_to_shed() {
 
 #[test]
 fn a_call_past_the_sources_rate_gets_503_with_the_limit_named_on_the_wire() {
-    let config = CONFIG.replace(
-        "allow = [\"127.0.0.2/32\"]",
-        "allow = [\"127.0.0.2/32\"]\ncps_per_source = 1",
-    );
+    let config = with_access("cps_per_source = 1");
     let mut n = net_with(&config, Journal::disabled(), Vec::new());
     let out = n.deliver(0, CALLER, ACCESS, &invite("rate1", OFFER));
     assert_eq!(

@@ -53,18 +53,7 @@ pub struct LoadBoard {
 impl LoadBoard {
     /// Creates (or resets) `dir/load`, for the dataplane.
     pub fn create(dir: &Path) -> io::Result<LoadBoard> {
-        std::fs::create_dir_all(dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.join("load"))?;
-        file.set_len(FILE_BYTES as u64)?;
-        // SAFETY: the file is ours, sized above; other processes only read
-        // it through the atomics of `Board`.
-        #[allow(unsafe_code)]
-        let map = unsafe { MmapMut::map_mut(&file)? };
+        let map = super::create_mapped(&dir.join("load"), FILE_BYTES)?;
         let mut board = LoadBoard { map };
         board.map[..8].copy_from_slice(&MAGIC.to_le_bytes());
         board.map[8..12].copy_from_slice(&VERSION.to_le_bytes());

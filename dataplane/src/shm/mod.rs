@@ -131,6 +131,26 @@ pub struct RingStats {
     pub used_slots: u64,
 }
 
+/// Creates (or empties) the file at `path`, `len` octets of zeros, and maps
+/// it shared; the file's directory is created if missing. Only the
+/// dataplane creates its shared files; other processes map them through
+/// the type that owns each layout.
+pub(crate) fn create_mapped(path: &Path, len: usize) -> io::Result<MmapMut> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.set_len(len as u64)?;
+    // SAFETY: the file is ours and sized above; other processes map it only
+    // through the type that owns its layout and follows its protocol.
+    unsafe { MmapMut::map_mut(&file) }
+}
+
 /// One mapped channel file.
 #[derive(Debug)]
 pub struct Channel {
@@ -204,19 +224,7 @@ impl Channel {
                 "slot size must be a power of two ≥ 128, count ≥ 4",
             ));
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        file.set_len(Self::file_size(slot_size, slot_count) as u64)?;
-        // SAFETY: the file is ours and sized above; other processes map it
-        // only through Channel, which follows the same protocol.
-        let map = unsafe { MmapMut::map_mut(&file)? };
+        let map = create_mapped(path, Self::file_size(slot_size, slot_count))?;
         let mut ch = Channel {
             map,
             slot_size,

@@ -220,3 +220,25 @@ pub(crate) fn agent_config(
         expires: 600,
     }
 }
+
+/// `rvoip-loadtest uac` with media from 127.0.0.2 to the SBC's access port,
+/// with `args`; whether it passed, and its JSON report (`dir/<name>.json`).
+pub(crate) fn media_uac(
+    dir: &Path,
+    access: u16,
+    name: &str,
+    args: &[&str],
+) -> (bool, serde_json::Value) {
+    let json = dir.join(format!("{name}.json"));
+    let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
+        .args(["uac", "--target", &format!("127.0.0.1:{access}")])
+        .args(["--listen", "127.0.0.2:0", "--media", "--quiet", "--json"])
+        .arg(&json)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("rvoip-loadtest uac: {e}"));
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("{}: {e}", json.display()));
+    let report = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status.success(), report)
+}
