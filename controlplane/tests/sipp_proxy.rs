@@ -119,7 +119,6 @@ fn udp_calls_flow_through_the_proxy() {
     let uas_port = free_udp_port();
     let proxy = Proxy::start("sipp-udp", uas_port);
     let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &[]);
-    std::thread::sleep(Duration::from_millis(300));
     let port = free_udp_port().to_string();
     let target = proxy.target();
     let s = sipp(
@@ -152,7 +151,6 @@ fn calls_flow_through_the_stateless_proxy() {
         &[("stateful = true", "stateful = false".into())],
     );
     let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &[]);
-    std::thread::sleep(Duration::from_millis(300));
     let port = free_udp_port().to_string();
     let target = proxy.target();
     let s = sipp(
@@ -197,7 +195,6 @@ fn tcp_calls_flow_through_the_proxy() {
     let uas_port = free_udp_port();
     let proxy = Proxy::start("sipp-tcp", uas_port);
     let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &[]);
-    std::thread::sleep(Duration::from_millis(300));
     let port = free_udp_port().to_string();
     let target = proxy.target();
     // One TCP connection from SIPp carries every call; the proxy reuses it
@@ -405,7 +402,6 @@ fn sha256_registration_routes_calls_to_the_contact_across_a_restart() {
     assert!(wrong.starts_with("SIP/2.0 401 "), "{wrong}");
 
     let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &[]);
-    std::thread::sleep(Duration::from_millis(300));
     let call = |proxy: &Proxy, name: &str| {
         let port = free_udp_port().to_string();
         let target = proxy.target();
@@ -456,7 +452,6 @@ fn cancel_before_the_answer_ends_both_legs() {
         &["-sf", uas_xml.to_str().unwrap()],
         &[],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let port = free_udp_port().to_string();
     let target = proxy.target();
     let uac_xml = scenario("uac_cancel.xml");
@@ -562,7 +557,6 @@ fn calls_complete_under_five_percent_loss() {
         &["-sf", uas_xml.to_str().unwrap()],
         &[],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let port = free_udp_port().to_string();
     let target = proxy.target();
     // The proxy's transactions retransmit towards the UAS and absorb and
@@ -623,7 +617,6 @@ fn control_plane_kill_9_during_100_transactions_loses_no_call() {
             uas_stats.to_str().unwrap(),
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let dataplane = proxy.app.0.id();
     let before = sockets(dataplane);
     assert!(!before.is_empty());

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use rvoip_dataplane::engine::kernel_has;
 use rvoip_dataplane::engine::media::{
     DriverKind, MediaEngine, MediaEngineConfig, MediaHandle, MediaPlan, Polling,
 };
@@ -15,11 +16,16 @@ use rvoip_dataplane::media::rtp::{parse_rtp, write_rtp_header};
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn engine(driver: DriverKind, base: u16) -> MediaEngine {
+    engine_on(driver, base, vec![])
+}
+
+/// An engine whose workers are pinned to `cores` (one worker each).
+fn engine_on(driver: DriverKind, base: u16, cores: Vec<usize>) -> MediaEngine {
     MediaEngine::start(&MediaEngineConfig {
         address: LOCALHOST,
         port_min: base,
         port_max: base + 199,
-        cores: vec![],
+        cores,
         driver,
         polling: Polling::Interrupt { batch_wait_us: 0 },
         relay: RelayConfig::default(),
@@ -244,4 +250,327 @@ fn io_uring_driver_places_calls_where_ports_are_free() {
 #[test]
 fn fallback_driver_places_calls_where_ports_are_free() {
     a_small_range_fills_to_90_percent(DriverKind::Fallback, 43200);
+}
+
+/// The CPUs each thread of this process named `name` may run on, as the
+/// kernel lists them (`Cpus_allowed_list`).
+fn cpus_of_threads(name: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            if comm.trim() != name {
+                return None;
+            }
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn each_worker_runs_only_on_its_configured_core() {
+    let last = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    let eng = engine_on(DriverKind::Auto, 41600, vec![last]);
+    // (Other tests in this process may run unpinned engines of their own.)
+    let cpus = cpus_of_threads("media-0");
+    assert!(
+        cpus.contains(&last.to_string()),
+        "media-0 pinned to core {last}: {cpus:?}"
+    );
+    let (a, b) = peers();
+    let (_, pa, pb) = call(&eng, &a, &b);
+    exchange(&a, &b, pa, pb, 0..20);
+}
+
+/// The inodes of the UDP sockets bound to ports `range` on this host
+/// (`/proc/net/udp`), and of the sockets this process holds descriptors for.
+fn udp_sockets_in(range: std::ops::RangeInclusive<u16>) -> (Vec<u64>, Vec<u64>) {
+    let table = std::fs::read_to_string("/proc/net/udp").expect("/proc/net/udp");
+    let bound: Vec<u64> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            range.contains(&port).then(|| f.get(9)?.parse().ok())?
+        })
+        .collect();
+    let held = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .filter_map(|e| {
+            let link = std::fs::read_link(e.path()).ok()?;
+            let link = link.to_string_lossy();
+            link.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    (bound, held)
+}
+
+/// The io_uring driver opens its relay sockets as direct descriptors: they
+/// are bound on the host but none is in the process's descriptor table. The
+/// fallback holds a descriptor for each.
+#[test]
+fn io_uring_relay_sockets_are_direct_descriptors_and_the_fallbacks_are_not() {
+    if !kernel_has(io_uring_usable(), "io_uring") {
+        return;
+    }
+    for (driver, base, in_table) in [
+        (DriverKind::IoUring, 41800, false),
+        (DriverKind::Fallback, 42800, true),
+    ] {
+        let eng = engine(driver, base);
+        let (a, b) = peers();
+        let calls: Vec<_> = (0..5).map(|_| call(&eng, &a, &b)).collect();
+        let (_, pa, pb) = calls[4];
+        exchange(&a, &b, pa, pb, 0..5);
+        let (bound, held) = udp_sockets_in(base..=base + 199);
+        assert!(
+            bound.len() >= 10,
+            "{driver:?}: {} relay sockets bound",
+            bound.len()
+        );
+        let in_fd_table = bound.iter().filter(|i| held.contains(i)).count();
+        if in_table {
+            assert_eq!(in_fd_table, bound.len(), "{driver:?}");
+        } else {
+            assert_eq!(in_fd_table, 0, "{driver:?}: relay sockets in the fd table");
+        }
+    }
+}
+
+/// Whether io_uring can be set up in this process.
+fn io_uring_usable() -> bool {
+    io_uring::IoUring::new(8).is_ok()
+}
+
+/// What the re-executed test does under a filter that refuses io_uring.
+const NO_URING_CHILD: &str = "RVOIP_TEST_IO_URING_REFUSED";
+
+/// Runs the test `name` of this binary again, by itself, in a child process
+/// with `env` set (its threads are then the only ones, or a filter applies
+/// to it alone); fails unless it passes, and returns what it printed.
+fn run_alone(name: &str, env: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    eprint!("{stderr}");
+    stdout
+}
+
+/// Refuses `io_uring_setup` (EPERM, as a container's seccomp profile or
+/// `kernel.io_uring_disabled` would) for this thread and the threads it
+/// starts.
+#[allow(unsafe_code)]
+fn refuse_io_uring() {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let nr = u32::try_from(libc::SYS_io_uring_setup).expect("syscall number");
+    let filter = [
+        libc::sock_filter {
+            code: LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }, // seccomp_data.nr
+        libc::sock_filter {
+            code: JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: nr,
+        },
+        libc::sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with a filter program that outlives the call.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                std::ptr::from_ref(&prog),
+            ),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// `auto` takes io_uring where the kernel gives it, and the recvmmsg
+/// driver where io_uring is refused; either relays. The refusal is real: the
+/// test runs itself again in a child process under a seccomp filter.
+#[test]
+fn auto_takes_io_uring_or_falls_back_where_it_is_refused() {
+    if std::env::var_os(NO_URING_CHILD).is_some() {
+        refuse_io_uring();
+        assert!(!io_uring_usable(), "the filter refuses io_uring");
+        let eng = engine(DriverKind::Auto, 43600);
+        let (a, b) = peers();
+        let (_, pa, pb) = call(&eng, &a, &b);
+        exchange(&a, &b, pa, pb, 0..50);
+        println!("auto chose {}", eng.driver());
+        return;
+    }
+    if kernel_has(io_uring_usable(), "io_uring") {
+        let eng = engine(DriverKind::Auto, 43400);
+        assert_eq!(eng.driver(), "io_uring");
+        let (a, b) = peers();
+        let (_, pa, pb) = call(&eng, &a, &b);
+        exchange(&a, &b, pa, pb, 0..50);
+    }
+    let stdout = run_alone(
+        "auto_takes_io_uring_or_falls_back_where_it_is_refused",
+        NO_URING_CHILD,
+    );
+    assert!(stdout.contains("auto chose recvmmsg/sendmmsg"), "{stdout}");
+}
+
+/// CPU time (user + system, in clock ticks) of this process's thread named
+/// `name`.
+fn cpu_ticks_of_thread(name: &str) -> u64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    let found: Vec<u64> = tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let rest = stat.rsplit_once(") ")?.1;
+            let f: Vec<&str> = rest.split(' ').collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one thread named {name}");
+    found[0]
+}
+
+/// Median time for a packet sent every 5 ms to come through the relay.
+fn median_transit(a: &UdpSocket, b: &UdpSocket, pa: u16, packets: u16) -> Duration {
+    let mut buf = [0u8; 2048];
+    let mut transit: Vec<Duration> = (0..packets)
+        .map(|seq| {
+            let sent = std::time::Instant::now();
+            a.send_to(&packet(seq, 0xaaaa), SocketAddr::new(LOCALHOST, pa))
+                .expect("send");
+            b.recv_from(&mut buf).expect("relayed");
+            let t = sent.elapsed();
+            std::thread::sleep(Duration::from_millis(5));
+            t
+        })
+        .collect();
+    transit.sort_unstable();
+    transit[transit.len() / 2]
+}
+
+const POLLING_CHILD: &str = "RVOIP_TEST_POLLING";
+
+/// The polling knobs do what they say, seen from outside the worker:
+/// `Adaptive` keeps the worker on its core for its window after traffic and
+/// then lets it sleep; `batch_wait_us` holds packets back for up to its
+/// window while traffic flows. (Run in a process of its own, so the worker
+/// thread and its CPU time are unambiguous.)
+#[test]
+fn polling_knobs_busy_poll_after_traffic_and_coalesce_wakeups() {
+    if std::env::var_os(POLLING_CHILD).is_none() {
+        run_alone(
+            "polling_knobs_busy_poll_after_traffic_and_coalesce_wakeups",
+            POLLING_CHILD,
+        );
+        return;
+    }
+    let with = |polling: Polling, base: u16| {
+        let eng = MediaEngine::start(&MediaEngineConfig {
+            address: LOCALHOST,
+            port_min: base,
+            port_max: base + 199,
+            cores: vec![],
+            driver: DriverKind::Auto,
+            polling,
+            relay: RelayConfig::default(),
+            fill_calls: 0,
+            max_endpoints_per_worker: 1024,
+        })
+        .expect("engine starts");
+        let (a, b) = peers();
+        let (_, pa, pb) = call(&eng, &a, &b);
+        (eng, a, b, pa, pb)
+    };
+    // Clock ticks of CPU the worker takes in `ms` milliseconds (100 a second).
+    let cpu_in = |ms: u64| {
+        let before = cpu_ticks_of_thread("media-0");
+        std::thread::sleep(Duration::from_millis(ms));
+        cpu_ticks_of_thread("media-0") - before
+    };
+
+    // Busy-polling for 1.5 s after traffic, then asleep.
+    {
+        let (_eng, a, b, pa, pb) = with(Polling::Adaptive(Duration::from_millis(1500)), 44400);
+        exchange(&a, &b, pa, pb, 0..10);
+        let busy = cpu_in(500);
+        std::thread::sleep(Duration::from_millis(1200));
+        let asleep = cpu_in(500);
+        eprintln!("adaptive: {busy} ticks in the 0.5 s after traffic, {asleep} once it ended");
+        assert!(
+            busy >= 15,
+            "busy-polling takes at least 30 % of a core: {busy} ticks"
+        );
+        assert!(asleep <= 2, "asleep after the window: {asleep} ticks");
+    }
+    // Interrupt mode: asleep as soon as traffic stops.
+    {
+        let (_eng, a, b, pa, pb) = with(Polling::Interrupt { batch_wait_us: 0 }, 44600);
+        exchange(&a, &b, pa, pb, 0..10);
+        let idle = cpu_in(500);
+        eprintln!("interrupt: {idle} ticks in the 0.5 s after traffic");
+        assert!(idle <= 2, "asleep: {idle} ticks");
+    }
+    // A 20 ms batch window holds each packet back while packets flow.
+    let min_wait = io_uring::IoUring::new(8).is_ok_and(|r| r.params().is_feature_min_timeout());
+    if kernel_has(min_wait, "io_uring minimum wait (6.12+)") {
+        let (eng, a, b, pa, _) = with(Polling::Interrupt { batch_wait_us: 0 }, 44800);
+        let at_once = median_transit(&a, &b, pa, 100);
+        drop(eng);
+        let (_eng, a, b, pa, _) = with(
+            Polling::Interrupt {
+                batch_wait_us: 20_000,
+            },
+            45000,
+        );
+        let held = median_transit(&a, &b, pa, 100);
+        eprintln!("median transit: {at_once:?} at once, {held:?} with a 20 ms window");
+        assert!(held >= Duration::from_millis(3), "{held:?}");
+        assert!(held > at_once * 4, "{held:?} against {at_once:?}");
+    }
 }

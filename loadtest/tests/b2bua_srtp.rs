@@ -7,7 +7,6 @@
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 mod common;
 use common::{free_port, media_uac, media_uas, run_sbc};
@@ -28,7 +27,7 @@ fn srtp_to_rtp(suite: &str, media_base: u16) {
     );
     // The core side: a UAS that speaks plain RTP only.
     let _uas = media_uas(core_peer);
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_udp_bound(core_peer);
     let (passed, r) = media_uac(
         &dir,
         access,

@@ -30,7 +30,7 @@ fn past_its_load_limit_the_sbc_refuses_new_calls_and_keeps_the_call_up() {
         )],
     );
     let _uas = media_uas(core_peer);
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_udp_bound(core_peer);
     // The call that is up for 8 s.
     let first = {
         let dir = dir.clone();

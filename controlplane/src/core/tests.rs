@@ -946,3 +946,76 @@ fn trusted_sources_and_authenticated_users_may_relay() {
         "{out:?}"
     );
 }
+
+/// alice's INVITE as the UAC sends it, for the AOR.
+fn invite_alice(branch: &str, call: &str) -> String {
+    invite(branch, call).replace(
+        "sip:service@127.0.0.1:5060 SIP/2.0",
+        "sip:alice@rvoip.test SIP/2.0",
+    )
+}
+
+#[test]
+fn a_registration_through_an_edge_proxy_is_reached_through_its_path() {
+    let mut c = core(AuthPolicy::Off);
+    // The REGISTER came through an edge proxy at 127.0.0.9:5066 that added
+    // Path (RFC 3327); the phone's contact is on a network we cannot reach.
+    let reg = "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5066;branch=z9hG4bK-edge1\r\n\
+Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK-ph1\r\nFrom: <sip:alice@rvoip.test>;tag=a\r\nTo: <sip:alice@rvoip.test>\r\n\
+Call-ID: path-1\r\nCSeq: 1 REGISTER\r\nSupported: path\r\nPath: <sip:edge@127.0.0.9:5066;lr>\r\n\
+Contact: <sip:alice@10.1.1.1:5060>\r\nContent-Length: 0\r\n\r\n";
+    let ok = deliver(&mut c, 0, "127.0.0.9:5066", reg);
+    assert_eq!(status(&ok[0]), Some(200));
+    assert!(
+        String::from_utf8_lossy(&ok[0].bytes).contains("Path: <sip:edge@127.0.0.9:5066;lr>"),
+        "the 200 echoes the Path"
+    );
+
+    let out = deliver(&mut c, 10, UAC, &invite_alice("z9hG4bK-pth", "call-path"));
+    let fwd = out
+        .iter()
+        .find(|o| status(o).is_none())
+        .unwrap_or_else(|| panic!("INVITE forwarded: {out:?}"));
+    let m = parse(fwd);
+    assert_eq!(fwd.dest, addr("127.0.0.9:5066"), "sent to the edge proxy");
+    assert_eq!(m.request_uri_bytes(), Some(&b"sip:alice@10.1.1.1:5060"[..]));
+    assert_eq!(
+        m.header(HeaderName::Route),
+        Some(&b"<sip:edge@127.0.0.9:5066;lr>"[..]),
+        "the Path became the Route"
+    );
+}
+
+#[test]
+fn a_phone_behind_nat_is_reached_where_its_register_came_from() {
+    let mut c = core(AuthPolicy::Off);
+    // The contact names the phone's private address; its REGISTER arrived
+    // from the NAT's public one.
+    let reg = "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bK-nat1;rport\r\n\
+From: <sip:alice@rvoip.test>;tag=a\r\nTo: <sip:alice@rvoip.test>\r\nCall-ID: nat-1\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:alice@192.168.1.20:5060>\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(
+        status(&deliver(&mut c, 0, "127.0.0.7:40123", reg)[0]),
+        Some(200)
+    );
+    let out = deliver(&mut c, 10, UAC, &invite_alice("z9hG4bK-nat", "call-nat"));
+    let fwd = out
+        .iter()
+        .find(|o| status(o).is_none())
+        .unwrap_or_else(|| panic!("INVITE forwarded: {out:?}"));
+    assert_eq!(fwd.dest, addr("127.0.0.7:40123"), "to the NAT's mapping");
+    assert_eq!(
+        parse(fwd).request_uri_bytes(),
+        Some(&b"sip:alice@192.168.1.20:5060"[..]),
+        "the contact stays the Request-URI"
+    );
+    // A contact at the address the REGISTER came from is used as it is.
+    let mut c = core(AuthPolicy::Off);
+    register_alice(&mut c, &[("sip:alice@127.0.0.1:6001", "1.0")]);
+    let out = deliver(&mut c, 10, UAC, &invite_alice("z9hG4bK-pub", "call-pub"));
+    assert!(
+        out.iter()
+            .any(|o| status(o).is_none() && o.dest == addr("127.0.0.1:6001")),
+        "{out:?}"
+    );
+}

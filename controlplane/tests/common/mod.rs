@@ -87,6 +87,16 @@ pub fn free_udp_port() -> u16 {
         .expect("ephemeral port")
 }
 
+/// Waits until something has bound 127.0.0.1:`port` for UDP (a peer just
+/// started is ready to receive), for at most 10 s.
+pub fn wait_udp_bound(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "nothing bound UDP port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A fresh directory for one test.
 pub fn test_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rvoip-{name}-{}", std::process::id()));
@@ -219,6 +229,7 @@ impl Drop for Spawned {
         let _ = self.0.wait();
     }
 }
+pub mod capture;
 pub mod sipp;
 
 /// Sends OPTIONS to 127.0.0.1:`port` until a 200 comes back, for at most

@@ -81,9 +81,9 @@ pub fn stat(stf: &Path, column: &str) -> Option<u64> {
     last.get(at)?.trim().parse().ok()
 }
 
-/// A SIPp UAS running in the background.
+/// A SIPp UAS running in the background, once it listens on `port`.
 pub fn uas(dir: &Path, port: u16, scenario_args: &[&str], extra: &[&str]) -> Spawned {
-    Spawned::spawn(
+    let uas = Spawned::spawn(
         Command::new("sipp")
             .args(scenario_args)
             .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
@@ -91,7 +91,9 @@ pub fn uas(dir: &Path, port: u16, scenario_args: &[&str], extra: &[&str]) -> Spa
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
-    )
+    );
+    super::wait_udp_bound(port);
+    uas
 }
 
 /// The pid of the newest control plane the appliance log names.

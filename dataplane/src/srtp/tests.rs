@@ -554,3 +554,40 @@ fn rfc3711_b1_aes_f8() {
     let p = apply(&sr, |b, n| tx.protect_rtcp(b, n)).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(apply(&p, |b, n| rx.unprotect_rtcp(b, n)), Ok(sr));
 }
+
+/// Keys are never logged: nothing that holds one prints it with `{:?}`, in
+/// any of the forms a log would show it (the `a=crypto` base64, hex, or
+/// the bytes as a list).
+#[test]
+fn no_debug_form_shows_a_key() {
+    use base64::Engine as _;
+    let key_salt: Vec<u8> = (0xc1..0xc1 + 30).collect();
+    let inline = base64::engine::general_purpose::STANDARD.encode(&key_salt);
+    let attr =
+        sdes::parse(format!("1 AES_CM_128_HMAC_SHA1_80 inline:{inline}|2^20|1:4").as_bytes())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    let params = SrtpParams::new(attr.suite, attr.master.clone());
+    let context = SrtpContext::new(&params).unwrap_or_else(|| panic!("context"));
+    let printed = [
+        format!("{attr:?}"),
+        format!("{:?}", attr.master),
+        format!("{params:?}"),
+        format!("{context:?}"),
+        format!("{context:#?}"),
+    ];
+    let hex_lower: String = key_salt.iter().map(|b| format!("{b:02x}")).collect();
+    let listed = format!("{}, {}, {}", key_salt[0], key_salt[1], key_salt[2]);
+    let listed_hex = format!("{:#x}, {:#x}", key_salt[0], key_salt[1]);
+    for p in &printed {
+        for secret in [&inline[..8], &hex_lower[..8], &listed, &listed_hex] {
+            assert!(!p.contains(secret), "{secret} in {p}");
+        }
+        assert!(!p.to_lowercase().contains(&hex_lower[..8]), "{p}");
+    }
+    // What is printed still says what the key is for.
+    assert!(
+        printed[0].contains("AesCm128HmacSha1_80") || printed[0].contains("suite"),
+        "{}",
+        printed[0]
+    );
+}

@@ -15,6 +15,16 @@ pub(crate) fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("a free port: {e}"))
 }
 
+/// Waits until something has bound 127.0.0.1:`port` for UDP (a peer just
+/// started is ready to receive), for at most 10 s.
+pub(crate) fn wait_udp_bound(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < deadline, "nothing bound UDP port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A child started in a process group of its own; dropping it stops the
 /// whole group (TERM, then KILL after 5 s), so a peer that forks workers
 /// (Kamailio) leaves none behind.
