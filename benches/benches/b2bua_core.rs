@@ -15,6 +15,8 @@
 //!
 //! Run: `cargo bench -p rvoip-benches --bench b2bua_core`. Besides
 //! criterion's report it prints µs per call and allocations per call.
+// A benchmark reads the clock to time what it measures.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::VecDeque;
 use std::hint::black_box;

@@ -2,7 +2,12 @@
 //! channels, runs the SIP core over them, and survives being killed and
 //! restarted (`kill -9`): everything it needs is in the channel files, the
 //! location store and the configuration.
+//!
+//! An I/O shell: it reads the clock and the system's randomness and hands
+//! them to the protocol cores as inputs.
+#![allow(clippy::disallowed_methods)]
 
+use rvoip_dataplane::entropy::{Entropy, SystemEntropy};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -127,8 +132,15 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
         edge_checked: true,
         ..CoreConfig::default()
     };
-    let secret = nonce_secret(&state_dir)?;
-    Ok(SipCore::new(core_config, registrar, users, &secret))
+    let entropy = SystemEntropy::new();
+    let secret = nonce_secret(&state_dir, &entropy)?;
+    Ok(SipCore::new(
+        core_config,
+        registrar,
+        users,
+        &secret,
+        &entropy,
+    ))
 }
 
 /// The B2BUA of a `mode = "b2bua"` configuration: policy, media orders
@@ -139,8 +151,9 @@ pub fn b2bua_from_config(
     ring_dir: &Path,
 ) -> Result<(B2b, Option<CdrWriter>), String> {
     let policy = Policy::from_config(config)?;
+    let entropy = SystemEntropy::new();
     let orders = loop {
-        match ShmOrders::open(ring_dir) {
+        match ShmOrders::open(ring_dir, &entropy) {
             Ok(o) => break o,
             Err(e) if !rvoip_dataplane::engine::ng_shm::orders_path(ring_dir).exists() => {
                 tracing::debug!(error = %e, "waiting for the media order channel");
@@ -165,6 +178,7 @@ pub fn b2bua_from_config(
         Box::new(orders),
         journal,
         saved,
+        &entropy,
     );
     let writer = match &s.cdr_file {
         Some(p) => {
@@ -177,7 +191,7 @@ pub fn b2bua_from_config(
 }
 
 /// The nonce key, kept in the state directory so nonces survive a restart.
-fn nonce_secret(state_dir: &Path) -> Result<Vec<u8>, String> {
+fn nonce_secret(state_dir: &Path, entropy: &dyn Entropy) -> Result<Vec<u8>, String> {
     let path = state_dir.join("nonce.key");
     if let Ok(k) = std::fs::read(&path)
         && k.len() == 32
@@ -185,8 +199,7 @@ fn nonce_secret(state_dir: &Path) -> Result<Vec<u8>, String> {
         return Ok(k);
     }
     let mut key = vec![0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-        .map_err(|_| "no randomness".to_string())?;
+    entropy.fill(&mut key).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     std::fs::write(&path, &key).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(key)

@@ -3,7 +3,12 @@
 //! SIGTERM, and refuses a bad configuration. `rvoip dataplane` alone answers
 //! 503 until a control plane attaches.
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -4,7 +4,12 @@
 //! Both phones must hear each other: each receives the other's RTP
 //! (through the relay, on the SBC).
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

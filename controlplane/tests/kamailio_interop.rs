@@ -6,7 +6,12 @@
 //!
 //! Needs `kamailio` and `sip-tester` (installed by `.ci/run`).
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -4,7 +4,12 @@
 //! table. Every call relays a packet each way to the right peer. The peers,
 //! like SIPp's rtp_echo, use one address:port for all calls.
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};

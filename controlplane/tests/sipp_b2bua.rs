@@ -5,7 +5,12 @@
 //! control plane with established calls that keep their media and still end
 //! on BYE.
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -4,7 +4,12 @@
 //! contact across a restart, CANCEL before the answer, 5% induced loss, and
 //! `kill -9` of the control plane during 100 open transactions.
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -7,7 +7,7 @@
 //! I/O engine: per-core SIP and media workers on io_uring or
 //! recvmmsg/sendmmsg ([`engine`]), the shared-memory channels and the load
 //! board shared with the control plane ([`shm`]), the timer wheel
-//! ([`wheel`]).
+//! ([`wheel`]), the randomness protocol cores are given ([`entropy`]).
 //!
 //! Must not: know about dialogs, routing or policy (the control plane decides
 //! those); block or allocate per packet on the packet path; panic on any input.
@@ -16,6 +16,7 @@
 
 pub mod edge;
 pub mod engine;
+pub mod entropy;
 pub mod log_budget;
 pub mod media;
 pub mod ng;

@@ -1,7 +1,12 @@
 //! The media engine relays RTP between two peers on loopback with both I/O
 //! drivers: every packet arrives once, in order, unchanged, at the right peer.
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;

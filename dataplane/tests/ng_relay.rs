@@ -3,7 +3,12 @@
 //! at the right peer. Also latching, RTCP demultiplexing, re-offers, and the
 //! error replies rtpengine gives.
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;

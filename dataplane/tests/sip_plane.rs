@@ -4,7 +4,7 @@
 //! destination in one segmented send where the kernel can), and a peer's
 //! segmented send reaches the control plane as its separate messages; a
 //! worker busy with traffic takes what is queued without being woken.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

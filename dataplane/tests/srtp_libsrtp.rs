@@ -49,7 +49,7 @@ fn ours(ctx: &mut SrtpContext, pkt: &[u8], op: &str) -> Result<Vec<u8>, String> 
 }
 
 fn both_ways(suite: Suite, mki: Option<Mki>) {
-    let rng = ring::rand::SystemRandom::new();
+    let rng = rvoip_dataplane::entropy::SeededEntropy::new(3);
     let mut master = sdes::generate(suite, &rng).unwrap_or_else(|| panic!("key"));
     master.mki = mki;
     let params = SrtpParams::new(suite, master.clone());

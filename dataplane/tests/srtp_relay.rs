@@ -96,7 +96,7 @@ fn sdp_text(reply: &[u8]) -> String {
 fn an_srtp_leg_and_an_rtp_leg_transcrypt_both_ways() {
     let mut relay = Relay::start(DriverKind::Auto, 53000);
     let (a, b) = (peer(), peer());
-    let rng = ring::rand::SystemRandom::new();
+    let rng = rvoip_dataplane::entropy::SeededEntropy::new(3);
     let suite = Suite::AesCm128HmacSha1_80;
     let a_key = sdes::generate(suite, &rng).unwrap();
     let a_line = key_line(3, suite, &a_key);
@@ -185,7 +185,7 @@ fn an_srtp_leg_and_an_rtp_leg_transcrypt_both_ways() {
 fn srtp_on_both_legs_is_reencrypted_with_each_legs_own_keys() {
     let mut relay = Relay::start(DriverKind::Auto, 54000);
     let (a, b) = (peer(), peer());
-    let rng = ring::rand::SystemRandom::new();
+    let rng = rvoip_dataplane::entropy::SeededEntropy::new(3);
     let a_suite = Suite::AeadAes128Gcm;
     let a_key = sdes::generate(a_suite, &rng).unwrap();
     let o = offer(
@@ -243,7 +243,7 @@ fn srtp_on_both_legs_is_reencrypted_with_each_legs_own_keys() {
 fn rtp_to_srtp_with_one_forced_suite() {
     let mut relay = Relay::start(DriverKind::Fallback, 55000);
     let (a, b) = (peer(), peer());
-    let rng = ring::rand::SystemRandom::new();
+    let rng = rvoip_dataplane::entropy::SeededEntropy::new(3);
     let o = offer(
         &mut relay,
         "rtp-srtp",

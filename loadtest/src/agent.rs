@@ -192,7 +192,8 @@ pub struct Agent {
     receivers: HashMap<u32, (Receiver, u64)>,
     /// SRTP contexts for the far ends' streams, by their SSRC.
     srtp_rx: HashMap<u32, Box<SrtpContext>>,
-    keys: ring::rand::SystemRandom,
+    /// Where the SRTP keys it offers come from.
+    keys: Box<dyn rvoip_dataplane::entropy::Entropy>,
     /// Datagrams to send: the call (flow) each belongs to, the datagram,
     /// where to.
     out: Vec<(u64, Vec<u8>, SocketAddr)>,
@@ -213,8 +214,9 @@ fn branch(n: u64, run: u64, what: &str) -> String {
 }
 
 impl Agent {
-    /// An agent starting at `now_ns`.
-    pub fn new(cfg: Config, now_ns: u64) -> Self {
+    /// An agent starting at `now_ns`, drawing the SRTP keys it offers from
+    /// `keys`.
+    pub fn new(cfg: Config, now_ns: u64, keys: Box<dyn rvoip_dataplane::entropy::Entropy>) -> Self {
         let local = Local::new(cfg.sip_local, cfg.rtp_local);
         // A UAC knows which call each stream belongs to (SSRCs announced in
         // the SDP), so its RTP figures are of completed calls only.
@@ -240,7 +242,7 @@ impl Agent {
             wheel_ms: now_ns / 1_000_000,
             receivers: HashMap::default(),
             srtp_rx: HashMap::default(),
-            keys: ring::rand::SystemRandom::new(),
+            keys,
             out: Vec::new(),
             local,
             request_uri: None,
@@ -395,7 +397,10 @@ impl Agent {
             local: self.local.sip.clone(),
         };
         let branch = branch(n, run, "i");
-        let srtp_key = self.cfg.srtp.and_then(|s| sdes::generate(s, &self.keys));
+        let srtp_key = self
+            .cfg
+            .srtp
+            .and_then(|s| sdes::generate(s, self.keys.as_ref()));
         let line = self
             .cfg
             .srtp
@@ -845,7 +850,7 @@ impl Agent {
                 let offered = remote.as_ref().and_then(|r| r.crypto.first().cloned());
                 let own = offered
                     .as_ref()
-                    .and_then(|c| Some((c, sdes::generate(c.suite, &self.keys)?)));
+                    .and_then(|c| Some((c, sdes::generate(c.suite, self.keys.as_ref())?)));
                 let line = own.as_ref().map(|(c, k)| sdes::format(c.tag, k, c.suite));
                 let ssrc = (key as u32).wrapping_mul(2);
                 let answer = sip::sdp(key, &self.local, ssrc, line.as_deref());

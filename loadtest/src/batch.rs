@@ -2,6 +2,8 @@
 //! `sendmmsg` sends up to [`BATCH`], so the kernel is entered once per batch
 //! rather than once per datagram.
 #![allow(unsafe_code)]
+// The I/O shell of the load generator: it reads the clock for the agent.
+#![allow(clippy::disallowed_methods)]
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

@@ -287,7 +287,11 @@ fn drive(
     let now = monotonic_ns;
     let duration = cfg.duration_ns.map(|d| start + d);
     let uas = cfg.role == crate::agent::Role::Uas;
-    let mut agent = Agent::new(cfg, now());
+    let mut agent = Agent::new(
+        cfg,
+        now(),
+        Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
+    );
     let mut next_second = start + 1_000_000_000;
     let mut ended_ns = None;
     loop {

@@ -106,7 +106,11 @@ fn run(
 #[test]
 fn a_call_nobody_answers_is_no_response_and_a_refusal_keeps_its_phrase() {
     // Nobody at the target: every INVITE goes unanswered (a ban drops it).
-    let mut uac = Agent::new(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 2), T0);
+    let mut uac = Agent::new(
+        config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 2),
+        T0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
     run(&mut uac, None, 40, &mut |_, _| Some(0), u64::MAX);
     assert_eq!(
         uac.report.failures.get("no-response"),
@@ -118,7 +122,11 @@ fn a_call_nobody_answers_is_no_response_and_a_refusal_keeps_its_phrase() {
 
     // A refusal (an SBC shedding load): each INVITE answered 503 Service
     // Unavailable; the caller reports the status and its phrase.
-    let mut uac = Agent::new(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 2), T0);
+    let mut uac = Agent::new(
+        config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 2),
+        T0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
     let mut refused = 0;
     let mut t = T0;
     while t < T0 + 5_000 * MS {
@@ -150,8 +158,16 @@ fn a_call_nobody_answers_is_no_response_and_a_refusal_keeps_its_phrase() {
 
 #[test]
 fn an_answer_after_the_caller_gave_up_is_hung_up_and_its_media_stops() {
-    let mut uac = Agent::new(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 1), T0);
-    let mut uas = Agent::new(config(Role::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
+    let mut uac = Agent::new(
+        config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 1),
+        T0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
+    let mut uas = Agent::new(
+        config(Role::Uas, UAS_SIP, UAS_RTP, None, 0),
+        T0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
     // The INVITE (and its retransmissions) reach the UAS 33 s late: after
     // the caller's Timer B (32 s) has given the call up.
     let mut fate = |m: &SipMessage<'_>, from_uac: bool| {
@@ -189,8 +205,16 @@ fn an_answer_after_the_caller_gave_up_is_hung_up_and_its_media_stops() {
 
 #[test]
 fn rtp_figures_are_of_completed_calls_and_failed_calls_are_counted_apart() {
-    let mut uac = Agent::new(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 5), T0);
-    let mut uas = Agent::new(config(Role::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
+    let mut uac = Agent::new(
+        config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 5),
+        T0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
+    let mut uas = Agent::new(
+        config(Role::Uas, UAS_SIP, UAS_RTP, None, 0),
+        T0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
     // The first call's BYE is never answered: it fails (bye-timeout) after
     // its media.
     let mut fate = |m: &SipMessage<'_>, from_uac: bool| {
@@ -227,8 +251,16 @@ fn rtp_figures_are_of_completed_calls_and_failed_calls_are_counted_apart() {
 
 #[test]
 fn packets_of_calls_still_up_when_the_run_stops_are_counted_apart() {
-    let mut uac = Agent::new(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 1), T0);
-    let mut uas = Agent::new(config(Role::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
+    let mut uac = Agent::new(
+        config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 1),
+        T0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
+    let mut uas = Agent::new(
+        config(Role::Uas, UAS_SIP, UAS_RTP, None, 0),
+        T0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
     // Stopped (the run helper ends with `finish`) after 1 s of a call held
     // for 2 s.
     run(&mut uac, Some(&mut uas), 1, &mut |_, _| Some(0), u64::MAX);

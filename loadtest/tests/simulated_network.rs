@@ -70,8 +70,13 @@ fn simulate(srtp: Option<Suite>, net: &mut Network) -> (Agent, Agent, Vec<usize>
             ..config(Role::Uac, uac_sip, uac_rtp, Some(uas_sip))
         },
         t0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
     );
-    let mut uas = Agent::new(config(Role::Uas, uas_sip, uas_rtp, None), t0);
+    let mut uas = Agent::new(
+        config(Role::Uas, uas_sip, uas_rtp, None),
+        t0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
     let base = 30 * MS;
     // In flight: (arrival, destination, source, bytes, is RTP).
     let mut flight: Vec<(u64, SocketAddr, SocketAddr, Vec<u8>, bool)> = Vec::new();
@@ -207,6 +212,7 @@ fn srtp_that_arrives_before_the_answer_is_not_read_as_plain_rtp() {
             )
         },
         t0,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
     );
     // An SRTP packet: RTP header, then ciphertext where a load packet's
     // send stamp would be.
@@ -231,7 +237,11 @@ fn the_next_wake_up_is_the_next_call_on_the_schedule() {
         Some("127.0.0.1:5070"),
     );
     cfg.media = false;
-    let mut uac = Agent::new(cfg.clone(), start);
+    let mut uac = Agent::new(
+        cfg.clone(),
+        start,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
     uac.tick(start);
     assert_eq!(uac.take_out().count(), 1, "call 0 starts at once");
     // 10 calls per second: the next one 100 ms on, reached in a few
@@ -245,7 +255,11 @@ fn the_next_wake_up_is_the_next_call_on_the_schedule() {
     assert!(wakes <= 3, "{wakes} wake-ups");
     // A 0.5 s ramp: call k is due at sqrt(2·0.5·k/10) s, call 1 at 316 ms.
     cfg.ramp_s = 0.5;
-    let mut ramped = Agent::new(cfg, start);
+    let mut ramped = Agent::new(
+        cfg,
+        start,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
     ramped.tick(start);
     assert_eq!(ramped.take_out().count(), 1);
     let (at, wakes) = next_invite(&mut ramped, start);

@@ -3,7 +3,13 @@
 //! registrar; and through Kamailio 5.6 as a transaction-stateful,
 //! record-routing proxy. Small, bounded runs.
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used, unsafe_code)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    unsafe_code
+)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

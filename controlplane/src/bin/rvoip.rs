@@ -1,4 +1,6 @@
 //! The `rvoip` command: the appliance and its tools.
+// A binary is an I/O shell: it reads the clock for the cores it drives.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -543,7 +545,11 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             None
         }
     };
-    let server = Arc::new(std::sync::Mutex::new(NgServer::new(media, advertised)));
+    let server = Arc::new(std::sync::Mutex::new(NgServer::new(
+        media,
+        advertised,
+        Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
+    )));
     // The control plane orders media (B2BUA) over shared memory.
     let orders = match NgOrders::spawn(
         &config.controlplane.ring_dir,

@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use rustc_hash::FxHashMap;
+use rvoip_dataplane::entropy::Entropy;
 use rvoip_dataplane::sip::{
     Framing, HeaderName, Limits, MessageWriter, Method, SipMessage, write_response,
     write_response_with_body,
@@ -582,9 +583,9 @@ struct Dialogs {
 }
 
 impl Dialogs {
-    fn new() -> Dialogs {
+    fn new(entropy: &dyn Entropy) -> Dialogs {
         let mut key = [0u8; 16];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
+        let _ = entropy.fill(&mut key);
         Dialogs {
             key: siphasher::sip128::SipHasher13::new_with_key(&key),
             map: FxHashMap::default(),
@@ -647,22 +648,24 @@ impl std::fmt::Debug for B2b {
 
 impl B2b {
     /// A B2BUA with its policy, media orders and journal (already opened;
-    /// `saved` are the calls it held).
+    /// `saved` are the calls it held); `entropy` keys its dialog table and
+    /// makes its tags and Call-IDs its own.
     pub fn new(
         policy: Policy,
         config: B2bConfig,
         media: Box<dyn MediaOrders>,
         journal: Journal,
         saved: Vec<(u64, SavedCall)>,
+        entropy: &dyn Entropy,
     ) -> B2b {
         let mut nonce = [0u8; 8];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+        let _ = entropy.fill(&mut nonce);
         let mut b = B2b {
             policy,
             config,
             media,
             calls: FxHashMap::default(),
-            dialogs: Dialogs::new(),
+            dialogs: Dialogs::new(entropy),
             by_invite: FxHashMap::default(),
             next_id: 1,
             boot: nonce.iter().fold(String::new(), |mut s, x| {
@@ -930,7 +933,7 @@ impl SipCore {
         if let Some(c) = then.call().and_then(|id| b.calls.get_mut(&id)) {
             c.busy += 1;
         }
-        match b.media.send(token, &order) {
+        match b.media.send(now, token, &order) {
             Ok(()) => {
                 b.orders.insert(token, then);
             }
@@ -943,7 +946,7 @@ impl SipCore {
         let Some(mut b) = self.b2b.take() else {
             return;
         };
-        while let Some((token, result)) = b.media.poll() {
+        while let Some((token, result)) = b.media.poll(now) {
             if let Some(then) = b.orders.remove(&token) {
                 self.b2b_then(&mut b, now, unix_ms, then, &result);
             }

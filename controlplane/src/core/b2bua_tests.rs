@@ -38,7 +38,7 @@ struct FakeRelay {
 }
 
 impl MediaOrders for FakeRelay {
-    fn send(&mut self, token: u64, request: &[u8]) -> Result<(), String> {
+    fn send(&mut self, _now: Millis, token: u64, request: &[u8]) -> Result<(), String> {
         let reply = self.answer(request);
         self.replies
             .lock()
@@ -46,7 +46,7 @@ impl MediaOrders for FakeRelay {
             .push_back((token, reply));
         Ok(())
     }
-    fn poll(&mut self) -> Option<Answered> {
+    fn poll(&mut self, _now: Millis) -> Option<Answered> {
         if self.hold.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
@@ -162,6 +162,7 @@ fn net_with(config: &str, journal: Journal, saved: Vec<(u64, SavedCall)>) -> Net
         Registrar::new(RegistrarConfig::default(), LocationService::in_memory()),
         Users::default(),
         b"test-secret",
+        &rvoip_dataplane::entropy::SeededEntropy::new(1),
     );
     let s = &c.sbc;
     core.set_b2bua(B2b::new(
@@ -175,6 +176,7 @@ fn net_with(config: &str, journal: Journal, saved: Vec<(u64, SavedCall)>) -> Net
         Box::new(relay.clone()),
         journal,
         saved,
+        &rvoip_dataplane::entropy::SeededEntropy::new(1),
     ));
     Net {
         core,

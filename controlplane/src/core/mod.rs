@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use rvoip_dataplane::entropy::Entropy;
 use rvoip_dataplane::log_budget::LogBudget;
 use rvoip_dataplane::sip::{
     Forward, Framing, HeaderName, Host, Limits, Method, SipMessage, check, write_response,
@@ -430,14 +431,21 @@ pub(crate) fn via_destination(v: &rvoip_dataplane::sip::Via<'_>) -> Option<Socke
 }
 
 impl SipCore {
-    /// A core with its registrar and users.
-    pub fn new(config: CoreConfig, registrar: Registrar, users: Users, secret: &[u8]) -> Self {
+    /// A core with its registrar and users; `secret` keys its nonces and
+    /// `entropy` gives them this run's epoch.
+    pub fn new(
+        config: CoreConfig,
+        registrar: Registrar,
+        users: Users,
+        secret: &[u8],
+        entropy: &dyn Entropy,
+    ) -> Self {
         let realm = config
             .domains
             .first()
             .cloned()
             .unwrap_or_else(|| "rvoip".into());
-        let auth = Authenticator::new(&realm, secret, config.nonce_lifetime_ms)
+        let auth = Authenticator::new(&realm, secret, config.nonce_lifetime_ms, entropy)
             .with_algorithms(&config.digest_algorithms);
         let guard = AuthGuard::new(config.auth_guard);
         SipCore {

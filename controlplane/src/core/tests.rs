@@ -28,6 +28,7 @@ fn core(auth: AuthPolicy) -> SipCore {
         Registrar::new(RegistrarConfig::default(), LocationService::in_memory()),
         users,
         b"test-secret",
+        &rvoip_dataplane::entropy::SeededEntropy::new(1),
     )
 }
 
@@ -650,6 +651,7 @@ fn core_with(config: impl FnOnce(&mut CoreConfig)) -> SipCore {
         Registrar::new(RegistrarConfig::default(), LocationService::in_memory()),
         users,
         b"test-secret",
+        &rvoip_dataplane::entropy::SeededEntropy::new(1),
     )
 }
 

@@ -13,6 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use md5::Digest as _;
 use ring::hmac;
+use rvoip_dataplane::entropy::Entropy;
 
 use crate::transaction::Millis;
 
@@ -264,7 +265,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// An authenticator for `realm` with a per-process `secret` and nonces
     /// valid for `lifetime_ms`, challenging with MD5 alone.
-    pub fn new(realm: &str, secret: &[u8], lifetime_ms: Millis) -> Self {
+    pub fn new(realm: &str, secret: &[u8], lifetime_ms: Millis, entropy: &dyn Entropy) -> Self {
         Authenticator {
             realm: realm.to_string(),
             algorithms: vec![Algorithm::Md5],
@@ -275,7 +276,7 @@ impl Authenticator {
                 let mut e = [0u8; 8];
                 // Without randomness the epoch is fixed; nonces stay unique
                 // by their serial.
-                let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut e);
+                let _ = entropy.fill(&mut e);
                 e
             },
             serial: 0,
@@ -444,7 +445,12 @@ mod tests {
 
     #[test]
     fn a_client_answer_to_each_challenge_verifies() {
-        let mut auth = Authenticator::new("rvoip.test", b"k", 30_000);
+        let mut auth = Authenticator::new(
+            "rvoip.test",
+            b"k",
+            30_000,
+            &rvoip_dataplane::entropy::SeededEntropy::new(1),
+        );
         for (i, challenge) in auth.challenges(1_000, false).into_iter().enumerate() {
             let value = answer_challenge(
                 challenge.as_bytes(),
@@ -498,7 +504,12 @@ mod tests {
 
     #[test]
     fn nonces_are_unique_per_challenge_and_die_with_the_instance() {
-        let mut auth = Authenticator::new("rvoip.test", b"secret", 300_000);
+        let mut auth = Authenticator::new(
+            "rvoip.test",
+            b"secret",
+            300_000,
+            &rvoip_dataplane::entropy::SeededEntropy::new(1),
+        );
         // Two clients challenged in the same millisecond each get their own
         // nonce, so each may start at nonce-count 1.
         let n1 = nonce_of(&auth.challenges(5_000, false)[0]);
@@ -517,9 +528,14 @@ mod tests {
             );
             assert!(auth.verify(5_001, b"REGISTER", &c, secrets).is_ok());
         }
-        // A restarted instance (same secret) does not honour them: its clock
-        // and nonce counts start over.
-        let mut again = Authenticator::new("rvoip.test", b"secret", 300_000);
+        // A restarted instance (same secret, another run's randomness) does
+        // not honour them: its clock and nonce counts start over.
+        let mut again = Authenticator::new(
+            "rvoip.test",
+            b"secret",
+            300_000,
+            &rvoip_dataplane::entropy::SeededEntropy::new(2),
+        );
         let c = answer(
             Algorithm::Md5,
             "alice",
@@ -538,8 +554,13 @@ mod tests {
 
     #[test]
     fn md5_and_sha256_answers_verify_and_replays_fail() {
-        let mut auth = Authenticator::new("rvoip.test", b"secret", 300_000)
-            .with_algorithms(&[Algorithm::Md5, Algorithm::Sha256]);
+        let mut auth = Authenticator::new(
+            "rvoip.test",
+            b"secret",
+            300_000,
+            &rvoip_dataplane::entropy::SeededEntropy::new(1),
+        )
+        .with_algorithms(&[Algorithm::Md5, Algorithm::Sha256]);
         let ch = auth.challenges(1_000, false);
         assert!(ch[0].contains("algorithm=MD5") && ch[1].contains("algorithm=SHA-256"));
         let nonce = nonce_of(&ch[0]);
@@ -611,8 +632,13 @@ mod tests {
 
     #[test]
     fn expired_nonces_are_stale_and_forged_ones_rejected() {
-        let mut auth = Authenticator::new("rvoip.test", b"secret", 10_000)
-            .with_algorithms(&[Algorithm::Md5, Algorithm::Sha256]);
+        let mut auth = Authenticator::new(
+            "rvoip.test",
+            b"secret",
+            10_000,
+            &rvoip_dataplane::entropy::SeededEntropy::new(1),
+        )
+        .with_algorithms(&[Algorithm::Md5, Algorithm::Sha256]);
         let nonce = nonce_of(&auth.challenges(0, false)[0]);
         let c = answer(
             Algorithm::Sha256,
@@ -629,7 +655,13 @@ mod tests {
             Err(AuthFailure::Stale)
         );
         assert!(auth.challenges(20_000, true)[0].ends_with("stale=true"));
-        let forged = Authenticator::new("rvoip.test", b"other", 10_000).challenges(0, false);
+        let forged = Authenticator::new(
+            "rvoip.test",
+            b"other",
+            10_000,
+            &rvoip_dataplane::entropy::SeededEntropy::new(1),
+        )
+        .challenges(0, false);
         let c = answer(
             Algorithm::Md5,
             "alice",
@@ -667,7 +699,12 @@ mod tests {
 
     #[test]
     fn rfc_2617_style_response_without_qop_verifies() {
-        let mut auth = Authenticator::new("rvoip.test", b"k", 60_000);
+        let mut auth = Authenticator::new(
+            "rvoip.test",
+            b"k",
+            60_000,
+            &rvoip_dataplane::entropy::SeededEntropy::new(1),
+        );
         let nonce = nonce_of(&auth.challenges(0, false)[0]);
         let a = Algorithm::Md5;
         let ha1 = a.hex(b"alice:rvoip.test:alicepw");

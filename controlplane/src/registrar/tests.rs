@@ -148,7 +148,12 @@ fn keeps_uri_parameters_escaped_headers_and_path() {
 #[test]
 fn an_authenticated_user_registers_only_its_own_aor() {
     let mut reg = Registrar::new(RegistrarConfig::default(), LocationService::in_memory());
-    let mut auth = Authenticator::new("rvoip.test", b"k", 60_000);
+    let mut auth = Authenticator::new(
+        "rvoip.test",
+        b"k",
+        60_000,
+        &rvoip_dataplane::entropy::SeededEntropy::new(1),
+    );
     let nonce = auth.challenges(0, false)[0]
         .split("nonce=\"")
         .nth(1)

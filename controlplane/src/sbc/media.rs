@@ -3,9 +3,10 @@
 //! module speaks. In the appliance they travel over the shared-memory order
 //! channel (`ShmOrders`); tests can serve them in-process.
 
+use crate::transaction::Millis;
 use rustc_hash::FxHashMap;
+use rvoip_dataplane::entropy::Entropy;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use rvoip_dataplane::ng::bencode::{self, Value};
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES};
@@ -18,9 +19,10 @@ pub type Answered = (u64, Result<Vec<u8>, String>);
 pub trait MediaOrders: Send {
     /// Sends one ng request (a bencoded dictionary); its reply (or failure)
     /// comes back from [`MediaOrders::poll`] with `token`.
-    fn send(&mut self, token: u64, request: &[u8]) -> Result<(), String>;
-    /// The next answered (or failed: no reply in time) order.
-    fn poll(&mut self) -> Option<Answered>;
+    /// `now` is the control plane's clock, for the order's reply deadline.
+    fn send(&mut self, now: Millis, token: u64, request: &[u8]) -> Result<(), String>;
+    /// The next answered (or failed: no reply in time, as of `now`) order.
+    fn poll(&mut self, now: Millis) -> Option<Answered>;
     /// Orders sent and not answered yet.
     fn pending(&self) -> usize;
     /// Hands back a reply's buffer once read, for a later reply to reuse.
@@ -215,14 +217,14 @@ pub fn reply_totals(reply: &[u8]) -> Result<MediaTotals, String> {
 
 /// How long an order waits for its reply before it is sent again (same
 /// cookie: the relay answers a repeat from its cache), and how many tries.
-const RETRY: Duration = Duration::from_millis(200);
+const RETRY: Millis = 200;
 const TRIES: u32 = 3;
 
 #[derive(Debug)]
 struct Pending {
     token: u64,
     datagram: Vec<u8>,
-    sent: Instant,
+    sent: Millis,
     tries: u32,
 }
 
@@ -236,14 +238,15 @@ pub struct ShmOrders {
     next: u64,
     /// Orders in flight by the number in their cookie.
     pending: FxHashMap<u64, Pending>,
-    last_check: Instant,
+    last_check: Millis,
     /// Buffers of replies read, for the next replies.
     spare: Vec<Vec<u8>>,
 }
 
 impl ShmOrders {
-    /// Attaches to the order channel in `ring_dir`.
-    pub fn open(ring_dir: &Path) -> Result<ShmOrders, String> {
+    /// Attaches to the order channel in `ring_dir`; `entropy` makes this
+    /// control plane's cookie prefix.
+    pub fn open(ring_dir: &Path, entropy: &dyn Entropy) -> Result<ShmOrders, String> {
         let path = rvoip_dataplane::engine::ng_shm::orders_path(ring_dir);
         let channel = Channel::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         // Replies left from an earlier control plane are not ours.
@@ -254,7 +257,7 @@ impl ShmOrders {
             }
         }
         let mut nonce = [0u8; 6];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+        let _ = entropy.fill(&mut nonce);
         Ok(ShmOrders {
             channel,
             prefix: nonce
@@ -265,7 +268,7 @@ impl ShmOrders {
                 .into_bytes(),
             next: 0,
             pending: FxHashMap::default(),
-            last_check: Instant::now(),
+            last_check: 0,
             spare: Vec::new(),
         })
     }
@@ -277,7 +280,7 @@ impl ShmOrders {
 }
 
 impl MediaOrders for ShmOrders {
-    fn send(&mut self, token: u64, req: &[u8]) -> Result<(), String> {
+    fn send(&mut self, now: Millis, token: u64, req: &[u8]) -> Result<(), String> {
         self.next += 1;
         let mut digits = [0u8; 20];
         let n = rvoip_dataplane::text::decimal(self.next, &mut digits);
@@ -295,14 +298,14 @@ impl MediaOrders for ShmOrders {
             Pending {
                 token,
                 datagram,
-                sent: Instant::now(),
+                sent: now,
                 tries: 1,
             },
         );
         Ok(())
     }
 
-    fn poll(&mut self) -> Option<Answered> {
+    fn poll(&mut self, now: Millis) -> Option<Answered> {
         let mut replies = self.channel.consumer(Direction::ToControlPlane);
         while let Some(r) = replies.peek() {
             let payload = r.payload;
@@ -322,14 +325,14 @@ impl MediaOrders for ShmOrders {
             }
         }
         // Unanswered orders: asked again, then given up.
-        if self.pending.is_empty() || self.last_check.elapsed() < RETRY / 4 {
+        if self.pending.is_empty() || now.saturating_sub(self.last_check) < RETRY / 4 {
             return None;
         }
-        self.last_check = Instant::now();
+        self.last_check = now;
         let late: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.sent.elapsed() >= RETRY)
+            .filter(|(_, p)| now.saturating_sub(p.sent) >= RETRY)
             .map(|(c, _)| *c)
             .collect();
         for cookie in late {
@@ -345,7 +348,7 @@ impl MediaOrders for ShmOrders {
                 ));
             }
             p.tries += 1;
-            p.sent = Instant::now();
+            p.sent = now;
             let _ = self.channel.producer(Direction::ToDataplane).push(
                 1,
                 &[0u8; META_BYTES],

@@ -1,6 +1,7 @@
 //! Running SIPp from the tests: scenarios, a bounded run with its final
 //! statistics, a background UAS, and the control-plane process of a running
 //! appliance.
+#![allow(clippy::disallowed_methods)] // tests read the clock
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

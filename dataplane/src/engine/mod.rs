@@ -4,6 +4,10 @@
 //! - [`sip`]: per-core SIP transport workers and their shared-memory
 //!   channels to the control plane;
 //! - [`ng_udp`]: the ng control listener.
+//!
+//! The engine is the dataplane's I/O shell: it alone reads the clock, and
+//! passes the time to the protocol code it drives.
+#![allow(clippy::disallowed_methods)]
 
 pub mod bufring;
 pub mod gso;

@@ -304,8 +304,11 @@ mod srtp {
     use crate::srtp::{Mki, SrtpContext, SrtpError, SrtpParams, Suite, sdes};
 
     fn keyed() -> SrtpParams {
-        let mut k = sdes::generate(Suite::AesCm128HmacSha1_80, &ring::rand::SystemRandom::new())
-            .unwrap_or_else(|| panic!("key"));
+        let mut k = sdes::generate(
+            Suite::AesCm128HmacSha1_80,
+            &crate::entropy::SystemEntropy::new(),
+        )
+        .unwrap_or_else(|| panic!("key"));
         k.mki = Some(Mki { value: 1, len: 1 });
         SrtpParams::new(Suite::AesCm128HmacSha1_80, k)
     }

@@ -24,6 +24,7 @@ use bencode::Value;
 use crate::engine::media::{
     Applied, LegPorts, MediaEngine, MediaError, MediaHandle, MediaPlan, SessionSnapshot,
 };
+use crate::entropy::Entropy;
 use crate::media::relay::{LegSrtp, PeerSpec, RelayCounters, Side};
 use crate::sdp::Sdp;
 use sdes::{OwnKey, SdesFlags};
@@ -190,7 +191,8 @@ pub struct NgServer<M> {
     cache: HashMap<Vec<u8>, Vec<u8>>,
     cache_order: VecDeque<Vec<u8>>,
     counters: NgCounters,
-    rng: ring::rand::SystemRandom,
+    /// Where fresh SRTP keys come from.
+    rng: Box<dyn Entropy>,
 }
 
 /// Commands seen and failed.
@@ -337,8 +339,9 @@ const ICE_AND_MUX: &[&str] = &[
 ];
 
 impl<M: MediaControl> NgServer<M> {
-    /// A server writing `advertised` into SDP as the relay's address.
-    pub fn new(media: M, advertised: IpAddr) -> Self {
+    /// A server writing `advertised` into SDP as the relay's address, with
+    /// the SRTP keys it makes drawn from `entropy`.
+    pub fn new(media: M, advertised: IpAddr, entropy: Box<dyn Entropy>) -> Self {
         NgServer {
             media,
             advertised,
@@ -347,7 +350,7 @@ impl<M: MediaControl> NgServer<M> {
             cache: HashMap::new(),
             cache_order: VecDeque::new(),
             counters: NgCounters::default(),
-            rng: ring::rand::SystemRandom::new(),
+            rng: entropy,
         }
     }
 
@@ -550,8 +553,12 @@ impl<M: MediaControl> NgServer<M> {
             let mut other_srtp = None;
             if m.media.port != 0 && m.media.is_rtp() {
                 if offerer_secure {
-                    let (leg, ours) =
-                        sdes::accept_offer(m, &f.sdes, st.answer_key[me].as_ref(), &self.rng)?;
+                    let (leg, ours) = sdes::accept_offer(
+                        m,
+                        &f.sdes,
+                        st.answer_key[me].as_ref(),
+                        self.rng.as_ref(),
+                    )?;
                     me_srtp = leg;
                     st.answer_key[me] = Some(ours);
                 } else {
@@ -561,7 +568,8 @@ impl<M: MediaControl> NgServer<M> {
                     if f.sdes.off {
                         return Err("SDES-off leaves the RTP/SAVP side without keys".into());
                     }
-                    st.offered[other] = sdes::make_offer(&f.sdes, &st.offered[other], &self.rng)?;
+                    st.offered[other] =
+                        sdes::make_offer(&f.sdes, &st.offered[other], self.rng.as_ref())?;
                     lines = st.offered[other].iter().map(OwnKey::line).collect();
                 } else {
                     st.offered[other].clear();

@@ -7,7 +7,7 @@
 //! an SRTP recipient it offers one fresh key per allowed suite and learns the
 //! recipient's key and choice from the answer.
 
-use ring::rand::SecureRandom;
+use crate::entropy::Entropy;
 
 use super::NgError;
 use crate::media::relay::LegSrtp;
@@ -134,7 +134,7 @@ fn no_usable(err: Option<SdesError>) -> NgError {
     })
 }
 
-fn fresh(suite: Suite, rng: &dyn SecureRandom) -> Result<MasterKey, NgError> {
+fn fresh(suite: Suite, rng: &dyn Entropy) -> Result<MasterKey, NgError> {
     sdes::generate(suite, rng).ok_or_else(|| NgError::from("Failed to generate SRTP key"))
 }
 
@@ -145,7 +145,7 @@ pub(super) fn accept_offer(
     m: &Media<'_>,
     flags: &SdesFlags,
     previous: Option<&OwnKey>,
-    rng: &dyn SecureRandom,
+    rng: &dyn Entropy,
 ) -> Result<(LegSrtp, OwnKey), NgError> {
     let (attrs, err) = attributes(m, flags);
     let chosen = attrs.into_iter().next().ok_or_else(|| no_usable(err))?;
@@ -172,7 +172,7 @@ pub(super) fn accept_offer(
 pub(super) fn make_offer(
     flags: &SdesFlags,
     previous: &[OwnKey],
-    rng: &dyn SecureRandom,
+    rng: &dyn Entropy,
 ) -> Result<Vec<OwnKey>, NgError> {
     let suites = flags.offer_suites();
     if suites.is_empty() {

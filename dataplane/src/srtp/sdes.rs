@@ -8,9 +8,9 @@
 //! (`UNENCRYPTED_SRTP`, `UNENCRYPTED_SRTCP`, `UNAUTHENTICATED_SRTP`) or that
 //! it does not implement (`FEC_KEY`), with the reason in the error.
 
+use crate::entropy::Entropy;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ring::rand::SecureRandom;
 use zeroize::Zeroize;
 
 use super::{MAX_KEY, MAX_SALT, MasterKey, Mki, Suite};
@@ -222,7 +222,7 @@ pub fn format(tag: u32, master: &MasterKey, suite: Suite) -> String {
 }
 
 /// A fresh random master key and salt for `suite`.
-pub fn generate(suite: Suite, rng: &dyn SecureRandom) -> Option<MasterKey> {
+pub fn generate(suite: Suite, rng: &dyn Entropy) -> Option<MasterKey> {
     let mut raw = [0u8; MAX_KEY + MAX_SALT];
     let n = suite.master_key_len() + suite.master_salt_len();
     rng.fill(&mut raw[..n]).ok()?;
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn gcm_keys_are_16_or_32_octets_with_a_12_octet_salt() {
-        let rng = ring::rand::SystemRandom::new();
+        let rng = crate::entropy::SystemEntropy::new();
         for suite in Suite::ALL {
             let k = generate(suite, &rng).unwrap_or_else(|| panic!("{suite:?}"));
             let line = format(7, &k, suite);

@@ -115,7 +115,10 @@ impl Agent {
                 started_ns: now_ns,
                 to_b: None,
                 generation: 0,
-                key_a: self.cfg.srtp.and_then(|s| sdes::generate(s, &self.keys)),
+                key_a: self
+                    .cfg
+                    .srtp
+                    .and_then(|s| sdes::generate(s, self.keys.as_ref())),
                 b_keys: None,
             },
         );
@@ -224,7 +227,7 @@ impl Agent {
                             self.ng_end(n, Some("ng-no-crypto"));
                             return;
                         };
-                        let Some(own) = sdes::generate(c.suite, &self.keys) else {
+                        let Some(own) = sdes::generate(c.suite, self.keys.as_ref()) else {
                             self.ng_end(n, Some("ng-no-crypto"));
                             return;
                         };

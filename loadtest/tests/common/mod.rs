@@ -1,6 +1,6 @@
 //! What the load generator's integration tests share.
 // Each test file uses a part of this.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::disallowed_methods)]
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
