@@ -38,29 +38,9 @@ use crate::transaction::Millis;
 #[path = "b2bua_tests.rs"]
 mod tests;
 
-/// Side of a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Side {
-    /// The caller's leg (the SBC is its UAS).
-    A,
-    /// The called leg (the SBC is its UAC).
-    B,
-}
-
-impl Side {
-    fn other(self) -> Side {
-        match self {
-            Side::A => Side::B,
-            Side::B => Side::A,
-        }
-    }
-    fn index(self) -> usize {
-        match self {
-            Side::A => 0,
-            Side::B => 1,
-        }
-    }
-}
+/// Side of a call: A the caller's leg (the SBC is its UAS), B the called
+/// leg (the SBC is its UAC); the one `Side` of rvoip.
+pub use rvoip_dataplane::media::relay::Side;
 
 /// Timers of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

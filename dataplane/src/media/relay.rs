@@ -33,8 +33,12 @@ pub type EndpointId = u32;
 /// Identifies a session within one worker.
 pub type SessionId = u32;
 
-/// The two sides of a call: A offered first, B answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The two sides of a call, for every part of rvoip that sees one: A
+/// offered first (a B2BUA's caller leg, where rvoip is the UAS), B answered
+/// (the called leg, where rvoip is the UAC).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Side {
     /// The side whose tag made the first offer.
     A,
@@ -50,7 +54,8 @@ impl Side {
             Side::B => Side::A,
         }
     }
-    fn index(self) -> usize {
+    /// 0 for A, 1 for B: the side's slot in a pair.
+    pub fn index(self) -> usize {
         match self {
             Side::A => 0,
             Side::B => 1,
