@@ -279,3 +279,146 @@ fn a_worker_busy_with_traffic_sends_what_is_queued_without_being_woken() {
     let reports = plane.shutdown();
     assert_eq!(reports[0].send_errors, 0);
 }
+
+/// A request of about 1,400 octets (a padding header), `n` in six digits.
+fn large(n: u32) -> Vec<u8> {
+    let mut m = options(n);
+    let at = m.len() - 2;
+    let pad = format!("X-Pad: {}\r\n", "p".repeat(1_200));
+    m.splice(at..at, pad.into_bytes());
+    m
+}
+
+/// Waits until a request the peer sends to `listen` reaches the control
+/// plane; how long that took.
+fn request_reaches_the_control_plane(channel: &Channel, listen: SocketAddr, n: u32) -> Duration {
+    let mut from_dataplane = channel.consumer(Direction::ToControlPlane);
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
+    let sent = Instant::now();
+    peer.send_to(&options(n), listen)
+        .expect("loopback takes the send");
+    loop {
+        channel.heartbeat();
+        while let Some(r) = from_dataplane.peek() {
+            let mine = r.payload == options(n).as_slice();
+            from_dataplane.advance();
+            if mine {
+                return sent.elapsed();
+            }
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "request {n} never reached the control plane"
+        );
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+/// A TCP peer that stops reading never holds the worker up: what is queued
+/// for it waits in the connection (no blocking write), the worker goes on
+/// serving its other traffic at once, and the connection is closed once
+/// 1 MiB waits unsent. What the peer did get is whole messages in order.
+#[test]
+fn a_tcp_peer_that_stops_reading_never_holds_up_the_worker() {
+    let (_dir, mut plane, channel, listen) = plane("tcp-stall", 0);
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+    let meta = SipMeta {
+        transport: 1,
+        local: listen,
+        remote: peer.local_addr().expect("a bound socket has an address"),
+        conn: 0,
+    }
+    .encode();
+    let mut to_dataplane = channel.producer(Direction::ToDataplane);
+    // ≈ 17 MB: more than the connection's socket buffers and the 1 MiB the
+    // worker holds for it.
+    let total = 12_000u32;
+    let started = Instant::now();
+    let mut pushed = 0;
+    let mut slowest = Duration::ZERO;
+    while pushed < total {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the worker took only {pushed} messages in 60 s"
+        );
+        if to_dataplane.push(0, &meta, &large(pushed)).is_ok() {
+            pushed += 1;
+            // Meanwhile another peer's requests get through at once.
+            if pushed % 3_000 == 0 {
+                slowest = slowest.max(request_reaches_the_control_plane(&channel, listen, pushed));
+            }
+        } else {
+            channel.heartbeat();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let probe = request_reaches_the_control_plane(&channel, listen, 999_999);
+    slowest = slowest.max(probe);
+    eprintln!("slowest request while the peer did not read: {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "the worker was held up {slowest:?}"
+    );
+    // The peer reads at last: what reached it is the messages, whole and in
+    // order, up to where the worker gave up on the connection.
+    let (mut stream, _) = peer.accept().expect("the worker connected");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a nonzero timeout is valid");
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut got);
+    let expected: Vec<u8> = (0..total).flat_map(large).collect();
+    assert!(got.len() > 1 << 20, "{} octets reached the peer", got.len());
+    assert!(got.len() < expected.len());
+    assert!(got == expected[..got.len()], "whole messages, in order");
+    let reports = plane.shutdown();
+    assert!(reports[0].tcp_stalled >= 1, "{:?}", reports[0]);
+    assert!(reports[0].tcp_connected >= 1, "{:?}", reports[0]);
+}
+
+/// A connect that is never answered (the peer's accept queue is full, so
+/// its SYNs are dropped) does not hold the worker up, and is given up after
+/// 2 s.
+#[test]
+fn a_connect_nobody_answers_never_holds_up_the_worker() {
+    let (_dir, mut plane, channel, listen) = plane("tcp-connect", 0);
+    // A listener that never accepts: once its queue is full, connects to it
+    // hang.
+    let full = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+    let addr = full.local_addr().expect("a bound socket has an address");
+    let mut queued = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => queued.push(s),
+            Err(_) => break,
+        }
+        assert!(queued.len() < 5_000, "the accept queue never filled");
+    }
+    let meta = SipMeta {
+        transport: 1,
+        local: listen,
+        remote: addr,
+        conn: 0,
+    }
+    .encode();
+    let mut to_dataplane = channel.producer(Direction::ToDataplane);
+    to_dataplane
+        .push(0, &meta, &options(1))
+        .expect("the ring has room");
+    let connecting = Instant::now();
+    let took = request_reaches_the_control_plane(&channel, listen, 2);
+    eprintln!("a request while the connect hung: {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "the worker was held up {took:?}"
+    );
+    // Given up after its 2 s.
+    while connecting.elapsed() < Duration::from_millis(3_000) {
+        std::thread::sleep(Duration::from_millis(50));
+        channel.heartbeat();
+    }
+    let reports = plane.shutdown();
+    assert_eq!(reports[0].tcp_connect_failed, 1, "{:?}", reports[0]);
+    assert_eq!(reports[0].tcp_connected, 0, "{:?}", reports[0]);
+    drop(queued);
+}

@@ -647,6 +647,9 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         total.sent += r.sent;
         total.send_errors += r.send_errors;
         total.tcp_accepted += r.tcp_accepted;
+        total.tcp_connected += r.tcp_connected;
+        total.tcp_connect_failed += r.tcp_connect_failed;
+        total.tcp_stalled += r.tcp_stalled;
         total.sent_grouped += r.sent_grouped;
         total.received_grouped += r.received_grouped;
         total.udp_sends += r.udp_sends;
@@ -665,6 +668,9 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         sent = total.sent,
         send_errors = total.send_errors,
         tcp_accepted = total.tcp_accepted,
+        tcp_connected = total.tcp_connected,
+        tcp_connect_failed = total.tcp_connect_failed,
+        tcp_stalled = total.tcp_stalled,
         sent_grouped = total.sent_grouped,
         received_grouped = total.received_grouped,
         udp_sends = total.udp_sends,

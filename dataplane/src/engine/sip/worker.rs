@@ -28,6 +28,15 @@ const LISTEN: u64 = 2;
 const CONN: u64 = 3;
 const FUTEX: u64 = 4;
 const SEND: u64 = 5;
+/// A connection became writable (its connect finished, or its send buffer
+/// drained): one-shot.
+const CONN_OUT: u64 = 6;
+
+/// How long a connect may take before the connection is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// What a connection may hold unsent (the peer not reading) before it is
+/// closed: far more than any burst of SIP messages to one peer.
+const MAX_UNSENT: usize = 1 << 20;
 
 /// Buffer group of the UDP receive buffers.
 const BGID: u16 = 7;
@@ -66,6 +75,12 @@ pub struct SipWorkerReport {
     pub send_errors: u64,
     /// TCP connections accepted.
     pub tcp_accepted: u64,
+    /// TCP connections opened towards peers.
+    pub tcp_connected: u64,
+    /// Connects that failed or took longer than 2 s.
+    pub tcp_connect_failed: u64,
+    /// Connections closed because their peer stopped reading (1 MiB unsent).
+    pub tcp_stalled: u64,
     /// UDP datagrams larger than the largest message allowed (dropped).
     pub oversized: u64,
     /// Messages (of `sent`) that left in a send carrying several of one
@@ -167,7 +182,61 @@ struct Conn {
     local: SocketAddr,
     remote: SocketAddr,
     inbuf: Vec<u8>,
+    /// Bytes waiting for the socket to take them, in order.
     out: Vec<u8>,
+    /// When the connect was started, while it is in progress.
+    connecting: Option<Instant>,
+    /// Whether a writability poll is armed.
+    want_write: bool,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, local: SocketAddr, remote: SocketAddr) -> Conn {
+        Conn {
+            stream,
+            local,
+            remote,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            connecting: None,
+            want_write: false,
+        }
+    }
+}
+
+/// Starts a connect to `dest` on a non-blocking socket; the connection is
+/// usable once the socket is writable.
+#[allow(unsafe_code)]
+fn connect_nonblocking(dest: SocketAddr) -> io::Result<TcpStream> {
+    let family = if dest.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: a fresh socket, owned by the TcpStream made from it.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a socket this function just made and nothing else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let mut name = sockaddr::zeroed();
+    let len = sockaddr::write(dest, &mut name);
+    // SAFETY: connect on our socket with a valid sockaddr of `len` bytes.
+    let r = unsafe { libc::connect(fd, (&name as *const Storage).cast(), len) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(stream)
 }
 
 /// Token bucket per source address.
@@ -338,6 +407,89 @@ impl Worker {
         self.push(e);
     }
 
+    /// Arms one writability poll for connection `id`, unless one is armed.
+    fn poll_writable(&mut self, id: u32) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.want_write {
+            return;
+        }
+        c.want_write = true;
+        let e = opcode::PollAdd::new(Fd(c.stream.as_raw_fd()), libc::POLLOUT as u32)
+            .build()
+            .user_data((CONN_OUT << KIND_SHIFT) | u64::from(id));
+        self.push(e);
+    }
+
+    /// Connection `id` is writable: its connect has finished (or failed),
+    /// or its socket has room again.
+    fn on_writable(&mut self, id: u32) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        c.want_write = false;
+        if c.connecting.is_some() {
+            if !matches!(c.stream.take_error(), Ok(None)) || c.stream.peer_addr().is_err() {
+                self.report.tcp_connect_failed += 1;
+                self.close_conn(id);
+                return;
+            }
+            c.connecting = None;
+            if let Ok(l) = c.stream.local_addr() {
+                c.local = l;
+            }
+            self.report.tcp_connected += 1;
+        }
+        self.write_conn(id);
+    }
+
+    /// Writes what connection `id` holds, as far as its socket takes it;
+    /// the rest waits for the socket to become writable.
+    fn write_conn(&mut self, id: u32) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.connecting.is_some() || c.want_write {
+            return;
+        }
+        while !c.out.is_empty() {
+            match c.stream.write(&c.out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.report.send_errors += 1;
+                    self.close_conn(id);
+                    return;
+                }
+            }
+        }
+        if !c.out.is_empty() {
+            self.poll_writable(id);
+        }
+    }
+
+    /// Gives up connects that have taken longer than [`CONNECT_TIMEOUT`].
+    fn expire_connects(&mut self, now: Instant) {
+        let late: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.connecting
+                    .is_some_and(|t| now.duration_since(t) > CONNECT_TIMEOUT)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.report.tcp_connect_failed += 1;
+            self.close_conn(id);
+        }
+    }
+
     /// Queues a UDP datagram from `local` (or a socket of the same family)
     /// to `dest`; it leaves with the pass's other sends ([`Worker::flush_udp`]).
     fn send_udp(&mut self, local: SocketAddr, dest: SocketAddr, bytes: &[u8]) {
@@ -465,26 +617,21 @@ impl Worker {
             // Reuse a connection to the same peer (RFC 3261 §18.1.1).
             *id
         } else {
-            match TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
+            // The connect is started, not waited for: the message waits in
+            // the connection until the socket is writable.
+            match connect_nonblocking(dest) {
                 Ok(stream) => {
-                    let _ = stream.set_nonblocking(true);
                     let id = self.new_conn_id();
                     let fd = stream.as_raw_fd();
-                    let l = stream.local_addr().unwrap_or(local);
-                    self.conns.insert(
-                        id,
-                        Conn {
-                            stream,
-                            local: l,
-                            remote: dest,
-                            inbuf: Vec::new(),
-                            out: Vec::new(),
-                        },
-                    );
+                    let mut c = Conn::new(stream, local, dest);
+                    c.connecting = Some(Instant::now());
+                    self.conns.insert(id, c);
                     self.poll(fd, CONN, u64::from(id));
+                    self.poll_writable(id);
                     id
                 }
                 Err(_) => {
+                    self.report.tcp_connect_failed += 1;
                     self.report.send_errors += 1;
                     return;
                 }
@@ -493,28 +640,16 @@ impl Worker {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        c.out.extend_from_slice(bytes);
-        match c.stream.write(&c.out) {
-            Ok(n) => {
-                c.out.drain(..n);
-                self.report.sent += 1;
-                if !c.out.is_empty() {
-                    // The rest goes once the socket drains: a blocking write of
-                    // what is left (rare for SIP-sized messages on a healthy link).
-                    let _ = c.stream.set_nonblocking(false);
-                    let _ = c.stream.set_write_timeout(Some(Duration::from_millis(200)));
-                    let rest = std::mem::take(&mut c.out);
-                    if c.stream.write_all(&rest).is_err() {
-                        self.report.send_errors += 1;
-                    }
-                    let _ = c.stream.set_nonblocking(true);
-                }
-            }
-            Err(_) => {
-                self.report.send_errors += 1;
-                self.close_conn(id);
-            }
+        if c.out.len() + bytes.len() > MAX_UNSENT {
+            // The peer has not read for a long while: nothing will reach it.
+            self.report.tcp_stalled += 1;
+            self.report.send_errors += 1;
+            self.close_conn(id);
+            return;
         }
+        c.out.extend_from_slice(bytes);
+        self.report.sent += 1;
+        self.write_conn(id);
     }
 
     fn new_conn_id(&mut self) -> u32 {
@@ -657,16 +792,7 @@ impl Worker {
                 continue;
             };
             let id = self.new_conn_id();
-            self.conns.insert(
-                id,
-                Conn {
-                    stream,
-                    local,
-                    remote,
-                    inbuf: Vec::new(),
-                    out: Vec::new(),
-                },
-            );
+            self.conns.insert(id, Conn::new(stream, local, remote));
             self.report.tcp_accepted += 1;
             self.poll(cfd, CONN, u64::from(id));
         }
@@ -736,13 +862,19 @@ impl Worker {
         }
     }
 
-    /// Closes a connection and cancels its readiness poll.
+    /// Closes a connection and cancels its readiness polls.
     fn close_conn(&mut self, id: u32) {
-        if self.conns.remove(&id).is_some() {
+        if let Some(c) = self.conns.remove(&id) {
             let e = opcode::PollRemove::new((CONN << KIND_SHIFT) | u64::from(id))
                 .build()
                 .user_data(0);
             self.push(e);
+            if c.want_write {
+                let e = opcode::PollRemove::new((CONN_OUT << KIND_SHIFT) | u64::from(id))
+                    .build()
+                    .user_data(0);
+                self.push(e);
+            }
         }
     }
 
@@ -916,6 +1048,7 @@ pub(super) fn run(
                         w.poll(fd, CONN, id);
                     }
                 }
+                CONN_OUT => w.on_writable(id as u32),
                 FUTEX => w.futex_armed = false,
                 _ => {}
             }
@@ -926,6 +1059,9 @@ pub(super) fn run(
         }
         for i in std::mem::take(&mut w.udp_io.rearm) {
             w.arm_recv(i);
+        }
+        if w.conns.values().any(|c| c.connecting.is_some()) {
+            w.expire_connects(Instant::now());
         }
         if last_purge.elapsed() > Duration::from_secs(10) {
             w.limiter.purge(Instant::now());
