@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rvoip_dataplane::shm::{Channel, Direction, SipMeta, wait_any};
 use rvoip_dataplane::sip::Limits;
 use rvoip_tuning::Config;
-use rvoip_tuning::config::{AuthMode, DigestAlgorithm, Mode, Transport as CfgTransport};
+use rvoip_tuning::config::{AuthMode, DigestAlgorithm, Mode};
 use rvoip_tuning::sbc::ReferMode;
 
 use crate::core::b2bua::{B2b, B2bConfig, SavedCall};
@@ -34,13 +34,6 @@ use crate::sbc::journal::Journal;
 use crate::sbc::media::ShmOrders;
 use crate::sbc::policy::Policy;
 use rvoip_dataplane::shm::load::LoadBoard;
-
-fn transport(t: CfgTransport) -> Transport {
-    match t {
-        CfgTransport::Udp => Transport::Udp,
-        CfgTransport::Tcp => Transport::Tcp,
-    }
-}
 
 /// The SIP core described by `config`.
 pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
@@ -76,7 +69,7 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
             .sip
             .listen
             .iter()
-            .map(|l| (transport(l.transport), l.address))
+            .map(|l| (l.transport, l.address))
             .collect(),
         trusted_sources: config
             .proxy
@@ -92,7 +85,7 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
                 user_prefix: r.user_prefix.clone(),
                 domain: r.domain.clone(),
                 target: r.target,
-                transport: transport(r.transport),
+                transport: r.transport,
             })
             .collect(),
         record_route: config.proxy.record_route,
@@ -330,11 +323,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
                 let meta = SipMeta::decode(r.meta);
                 let inb = Inbound {
                     bytes: r.payload,
-                    transport: if meta.transport == 1 {
-                        Transport::Tcp
-                    } else {
-                        Transport::Udp
-                    },
+                    transport: meta.transport,
                     local: meta.local,
                     remote: meta.remote,
                     conn: meta.conn,
@@ -365,7 +354,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
                 _ => dest_ring(out.dest, n),
             };
             let meta = SipMeta {
-                transport: u8::from(out.transport == Transport::Tcp),
+                transport: out.transport,
                 local: out.local,
                 remote: out.dest,
                 conn: out.conn.unwrap_or(0),

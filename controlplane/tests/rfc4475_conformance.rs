@@ -210,15 +210,18 @@ fn valid_messages_show_the_property_the_rfc_describes() {
 
     let transports = common::read("rfc4475", "transports.dat");
     let m = parse(&transports);
-    let t: Vec<_> = m.vias().map(|v| v.map(|v| v.transport)).collect();
+    let t: Vec<_> = m
+        .vias()
+        .map(|v| v.map(|v| (v.transport_token, v.transport)))
+        .collect();
     assert_eq!(
         t,
         vec![
-            Ok(Transport::Udp),
-            Ok(Transport::Sctp),
-            Ok(Transport::Tls),
-            Ok(Transport::Other(b"UNKNOWN")),
-            Ok(Transport::Tcp)
+            Ok((&b"UDP"[..], Some(Transport::Udp))),
+            Ok((&b"SCTP"[..], None)),
+            Ok((&b"TLS"[..], None)),
+            Ok((&b"UNKNOWN"[..], None)),
+            Ok((&b"TCP"[..], Some(Transport::Tcp)))
         ]
     );
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rvoip_dataplane::engine::gso::{self, Packer};
 use rvoip_dataplane::engine::kernel_has;
-use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, SipTransport};
+use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, Transport};
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES, SipMeta};
 use rvoip_dataplane::sip::Limits;
 
@@ -50,7 +50,7 @@ fn plane(name: &str, batch_wait_us: u32) -> (Dir, SipPlane, Channel, SocketAddr)
     let dir = Dir::new(name);
     let listen = free_udp();
     let plane = SipPlane::start(&SipPlaneConfig {
-        listeners: vec![(SipTransport::Udp, listen)],
+        listeners: vec![(Transport::Udp, listen)],
         cores: Vec::new(),
         ring_dir: dir.path().to_path_buf(),
         limits: Limits::DEFAULT,
@@ -67,7 +67,7 @@ fn plane(name: &str, batch_wait_us: u32) -> (Dir, SipPlane, Channel, SocketAddr)
 /// The channel metadata of a UDP message from the listener to `peer`.
 fn udp_meta(listen: SocketAddr, peer: &UdpSocket) -> [u8; META_BYTES] {
     SipMeta {
-        transport: 0,
+        transport: Transport::Udp,
         local: listen,
         remote: peer.local_addr().expect("a bound socket has an address"),
         conn: 0,
@@ -323,7 +323,7 @@ fn a_tcp_peer_that_stops_reading_never_holds_up_the_worker() {
     let (_dir, mut plane, channel, listen) = plane("tcp-stall", 0);
     let peer = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
     let meta = SipMeta {
-        transport: 1,
+        transport: Transport::Tcp,
         local: listen,
         remote: peer.local_addr().expect("a bound socket has an address"),
         conn: 0,
@@ -395,7 +395,7 @@ fn a_connect_nobody_answers_never_holds_up_the_worker() {
         assert!(queued.len() < 5_000, "the accept queue never filled");
     }
     let meta = SipMeta {
-        transport: 1,
+        transport: Transport::Tcp,
         local: listen,
         remote: addr,
         conn: 0,

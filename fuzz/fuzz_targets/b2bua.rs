@@ -22,6 +22,7 @@ use rvoip_controlplane::registrar::{Registrar, RegistrarConfig, Users};
 use rvoip_controlplane::sbc::journal::Journal;
 use rvoip_controlplane::sbc::media::MediaOrders;
 use rvoip_controlplane::sbc::policy::Policy;
+use rvoip_dataplane::entropy::SeededEntropy;
 use rvoip_dataplane::ng::NgServer;
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 
@@ -29,7 +30,7 @@ use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 struct Relay(NgServer<FakeMedia>, u64, std::collections::VecDeque<(u64, Result<Vec<u8>, String>)>);
 
 impl MediaOrders for Relay {
-    fn send(&mut self, token: u64, request: &[u8]) -> Result<(), String> {
+    fn send(&mut self, _now: u64, token: u64, request: &[u8]) -> Result<(), String> {
         self.1 += 1;
         let mut d = format!("f{} ", self.1).into_bytes();
         d.extend_from_slice(request);
@@ -38,7 +39,7 @@ impl MediaOrders for Relay {
         self.2.push_back((token, Ok(reply[sp + 1..].to_vec())));
         Ok(())
     }
-    fn poll(&mut self) -> Option<(u64, Result<Vec<u8>, String>)> {
+    fn poll(&mut self, _now: u64) -> Option<(u64, Result<Vec<u8>, String>)> {
         self.2.pop_front()
     }
     fn pending(&self) -> usize {
@@ -95,14 +96,16 @@ fn core() -> SipCore {
         Registrar::new(RegistrarConfig::default(), LocationService::in_memory()),
         Users::default(),
         b"fuzz",
+        &SeededEntropy::new(1),
     );
-    let relay = Relay(NgServer::new(FakeMedia::new(false), IpAddr::V4(Ipv4Addr::LOCALHOST)), 0, Default::default());
+    let relay = Relay(NgServer::new(FakeMedia::new(false), IpAddr::V4(Ipv4Addr::LOCALHOST), Box::new(SeededEntropy::new(2))), 0, Default::default());
     core.set_b2bua(B2b::new(
         Policy::from_config(&c).expect("policy"),
         B2bConfig { session_expires: 90, min_se: 90, reject_refer: false, health_interval_ms: 5000 },
         Box::new(relay),
         Journal::disabled(),
         Vec::new(),
+        &SeededEntropy::new(3),
     ));
     core
 }

@@ -12,7 +12,11 @@ use fake_media::FakeMedia;
 use rvoip_dataplane::ng::NgServer;
 
 fuzz_target!(|data: &[u8]| {
-    let mut server = NgServer::new(FakeMedia::new(true), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut server = NgServer::new(
+        FakeMedia::new(true),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    );
     // The input may hold several requests separated by NUL octets (SDP
     // bodies hold newlines, so those cannot separate requests).
     for (i, request) in data.split(|b| *b == 0).enumerate().take(8) {

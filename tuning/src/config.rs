@@ -53,14 +53,56 @@ pub enum Mode {
     B2bua,
 }
 
-/// SIP transport of a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// A SIP transport rvoip speaks: the one transport type of every crate (a
+/// listener's, a route's, a message's on the shared-memory channel, a
+/// parsed Via's, a hop's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// UDP
     Udp,
     /// TCP
     Tcp,
+}
+
+impl Transport {
+    /// The Via token (RFC 3261 §20.42).
+    pub fn token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// The transport a Via token names, if rvoip speaks it (tokens are
+    /// case-insensitive).
+    pub fn from_token(t: &[u8]) -> Option<Transport> {
+        [Transport::Udp, Transport::Tcp]
+            .into_iter()
+            .find(|x| x.token().as_bytes().eq_ignore_ascii_case(t))
+    }
+
+    /// Whether the transport delivers reliably (no SIP retransmissions).
+    pub fn reliable(self) -> bool {
+        self == Transport::Tcp
+    }
+
+    /// Its one-octet code in a shared-memory record.
+    pub fn code(self) -> u8 {
+        match self {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+        }
+    }
+
+    /// The transport of a record's code.
+    pub fn from_code(c: u8) -> Option<Transport> {
+        match c {
+            0 => Some(Transport::Udp),
+            1 => Some(Transport::Tcp),
+            _ => None,
+        }
+    }
 }
 
 /// How a dataplane worker waits for packets.

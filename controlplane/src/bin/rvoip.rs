@@ -15,13 +15,13 @@ use rvoip_controlplane::lint::{FramingChoice, LintOptions, json_line, judge, tex
 use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
 use rvoip_dataplane::engine::ng_shm::NgOrders;
 use rvoip_dataplane::engine::ng_udp::NgListener;
-use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, SipTransport};
+use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig};
 use rvoip_dataplane::media::relay::{LatchMode, RelayConfig};
 use rvoip_dataplane::ng::NgServer;
 use rvoip_dataplane::shm::load::LoadBoard;
 use rvoip_dataplane::sip::Limits;
 use rvoip_tuning::Config;
-use rvoip_tuning::config::{Cores, IoDriver, Latch, Transport};
+use rvoip_tuning::config::{Cores, IoDriver, Latch};
 
 // mimalloc: the control plane allocates per transaction and per message;
 // glibc malloc's chunk coalescing showed as the largest single cost under load.
@@ -482,16 +482,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             .sip
             .listen
             .iter()
-            .map(|l| {
-                (
-                    if l.transport == Transport::Tcp {
-                        SipTransport::Tcp
-                    } else {
-                        SipTransport::Udp
-                    },
-                    l.address,
-                )
-            })
+            .map(|l| (l.transport, l.address))
             .collect(),
         cores: cores.clone(),
         ring_dir: config.controlplane.ring_dir.clone(),

@@ -39,27 +39,8 @@ use crate::transaction::{ClientTransaction, Delivery, Millis, ServerTransaction,
 use proxy::RelayCheck;
 pub use proxy::Route;
 
-/// A SIP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// UDP
-    Udp,
-    /// TCP
-    Tcp,
-}
-
-impl Transport {
-    /// The Via token.
-    pub fn token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        }
-    }
-    fn reliable(self) -> bool {
-        self == Transport::Tcp
-    }
-}
+/// A SIP transport: rvoip's one transport type.
+pub use rvoip_dataplane::sip::Transport;
 
 /// A message received by the dataplane.
 #[derive(Debug, Clone, Copy)]
@@ -1436,8 +1417,11 @@ impl SipCore {
             return;
         };
         let next_tcp = matches!(
-            msg.vias().nth(1).and_then(Result::ok).map(|v| v.transport),
-            Some(rvoip_dataplane::sip::Transport::Tcp)
+            msg.vias()
+                .nth(1)
+                .and_then(Result::ok)
+                .and_then(|v| v.transport),
+            Some(Transport::Tcp)
         );
         let mut f = Forward::new(msg);
         if f.pop_via().is_err() {

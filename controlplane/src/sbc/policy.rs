@@ -9,7 +9,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use regex::Regex;
 use rvoip_tuning::Config;
-use rvoip_tuning::config::Transport as CfgTransport;
 use rvoip_tuning::sbc::{HeaderAction, MediaProtection, Policy as Dispatch};
 
 use crate::core::Transport;
@@ -247,11 +246,7 @@ impl Policy {
             let Some(i) = l.realm.as_deref().and_then(realm_index) else {
                 continue;
             };
-            let t = match l.transport {
-                CfgTransport::Udp => Transport::Udp,
-                CfgTransport::Tcp => Transport::Tcp,
-            };
-            listeners.push((l.address, t, i));
+            listeners.push((l.address, l.transport, i));
         }
         for (addr, t, i) in &listeners {
             if *t == Transport::Udp && realms[*i].listener.is_none() {

@@ -650,8 +650,8 @@ pub fn wait_any(consumers: &[&Consumer<'_>], timeout: Duration) {
 /// Transport metadata of a SIP message in a ring record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SipMeta {
-    /// 0 UDP, 1 TCP.
-    pub transport: u8,
+    /// The transport it came on or goes over.
+    pub transport: crate::sip::Transport,
     /// Listener address (received at, or to send from).
     pub local: std::net::SocketAddr,
     /// Peer address (sender, or destination).
@@ -686,7 +686,7 @@ impl SipMeta {
     /// Encodes into a record's metadata.
     pub fn encode(&self) -> [u8; META_BYTES] {
         let mut m = [0u8; META_BYTES];
-        m[0] = self.transport;
+        m[0] = self.transport.code();
         m[4..8].copy_from_slice(&self.conn.to_le_bytes());
         put_addr(&mut m[8..27], self.local);
         put_addr(&mut m[27..46], self.remote);
@@ -696,7 +696,8 @@ impl SipMeta {
     /// Decodes a record's metadata.
     pub fn decode(m: &[u8; META_BYTES]) -> SipMeta {
         SipMeta {
-            transport: m[0],
+            // Records are rvoip's own; an unknown code reads as UDP.
+            transport: crate::sip::Transport::from_code(m[0]).unwrap_or(crate::sip::Transport::Udp),
             conn: u32::from_le_bytes([m[4], m[5], m[6], m[7]]),
             local: get_addr(&m[8..27]),
             remote: get_addr(&m[27..46]),

@@ -139,7 +139,7 @@ fn sip_metadata_round_trips() {
         ("[::1]:5060", "[2001:db8::5]:5070"),
     ] {
         let m = SipMeta {
-            transport: 1,
+            transport: crate::sip::Transport::Tcp,
             local: l.parse().unwrap_or_else(|_| unreachable!()),
             remote: r.parse().unwrap_or_else(|_| unreachable!()),
             conn: 0x0100_0007,

@@ -6,41 +6,7 @@ use super::grammar::{Host, In, PResult, expect, fail, header_params, host, lws, 
 use super::uri::Params;
 use nom::Parser;
 
-/// The transport of a Via (`UDP`, `TCP`, `TLS`, `SCTP`, or an extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport<'a> {
-    /// UDP
-    Udp,
-    /// TCP
-    Tcp,
-    /// TLS over TCP
-    Tls,
-    /// SCTP
-    Sctp,
-    /// WebSocket (RFC 7118)
-    Ws,
-    /// Secure WebSocket (RFC 7118)
-    Wss,
-    /// Any other transport token.
-    Other(&'a [u8]),
-}
-
-impl<'a> Transport<'a> {
-    fn from_token(t: &'a [u8]) -> Self {
-        const KNOWN: [(&[u8], Transport<'static>); 6] = [
-            (b"UDP", Transport::Udp),
-            (b"TCP", Transport::Tcp),
-            (b"TLS", Transport::Tls),
-            (b"SCTP", Transport::Sctp),
-            (b"WS", Transport::Ws),
-            (b"WSS", Transport::Wss),
-        ];
-        KNOWN
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(t))
-            .map_or(Transport::Other(t), |(_, v)| *v)
-    }
-}
+pub use rvoip_tuning::config::Transport;
 
 /// One Via value.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,8 +15,11 @@ pub struct Via<'a> {
     pub protocol: &'a [u8],
     /// Protocol version, `2.0` in practice.
     pub version: &'a [u8],
-    /// The transport.
-    pub transport: Transport<'a>,
+    /// The transport token as written (`UDP`, `TCP`, `TLS`, `SCTP`, `WS`, or
+    /// an extension).
+    pub transport_token: &'a [u8],
+    /// The transport it names, when rvoip speaks it.
+    pub transport: Option<Transport>,
     /// sent-by host.
     pub host: Host<'a>,
     /// sent-by port, when written.
@@ -121,6 +90,7 @@ pub(crate) fn via(i: In<'_>) -> PResult<'_, Via<'_>> {
         Via {
             protocol,
             version,
+            transport_token: transport,
             transport: Transport::from_token(transport),
             host: h,
             port: p,
@@ -142,7 +112,8 @@ mod tests {
             "x",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(v.transport, Transport::Udp);
+        assert_eq!(v.transport, Some(Transport::Udp));
+        assert_eq!(v.transport_token, b"UDP");
         assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
         assert!(!v.is_rfc3261_branch());
     }

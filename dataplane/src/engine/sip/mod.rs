@@ -26,20 +26,13 @@ use crate::sip::Limits;
 
 pub use worker::SipWorkerReport;
 
-/// SIP transport of a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SipTransport {
-    /// UDP
-    Udp,
-    /// TCP
-    Tcp,
-}
+pub use crate::sip::Transport;
 
 /// SIP plane settings.
 #[derive(Debug, Clone)]
 pub struct SipPlaneConfig {
     /// Listeners.
-    pub listeners: Vec<(SipTransport, SocketAddr)>,
+    pub listeners: Vec<(Transport, SocketAddr)>,
     /// Cores to pin workers to; one worker each (empty: one unpinned worker).
     pub cores: Vec<usize>,
     /// Directory of the shared-memory channels.
@@ -79,7 +72,7 @@ impl SipPlane {
         let lock = crate::shm::lock_dir(&config.ring_dir, "dataplane.lock")?;
         // The workers share each port among themselves, and with nobody else.
         for (transport, addr) in &config.listeners {
-            worker::check_free(*addr, *transport == SipTransport::Tcp)?;
+            worker::check_free(*addr, *transport == Transport::Tcp)?;
         }
         // Remove channels of an earlier, larger configuration.
         if let Ok(entries) = std::fs::read_dir(&config.ring_dir) {

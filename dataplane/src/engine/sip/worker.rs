@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode};
 
-use super::SipTransport;
+use super::Transport;
 use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
 use crate::engine::bufring::{BufRing, submit_and_wait};
 use crate::engine::gso::{self, Packer};
@@ -52,7 +52,7 @@ pub(super) const SLOT_SIZE: usize = 2048;
 pub(super) struct Settings {
     pub(super) index: usize,
     pub(super) core: Option<usize>,
-    pub(super) listeners: Vec<(SipTransport, SocketAddr)>,
+    pub(super) listeners: Vec<(Transport, SocketAddr)>,
     pub(super) ring: PathBuf,
     pub(super) limits: Limits,
     pub(super) rate_limit: u32,
@@ -746,7 +746,7 @@ impl Worker {
         // inbound() touches the receive buffers.
         let payload = unsafe { std::slice::from_raw_parts(payload.as_ptr(), payload.len()) };
         let meta = SipMeta {
-            transport: 0,
+            transport: Transport::Udp,
             local,
             remote,
             conn: 0,
@@ -847,7 +847,7 @@ impl Worker {
             }
         }
         let meta_of = |c: &Conn| SipMeta {
-            transport: 1,
+            transport: Transport::Tcp,
             local: c.local,
             remote: c.remote,
             conn: id,
@@ -885,7 +885,7 @@ impl Worker {
             let Some(r) = consumer.peek() else { break };
             n += 1;
             let meta = SipMeta::decode(r.meta);
-            if meta.transport == 1 {
+            if meta.transport == Transport::Tcp {
                 self.send_tcp(meta.conn, meta.local, meta.remote, r.payload);
             } else {
                 self.send_udp(meta.local, meta.remote, r.payload);
@@ -921,8 +921,8 @@ pub(super) fn run(
         let mut listeners = Vec::new();
         for (t, addr) in &settings.listeners {
             match t {
-                SipTransport::Udp => udp.push((reuseport_socket(*addr, false)?, *addr)),
-                SipTransport::Tcp => listeners.push((reuseport_socket(*addr, true)?, *addr)),
+                Transport::Udp => udp.push((reuseport_socket(*addr, false)?, *addr)),
+                Transport::Tcp => listeners.push((reuseport_socket(*addr, true)?, *addr)),
             }
         }
         let udp_io = UdpIo::new(&ring, settings.limits.max_message_size, &udp)?;
