@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::ng::{MediaControl, NgServer};
+use crate::media::plan::MediaControl;
+use crate::ng::NgServer;
 use crate::shm::{Channel, Direction};
 
 /// Slot size of the order channel: a request with its SDP fits in one or a

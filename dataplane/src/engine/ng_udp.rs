@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::media::plan::MediaControl;
 use crate::media::relay::RelayCounters;
-use crate::ng::{MediaControl, NgCounters, NgServer};
+use crate::ng::{NgCounters, NgServer};
 
 /// What the listener reports when it stops.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,8 +1,12 @@
 //! Media: RTP/RTCP wire formats, per-stream statistics, and the relay state
 //! machine. Sans-IO: the engine feeds packets in and sends what comes out.
 
+pub mod keying;
+pub mod orders;
+pub mod plan;
 pub mod relay;
 pub mod rtp;
+pub mod sessions;
 pub mod stats;
 
 #[cfg(test)]

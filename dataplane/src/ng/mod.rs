@@ -1,80 +1,27 @@
-//! The rtpengine-compatible "ng" control protocol: each UDP datagram is a
-//! cookie, a space and a bencoded dictionary; the reply repeats the cookie.
+//! The rtpengine-compatible "ng" control protocol, an adapter onto the media
+//! sessions: each UDP datagram is a cookie, a space and a bencoded
+//! dictionary; the reply repeats the cookie. A request becomes a
+//! [`MediaOrder`], the sessions carry it out, and the [`MediaReply`] or
+//! [`OrderError`] is written back as rtpengine writes it, so Kamailio's and
+//! OpenSIPS' `rtpengine` modules drive rvoip's relay unchanged.
 //!
 //! [`NgServer::handle`] is sans-IO: a request datagram and the wall-clock time
-//! in, a reply datagram out. Media work goes through [`MediaControl`], which
-//! the media engine implements. Commands: `ping`, `offer`, `answer`,
-//! `delete`, `query`, `list`. Replies to a cookie are cached, so a retransmitted
+//! in, a reply datagram out. Commands: `ping`, `offer`, `answer`, `delete`,
+//! `query`, `list`. Replies to a cookie are cached, so a retransmitted
 //! request gets the same answer and is not executed twice.
-//!
-//! Offer/answer model: the tag of the first offer is side A, the other tag
-//! side B. Each side has its own relay ports; the SDP sent to a side carries
-//! the ports *that side* sends to, so media flows A → relay(A port) →
-//! relay(B port) → B and back.
 
 pub mod bencode;
-mod sdes;
 mod stats;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use bencode::Value;
 
-use crate::engine::media::{
-    Applied, LegPorts, MediaEngine, MediaError, MediaHandle, MediaPlan, SessionSnapshot,
-};
 use crate::entropy::Entropy;
-use crate::media::relay::{LegSrtp, PeerSpec, RelayCounters, Side};
-use crate::sdp::Sdp;
-use sdes::{OwnKey, SdesFlags};
-
-/// What the ng server needs from the media plane.
-pub trait MediaControl {
-    /// The worker a new call's media goes to.
-    fn place(&self) -> usize;
-    /// Creates or updates a session.
-    fn apply(
-        &self,
-        worker: usize,
-        session: Option<u32>,
-        medias: Vec<MediaPlan>,
-    ) -> Result<Applied, MediaError>;
-    /// A copy of a session.
-    fn snapshot(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError>;
-    /// Removes a session.
-    fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError>;
-    /// Relay counters over all workers.
-    fn counters(&self) -> RelayCounters;
-    /// Sessions whose media timed out since the last call.
-    fn take_timed_out(&self) -> Vec<MediaHandle>;
-}
-
-impl MediaControl for MediaEngine {
-    fn place(&self) -> usize {
-        MediaEngine::place(self)
-    }
-    fn apply(
-        &self,
-        worker: usize,
-        session: Option<u32>,
-        medias: Vec<MediaPlan>,
-    ) -> Result<Applied, MediaError> {
-        MediaEngine::apply(self, worker, session, medias)
-    }
-    fn snapshot(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
-        MediaEngine::snapshot(self, h)
-    }
-    fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
-        MediaEngine::remove(self, h)
-    }
-    fn counters(&self) -> RelayCounters {
-        MediaEngine::counters(self)
-    }
-    fn take_timed_out(&self) -> Vec<MediaHandle> {
-        MediaEngine::take_timed_out(self)
-    }
-}
+use crate::media::orders::{CallStats, MediaOrder, MediaReply, OrderError, SdpOptions};
+use crate::media::plan::MediaControl;
+use crate::media::sessions::Sessions;
 
 /// A dictionary key of a reply: nearly always a literal.
 pub type Key = std::borrow::Cow<'static, str>;
@@ -132,67 +79,28 @@ impl Out {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NgError(pub String);
 
+impl NgError {
+    fn of(e: OrderError) -> NgError {
+        NgError(e.to_string())
+    }
+}
+
 impl<T: Into<String>> From<T> for NgError {
     fn from(s: T) -> Self {
         NgError(s.into())
     }
 }
 
-/// Per-call state the server keeps.
-#[derive(Debug, Clone)]
-struct Call {
-    /// Creation order, for `list`.
-    seq: u64,
-    handle: Option<MediaHandle>,
-    /// Tag of side A, side B.
-    tags: [Option<Vec<u8>>; 2],
-    labels: [Option<Vec<u8>>; 2],
-    created: u64,
-    last_signal: u64,
-    medias: Vec<MediaState>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct MediaState {
-    kind: Vec<u8>,
-    proto: Vec<u8>,
-    /// Whether the relay multiplexes RTCP towards side A, side B.
-    mux: [bool; 2],
-    ports: [LegPorts; 2],
-    /// What side A, side B asked for in their SDP.
-    peers: [Option<PeerSpec>; 2],
-    /// The profile written into SDP towards side A, side B.
-    profiles: [Option<&'static str>; 2],
-    /// Whether side A, side B speak SRTP.
-    secure: [bool; 2],
-    /// rvoip's keys offered to a side, until its answer picks one (then only
-    /// that one is kept, for re-offers).
-    offered: [Vec<OwnKey>; 2],
-    /// rvoip's key in the answer to a side that offered SRTP.
-    answer_key: [Option<OwnKey>; 2],
-}
-
-fn idx(side: Side) -> usize {
-    usize::from(side == Side::B)
-}
-
 /// Replies kept for retransmitted requests.
 const REPLY_CACHE: usize = 4096;
 
-/// The ng protocol server.
+/// The ng protocol server over a relay's media sessions.
 #[derive(Debug)]
 pub struct NgServer<M> {
-    media: M,
-    /// Address written into SDP for the relay.
-    advertised: IpAddr,
-    calls: HashMap<Vec<u8>, Call>,
-    /// Calls created so far (their `seq`).
-    created: u64,
+    sessions: Sessions<M>,
     cache: HashMap<Vec<u8>, Vec<u8>>,
     cache_order: VecDeque<Vec<u8>>,
     counters: NgCounters,
-    /// Where fresh SRTP keys come from.
-    rng: Box<dyn Entropy>,
 }
 
 /// Commands seen and failed.
@@ -208,18 +116,6 @@ pub struct NgCounters {
     pub dropped: u64,
     /// Calls deleted because their media timed out.
     pub media_timeouts: u64,
-}
-
-/// Flags of an offer or answer that change what rvoip does.
-#[derive(Debug, Default)]
-struct Flags {
-    replace_origin: bool,
-    transport_protocol: Option<Vec<u8>>,
-    mux_offer: bool,
-    mux_demux: bool,
-    mux_reject: bool,
-    label: Option<Vec<u8>>,
-    sdes: SdesFlags,
 }
 
 fn strings<'a>(v: Option<&'a Value<'a>>) -> Vec<&'a [u8]> {
@@ -244,8 +140,8 @@ fn detail(req: &Value<'_>) -> stats::Detail {
     }
 }
 
-fn flags(req: &Value<'_>) -> Result<Flags, NgError> {
-    let mut f = Flags::default();
+fn options(req: &Value<'_>) -> Result<SdpOptions, NgError> {
+    let mut f = SdpOptions::default();
     for r in strings(req.get("replace")) {
         // Connection lines always get the relay's address (the media goes
         // there), so only the origin is optional.
@@ -273,11 +169,11 @@ fn flags(req: &Value<'_>) -> Result<Flags, NgError> {
     // `flags: [SDES-off, SDES-only-<suite>, ...]` or `SDES: [off, only-<suite>, ...]`.
     for flag in strings(req.get("flags")) {
         if flag.len() > 5 && flag[..5].eq_ignore_ascii_case(b"SDES-") {
-            f.sdes.read(&flag[5..])?;
+            f.sdes.read(&flag[5..]).map_err(NgError::of)?;
         }
     }
     for flag in strings(req.get("SDES")) {
-        f.sdes.read(flag)?;
+        f.sdes.read(flag).map_err(NgError::of)?;
     }
     f.label = req
         .get("label")
@@ -286,71 +182,15 @@ fn flags(req: &Value<'_>) -> Result<Flags, NgError> {
     Ok(f)
 }
 
-/// The peer an SDP media section describes.
-fn peer_of(sdp: &Sdp<'_>, i: usize) -> Option<PeerSpec> {
-    let m = sdp.media.get(i)?;
-    if m.media.port == 0 {
-        return None;
-    }
-    let addr = sdp.media_connection(i)?.address;
-    let rtp = SocketAddr::new(addr, m.media.port);
-    let rtcp_mux = m.rtcp_mux();
-    let rtcp = match m.rtcp() {
-        Some(r) => SocketAddr::new(r.address.unwrap_or(addr), r.port),
-        None => SocketAddr::new(addr, m.media.port.wrapping_add(1)),
-    };
-    let clock_rate = m
-        .payload_types()
-        .next()
-        .map(|pt| {
-            m.rtpmap(pt)
-                .map_or_else(|| static_clock_rate(pt), |r| r.clock_rate)
-        })
-        .unwrap_or(8000);
-    Some(PeerSpec {
-        rtp: Some(rtp),
-        rtcp: Some(rtcp),
-        rtcp_mux,
-        clock_rate,
-    })
-}
-
-/// RFC 3551 clock rates of the static payload types a relay meets.
-fn static_clock_rate(pt: u8) -> u32 {
-    match pt {
-        10 | 11 => 44_100,
-        14 | 25 | 26 | 28 | 31..=34 => 90_000,
-        16 => 11_025,
-        17 => 22_050,
-        _ => 8_000,
-    }
-}
-
-const ICE_AND_MUX: &[&str] = &[
-    "rtcp",
-    "rtcp-mux",
-    "ice-ufrag",
-    "ice-pwd",
-    "ice-options",
-    "ice-pacing",
-    "candidate",
-    "remote-candidates",
-    "end-of-candidates",
-];
-
 impl<M: MediaControl> NgServer<M> {
     /// A server writing `advertised` into SDP as the relay's address, with
     /// the SRTP keys it makes drawn from `entropy`.
     pub fn new(media: M, advertised: IpAddr, entropy: Box<dyn Entropy>) -> Self {
         NgServer {
-            media,
-            advertised,
-            calls: HashMap::new(),
-            created: 0,
+            sessions: Sessions::new(media, advertised, entropy),
             cache: HashMap::new(),
             cache_order: VecDeque::new(),
             counters: NgCounters::default(),
-            rng: entropy,
         }
     }
 
@@ -361,37 +201,31 @@ impl<M: MediaControl> NgServer<M> {
 
     /// The media plane.
     pub fn media(&self) -> &M {
-        &self.media
+        self.sessions.media()
     }
 
     /// Calls held.
     pub fn call_count(&self) -> usize {
-        self.calls.len()
+        self.sessions.call_count()
     }
 
-    /// Deletes the calls whose media timed out (no packet for the relay's
-    /// media timeout), freeing their ports, as rtpengine does with its
+    /// Deletes the calls whose media timed out, as rtpengine does with its
     /// `timeout`. Call about once a second; returns the Call-IDs deleted.
     pub fn expire(&mut self) -> Vec<Vec<u8>> {
-        let dead = self.media.take_timed_out();
-        if dead.is_empty() {
-            return Vec::new();
-        }
-        let ids: Vec<Vec<u8>> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.handle.is_some_and(|h| dead.contains(&h)))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &ids {
-            if let Some(call) = self.calls.remove(id)
-                && let Some(h) = call.handle
-            {
-                let _ = self.media.remove(h);
-            }
-            self.counters.media_timeouts += 1;
-        }
+        let ids = self.sessions.expire();
+        self.counters.media_timeouts += ids.len() as u64;
         ids
+    }
+
+    /// Carries out a typed order (the shared-memory order channel's path:
+    /// no bencode, no cache).
+    pub fn execute(&mut self, order: MediaOrder, now: u64) -> Result<MediaReply, OrderError> {
+        self.counters.requests += 1;
+        let r = self.sessions.execute(order, now);
+        if r.is_err() {
+            self.counters.errors += 1;
+        }
+        r
     }
 
     /// Handles one request datagram at wall-clock time `now` (Unix seconds).
@@ -459,285 +293,69 @@ impl<M: MediaControl> NgServer<M> {
         let command = req
             .get("command")
             .ok_or_else(|| NgError::from("Dictionary contains no key \"command\""))?;
-        match command.as_bytes() {
-            Some(b"ping") => Ok(vec![("pong".into(), Out::Int(1))]),
-            Some(b"offer") => self.offer(req, now),
-            Some(b"answer") => self.answer(req, now),
-            Some(b"delete") => self.delete(req, now),
-            Some(b"query") => self.query(req, now),
-            Some(b"list") => {
-                let mut calls: Vec<(&u64, &Vec<u8>)> =
-                    self.calls.iter().map(|(id, c)| (&c.seq, id)).collect();
-                calls.sort_unstable();
-                Ok(vec![(
-                    "calls".into(),
-                    Out::List(
-                        calls
-                            .into_iter()
-                            .map(|(_, id)| Out::Str(id.clone()))
-                            .collect(),
-                    ),
-                )])
-            }
-            _ => Err("Unrecognized command".into()),
-        }
-    }
-
-    fn required<'a>(req: &'a Value<'a>, key: &str) -> Result<&'a [u8], NgError> {
-        req.get(key)
-            .and_then(Value::as_bytes)
-            .ok_or_else(|| NgError(format!("No {key} in message")))
-    }
-
-    fn offer(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(Key, Out)>, NgError> {
-        let call_id = Self::required(req, "call-id")?;
-        let from_tag = Self::required(req, "from-tag")?;
-        let sdp_text = req
-            .get("sdp")
-            .and_then(Value::as_bytes)
-            .ok_or_else(|| NgError::from("No SDP body in message"))?;
-        let mut sdp = Sdp::parse(sdp_text).map_err(|_| NgError::from("Failed to parse SDP"))?;
-        let f = flags(req)?;
-        let worker = self
-            .calls
-            .get(call_id)
-            .and_then(|c| c.handle)
-            .map_or_else(|| self.media.place(), |h| h.worker);
-        let seq = self.created;
-        let call = self.calls.entry(call_id.to_vec()).or_insert_with(|| Call {
-            seq,
-            handle: None,
-            tags: [None, None],
-            labels: [None, None],
-            created: now,
-            last_signal: now,
-            medias: Vec::new(),
-        });
-        if call.seq == seq {
-            self.created += 1;
-        }
-        let side = if call.tags[0].is_none() || call.tags[0].as_deref() == Some(from_tag) {
-            Side::A
-        } else if call.tags[1].is_none() || call.tags[1].as_deref() == Some(from_tag) {
-            Side::B
-        } else {
-            return Err("Unknown tag".into());
-        };
-        call.tags[idx(side)] = Some(from_tag.to_vec());
-        if f.label.is_some() {
-            call.labels[idx(side)] = f.label.clone();
-        }
-        call.last_signal = now;
-        let (me, other) = (idx(side), idx(side.other()));
-        if call.medias.len() < sdp.media.len() {
-            call.medias.resize(sdp.media.len(), MediaState::default());
-        }
-        let mut plans = Vec::with_capacity(sdp.media.len());
-        let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
-        for (i, m) in sdp.media.iter().enumerate() {
-            let st = &mut call.medias[i];
-            st.kind = m.media.kind.to_vec();
-            let proto = &m.media.proto;
-            let feedback = proto.ends_with(b"F") || proto.ends_with(b"f");
-            let offerer_secure = sdes::is_savp(proto);
-            let recipient_secure = match &f.transport_protocol {
-                Some(tp) => sdes::is_savp(tp),
-                None => offerer_secure,
-            };
-            st.proto = f
-                .transport_protocol
-                .clone()
-                .unwrap_or_else(|| proto.to_vec());
-            let mut lines = Vec::new();
-            let mut me_srtp = LegSrtp::default();
-            let mut other_srtp = None;
-            if m.media.port != 0 && m.media.is_rtp() {
-                if offerer_secure {
-                    let (leg, ours) = sdes::accept_offer(
-                        m,
-                        &f.sdes,
-                        st.answer_key[me].as_ref(),
-                        self.rng.as_ref(),
-                    )?;
-                    me_srtp = leg;
-                    st.answer_key[me] = Some(ours);
-                } else {
-                    st.answer_key[me] = None;
+        let order = match command.as_bytes() {
+            Some(b"ping") => MediaOrder::Ping,
+            Some(b"offer") => MediaOrder::Offer {
+                call_id: required(req, "call-id")?.to_vec(),
+                from_tag: required(req, "from-tag")?.to_vec(),
+                sdp: sdp_of(req)?.to_vec(),
+                options: options(req)?,
+            },
+            Some(b"answer") => {
+                let call_id = required(req, "call-id")?.to_vec();
+                let to_tag = required(req, "to-tag")?.to_vec();
+                // rtpengine looks the call up before it reads the SDP.
+                if !self.sessions.holds(&call_id) {
+                    return Err(NgError::of(OrderError::UnknownCall));
                 }
-                if recipient_secure {
-                    if f.sdes.off {
-                        return Err("SDES-off leaves the RTP/SAVP side without keys".into());
-                    }
-                    st.offered[other] =
-                        sdes::make_offer(&f.sdes, &st.offered[other], self.rng.as_ref())?;
-                    lines = st.offered[other].iter().map(OwnKey::line).collect();
-                } else {
-                    st.offered[other].clear();
-                    other_srtp = Some(LegSrtp::default());
+                MediaOrder::Answer {
+                    call_id,
+                    to_tag,
+                    sdp: sdp_of(req)?.to_vec(),
+                    options: options(req)?,
                 }
-                st.secure = if me == 0 {
-                    [offerer_secure, recipient_secure]
-                } else {
-                    [recipient_secure, offerer_secure]
-                };
-                st.profiles[me] = Some(sdes::profile(feedback, offerer_secure));
-                st.profiles[other] = Some(match f.transport_protocol.as_deref() {
-                    Some(tp) => sdes::profile(tp.ends_with(b"F"), recipient_secure),
-                    None => sdes::profile(feedback, recipient_secure),
-                });
             }
-            crypto_lines.push(lines);
-            let peer = peer_of(&sdp, i);
-            let mut plan = MediaPlan::default();
-            if let Some(peer) = peer {
-                st.peers[me] = Some(peer);
-                // Towards the offerer: multiplex if it does and it is not refused.
-                st.mux[me] = peer.rtcp_mux && !f.mux_reject;
-                // Towards the other side: as asked, else as the offerer does.
-                st.mux[other] = if f.mux_demux {
-                    false
-                } else {
-                    f.mux_offer || peer.rtcp_mux
-                };
-                plan.sides[me] = crate::engine::media::SidePlan {
-                    open_rtp: true,
-                    open_rtcp: !st.mux[me],
-                    peer: Some(peer),
-                    srtp: Some(me_srtp),
-                };
-                plan.sides[other] = crate::engine::media::SidePlan {
-                    open_rtp: true,
-                    open_rtcp: !st.mux[other],
-                    peer: None,
-                    srtp: other_srtp,
-                };
-            }
-            plans.push(plan);
-        }
-        let session = call.handle.map(|h| h.session);
-        apply_and_rewrite(
-            &self.media,
-            self.advertised,
-            call,
-            (worker, session, plans),
-            &mut sdp,
-            side.other(),
-            &f,
-            &crypto_lines,
-        )
-    }
-
-    fn answer(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(Key, Out)>, NgError> {
-        let call_id = Self::required(req, "call-id")?;
-        let to_tag = Self::required(req, "to-tag")?;
-        let call = self
-            .calls
-            .get_mut(call_id)
-            .ok_or_else(|| NgError::from("Unknown call-id"))?;
-        let sdp_text = req
-            .get("sdp")
-            .and_then(Value::as_bytes)
-            .ok_or_else(|| NgError::from("No SDP body in message"))?;
-        let mut sdp = Sdp::parse(sdp_text).map_err(|_| NgError::from("Failed to parse SDP"))?;
-        let f = flags(req)?;
-        // The answerer is the to-tag: side B for the first answer, side A when
-        // B made a re-offer.
-        let side = if call.tags[0].as_deref() == Some(to_tag) {
-            Side::A
-        } else if call.tags[1].is_none() || call.tags[1].as_deref() == Some(to_tag) {
-            Side::B
-        } else {
-            return Err("Unknown tag".into());
+            Some(b"delete") => MediaOrder::Delete {
+                call_id: required(req, "call-id")?.to_vec(),
+            },
+            Some(b"query") => MediaOrder::Query {
+                call_id: required(req, "call-id")?.to_vec(),
+            },
+            Some(b"list") => MediaOrder::List,
+            _ => return Err("Unrecognized command".into()),
         };
-        call.tags[idx(side)] = Some(to_tag.to_vec());
-        if f.label.is_some() {
-            call.labels[idx(side)] = f.label.clone();
-        }
-        call.last_signal = now;
-        let (me, other) = (idx(side), idx(side.other()));
-        let mut plans = Vec::with_capacity(sdp.media.len());
-        let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
-        for i in 0..sdp.media.len().min(call.medias.len()) {
-            let mut plan = MediaPlan::default();
-            let st = &mut call.medias[i];
-            // The answerer's keys, if rvoip offered it SRTP.
-            let m = &sdp.media[i];
-            let mut me_srtp = LegSrtp::default();
-            if st.secure[me] && m.media.port != 0 {
-                let (leg, accepted) = sdes::take_answer(m, &st.offered[me])?;
-                me_srtp = leg;
-                st.offered[me] = vec![accepted];
+        let reply = self.sessions.execute(order, now).map_err(NgError::of)?;
+        Ok(match reply {
+            MediaReply::Pong => vec![("pong".into(), Out::Int(1))],
+            MediaReply::Sdp(sdp) => vec![("sdp".into(), Out::Str(sdp))],
+            MediaReply::Stats(s) => {
+                stats::report(&call_report(&s), s.snapshot.as_ref(), now, detail(req))
             }
-            // Towards the offerer: rvoip's key for the suite it chose.
-            crypto_lines.push(
-                st.answer_key[other]
-                    .iter()
-                    .filter(|_| st.secure[other])
-                    .map(OwnKey::line)
-                    .collect(),
-            );
-            if let Some(peer) = peer_of(&sdp, i) {
-                st.peers[me] = Some(peer);
-                // Multiplexing towards the answerer holds only if it accepted it.
-                st.mux[me] = st.mux[me] && peer.rtcp_mux;
-                plan.sides[me] = crate::engine::media::SidePlan {
-                    open_rtp: false,
-                    open_rtcp: !st.mux[me],
-                    peer: Some(peer),
-                    srtp: Some(me_srtp),
-                };
-            }
-            plans.push(plan);
-        }
-        let handle = call
-            .handle
-            .ok_or_else(|| NgError::from("Unknown call-id"))?;
-        apply_and_rewrite(
-            &self.media,
-            self.advertised,
-            call,
-            (handle.worker, Some(handle.session), plans),
-            &mut sdp,
-            side.other(),
-            &f,
-            &crypto_lines,
-        )
-    }
-
-    fn delete(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(Key, Out)>, NgError> {
-        let call_id = Self::required(req, "call-id")?;
-        let Some(call) = self.calls.remove(call_id) else {
-            return Ok(vec![(
+            MediaReply::NotFound => vec![(
                 "warning".into(),
                 Out::str("Call-ID not found or tags didn't match"),
-            )]);
-        };
-        let snap = call.handle.map(|h| self.media.remove(h));
-        Ok(stats::report(
-            &call_report(&call),
-            snap.and_then(Result::ok).as_ref(),
-            now,
-            detail(req),
-        ))
-    }
-
-    fn query(&mut self, req: &Value<'_>, now: u64) -> Result<Vec<(Key, Out)>, NgError> {
-        let call_id = Self::required(req, "call-id")?;
-        let call = self
-            .calls
-            .get(call_id)
-            .ok_or_else(|| NgError::from("Unknown call-id"))?;
-        let snap = call.handle.map(|h| self.media.snapshot(h));
-        Ok(stats::report(
-            &call_report(call),
-            snap.and_then(Result::ok).as_ref(),
-            now,
-            detail(req),
-        ))
+            )],
+            MediaReply::Calls(ids) => vec![(
+                "calls".into(),
+                Out::List(ids.into_iter().map(Out::Str).collect()),
+            )],
+        })
     }
 }
 
-fn call_report(c: &Call) -> stats::CallReport<'_> {
+fn required<'a>(req: &'a Value<'a>, key: &str) -> Result<&'a [u8], NgError> {
+    req.get(key)
+        .and_then(Value::as_bytes)
+        .ok_or_else(|| NgError(format!("No {key} in message")))
+}
+
+fn sdp_of<'a>(req: &'a Value<'a>) -> Result<&'a [u8], NgError> {
+    req.get("sdp")
+        .and_then(Value::as_bytes)
+        .ok_or_else(|| NgError::from("No SDP body in message"))
+}
+
+fn call_report(c: &CallStats) -> stats::CallReport<'_> {
     stats::CallReport {
         tags: [c.tags[0].as_deref(), c.tags[1].as_deref()],
         labels: [c.labels[0].as_deref(), c.labels[1].as_deref()],
@@ -754,84 +372,6 @@ fn call_report(c: &Call) -> stats::CallReport<'_> {
             })
             .collect(),
     }
-}
-
-/// Applies `plans` (worker, session, plans) to the call's media, records the
-/// ports, and returns the reply: the SDP rewritten for side `to`.
-#[allow(clippy::too_many_arguments)]
-fn apply_and_rewrite<M: MediaControl>(
-    media: &M,
-    advertised: IpAddr,
-    call: &mut Call,
-    (worker, session, plans): (usize, Option<u32>, Vec<MediaPlan>),
-    sdp: &mut Sdp<'_>,
-    to: Side,
-    f: &Flags,
-    crypto_lines: &[Vec<String>],
-) -> Result<Vec<(Key, Out)>, NgError> {
-    let applied = media
-        .apply(worker, session, plans)
-        .map_err(|e| NgError(e.to_string()))?;
-    call.handle = Some(applied.handle);
-    for (i, ports) in applied.ports.iter().enumerate() {
-        call.medias[i].ports = *ports;
-    }
-    rewrite(sdp, call, to, advertised, f, crypto_lines);
-    Ok(vec![("sdp".into(), Out::Str(sdp.to_bytes()))])
-}
-
-/// Points the SDP that goes to `to` at the relay ports of side `to`, with
-/// the profile and `a=crypto` lines (`crypto[i]`) of side `to`: nothing of
-/// the other side's keys goes through.
-fn rewrite(
-    sdp: &mut Sdp<'_>,
-    call: &Call,
-    to: Side,
-    advertised: IpAddr,
-    f: &Flags,
-    crypto: &[Vec<String>],
-) {
-    let t = idx(to);
-    for (i, m) in sdp.media.iter_mut().enumerate() {
-        m.remove_attribute("crypto");
-        let Some(st) = call.medias.get(i) else {
-            continue;
-        };
-        for name in ICE_AND_MUX {
-            m.remove_attribute(name);
-        }
-        if m.media.port == 0 || st.ports[t].rtp == 0 {
-            m.set_port(0);
-            continue;
-        }
-        m.set_port(st.ports[t].rtp);
-        if let Some(p) = st.profiles[t] {
-            m.set_proto(p);
-        } else if let Some(tp) = &f.transport_protocol {
-            m.set_proto(&String::from_utf8_lossy(tp));
-        }
-        for line in crypto.get(i).into_iter().flatten() {
-            m.add_attribute("crypto", Some(line.as_bytes()));
-        }
-        if m.connection().is_some() {
-            m.set_connection(advertised);
-        }
-        let rtcp_port = if st.mux[t] {
-            st.ports[t].rtp
-        } else {
-            st.ports[t].rtcp.unwrap_or(st.ports[t].rtp + 1)
-        };
-        m.add_attribute("rtcp", Some(rtcp_port.to_string().as_bytes()));
-        if st.mux[t] {
-            m.add_attribute("rtcp-mux", None);
-        }
-    }
-    // The session connection carries media addresses: always the relay's.
-    sdp.set_session_connection(advertised);
-    if f.replace_origin {
-        sdp.set_origin_address(advertised);
-    }
-    sdp.remove_ice();
 }
 
 #[cfg(test)]

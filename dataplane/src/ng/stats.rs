@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::Key;
 use super::Out;
-use crate::engine::media::{LegPorts, SessionSnapshot};
+use crate::media::plan::{LegPorts, SessionSnapshot};
 use crate::media::relay::{Leg, PeerSpec};
 
 pub(super) struct MediaReport<'a> {

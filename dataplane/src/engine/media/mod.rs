@@ -20,9 +20,7 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::media::relay::{
-    LegSrtp, PeerSpec, RelayConfig, RelayCounters, Session, SessionId, Side,
-};
+use crate::media::relay::{RelayConfig, RelayCounters, SessionId};
 
 pub use worker::WorkerReport;
 
@@ -77,100 +75,9 @@ pub struct MediaEngineConfig {
     pub fill_calls: usize,
 }
 
-/// Why a media order failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaError {
-    /// The worker's port range is exhausted.
-    NoPorts,
-    /// The worker's endpoint table is full.
-    NoEndpoints,
-    /// A socket could not be opened or bound.
-    Io(String),
-    /// No such session.
-    UnknownSession,
-    /// The worker did not answer.
-    WorkerGone,
-    /// An SRTP key does not fit its suite.
-    BadKey,
-}
-
-impl fmt::Display for MediaError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MediaError::NoPorts => f.write_str("no free media ports"),
-            MediaError::NoEndpoints => f.write_str("no free endpoint slots"),
-            MediaError::Io(e) => write!(f, "socket error: {e}"),
-            MediaError::UnknownSession => f.write_str("unknown media session"),
-            MediaError::WorkerGone => f.write_str("media worker not answering"),
-            MediaError::BadKey => f.write_str("SRTP key does not fit its crypto-suite"),
-        }
-    }
-}
-
-impl std::error::Error for MediaError {}
-
-/// What one side of one media line needs.
-#[derive(Debug, Clone, Default)]
-pub struct SidePlan {
-    /// Open the RTP endpoint if missing.
-    pub open_rtp: bool,
-    /// Open the separate RTCP endpoint if missing.
-    pub open_rtcp: bool,
-    /// New peer description, if the SDP gave one.
-    pub peer: Option<PeerSpec>,
-    /// New SRTP keying for the leg; `None` leaves it as it is.
-    pub srtp: Option<LegSrtp>,
-}
-
-/// What one media line needs, per side (A, B).
-#[derive(Debug, Clone, Default)]
-pub struct MediaPlan {
-    /// Side A, side B.
-    pub sides: [SidePlan; 2],
-}
-
-impl MediaPlan {
-    /// The plan of `side`.
-    pub fn side_mut(&mut self, side: Side) -> &mut SidePlan {
-        &mut self.sides[usize::from(side == Side::B)]
-    }
-}
-
-/// Local ports of one leg.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LegPorts {
-    /// RTP port (0: none).
-    pub rtp: u16,
-    /// RTCP port, when a separate RTCP endpoint is open.
-    pub rtcp: Option<u16>,
-}
-
-/// A session in the engine: which worker, which session there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MediaHandle {
-    /// Worker index.
-    pub worker: usize,
-    /// Session id in that worker.
-    pub session: SessionId,
-}
-
-/// A copy of a session taken by its worker.
-#[derive(Debug, Clone)]
-pub struct SessionSnapshot {
-    /// The session state and statistics.
-    pub session: Session,
-    /// The worker's clock when the copy was taken (the clock of `last_seen_ms`).
-    pub now_ms: u64,
-}
-
-/// The result of applying plans.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    /// The session.
-    pub handle: MediaHandle,
-    /// Per media line, the local ports of side A and side B.
-    pub ports: Vec<[LegPorts; 2]>,
-}
+pub use crate::media::plan::{
+    Applied, LegPorts, MediaControl, MediaError, MediaHandle, MediaPlan, SessionSnapshot, SidePlan,
+};
 
 type Reply<T> = mpsc::SyncSender<Result<T, MediaError>>;
 
@@ -503,5 +410,31 @@ impl MediaEngine {
 impl Drop for MediaEngine {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl MediaControl for MediaEngine {
+    fn place(&self) -> usize {
+        MediaEngine::place(self)
+    }
+    fn apply(
+        &self,
+        worker: usize,
+        session: Option<u32>,
+        medias: Vec<MediaPlan>,
+    ) -> Result<Applied, MediaError> {
+        MediaEngine::apply(self, worker, session, medias)
+    }
+    fn snapshot(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
+        MediaEngine::snapshot(self, h)
+    }
+    fn remove(&self, h: MediaHandle) -> Result<SessionSnapshot, MediaError> {
+        MediaEngine::remove(self, h)
+    }
+    fn counters(&self) -> RelayCounters {
+        MediaEngine::counters(self)
+    }
+    fn take_timed_out(&self) -> Vec<MediaHandle> {
+        MediaEngine::take_timed_out(self)
     }
 }

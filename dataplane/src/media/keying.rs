@@ -1,4 +1,4 @@
-//! SDES negotiation for the ng `offer` and `answer` (RFC 4568 §5, §7).
+//! SDES negotiation for an offer and its answer (RFC 4568 §5, §7).
 //!
 //! rvoip terminates SRTP on each leg with keys of its own: it never passes
 //! one side's `a=crypto` to the other. For an SRTP offerer, rvoip picks the
@@ -9,7 +9,7 @@
 
 use crate::entropy::Entropy;
 
-use super::NgError;
+use super::orders::OrderError;
 use crate::media::relay::LegSrtp;
 use crate::sdp::MediaSection as Media;
 use crate::srtp::sdes::{self, CryptoAttr, SdesError};
@@ -17,7 +17,7 @@ use crate::srtp::{MasterKey, SrtpParams, Suite};
 
 /// The order rvoip offers suites in: the one every SRTP endpoint implements
 /// first, then the stronger ones.
-pub(super) const OFFER_ORDER: [Suite; 6] = [
+pub(crate) const OFFER_ORDER: [Suite; 6] = [
     Suite::AesCm128HmacSha1_80,
     Suite::AeadAes128Gcm,
     Suite::AeadAes256Gcm,
@@ -27,21 +27,21 @@ pub(super) const OFFER_ORDER: [Suite; 6] = [
 ];
 
 /// The SDES flags of a request.
-#[derive(Debug, Default, Clone)]
-pub(super) struct SdesFlags {
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SdesFlags {
     /// `SDES-off`: offer no SDES.
-    pub(super) off: bool,
+    pub off: bool,
     /// `SDES-only-<suite>`: offer and accept only these.
-    pub(super) only: Vec<Suite>,
+    pub only: Vec<Suite>,
     /// `SDES-no-<suite>`: never offer or accept these.
-    pub(super) no: Vec<Suite>,
+    pub no: Vec<Suite>,
 }
 
 impl SdesFlags {
     /// Reads one `SDES-...` flag (the `SDES-` prefix removed).
-    pub(super) fn read(&mut self, flag: &[u8]) -> Result<(), NgError> {
+    pub fn read(&mut self, flag: &[u8]) -> Result<(), OrderError> {
         let unknown = |s: &[u8]| {
-            NgError(format!(
+            OrderError::Unacceptable(format!(
                 "Unknown SDES crypto suite: {}",
                 String::from_utf8_lossy(s)
             ))
@@ -63,7 +63,7 @@ impl SdesFlags {
     }
 
     /// Suites to offer, in offer order; AES-f8 only when `SDES-only-` names it.
-    pub(super) fn offer_suites(&self) -> Vec<Suite> {
+    pub(crate) fn offer_suites(&self) -> Vec<Suite> {
         let f8 = Some(Suite::F8128HmacSha1_80).filter(|s| self.only.contains(s));
         OFFER_ORDER
             .into_iter()
@@ -75,25 +75,25 @@ impl SdesFlags {
 
 /// A key rvoip made for one side: the tag it goes under, its suite, the key.
 #[derive(Debug, Clone)]
-pub(super) struct OwnKey {
-    pub(super) tag: u32,
-    pub(super) suite: Suite,
-    pub(super) master: MasterKey,
+pub(crate) struct OwnKey {
+    pub(crate) tag: u32,
+    pub(crate) suite: Suite,
+    pub(crate) master: MasterKey,
 }
 
 impl OwnKey {
-    pub(super) fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         sdes::format(self.tag, &self.master, self.suite)
     }
 }
 
 /// Whether an SDP profile is secure RTP.
-pub(super) fn is_savp(proto: &[u8]) -> bool {
+pub(crate) fn is_savp(proto: &[u8]) -> bool {
     proto.eq_ignore_ascii_case(b"RTP/SAVP") || proto.eq_ignore_ascii_case(b"RTP/SAVPF")
 }
 
 /// The same profile with or without the S.
-pub(super) fn profile(feedback: bool, secure: bool) -> &'static str {
+pub(crate) fn profile(feedback: bool, secure: bool) -> &'static str {
     match (secure, feedback) {
         (true, true) => "RTP/SAVPF",
         (true, false) => "RTP/SAVP",
@@ -127,26 +127,26 @@ fn attributes(m: &Media<'_>, flags: &SdesFlags) -> (Vec<CryptoAttr>, Option<Sdes
     (good, first_err)
 }
 
-fn no_usable(err: Option<SdesError>) -> NgError {
-    NgError(match err {
+fn no_usable(err: Option<SdesError>) -> OrderError {
+    OrderError::Unacceptable(match err {
         Some(e) => format!("No usable SDES crypto offered: {e}"),
         None => "No usable SDES crypto offered: no a=crypto line".to_owned(),
     })
 }
 
-fn fresh(suite: Suite, rng: &dyn Entropy) -> Result<MasterKey, NgError> {
-    sdes::generate(suite, rng).ok_or_else(|| NgError::from("Failed to generate SRTP key"))
+fn fresh(suite: Suite, rng: &dyn Entropy) -> Result<MasterKey, OrderError> {
+    sdes::generate(suite, rng).ok_or(OrderError::KeyGeneration)
 }
 
 /// The offerer's side: its key (first usable offered suite) and rvoip's key
 /// for the answer, reusing `previous` when the suite is unchanged (a re-offer
 /// keeps rvoip's key and so its crypto context).
-pub(super) fn accept_offer(
+pub(crate) fn accept_offer(
     m: &Media<'_>,
     flags: &SdesFlags,
     previous: Option<&OwnKey>,
     rng: &dyn Entropy,
-) -> Result<(LegSrtp, OwnKey), NgError> {
+) -> Result<(LegSrtp, OwnKey), OrderError> {
     let (attrs, err) = attributes(m, flags);
     let chosen = attrs.into_iter().next().ok_or_else(|| no_usable(err))?;
     let ours = match previous {
@@ -169,14 +169,16 @@ pub(super) fn accept_offer(
 
 /// Keys rvoip offers to an SRTP recipient: one per allowed suite, tags from 1,
 /// reusing `previous` keys of the same suites.
-pub(super) fn make_offer(
+pub(crate) fn make_offer(
     flags: &SdesFlags,
     previous: &[OwnKey],
     rng: &dyn Entropy,
-) -> Result<Vec<OwnKey>, NgError> {
+) -> Result<Vec<OwnKey>, OrderError> {
     let suites = flags.offer_suites();
     if suites.is_empty() {
-        return Err("SDES flags leave no crypto suite to offer".into());
+        return Err(OrderError::Unacceptable(
+            "SDES flags leave no crypto suite to offer".into(),
+        ));
     }
     suites
         .into_iter()
@@ -198,7 +200,10 @@ pub(super) fn make_offer(
 /// The recipient's answer to rvoip's offer: the accepted tag must be one
 /// rvoip offered, with the same suite. Returns the leg keying and the key of
 /// rvoip's that was accepted.
-pub(super) fn take_answer(m: &Media<'_>, offered: &[OwnKey]) -> Result<(LegSrtp, OwnKey), NgError> {
+pub(crate) fn take_answer(
+    m: &Media<'_>,
+    offered: &[OwnKey],
+) -> Result<(LegSrtp, OwnKey), OrderError> {
     let all = SdesFlags::default();
     let (attrs, err) = attributes(m, &all);
     for a in attrs {
@@ -213,7 +218,7 @@ pub(super) fn take_answer(m: &Media<'_>, offered: &[OwnKey]) -> Result<(LegSrtp,
             return Ok((leg, ours.clone()));
         }
     }
-    Err(NgError(match err {
+    Err(OrderError::Unacceptable(match err {
         Some(e) => format!("Answer accepts none of the offered SDES crypto: {e}"),
         None => "Answer accepts none of the offered SDES crypto".to_owned(),
     }))

@@ -1,0 +1,217 @@
+//! The media order contract between whoever signals a call (rvoip's own
+//! B2BUA over the shared-memory order channel, or Kamailio and OpenSIPS
+//! through the ng protocol) and the media sessions: one [`MediaOrder`] in,
+//! a [`MediaReply`] or an [`OrderError`] out. Every wire form (ng's bencode,
+//! the order channel's records) translates to and from these types; the
+//! sessions ([`super::sessions`]) know no wire form.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::keying::SdesFlags;
+use super::plan::{LegPorts, MediaError, SessionSnapshot};
+use super::relay::PeerSpec;
+
+/// What changes how an offer or answer is carried out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SdpOptions {
+    /// Write the relay's address into the origin (`o=`) line too.
+    pub replace_origin: bool,
+    /// The profile for the other side (`RTP/AVP`, `RTP/SAVP`, ...), when it
+    /// differs from the offerer's: the relay transcrypts between them.
+    pub transport_protocol: Option<Vec<u8>>,
+    /// Offer RTCP multiplexing to the other side.
+    pub mux_offer: bool,
+    /// Demultiplex RTCP towards the other side.
+    pub mux_demux: bool,
+    /// Refuse multiplexing towards the offerer.
+    pub mux_reject: bool,
+    /// A label for the side that sends this SDP.
+    pub label: Option<Vec<u8>>,
+    /// Which SDES suites to offer and accept.
+    pub sdes: SdesFlags,
+}
+
+/// One order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaOrder {
+    /// An SDP offer from the side with `from_tag` (the first offer of a call
+    /// makes that side A); the reply is the SDP for the other side.
+    Offer {
+        /// The call.
+        call_id: Vec<u8>,
+        /// The offerer's tag.
+        from_tag: Vec<u8>,
+        /// The offer.
+        sdp: Vec<u8>,
+        /// How to carry it out.
+        options: SdpOptions,
+    },
+    /// The SDP answer from the side with `to_tag`; the reply is the SDP for
+    /// the offerer.
+    Answer {
+        /// The call.
+        call_id: Vec<u8>,
+        /// The answerer's tag.
+        to_tag: Vec<u8>,
+        /// The answer.
+        sdp: Vec<u8>,
+        /// How to carry it out.
+        options: SdpOptions,
+    },
+    /// Ends a call's media; the reply is its statistics.
+    Delete {
+        /// The call.
+        call_id: Vec<u8>,
+    },
+    /// A call's statistics.
+    Query {
+        /// The call.
+        call_id: Vec<u8>,
+    },
+    /// The calls held, oldest first.
+    List,
+    /// Whether the sessions answer.
+    Ping,
+}
+
+/// What an order returns.
+#[derive(Debug, Clone)]
+pub enum MediaReply {
+    /// The SDP to pass on (offer, answer).
+    Sdp(Vec<u8>),
+    /// A call's statistics (query, delete).
+    Stats(Box<CallStats>),
+    /// A delete for a call not held (it ended already: not an error).
+    NotFound,
+    /// The Call-IDs held, oldest first.
+    Calls(Vec<Vec<u8>>),
+    /// The answer to a ping.
+    Pong,
+}
+
+/// One media line of a call, as signalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaLine {
+    /// `audio`, `video`, ...
+    pub kind: Vec<u8>,
+    /// The transport profile.
+    pub proto: Vec<u8>,
+    /// The relay's ports towards side A, side B.
+    pub ports: [LegPorts; 2],
+    /// What side A, side B asked for in their SDP.
+    pub peers: [Option<PeerSpec>; 2],
+}
+
+/// A call as the sessions hold it, and its media statistics.
+#[derive(Debug, Clone)]
+pub struct CallStats {
+    /// The tags of side A, side B.
+    pub tags: [Option<Vec<u8>>; 2],
+    /// Their labels.
+    pub labels: [Option<Vec<u8>>; 2],
+    /// When the call was created (Unix seconds).
+    pub created: u64,
+    /// When it was last signalled (Unix seconds).
+    pub last_signal: u64,
+    /// Its media lines.
+    pub medias: Vec<MediaLine>,
+    /// The relay's state and counters of the call, when it has a session.
+    pub snapshot: Option<SessionSnapshot>,
+}
+
+/// Received RTP over both legs of a call, as a CDR keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// RTP packets received by the relay over both legs.
+    pub packets: u64,
+    /// RTP octets.
+    pub bytes: u64,
+    /// Packets refused (errors).
+    pub errors: u64,
+}
+
+impl CallStats {
+    /// RTP received over both legs.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        if let Some(s) = &self.snapshot {
+            for m in &s.session.medias {
+                for leg in &m.legs {
+                    t.packets += leg.rtp_in.packets;
+                    t.bytes += leg.rtp_in.bytes;
+                    t.errors += leg.rtp_in.errors;
+                }
+            }
+        }
+        t
+    }
+}
+
+/// Why an order failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderError {
+    /// No call with that Call-ID.
+    UnknownCall,
+    /// The tag is neither of the call's sides.
+    UnknownTag,
+    /// The SDP could not be read.
+    BadSdp,
+    /// What was asked cannot be done (a transport profile, SRTP crypto, an
+    /// SDES flag): the reason says what.
+    Unacceptable(String),
+    /// No SRTP key could be made (the system had no randomness).
+    KeyGeneration,
+    /// The media plane refused (no ports, a worker not answering, ...).
+    Media(MediaError),
+}
+
+impl OrderError {
+    /// The SIP status a signalling side answers when this fails a call:
+    /// 503 when the relay is out of ports or endpoints (try elsewhere or
+    /// later), 488 when the session description cannot be carried, 500
+    /// otherwise.
+    pub fn sip_status(&self) -> u16 {
+        match self {
+            OrderError::Media(MediaError::NoPorts | MediaError::NoEndpoints) => 503,
+            OrderError::BadSdp | OrderError::Unacceptable(_) => 488,
+            _ => 500,
+        }
+    }
+}
+
+impl fmt::Display for OrderError {
+    /// The reason as rtpengine words it (ng's `error-reason`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OrderError::UnknownCall => f.write_str("Unknown call-id"),
+            OrderError::UnknownTag => f.write_str("Unknown tag"),
+            OrderError::BadSdp => f.write_str("Failed to parse SDP"),
+            OrderError::Unacceptable(r) => f.write_str(r),
+            OrderError::KeyGeneration => f.write_str("Failed to generate SRTP key"),
+            OrderError::Media(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for OrderError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_the_sip_status_a_caller_should_get() {
+        assert_eq!(OrderError::Media(MediaError::NoPorts).sip_status(), 503);
+        assert_eq!(OrderError::Media(MediaError::NoEndpoints).sip_status(), 503);
+        assert_eq!(OrderError::Media(MediaError::WorkerGone).sip_status(), 500);
+        assert_eq!(OrderError::BadSdp.sip_status(), 488);
+        assert_eq!(
+            OrderError::Unacceptable("No usable SDES crypto offered".into()).sip_status(),
+            488
+        );
+        assert_eq!(OrderError::UnknownCall.sip_status(), 500);
+        assert_eq!(OrderError::UnknownCall.to_string(), "Unknown call-id");
+    }
+}

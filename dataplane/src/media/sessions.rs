@@ -1,0 +1,525 @@
+//! Media sessions: the calls whose media the relay carries, driven by
+//! typed orders ([`MediaOrder`]) whatever wire form they came in. Sans-IO
+//! but for the [`MediaControl`] it is given (the media engine, or a fake).
+//!
+//! Offer/answer model: the tag of the first offer is side A, the other tag
+//! side B. Each side has its own relay ports; the SDP sent to a side carries
+//! the ports *that side* sends to, so media flows A → relay(A port) →
+//! relay(B port) → B and back. rvoip terminates SRTP per side with its own
+//! keys ([`super::keying`]).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use super::keying::{self as sdes, OwnKey};
+use super::orders::{CallStats, MediaLine, MediaOrder, MediaReply, OrderError, SdpOptions};
+use super::plan::{LegPorts, MediaControl, MediaHandle, MediaPlan, SidePlan};
+use super::relay::{LegSrtp, PeerSpec, Side};
+use crate::entropy::Entropy;
+use crate::sdp::Sdp;
+
+/// Per-call state the server keeps.
+#[derive(Debug, Clone)]
+struct Call {
+    /// Creation order, for `list`.
+    seq: u64,
+    handle: Option<MediaHandle>,
+    /// Tag of side A, side B.
+    tags: [Option<Vec<u8>>; 2],
+    labels: [Option<Vec<u8>>; 2],
+    created: u64,
+    last_signal: u64,
+    medias: Vec<MediaState>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct MediaState {
+    kind: Vec<u8>,
+    proto: Vec<u8>,
+    /// Whether the relay multiplexes RTCP towards side A, side B.
+    mux: [bool; 2],
+    ports: [LegPorts; 2],
+    /// What side A, side B asked for in their SDP.
+    peers: [Option<PeerSpec>; 2],
+    /// The profile written into SDP towards side A, side B.
+    profiles: [Option<&'static str>; 2],
+    /// Whether side A, side B speak SRTP.
+    secure: [bool; 2],
+    /// rvoip's keys offered to a side, until its answer picks one (then only
+    /// that one is kept, for re-offers).
+    offered: [Vec<OwnKey>; 2],
+    /// rvoip's key in the answer to a side that offered SRTP.
+    answer_key: [Option<OwnKey>; 2],
+}
+
+fn idx(side: Side) -> usize {
+    usize::from(side == Side::B)
+}
+
+/// The media sessions of one relay.
+#[derive(Debug)]
+pub struct Sessions<M> {
+    media: M,
+    /// Address written into SDP for the relay.
+    advertised: IpAddr,
+    calls: HashMap<Vec<u8>, Call>,
+    /// Calls created so far (their `seq`).
+    created: u64,
+    /// Where fresh SRTP keys come from.
+    rng: Box<dyn Entropy>,
+}
+
+/// The peer an SDP media section describes.
+fn peer_of(sdp: &Sdp<'_>, i: usize) -> Option<PeerSpec> {
+    let m = sdp.media.get(i)?;
+    if m.media.port == 0 {
+        return None;
+    }
+    let addr = sdp.media_connection(i)?.address;
+    let rtp = SocketAddr::new(addr, m.media.port);
+    let rtcp_mux = m.rtcp_mux();
+    let rtcp = match m.rtcp() {
+        Some(r) => SocketAddr::new(r.address.unwrap_or(addr), r.port),
+        None => SocketAddr::new(addr, m.media.port.wrapping_add(1)),
+    };
+    let clock_rate = m
+        .payload_types()
+        .next()
+        .map(|pt| {
+            m.rtpmap(pt)
+                .map_or_else(|| static_clock_rate(pt), |r| r.clock_rate)
+        })
+        .unwrap_or(8000);
+    Some(PeerSpec {
+        rtp: Some(rtp),
+        rtcp: Some(rtcp),
+        rtcp_mux,
+        clock_rate,
+    })
+}
+
+/// RFC 3551 clock rates of the static payload types a relay meets.
+fn static_clock_rate(pt: u8) -> u32 {
+    match pt {
+        10 | 11 => 44_100,
+        14 | 25 | 26 | 28 | 31..=34 => 90_000,
+        16 => 11_025,
+        17 => 22_050,
+        _ => 8_000,
+    }
+}
+
+const ICE_AND_MUX: &[&str] = &[
+    "rtcp",
+    "rtcp-mux",
+    "ice-ufrag",
+    "ice-pwd",
+    "ice-options",
+    "ice-pacing",
+    "candidate",
+    "remote-candidates",
+    "end-of-candidates",
+];
+
+impl<M: MediaControl> Sessions<M> {
+    /// Sessions writing `advertised` into SDP as the relay's address, with
+    /// the SRTP keys they make drawn from `entropy`.
+    pub fn new(media: M, advertised: IpAddr, entropy: Box<dyn Entropy>) -> Self {
+        Sessions {
+            media,
+            advertised,
+            calls: HashMap::new(),
+            created: 0,
+            rng: entropy,
+        }
+    }
+
+    /// The media plane.
+    pub fn media(&self) -> &M {
+        &self.media
+    }
+
+    /// Calls held.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether the call `call_id` is held.
+    pub fn holds(&self, call_id: &[u8]) -> bool {
+        self.calls.contains_key(call_id)
+    }
+
+    /// Carries out `order` at wall-clock time `now` (Unix seconds).
+    pub fn execute(&mut self, order: MediaOrder, now: u64) -> Result<MediaReply, OrderError> {
+        match order {
+            MediaOrder::Offer {
+                call_id,
+                from_tag,
+                sdp,
+                options,
+            } => self.offer(&call_id, &from_tag, &sdp, &options, now),
+            MediaOrder::Answer {
+                call_id,
+                to_tag,
+                sdp,
+                options,
+            } => self.answer(&call_id, &to_tag, &sdp, &options, now),
+            MediaOrder::Delete { call_id } => Ok(match self.calls.remove(&call_id) {
+                Some(call) => {
+                    let snapshot = call.handle.and_then(|h| self.media.remove(h).ok());
+                    MediaReply::Stats(Box::new(stats_of(&call, snapshot)))
+                }
+                None => MediaReply::NotFound,
+            }),
+            MediaOrder::Query { call_id } => {
+                let call = self.calls.get(&call_id).ok_or(OrderError::UnknownCall)?;
+                let snapshot = call.handle.and_then(|h| self.media.snapshot(h).ok());
+                Ok(MediaReply::Stats(Box::new(stats_of(call, snapshot))))
+            }
+            MediaOrder::List => {
+                let mut calls: Vec<(&u64, &Vec<u8>)> =
+                    self.calls.iter().map(|(id, c)| (&c.seq, id)).collect();
+                calls.sort_unstable();
+                Ok(MediaReply::Calls(
+                    calls.into_iter().map(|(_, id)| id.clone()).collect(),
+                ))
+            }
+            MediaOrder::Ping => Ok(MediaReply::Pong),
+        }
+    }
+
+    /// Deletes the calls whose media timed out (no packet for the relay's
+    /// media timeout), freeing their ports, as rtpengine does with its
+    /// `timeout`. Call about once a second; returns the Call-IDs deleted.
+    pub fn expire(&mut self) -> Vec<Vec<u8>> {
+        let dead = self.media.take_timed_out();
+        if dead.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<Vec<u8>> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.handle.is_some_and(|h| dead.contains(&h)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            if let Some(call) = self.calls.remove(id)
+                && let Some(h) = call.handle
+            {
+                let _ = self.media.remove(h);
+            }
+        }
+        ids
+    }
+
+    fn offer(
+        &mut self,
+        call_id: &[u8],
+        from_tag: &[u8],
+        sdp_text: &[u8],
+        f: &SdpOptions,
+        now: u64,
+    ) -> Result<MediaReply, OrderError> {
+        let mut sdp = Sdp::parse(sdp_text).map_err(|_| OrderError::BadSdp)?;
+        let worker = self
+            .calls
+            .get(call_id)
+            .and_then(|c| c.handle)
+            .map_or_else(|| self.media.place(), |h| h.worker);
+        let seq = self.created;
+        let call = self.calls.entry(call_id.to_vec()).or_insert_with(|| Call {
+            seq,
+            handle: None,
+            tags: [None, None],
+            labels: [None, None],
+            created: now,
+            last_signal: now,
+            medias: Vec::new(),
+        });
+        if call.seq == seq {
+            self.created += 1;
+        }
+        let side = if call.tags[0].is_none() || call.tags[0].as_deref() == Some(from_tag) {
+            Side::A
+        } else if call.tags[1].is_none() || call.tags[1].as_deref() == Some(from_tag) {
+            Side::B
+        } else {
+            return Err(OrderError::UnknownTag);
+        };
+        call.tags[idx(side)] = Some(from_tag.to_vec());
+        if f.label.is_some() {
+            call.labels[idx(side)] = f.label.clone();
+        }
+        call.last_signal = now;
+        let (me, other) = (idx(side), idx(side.other()));
+        if call.medias.len() < sdp.media.len() {
+            call.medias.resize(sdp.media.len(), MediaState::default());
+        }
+        let mut plans = Vec::with_capacity(sdp.media.len());
+        let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
+        for (i, m) in sdp.media.iter().enumerate() {
+            let st = &mut call.medias[i];
+            st.kind = m.media.kind.to_vec();
+            let proto = &m.media.proto;
+            let feedback = proto.ends_with(b"F") || proto.ends_with(b"f");
+            let offerer_secure = sdes::is_savp(proto);
+            let recipient_secure = match &f.transport_protocol {
+                Some(tp) => sdes::is_savp(tp),
+                None => offerer_secure,
+            };
+            st.proto = f
+                .transport_protocol
+                .clone()
+                .unwrap_or_else(|| proto.to_vec());
+            let mut lines = Vec::new();
+            let mut me_srtp = LegSrtp::default();
+            let mut other_srtp = None;
+            if m.media.port != 0 && m.media.is_rtp() {
+                if offerer_secure {
+                    let (leg, ours) = sdes::accept_offer(
+                        m,
+                        &f.sdes,
+                        st.answer_key[me].as_ref(),
+                        self.rng.as_ref(),
+                    )?;
+                    me_srtp = leg;
+                    st.answer_key[me] = Some(ours);
+                } else {
+                    st.answer_key[me] = None;
+                }
+                if recipient_secure {
+                    if f.sdes.off {
+                        return Err(OrderError::Unacceptable(
+                            "SDES-off leaves the RTP/SAVP side without keys".into(),
+                        ));
+                    }
+                    st.offered[other] =
+                        sdes::make_offer(&f.sdes, &st.offered[other], self.rng.as_ref())?;
+                    lines = st.offered[other].iter().map(OwnKey::line).collect();
+                } else {
+                    st.offered[other].clear();
+                    other_srtp = Some(LegSrtp::default());
+                }
+                st.secure = if me == 0 {
+                    [offerer_secure, recipient_secure]
+                } else {
+                    [recipient_secure, offerer_secure]
+                };
+                st.profiles[me] = Some(sdes::profile(feedback, offerer_secure));
+                st.profiles[other] = Some(match f.transport_protocol.as_deref() {
+                    Some(tp) => sdes::profile(tp.ends_with(b"F"), recipient_secure),
+                    None => sdes::profile(feedback, recipient_secure),
+                });
+            }
+            crypto_lines.push(lines);
+            let peer = peer_of(&sdp, i);
+            let mut plan = MediaPlan::default();
+            if let Some(peer) = peer {
+                st.peers[me] = Some(peer);
+                // Towards the offerer: multiplex if it does and it is not refused.
+                st.mux[me] = peer.rtcp_mux && !f.mux_reject;
+                // Towards the other side: as asked, else as the offerer does.
+                st.mux[other] = if f.mux_demux {
+                    false
+                } else {
+                    f.mux_offer || peer.rtcp_mux
+                };
+                plan.sides[me] = SidePlan {
+                    open_rtp: true,
+                    open_rtcp: !st.mux[me],
+                    peer: Some(peer),
+                    srtp: Some(me_srtp),
+                };
+                plan.sides[other] = SidePlan {
+                    open_rtp: true,
+                    open_rtcp: !st.mux[other],
+                    peer: None,
+                    srtp: other_srtp,
+                };
+            }
+            plans.push(plan);
+        }
+        let session = call.handle.map(|h| h.session);
+        apply_and_rewrite(
+            &self.media,
+            self.advertised,
+            call,
+            (worker, session, plans),
+            &mut sdp,
+            side.other(),
+            f,
+            &crypto_lines,
+        )
+    }
+
+    fn answer(
+        &mut self,
+        call_id: &[u8],
+        to_tag: &[u8],
+        sdp_text: &[u8],
+        f: &SdpOptions,
+        now: u64,
+    ) -> Result<MediaReply, OrderError> {
+        let call = self.calls.get_mut(call_id).ok_or(OrderError::UnknownCall)?;
+        let mut sdp = Sdp::parse(sdp_text).map_err(|_| OrderError::BadSdp)?;
+        // The answerer is the to-tag: side B for the first answer, side A when
+        // B made a re-offer.
+        let side = if call.tags[0].as_deref() == Some(to_tag) {
+            Side::A
+        } else if call.tags[1].is_none() || call.tags[1].as_deref() == Some(to_tag) {
+            Side::B
+        } else {
+            return Err(OrderError::UnknownTag);
+        };
+        call.tags[idx(side)] = Some(to_tag.to_vec());
+        if f.label.is_some() {
+            call.labels[idx(side)] = f.label.clone();
+        }
+        call.last_signal = now;
+        let (me, other) = (idx(side), idx(side.other()));
+        let mut plans = Vec::with_capacity(sdp.media.len());
+        let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
+        for i in 0..sdp.media.len().min(call.medias.len()) {
+            let mut plan = MediaPlan::default();
+            let st = &mut call.medias[i];
+            // The answerer's keys, if rvoip offered it SRTP.
+            let m = &sdp.media[i];
+            let mut me_srtp = LegSrtp::default();
+            if st.secure[me] && m.media.port != 0 {
+                let (leg, accepted) = sdes::take_answer(m, &st.offered[me])?;
+                me_srtp = leg;
+                st.offered[me] = vec![accepted];
+            }
+            // Towards the offerer: rvoip's key for the suite it chose.
+            crypto_lines.push(
+                st.answer_key[other]
+                    .iter()
+                    .filter(|_| st.secure[other])
+                    .map(OwnKey::line)
+                    .collect(),
+            );
+            if let Some(peer) = peer_of(&sdp, i) {
+                st.peers[me] = Some(peer);
+                // Multiplexing towards the answerer holds only if it accepted it.
+                st.mux[me] = st.mux[me] && peer.rtcp_mux;
+                plan.sides[me] = SidePlan {
+                    open_rtp: false,
+                    open_rtcp: !st.mux[me],
+                    peer: Some(peer),
+                    srtp: Some(me_srtp),
+                };
+            }
+            plans.push(plan);
+        }
+        let handle = call.handle.ok_or(OrderError::UnknownCall)?;
+        apply_and_rewrite(
+            &self.media,
+            self.advertised,
+            call,
+            (handle.worker, Some(handle.session), plans),
+            &mut sdp,
+            side.other(),
+            f,
+            &crypto_lines,
+        )
+    }
+}
+
+/// A call's state and statistics as an order's reply carries them.
+fn stats_of(c: &Call, snapshot: Option<crate::media::plan::SessionSnapshot>) -> CallStats {
+    CallStats {
+        tags: c.tags.clone(),
+        labels: c.labels.clone(),
+        created: c.created,
+        last_signal: c.last_signal,
+        medias: c
+            .medias
+            .iter()
+            .map(|m| MediaLine {
+                kind: m.kind.clone(),
+                proto: m.proto.clone(),
+                ports: m.ports,
+                peers: m.peers,
+            })
+            .collect(),
+        snapshot,
+    }
+}
+
+/// Applies `plans` (worker, session, plans) to the call's media, records the
+/// ports, and returns the reply: the SDP rewritten for side `to`.
+#[allow(clippy::too_many_arguments)]
+fn apply_and_rewrite<M: MediaControl>(
+    media: &M,
+    advertised: IpAddr,
+    call: &mut Call,
+    (worker, session, plans): (usize, Option<u32>, Vec<MediaPlan>),
+    sdp: &mut Sdp<'_>,
+    to: Side,
+    f: &SdpOptions,
+    crypto_lines: &[Vec<String>],
+) -> Result<MediaReply, OrderError> {
+    let applied = media
+        .apply(worker, session, plans)
+        .map_err(OrderError::Media)?;
+    call.handle = Some(applied.handle);
+    for (i, ports) in applied.ports.iter().enumerate() {
+        call.medias[i].ports = *ports;
+    }
+    rewrite(sdp, call, to, advertised, f, crypto_lines);
+    Ok(MediaReply::Sdp(sdp.to_bytes()))
+}
+
+/// Points the SDP that goes to `to` at the relay ports of side `to`, with
+/// the profile and `a=crypto` lines (`crypto[i]`) of side `to`: nothing of
+/// the other side's keys goes through.
+fn rewrite(
+    sdp: &mut Sdp<'_>,
+    call: &Call,
+    to: Side,
+    advertised: IpAddr,
+    f: &SdpOptions,
+    crypto: &[Vec<String>],
+) {
+    let t = idx(to);
+    for (i, m) in sdp.media.iter_mut().enumerate() {
+        m.remove_attribute("crypto");
+        let Some(st) = call.medias.get(i) else {
+            continue;
+        };
+        for name in ICE_AND_MUX {
+            m.remove_attribute(name);
+        }
+        if m.media.port == 0 || st.ports[t].rtp == 0 {
+            m.set_port(0);
+            continue;
+        }
+        m.set_port(st.ports[t].rtp);
+        if let Some(p) = st.profiles[t] {
+            m.set_proto(p);
+        } else if let Some(tp) = &f.transport_protocol {
+            m.set_proto(&String::from_utf8_lossy(tp));
+        }
+        for line in crypto.get(i).into_iter().flatten() {
+            m.add_attribute("crypto", Some(line.as_bytes()));
+        }
+        if m.connection().is_some() {
+            m.set_connection(advertised);
+        }
+        let rtcp_port = if st.mux[t] {
+            st.ports[t].rtp
+        } else {
+            st.ports[t].rtcp.unwrap_or(st.ports[t].rtp + 1)
+        };
+        m.add_attribute("rtcp", Some(rtcp_port.to_string().as_bytes()));
+        if st.mux[t] {
+            m.add_attribute("rtcp-mux", None);
+        }
+    }
+    // The session connection carries media addresses: always the relay's.
+    sdp.set_session_connection(advertised);
+    if f.replace_origin {
+        sdp.set_origin_address(advertised);
+    }
+    sdp.remove_ice();
+}
