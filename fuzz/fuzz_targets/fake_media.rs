@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use rvoip_dataplane::engine::media::{Applied, LegPorts, MediaError, MediaHandle, MediaPlan, SessionSnapshot};
 use rvoip_dataplane::media::relay::{RelayCounters, Session};
-use rvoip_dataplane::ng::MediaControl;
+use rvoip_dataplane::media::plan::MediaControl;
 
 pub struct FakeMedia {
     pub next: Cell<u16>,
