@@ -23,27 +23,24 @@ use rvoip_controlplane::sbc::journal::Journal;
 use rvoip_controlplane::sbc::media::MediaOrders;
 use rvoip_controlplane::sbc::policy::Policy;
 use rvoip_dataplane::entropy::SeededEntropy;
+use rvoip_dataplane::media::orders::{MediaOrder, OrderError, Outcome};
 use rvoip_dataplane::ng::NgServer;
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 
 
-struct Relay(NgServer<FakeMedia>, u64, std::collections::VecDeque<(u64, Result<Vec<u8>, String>)>);
+struct Relay(NgServer<FakeMedia>, std::collections::VecDeque<(u64, Outcome)>);
 
 impl MediaOrders for Relay {
-    fn send(&mut self, _now: u64, token: u64, request: &[u8]) -> Result<(), String> {
-        self.1 += 1;
-        let mut d = format!("f{} ", self.1).into_bytes();
-        d.extend_from_slice(request);
-        let reply = self.0.handle(&d, 0).ok_or("no reply")?;
-        let sp = reply.iter().position(|b| *b == b' ').ok_or("no cookie")?;
-        self.2.push_back((token, Ok(reply[sp + 1..].to_vec())));
+    fn send(&mut self, _now: u64, token: u64, order: &MediaOrder) -> Result<(), OrderError> {
+        let outcome = Outcome::of(self.0.execute(order.clone(), 0));
+        self.1.push_back((token, outcome));
         Ok(())
     }
-    fn poll(&mut self, _now: u64) -> Option<(u64, Result<Vec<u8>, String>)> {
-        self.2.pop_front()
+    fn poll(&mut self, _now: u64) -> Option<(u64, Outcome)> {
+        self.1.pop_front()
     }
     fn pending(&self) -> usize {
-        self.2.len()
+        self.1.len()
     }
 }
 
@@ -98,7 +95,7 @@ fn core() -> SipCore {
         b"fuzz",
         &SeededEntropy::new(1),
     );
-    let relay = Relay(NgServer::new(FakeMedia::new(false), IpAddr::V4(Ipv4Addr::LOCALHOST), Box::new(SeededEntropy::new(2))), 0, Default::default());
+    let relay = Relay(NgServer::new(FakeMedia::new(false), IpAddr::V4(Ipv4Addr::LOCALHOST), Box::new(SeededEntropy::new(2))), Default::default());
     core.set_b2bua(B2b::new(
         Policy::from_config(&c).expect("policy"),
         B2bConfig { session_expires: 90, min_se: 90, reject_refer: false, health_interval_ms: 5000 },

@@ -1,5 +1,7 @@
 //! The ng server on arbitrary datagrams: bencode, commands, flags and SDP,
-//! against a media plane that hands out ports without sockets.
+//! against a media plane that hands out ports without sockets; and the same
+//! bytes as records of the shared-memory order channel (typed orders and
+//! outcomes), whose orders the server carries out.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,6 +23,14 @@ fuzz_target!(|data: &[u8]| {
     // bodies hold newlines, so those cannot separate requests).
     for (i, request) in data.split(|b| *b == 0).enumerate().take(8) {
         same_by_lookup_and_by_tree(request);
+        use rvoip_dataplane::media::orders::{record, Outcome};
+        if let Some((s, n, order)) = record::read_order(request) {
+            let mut again = Vec::new();
+            record::write_order(s, n, &order, &mut again);
+            assert_eq!(record::read_order(&again), Some((s, n, order.clone())), "an order reads back as written");
+            let _ = Outcome::of(server.execute(order, i as u64));
+        }
+        let _ = record::read_outcome(request);
         if i == 4 {
             server.expire();
         }

@@ -33,6 +33,7 @@ use crate::sbc::journal::Journal;
 use crate::sbc::media::{self, MediaOrders, MediaTotals};
 use crate::sbc::policy::{HeaderText, Policy, Refusal};
 use crate::transaction::Millis;
+use rvoip_dataplane::media::orders::{MediaOrder, Outcome};
 
 #[cfg(test)]
 #[path = "b2bua_tests.rs"]
@@ -907,7 +908,7 @@ impl SipCore {
     }
 
     /// Sends a media order; `then` runs when its reply is back.
-    fn b2b_order(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, order: Vec<u8>, then: Then) {
+    fn b2b_order(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, order: MediaOrder, then: Then) {
         b.next_token += 1;
         let token = b.next_token;
         if let Some(c) = then.call().and_then(|id| b.calls.get_mut(&id)) {
@@ -917,7 +918,7 @@ impl SipCore {
             Ok(()) => {
                 b.orders.insert(token, then);
             }
-            Err(e) => self.b2b_then(b, now, unix_ms, then, &Err(e)),
+            Err(e) => self.b2b_then(b, now, unix_ms, then, &Outcome::Failed(e)),
         }
     }
 
@@ -926,12 +927,9 @@ impl SipCore {
         let Some(mut b) = self.b2b.take() else {
             return;
         };
-        while let Some((token, result)) = b.media.poll(now) {
+        while let Some((token, outcome)) = b.media.poll(now) {
             if let Some(then) = b.orders.remove(&token) {
-                self.b2b_then(&mut b, now, unix_ms, then, &result);
-            }
-            if let Ok(reply) = result {
-                b.media.recycle(reply);
+                self.b2b_then(&mut b, now, unix_ms, then, &outcome);
             }
         }
         self.b2b = Some(b);
@@ -943,24 +941,14 @@ impl SipCore {
     }
 
     /// A media order's reply: the call carries on where it waited.
-    fn b2b_then(
-        &mut self,
-        b: &mut B2b,
-        now: Millis,
-        unix_ms: u64,
-        then: Then,
-        reply: &Result<Vec<u8>, String>,
-    ) {
+    fn b2b_then(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, then: Then, outcome: &Outcome) {
         let id = then.call();
         if let Some(c) = id.and_then(|id| b.calls.get_mut(&id)) {
             c.busy = c.busy.saturating_sub(1);
         }
         let sdp = match &then {
             Then::Deleted { .. } => Ok(Vec::new()),
-            _ => match reply {
-                Ok(r) => media::reply_sdp(r),
-                Err(e) => Err(e.clone()),
-            },
+            _ => media::reply_sdp(outcome),
         };
         if let Err(e) = &sdp {
             tracing::warn!(error = %e, "media order failed");
@@ -983,13 +971,7 @@ impl SipCore {
                         self.b2b_attempt(b, now, unix_ms, c);
                     }
                     Err(e) => {
-                        let status = if e.contains("no free") {
-                            503
-                        } else if e.contains("transport") || e.contains("crypto") {
-                            488
-                        } else {
-                            500
-                        };
+                        let status = e.sip_status();
                         self.b2b_reject_a(&c, now, status);
                         c.a_status = status;
                         self.b2b_finish(b, c, unix_ms, "media-error");
@@ -1052,9 +1034,7 @@ impl SipCore {
                 }
             }
             Then::Deleted { mut cdr } => {
-                if let Ok(r) = reply {
-                    cdr.media = media::reply_totals(r).unwrap_or_default();
-                }
+                cdr.media = media::reply_totals(outcome);
                 b.cdrs.push_back(*cdr);
             }
         }
@@ -1792,7 +1772,6 @@ impl SipCore {
             Some(sdp) => {
                 let order = media::answer(
                     call.media_id.as_bytes(),
-                    call.legs[other.index()].remote_tag().as_bytes(),
                     call.legs[side.index()].remote_tag().as_bytes(),
                     sdp,
                     call.legs[other.index()].srtp,
@@ -2212,7 +2191,6 @@ impl SipCore {
             } else {
                 media::answer(
                     call.media_id.as_bytes(),
-                    call.legs[0].remote_tag().as_bytes(),
                     call.legs[1].remote_tag().as_bytes(),
                     sdp,
                     call.legs[0].srtp,
@@ -2390,7 +2368,6 @@ impl SipCore {
             let order = if req_had_sdp {
                 media::answer(
                     call.media_id.as_bytes(),
-                    call.legs[from.index()].remote_tag().as_bytes(),
                     call.legs[to.index()].remote_tag().as_bytes(),
                     sdp,
                     call.legs[from.index()].srtp,

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use rvoip_dataplane::ng::bencode::{self, Value};
+use rvoip_dataplane::media::orders::OrderError;
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 
 use super::*;
@@ -38,12 +38,12 @@ struct FakeRelay {
 }
 
 impl MediaOrders for FakeRelay {
-    fn send(&mut self, _now: Millis, token: u64, request: &[u8]) -> Result<(), String> {
-        let reply = self.answer(request);
+    fn send(&mut self, _now: Millis, token: u64, order: &MediaOrder) -> Result<(), OrderError> {
+        let outcome = self.carry_out(order);
         self.replies
             .lock()
-            .map_err(|_| "poisoned")?
-            .push_back((token, reply));
+            .map_err(|_| OrderError::KeyGeneration)?
+            .push_back((token, outcome));
         Ok(())
     }
     fn poll(&mut self, _now: Millis) -> Option<Answered> {
@@ -58,53 +58,63 @@ impl MediaOrders for FakeRelay {
 }
 
 impl FakeRelay {
-    fn answer(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
-        let (v, _) = bencode::decode(request).map_err(|e| e.to_string())?;
-        let command = v.get("command").and_then(Value::as_str).unwrap_or("");
-        let mut log = self.orders.lock().map_err(|_| "poisoned")?;
-        log.push(format!(
-            "{command} {}",
-            v.get("from-tag").and_then(Value::as_str).unwrap_or("")
-        ));
-        let mut out = Vec::new();
-        match command {
-            "offer" | "answer" => {
-                let sdp = v.get("sdp").and_then(Value::as_str).ok_or("no sdp")?;
-                let port = 40_000 + 2 * log.len();
-                let proto = v
-                    .get("transport-protocol")
-                    .and_then(Value::as_str)
-                    .unwrap_or("RTP/AVP");
-                let rewritten: String = sdp
-                    .lines()
-                    .map(|l| {
-                        if l.starts_with("o=") {
-                            let mut f: Vec<&str> = l.split(' ').collect();
-                            if let Some(last) = f.last_mut() {
-                                *last = RELAY;
-                            }
-                            format!("{}\r\n", f.join(" "))
-                        } else if l.starts_with("c=") {
-                            format!("c=IN IP4 {RELAY}\r\n")
-                        } else if let Some(rest) = l.strip_prefix("m=audio ") {
-                            let fmts: Vec<&str> = rest.split(' ').skip(2).collect();
-                            format!("m=audio {port} {proto} {}\r\n", fmts.join(" "))
-                        } else {
-                            format!("{l}\r\n")
-                        }
-                    })
-                    .collect();
-                let d = format!("d6:result2:ok3:sdp{}:{}e", rewritten.len(), rewritten);
-                out.extend_from_slice(d.as_bytes());
+    /// Logs "<command> <tag>" and answers as the relay would.
+    fn carry_out(&mut self, order: &MediaOrder) -> Outcome {
+        let Ok(mut log) = self.orders.lock() else {
+            return Outcome::Failed(OrderError::KeyGeneration);
+        };
+        let tag = |t: &[u8]| String::from_utf8_lossy(t).into_owned();
+        let (command, tag, sdp, options) = match order {
+            MediaOrder::Offer {
+                from_tag,
+                sdp,
+                options,
+                ..
+            } => ("offer", tag(from_tag), sdp, options),
+            MediaOrder::Answer {
+                to_tag,
+                sdp,
+                options,
+                ..
+            } => ("answer", tag(to_tag), sdp, options),
+            MediaOrder::Delete { .. } => {
+                log.push("delete ".into());
+                return Outcome::Totals(MediaTotals {
+                    packets: 500,
+                    bytes: 86_000,
+                    errors: 0,
+                });
             }
-            "delete" => {
-                out.extend_from_slice(
-                    b"d6:result2:ok6:totalsd3:RTPd7:packetsi500e5:bytesi86000e6:errorsi0eeee",
-                );
+            other => {
+                return Outcome::Failed(OrderError::Unacceptable(format!("unexpected {other:?}")));
             }
-            _ => return Err(format!("unexpected {command}")),
-        }
-        Ok(out)
+        };
+        log.push(format!("{command} {tag}"));
+        let port = 40_000 + 2 * log.len();
+        let proto = options
+            .transport_protocol
+            .as_deref()
+            .map_or("RTP/AVP".into(), String::from_utf8_lossy);
+        let rewritten: String = String::from_utf8_lossy(sdp)
+            .lines()
+            .map(|l| {
+                if l.starts_with("o=") {
+                    let mut f: Vec<&str> = l.split(' ').collect();
+                    if let Some(last) = f.last_mut() {
+                        *last = RELAY;
+                    }
+                    format!("{}\r\n", f.join(" "))
+                } else if l.starts_with("c=") {
+                    format!("c=IN IP4 {RELAY}\r\n")
+                } else if let Some(rest) = l.strip_prefix("m=audio ") {
+                    let fmts: Vec<&str> = rest.split(' ').skip(2).collect();
+                    format!("m=audio {port} {proto} {}\r\n", fmts.join(" "))
+                } else {
+                    format!("{l}\r\n")
+                }
+            })
+            .collect();
+        Outcome::Sdp(rewritten.into_bytes())
     }
 }
 
@@ -457,7 +467,8 @@ fn a_call_is_two_dialogs_and_neither_side_sees_the_other() {
     for trace in ["peer@", ":5070", "calleetag"] {
         assert!(!t.contains(trace), "{trace} in {t}");
     }
-    assert_eq!(n.orders(), vec!["offer caller-c1", "answer caller-c1"]);
+    // The offer names the offerer's tag, the answer the answerer's.
+    assert_eq!(n.orders(), vec!["offer caller-c1", "answer calleetag"]);
 
     // Unacknowledged, the 200 is sent again (T1, doubling).
     let again = n.tick(510);
@@ -523,7 +534,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
         t.contains(&format!("c=IN IP4 {RELAY}")) && !t.contains("127.0.0.2"),
         "{t}"
     );
-    assert_eq!(n.orders(), vec!["offer calleetag", "answer calleetag"]);
+    assert_eq!(n.orders(), vec!["offer calleetag", "answer caller-lo"]);
 }
 
 #[test]
@@ -572,7 +583,7 @@ fn hold_by_reinvite_crosses_with_the_sdp_rewritten() {
         n.orders()[2..],
         [
             "offer calleetag".to_string(),
-            "answer calleetag".to_string()
+            "answer caller-h1".to_string()
         ]
     );
 }

@@ -1,12 +1,14 @@
-//! Media orders from the control plane: ng requests over a shared-memory
-//! channel (`media.ring` in the ring directory), served by the same
-//! [`NgServer`] as the UDP ng listener. The control plane never opens a
-//! socket to order media, and the relay's sessions live here, so they
-//! outlive a control-plane restart.
+//! Media orders from the control plane: typed
+//! [`MediaOrder`](crate::media::orders::MediaOrder)s over a
+//! shared-memory channel (`media.ring` in the ring directory), carried out
+//! by the same media sessions as the UDP ng listener's. The control plane
+//! never opens a socket to order media, and the relay's sessions live here,
+//! so they outlive a control-plane restart.
 //!
-//! A record's payload is one ng datagram (`cookie d...e`); the reply goes
-//! back on the other ring with the same kind and metadata, so the client
-//! matches it by the cookie it chose.
+//! A record is an order with its sender and number
+//! ([`crate::media::orders::record`]); its outcome goes back on the other
+//! ring with the same sender and number. An order sent again (its reply was
+//! slow) is answered from a cache, not carried out twice.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::collections::{HashMap, VecDeque};
+
+use crate::media::orders::{Outcome, record};
 use crate::media::plan::MediaControl;
 use crate::ng::NgServer;
 use crate::shm::{Channel, Direction};
@@ -76,6 +81,7 @@ fn serve<M: MediaControl>(
     let mut orders = channel.consumer(Direction::ToDataplane);
     let mut replies = channel.producer(Direction::ToControlPlane);
     let mut answered = 0u64;
+    let mut cache = ReplyCache::default();
     let mut last_order = Instant::now() - crate::shm::BUSY_SPELL;
     while !stop.load(Ordering::Relaxed) {
         if !poll.is_zero() && last_order.elapsed() < crate::shm::BUSY_SPELL {
@@ -95,15 +101,45 @@ fn serve<M: MediaControl>(
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let reply = super::ng_udp::lock(server).handle(r.payload, now);
-            if let Some(reply) = reply {
-                // A full ring means the control plane is gone or stuck; it
-                // asks again (same cookie, answered from the cache).
-                let _ = replies.push(r.kind, r.meta, &reply);
-                answered += 1;
+            if let Some((sender, number, order)) = record::read_order(r.payload) {
+                let key = (sender, number);
+                if !cache.replies.contains_key(&key) {
+                    let outcome = Outcome::of(super::ng_udp::lock(server).execute(order, now));
+                    let mut rec = Vec::new();
+                    record::write_outcome(sender, number, &outcome, &mut rec);
+                    cache.keep(key, rec);
+                }
+                if let Some(rec) = cache.replies.get(&key) {
+                    // A full ring means the control plane is gone or stuck;
+                    // it asks again (answered from the cache).
+                    let _ = replies.push(r.kind, r.meta, rec);
+                    answered += 1;
+                }
             }
             orders.advance();
         }
     }
     answered
+}
+
+/// Outcomes of the latest orders, for orders sent again.
+#[derive(Default)]
+struct ReplyCache {
+    replies: HashMap<(u64, u64), Vec<u8>>,
+    order: VecDeque<(u64, u64)>,
+}
+
+impl ReplyCache {
+    /// Outcomes kept.
+    const SIZE: usize = 4096;
+
+    fn keep(&mut self, key: (u64, u64), rec: Vec<u8>) {
+        if self.order.len() == Self::SIZE
+            && let Some(old) = self.order.pop_front()
+        {
+            self.replies.remove(&old);
+        }
+        self.order.push_back(key);
+        self.replies.insert(key, rec);
+    }
 }

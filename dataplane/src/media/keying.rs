@@ -27,7 +27,7 @@ pub(crate) const OFFER_ORDER: [Suite; 6] = [
 ];
 
 /// The SDES flags of a request.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SdesFlags {
     /// `SDES-off`: offer no SDES.
     pub off: bool,

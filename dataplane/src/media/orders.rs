@@ -14,7 +14,7 @@ use super::plan::{LegPorts, MediaError, SessionSnapshot};
 use super::relay::PeerSpec;
 
 /// What changes how an offer or answer is carried out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SdpOptions {
     /// Write the relay's address into the origin (`o=`) line too.
     pub replace_origin: bool,
@@ -34,7 +34,7 @@ pub struct SdpOptions {
 }
 
 /// One order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MediaOrder {
     /// An SDP offer from the side with `from_tag` (the first offer of a call
     /// makes that side A); the reply is the SDP for the other side.
@@ -150,7 +150,7 @@ impl CallStats {
 }
 
 /// Why an order failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderError {
     /// No call with that Call-ID.
     UnknownCall,
@@ -197,6 +197,95 @@ impl fmt::Display for OrderError {
 
 impl std::error::Error for OrderError {}
 
+/// What the order channel carries back for an order: the reply with what a
+/// signalling element keeps of it (a call's statistics become its totals),
+/// or the failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The SDP to pass on.
+    Sdp(Vec<u8>),
+    /// A call's received RTP, both legs.
+    Totals(Totals),
+    /// A delete for a call not held.
+    NotFound,
+    /// The Call-IDs held.
+    Calls(Vec<Vec<u8>>),
+    /// The answer to a ping.
+    Pong,
+    /// The order failed.
+    Failed(OrderError),
+}
+
+impl Outcome {
+    /// The outcome of an order carried out.
+    pub fn of(r: Result<MediaReply, OrderError>) -> Outcome {
+        match r {
+            Ok(MediaReply::Sdp(s)) => Outcome::Sdp(s),
+            Ok(MediaReply::Stats(s)) => Outcome::Totals(s.totals()),
+            Ok(MediaReply::NotFound) => Outcome::NotFound,
+            Ok(MediaReply::Calls(c)) => Outcome::Calls(c),
+            Ok(MediaReply::Pong) => Outcome::Pong,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+/// Records of the shared-memory order channel: the sender's id (a control
+/// plane's, fresh at each start, so replies to an earlier one's orders are
+/// told apart), the order's number, then the order or its outcome
+/// (postcard). Nothing else reads or writes them.
+pub mod record {
+    use super::{MediaOrder, Outcome};
+
+    const HEADER: usize = 16;
+
+    fn header(sender: u64, number: u64, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&sender.to_le_bytes());
+        out.extend_from_slice(&number.to_le_bytes());
+    }
+
+    fn split(rec: &[u8]) -> Option<(u64, u64, &[u8])> {
+        let (h, body) = rec.split_at_checked(HEADER)?;
+        let (s, n) = h.split_at(8);
+        Some((
+            u64::from_le_bytes(s.try_into().ok()?),
+            u64::from_le_bytes(n.try_into().ok()?),
+            body,
+        ))
+    }
+
+    /// Writes order `number` of `sender` into `out`.
+    pub fn write_order(sender: u64, number: u64, order: &MediaOrder, out: &mut Vec<u8>) {
+        header(sender, number, out);
+        // Writing into a growable buffer fails only on a type serde cannot
+        // represent, which these are not.
+        if let Ok(body) = postcard::to_allocvec(order) {
+            out.extend_from_slice(&body);
+        }
+    }
+
+    /// The sender, number and order of a record; `None` if it is not one.
+    pub fn read_order(rec: &[u8]) -> Option<(u64, u64, MediaOrder)> {
+        let (s, n, body) = split(rec)?;
+        Some((s, n, postcard::from_bytes(body).ok()?))
+    }
+
+    /// Writes the outcome of order `number` of `sender` into `out`.
+    pub fn write_outcome(sender: u64, number: u64, outcome: &Outcome, out: &mut Vec<u8>) {
+        header(sender, number, out);
+        if let Ok(body) = postcard::to_allocvec(outcome) {
+            out.extend_from_slice(&body);
+        }
+    }
+
+    /// The sender, number and outcome of a record; `None` if it is not one.
+    pub fn read_outcome(rec: &[u8]) -> Option<(u64, u64, Outcome)> {
+        let (s, n, body) = split(rec)?;
+        Some((s, n, postcard::from_bytes(body).ok()?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +302,41 @@ mod tests {
         );
         assert_eq!(OrderError::UnknownCall.sip_status(), 500);
         assert_eq!(OrderError::UnknownCall.to_string(), "Unknown call-id");
+    }
+
+    #[test]
+    fn orders_and_outcomes_read_back_from_their_records_and_nothing_else_does() {
+        let order = MediaOrder::Offer {
+            call_id: b"c1@x".to_vec(),
+            from_tag: b"t1".to_vec(),
+            sdp: b"v=0\r\n".to_vec(),
+            options: SdpOptions {
+                replace_origin: true,
+                transport_protocol: Some(b"RTP/SAVP".to_vec()),
+                ..SdpOptions::default()
+            },
+        };
+        let mut rec = Vec::new();
+        record::write_order(7, 42, &order, &mut rec);
+        assert_eq!(record::read_order(&rec), Some((7, 42, order)));
+        for outcome in [
+            Outcome::Sdp(b"v=0".to_vec()),
+            Outcome::Totals(Totals {
+                packets: 3,
+                bytes: 516,
+                errors: 1,
+            }),
+            Outcome::Failed(OrderError::Media(MediaError::NoPorts)),
+            Outcome::Failed(OrderError::Unacceptable("no crypto".into())),
+            Outcome::NotFound,
+        ] {
+            record::write_outcome(9, 1, &outcome, &mut rec);
+            assert_eq!(record::read_outcome(&rec), Some((9, 1, outcome)));
+        }
+        // Short, cut or foreign records are refused, not misread.
+        assert_eq!(record::read_order(b"short"), None);
+        record::write_order(7, 42, &MediaOrder::Ping, &mut rec);
+        assert_eq!(record::read_outcome(&rec[..16]), None);
+        assert_eq!(record::read_order(&[0xff; 40]), None);
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use super::relay::{LegSrtp, PeerSpec, RelayCounters, Session, SessionId, Side};
 
 /// Why a media order failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MediaError {
     /// The worker's port range is exhausted.
     NoPorts,

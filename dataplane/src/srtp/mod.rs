@@ -30,7 +30,7 @@ use ring::aead;
 use subtle::ConstantTimeEq;
 
 /// The protection profiles rvoip offers and accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Suite {
     /// AES_CM_128_HMAC_SHA1_80 (RFC 4568 §6.2.1).
     AesCm128HmacSha1_80,
