@@ -87,11 +87,25 @@ pub fn free_udp_port() -> u16 {
         .expect("ephemeral port")
 }
 
-/// Waits until something has bound 127.0.0.1:`port` for UDP (a peer just
-/// started is ready to receive), for at most 10 s.
+/// Waits until something has bound UDP `port` (a peer just started is
+/// ready to receive), for at most 30 s (a peer starting on a loaded host).
+/// It looks in the kernel's socket table rather than trying to bind the
+/// port itself, which could make the peer's own bind fail.
 pub fn wait_udp_bound(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let suffix = format!(":{port:04X}");
+    let bound = || {
+        ["/proc/net/udp", "/proc/net/udp6"].iter().any(|t| {
+            std::fs::read_to_string(t).is_ok_and(|table| {
+                table.lines().skip(1).any(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|local| local.ends_with(&suffix))
+                })
+            })
+        })
+    };
+    while !bound() {
         assert!(Instant::now() < deadline, "nothing bound UDP port {port}");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -137,57 +137,6 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    /// Steps over one value, checking it as `value` would, building nothing.
-    fn skip(&mut self, depth: usize) -> Result<(), BencodeError> {
-        self.enter(depth)?;
-        match self.input.get(self.pos) {
-            Some(b'i') => self.int().map(drop),
-            Some(b'l') => {
-                self.pos += 1;
-                loop {
-                    match self.input.get(self.pos) {
-                        Some(b'e') => {
-                            self.pos += 1;
-                            return Ok(());
-                        }
-                        Some(_) => self.skip(depth + 1)?,
-                        None => return self.err("unterminated list"),
-                    }
-                }
-            }
-            Some(b'd') => {
-                self.pos += 1;
-                while self.key()?.is_some() {
-                    self.skip(depth + 1)?;
-                }
-                Ok(())
-            }
-            Some(b'0'..=b'9') => self.string().map(drop),
-            Some(_) => self.err("not a bencode value"),
-            None => self.err("unexpected end"),
-        }
-    }
-
-    /// The value at `path` below the dictionary at `pos` (the first entry
-    /// of a key), stepping over everything before it.
-    fn lookup(&mut self, path: &[&str], depth: usize) -> Result<Option<Value<'a>>, BencodeError> {
-        let Some((first, rest)) = path.split_first() else {
-            return self.value(depth).map(Some);
-        };
-        if self.input.get(self.pos) != Some(&b'd') {
-            return self.skip(depth).map(|()| None);
-        }
-        self.enter(depth)?;
-        self.pos += 1;
-        while let Some(key) = self.key()? {
-            if key == first.as_bytes() {
-                return self.lookup(rest, depth + 1);
-            }
-            self.skip(depth + 1)?;
-        }
-        Ok(None)
-    }
-
     /// The next key of the dictionary being read, or `None` at its end
     /// (which is consumed).
     fn key(&mut self) -> Result<Option<&'a [u8]>, BencodeError> {
@@ -272,21 +221,6 @@ pub fn decode(input: &[u8]) -> Result<(Value<'_>, usize), BencodeError> {
     Ok((v, d.pos))
 }
 
-/// The value at `path` (dictionary keys, outermost first) in the document
-/// at the start of `input`, decoding nothing else: what comes before it is
-/// stepped over (and checked as [`decode`] would), what comes after it is
-/// not read. `None` when a key is missing or a value on the way is not a
-/// dictionary; the first entry of a repeated key counts, as for
-/// [`Value::get`].
-pub fn lookup<'a>(input: &'a [u8], path: &[&str]) -> Result<Option<Value<'a>>, BencodeError> {
-    let mut d = Decoder {
-        input,
-        pos: 0,
-        items: 0,
-    };
-    d.lookup(path, 0)
-}
-
 /// Appends the byte string `s` (`<len>:<bytes>`).
 pub fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
     let mut digits = [0u8; 20];
@@ -347,48 +281,6 @@ mod tests {
             "keys sorted: {}",
             String::from_utf8_lossy(&out)
         );
-    }
-
-    #[test]
-    fn lookup_finds_a_value_by_its_path_and_agrees_with_decode() {
-        let text = b"d6:result2:ok3:sdp11:v=0\r\no=- 1\r6:totalsd3:RTPd5:bytesi3440e7:packetsi20eee4:warnl1:ai-1eee";
-        let (whole, _) = decode(text).unwrap_or_else(|e| panic!("{e}"));
-        for path in [
-            &["result"][..],
-            &["sdp"],
-            &["totals", "RTP", "packets"],
-            &["totals", "RTP", "bytes"],
-            &["totals", "RTP"],
-            &["warn"],
-            &["missing"],
-            &["result", "deeper"],
-            &["totals", "SRTP", "packets"],
-        ] {
-            let by_tree = path.iter().try_fold(&whole, |v, k| v.get(k)).cloned();
-            let found = lookup(text, path).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(found, by_tree, "{path:?}");
-        }
-        assert_eq!(
-            lookup(text, &["totals", "RTP", "packets"])
-                .ok()
-                .flatten()
-                .and_then(|v| v.as_int()),
-            Some(20)
-        );
-        // What comes before the value is checked; a broken value there is an error.
-        assert!(lookup(b"d1:ai01e1:bi1ee", &["b"]).is_err());
-        assert!(lookup(b"d1:al", &["b"]).is_err());
-        // Nesting and item bounds hold while stepping over values too.
-        let deep = format!(
-            "d1:a{}{}1:bi1ee",
-            "l".repeat(MAX_DEPTH + 2),
-            "e".repeat(MAX_DEPTH + 2)
-        );
-        assert!(lookup(deep.as_bytes(), &["b"]).is_err());
-        let mut out = Vec::new();
-        put_bytes(&mut out, b"");
-        put_bytes(&mut out, &[b'x'; 12]);
-        assert_eq!(out, b"0:12:xxxxxxxxxxxx");
     }
 
     #[test]
