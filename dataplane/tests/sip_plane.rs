@@ -315,9 +315,10 @@ fn request_reaches_the_control_plane(channel: &Channel, listen: SocketAddr, n: u
 }
 
 /// A TCP peer that stops reading never holds the worker up: what is queued
-/// for it waits in the connection (no blocking write), the worker goes on
-/// serving its other traffic at once, and the connection is closed once
-/// 1 MiB waits unsent. What the peer did get is whole messages in order.
+/// for it waits in the connection (no blocking write) and leaves, whole and
+/// in order, as the peer reads again; meanwhile the worker serves its other
+/// traffic at once; a peer that leaves 1 MiB unsent has its connection
+/// closed.
 #[test]
 fn a_tcp_peer_that_stops_reading_never_holds_up_the_worker() {
     let (_dir, mut plane, channel, listen) = plane("tcp-stall", 0);
@@ -330,50 +331,52 @@ fn a_tcp_peer_that_stops_reading_never_holds_up_the_worker() {
     }
     .encode();
     let mut to_dataplane = channel.producer(Direction::ToDataplane);
-    // ≈ 17 MB: more than the connection's socket buffers and the 1 MiB the
-    // worker holds for it.
-    let total = 12_000u32;
     let started = Instant::now();
-    let mut pushed = 0;
     let mut slowest = Duration::ZERO;
-    while pushed < total {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the worker took only {pushed} messages in 60 s"
-        );
-        if to_dataplane.push(0, &meta, &large(pushed)).is_ok() {
-            pushed += 1;
-            // Meanwhile another peer's requests get through at once.
-            if pushed % 3_000 == 0 {
-                slowest = slowest.max(request_reaches_the_control_plane(&channel, listen, pushed));
+    let mut push = |range: std::ops::Range<u32>, slowest: &mut Duration| {
+        for n in range {
+            while to_dataplane.push(0, &meta, &large(n)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "the worker took messages up to {n} only in 60 s"
+                );
+                channel.heartbeat();
+                std::thread::sleep(Duration::from_micros(200));
             }
-        } else {
-            channel.heartbeat();
-            std::thread::sleep(Duration::from_micros(200));
+            // Meanwhile another peer's requests get through at once.
+            if n % 500 == 0 {
+                *slowest = (*slowest).max(request_reaches_the_control_plane(&channel, listen, n));
+            }
         }
-    }
-    let probe = request_reaches_the_control_plane(&channel, listen, 999_999);
-    slowest = slowest.max(probe);
+    };
+    // ≈ 1.2 MB while the peer does not read: more than its socket buffers
+    // take, less than the 1 MiB the worker holds besides.
+    let first = 860u32;
+    push(0..first, &mut slowest);
+    slowest = slowest.max(request_reaches_the_control_plane(&channel, listen, 999_998));
+    // The peer reads: every message arrives, whole and in order, as its
+    // window opens again.
+    let (mut stream, _) = peer.accept().expect("the worker connected");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a nonzero timeout is valid");
+    let expected: Vec<u8> = (0..first).flat_map(large).collect();
+    let mut got = vec![0u8; expected.len()];
+    std::io::Read::read_exact(&mut stream, &mut got).expect("all of it arrives");
+    assert!(got == expected, "whole messages, in order");
+    // It stops reading again, and ≈ 17 MB more are queued for it.
+    push(first..first + 12_000, &mut slowest);
+    slowest = slowest.max(request_reaches_the_control_plane(&channel, listen, 999_999));
     eprintln!("slowest request while the peer did not read: {slowest:?}");
     assert!(
         slowest < Duration::from_millis(500),
         "the worker was held up {slowest:?}"
     );
-    // The peer reads at last: what reached it is the messages, whole and in
-    // order, up to where the worker gave up on the connection.
-    let (mut stream, _) = peer.accept().expect("the worker connected");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("a nonzero timeout is valid");
-    let mut got = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut stream, &mut got);
-    let expected: Vec<u8> = (0..total).flat_map(large).collect();
-    assert!(got.len() > 1 << 20, "{} octets reached the peer", got.len());
-    assert!(got.len() < expected.len());
-    assert!(got == expected[..got.len()], "whole messages, in order");
     let reports = plane.shutdown();
+    assert!(reports[0].tcp_write_waits >= 1, "{:?}", reports[0]);
     assert!(reports[0].tcp_stalled >= 1, "{:?}", reports[0]);
     assert!(reports[0].tcp_connected >= 1, "{:?}", reports[0]);
+    drop(stream);
 }
 
 /// A connect that is never answered (the peer's accept queue is full, so

@@ -14,7 +14,6 @@ use rvoip_controlplane::admission::Role;
 use rvoip_controlplane::lint::{FramingChoice, LintOptions, json_line, judge, text_line};
 use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
 use rvoip_dataplane::engine::ng_shm::NgOrders;
-use rvoip_dataplane::engine::ng_udp::NgListener;
 use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig};
 use rvoip_dataplane::media::relay::{LatchMode, RelayConfig};
 use rvoip_dataplane::ng::NgServer;
@@ -536,21 +535,29 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             None
         }
     };
-    let server = Arc::new(std::sync::Mutex::new(NgServer::new(
+    // One thread owns the media sessions and serves the control plane's
+    // order channel (B2BUA) and, when configured, the ng socket.
+    let server = NgServer::new(
         media,
         advertised,
         Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
-    )));
-    // The control plane orders media (B2BUA) over shared memory.
+    );
+    let ng_addr = config.ng.as_ref().map(|n| n.listen);
     let orders = match NgOrders::spawn(
         &config.controlplane.ring_dir,
-        Arc::clone(&server),
+        ng_addr,
+        server,
         Arc::clone(&stop),
         std::time::Duration::from_micros(u64::from(config.dataplane.batch_wait_us)),
     ) {
         Ok(o) => o,
         Err(e) => {
-            tracing::error!(error = %e, "cannot create the media order channel");
+            match ng_addr {
+                Some(a) => {
+                    tracing::error!(address = %a, error = %e, "cannot create the media order channel or bind the ng listener")
+                }
+                None => tracing::error!(error = %e, "cannot create the media order channel"),
+            }
             stop.store(true, Ordering::Relaxed);
             if let Some(s) = supervisor {
                 s.stop();
@@ -558,26 +565,10 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ng = match &config.ng {
-        Some(ng) => match NgListener::spawn(ng.listen, Arc::clone(&server), Arc::clone(&stop)) {
-            Ok(l) => {
-                tracing::info!(address = %l.local, "ng control listening");
-                Some(l)
-            }
-            Err(e) => {
-                tracing::error!(address = %ng.listen, error = %e, "cannot bind ng listener");
-                stop.store(true, Ordering::Relaxed);
-                if let Some(s) = supervisor {
-                    s.stop();
-                }
-                return ExitCode::FAILURE;
-            }
-        },
-        None => {
-            tracing::info!("no [ng] section: media is ordered by the control plane only");
-            None
-        }
-    };
+    match orders.ng {
+        Some(a) => tracing::info!(address = %a, "ng control listening"),
+        None => tracing::info!("no [ng] section: media is ordered by the control plane only"),
+    }
     let mut last_load_line = 0u64;
     while !stop.load(Ordering::Relaxed) {
         signals.note_hangup();
@@ -602,28 +593,26 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     if let Some(s) = supervisor {
         s.stop();
     }
-    let orders = orders.join();
-    if let Some(ng) = ng {
-        let r = ng.join();
-        tracing::info!(
-            requests = r.ng.requests,
-            errors = r.ng.errors,
-            retransmissions = r.ng.retransmissions,
-            control_plane_orders = orders,
-            dropped = r.ng.dropped,
-            media_timeouts = r.ng.media_timeouts,
-            "ng counters"
-        );
-        tracing::info!(
-            forwarded = r.media.forwarded,
-            malformed = r.media.malformed,
-            wrong_source = r.media.wrong_source,
-            no_destination = r.media.no_destination,
-            unknown_endpoint = r.media.unknown_endpoint,
-            timeouts = r.media.timeouts,
-            "media counters"
-        );
-    }
+    let report = orders.join();
+    let r = report.ng;
+    tracing::info!(
+        requests = r.ng.requests,
+        errors = r.ng.errors,
+        retransmissions = r.ng.retransmissions,
+        control_plane_orders = report.orders,
+        dropped = r.ng.dropped,
+        media_timeouts = r.ng.media_timeouts,
+        "ng counters"
+    );
+    tracing::info!(
+        forwarded = r.media.forwarded,
+        malformed = r.media.malformed,
+        wrong_source = r.media.wrong_source,
+        no_destination = r.media.no_destination,
+        unknown_endpoint = r.media.unknown_endpoint,
+        timeouts = r.media.timeouts,
+        "media counters"
+    );
     let mut total = rvoip_dataplane::engine::sip::SipWorkerReport::default();
     for r in sip.shutdown() {
         total.edge.received += r.edge.received;
@@ -641,6 +630,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         total.tcp_connected += r.tcp_connected;
         total.tcp_connect_failed += r.tcp_connect_failed;
         total.tcp_stalled += r.tcp_stalled;
+        total.tcp_write_waits += r.tcp_write_waits;
         total.sent_grouped += r.sent_grouped;
         total.received_grouped += r.received_grouped;
         total.udp_sends += r.udp_sends;
@@ -662,6 +652,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         tcp_connected = total.tcp_connected,
         tcp_connect_failed = total.tcp_connect_failed,
         tcp_stalled = total.tcp_stalled,
+        tcp_write_waits = total.tcp_write_waits,
         sent_grouped = total.sent_grouped,
         received_grouped = total.received_grouped,
         udp_sends = total.udp_sends,

@@ -1,24 +1,38 @@
-//! Media orders from the control plane: typed
-//! [`MediaOrder`](crate::media::orders::MediaOrder)s over a
-//! shared-memory channel (`media.ring` in the ring directory), carried out
-//! by the same media sessions as the UDP ng listener's. The control plane
-//! never opens a socket to order media, and the relay's sessions live here,
-//! so they outlive a control-plane restart.
+//! The media order service: one thread owns the media sessions (an
+//! [`NgServer`]) and serves every source of orders, so no lock guards them
+//! and none is held while a worker carries an order out:
 //!
-//! A record is an order with its sender and number
-//! ([`crate::media::orders::record`]); its outcome goes back on the other
-//! ring with the same sender and number. An order sent again (its reply was
-//! slow) is answered from a cache, not carried out twice.
+//! - the control plane's typed [`MediaOrder`](crate::media::orders::MediaOrder)s
+//!   over a shared-memory channel (`media.ring` in the ring directory). A
+//!   record is an order with its sender and number
+//!   ([`crate::media::orders::record`]); its outcome goes back on the other
+//!   ring with the same sender and number. An order sent again (its reply
+//!   was slow) is answered from a cache, not carried out twice. The control
+//!   plane never opens a socket to order media, and the relay's sessions
+//!   live here, so they outlive a control-plane restart;
+//! - when configured, the ng socket (Kamailio's and OpenSIPS' `rtpengine`
+//!   modules), whose requests are carried out on the same sessions, so
+//!   `list` and `query` see every call.
+//!
+//! The thread sleeps on one io_uring: a futex wait on the order ring and a
+//! readiness poll on the ng socket; while orders keep coming it looks every
+//! `poll` instead of being woken per order.
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use std::collections::{HashMap, VecDeque};
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode};
 
+use super::bufring::submit_and_wait;
+use super::ng_udp::NgReport;
 use crate::media::orders::{Outcome, record};
 use crate::media::plan::MediaControl;
 use crate::ng::NgServer;
@@ -37,23 +51,51 @@ pub fn orders_path(dir: &Path) -> PathBuf {
     dir.join("media.ring")
 }
 
-/// A running order server.
+/// FUTEX2_SIZE_U32: a 32-bit futex, shared between processes.
+const FUTEX2_SIZE_U32: u32 = 0x02;
+/// Completions: the order ring's futex, the ng socket's readiness.
+const FUTEX: u64 = 1;
+const NG: u64 = 2;
+
+/// What the service reports when it stops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NgServiceReport {
+    /// ng protocol and relay counters.
+    pub ng: NgReport,
+    /// Orders from the control plane answered.
+    pub orders: u64,
+}
+
+/// The running media order service.
 #[derive(Debug)]
 pub struct NgOrders {
-    thread: JoinHandle<u64>,
+    /// The ng socket's address, when it serves one.
+    pub ng: Option<SocketAddr>,
+    thread: JoinHandle<NgServiceReport>,
 }
 
 impl NgOrders {
-    /// Creates the order channel in `dir` and serves it with `server` until
-    /// `stop` is set. While orders keep coming the server looks for more
-    /// every `poll` (the dataplane's batch window) instead of having each
-    /// order wake it; zero: every order wakes it.
+    /// Creates the order channel in `dir`, binds `ng` when given, and serves
+    /// both with `server` until `stop` is set. While orders keep coming the
+    /// service looks for more every `poll` (the dataplane's batch window)
+    /// instead of having each order wake it; zero: every order wakes it.
     pub fn spawn<M: MediaControl + Send + 'static>(
         dir: &Path,
-        server: Arc<Mutex<NgServer<M>>>,
+        ng: Option<SocketAddr>,
+        mut server: NgServer<M>,
         stop: Arc<AtomicBool>,
         poll: Duration,
     ) -> io::Result<NgOrders> {
+        let socket = match ng {
+            Some(addr) => {
+                let s = UdpSocket::bind(addr)?;
+                s.set_nonblocking(true)?;
+                Some(s)
+            }
+            None => None,
+        };
+        let local = socket.as_ref().map(UdpSocket::local_addr).transpose()?;
+        let ring = IoUring::new(8)?;
         let channel = Channel::create(
             &orders_path(dir),
             ORDER_CHANNEL_ID,
@@ -62,37 +104,63 @@ impl NgOrders {
         )?;
         let thread = std::thread::Builder::new()
             .name("ng-orders".into())
-            .spawn(move || serve(&channel, &server, &stop, poll))?;
-        Ok(NgOrders { thread })
+            .spawn(move || {
+                let orders = serve(&ring, &channel, socket.as_ref(), &mut server, &stop, poll);
+                NgServiceReport {
+                    ng: NgReport {
+                        ng: server.counters(),
+                        media: server.media().counters(),
+                    },
+                    orders,
+                }
+            })?;
+        Ok(NgOrders { ng: local, thread })
     }
 
-    /// Waits for the server to stop; returns how many orders it answered.
-    pub fn join(self) -> u64 {
+    /// Waits for the service to stop; returns its counters.
+    pub fn join(self) -> NgServiceReport {
         self.thread.join().unwrap_or_default()
     }
 }
 
+/// Answers every ng request waiting on `socket`.
+fn serve_ng<M: MediaControl>(socket: &UdpSocket, server: &mut NgServer<M>, buf: &mut [u8]) {
+    while let Ok((n, src)) = socket.recv_from(buf) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(reply) = server.handle(&buf[..n], now) {
+            // A lost reply is retransmitted by the client and answered
+            // from the cache.
+            let _ = socket.send_to(&reply, src);
+        }
+    }
+}
+
+#[allow(unsafe_code)]
 fn serve<M: MediaControl>(
+    ring: &IoUring,
     channel: &Channel,
-    server: &Mutex<NgServer<M>>,
+    socket: Option<&UdpSocket>,
+    server: &mut NgServer<M>,
     stop: &AtomicBool,
     poll: Duration,
 ) -> u64 {
     let mut orders = channel.consumer(Direction::ToDataplane);
     let mut replies = channel.producer(Direction::ToControlPlane);
+    let sleep_word = channel.sleep_word(Direction::ToDataplane)
+        as *const std::sync::atomic::AtomicU32 as *const u32;
     let mut answered = 0u64;
     let mut cache = ReplyCache::default();
+    let mut buf = vec![0u8; 65_536];
+    let (mut futex_armed, mut ng_armed) = (false, false);
     let mut last_order = Instant::now() - crate::shm::BUSY_SPELL;
+    let mut last_expiry = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if !poll.is_zero() && last_order.elapsed() < crate::shm::BUSY_SPELL {
-            // The control plane's pushes do not wake a server that looks
-            // by itself: a wake-up across cores costs the control plane
-            // more than the order it pushes.
-            if !orders.has_data() {
-                std::thread::sleep(poll);
-            }
-        } else {
-            orders.wait(Duration::from_millis(100));
+        // Calls whose media timed out are deleted about once a second.
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            server.expire();
+            last_expiry = Instant::now();
         }
         if orders.has_data() {
             last_order = Instant::now();
@@ -104,7 +172,7 @@ fn serve<M: MediaControl>(
             if let Some((sender, number, order)) = record::read_order(r.payload) {
                 let key = (sender, number);
                 if !cache.replies.contains_key(&key) {
-                    let outcome = Outcome::of(super::ng_udp::lock(server).execute(order, now));
+                    let outcome = Outcome::of(server.execute(order, now));
                     let mut rec = Vec::new();
                     record::write_outcome(sender, number, &outcome, &mut rec);
                     cache.keep(key, rec);
@@ -117,6 +185,49 @@ fn serve<M: MediaControl>(
                 }
             }
             orders.advance();
+        }
+        if let Some(s) = socket {
+            serve_ng(s, server, &mut buf);
+            if !ng_armed {
+                let e = opcode::PollAdd::new(Fd(s.as_raw_fd()), libc::POLLIN as u32)
+                    .multi(true)
+                    .build()
+                    .user_data(NG);
+                // SAFETY: the socket outlives the ring's use of it (both
+                // live until this function returns and the ring is dropped
+                // after it).
+                ng_armed = unsafe { ring.submission_shared().push(&e) }.is_ok();
+            }
+        }
+        // The control plane's pushes do not wake a service that looks by
+        // itself while orders flow: a wake-up across cores costs the
+        // control plane more than the order it pushes.
+        let looking = !poll.is_zero() && last_order.elapsed() < crate::shm::BUSY_SPELL;
+        if !looking && !futex_armed && orders.prepare_sleep() {
+            let e = opcode::FutexWait::new(sleep_word, 1, u64::from(u32::MAX), FUTEX2_SIZE_U32)
+                .build()
+                .user_data(FUTEX);
+            // SAFETY: the sleep word lives in the channel mapping, which
+            // outlives the ring's use of it.
+            futex_armed = unsafe { ring.submission_shared().push(&e) }.is_ok();
+        }
+        // Asleep, it still looks at `stop` (and expiry) five times a second.
+        let wait = if looking {
+            poll
+        } else {
+            Duration::from_millis(200)
+        };
+        let ts = Timespec::from(wait);
+        if submit_and_wait(ring, 1, &SubmitArgs::new().timespec(&ts)).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: only this thread touches the completion queue.
+        for c in unsafe { ring.completion_shared() } {
+            match c.user_data() {
+                FUTEX => futex_armed = false,
+                NG if !cqueue::more(c.flags()) => ng_armed = false,
+                _ => {}
+            }
         }
     }
     answered

@@ -1,10 +1,12 @@
-//! The ng control listener: one thread, one UDP socket, requests handled in
-//! order by the [`NgServer`](crate::ng::NgServer).
+//! A stand-alone ng control listener: one thread, one UDP socket, requests
+//! handled in order by the [`NgServer`](crate::ng::NgServer) it owns. (The
+//! appliance serves its ng socket from the media order service,
+//! [`super::ng_shm`], on the same sessions as the control plane's orders.)
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,7 +35,7 @@ impl NgListener {
     /// Binds `addr` and serves ng requests with `server` until `stop` is set.
     pub fn spawn<M: MediaControl + Send + 'static>(
         addr: SocketAddr,
-        server: Arc<Mutex<NgServer<M>>>,
+        mut server: NgServer<M>,
         stop: Arc<AtomicBool>,
     ) -> io::Result<NgListener> {
         let socket = UdpSocket::bind(addr)?;
@@ -47,7 +49,7 @@ impl NgListener {
                 while !stop.load(Ordering::Relaxed) {
                     // Calls whose media timed out are deleted about once a second.
                     if last_expiry.elapsed() >= Duration::from_secs(1) {
-                        lock(&server).expire();
+                        server.expire();
                         last_expiry = Instant::now();
                     }
                     let (n, src) = match socket.recv_from(&mut buf) {
@@ -57,13 +59,12 @@ impl NgListener {
                     let now = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
-                    let reply = lock(&server).handle(&buf[..n], now);
+                    let reply = server.handle(&buf[..n], now);
                     if let Some(reply) = reply {
                         // A lost reply is retransmitted by the client and answered from the cache.
                         let _ = socket.send_to(&reply, src);
                     }
                 }
-                let server = lock(&server);
                 NgReport {
                     ng: server.counters(),
                     media: server.media().counters(),
@@ -76,12 +77,4 @@ impl NgListener {
     pub fn join(self) -> NgReport {
         self.thread.join().unwrap_or_default()
     }
-}
-
-/// The server, also when a thread that held it panicked (its state is a
-/// table of calls, still usable).
-pub(crate) fn lock<M>(server: &Mutex<NgServer<M>>) -> MutexGuard<'_, NgServer<M>> {
-    server
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -48,11 +48,11 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let listener = NgListener::spawn(
             "127.0.0.1:0".parse().unwrap(),
-            std::sync::Arc::new(std::sync::Mutex::new(NgServer::new(
+            NgServer::new(
                 engine,
                 LOCALHOST,
                 Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
-            ))),
+            ),
             Arc::clone(&stop),
         )
         .expect("ng");

@@ -81,6 +81,9 @@ pub struct SipWorkerReport {
     pub tcp_connect_failed: u64,
     /// Connections closed because their peer stopped reading (1 MiB unsent).
     pub tcp_stalled: u64,
+    /// Times a connection's socket took less than it was given and the rest
+    /// waited for it to become writable.
+    pub tcp_write_waits: u64,
     /// UDP datagrams larger than the largest message allowed (dropped).
     pub oversized: u64,
     /// Messages (of `sent`) that left in a send carrying several of one
@@ -469,6 +472,7 @@ impl Worker {
             }
         }
         if !c.out.is_empty() {
+            self.report.tcp_write_waits += 1;
             self.poll_writable(id);
         }
     }
