@@ -22,7 +22,10 @@
 #          packet (both directions) of the SBC's processes.
 # env: SBCS="rvoip kamailio" (default both); PORT_MIN, PORT_MAX: the relays'
 #      media ports, the same for both (default 10000-29999: 5000 calls,
-#      below the ephemeral range the load tool's sockets use)
+#      below the ephemeral range the load tool's sockets use); for rvoip's
+#      signalling runs, its CPU per call by part (control plane, SIP workers,
+#      ng orders, media workers; benches/threads.py) over the steady middle
+#      of the run (from 60 % to 95 % of DURATION_S) is printed after each run
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -125,7 +128,19 @@ signalling() {
     for rate in "${steps[@]}"; do
         for sbc in $SBCS; do
             "start_$sbc" "$rate" || { echo "$sbc failed to start" >&2; stop_tree; continue; }
+            if [ "$sbc" = rvoip ]; then
+                # Per part, over the steady middle of the run.
+                ( sleep $((2 + dur * 60 / 100))
+                  python3 "$ROOT/benches/threads.py" snap "$PID" > "$OUT/threads-a"
+                  sleep $((dur * 35 / 100))
+                  python3 "$ROOT/benches/threads.py" snap "$PID" > "$OUT/threads-b" ) &
+                local sampler=$!
+            fi
             cpu=$(load "$sbc-$rate" "$rate" $((rate * dur)) 1 "")
+            if [ "$sbc" = rvoip ]; then
+                wait "$sampler" 2>/dev/null
+                echo "rvoip $rate cps, µs of CPU per call by part: $(python3 "$ROOT/benches/threads.py" diff "$OUT/threads-a" "$OUT/threads-b" $((rate * (dur * 35 / 100))))" | tee -a "$OUT/parts.txt" >&2
+            fi
             stop_tree
             python3 - "$sbc" "$rate" "$cpu" "$OUT/uac-$sbc-$rate.json" <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys
