@@ -33,6 +33,7 @@ use rvoip_controlplane::sbc::cdr::CdrWriter;
 use rvoip_dataplane::engine::ng_shm::{
     ORDER_CHANNEL_ID, ORDER_SLOT_SIZE, ORDER_SLOTS, orders_path,
 };
+use rvoip_dataplane::media::orders::{MediaOrder, Outcome, Totals, record};
 use rvoip_dataplane::shm::{Channel, Direction};
 use rvoip_dataplane::sip::{Framing, Limits, SipMessage};
 use rvoip_loadtest::sip::{self as msgs, Dialog, Local, Text};
@@ -112,14 +113,18 @@ impl Relay {
     fn answer_all(&mut self) {
         let mut orders = self.channel.consumer(Direction::ToDataplane);
         let mut replies = self.channel.producer(Direction::ToControlPlane);
+        let mut rec = Vec::with_capacity(512);
         while let Some(r) = orders.peek() {
             let meta = *r.meta;
-            let payload = r.payload;
-            let sp = payload.iter().position(|b| *b == b' ').unwrap_or(0);
-            let mut out = Text::with_capacity(400);
-            out.b(&payload[..sp]).s(" ");
-            if payload.windows(13).any(|w| w == b"7:command6:de") {
-                out.s("d6:result2:ok6:totalsd3:RTPd7:packetsi100e5:bytesi17200e6:errorsi0eeee");
+            let Some((sender, number, order)) = record::read_order(r.payload) else {
+                fail("an order record that does not read back");
+            };
+            let outcome = if matches!(order, MediaOrder::Delete { .. }) {
+                Outcome::Totals(Totals {
+                    packets: 100,
+                    bytes: 17_200,
+                    errors: 0,
+                })
             } else {
                 self.port = if self.port >= 39_998 {
                     30_000
@@ -133,14 +138,11 @@ impl Relay {
                     .s(" RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\na=rtcp:")
                     .n(u64::from(self.port) + 1)
                     .s("\r\n");
-                out.s("d6:result2:ok3:sdp")
-                    .n(sdp.0.len() as u64)
-                    .s(":")
-                    .b(&sdp.0)
-                    .s("e");
-            }
+                Outcome::Sdp(sdp.0)
+            };
+            record::write_outcome(sender, number, &outcome, &mut rec);
             orders.advance();
-            if replies.push(1, &meta, &out.0).is_err() {
+            if replies.push(1, &meta, &rec).is_err() {
                 fail("the order channel's reply ring is full");
             }
         }

@@ -918,7 +918,7 @@ impl SipCore {
             Ok(()) => {
                 b.orders.insert(token, then);
             }
-            Err(e) => self.b2b_then(b, now, unix_ms, then, &Outcome::Failed(e)),
+            Err(e) => self.b2b_then(b, now, unix_ms, then, Outcome::Failed(e)),
         }
     }
 
@@ -929,7 +929,7 @@ impl SipCore {
         };
         while let Some((token, outcome)) = b.media.poll(now) {
             if let Some(then) = b.orders.remove(&token) {
-                self.b2b_then(&mut b, now, unix_ms, then, &outcome);
+                self.b2b_then(&mut b, now, unix_ms, then, outcome);
             }
         }
         self.b2b = Some(b);
@@ -941,11 +941,12 @@ impl SipCore {
     }
 
     /// A media order's reply: the call carries on where it waited.
-    fn b2b_then(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, then: Then, outcome: &Outcome) {
+    fn b2b_then(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, then: Then, outcome: Outcome) {
         let id = then.call();
         if let Some(c) = id.and_then(|id| b.calls.get_mut(&id)) {
             c.busy = c.busy.saturating_sub(1);
         }
+        let totals = media::reply_totals(&outcome);
         let sdp = match &then {
             Then::Deleted { .. } => Ok(Vec::new()),
             _ => media::reply_sdp(outcome),
@@ -1034,7 +1035,7 @@ impl SipCore {
                 }
             }
             Then::Deleted { mut cdr } => {
-                cdr.media = media::reply_totals(outcome);
+                cdr.media = totals;
                 b.cdrs.push_back(*cdr);
             }
         }

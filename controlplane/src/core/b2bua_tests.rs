@@ -91,10 +91,7 @@ impl FakeRelay {
         };
         log.push(format!("{command} {tag}"));
         let port = 40_000 + 2 * log.len();
-        let proto = options
-            .transport_protocol
-            .as_deref()
-            .map_or("RTP/AVP".into(), String::from_utf8_lossy);
+        let proto = options.transport_protocol.map_or("RTP/AVP", |p| p.name());
         let rewritten: String = String::from_utf8_lossy(sdp)
             .lines()
             .map(|l| {

@@ -9,7 +9,9 @@ use std::path::Path;
 
 use rustc_hash::FxHashMap;
 use rvoip_dataplane::entropy::Entropy;
-use rvoip_dataplane::media::orders::{MediaOrder, OrderError, Outcome, SdpOptions, record};
+use rvoip_dataplane::media::orders::{
+    MediaOrder, OrderError, Outcome, Profile, SdpOptions, record,
+};
 use rvoip_dataplane::media::plan::MediaError;
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES};
 
@@ -36,10 +38,10 @@ pub trait MediaOrders: Send {
 }
 
 /// The SDP an offer or answer returned, or why there is none.
-pub fn reply_sdp(outcome: &Outcome) -> Result<Vec<u8>, OrderError> {
+pub fn reply_sdp(outcome: Outcome) -> Result<Vec<u8>, OrderError> {
     match outcome {
-        Outcome::Sdp(s) => Ok(s.clone()),
-        Outcome::Failed(e) => Err(e.clone()),
+        Outcome::Sdp(s) => Ok(s),
+        Outcome::Failed(e) => Err(e),
         _ => Err(OrderError::Unacceptable(
             "the relay answered an SDP order without SDP".into(),
         )),
@@ -58,9 +60,9 @@ fn options(srtp_out: bool) -> SdpOptions {
     SdpOptions {
         replace_origin: true,
         transport_protocol: Some(if srtp_out {
-            b"RTP/SAVP".to_vec()
+            Profile::Savp
         } else {
-            b"RTP/AVP".to_vec()
+            Profile::Avp
         }),
         ..SdpOptions::default()
     }

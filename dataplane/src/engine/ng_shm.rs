@@ -154,6 +154,9 @@ fn serve<M: MediaControl>(
     let mut cache = ReplyCache::default();
     let mut buf = vec![0u8; 65_536];
     let (mut futex_armed, mut ng_armed) = (false, false);
+    // Whether the ng socket may hold requests: at first, and after each of
+    // its readiness completions (no read is tried otherwise).
+    let mut ng_ready = true;
     let mut last_order = Instant::now() - crate::shm::BUSY_SPELL;
     let mut last_expiry = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -187,7 +190,9 @@ fn serve<M: MediaControl>(
             orders.advance();
         }
         if let Some(s) = socket {
-            serve_ng(s, server, &mut buf);
+            if std::mem::take(&mut ng_ready) {
+                serve_ng(s, server, &mut buf);
+            }
             if !ng_armed {
                 let e = opcode::PollAdd::new(Fd(s.as_raw_fd()), libc::POLLIN as u32)
                     .multi(true)
@@ -225,7 +230,12 @@ fn serve<M: MediaControl>(
         for c in unsafe { ring.completion_shared() } {
             match c.user_data() {
                 FUTEX => futex_armed = false,
-                NG if !cqueue::more(c.flags()) => ng_armed = false,
+                NG => {
+                    ng_ready = true;
+                    if !cqueue::more(c.flags()) {
+                        ng_armed = false;
+                    }
+                }
                 _ => {}
             }
         }

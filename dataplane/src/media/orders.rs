@@ -18,9 +18,9 @@ use super::relay::PeerSpec;
 pub struct SdpOptions {
     /// Write the relay's address into the origin (`o=`) line too.
     pub replace_origin: bool,
-    /// The profile for the other side (`RTP/AVP`, `RTP/SAVP`, ...), when it
-    /// differs from the offerer's: the relay transcrypts between them.
-    pub transport_protocol: Option<Vec<u8>>,
+    /// The profile for the other side, when it differs from the offerer's:
+    /// the relay transcrypts between them.
+    pub transport_protocol: Option<Profile>,
     /// Offer RTCP multiplexing to the other side.
     pub mux_offer: bool,
     /// Demultiplex RTCP towards the other side.
@@ -31,6 +31,48 @@ pub struct SdpOptions {
     pub label: Option<Vec<u8>>,
     /// Which SDES suites to offer and accept.
     pub sdes: SdesFlags,
+}
+
+/// An RTP transport profile a relayed side may be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Profile {
+    /// `RTP/AVP`
+    Avp,
+    /// `RTP/AVPF`
+    Avpf,
+    /// `RTP/SAVP`
+    Savp,
+    /// `RTP/SAVPF`
+    Savpf,
+}
+
+impl Profile {
+    /// As SDP writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Avp => "RTP/AVP",
+            Profile::Avpf => "RTP/AVPF",
+            Profile::Savp => "RTP/SAVP",
+            Profile::Savpf => "RTP/SAVPF",
+        }
+    }
+
+    /// The profile SDP names `name`, if a relayed side may be given it.
+    pub fn from_name(name: &[u8]) -> Option<Profile> {
+        [Profile::Avp, Profile::Avpf, Profile::Savp, Profile::Savpf]
+            .into_iter()
+            .find(|p| p.name().as_bytes() == name)
+    }
+
+    /// Whether it carries SRTP.
+    pub fn secure(self) -> bool {
+        matches!(self, Profile::Savp | Profile::Savpf)
+    }
+
+    /// Whether it carries RTCP feedback.
+    pub fn feedback(self) -> bool {
+        matches!(self, Profile::Avpf | Profile::Savpf)
+    }
 }
 
 /// One order.
@@ -245,6 +287,15 @@ pub mod record {
         out.extend_from_slice(&number.to_le_bytes());
     }
 
+    /// Appends `value` in postcard form. Writing into a growable buffer
+    /// fails only for a type serde cannot represent, which these are not
+    /// (such a record would be left empty, and read back as no record).
+    fn body<T: serde::Serialize>(value: &T, out: &mut Vec<u8>) {
+        if let Ok(v) = postcard::to_extend(value, std::mem::take(out)) {
+            *out = v;
+        }
+    }
+
     fn split(rec: &[u8]) -> Option<(u64, u64, &[u8])> {
         let (h, body) = rec.split_at_checked(HEADER)?;
         let (s, n) = h.split_at(8);
@@ -258,11 +309,11 @@ pub mod record {
     /// Writes order `number` of `sender` into `out`.
     pub fn write_order(sender: u64, number: u64, order: &MediaOrder, out: &mut Vec<u8>) {
         header(sender, number, out);
-        // Writing into a growable buffer fails only on a type serde cannot
-        // represent, which these are not.
-        if let Ok(body) = postcard::to_allocvec(order) {
-            out.extend_from_slice(&body);
+        // Room for the order at once: its SDP and a little more.
+        if let MediaOrder::Offer { sdp, .. } | MediaOrder::Answer { sdp, .. } = order {
+            out.reserve(sdp.len() + 96);
         }
+        body(order, out);
     }
 
     /// The sender, number and order of a record; `None` if it is not one.
@@ -274,9 +325,10 @@ pub mod record {
     /// Writes the outcome of order `number` of `sender` into `out`.
     pub fn write_outcome(sender: u64, number: u64, outcome: &Outcome, out: &mut Vec<u8>) {
         header(sender, number, out);
-        if let Ok(body) = postcard::to_allocvec(outcome) {
-            out.extend_from_slice(&body);
+        if let Outcome::Sdp(sdp) = outcome {
+            out.reserve(sdp.len() + 8);
         }
+        body(outcome, out);
     }
 
     /// The sender, number and outcome of a record; `None` if it is not one.
@@ -312,7 +364,7 @@ mod tests {
             sdp: b"v=0\r\n".to_vec(),
             options: SdpOptions {
                 replace_origin: true,
-                transport_protocol: Some(b"RTP/SAVP".to_vec()),
+                transport_protocol: Some(Profile::Savp),
                 ..SdpOptions::default()
             },
         };

@@ -263,14 +263,14 @@ impl<M: MediaControl> Sessions<M> {
             let proto = &m.media.proto;
             let feedback = proto.ends_with(b"F") || proto.ends_with(b"f");
             let offerer_secure = sdes::is_savp(proto);
-            let recipient_secure = match &f.transport_protocol {
-                Some(tp) => sdes::is_savp(tp),
+            let recipient_secure = match f.transport_protocol {
+                Some(tp) => tp.secure(),
                 None => offerer_secure,
             };
-            st.proto = f
-                .transport_protocol
-                .clone()
-                .unwrap_or_else(|| proto.to_vec());
+            st.proto = match f.transport_protocol {
+                Some(tp) => tp.name().as_bytes().to_vec(),
+                None => proto.to_vec(),
+            };
             let mut lines = Vec::new();
             let mut me_srtp = LegSrtp::default();
             let mut other_srtp = None;
@@ -306,8 +306,8 @@ impl<M: MediaControl> Sessions<M> {
                     [recipient_secure, offerer_secure]
                 };
                 st.profiles[me] = Some(sdes::profile(feedback, offerer_secure));
-                st.profiles[other] = Some(match f.transport_protocol.as_deref() {
-                    Some(tp) => sdes::profile(tp.ends_with(b"F"), recipient_secure),
+                st.profiles[other] = Some(match f.transport_protocol {
+                    Some(tp) => sdes::profile(tp.feedback(), recipient_secure),
                     None => sdes::profile(feedback, recipient_secure),
                 });
             }
@@ -497,8 +497,8 @@ fn rewrite(
         m.set_port(st.ports[t].rtp);
         if let Some(p) = st.profiles[t] {
             m.set_proto(p);
-        } else if let Some(tp) = &f.transport_protocol {
-            m.set_proto(&String::from_utf8_lossy(tp));
+        } else if let Some(tp) = f.transport_protocol {
+            m.set_proto(tp.name());
         }
         for line in crypto.get(i).into_iter().flatten() {
             m.add_attribute("crypto", Some(line.as_bytes()));

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use bencode::Value;
 
 use crate::entropy::Entropy;
-use crate::media::orders::{CallStats, MediaOrder, MediaReply, OrderError, SdpOptions};
+use crate::media::orders::{CallStats, MediaOrder, MediaReply, OrderError, Profile, SdpOptions};
 use crate::media::plan::MediaControl;
 use crate::media::sessions::Sessions;
 
@@ -158,13 +158,12 @@ fn options(req: &Value<'_>) -> Result<SdpOptions, NgError> {
         }
     }
     if let Some(tp) = req.get("transport-protocol").and_then(Value::as_bytes) {
-        if !matches!(tp, b"RTP/AVP" | b"RTP/AVPF" | b"RTP/SAVP" | b"RTP/SAVPF") {
-            return Err(NgError(format!(
+        f.transport_protocol = Some(Profile::from_name(tp).ok_or_else(|| {
+            NgError(format!(
                 "Unsupported transport-protocol: {} (RTP/AVP, RTP/AVPF, RTP/SAVP, RTP/SAVPF)",
                 String::from_utf8_lossy(tp)
-            )));
-        }
-        f.transport_protocol = Some(tp.to_vec());
+            ))
+        })?);
     }
     // `flags: [SDES-off, SDES-only-<suite>, ...]` or `SDES: [off, only-<suite>, ...]`.
     for flag in strings(req.get("flags")) {
