@@ -3,12 +3,16 @@
 //! Owns: RFC 3261 transactions ([`transaction`]); the SIP core with the
 //! stateful and stateless proxy and the B2BUA ([`core`]); the registrar,
 //! digest authentication, the password-guessing guard and the location
-//! store ([`registrar`]); SBC policy, media orders, CDRs and the dialog
-//! journal ([`sbc`]); admission ([`admission`]); `sip lint` ([`lint`]); the
-//! control-plane process ([`process`]) and the `rvoip` binary.
+//! store ([`registrar`]); SBC policy, the B2BUA's side of the typed media
+//! orders (built, sent over the order channel, outcomes read), CDRs and the
+//! dialog journal ([`sbc`]); admission ([`admission`]); `sip lint`
+//! ([`lint`]); the control-plane process ([`process`]) and the `rvoip`
+//! binary.
 //!
-//! Must not: touch sockets or packets directly. Messages reach it as bytes
-//! through the dataplane and leave the same way.
+//! Must not: touch sockets or packets directly (messages reach it as bytes
+//! through the dataplane and leave the same way); read the clock or the
+//! system's randomness outside its I/O shells ([`process`], the binary):
+//! the cores take both as inputs.
 
 pub mod admission;
 pub mod core;

@@ -2,8 +2,10 @@
 //!
 //! Owns: the SIP message view, writer and modify-and-forward ([`sip`]), the
 //! SIP edge that judges each datagram before the control plane sees it
-//! ([`edge`]), SDP ([`sdp`]), RTP/RTCP and the media relay ([`media`]),
-//! SRTP/SRTCP and SDES ([`srtp`]), the rtpengine ng protocol ([`ng`]), the
+//! ([`edge`]), SDP ([`sdp`]), RTP/RTCP, the media relay, the typed media
+//! orders and the sessions that carry them out ([`media`]), SRTP/SRTCP and
+//! SDES ([`srtp`]), the rtpengine ng protocol as an adapter onto those
+//! orders ([`ng`]), the
 //! I/O engine: per-core SIP and media workers on io_uring or
 //! recvmmsg/sendmmsg ([`engine`]), the shared-memory channels and the load
 //! board shared with the control plane ([`shm`]), the timer wheel
@@ -11,8 +13,8 @@
 //!
 //! Must not: know about dialogs, routing or policy (the control plane decides
 //! those); block or allocate per packet on the packet path; panic on any input.
-//! Protocol code here is sans-IO: bytes in, bytes out; I/O lives in
-//! [`engine`] alone.
+//! Protocol code here is sans-IO: bytes in, bytes out, the time and the
+//! randomness given; I/O and the clock live in [`engine`] alone.
 
 pub mod edge;
 pub mod engine;
