@@ -20,6 +20,16 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// An agent on `cfg` from `now_ns`, its SRTP keys from a fixed seed (the
+/// runs are simulated: the same every time).
+fn agent(cfg: Config, now_ns: u64) -> Agent {
+    Agent::new(
+        cfg,
+        now_ns,
+        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
+    )
+}
+
 fn config(role: Role, sip: &str, rtp: &str, target: Option<&str>) -> Config {
     common::agent_config(role, sip, rtp, target, 5)
 }
@@ -64,19 +74,14 @@ fn simulate(srtp: Option<Suite>, net: &mut Network) -> (Agent, Agent, Vec<usize>
         "10.0.0.2:4002",
     );
     let t0 = 1_000 * MS;
-    let mut uac = Agent::new(
+    let mut uac = agent(
         Config {
             srtp,
             ..config(Role::Uac, uac_sip, uac_rtp, Some(uas_sip))
         },
         t0,
-        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
     );
-    let mut uas = Agent::new(
-        config(Role::Uas, uas_sip, uas_rtp, None),
-        t0,
-        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
-    );
+    let mut uas = agent(config(Role::Uas, uas_sip, uas_rtp, None), t0);
     let base = 30 * MS;
     // In flight: (arrival, destination, source, bytes, is RTP).
     let mut flight: Vec<(u64, SocketAddr, SocketAddr, Vec<u8>, bool)> = Vec::new();
@@ -201,7 +206,7 @@ fn srtp_that_arrives_before_the_answer_is_not_read_as_plain_rtp() {
     // A UAC offering SRTP, before any call is answered: a relay forwards
     // the far end's (encrypted) media ahead of the 200 with its keys.
     let t0 = 1_000_000_000;
-    let mut uac = Agent::new(
+    let mut uac = agent(
         Config {
             srtp: Some(Suite::AesCm128HmacSha1_80),
             ..config(
@@ -212,7 +217,6 @@ fn srtp_that_arrives_before_the_answer_is_not_read_as_plain_rtp() {
             )
         },
         t0,
-        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
     );
     // An SRTP packet: RTP header, then ciphertext where a load packet's
     // send stamp would be.
@@ -237,11 +241,7 @@ fn the_next_wake_up_is_the_next_call_on_the_schedule() {
         Some("127.0.0.1:5070"),
     );
     cfg.media = false;
-    let mut uac = Agent::new(
-        cfg.clone(),
-        start,
-        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
-    );
+    let mut uac = agent(cfg.clone(), start);
     uac.tick(start);
     assert_eq!(uac.take_out().count(), 1, "call 0 starts at once");
     // 10 calls per second: the next one 100 ms on, reached in a few
@@ -255,11 +255,7 @@ fn the_next_wake_up_is_the_next_call_on_the_schedule() {
     assert!(wakes <= 3, "{wakes} wake-ups");
     // A 0.5 s ramp: call k is due at sqrt(2·0.5·k/10) s, call 1 at 316 ms.
     cfg.ramp_s = 0.5;
-    let mut ramped = Agent::new(
-        cfg,
-        start,
-        Box::new(rvoip_dataplane::entropy::SeededEntropy::new(1)),
-    );
+    let mut ramped = agent(cfg, start);
     ramped.tick(start);
     assert_eq!(ramped.take_out().count(), 1);
     let (at, wakes) = next_invite(&mut ramped, start);

@@ -277,6 +277,8 @@ struct Worker {
     udp: Vec<(OwnedFd, SocketAddr)>,
     listeners: Vec<(OwnedFd, SocketAddr)>,
     conns: HashMap<u32, Conn>,
+    /// Connections whose connect is in progress (of `conns`).
+    connecting: usize,
     next_conn: u32,
     edge: SipEdge,
     /// Lines about refused requests: a few a second, whatever arrives.
@@ -439,6 +441,7 @@ impl Worker {
                 return;
             }
             c.connecting = None;
+            self.connecting -= 1;
             if let Ok(l) = c.stream.local_addr() {
                 c.local = l;
             }
@@ -630,6 +633,7 @@ impl Worker {
                     let mut c = Conn::new(stream, local, dest);
                     c.connecting = Some(Instant::now());
                     self.conns.insert(id, c);
+                    self.connecting += 1;
                     self.poll(fd, CONN, u64::from(id));
                     self.poll_writable(id);
                     id
@@ -869,6 +873,9 @@ impl Worker {
     /// Closes a connection and cancels its readiness polls.
     fn close_conn(&mut self, id: u32) {
         if let Some(c) = self.conns.remove(&id) {
+            if c.connecting.is_some() {
+                self.connecting -= 1;
+            }
             let e = opcode::PollRemove::new((CONN << KIND_SHIFT) | u64::from(id))
                 .build()
                 .user_data(0);
@@ -936,6 +943,7 @@ pub(super) fn run(
             udp,
             listeners,
             conns: HashMap::new(),
+            connecting: 0,
             next_conn: 0,
             edge: SipEdge::new(settings.limits),
             refusal_log: LogBudget::default(),
@@ -1064,7 +1072,7 @@ pub(super) fn run(
         for i in std::mem::take(&mut w.udp_io.rearm) {
             w.arm_recv(i);
         }
-        if w.conns.values().any(|c| c.connecting.is_some()) {
+        if w.connecting > 0 {
             w.expire_connects(Instant::now());
         }
         if last_purge.elapsed() > Duration::from_secs(10) {
