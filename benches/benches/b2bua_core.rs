@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use rvoip_benches::{CallRun, CountingAlloc, allocations, per_call, timed_calls};
-use rvoip_controlplane::core::{Inbound, Outbound, SipCore, Transport};
+use rvoip_controlplane::element::{Inbound, Outbound, SipCore, Transport};
 use rvoip_controlplane::process::{b2bua_from_config, core_from_config};
 use rvoip_controlplane::sbc::cdr::CdrWriter;
 use rvoip_dataplane::engine::ng_shm::{

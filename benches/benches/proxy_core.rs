@@ -1,5 +1,5 @@
 //! The control plane's own CPU per proxied call: the transaction-stateful
-//! core (`rvoip_controlplane::core::SipCore`, record-routing, a static route)
+//! core (`rvoip_controlplane::element::SipCore`, record-routing, a static route)
 //! fed the eleven messages of a call as SIPp's built-in uac and uas exchange
 //! them through a proxy (INVITE, 180, 200, ACK, BYE, 200 and what the proxy
 //! sends on), on simulated time advancing 250 µs per call (4000 calls per
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use rvoip_benches::{CallRun, CountingAlloc, allocations, live_bytes, per_call, timed_calls};
-use rvoip_controlplane::core::{CoreConfig, Inbound, Outbound, SipCore, Transport};
+use rvoip_controlplane::element::{CoreConfig, Inbound, Outbound, SipCore, Transport};
 use rvoip_controlplane::registrar::location::LocationService;
 use rvoip_controlplane::registrar::{Registrar, RegistrarConfig, Users};
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};

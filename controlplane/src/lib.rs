@@ -1,7 +1,9 @@
 //! rvoip-controlplane: everything that reasons about SIP above the wire.
 //!
-//! Owns: RFC 3261 transactions ([`transaction`]); the SIP core with the
-//! stateful and stateless proxy and the B2BUA ([`core`]); the registrar,
+//! Owns, layer by layer: RFC 3261 transactions ([`transaction`]); the SIP
+//! element that drives them and hands requests to the transaction user
+//! chosen at start ([`element`]); the transaction users: the stateful and
+//! stateless proxy ([`proxy`]) and the B2BUA ([`b2bua`]); the registrar,
 //! digest authentication, the password-guessing guard and the location
 //! store ([`registrar`]); SBC policy, the B2BUA's side of the typed media
 //! orders (built, sent over the order channel, outcomes read), CDRs and the
@@ -15,9 +17,12 @@
 //! the cores take both as inputs.
 
 pub mod admission;
-pub mod core;
+pub mod b2bua;
+pub mod build;
+pub mod element;
 pub mod lint;
 pub mod process;
+pub mod proxy;
 pub mod registrar;
 pub mod sbc;
 pub mod transaction;

@@ -21,8 +21,8 @@ use rvoip_tuning::Config;
 use rvoip_tuning::config::{AuthMode, DigestAlgorithm, Mode};
 use rvoip_tuning::sbc::ReferMode;
 
-use crate::core::b2bua::{B2b, B2bConfig, SavedCall};
-use crate::core::{
+use crate::b2bua::{B2b, B2bConfig, SavedCall};
+use crate::element::{
     AuthPolicy, CoreConfig, CoreCounters, Inbound, Load, OverloadConfig, Route, SipCore, Transport,
 };
 use crate::registrar::digest::Algorithm;

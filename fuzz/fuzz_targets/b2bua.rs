@@ -15,8 +15,8 @@ use libfuzzer_sys::fuzz_target;
 #[path = "fake_media.rs"]
 mod fake_media;
 use fake_media::FakeMedia;
-use rvoip_controlplane::core::b2bua::{B2b, B2bConfig};
-use rvoip_controlplane::core::{CoreConfig, Inbound, Outbound, SipCore, Transport};
+use rvoip_controlplane::b2bua::{B2b, B2bConfig};
+use rvoip_controlplane::element::{CoreConfig, Inbound, Outbound, SipCore, Transport};
 use rvoip_controlplane::registrar::location::LocationService;
 use rvoip_controlplane::registrar::{Registrar, RegistrarConfig, Users};
 use rvoip_controlplane::sbc::journal::Journal;

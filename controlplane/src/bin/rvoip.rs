@@ -102,7 +102,7 @@ enum SipCommand {
         /// How file bytes are framed.
         #[arg(long, value_enum, default_value_t = FramingArg::Auto)]
         framing: FramingArg,
-        /// Take parser limits from this configuration file's [sip] section.
+        /// Take parser limits from this configuration file's `[sip]` section.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Largest message in octets.

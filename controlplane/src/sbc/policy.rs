@@ -11,7 +11,7 @@ use regex::Regex;
 use rvoip_tuning::Config;
 use rvoip_tuning::sbc::{HeaderAction, MediaProtection, Policy as Dispatch};
 
-use crate::core::Transport;
+use crate::element::Transport;
 use crate::transaction::Millis;
 
 /// A CIDR network.

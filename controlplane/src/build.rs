@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rvoip_dataplane::sip::{HeaderName, MessageWriter, Method, SipMessage};
 
-use super::Transport;
+use crate::element::Transport;
 
 /// A branch that depends only on its inputs: a restarted control plane
 /// forwards a retransmitted request with the same branch, so the next hop sees

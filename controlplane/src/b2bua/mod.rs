@@ -25,9 +25,13 @@ use rvoip_dataplane::sip::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::build::Piece::{Addr, Ip, Number, Str};
-use super::build::text;
-use super::{ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
+use crate::build;
+use crate::build::Piece::{Addr, Ip, Number, Str};
+use crate::build::text;
+use crate::element::{
+    ClientKey, Element, Hop, Inbound, LayerEvent, Owner, ServerKey, TimerRef, TransactionUser,
+    Transport,
+};
 use crate::sbc::cdr::Cdr;
 use crate::sbc::journal::Journal;
 use crate::sbc::media::{self, MediaOrders, MediaTotals};
@@ -36,7 +40,6 @@ use crate::transaction::Millis;
 use rvoip_dataplane::media::orders::{MediaOrder, Outcome};
 
 #[cfg(test)]
-#[path = "b2bua_tests.rs"]
 mod tests;
 
 /// Side of a call: A the caller's leg (the SBC is its UAS), B the called
@@ -673,7 +676,7 @@ impl B2b {
         let call = Box::new(Call {
             id,
             state: State::Up,
-            a_invite_key: ServerKey(0),
+            a_invite_key: ServerKey::NONE,
             a_invite: Vec::new(),
             b_invite_key: None,
             trunk: s.trunk,
@@ -891,59 +894,42 @@ fn response_to(
     out
 }
 
-impl SipCore {
-    /// Turns the core into the B2BUA.
-    pub fn set_b2bua(&mut self, b2b: B2b) {
-        self.b2b = Some(Box::new(b2b));
-    }
-
-    /// The B2BUA, in B2BUA mode.
-    pub fn b2bua(&self) -> Option<&B2b> {
-        self.b2b.as_deref()
-    }
-
-    /// The next finished call's record.
-    pub fn poll_cdr(&mut self) -> Option<Cdr> {
-        self.b2b.as_mut()?.cdrs.pop_front()
-    }
-
+impl B2b {
     /// Sends a media order; `then` runs when its reply is back.
-    fn b2b_order(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, order: MediaOrder, then: Then) {
-        b.next_token += 1;
-        let token = b.next_token;
-        if let Some(c) = then.call().and_then(|id| b.calls.get_mut(&id)) {
+    fn order(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        unix_ms: u64,
+        order: MediaOrder,
+        then: Then,
+    ) {
+        self.next_token += 1;
+        let token = self.next_token;
+        if let Some(c) = then.call().and_then(|id| self.calls.get_mut(&id)) {
             c.busy += 1;
         }
-        match b.media.send(now, token, &order) {
+        match self.media.send(now, token, &order) {
             Ok(()) => {
-                b.orders.insert(token, then);
+                self.orders.insert(token, then);
             }
-            Err(e) => self.b2b_then(b, now, unix_ms, then, Outcome::Failed(e)),
+            Err(e) => self.then(el, now, unix_ms, then, Outcome::Failed(e)),
         }
     }
 
     /// Handles the media replies that arrived. Call with every batch.
-    pub fn poll_media(&mut self, now: Millis, unix_ms: u64) {
-        let Some(mut b) = self.b2b.take() else {
-            return;
-        };
-        while let Some((token, outcome)) = b.media.poll(now) {
-            if let Some(then) = b.orders.remove(&token) {
-                self.b2b_then(&mut b, now, unix_ms, then, outcome);
+    fn take_media_replies(&mut self, el: &mut Element, now: Millis, unix_ms: u64) {
+        while let Some((token, outcome)) = self.media.poll(now) {
+            if let Some(then) = self.orders.remove(&token) {
+                self.then(el, now, unix_ms, then, outcome);
             }
         }
-        self.b2b = Some(b);
-    }
-
-    /// Media orders in flight (their replies come through `poll_media`).
-    pub fn media_pending(&self) -> bool {
-        self.b2b.as_ref().is_some_and(|b| !b.orders.is_empty())
     }
 
     /// A media order's reply: the call carries on where it waited.
-    fn b2b_then(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, then: Then, outcome: Outcome) {
+    fn then(&mut self, el: &mut Element, now: Millis, unix_ms: u64, then: Then, outcome: Outcome) {
         let id = then.call();
-        if let Some(c) = id.and_then(|id| b.calls.get_mut(&id)) {
+        if let Some(c) = id.and_then(|id| self.calls.get_mut(&id)) {
             c.busy = c.busy.saturating_sub(1);
         }
         let totals = media::reply_totals(&outcome);
@@ -953,29 +939,29 @@ impl SipCore {
         };
         if let Err(e) = &sdp {
             tracing::warn!(error = %e, "media order failed");
-            b.counters.media_errors += 1;
+            self.counters.media_errors += 1;
         }
         match then {
             Then::NewCallOffer { call } => {
-                let Some(mut c) = b.calls.remove(&call) else {
+                let Some(mut c) = self.calls.remove(&call) else {
                     return;
                 };
                 if c.cancelled {
-                    self.b2b_reject_a(&c, now, 487);
+                    el.b2b_reject_a(&c, now, 487);
                     c.a_status = 487;
-                    self.b2b_finish(b, c, unix_ms, "cancel");
+                    self.finish(el, c, unix_ms, "cancel");
                     return;
                 }
                 match sdp {
                     Ok(s) => {
                         c.b_offer = Some(s);
-                        self.b2b_attempt(b, now, unix_ms, c);
+                        self.attempt(el, now, unix_ms, c);
                     }
                     Err(e) => {
                         let status = e.sip_status();
-                        self.b2b_reject_a(&c, now, status);
+                        el.b2b_reject_a(&c, now, status);
                         c.a_status = status;
-                        self.b2b_finish(b, c, unix_ms, "media-error");
+                        self.finish(el, c, unix_ms, "media-error");
                     }
                 }
             }
@@ -987,13 +973,13 @@ impl SipCore {
             } => {
                 if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
                     let body = sdp.unwrap_or_default();
-                    self.b2b_invite_answered(b, now, unix_ms, call, code, &m, &body, ack_answers);
+                    self.invite_answered(el, now, unix_ms, call, code, &m, &body, ack_answers);
                 }
             }
             Then::AckAnswer { call, side, cseq } => {
                 let body = sdp.unwrap_or_default();
-                if let Some(c) = b.calls.get_mut(&call) {
-                    self.b2b_ack_leg(c, side.other(), cseq, &body);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    el.b2b_ack_leg(c, side.other(), cseq, &body);
                 }
             }
             Then::Relay {
@@ -1004,8 +990,8 @@ impl SipCore {
             } => {
                 if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
                     match sdp {
-                        Ok(body) => self.b2b_relay_send(b, now, call, key, &m, side, &body),
-                        Err(_) => self.respond(now, &key, &m, 488, "Not Acceptable Here", &[]),
+                        Ok(body) => self.relay_send(el, now, call, key, &m, side, &body),
+                        Err(_) => el.respond(now, &key, &m, 488, "Not Acceptable Here", &[]),
                     }
                 }
             }
@@ -1020,8 +1006,8 @@ impl SipCore {
             } => {
                 if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
                     let body = sdp.unwrap_or_default();
-                    self.b2b_relay_answered(
-                        b,
+                    self.relay_answered(
+                        el,
                         now,
                         call,
                         from,
@@ -1036,19 +1022,19 @@ impl SipCore {
             }
             Then::Deleted { mut cdr } => {
                 cdr.media = totals;
-                b.cdrs.push_back(*cdr);
+                self.cdrs.push_back(*cdr);
             }
         }
         if let Some(id) = id {
-            self.b2b_replay(b, now, unix_ms, id);
+            self.replay(el, now, unix_ms, id);
         }
     }
 
     /// Runs the events a call held while it waited for the relay, until it
     /// waits again.
-    fn b2b_replay(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, id: u64) {
+    fn replay(&mut self, el: &mut Element, now: Millis, unix_ms: u64, id: u64) {
         loop {
-            let Some(c) = b.calls.get_mut(&id) else {
+            let Some(c) = self.calls.get_mut(&id) else {
                 return;
             };
             if c.busy > 0 {
@@ -1060,17 +1046,17 @@ impl SipCore {
             match event {
                 Deferred::Response { purpose, msg } => {
                     if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
-                        self.b2b_response_in(b, now, unix_ms, purpose, &m);
+                        self.response_in(el, now, unix_ms, purpose, &m);
                     }
                 }
                 Deferred::Request { key, msg } => {
                     if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
-                        self.b2b_in_dialog(b, now, unix_ms, key, &m);
+                        self.in_dialog(el, now, unix_ms, key, &m);
                     }
                 }
                 Deferred::Ack { msg } => {
                     if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
-                        self.b2b_ack_in(b, now, unix_ms, &m);
+                        self.ack_in(el, now, unix_ms, &m);
                     }
                 }
             }
@@ -1083,19 +1069,17 @@ impl SipCore {
     /// registrar, OPTIONS): the realm's access list (403), then flood
     /// detection and bans (dropped without an answer). `false` when the
     /// request is refused; its server transaction is then answered or gone.
-    pub(crate) fn b2b_admit(
+    fn admit_source(
         &mut self,
+        el: &mut Element,
         now: Millis,
         key: ServerKey,
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
     ) -> bool {
-        let Some(b) = self.b2b.as_mut() else {
-            return true;
-        };
         let method = msg.method().unwrap_or(Method::Options);
         let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
-        let realm = b.policy.realm_of(inb.local, inb.transport);
+        let realm = self.policy.realm_of(inb.local, inb.transport);
         // `[sbc.flood] requests_per_sec` counts what a scanner or a
         // guesser sends: new calls, registrations and other out-of-dialog
         // requests.
@@ -1108,65 +1092,27 @@ impl SipCore {
                     | Method::Message
                     | Method::Subscribe
             );
-        match realm.map(|r| b.policy.admit(now, r, inb.remote.ip(), counted, in_dialog)) {
+        match realm.map(|r| {
+            self.policy
+                .admit(now, r, inb.remote.ip(), counted, in_dialog)
+        }) {
             None | Some(Err(Refusal::Acl)) => {
                 let reason = "source not allowed in this realm";
-                self.refuse(now, &key, msg, inb, (403, "Forbidden"), reason);
+                el.refuse(now, &key, msg, inb, (403, "Forbidden"), reason);
                 false
             }
             Some(Err(_)) => {
                 // Banned: dropped without an answer; the transaction goes.
-                self.servers.remove(&key);
+                el.servers.remove(&key);
                 false
             }
             Some(Ok(())) => true,
         }
     }
 
-    /// Starts the periodic health checks (once).
-    pub(crate) fn b2b_start(&mut self, now: Millis) {
-        let sessions: Vec<(u64, Millis)> = match self.b2b.as_mut() {
-            Some(b) if !b.health_started => {
-                b.health_started = true;
-                b.calls
-                    .values_mut()
-                    // Recovered calls: whatever refresh was due gets a full
-                    // interval from now.
-                    .filter(|c| c.session_deadline == 0)
-                    .filter_map(|c| {
-                        let ms = c.session_ms?;
-                        c.session_deadline = now + ms;
-                        Some((c.id, ms))
-                    })
-                    .collect()
-            }
-            _ => return,
-        };
-        self.schedule(Some(now), TimerRef::Health);
-        for (id, ms) in sessions {
-            self.schedule(Some(now + ms), TimerRef::Call(id, CallTimer::Session));
-        }
-    }
-
-    /// A request in B2BUA mode (after its server transaction exists).
-    pub(crate) fn b2b_request(
+    fn request_in(
         &mut self,
-        now: Millis,
-        unix_ms: u64,
-        key: ServerKey,
-        msg: &SipMessage<'_>,
-        inb: &Inbound<'_>,
-    ) {
-        let Some(mut b) = self.b2b.take() else {
-            return;
-        };
-        self.b2b_request_in(&mut b, now, unix_ms, key, msg, inb);
-        self.b2b = Some(b);
-    }
-
-    fn b2b_request_in(
-        &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         unix_ms: u64,
         key: ServerKey,
@@ -1176,18 +1122,18 @@ impl SipCore {
         // Admitted already (b2b_admit).
         let method = msg.method().unwrap_or(Method::Options);
         let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
-        let realm = b.policy.realm_of(inb.local, inb.transport).unwrap_or(0);
+        let realm = self.policy.realm_of(inb.local, inb.transport).unwrap_or(0);
         if method == Method::Cancel {
-            self.b2b_cancel(b, now, key, msg, unix_ms);
+            self.cancel(el, now, key, msg, unix_ms);
             return;
         }
         if in_dialog {
-            self.b2b_in_dialog(b, now, unix_ms, key, msg);
+            self.in_dialog(el, now, unix_ms, key, msg);
             return;
         }
         match method {
-            Method::Invite => self.b2b_new_call(b, now, unix_ms, key, msg, inb, realm),
-            Method::Options => self.respond(
+            Method::Invite => self.new_call(el, now, unix_ms, key, msg, inb, realm),
+            Method::Options => el.respond(
                 now,
                 &key,
                 msg,
@@ -1201,7 +1147,7 @@ impl SipCore {
                     (HeaderName::Accept, b"application/sdp"),
                 ],
             ),
-            _ => self.respond(
+            _ => el.respond(
                 now,
                 &key,
                 msg,
@@ -1213,9 +1159,9 @@ impl SipCore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn b2b_new_call(
+    fn new_call(
         &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         unix_ms: u64,
         key: ServerKey,
@@ -1229,53 +1175,57 @@ impl SipCore {
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok())
             == Some(0)
         {
-            self.respond(now, &key, msg, 483, "Too Many Hops", &[]);
+            el.respond(now, &key, msg, 483, "Too Many Hops", &[]);
             return;
         }
-        let number = b.policy.normalize(&uri_user(msg));
+        let number = self.policy.normalize(&uri_user(msg));
         // A user registered here (Request-URI in a served domain) is called
         // where it registered from; any other number goes by the routing
         // table to a trunk.
-        let user = self.registered_targets(&b.policy, msg, unix_ms);
+        let user = el.registered_targets(&self.policy, msg, unix_ms);
         let (trunk, out_realm_index) = match &user {
             Some((_, realm)) => (None, Some(*realm)),
-            None => match b.policy.route(&number, realm) {
-                Some(t) => (Some(t), b.policy.trunks.get(t).map(|t| t.realm)),
+            None => match self.policy.route(&number, realm) {
+                Some(t) => (Some(t), self.policy.trunks.get(t).map(|t| t.realm)),
                 None => {
                     let reason = "no route for the number";
-                    self.refuse(now, &key, msg, inb, (404, "Not Found"), reason);
+                    el.refuse(now, &key, msg, inb, (404, "Not Found"), reason);
                     return;
                 }
             },
         };
         // A realm that requires SRTP takes no plain RTP offer: the media
         // would cross its side in cleartext (RFC 3264 §6: 488).
-        if b.policy.realms.get(realm).is_some_and(|r| r.srtp_required)
+        if self
+            .policy
+            .realms
+            .get(realm)
+            .is_some_and(|r| r.srtp_required)
             && let Some(sdp) = sdp_body(msg)
             && offers_plain_rtp(sdp)
         {
             let reason = "SRTP (RTP/SAVP) is required in this realm";
-            self.refuse(now, &key, msg, inb, (488, "Not Acceptable Here"), reason);
+            el.refuse(now, &key, msg, inb, (488, "Not Acceptable Here"), reason);
             return;
         }
-        if let Err(r) = b.policy.take(now, realm, inb.remote.ip(), trunk) {
+        if let Err(r) = self.policy.take(now, realm, inb.remote.ip(), trunk) {
             let reason = match r {
                 Refusal::Limit(what) => what,
                 _ => "refused",
             };
-            self.refuse(now, &key, msg, inb, (503, "Service Unavailable"), reason);
+            el.refuse(now, &key, msg, inb, (503, "Service Unavailable"), reason);
             return;
         }
-        b.counters.calls += 1;
-        let id = b.next_id;
-        b.next_id += 1;
+        self.counters.calls += 1;
+        let id = self.next_id;
+        self.next_id += 1;
         let Some((out_listener, out_srtp)) = out_realm_index
-            .and_then(|r| b.policy.realms.get(r))
+            .and_then(|r| self.policy.realms.get(r))
             .map(|r| (r.listener, r.srtp))
         else {
             return;
         };
-        let in_srtp = b.policy.realms.get(realm).is_some_and(|r| r.srtp);
+        let in_srtp = self.policy.realms.get(realm).is_some_and(|r| r.srtp);
         let from = msg.from().ok();
         let from_user = from
             .as_ref()
@@ -1288,7 +1238,7 @@ impl SipCore {
             .collect();
         let mut t = LegText::builder(inb.bytes.len().min(512));
         t.bytes(msg.call_id().unwrap_or_default()).end();
-        b.push_token(t.text(), "a-tag");
+        self.push_token(t.text(), "a-tag");
         t.end();
         t.bytes(from.as_ref().and_then(|f| f.tag()).unwrap_or_default())
             .end();
@@ -1323,7 +1273,7 @@ impl SipCore {
         let b_local = out_listener.unwrap_or(inb.local);
         let mut t = LegText::builder(160);
         t.end();
-        b.push_token(t.text(), "b-tag");
+        self.push_token(t.text(), "b-tag");
         t.end().end();
         build::push_text(
             t.text(),
@@ -1366,10 +1316,10 @@ impl SipCore {
         }
         let (peers, targets) = match (trunk, user) {
             (Some(t), _) => {
-                let peers = b.policy.peers_for_call(t);
+                let peers = self.policy.peers_for_call(t);
                 let targets = peers
                     .iter()
-                    .filter_map(|p| b.policy.trunks.get(t)?.peers.get(*p))
+                    .filter_map(|p| self.policy.trunks.get(t)?.peers.get(*p))
                     .map(|p| {
                         let uri = text(&[Str("sip:"), Str(&number), Str("@"), Addr(p.address)]);
                         (p.address, uri)
@@ -1380,7 +1330,7 @@ impl SipCore {
             (None, Some((targets, _))) => (Vec::new(), targets),
             (None, None) => (Vec::new(), Vec::new()),
         };
-        let media_id = text(&[Str("b2b-"), Str(&b.boot), Str("-"), Number(id)]);
+        let media_id = text(&[Str("b2b-"), Str(&self.boot), Str("-"), Number(id)]);
         let mut call = Box::new(Call {
             id,
             legs: [a_leg, b_leg],
@@ -1414,15 +1364,15 @@ impl SipCore {
             deferred: VecDeque::new(),
         });
         // Session timer asked of leg B: ours, or the caller's if smaller.
-        let se = b.config.session_expires;
+        let se = self.config.session_expires;
         let asked = msg.header(HeaderName::SessionExpires).and_then(delta_secs);
         if se > 0 {
-            let v = asked.map_or(se, |a| a.min(se)).max(b.config.min_se);
+            let v = asked.map_or(se, |a| a.min(se)).max(self.config.min_se);
             call.passed
                 .push(("Session-Expires".into(), text(&[Number(v.into())]).into()));
             call.passed.push((
                 "Min-SE".into(),
-                text(&[Number(b.config.min_se.into())]).into(),
+                text(&[Number(self.config.min_se.into())]).into(),
             ));
             if !call
                 .passed
@@ -1432,21 +1382,21 @@ impl SipCore {
                 call.passed.push(("Supported".into(), "timer".into()));
             }
         }
-        if let Some(t) = trunk.and_then(|t| b.policy.trunks.get(t)) {
+        if let Some(t) = trunk.and_then(|t| self.policy.trunks.get(t)) {
             for rule in &t.headers {
                 rule.apply(&mut call.passed);
             }
         }
-        b.dialogs
+        self.dialogs
             .insert(call.legs[0].call_id().as_bytes(), (id, Side::A));
-        b.by_invite.insert(key, id);
+        self.by_invite.insert(key, id);
         // RFC 3261 §17.2.1: a 100 (Trying) only if no other response goes
         // to the caller within 200 ms; leg B's ringing usually does.
-        self.schedule(Some(now + TRYING_MS), TimerRef::Call(id, CallTimer::Trying));
+        el.schedule(Some(now + TRYING_MS), TimerRef::Call(id, CallTimer::Trying));
         match sdp_body(msg) {
             Some(sdp) => {
                 let codecs = trunk
-                    .and_then(|t| b.policy.trunks.get(t))
+                    .and_then(|t| self.policy.trunks.get(t))
                     .map(|t| t.codecs.clone())
                     .unwrap_or_default();
                 let order = media::offer(
@@ -1455,37 +1405,37 @@ impl SipCore {
                     &filter_codecs(sdp, &codecs),
                     call.legs[1].srtp,
                 );
-                b.calls.insert(id, call);
-                self.b2b_order(b, now, unix_ms, order, Then::NewCallOffer { call: id });
+                self.calls.insert(id, call);
+                self.order(el, now, unix_ms, order, Then::NewCallOffer { call: id });
             }
-            None => self.b2b_attempt(b, now, unix_ms, call),
+            None => self.attempt(el, now, unix_ms, call),
         }
     }
 
     /// Sends the INVITE to the next peer, or fails the call when none is left.
-    fn b2b_attempt(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, mut call: Box<Call>) {
+    fn attempt(&mut self, el: &mut Element, now: Millis, unix_ms: u64, mut call: Box<Call>) {
         let Some(&(address, ref ruri)) = call.targets.get(call.attempt as usize) else {
             let status = if call.b_status == 0 {
                 503
             } else {
                 map_status(call.b_status)
             };
-            self.b2b_reject_a(&call, now, status);
+            el.b2b_reject_a(&call, now, status);
             call.a_status = status;
-            self.b2b_finish(b, call, unix_ms, "rejected");
+            self.finish(el, call, unix_ms, "rejected");
             return;
         };
         // A fresh dialog per attempt.
         if !call.legs[1].call_id().is_empty() {
-            b.dialogs.remove(call.legs[1].call_id().as_bytes());
+            self.dialogs.remove(call.legs[1].call_id().as_bytes());
         }
-        let mut call_id = std::mem::take(&mut b.scratch);
+        let mut call_id = std::mem::take(&mut self.scratch);
         call_id.clear();
-        b.push_token(&mut call_id, "call-id");
+        self.push_token(&mut call_id, "call-id");
         build::push_text(&mut call_id, &[Str("@"), Ip(call.legs[1].local.ip())]);
         let leg = &mut call.legs[1];
         leg.text.set(Text::CallId, &[&call_id]);
-        b.scratch = call_id;
+        self.scratch = call_id;
         leg.text.set(Text::RemoteTag, &[]);
         leg.text.set(Text::RemoteUri, &["<", ruri, ">"]);
         leg.text.set(Text::RemoteTarget, &[ruri]);
@@ -1497,88 +1447,49 @@ impl SipCore {
         let body = call.b_offer.as_deref().unwrap_or_default();
         let bytes = leg.request("INVITE", 1, &branch, &call.passed, sdp_type(body), body);
         let hop = leg.hop();
-        b.dialogs
+        self.dialogs
             .insert(leg.call_id().as_bytes(), (call.id, Side::B));
-        let ck = self.keys.client(branch.as_bytes(), b"INVITE");
+        let ck = el.keys.client(branch.as_bytes(), b"INVITE");
         call.b_invite_key = Some(ck);
         let purpose = CallTxn::Invite {
             call: call.id,
             attempt: call.attempt,
         };
-        self.start_client(now, ck, bytes, true, hop, None, Some(purpose));
+        el.start_client(now, ck, bytes, true, hop, Some(Owner::Call(purpose)));
         let timeout = call
             .trunk
-            .and_then(|t| b.policy.trunks.get(t))
+            .and_then(|t| self.policy.trunks.get(t))
             .map_or(3000, |t| t.invite_timeout_ms);
-        self.schedule(
+        el.schedule(
             Some(now + timeout),
             TimerRef::Call(call.id, CallTimer::Attempt(call.attempt)),
         );
-        self.counters.forwarded += 1;
-        b.calls.insert(call.id, call);
-        self.drain_client(now, &ck);
-    }
-
-    /// The contacts of a user registered here, best first, each as where
-    /// to send (the address its REGISTER came from over UDP: behind NAT that
-    /// is what reaches it) and the Request-URI (its contact); and the realm
-    /// they are in.
-    fn registered_targets(
-        &self,
-        policy: &Policy,
-        msg: &SipMessage<'_>,
-        unix_ms: u64,
-    ) -> Option<(Vec<(SocketAddr, String)>, usize)> {
-        // An SBC that is nobody's registrar looks no further.
-        if self.registrar.location.is_empty() {
-            return None;
-        }
-        let uri = msg.request_uri().ok()?;
-        uri.user?;
-        if !uri.host.is_some_and(|h| self.is_local_host(&h, uri.port)) {
-            return None;
-        }
-        let aor = self.registrar.aor(&uri)?;
-        let mut bindings = self.registrar.location.lookup(&aor, unix_ms);
-        bindings.sort_by_key(|x| std::cmp::Reverse(x.q));
-        let targets: Vec<(SocketAddr, String)> = bindings
-            .iter()
-            .filter_map(|x| {
-                let (t, a) = x.source.split_once(':')?;
-                let a: SocketAddr = a.parse().ok()?;
-                (t == "udp").then_some((a, x.contact.clone()))
-            })
-            .collect();
-        let realm = policy.realm_of_source(targets.first()?.0.ip())?;
-        Some((targets, realm))
-    }
-
-    fn b2b_reject_a(&mut self, call: &Call, now: Millis, status: u16) {
-        let bytes = reread(&call.a_invite).map_or_else(Vec::new, |req| {
-            let reason = super::reason_phrase(status).as_bytes();
-            response_to(&req, status, reason, call.legs[0].local_tag(), &[], b"")
-        });
-        if !bytes.is_empty() {
-            self.counters.generated += 1;
-            self.server_respond(now, &call.a_invite_key, status, bytes);
-        }
+        el.counters.forwarded += 1;
+        self.calls.insert(call.id, call);
+        el.drain_client(&ck);
     }
 
     /// Ends a call: media deleted, limits released, CDR written, journal
     /// erased.
-    fn b2b_finish(&mut self, b: &mut B2b, mut call: Box<Call>, unix_ms: u64, reason: &'static str) {
-        b.policy.release(call.source, call.trunk);
+    fn finish(
+        &mut self,
+        el: &mut Element,
+        mut call: Box<Call>,
+        unix_ms: u64,
+        reason: &'static str,
+    ) {
+        self.policy.release(call.source, call.trunk);
         for leg in &call.legs {
             if !leg.call_id().is_empty() {
-                b.dialogs.remove(leg.call_id().as_bytes());
+                self.dialogs.remove(leg.call_id().as_bytes());
             }
         }
-        b.by_invite.remove(&call.a_invite_key);
+        self.by_invite.remove(&call.a_invite_key);
         if call.answer_ms.is_some() {
-            b.journal.remove(call.id);
+            self.journal.remove(call.id);
         }
-        b.counters.ended += 1;
-        let trunk = call.trunk.and_then(|t| b.policy.trunks.get(t));
+        self.counters.ended += 1;
+        let trunk = call.trunk.and_then(|t| self.policy.trunks.get(t));
         let peer = call
             .targets
             .get(call.attempt as usize)
@@ -1592,7 +1503,7 @@ impl SipCore {
             from: std::mem::take(&mut call.from_user),
             to: std::mem::take(&mut call.number),
             source: call.source.to_string(),
-            in_realm: b
+            in_realm: self
                 .policy
                 .realms
                 .get(call.in_realm)
@@ -1612,143 +1523,60 @@ impl SipCore {
         });
         // The record goes out with the relay's totals once it is deleted.
         let order = media::delete(call.media_id.as_bytes());
-        self.b2b_order(b, 0, unix_ms, order, Then::Deleted { cdr });
+        self.order(el, 0, unix_ms, order, Then::Deleted { cdr });
     }
 
-    fn b2b_send(
+    fn cancel(
         &mut self,
-        now: Millis,
-        leg_hop: Hop,
-        bytes: Vec<u8>,
-        method: &[u8],
-        branch: &[u8],
-        purpose: CallTxn,
-    ) {
-        let ck = self.keys.client(branch, method);
-        self.start_client(
-            now,
-            ck,
-            bytes,
-            method == b"INVITE",
-            leg_hop,
-            None,
-            Some(purpose),
-        );
-    }
-
-    /// Sends a request of the SBC's own (BYE) on `side` of `call`.
-    fn b2b_local_request(&mut self, call: &mut Call, now: Millis, side: Side, method: &str) {
-        let leg = &mut call.legs[side.index()];
-        if leg.remote_tag().is_empty() {
-            return;
-        }
-        leg.local_cseq += 1;
-        let branch = build::branch(&[
-            leg.call_id().as_bytes(),
-            method.as_bytes(),
-            &leg.local_cseq.to_le_bytes(),
-        ]);
-        let bytes = leg.request(method, leg.local_cseq, &branch, &[], None, b"");
-        let hop = leg.hop();
-        self.b2b_send(
-            now,
-            hop,
-            bytes,
-            method.as_bytes(),
-            branch.as_bytes(),
-            CallTxn::Local,
-        );
-    }
-
-    fn b2b_cancel(
-        &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         key: ServerKey,
         msg: &SipMessage<'_>,
         unix_ms: u64,
     ) {
-        let invite_key = self.server_key(msg, Some(b"INVITE"));
-        let Some(id) = invite_key.and_then(|k| b.by_invite.get(&k).copied()) else {
-            self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+        let invite_key = el.server_key(msg, Some(b"INVITE"));
+        let Some(id) = invite_key.and_then(|k| self.by_invite.get(&k).copied()) else {
+            el.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
-        self.respond(now, &key, msg, 200, "OK", &[]);
-        let Some(mut call) = b.calls.remove(&id) else {
+        el.respond(now, &key, msg, 200, "OK", &[]);
+        let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
         if call.state == State::Up {
-            b.calls.insert(id, call);
+            self.calls.insert(id, call);
             return;
         }
         call.cancelled = true;
         if call.busy > 0 {
             // Finished when the relay's answer is back (b2b_then).
-            b.calls.insert(id, call);
+            self.calls.insert(id, call);
             return;
         }
-        self.b2b_reject_a(&call, now, 487);
+        el.b2b_reject_a(&call, now, 487);
         call.a_status = 487;
         if call.provisional {
-            self.b2b_cancel_b(&call, now);
+            el.b2b_cancel_b(&call, now);
         }
         // Without a provisional response the INVITE may still be answered:
         // the call stays until leg B's final response (a 2xx is ACKed and
         // hung up) or the attempt timer.
         if call.provisional || call.b_invite_key.is_none() {
-            self.b2b_finish(b, call, unix_ms, "cancel");
+            self.finish(el, call, unix_ms, "cancel");
         } else {
-            b.calls.insert(id, call);
+            self.calls.insert(id, call);
         }
     }
 
-    /// Cancels leg B's INVITE (its client transaction holds the request;
-    /// once that has ended there is nothing to cancel).
-    fn b2b_cancel_b(&mut self, call: &Call, now: Millis) {
-        let Some(e) = call.b_invite_key.and_then(|k| self.clients.get(&k)) else {
-            return;
-        };
-        let Ok(inv) = SipMessage::parse(e.txn.request(), Framing::Datagram, &Limits::default())
-        else {
-            return;
-        };
-        // A CANCEL carries its INVITE's branch (RFC 3261 §9.1).
-        let branch = inv
-            .top_via()
-            .ok()
-            .and_then(|v| v.branch().map(<[u8]>::to_vec))
-            .unwrap_or_default();
-        if let Some(cancel) = build::cancel_for(&inv) {
-            self.b2b_send(
-                now,
-                call.legs[1].hop(),
-                cancel,
-                b"CANCEL",
-                &branch,
-                CallTxn::Local,
-            );
-        }
-    }
-
-    /// An ACK for a 2xx (its own transaction).
-    pub(crate) fn b2b_ack(&mut self, now: Millis, msg: &SipMessage<'_>) {
-        let Some(mut b) = self.b2b.take() else {
-            return;
-        };
-        let unix = now + self.unix_base;
-        self.b2b_ack_in(&mut b, now, unix, msg);
-        self.b2b = Some(b);
-    }
-
-    fn b2b_ack_in(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, msg: &SipMessage<'_>) {
+    fn ack_in(&mut self, el: &mut Element, now: Millis, unix_ms: u64, msg: &SipMessage<'_>) {
         let found = msg
             .call_id()
             .ok()
-            .and_then(|cid| b.dialogs.get(cid).copied());
+            .and_then(|cid| self.dialogs.get(cid).copied());
         let Some((id, side)) = found else {
             return;
         };
-        let Some(call) = b.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         if call.busy > 0 {
@@ -1782,15 +1610,15 @@ impl SipCore {
                     side,
                     cseq: p.ack_cseq,
                 };
-                self.b2b_order(b, now, unix_ms, order, then);
+                self.order(el, now, unix_ms, order, then);
             }
-            None => self.b2b_ack_leg(call, other, p.ack_cseq, b""),
+            None => el.b2b_ack_leg(call, other, p.ack_cseq, b""),
         }
     }
 
-    fn b2b_in_dialog(
+    fn in_dialog(
         &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         unix_ms: u64,
         key: ServerKey,
@@ -1800,25 +1628,25 @@ impl SipCore {
         let found = msg
             .call_id()
             .ok()
-            .and_then(|cid| b.dialogs.get(cid).copied());
+            .and_then(|cid| self.dialogs.get(cid).copied());
         let Some((id, side)) = found else {
-            b.counters.unknown_dialog += 1;
-            self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            self.counters.unknown_dialog += 1;
+            el.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
-        let Some(mut call) = b.calls.remove(&id) else {
-            self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+        let Some(mut call) = self.calls.remove(&id) else {
+            el.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
         let other = side.other();
         match method {
             Method::Bye => {
-                self.respond(now, &key, msg, 200, "OK", &[]);
+                el.respond(now, &key, msg, 200, "OK", &[]);
                 if call.state == State::Up || !call.legs[other.index()].remote_tag().is_empty() {
                     if call.state != State::Up && other == Side::B {
-                        self.b2b_cancel_b(&call, now);
+                        el.b2b_cancel_b(&call, now);
                     } else {
-                        self.b2b_local_request(&mut call, now, other, "BYE");
+                        el.b2b_local_request(&mut call, now, other, "BYE");
                     }
                 }
                 let reason = if side == Side::A {
@@ -1827,33 +1655,33 @@ impl SipCore {
                     "bye-callee"
                 };
                 if call.state != State::Up {
-                    self.b2b_reject_a(&call, now, 487);
+                    el.b2b_reject_a(&call, now, 487);
                 }
-                self.b2b_finish(b, call, unix_ms, reason);
+                self.finish(el, call, unix_ms, reason);
                 return;
             }
-            Method::Refer if b.config.reject_refer => {
-                self.respond(now, &key, msg, 603, "Declined", &[]);
+            Method::Refer if self.config.reject_refer => {
+                el.respond(now, &key, msg, 603, "Declined", &[]);
             }
             _ if call.busy > 0 => call.deferred.push_back(Deferred::Request {
                 key,
                 msg: msg.as_bytes().to_vec(),
             }),
             _ => {
-                b.calls.insert(id, call);
-                self.b2b_relay(b, now, unix_ms, id, key, msg, side);
+                self.calls.insert(id, call);
+                self.relay(el, now, unix_ms, id, key, msg, side);
                 return;
             }
         }
-        b.calls.insert(id, call);
+        self.calls.insert(id, call);
     }
 
     /// Relays an in-dialog request from `side` to the other leg (its SDP
     /// through the relay first).
     #[allow(clippy::too_many_arguments)]
-    fn b2b_relay(
+    fn relay(
         &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         unix_ms: u64,
         id: u64,
@@ -1861,12 +1689,12 @@ impl SipCore {
         msg: &SipMessage<'_>,
         side: Side,
     ) {
-        let Some(call) = b.calls.get(&id) else {
+        let Some(call) = self.calls.get(&id) else {
             return;
         };
         let other = side.other();
         if call.legs[other.index()].remote_tag().is_empty() {
-            self.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            el.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         }
         match sdp_body(msg) {
@@ -1874,7 +1702,7 @@ impl SipCore {
                 let offer = if other == Side::B {
                     let codecs = call
                         .trunk
-                        .and_then(|t| b.policy.trunks.get(t))
+                        .and_then(|t| self.policy.trunks.get(t))
                         .map(|t| t.codecs.clone())
                         .unwrap_or_default();
                     filter_codecs(sdp, &codecs)
@@ -1893,20 +1721,20 @@ impl SipCore {
                     key,
                     msg: msg.as_bytes().to_vec(),
                 };
-                self.b2b_order(b, now, unix_ms, order, then);
+                self.order(el, now, unix_ms, order, then);
             }
             None => {
                 let body = msg.body().to_vec();
-                self.b2b_relay_send(b, now, id, key, msg, side, &body);
+                self.relay_send(el, now, id, key, msg, side, &body);
             }
         }
     }
 
     /// Sends a relayed request, with `body`, on the leg other than `side`.
     #[allow(clippy::too_many_arguments)]
-    fn b2b_relay_send(
+    fn relay_send(
         &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         id: u64,
         key: ServerKey,
@@ -1914,7 +1742,7 @@ impl SipCore {
         side: Side,
         body: &[u8],
     ) {
-        let Some(call) = b.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         let method = msg.method().unwrap_or(Method::Options);
@@ -1975,7 +1803,7 @@ impl SipCore {
         ]);
         let bytes = leg.request(&mname, leg.local_cseq, &branch, &extra, None, body);
         let hop = leg.hop();
-        self.b2b_send(
+        el.b2b_send(
             now,
             hop,
             bytes,
@@ -1990,34 +1818,18 @@ impl SipCore {
         );
     }
 
-    /// A response to one of the B2BUA's client transactions.
-    pub(crate) fn b2b_response(
+    fn response_in(
         &mut self,
+        el: &mut Element,
         now: Millis,
         unix_ms: u64,
         purpose: CallTxn,
         msg: &SipMessage<'_>,
     ) {
-        let Some(mut b) = self.b2b.take() else {
-            return;
-        };
-        self.b2b_response_in(&mut b, now, unix_ms, purpose, msg);
-        self.b2b = Some(b);
-    }
-
-    fn b2b_response_in(
-        &mut self,
-        b: &mut B2b,
-        now: Millis,
-        unix_ms: u64,
-        purpose: CallTxn,
-        msg: &SipMessage<'_>,
-    ) {
-        let b = &mut *b;
         let code = msg.status_code().unwrap_or(500);
         // A call waiting for the relay takes its responses in order.
         if let CallTxn::Invite { call, .. } | CallTxn::Relay { call, .. } = &purpose
-            && let Some(c) = b.calls.get_mut(call)
+            && let Some(c) = self.calls.get_mut(call)
             && c.busy > 0
         {
             c.deferred.push_back(Deferred::Response {
@@ -2028,7 +1840,7 @@ impl SipCore {
         }
         match purpose {
             CallTxn::Invite { call, attempt } => {
-                self.b2b_invite_response(b, now, unix_ms, call, attempt, code, msg);
+                self.invite_response(el, now, unix_ms, call, attempt, code, msg);
             }
             CallTxn::Relay {
                 call,
@@ -2036,28 +1848,25 @@ impl SipCore {
                 server,
                 request,
             } => {
-                self.b2b_relay_response(b, now, call, from, server, &request, code, msg);
+                self.relay_response(el, now, call, from, server, &request, code, msg);
             }
             CallTxn::Local => {}
-            CallTxn::Probe { trunk, peer } => b.policy.peer_answered(trunk, peer),
+            CallTxn::Probe { trunk, peer } => self.policy.peer_answered(trunk, peer),
         }
     }
 
     /// A client transaction of the B2BUA timed out.
-    pub(crate) fn b2b_timeout(&mut self, now: Millis, unix_ms: u64, purpose: CallTxn) {
-        let Some(mut b) = self.b2b.take() else {
-            return;
-        };
+    fn timeout(&mut self, el: &mut Element, now: Millis, unix_ms: u64, purpose: CallTxn) {
         match purpose {
             CallTxn::Invite { call, attempt } => {
-                if let Some(c) = b.calls.get(&call)
+                if let Some(c) = self.calls.get(&call)
                     && c.attempt == attempt
                 {
                     let peer = c.peers.get(attempt as usize).copied();
                     if let (Some(t), Some(p)) = (c.trunk, peer) {
-                        b.policy.peer_failed(t, p);
+                        self.policy.peer_failed(t, p);
                     }
-                    self.b2b_next_attempt(&mut b, now, unix_ms, call, 408);
+                    self.next_attempt(el, now, unix_ms, call, 408);
                 }
             }
             CallTxn::Relay {
@@ -2066,7 +1875,7 @@ impl SipCore {
                 request,
                 ..
             } => {
-                let tag = b
+                let tag = self
                     .calls
                     .get(&call)
                     .map(|c| c.legs[0].local_tag().to_owned())
@@ -2074,37 +1883,36 @@ impl SipCore {
                 let bytes = reread(&request).map_or_else(Vec::new, |req| {
                     response_to(&req, 408, b"Request Timeout", &tag, &[], b"")
                 });
-                self.server_respond(now, &server, 408, bytes);
+                el.server_respond(now, &server, 408, bytes);
             }
             CallTxn::Local | CallTxn::Probe { .. } => {}
         }
-        self.b2b = Some(b);
     }
 
-    fn b2b_next_attempt(&mut self, b: &mut B2b, now: Millis, unix_ms: u64, id: u64, code: u16) {
-        let Some(mut call) = b.calls.remove(&id) else {
+    fn next_attempt(&mut self, el: &mut Element, now: Millis, unix_ms: u64, id: u64, code: u16) {
+        let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
         // The abandoned INVITE transaction stops retransmitting.
         if let Some(k) = call.b_invite_key.take() {
-            self.clients.remove(&k);
+            el.clients.remove(&k);
         }
         call.b_status = code;
         if call.cancelled {
-            self.b2b_finish(b, call, unix_ms, "cancel");
+            self.finish(el, call, unix_ms, "cancel");
             return;
         }
         call.attempt += 1;
         if (call.attempt as usize) < call.targets.len() {
-            b.counters.failovers += 1;
+            self.counters.failovers += 1;
         }
-        self.b2b_attempt(b, now, unix_ms, call);
+        self.attempt(el, now, unix_ms, call);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn b2b_invite_response(
+    fn invite_response(
         &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         unix_ms: u64,
         id: u64,
@@ -2112,42 +1920,42 @@ impl SipCore {
         code: u16,
         msg: &SipMessage<'_>,
     ) {
-        let Some(mut call) = b.calls.remove(&id) else {
+        let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
         if call.attempt != attempt {
-            b.calls.insert(id, call);
+            self.calls.insert(id, call);
             return;
         }
         if let (Some(t), Some(&p)) = (call.trunk, call.peers.get(attempt as usize)) {
-            b.policy.peer_answered(t, p);
+            self.policy.peer_answered(t, p);
         }
         if code < 200 {
             call.provisional = true;
             if call.cancelled {
-                self.b2b_cancel_b(&call, now);
-                self.b2b_finish(b, call, unix_ms, "cancel");
+                el.b2b_cancel_b(&call, now);
+                self.finish(el, call, unix_ms, "cancel");
                 return;
             }
             if code == 100 {
-                b.calls.insert(id, call);
+                self.calls.insert(id, call);
                 return;
             }
         }
         if code >= 300 {
             call.b_status = code;
             if fails_over(code) && !call.cancelled {
-                b.calls.insert(id, call);
-                self.b2b_next_attempt(b, now, unix_ms, id, code);
+                self.calls.insert(id, call);
+                self.next_attempt(el, now, unix_ms, id, code);
                 return;
             }
             if !call.cancelled {
                 let status = map_status(code);
-                self.b2b_reject_a(&call, now, status);
+                el.b2b_reject_a(&call, now, status);
                 call.a_status = status;
             }
             let reason = if call.cancelled { "cancel" } else { "rejected" };
-            self.b2b_finish(b, call, unix_ms, reason);
+            self.finish(el, call, unix_ms, reason);
             return;
         }
         // 18x or 2xx: the dialog with leg B takes shape.
@@ -2172,9 +1980,9 @@ impl SipCore {
         if code >= 200 && call.cancelled {
             // Answered after the caller gave up: ACK and hang up.
             call.b_status = code;
-            self.b2b_ack_leg(&mut call, Side::B, 1, b"");
-            self.b2b_local_request(&mut call, now, Side::B, "BYE");
-            self.b2b_finish(b, call, unix_ms, "cancel");
+            el.b2b_ack_leg(&mut call, Side::B, 1, b"");
+            el.b2b_local_request(&mut call, now, Side::B, "BYE");
+            self.finish(el, call, unix_ms, "cancel");
             return;
         }
         // SDP for the caller goes through the relay first.
@@ -2197,25 +2005,25 @@ impl SipCore {
                     call.legs[0].srtp,
                 )
             };
-            b.calls.insert(id, call);
+            self.calls.insert(id, call);
             let then = Then::InviteResponse {
                 call: id,
                 code,
                 msg: msg.as_bytes().to_vec(),
                 ack_answers,
             };
-            self.b2b_order(b, now, unix_ms, order, then);
+            self.order(el, now, unix_ms, order, then);
             return;
         }
-        b.calls.insert(id, call);
-        self.b2b_invite_answered(b, now, unix_ms, id, code, msg, b"", false);
+        self.calls.insert(id, call);
+        self.invite_answered(el, now, unix_ms, id, code, msg, b"", false);
     }
 
     /// Leg B's 18x or 2xx goes to the caller, with `body` (the relay's SDP).
     #[allow(clippy::too_many_arguments)]
-    fn b2b_invite_answered(
+    fn invite_answered(
         &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         unix_ms: u64,
         id: u64,
@@ -2224,18 +2032,18 @@ impl SipCore {
         body: &[u8],
         ack_answers: bool,
     ) {
-        let Some(mut call) = b.calls.remove(&id) else {
+        let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
         if call.cancelled {
             // The caller gave up while the relay was busy with this answer.
             if code >= 200 {
-                self.b2b_ack_leg(&mut call, Side::B, 1, b"");
-                self.b2b_local_request(&mut call, now, Side::B, "BYE");
+                el.b2b_ack_leg(&mut call, Side::B, 1, b"");
+                el.b2b_local_request(&mut call, now, Side::B, "BYE");
             } else {
-                self.b2b_cancel_b(&call, now);
+                el.b2b_cancel_b(&call, now);
             }
-            self.b2b_finish(b, call, unix_ms, "cancel");
+            self.finish(el, call, unix_ms, "cancel");
             return;
         }
         let tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or_default();
@@ -2257,7 +2065,7 @@ impl SipCore {
             call.a_status = code;
             call.state = State::Up;
             call.answer_ms = Some(unix_ms);
-            b.counters.answered += 1;
+            self.counters.answered += 1;
             call.b_invite_key = None;
             // Session timer: leg B's choice, else what the caller asked for.
             let a_timer = a_inv
@@ -2269,14 +2077,15 @@ impl SipCore {
                 .and_then(|m| m.header(HeaderName::SessionExpires))
                 .and_then(delta_secs);
             let interval = b_se.or(if a_timer {
-                a_se.or(Some(b.config.session_expires)).filter(|s| *s > 0)
+                a_se.or(Some(self.config.session_expires))
+                    .filter(|s| *s > 0)
             } else {
                 None
             });
             if let Some(s) = interval {
                 call.session_ms = Some(Millis::from(s) * 1000);
                 call.session_deadline = now + Millis::from(s) * 1000;
-                self.schedule(
+                el.schedule(
                     Some(call.session_deadline),
                     TimerRef::Call(id, CallTimer::Session),
                 );
@@ -2288,7 +2097,7 @@ impl SipCore {
                 }
             }
             if !ack_answers {
-                self.b2b_ack_leg(&mut call, Side::B, 1, b"");
+                el.b2b_ack_leg(&mut call, Side::B, 1, b"");
             }
         } else if call.state == State::Routing && !tag.is_empty() {
             call.state = State::Early;
@@ -2312,39 +2121,25 @@ impl SipCore {
                 side: Side::A,
                 server: call.a_invite_key,
                 bytes: bytes.clone(),
-                interval: self.config.timers.t1,
-                give_up: now + 64 * self.config.timers.t1,
+                interval: el.config.timers.t1,
+                give_up: now + 64 * el.config.timers.t1,
                 ack_answers,
                 ack_cseq: 1,
             });
-            self.schedule(
-                Some(now + self.config.timers.t1),
+            el.schedule(
+                Some(now + el.config.timers.t1),
                 TimerRef::Call(id, CallTimer::Retransmit),
             );
-            b.journal.put(id, &saved(&call));
+            self.journal.put(id, &saved(&call));
         }
-        self.server_respond(now, &call.a_invite_key, code, bytes);
-        b.calls.insert(id, call);
-    }
-
-    /// Acknowledges a 2xx to the INVITE with CSeq `cseq` on `side`'s leg,
-    /// with `body` (a late offer's answer); kept to be sent again when the
-    /// 2xx is.
-    fn b2b_ack_leg(&mut self, call: &mut Call, side: Side, cseq: u32, body: &[u8]) {
-        let leg = &call.legs[side.index()];
-        let branch = build::branch(&[leg.call_id().as_bytes(), b"ack", &cseq.to_le_bytes()]);
-        let ack = leg.request("ACK", cseq, &branch, &[], sdp_type(body), body);
-        let hop = leg.hop();
-        if side == Side::B {
-            call.b_ack = Some(ack.clone());
-        }
-        self.emit(hop, ack);
+        el.server_respond(now, &call.a_invite_key, code, bytes);
+        self.calls.insert(id, call);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn b2b_relay_response(
+    fn relay_response(
         &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         id: u64,
         from: Side,
@@ -2356,7 +2151,7 @@ impl SipCore {
         if code == 100 {
             return;
         }
-        let Some(call) = b.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         let to = from.other();
@@ -2390,18 +2185,18 @@ impl SipCore {
                 msg: msg.as_bytes().to_vec(),
                 ack_answers,
             };
-            self.b2b_order(b, now, now + self.unix_base, order, then);
+            self.order(el, now, now + el.unix_base, order, then);
             return;
         }
         let body = msg.body().to_vec();
-        self.b2b_relay_answered(b, now, id, from, server, request, code, msg, &body, false);
+        self.relay_answered(el, now, id, from, server, request, code, msg, &body, false);
     }
 
     /// The response to a relayed request goes back to `from`, with `body`.
     #[allow(clippy::too_many_arguments)]
-    fn b2b_relay_answered(
+    fn relay_answered(
         &mut self,
-        b: &mut B2b,
+        el: &mut Element,
         now: Millis,
         id: u64,
         from: Side,
@@ -2412,7 +2207,7 @@ impl SipCore {
         body: &[u8],
         ack_answers: bool,
     ) {
-        let Some(call) = b.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         let to = from.other();
@@ -2446,7 +2241,7 @@ impl SipCore {
             // A refresh: the session interval starts again.
             if let Some(ms) = call.session_ms {
                 call.session_deadline = now + ms;
-                self.schedule(
+                el.schedule(
                     Some(call.session_deadline),
                     TimerRef::Call(id, CallTimer::Session),
                 );
@@ -2458,143 +2253,132 @@ impl SipCore {
                 .map(|c| c.seq)
                 .unwrap_or(call.legs[to.index()].local_cseq);
             if !ack_answers {
-                self.b2b_ack_leg(call, to, cseq, b"");
+                el.b2b_ack_leg(call, to, cseq, b"");
             }
             call.pending = Some(Pending2xx {
                 side: from,
                 server,
                 bytes: bytes.clone(),
-                interval: self.config.timers.t1,
-                give_up: now + 64 * self.config.timers.t1,
+                interval: el.config.timers.t1,
+                give_up: now + 64 * el.config.timers.t1,
                 ack_answers,
                 ack_cseq: cseq,
             });
-            self.schedule(
-                Some(now + self.config.timers.t1),
+            el.schedule(
+                Some(now + el.config.timers.t1),
                 TimerRef::Call(id, CallTimer::Retransmit),
             );
         }
-        self.server_respond(now, &server, code, bytes);
+        el.server_respond(now, &server, code, bytes);
     }
 
     /// A response with no client transaction: a retransmitted 2xx of leg B
     /// gets its ACK again.
-    pub(crate) fn b2b_stray_response(&mut self, msg: &SipMessage<'_>) -> bool {
-        let Some(b) = self.b2b.as_mut() else {
-            return false;
-        };
+    fn stray_response(&mut self, el: &mut Element, msg: &SipMessage<'_>) {
         let code = msg.status_code().unwrap_or(0);
         let invite = msg.cseq().is_ok_and(|c| c.method == Method::Invite);
         if let Ok(cid) = msg.call_id()
-            && let Some((id, Side::B)) = b.dialogs.get(cid).copied()
+            && let Some((id, Side::B)) = self.dialogs.get(cid).copied()
             && (200..300).contains(&code)
             && invite
-            && let Some(call) = b.calls.get(&id)
+            && let Some(call) = self.calls.get(&id)
             && let Some(ack) = call.b_ack.clone()
         {
             let hop = call.legs[1].hop();
-            self.emit(hop, ack);
+            el.emit(hop, ack);
         }
-        true
     }
 
     /// A call timer fired.
-    pub(crate) fn b2b_timer(&mut self, now: Millis, unix_ms: u64, id: u64, t: CallTimer) {
-        let Some(mut b) = self.b2b.take() else {
-            return;
-        };
+    fn timer(&mut self, el: &mut Element, now: Millis, unix_ms: u64, id: u64, t: CallTimer) {
         match t {
             CallTimer::Attempt(n) => {
-                let stalled = b
+                let stalled = self
                     .calls
                     .get(&id)
                     .is_some_and(|c| c.attempt == n && !c.provisional && c.state == State::Routing);
                 if stalled {
-                    if let Some(c) = b.calls.get(&id)
+                    if let Some(c) = self.calls.get(&id)
                         && let Some(&p) = c.peers.get(n as usize)
                         && let Some(trunk) = c.trunk
                     {
-                        b.policy.peer_failed(trunk, p);
+                        self.policy.peer_failed(trunk, p);
                     }
-                    self.b2b_next_attempt(&mut b, now, unix_ms, id, 408);
+                    self.next_attempt(el, now, unix_ms, id, 408);
                 }
             }
             CallTimer::Trying => {
-                if let Some(call) = b.calls.get(&id)
-                    && self
+                if let Some(call) = self.calls.get(&id)
+                    && el
                         .servers
                         .get(&call.a_invite_key)
                         .is_some_and(|e| !e.txn.responded())
                     && let Ok(req) =
-                        SipMessage::parse(&call.a_invite, Framing::Datagram, &self.config.limits)
+                        SipMessage::parse(&call.a_invite, Framing::Datagram, &el.config.limits)
                 {
                     let mut out = Vec::with_capacity(300);
                     write_response(&req, 100, b"Trying", None, &[], &mut out);
-                    self.server_respond(now, &call.a_invite_key, 100, out);
+                    el.server_respond(now, &call.a_invite_key, 100, out);
                 }
             }
             CallTimer::Retransmit => {
-                if let Some(call) = b.calls.get_mut(&id)
+                if let Some(call) = self.calls.get_mut(&id)
                     && let Some(p) = call.pending.as_mut()
                 {
                     if now >= p.give_up {
                         // No ACK (§13.3.1.4): the call is hung up on both legs.
                         call.pending = None;
-                        if let Some(mut call) = b.calls.remove(&id) {
-                            self.b2b_local_request(&mut call, now, Side::A, "BYE");
-                            self.b2b_local_request(&mut call, now, Side::B, "BYE");
-                            self.b2b_finish(&mut b, call, unix_ms, "ack-timeout");
+                        if let Some(mut call) = self.calls.remove(&id) {
+                            el.b2b_local_request(&mut call, now, Side::A, "BYE");
+                            el.b2b_local_request(&mut call, now, Side::B, "BYE");
+                            self.finish(el, call, unix_ms, "ack-timeout");
                         }
                     } else {
                         let (server, bytes) = (p.server, p.bytes.clone());
-                        p.interval = (p.interval * 2).min(self.config.timers.t2);
+                        p.interval = (p.interval * 2).min(el.config.timers.t2);
                         let next = now + p.interval;
-                        if let Some(e) = self.servers.get_mut(&server) {
+                        if let Some(e) = el.servers.get_mut(&server) {
                             e.txn.send_response(now, 200, bytes);
-                            self.drain_server(&server);
-                        } else if let Some(c) = b.calls.get(&id) {
+                            el.drain_server(&server);
+                        } else if let Some(c) = self.calls.get(&id) {
                             let side = c.pending.as_ref().map_or(Side::A, |p| p.side);
-                            self.emit(c.legs[side.index()].hop(), bytes);
+                            el.emit(c.legs[side.index()].hop(), bytes);
                         }
-                        self.schedule(Some(next), TimerRef::Call(id, CallTimer::Retransmit));
+                        el.schedule(Some(next), TimerRef::Call(id, CallTimer::Retransmit));
                     }
                 }
             }
             CallTimer::Session => {
-                let expired = b
+                let expired = self
                     .calls
                     .get(&id)
                     .is_some_and(|c| c.session_ms.is_some() && c.session_deadline <= now);
-                if expired && let Some(mut call) = b.calls.remove(&id) {
-                    b.counters.session_expired += 1;
-                    self.b2b_local_request(&mut call, now, Side::A, "BYE");
-                    self.b2b_local_request(&mut call, now, Side::B, "BYE");
-                    self.b2b_finish(&mut b, call, unix_ms, "session-timer");
+                if expired && let Some(mut call) = self.calls.remove(&id) {
+                    self.counters.session_expired += 1;
+                    el.b2b_local_request(&mut call, now, Side::A, "BYE");
+                    el.b2b_local_request(&mut call, now, Side::B, "BYE");
+                    self.finish(el, call, unix_ms, "session-timer");
                 }
             }
         }
-        self.b2b = Some(b);
     }
 
     /// A health-check round: OPTIONS to every peer of every checked trunk.
-    pub(crate) fn b2b_health(&mut self, now: Millis) {
-        let Some(mut b) = self.b2b.take() else {
-            return;
-        };
-        for (trunk, peer) in b.policy.probe_round(now) {
-            let Some(t) = b.policy.trunks.get(trunk) else {
+    fn health(&mut self, el: &mut Element, now: Millis) {
+        for (trunk, peer) in self.policy.probe_round(now) {
+            let Some(t) = self.policy.trunks.get(trunk) else {
                 continue;
             };
             let Some(address) = t.peers.get(peer).map(|p| p.address) else {
                 continue;
             };
-            let Some(local) = b.policy.realms.get(t.realm).and_then(|r| r.listener) else {
+            let Some(local) = self.policy.realms.get(t.realm).and_then(|r| r.listener) else {
                 continue;
             };
             let leg = Leg {
                 text: LegText::new([
-                    &format!("{}@{}", b.token("probe"), local.ip()),
-                    &b.token("probe-tag"),
+                    &format!("{}@{}", self.token("probe"), local.ip()),
+                    &self.token("probe-tag"),
                     "",
                     &format!("<sip:rvoip@{}>", local.ip()),
                     &format!("<sip:{address}>"),
@@ -2611,7 +2395,7 @@ impl SipCore {
             };
             let branch = build::branch(&[leg.call_id().as_bytes(), b"probe"]);
             let bytes = leg.request("OPTIONS", 1, &branch, &[], None, b"");
-            self.b2b_send(
+            el.b2b_send(
                 now,
                 leg.hop(),
                 bytes,
@@ -2620,9 +2404,252 @@ impl SipCore {
                 CallTxn::Probe { trunk, peer },
             );
         }
-        let every = b.config.health_interval_ms;
-        self.b2b = Some(b);
-        self.schedule(Some(now + every), TimerRef::Health);
+        let every = self.config.health_interval_ms;
+        el.schedule(Some(now + every), TimerRef::Health);
+    }
+}
+
+impl TransactionUser for B2b {
+    fn admit(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) -> bool {
+        self.admit_source(el, now, key, msg, inb)
+    }
+
+    fn on_request(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        _local_domain: bool,
+    ) {
+        self.request_in(el, now, unix_ms, key, msg, inb);
+    }
+
+    fn on_ack(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        unix_ms: u64,
+        msg: &SipMessage<'_>,
+        _inb: &Inbound<'_>,
+    ) {
+        self.ack_in(el, now, unix_ms, msg);
+    }
+
+    fn on_response(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        unix_ms: u64,
+        owner: Owner,
+        msg: &SipMessage<'_>,
+        _inb: &Inbound<'_>,
+    ) {
+        if let Owner::Call(purpose) = owner {
+            self.response_in(el, now, unix_ms, purpose, msg);
+        }
+    }
+
+    fn on_stray_response(
+        &mut self,
+        el: &mut Element,
+        _now: Millis,
+        msg: &SipMessage<'_>,
+        _inb: &Inbound<'_>,
+    ) {
+        self.stray_response(el, msg);
+    }
+
+    fn on_event(&mut self, el: &mut Element, now: Millis, unix_ms: u64, event: LayerEvent) {
+        if let LayerEvent::TimedOut(Owner::Call(purpose)) = event {
+            self.timeout(el, now, unix_ms, purpose);
+        }
+    }
+
+    fn on_timer(&mut self, el: &mut Element, now: Millis, unix_ms: u64, timer: TimerRef) {
+        match timer {
+            TimerRef::Call(id, t) => self.timer(el, now, unix_ms, id, t),
+            TimerRef::Health => self.health(el, now),
+            _ => {}
+        }
+    }
+
+    fn on_tick(&mut self, el: &mut Element, now: Millis) {
+        if self.health_started {
+            return;
+        }
+        self.health_started = true;
+        el.schedule(Some(now), TimerRef::Health);
+        for c in self.calls.values_mut() {
+            // Recovered calls: whatever refresh was due gets a full
+            // interval from now.
+            if c.session_deadline != 0 {
+                continue;
+            }
+            if let Some(ms) = c.session_ms {
+                c.session_deadline = now + ms;
+                el.schedule(Some(now + ms), TimerRef::Call(c.id, CallTimer::Session));
+            }
+        }
+    }
+
+    fn poll_media(&mut self, el: &mut Element, now: Millis, unix_ms: u64) {
+        self.take_media_replies(el, now, unix_ms);
+    }
+
+    fn media_pending(&self) -> bool {
+        !self.orders.is_empty()
+    }
+
+    fn poll_cdr(&mut self) -> Option<Cdr> {
+        self.cdrs.pop_front()
+    }
+
+    fn as_b2bua(&self) -> Option<&B2b> {
+        Some(self)
+    }
+}
+
+/// Leg-level steps of the B2BUA that need only the element.
+impl Element {
+    /// Sends a request of the SBC's own (BYE) on `side` of `call`.
+    fn b2b_local_request(&mut self, call: &mut Call, now: Millis, side: Side, method: &str) {
+        let leg = &mut call.legs[side.index()];
+        if leg.remote_tag().is_empty() {
+            return;
+        }
+        leg.local_cseq += 1;
+        let branch = build::branch(&[
+            leg.call_id().as_bytes(),
+            method.as_bytes(),
+            &leg.local_cseq.to_le_bytes(),
+        ]);
+        let bytes = leg.request(method, leg.local_cseq, &branch, &[], None, b"");
+        let hop = leg.hop();
+        self.b2b_send(
+            now,
+            hop,
+            bytes,
+            method.as_bytes(),
+            branch.as_bytes(),
+            CallTxn::Local,
+        );
+    }
+
+    /// Cancels leg B's INVITE (its client transaction holds the request;
+    /// once that has ended there is nothing to cancel).
+    fn b2b_cancel_b(&mut self, call: &Call, now: Millis) {
+        let Some(e) = call.b_invite_key.and_then(|k| self.clients.get(&k)) else {
+            return;
+        };
+        let Ok(inv) = SipMessage::parse(e.txn.request(), Framing::Datagram, &Limits::default())
+        else {
+            return;
+        };
+        // A CANCEL carries its INVITE's branch (RFC 3261 §9.1).
+        let branch = inv
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(<[u8]>::to_vec))
+            .unwrap_or_default();
+        if let Some(cancel) = build::cancel_for(&inv) {
+            self.b2b_send(
+                now,
+                call.legs[1].hop(),
+                cancel,
+                b"CANCEL",
+                &branch,
+                CallTxn::Local,
+            );
+        }
+    }
+
+    /// The contacts of a user registered here, best first, each as where
+    /// to send (the address its REGISTER came from over UDP: behind NAT that
+    /// is what reaches it) and the Request-URI (its contact); and the realm
+    /// they are in.
+    fn registered_targets(
+        &self,
+        policy: &Policy,
+        msg: &SipMessage<'_>,
+        unix_ms: u64,
+    ) -> Option<(Vec<(SocketAddr, String)>, usize)> {
+        // An SBC that is nobody's registrar looks no further.
+        if self.registrar.location.is_empty() {
+            return None;
+        }
+        let uri = msg.request_uri().ok()?;
+        uri.user?;
+        if !uri.host.is_some_and(|h| self.is_local_host(&h, uri.port)) {
+            return None;
+        }
+        let aor = self.registrar.aor(&uri)?;
+        let mut bindings = self.registrar.location.lookup(&aor, unix_ms);
+        bindings.sort_by_key(|x| std::cmp::Reverse(x.q));
+        let targets: Vec<(SocketAddr, String)> = bindings
+            .iter()
+            .filter_map(|x| {
+                let (t, a) = x.source.split_once(':')?;
+                let a: SocketAddr = a.parse().ok()?;
+                (t == "udp").then_some((a, x.contact.clone()))
+            })
+            .collect();
+        let realm = policy.realm_of_source(targets.first()?.0.ip())?;
+        Some((targets, realm))
+    }
+
+    fn b2b_reject_a(&mut self, call: &Call, now: Millis, status: u16) {
+        let bytes = reread(&call.a_invite).map_or_else(Vec::new, |req| {
+            let reason = crate::element::reason_phrase(status).as_bytes();
+            response_to(&req, status, reason, call.legs[0].local_tag(), &[], b"")
+        });
+        if !bytes.is_empty() {
+            self.counters.generated += 1;
+            self.server_respond(now, &call.a_invite_key, status, bytes);
+        }
+    }
+
+    fn b2b_send(
+        &mut self,
+        now: Millis,
+        leg_hop: Hop,
+        bytes: Vec<u8>,
+        method: &[u8],
+        branch: &[u8],
+        purpose: CallTxn,
+    ) {
+        let ck = self.keys.client(branch, method);
+        self.start_client(
+            now,
+            ck,
+            bytes,
+            method == b"INVITE",
+            leg_hop,
+            Some(Owner::Call(purpose)),
+        );
+    }
+
+    /// Acknowledges a 2xx to the INVITE with CSeq `cseq` on `side`'s leg,
+    /// with `body` (a late offer's answer); kept to be sent again when the
+    /// 2xx is.
+    fn b2b_ack_leg(&mut self, call: &mut Call, side: Side, cseq: u32, body: &[u8]) {
+        let leg = &call.legs[side.index()];
+        let branch = build::branch(&[leg.call_id().as_bytes(), b"ack", &cseq.to_le_bytes()]);
+        let ack = leg.request("ACK", cseq, &branch, &[], sdp_type(body), body);
+        let hop = leg.hop();
+        if side == Side::B {
+            call.b_ack = Some(ack.clone());
+        }
+        self.emit(hop, ack);
     }
 }
 

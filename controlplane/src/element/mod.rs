@@ -1,17 +1,14 @@
-//! The SIP core of the control plane, sans-IO: transactions (RFC 3261 §17),
-//! the transaction-stateful proxy (§16), the registrar (§10) with digest
-//! authentication, and OPTIONS.
+//! The SIP element, sans-IO: each message parsed and checked, run through
+//! the transaction layer (RFC 3261 §17: retransmissions absorbed, responses
+//! and timers matched to their transactions), admitted (bans, limits,
+//! overload), REGISTER to a served domain given to the registrar (§10), and
+//! the rest handed to the transaction user chosen at start
+//! (`TransactionUser`: the stateful or stateless proxy in
+//! [`crate::proxy`], the B2BUA in [`crate::b2bua`]).
 //!
-//! Driving contract: feed every received message to [`SipCore::on_message`]
-//! with the time; call [`SipCore::on_timer`] when [`SipCore::next_deadline`]
-//! passes; after each batch call [`SipCore::flush`] (it makes registrations
-//! durable and releases their responses) and send everything
-//! [`SipCore::poll_outbound`] returns. The core never reads a clock or
+//! Driving contract: see [`SipCore`]. Nothing here reads a clock or
 //! touches a socket.
 
-pub mod b2bua;
-mod build;
-mod proxy;
 #[cfg(test)]
 mod tests;
 
@@ -36,8 +33,10 @@ use crate::registrar::guard::{AuthGuard, GuardConfig, Verdict};
 use crate::registrar::{RegisterOutcome, Registrar, Users};
 use crate::transaction::{ClientTransaction, Delivery, Millis, ServerTransaction, Timers};
 
-use proxy::RelayCheck;
-pub use proxy::Route;
+use crate::b2bua::{self, B2b};
+use crate::build;
+pub use crate::proxy::Route;
+use crate::sbc::cdr::Cdr;
 
 /// A SIP transport: rvoip's one transport type.
 pub use rvoip_dataplane::sip::Transport;
@@ -257,6 +256,9 @@ pub(crate) struct ServerKey(u128);
 pub(crate) struct ClientKey(u128);
 
 impl ServerKey {
+    /// No transaction (a recovered call's INVITE is long gone).
+    pub(crate) const NONE: ServerKey = ServerKey(0);
+
     /// Bytes that stand for the transaction, e.g. to derive a To tag.
     pub(crate) fn seed(&self) -> [u8; 16] {
         self.0.to_le_bytes()
@@ -311,13 +313,31 @@ pub(crate) struct ServerEntry {
 pub(crate) struct ClientEntry {
     pub(crate) txn: ClientTransaction,
     pub(crate) hop: Hop,
-    pub(crate) proxy: Option<(u64, usize)>,
-    /// What the transaction is for in B2BUA mode.
-    pub(crate) call: Option<b2bua::CallTxn>,
+    /// Who in the transaction user the transaction is for (none: a CANCEL
+    /// or another request whose outcome nobody waits for).
+    pub(crate) owner: Option<Owner>,
+}
+
+/// What a client transaction is for, in its transaction user.
+#[derive(Debug, Clone)]
+pub(crate) enum Owner {
+    /// Branch `.1` of the stateful proxy's context `.0`.
+    Branch(u64, usize),
+    /// A request of a B2BUA call.
+    Call(b2bua::CallTxn),
+}
+
+/// What the transaction layer reports to the transaction user besides the
+/// messages it is handed: a client transaction that timed out, a server
+/// transaction of a proxy context that ended.
+#[derive(Debug, Clone)]
+pub(crate) enum LayerEvent {
+    TimedOut(Owner),
+    ServerEnded(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerRef {
+pub(crate) enum TimerRef {
     Server(ServerKey),
     Client(ClientKey),
     TimerC(u64, usize),
@@ -326,48 +346,273 @@ enum TimerRef {
 }
 
 /// The SIP core.
-pub struct SipCore {
-    config: CoreConfig,
-    policy: Policy,
-    registrar: Registrar,
-    users: Users,
-    auth: Authenticator,
-    guard: AuthGuard,
-    refusal_log: LogBudget,
+pub(crate) struct Element {
+    pub(crate) config: CoreConfig,
+    pub(crate) policy: Policy,
+    pub(crate) registrar: Registrar,
+    pub(crate) users: Users,
+    pub(crate) auth: Authenticator,
+    pub(crate) guard: AuthGuard,
+    pub(crate) refusal_log: LogBudget,
     /// The load last measured, and whether new calls are being shed.
-    load: Load,
-    shedding: bool,
-    overload_log: LogBudget,
+    pub(crate) load: Load,
+    pub(crate) shedding: bool,
+    pub(crate) overload_log: LogBudget,
     pub(crate) keys: KeyHasher,
     /// Boxed, so the tables hold a key and a pointer per transaction: tens
     /// of thousands linger for 32 s (Timers J, L, M), and growing a table
     /// then moves 24-octet slots rather than whole transactions.
     pub(crate) servers: FxHashMap<ServerKey, Box<ServerEntry>>,
     pub(crate) clients: FxHashMap<ClientKey, Box<ClientEntry>>,
-    pub(crate) proxies: FxHashMap<u64, proxy::Context>,
-    next_proxy: u64,
-    timers: Wheel<TimerRef>,
-    due_timers: Vec<TimerRef>,
-    out: VecDeque<Outbound>,
+    pub(crate) timers: Wheel<TimerRef>,
+    pub(crate) due_timers: Vec<TimerRef>,
+    pub(crate) out: VecDeque<Outbound>,
     /// Registrar responses held until the location service commits.
-    held: Vec<(ServerKey, u16, Vec<u8>)>,
-    counters: CoreCounters,
-    /// The B2BUA, in SBC mode.
-    b2b: Option<Box<b2bua::B2b>>,
+    pub(crate) held: Vec<(ServerKey, u16, Vec<u8>)>,
+    pub(crate) counters: CoreCounters,
+    /// What the transaction user has still to hear ([`SipCore`] hands it
+    /// over after each input).
+    pub(crate) events: VecDeque<LayerEvent>,
     /// Unix time minus core time, in milliseconds, as last seen.
-    unix_base: u64,
-    /// A Via value and a request rewritten with it ([`SipCore::fix_via`]),
+    pub(crate) unix_base: u64,
+    /// A Via value and a request rewritten with it ([`Element::fix_via`]),
     /// kept for the next request.
-    fix_buffers: (Vec<u8>, Vec<u8>),
+    pub(crate) fix_buffers: (Vec<u8>, Vec<u8>),
+}
+
+impl std::fmt::Debug for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Element")
+            .field("servers", &self.servers.len())
+            .field("clients", &self.clients.len())
+            .finish()
+    }
+}
+
+/// The transaction user (RFC 3261 §5): what the element is, chosen when
+/// it is made ([`SipCore::new`] takes a stateful or a stateless proxy from
+/// the configuration; [`SipCore::set_b2bua`] puts the B2BUA in its place
+/// before any traffic). Local user agents (a conference bridge, an IVR)
+/// are transaction users too.
+///
+/// Driving contract: the element parses and checks each message, runs it
+/// through the transaction layer (retransmissions are absorbed there), the
+/// admission checks and the registrar, and hands the user what is left:
+/// new requests with their server transaction open, ACKs to 2xx responses,
+/// responses to the client transactions it started, responses no
+/// transaction knows, its own timers, and the layer's events (timeouts,
+/// ended server transactions). The user answers and sends through the
+/// [`Element`] it is handed; it never holds one.
+pub(crate) trait TransactionUser {
+    /// Admission of the user's own before anything else (the SBC's realm
+    /// access lists and flood bans). `false`: the request was answered or
+    /// dropped and its server transaction is gone.
+    fn admit(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) -> bool {
+        let _ = (el, now, key, msg, inb);
+        true
+    }
+
+    /// A new request, its server transaction `key` open; `local_domain`:
+    /// its Request-URI names this element.
+    #[allow(clippy::too_many_arguments)]
+    fn on_request(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        local_domain: bool,
+    );
+
+    /// An ACK no server transaction absorbed: the ACK to a 2xx.
+    fn on_ack(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        unix_ms: u64,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    );
+
+    /// A response to a client transaction the user started for `owner`
+    /// (retransmissions absorbed).
+    fn on_response(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        unix_ms: u64,
+        owner: Owner,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    );
+
+    /// A response that matches no client transaction.
+    fn on_stray_response(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
+        let _ = now;
+        el.forward_response_stateless(msg, inb);
+    }
+
+    /// An event of the transaction layer.
+    fn on_event(&mut self, el: &mut Element, now: Millis, unix_ms: u64, event: LayerEvent);
+
+    /// A timer the user set ([`TimerRef::TimerC`], [`TimerRef::Call`],
+    /// [`TimerRef::Health`]) is due.
+    fn on_timer(&mut self, el: &mut Element, now: Millis, unix_ms: u64, timer: TimerRef);
+
+    /// Called before each round of timers.
+    fn on_tick(&mut self, el: &mut Element, now: Millis) {
+        let _ = (el, now);
+    }
+
+    /// Media replies that arrived (B2BUA).
+    fn poll_media(&mut self, el: &mut Element, now: Millis, unix_ms: u64) {
+        let _ = (el, now, unix_ms);
+    }
+
+    /// Media orders in flight.
+    fn media_pending(&self) -> bool {
+        false
+    }
+
+    /// The next finished call's record.
+    fn poll_cdr(&mut self) -> Option<Cdr> {
+        None
+    }
+
+    /// The B2BUA, when that is the user.
+    fn as_b2bua(&self) -> Option<&B2b> {
+        None
+    }
+}
+
+/// The SIP element: the `Element` (transactions, admission, registrar)
+/// and the transaction user above it.
+///
+/// Driving contract: feed every received message to [`SipCore::on_message`]
+/// with the time; call [`SipCore::on_timer`] when [`SipCore::next_deadline`]
+/// passes and [`SipCore::poll_media`] with every batch; after each batch
+/// call [`SipCore::flush`] (it makes registrations durable and releases
+/// their responses) and send everything [`SipCore::poll_outbound`] returns.
+/// The core never reads a clock or touches a socket.
+pub struct SipCore {
+    el: Element,
+    tu: Box<dyn TransactionUser>,
 }
 
 impl std::fmt::Debug for SipCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SipCore")
-            .field("servers", &self.servers.len())
-            .field("clients", &self.clients.len())
-            .field("proxies", &self.proxies.len())
-            .finish()
+        self.el.fmt(f)
+    }
+}
+
+impl SipCore {
+    /// A proxy (stateful or stateless as `config` says) with its registrar
+    /// and users; `secret` keys its nonces and transaction keys and
+    /// `entropy` gives them this run's epoch.
+    pub fn new(
+        config: CoreConfig,
+        registrar: Registrar,
+        users: Users,
+        secret: &[u8],
+        entropy: &dyn Entropy,
+    ) -> Self {
+        let tu: Box<dyn TransactionUser> = if config.stateful {
+            Box::new(crate::proxy::StatefulProxy::default())
+        } else {
+            Box::new(crate::proxy::StatelessProxy)
+        };
+        SipCore {
+            el: Element::new(config, registrar, users, secret, entropy),
+            tu,
+        }
+    }
+
+    /// Makes the element the B2BUA (before any traffic).
+    pub fn set_b2bua(&mut self, b2b: B2b) {
+        self.tu = Box::new(b2b);
+    }
+
+    /// The B2BUA, in B2BUA mode.
+    pub fn b2bua(&self) -> Option<&B2b> {
+        self.tu.as_b2bua()
+    }
+
+    /// Handles one received message.
+    pub fn on_message(&mut self, now: Millis, now_unix_ms: u64, inb: Inbound<'_>) {
+        self.el.on_message(&mut *self.tu, now, now_unix_ms, inb);
+        self.el.deliver_events(&mut *self.tu, now);
+    }
+
+    /// Runs due timers.
+    pub fn on_timer(&mut self, now: Millis) {
+        self.tu.on_tick(&mut self.el, now);
+        self.el.on_timer(&mut *self.tu, now);
+    }
+
+    /// Handles the media replies that arrived. Call with every batch.
+    pub fn poll_media(&mut self, now: Millis, unix_ms: u64) {
+        self.tu.poll_media(&mut self.el, now, unix_ms);
+        self.el.deliver_events(&mut *self.tu, now);
+    }
+
+    /// Media orders in flight (their replies come through `poll_media`).
+    pub fn media_pending(&self) -> bool {
+        self.tu.media_pending()
+    }
+
+    /// The next finished call's record.
+    pub fn poll_cdr(&mut self) -> Option<Cdr> {
+        self.tu.poll_cdr()
+    }
+
+    /// Makes registrations durable, then releases their responses.
+    pub fn flush(&mut self, now: Millis) -> Result<(), crate::registrar::location::StoreError> {
+        self.el.flush(now)
+    }
+
+    /// The next message to send.
+    pub fn poll_outbound(&mut self) -> Option<Outbound> {
+        self.el.poll_outbound()
+    }
+
+    /// When `on_timer` must next run.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.el.next_deadline()
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> CoreCounters {
+        self.el.counters()
+    }
+
+    /// Open server and client transactions.
+    pub fn transactions(&self) -> (usize, usize) {
+        self.el.transactions()
+    }
+
+    /// The load last measured, for admission of new calls.
+    pub fn set_load(&mut self, load: Load) {
+        self.el.set_load(load);
+    }
+
+    /// The registrar.
+    pub fn registrar(&self) -> &Registrar {
+        self.el.registrar()
     }
 }
 
@@ -411,10 +656,10 @@ pub(crate) fn via_destination(v: &rvoip_dataplane::sip::Via<'_>) -> Option<Socke
     Some(SocketAddr::new(ip, port))
 }
 
-impl SipCore {
+impl Element {
     /// A core with its registrar and users; `secret` keys its nonces and
     /// `entropy` gives them this run's epoch.
-    pub fn new(
+    pub(crate) fn new(
         config: CoreConfig,
         registrar: Registrar,
         users: Users,
@@ -429,7 +674,7 @@ impl SipCore {
         let auth = Authenticator::new(&realm, secret, config.nonce_lifetime_ms, entropy)
             .with_algorithms(&config.digest_algorithms);
         let guard = AuthGuard::new(config.auth_guard);
-        SipCore {
+        Element {
             config,
             policy: Policy::default(),
             registrar,
@@ -444,21 +689,19 @@ impl SipCore {
             keys: KeyHasher::new(secret),
             servers: FxHashMap::default(),
             clients: FxHashMap::default(),
-            proxies: FxHashMap::default(),
-            next_proxy: 1,
             timers: Wheel::new(0),
             due_timers: Vec::new(),
             out: VecDeque::new(),
             held: Vec::new(),
             counters: CoreCounters::default(),
-            b2b: None,
+            events: VecDeque::new(),
             unix_base: 0,
             fix_buffers: (Vec::new(), Vec::new()),
         }
     }
 
     /// Counters so far.
-    pub fn counters(&self) -> CoreCounters {
+    pub(crate) fn counters(&self) -> CoreCounters {
         // The guard keeps its own; the rest are the core's.
         let g = self.guard.counters();
         CoreCounters {
@@ -470,17 +713,17 @@ impl SipCore {
     }
 
     /// Live transactions (server, client).
-    pub fn transactions(&self) -> (usize, usize) {
+    pub(crate) fn transactions(&self) -> (usize, usize) {
         (self.servers.len(), self.clients.len())
     }
 
     /// The load measured now, for admission of new calls.
-    pub fn set_load(&mut self, load: Load) {
+    pub(crate) fn set_load(&mut self, load: Load) {
         self.load = load;
     }
 
     /// Why new calls are refused now, if they are.
-    fn overload_reason(&mut self) -> Option<String> {
+    pub(crate) fn overload_reason(&mut self) -> Option<String> {
         let o = self.config.overload;
         if !o.enabled {
             return None;
@@ -527,7 +770,7 @@ impl SipCore {
     /// §21.5.4) and the reason; with RFC 7339 overload control for a peer
     /// that asked for it (`oc` in its Via), the loss percentage it should
     /// shed and for how long.
-    fn refuse_for_overload(
+    pub(crate) fn refuse_for_overload(
         &mut self,
         now: Millis,
         key: &ServerKey,
@@ -606,12 +849,12 @@ impl SipCore {
     }
 
     /// The registrar.
-    pub fn registrar(&self) -> &Registrar {
+    pub(crate) fn registrar(&self) -> &Registrar {
         &self.registrar
     }
 
     /// The next message to send.
-    pub fn poll_outbound(&mut self) -> Option<Outbound> {
+    pub(crate) fn poll_outbound(&mut self) -> Option<Outbound> {
         self.out.pop_front()
     }
 
@@ -635,8 +878,7 @@ impl SipCore {
         bytes: Vec<u8>,
         invite: bool,
         hop: Hop,
-        proxy: Option<(u64, usize)>,
-        call: Option<b2bua::CallTxn>,
+        owner: Option<Owner>,
     ) {
         let txn = ClientTransaction::new(
             now,
@@ -646,25 +888,18 @@ impl SipCore {
             self.config.timers,
         );
         let next = txn.next_deadline();
-        self.clients.insert(
-            key,
-            Box::new(ClientEntry {
-                txn,
-                hop,
-                proxy,
-                call,
-            }),
-        );
+        self.clients
+            .insert(key, Box::new(ClientEntry { txn, hop, owner }));
         self.schedule(next, TimerRef::Client(key));
-        self.drain_client(now, &key);
+        self.drain_client(&key);
     }
 
     /// When `on_timer` must next run.
-    pub fn next_deadline(&self) -> Option<Millis> {
+    pub(crate) fn next_deadline(&self) -> Option<Millis> {
         self.timers.next_due()
     }
 
-    fn schedule(&mut self, at: Option<Millis>, r: TimerRef) {
+    pub(crate) fn schedule(&mut self, at: Option<Millis>, r: TimerRef) {
         if let Some(at) = at {
             self.timers.schedule(at, r);
         }
@@ -673,7 +908,10 @@ impl SipCore {
     /// Makes registrations durable, then releases their responses. (The
     /// B2BUA's journal needs no flush: a record is in the kernel's page
     /// cache as soon as it is written.)
-    pub fn flush(&mut self, now: Millis) -> Result<(), crate::registrar::location::StoreError> {
+    pub(crate) fn flush(
+        &mut self,
+        now: Millis,
+    ) -> Result<(), crate::registrar::location::StoreError> {
         if self.held.is_empty() {
             return Ok(());
         }
@@ -710,7 +948,13 @@ impl SipCore {
     }
 
     /// Handles one received message.
-    pub fn on_message(&mut self, now: Millis, now_unix_ms: u64, inb: Inbound<'_>) {
+    pub(crate) fn on_message(
+        &mut self,
+        tu: &mut dyn TransactionUser,
+        now: Millis,
+        now_unix_ms: u64,
+        inb: Inbound<'_>,
+    ) {
         self.unix_base = now_unix_ms.saturating_sub(now);
         let Ok(msg) = SipMessage::parse(inb.bytes, Framing::Datagram, &self.config.limits) else {
             self.counters.malformed += 1;
@@ -722,10 +966,10 @@ impl SipCore {
         }
         if msg.is_request() {
             self.counters.requests += 1;
-            self.on_request(now, now_unix_ms, &msg, &inb);
+            self.on_request(tu, now, now_unix_ms, &msg, &inb);
         } else {
             self.counters.responses += 1;
-            self.on_response(now, &msg, &inb);
+            self.on_response(tu, now, &msg, &inb);
         }
     }
 
@@ -778,7 +1022,7 @@ impl SipCore {
     /// Writes to `out` the request with RFC 3581 `received`/`rport` added
     /// to its top Via (the Via value written in `v`); `None` when there is
     /// nothing to add.
-    fn fix_via(
+    pub(crate) fn fix_via(
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
         v: &mut Vec<u8>,
@@ -834,7 +1078,7 @@ impl SipCore {
         Some(())
     }
 
-    fn is_local_host(&self, host: &Host<'_>, port: Option<u16>) -> bool {
+    pub(crate) fn is_local_host(&self, host: &Host<'_>, port: Option<u16>) -> bool {
         match host {
             Host::Name(n) => self
                 .config
@@ -851,8 +1095,9 @@ impl SipCore {
         }
     }
 
-    fn on_request(
+    pub(crate) fn on_request(
         &mut self,
+        tu: &mut dyn TransactionUser,
         now: Millis,
         now_unix_ms: u64,
         msg: &SipMessage<'_>,
@@ -887,17 +1132,19 @@ impl SipCore {
         let (mut via, mut bytes) = std::mem::take(&mut self.fix_buffers);
         if method != Method::Ack && Self::fix_via(msg, inb, &mut via, &mut bytes).is_some() {
             if let Ok(fixed) = SipMessage::parse(&bytes, Framing::Datagram, &self.config.limits) {
-                self.on_new_request(now, now_unix_ms, key, method, &fixed, inb);
+                self.on_new_request(tu, now, now_unix_ms, key, method, &fixed, inb);
             }
         } else {
-            self.on_new_request(now, now_unix_ms, key, method, msg, inb);
+            self.on_new_request(tu, now, now_unix_ms, key, method, msg, inb);
         }
         self.fix_buffers = (via, bytes);
     }
 
     /// A request that starts a server transaction, its top Via fixed up.
-    fn on_new_request(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_new_request(
         &mut self,
+        tu: &mut dyn TransactionUser,
         now: Millis,
         now_unix_ms: u64,
         key: ServerKey,
@@ -907,14 +1154,9 @@ impl SipCore {
     ) {
         let hop = response_hop(msg, inb);
         if method == Method::Ack {
-            if self.b2b.is_some() {
-                self.b2b_ack(now, msg);
-                return;
-            }
-            // An ACK for a 2xx: its own transaction, forwarded statelessly.
-            if self.relay_check(now, msg, inb) != RelayCheck::Denied {
-                self.forward_stateless(now, msg, inb);
-            }
+            // An ACK for a 2xx: its own transaction (§17.1.1.3), the
+            // transaction user's.
+            tu.on_ack(self, now, now_unix_ms, msg, inb);
             return;
         }
         let txn = ServerTransaction::new(
@@ -938,7 +1180,7 @@ impl SipCore {
         );
         // The SBC's realm access lists, flood counting and bans come first,
         // for every request (REGISTER included).
-        if !self.b2b_admit(now, key, msg, inb) {
+        if !tu.admit(self, now, key, msg, inb) {
             return;
         }
         // A source banned for guessing passwords gets nothing new; requests
@@ -969,84 +1211,23 @@ impl SipCore {
             self.refuse_for_overload(now, &key, msg, inb, &reason);
             return;
         }
-        if self.b2b.is_some() {
-            let registrar = method == Method::Register
-                && msg
-                    .request_uri()
-                    .ok()
-                    .is_some_and(|u| u.host.is_some_and(|h| self.is_local_host(&h, u.port)));
-            if !registrar {
-                self.b2b_request(now, now_unix_ms, key, msg, inb);
-                return;
-            }
-        }
-        if method == Method::Cancel && self.config.stateful {
-            self.on_cancel(now, &key, msg);
-            return;
-        }
-        // Requests for this element: REGISTER to a served domain, OPTIONS
-        // addressed to us.
-        let ruri = msg.request_uri().ok();
-        let local_domain = ruri
-            .as_ref()
+        // Requests for this element's registrar: REGISTER to a served
+        // domain. Everything else is the transaction user's.
+        let local_domain = msg
+            .request_uri()
+            .ok()
             .is_some_and(|u| u.host.is_some_and(|h| self.is_local_host(&h, u.port)));
         if method == Method::Register && local_domain {
             self.on_register(now, now_unix_ms, &key, msg, inb);
             return;
         }
-        if method == Method::Options
-            && local_domain
-            && ruri.as_ref().is_some_and(|u| u.user.is_none())
-        {
-            let allow = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, REFER, NOTIFY, SUBSCRIBE";
-            self.respond(
-                now,
-                &key,
-                msg,
-                200,
-                "OK",
-                &[
-                    (HeaderName::Allow, allow),
-                    (HeaderName::Accept, b"application/sdp"),
-                    (HeaderName::Supported, b"path"),
-                ],
-            );
-            return;
-        }
-        if method == Method::Invite && self.config.auth == AuthPolicy::RegisterAndInvite {
-            match self.authenticate(now, msg, inb, HeaderName::ProxyAuthorization) {
-                Ok(_) => {}
-                Err(stale) => {
-                    self.challenge(now, &key, msg, 407, stale);
-                    return;
-                }
-            }
-        }
-        // RFC 3261 §16.3 leaves open which targets a proxy serves; this one
-        // is no open relay.
-        match self.relay_check(now, msg, inb) {
-            RelayCheck::Allowed => {}
-            RelayCheck::Challenge => {
-                self.challenge(now, &key, msg, 407, false);
-                return;
-            }
-            RelayCheck::Denied => {
-                let reason = "this proxy does not relay to that target for this source";
-                self.refuse(now, &key, msg, inb, (403, "Relaying Denied"), reason);
-                return;
-            }
-        }
-        if self.config.stateful {
-            self.proxy_request(now, now_unix_ms, key, msg, inb, local_domain);
-        } else {
-            self.proxy_stateless(now, now_unix_ms, key, msg, inb, local_domain);
-        }
+        tu.on_request(self, now, now_unix_ms, key, msg, inb, local_domain);
     }
 
     /// Checks credentials in `header`; Err(stale) means challenge. A wrong
     /// answer or an unknown user counts against the source (and the user)
     /// in the guard.
-    fn authenticate(
+    pub(crate) fn authenticate(
         &mut self,
         now: Millis,
         msg: &SipMessage<'_>,
@@ -1132,7 +1313,7 @@ impl SipCore {
     /// Counts and logs a failed digest attempt. The log stays bounded under
     /// a guessing attack: the first failure of a source in its window, the
     /// failure that bans it, and a user's failures reaching the threshold.
-    fn on_auth_failure(
+    pub(crate) fn on_auth_failure(
         &mut self,
         now: Millis,
         msg: &SipMessage<'_>,
@@ -1169,7 +1350,7 @@ impl SipCore {
         }
     }
 
-    fn challenge(
+    pub(crate) fn challenge(
         &mut self,
         now: Millis,
         key: &ServerKey,
@@ -1194,7 +1375,7 @@ impl SipCore {
         self.respond(now, key, msg, status, reason, &extra);
     }
 
-    fn on_register(
+    pub(crate) fn on_register(
         &mut self,
         now: Millis,
         now_unix_ms: u64,
@@ -1308,14 +1489,21 @@ impl SipCore {
         if done {
             self.servers.remove(key);
             if let Some(p) = proxy {
-                self.maybe_drop_proxy(p);
+                self.events.push_back(LayerEvent::ServerEnded(p));
             }
         }
     }
 
+    /// Hands the transaction user what the layer has for it.
+    pub(crate) fn deliver_events(&mut self, tu: &mut dyn TransactionUser, now: Millis) {
+        while let Some(e) = self.events.pop_front() {
+            let unix = now + self.unix_base;
+            tu.on_event(self, now, unix, e);
+        }
+    }
+
     /// Runs due timers.
-    pub fn on_timer(&mut self, now: Millis) {
-        self.b2b_start(now);
+    pub(crate) fn on_timer(&mut self, tu: &mut dyn TransactionUser, now: Millis) {
         // Timers on a wheel: most (retransmissions outlived by their
         // answers) lapse, and each costs one push and one visit. Handlers
         // may set timers already due: the loop runs until none is.
@@ -1327,13 +1515,14 @@ impl SipCore {
                 break;
             }
             for r in due.drain(..) {
-                self.fire(now, r);
+                self.fire(tu, now, r);
+                self.deliver_events(tu, now);
             }
             self.due_timers = due;
         }
     }
 
-    fn fire(&mut self, now: Millis, r: TimerRef) {
+    pub(crate) fn fire(&mut self, tu: &mut dyn TransactionUser, now: Millis, r: TimerRef) {
         match r {
             TimerRef::Server(k) => {
                 let Some(e) = self.servers.get_mut(&k) else {
@@ -1357,18 +1546,21 @@ impl SipCore {
                 e.txn.on_timer(now);
                 let next = e.txn.next_deadline();
                 self.schedule(next, TimerRef::Client(k));
-                self.drain_client(now, &k);
+                self.drain_client(&k);
             }
-            TimerRef::TimerC(p, b) => self.on_timer_c(now, p, b),
-            TimerRef::Call(id, t) => {
+            TimerRef::TimerC(..) | TimerRef::Call(..) | TimerRef::Health => {
                 let unix = now + self.unix_base;
-                self.b2b_timer(now, unix, id, t);
+                tu.on_timer(self, now, unix, r);
             }
-            TimerRef::Health => self.b2b_health(now),
         }
     }
 
-    fn forward_stateless(&mut self, now: Millis, msg: &SipMessage<'_>, inb: &Inbound<'_>) {
+    pub(crate) fn forward_stateless(
+        &mut self,
+        now: Millis,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
         let _ = now;
         let Some((hop, pop_route)) = self.next_hop(msg, inb, 0) else {
             return;
@@ -1397,7 +1589,7 @@ impl SipCore {
 
     /// A response whose transaction is gone, but whose top Via is ours:
     /// forwarded statelessly (§16.11), e.g. a retransmitted 2xx.
-    fn forward_response_stateless(&mut self, msg: &SipMessage<'_>, inb: &Inbound<'_>) {
+    pub(crate) fn forward_response_stateless(&mut self, msg: &SipMessage<'_>, inb: &Inbound<'_>) {
         let mut vias = msg.vias();
         let Some(Ok(top)) = vias.next() else {
             self.counters.unroutable_responses += 1;
@@ -1445,7 +1637,13 @@ impl SipCore {
         );
     }
 
-    fn on_response(&mut self, now: Millis, msg: &SipMessage<'_>, inb: &Inbound<'_>) {
+    pub(crate) fn on_response(
+        &mut self,
+        tu: &mut dyn TransactionUser,
+        now: Millis,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
         let (Ok(via), Ok(cseq)) = (msg.top_via(), msg.cseq()) else {
             self.counters.malformed += 1;
             return;
@@ -1455,9 +1653,7 @@ impl SipCore {
             .client(via.branch().unwrap_or_default(), cseq.method.as_bytes());
         let code = msg.status_code().unwrap_or(500);
         let Some(entry) = self.clients.get_mut(&key) else {
-            if !self.b2b_stray_response(msg) {
-                self.forward_response_stateless(msg, inb);
-            }
+            tu.on_stray_response(self, now, msg, inb);
             return;
         };
         // Only a non-2xx final response to an INVITE needs the request (for
@@ -1472,33 +1668,20 @@ impl SipCore {
             build::ack_for(&req, msg)
         });
         let next = entry.txn.next_deadline();
-        let proxy = entry.proxy;
-        let call = entry.call.clone();
+        let owner = entry.owner.clone();
         self.schedule(next, TimerRef::Client(key));
-        self.drain_client(now, &key);
+        self.drain_client(&key);
         if delivery == Delivery::Absorb {
             self.counters.retransmissions += 1;
             return;
         }
-        if let Some(purpose) = call {
+        if let Some(owner) = owner {
             let unix = now + self.unix_base;
-            self.b2b_response(now, unix, purpose, msg);
-            return;
-        }
-        if let Some((p, b)) = proxy {
-            if self.proxies.contains_key(&p) {
-                self.proxy_response(now, p, b, code, msg);
-                self.settle(p);
-            } else {
-                // The request's outcome is settled and its context gone: a
-                // late response (a 2xx retransmission, another fork's 2xx)
-                // is relayed as it is (§16.7 step 5, §16.11).
-                self.forward_response_stateless(msg, inb);
-            }
+            tu.on_response(self, now, unix, owner, msg, inb);
         }
     }
 
-    pub(crate) fn drain_client(&mut self, now: Millis, key: &ClientKey) {
+    pub(crate) fn drain_client(&mut self, key: &ClientKey) {
         let Some(entry) = self.clients.get_mut(key) else {
             return;
         };
@@ -1512,22 +1695,15 @@ impl SipCore {
             timed_out = true;
         }
         let done = entry.txn.state() == crate::transaction::ClientState::Terminated;
-        let proxy = entry.proxy;
-        let call = if timed_out { entry.call.clone() } else { None };
+        let owner = if timed_out { entry.owner.clone() } else { None };
         for m in msgs {
             self.emit(hop, m);
         }
         if done {
             self.clients.remove(key);
         }
-        if let Some(purpose) = call {
-            let unix = now + self.unix_base;
-            self.b2b_timeout(now, unix, purpose);
-        }
-        if timed_out && let Some((p, b)) = proxy {
-            // A branch that timed out counts as a 408 (§16.7 step 2).
-            self.proxy_branch_failed(now, p, b, 408);
-            self.settle(p);
+        if let Some(owner) = owner {
+            self.events.push_back(LayerEvent::TimedOut(owner));
         }
     }
 

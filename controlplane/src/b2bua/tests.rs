@@ -9,7 +9,7 @@ use rvoip_dataplane::media::orders::OrderError;
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 
 use super::*;
-use crate::core::{CoreConfig, Inbound, Outbound, SipCore, Transport};
+use crate::element::{CoreConfig, Inbound, Outbound, SipCore, Transport};
 use crate::registrar::location::LocationService;
 use crate::registrar::{Registrar, RegistrarConfig, Users};
 use crate::sbc::journal::Journal;
@@ -1165,8 +1165,8 @@ fn an_srtp_realm_refuses_plain_rtp_unless_srtp_is_optional() {
     assert_eq!(to(&out, PEER1).len(), 1, "{out:?}");
 }
 
-fn media_load(busy_permille: u32) -> crate::core::Load {
-    crate::core::Load {
+fn media_load(busy_permille: u32) -> crate::element::Load {
+    crate::element::Load {
         media: Some(rvoip_dataplane::shm::load::MediaLoad {
             busy_permille,
             workers: 2,
@@ -1207,7 +1207,7 @@ fn an_overloaded_sbc_refuses_new_calls_and_keeps_the_ones_up() {
 #[test]
 fn a_peer_that_speaks_rfc_7339_is_told_how_much_to_shed() {
     let mut n = net();
-    n.core.set_load(crate::core::Load {
+    n.core.set_load(crate::element::Load {
         media: None,
         sip_backlog: 5_000,
     });

@@ -10,7 +10,13 @@ use rvoip_dataplane::sip::{
     Forward, Framing, HeaderName, Host, Limits, Method, SipMessage, Uri, write_response,
 };
 
-use super::{AuthPolicy, ClientKey, Hop, Inbound, ServerKey, SipCore, TimerRef, Transport, build};
+use crate::build;
+use rustc_hash::FxHashMap;
+
+use crate::element::{
+    AuthPolicy, ClientKey, Element, Hop, Inbound, LayerEvent, Owner, ServerKey, TimerRef,
+    TransactionUser, Transport,
+};
 use crate::transaction::{ClientState, Millis};
 
 /// A static route: requests whose Request-URI matches go to `target`.
@@ -100,7 +106,212 @@ fn ip_of(host: &Host<'_>) -> Option<IpAddr> {
     host.ip()
 }
 
-impl SipCore {
+/// The transaction-stateful proxy (RFC 3261 §16): a context per request
+/// it forwards, with a branch per target, the best response chosen and
+/// sent upstream, CANCEL and Timer C.
+#[derive(Debug)]
+pub(crate) struct StatefulProxy {
+    proxies: FxHashMap<u64, Context>,
+    next_proxy: u64,
+}
+
+impl Default for StatefulProxy {
+    fn default() -> Self {
+        StatefulProxy {
+            proxies: FxHashMap::default(),
+            next_proxy: 1,
+        }
+    }
+}
+
+/// The stateless proxy (RFC 3261 §16.11): each request goes to its first
+/// target and nothing is remembered; responses go back by their Via.
+#[derive(Debug, Default)]
+pub(crate) struct StatelessProxy;
+
+impl TransactionUser for StatefulProxy {
+    fn on_request(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        local_domain: bool,
+    ) {
+        if msg.method() == Some(Method::Cancel) {
+            self.on_cancel(el, now, &key, msg);
+            return;
+        }
+        if el.proxy_answers(now, key, msg, inb, local_domain) {
+            return;
+        }
+        self.proxy_request(el, now, unix_ms, key, msg, inb, local_domain);
+    }
+
+    fn on_ack(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        _unix_ms: u64,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
+        el.forward_ack(now, msg, inb);
+    }
+
+    fn on_response(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        _unix_ms: u64,
+        owner: Owner,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
+        let Owner::Branch(p, b) = owner else {
+            return;
+        };
+        if self.proxies.contains_key(&p) {
+            let code = msg.status_code().unwrap_or(500);
+            self.proxy_response(el, now, p, b, code, msg);
+            self.settle(p);
+        } else {
+            // The request's outcome is settled and its context gone: a late
+            // response (a 2xx retransmission, another fork's 2xx) is relayed
+            // as it is (§16.7 step 5, §16.11).
+            el.forward_response_stateless(msg, inb);
+        }
+    }
+
+    fn on_event(&mut self, el: &mut Element, now: Millis, _unix_ms: u64, event: LayerEvent) {
+        match event {
+            LayerEvent::TimedOut(Owner::Branch(p, b)) => {
+                // A branch that timed out counts as a 408 (§16.7 step 2).
+                self.proxy_branch_failed(el, now, p, b, 408);
+                self.settle(p);
+            }
+            LayerEvent::ServerEnded(p) => self.maybe_drop_proxy(p),
+            LayerEvent::TimedOut(_) => {}
+        }
+    }
+
+    fn on_timer(&mut self, el: &mut Element, now: Millis, _unix_ms: u64, timer: TimerRef) {
+        if let TimerRef::TimerC(p, b) = timer {
+            self.on_timer_c(el, now, p, b);
+        }
+    }
+}
+
+impl TransactionUser for StatelessProxy {
+    fn on_request(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        unix_ms: u64,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        local_domain: bool,
+    ) {
+        if el.proxy_answers(now, key, msg, inb, local_domain) {
+            return;
+        }
+        el.proxy_stateless(now, unix_ms, key, msg, inb, local_domain);
+    }
+
+    fn on_ack(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        _unix_ms: u64,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
+        el.forward_ack(now, msg, inb);
+    }
+
+    fn on_response(
+        &mut self,
+        el: &mut Element,
+        _now: Millis,
+        _unix_ms: u64,
+        _owner: Owner,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+    ) {
+        el.forward_response_stateless(msg, inb);
+    }
+
+    fn on_event(&mut self, _el: &mut Element, _now: Millis, _unix_ms: u64, _event: LayerEvent) {}
+
+    fn on_timer(&mut self, _el: &mut Element, _now: Millis, _unix_ms: u64, _timer: TimerRef) {}
+}
+
+impl Element {
+    /// What a proxy answers itself before forwarding: OPTIONS addressed
+    /// to this element, the proxy challenge (407) and the relay check
+    /// (403). `true`: the request was answered.
+    pub(crate) fn proxy_answers(
+        &mut self,
+        now: Millis,
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        local_domain: bool,
+    ) -> bool {
+        let method = msg.method().unwrap_or(Method::Options);
+        if method == Method::Options
+            && local_domain
+            && msg.request_uri().ok().is_some_and(|u| u.user.is_none())
+        {
+            let allow = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, REFER, NOTIFY, SUBSCRIBE";
+            self.respond(
+                now,
+                &key,
+                msg,
+                200,
+                "OK",
+                &[
+                    (HeaderName::Allow, allow),
+                    (HeaderName::Accept, b"application/sdp"),
+                    (HeaderName::Supported, b"path"),
+                ],
+            );
+            return true;
+        }
+        if method == Method::Invite
+            && self.config.auth == AuthPolicy::RegisterAndInvite
+            && let Err(stale) = self.authenticate(now, msg, inb, HeaderName::ProxyAuthorization)
+        {
+            self.challenge(now, &key, msg, 407, stale);
+            return true;
+        }
+        // RFC 3261 §16.3 leaves open which targets a proxy serves; this one
+        // is no open relay.
+        match self.relay_check(now, msg, inb) {
+            RelayCheck::Allowed => false,
+            RelayCheck::Challenge => {
+                self.challenge(now, &key, msg, 407, false);
+                true
+            }
+            RelayCheck::Denied => {
+                let reason = "this proxy does not relay to that target for this source";
+                self.refuse(now, &key, msg, inb, (403, "Relaying Denied"), reason);
+                true
+            }
+        }
+    }
+
+    /// An ACK to a 2xx: its own transaction, forwarded statelessly unless
+    /// the relay check denies it.
+    pub(crate) fn forward_ack(&mut self, now: Millis, msg: &SipMessage<'_>, inb: &Inbound<'_>) {
+        if self.relay_check(now, msg, inb) != RelayCheck::Denied {
+            self.forward_stateless(now, msg, inb);
+        }
+    }
+
     fn local_for(&self, transport: Transport, fallback: SocketAddr) -> SocketAddr {
         self.config
             .listeners
@@ -393,7 +604,7 @@ impl SipCore {
     /// with a branch computed from its own, so a retransmission, and the
     /// CANCEL or non-2xx ACK of an INVITE, leave with the branch the INVITE
     /// left with. Nothing is remembered.
-    pub(super) fn proxy_stateless(
+    pub(crate) fn proxy_stateless(
         &mut self,
         now: Millis,
         now_unix_ms: u64,
@@ -441,9 +652,13 @@ impl SipCore {
         self.counters.forwarded += 1;
         self.emit(t.hop, out);
     }
+}
 
-    pub(super) fn proxy_request(
+impl StatefulProxy {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn proxy_request(
         &mut self,
+        el: &mut Element,
         now: Millis,
         now_unix_ms: u64,
         key: ServerKey,
@@ -452,20 +667,20 @@ impl SipCore {
         local_domain: bool,
     ) {
         let mut groups: VecDeque<Vec<Target>> =
-            self.targets(msg, inb, local_domain, now_unix_ms).into();
+            el.targets(msg, inb, local_domain, now_unix_ms).into();
         let Some(first) = groups.pop_front() else {
-            self.respond(now, &key, msg, 404, "Not Found", &[]);
+            el.respond(now, &key, msg, 404, "Not Found", &[]);
             return;
         };
         let invite = msg.method() == Some(Method::Invite);
         if invite {
             // §16.2: a stateful proxy sends 100 Trying for an INVITE at once.
-            let trying = Self::response_bytes_100(msg);
-            self.server_respond(now, &key, 100, trying);
+            let trying = response_bytes_100(msg);
+            el.server_respond(now, &key, 100, trying);
         }
         let id = self.next_proxy;
         self.next_proxy += 1;
-        if let Some(e) = self.servers.get_mut(&key) {
+        if let Some(e) = el.servers.get_mut(&key) {
             e.proxy = Some(id);
         }
         self.proxies.insert(
@@ -481,13 +696,7 @@ impl SipCore {
                 cancelled: false,
             },
         );
-        self.start_group(now, id, first, Some(msg));
-    }
-
-    fn response_bytes_100(msg: &SipMessage<'_>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(400);
-        write_response(msg, 100, b"Trying", None, &[], &mut out);
-        out
+        self.start_group(el, now, id, first, Some(msg));
     }
 
     /// Starts a branch per target. `parsed` is the request as parsed on
@@ -495,17 +704,25 @@ impl SipCore {
     /// context's copy again.
     fn start_group(
         &mut self,
+        el: &mut Element,
         now: Millis,
         id: u64,
         group: Vec<Target>,
         parsed: Option<&SipMessage<'_>>,
     ) {
         for t in group {
-            self.start_branch(now, id, t, parsed);
+            self.start_branch(el, now, id, t, parsed);
         }
     }
 
-    fn start_branch(&mut self, now: Millis, id: u64, t: Target, parsed: Option<&SipMessage<'_>>) {
+    fn start_branch(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        id: u64,
+        t: Target,
+        parsed: Option<&SipMessage<'_>>,
+    ) {
         let Some(ctx) = self.proxies.get(&id) else {
             return;
         };
@@ -513,20 +730,22 @@ impl SipCore {
         let index = ctx.branches.len();
         let original = std::rc::Rc::clone(&ctx.original);
         match parsed {
-            Some(msg) => self.send_branch(now, id, t, invite, index, msg),
+            Some(msg) => self.send_branch(el, now, id, t, invite, index, msg),
             None => {
                 let Ok(msg) = SipMessage::parse(&original, Framing::Datagram, &Limits::default())
                 else {
                     return;
                 };
-                self.send_branch(now, id, t, invite, index, &msg);
+                self.send_branch(el, now, id, t, invite, index, &msg);
             }
         }
     }
 
     /// Sends branch `index` of context `id` to `t`: `msg` is the request.
+    #[allow(clippy::too_many_arguments)]
     fn send_branch(
         &mut self,
+        el: &mut Element,
         now: Millis,
         id: u64,
         t: Target,
@@ -559,11 +778,11 @@ impl SipCore {
             msg.call_id().unwrap_or_default(),
             &(index as u64).to_be_bytes(),
         ]);
-        self.stamp(&mut f, msg, t.hop, &branch);
+        el.stamp(&mut f, msg, t.hop, &branch);
         let mut out = Vec::with_capacity(msg.len() + 200);
         f.write_to(&mut out);
         let method = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
-        let client = self.keys.client(branch.as_bytes(), method);
+        let client = el.keys.client(branch.as_bytes(), method);
         if let Some(ctx) = self.proxies.get_mut(&id) {
             ctx.branches.push(Branch {
                 client,
@@ -571,27 +790,34 @@ impl SipCore {
                 hop: t.hop,
                 state: BranchState::Pending,
                 cancel_pending: false,
-                timer_c: now + self.config.timer_c_ms,
+                timer_c: now + el.config.timer_c_ms,
             });
         }
-        self.counters.forwarded += 1;
+        el.counters.forwarded += 1;
         if invite {
-            self.schedule(
-                Some(now + self.config.timer_c_ms),
+            el.schedule(
+                Some(now + el.config.timer_c_ms),
                 TimerRef::TimerC(id, index),
             );
         }
-        self.start_client(now, client, out, invite, t.hop, Some((id, index)), None);
+        el.start_client(
+            now,
+            client,
+            out,
+            invite,
+            t.hop,
+            Some(Owner::Branch(id, index)),
+        );
     }
 
-    fn send_cancel(&mut self, now: Millis, id: u64, b: usize) {
+    fn send_cancel(&mut self, el: &mut Element, now: Millis, id: u64, b: usize) {
         let Some(branch) = self.proxies.get(&id).and_then(|c| c.branches.get(b)) else {
             return;
         };
         let hop = branch.hop;
         // The INVITE as sent is in its client transaction, which is still
         // proceeding: a CANCEL is only sent for a branch that is not done.
-        let Some(request) = self.clients.get(&branch.client).map(|e| e.txn.request()) else {
+        let Some(request) = el.clients.get(&branch.client).map(|e| e.txn.request()) else {
             return;
         };
         let Ok(invite) = SipMessage::parse(request, Framing::Datagram, &Limits::default()) else {
@@ -600,14 +826,20 @@ impl SipCore {
         let Some(cancel) = build::cancel_for(&invite) else {
             return;
         };
-        let key = self.keys.client(branch.branch_id.as_bytes(), b"CANCEL");
-        if self.clients.contains_key(&key) {
+        let key = el.keys.client(branch.branch_id.as_bytes(), b"CANCEL");
+        if el.clients.contains_key(&key) {
             return;
         }
-        self.start_client(now, key, cancel, false, hop, None, None);
+        el.start_client(now, key, cancel, false, hop, None);
     }
 
-    fn cancel_pending_branches(&mut self, now: Millis, id: u64, except: Option<usize>) {
+    fn cancel_pending_branches(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        id: u64,
+        except: Option<usize>,
+    ) {
         let Some(ctx) = self.proxies.get_mut(&id) else {
             return;
         };
@@ -625,30 +857,37 @@ impl SipCore {
         }
         ctx.later.clear();
         for i in to_cancel {
-            self.send_cancel(now, id, i);
+            self.send_cancel(el, now, id, i);
         }
     }
 
-    pub(super) fn on_cancel(&mut self, now: Millis, key: &ServerKey, msg: &SipMessage<'_>) {
-        let Some(invite_key) = self.server_key(msg, Some(b"INVITE")) else {
+    pub(crate) fn on_cancel(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        key: &ServerKey,
+        msg: &SipMessage<'_>,
+    ) {
+        let Some(invite_key) = el.server_key(msg, Some(b"INVITE")) else {
             return;
         };
-        let Some(proxy) = self.servers.get(&invite_key).map(|e| e.proxy) else {
+        let Some(proxy) = el.servers.get(&invite_key).map(|e| e.proxy) else {
             // §9.2: no matching INVITE transaction.
-            self.respond(now, key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            el.respond(now, key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
-        self.respond(now, key, msg, 200, "OK", &[]);
+        el.respond(now, key, msg, 200, "OK", &[]);
         if let Some(id) = proxy {
             if let Some(ctx) = self.proxies.get_mut(&id) {
                 ctx.cancelled = true;
             }
-            self.cancel_pending_branches(now, id, None);
+            self.cancel_pending_branches(el, now, id, None);
         }
     }
 
-    pub(super) fn proxy_response(
+    pub(crate) fn proxy_response(
         &mut self,
+        el: &mut Element,
         now: Millis,
         id: u64,
         b: usize,
@@ -667,7 +906,7 @@ impl SipCore {
         match f.pop_via() {
             Ok(true) => {}
             Ok(false) => {
-                self.counters.unroutable_responses += 1;
+                el.counters.unroutable_responses += 1;
                 return;
             }
             Err(_) => return,
@@ -683,14 +922,14 @@ impl SipCore {
             let cancel_now = was_pending && branch.cancel_pending;
             if ctx.invite {
                 // §16.7: Timer C restarts on a provisional response.
-                branch.timer_c = now + self.config.timer_c_ms;
+                branch.timer_c = now + el.config.timer_c_ms;
             }
             if cancel_now {
-                self.send_cancel(now, id, b);
+                self.send_cancel(el, now, id, b);
             }
             // §16.7 step 4: 100 is not forwarded.
             if code > 100 {
-                self.server_respond(now, &server, code, upstream);
+                el.server_respond(now, &server, code, upstream);
             }
             return;
         }
@@ -704,10 +943,10 @@ impl SipCore {
             // §16.7 step 5: every 2xx to an INVITE is forwarded; other
             // methods forward the first final response only.
             if invite || first {
-                self.server_respond(now, &server, code, upstream);
+                el.server_respond(now, &server, code, upstream);
             }
             if invite && first {
-                self.cancel_pending_branches(now, id, Some(b));
+                self.cancel_pending_branches(el, now, id, Some(b));
             }
             return;
         }
@@ -719,13 +958,20 @@ impl SipCore {
             ctx.best = Some((code, upstream));
         }
         if code >= 600 {
-            self.cancel_pending_branches(now, id, Some(b));
+            self.cancel_pending_branches(el, now, id, Some(b));
         }
-        self.maybe_complete(now, id);
+        self.maybe_complete(el, now, id);
     }
 
     /// A branch ended without a response (timeout, transport error).
-    pub(super) fn proxy_branch_failed(&mut self, now: Millis, id: u64, b: usize, code: u16) {
+    pub(crate) fn proxy_branch_failed(
+        &mut self,
+        el: &mut Element,
+        now: Millis,
+        id: u64,
+        b: usize,
+        code: u16,
+    ) {
         let Some(ctx) = self.proxies.get_mut(&id) else {
             return;
         };
@@ -743,16 +989,16 @@ impl SipCore {
             {
                 ctx.best = Some((
                     code,
-                    SipCore::response_bytes(&orig, &ctx.server.seed(), code),
+                    Element::response_bytes(&orig, &ctx.server.seed(), code),
                 ));
             }
         }
-        self.maybe_complete(now, id);
+        self.maybe_complete(el, now, id);
     }
 
     /// When every branch is done: try the next target group, or send the
     /// best response upstream (§16.7 step 6).
-    fn maybe_complete(&mut self, now: Millis, id: u64) {
+    fn maybe_complete(&mut self, el: &mut Element, now: Millis, id: u64) {
         let Some(ctx) = self.proxies.get_mut(&id) else {
             return;
         };
@@ -769,7 +1015,7 @@ impl SipCore {
             && best_code.is_none_or(|c| c < 600)
             && let Some(next) = ctx.later.pop_front()
         {
-            self.start_group(now, id, next, None);
+            self.start_group(el, now, id, next, None);
             return;
         }
         ctx.final_sent = true;
@@ -780,16 +1026,16 @@ impl SipCore {
             Some((503, _)) | None => {
                 let code = if ctx.cancelled { 487 } else { 500 };
                 match SipMessage::parse(&original, Framing::Datagram, &Limits::default()) {
-                    Ok(orig) => (code, SipCore::response_bytes(&orig, &server.seed(), code)),
+                    Ok(orig) => (code, Element::response_bytes(&orig, &server.seed(), code)),
                     Err(_) => return,
                 }
             }
             Some(b) => b,
         };
-        self.server_respond(now, &server, code, bytes);
+        el.server_respond(now, &server, code, bytes);
     }
 
-    pub(super) fn on_timer_c(&mut self, now: Millis, id: u64, b: usize) {
+    pub(crate) fn on_timer_c(&mut self, el: &mut Element, now: Millis, id: u64, b: usize) {
         let Some(branch) = self.proxies.get(&id).and_then(|c| c.branches.get(b)) else {
             return;
         };
@@ -797,10 +1043,10 @@ impl SipCore {
         let state = branch.state;
         if branch.timer_c > now {
             // Restarted by a provisional since this timer was set.
-            self.schedule(Some(branch.timer_c), TimerRef::TimerC(id, b));
+            el.schedule(Some(branch.timer_c), TimerRef::TimerC(id, b));
             return;
         }
-        let alive = self.clients.get(&client).is_some_and(|c| {
+        let alive = el.clients.get(&client).is_some_and(|c| {
             matches!(
                 c.txn.state(),
                 ClientState::Calling | ClientState::Proceeding
@@ -811,20 +1057,20 @@ impl SipCore {
         }
         match state {
             // §16.8: with a provisional, CANCEL the branch (its 487 completes it).
-            BranchState::Provisional => self.send_cancel(now, id, b),
-            BranchState::Pending => self.proxy_branch_failed(now, id, b, 408),
+            BranchState::Provisional => self.send_cancel(el, now, id, b),
+            BranchState::Pending => self.proxy_branch_failed(el, now, id, b, 408),
             BranchState::Done(_) => {}
         }
     }
 
-    pub(super) fn maybe_drop_proxy(&mut self, id: u64) {
+    pub(crate) fn maybe_drop_proxy(&mut self, id: u64) {
         self.proxies.remove(&id);
     }
 
     /// Drops the context of a request whose final response went upstream
     /// and whose branches are all done: nothing of it is needed any more.
     /// (The transactions linger on their own timers.)
-    pub(super) fn settle(&mut self, id: u64) {
+    pub(crate) fn settle(&mut self, id: u64) {
         if self.proxies.get(&id).is_some_and(|ctx| {
             ctx.final_sent
                 && ctx
@@ -837,7 +1083,13 @@ impl SipCore {
     }
 }
 
-/// What [`SipCore::relay_check`] decided.
+fn response_bytes_100(msg: &SipMessage<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(400);
+    write_response(msg, 100, b"Trying", None, &[], &mut out);
+    out
+}
+
+/// What [`Element::relay_check`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RelayCheck {
     /// Forward it.
