@@ -991,7 +991,9 @@ impl B2b {
                 if let Ok(m) = SipMessage::parse(&msg, Framing::Datagram, &Limits::default()) {
                     match sdp {
                         Ok(body) => self.relay_send(el, now, call, key, &m, side, &body),
-                        Err(_) => el.respond(now, &key, &m, 488, "Not Acceptable Here", &[]),
+                        Err(_) => el
+                            .txl
+                            .respond(now, &key, &m, 488, "Not Acceptable Here", &[]),
                     }
                 }
             }
@@ -1103,7 +1105,7 @@ impl B2b {
             }
             Some(Err(_)) => {
                 // Banned: dropped without an answer; the transaction goes.
-                el.servers.remove(&key);
+                el.txl.servers.remove(&key);
                 false
             }
             Some(Ok(())) => true,
@@ -1133,7 +1135,7 @@ impl B2b {
         }
         match method {
             Method::Invite => self.new_call(el, now, unix_ms, key, msg, inb, realm),
-            Method::Options => el.respond(
+            Method::Options => el.txl.respond(
                 now,
                 &key,
                 msg,
@@ -1147,7 +1149,7 @@ impl B2b {
                     (HeaderName::Accept, b"application/sdp"),
                 ],
             ),
-            _ => el.respond(
+            _ => el.txl.respond(
                 now,
                 &key,
                 msg,
@@ -1175,7 +1177,7 @@ impl B2b {
             .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok())
             == Some(0)
         {
-            el.respond(now, &key, msg, 483, "Too Many Hops", &[]);
+            el.txl.respond(now, &key, msg, 483, "Too Many Hops", &[]);
             return;
         }
         let number = self.policy.normalize(&uri_user(msg));
@@ -1392,7 +1394,8 @@ impl B2b {
         self.by_invite.insert(key, id);
         // RFC 3261 §17.2.1: a 100 (Trying) only if no other response goes
         // to the caller within 200 ms; leg B's ringing usually does.
-        el.schedule(Some(now + TRYING_MS), TimerRef::Call(id, CallTimer::Trying));
+        el.txl
+            .schedule(Some(now + TRYING_MS), TimerRef::Call(id, CallTimer::Trying));
         match sdp_body(msg) {
             Some(sdp) => {
                 let codecs = trunk
@@ -1449,24 +1452,25 @@ impl B2b {
         let hop = leg.hop();
         self.dialogs
             .insert(leg.call_id().as_bytes(), (call.id, Side::B));
-        let ck = el.keys.client(branch.as_bytes(), b"INVITE");
+        let ck = el.txl.keys.client(branch.as_bytes(), b"INVITE");
         call.b_invite_key = Some(ck);
         let purpose = CallTxn::Invite {
             call: call.id,
             attempt: call.attempt,
         };
-        el.start_client(now, ck, bytes, true, hop, Some(Owner::Call(purpose)));
+        el.txl
+            .start_client(now, ck, bytes, true, hop, Some(Owner::Call(purpose)));
         let timeout = call
             .trunk
             .and_then(|t| self.policy.trunks.get(t))
             .map_or(3000, |t| t.invite_timeout_ms);
-        el.schedule(
+        el.txl.schedule(
             Some(now + timeout),
             TimerRef::Call(call.id, CallTimer::Attempt(call.attempt)),
         );
         el.counters.forwarded += 1;
         self.calls.insert(call.id, call);
-        el.drain_client(&ck);
+        el.txl.drain_client(&ck);
     }
 
     /// Ends a call: media deleted, limits released, CDR written, journal
@@ -1534,12 +1538,13 @@ impl B2b {
         msg: &SipMessage<'_>,
         unix_ms: u64,
     ) {
-        let invite_key = el.server_key(msg, Some(b"INVITE"));
+        let invite_key = el.txl.server_key(msg, Some(b"INVITE"));
         let Some(id) = invite_key.and_then(|k| self.by_invite.get(&k).copied()) else {
-            el.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            el.txl
+                .respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
-        el.respond(now, &key, msg, 200, "OK", &[]);
+        el.txl.respond(now, &key, msg, 200, "OK", &[]);
         let Some(mut call) = self.calls.remove(&id) else {
             return;
         };
@@ -1631,17 +1636,19 @@ impl B2b {
             .and_then(|cid| self.dialogs.get(cid).copied());
         let Some((id, side)) = found else {
             self.counters.unknown_dialog += 1;
-            el.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            el.txl
+                .respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
         let Some(mut call) = self.calls.remove(&id) else {
-            el.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            el.txl
+                .respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
         let other = side.other();
         match method {
             Method::Bye => {
-                el.respond(now, &key, msg, 200, "OK", &[]);
+                el.txl.respond(now, &key, msg, 200, "OK", &[]);
                 if call.state == State::Up || !call.legs[other.index()].remote_tag().is_empty() {
                     if call.state != State::Up && other == Side::B {
                         el.b2b_cancel_b(&call, now);
@@ -1661,7 +1668,7 @@ impl B2b {
                 return;
             }
             Method::Refer if self.config.reject_refer => {
-                el.respond(now, &key, msg, 603, "Declined", &[]);
+                el.txl.respond(now, &key, msg, 603, "Declined", &[]);
             }
             _ if call.busy > 0 => call.deferred.push_back(Deferred::Request {
                 key,
@@ -1694,7 +1701,8 @@ impl B2b {
         };
         let other = side.other();
         if call.legs[other.index()].remote_tag().is_empty() {
-            el.respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            el.txl
+                .respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         }
         match sdp_body(msg) {
@@ -1883,7 +1891,7 @@ impl B2b {
                 let bytes = reread(&request).map_or_else(Vec::new, |req| {
                     response_to(&req, 408, b"Request Timeout", &tag, &[], b"")
                 });
-                el.server_respond(now, &server, 408, bytes);
+                el.txl.server_respond(now, &server, 408, bytes);
             }
             CallTxn::Local | CallTxn::Probe { .. } => {}
         }
@@ -1895,7 +1903,7 @@ impl B2b {
         };
         // The abandoned INVITE transaction stops retransmitting.
         if let Some(k) = call.b_invite_key.take() {
-            el.clients.remove(&k);
+            el.txl.clients.remove(&k);
         }
         call.b_status = code;
         if call.cancelled {
@@ -2085,7 +2093,7 @@ impl B2b {
             if let Some(s) = interval {
                 call.session_ms = Some(Millis::from(s) * 1000);
                 call.session_deadline = now + Millis::from(s) * 1000;
-                el.schedule(
+                el.txl.schedule(
                     Some(call.session_deadline),
                     TimerRef::Call(id, CallTimer::Session),
                 );
@@ -2126,13 +2134,13 @@ impl B2b {
                 ack_answers,
                 ack_cseq: 1,
             });
-            el.schedule(
+            el.txl.schedule(
                 Some(now + el.config.timers.t1),
                 TimerRef::Call(id, CallTimer::Retransmit),
             );
             self.journal.put(id, &saved(&call));
         }
-        el.server_respond(now, &call.a_invite_key, code, bytes);
+        el.txl.server_respond(now, &call.a_invite_key, code, bytes);
         self.calls.insert(id, call);
     }
 
@@ -2241,7 +2249,7 @@ impl B2b {
             // A refresh: the session interval starts again.
             if let Some(ms) = call.session_ms {
                 call.session_deadline = now + ms;
-                el.schedule(
+                el.txl.schedule(
                     Some(call.session_deadline),
                     TimerRef::Call(id, CallTimer::Session),
                 );
@@ -2264,12 +2272,12 @@ impl B2b {
                 ack_answers,
                 ack_cseq: cseq,
             });
-            el.schedule(
+            el.txl.schedule(
                 Some(now + el.config.timers.t1),
                 TimerRef::Call(id, CallTimer::Retransmit),
             );
         }
-        el.server_respond(now, &server, code, bytes);
+        el.txl.server_respond(now, &server, code, bytes);
     }
 
     /// A response with no client transaction: a retransmitted 2xx of leg B
@@ -2285,7 +2293,7 @@ impl B2b {
             && let Some(ack) = call.b_ack.clone()
         {
             let hop = call.legs[1].hop();
-            el.emit(hop, ack);
+            el.txl.emit(hop, ack);
         }
     }
 
@@ -2310,6 +2318,7 @@ impl B2b {
             CallTimer::Trying => {
                 if let Some(call) = self.calls.get(&id)
                     && el
+                        .txl
                         .servers
                         .get(&call.a_invite_key)
                         .is_some_and(|e| !e.txn.responded())
@@ -2318,7 +2327,7 @@ impl B2b {
                 {
                     let mut out = Vec::with_capacity(300);
                     write_response(&req, 100, b"Trying", None, &[], &mut out);
-                    el.server_respond(now, &call.a_invite_key, 100, out);
+                    el.txl.server_respond(now, &call.a_invite_key, 100, out);
                 }
             }
             CallTimer::Retransmit => {
@@ -2337,14 +2346,15 @@ impl B2b {
                         let (server, bytes) = (p.server, p.bytes.clone());
                         p.interval = (p.interval * 2).min(el.config.timers.t2);
                         let next = now + p.interval;
-                        if let Some(e) = el.servers.get_mut(&server) {
+                        if let Some(e) = el.txl.servers.get_mut(&server) {
                             e.txn.send_response(now, 200, bytes);
-                            el.drain_server(&server);
+                            el.txl.drain_server(&server);
                         } else if let Some(c) = self.calls.get(&id) {
                             let side = c.pending.as_ref().map_or(Side::A, |p| p.side);
-                            el.emit(c.legs[side.index()].hop(), bytes);
+                            el.txl.emit(c.legs[side.index()].hop(), bytes);
                         }
-                        el.schedule(Some(next), TimerRef::Call(id, CallTimer::Retransmit));
+                        el.txl
+                            .schedule(Some(next), TimerRef::Call(id, CallTimer::Retransmit));
                     }
                 }
             }
@@ -2405,7 +2415,7 @@ impl B2b {
             );
         }
         let every = self.config.health_interval_ms;
-        el.schedule(Some(now + every), TimerRef::Health);
+        el.txl.schedule(Some(now + every), TimerRef::Health);
     }
 }
 
@@ -2488,7 +2498,7 @@ impl TransactionUser for B2b {
             return;
         }
         self.health_started = true;
-        el.schedule(Some(now), TimerRef::Health);
+        el.txl.schedule(Some(now), TimerRef::Health);
         for c in self.calls.values_mut() {
             // Recovered calls: whatever refresh was due gets a full
             // interval from now.
@@ -2497,7 +2507,8 @@ impl TransactionUser for B2b {
             }
             if let Some(ms) = c.session_ms {
                 c.session_deadline = now + ms;
-                el.schedule(Some(now + ms), TimerRef::Call(c.id, CallTimer::Session));
+                el.txl
+                    .schedule(Some(now + ms), TimerRef::Call(c.id, CallTimer::Session));
             }
         }
     }
@@ -2548,7 +2559,7 @@ impl Element {
     /// Cancels leg B's INVITE (its client transaction holds the request;
     /// once that has ended there is nothing to cancel).
     fn b2b_cancel_b(&mut self, call: &Call, now: Millis) {
-        let Some(e) = call.b_invite_key.and_then(|k| self.clients.get(&k)) else {
+        let Some(e) = call.b_invite_key.and_then(|k| self.txl.clients.get(&k)) else {
             return;
         };
         let Ok(inv) = SipMessage::parse(e.txn.request(), Framing::Datagram, &Limits::default())
@@ -2614,7 +2625,8 @@ impl Element {
         });
         if !bytes.is_empty() {
             self.counters.generated += 1;
-            self.server_respond(now, &call.a_invite_key, status, bytes);
+            self.txl
+                .server_respond(now, &call.a_invite_key, status, bytes);
         }
     }
 
@@ -2627,8 +2639,8 @@ impl Element {
         branch: &[u8],
         purpose: CallTxn,
     ) {
-        let ck = self.keys.client(branch, method);
-        self.start_client(
+        let ck = self.txl.keys.client(branch, method);
+        self.txl.start_client(
             now,
             ck,
             bytes,
@@ -2649,7 +2661,7 @@ impl Element {
         if side == Side::B {
             call.b_ack = Some(ack.clone());
         }
-        self.emit(hop, ack);
+        self.txl.emit(hop, ack);
     }
 }
 

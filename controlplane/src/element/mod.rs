@@ -12,9 +12,6 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use rvoip_dataplane::entropy::Entropy;
@@ -23,7 +20,6 @@ use rvoip_dataplane::sip::{
     Forward, Framing, HeaderName, Host, Limits, Method, SipMessage, check, write_response,
     write_warning,
 };
-use rvoip_dataplane::wheel::Wheel;
 
 use crate::admission::{self, Policy, Role};
 use crate::registrar::digest::{
@@ -31,9 +27,14 @@ use crate::registrar::digest::{
 };
 use crate::registrar::guard::{AuthGuard, GuardConfig, Verdict};
 use crate::registrar::{RegisterOutcome, Registrar, Users};
-use crate::transaction::{ClientTransaction, Delivery, Millis, ServerTransaction, Timers};
+pub use crate::transaction::layer::Outbound;
+pub(crate) use crate::transaction::layer::{
+    ClientKey, Hop, LayerEvent, Owner, ServerKey, TimerRef, TransactionLayer,
+};
+use crate::transaction::layer::{Matched, Received};
+use crate::transaction::{Millis, Timers};
 
-use crate::b2bua::{self, B2b};
+use crate::b2bua::B2b;
 use crate::build;
 pub use crate::proxy::Route;
 use crate::sbc::cdr::Cdr;
@@ -54,30 +55,6 @@ pub struct Inbound<'a> {
     pub remote: SocketAddr,
     /// Stream connection id (TCP), 0 for UDP.
     pub conn: u32,
-}
-
-/// A message for the dataplane to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outbound {
-    /// The message.
-    pub bytes: Vec<u8>,
-    /// Transport.
-    pub transport: Transport,
-    /// Local listener address to send from.
-    pub local: SocketAddr,
-    /// Destination.
-    pub dest: SocketAddr,
-    /// For TCP, the connection to reuse when still open.
-    pub conn: Option<u32>,
-}
-
-/// Where a transaction's messages go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Hop {
-    pub(crate) transport: Transport,
-    pub(crate) local: SocketAddr,
-    pub(crate) dest: SocketAddr,
-    pub(crate) conn: Option<u32>,
 }
 
 /// Admission by measured load ([`SipCore::set_load`]): while a limit is
@@ -244,107 +221,6 @@ pub struct CoreCounters {
     pub unroutable_responses: u64,
 }
 
-/// Identifies a server transaction (RFC 3261 §17.2.3): a keyed 128-bit
-/// hash of branch, sent-by and method. Small and `Copy`, so the maps and the
-/// timer queue hold no allocation per transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct ServerKey(u128);
-
-/// Identifies a client transaction (RFC 3261 §17.1.3): keyed hash of branch
-/// and method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct ClientKey(u128);
-
-impl ServerKey {
-    /// No transaction (a recovered call's INVITE is long gone).
-    pub(crate) const NONE: ServerKey = ServerKey(0);
-
-    /// Bytes that stand for the transaction, e.g. to derive a To tag.
-    pub(crate) fn seed(&self) -> [u8; 16] {
-        self.0.to_le_bytes()
-    }
-}
-
-/// Hashes transaction identifiers with a secret key, so that no sender can
-/// make two transactions collide.
-#[derive(Clone)]
-pub(crate) struct KeyHasher(siphasher::sip128::SipHasher13);
-
-impl KeyHasher {
-    fn new(secret: &[u8]) -> Self {
-        let d = ring::digest::digest(
-            &ring::digest::SHA256,
-            &[b"rvoip transaction keys\0".as_slice(), secret].concat(),
-        );
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&d.as_ref()[..16]);
-        KeyHasher(siphasher::sip128::SipHasher13::new_with_key(&key))
-    }
-
-    fn hash(&self, parts: &[&[u8]]) -> u128 {
-        use siphasher::sip128::Hasher128 as _;
-        use std::hash::Hasher as _;
-        let mut h = self.0;
-        for p in parts {
-            h.write(p);
-            h.write_u8(0xff);
-        }
-        h.finish128().as_u128()
-    }
-
-    pub(crate) fn server(&self, branch: &[u8], sent_by: &[u8], method: &[u8]) -> ServerKey {
-        ServerKey(self.hash(&[branch, sent_by, method]))
-    }
-
-    pub(crate) fn client(&self, branch: &[u8], method: &[u8]) -> ClientKey {
-        ClientKey(self.hash(&[branch, method]))
-    }
-}
-
-pub(crate) struct ServerEntry {
-    pub(crate) txn: ServerTransaction,
-    pub(crate) hop: Hop,
-    /// A REGISTER as received, for the 500 that replaces its 200 when the
-    /// binding cannot be stored (empty for other methods).
-    pub(crate) request: Box<[u8]>,
-    pub(crate) proxy: Option<u64>,
-}
-
-pub(crate) struct ClientEntry {
-    pub(crate) txn: ClientTransaction,
-    pub(crate) hop: Hop,
-    /// Who in the transaction user the transaction is for (none: a CANCEL
-    /// or another request whose outcome nobody waits for).
-    pub(crate) owner: Option<Owner>,
-}
-
-/// What a client transaction is for, in its transaction user.
-#[derive(Debug, Clone)]
-pub(crate) enum Owner {
-    /// Branch `.1` of the stateful proxy's context `.0`.
-    Branch(u64, usize),
-    /// A request of a B2BUA call.
-    Call(b2bua::CallTxn),
-}
-
-/// What the transaction layer reports to the transaction user besides the
-/// messages it is handed: a client transaction that timed out, a server
-/// transaction of a proxy context that ended.
-#[derive(Debug, Clone)]
-pub(crate) enum LayerEvent {
-    TimedOut(Owner),
-    ServerEnded(u64),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum TimerRef {
-    Server(ServerKey),
-    Client(ClientKey),
-    TimerC(u64, usize),
-    Call(u64, b2bua::CallTimer),
-    Health,
-}
-
 /// The SIP core.
 pub(crate) struct Element {
     pub(crate) config: CoreConfig,
@@ -358,21 +234,11 @@ pub(crate) struct Element {
     pub(crate) load: Load,
     pub(crate) shedding: bool,
     pub(crate) overload_log: LogBudget,
-    pub(crate) keys: KeyHasher,
-    /// Boxed, so the tables hold a key and a pointer per transaction: tens
-    /// of thousands linger for 32 s (Timers J, L, M), and growing a table
-    /// then moves 24-octet slots rather than whole transactions.
-    pub(crate) servers: FxHashMap<ServerKey, Box<ServerEntry>>,
-    pub(crate) clients: FxHashMap<ClientKey, Box<ClientEntry>>,
-    pub(crate) timers: Wheel<TimerRef>,
-    pub(crate) due_timers: Vec<TimerRef>,
-    pub(crate) out: VecDeque<Outbound>,
+    /// The transaction layer.
+    pub(crate) txl: TransactionLayer,
     /// Registrar responses held until the location service commits.
     pub(crate) held: Vec<(ServerKey, u16, Vec<u8>)>,
     pub(crate) counters: CoreCounters,
-    /// What the transaction user has still to hear ([`SipCore`] hands it
-    /// over after each input).
-    pub(crate) events: VecDeque<LayerEvent>,
     /// Unix time minus core time, in milliseconds, as last seen.
     pub(crate) unix_base: u64,
     /// A Via value and a request rewritten with it ([`Element::fix_via`]),
@@ -383,8 +249,8 @@ pub(crate) struct Element {
 impl std::fmt::Debug for Element {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Element")
-            .field("servers", &self.servers.len())
-            .field("clients", &self.clients.len())
+            .field("servers", &self.txl.servers.len())
+            .field("clients", &self.txl.clients.len())
             .finish()
     }
 }
@@ -587,12 +453,12 @@ impl SipCore {
 
     /// The next message to send.
     pub fn poll_outbound(&mut self) -> Option<Outbound> {
-        self.el.poll_outbound()
+        self.el.txl.poll_outbound()
     }
 
     /// When `on_timer` must next run.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.el.next_deadline()
+        self.el.txl.next_deadline()
     }
 
     /// Counters so far.
@@ -675,6 +541,7 @@ impl Element {
             .with_algorithms(&config.digest_algorithms);
         let guard = AuthGuard::new(config.auth_guard);
         Element {
+            txl: TransactionLayer::new(secret, config.timers),
             config,
             policy: Policy::default(),
             registrar,
@@ -686,15 +553,8 @@ impl Element {
             shedding: false,
             // One line per ten seconds while shedding, with the count.
             overload_log: LogBudget::new(1, 10_000),
-            keys: KeyHasher::new(secret),
-            servers: FxHashMap::default(),
-            clients: FxHashMap::default(),
-            timers: Wheel::new(0),
-            due_timers: Vec::new(),
-            out: VecDeque::new(),
             held: Vec::new(),
             counters: CoreCounters::default(),
-            events: VecDeque::new(),
             unix_base: 0,
             fix_buffers: (Vec::new(), Vec::new()),
         }
@@ -702,19 +562,23 @@ impl Element {
 
     /// Counters so far.
     pub(crate) fn counters(&self) -> CoreCounters {
-        // The guard keeps its own; the rest are the core's.
+        // The guard and the transaction layer keep their own; the rest are
+        // the element's.
         let g = self.guard.counters();
+        let t = self.txl.counters;
         CoreCounters {
             auth_failures: g.failures,
             auth_bans: g.bans,
             auth_refused: g.refused,
+            retransmissions: t.retransmissions,
+            generated: self.counters.generated + t.generated,
             ..self.counters
         }
     }
 
     /// Live transactions (server, client).
     pub(crate) fn transactions(&self) -> (usize, usize) {
-        (self.servers.len(), self.clients.len())
+        self.txl.transactions()
     }
 
     /// The load measured now, for admission of new calls.
@@ -845,64 +709,12 @@ impl Element {
             }
         }
         self.counters.generated += 1;
-        self.server_respond(now, key, 503, out);
+        self.txl.server_respond(now, key, 503, out);
     }
 
     /// The registrar.
     pub(crate) fn registrar(&self) -> &Registrar {
         &self.registrar
-    }
-
-    /// The next message to send.
-    pub(crate) fn poll_outbound(&mut self) -> Option<Outbound> {
-        self.out.pop_front()
-    }
-
-    pub(crate) fn emit(&mut self, hop: Hop, bytes: Vec<u8>) {
-        self.out.push_back(Outbound {
-            bytes,
-            transport: hop.transport,
-            local: hop.local,
-            dest: hop.dest,
-            conn: hop.conn,
-        });
-    }
-
-    /// Starts client transaction `key` sending `bytes` towards `hop` for its
-    /// owner (a proxy branch or a B2BUA call), and sends its first copy.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn start_client(
-        &mut self,
-        now: Millis,
-        key: ClientKey,
-        bytes: Vec<u8>,
-        invite: bool,
-        hop: Hop,
-        owner: Option<Owner>,
-    ) {
-        let txn = ClientTransaction::new(
-            now,
-            bytes,
-            invite,
-            hop.transport.reliable(),
-            self.config.timers,
-        );
-        let next = txn.next_deadline();
-        self.clients
-            .insert(key, Box::new(ClientEntry { txn, hop, owner }));
-        self.schedule(next, TimerRef::Client(key));
-        self.drain_client(&key);
-    }
-
-    /// When `on_timer` must next run.
-    pub(crate) fn next_deadline(&self) -> Option<Millis> {
-        self.timers.next_due()
-    }
-
-    pub(crate) fn schedule(&mut self, at: Option<Millis>, r: TimerRef) {
-        if let Some(at) = at {
-            self.timers.schedule(at, r);
-        }
     }
 
     /// Makes registrations durable, then releases their responses. (The
@@ -922,7 +734,7 @@ impl Element {
                 Ok(()) => (code, bytes),
                 // Not stored: the client must not believe it is registered.
                 Err(_) => {
-                    let Some(e) = self.servers.get(&key) else {
+                    let Some(e) = self.txl.servers.get(&key) else {
                         continue;
                     };
                     let Ok(req) =
@@ -942,7 +754,7 @@ impl Element {
                     (500, out)
                 }
             };
-            self.server_respond(now, &key, code, bytes);
+            self.txl.server_respond(now, &key, code, bytes);
         }
         result
     }
@@ -971,52 +783,6 @@ impl Element {
             self.counters.responses += 1;
             self.on_response(tu, now, &msg, &inb);
         }
-    }
-
-    /// The server transaction `msg` belongs to; `method` overrides the
-    /// request's own (ACK → INVITE, CANCEL → the INVITE it cancels).
-    pub(crate) fn server_key(
-        &self,
-        msg: &SipMessage<'_>,
-        method: Option<&[u8]>,
-    ) -> Option<ServerKey> {
-        let via = msg.top_via().ok()?;
-        let method = match (method, msg.method()?) {
-            (Some(m), _) => m,
-            (None, Method::Ack) => b"INVITE".as_slice(),
-            (None, m) => m.as_bytes(),
-        };
-        // sent-by as bytes: port, kind, host.
-        let mut buf = [0u8; 19];
-        buf[..2].copy_from_slice(&via.port.unwrap_or(5060).to_be_bytes());
-        let name;
-        let sent_by: &[u8] = match via.host {
-            Host::V4(a) => {
-                buf[2] = 4;
-                buf[3..7].copy_from_slice(&a.octets());
-                &buf[..7]
-            }
-            Host::V6(a) => {
-                buf[2] = 6;
-                buf[3..19].copy_from_slice(&a.octets());
-                &buf[..19]
-            }
-            Host::Name(n) => {
-                name = [&buf[..2], n].concat();
-                &name
-            }
-        };
-        Some(match via.branch() {
-            Some(b) if via.is_rfc3261_branch() => self.keys.server(b, sent_by, method),
-            // RFC 2543 requests: the transaction is what the request says
-            // about itself (§17.2.3, simplified).
-            _ => {
-                let mut k = msg.call_id().ok()?.to_vec();
-                k.extend_from_slice(&msg.cseq().ok()?.seq.to_be_bytes());
-                k.extend_from_slice(msg.from().ok()?.tag().unwrap_or_default());
-                self.keys.server(&k, sent_by, method)
-            }
-        })
     }
 
     /// Writes to `out` the request with RFC 3581 `received`/`rport` added
@@ -1103,29 +869,15 @@ impl Element {
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
     ) {
-        let Some(key) = self.server_key(msg, None) else {
-            self.counters.malformed += 1;
-            return;
-        };
-        let method = msg.method().unwrap_or(Method::Options);
-        // Retransmissions and ACKs of existing transactions.
-        if let Some(entry) = self.servers.get_mut(&key) {
-            if method == Method::Ack {
-                let d = entry.txn.on_ack(now);
-                let next = entry.txn.next_deadline();
-                self.schedule(next, TimerRef::Server(key));
-                self.drain_server(&key);
-                if d == Delivery::Absorb {
-                    self.counters.retransmissions += 1;
-                    return;
-                }
-            } else {
-                entry.txn.on_request();
-                self.counters.retransmissions += 1;
-                self.drain_server(&key);
+        let key = match self.txl.receive_request(now, msg) {
+            Received::New(key) => key,
+            Received::Absorbed => return,
+            Received::Malformed => {
+                self.counters.malformed += 1;
                 return;
             }
-        }
+        };
+        let method = msg.method().unwrap_or(Method::Options);
         // An ACK is never answered (RFC 3261 §17): `received` and `rport`
         // in its Via would route nothing, so it is not copied to add them.
         // The rewritten request is written into buffers the core keeps.
@@ -1159,25 +911,10 @@ impl Element {
             tu.on_ack(self, now, now_unix_ms, msg, inb);
             return;
         }
-        let txn = ServerTransaction::new(
-            method == Method::Invite,
-            inb.transport.reliable(),
-            self.config.timers,
-        );
-        self.servers.insert(
-            key,
-            Box::new(ServerEntry {
-                txn,
-                hop,
-                // Kept only where a response may have to be rebuilt later.
-                request: if method == Method::Register {
-                    msg.as_bytes().into()
-                } else {
-                    Box::default()
-                },
-                proxy: None,
-            }),
-        );
+        // A REGISTER is kept: its 200 is rebuilt as a 500 when the binding
+        // cannot be stored.
+        self.txl
+            .open_server(key, msg, hop, method == Method::Register);
         // The SBC's realm access lists, flood counting and bans come first,
         // for every request (REGISTER included).
         if !tu.admit(self, now, key, msg, inb) {
@@ -1199,7 +936,8 @@ impl Element {
                 extra.push((HeaderName::Unsupported, tag.as_bytes()));
             }
             self.log_refusal(now, msg, inb, r.status, &r.reason);
-            self.respond(now, &key, msg, r.status, reason_phrase(r.status), &extra);
+            self.txl
+                .respond(now, &key, msg, r.status, reason_phrase(r.status), &extra);
             return;
         }
         // New calls only: requests within calls already up are what the
@@ -1279,7 +1017,7 @@ impl Element {
         self.log_refusal(now, msg, inb, status, reason);
         let mut warning = Vec::with_capacity(reason.len() + 16);
         write_warning(399, b"rvoip", reason, &mut warning);
-        self.respond(
+        self.txl.respond(
             now,
             key,
             msg,
@@ -1372,7 +1110,7 @@ impl Element {
         } else {
             "Proxy Authentication Required"
         };
-        self.respond(now, key, msg, status, reason, &extra);
+        self.txl.respond(now, key, msg, status, reason, &extra);
     }
 
     pub(crate) fn on_register(
@@ -1425,133 +1163,38 @@ impl Element {
             } => {
                 let extra: Vec<(HeaderName, &[u8])> =
                     extra.iter().map(|(h, v)| (*h, v.as_bytes())).collect();
-                self.respond(now, key, msg, status, reason, &extra);
-            }
-        }
-    }
-
-    /// Answers a request through its server transaction.
-    pub(crate) fn respond(
-        &mut self,
-        now: Millis,
-        key: &ServerKey,
-        msg: &SipMessage<'_>,
-        status: u16,
-        reason: &str,
-        extra: &[(HeaderName, &[u8])],
-    ) {
-        let mut out = Vec::with_capacity(512);
-        let tag = build::to_tag(&[&key.seed(), msg.call_id().unwrap_or_default()]);
-        write_response(
-            msg,
-            status,
-            reason.as_bytes(),
-            Some(tag.as_bytes()),
-            extra,
-            &mut out,
-        );
-        self.counters.generated += 1;
-        self.server_respond(now, key, status, out);
-    }
-
-    /// Sends `bytes` (a response with `status`) through server transaction `key`.
-    pub(crate) fn server_respond(
-        &mut self,
-        now: Millis,
-        key: &ServerKey,
-        status: u16,
-        bytes: Vec<u8>,
-    ) {
-        let Some(entry) = self.servers.get_mut(key) else {
-            return;
-        };
-        entry.txn.send_response(now, status, bytes);
-        let next = entry.txn.next_deadline();
-        self.schedule(next, TimerRef::Server(*key));
-        self.drain_server(key);
-    }
-
-    pub(crate) fn drain_server(&mut self, key: &ServerKey) {
-        let Some(entry) = self.servers.get_mut(key) else {
-            return;
-        };
-        let hop = entry.hop;
-        let mut msgs = Vec::new();
-        while let Some(m) = entry.txn.poll_transmit() {
-            msgs.push(m);
-        }
-        while entry.txn.poll_event().is_some() {}
-        let done = entry.txn.state() == crate::transaction::ServerState::Terminated;
-        let proxy = entry.proxy;
-        for m in msgs {
-            self.emit(hop, m);
-        }
-        if done {
-            self.servers.remove(key);
-            if let Some(p) = proxy {
-                self.events.push_back(LayerEvent::ServerEnded(p));
+                self.txl.respond(now, key, msg, status, reason, &extra);
             }
         }
     }
 
     /// Hands the transaction user what the layer has for it.
     pub(crate) fn deliver_events(&mut self, tu: &mut dyn TransactionUser, now: Millis) {
-        while let Some(e) = self.events.pop_front() {
+        while let Some(e) = self.txl.poll_event() {
             let unix = now + self.unix_base;
             tu.on_event(self, now, unix, e);
         }
     }
 
-    /// Runs due timers.
+    /// Runs due timers: the transactions' here, the user's by the user.
+    /// Timers on a wheel: most (retransmissions outlived by their answers)
+    /// lapse, and each costs one push and one visit. Handlers may set
+    /// timers already due: the loop runs until none is.
     pub(crate) fn on_timer(&mut self, tu: &mut dyn TransactionUser, now: Millis) {
-        // Timers on a wheel: most (retransmissions outlived by their
-        // answers) lapse, and each costs one push and one visit. Handlers
-        // may set timers already due: the loop runs until none is.
         loop {
-            let mut due = std::mem::take(&mut self.due_timers);
-            self.timers.advance(now, |_, _, r| due.push(r));
+            let mut due = self.txl.take_due(now);
             if due.is_empty() {
-                self.due_timers = due;
+                self.txl.return_due(due);
                 break;
             }
             for r in due.drain(..) {
-                self.fire(tu, now, r);
+                if !self.txl.fire(now, r) {
+                    let unix = now + self.unix_base;
+                    tu.on_timer(self, now, unix, r);
+                }
                 self.deliver_events(tu, now);
             }
-            self.due_timers = due;
-        }
-    }
-
-    pub(crate) fn fire(&mut self, tu: &mut dyn TransactionUser, now: Millis, r: TimerRef) {
-        match r {
-            TimerRef::Server(k) => {
-                let Some(e) = self.servers.get_mut(&k) else {
-                    return;
-                };
-                if e.txn.next_deadline().is_none_or(|d| d > now) {
-                    return;
-                }
-                e.txn.on_timer(now);
-                let next = e.txn.next_deadline();
-                self.schedule(next, TimerRef::Server(k));
-                self.drain_server(&k);
-            }
-            TimerRef::Client(k) => {
-                let Some(e) = self.clients.get_mut(&k) else {
-                    return;
-                };
-                if e.txn.next_deadline().is_none_or(|d| d > now) {
-                    return;
-                }
-                e.txn.on_timer(now);
-                let next = e.txn.next_deadline();
-                self.schedule(next, TimerRef::Client(k));
-                self.drain_client(&k);
-            }
-            TimerRef::TimerC(..) | TimerRef::Call(..) | TimerRef::Health => {
-                let unix = now + self.unix_base;
-                tu.on_timer(self, now, unix, r);
-            }
+            self.txl.return_due(due);
         }
     }
 
@@ -1584,7 +1227,7 @@ impl Element {
         let mut out = Vec::with_capacity(msg.len() + 128);
         f.write_to(&mut out);
         self.counters.forwarded += 1;
-        self.emit(hop, out);
+        self.txl.emit(hop, out);
     }
 
     /// A response whose transaction is gone, but whose top Via is ours:
@@ -1626,7 +1269,7 @@ impl Element {
         } else {
             Transport::Udp
         };
-        self.emit(
+        self.txl.emit(
             Hop {
                 transport,
                 local: inb.local,
@@ -1644,82 +1287,15 @@ impl Element {
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
     ) {
-        let (Ok(via), Ok(cseq)) = (msg.top_via(), msg.cseq()) else {
-            self.counters.malformed += 1;
-            return;
-        };
-        let key = self
-            .keys
-            .client(via.branch().unwrap_or_default(), cseq.method.as_bytes());
-        let code = msg.status_code().unwrap_or(500);
-        let Some(entry) = self.clients.get_mut(&key) else {
-            tu.on_stray_response(self, now, msg, inb);
-            return;
-        };
-        // Only a non-2xx final response to an INVITE needs the request (for
-        // the ACK); nothing is copied otherwise.
-        let request = if code >= 300 && entry.txn.is_invite() {
-            entry.txn.request().to_vec()
-        } else {
-            Vec::new()
-        };
-        let delivery = entry.txn.on_response(now, code, || {
-            let req = SipMessage::parse(&request, Framing::Datagram, &Limits::default()).ok()?;
-            build::ack_for(&req, msg)
-        });
-        let next = entry.txn.next_deadline();
-        let owner = entry.owner.clone();
-        self.schedule(next, TimerRef::Client(key));
-        self.drain_client(&key);
-        if delivery == Delivery::Absorb {
-            self.counters.retransmissions += 1;
-            return;
+        match self.txl.receive_response(now, msg) {
+            Matched::Owner(owner) => {
+                let unix = now + self.unix_base;
+                tu.on_response(self, now, unix, owner, msg, inb);
+            }
+            Matched::Stray => tu.on_stray_response(self, now, msg, inb),
+            Matched::Absorbed => {}
+            Matched::Malformed => self.counters.malformed += 1,
         }
-        if let Some(owner) = owner {
-            let unix = now + self.unix_base;
-            tu.on_response(self, now, unix, owner, msg, inb);
-        }
-    }
-
-    pub(crate) fn drain_client(&mut self, key: &ClientKey) {
-        let Some(entry) = self.clients.get_mut(key) else {
-            return;
-        };
-        let hop = entry.hop;
-        let mut msgs = Vec::new();
-        while let Some(m) = entry.txn.poll_transmit() {
-            msgs.push(m);
-        }
-        let mut timed_out = false;
-        while entry.txn.poll_event().is_some() {
-            timed_out = true;
-        }
-        let done = entry.txn.state() == crate::transaction::ClientState::Terminated;
-        let owner = if timed_out { entry.owner.clone() } else { None };
-        for m in msgs {
-            self.emit(hop, m);
-        }
-        if done {
-            self.clients.remove(key);
-        }
-        if let Some(owner) = owner {
-            self.events.push_back(LayerEvent::TimedOut(owner));
-        }
-    }
-
-    /// Writes a bare response with `status` to `req`.
-    pub(crate) fn response_bytes(req: &SipMessage<'_>, key_branch: &[u8], status: u16) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        let tag = build::to_tag(&[key_branch, req.call_id().unwrap_or_default()]);
-        write_response(
-            req,
-            status,
-            reason_phrase(status).as_bytes(),
-            Some(tag.as_bytes()),
-            &[],
-            &mut out,
-        );
-        out
     }
 }
 

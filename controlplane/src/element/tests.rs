@@ -177,13 +177,13 @@ To: <sip:uac@127.0.0.1:5080>;tag=f1\r\nCall-ID: call-1\r\nCSeq: 1 BYE\r\nContent
 #[test]
 fn provisionals_add_no_timers_and_the_transactions_still_end() {
     let (mut c, fwd) = invite_forwarded("z9hG4bK-w1", "call-w");
-    let on_wheel = c.el.timers.len();
+    let on_wheel = c.el.txl.timers.len();
     // Provisionals restart Timer C: the one timer on the wheel comes first
     // and carries the later deadline on when it fires.
     for (at, code) in [(100, 100), (200, 180), (300, 183), (400, 180)] {
         deliver(&mut c, at, UAS, &answer(&fwd, code, "t2"));
     }
-    assert_eq!(c.el.timers.len(), on_wheel, "provisionals set no timer");
+    assert_eq!(c.el.txl.timers.len(), on_wheel, "provisionals set no timer");
     deliver(&mut c, 500, UAS, &answer(&fwd, 200, "t2"));
     // Timer A lapsed without a retransmission; both transactions linger
     // in Accepted for 64*T1 after the 200, then end.

@@ -17,6 +17,7 @@ use crate::element::{
     AuthPolicy, ClientKey, Element, Hop, Inbound, LayerEvent, Owner, ServerKey, TimerRef,
     TransactionUser, Transport,
 };
+use crate::transaction::layer::TransactionLayer;
 use crate::transaction::{ClientState, Millis};
 
 /// A static route: requests whose Request-URI matches go to `target`.
@@ -267,7 +268,7 @@ impl Element {
             && msg.request_uri().ok().is_some_and(|u| u.user.is_none())
         {
             let allow = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, MESSAGE, REFER, NOTIFY, SUBSCRIBE";
-            self.respond(
+            self.txl.respond(
                 now,
                 &key,
                 msg,
@@ -619,11 +620,11 @@ impl Element {
             .next()
             .and_then(|g| g.into_iter().next());
         let Some(t) = target else {
-            self.respond(now, &key, msg, 404, "Not Found", &[]);
+            self.txl.respond(now, &key, msg, 404, "Not Found", &[]);
             return;
         };
         // Only a locally answered request needs its server transaction.
-        self.servers.remove(&key);
+        self.txl.servers.remove(&key);
         let mut f = Forward::new(msg);
         if t.pop_route {
             let _ = f.pop_route();
@@ -650,7 +651,7 @@ impl Element {
         let mut out = Vec::with_capacity(msg.len() + 200);
         f.write_to(&mut out);
         self.counters.forwarded += 1;
-        self.emit(t.hop, out);
+        self.txl.emit(t.hop, out);
     }
 }
 
@@ -669,18 +670,18 @@ impl StatefulProxy {
         let mut groups: VecDeque<Vec<Target>> =
             el.targets(msg, inb, local_domain, now_unix_ms).into();
         let Some(first) = groups.pop_front() else {
-            el.respond(now, &key, msg, 404, "Not Found", &[]);
+            el.txl.respond(now, &key, msg, 404, "Not Found", &[]);
             return;
         };
         let invite = msg.method() == Some(Method::Invite);
         if invite {
             // §16.2: a stateful proxy sends 100 Trying for an INVITE at once.
             let trying = response_bytes_100(msg);
-            el.server_respond(now, &key, 100, trying);
+            el.txl.server_respond(now, &key, 100, trying);
         }
         let id = self.next_proxy;
         self.next_proxy += 1;
-        if let Some(e) = el.servers.get_mut(&key) {
+        if let Some(e) = el.txl.servers.get_mut(&key) {
             e.proxy = Some(id);
         }
         self.proxies.insert(
@@ -782,7 +783,7 @@ impl StatefulProxy {
         let mut out = Vec::with_capacity(msg.len() + 200);
         f.write_to(&mut out);
         let method = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
-        let client = el.keys.client(branch.as_bytes(), method);
+        let client = el.txl.keys.client(branch.as_bytes(), method);
         if let Some(ctx) = self.proxies.get_mut(&id) {
             ctx.branches.push(Branch {
                 client,
@@ -795,12 +796,12 @@ impl StatefulProxy {
         }
         el.counters.forwarded += 1;
         if invite {
-            el.schedule(
+            el.txl.schedule(
                 Some(now + el.config.timer_c_ms),
                 TimerRef::TimerC(id, index),
             );
         }
-        el.start_client(
+        el.txl.start_client(
             now,
             client,
             out,
@@ -817,7 +818,7 @@ impl StatefulProxy {
         let hop = branch.hop;
         // The INVITE as sent is in its client transaction, which is still
         // proceeding: a CANCEL is only sent for a branch that is not done.
-        let Some(request) = el.clients.get(&branch.client).map(|e| e.txn.request()) else {
+        let Some(request) = el.txl.clients.get(&branch.client).map(|e| e.txn.request()) else {
             return;
         };
         let Ok(invite) = SipMessage::parse(request, Framing::Datagram, &Limits::default()) else {
@@ -826,11 +827,11 @@ impl StatefulProxy {
         let Some(cancel) = build::cancel_for(&invite) else {
             return;
         };
-        let key = el.keys.client(branch.branch_id.as_bytes(), b"CANCEL");
-        if el.clients.contains_key(&key) {
+        let key = el.txl.keys.client(branch.branch_id.as_bytes(), b"CANCEL");
+        if el.txl.clients.contains_key(&key) {
             return;
         }
-        el.start_client(now, key, cancel, false, hop, None);
+        el.txl.start_client(now, key, cancel, false, hop, None);
     }
 
     fn cancel_pending_branches(
@@ -868,15 +869,16 @@ impl StatefulProxy {
         key: &ServerKey,
         msg: &SipMessage<'_>,
     ) {
-        let Some(invite_key) = el.server_key(msg, Some(b"INVITE")) else {
+        let Some(invite_key) = el.txl.server_key(msg, Some(b"INVITE")) else {
             return;
         };
-        let Some(proxy) = el.servers.get(&invite_key).map(|e| e.proxy) else {
+        let Some(proxy) = el.txl.servers.get(&invite_key).map(|e| e.proxy) else {
             // §9.2: no matching INVITE transaction.
-            el.respond(now, key, msg, 481, "Call/Transaction Does Not Exist", &[]);
+            el.txl
+                .respond(now, key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
-        el.respond(now, key, msg, 200, "OK", &[]);
+        el.txl.respond(now, key, msg, 200, "OK", &[]);
         if let Some(id) = proxy {
             if let Some(ctx) = self.proxies.get_mut(&id) {
                 ctx.cancelled = true;
@@ -929,7 +931,7 @@ impl StatefulProxy {
             }
             // §16.7 step 4: 100 is not forwarded.
             if code > 100 {
-                el.server_respond(now, &server, code, upstream);
+                el.txl.server_respond(now, &server, code, upstream);
             }
             return;
         }
@@ -943,7 +945,7 @@ impl StatefulProxy {
             // §16.7 step 5: every 2xx to an INVITE is forwarded; other
             // methods forward the first final response only.
             if invite || first {
-                el.server_respond(now, &server, code, upstream);
+                el.txl.server_respond(now, &server, code, upstream);
             }
             if invite && first {
                 self.cancel_pending_branches(el, now, id, Some(b));
@@ -989,7 +991,7 @@ impl StatefulProxy {
             {
                 ctx.best = Some((
                     code,
-                    Element::response_bytes(&orig, &ctx.server.seed(), code),
+                    TransactionLayer::response_bytes(&orig, &ctx.server.seed(), code),
                 ));
             }
         }
@@ -1026,13 +1028,16 @@ impl StatefulProxy {
             Some((503, _)) | None => {
                 let code = if ctx.cancelled { 487 } else { 500 };
                 match SipMessage::parse(&original, Framing::Datagram, &Limits::default()) {
-                    Ok(orig) => (code, Element::response_bytes(&orig, &server.seed(), code)),
+                    Ok(orig) => (
+                        code,
+                        TransactionLayer::response_bytes(&orig, &server.seed(), code),
+                    ),
                     Err(_) => return,
                 }
             }
             Some(b) => b,
         };
-        el.server_respond(now, &server, code, bytes);
+        el.txl.server_respond(now, &server, code, bytes);
     }
 
     pub(crate) fn on_timer_c(&mut self, el: &mut Element, now: Millis, id: u64, b: usize) {
@@ -1043,10 +1048,11 @@ impl StatefulProxy {
         let state = branch.state;
         if branch.timer_c > now {
             // Restarted by a provisional since this timer was set.
-            el.schedule(Some(branch.timer_c), TimerRef::TimerC(id, b));
+            el.txl
+                .schedule(Some(branch.timer_c), TimerRef::TimerC(id, b));
             return;
         }
-        let alive = el.clients.get(&client).is_some_and(|c| {
+        let alive = el.txl.clients.get(&client).is_some_and(|c| {
             matches!(
                 c.txn.state(),
                 ClientState::Calling | ClientState::Proceeding

@@ -17,6 +17,7 @@
 
 use smallvec::SmallVec;
 
+pub(crate) mod layer;
 #[cfg(test)]
 mod tests;
 
