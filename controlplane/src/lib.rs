@@ -2,7 +2,8 @@
 //!
 //! Owns, layer by layer: RFC 3261 transactions ([`transaction`]); the SIP
 //! element that drives them and hands requests to the transaction user
-//! chosen at start ([`element`]); the transaction users: the stateful and
+//! chosen at start ([`element`]); dialogs for every user agent ([`dialog`]);
+//! the transaction users: the stateful and
 //! stateless proxy ([`proxy`]) and the B2BUA ([`b2bua`]); the registrar,
 //! digest authentication, the password-guessing guard and the location
 //! store ([`registrar`]); SBC policy, the B2BUA's side of the typed media
@@ -19,6 +20,7 @@
 pub mod admission;
 pub mod b2bua;
 pub mod build;
+pub mod dialog;
 pub mod element;
 pub mod lint;
 pub mod process;

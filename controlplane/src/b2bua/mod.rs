@@ -20,17 +20,16 @@ use std::net::{IpAddr, SocketAddr};
 use rustc_hash::FxHashMap;
 use rvoip_dataplane::entropy::Entropy;
 use rvoip_dataplane::sip::{
-    Framing, HeaderName, Limits, MessageWriter, Method, SipMessage, write_response,
-    write_response_with_body,
+    Framing, HeaderName, Limits, Method, SipMessage, write_response, write_response_with_body,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::build;
 use crate::build::Piece::{Addr, Ip, Number, Str};
 use crate::build::text;
+use crate::dialog::{Dialog, DialogError, RAck, session_timer};
 use crate::element::{
     ClientKey, Element, Hop, Inbound, LayerEvent, Owner, ServerKey, TimerRef, TransactionUser,
-    Transport,
 };
 use crate::sbc::cdr::Cdr;
 use crate::sbc::journal::Journal;
@@ -141,303 +140,6 @@ enum Deferred {
     Ack { msg: Vec<u8> },
 }
 
-/// The texts of a leg's dialog ([`Text`]), end to end in one string: a
-/// call's leg is one allocation instead of seven, read as a whole when a
-/// request of the dialog is written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(from = "LegTextRecord")]
-struct LegText {
-    text: String,
-    /// Where each text ends in `text`, in [`Text`] order.
-    ends: [u32; TEXTS],
-}
-
-const TEXTS: usize = 7;
-
-/// The texts of a leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Text {
-    CallId,
-    LocalTag,
-    RemoteTag,
-    /// Our address (name-addr, no tag) in From/To of this dialog.
-    LocalUri,
-    /// The peer's address (name-addr, no tag).
-    RemoteUri,
-    /// Request-URI of requests in the dialog.
-    RemoteTarget,
-    /// Our Contact on this leg.
-    Contact,
-}
-
-impl LegText {
-    /// The texts in [`Text`] order.
-    fn new(parts: [&str; TEXTS]) -> LegText {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let mut b = LegText::builder(len);
-        for p in parts {
-            b.text().push_str(p);
-            b.end();
-        }
-        b.finish()
-    }
-
-    /// A leg's texts written in place, in [`Text`] order, into room for
-    /// `len` octets and the tag and target the peer's answer brings.
-    fn builder(len: usize) -> LegTextBuilder {
-        LegTextBuilder {
-            t: LegText {
-                text: String::with_capacity(len + 96),
-                ends: [0; TEXTS],
-            },
-            next: 0,
-        }
-    }
-
-    fn range(&self, which: Text) -> std::ops::Range<usize> {
-        let i = which as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        start as usize..self.ends[i] as usize
-    }
-
-    fn get(&self, which: Text) -> &str {
-        &self.text[self.range(which)]
-    }
-
-    /// Replaces one text with `parts`, end to end, in place.
-    fn set(&mut self, which: Text, parts: &[&str]) {
-        let r = self.range(which);
-        let old = r.len();
-        self.text.replace_range(r.clone(), "");
-        let mut at = r.start;
-        for p in parts {
-            self.text.insert_str(at, p);
-            at += p.len();
-        }
-        let new = at - r.start;
-        for e in &mut self.ends[which as usize..] {
-            *e = (*e as usize + new - old) as u32;
-        }
-    }
-
-    /// Takes the Call-ID out in its own string (the leg's allocation,
-    /// without a copy); all the leg's texts are empty afterwards.
-    fn take_call_id(&mut self) -> String {
-        let mut t = std::mem::take(&mut self.text);
-        t.truncate(self.ends[0] as usize);
-        self.ends = [0; TEXTS];
-        t
-    }
-
-    /// Replaces one text with `v` (not UTF-8: replacement characters).
-    fn set_bytes(&mut self, which: Text, v: &[u8]) {
-        self.set(which, &[&String::from_utf8_lossy(v)]);
-    }
-}
-
-/// Writes a [`LegText`]: each text into [`LegTextBuilder::text`], then
-/// [`LegTextBuilder::end`].
-struct LegTextBuilder {
-    t: LegText,
-    next: usize,
-}
-
-impl LegTextBuilder {
-    /// The string the current text is appended to.
-    fn text(&mut self) -> &mut String {
-        &mut self.t.text
-    }
-
-    /// Appends `v` to the current text (not UTF-8: replacement characters).
-    fn bytes(&mut self, v: &[u8]) -> &mut Self {
-        match std::str::from_utf8(v) {
-            Ok(v) => self.t.text.push_str(v),
-            Err(_) => self.t.text.push_str(&String::from_utf8_lossy(v)),
-        }
-        self
-    }
-
-    /// Ends the current text.
-    fn end(&mut self) -> &mut Self {
-        if let Some(e) = self.t.ends.get_mut(self.next) {
-            *e = self.t.text.len() as u32;
-            self.next += 1;
-        }
-        self
-    }
-
-    /// The texts; those not written are empty.
-    fn finish(mut self) -> LegText {
-        let len = self.t.text.len() as u32;
-        for e in &mut self.t.ends[self.next..] {
-            *e = len;
-        }
-        self.t
-    }
-}
-
-/// One dialog of a call, as the SBC sees it. The journal holds each of its
-/// texts as a field of its own.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Leg {
-    #[serde(flatten)]
-    text: LegText,
-    /// Route set, in the order of Route headers to send.
-    route_set: Vec<String>,
-    local_cseq: u32,
-    tcp: bool,
-    local: SocketAddr,
-    /// Where requests of the dialog are sent: the peer's address as seen
-    /// (symmetric: a caller behind NAT gets them where it sent from).
-    dest: SocketAddr,
-    conn: Option<u32>,
-    srtp: bool,
-}
-
-/// A leg's texts as the dialog journal holds them, each a field of its own.
-#[derive(Deserialize)]
-struct LegTextRecord {
-    call_id: String,
-    local_tag: String,
-    remote_tag: String,
-    local_uri: String,
-    remote_uri: String,
-    remote_target: String,
-    contact: String,
-}
-
-impl From<LegTextRecord> for LegText {
-    fn from(r: LegTextRecord) -> LegText {
-        LegText::new([
-            &r.call_id,
-            &r.local_tag,
-            &r.remote_tag,
-            &r.local_uri,
-            &r.remote_uri,
-            &r.remote_target,
-            &r.contact,
-        ])
-    }
-}
-
-impl Serialize for LegText {
-    /// As [`LegTextRecord`]: same fields, same order.
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct as _;
-        let mut st = s.serialize_struct("LegText", TEXTS)?;
-        for (name, which) in [
-            ("call_id", Text::CallId),
-            ("local_tag", Text::LocalTag),
-            ("remote_tag", Text::RemoteTag),
-            ("local_uri", Text::LocalUri),
-            ("remote_uri", Text::RemoteUri),
-            ("remote_target", Text::RemoteTarget),
-            ("contact", Text::Contact),
-        ] {
-            st.serialize_field(name, self.get(which))?;
-        }
-        st.end()
-    }
-}
-
-/// A reader on [`Leg`] for each of its texts.
-macro_rules! leg_texts {
-    ($($name:ident => $which:ident),* $(,)?) => {
-        impl Leg {
-            $(
-                fn $name(&self) -> &str {
-                    self.text.get(Text::$which)
-                }
-            )*
-        }
-    };
-}
-
-leg_texts! {
-    call_id => CallId,
-    local_tag => LocalTag,
-    remote_tag => RemoteTag,
-    local_uri => LocalUri,
-    remote_uri => RemoteUri,
-    remote_target => RemoteTarget,
-    contact => Contact,
-}
-
-impl Leg {
-    fn hop(&self) -> Hop {
-        Hop {
-            transport: if self.tcp {
-                Transport::Tcp
-            } else {
-                Transport::Udp
-            },
-            local: self.local,
-            dest: self.dest,
-            conn: self.conn,
-        }
-    }
-
-    /// A request in this dialog, with `extra` headers, then a Content-Type
-    /// of `content_type` when given, and `body`.
-    fn request(
-        &self,
-        method: &str,
-        cseq: u32,
-        branch: &str,
-        extra: &[(HeaderText, HeaderText)],
-        content_type: Option<&[u8]>,
-        body: &[u8],
-    ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512 + body.len());
-        let m = Method::from_bytes(method.as_bytes());
-        let mut w = MessageWriter::request(&mut out, m, self.remote_target().as_bytes());
-        let transport = self.hop().transport;
-        w.header_with(HeaderName::Via, |out| {
-            build::put_via(out, transport, self.local, branch)
-        });
-        for r in &self.route_set {
-            w.header(HeaderName::Route, r.as_bytes());
-        }
-        w.header(HeaderName::MaxForwards, b"70");
-        w.header_parts(
-            HeaderName::From,
-            &[
-                self.local_uri().as_bytes(),
-                b";tag=",
-                self.local_tag().as_bytes(),
-            ],
-        );
-        if self.remote_tag().is_empty() {
-            w.header(HeaderName::To, self.remote_uri().as_bytes());
-        } else {
-            w.header_parts(
-                HeaderName::To,
-                &[
-                    self.remote_uri().as_bytes(),
-                    b";tag=",
-                    self.remote_tag().as_bytes(),
-                ],
-            );
-        }
-        w.header(HeaderName::CallId, self.call_id().as_bytes());
-        w.header_number(HeaderName::CSeq, u64::from(cseq), method.as_bytes());
-        if !matches!(method, "ACK" | "CANCEL" | "BYE") {
-            w.header_parts(
-                HeaderName::Contact,
-                &[b"<", self.contact().as_bytes(), b">"],
-            );
-        }
-        for (n, v) in extra {
-            w.header_raw(n.as_bytes(), v.as_bytes());
-        }
-        if let Some(t) = content_type {
-            w.header(HeaderName::ContentType, t);
-        }
-        w.finish(body);
-        out
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum State {
     /// Trying peers.
@@ -467,7 +169,7 @@ struct Pending2xx {
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     id: u64,
-    legs: [Leg; 2],
+    legs: [Dialog; 2],
     state: State,
     a_invite_key: ServerKey,
     a_invite: Vec<u8>,
@@ -510,7 +212,7 @@ pub(crate) struct Call {
 /// What the journal keeps of an established call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedCall {
-    legs: [Leg; 2],
+    legs: [Dialog; 2],
     trunk: Option<usize>,
     peer: Option<usize>,
     source: IpAddr,
@@ -556,6 +258,8 @@ pub struct B2bCounters {
     pub recovered: u64,
     /// In-dialog requests for no known dialog (481).
     pub unknown_dialog: u64,
+    /// 2xx responses from a second fork of leg B, acknowledged and ended.
+    pub forks_ended: u64,
 }
 
 /// Each leg's call and side by its Call-ID, keyed by a keyed 128-bit hash
@@ -736,17 +440,6 @@ impl B2b {
         ]);
         build::push_hex(s, h, 16);
     }
-}
-
-/// `delta-seconds` of a Session-Expires or Min-SE value.
-fn delta_secs(v: &[u8]) -> Option<u32> {
-    std::str::from_utf8(v)
-        .ok()?
-        .split(';')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 fn has_option(msg: &SipMessage<'_>, name: HeaderName, option: &str) -> bool {
@@ -1234,72 +927,11 @@ impl B2b {
             .and_then(|f| f.uri.user)
             .map(|u| String::from_utf8_lossy(u).into_owned())
             .unwrap_or_else(|| "anonymous".into());
-        let a_routes: Vec<String> = msg
-            .header_lines(HeaderName::RecordRoute)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        let mut t = LegText::builder(inb.bytes.len().min(512));
-        t.bytes(msg.call_id().unwrap_or_default()).end();
-        self.push_token(t.text(), "a-tag");
-        t.end();
-        t.bytes(from.as_ref().and_then(|f| f.tag()).unwrap_or_default())
-            .end();
-        if let Some(to) = msg.header(HeaderName::To) {
-            strip_tag_into(t.text(), to);
-        }
-        t.end();
-        if let Some(from) = msg.header(HeaderName::From) {
-            strip_tag_into(t.text(), from);
-        }
-        t.end();
-        match msg.contacts().next() {
-            Some(Ok(rvoip_dataplane::sip::Contact::Addr(a))) => t.bytes(a.uri.as_bytes()),
-            _ => {
-                build::push_text(t.text(), &[Str("sip:"), Addr(inb.remote)]);
-                &mut t
-            }
-        }
-        .end();
-        build::push_text(t.text(), &[Str("sip:"), Addr(inb.local)]);
-        t.end();
-        let a_leg = Leg {
-            text: t.finish(),
-            route_set: a_routes,
-            local_cseq: 0,
-            tcp: inb.transport == Transport::Tcp,
-            local: inb.local,
-            dest: inb.remote,
-            conn: (inb.transport == Transport::Tcp).then_some(inb.conn),
-            srtp: in_srtp,
-        };
+        let a_leg = Dialog::uas(msg, inb, in_srtp, |t| self.push_token(t, "a-tag"));
         let b_local = out_listener.unwrap_or(inb.local);
-        let mut t = LegText::builder(160);
-        t.end();
-        self.push_token(t.text(), "b-tag");
-        t.end().end();
-        build::push_text(
-            t.text(),
-            &[
-                Str("<sip:"),
-                Str(&from_user),
-                Str("@"),
-                Ip(b_local.ip()),
-                Str(">"),
-            ],
-        );
-        t.end().end().end();
-        build::push_text(t.text(), &[Str("sip:"), Addr(b_local)]);
-        t.end();
-        let b_leg = Leg {
-            text: t.finish(),
-            route_set: Vec::new(),
-            local_cseq: 0,
-            tcp: false,
-            local: b_local,
-            dest: b_local,
-            conn: None,
-            srtp: out_srtp,
-        };
+        let b_leg = Dialog::uac(b_local, &from_user, out_srtp, |t| {
+            self.push_token(t, "b-tag");
+        });
         // Headers of the caller's INVITE that carry meaning end to end.
         let mut passed = Vec::new();
         for f in msg.headers() {
@@ -1367,9 +999,11 @@ impl B2b {
         });
         // Session timer asked of leg B: ours, or the caller's if smaller.
         let se = self.config.session_expires;
-        let asked = msg.header(HeaderName::SessionExpires).and_then(delta_secs);
+        let asked = msg
+            .header(HeaderName::SessionExpires)
+            .and_then(session_timer::delta_secs);
         if se > 0 {
-            let v = asked.map_or(se, |a| a.min(se)).max(self.config.min_se);
+            let v = session_timer::interval(asked, se, self.config.min_se);
             call.passed
                 .push(("Session-Expires".into(), text(&[Number(v.into())]).into()));
             call.passed.push((
@@ -1437,14 +1071,8 @@ impl B2b {
         self.push_token(&mut call_id, "call-id");
         build::push_text(&mut call_id, &[Str("@"), Ip(call.legs[1].local.ip())]);
         let leg = &mut call.legs[1];
-        leg.text.set(Text::CallId, &[&call_id]);
+        leg.restart(&call_id, ruri, address);
         self.scratch = call_id;
-        leg.text.set(Text::RemoteTag, &[]);
-        leg.text.set(Text::RemoteUri, &["<", ruri, ">"]);
-        leg.text.set(Text::RemoteTarget, &[ruri]);
-        leg.route_set.clear();
-        leg.dest = address;
-        leg.local_cseq = 1;
         call.provisional = false;
         let branch = build::branch(&[leg.call_id().as_bytes(), b"invite"]);
         let body = call.b_offer.as_deref().unwrap_or_default();
@@ -1645,6 +1273,15 @@ impl B2b {
                 .respond(now, &key, msg, 481, "Call/Transaction Does Not Exist", &[]);
             return;
         };
+        // §12.2.2: the request must be this dialog's, in order; a target
+        // refresh moves where the leg's requests go.
+        if let Err(e) = call.legs[side.index()].on_request(msg) {
+            let (status, reason) = e.sip_status();
+            self.counters.unknown_dialog += u64::from(e == DialogError::NoSuchDialog);
+            el.txl.respond(now, &key, msg, status, reason, &[]);
+            self.calls.insert(id, call);
+            return;
+        }
         let other = side.other();
         match method {
             Method::Bye => {
@@ -1782,34 +1419,30 @@ impl B2b {
         if method == Method::Prack
             && let Some(rack) = msg.header(HeaderName::RAck)
         {
-            // RAck: rseq, then the CSeq of the INVITE on the leg it goes to.
-            let rseq = String::from_utf8_lossy(rack)
-                .split_whitespace()
-                .next()
-                .unwrap_or("1")
-                .to_string();
-            let cseq = if other == Side::B { 1 } else { 0 };
-            let invite_cseq = if other == Side::B {
-                cseq
+            // RAck: the RSeq, then the CSeq of the INVITE on the leg it
+            // goes to.
+            let rseq = RAck::parse(rack).map_or(1, |r| r.rseq);
+            let cseq = if other == Side::B {
+                1
             } else {
                 SipMessage::parse(&call.a_invite, Framing::Datagram, &Limits::default())
                     .ok()
                     .and_then(|m| m.cseq().ok().map(|c| c.seq))
                     .unwrap_or(1)
             };
-            extra.push(("RAck".into(), format!("{rseq} {invite_cseq} INVITE").into()));
+            extra.push(("RAck".into(), RAck { rseq, cseq }.value().into()));
         }
         let m = method.as_bytes();
         let mname = String::from_utf8_lossy(m).into_owned();
         let leg = &mut call.legs[other.index()];
-        leg.local_cseq += 1;
+        let cseq = leg.next_cseq();
         let branch = build::branch(&[
             leg.call_id().as_bytes(),
             m,
-            &leg.local_cseq.to_le_bytes(),
+            &cseq.to_le_bytes(),
             &now.to_le_bytes(),
         ]);
-        let bytes = leg.request(&mname, leg.local_cseq, &branch, &extra, None, body);
+        let bytes = leg.request(&mname, cseq, &branch, &extra, None, body);
         let hop = leg.hop();
         el.b2b_send(
             now,
@@ -1966,25 +1599,15 @@ impl B2b {
             self.finish(el, call, unix_ms, reason);
             return;
         }
-        // 18x or 2xx: the dialog with leg B takes shape.
-        let tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or_default();
-        {
-            let leg = &mut call.legs[1];
-            if !tag.is_empty() {
-                leg.text.set_bytes(Text::RemoteTag, tag);
-            }
-            if let Some(Ok(rvoip_dataplane::sip::Contact::Addr(a))) = msg.contacts().next() {
-                leg.text.set_bytes(Text::RemoteTarget, a.uri.as_bytes());
-            }
-            let mut rr: Vec<String> = msg
-                .header_lines(HeaderName::RecordRoute)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .collect();
-            rr.reverse();
-            if !rr.is_empty() || code >= 200 {
-                leg.route_set = rr;
-            }
+        // 18x or 2xx: the dialog with leg B takes shape (early, then
+        // confirmed). A 2xx from a fork other than the one that answered
+        // first is acknowledged and ended on its own (§13.2.2.4).
+        if code >= 200 && call.state == State::Up && call.legs[1].is_other_fork(msg) {
+            self.end_other_fork(el, now, &call, msg);
+            self.calls.insert(id, call);
+            return;
         }
+        call.legs[1].on_response(msg, code);
         if code >= 200 && call.cancelled {
             // Answered after the caller gave up: ACK and hang up.
             call.b_status = code;
@@ -2025,6 +1648,36 @@ impl B2b {
         }
         self.calls.insert(id, call);
         self.invite_answered(el, now, unix_ms, id, code, msg, b"", false);
+    }
+
+    /// A 2xx to leg B's INVITE from a fork other than the one the call
+    /// went on with (§13.2.2.4): acknowledged, then ended with a BYE, on a
+    /// dialog of its own that the call never sees.
+    fn end_other_fork(&mut self, el: &mut Element, now: Millis, call: &Call, msg: &SipMessage<'_>) {
+        self.counters.forks_ended += 1;
+        let mut fork = call.legs[1].clone();
+        fork.on_response(msg, 200);
+        let invite_cseq = msg.cseq().map_or(1, |c| c.seq);
+        let tag = fork.remote_tag().as_bytes();
+        let branch = build::branch(&[fork.call_id().as_bytes(), tag, b"fork-ack"]);
+        let ack = fork.request("ACK", invite_cseq, &branch, &[], None, b"");
+        el.txl.emit(fork.hop(), ack);
+        fork.local_cseq = fork.local_cseq.max(invite_cseq);
+        let cseq = fork.next_cseq();
+        let branch = build::branch(&[
+            fork.call_id().as_bytes(),
+            fork.remote_tag().as_bytes(),
+            b"fork-bye",
+        ]);
+        let bye = fork.request("BYE", cseq, &branch, &[], None, b"");
+        el.b2b_send(
+            now,
+            fork.hop(),
+            bye,
+            b"BYE",
+            branch.as_bytes(),
+            CallTxn::Local,
+        );
     }
 
     /// Leg B's 18x or 2xx goes to the caller, with `body` (the relay's SDP).
@@ -2079,11 +1732,13 @@ impl B2b {
             let a_timer = a_inv
                 .as_ref()
                 .is_some_and(|m| has_option(m, HeaderName::Supported, "timer"));
-            let b_se = msg.header(HeaderName::SessionExpires).and_then(delta_secs);
+            let b_se = msg
+                .header(HeaderName::SessionExpires)
+                .and_then(session_timer::delta_secs);
             let a_se = a_inv
                 .as_ref()
                 .and_then(|m| m.header(HeaderName::SessionExpires))
-                .and_then(delta_secs);
+                .and_then(session_timer::delta_secs);
             let interval = b_se.or(if a_timer {
                 a_se.or(Some(self.config.session_expires))
                     .filter(|s| *s > 0)
@@ -2165,6 +1820,9 @@ impl B2b {
         let to = from.other();
         let (method, req_had_sdp) = method_and_sdp(request);
         let is_invite = method == Method::Invite;
+        if (200..300).contains(&code) && matches!(method, Method::Invite | Method::Update) {
+            call.legs[to.index()].refresh_target(msg);
+        }
         if let Some(sdp) = sdp_body(msg) {
             // An offer in a response to a request without SDP (late offer
             // in a re-INVITE) is answered in the ACK.
@@ -2282,19 +1940,28 @@ impl B2b {
 
     /// A response with no client transaction: a retransmitted 2xx of leg B
     /// gets its ACK again.
-    fn stray_response(&mut self, el: &mut Element, msg: &SipMessage<'_>) {
+    fn stray_response(&mut self, el: &mut Element, now: Millis, msg: &SipMessage<'_>) {
         let code = msg.status_code().unwrap_or(0);
         let invite = msg.cseq().is_ok_and(|c| c.method == Method::Invite);
-        if let Ok(cid) = msg.call_id()
-            && let Some((id, Side::B)) = self.dialogs.get(cid).copied()
-            && (200..300).contains(&code)
-            && invite
-            && let Some(call) = self.calls.get(&id)
-            && let Some(ack) = call.b_ack.clone()
-        {
-            let hop = call.legs[1].hop();
-            el.txl.emit(hop, ack);
+        let Ok(cid) = msg.call_id() else {
+            return;
+        };
+        let Some((id, Side::B)) = self.dialogs.get(cid).copied() else {
+            return;
+        };
+        if !(200..300).contains(&code) || !invite {
+            return;
         }
+        let Some(call) = self.calls.remove(&id) else {
+            return;
+        };
+        if call.legs[1].is_other_fork(msg) {
+            self.end_other_fork(el, now, &call, msg);
+        } else if let Some(ack) = call.b_ack.clone() {
+            // The 2xx again: its ACK again (§13.2.2.4).
+            el.txl.emit(call.legs[1].hop(), ack);
+        }
+        self.calls.insert(id, call);
     }
 
     /// A call timer fired.
@@ -2385,24 +2052,11 @@ impl B2b {
             let Some(local) = self.policy.realms.get(t.realm).and_then(|r| r.listener) else {
                 continue;
             };
-            let leg = Leg {
-                text: LegText::new([
-                    &format!("{}@{}", self.token("probe"), local.ip()),
-                    &self.token("probe-tag"),
-                    "",
-                    &format!("<sip:rvoip@{}>", local.ip()),
-                    &format!("<sip:{address}>"),
-                    &format!("sip:{address}"),
-                    &format!("sip:{local}"),
-                ]),
-                route_set: Vec::new(),
-                local_cseq: 1,
-                tcp: false,
-                local,
-                dest: address,
-                conn: None,
-                srtp: false,
-            };
+            let mut leg = Dialog::uac(local, "rvoip", false, |t| {
+                self.push_token(t, "probe-tag");
+            });
+            let call_id = format!("{}@{}", self.token("probe"), local.ip());
+            leg.restart(&call_id, &format!("sip:{address}"), address);
             let branch = build::branch(&[leg.call_id().as_bytes(), b"probe"]);
             let bytes = leg.request("OPTIONS", 1, &branch, &[], None, b"");
             el.b2b_send(
@@ -2472,11 +2126,11 @@ impl TransactionUser for B2b {
     fn on_stray_response(
         &mut self,
         el: &mut Element,
-        _now: Millis,
+        now: Millis,
         msg: &SipMessage<'_>,
         _inb: &Inbound<'_>,
     ) {
-        self.stray_response(el, msg);
+        self.stray_response(el, now, msg);
     }
 
     fn on_event(&mut self, el: &mut Element, now: Millis, unix_ms: u64, event: LayerEvent) {
@@ -2676,36 +2330,11 @@ fn method_and_sdp(request: &[u8]) -> (Method<'_>, bool) {
     }
 }
 
-/// Appends the header value `v` without its tag parameter (outside <>
-/// only) to `out`.
-fn strip_tag_into(out: &mut String, v: &[u8]) {
-    let v = String::from_utf8_lossy(v);
-    let v: &str = &v;
-    let (addr, params) = match v.rfind('>') {
-        Some(i) => (&v[..=i], &v[i + 1..]),
-        None => match v.find(';') {
-            Some(i) => (&v[..i], &v[i..]),
-            None => (v, ""),
-        },
-    };
-    out.push_str(addr.trim());
-    for p in params.split(';').map(str::trim) {
-        let tag = p
-            .as_bytes()
-            .get(..4)
-            .is_some_and(|b| b.eq_ignore_ascii_case(b"tag="));
-        if !p.is_empty() && !tag {
-            out.push(';');
-            out.push_str(p);
-        }
-    }
-}
-
 /// A call's journal record, borrowed from the call: it serializes as the
 /// [`SavedCall`] it is read back as (same fields, same order).
 #[derive(Serialize)]
 struct SavedCallRef<'a> {
-    legs: &'a [Leg; 2],
+    legs: &'a [Dialog; 2],
     trunk: Option<usize>,
     peer: Option<usize>,
     source: IpAddr,

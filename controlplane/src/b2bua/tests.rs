@@ -564,8 +564,10 @@ fn hold_by_reinvite_crosses_with_the_sdp_rewritten() {
     let recv_only = OFFER.replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n");
     let out = n.deliver(1_010, CALLER, ACCESS, &reply(&fwd, 200, "", "", &recv_only));
     let ack_a = to(&out, CALLER)[0];
+    // The caller's 200 refreshes its leg's target (§12.2.1.2): the ACK,
+    // and every later request on that leg, goes to the 200's Contact.
     assert!(
-        text(ack_a).starts_with("ACK sip:alice@127.0.0.2:5080"),
+        text(ack_a).starts_with("ACK sip:peer@127.0.0.2:5080"),
         "{}",
         text(ack_a)
     );
@@ -951,95 +953,6 @@ fn a_calls_journal_record_reads_back_as_the_saved_call_it_was_written_from() {
     assert!(written.contains(call.legs[0].call_id()), "{written}");
 }
 
-#[test]
-fn the_tag_parameter_is_taken_out_of_from_and_to_values_and_nothing_else() {
-    let strip_tag = |v: &[u8]| {
-        let mut out = String::from("kept:");
-        strip_tag_into(&mut out, v);
-        out.strip_prefix("kept:")
-            .expect("appended after what was there")
-            .to_owned()
-    };
-    assert_eq!(
-        strip_tag(b"\"A\" <sip:a@x;tag=inside>;tag=1;foo=bar"),
-        "\"A\" <sip:a@x;tag=inside>;foo=bar"
-    );
-    assert_eq!(strip_tag(b"sip:a@x;TAG=1"), "sip:a@x");
-    assert_eq!(strip_tag(b"<sip:a@x> ; tagx=2 ;tag=3"), "<sip:a@x>;tagx=2");
-    assert_eq!(strip_tag(b"<sip:a@x>"), "<sip:a@x>");
-}
-
-#[test]
-fn a_legs_texts_change_one_at_a_time_and_a_journaled_leg_reads_back_the_same() {
-    let mut leg = Leg {
-        text: LegText::new([
-            "c1@h",
-            "lt",
-            "",
-            "<sip:a@h>",
-            "<sip:b@h>",
-            "sip:b@h",
-            "sip:127.0.0.1:5060",
-        ]),
-        route_set: vec!["<sip:p1;lr>".into()],
-        local_cseq: 3,
-        tcp: false,
-        local: addr(ACCESS),
-        dest: addr(PEER1),
-        conn: None,
-        srtp: true,
-    };
-    // Longer, shorter, emptied: the other texts stay as they were.
-    leg.text.set(Text::RemoteTag, &["peer-", "tag"]);
-    leg.text
-        .set_bytes(Text::RemoteTarget, b"sip:b@192.0.2.9:5090;transport=udp");
-    leg.text.set(Text::CallId, &["c"]);
-    leg.text.set(Text::LocalTag, &[]);
-    let texts = |l: &Leg| {
-        [
-            l.call_id().to_owned(),
-            l.local_tag().to_owned(),
-            l.remote_tag().to_owned(),
-            l.local_uri().to_owned(),
-            l.remote_uri().to_owned(),
-            l.remote_target().to_owned(),
-            l.contact().to_owned(),
-        ]
-    };
-    assert_eq!(
-        texts(&leg),
-        [
-            "c",
-            "",
-            "peer-tag",
-            "<sip:a@h>",
-            "<sip:b@h>",
-            "sip:b@192.0.2.9:5090;transport=udp",
-            "sip:127.0.0.1:5060"
-        ]
-    );
-    // The journal holds each text as a field of its own, and reads it back.
-    let json = serde_json::to_string(&leg).expect("a leg serializes");
-    let v: serde_json::Value = serde_json::from_str(&json).expect("as JSON");
-    assert_eq!(v["remote_tag"], "peer-tag");
-    assert_eq!(v["contact"], "sip:127.0.0.1:5060");
-    assert_eq!(v["route_set"][0], "<sip:p1;lr>");
-    let back: Leg = serde_json::from_str(&json).expect("and reads back");
-    assert_eq!(texts(&back), texts(&leg));
-    assert_eq!(
-        (back.route_set, back.local_cseq, back.dest, back.srtp),
-        (leg.route_set.clone(), 3, addr(PEER1), true)
-    );
-    // A record as the previous build wrote it (Contact after the addresses)
-    // reads the same.
-    let earlier = format!(
-        r#"{{"call_id":"c","local_tag":"","remote_tag":"peer-tag","local_uri":"<sip:a@h>","remote_uri":"<sip:b@h>","remote_target":"sip:b@192.0.2.9:5090;transport=udp","route_set":["<sip:p1;lr>"],"local_cseq":3,"tcp":false,"local":"{ACCESS}","dest":"{PEER1}","conn":null,"contact":"sip:127.0.0.1:5060","srtp":true}}"#
-    );
-    let old: Leg = serde_json::from_str(&earlier).expect("an earlier record reads");
-    assert_eq!(texts(&old), texts(&leg));
-    assert_eq!((old.local, old.dest), (addr(ACCESS), addr(PEER1)));
-}
-
 fn register_from(from: &str, n: u32) -> String {
     format!(
         "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-regf{n};rport\r\n\
@@ -1293,4 +1206,78 @@ fn a_2xx_the_caller_never_acknowledges_ends_both_legs() {
     );
     let cdr = n.core.poll_cdr().expect("a CDR");
     assert_eq!(cdr.end_reason, "ack-timeout");
+}
+
+#[test]
+fn a_2xx_from_a_second_fork_is_acknowledged_and_ended_and_the_call_stays_on_the_first() {
+    let mut n = net();
+    let (inv, ok) = answered(&mut n, "f1");
+    // A forking proxy before the callee lets a second phone answer too.
+    let out = n.deliver(30, PEER1, CORE, &reply(&inv, 200, "fork2tag", "", ANSWER));
+    assert!(
+        to(&out, CALLER).is_empty(),
+        "the caller hears of no second answer"
+    );
+    let to_peer = to(&out, PEER1);
+    let methods: Vec<String> = to_peer
+        .iter()
+        .map(|o| text(o).split(' ').next().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(methods, ["ACK", "BYE"], "§13.2.2.4: ACK the 2xx, then BYE");
+    for o in &to_peer {
+        assert!(
+            header(o, HeaderName::To).ends_with(";tag=fork2tag"),
+            "{}",
+            text(o)
+        );
+        assert_eq!(
+            header(o, HeaderName::CallId),
+            header(&inv, HeaderName::CallId)
+        );
+    }
+    assert_eq!(header(to_peer[0], HeaderName::CSeq), "1 ACK");
+    assert_eq!(header(to_peer[1], HeaderName::CSeq), "2 BYE");
+    assert_eq!(n.core.b2bua().map(|b| b.counters.forks_ended), Some(1));
+    // The call goes on with the first fork: the caller's BYE reaches it.
+    let out = n.deliver(
+        40,
+        CALLER,
+        ACCESS,
+        &caller_bye("f1", &header(&ok, HeaderName::To)),
+    );
+    let bye = to(&out, PEER1)[0];
+    assert!(text(bye).starts_with("BYE "), "{}", text(bye));
+    assert!(
+        header(bye, HeaderName::To).ends_with(";tag=calleetag"),
+        "{}",
+        text(bye)
+    );
+}
+
+#[test]
+fn an_in_dialog_request_out_of_order_gets_500_and_one_for_another_dialog_481() {
+    let mut n = net();
+    let (_inv, ok) = answered(&mut n, "o1");
+    let to_value = header(&ok, HeaderName::To);
+    let request = |cseq: u32, to: &str, branch: &str| {
+        format!(
+            "INFO sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{branch}\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-o1\r\nTo: {to}\r\nCall-ID: o1@127.0.0.2\r\nCSeq: {cseq} INFO\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // The INVITE had CSeq 10: 9 is out of order (§12.2.2).
+    let out = n.deliver(30, CALLER, ACCESS, &request(9, &to_value, "i9"));
+    assert_eq!(out.len(), 1);
+    assert_eq!((status(&out[0]), out[0].dest), (Some(500), addr(CALLER)));
+    // Another To tag of the same Call-ID names no dialog of the SBC's.
+    let out = n.deliver(
+        40,
+        CALLER,
+        ACCESS,
+        &request(12, "<sip:x@h>;tag=nope", "i12"),
+    );
+    assert_eq!(status(&out[0]), Some(481));
+    // In order, it crosses to the callee.
+    let out = n.deliver(50, CALLER, ACCESS, &request(13, &to_value, "i13"));
+    assert!(text(to(&out, PEER1)[0]).starts_with("INFO "));
 }
