@@ -21,6 +21,7 @@ mod grammar;
 mod header;
 mod limits;
 mod message;
+pub mod stream;
 mod uri;
 mod values;
 mod via;

@@ -20,7 +20,8 @@ use crate::engine::gso::{self, Packer};
 use crate::engine::sockaddr::{self, Storage};
 use crate::log_budget::LogBudget;
 use crate::shm::{Channel, Direction, SipMeta};
-use crate::sip::{Limits, frame_stream};
+use crate::sip::Limits;
+use crate::sip::stream::{PlainStream, StreamSession};
 
 const KIND_SHIFT: u32 = 56;
 const UDP: u64 = 1;
@@ -31,12 +32,8 @@ const SEND: u64 = 5;
 /// A connection became writable (its connect finished, or its send buffer
 /// drained): one-shot.
 const CONN_OUT: u64 = 6;
-
 /// How long a connect may take before the connection is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// What a connection may hold unsent (the peer not reading) before it is
-/// closed: far more than any burst of SIP messages to one peer.
-const MAX_UNSENT: usize = 1 << 20;
 
 /// Buffer group of the UDP receive buffers.
 const BGID: u16 = 7;
@@ -184,9 +181,8 @@ struct Conn {
     stream: TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
-    inbuf: Vec<u8>,
-    /// Bytes waiting for the socket to take them, in order.
-    out: Vec<u8>,
+    /// What the connection's octets mean (plain SIP on TCP today).
+    session: Box<dyn StreamSession>,
     /// When the connect was started, while it is in progress.
     connecting: Option<Instant>,
     /// Whether a writability poll is armed.
@@ -194,13 +190,17 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, local: SocketAddr, remote: SocketAddr) -> Conn {
+    fn new(
+        stream: TcpStream,
+        local: SocketAddr,
+        remote: SocketAddr,
+        session: Box<dyn StreamSession>,
+    ) -> Conn {
         Conn {
             stream,
             local,
             remote,
-            inbuf: Vec::new(),
-            out: Vec::new(),
+            session,
             connecting: None,
             want_write: false,
         }
@@ -459,12 +459,10 @@ impl Worker {
         if c.connecting.is_some() || c.want_write {
             return;
         }
-        while !c.out.is_empty() {
-            match c.stream.write(&c.out) {
+        while !c.session.wire().is_empty() {
+            match c.stream.write(c.session.wire()) {
                 Ok(0) => break,
-                Ok(n) => {
-                    c.out.drain(..n);
-                }
+                Ok(n) => c.session.consumed(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -474,7 +472,7 @@ impl Worker {
                 }
             }
         }
-        if !c.out.is_empty() {
+        if !c.session.wire().is_empty() {
             self.report.tcp_write_waits += 1;
             self.poll_writable(id);
         }
@@ -630,7 +628,7 @@ impl Worker {
                 Ok(stream) => {
                     let id = self.new_conn_id();
                     let fd = stream.as_raw_fd();
-                    let mut c = Conn::new(stream, local, dest);
+                    let mut c = Conn::new(stream, local, dest, self.new_session());
                     c.connecting = Some(Instant::now());
                     self.conns.insert(id, c);
                     self.connecting += 1;
@@ -648,14 +646,13 @@ impl Worker {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        if c.out.len() + bytes.len() > MAX_UNSENT {
+        if c.session.send(bytes).is_err() {
             // The peer has not read for a long while: nothing will reach it.
             self.report.tcp_stalled += 1;
             self.report.send_errors += 1;
             self.close_conn(id);
             return;
         }
-        c.out.extend_from_slice(bytes);
         self.report.sent += 1;
         self.write_conn(id);
     }
@@ -800,10 +797,17 @@ impl Worker {
                 continue;
             };
             let id = self.new_conn_id();
-            self.conns.insert(id, Conn::new(stream, local, remote));
+            let session = self.new_session();
+            self.conns
+                .insert(id, Conn::new(stream, local, remote, session));
             self.report.tcp_accepted += 1;
             self.poll(cfd, CONN, u64::from(id));
         }
+    }
+
+    /// The session of a new stream connection.
+    fn new_session(&self) -> Box<dyn StreamSession> {
+        Box::new(PlainStream::new(self.limits))
     }
 
     fn read_conn(&mut self, producer: &mut crate::shm::Producer<'_>, id: u32) {
@@ -817,37 +821,26 @@ impl Worker {
                         closed = true;
                         break;
                     }
-                    Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
+                    Ok(n) => {
+                        if c.session.on_bytes(&chunk[..n]).is_err() {
+                            closed = true;
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
                         closed = true;
                         break;
                     }
                 }
-                if c.inbuf.len() > self.limits.max_message_size * 2 {
-                    closed = true;
-                    break;
-                }
             }
             loop {
-                // RFC 5626 keep-alive CRLFs between messages are skipped.
-                let skip = c
-                    .inbuf
-                    .iter()
-                    .take_while(|b| **b == b'\r' || **b == b'\n')
-                    .count();
-                c.inbuf.drain(..skip);
-                if c.inbuf.is_empty() {
-                    break;
-                }
-                match frame_stream(&c.inbuf, &self.limits) {
-                    Ok(Some(len)) => {
-                        frames.push(c.inbuf.drain(..len).collect::<Vec<u8>>());
-                    }
+                match c.session.poll_message() {
+                    Ok(Some(m)) => frames.push(m),
                     Ok(None) => break,
                     Err(_) => {
-                        // Framing lost (bad Content-Length): the stream cannot
-                        // be resynchronized; close it (RFC 4475 §3.1.2.3).
+                        // Framing lost or a message too large: the stream
+                        // cannot be resynchronized (RFC 4475 §3.1.2.3).
                         closed = true;
                         break;
                     }
