@@ -3,7 +3,7 @@
 //! [`admit`] applies the checks of RFC 3261 §8.2 (UAS), §16.3 (proxy) and
 //! §10.3 (registrar) that depend only on the message, in the order the RFC
 //! lists them, and returns the error response to send, if any. What counts as
-//! supported (option tags, body types) is policy, given by [`Policy`].
+//! supported (option tags, body types) is policy, given by [`Supported`].
 
 use std::borrow::Cow;
 
@@ -24,16 +24,16 @@ pub enum Role {
 
 /// What rvoip supports, for the checks that depend on it.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub struct Supported {
     /// Option tags rvoip implements (Require, Proxy-Require).
     pub supported_option_tags: Vec<String>,
 }
 
-impl Default for Policy {
+impl Default for Supported {
     fn default() -> Self {
         // path (RFC 3327), 100rel (RFC 3262, passed through), timer (RFC 4028),
         // replaces (RFC 3891, passed through).
-        Policy {
+        Supported {
             supported_option_tags: ["path", "100rel", "timer", "replaces"]
                 .map(String::from)
                 .to_vec(),
@@ -43,7 +43,7 @@ impl Default for Policy {
 
 /// An error response to send instead of processing the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct Rejection {
     /// Status code.
     pub status: u16,
     /// Why, for logs and the Reason/Warning text.
@@ -52,9 +52,9 @@ pub struct Refusal {
     pub unsupported: Vec<String>,
 }
 
-impl Refusal {
-    fn new(status: u16, reason: impl Into<Cow<'static, str>>) -> Refusal {
-        Refusal {
+impl Rejection {
+    fn new(status: u16, reason: impl Into<Cow<'static, str>>) -> Rejection {
+        Rejection {
             status,
             reason: reason.into(),
             unsupported: Vec::new(),
@@ -75,11 +75,14 @@ const MANDATORY: [HeaderName; 5] = [
 
 /// Returns the refusal for a request that passed [`rvoip_dataplane::sip::check`],
 /// or `None` when it is processed normally. Responses are never refused.
-pub fn admit(msg: &SipMessage<'_>, role: Role, policy: &Policy) -> Option<Refusal> {
+pub fn admit(msg: &SipMessage<'_>, role: Role, policy: &Supported) -> Option<Rejection> {
     let method = msg.method()?;
     for h in MANDATORY {
         if msg.count(h) == 0 {
-            return Some(Refusal::new(400, format!("missing {} header", h.as_str())));
+            return Some(Rejection::new(
+                400,
+                format!("missing {} header", h.as_str()),
+            ));
         }
     }
     // RFC 4475 §3.3.8: more than one value of a single-value header.
@@ -92,7 +95,7 @@ pub fn admit(msg: &SipMessage<'_>, role: Role, policy: &Policy) -> Option<Refusa
         HeaderName::ContentType,
     ] {
         if msg.count(h) > 1 {
-            return Some(Refusal::new(
+            return Some(Rejection::new(
                 400,
                 format!("more than one {} header", h.as_str()),
             ));
@@ -101,7 +104,7 @@ pub fn admit(msg: &SipMessage<'_>, role: Role, policy: &Policy) -> Option<Refusa
     // RFC 3261 §8.2.2.1: 416 for a Request-URI scheme rvoip does not serve.
     let uri = msg.request_uri().ok()?;
     if !matches!(uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
-        return Some(Refusal::new(
+        return Some(Rejection::new(
             416,
             "Request-URI scheme is not sip, sips or tel",
         ));
@@ -110,13 +113,13 @@ pub fn admit(msg: &SipMessage<'_>, role: Role, policy: &Policy) -> Option<Refusa
     if let Ok(via) = msg.top_via()
         && via.branch() == Some(MAGIC_COOKIE)
     {
-        return Some(Refusal::new(400, "Via branch is only the magic cookie"));
+        return Some(Rejection::new(400, "Via branch is only the magic cookie"));
     }
     // RFC 3261 §16.3 step 3 / RFC 7332: a request that would be forwarded
     // with Max-Forwards 0 is answered 483.
     let consumed_locally = role == Role::Sbc && method == Method::Register;
     if !consumed_locally && matches!(msg.max_forwards(), Ok(Some(0))) {
-        return Some(Refusal::new(483, "Max-Forwards is 0"));
+        return Some(Rejection::new(483, "Max-Forwards is 0"));
     }
     // RFC 3261 §16.3 step 5 (Proxy-Require) and §8.2.2.3 (Require, not for
     // ACK and CANCEL): 420 listing what is not supported.
@@ -138,7 +141,7 @@ pub fn admit(msg: &SipMessage<'_>, role: Role, policy: &Policy) -> Option<Refusa
         .map(|t| String::from_utf8_lossy(t).into_owned())
         .collect();
     if !unsupported.is_empty() {
-        let mut r = Refusal::new(
+        let mut r = Rejection::new(
             420,
             format!("unsupported option tags: {}", unsupported.join(", ")),
         );
@@ -158,7 +161,7 @@ pub fn admit(msg: &SipMessage<'_>, role: Role, policy: &Policy) -> Option<Refusa
 
 /// RFC 3261 §8.2.3 (415) and §21.4.7 (406) for the methods whose session
 /// description the SBC must read and answer.
-fn session_body_checks(msg: &SipMessage<'_>, method: Method<'_>) -> Option<Refusal> {
+fn session_body_checks(msg: &SipMessage<'_>, method: Method<'_>) -> Option<Rejection> {
     if !rvoip_dataplane::sip::carries_sdp(method) {
         return None;
     }
@@ -166,14 +169,14 @@ fn session_body_checks(msg: &SipMessage<'_>, method: Method<'_>) -> Option<Refus
         match msg.content_type() {
             Ok(Some(t))
                 if t.is("application", "sdp") || t.kind.eq_ignore_ascii_case(b"multipart") => {}
-            Ok(Some(_)) => return Some(Refusal::new(415, "body is not application/sdp")),
-            Ok(None) => return Some(Refusal::new(415, "body without Content-Type")),
-            Err(_) => return Some(Refusal::new(400, "bad Content-Type")),
+            Ok(Some(_)) => return Some(Rejection::new(415, "body is not application/sdp")),
+            Ok(None) => return Some(Rejection::new(415, "body without Content-Type")),
+            Err(_) => return Some(Rejection::new(400, "bad Content-Type")),
         }
         if let Some(enc) = msg.header(HeaderName::ContentEncoding)
             && !enc.eq_ignore_ascii_case(b"identity")
         {
-            return Some(Refusal::new(415, "Content-Encoding is not supported"));
+            return Some(Rejection::new(415, "Content-Encoding is not supported"));
         }
     }
     if method == Method::Invite && msg.count(HeaderName::Accept) > 0 {
@@ -182,18 +185,18 @@ fn session_body_checks(msg: &SipMessage<'_>, method: Method<'_>) -> Option<Refus
             .filter_map(Result::ok)
             .any(|m| m.covers("application", "sdp"));
         if !sdp_ok {
-            return Some(Refusal::new(406, "Accept does not allow application/sdp"));
+            return Some(Rejection::new(406, "Accept does not allow application/sdp"));
         }
     }
     None
 }
 
 /// RFC 3261 §10.3 steps 5 and 6.
-fn registrar_checks(msg: &SipMessage<'_>) -> Option<Refusal> {
+fn registrar_checks(msg: &SipMessage<'_>) -> Option<Rejection> {
     match msg.to() {
         Ok(to) if to.uri.is_sip() => {}
         _ => {
-            return Some(Refusal::new(
+            return Some(Rejection::new(
                 400,
                 "To of a REGISTER is not a SIP or SIPS address-of-record",
             ));
@@ -202,10 +205,10 @@ fn registrar_checks(msg: &SipMessage<'_>) -> Option<Refusal> {
     let contacts: Vec<_> = msg.contacts().filter_map(Result::ok).collect();
     if contacts.iter().any(|c| matches!(c, Contact::Star)) {
         if contacts.len() > 1 {
-            return Some(Refusal::new(400, "Contact '*' must be the only Contact"));
+            return Some(Rejection::new(400, "Contact '*' must be the only Contact"));
         }
         if !matches!(msg.expires(), Ok(Some(0))) {
-            return Some(Refusal::new(400, "Contact '*' requires Expires: 0"));
+            return Some(Rejection::new(400, "Contact '*' requires Expires: 0"));
         }
     }
     None

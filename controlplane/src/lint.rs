@@ -3,7 +3,7 @@
 
 use rvoip_dataplane::sip::{Framing, Limits, SipError, SipMessage, check};
 
-use crate::admission::{Policy, Role, admit};
+use crate::admission::{Role, Supported, admit};
 
 /// How a file's bytes are framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct LintOptions {
     /// Parser limits.
     pub limits: Limits,
     /// Supported extensions.
-    pub policy: Policy,
+    pub policy: Supported,
 }
 
 impl Default for LintOptions {
@@ -38,7 +38,7 @@ impl Default for LintOptions {
             role: Role::Sbc,
             framing: FramingChoice::Auto,
             limits: Limits::default(),
-            policy: Policy::default(),
+            policy: Supported::default(),
         }
     }
 }

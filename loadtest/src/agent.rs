@@ -40,7 +40,7 @@ const T2: u64 = 4_000_000_000;
 
 /// Which side of the calls this agent plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub enum AgentRole {
     /// Places calls.
     Uac,
     /// Answers calls.
@@ -64,7 +64,7 @@ pub struct Hold {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// UAC or UAS.
-    pub role: Role,
+    pub role: AgentRole,
     /// Where INVITEs go (UAC).
     pub target: Option<SocketAddr>,
     /// User part of the Request-URI.
@@ -221,7 +221,7 @@ impl Agent {
         // A UAC knows which call each stream belongs to (SSRCs announced in
         // the SDP), so its RTP figures are of completed calls only.
         let mut report = Report::default();
-        report.rtp_completed_only = cfg.role == Role::Uac;
+        report.rtp_completed_only = cfg.role == AgentRole::Uac;
         Agent {
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(cfg.run_id),
             cfg,
@@ -256,7 +256,10 @@ impl Agent {
     }
 
     fn places_calls(&self) -> bool {
-        matches!(self.cfg.role, Role::Uac | Role::Ng | Role::Register)
+        matches!(
+            self.cfg.role,
+            AgentRole::Uac | AgentRole::Ng | AgentRole::Register
+        )
     }
 
     /// Whether a UAC has placed every call it will place and all have ended.
@@ -367,12 +370,12 @@ impl Agent {
         let Some(target) = self.cfg.target else {
             return;
         };
-        if matches!(self.cfg.role, Role::Ng | Role::Register) {
+        if matches!(self.cfg.role, AgentRole::Ng | AgentRole::Register) {
             let n = self.next_call;
             self.next_call += 1;
             self.report.attempt(now_ns);
             self.active += 1;
-            if self.cfg.role == Role::Ng {
+            if self.cfg.role == AgentRole::Ng {
                 self.ng_start(now_ns, n);
             } else {
                 self.register_start(now_ns, n);
@@ -460,9 +463,9 @@ impl Agent {
 
     fn on_timer(&mut self, now_ns: u64, key: u64, t: Timer, generation: u32) {
         match self.cfg.role {
-            Role::Ng => return self.ng_timer(now_ns, key, t, generation),
-            Role::Register => return self.register_timer(now_ns, key, t, generation),
-            Role::Uac | Role::Uas => {}
+            AgentRole::Ng => return self.ng_timer(now_ns, key, t, generation),
+            AgentRole::Register => return self.register_timer(now_ns, key, t, generation),
+            AgentRole::Uac | AgentRole::Uas => {}
         }
         let target = self.cfg.target;
         match t {
@@ -572,11 +575,11 @@ impl Agent {
 
     /// Handles one SIP datagram from `src`.
     pub fn on_sip(&mut self, now_ns: u64, buf: &[u8], src: SocketAddr) {
-        if self.cfg.role == Role::Ng {
+        if self.cfg.role == AgentRole::Ng {
             self.on_ng(now_ns, buf);
             return;
         }
-        if self.cfg.role == Role::Register {
+        if self.cfg.role == AgentRole::Register {
             self.on_register_response(now_ns, buf);
             return;
         }
@@ -827,7 +830,7 @@ impl Agent {
             return;
         };
         match method {
-            Method::Invite if self.cfg.role == Role::Uas => {
+            Method::Invite if self.cfg.role == AgentRole::Uas => {
                 if let Some(call) = self.uas_index.get(cid).and_then(|k| self.uas.get(k)) {
                     // A retransmitted INVITE: the last answer again.
                     if !call.acked {

@@ -286,7 +286,7 @@ fn drive(
     let start = monotonic_ns();
     let now = monotonic_ns;
     let duration = cfg.duration_ns.map(|d| start + d);
-    let uas = cfg.role == crate::agent::Role::Uas;
+    let uas = cfg.role == crate::agent::AgentRole::Uas;
     let mut agent = Agent::new(
         cfg,
         now(),

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use rvoip_dataplane::sip::{Framing, Limits, SipMessage};
-use rvoip_loadtest::agent::{Agent, Config, Role};
+use rvoip_loadtest::agent::{Agent, AgentRole, Config};
 
 mod common;
 
@@ -35,7 +35,7 @@ fn agent(cfg: Config, now_ns: u64) -> Agent {
     )
 }
 
-fn config(role: Role, sip: &str, rtp: &str, target: Option<&str>, calls: u64) -> Config {
+fn config(role: AgentRole, sip: &str, rtp: &str, target: Option<&str>, calls: u64) -> Config {
     common::agent_config(role, sip, rtp, target, calls)
 }
 
@@ -116,7 +116,10 @@ fn run(
 #[test]
 fn a_call_nobody_answers_is_no_response_and_a_refusal_keeps_its_phrase() {
     // Nobody at the target: every INVITE goes unanswered (a ban drops it).
-    let mut uac = agent(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 2), T0);
+    let mut uac = agent(
+        config(AgentRole::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 2),
+        T0,
+    );
     run(&mut uac, None, 40, &mut |_, _| Some(0), u64::MAX);
     assert_eq!(
         uac.report.failures.get("no-response"),
@@ -128,7 +131,10 @@ fn a_call_nobody_answers_is_no_response_and_a_refusal_keeps_its_phrase() {
 
     // A refusal (an SBC shedding load): each INVITE answered 503 Service
     // Unavailable; the caller reports the status and its phrase.
-    let mut uac = agent(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 2), T0);
+    let mut uac = agent(
+        config(AgentRole::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 2),
+        T0,
+    );
     let mut refused = 0;
     let mut t = T0;
     while t < T0 + 5_000 * MS {
@@ -160,8 +166,11 @@ fn a_call_nobody_answers_is_no_response_and_a_refusal_keeps_its_phrase() {
 
 #[test]
 fn an_answer_after_the_caller_gave_up_is_hung_up_and_its_media_stops() {
-    let mut uac = agent(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 1), T0);
-    let mut uas = agent(config(Role::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
+    let mut uac = agent(
+        config(AgentRole::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 1),
+        T0,
+    );
+    let mut uas = agent(config(AgentRole::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
     // The INVITE (and its retransmissions) reach the UAS 33 s late: after
     // the caller's Timer B (32 s) has given the call up.
     let mut fate = |m: &SipMessage<'_>, from_uac: bool| {
@@ -199,8 +208,11 @@ fn an_answer_after_the_caller_gave_up_is_hung_up_and_its_media_stops() {
 
 #[test]
 fn rtp_figures_are_of_completed_calls_and_failed_calls_are_counted_apart() {
-    let mut uac = agent(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 5), T0);
-    let mut uas = agent(config(Role::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
+    let mut uac = agent(
+        config(AgentRole::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 5),
+        T0,
+    );
+    let mut uas = agent(config(AgentRole::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
     // The first call's BYE is never answered: it fails (bye-timeout) after
     // its media.
     let mut fate = |m: &SipMessage<'_>, from_uac: bool| {
@@ -237,8 +249,11 @@ fn rtp_figures_are_of_completed_calls_and_failed_calls_are_counted_apart() {
 
 #[test]
 fn packets_of_calls_still_up_when_the_run_stops_are_counted_apart() {
-    let mut uac = agent(config(Role::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 1), T0);
-    let mut uas = agent(config(Role::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
+    let mut uac = agent(
+        config(AgentRole::Uac, UAC_SIP, UAC_RTP, Some(UAS_SIP), 1),
+        T0,
+    );
+    let mut uas = agent(config(AgentRole::Uas, UAS_SIP, UAS_RTP, None, 0), T0);
     // Stopped (the run helper ends with `finish`) after 1 s of a call held
     // for 2 s.
     run(&mut uac, Some(&mut uas), 1, &mut |_, _| Some(0), u64::MAX);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use rvoip_dataplane::srtp::Suite;
-use rvoip_loadtest::agent::{Agent, Config, Role};
+use rvoip_loadtest::agent::{Agent, AgentRole, Config};
 use rvoip_loadtest::media;
 
 mod common;
@@ -30,7 +30,7 @@ fn agent(cfg: Config, now_ns: u64) -> Agent {
     )
 }
 
-fn config(role: Role, sip: &str, rtp: &str, target: Option<&str>) -> Config {
+fn config(role: AgentRole, sip: &str, rtp: &str, target: Option<&str>) -> Config {
     common::agent_config(role, sip, rtp, target, 5)
 }
 
@@ -77,11 +77,11 @@ fn simulate(srtp: Option<Suite>, net: &mut Network) -> (Agent, Agent, Vec<usize>
     let mut uac = agent(
         Config {
             srtp,
-            ..config(Role::Uac, uac_sip, uac_rtp, Some(uas_sip))
+            ..config(AgentRole::Uac, uac_sip, uac_rtp, Some(uas_sip))
         },
         t0,
     );
-    let mut uas = agent(config(Role::Uas, uas_sip, uas_rtp, None), t0);
+    let mut uas = agent(config(AgentRole::Uas, uas_sip, uas_rtp, None), t0);
     let base = 30 * MS;
     // In flight: (arrival, destination, source, bytes, is RTP).
     let mut flight: Vec<(u64, SocketAddr, SocketAddr, Vec<u8>, bool)> = Vec::new();
@@ -210,7 +210,7 @@ fn srtp_that_arrives_before_the_answer_is_not_read_as_plain_rtp() {
         Config {
             srtp: Some(Suite::AesCm128HmacSha1_80),
             ..config(
-                Role::Uac,
+                AgentRole::Uac,
                 "127.0.0.1:5080",
                 "127.0.0.1:7000",
                 Some("127.0.0.1:5060"),
@@ -235,7 +235,7 @@ fn srtp_that_arrives_before_the_answer_is_not_read_as_plain_rtp() {
 fn the_next_wake_up_is_the_next_call_on_the_schedule() {
     let start = 1_000_000_000_000;
     let mut cfg = config(
-        Role::Uac,
+        AgentRole::Uac,
         "127.0.0.1:5080",
         "127.0.0.1:6000",
         Some("127.0.0.1:5070"),

@@ -875,7 +875,7 @@ impl Config {
                         format!("{} is not a peer address", target.address),
                     );
                 }
-                if target.weight == 0 && t.policy == crate::sbc::Policy::Weighted {
+                if target.weight == 0 && t.policy == crate::sbc::Dispatch::Weighted {
                     return err(
                         &format!("trunks[{i}].targets[{j}].weight"),
                         "must be at least 1".into(),

@@ -47,7 +47,7 @@ pub struct Realm {
 /// How a trunk picks among its peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum Policy {
+pub enum Dispatch {
     /// The lowest `priority` value first; the next on failure.
     #[default]
     Priority,
@@ -142,7 +142,7 @@ pub struct Trunk {
     pub targets: Vec<TargetSpec>,
     /// How a call picks its first peer; the others follow on failure.
     #[serde(default)]
-    pub policy: Policy,
+    pub policy: Dispatch,
     /// Seconds a peer has to answer an INVITE (any response) before the
     /// call moves to the next peer.
     #[serde(default = "default_invite_timeout")]

@@ -2074,6 +2074,12 @@ impl B2b {
 }
 
 impl TransactionUser for B2b {
+    /// The UAS of the caller's leg: Require and the session body are its
+    /// to check (RFC 3261 §8.2.2.3, §8.2.3).
+    fn role(&self) -> crate::admission::Role {
+        crate::admission::Role::Sbc
+    }
+
     fn admit(
         &mut self,
         el: &mut Element,

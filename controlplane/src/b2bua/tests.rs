@@ -1281,3 +1281,25 @@ From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-o1\r\nTo: {to}\r\nCall-ID: o1@1
     let out = n.deliver(50, CALLER, ACCESS, &request(13, &to_value, "i13"));
     assert!(text(to(&out, PEER1)[0]).starts_with("INFO "));
 }
+
+#[test]
+fn the_sbc_answers_for_its_uas_what_it_requires_and_what_body_it_reads() {
+    let mut n = net();
+    // Require names an extension the SBC does not implement: 420 with it
+    // listed in Unsupported (RFC 3261 §8.2.2.3), and nothing reaches a peer.
+    let inv = invite("r1", OFFER).replace("Supported: 100rel\r\n", "Require: foo, 100rel\r\n");
+    let out = n.deliver(0, CALLER, ACCESS, &inv);
+    assert_eq!(
+        out.len(),
+        1,
+        "{:?}",
+        out.iter().map(text).collect::<Vec<_>>()
+    );
+    assert_eq!(status(&out[0]), Some(420));
+    assert_eq!(header(&out[0], HeaderName::Unsupported), "foo");
+    // A session body that is not SDP: 415 (§8.2.3).
+    let inv = invite("r2", OFFER).replace("application/sdp", "text/plain");
+    let out = n.deliver(10, CALLER, ACCESS, &inv);
+    assert_eq!(status(&out[0]), Some(415));
+    assert!(to(&out, PEER1).is_empty());
+}

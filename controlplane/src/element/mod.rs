@@ -21,7 +21,7 @@ use rvoip_dataplane::sip::{
     write_warning,
 };
 
-use crate::admission::{self, Policy, Role};
+use crate::admission::{self, Role, Supported};
 use crate::registrar::digest::{
     Algorithm, AuthFailure, Authenticated, Authenticator, parse_credentials,
 };
@@ -224,7 +224,7 @@ pub struct CoreCounters {
 /// The SIP core.
 pub(crate) struct Element {
     pub(crate) config: CoreConfig,
-    pub(crate) policy: Policy,
+    pub(crate) supported: Supported,
     pub(crate) registrar: Registrar,
     pub(crate) users: Users,
     pub(crate) auth: Authenticator,
@@ -270,6 +270,12 @@ impl std::fmt::Debug for Element {
 /// ended server transactions). The user answers and sends through the
 /// [`Element`] it is handed; it never holds one.
 pub(crate) trait TransactionUser {
+    /// Which element's answers admission gives for it (RFC 3261 §8.2 for
+    /// a user agent's requests, §16.3 for a proxy's).
+    fn role(&self) -> Role {
+        Role::Proxy
+    }
+
     /// Admission of the user's own before anything else (the SBC's realm
     /// access lists and flood bans). `false`: the request was answered or
     /// dropped and its server transaction is gone.
@@ -543,7 +549,7 @@ impl Element {
         Element {
             txl: TransactionLayer::new(secret, config.timers),
             config,
-            policy: Policy::default(),
+            supported: Supported::default(),
             registrar,
             users,
             auth,
@@ -928,7 +934,7 @@ impl Element {
             self.refuse(now, &key, msg, inb, (403, "Forbidden"), reason);
             return;
         }
-        if let Some(r) = admission::admit(msg, Role::Proxy, &self.policy) {
+        if let Some(r) = admission::admit(msg, tu.role(), &self.supported) {
             let mut warning = Vec::with_capacity(r.reason.len() + 16);
             write_warning(399, b"rvoip", &r.reason, &mut warning);
             let mut extra: Vec<(HeaderName, &[u8])> = vec![(HeaderName::Warning, &warning)];

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use regex::Regex;
 use rvoip_tuning::Config;
-use rvoip_tuning::sbc::{HeaderAction, MediaProtection, Policy as Dispatch};
+use rvoip_tuning::sbc::{Dispatch, HeaderAction, MediaProtection};
 
 use crate::element::Transport;
 use crate::transaction::Millis;

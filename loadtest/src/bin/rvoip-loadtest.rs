@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use rvoip_dataplane::srtp::Suite;
-use rvoip_loadtest::agent::{Config, Hold, Role};
+use rvoip_loadtest::agent::{AgentRole, Config, Hold};
 use rvoip_loadtest::run::{Engine, Options, Outcome, Sockets, run};
 
 #[derive(Parser, Debug)]
@@ -288,7 +288,7 @@ fn run_id() -> u32 {
 }
 
 fn config(
-    role: Role,
+    role: AgentRole,
     socks: &Sockets,
     target: Option<SocketAddr>,
     calls: Option<&CallArgs>,
@@ -389,7 +389,14 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
     match cli.role {
         RoleCmd::Uas(a) => {
             let socks = Sockets::bind(a.listen)?;
-            let cfg = config(Role::Uas, &socks, None, None, a.common.media, a.duration)?;
+            let cfg = config(
+                AgentRole::Uas,
+                &socks,
+                None,
+                None,
+                a.common.media,
+                a.duration,
+            )?;
             eprintln!(
                 "rvoip-loadtest uas on {} (rtp {})",
                 cfg.sip_local, cfg.rtp_local
@@ -401,7 +408,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
         RoleCmd::Uac(a) => {
             let socks = Sockets::bind(a.listen)?;
             let mut cfg = config(
-                Role::Uac,
+                AgentRole::Uac,
                 &socks,
                 Some(a.target),
                 Some(&a.calls),
@@ -424,7 +431,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 service: String::new(),
             };
             let mut cfg = config(
-                Role::Register,
+                AgentRole::Register,
                 &socks,
                 Some(a.target),
                 Some(&calls),
@@ -439,7 +446,14 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
         }
         RoleCmd::Media(a) => {
             let socks = Sockets::bind(a.listen)?;
-            let mut cfg = config(Role::Ng, &socks, Some(a.ng), Some(&a.calls), true, None)?;
+            let mut cfg = config(
+                AgentRole::Ng,
+                &socks,
+                Some(a.ng),
+                Some(&a.calls),
+                true,
+                None,
+            )?;
             cfg.srtp = a.common.srtp;
             let o = run(cfg, &socks, stop, a.common.out.options(true))?;
             finish("media", &o, &a.common.out)?;
@@ -450,7 +464,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             let uac_socks = Sockets::bind(SocketAddr::new(a.listen.ip(), 0))?;
             let target = a.target.unwrap_or(uas_socks.sip.local_addr()?);
             let mut uac_cfg = config(
-                Role::Uac,
+                AgentRole::Uac,
                 &uac_socks,
                 Some(target),
                 Some(&a.calls),
@@ -458,7 +472,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 None,
             )?;
             uac_cfg.srtp = a.common.srtp;
-            let uas_cfg = config(Role::Uas, &uas_socks, None, None, a.common.media, None)?;
+            let uas_cfg = config(AgentRole::Uas, &uas_socks, None, None, a.common.media, None)?;
             let uas_stop = Arc::new(AtomicBool::new(false));
             let uas_stop2 = Arc::clone(&uas_stop);
             let uas_opts = Options {

@@ -213,7 +213,7 @@ pub(crate) fn media_uas(port: u16) -> Killed {
 /// An agent's configuration for tests on simulated time: `calls` calls at
 /// 10 a second, 2 s holds, media, on the given addresses.
 pub(crate) fn agent_config(
-    role: rvoip_loadtest::agent::Role,
+    role: rvoip_loadtest::agent::AgentRole,
     sip: &str,
     rtp: &str,
     target: Option<&str>,
