@@ -18,7 +18,7 @@ use criterion::{BatchSize, Criterion, criterion_group};
 use rvoip_dataplane::media::relay::{
     Action, Component, LegSrtp, PeerSpec, Relay, RelayConfig, Side,
 };
-use rvoip_dataplane::media::rtp::write_rtp_header;
+use rvoip_dataplane::media::rtp::{Ssrc, write_rtp_header};
 use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite};
 
 const LEN: usize = 172;
@@ -58,7 +58,7 @@ fn rtp(seq: u16) -> [u8; 2048] {
         0,
         seq,
         u32::from(seq).wrapping_mul(160),
-        0x1234_5678,
+        Ssrc(0x1234_5678),
     );
     buf[..12].copy_from_slice(&h);
     for (i, b) in buf[12..LEN].iter_mut().enumerate() {

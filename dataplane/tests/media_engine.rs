@@ -42,7 +42,14 @@ fn engine_on(driver: DriverKind, base: u16, cores: Vec<usize>) -> MediaEngine {
 
 fn packet(seq: u16, ssrc: u32) -> Vec<u8> {
     let mut h = [0u8; 12];
-    write_rtp_header(&mut h, false, 0, seq, u32::from(seq) * 160, ssrc);
+    write_rtp_header(
+        &mut h,
+        false,
+        0,
+        seq,
+        u32::from(seq) * 160,
+        rvoip_dataplane::media::rtp::Ssrc(ssrc),
+    );
     let mut p = h.to_vec();
     p.extend((0..160u16).map(|i| (i as u8) ^ (seq as u8)));
     p
@@ -99,7 +106,10 @@ fn exchange(a: &UdpSocket, b: &UdpSocket, pa: u16, pb: u16, seqs: std::ops::Rang
         let (n, from) = a.recv_from(&mut buf).expect("a receives");
         assert_eq!(from, to_a_port);
         let h = parse_rtp(&buf[..n]).expect("rtp");
-        assert_eq!((h.seq, h.ssrc), (seq, 0xbbbb));
+        assert_eq!(
+            (h.seq, h.ssrc),
+            (seq, rvoip_dataplane::media::rtp::Ssrc(0xbbbb))
+        );
     }
 }
 

@@ -56,8 +56,8 @@ fn one_service_serves_the_order_channel_and_the_ng_socket_on_one_set_of_calls() 
     let channel = Channel::open(&orders_path(&dir)).expect("the service made the channel");
     channel.heartbeat();
     let offer = MediaOrder::Offer {
-        call_id: b"b2b-1".to_vec(),
-        from_tag: b"a".to_vec(),
+        call_id: rvoip_dataplane::media::orders::CallId(b"b2b-1".to_vec()),
+        from_tag: rvoip_dataplane::media::orders::Tag(b"a".to_vec()),
         sdp: b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
             .to_vec(),
         options: SdpOptions::default(),

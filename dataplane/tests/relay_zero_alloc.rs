@@ -123,7 +123,14 @@ fn steady_state_allocations(driver: DriverKind, base: u16, srtp: Option<Suite>) 
     );
     let mut packet = [0u8; 172];
     let mut header = [0u8; 12];
-    write_rtp_header(&mut header, false, 0, 0, 0, 42);
+    write_rtp_header(
+        &mut header,
+        false,
+        0,
+        0,
+        0,
+        rvoip_dataplane::media::rtp::Ssrc(42),
+    );
     packet[..12].copy_from_slice(&header);
     // Warm up: first packets latch, lazy statics settle, buffers cycle once.
     relay_packets(&a, &b, to_a, to_b, &mut packet, 0..5000, &mut contexts);

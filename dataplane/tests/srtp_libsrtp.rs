@@ -20,7 +20,7 @@ fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
         0,
         seq,
         u32::from(seq) * 160,
-        ssrc,
+        rvoip_dataplane::media::rtp::Ssrc(ssrc),
     );
     let mut p = h.to_vec();
     p.extend((0..160u32).map(|i| (i as u8).wrapping_mul(31) ^ (seq as u8)));

@@ -2,7 +2,7 @@
 //! send time, and per-stream receive statistics: loss, reordering, one-way
 //! transit time and RFC 3550 jitter.
 
-use rvoip_dataplane::media::rtp::{parse_rtp, write_rtp_header};
+use rvoip_dataplane::media::rtp::{Ssrc, parse_rtp, write_rtp_header};
 
 /// Octets per packet: 12 of header, 160 of payload (G.711, 20 ms).
 pub const PACKET: usize = 172;
@@ -28,7 +28,7 @@ impl Sender {
     /// sender's monotonic clock; sender and receiver share the host).
     pub fn next(&mut self, now_ns: u64, out: &mut [u8; PACKET]) {
         let mut h = [0u8; 12];
-        write_rtp_header(&mut h, false, 0, self.seq, self.ts, self.ssrc);
+        write_rtp_header(&mut h, false, 0, self.seq, self.ts, Ssrc(self.ssrc));
         out[..12].copy_from_slice(&h);
         out[12..20].copy_from_slice(&now_ns.to_be_bytes());
         out[20..].fill(0xff);
@@ -119,7 +119,7 @@ pub fn read(pkt: &[u8]) -> Option<(u16, u32, u64)> {
     let p = pkt.get(h.payload_offset..h.payload_offset + 8)?;
     let mut stamp = [0u8; 8];
     stamp.copy_from_slice(p);
-    Some((h.seq, h.ssrc, u64::from_be_bytes(stamp)))
+    Some((h.seq, h.ssrc.0, u64::from_be_bytes(stamp)))
 }
 
 #[cfg(test)]

@@ -70,13 +70,13 @@ impl FakeRelay {
                 sdp,
                 options,
                 ..
-            } => ("offer", tag(from_tag), sdp, options),
+            } => ("offer", tag(from_tag.as_bytes()), sdp, options),
             MediaOrder::Answer {
                 to_tag,
                 sdp,
                 options,
                 ..
-            } => ("answer", tag(to_tag), sdp, options),
+            } => ("answer", tag(to_tag.as_bytes()), sdp, options),
             MediaOrder::Delete { .. } => {
                 log.push("delete ".into());
                 return Outcome::Totals(MediaTotals {

@@ -10,7 +10,7 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use rvoip_dataplane::entropy::Entropy;
 use rvoip_dataplane::media::orders::{
-    MediaOrder, OrderError, Outcome, Profile, SdpOptions, record,
+    CallId, MediaOrder, OrderError, Outcome, Profile, SdpOptions, Tag, record,
 };
 use rvoip_dataplane::media::plan::MediaError;
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES};
@@ -72,8 +72,8 @@ fn options(srtp_out: bool) -> SdpOptions {
 /// side (with SRTP when `srtp_out`).
 pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> MediaOrder {
     MediaOrder::Offer {
-        call_id: call.to_vec(),
-        from_tag: from.to_vec(),
+        call_id: CallId::from(call),
+        from_tag: Tag::from(from),
         sdp: hide_identity(sdp).into_owned(),
         options: options(srtp_out),
     }
@@ -83,8 +83,8 @@ pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> MediaOrder
 /// (with SRTP when `srtp_out`).
 pub fn answer(call: &[u8], to: &[u8], sdp: &[u8], srtp_out: bool) -> MediaOrder {
     MediaOrder::Answer {
-        call_id: call.to_vec(),
-        to_tag: to.to_vec(),
+        call_id: CallId::from(call),
+        to_tag: Tag::from(to),
         sdp: hide_identity(sdp).into_owned(),
         options: options(srtp_out),
     }
@@ -128,7 +128,7 @@ pub fn hide_identity(sdp: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 /// The end of a call's media; the reply holds its totals.
 pub fn delete(call: &[u8]) -> MediaOrder {
     MediaOrder::Delete {
-        call_id: call.to_vec(),
+        call_id: CallId::from(call),
     }
 }
 

@@ -75,6 +75,43 @@ impl Profile {
     }
 }
 
+/// A call as the orders name it: the Call-ID of its SIP dialog, or the
+/// B2BUA's own media id. Octets, as SIP carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallId(pub Vec<u8>);
+
+/// One side of a call as the orders name it: its dialog tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Tag(pub Vec<u8>);
+
+macro_rules! octet_id {
+    ($t:ident) => {
+        impl $t {
+            /// The octets.
+            pub fn as_bytes(&self) -> &[u8] {
+                &self.0
+            }
+        }
+
+        impl From<&[u8]> for $t {
+            fn from(v: &[u8]) -> Self {
+                $t(v.to_vec())
+            }
+        }
+
+        impl std::borrow::Borrow<[u8]> for $t {
+            fn borrow(&self) -> &[u8] {
+                &self.0
+            }
+        }
+    };
+}
+
+octet_id!(CallId);
+octet_id!(Tag);
+
 /// One order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MediaOrder {
@@ -82,9 +119,9 @@ pub enum MediaOrder {
     /// makes that side A); the reply is the SDP for the other side.
     Offer {
         /// The call.
-        call_id: Vec<u8>,
+        call_id: CallId,
         /// The offerer's tag.
-        from_tag: Vec<u8>,
+        from_tag: Tag,
         /// The offer.
         sdp: Vec<u8>,
         /// How to carry it out.
@@ -94,9 +131,9 @@ pub enum MediaOrder {
     /// the offerer.
     Answer {
         /// The call.
-        call_id: Vec<u8>,
+        call_id: CallId,
         /// The answerer's tag.
-        to_tag: Vec<u8>,
+        to_tag: Tag,
         /// The answer.
         sdp: Vec<u8>,
         /// How to carry it out.
@@ -105,12 +142,12 @@ pub enum MediaOrder {
     /// Ends a call's media; the reply is its statistics.
     Delete {
         /// The call.
-        call_id: Vec<u8>,
+        call_id: CallId,
     },
     /// A call's statistics.
     Query {
         /// The call.
-        call_id: Vec<u8>,
+        call_id: CallId,
     },
     /// The calls held, oldest first.
     List,
@@ -128,7 +165,7 @@ pub enum MediaReply {
     /// A delete for a call not held (it ended already: not an error).
     NotFound,
     /// The Call-IDs held, oldest first.
-    Calls(Vec<Vec<u8>>),
+    Calls(Vec<CallId>),
     /// The answer to a ping.
     Pong,
 }
@@ -251,7 +288,7 @@ pub enum Outcome {
     /// A delete for a call not held.
     NotFound,
     /// The Call-IDs held.
-    Calls(Vec<Vec<u8>>),
+    Calls(Vec<CallId>),
     /// The answer to a ping.
     Pong,
     /// The order failed.
@@ -359,8 +396,8 @@ mod tests {
     #[test]
     fn orders_and_outcomes_read_back_from_their_records_and_nothing_else_does() {
         let order = MediaOrder::Offer {
-            call_id: b"c1@x".to_vec(),
-            from_tag: b"t1".to_vec(),
+            call_id: CallId(b"c1@x".to_vec()),
+            from_tag: Tag(b"t1".to_vec()),
             sdp: b"v=0\r\n".to_vec(),
             options: SdpOptions {
                 replace_origin: true,

@@ -46,12 +46,17 @@ pub struct RtpHeader {
     /// Media timestamp.
     pub timestamp: u32,
     /// Synchronization source.
-    pub ssrc: u32,
+    pub ssrc: Ssrc,
     /// Offset of the payload (after CSRCs and extension).
     pub payload_offset: usize,
     /// Payload length (padding excluded).
     pub payload_len: usize,
 }
+
+/// A synchronization source (RFC 3550 §3): the 32-bit identifier of one
+/// RTP stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Ssrc(pub u32);
 
 /// Parses and validates an RTP packet (RFC 3550 §5.1, §5.3.1).
 pub fn parse_rtp(p: &[u8]) -> Result<RtpHeader, PacketError> {
@@ -93,7 +98,7 @@ pub fn parse_rtp(p: &[u8]) -> Result<RtpHeader, PacketError> {
         payload_type: p[1] & 0x7f,
         seq: u16::from_be_bytes([p[2], p[3]]),
         timestamp: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
-        ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+        ssrc: Ssrc(u32::from_be_bytes([p[8], p[9], p[10], p[11]])),
         payload_offset: offset,
         payload_len: end - offset,
     })
@@ -109,7 +114,7 @@ pub fn looks_like_rtcp(p: &[u8]) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RtcpInfo {
     /// SSRC of the sender of the first packet.
-    pub ssrc: u32,
+    pub ssrc: Ssrc,
     /// Packet type of the first packet.
     pub first_type: u8,
     /// Number of packets in the compound.
@@ -143,7 +148,7 @@ pub fn check_rtcp(p: &[u8]) -> Result<RtcpInfo, PacketError> {
         packets += 1;
     }
     Ok(RtcpInfo {
-        ssrc: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+        ssrc: Ssrc(u32::from_be_bytes([p[4], p[5], p[6], p[7]])),
         first_type: p[1],
         packets,
     })
@@ -156,13 +161,13 @@ pub fn write_rtp_header(
     payload_type: u8,
     seq: u16,
     timestamp: u32,
-    ssrc: u32,
+    ssrc: Ssrc,
 ) {
     out[0] = 0x80;
     out[1] = (u8::from(marker) << 7) | (payload_type & 0x7f);
     out[2..4].copy_from_slice(&seq.to_be_bytes());
     out[4..8].copy_from_slice(&timestamp.to_be_bytes());
-    out[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    out[8..12].copy_from_slice(&ssrc.0.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -171,7 +176,7 @@ mod tests {
 
     fn packet(first: u8, extra: &[u8], payload: &[u8]) -> Vec<u8> {
         let mut h = [0u8; 12];
-        write_rtp_header(&mut h, true, 0, 7, 160, 0xdead_beef);
+        write_rtp_header(&mut h, true, 0, 7, 160, Ssrc(0xdead_beef));
         h[0] = first;
         [&h[..], extra, payload].concat()
     }
@@ -182,7 +187,7 @@ mod tests {
         let h = parse_rtp(&p).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(
             (h.marker, h.payload_type, h.seq, h.timestamp, h.ssrc),
-            (true, 0, 7, 160, 0xdead_beef)
+            (true, 0, 7, 160, Ssrc(0xdead_beef))
         );
         assert_eq!((h.payload_offset, h.payload_len), (12, 160));
         // One CSRC, an extension of one word, 3 octets of padding.
@@ -230,7 +235,7 @@ mod tests {
         assert_eq!(
             check_rtcp(&p),
             Ok(RtcpInfo {
-                ssrc: 42,
+                ssrc: Ssrc(42),
                 first_type: 201,
                 packets: 2
             })

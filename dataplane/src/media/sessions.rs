@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::keying::{self as sdes, OwnKey};
-use super::orders::{CallStats, MediaLine, MediaOrder, MediaReply, OrderError, SdpOptions};
+use super::orders::{CallId, CallStats, MediaLine, MediaOrder, MediaReply, OrderError, SdpOptions};
 use super::plan::{LegPorts, MediaControl, MediaHandle, MediaPlan, SidePlan};
 use super::relay::{LegSrtp, PeerSpec, Side};
 use crate::entropy::Entropy;
@@ -62,7 +62,7 @@ pub struct Sessions<M> {
     media: M,
     /// Address written into SDP for the relay.
     advertised: IpAddr,
-    calls: HashMap<Vec<u8>, Call>,
+    calls: HashMap<CallId, Call>,
     /// Calls created so far (their `seq`).
     created: u64,
     /// Where fresh SRTP keys come from.
@@ -157,14 +157,14 @@ impl<M: MediaControl> Sessions<M> {
                 from_tag,
                 sdp,
                 options,
-            } => self.offer(&call_id, &from_tag, &sdp, &options, now),
+            } => self.offer(call_id.as_bytes(), from_tag.as_bytes(), &sdp, &options, now),
             MediaOrder::Answer {
                 call_id,
                 to_tag,
                 sdp,
                 options,
-            } => self.answer(&call_id, &to_tag, &sdp, &options, now),
-            MediaOrder::Delete { call_id } => Ok(match self.calls.remove(&call_id) {
+            } => self.answer(call_id.as_bytes(), to_tag.as_bytes(), &sdp, &options, now),
+            MediaOrder::Delete { call_id } => Ok(match self.calls.remove(call_id.as_bytes()) {
                 Some(call) => {
                     let snapshot = call.handle.and_then(|h| self.media.remove(h).ok());
                     MediaReply::Stats(Box::new(stats_of(&call, snapshot)))
@@ -172,12 +172,15 @@ impl<M: MediaControl> Sessions<M> {
                 None => MediaReply::NotFound,
             }),
             MediaOrder::Query { call_id } => {
-                let call = self.calls.get(&call_id).ok_or(OrderError::UnknownCall)?;
+                let call = self
+                    .calls
+                    .get(call_id.as_bytes())
+                    .ok_or(OrderError::UnknownCall)?;
                 let snapshot = call.handle.and_then(|h| self.media.snapshot(h).ok());
                 Ok(MediaReply::Stats(Box::new(stats_of(call, snapshot))))
             }
             MediaOrder::List => {
-                let mut calls: Vec<(&u64, &Vec<u8>)> =
+                let mut calls: Vec<(&u64, &CallId)> =
                     self.calls.iter().map(|(id, c)| (&c.seq, id)).collect();
                 calls.sort_unstable();
                 Ok(MediaReply::Calls(
@@ -191,19 +194,19 @@ impl<M: MediaControl> Sessions<M> {
     /// Deletes the calls whose media timed out (no packet for the relay's
     /// media timeout), freeing their ports, as rtpengine does with its
     /// `timeout`. Call about once a second; returns the Call-IDs deleted.
-    pub fn expire(&mut self) -> Vec<Vec<u8>> {
+    pub fn expire(&mut self) -> Vec<CallId> {
         let dead = self.media.take_timed_out();
         if dead.is_empty() {
             return Vec::new();
         }
-        let ids: Vec<Vec<u8>> = self
+        let ids: Vec<CallId> = self
             .calls
             .iter()
             .filter(|(_, c)| c.handle.is_some_and(|h| dead.contains(&h)))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &ids {
-            if let Some(call) = self.calls.remove(id)
+            if let Some(call) = self.calls.remove(id.as_bytes())
                 && let Some(h) = call.handle
             {
                 let _ = self.media.remove(h);
@@ -227,15 +230,18 @@ impl<M: MediaControl> Sessions<M> {
             .and_then(|c| c.handle)
             .map_or_else(|| self.media.place(), |h| h.worker);
         let seq = self.created;
-        let call = self.calls.entry(call_id.to_vec()).or_insert_with(|| Call {
-            seq,
-            handle: None,
-            tags: [None, None],
-            labels: [None, None],
-            created: now,
-            last_signal: now,
-            medias: Vec::new(),
-        });
+        let call = self
+            .calls
+            .entry(CallId::from(call_id))
+            .or_insert_with(|| Call {
+                seq,
+                handle: None,
+                tags: [None, None],
+                labels: [None, None],
+                created: now,
+                last_signal: now,
+                medias: Vec::new(),
+            });
         if call.seq == seq {
             self.created += 1;
         }

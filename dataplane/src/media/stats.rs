@@ -1,7 +1,7 @@
 //! Per-stream reception statistics: sequence tracking and loss (RFC 3550
 //! A.1/A.3) and interarrival jitter (A.8).
 
-use super::rtp::RtpHeader;
+use super::rtp::{RtpHeader, Ssrc};
 
 /// A sequence number may jump this far and still be in order (A.1 MAX_DROPOUT).
 const MAX_DROPOUT: u16 = 3000;
@@ -22,7 +22,7 @@ pub struct StreamStats {
     /// Packets that arrived with a sequence number below the highest seen.
     pub out_of_order: u64,
     /// Current SSRC (valid once `packets > 0`).
-    pub ssrc: u32,
+    pub ssrc: Ssrc,
     /// When the last packet arrived, in the relay's milliseconds.
     pub last_seen_ms: u64,
     base_seq: u16,
@@ -124,7 +124,7 @@ mod tests {
             payload_type: 0,
             seq,
             timestamp: ts,
-            ssrc,
+            ssrc: Ssrc(ssrc),
             payload_offset: 12,
             payload_len: 160,
         }
@@ -172,7 +172,7 @@ mod tests {
         s.on_rtp(&hdr(5, 0, 2), 172, 320, 40);
         s.on_rtp(&hdr(6, 160, 2), 172, 480, 60);
         assert_eq!(s.ssrc_changes, 1);
-        assert_eq!(s.ssrc, 2);
+        assert_eq!(s.ssrc, Ssrc(2));
         assert_eq!((s.expected(), s.lost()), (2, 0));
         s.on_rtp(&hdr(4, 0, 2), 172, 500, 80);
         assert_eq!(s.out_of_order, 1);

@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 
 use super::relay::*;
-use super::rtp::{PacketError, write_rtp_header};
+use super::rtp::{PacketError, Ssrc, write_rtp_header};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
@@ -9,7 +9,7 @@ fn addr(s: &str) -> SocketAddr {
 
 fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
     let mut h = [0u8; 12];
-    write_rtp_header(&mut h, false, 0, seq, u32::from(seq) * 160, ssrc);
+    write_rtp_header(&mut h, false, 0, seq, u32::from(seq) * 160, Ssrc(ssrc));
     [&h[..], &[0xd5; 160][..]].concat()
 }
 

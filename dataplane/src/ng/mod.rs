@@ -19,7 +19,9 @@ use std::net::IpAddr;
 use bencode::Value;
 
 use crate::entropy::Entropy;
-use crate::media::orders::{CallStats, MediaOrder, MediaReply, OrderError, Profile, SdpOptions};
+use crate::media::orders::{
+    CallId, CallStats, MediaOrder, MediaReply, OrderError, Profile, SdpOptions, Tag,
+};
 use crate::media::plan::MediaControl;
 use crate::media::sessions::Sessions;
 
@@ -210,7 +212,7 @@ impl<M: MediaControl> NgServer<M> {
 
     /// Deletes the calls whose media timed out, as rtpengine does with its
     /// `timeout`. Call about once a second; returns the Call-IDs deleted.
-    pub fn expire(&mut self) -> Vec<Vec<u8>> {
+    pub fn expire(&mut self) -> Vec<CallId> {
         let ids = self.sessions.expire();
         self.counters.media_timeouts += ids.len() as u64;
         ids
@@ -295,16 +297,16 @@ impl<M: MediaControl> NgServer<M> {
         let order = match command.as_bytes() {
             Some(b"ping") => MediaOrder::Ping,
             Some(b"offer") => MediaOrder::Offer {
-                call_id: required(req, "call-id")?.to_vec(),
-                from_tag: required(req, "from-tag")?.to_vec(),
+                call_id: CallId::from(required(req, "call-id")?),
+                from_tag: Tag::from(required(req, "from-tag")?),
                 sdp: sdp_of(req)?.to_vec(),
                 options: options(req)?,
             },
             Some(b"answer") => {
-                let call_id = required(req, "call-id")?.to_vec();
-                let to_tag = required(req, "to-tag")?.to_vec();
+                let call_id = CallId::from(required(req, "call-id")?);
+                let to_tag = Tag::from(required(req, "to-tag")?);
                 // rtpengine looks the call up before it reads the SDP.
-                if !self.sessions.holds(&call_id) {
+                if !self.sessions.holds(call_id.as_bytes()) {
                     return Err(NgError::of(OrderError::UnknownCall));
                 }
                 MediaOrder::Answer {
@@ -315,10 +317,10 @@ impl<M: MediaControl> NgServer<M> {
                 }
             }
             Some(b"delete") => MediaOrder::Delete {
-                call_id: required(req, "call-id")?.to_vec(),
+                call_id: CallId::from(required(req, "call-id")?),
             },
             Some(b"query") => MediaOrder::Query {
-                call_id: required(req, "call-id")?.to_vec(),
+                call_id: CallId::from(required(req, "call-id")?),
             },
             Some(b"list") => MediaOrder::List,
             _ => return Err("Unrecognized command".into()),
@@ -336,7 +338,7 @@ impl<M: MediaControl> NgServer<M> {
             )],
             MediaReply::Calls(ids) => vec![(
                 "calls".into(),
-                Out::List(ids.into_iter().map(Out::Str).collect()),
+                Out::List(ids.into_iter().map(|id| Out::Str(id.0)).collect()),
             )],
         })
     }

@@ -298,8 +298,8 @@ impl SrtpContext {
     }
 
     /// The rollover counter of `ssrc`, if the stream is known.
-    pub fn roc(&self, ssrc: u32) -> Option<u32> {
-        self.find(ssrc).map(|i| self.streams[i].rtp.roc())
+    pub fn roc(&self, ssrc: crate::media::rtp::Ssrc) -> Option<u32> {
+        self.find(ssrc.0).map(|i| self.streams[i].rtp.roc())
     }
 
     /// Sets the SRTCP index last sent for `ssrc` (the RFC 7714 examples start at 0x5d4).

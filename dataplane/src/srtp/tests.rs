@@ -323,7 +323,14 @@ fn rfc7714_section17_rtcp() {
 
 fn rtp(seq: u16, ssrc: u32, payload: usize) -> Vec<u8> {
     let mut h = [0u8; 12];
-    crate::media::rtp::write_rtp_header(&mut h, false, 0, seq, u32::from(seq) * 160, ssrc);
+    crate::media::rtp::write_rtp_header(
+        &mut h,
+        false,
+        0,
+        seq,
+        u32::from(seq) * 160,
+        crate::media::rtp::Ssrc(ssrc),
+    );
     let mut p = h.to_vec();
     p.extend((0..payload).map(|i| (i as u8) ^ (seq as u8)));
     p
@@ -355,7 +362,8 @@ fn every_suite_round_trips_across_the_sequence_wrap_with_reordering() {
                 .unwrap_or_else(|e| panic!("{suite:?} seq {}: {e:?}", seqs[i]));
             assert_eq!(plain, rtp(seqs[i], 7, 160));
         }
-        assert_eq!((tx.roc(7), rx.roc(7)), (Some(1), Some(1)));
+        let seven = crate::media::rtp::Ssrc(7);
+        assert_eq!((tx.roc(seven), rx.roc(seven)), (Some(1), Some(1)));
         // RTCP both ways.
         let sr = hex(RTCP_CAFEBABE);
         for _ in 0..3 {

@@ -142,7 +142,14 @@ pub fn target(reply: &[u8]) -> (SocketAddr, Sdp<'_>) {
 
 pub fn packet(seq: u16, ssrc: u32) -> Vec<u8> {
     let mut h = [0u8; 12];
-    write_rtp_header(&mut h, false, 0, seq, u32::from(seq) * 160, ssrc);
+    write_rtp_header(
+        &mut h,
+        false,
+        0,
+        seq,
+        u32::from(seq) * 160,
+        rvoip_dataplane::media::rtp::Ssrc(ssrc),
+    );
     let mut p = h.to_vec();
     p.extend((0..160u16).map(|i| (i as u8).wrapping_mul(seq as u8)));
     p
