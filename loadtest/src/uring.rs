@@ -25,10 +25,11 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use io_uring::squeue::Entry;
-use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode};
-use rvoip_dataplane::engine::bufring::{self, BufRing, submit_and_wait};
-use rvoip_dataplane::engine::sockaddr::{self, Storage};
+use rvoip_dataplane::engine::uring::recv::RecvHeader;
+use rvoip_dataplane::engine::uring::send::SendSlots;
+use rvoip_dataplane::engine::uring::{self, BufRing, Target, submit_and_wait};
 
 use crate::batch::{CONTROL, arrival_ns};
 use rvoip_dataplane::engine::gso::segment_size;
@@ -57,24 +58,21 @@ const KIND_SHIFT: u32 = 56;
 const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 
-/// The state of one send in flight; boxed, so its address is stable while
-/// the kernel holds it.
+/// The state of one send in flight (what the kernel reads is in its
+/// [`SendSlots`] slot; the data's heap buffer stays put while the vector
+/// of slots grows).
 struct SendSlot {
-    name: Storage,
     data: Vec<u8>,
     /// Segment size when several datagrams share the send, else 0.
     seg: usize,
     sock: Socket,
     to: Option<SocketAddr>,
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    control: [u64; gso::SEND_CONTROL / 8],
 }
 
 /// Whether this kernel has what [`UringIo`] needs (multishot RecvMsg,
 /// Send, provided-buffer rings, DEFER_TASKRUN).
 pub fn probe() -> io::Result<()> {
-    bufring::probe(&[
+    uring::probe(&[
         opcode::RecvMsgMulti::CODE,
         opcode::Send::CODE,
         opcode::SendMsg::CODE,
@@ -87,12 +85,10 @@ pub struct UringIo {
     // buffer memory it refers to.
     ring: IoUring,
     bufs: [BufRing; 2],
-    recv_hdr: Box<libc::msghdr>,
+    recv_hdr: RecvHeader,
     armed: [bool; 2],
-    // Boxed: a slot must stay where it is while the kernel holds it, however
-    // the vector grows.
-    #[allow(clippy::vec_box)]
-    slots: Vec<Box<SendSlot>>,
+    slots: Vec<SendSlot>,
+    sends: SendSlots,
     free: Vec<u32>,
     min_wait: bool,
     returned: [bool; 2],
@@ -118,11 +114,7 @@ impl UringIo {
     /// sockets must outlive the ring); sends are grouped when the kernel
     /// can segment and `segment` asks for it.
     pub fn new(sip: &UdpSocket, rtp: &UdpSocket, segment: bool) -> io::Result<Self> {
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(SQ_ENTRIES * 8)
-            .build(SQ_ENTRIES)?;
+        let ring = uring::new_ring(SQ_ENTRIES, SQ_ENTRIES * 8)?;
         let min_wait = ring.params().is_feature_min_timeout();
         ring.submitter()
             .register_files(&[sip.as_raw_fd(), rtp.as_raw_fd()])?;
@@ -130,17 +122,14 @@ impl UringIo {
         sip_bufs.register(&ring, Socket::Sip as u16 + 1)?;
         let mut rtp_bufs = BufRing::new(RTP_BUFFERS, RTP_BUF_SIZE)?;
         rtp_bufs.register(&ring, Socket::Rtp as u16 + 1)?;
-        // SAFETY: zeroed msghdr is valid; RecvMsgMulti reads only the name
-        // and control lengths from it.
-        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        recv_hdr.msg_controllen = CONTROL as _;
+        let recv_hdr = RecvHeader::new(CONTROL);
         Ok(UringIo {
             ring,
             bufs: [sip_bufs, rtp_bufs],
             recv_hdr,
             armed: [false; 2],
             slots: Vec::new(),
+            sends: SendSlots::new(0),
             free: Vec::new(),
             min_wait,
             returned: [false; 2],
@@ -154,36 +143,23 @@ impl UringIo {
 
     /// Queues an SQE, submitting first when the queue is full.
     fn push(&mut self, e: &Entry) {
-        loop {
-            // SAFETY: every entry points at memory this struct owns for the
-            // request's lifetime (send slots, recv_hdr, the buffer rings).
-            if unsafe { self.ring.submission().push(e) }.is_ok() {
-                return;
-            }
-            if self.ring.submit().is_err() {
-                std::thread::yield_now();
-            }
-        }
+        // SAFETY: every entry points at memory this struct owns for the
+        // request's lifetime (send slots and data, recv_hdr, the buffer
+        // rings).
+        unsafe { uring::push(&mut self.ring, e) };
     }
 
     fn slot(&mut self) -> u32 {
         if let Some(i) = self.free.pop() {
             return i;
         }
-        self.slots.push(Box::new(SendSlot {
-            name: sockaddr::zeroed(),
+        self.slots.push(SendSlot {
             data: Vec::new(),
             seg: 0,
             sock: Socket::Sip,
             to: None,
-            // SAFETY: a zeroed msghdr is valid; it is filled before use.
-            hdr: unsafe { std::mem::zeroed() },
-            iov: libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
-            control: [0; gso::SEND_CONTROL / 8],
-        }));
+        });
+        self.sends.grow_to(self.slots.len());
         (self.slots.len() - 1) as u32
     }
 
@@ -191,34 +167,24 @@ impl UringIo {
     /// `seg` octets.
     fn queue_slot(&mut self, i: u32, sock: Socket, to: SocketAddr, seg: usize) {
         let s = &mut self.slots[i as usize];
-        let len = sockaddr::write(to, &mut s.name);
         s.sock = sock;
         s.to = Some(to);
         s.seg = seg;
+        let (data, len) = (s.data.as_ptr(), s.data.len());
         let user_data = (KIND_SEND << KIND_SHIFT) | u64::from(i);
-        let e = if seg == 0 {
-            // A send with its address (sendto), not a SendMsg: no msghdr
-            // to import for a lone datagram.
-            opcode::Send::new(Fixed(sock as u32), s.data.as_ptr(), s.data.len() as u32)
-                .dest_addr((&s.name as *const Storage).cast())
-                .dest_addr_len(len)
-                .build()
-                .user_data(user_data)
-        } else {
-            s.iov = libc::iovec {
-                iov_base: s.data.as_mut_ptr().cast(),
-                iov_len: s.data.len(),
-            };
-            let control_len = gso::segment_control(&mut s.control, seg);
-            s.hdr.msg_name = (&mut s.name as *mut Storage).cast();
-            s.hdr.msg_namelen = len;
-            s.hdr.msg_iov = &mut s.iov;
-            s.hdr.msg_iovlen = 1;
-            s.hdr.msg_control = s.control.as_mut_ptr().cast();
-            s.hdr.msg_controllen = control_len as _;
-            opcode::SendMsg::new(Fixed(sock as u32), &s.hdr)
-                .build()
-                .user_data(user_data)
+        let target = Target::Fixed(sock as u32);
+        // SAFETY: the data stays in slot `i`, untouched, and the slot stays
+        // off the free list until the completion is reaped.
+        let e = unsafe {
+            if seg == 0 {
+                // A send with its address (sendto), not a SendMsg: no
+                // msghdr to import for a lone datagram.
+                self.sends
+                    .send_to(i as usize, target, data, len, to, user_data)
+            } else {
+                self.sends
+                    .entry(i as usize, target, data, len, to, seg, user_data)
+            }
         };
         self.push(&e);
     }
@@ -263,9 +229,11 @@ impl UringIo {
         for sock in [Socket::Sip, Socket::Rtp] {
             if !self.armed[sock as usize] {
                 let group = sock as u16 + 1;
-                let e = opcode::RecvMsgMulti::new(Fixed(sock as u32), &*self.recv_hdr, group)
-                    .build()
-                    .user_data((KIND_RECV << KIND_SHIFT) | sock as u64);
+                let e = self.recv_hdr.entry(
+                    Target::Fixed(sock as u32),
+                    group,
+                    (KIND_RECV << KIND_SHIFT) | sock as u64,
+                );
                 self.push(&e);
                 self.armed[sock as usize] = true;
             }
@@ -348,14 +316,10 @@ impl UringIo {
                     };
                     if res > 0 {
                         let buf = self.bufs[k].buffer(bid, res as usize);
-                        if let Ok(msg) = RecvMsgOut::parse(buf, &self.recv_hdr)
-                            && !msg.is_payload_truncated()
-                            && let Some(src) = sockaddr::read(msg.name_data())
-                        {
-                            let control = msg.control_data();
-                            let at = arrival_ns(control);
-                            for d in gso::split(msg.payload_data(), segment_size(control)) {
-                                on(sock, d, src, at);
+                        if let Some(m) = self.recv_hdr.datagram(buf).filter(|m| !m.truncated) {
+                            let at = arrival_ns(m.control);
+                            for d in gso::split(m.payload, segment_size(m.control)) {
+                                on(sock, d, m.source, at);
                                 n += 1;
                             }
                         }

@@ -9,13 +9,13 @@
 //! passes the time to the protocol code it drives.
 #![allow(clippy::disallowed_methods)]
 
-pub mod bufring;
 pub mod gso;
 pub mod media;
 pub mod ng_shm;
 pub mod ng_udp;
 pub mod sip;
 pub mod sockaddr;
+pub mod uring;
 
 /// For tests that need a kernel feature (io_uring, UDP_SEGMENT, UDP_GRO):
 /// whether to go on. Where the feature is missing the test fails and names

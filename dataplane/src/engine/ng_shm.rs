@@ -28,11 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use io_uring::types::{Fd, SubmitArgs, Timespec};
-use io_uring::{IoUring, cqueue, opcode};
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue};
 
-use super::bufring::submit_and_wait;
 use super::ng_udp::NgReport;
+use super::uring::{self, submit_and_wait};
 use crate::media::orders::{Outcome, record};
 use crate::media::plan::MediaControl;
 use crate::ng::NgServer;
@@ -51,8 +51,6 @@ pub fn orders_path(dir: &Path) -> PathBuf {
     dir.join("media.ring")
 }
 
-/// FUTEX2_SIZE_U32: a 32-bit futex, shared between processes.
-const FUTEX2_SIZE_U32: u32 = 0x02;
 /// Completions: the order ring's futex, the ng socket's readiness.
 const FUTEX: u64 = 1;
 const NG: u64 = 2;
@@ -194,10 +192,7 @@ fn serve<M: MediaControl>(
                 serve_ng(s, server, &mut buf);
             }
             if !ng_armed {
-                let e = opcode::PollAdd::new(Fd(s.as_raw_fd()), libc::POLLIN as u32)
-                    .multi(true)
-                    .build()
-                    .user_data(NG);
+                let e = uring::poll::readable(s.as_raw_fd(), true, NG);
                 // SAFETY: the socket outlives the ring's use of it (both
                 // live until this function returns and the ring is dropped
                 // after it).
@@ -209,9 +204,7 @@ fn serve<M: MediaControl>(
         // control plane more than the order it pushes.
         let looking = !poll.is_zero() && last_order.elapsed() < crate::shm::BUSY_SPELL;
         if !looking && !futex_armed && orders.prepare_sleep() {
-            let e = opcode::FutexWait::new(sleep_word, 1, u64::from(u32::MAX), FUTEX2_SIZE_U32)
-                .build()
-                .user_data(FUTEX);
+            let e = uring::futex::wait(sleep_word, 1, FUTEX);
             // SAFETY: the sleep word lives in the channel mapping, which
             // outlives the ring's use of it.
             futex_armed = unsafe { ring.submission_shared().push(&e) }.is_ok();

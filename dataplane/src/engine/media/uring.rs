@@ -24,13 +24,14 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use io_uring::squeue::Entry;
-use io_uring::types::{Fixed, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode};
 
 use super::Polling;
 use super::worker::{Clock, Driver, Wake, bind_udp};
-use crate::engine::bufring::{self, BufRing, submit_and_wait};
-use crate::engine::sockaddr::{self, Storage};
+use crate::engine::uring::recv::RecvHeader;
+use crate::engine::uring::send::SendSlots;
+use crate::engine::uring::{self, BufRing, Target, submit_and_wait};
 use crate::media::relay::{Action, EndpointId, Relay};
 
 /// Provided buffers per ring (a power of two, at most 32768).
@@ -54,20 +55,12 @@ fn recv_data(ep: EndpointId, generation: u32) -> u64 {
 
 /// Checks that this kernel gives the driver what it needs.
 pub(super) fn probe() -> io::Result<()> {
-    bufring::probe(&[
+    uring::probe(&[
         opcode::RecvMsgMulti::CODE,
         opcode::SendMsg::CODE,
         opcode::PollAdd::CODE,
         opcode::AsyncCancel::CODE,
     ])
-}
-
-/// The per-buffer send state: a msghdr pointing at an iovec and an address.
-#[repr(C)]
-struct SendSlot {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    name: Storage,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,8 +74,10 @@ pub(super) struct UringDriver {
     // before the buffer memory it refers to.
     ring: IoUring,
     bufs: BufRing,
-    sends: Box<[SendSlot]>,
-    recv_hdr: Box<libc::msghdr>,
+    /// A send slot per buffer: a forwarded packet leaves from the buffer
+    /// it arrived in.
+    sends: SendSlots,
+    recv_hdr: RecvHeader,
     endpoints: Vec<EndpointState>,
     free_slots: Vec<u32>,
     rearm: Vec<EndpointId>,
@@ -100,37 +95,14 @@ pub(super) struct UringDriver {
 
 impl UringDriver {
     pub(super) fn new(max_endpoints: u32, wake: &Wake, polling: Polling) -> io::Result<Self> {
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(SQ_ENTRIES * 4)
-            .build(SQ_ENTRIES)?;
+        let ring = uring::new_ring(SQ_ENTRIES, SQ_ENTRIES * 4)?;
         let min_wait = ring.params().is_feature_min_timeout();
         let capacity = max_endpoints.max(16);
         ring.submitter().register_files_sparse(capacity)?;
         let mut bufs = BufRing::new(BUFFERS, BUF_SIZE)?;
         bufs.register(&ring, BGID)?;
-        let mut sends: Box<[SendSlot]> = (0..BUFFERS)
-            .map(|_| SendSlot {
-                // SAFETY: msghdr and iovec are plain data; zero is valid.
-                hdr: unsafe { std::mem::zeroed() },
-                iov: libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                },
-                name: sockaddr::zeroed(),
-            })
-            .collect();
-        for s in sends.iter_mut() {
-            // The slots never move: the boxed slice is allocated once.
-            s.hdr.msg_name = (&mut s.name as *mut Storage).cast();
-            s.hdr.msg_iov = &mut s.iov;
-            s.hdr.msg_iovlen = 1;
-        }
-        // SAFETY: zeroed msghdr is valid; RecvMsgMulti reads only the name and
-        // control lengths from it.
-        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        let sends = SendSlots::new(usize::from(BUFFERS));
+        let recv_hdr = RecvHeader::new(0);
         Ok(UringDriver {
             ring,
             bufs,
@@ -153,23 +125,16 @@ impl UringDriver {
 
     /// Queues an SQE, submitting first when the queue is full.
     fn push(&mut self, e: Entry) {
-        loop {
-            // SAFETY: every entry queued by this driver points at memory it
-            // owns for the request's lifetime (buffers, send slots, recv_hdr).
-            if unsafe { self.ring.submission().push(&e) }.is_ok() {
-                return;
-            }
-            if self.ring.submit().is_err() {
-                std::thread::yield_now();
-            }
-        }
+        // SAFETY: every entry queued by this driver points at memory it
+        // owns for the request's lifetime (buffers, send slots, recv_hdr).
+        unsafe { uring::push(&mut self.ring, &e) };
     }
 
     fn arm_recv(&mut self, ep: EndpointId) {
         let generation = self.endpoints[ep as usize].generation;
-        let e = opcode::RecvMsgMulti::new(Fixed(ep), &*self.recv_hdr, BGID)
-            .build()
-            .user_data(recv_data(ep, generation));
+        let e = self
+            .recv_hdr
+            .entry(Target::Fixed(ep), BGID, recv_data(ep, generation));
         self.push(e);
     }
 
@@ -250,18 +215,11 @@ impl UringDriver {
         }
         self.received += 1;
         let buf = self.bufs.buffer(bid, res as usize);
-        let Ok(msg) = RecvMsgOut::parse(buf, &self.recv_hdr) else {
+        let Some(d) = self.recv_hdr.datagram(buf).filter(|d| !d.truncated) else {
             self.give_back(bid);
             return;
         };
-        let src = sockaddr::read(msg.name_data());
-        let (Some(src), false) = (src, msg.is_payload_truncated()) else {
-            self.give_back(bid);
-            return;
-        };
-        let payload = msg.payload_data();
-        let offset = payload.as_ptr() as usize - buf.as_ptr() as usize;
-        let mut len = payload.len();
+        let (src, offset, mut len) = (d.source, d.offset, d.payload.len());
         // The packet is transformed in place (SRTP); the rest of the buffer
         // is room for a tag.
         let region = &mut self.bufs.buffer_mut(bid)[offset..];
@@ -270,13 +228,14 @@ impl UringDriver {
             Action::Forward { via, to }
                 if self.endpoints.get(via as usize).is_some_and(|s| s.open) =>
             {
-                let slot = &mut self.sends[usize::from(bid)];
-                slot.iov.iov_base = ptr.cast();
-                slot.iov.iov_len = len;
-                slot.hdr.msg_namelen = sockaddr::write(to, &mut slot.name);
-                let e = opcode::SendMsg::new(Fixed(via), &slot.hdr)
-                    .build()
-                    .user_data((KIND_SEND << KIND_SHIFT) | u64::from(bid));
+                let data = (KIND_SEND << KIND_SHIFT) | u64::from(bid);
+                // SAFETY: buffer `bid` is this driver's until the send
+                // completes (it goes back to the ring then), and so is its
+                // slot (one per buffer).
+                let e = unsafe {
+                    self.sends
+                        .entry(usize::from(bid), Target::Fixed(via), ptr, len, to, 0, data)
+                };
                 self.push(e);
             }
             _ => self.give_back(bid),
@@ -366,11 +325,7 @@ impl Driver for UringDriver {
         }
         st.open = false;
         let data = recv_data(ep, st.generation);
-        self.push(
-            opcode::AsyncCancel::new(data)
-                .build()
-                .user_data(KIND_CANCEL << KIND_SHIFT),
-        );
+        self.push(uring::cancel::request(data, KIND_CANCEL << KIND_SHIFT));
         // Removing the socket from the table closes it once the cancelled
         // receive has let go of it.
         let _ = self.ring.submitter().register_files_update(ep, &[-1]);
@@ -379,10 +334,7 @@ impl Driver for UringDriver {
 
     fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()> {
         if !self.wake_armed {
-            let e = opcode::PollAdd::new(io_uring::types::Fd(self.wake_fd), libc::POLLIN as u32)
-                .multi(true)
-                .build()
-                .user_data(KIND_WAKE << KIND_SHIFT);
+            let e = uring::poll::readable(self.wake_fd, true, KIND_WAKE << KIND_SHIFT);
             self.push(e);
             self.wake_armed = true;
         }

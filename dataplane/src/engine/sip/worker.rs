@@ -10,14 +10,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
-use io_uring::{IoUring, cqueue, opcode};
+use io_uring::types::{SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue};
 
 use super::Transport;
 use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
-use crate::engine::bufring::{BufRing, submit_and_wait};
 use crate::engine::gso::{self, Packer};
 use crate::engine::sockaddr::{self, Storage};
+use crate::engine::uring::recv::RecvHeader;
+use crate::engine::uring::send::SendSlots;
+use crate::engine::uring::{self, BufRing, Target, submit_and_wait};
 use crate::log_budget::LogBudget;
 use crate::shm::{Channel, Direction, SipMeta};
 use crate::sip::Limits;
@@ -39,9 +41,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BGID: u16 = 7;
 /// UDP send slots per worker; beyond them a send is a plain sendto.
 const SEND_SLOTS: usize = 1024;
-
-/// FUTEX2_SIZE_U32: a 32-bit futex, shared between processes.
-const FUTEX2_SIZE_U32: u32 = 0x02;
 
 /// Slot size of the SIP channels: 2 KiB holds a typical INVITE in one slot.
 pub(super) const SLOT_SIZE: usize = 2048;
@@ -296,13 +295,9 @@ struct Worker {
 }
 
 /// A UDP send in flight: the message (or several of one length, cut by the
-/// kernel: UDP_SEGMENT), and the msghdr the kernel reads.
-#[repr(C)]
-struct SendSlot {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    name: Storage,
-    control: [u64; gso::SEND_CONTROL / 8],
+/// kernel: UDP_SEGMENT); what the kernel reads is in its [`SendSlots`] slot.
+#[derive(Debug, Clone, Copy, Default)]
+struct SendMeta {
     /// The segment size when the send holds several messages, else 0.
     seg: usize,
     /// The socket (index into the worker's UDP sockets) and destination.
@@ -315,8 +310,9 @@ struct SendSlot {
 /// buffer ring is unregistered with the ring (dropped first, in Worker).
 struct UdpIo {
     bufs: BufRing,
-    recv_hdr: Box<libc::msghdr>,
-    sends: Box<[SendSlot]>,
+    recv_hdr: RecvHeader,
+    sends: SendSlots,
+    meta: Vec<SendMeta>,
     send_data: Vec<Vec<u8>>,
     free_sends: Vec<u16>,
     /// Sockets whose multishot receive ended and must be re-armed.
@@ -343,38 +339,15 @@ impl UdpIo {
         let count = ((32usize << 20) / buf_size).clamp(64, 4096) as u16;
         let mut bufs = BufRing::new(count, buf_size)?;
         bufs.register(ring, BGID)?;
-        // SAFETY: zeroed msghdr is valid; RecvMsgMulti reads only the name
-        // and control lengths from it.
-        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
         // Room for the segment size of a coalesced read, on every socket
         // whichever took the option.
-        recv_hdr.msg_controllen = gso::RECV_CONTROL as _;
-        let mut sends: Box<[SendSlot]> = (0..SEND_SLOTS)
-            .map(|_| SendSlot {
-                // SAFETY: msghdr is plain data; zero is valid.
-                hdr: unsafe { std::mem::zeroed() },
-                iov: libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                },
-                name: sockaddr::zeroed(),
-                control: [0; gso::SEND_CONTROL / 8],
-                seg: 0,
-                sock: 0,
-                dest: None,
-            })
-            .collect();
-        for slot in sends.iter_mut() {
-            // The boxed slice never moves, so these self-references hold.
-            slot.hdr.msg_name = (&mut slot.name as *mut Storage).cast();
-            slot.hdr.msg_iov = &mut slot.iov;
-            slot.hdr.msg_iovlen = 1;
-        }
+        let recv_hdr = RecvHeader::new(gso::RECV_CONTROL);
+        let sends = SendSlots::new(SEND_SLOTS);
         Ok(UdpIo {
             bufs,
             recv_hdr,
             sends,
+            meta: vec![SendMeta::default(); SEND_SLOTS],
             send_data: (0..SEND_SLOTS).map(|_| Vec::new()).collect(),
             free_sends: (0..SEND_SLOTS as u16).rev().collect(),
             rearm: Vec::new(),
@@ -394,22 +367,14 @@ impl UdpIo {
 
 impl Worker {
     fn push(&mut self, e: io_uring::squeue::Entry) {
-        loop {
-            // SAFETY: every entry refers to descriptors and futex words that
-            // outlive the request (sockets are owned by self, the channel by run()).
-            if unsafe { self.ring.submission().push(&e) }.is_ok() {
-                return;
-            }
-            let _ = self.ring.submit();
-        }
+        // SAFETY: every entry refers to descriptors, buffers and futex words
+        // that outlive the request (sockets and send data are owned by self,
+        // the channel by run()).
+        unsafe { uring::push(&mut self.ring, &e) };
     }
 
     fn poll(&mut self, fd: RawFd, kind: u64, id: u64) {
-        let e = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data((kind << KIND_SHIFT) | id);
-        self.push(e);
+        self.push(uring::poll::readable(fd, true, (kind << KIND_SHIFT) | id));
     }
 
     /// Arms one writability poll for connection `id`, unless one is armed.
@@ -421,9 +386,10 @@ impl Worker {
             return;
         }
         c.want_write = true;
-        let e = opcode::PollAdd::new(Fd(c.stream.as_raw_fd()), libc::POLLOUT as u32)
-            .build()
-            .user_data((CONN_OUT << KIND_SHIFT) | u64::from(id));
+        let e = uring::poll::writable(
+            c.stream.as_raw_fd(),
+            (CONN_OUT << KIND_SHIFT) | u64::from(id),
+        );
         self.push(e);
     }
 
@@ -539,24 +505,20 @@ impl Worker {
                 let data = &mut self.udp_io.send_data[i];
                 // The group's buffer goes to the slot, the slot's to the group.
                 std::mem::swap(data, &mut g.data);
-                let slot = &mut self.udp_io.sends[i];
-                slot.iov.iov_base = data.as_mut_ptr().cast();
-                slot.iov.iov_len = data.len();
-                slot.hdr.msg_namelen = sockaddr::write(dest, &mut slot.name);
-                if seg > 0 {
-                    let len = gso::segment_control(&mut slot.control, seg);
-                    slot.hdr.msg_control = slot.control.as_mut_ptr().cast();
-                    slot.hdr.msg_controllen = len as _;
-                } else {
-                    slot.hdr.msg_control = std::ptr::null_mut();
-                    slot.hdr.msg_controllen = 0;
-                }
-                slot.seg = seg;
-                slot.sock = sock;
-                slot.dest = Some(dest);
-                let e = opcode::SendMsg::new(Fd(fd), &slot.hdr)
-                    .build()
-                    .user_data((SEND << KIND_SHIFT) | u64::from(id));
+                let (ptr, len) = (data.as_ptr(), data.len());
+                self.udp_io.meta[i] = SendMeta {
+                    seg,
+                    sock,
+                    dest: Some(dest),
+                };
+                let user_data = (SEND << KIND_SHIFT) | u64::from(id);
+                // SAFETY: the data stays in `send_data[i]`, untouched, and
+                // slot `i` stays off the free list until the completion.
+                let e = unsafe {
+                    self.udp_io
+                        .sends
+                        .entry(i, Target::Fd(fd), ptr, len, dest, seg, user_data)
+                };
                 self.push(e);
             }
             out.clear();
@@ -569,8 +531,7 @@ impl Worker {
     /// route, say) goes again one datagram at a time, and that socket's
     /// sends are no longer grouped.
     fn on_sent(&mut self, id: usize, res: i32) {
-        let slot = &self.udp_io.sends[id];
-        let (seg, sock, dest) = (slot.seg, slot.sock, slot.dest);
+        let SendMeta { seg, sock, dest } = self.udp_io.meta[id];
         let data = &self.udp_io.send_data[id];
         let count = if seg > 0 { data.len().div_ceil(seg) } else { 1 } as u64;
         match dest {
@@ -731,21 +692,17 @@ impl Worker {
             return;
         }
         let buf = self.udp_io.bufs.buffer(bid, res as usize);
-        let Ok(msg) = RecvMsgOut::parse(buf, &self.udp_io.recv_hdr) else {
+        let Some(d) = self.udp_io.recv_hdr.datagram(buf) else {
             self.udp_io.give_back(bid);
             return;
         };
-        if msg.is_payload_truncated() {
+        if d.truncated {
             self.report.oversized += 1;
             self.udp_io.give_back(bid);
             return;
         }
-        let Some(remote) = sockaddr::read(msg.name_data()) else {
-            self.udp_io.give_back(bid);
-            return;
-        };
-        let payload = msg.payload_data();
-        let seg = gso::segment_size(msg.control_data());
+        let (remote, payload) = (d.source, d.payload);
+        let seg = gso::segment_size(d.control);
         // SAFETY: buffer `bid` is ours until it is given back below: the
         // kernel only fills buffers published in the ring, and nothing in
         // inbound() touches the receive buffers.
@@ -768,9 +725,10 @@ impl Worker {
 
     fn arm_recv(&mut self, i: usize) {
         let fd = self.udp[i].0.as_raw_fd();
-        let e = opcode::RecvMsgMulti::new(Fd(fd), &*self.udp_io.recv_hdr, BGID)
-            .build()
-            .user_data((UDP << KIND_SHIFT) | i as u64);
+        let e = self
+            .udp_io
+            .recv_hdr
+            .entry(Target::Fd(fd), BGID, (UDP << KIND_SHIFT) | i as u64);
         self.push(e);
     }
 
@@ -869,15 +827,12 @@ impl Worker {
             if c.connecting.is_some() {
                 self.connecting -= 1;
             }
-            let e = opcode::PollRemove::new((CONN << KIND_SHIFT) | u64::from(id))
-                .build()
-                .user_data(0);
-            self.push(e);
+            self.push(uring::poll::remove((CONN << KIND_SHIFT) | u64::from(id), 0));
             if c.want_write {
-                let e = opcode::PollRemove::new((CONN_OUT << KIND_SHIFT) | u64::from(id))
-                    .build()
-                    .user_data(0);
-                self.push(e);
+                self.push(uring::poll::remove(
+                    (CONN_OUT << KIND_SHIFT) | u64::from(id),
+                    0,
+                ));
             }
         }
     }
@@ -915,11 +870,7 @@ pub(super) fn run(
             SLOT_SIZE,
             settings.ring_slots.max(64).next_power_of_two(),
         )?;
-        let ring = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(8192)
-            .build(2048)?;
+        let ring = uring::new_ring(2048, 8192)?;
         let min_wait = ring.params().is_feature_min_timeout();
         let mut udp = Vec::new();
         let mut listeners = Vec::new();
@@ -993,9 +944,7 @@ pub(super) fn run(
         let polling = w.batch_wait_us > 0 && last_traffic.elapsed() < crate::shm::BUSY_SPELL;
         if !polling && !w.futex_armed && consumer.prepare_sleep() {
             // Sleep on the channel too: the control plane's push wakes us.
-            let e = opcode::FutexWait::new(sleep_word, 1, u64::from(u32::MAX), FUTEX2_SIZE_U32)
-                .build()
-                .user_data(FUTEX << KIND_SHIFT);
+            let e = uring::futex::wait(sleep_word, 1, FUTEX << KIND_SHIFT);
             w.push(e);
             w.futex_armed = true;
         }
