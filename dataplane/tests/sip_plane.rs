@@ -6,6 +6,10 @@
 //! worker busy with traffic takes what is queued without being woken.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
+#[path = "common/no_uring.rs"]
+mod no_uring;
+use no_uring::{NO_URING_CHILD, io_uring_usable, refuse_io_uring, run_alone};
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -57,6 +61,7 @@ fn plane(name: &str, batch_wait_us: u32) -> (Dir, SipPlane, Channel, SocketAddr)
         rate_limit: 0,
         ring_slots: 1024,
         batch_wait_us,
+        driver: rvoip_dataplane::engine::media::DriverKind::IoUring,
     })
     .expect("SIP plane");
     let channel = Channel::open(&plane.rings[0]).expect("the plane created its ring");
@@ -424,4 +429,152 @@ fn a_connect_nobody_answers_never_holds_up_the_worker() {
     assert_eq!(reports[0].tcp_connect_failed, 1, "{:?}", reports[0]);
     assert_eq!(reports[0].tcp_connected, 0, "{:?}", reports[0]);
     drop(queued);
+}
+
+/// The next record from the dataplane whose payload is `want`: its meta.
+fn next_record(channel: &Channel, want: &[u8]) -> SipMeta {
+    let mut from_dataplane = channel.consumer(Direction::ToControlPlane);
+    let started = Instant::now();
+    loop {
+        channel.heartbeat();
+        while let Some(r) = from_dataplane.peek() {
+            let found = (r.payload == want).then(|| SipMeta::decode(r.meta));
+            from_dataplane.advance();
+            if let Some(meta) = found {
+                return meta;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the message never reached the control plane"
+        );
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+/// Where io_uring is not to be had, the SIP workers run on poll(2) and
+/// plain calls: UDP and TCP messages reach the control plane, what it
+/// queues leaves on UDP, on the connection a request came on, and on a new
+/// connection the worker opens; the worker reports that it ran the
+/// fallback.
+#[test]
+fn the_poll_fallback_carries_udp_and_tcp_both_ways() {
+    use rvoip_dataplane::engine::media::DriverKind;
+    use std::io::{Read, Write};
+    let dir = Dir::new("fallback");
+    let udp_listen = free_udp();
+    let tcp_listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("loopback has free ports")
+        .local_addr()
+        .expect("a bound socket has an address");
+    let mut plane = SipPlane::start(&SipPlaneConfig {
+        listeners: vec![(Transport::Udp, udp_listen), (Transport::Tcp, tcp_listen)],
+        cores: Vec::new(),
+        ring_dir: dir.path().to_path_buf(),
+        limits: Limits::DEFAULT,
+        rate_limit: 0,
+        ring_slots: 1024,
+        batch_wait_us: 0,
+        driver: DriverKind::Fallback,
+    })
+    .expect("SIP plane");
+    let channel = Channel::open(&plane.rings[0]).expect("the plane created its ring");
+    channel.heartbeat();
+    let mut to_dataplane = channel.producer(Direction::ToDataplane);
+    // UDP in, then out.
+    request_reaches_the_control_plane(&channel, udp_listen, 1);
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("loopback has free ports");
+    peer.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("a nonzero timeout is valid");
+    to_dataplane
+        .push(0, &udp_meta(udp_listen, &peer), &options(2))
+        .expect("room");
+    let mut buf = vec![0u8; 4096];
+    let (n, src) = peer.recv_from(&mut buf).expect("the queued message");
+    assert_eq!((&buf[..n], src), (options(2).as_slice(), udp_listen));
+    // TCP in, and the answer back on that connection.
+    let mut caller = std::net::TcpStream::connect(tcp_listen).expect("the worker accepts");
+    caller
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("a nonzero timeout is valid");
+    caller.write_all(&options(3)).expect("written");
+    let meta = next_record(&channel, &options(3));
+    assert_eq!(meta.transport, Transport::Tcp);
+    assert_ne!(meta.conn, 0, "a connection id to answer on");
+    to_dataplane
+        .push(0, &meta.encode(), &options(4))
+        .expect("room");
+    let mut got = vec![0u8; options(4).len()];
+    caller
+        .read_exact(&mut got)
+        .expect("the answer on the same connection");
+    assert_eq!(got, options(4));
+    // TCP out to a peer with no connection yet: the worker connects.
+    let callee = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+    let out = SipMeta {
+        transport: Transport::Tcp,
+        local: tcp_listen,
+        remote: callee.local_addr().expect("a bound socket has an address"),
+        conn: 0,
+    };
+    to_dataplane
+        .push(0, &out.encode(), &options(5))
+        .expect("room");
+    let (mut s, _) = callee.accept().expect("the worker connected");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("a nonzero timeout is valid");
+    let mut got = vec![0u8; options(5).len()];
+    s.read_exact(&mut got)
+        .expect("the message on the new connection");
+    assert_eq!(got, options(5));
+    let reports = plane.shutdown();
+    assert!(reports[0].fallback, "{:?}", reports[0]);
+    assert_eq!(reports[0].tcp_connected, 1, "{:?}", reports[0]);
+}
+
+/// `auto` takes io_uring where the kernel gives it and poll(2) where
+/// io_uring is refused; either carries SIP. The refusal is real: the test
+/// runs itself again in a child process under a seccomp filter.
+#[test]
+fn auto_takes_io_uring_or_falls_back_to_poll_where_it_is_refused() {
+    use rvoip_dataplane::engine::media::DriverKind;
+    let auto_plane = |name: &str| {
+        let dir = Dir::new(name);
+        let listen = free_udp();
+        let plane = SipPlane::start(&SipPlaneConfig {
+            listeners: vec![(Transport::Udp, listen)],
+            cores: Vec::new(),
+            ring_dir: dir.path().to_path_buf(),
+            limits: Limits::DEFAULT,
+            rate_limit: 0,
+            ring_slots: 1024,
+            batch_wait_us: 0,
+            driver: DriverKind::Auto,
+        })
+        .expect("SIP plane");
+        let channel = Channel::open(&plane.rings[0]).expect("the plane created its ring");
+        channel.heartbeat();
+        request_reaches_the_control_plane(&channel, listen, 7);
+        (dir, plane)
+    };
+    if std::env::var_os(NO_URING_CHILD).is_some() {
+        refuse_io_uring();
+        assert!(!io_uring_usable(), "the filter refuses io_uring");
+        let (_dir, mut plane) = auto_plane("auto-refused");
+        let fallback = plane.shutdown()[0].fallback;
+        println!("auto chose {}", if fallback { "poll" } else { "io_uring" });
+        return;
+    }
+    if kernel_has(io_uring_usable(), "io_uring") {
+        let (_dir, mut plane) = auto_plane("auto");
+        assert!(
+            !plane.shutdown()[0].fallback,
+            "io_uring where the kernel gives it"
+        );
+    }
+    let stdout = run_alone(
+        "auto_takes_io_uring_or_falls_back_to_poll_where_it_is_refused",
+        NO_URING_CHILD,
+    );
+    assert!(stdout.contains("auto chose poll"), "{stdout}");
 }

@@ -125,7 +125,9 @@ pub enum IoDriver {
     Auto,
     /// io_uring only; fail to start without it.
     IoUring,
-    /// recvmmsg/sendmmsg, for old kernels and tests.
+    /// No io_uring: recvmmsg/sendmmsg for the media workers, poll(2) for
+    /// the SIP workers; for kernels or sandboxes that refuse io_uring, and
+    /// tests.
     Fallback,
 }
 

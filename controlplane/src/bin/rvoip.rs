@@ -494,6 +494,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         rate_limit: config.sip.rate_limit,
         ring_slots: config.controlplane.ring_slots,
         batch_wait_us: config.dataplane.sip_batch_wait_us(),
+        driver: driver_kind(config.dataplane.io),
     };
     let mut sip = match SipPlane::start(&sip_config) {
         Ok(p) => p,
@@ -702,6 +703,15 @@ fn run_controlplane(path: &Path) -> ExitCode {
 
 /// Starts the media engine from the configuration; a core that does not exist
 /// is a configuration error.
+/// The engine's driver choice for the configured one.
+fn driver_kind(io: IoDriver) -> DriverKind {
+    match io {
+        IoDriver::Auto => DriverKind::Auto,
+        IoDriver::IoUring => DriverKind::IoUring,
+        IoDriver::Fallback => DriverKind::Fallback,
+    }
+}
+
 fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
     let cores = worker_cores(config, path)?;
     let engine_config = MediaEngineConfig {
@@ -709,11 +719,7 @@ fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
         port_min: config.media.port_min,
         port_max: config.media.port_max,
         cores,
-        driver: match config.dataplane.io {
-            IoDriver::Auto => DriverKind::Auto,
-            IoDriver::IoUring => DriverKind::IoUring,
-            IoDriver::Fallback => DriverKind::Fallback,
-        },
+        driver: driver_kind(config.dataplane.io),
         polling: match config.dataplane.polling {
             rvoip_tuning::config::Polling::Interrupt => Polling::Interrupt {
                 batch_wait_us: config.dataplane.batch_wait_us,

@@ -46,6 +46,8 @@ pub struct SipPlaneConfig {
     /// Once woken, a worker lets this many microseconds of traffic gather
     /// before it handles it (io_uring minimum wait; 0: handle at once).
     pub batch_wait_us: u32,
+    /// io_uring, poll(2), or io_uring where the kernel allows it.
+    pub driver: crate::engine::media::DriverKind,
 }
 
 /// The running SIP plane.
@@ -104,6 +106,7 @@ impl SipPlane {
                 rate_limit: config.rate_limit,
                 ring_slots: config.ring_slots,
                 batch_wait_us: config.batch_wait_us,
+                driver: config.driver,
             };
             let (stop, ready) = (Arc::clone(&stop), ready_tx.clone());
             threads.push(

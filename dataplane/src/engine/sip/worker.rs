@@ -16,6 +16,7 @@ use io_uring::{IoUring, cqueue};
 use super::Transport;
 use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
 use crate::engine::gso::{self, Packer};
+use crate::engine::media::DriverKind;
 use crate::engine::sockaddr::{self, Storage};
 use crate::engine::uring::recv::RecvHeader;
 use crate::engine::uring::send::SendSlots;
@@ -54,6 +55,7 @@ pub(super) struct Settings {
     pub(super) rate_limit: u32,
     pub(super) ring_slots: usize,
     pub(super) batch_wait_us: u32,
+    pub(super) driver: DriverKind,
 }
 
 /// What a worker reports when it stops.
@@ -91,6 +93,8 @@ pub struct SipWorkerReport {
     /// UDP send operations that succeeded (a segmented send is one, however
     /// many messages it carries): `sent` over this is the messages per send.
     pub udp_sends: u64,
+    /// The worker ran the poll(2) fallback (io_uring refused or not asked for).
+    pub fallback: bool,
 }
 
 /// Receive and send buffer of each SIP UDP socket.
@@ -272,7 +276,8 @@ impl RateLimiter {
 
 struct Worker {
     index: usize,
-    ring: IoUring,
+    /// The ring, or none for the fallback (poll(2) and plain calls).
+    ring: Option<IoUring>,
     udp: Vec<(OwnedFd, SocketAddr)>,
     listeners: Vec<(OwnedFd, SocketAddr)>,
     conns: HashMap<u32, Conn>,
@@ -309,7 +314,8 @@ struct SendMeta {
 /// slots and their data outlive every request that points at them, and the
 /// buffer ring is unregistered with the ring (dropped first, in Worker).
 struct UdpIo {
-    bufs: BufRing,
+    /// Receive buffers (io_uring only).
+    bufs: Option<BufRing>,
     recv_hdr: RecvHeader,
     sends: SendSlots,
     meta: Vec<SendMeta>,
@@ -324,7 +330,11 @@ struct UdpIo {
 }
 
 impl UdpIo {
-    fn new(ring: &IoUring, max_message: usize, udp: &[(OwnedFd, SocketAddr)]) -> io::Result<UdpIo> {
+    fn new(
+        ring: Option<&IoUring>,
+        max_message: usize,
+        udp: &[(OwnedFd, SocketAddr)],
+    ) -> io::Result<UdpIo> {
         // Each buffer holds the recvmsg header, the source address and one
         // datagram of the largest size allowed; the slab is zero-allocated,
         // so pages no datagram reached are never resident.
@@ -336,9 +346,15 @@ impl UdpIo {
                 gso::receive_coalesced(fd);
             }
         }
-        let count = ((32usize << 20) / buf_size).clamp(64, 4096) as u16;
-        let mut bufs = BufRing::new(count, buf_size)?;
-        bufs.register(ring, BGID)?;
+        let bufs = match ring {
+            Some(ring) => {
+                let count = ((32usize << 20) / buf_size).clamp(64, 4096) as u16;
+                let mut bufs = BufRing::new(count, buf_size)?;
+                bufs.register(ring, BGID)?;
+                Some(bufs)
+            }
+            None => None,
+        };
         // Room for the segment size of a coalesced read, on every socket
         // whichever took the option.
         let recv_hdr = RecvHeader::new(gso::RECV_CONTROL);
@@ -360,8 +376,10 @@ impl UdpIo {
     }
 
     fn give_back(&mut self, bid: u16) {
-        self.bufs.push(bid);
-        self.returned = true;
+        if let Some(b) = self.bufs.as_mut() {
+            b.push(bid);
+            self.returned = true;
+        }
     }
 }
 
@@ -370,7 +388,9 @@ impl Worker {
         // SAFETY: every entry refers to descriptors, buffers and futex words
         // that outlive the request (sockets and send data are owned by self,
         // the channel by run()).
-        unsafe { uring::push(&mut self.ring, &e) };
+        if let Some(ring) = self.ring.as_mut() {
+            unsafe { uring::push(ring, &e) };
+        }
     }
 
     fn poll(&mut self, fd: RawFd, kind: u64, id: u64) {
@@ -494,7 +514,12 @@ impl Worker {
             for g in out.groups() {
                 let Some(dest) = g.to else { continue };
                 let seg = if g.count() > 1 { g.seg } else { 0 };
-                let Some(id) = self.udp_io.free_sends.pop() else {
+                let slot = if self.ring.is_some() {
+                    self.udp_io.free_sends.pop()
+                } else {
+                    None
+                };
+                let Some(id) = slot else {
                     // Every slot in flight: sent now, one by one.
                     for d in g.datagrams() {
                         self.send_now(fd, dest, d);
@@ -691,7 +716,10 @@ impl Worker {
             self.udp_io.give_back(bid);
             return;
         }
-        let buf = self.udp_io.bufs.buffer(bid, res as usize);
+        let Some(bufs) = self.udp_io.bufs.as_ref() else {
+            return;
+        };
+        let buf = bufs.buffer(bid, res as usize);
         let Some(d) = self.udp_io.recv_hdr.datagram(buf) else {
             self.udp_io.give_back(bid);
             return;
@@ -721,6 +749,47 @@ impl Worker {
             self.inbound(producer, d, meta, None);
         }
         self.udp_io.give_back(bid);
+    }
+
+    /// Reads what UDP socket `i` holds (the fallback loop), each datagram
+    /// handled as a multishot receive's would be.
+    fn recv_udp(&mut self, producer: &mut crate::shm::Producer<'_>, i: usize, buf: &mut [u8]) {
+        let Some((fd, local)) = self.udp.get(i).map(|(fd, a)| (fd.as_raw_fd(), *a)) else {
+            return;
+        };
+        for _ in 0..256 {
+            let mut name = sockaddr::zeroed();
+            let mut len = std::mem::size_of::<Storage>() as libc::socklen_t;
+            // SAFETY: receiving into our buffer and address storage.
+            let n = unsafe {
+                libc::recvfrom(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    (&mut name as *mut Storage).cast(),
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                return;
+            }
+            let n = n as usize;
+            if n >= buf.len() {
+                self.report.oversized += 1;
+                continue;
+            }
+            let Some(remote) = sockaddr::read(sockaddr::bytes(&name, len as usize)) else {
+                continue;
+            };
+            let meta = SipMeta {
+                transport: Transport::Udp,
+                local,
+                remote,
+                conn: 0,
+            };
+            self.inbound(producer, &buf[..n], meta, None);
+        }
     }
 
     fn arm_recv(&mut self, i: usize) {
@@ -870,8 +939,22 @@ pub(super) fn run(
             SLOT_SIZE,
             settings.ring_slots.max(64).next_power_of_two(),
         )?;
-        let ring = uring::new_ring(2048, 8192)?;
-        let min_wait = ring.params().is_feature_min_timeout();
+        let ring = match settings.driver {
+            DriverKind::Fallback => None,
+            DriverKind::IoUring => Some(new_sip_ring()?),
+            DriverKind::Auto => match new_sip_ring() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    if settings.index == 0 {
+                        tracing::warn!(error = %e, "io_uring refused: the SIP workers use poll(2)");
+                    }
+                    None
+                }
+            },
+        };
+        let min_wait = ring
+            .as_ref()
+            .is_some_and(|r| r.params().is_feature_min_timeout());
         let mut udp = Vec::new();
         let mut listeners = Vec::new();
         for (t, addr) in &settings.listeners {
@@ -880,7 +963,7 @@ pub(super) fn run(
                 Transport::Tcp => listeners.push((reuseport_socket(*addr, true)?, *addr)),
             }
         }
-        let udp_io = UdpIo::new(&ring, settings.limits.max_message_size, &udp)?;
+        let udp_io = UdpIo::new(ring.as_ref(), settings.limits.max_message_size, &udp)?;
         let w = Worker {
             index: settings.index,
             ring,
@@ -917,6 +1000,32 @@ pub(super) fn run(
         }
     };
     drop(ready);
+    if w.ring.is_some() {
+        run_uring(&mut w, &channel, &stop);
+    } else {
+        run_fallback(&mut w, &channel, &stop);
+    }
+    let mut r = w.report;
+    r.edge = w.edge.counters();
+    r.fallback = w.ring.is_none();
+    r
+}
+
+/// A ring for a SIP worker, with what its loop needs of the kernel.
+fn new_sip_ring() -> io::Result<IoUring> {
+    uring::probe(&[
+        io_uring::opcode::RecvMsgMulti::CODE,
+        io_uring::opcode::SendMsg::CODE,
+        io_uring::opcode::PollAdd::CODE,
+        io_uring::opcode::PollRemove::CODE,
+        io_uring::opcode::FutexWait::CODE,
+    ])?;
+    uring::new_ring(2048, 8192)
+}
+
+/// The io_uring loop: multishot receives, polls for listeners and
+/// connections, sends submitted, and a futex wait on the channel.
+fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
     let mut producer = channel.producer(Direction::ToControlPlane);
     let mut consumer = channel.consumer(Direction::ToDataplane);
     for i in 0..w.udp.len() {
@@ -965,7 +1074,10 @@ pub(super) fn run(
         } else {
             (1, SubmitArgs::new().timespec(&ts))
         };
-        if submit_and_wait(&w.ring, want, &args).is_err() {
+        let Some(ring) = w.ring.as_ref() else {
+            return;
+        };
+        if submit_and_wait(ring, want, &args).is_err() {
             std::thread::sleep(Duration::from_millis(1));
         }
         // Judged after the wait: a control plane may have attached (or
@@ -973,11 +1085,12 @@ pub(super) fn run(
         w.edge
             .set_control_plane_attached(channel.controlplane_alive(Duration::from_secs(2)));
         events.clear();
-        events.extend(
-            w.ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
+        if let Some(ring) = w.ring.as_mut() {
+            events.extend(
+                ring.completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+        }
         if events.iter().any(|e| e.0 >> KIND_SHIFT != FUTEX) {
             last_traffic = Instant::now();
         }
@@ -1008,7 +1121,9 @@ pub(super) fn run(
             }
         }
         if w.udp_io.returned {
-            w.udp_io.bufs.publish();
+            if let Some(b) = w.udp_io.bufs.as_mut() {
+                b.publish();
+            }
             w.udp_io.returned = false;
         }
         for i in std::mem::take(&mut w.udp_io.rearm) {
@@ -1022,7 +1137,82 @@ pub(super) fn run(
             last_purge = Instant::now();
         }
     }
-    let mut r = w.report;
-    r.edge = w.edge.counters();
-    r
+}
+
+/// How long the fallback loop waits in poll(2): it cannot sleep on the
+/// channel's futex and its sockets at once, so it looks at the channel at
+/// least this often (a message from the control plane waits at most this
+/// long; an idle worker wakes a thousand times a second).
+const FALLBACK_TICK_MS: i32 = 1;
+
+/// The loop where io_uring is refused: poll(2) over the UDP sockets, the
+/// listeners and the connections, plain non-blocking calls, and the channel
+/// looked at every [`FALLBACK_TICK_MS`].
+fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
+    let mut producer = channel.producer(Direction::ToControlPlane);
+    let mut consumer = channel.consumer(Direction::ToDataplane);
+    let mut last_purge = Instant::now();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut conn_ids: Vec<u32> = Vec::new();
+    let mut buf = vec![0u8; w.limits.max_message_size + 1];
+    while !stop.load(Ordering::Relaxed) {
+        w.drain_outbound(&mut consumer);
+        w.flush_udp();
+        fds.clear();
+        conn_ids.clear();
+        let pollin = |fd: RawFd, events: i16| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        for (fd, _) in w.udp.iter().chain(w.listeners.iter()) {
+            fds.push(pollin(fd.as_raw_fd(), libc::POLLIN));
+        }
+        for (id, c) in &w.conns {
+            let mut events = libc::POLLIN;
+            if c.want_write || c.connecting.is_some() {
+                events |= libc::POLLOUT;
+            }
+            fds.push(pollin(c.stream.as_raw_fd(), events));
+            conn_ids.push(*id);
+        }
+        // SAFETY: `fds` is a valid array of pollfd of that length.
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                FALLBACK_TICK_MS,
+            )
+        };
+        w.edge
+            .set_control_plane_attached(channel.controlplane_alive(Duration::from_secs(2)));
+        if n > 0 {
+            let (udp, listeners) = (w.udp.len(), w.listeners.len());
+            for (k, p) in fds.iter().enumerate() {
+                if p.revents == 0 {
+                    continue;
+                }
+                if k < udp {
+                    w.recv_udp(&mut producer, k, &mut buf);
+                } else if k < udp + listeners {
+                    w.accept(k - udp);
+                } else {
+                    let id = conn_ids[k - udp - listeners];
+                    if p.revents & libc::POLLOUT != 0 {
+                        w.on_writable(id);
+                    }
+                    if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                        w.read_conn(&mut producer, id);
+                    }
+                }
+            }
+        }
+        if w.connecting > 0 {
+            w.expire_connects(Instant::now());
+        }
+        if last_purge.elapsed() > Duration::from_secs(10) {
+            w.limiter.purge(Instant::now());
+            last_purge = Instant::now();
+        }
+    }
 }
