@@ -461,3 +461,53 @@ fn an_rtcp_port_held_by_another_process_moves_the_leg_to_a_free_pair() {
         Some(b_target.port() + 1)
     );
 }
+
+/// The media server's ng commands are read and their call and party
+/// checked; this relay then names the command it does not carry out (the
+/// media services are the media server's), as rtpengine names an
+/// unsupported one.
+#[test]
+fn media_service_commands_are_checked_and_refused_by_name() {
+    let mut relay = Relay::start(DriverKind::Auto, 51000);
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    offer_answer(&mut relay, "svc", &a, &b);
+    let play = |relay: &mut Relay, call: &[u8], tag: &[u8]| {
+        relay.command(&[
+            ("command", Value::Bytes(b"play media")),
+            ("call-id", Value::Bytes(call)),
+            ("from-tag", Value::Bytes(tag)),
+            ("file", Value::Bytes(b"welcome.wav")),
+        ])
+    };
+    let r = play(&mut relay, b"nocall", b"tag-a");
+    assert_eq!(get(&r, "error-reason"), Value::Bytes(b"Unknown call-id"));
+    let r = play(&mut relay, b"svc", b"tag-x");
+    assert_eq!(get(&r, "error-reason"), Value::Bytes(b"Unknown tag"));
+    let r = play(&mut relay, b"svc", b"tag-a");
+    assert_eq!(
+        get(&r, "error-reason"),
+        Value::Bytes(b"Unsupported command: play media")
+    );
+    let r = relay.command(&[
+        ("command", Value::Bytes(b"play DTMF")),
+        ("call-id", Value::Bytes(b"svc")),
+        ("from-tag", Value::Bytes(b"tag-a")),
+        ("code", Value::Bytes(b"Z")),
+    ]);
+    assert_eq!(get(&r, "error-reason"), Value::Bytes(b"Invalid DTMF code"));
+    let r = relay.command(&[
+        ("command", Value::Bytes(b"start recording")),
+        ("call-id", Value::Bytes(b"svc")),
+    ]);
+    assert_eq!(
+        get(&r, "error-reason"),
+        Value::Bytes(b"Unsupported command: start recording")
+    );
+    // The call is untouched by the refusals.
+    let q = relay.command(&[
+        ("command", Value::Bytes(b"query")),
+        ("call-id", Value::Bytes(b"svc")),
+    ]);
+    assert_eq!(get(&q, "result"), Value::Bytes(b"ok"));
+}

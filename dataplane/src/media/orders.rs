@@ -153,6 +153,118 @@ pub enum MediaOrder {
     List,
     /// Whether the sessions answer.
     Ping,
+    /// A media service on a call (prompts, DTMF, blocking, recording,
+    /// conference rooms): the media server's orders.
+    Service {
+        /// The call.
+        call_id: CallId,
+        /// Which of its parties.
+        party: Party,
+        /// What to do.
+        service: MediaService,
+    },
+}
+
+/// The party of a call a media service is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Party {
+    /// The side with this tag.
+    Tag(Tag),
+    /// Both sides.
+    All,
+}
+
+/// A media service: what the media server does to a party's media.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MediaService {
+    /// The party hears a prompt (a WAV file), `repeat` times (0: until
+    /// stopped).
+    Play {
+        /// The prompt.
+        file: std::path::PathBuf,
+        /// Times to play it.
+        repeat: u32,
+    },
+    /// The prompt stops and the party hears the call again.
+    StopPlay,
+    /// A DTMF digit sent from the party (RFC 4733 or in-band, as its leg
+    /// negotiated).
+    Dtmf {
+        /// The event: 0-9, 10 `*`, 11 `#`, 12-15 A-D.
+        code: u8,
+        /// How long, milliseconds.
+        duration_ms: u32,
+        /// Level, -dBm0 (RFC 4733 §2.3.4).
+        volume: u8,
+    },
+    /// The party's DTMF (`media`: false) or all its media is dropped,
+    /// replaced by silence (`silence`), or passed again (`on`: false).
+    Block {
+        /// All media, not only DTMF.
+        media: bool,
+        /// Silence in place of what is dropped.
+        silence: bool,
+        /// Blocking starts (true) or ends.
+        on: bool,
+    },
+    /// Recording of the call starts, pauses or stops.
+    Record(Recording),
+    /// The party joins a conference room, hearing everyone else in it.
+    Join {
+        /// The room.
+        room: String,
+    },
+    /// The party leaves its room.
+    Leave,
+}
+
+/// A recording step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recording {
+    /// Starts (or resumes).
+    Start,
+    /// Pauses, keeping the file open.
+    Pause,
+    /// Stops and completes the file.
+    Stop,
+}
+
+impl MediaService {
+    /// The service's name, as ng's commands name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MediaService::Play { .. } => "play media",
+            MediaService::StopPlay => "stop media",
+            MediaService::Dtmf { .. } => "play DTMF",
+            MediaService::Block {
+                media: false,
+                on: true,
+                ..
+            } => "block DTMF",
+            MediaService::Block {
+                media: false,
+                on: false,
+                ..
+            } => "unblock DTMF",
+            MediaService::Block {
+                silence: true,
+                on: true,
+                ..
+            } => "silence media",
+            MediaService::Block {
+                silence: true,
+                on: false,
+                ..
+            } => "unsilence media",
+            MediaService::Block { on: true, .. } => "block media",
+            MediaService::Block { on: false, .. } => "unblock media",
+            MediaService::Record(Recording::Start) => "start recording",
+            MediaService::Record(Recording::Pause) => "pause recording",
+            MediaService::Record(Recording::Stop) => "stop recording",
+            MediaService::Join { .. } => "join",
+            MediaService::Leave => "leave",
+        }
+    }
 }
 
 /// What an order returns.
@@ -244,6 +356,8 @@ pub enum OrderError {
     KeyGeneration,
     /// The media plane refused (no ports, a worker not answering, ...).
     Media(MediaError),
+    /// This dataplane does not carry out that media service.
+    NoService(String),
 }
 
 impl OrderError {
@@ -255,6 +369,7 @@ impl OrderError {
         match self {
             OrderError::Media(MediaError::NoPorts | MediaError::NoEndpoints) => 503,
             OrderError::BadSdp | OrderError::Unacceptable(_) => 488,
+            OrderError::NoService(_) => 501,
             _ => 500,
         }
     }
@@ -270,6 +385,7 @@ impl fmt::Display for OrderError {
             OrderError::Unacceptable(r) => f.write_str(r),
             OrderError::KeyGeneration => f.write_str("Failed to generate SRTP key"),
             OrderError::Media(e) => write!(f, "{e}"),
+            OrderError::NoService(s) => write!(f, "Unsupported command: {s}"),
         }
     }
 }

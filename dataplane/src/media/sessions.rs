@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::keying::{self as sdes, OwnKey};
-use super::orders::{CallId, CallStats, MediaLine, MediaOrder, MediaReply, OrderError, SdpOptions};
+use super::orders::{
+    CallId, CallStats, MediaLine, MediaOrder, MediaReply, OrderError, Party, SdpOptions,
+};
 use super::plan::{LegPorts, MediaControl, MediaHandle, MediaPlan, SidePlan};
 use super::relay::{LegSrtp, PeerSpec, Side};
 use crate::entropy::Entropy;
@@ -188,6 +190,24 @@ impl<M: MediaControl> Sessions<M> {
                 ))
             }
             MediaOrder::Ping => Ok(MediaReply::Pong),
+            MediaOrder::Service {
+                call_id,
+                party,
+                service,
+            } => {
+                let call = self
+                    .calls
+                    .get(call_id.as_bytes())
+                    .ok_or(OrderError::UnknownCall)?;
+                if let Party::Tag(t) = &party
+                    && !call.tags.iter().any(|k| k.as_deref() == Some(t.as_bytes()))
+                {
+                    return Err(OrderError::UnknownTag);
+                }
+                // Prompts, DTMF, blocking, recording and rooms are the media
+                // server's; this relay names what it cannot do.
+                Err(OrderError::NoService(service.name().to_owned()))
+            }
         }
     }
 

@@ -20,7 +20,8 @@ use bencode::Value;
 
 use crate::entropy::Entropy;
 use crate::media::orders::{
-    CallId, CallStats, MediaOrder, MediaReply, OrderError, Profile, SdpOptions, Tag,
+    CallId, CallStats, MediaOrder, MediaReply, MediaService, OrderError, Party, Profile, Recording,
+    SdpOptions, Tag,
 };
 use crate::media::plan::MediaControl;
 use crate::media::sessions::Sessions;
@@ -323,7 +324,15 @@ impl<M: MediaControl> NgServer<M> {
                 call_id: CallId::from(required(req, "call-id")?),
             },
             Some(b"list") => MediaOrder::List,
-            _ => return Err("Unrecognized command".into()),
+            Some(name) => match service(name, req)? {
+                Some(service) => MediaOrder::Service {
+                    call_id: CallId::from(required(req, "call-id")?),
+                    party: party(req),
+                    service,
+                },
+                None => return Err("Unrecognized command".into()),
+            },
+            None => return Err("Unrecognized command".into()),
         };
         let reply = self.sessions.execute(order, now).map_err(NgError::of)?;
         Ok(match reply {
@@ -341,6 +350,86 @@ impl<M: MediaControl> NgServer<M> {
                 Out::List(ids.into_iter().map(|id| Out::Str(id.0)).collect()),
             )],
         })
+    }
+}
+
+/// The media service an ng command names (rtpengine 10.5's commands for
+/// prompts, DTMF, blocking and recording), `None` for another command.
+fn service(name: &[u8], req: &Value<'_>) -> Result<Option<MediaService>, NgError> {
+    let block = |media, silence, on| MediaService::Block { media, silence, on };
+    Ok(Some(match name {
+        b"play media" => MediaService::Play {
+            file: std::path::PathBuf::from(
+                req.get("file")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| NgError::from("No media file specified"))?,
+            ),
+            repeat: req
+                .get("repeat-times")
+                .and_then(Value::as_int)
+                .map_or(1, |n| u32::try_from(n).unwrap_or(0)),
+        },
+        b"stop media" => MediaService::StopPlay,
+        b"play DTMF" => MediaService::Dtmf {
+            code: req
+                .get("code")
+                .and_then(dtmf_code)
+                .ok_or_else(|| NgError::from("Invalid DTMF code"))?,
+            duration_ms: req
+                .get("duration")
+                .and_then(Value::as_int)
+                .map_or(100, |d| d.clamp(10, 10_000) as u32),
+            volume: req
+                .get("volume")
+                .and_then(Value::as_int)
+                .map_or(8, |v| v.unsigned_abs().min(63) as u8),
+        },
+        b"block DTMF" => block(false, false, true),
+        b"unblock DTMF" => block(false, false, false),
+        b"block media" => block(true, false, true),
+        b"unblock media" => block(true, false, false),
+        b"silence media" => block(true, true, true),
+        b"unsilence media" => block(true, true, false),
+        b"start recording" => MediaService::Record(Recording::Start),
+        b"pause recording" => MediaService::Record(Recording::Pause),
+        b"stop recording" => MediaService::Record(Recording::Stop),
+        _ => return Ok(None),
+    }))
+}
+
+/// A DTMF event code from a digit (`0`-`9`, `*`, `#`, `A`-`D`) or its
+/// number (0-15).
+fn dtmf_code(v: &Value<'_>) -> Option<u8> {
+    if let Value::Int(n) = v {
+        return u8::try_from(*n).ok().filter(|n| *n <= 15);
+    }
+    match v.as_bytes()? {
+        [d @ b'0'..=b'9'] => Some(d - b'0'),
+        [b'*'] => Some(10),
+        [b'#'] => Some(11),
+        [l @ (b'A'..=b'D' | b'a'..=b'd')] => Some(l.to_ascii_uppercase() - b'A' + 12),
+        other => std::str::from_utf8(other)
+            .ok()?
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= 15),
+    }
+}
+
+/// The party a media service is for: `from-tag`, else `to-tag`, else all
+/// (rtpengine's selection, `all` included).
+fn party(req: &Value<'_>) -> Party {
+    let all = req.get("all").is_some()
+        || strings(req.get("flags"))
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(b"all"));
+    match (
+        all,
+        req.get("from-tag").and_then(Value::as_bytes),
+        req.get("to-tag").and_then(Value::as_bytes),
+    ) {
+        (false, Some(t), _) | (false, None, Some(t)) => Party::Tag(Tag::from(t)),
+        _ => Party::All,
     }
 }
 
@@ -395,5 +484,74 @@ mod tests {
             String::from_utf8_lossy(&out),
             "d1:ad1:z0:e7:createdli0ei-17ei-9223372036854775808ee6:result2:oke"
         );
+    }
+
+    fn parsed(text: &str) -> Value<'_> {
+        bencode::decode(text.as_bytes()).expect("a test request").0
+    }
+
+    #[test]
+    fn media_server_commands_read_as_rtpengine_10_5_writes_them() {
+        let req = parsed(
+            "d7:command10:play media7:call-id2:c14:file9:hello.wav12:repeat-timesi3e8:from-tag1:ae",
+        );
+        assert_eq!(
+            service(b"play media", &req),
+            Ok(Some(MediaService::Play {
+                file: "hello.wav".into(),
+                repeat: 3
+            }))
+        );
+        assert_eq!(party(&req), Party::Tag(Tag(b"a".to_vec())));
+        let no_file = parsed("d7:command10:play media7:call-id2:c1e");
+        assert!(service(b"play media", &no_file).is_err());
+        // A digit by its character or its number; duration and volume.
+        let dtmf = parsed("d4:code1:#8:durationi250e6:volumei-10e6:to-tag1:be");
+        assert_eq!(
+            service(b"play DTMF", &dtmf),
+            Ok(Some(MediaService::Dtmf {
+                code: 11,
+                duration_ms: 250,
+                volume: 10
+            }))
+        );
+        assert_eq!(party(&dtmf), Party::Tag(Tag(b"b".to_vec())));
+        for (code, want) in [
+            ("1:7", 7),
+            ("1:*", 10),
+            ("1:D", 15),
+            ("i12e", 12),
+            ("2:13", 13),
+        ] {
+            let text = format!("d4:code{code}e");
+            let req = parsed(&text);
+            assert_eq!(
+                dtmf_code(req.get("code").expect("a code")),
+                Some(want),
+                "{code}"
+            );
+        }
+        for bad in ["1:E", "i16e", "2:99", "0:"] {
+            let text = format!("d4:code{bad}e");
+            let req = parsed(&text);
+            assert_eq!(dtmf_code(req.get("code").expect("a code")), None, "{bad}");
+        }
+        // Blocking, silencing and recording; `all` over any tag.
+        let all = parsed("d8:from-tag1:a5:flagsl3:allee");
+        assert_eq!(party(&all), Party::All);
+        for (cmd, name) in [
+            ("block DTMF", "block DTMF"),
+            ("unblock media", "unblock media"),
+            ("silence media", "silence media"),
+            ("unsilence media", "unsilence media"),
+            ("pause recording", "pause recording"),
+            ("stop media", "stop media"),
+        ] {
+            let s = service(cmd.as_bytes(), &all)
+                .expect("valid")
+                .expect("a service");
+            assert_eq!(s.name(), name);
+        }
+        assert_eq!(service(b"frobnicate", &all), Ok(None));
     }
 }
