@@ -187,8 +187,8 @@ impl Run {
             ORDER_SLOTS,
         )
         .unwrap_or_else(|e| fail(&format!("order channel: {e}")));
-        let mut core = core_from_config(&config).unwrap_or_else(|e| fail(&e));
-        let (b2b, cdrs) = b2bua_from_config(&config, &dir).unwrap_or_else(|e| fail(&e));
+        let mut core = core_from_config(&config).unwrap_or_else(|e| fail(&e.to_string()));
+        let (b2b, cdrs) = b2bua_from_config(&config, &dir).unwrap_or_else(|e| fail(&e.to_string()));
         core.set_b2bua(b2b);
         Run {
             core,

@@ -28,18 +28,51 @@ use crate::element::{
 use crate::registrar::digest::Algorithm;
 use crate::registrar::guard::GuardConfig;
 use crate::registrar::location::LocationService;
-use crate::registrar::{Registrar, RegistrarConfig, Users};
+use crate::registrar::{Registrar, RegistrarConfig, Users, UsersError};
 use crate::sbc::cdr::CdrWriter;
 use crate::sbc::journal::Journal;
 use crate::sbc::media::ShmOrders;
-use crate::sbc::policy::Policy;
+use crate::sbc::policy::{Policy, PolicyError};
 use rvoip_dataplane::shm::load::LoadBoard;
 
+/// Why the control plane cannot start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A file or directory it needs cannot be opened, read or written.
+    File(PathBuf, Box<dyn std::error::Error + Send + Sync>),
+    /// The users file is not valid.
+    Users(UsersError),
+    /// The SBC configuration gives no policy.
+    Policy(PolicyError),
+    /// The system gave no randomness for the nonce key.
+    Entropy,
+}
+
+impl StartError {
+    fn file(path: &Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StartError {
+        StartError::File(path.to_path_buf(), e.into())
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::File(p, e) => write!(f, "{}: {e}", p.display()),
+            StartError::Users(e) => write!(f, "registrar.users_file: {e}"),
+            StartError::Policy(e) => write!(f, "sbc: {e}"),
+            StartError::Entropy => f.write_str("no randomness for the nonce key"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 /// The SIP core described by `config`.
-pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
+pub fn core_from_config(config: &Config) -> Result<SipCore, StartError> {
     let state_dir = config.resolve(&config.node.state_dir);
-    let location =
-        LocationService::open(&state_dir.join("location.redb")).map_err(|e| e.to_string())?;
+    let location_path = state_dir.join("location.redb");
+    let location = LocationService::open(&location_path)
+        .map_err(|e| StartError::file(&location_path, e.to_string()))?;
     let r = &config.registrar;
     let registrar = Registrar::new(
         RegistrarConfig {
@@ -60,7 +93,7 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
         location,
     );
     let users = match &r.users_file {
-        Some(f) => Users::load(&config.resolve(f))?,
+        Some(f) => Users::load(&config.resolve(f)).map_err(StartError::Users)?,
         None => Users::default(),
     };
     let core_config = CoreConfig {
@@ -142,8 +175,8 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, String> {
 pub fn b2bua_from_config(
     config: &Config,
     ring_dir: &Path,
-) -> Result<(B2b, Option<CdrWriter>), String> {
-    let policy = Policy::from_config(config)?;
+) -> Result<(B2b, Option<CdrWriter>), StartError> {
+    let policy = Policy::from_config(config).map_err(StartError::Policy)?;
     let entropy = SystemEntropy::new();
     let orders = loop {
         match ShmOrders::open(ring_dir, &entropy) {
@@ -152,13 +185,16 @@ pub fn b2bua_from_config(
                 tracing::debug!(error = %e, "waiting for the media order channel");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                let path = rvoip_dataplane::engine::ng_shm::orders_path(ring_dir);
+                return Err(StartError::file(&path, e));
+            }
         }
     };
     let state_dir = config.resolve(&config.node.state_dir);
     let path = state_dir.join("dialogs.journal");
     let (journal, saved) =
-        Journal::open::<SavedCall>(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Journal::open::<SavedCall>(&path).map_err(|e| StartError::file(&path, e.to_string()))?;
     let s = &config.sbc;
     let b2b = B2b::new(
         policy,
@@ -176,7 +212,7 @@ pub fn b2bua_from_config(
     let writer = match &s.cdr_file {
         Some(p) => {
             let p = config.resolve(p);
-            Some(CdrWriter::spawn(&p).map_err(|e| format!("{}: {e}", p.display()))?)
+            Some(CdrWriter::spawn(&p).map_err(|e| StartError::file(&p, e.to_string()))?)
         }
         None => None,
     };
@@ -184,7 +220,7 @@ pub fn b2bua_from_config(
 }
 
 /// The nonce key, kept in the state directory so nonces survive a restart.
-fn nonce_secret(state_dir: &Path, entropy: &dyn Entropy) -> Result<Vec<u8>, String> {
+fn nonce_secret(state_dir: &Path, entropy: &dyn Entropy) -> Result<Vec<u8>, StartError> {
     let path = state_dir.join("nonce.key");
     if let Ok(k) = std::fs::read(&path)
         && k.len() == 32
@@ -192,9 +228,9 @@ fn nonce_secret(state_dir: &Path, entropy: &dyn Entropy) -> Result<Vec<u8>, Stri
         return Ok(k);
     }
     let mut key = vec![0u8; 32];
-    entropy.fill(&mut key).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
-    std::fs::write(&path, &key).map_err(|e| format!("{}: {e}", path.display()))?;
+    entropy.fill(&mut key).map_err(|_| StartError::Entropy)?;
+    std::fs::create_dir_all(state_dir).map_err(|e| StartError::file(state_dir, e))?;
+    std::fs::write(&path, &key).map_err(|e| StartError::file(&path, e))?;
     Ok(key)
 }
 
@@ -239,9 +275,9 @@ fn unix_ms() -> u64 {
 }
 
 /// Runs the control plane until `stop` is set. Returns its counters.
-pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, String> {
+pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, StartError> {
     let dir = config.controlplane.ring_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| StartError::file(&dir, e))?;
     let Some(_lock) = lock(&dir, &stop) else {
         return Ok(CoreCounters::default());
     };
@@ -257,7 +293,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Strin
     };
     let channels: Vec<Channel> = files
         .iter()
-        .map(|p| Channel::open(p).map_err(|e| format!("{}: {e}", p.display())))
+        .map(|p| Channel::open(p).map_err(|e| StartError::file(p, e)))
         .collect::<Result<_, _>>()?;
     let mut core = core_from_config(config)?;
     let mut cdrs = None;

@@ -668,21 +668,39 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
     None
 }
 
-fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+/// What is wrong with a network written as an address or a CIDR prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CidrError {
+    /// No IP address before the `/`.
+    Address(String),
+    /// A prefix length that is not a number up to the address's bits.
+    Prefix(String),
+}
+
+impl std::fmt::Display for CidrError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CidrError::Address(t) => write!(f, "{t:?} is not an IP address or CIDR network"),
+            CidrError::Prefix(t) => write!(f, "{t:?} has a bad prefix length"),
+        }
+    }
+}
+
+fn parse_cidr(text: &str) -> Result<(IpAddr, u8), CidrError> {
     let (addr, len) = match text.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (text, None),
     };
     let ip: IpAddr = addr
         .parse()
-        .map_err(|_| format!("{text:?} is not an IP address or CIDR network"))?;
+        .map_err(|_| CidrError::Address(text.to_owned()))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len = match len {
         Some(l) => l
             .parse::<u8>()
             .ok()
             .filter(|l| *l <= max)
-            .ok_or(format!("{text:?} has a bad prefix length"))?,
+            .ok_or_else(|| CidrError::Prefix(text.to_owned()))?,
         None => max,
     };
     Ok((ip, len))
@@ -837,7 +855,7 @@ impl Config {
             return err("overload.retry_after_secs", "must be at least 1".into());
         }
         for (j, a) in self.proxy.trusted_sources.iter().enumerate() {
-            parse_cidr(a).map_err(|e| (format!("proxy.trusted_sources[{j}]"), e))?;
+            parse_cidr(a).map_err(|e| (format!("proxy.trusted_sources[{j}]"), e.to_string()))?;
         }
         for (i, r) in self.realms.iter().enumerate() {
             if self.realms[..i].iter().any(|o| o.name == r.name) {
@@ -847,7 +865,7 @@ impl Config {
                 );
             }
             for (j, a) in r.allow.iter().enumerate() {
-                parse_cidr(a).map_err(|e| (format!("realms[{i}].allow[{j}]"), e))?;
+                parse_cidr(a).map_err(|e| (format!("realms[{i}].allow[{j}]"), e.to_string()))?;
             }
         }
         for (i, t) in self.trunks.iter().enumerate() {
@@ -891,7 +909,8 @@ impl Config {
                 );
             }
             for (j, h) in t.headers.iter().enumerate() {
-                crate::sbc::check_rule(h).map_err(|e| (format!("trunks[{i}].headers[{j}]"), e))?;
+                crate::sbc::check_rule(h)
+                    .map_err(|e| (format!("trunks[{i}].headers[{j}]"), e.to_string()))?;
             }
         }
         if self.node.mode == Mode::B2bua {

@@ -301,16 +301,51 @@ impl Default for Sbc {
     }
 }
 
+/// What is wrong with a header rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleError {
+    /// The name is not a header field name.
+    Name(String),
+    /// The header is the B2BUA's own (Via, Call-ID, CSeq, From, To,
+    /// Content-Length): only a rewrite may touch it.
+    Managed(String),
+    /// An add without a value.
+    AddValue,
+    /// A rewrite without a pattern.
+    RewritePattern,
+    /// A rewrite without a replacement.
+    RewriteValue,
+    /// The pattern is not a regular expression: the parser's words.
+    Pattern(String),
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleError::Name(n) => write!(f, "{n:?} is not a header field name"),
+            RuleError::Managed(n) => {
+                write!(f, "{n} is managed by the B2BUA; it can only be rewritten")
+            }
+            RuleError::AddValue => f.write_str("add needs a value"),
+            RuleError::RewritePattern => f.write_str("rewrite needs a pattern"),
+            RuleError::RewriteValue => f.write_str("rewrite needs a value (the replacement)"),
+            RuleError::Pattern(e) => write!(f, "pattern: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RuleError {}
+
 /// Checks one header rule: the fields its action needs, a valid name, a
 /// pattern that compiles.
-pub fn check_rule(rule: &HeaderRule) -> Result<(), String> {
+pub fn check_rule(rule: &HeaderRule) -> Result<(), RuleError> {
     if rule.name.is_empty()
         || !rule
             .name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.!%*+`'~".contains(&b))
     {
-        return Err(format!("{:?} is not a header field name", rule.name));
+        return Err(RuleError::Name(rule.name.clone()));
     }
     let forbidden = [
         "via",
@@ -328,23 +363,20 @@ pub fn check_rule(rule: &HeaderRule) -> Result<(), String> {
     if forbidden.contains(&rule.name.to_ascii_lowercase().as_str())
         && rule.action != HeaderAction::Rewrite
     {
-        return Err(format!(
-            "{} is managed by the B2BUA; it can only be rewritten",
-            rule.name
-        ));
+        return Err(RuleError::Managed(rule.name.clone()));
     }
     match rule.action {
-        HeaderAction::Add if rule.value.is_none() => Err("add needs a value".into()),
+        HeaderAction::Add if rule.value.is_none() => Err(RuleError::AddValue),
         HeaderAction::Rewrite => {
             let Some(p) = &rule.pattern else {
-                return Err("rewrite needs a pattern".into());
+                return Err(RuleError::RewritePattern);
             };
             if rule.value.is_none() {
-                return Err("rewrite needs a value (the replacement)".into());
+                return Err(RuleError::RewriteValue);
             }
             regex::Regex::new(p)
                 .map(|_| ())
-                .map_err(|e| format!("pattern: {e}"))
+                .map_err(|e| RuleError::Pattern(e.to_string()))
         }
         _ => Ok(()),
     }

@@ -65,17 +65,50 @@ struct UserEntry {
     ha1_sha256: Option<String>,
 }
 
+/// Why a users file cannot be used.
+#[derive(Debug)]
+pub enum UsersError {
+    /// It cannot be read.
+    Read(std::path::PathBuf, std::io::Error),
+    /// It is not a users file (TOML syntax, unknown keys); the parser's
+    /// words.
+    Syntax(String),
+    /// User `.0` (`.1`) has neither a password nor an HA1, or both.
+    Secret(usize, String),
+    /// User `.0` (`.1`) is listed again.
+    Twice(usize, String),
+    /// What is wrong, in the file at this path.
+    In(std::path::PathBuf, Box<UsersError>),
+}
+
+impl std::fmt::Display for UsersError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UsersError::Read(p, e) => write!(f, "{}: cannot read: {e}", p.display()),
+            UsersError::Syntax(e) => f.write_str(e),
+            UsersError::Secret(i, name) => write!(
+                f,
+                "user[{i}] ({name}): give either password or ha1_md5/ha1_sha256"
+            ),
+            UsersError::Twice(i, name) => write!(f, "user[{i}]: {name} is listed twice"),
+            UsersError::In(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for UsersError {}
+
 impl Users {
     /// Loads a users file.
-    pub fn load(path: &Path) -> Result<Users, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        Users::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Users, UsersError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| UsersError::Read(path.to_path_buf(), e))?;
+        Users::parse(&text).map_err(|e| UsersError::In(path.to_path_buf(), Box::new(e)))
     }
 
     /// Parses users-file text.
-    pub fn parse(text: &str) -> Result<Users, String> {
-        let f: UsersFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Users, UsersError> {
+        let f: UsersFile = toml::from_str(text).map_err(|e| UsersError::Syntax(e.to_string()))?;
         let mut map = HashMap::new();
         for (i, u) in f.user.into_iter().enumerate() {
             let secret = match (u.password, u.ha1_md5, u.ha1_sha256) {
@@ -83,15 +116,10 @@ impl Users {
                 (None, md5, sha256) if md5.is_some() || sha256.is_some() => {
                     Secret::Ha1 { md5, sha256 }
                 }
-                _ => {
-                    return Err(format!(
-                        "user[{i}] ({}): give either password or ha1_md5/ha1_sha256",
-                        u.name
-                    ));
-                }
+                _ => return Err(UsersError::Secret(i, u.name)),
             };
             if map.insert(u.name.clone(), secret).is_some() {
-                return Err(format!("user[{i}]: {} is listed twice", u.name));
+                return Err(UsersError::Twice(i, u.name));
             }
         }
         Ok(Users { map })

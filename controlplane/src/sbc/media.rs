@@ -161,9 +161,10 @@ pub struct ShmOrders {
 impl ShmOrders {
     /// Attaches to the order channel in `ring_dir`; `entropy` makes this
     /// control plane's sender id.
-    pub fn open(ring_dir: &Path, entropy: &dyn Entropy) -> Result<ShmOrders, String> {
+    pub fn open(ring_dir: &Path, entropy: &dyn Entropy) -> std::io::Result<ShmOrders> {
         let path = rvoip_dataplane::engine::ng_shm::orders_path(ring_dir);
-        let channel = Channel::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let channel = Channel::open(&path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         // Outcomes left from an earlier control plane are not ours.
         {
             let mut c = channel.consumer(Direction::ToControlPlane);

@@ -223,9 +223,31 @@ pub struct Policy {
     pub counters: PolicyCounters,
 }
 
+/// Why a configuration gives no policy (what `rvoip check` does not
+/// already refuse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyError {
+    /// A trunk names a realm that is not configured.
+    NoRealm(String),
+    /// A header rule's pattern is not a regular expression: the rule's
+    /// header and the parser's words.
+    Pattern(String, String),
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicyError::NoRealm(r) => write!(f, "no realm {r}"),
+            PolicyError::Pattern(h, e) => write!(f, "header rule for {h}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
 impl Policy {
     /// The policy of a (validated) configuration.
-    pub fn from_config(c: &Config) -> Result<Policy, String> {
+    pub fn from_config(c: &Config) -> Result<Policy, PolicyError> {
         let mut realms: Vec<RealmRt> = c
             .realms
             .iter()
@@ -255,7 +277,8 @@ impl Policy {
         }
         let mut trunks = Vec::new();
         for t in &c.trunks {
-            let realm = realm_index(&t.realm).ok_or(format!("no realm {}", t.realm))?;
+            let realm =
+                realm_index(&t.realm).ok_or_else(|| PolicyError::NoRealm(t.realm.clone()))?;
             let mut headers = Vec::new();
             for h in &t.headers {
                 let value = h.value.clone().unwrap_or_default();
@@ -265,7 +288,7 @@ impl Policy {
                     HeaderAction::Rewrite => HeaderRule::Rewrite(
                         h.name.clone(),
                         Regex::new(h.pattern.as_deref().unwrap_or_default())
-                            .map_err(|e| e.to_string())?,
+                            .map_err(|e| PolicyError::Pattern(h.name.clone(), e.to_string()))?,
                         value,
                     ),
                 });
