@@ -1,13 +1,14 @@
 //! rvoip-dataplane: the wire formats and the per-core packet engine.
 //!
-//! Owns: the SIP message view, writer and modify-and-forward ([`sip`]), the
-//! SIP edge that judges each datagram before the control plane sees it
+//! Owns: the SIP message view, writer and modify-and-forward, and SIP over
+//! stream transports as sans-IO sessions ([`sip`]), the SIP edge that judges each datagram before the control plane sees it
 //! ([`edge`]), SDP ([`sdp`]), RTP/RTCP, the media relay, the typed media
 //! orders and the sessions that carry them out ([`media`]), SRTP/SRTCP and
 //! SDES ([`srtp`]), the rtpengine ng protocol as an adapter onto those
 //! orders ([`ng`]), the
-//! I/O engine: per-core SIP and media workers on io_uring or
-//! recvmmsg/sendmmsg ([`engine`]), the shared-memory channels and the load
+//! I/O engine: one io_uring driver every loop builds on, per-core SIP
+//! workers (io_uring or poll(2)) and media workers (io_uring or
+//! recvmmsg/sendmmsg) ([`engine`]), the shared-memory channels and the load
 //! board shared with the control plane ([`shm`]), the timer wheel
 //! ([`wheel`]), the randomness protocol cores are given ([`entropy`]).
 //!

@@ -20,7 +20,7 @@ use rvoip_controlplane::element::{CoreConfig, Inbound, Outbound, SipCore, Transp
 use rvoip_controlplane::registrar::location::LocationService;
 use rvoip_controlplane::registrar::{Registrar, RegistrarConfig, Users};
 use rvoip_controlplane::sbc::journal::Journal;
-use rvoip_controlplane::sbc::media::MediaOrders;
+use rvoip_controlplane::sbc::media::{MediaOrders, OrderRecord};
 use rvoip_controlplane::sbc::policy::Policy;
 use rvoip_dataplane::entropy::SeededEntropy;
 use rvoip_dataplane::media::orders::{MediaOrder, OrderError, Outcome};
@@ -31,8 +31,10 @@ use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 struct Relay(NgServer<FakeMedia>, std::collections::VecDeque<(u64, Outcome)>);
 
 impl MediaOrders for Relay {
-    fn send(&mut self, _now: u64, token: u64, order: &MediaOrder) -> Result<(), OrderError> {
-        let outcome = Outcome::of(self.0.execute(order.clone(), 0));
+    fn send(&mut self, _now: u64, token: u64, order: OrderRecord) -> Result<(), OrderError> {
+        // Every record the B2BUA writes reads back as an order.
+        let order: MediaOrder = order.order().expect("an order record reads back");
+        let outcome = Outcome::of(self.0.execute(order, 0));
         self.1.push_back((token, outcome));
         Ok(())
     }

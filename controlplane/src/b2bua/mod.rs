@@ -36,7 +36,7 @@ use crate::sbc::journal::Journal;
 use crate::sbc::media::{self, MediaOrders, MediaTotals};
 use crate::sbc::policy::{HeaderText, Policy, Refusal};
 use crate::transaction::Millis;
-use rvoip_dataplane::media::orders::{MediaOrder, Outcome};
+use rvoip_dataplane::media::orders::Outcome;
 
 #[cfg(test)]
 mod tests;
@@ -594,7 +594,7 @@ impl B2b {
         el: &mut Element,
         now: Millis,
         unix_ms: u64,
-        order: MediaOrder,
+        order: media::OrderRecord,
         then: Then,
     ) {
         self.next_token += 1;
@@ -602,7 +602,7 @@ impl B2b {
         if let Some(c) = then.call().and_then(|id| self.calls.get_mut(&id)) {
             c.busy += 1;
         }
-        match self.media.send(now, token, &order) {
+        match self.media.send(now, token, order) {
             Ok(()) => {
                 self.orders.insert(token, then);
             }

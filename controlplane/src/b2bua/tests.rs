@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use rvoip_dataplane::media::orders::OrderError;
+use rvoip_dataplane::media::orders::{MediaOrder, OrderError};
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 
 use super::*;
@@ -38,8 +38,14 @@ struct FakeRelay {
 }
 
 impl MediaOrders for FakeRelay {
-    fn send(&mut self, _now: Millis, token: u64, order: &MediaOrder) -> Result<(), OrderError> {
-        let outcome = self.carry_out(order);
+    fn send(
+        &mut self,
+        _now: Millis,
+        token: u64,
+        order: media::OrderRecord,
+    ) -> Result<(), OrderError> {
+        let order = order.order().ok_or(OrderError::BadSdp)?;
+        let outcome = self.carry_out(&order);
         self.replies
             .lock()
             .map_err(|_| OrderError::KeyGeneration)?

@@ -10,7 +10,7 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use rvoip_dataplane::entropy::Entropy;
 use rvoip_dataplane::media::orders::{
-    CallId, MediaOrder, OrderError, Outcome, Profile, SdpOptions, Tag, record,
+    MediaOrder, OrderError, OrderRef, Outcome, Profile, SdpOptions, record,
 };
 use rvoip_dataplane::media::plan::MediaError;
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES};
@@ -30,7 +30,7 @@ pub trait MediaOrders: Send {
     /// Sends one order; its outcome comes back from [`MediaOrders::poll`]
     /// with `token`. `now` is the control plane's clock, for the order's
     /// reply deadline.
-    fn send(&mut self, now: Millis, token: u64, order: &MediaOrder) -> Result<(), OrderError>;
+    fn send(&mut self, now: Millis, token: u64, order: OrderRecord) -> Result<(), OrderError>;
     /// The next answered (or failed: no reply in time, as of `now`) order.
     fn poll(&mut self, now: Millis) -> Option<Answered>;
     /// Orders sent and not answered yet.
@@ -68,26 +68,41 @@ fn options(srtp_out: bool) -> SdpOptions {
     }
 }
 
+/// A media order as the record the order channel carries, written from
+/// the call's own octets (no order is built first); its sender and number
+/// are stamped when it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord(pub Vec<u8>);
+
+impl OrderRecord {
+    /// The order it reads back as.
+    pub fn order(&self) -> Option<MediaOrder> {
+        record::read_order(&self.0).map(|(_, _, o)| o)
+    }
+}
+
 /// An offer of `sdp` from side `from`; the reply holds the SDP for the other
 /// side (with SRTP when `srtp_out`).
-pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> MediaOrder {
-    MediaOrder::Offer {
-        call_id: CallId::from(call),
-        from_tag: Tag::from(from),
-        sdp: hide_identity(sdp).into_owned(),
+pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> OrderRecord {
+    let sdp = hide_identity(sdp);
+    OrderRecord(record::order_record(&OrderRef::Offer {
+        call_id: call,
+        from_tag: from,
+        sdp: &sdp,
         options: options(srtp_out),
-    }
+    }))
 }
 
 /// The answer `sdp` from side `to`; the reply holds the SDP for the offerer
 /// (with SRTP when `srtp_out`).
-pub fn answer(call: &[u8], to: &[u8], sdp: &[u8], srtp_out: bool) -> MediaOrder {
-    MediaOrder::Answer {
-        call_id: CallId::from(call),
-        to_tag: Tag::from(to),
-        sdp: hide_identity(sdp).into_owned(),
+pub fn answer(call: &[u8], to: &[u8], sdp: &[u8], srtp_out: bool) -> OrderRecord {
+    let sdp = hide_identity(sdp);
+    OrderRecord(record::order_record(&OrderRef::Answer {
+        call_id: call,
+        to_tag: to,
+        sdp: &sdp,
         options: options(srtp_out),
-    }
+    }))
 }
 
 /// Topology hiding of what a session description says about the software
@@ -126,10 +141,8 @@ pub fn hide_identity(sdp: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 /// The end of a call's media; the reply holds its totals.
-pub fn delete(call: &[u8]) -> MediaOrder {
-    MediaOrder::Delete {
-        call_id: CallId::from(call),
-    }
+pub fn delete(call: &[u8]) -> OrderRecord {
+    OrderRecord(record::order_record(&OrderRef::Delete { call_id: call }))
 }
 
 /// How long an order waits for its outcome before it is sent again (same
@@ -195,10 +208,10 @@ fn unanswered() -> OrderError {
 }
 
 impl MediaOrders for ShmOrders {
-    fn send(&mut self, now: Millis, token: u64, order: &MediaOrder) -> Result<(), OrderError> {
+    fn send(&mut self, now: Millis, token: u64, order: OrderRecord) -> Result<(), OrderError> {
         self.next += 1;
-        let mut rec = Vec::new();
-        record::write_order(self.sender, self.next, order, &mut rec);
+        let mut rec = order.0;
+        record::stamp(&mut rec, self.sender, self.next);
         self.channel
             .producer(Direction::ToDataplane)
             .push(1, &[0u8; META_BYTES], &rec)

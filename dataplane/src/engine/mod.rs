@@ -1,9 +1,12 @@
 //! The I/O engine: the one place in the dataplane that owns sockets.
 //!
+//! - [`uring`]: the io_uring driver every loop here (and the load
+//!   generator) builds its requests from, a file per operation;
 //! - [`media`]: per-core media workers (io_uring, or the recvmmsg fallback);
-//! - [`sip`]: per-core SIP transport workers and their shared-memory
-//!   channels to the control plane;
-//! - [`ng_udp`]: the ng control listener.
+//! - [`sip`]: per-core SIP transport workers (io_uring, or the poll(2)
+//!   fallback) and their shared-memory channels to the control plane;
+//! - [`ng_shm`]: the media order service (order channel and ng socket);
+//! - [`ng_udp`]: a stand-alone ng listener for tests and tools.
 //!
 //! The engine is the dataplane's I/O shell: it alone reads the clock, and
 //! passes the time to the protocol code it drives.
