@@ -179,7 +179,7 @@ impl SyscallIo<'_> {
     ) -> io::Result<usize> {
         let mut handled = 0;
         for _ in 0..turns {
-            let n = batch.recv(sock)?;
+            let n = batch.recv(sock.as_raw_fd())?;
             let clocks = Clocks::read();
             for i in 0..n {
                 if let Some(r) = batch.get(i) {

@@ -14,6 +14,7 @@
 
 pub mod gso;
 pub mod media;
+pub mod mmsg;
 pub mod ng_shm;
 pub mod ng_udp;
 pub mod sip;

@@ -1,5 +1,6 @@
 //! The fallback driver: nonblocking sockets in an epoll set, received with
-//! recvmmsg and sent with sendmmsg in batches of up to [`BATCH`]. Used when
+//! recvmmsg and sent with sendmmsg in batches of up to [`BATCH`]
+//! (`engine::mmsg`, the fallback I/O every loop without io_uring uses). Used when
 //! io_uring is unavailable (old kernels, seccomp) and in tests. Each endpoint
 //! costs a file descriptor.
 #![allow(unsafe_code)]
@@ -10,7 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::worker::{Clock, Driver, Wake, bind_udp};
-use crate::engine::sockaddr::{self, Storage};
+use crate::engine::mmsg::RecvBatch;
 use crate::media::relay::{Action, EndpointId, Relay};
 
 /// Datagrams per recvmmsg/sendmmsg call.
@@ -24,9 +25,9 @@ pub(super) struct FallbackDriver {
     epoll: OwnedFd,
     sockets: Vec<Option<OwnedFd>>,
     free: Vec<EndpointId>,
-    bufs: Box<[[u8; BUF]; BATCH]>,
-    names: Box<[Storage; BATCH]>,
-    out_names: Box<[Storage; BATCH]>,
+    /// The batch's buffers: a forwarded packet leaves from the buffer it
+    /// arrived in.
+    batch: RecvBatch<BATCH>,
     received: u64,
     sent: u64,
     send_errors: u64,
@@ -45,9 +46,7 @@ impl FallbackDriver {
             epoll,
             sockets: Vec::new(),
             free: Vec::new(),
-            bufs: Box::new([[0; BUF]; BATCH]),
-            names: Box::new([sockaddr::zeroed(); BATCH]),
-            out_names: Box::new([sockaddr::zeroed(); BATCH]),
+            batch: RecvBatch::new(BUF),
             received: 0,
             sent: 0,
             send_errors: 0,
@@ -75,54 +74,24 @@ impl FallbackDriver {
         let Some(Some(sock)) = self.sockets.get(ep as usize) else {
             return 0;
         };
-        let fd = sock.as_raw_fd();
-        // SAFETY: zeroed iovec/mmsghdr arrays are valid; they are filled below.
-        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..BATCH {
-            iov[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: BUF,
-            };
-            msgs[i].msg_hdr.msg_name = (&mut self.names[i] as *mut Storage).cast();
-            msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<Storage>() as libc::socklen_t;
-            msgs[i].msg_hdr.msg_iov = &mut iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every mmsghdr points at live buffers owned by self for the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                msgs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n <= 0 {
+        let n = self.batch.recv(sock.as_raw_fd()).unwrap_or(0);
+        if n == 0 {
             return 0;
         }
-        let n = n as usize;
         self.received += n as u64;
         let (now_ms, now_ns) = clock.now();
         // Decide every packet, then send the forwards in runs that share a socket.
-        let mut plan: [(EndpointId, usize, usize); BATCH] = [(0, 0, 0); BATCH];
+        let unset = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut plan: [(EndpointId, usize, usize, SocketAddr); BATCH] = [(0, 0, 0, unset); BATCH];
         let mut planned = 0;
-        for (i, msg) in msgs.iter().enumerate().take(n) {
-            let len = msg.msg_len as usize;
-            let Some(src) = sockaddr::read(sockaddr::bytes(
-                &self.names[i],
-                msg.msg_hdr.msg_namelen as usize,
-            )) else {
+        for i in 0..n {
+            let Some((src, buf, mut len)) = self.batch.get_mut(i) else {
                 continue;
             };
-            let mut len = len;
             if let Action::Forward { via, to } =
-                relay.on_datagram(now_ms, now_ns, ep, src, &mut self.bufs[i][..], &mut len)
+                relay.on_datagram(now_ms, now_ns, ep, src, buf, &mut len)
             {
-                let name_len = sockaddr::write(to, &mut self.out_names[planned]) as usize;
-                plan[planned] = (via, i, len | (name_len << 16));
+                plan[planned] = (via, i, len, to);
                 planned += 1;
             }
         }
@@ -133,56 +102,22 @@ impl FallbackDriver {
             while end < planned && plan[end].0 == via {
                 end += 1;
             }
-            self.send_run(via, &plan[start..end], start, &mut iov);
+            let Some(Some(out)) = self.sockets.get(via as usize) else {
+                self.send_errors += (end - start) as u64;
+                start = end;
+                continue;
+            };
+            let fd = out.as_raw_fd();
+            let mut run: [(usize, usize, SocketAddr); BATCH] = [(0, 0, unset); BATCH];
+            for (k, &(_, buf, len, to)) in plan[start..end].iter().enumerate() {
+                run[k] = (buf, len, to);
+            }
+            let (sent, refused) = self.batch.send_from(fd, &run[..end - start]);
+            self.sent += sent;
+            self.send_errors += refused;
             start = end;
         }
         n
-    }
-
-    fn send_run(
-        &mut self,
-        via: EndpointId,
-        run: &[(EndpointId, usize, usize)],
-        first: usize,
-        iov: &mut [libc::iovec; BATCH],
-    ) {
-        let Some(Some(sock)) = self.sockets.get(via as usize) else {
-            self.send_errors += run.len() as u64;
-            return;
-        };
-        // SAFETY: zeroed mmsghdrs are valid; filled below.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (k, &(_, buf, packed)) in run.iter().enumerate() {
-            let (len, name_len) = (packed & 0xffff, packed >> 16);
-            iov[k] = libc::iovec {
-                iov_base: self.bufs[buf].as_mut_ptr().cast(),
-                iov_len: len,
-            };
-            msgs[k].msg_hdr.msg_name = (&mut self.out_names[first + k] as *mut Storage).cast();
-            msgs[k].msg_hdr.msg_namelen = name_len as libc::socklen_t;
-            msgs[k].msg_hdr.msg_iov = &mut iov[k];
-            msgs[k].msg_hdr.msg_iovlen = 1;
-        }
-        let mut done = 0;
-        while done < run.len() {
-            // SAFETY: the mmsghdrs point at buffers and names alive for the call.
-            let r = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    msgs[done..].as_mut_ptr(),
-                    (run.len() - done) as u32,
-                    0,
-                )
-            };
-            if r <= 0 {
-                // The packet at `done` failed (e.g. ECONNREFUSED from an ICMP); skip it.
-                self.send_errors += 1;
-                done += 1;
-            } else {
-                done += r as usize;
-                self.sent += r as u64;
-            }
-        }
     }
 }
 

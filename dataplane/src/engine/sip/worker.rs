@@ -17,6 +17,7 @@ use super::Transport;
 use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
 use crate::engine::gso::{self, Packer};
 use crate::engine::media::DriverKind;
+use crate::engine::mmsg;
 use crate::engine::sockaddr::{self, Storage};
 use crate::engine::uring::recv::RecvHeader;
 use crate::engine::uring::send::SendSlots;
@@ -505,6 +506,10 @@ impl Worker {
     /// Turns the pass's queued datagrams into send requests: a group of
     /// several of one length to one destination is one segmented send.
     fn flush_udp(&mut self) {
+        if self.ring.is_none() {
+            self.flush_udp_fallback();
+            return;
+        }
         for sock in 0..self.udp_io.out.len() {
             if self.udp_io.out[sock].is_empty() {
                 continue;
@@ -514,12 +519,7 @@ impl Worker {
             for g in out.groups() {
                 let Some(dest) = g.to else { continue };
                 let seg = if g.count() > 1 { g.seg } else { 0 };
-                let slot = if self.ring.is_some() {
-                    self.udp_io.free_sends.pop()
-                } else {
-                    None
-                };
-                let Some(id) = slot else {
+                let Some(id) = self.udp_io.free_sends.pop() else {
                     // Every slot in flight: sent now, one by one.
                     for d in g.datagrams() {
                         self.send_now(fd, dest, d);
@@ -548,6 +548,37 @@ impl Worker {
             }
             out.clear();
             self.udp_io.out[sock] = out;
+        }
+    }
+
+    /// The fallback's sends: each socket's groups in as few `sendmmsg`
+    /// calls as it takes (`engine::mmsg`), several datagrams of one length
+    /// to one destination in one message where the kernel segments.
+    fn flush_udp_fallback(&mut self) {
+        for sock in 0..self.udp_io.out.len() {
+            if self.udp_io.out[sock].is_empty() {
+                continue;
+            }
+            let fd = self.udp[sock].0.as_raw_fd();
+            let out = &mut self.udp_io.out[sock];
+            let groups = out.groups();
+            let queued: usize = groups.iter().map(|g| g.count()).sum();
+            let grouped: usize = groups
+                .iter()
+                .filter(|g| g.count() > 1)
+                .map(|g| g.count())
+                .sum();
+            let messages = groups.len();
+            let (sent, refused) = mmsg::send_groups(fd, groups);
+            if refused {
+                out.disable();
+            } else {
+                self.report.sent_grouped += grouped as u64;
+            }
+            out.clear();
+            self.report.sent += sent as u64;
+            self.report.udp_sends += messages as u64;
+            self.report.send_errors += queued.saturating_sub(sent) as u64;
         }
     }
 
@@ -751,44 +782,44 @@ impl Worker {
         self.udp_io.give_back(bid);
     }
 
-    /// Reads what UDP socket `i` holds (the fallback loop), each datagram
-    /// handled as a multishot receive's would be.
-    fn recv_udp(&mut self, producer: &mut crate::shm::Producer<'_>, i: usize, buf: &mut [u8]) {
+    /// Reads what UDP socket `i` holds (the fallback loop), a batch per
+    /// `recvmmsg`, each datagram handled as a multishot receive's would be.
+    fn recv_udp(
+        &mut self,
+        producer: &mut crate::shm::Producer<'_>,
+        i: usize,
+        batch: &mut mmsg::RecvBatch<FALLBACK_BATCH>,
+    ) {
         let Some((fd, local)) = self.udp.get(i).map(|(fd, a)| (fd.as_raw_fd(), *a)) else {
             return;
         };
-        for _ in 0..256 {
-            let mut name = sockaddr::zeroed();
-            let mut len = std::mem::size_of::<Storage>() as libc::socklen_t;
-            // SAFETY: receiving into our buffer and address storage.
-            let n = unsafe {
-                libc::recvfrom(
-                    fd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                    (&mut name as *mut Storage).cast(),
-                    &mut len,
-                )
-            };
-            if n < 0 {
+        let max = self.limits.max_message_size;
+        for _ in 0..8 {
+            let n = batch.recv(fd).unwrap_or(0);
+            for j in 0..n {
+                let Some(r) = batch.get(j) else {
+                    continue;
+                };
+                if r.data.len() > max && r.seg.is_none() {
+                    self.report.oversized += 1;
+                    continue;
+                }
+                let meta = SipMeta {
+                    transport: Transport::Udp,
+                    local,
+                    remote: r.src,
+                    conn: 0,
+                };
+                for d in gso::split(r.data, r.seg) {
+                    if r.seg.is_some() {
+                        self.report.received_grouped += 1;
+                    }
+                    self.inbound(producer, d, meta, None);
+                }
+            }
+            if n < FALLBACK_BATCH {
                 return;
             }
-            let n = n as usize;
-            if n >= buf.len() {
-                self.report.oversized += 1;
-                continue;
-            }
-            let Some(remote) = sockaddr::read(sockaddr::bytes(&name, len as usize)) else {
-                continue;
-            };
-            let meta = SipMeta {
-                transport: Transport::Udp,
-                local,
-                remote,
-                conn: 0,
-            };
-            self.inbound(producer, &buf[..n], meta, None);
         }
     }
 
@@ -1145,6 +1176,9 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
 /// long; an idle worker wakes a thousand times a second).
 const FALLBACK_TICK_MS: i32 = 1;
 
+/// Datagrams per `recvmmsg` of the fallback loop.
+const FALLBACK_BATCH: usize = 32;
+
 /// The loop where io_uring is refused: poll(2) over the UDP sockets, the
 /// listeners and the connections, plain non-blocking calls, and the channel
 /// looked at every [`FALLBACK_TICK_MS`].
@@ -1154,7 +1188,9 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
     let mut last_purge = Instant::now();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut conn_ids: Vec<u32> = Vec::new();
-    let mut buf = vec![0u8; w.limits.max_message_size + 1];
+    // One octet more than a message may have: a longer datagram is seen
+    // as oversized.
+    let mut batch = mmsg::RecvBatch::<FALLBACK_BATCH>::new(w.limits.max_message_size + 1);
     while !stop.load(Ordering::Relaxed) {
         w.drain_outbound(&mut consumer);
         w.flush_udp();
@@ -1193,7 +1229,7 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
                     continue;
                 }
                 if k < udp {
-                    w.recv_udp(&mut producer, k, &mut buf);
+                    w.recv_udp(&mut producer, k, &mut batch);
                 } else if k < udp + listeners {
                     w.accept(k - udp);
                 } else {
