@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use rvoip_dataplane::engine::gso::{self, Packer};
 use rvoip_dataplane::engine::kernel_has;
+use rvoip_dataplane::engine::media::DriverKind;
 use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig, Transport};
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES, SipMeta};
 use rvoip_dataplane::sip::Limits;
@@ -48,22 +49,37 @@ fn free_udp() -> SocketAddr {
         .expect("a bound socket has an address")
 }
 
-/// A one-worker SIP plane on a UDP listener of its own, and its channel
-/// with this test attached as the control plane.
-fn plane(name: &str, batch_wait_us: u32) -> (Dir, SipPlane, Channel, SocketAddr) {
-    let dir = Dir::new(name);
-    let listen = free_udp();
-    let plane = SipPlane::start(&SipPlaneConfig {
-        listeners: vec![(Transport::Udp, listen)],
+/// A one-worker SIP plane on `listeners`, its channels in `dir`.
+fn start(
+    dir: &Dir,
+    listeners: Vec<(Transport, SocketAddr)>,
+    batch_wait_us: u32,
+    driver: DriverKind,
+) -> SipPlane {
+    SipPlane::start(&SipPlaneConfig {
+        listeners,
         cores: Vec::new(),
         ring_dir: dir.path().to_path_buf(),
         limits: Limits::DEFAULT,
         rate_limit: 0,
         ring_slots: 1024,
         batch_wait_us,
-        driver: rvoip_dataplane::engine::media::DriverKind::IoUring,
+        driver,
     })
-    .expect("SIP plane");
+    .expect("SIP plane")
+}
+
+/// A one-worker SIP plane on a UDP listener of its own, and its channel
+/// with this test attached as the control plane.
+fn plane(name: &str, batch_wait_us: u32) -> (Dir, SipPlane, Channel, SocketAddr) {
+    let dir = Dir::new(name);
+    let listen = free_udp();
+    let plane = start(
+        &dir,
+        vec![(Transport::Udp, listen)],
+        batch_wait_us,
+        DriverKind::IoUring,
+    );
     let channel = Channel::open(&plane.rings[0]).expect("the plane created its ring");
     channel.heartbeat();
     (dir, plane, channel, listen)
@@ -459,7 +475,6 @@ fn next_record(channel: &Channel, want: &[u8]) -> SipMeta {
 /// fallback.
 #[test]
 fn the_poll_fallback_carries_udp_and_tcp_both_ways() {
-    use rvoip_dataplane::engine::media::DriverKind;
     use std::io::{Read, Write};
     let dir = Dir::new("fallback");
     let udp_listen = free_udp();
@@ -467,17 +482,8 @@ fn the_poll_fallback_carries_udp_and_tcp_both_ways() {
         .expect("loopback has free ports")
         .local_addr()
         .expect("a bound socket has an address");
-    let mut plane = SipPlane::start(&SipPlaneConfig {
-        listeners: vec![(Transport::Udp, udp_listen), (Transport::Tcp, tcp_listen)],
-        cores: Vec::new(),
-        ring_dir: dir.path().to_path_buf(),
-        limits: Limits::DEFAULT,
-        rate_limit: 0,
-        ring_slots: 1024,
-        batch_wait_us: 0,
-        driver: DriverKind::Fallback,
-    })
-    .expect("SIP plane");
+    let listeners = vec![(Transport::Udp, udp_listen), (Transport::Tcp, tcp_listen)];
+    let mut plane = start(&dir, listeners, 0, DriverKind::Fallback);
     let channel = Channel::open(&plane.rings[0]).expect("the plane created its ring");
     channel.heartbeat();
     let mut to_dataplane = channel.producer(Direction::ToDataplane);
@@ -537,21 +543,10 @@ fn the_poll_fallback_carries_udp_and_tcp_both_ways() {
 /// runs itself again in a child process under a seccomp filter.
 #[test]
 fn auto_takes_io_uring_or_falls_back_to_poll_where_it_is_refused() {
-    use rvoip_dataplane::engine::media::DriverKind;
     let auto_plane = |name: &str| {
         let dir = Dir::new(name);
         let listen = free_udp();
-        let plane = SipPlane::start(&SipPlaneConfig {
-            listeners: vec![(Transport::Udp, listen)],
-            cores: Vec::new(),
-            ring_dir: dir.path().to_path_buf(),
-            limits: Limits::DEFAULT,
-            rate_limit: 0,
-            ring_slots: 1024,
-            batch_wait_us: 0,
-            driver: DriverKind::Auto,
-        })
-        .expect("SIP plane");
+        let plane = start(&dir, vec![(Transport::Udp, listen)], 0, DriverKind::Auto);
         let channel = Channel::open(&plane.rings[0]).expect("the plane created its ring");
         channel.heartbeat();
         request_reaches_the_control_plane(&channel, listen, 7);

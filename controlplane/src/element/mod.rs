@@ -305,7 +305,8 @@ pub(crate) trait TransactionUser {
         local_domain: bool,
     );
 
-    /// An ACK no server transaction absorbed: the ACK to a 2xx.
+    /// An ACK no server transaction absorbed: the ACK to a 2xx. A proxy
+    /// forwards it statelessly, unless the relay check denies it.
     fn on_ack(
         &mut self,
         el: &mut Element,
@@ -313,7 +314,10 @@ pub(crate) trait TransactionUser {
         unix_ms: u64,
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
-    );
+    ) {
+        let _ = unix_ms;
+        el.forward_ack(now, msg, inb);
+    }
 
     /// A response to a client transaction the user started for `owner`
     /// (retransmissions absorbed).

@@ -151,17 +151,6 @@ impl TransactionUser for StatefulProxy {
         self.proxy_request(el, now, unix_ms, key, msg, inb, local_domain);
     }
 
-    fn on_ack(
-        &mut self,
-        el: &mut Element,
-        now: Millis,
-        _unix_ms: u64,
-        msg: &SipMessage<'_>,
-        inb: &Inbound<'_>,
-    ) {
-        el.forward_ack(now, msg, inb);
-    }
-
     fn on_response(
         &mut self,
         el: &mut Element,
@@ -220,17 +209,6 @@ impl TransactionUser for StatelessProxy {
             return;
         }
         el.proxy_stateless(now, unix_ms, key, msg, inb, local_domain);
-    }
-
-    fn on_ack(
-        &mut self,
-        el: &mut Element,
-        now: Millis,
-        _unix_ms: u64,
-        msg: &SipMessage<'_>,
-        inb: &Inbound<'_>,
-    ) {
-        el.forward_ack(now, msg, inb);
     }
 
     fn on_response(
@@ -625,21 +603,9 @@ impl Element {
         };
         // Only a locally answered request needs its server transaction.
         self.txl.servers.remove(&key);
-        let mut f = Forward::new(msg);
-        if t.pop_route {
-            let _ = f.pop_route();
-        }
-        if let Some(uri) = &t.uri
-            && f.set_request_uri(uri.as_bytes()).is_err()
-        {
+        let Some(mut f) = forward_to(msg, &t) else {
             return;
-        }
-        for p in t.path.iter().rev() {
-            f.add_route(format!("<{p}>").as_bytes());
-        }
-        if f.decrement_max_forwards().is_err() {
-            return;
-        }
+        };
         let branch = build::branch(&[
             msg.top_via()
                 .ok()
@@ -759,21 +725,9 @@ impl StatefulProxy {
             .ok()
             .and_then(|v| v.branch())
             .unwrap_or_default();
-        let mut f = Forward::new(msg);
-        if t.pop_route {
-            let _ = f.pop_route();
-        }
-        if let Some(uri) = &t.uri
-            && f.set_request_uri(uri.as_bytes()).is_err()
-        {
+        let Some(mut f) = forward_to(msg, &t) else {
             return;
-        }
-        for p in t.path.iter().rev() {
-            f.add_route(format!("<{p}>").as_bytes());
-        }
-        if f.decrement_max_forwards().is_err() {
-            return;
-        }
+        };
         let branch = build::branch(&[
             server_branch,
             msg.call_id().unwrap_or_default(),
@@ -1087,6 +1041,24 @@ impl StatefulProxy {
             self.proxies.remove(&id);
         }
     }
+}
+
+/// `msg` as it leaves for target `t` (§16.6 steps 2–3, 6): its first Route
+/// popped when `t` says so, its Request-URI set, `t`'s Path in front as
+/// Route, Max-Forwards one less; `None` when it cannot go.
+fn forward_to<'m, 'a>(msg: &'m SipMessage<'a>, t: &Target) -> Option<Forward<'m, 'a>> {
+    let mut f = Forward::new(msg);
+    if t.pop_route {
+        let _ = f.pop_route();
+    }
+    if let Some(uri) = &t.uri {
+        f.set_request_uri(uri.as_bytes()).ok()?;
+    }
+    for p in t.path.iter().rev() {
+        f.add_route(format!("<{p}>").as_bytes());
+    }
+    f.decrement_max_forwards().ok()?;
+    Some(f)
 }
 
 fn response_bytes_100(msg: &SipMessage<'_>) -> Vec<u8> {
