@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::build;
 use crate::build::Piece::{Addr, Ip, Number, Str};
 use crate::build::text;
-use crate::dialog::{Dialog, DialogError, RAck, session_timer};
+use crate::dialog::{Dialog, DialogError, Forks, RAck, session_timer};
 use crate::element::{
     ClientKey, Element, Hop, Inbound, LayerEvent, Owner, ServerKey, TimerRef, TransactionUser,
 };
@@ -207,6 +207,8 @@ pub(crate) struct Call {
     busy: u32,
     /// Events waiting for them.
     deferred: VecDeque<Deferred>,
+    /// Leg B's other early dialogs (a forking peer's other phones).
+    forks: Forks,
 }
 
 /// What the journal keeps of an established call.
@@ -408,6 +410,7 @@ impl B2b {
             passed: Vec::new(),
             busy: 0,
             deferred: VecDeque::new(),
+            forks: Forks::default(),
             legs: s.legs,
         });
         for side in [Side::A, Side::B] {
@@ -996,6 +999,7 @@ impl B2b {
             passed,
             busy: 0,
             deferred: VecDeque::new(),
+            forks: Forks::default(),
         });
         // Session timer asked of leg B: ours, or the caller's if smaller.
         let se = self.config.session_expires;
@@ -1422,6 +1426,11 @@ impl B2b {
             // RAck: the RSeq, then the CSeq of the INVITE on the leg it
             // goes to.
             let rseq = RAck::parse(rack).map_or(1, |r| r.rseq);
+            if other == Side::B {
+                // The PRACK goes to the fork whose provisional it
+                // acknowledges.
+                call.forks.select_by_rseq(&mut call.legs[1], rseq);
+            }
             let cseq = if other == Side::B {
                 1
             } else {
@@ -1607,7 +1616,7 @@ impl B2b {
             self.calls.insert(id, call);
             return;
         }
-        call.legs[1].on_response(msg, code);
+        call.forks.on_response(&mut call.legs[1], msg, code);
         if code >= 200 && call.cancelled {
             // Answered after the caller gave up: ACK and hang up.
             call.b_status = code;

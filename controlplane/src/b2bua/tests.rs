@@ -1309,3 +1309,70 @@ fn the_sbc_answers_for_its_uas_what_it_requires_and_what_body_it_reads() {
     assert_eq!(status(&out[0]), Some(415));
     assert!(to(&out, PEER1).is_empty());
 }
+
+#[test]
+fn a_forking_callee_keeps_an_early_dialog_per_fork_and_each_prack_reaches_its_fork() {
+    let mut n = net();
+    let out = n.deliver(0, CALLER, ACCESS, &invite("k1", OFFER));
+    let inv = to(&out, PEER1)[0].clone();
+    let reliable = |tag: &str, rseq: u32| {
+        reply(
+            &inv,
+            183,
+            tag,
+            &format!("Require: 100rel\r\nRSeq: {rseq}\r\n"),
+            ANSWER,
+        )
+    };
+    let out = n.deliver(5, PEER1, CORE, &reliable("forkone", 11));
+    let prov = to(&out, CALLER)[0].clone();
+    n.deliver(6, PEER1, CORE, &reliable("forktwo", 22));
+    let prack = |rseq: u32, cseq: u32| {
+        format!(
+            "PRACK sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-prack{rseq}\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@127.0.0.2>;tag=caller-k1\r\nTo: {}\r\nCall-ID: k1@127.0.0.2\r\nCSeq: {cseq} PRACK\r\nRAck: {rseq} 10 INVITE\r\nContent-Length: 0\r\n\r\n",
+            header(&prov, HeaderName::To)
+        )
+    };
+    // Each PRACK goes to the fork whose provisional it acknowledges.
+    for (rseq, cseq, tag) in [(11, 11, "forkone"), (22, 12, "forktwo")] {
+        let out = n.deliver(10 + u64::from(cseq), CALLER, ACCESS, &prack(rseq, cseq));
+        let fwd = to(&out, PEER1)[0].clone();
+        assert!(
+            header(&fwd, HeaderName::To).ends_with(&format!(";tag={tag}")),
+            "{}",
+            text(&fwd)
+        );
+        assert_eq!(header(&fwd, HeaderName::RAck), format!("{rseq} 1 INVITE"));
+        assert_eq!(
+            header(&fwd, HeaderName::CSeq),
+            "2 PRACK",
+            "each fork its own CSeq"
+        );
+        n.deliver(30, PEER1, CORE, &reply(&fwd, 200, "", "", ""));
+    }
+    // The first fork answers: the call goes on with it.
+    let out = n.deliver(40, PEER1, CORE, &reply(&inv, 200, "forkone", "", ANSWER));
+    let ok = to(&out, CALLER)[0].clone();
+    assert_eq!(status(&ok), Some(200));
+    let ack = format!(
+        "ACK sip:{ACCESS} SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-ack-k1\r\nMax-Forwards: 70\r\n\
+From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-k1\r\nTo: {}\r\nCall-ID: k1@127.0.0.2\r\nCSeq: 10 ACK\r\nContent-Length: 0\r\n\r\n",
+        header(&ok, HeaderName::To)
+    );
+    n.deliver(45, CALLER, ACCESS, &ack);
+    let out = n.deliver(
+        50,
+        CALLER,
+        ACCESS,
+        // After the PRACKs' CSeq 11 and 12 (a lower one would be out of
+        // order: 500).
+        &caller_bye("k1", &header(&ok, HeaderName::To)).replace("CSeq: 11 BYE", "CSeq: 13 BYE"),
+    );
+    let bye = to(&out, PEER1)[0];
+    assert!(
+        header(bye, HeaderName::To).ends_with(";tag=forkone"),
+        "{}",
+        text(bye)
+    );
+}

@@ -189,6 +189,10 @@ pub(crate) struct Dialog {
     pub(crate) conn: Option<u32>,
     /// The peer's media is SRTP (SDES keys in its SDP).
     pub(crate) srtp: bool,
+    /// RSeq of the last reliable provisional the peer sent in this early
+    /// dialog (RFC 3262), so a PRACK finds the fork it acknowledges.
+    #[serde(default)]
+    pub(crate) remote_rseq: Option<u32>,
 }
 
 /// A dialog's texts as the dialog journal holds them, each a field of its own.
@@ -335,6 +339,53 @@ impl Dialog {
     }
 }
 
+/// The other early dialogs of an INVITE this side sent: each fork that
+/// answers with a tag of its own makes one (§12.1.2, §13.2.2.4). The user
+/// agent works with one current dialog; the others wait here until a
+/// PRACK names one of them or a fork's 2xx confirms one (the rest end with
+/// the INVITE).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Forks(Vec<Dialog>);
+
+impl Forks {
+    /// A response to the INVITE: the fork it comes from becomes `current`
+    /// (kept from before, or new: same Call-ID and local side, its own tag,
+    /// target and route set, CSeq from the INVITE's), and the response is
+    /// applied to it; a 2xx leaves no other early dialog.
+    pub(crate) fn on_response(&mut self, current: &mut Dialog, msg: &SipMessage<'_>, code: u16) {
+        if current.is_other_fork(msg) {
+            let tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or_default();
+            let mut next = match self.0.iter().position(|d| d.remote_tag().as_bytes() == tag) {
+                Some(i) => self.0.swap_remove(i),
+                None => {
+                    let mut d = current.clone();
+                    d.route_set.clear();
+                    d.remote_rseq = None;
+                    d.local_cseq = msg.cseq().map_or(1, |c| c.seq);
+                    d
+                }
+            };
+            std::mem::swap(current, &mut next);
+            self.0.push(next);
+        }
+        current.on_response(msg, code);
+        if code >= 200 {
+            self.0.clear();
+        }
+    }
+
+    /// The early dialog whose last reliable provisional carried `rseq`
+    /// becomes `current` (a PRACK goes to the fork it acknowledges).
+    pub(crate) fn select_by_rseq(&mut self, current: &mut Dialog, rseq: u32) {
+        if current.remote_rseq == Some(rseq) {
+            return;
+        }
+        if let Some(d) = self.0.iter_mut().find(|d| d.remote_rseq == Some(rseq)) {
+            std::mem::swap(current, d);
+        }
+    }
+}
+
 /// Why a request cannot be taken in a dialog (RFC 3261 §12.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DialogError {
@@ -404,6 +455,7 @@ impl Dialog {
             dest: inb.remote,
             conn: tcp.then_some(inb.conn),
             srtp,
+            remote_rseq: None,
         }
     }
 
@@ -437,6 +489,7 @@ impl Dialog {
             dest: local,
             conn: None,
             srtp,
+            remote_rseq: None,
         }
     }
 
@@ -450,6 +503,7 @@ impl Dialog {
         self.text.set(Text::RemoteTarget, &[target]);
         self.route_set.clear();
         self.remote_cseq = None;
+        self.remote_rseq = None;
         self.dest = dest;
         self.local_cseq = 1;
     }
@@ -462,6 +516,12 @@ impl Dialog {
         let tag = msg.to().ok().and_then(|t| t.tag()).unwrap_or_default();
         if !tag.is_empty() {
             self.text.set_bytes(Text::RemoteTag, tag);
+        }
+        if let Some(r) = msg
+            .header(HeaderName::RSeq)
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+        {
+            self.remote_rseq = Some(r);
         }
         if let Some(Ok(Contact::Addr(a))) = msg.contacts().next() {
             self.text.set_bytes(Text::RemoteTarget, a.uri.as_bytes());

@@ -154,6 +154,56 @@ fn a_uac_dialog_is_early_on_18x_confirmed_on_2xx_and_tells_another_fork_apart() 
 }
 
 #[test]
+fn each_fork_keeps_its_early_dialog_and_a_prack_finds_the_fork_it_acknowledges() {
+    let mut d = Dialog::uac(addr(ACCESS), "alice", false, |t| t.push_str("b-tag"));
+    d.restart("u1@h", "sip:bob@127.0.0.1:5090", addr(PEER1));
+    let mut forks = Forks::default();
+    let reliable = |tag: &str, rseq: u32, contact: &str, rr: &str| {
+        response(
+            183,
+            tag,
+            contact,
+            &format!("{rr}RSeq: {rseq}\r\nRequire: 100rel\r\n"),
+        )
+    };
+    // Fork 1 with a route set, then fork 2 without one.
+    let one = reliable(
+        "fork1",
+        11,
+        "sip:bob@127.0.0.1:6001",
+        "Record-Route: <sip:p1;lr>\r\n",
+    );
+    forks.on_response(&mut d, &parse(&one), 183);
+    d.next_cseq(); // a PRACK on fork 1: its CSeq 2
+    let two = reliable("fork2", 22, "sip:bob@127.0.0.1:6002", "");
+    forks.on_response(&mut d, &parse(&two), 183);
+    assert_eq!(
+        (d.remote_tag(), d.remote_target()),
+        ("fork2", "sip:bob@127.0.0.1:6002")
+    );
+    assert!(
+        d.route_set.is_empty(),
+        "fork 2 has no route set of fork 1's"
+    );
+    assert_eq!(d.local_cseq, 1, "its own CSeq space, from the INVITE's");
+    // A PRACK for RSeq 11 goes to fork 1, with its route set and CSeq.
+    forks.select_by_rseq(&mut d, 11);
+    assert_eq!((d.remote_tag(), d.remote_rseq), ("fork1", Some(11)));
+    assert_eq!(d.route_set, ["<sip:p1;lr>"]);
+    assert_eq!(d.local_cseq, 2);
+    // Fork 2's 2xx confirms fork 2, whatever is current.
+    let ok = response(200, "fork2", "sip:bob@127.0.0.1:6002", "");
+    forks.on_response(&mut d, &parse(&ok), 200);
+    assert_eq!(d.remote_tag(), "fork2");
+    forks.select_by_rseq(&mut d, 11);
+    assert_eq!(
+        d.remote_tag(),
+        "fork2",
+        "no early dialog is left once one is confirmed"
+    );
+}
+
+#[test]
 fn rack_reads_and_writes_rfc_3262_values_and_nothing_else() {
     assert_eq!(
         RAck::parse(b"776656 1 INVITE"),
@@ -218,6 +268,7 @@ fn a_dialogs_texts_change_one_at_a_time_and_a_journaled_dialog_reads_back_the_sa
         route_set: vec!["<sip:p1;lr>".into()],
         local_cseq: 3,
         remote_cseq: None,
+        remote_rseq: None,
         tcp: false,
         local: addr(ACCESS),
         dest: addr(PEER1),
