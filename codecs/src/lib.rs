@@ -4,4 +4,7 @@
 //! DTMF (RFC 4733), packet loss concealment, comfort noise.
 //! Must not: do I/O or allocate per frame.
 //!
-//! Nothing is implemented yet; see `docs/FEATURES.md`.
+//! Implemented: G.711 µ-law and A-law ([`g711`]), bit-exact with ITU-T
+//! G.191. The rest is to come; see `docs/FEATURES.md`.
+
+pub mod g711;
