@@ -8,6 +8,7 @@ pub mod relay;
 pub mod rtp;
 pub mod sessions;
 pub mod stats;
+pub mod transcode;
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use super::relay::{LegSrtp, PeerSpec, RelayCounters, Session, SessionId, Side};
+use super::transcode::LegCodec;
 
 /// Why a media order failed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -23,6 +24,8 @@ pub enum MediaError {
     WorkerGone,
     /// An SRTP key does not fit its suite.
     BadKey,
+    /// A codec of a transcoded call could not be set up.
+    Codec(String),
 }
 
 impl fmt::Display for MediaError {
@@ -34,6 +37,7 @@ impl fmt::Display for MediaError {
             MediaError::UnknownSession => f.write_str("unknown media session"),
             MediaError::WorkerGone => f.write_str("media worker not answering"),
             MediaError::BadKey => f.write_str("SRTP key does not fit its crypto-suite"),
+            MediaError::Codec(e) => write!(f, "codec: {e}"),
         }
     }
 }
@@ -58,6 +62,10 @@ pub struct SidePlan {
 pub struct MediaPlan {
     /// Side A, side B.
     pub sides: [SidePlan; 2],
+    /// What the sides speak, when the offer/answer decided it: a stage
+    /// between them where they differ (`Some(None)`: relay unchanged);
+    /// `None` leaves it as it is.
+    pub transcode: Option<Option<(LegCodec, LegCodec)>>,
 }
 
 impl MediaPlan {

@@ -23,8 +23,12 @@ use std::net::SocketAddr;
 
 use smallvec::SmallVec;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use super::rtp::{PacketError, check_rtcp, looks_like_rtcp, parse_rtp};
 use super::stats::StreamStats;
+use super::transcode::{LegCodec, StageCounters, Transcoder, needs_transcoding};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams};
 
 /// Identifies a local endpoint (a bound socket) within one worker.
@@ -261,6 +265,20 @@ pub enum Action {
     },
     /// Drop it; the reason was counted.
     Drop(DropReason),
+    /// The processing stage took it (a transcoded call): what it makes
+    /// leaves through [`Relay::poll_transmit`].
+    Consumed,
+}
+
+/// A packet the processing stage made, in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Local endpoint to send from.
+    pub via: EndpointId,
+    /// Destination.
+    pub to: SocketAddr,
+    /// Octets in the buffer.
+    pub len: usize,
 }
 
 /// Why a packet was dropped.
@@ -349,6 +367,12 @@ pub struct RelayCounters {
     pub srtp_protected: u64,
     /// SRTP drops by reason.
     pub srtp_drops: SrtpDrops,
+    /// Packets taken by the processing stage.
+    pub transcoded_in: u64,
+    /// Packets the processing stage sent.
+    pub transcoded_out: u64,
+    /// The processing stage's counters (calls ended and live).
+    pub stage: StageCounters,
 }
 
 /// A hashed timer wheel of one-second slots for media timeouts: each session
@@ -379,6 +403,10 @@ impl TimerWheel {
     }
 }
 
+/// A stage direction's due time in the relay's schedule: (ns, session,
+/// media, side towards, session generation).
+type Due = (u64, SessionId, u16, u8, u32);
+
 /// The relay of one worker.
 #[derive(Debug)]
 pub struct Relay {
@@ -387,6 +415,12 @@ pub struct Relay {
     sessions: Vec<Option<Session>>,
     /// Per session, per media line, per side: SRTP contexts.
     crypto: Vec<Vec<[LegCrypto; 2]>>,
+    /// Per session, per media line: the processing stage of a transcoded
+    /// call.
+    stages: Vec<Vec<Option<Box<Transcoder>>>>,
+    /// When each stage direction is next due: (ns, session, media, side
+    /// towards, generation), earliest first.
+    due: BinaryHeap<Reverse<Due>>,
     /// Bumped each time a session id is reused, so stale timers are ignored.
     generations: Vec<u32>,
     free: Vec<SessionId>,
@@ -403,6 +437,8 @@ impl Relay {
             slots: Vec::new(),
             sessions: Vec::new(),
             crypto: Vec::new(),
+            stages: Vec::new(),
+            due: BinaryHeap::new(),
             generations: Vec::new(),
             free: Vec::new(),
             wheel: TimerWheel::new(now_ms),
@@ -413,7 +449,11 @@ impl Relay {
 
     /// Counters so far.
     pub fn counters(&self) -> RelayCounters {
-        self.counters
+        let mut c = self.counters;
+        for t in self.stages.iter().flatten().flatten() {
+            c.stage.add(&t.counters());
+        }
+        c
     }
 
     /// Live sessions.
@@ -434,12 +474,14 @@ impl Relay {
                 self.sessions[id as usize] = Some(s);
                 self.generations[id as usize] += 1;
                 self.crypto[id as usize].clear();
+                self.stages[id as usize].clear();
                 id
             }
             None => {
                 self.sessions.push(Some(s));
                 self.generations.push(0);
                 self.crypto.push(Vec::new());
+                self.stages.push(Vec::new());
                 (self.sessions.len() - 1) as SessionId
             }
         };
@@ -575,6 +617,172 @@ impl Relay {
             })
     }
 
+    /// Sets what the two sides of media `media` speak: a stage is made when
+    /// they differ ([`needs_transcoding`]) and kept while they stay the
+    /// same; `None`, or sides that match, relay packets unchanged. Err if a
+    /// codec cannot be set up (nothing changes then).
+    pub fn set_transcode(
+        &mut self,
+        id: SessionId,
+        media: usize,
+        legs: Option<(LegCodec, LegCodec)>,
+    ) -> Result<(), rvoip_codecs::CodecError> {
+        let medias = self.session(id).map_or(0, |s| s.medias.len());
+        let Some(stages) = self.stages.get_mut(id as usize) else {
+            return Ok(());
+        };
+        if media >= medias {
+            return Ok(());
+        }
+        if stages.len() < medias {
+            stages.resize_with(medias, || None);
+        }
+        let slot = &mut stages[media];
+        match legs {
+            Some((a, b)) if needs_transcoding(&a, &b) => {
+                let same = slot
+                    .as_ref()
+                    .is_some_and(|t| *t.leg(Side::A) == a && *t.leg(Side::B) == b);
+                if !same {
+                    let t = Transcoder::new(a, b)?;
+                    if let Some(old) = slot.replace(Box::new(t)) {
+                        self.counters.stage.add(&old.counters());
+                    }
+                    // Room in the schedule, so that running it never allocates.
+                    self.due.reserve(16);
+                }
+            }
+            _ => {
+                if let Some(old) = slot.take() {
+                    self.counters.stage.add(&old.counters());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether media `media` of session `id` goes through the stage.
+    pub fn is_transcoded(&self, id: SessionId, media: usize) -> bool {
+        self.stages
+            .get(id as usize)
+            .and_then(|s| s.get(media))
+            .is_some_and(Option::is_some)
+    }
+
+    /// When the processing stage next has a packet to send (worker ns).
+    pub fn next_due_ns(&self) -> Option<u64> {
+        self.due.peek().map(|Reverse(e)| e.0)
+    }
+
+    /// Schedules the stage direction of (`id`, `media`) towards `to` if its
+    /// due time moved earlier or it was idle.
+    fn schedule(&mut self, id: SessionId, media: usize, to: Side) {
+        let generation = self.generations.get(id as usize).copied().unwrap_or(0);
+        let Some(t) = self
+            .stages
+            .get_mut(id as usize)
+            .and_then(|s| s.get_mut(media))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let Some(due) = t.due(to) else {
+            t.scheduled[to.index()] = None;
+            return;
+        };
+        if t.scheduled[to.index()].is_none_or(|s| due < s) {
+            t.scheduled[to.index()] = Some(due);
+            self.due.push(Reverse((
+                due,
+                id,
+                media as u16,
+                to.index() as u8,
+                generation,
+            )));
+        }
+    }
+
+    /// The next packet the processing stage has due at `now_ns`, written
+    /// into `out` (at least 1500 octets plus room for an SRTP tag) and
+    /// protected for its peer; `None` when nothing is due. Call until
+    /// `None` after every batch of received packets and when
+    /// [`Relay::next_due_ns`] comes. No allocation.
+    pub fn poll_transmit(&mut self, now_ms: u64, now_ns: u64, out: &mut [u8]) -> Option<Transmit> {
+        let _ = now_ms;
+        while let Some(&Reverse((due, id, media, to, generation))) = self.due.peek() {
+            if due > now_ns {
+                return None;
+            }
+            self.due.pop();
+            let to = if to == 0 { Side::A } else { Side::B };
+            let current = self.generations.get(id as usize) == Some(&generation);
+            let Some(t) = self
+                .stages
+                .get_mut(id as usize)
+                .filter(|_| current)
+                .and_then(|s| s.get_mut(usize::from(media)))
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            if t.scheduled[to.index()] != Some(due) {
+                continue;
+            }
+            t.scheduled[to.index()] = None;
+            let made = t.produce(to, now_ns, out);
+            // Due again (nothing made yet although due: try a frame later).
+            if let Some(next) = t.due(to) {
+                let next = if made.is_none() && next <= now_ns {
+                    now_ns + 1_000_000
+                } else {
+                    next
+                };
+                t.scheduled[to.index()] = Some(next);
+                self.due
+                    .push(Reverse((next, id, media, to.index() as u8, generation)));
+            }
+            let Some(mut len) = made else {
+                continue;
+            };
+            let Some(leg) = self
+                .sessions
+                .get_mut(id as usize)
+                .and_then(Option::as_mut)
+                .and_then(|s| s.medias.get_mut(usize::from(media)))
+                .map(|m| m.leg_mut(to))
+            else {
+                continue;
+            };
+            let Some((via, dest)) = leg.rtp_ep.zip(leg.rtp_destination()) else {
+                self.counters.no_destination += 1;
+                continue;
+            };
+            if let Some(ctx) = self
+                .crypto
+                .get_mut(id as usize)
+                .and_then(|c| c.get_mut(usize::from(media)))
+                .and_then(|c| c[to.index()].tx.as_deref_mut())
+            {
+                match ctx.protect_rtp(out, len) {
+                    Ok(n) => {
+                        len = n;
+                        self.counters.srtp_protected += 1;
+                    }
+                    Err(e) => {
+                        leg.srtp_out_errors += 1;
+                        self.counters.srtp_drops.count(e);
+                        continue;
+                    }
+                }
+            }
+            leg.sent_packets += 1;
+            leg.sent_bytes += len as u64;
+            self.counters.transcoded_out += 1;
+            return Some(Transmit { via, to: dest, len });
+        }
+        None
+    }
+
     /// Removes a session; returns the endpoints the driver must close.
     pub fn remove_session(&mut self, id: SessionId) -> SmallVec<[EndpointId; 8]> {
         let mut eps = SmallVec::new();
@@ -584,6 +792,11 @@ impl Relay {
         // Keys are wiped as the contexts drop.
         if let Some(c) = self.crypto.get_mut(id as usize) {
             c.clear();
+        }
+        if let Some(stages) = self.stages.get_mut(id as usize) {
+            for t in stages.drain(..).flatten() {
+                self.counters.stage.add(&t.counters());
+            }
         }
         for pair in &session.medias {
             for leg in &pair.legs {
@@ -764,6 +977,28 @@ impl Relay {
             }
         }
         session.last_packet_ms = now_ms;
+        // A transcoded call: RTP goes to the stage, RTCP is rewritten for
+        // the stream the stage sends.
+        if let Some(t) = self
+            .stages
+            .get_mut(slot.session as usize)
+            .and_then(|s| s.get_mut(usize::from(slot.media)))
+            .and_then(Option::as_mut)
+        {
+            let to = slot.side.other();
+            match header {
+                Some(h) => {
+                    t.ingest(slot.side, now_ns, &h, &buf[..*len]);
+                    self.counters.transcoded_in += 1;
+                    self.schedule(slot.session, usize::from(slot.media), to);
+                    return Action::Consumed;
+                }
+                None => match t.rewrite_rtcp(to, now_ns, buf, *len) {
+                    Some(n) => *len = n,
+                    None => return Action::Consumed,
+                },
+            }
+        }
         // Route to the other side.
         let route = if rtcp {
             theirs.rtcp_route()

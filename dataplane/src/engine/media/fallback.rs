@@ -28,6 +28,8 @@ pub(super) struct FallbackDriver {
     /// The batch's buffers: a forwarded packet leaves from the buffer it
     /// arrived in.
     batch: RecvBatch<BATCH>,
+    /// Where the processing stage writes each packet it makes.
+    tx: Box<[u8; 1600]>,
     received: u64,
     sent: u64,
     send_errors: u64,
@@ -47,6 +49,7 @@ impl FallbackDriver {
             sockets: Vec::new(),
             free: Vec::new(),
             batch: RecvBatch::new(BUF),
+            tx: Box::new([0u8; 1600]),
             received: 0,
             sent: 0,
             send_errors: 0,
@@ -121,6 +124,27 @@ impl FallbackDriver {
     }
 }
 
+impl FallbackDriver {
+    /// Sends what the processing stage has due.
+    fn transmit(&mut self, relay: &mut Relay, clock: &Clock) {
+        if relay.next_due_ns().is_none() {
+            return;
+        }
+        let (now_ms, now_ns) = clock.now();
+        while let Some(t) = relay.poll_transmit(now_ms, now_ns, &mut self.tx[..]) {
+            let Some(Some(sock)) = self.sockets.get(t.via as usize) else {
+                self.send_errors += 1;
+                continue;
+            };
+            if crate::engine::mmsg::send_to(sock.as_raw_fd(), &self.tx[..t.len], t.to) {
+                self.sent += 1;
+            } else {
+                self.send_errors += 1;
+            }
+        }
+    }
+}
+
 impl Driver for FallbackDriver {
     fn open(&mut self, addr: SocketAddr) -> io::Result<EndpointId> {
         let sock = bind_udp(addr)?;
@@ -151,6 +175,14 @@ impl Driver for FallbackDriver {
     fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()> {
         // SAFETY: zeroed epoll_events are valid output storage.
         let mut events: [libc::epoll_event; 64] = unsafe { std::mem::zeroed() };
+        self.transmit(relay, clock);
+        // The processing stage's next frame bounds the wait (rounded up).
+        let timeout = match relay.next_due_ns() {
+            Some(due) => timeout.min(Duration::from_nanos(
+                due.saturating_sub(clock.now().1) + 999_999,
+            )),
+            None => timeout,
+        };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: events is valid for 64 entries.
         let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 64, ms) };
@@ -169,6 +201,7 @@ impl Driver for FallbackDriver {
                 }
             }
         }
+        self.transmit(relay, clock);
         Ok(())
     }
 

@@ -48,6 +48,13 @@ const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_WAKE: u64 = 3;
 const KIND_CANCEL: u64 = 4;
+const KIND_TX: u64 = 5;
+
+/// Buffers for packets the processing stage makes (a transcoded call's
+/// frames): each stays untouched until its send completes.
+const TX_BUFFERS: usize = 512;
+/// Size of each: a datagram and room for an SRTP tag.
+const TX_SIZE: usize = 1600;
 
 fn recv_data(ep: EndpointId, generation: u32) -> u64 {
     (KIND_RECV << KIND_SHIFT) | (u64::from(generation & 0x00ff_ffff) << 32) | u64::from(ep)
@@ -78,6 +85,10 @@ pub(super) struct UringDriver {
     /// it arrived in.
     sends: SendSlots,
     recv_hdr: RecvHeader,
+    /// The processing stage's send buffers, their send slots and the free ones.
+    tx_bufs: Box<[u8]>,
+    tx_sends: SendSlots,
+    tx_free: Vec<u16>,
     endpoints: Vec<EndpointState>,
     free_slots: Vec<u32>,
     rearm: Vec<EndpointId>,
@@ -108,6 +119,9 @@ impl UringDriver {
             bufs,
             sends,
             recv_hdr,
+            tx_bufs: vec![0u8; TX_BUFFERS * TX_SIZE].into_boxed_slice(),
+            tx_sends: SendSlots::new(TX_BUFFERS),
+            tx_free: (0..TX_BUFFERS as u16).rev().collect(),
             endpoints: vec![EndpointState::default(); capacity as usize],
             free_slots: (0..capacity).rev().collect(),
             rearm: Vec::new(),
@@ -171,6 +185,14 @@ impl UringDriver {
                         self.sent += 1;
                     }
                     self.give_back(bid);
+                }
+                KIND_TX => {
+                    if res < 0 {
+                        self.send_errors += 1;
+                    } else {
+                        self.sent += 1;
+                    }
+                    self.tx_free.push((data & 0xffff) as u16);
                 }
                 KIND_WAKE if !cqueue::more(flags) => {
                     self.wake_armed = false;
@@ -240,6 +262,45 @@ impl UringDriver {
             }
             _ => self.give_back(bid),
         }
+    }
+
+    /// Sends what the processing stage has due, each packet from a buffer
+    /// of its own; returns how many.
+    fn transmit(&mut self, relay: &mut Relay, clock: &Clock) -> usize {
+        if relay.next_due_ns().is_none() {
+            return 0;
+        }
+        let (now_ms, now_ns) = clock.now();
+        let mut n = 0;
+        while let Some(&i) = self.tx_free.last() {
+            let at = usize::from(i) * TX_SIZE;
+            let buf = &mut self.tx_bufs[at..at + TX_SIZE];
+            let ptr = buf.as_ptr();
+            let Some(t) = relay.poll_transmit(now_ms, now_ns, buf) else {
+                break;
+            };
+            if !self.endpoints.get(t.via as usize).is_some_and(|s| s.open) {
+                continue;
+            }
+            self.tx_free.pop();
+            let data = (KIND_TX << KIND_SHIFT) | u64::from(i);
+            // SAFETY: buffer `i` and its slot are this driver's until the
+            // send completes (it goes back to `tx_free` then).
+            let e = unsafe {
+                self.tx_sends.entry(
+                    usize::from(i),
+                    Target::Fixed(t.via),
+                    ptr,
+                    t.len,
+                    t.to,
+                    0,
+                    data,
+                )
+            };
+            self.push(e);
+            n += 1;
+        }
+        n
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
@@ -346,13 +407,22 @@ impl Driver for UringDriver {
         }
         self.rearm = rearm;
         self.rearm.clear();
-        if self.ring.completion().is_empty() {
+        // The processing stage's next frame bounds the wait.
+        let timeout = match relay.next_due_ns() {
+            Some(due) => {
+                let now = clock.now().1;
+                timeout.min(Duration::from_nanos(due.saturating_sub(now)))
+            }
+            None => timeout,
+        };
+        if self.ring.completion().is_empty() && self.transmit(relay, clock) == 0 {
             self.wait(timeout)?;
         }
         // Drain completions; the sends they queue go out with the next enter,
         // which we make right away so forwarding does not wait for the next batch.
         for _ in 0..8 {
-            if self.reap(relay, clock) == 0 {
+            let made = self.transmit(relay, clock);
+            if self.reap(relay, clock) + made == 0 {
                 break;
             }
             match self

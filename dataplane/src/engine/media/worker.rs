@@ -541,6 +541,11 @@ fn apply_plans(
             }
             pair_ports[i] = LegPorts { rtp: port, rtcp };
         }
+        if let Some(legs) = plan.transcode {
+            relay
+                .set_transcode(id, m, legs)
+                .map_err(|e| MediaError::Codec(e.to_string()))?;
+        }
         out.push(pair_ports);
     }
     Ok(out)
