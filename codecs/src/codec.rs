@@ -132,6 +132,46 @@ impl Codec {
     }
 }
 
+/// The RTP clock rate of a static payload type (RFC 3551 Tables 4 and 5),
+/// for any media a relay meets, codec rvoip knows or not.
+pub fn static_clock(pt: u8) -> Option<u32> {
+    match pt {
+        0..=9 | 12 | 13 | 15 | 18 => Some(8000),
+        10 | 11 => Some(44_100),
+        14 | 25 | 26 | 28 | 31..=34 => Some(90_000),
+        16 => Some(11_025),
+        17 => Some(22_050),
+        _ => None,
+    }
+}
+
+/// The encoding name of a static payload type (RFC 3551 Tables 4 and 5).
+pub fn static_name(pt: u8) -> Option<&'static str> {
+    Some(match pt {
+        0 => "PCMU",
+        3 => "GSM",
+        4 => "G723",
+        5 | 6 | 16 | 17 => "DVI4",
+        7 => "LPC",
+        8 => "PCMA",
+        9 => "G722",
+        10 | 11 => "L16",
+        12 => "QCELP",
+        13 => "CN",
+        14 => "MPA",
+        15 => "G728",
+        18 => "G729",
+        25 => "CelB",
+        26 => "JPEG",
+        28 => "nv",
+        31 => "H261",
+        32 => "MPV",
+        33 => "MP2T",
+        34 => "H263",
+        _ => return None,
+    })
+}
+
 /// A payload format as SDP maps it: a codec at a payload type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Format {
@@ -393,6 +433,11 @@ mod tests {
             Some(Codec::TelephoneEvent)
         );
         assert_eq!(Codec::from_name(b"GSM"), None);
+        assert_eq!(static_name(3), Some("GSM"));
+        assert_eq!(
+            (static_clock(9), static_clock(10), static_clock(96)),
+            (Some(8000), Some(44_100), None)
+        );
         for c in Codec::ALL {
             if let Some(pt) = c.static_pt() {
                 assert_eq!(Codec::from_static_pt(pt), Some(c));

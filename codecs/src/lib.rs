@@ -21,7 +21,7 @@ pub mod plc;
 pub mod resample;
 pub mod tone;
 
-pub use codec::{Codec, Decoder, Encoder, Format};
+pub use codec::{Codec, Decoder, Encoder, Format, static_clock, static_name};
 
 /// Why a codec could not do what was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -108,6 +108,26 @@ pub fn analyse(pcm: &[i16], rate: u32) -> (f64, f64) {
     (best.0, 10.0 * (tone / rest).log10())
 }
 
+/// The share of `pcm`'s 100 ms blocks in which `freq` (within 1 %) is
+/// the dominant tone at `min_snr` dB or better: how much of a call a
+/// listener hears the tone clearly, whatever a moment of loss or a
+/// scheduling stall did to the rest.
+pub fn coverage(pcm: &[i16], rate: u32, freq: f64, min_snr: f64) -> f64 {
+    let block = (rate / 10).max(1) as usize;
+    let blocks = pcm.len() / block;
+    if blocks == 0 {
+        return 0.0;
+    }
+    let good = pcm
+        .chunks_exact(block)
+        .filter(|b| {
+            let (f, snr) = analyse(b, rate);
+            (f - freq).abs() <= freq / 100.0 && snr >= min_snr
+        })
+        .count();
+    good as f64 / blocks as f64
+}
+
 /// Root-mean-square level of `pcm` in dB relative to a full-scale sine
 /// (dBov as RFC 3389 uses it: 0 for a full-scale sine).
 pub fn level_dbov(pcm: &[i16]) -> f64 {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rvoip_codecs::opus::OpusSettings;
-use rvoip_codecs::tone::{Tone, analyse};
+use rvoip_codecs::tone::{Tone, coverage};
 use rvoip_codecs::{Codec, Decoder, Encoder, Format};
 use rvoip_dataplane::engine::media::{
     DriverKind, MediaEngine, MediaEngineConfig, MediaPlan, Polling,
@@ -189,16 +189,15 @@ fn a_transcoded_call_allocates_nothing_in_steady_state() {
     for (driver, base) in [(DriverKind::IoUring, 51000), (DriverKind::Fallback, 51200)] {
         let (allocs, a, b) = steady_state_allocations(driver, base);
         assert_eq!(allocs, 0, "{driver:?}");
-        // And the audio made it: B heard A's 1 kHz, A heard B's 600 Hz.
-        let (fb, snr_b) = analyse(&b.heard[b.heard.len() / 4..], 8000);
-        let (fa, snr_a) = analyse(&a.heard[a.heard.len() / 4..], 8000);
+        // And the audio made it: B heard A's 1 kHz, A heard B's 600 Hz,
+        // judged per 100 ms block (a stall of this shared host costs a
+        // block, not the verdict).
+        let cb = coverage(&b.heard[b.heard.len() / 4..], 8000, 1000.0, 15.0);
+        let ca = coverage(&a.heard[a.heard.len() / 4..], 8000, 600.0, 15.0);
+        assert!(cb >= 0.8, "{driver:?}: B hears 1 kHz clearly in {cb} of it");
         assert!(
-            (fb - 1000.0).abs() < 2.0 && snr_b > 15.0,
-            "{driver:?} B: {fb} Hz {snr_b} dB"
-        );
-        assert!(
-            (fa - 600.0).abs() < 2.0 && snr_a > 15.0,
-            "{driver:?} A: {fa} Hz {snr_a} dB"
+            ca >= 0.8,
+            "{driver:?}: A hears 600 Hz clearly in {ca} of it"
         );
         assert!(
             b.heard.len() > 8000 * 2,

@@ -42,6 +42,16 @@ pub struct Realm {
     /// Calls one source address may have up at once (0: no limit).
     #[serde(default)]
     pub calls_per_source: u32,
+    /// Codecs this realm's side is offered, in order of preference
+    /// (encoding names or static payload numbers), when a trunk into it
+    /// names none; empty: as offered.
+    #[serde(default)]
+    pub codecs: Vec<String>,
+    /// Transcode towards this realm: its codecs are added to offers and the
+    /// caller's others hidden; when the callee answers with a codec the
+    /// caller lacks, the relay transcodes. Off: codecs are only filtered.
+    #[serde(default)]
+    pub transcode: bool,
 }
 
 /// How a trunk picks among its peers.
@@ -158,6 +168,11 @@ pub struct Trunk {
     /// offered. `telephone-event` is kept when the list names it.
     #[serde(default)]
     pub codecs: Vec<String>,
+    /// Transcode towards this trunk (as a realm's `transcode`): its codecs
+    /// are added to offers, the caller's others hidden, and the relay
+    /// transcodes when the trunk answers with a codec the caller lacks.
+    #[serde(default)]
+    pub transcode: bool,
     /// Header rules for requests sent to this trunk.
     #[serde(default)]
     pub headers: Vec<HeaderRule>,

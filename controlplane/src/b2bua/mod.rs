@@ -514,7 +514,11 @@ fn filter_codecs(sdp: &[u8], codecs: &[String]) -> Vec<u8> {
         let name_of = |pt: u8| -> String {
             m.rtpmap(pt)
                 .map(|r| String::from_utf8_lossy(r.encoding).to_ascii_uppercase())
-                .unwrap_or_else(|| static_name(pt).to_string())
+                .unwrap_or_else(|| {
+                    rvoip_codecs::static_name(pt)
+                        .unwrap_or_default()
+                        .to_string()
+                })
         };
         let mut keep: Vec<u8> = Vec::new();
         for c in codecs {
@@ -533,18 +537,6 @@ fn filter_codecs(sdp: &[u8], codecs: &[String]) -> Vec<u8> {
         m.prefer_formats(&keep);
     }
     parsed.to_bytes()
-}
-
-fn static_name(pt: u8) -> &'static str {
-    match pt {
-        0 => "PCMU",
-        3 => "GSM",
-        4 => "G723",
-        8 => "PCMA",
-        9 => "G722",
-        18 => "G729",
-        _ => "",
-    }
 }
 
 /// The user part (or the whole opaque part) of a URI.
@@ -591,6 +583,32 @@ fn response_to(
 }
 
 impl B2b {
+    /// The offer order towards leg B through `trunk`: its codecs (or its
+    /// realm's) filter the offer, or, with `transcode`, are added to it
+    /// with the caller's others hidden, so the relay transcodes when the
+    /// callee answers with a codec the caller lacks.
+    fn offer_towards_b(
+        &self,
+        trunk: Option<usize>,
+        media_id: &[u8],
+        from_tag: &[u8],
+        sdp: &[u8],
+        srtp_out: bool,
+    ) -> media::OrderRecord {
+        let (codecs, transcode) = trunk.map_or((&[][..], false), |t| self.policy.codecs_towards(t));
+        if transcode && !codecs.is_empty() {
+            media::offer_with(
+                media_id,
+                from_tag,
+                sdp,
+                srtp_out,
+                media::transcoding_to(codecs),
+            )
+        } else {
+            media::offer(media_id, from_tag, &filter_codecs(sdp, codecs), srtp_out)
+        }
+    }
+
     /// Sends a media order; `then` runs when its reply is back.
     fn order(
         &mut self,
@@ -1036,14 +1054,11 @@ impl B2b {
             .schedule(Some(now + TRYING_MS), TimerRef::Call(id, CallTimer::Trying));
         match sdp_body(msg) {
             Some(sdp) => {
-                let codecs = trunk
-                    .and_then(|t| self.policy.trunks.get(t))
-                    .map(|t| t.codecs.clone())
-                    .unwrap_or_default();
-                let order = media::offer(
+                let order = self.offer_towards_b(
+                    trunk,
                     call.media_id.as_bytes(),
                     call.legs[0].remote_tag().as_bytes(),
-                    &filter_codecs(sdp, &codecs),
+                    sdp,
                     call.legs[1].srtp,
                 );
                 self.calls.insert(id, call);
@@ -1348,22 +1363,22 @@ impl B2b {
         }
         match sdp_body(msg) {
             Some(sdp) => {
-                let offer = if other == Side::B {
-                    let codecs = call
-                        .trunk
-                        .and_then(|t| self.policy.trunks.get(t))
-                        .map(|t| t.codecs.clone())
-                        .unwrap_or_default();
-                    filter_codecs(sdp, &codecs)
+                let order = if other == Side::B {
+                    self.offer_towards_b(
+                        call.trunk,
+                        call.media_id.as_bytes(),
+                        call.legs[side.index()].remote_tag().as_bytes(),
+                        sdp,
+                        call.legs[other.index()].srtp,
+                    )
                 } else {
-                    sdp.to_vec()
+                    media::offer(
+                        call.media_id.as_bytes(),
+                        call.legs[side.index()].remote_tag().as_bytes(),
+                        sdp,
+                        call.legs[other.index()].srtp,
+                    )
                 };
-                let order = media::offer(
-                    call.media_id.as_bytes(),
-                    call.legs[side.index()].remote_tag().as_bytes(),
-                    &offer,
-                    call.legs[other.index()].srtp,
-                );
                 let then = Then::Relay {
                     call: id,
                     side,

@@ -97,6 +97,19 @@ impl FakeRelay {
         };
         log.push(format!("{command} {tag}"));
         let port = 40_000 + 2 * log.len();
+        if options.codecs.any() {
+            let names = |l: &[rvoip_dataplane::media::orders::CodecSpec]| {
+                l.iter()
+                    .map(|c| String::from_utf8_lossy(&c.name).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            log.push(format!(
+                "codecs mask={} transcode={}",
+                names(&options.codecs.mask),
+                names(&options.codecs.transcode)
+            ));
+        }
         let proto = options.transport_protocol.map_or("RTP/AVP", |p| p.name());
         let rewritten: String = String::from_utf8_lossy(sdp)
             .lines()
@@ -1374,5 +1387,36 @@ From: \"Alice\" <sip:alice@127.0.0.2>;tag=caller-k1\r\nTo: {}\r\nCall-ID: k1@127
         header(bye, HeaderName::To).ends_with(";tag=forkone"),
         "{}",
         text(bye)
+    );
+}
+
+#[test]
+fn a_transcoding_trunk_is_offered_its_codecs_and_the_callers_others_are_hidden() {
+    let config = CONFIG.replace(
+        "codecs = [\"PCMA\", \"telephone-event\"]",
+        "codecs = [\"opus\", \"0\"]\ntranscode = true",
+    );
+    let mut n = net_with(&config, Journal::disabled(), Vec::new());
+    let out = n.deliver(0, CALLER, ACCESS, &invite("t1", OFFER));
+    assert!(!to(&out, PEER1).is_empty());
+    let orders = n.orders();
+    assert!(
+        orders.contains(&"codecs mask=all transcode=opus,PCMU".to_string()),
+        "{orders:?}"
+    );
+    // The realm's list serves a trunk that names none.
+    let config = CONFIG
+        .replace("codecs = [\"PCMA\", \"telephone-event\"]\n", "")
+        .replace(
+            "name = \"core\"\nallow = [\"127.0.0.1/32\"]",
+            "name = \"core\"\nallow = [\"127.0.0.1/32\"]\ncodecs = [\"G722\"]\ntranscode = true",
+        );
+    let mut n = net_with(&config, Journal::disabled(), Vec::new());
+    n.deliver(0, CALLER, ACCESS, &invite("t2", OFFER));
+    assert!(
+        n.orders()
+            .contains(&"codecs mask=all transcode=G722".to_string()),
+        "{:?}",
+        n.orders()
     );
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use rvoip_dataplane::entropy::Entropy;
 use rvoip_dataplane::media::orders::{
-    MediaOrder, OrderError, OrderRef, Outcome, Profile, SdpOptions, record,
+    CodecOptions, CodecSpec, MediaOrder, OrderError, OrderRef, Outcome, Profile, SdpOptions, record,
 };
 use rvoip_dataplane::media::plan::MediaError;
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES};
@@ -84,13 +84,50 @@ impl OrderRecord {
 /// An offer of `sdp` from side `from`; the reply holds the SDP for the other
 /// side (with SRTP when `srtp_out`).
 pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> OrderRecord {
+    offer_with(call, from, sdp, srtp_out, CodecOptions::default())
+}
+
+/// An offer as [`offer`], with codec options: what the other side is
+/// offered and whether the relay may transcode.
+pub fn offer_with(
+    call: &[u8],
+    from: &[u8],
+    sdp: &[u8],
+    srtp_out: bool,
+    codecs: CodecOptions,
+) -> OrderRecord {
     let sdp = hide_identity(sdp);
     OrderRecord(record::order_record(&OrderRef::Offer {
         call_id: call,
         from_tag: from,
         sdp: &sdp,
-        options: options(srtp_out),
+        options: SdpOptions {
+            codecs,
+            ..options(srtp_out)
+        },
     }))
+}
+
+/// The codec options of an offer towards a side that is offered `codecs`
+/// (encoding names or static payload numbers) and transcoded for: the
+/// caller's other codecs hidden (telephone-event and comfort noise kept),
+/// the listed ones added where the caller lacks them.
+pub fn transcoding_to(codecs: &[String]) -> CodecOptions {
+    let spec = |c: &String| {
+        let name = match c.parse::<u8>() {
+            Ok(pt) => rvoip_codecs::static_name(pt).unwrap_or(c).to_string(),
+            Err(_) => c.clone(),
+        };
+        CodecSpec::parse(name.as_bytes())
+    };
+    CodecOptions {
+        mask: vec![CodecSpec {
+            name: b"all".to_vec(),
+            ..CodecSpec::default()
+        }],
+        transcode: codecs.iter().filter_map(spec).collect(),
+        ..CodecOptions::default()
+    }
 }
 
 /// The answer `sdp` from side `to`; the reply holds the SDP for the offerer

@@ -66,6 +66,10 @@ pub struct RealmRt {
     pub calls_per_source: u32,
     /// The UDP listener of the realm, where its calls are sent from.
     pub listener: Option<SocketAddr>,
+    /// Codecs offered to this side (empty: as offered).
+    pub codecs: Vec<String>,
+    /// Transcode towards this side.
+    pub transcode: bool,
 }
 
 /// A header's name or value as the B2BUA passes it on: a fixed text of its
@@ -137,6 +141,8 @@ pub struct TrunkRt {
     pub max_calls: u32,
     /// Codecs allowed, in order (empty: all).
     pub codecs: Vec<String>,
+    /// Transcode towards the trunk.
+    pub transcode: bool,
     /// Header rules.
     pub headers: Vec<HeaderRule>,
     /// OPTIONS health checks on.
@@ -259,6 +265,8 @@ impl Policy {
                 cps_per_source: r.cps_per_source,
                 calls_per_source: r.calls_per_source,
                 listener: None,
+                codecs: r.codecs.clone(),
+                transcode: r.transcode,
             })
             .collect();
         let names: Vec<String> = realms.iter().map(|r| r.name.clone()).collect();
@@ -318,6 +326,7 @@ impl Policy {
                 cps: t.cps,
                 max_calls: t.max_calls,
                 codecs: t.codecs.clone(),
+                transcode: t.transcode,
                 headers,
                 health_checks: t.health_checks,
                 active: 0,
@@ -346,6 +355,21 @@ impl Policy {
             sources: HashMap::new(),
             counters: PolicyCounters::default(),
         })
+    }
+
+    /// What a call towards trunk `trunk` is offered: the trunk's codecs
+    /// (else its realm's) and whether the relay transcodes for it.
+    pub fn codecs_towards(&self, trunk: usize) -> (&[String], bool) {
+        let Some(t) = self.trunks.get(trunk) else {
+            return (&[], false);
+        };
+        let realm = self.realms.get(t.realm);
+        let codecs = if t.codecs.is_empty() {
+            realm.map_or(&[][..], |r| &r.codecs[..])
+        } else {
+            &t.codecs[..]
+        };
+        (codecs, t.transcode || realm.is_some_and(|r| r.transcode))
     }
 
     /// The realm of the listener a message arrived on.

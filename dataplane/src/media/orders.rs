@@ -31,6 +31,103 @@ pub struct SdpOptions {
     pub label: Option<Vec<u8>>,
     /// Which SDES suites to offer and accept.
     pub sdes: SdesFlags,
+    /// Codecs to add, strip or mask, and whether to transcode.
+    pub codecs: CodecOptions,
+}
+
+/// A codec as an order names it: an SDP encoding name (case-insensitive),
+/// optionally `NAME/clock/channels/bitrate` as ng writes it; `all` in
+/// `strip` and `mask` stands for every codec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodecSpec {
+    /// The encoding name as written.
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    /// The clock rate, when given.
+    pub clock: Option<u32>,
+    /// Channels, when given.
+    pub channels: Option<u8>,
+    /// Bit rate for the encoder (Opus), when given.
+    pub bitrate: Option<u32>,
+}
+
+impl CodecSpec {
+    /// Reads `NAME[/clock[/channels[/bitrate]]]`; `None` for an empty name
+    /// or a field that is not a number.
+    pub fn parse(text: &[u8]) -> Option<CodecSpec> {
+        let mut parts = text.split(|b| *b == b'/');
+        let name = parts.next().filter(|n| !n.is_empty())?.to_vec();
+        let mut num = |max: u64| -> Option<Option<u64>> {
+            match parts.next() {
+                None => Some(None),
+                Some([]) => Some(None),
+                Some(p) => std::str::from_utf8(p)
+                    .ok()?
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|v| *v <= max)
+                    .map(Some),
+            }
+        };
+        let clock = num(u64::from(u32::MAX))?.map(|v| v as u32);
+        let channels = num(255)?.map(|v| v as u8);
+        let bitrate = num(u64::from(u32::MAX))?.map(|v| v as u32);
+        Some(CodecSpec {
+            name,
+            clock,
+            channels,
+            bitrate,
+        })
+    }
+
+    /// Whether it is `all`.
+    pub fn is_all(&self) -> bool {
+        self.name.eq_ignore_ascii_case(b"all")
+    }
+
+    /// Whether it names the format `name`/`clock`/`channels` (what it
+    /// leaves out matches anything).
+    pub fn matches(&self, name: &[u8], clock: u32, channels: u8) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+            && self.clock.is_none_or(|c| c == clock)
+            && self.channels.is_none_or(|c| c == channels)
+    }
+}
+
+/// The codec manipulations of an offer (rtpengine's `codec` dictionary and
+/// `codec-*` flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodecOptions {
+    /// Codecs added to the SDP given to the answerer when missing; if the
+    /// answerer picks one the offerer lacks, the relay transcodes.
+    pub transcode: Vec<CodecSpec>,
+    /// Codecs taken out of the SDP given to the answerer.
+    pub strip: Vec<CodecSpec>,
+    /// Codecs taken out of the SDP given to the answerer while the offerer
+    /// may still use them (the relay transcodes for it).
+    pub mask: Vec<CodecSpec>,
+    /// Codecs added like `transcode`.
+    pub offer: Vec<CodecSpec>,
+    /// Codecs the answerer may pick although the offerer lacks them
+    /// (read; the relay transcodes them like any added codec).
+    pub accept: Vec<CodecSpec>,
+    /// Codecs to use towards the offerer only (read, as `accept`).
+    pub consume: Vec<CodecSpec>,
+    /// Transcode to the answerer's first codec whatever the offerer has.
+    pub always_transcode: bool,
+}
+
+impl CodecOptions {
+    /// Whether any manipulation is asked for.
+    pub fn any(&self) -> bool {
+        self.always_transcode
+            || !(self.transcode.is_empty()
+                && self.strip.is_empty()
+                && self.mask.is_empty()
+                && self.offer.is_empty()
+                && self.accept.is_empty()
+                && self.consume.is_empty())
+    }
 }
 
 /// An RTP transport profile a relayed side may be given.

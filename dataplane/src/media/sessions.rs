@@ -11,12 +11,14 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use super::codecs::{Negotiation, apply_offer, read_answer};
 use super::keying::{self as sdes, OwnKey};
 use super::orders::{
     CallId, CallStats, MediaLine, MediaOrder, MediaReply, OrderError, Party, SdpOptions,
 };
 use super::plan::{LegPorts, MediaControl, MediaHandle, MediaPlan, SidePlan};
 use super::relay::{LegSrtp, PeerSpec, Side};
+use super::rtp::Ssrc;
 use crate::entropy::Entropy;
 use crate::sdp::Sdp;
 
@@ -52,6 +54,8 @@ struct MediaState {
     offered: [Vec<OwnKey>; 2],
     /// rvoip's key in the answer to a side that offered SRTP.
     answer_key: [Option<OwnKey>; 2],
+    /// What the last offer's codec options decided, for its answer.
+    negotiation: Option<Negotiation>,
 }
 
 fn idx(side: Side) -> usize {
@@ -88,8 +92,10 @@ fn peer_of(sdp: &Sdp<'_>, i: usize) -> Option<PeerSpec> {
         .payload_types()
         .next()
         .map(|pt| {
-            m.rtpmap(pt)
-                .map_or_else(|| static_clock_rate(pt), |r| r.clock_rate)
+            m.rtpmap(pt).map_or_else(
+                || rvoip_codecs::static_clock(pt).unwrap_or(8000),
+                |r| r.clock_rate,
+            )
         })
         .unwrap_or(8000);
     Some(PeerSpec {
@@ -98,17 +104,6 @@ fn peer_of(sdp: &Sdp<'_>, i: usize) -> Option<PeerSpec> {
         rtcp_mux,
         clock_rate,
     })
-}
-
-/// RFC 3551 clock rates of the static payload types a relay meets.
-fn static_clock_rate(pt: u8) -> u32 {
-    match pt {
-        10 | 11 => 44_100,
-        14 | 25 | 26 | 28 | 31..=34 => 90_000,
-        16 => 11_025,
-        17 => 22_050,
-        _ => 8_000,
-    }
 }
 
 const ICE_AND_MUX: &[&str] = &[
@@ -281,6 +276,14 @@ impl<M: MediaControl> Sessions<M> {
         if call.medias.len() < sdp.media.len() {
             call.medias.resize(sdp.media.len(), MediaState::default());
         }
+        // Codec options: what the answerer is offered.
+        for (i, m) in sdp.media.iter_mut().enumerate() {
+            let st = &mut call.medias[i];
+            st.negotiation = None;
+            if f.codecs.any() && m.media.port != 0 && m.media.is_rtp() {
+                st.negotiation = Some(apply_offer(m, &f.codecs)?);
+            }
+        }
         let mut plans = Vec::with_capacity(sdp.media.len());
         let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
@@ -403,10 +406,39 @@ impl<M: MediaControl> Sessions<M> {
         }
         call.last_signal = now;
         let (me, other) = (idx(side), idx(side.other()));
+        // The answer decides whether the sides share a codec or the stage
+        // transcodes between them (and then what the offerer is answered).
+        let mut transcode = Vec::with_capacity(sdp.media.len());
+        for (i, m) in sdp.media.iter_mut().enumerate() {
+            let Some(n) = call.medias.get(i).and_then(|st| st.negotiation.as_ref()) else {
+                transcode.push(None);
+                continue;
+            };
+            if m.media.port == 0 {
+                transcode.push(Some(None));
+                continue;
+            }
+            let ssrcs = (
+                random_ssrc(self.rng.as_ref()),
+                random_ssrc(self.rng.as_ref()),
+            );
+            let legs = read_answer(m, n, ssrcs)?.map(|(offerer, answerer)| {
+                // Ordered as the relay's sides: A first.
+                if side == Side::B {
+                    (offerer, answerer)
+                } else {
+                    (answerer, offerer)
+                }
+            });
+            transcode.push(Some(legs));
+        }
         let mut plans = Vec::with_capacity(sdp.media.len());
         let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
         for i in 0..sdp.media.len().min(call.medias.len()) {
-            let mut plan = MediaPlan::default();
+            let mut plan = MediaPlan {
+                transcode: transcode.get(i).cloned().flatten(),
+                ..MediaPlan::default()
+            };
             let st = &mut call.medias[i];
             // The answerer's keys, if rvoip offered it SRTP.
             let m = &sdp.media[i];
@@ -449,6 +481,15 @@ impl<M: MediaControl> Sessions<M> {
             &crypto_lines,
         )
     }
+}
+
+/// An SSRC for a stream rvoip originates.
+fn random_ssrc(rng: &dyn Entropy) -> Ssrc {
+    let mut b = [0u8; 4];
+    // Without randomness a fixed value still works: SSRCs need only differ
+    // from the peer's, which RFC 3550 §8.2 resolves if they collide.
+    let _ = rng.fill(&mut b);
+    Ssrc(u32::from_be_bytes(b) | 1)
 }
 
 /// A call's state and statistics as an order's reply carries them.

@@ -20,8 +20,8 @@ use bencode::Value;
 
 use crate::entropy::Entropy;
 use crate::media::orders::{
-    CallId, CallStats, MediaOrder, MediaReply, MediaService, OrderError, Party, Profile, Recording,
-    SdpOptions, Tag,
+    CallId, CallStats, CodecOptions, CodecSpec, MediaOrder, MediaReply, MediaService, OrderError,
+    Party, Profile, Recording, SdpOptions, Tag,
 };
 use crate::media::plan::MediaControl;
 use crate::media::sessions::Sessions;
@@ -177,11 +177,67 @@ fn options(req: &Value<'_>) -> Result<SdpOptions, NgError> {
     for flag in strings(req.get("SDES")) {
         f.sdes.read(flag).map_err(NgError::of)?;
     }
+    f.codecs = codec_options(req)?;
     f.label = req
         .get("label")
         .and_then(Value::as_bytes)
         .map(<[u8]>::to_vec);
     Ok(f)
+}
+
+/// The `codec` dictionary (`transcode`, `strip`, `mask`, `offer`,
+/// `accept`, `consume`, each a list of `NAME[/clock[/channels[/bitrate]]]`)
+/// and the same as flags, as Kamailio's module sends them
+/// (`codec-transcode-opus`, `codec-strip-PCMA`, `codec-mask-all`,
+/// `transcode-opus`, `always-transcode`).
+fn codec_options(req: &Value<'_>) -> Result<CodecOptions, NgError> {
+    let mut c = CodecOptions::default();
+    let spec = |text: &[u8]| {
+        CodecSpec::parse(text)
+            .ok_or_else(|| NgError(format!("Invalid codec: {}", String::from_utf8_lossy(text))))
+    };
+    if let Some(dict) = req.get("codec") {
+        for (key, list) in [
+            ("transcode", &mut c.transcode),
+            ("strip", &mut c.strip),
+            ("mask", &mut c.mask),
+            ("offer", &mut c.offer),
+            ("accept", &mut c.accept),
+            ("consume", &mut c.consume),
+        ] {
+            for s in strings(dict.get(key)) {
+                list.push(spec(s)?);
+            }
+        }
+    }
+    for flag in strings(req.get("flags")) {
+        let lower = flag.to_ascii_lowercase();
+        if lower == b"always-transcode" {
+            c.always_transcode = true;
+            continue;
+        }
+        let verbs: [&[u8]; 7] = [
+            b"codec-transcode-",
+            b"codec-strip-",
+            b"codec-mask-",
+            b"codec-offer-",
+            b"codec-accept-",
+            b"codec-consume-",
+            b"transcode-",
+        ];
+        if let Some(k) = verbs.iter().position(|p| lower.starts_with(p)) {
+            let s = spec(&flag[verbs[k].len()..])?;
+            match k {
+                0 | 6 => c.transcode.push(s),
+                1 => c.strip.push(s),
+                2 => c.mask.push(s),
+                3 => c.offer.push(s),
+                4 => c.accept.push(s),
+                _ => c.consume.push(s),
+            }
+        }
+    }
+    Ok(c)
 }
 
 impl<M: MediaControl> NgServer<M> {

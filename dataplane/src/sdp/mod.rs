@@ -708,6 +708,20 @@ impl<'a> MediaSection<'a> {
         self.media.formats.len()
     }
 
+    /// Appends payload type `pt` to the `m=` line with its `a=rtpmap`
+    /// (`rtpmap` is what follows the number: `opus/48000/2`) and, when
+    /// given, its `a=fmtp`.
+    pub fn add_format(&mut self, pt: u8, rtpmap: &[u8], fmtp: Option<&[u8]>) {
+        let number = pt.to_string();
+        self.media
+            .formats
+            .push(Cow::Owned(number.as_bytes().to_vec()));
+        self.add_attribute("rtpmap", Some(&[number.as_bytes(), b" ", rtpmap].concat()));
+        if let Some(f) = fmtp {
+            self.add_attribute("fmtp", Some(&[number.as_bytes(), b" ", f].concat()));
+        }
+    }
+
     /// Reorders the formats so the payload types in `preferred` come first,
     /// in that order; the others keep their relative order after them.
     pub fn prefer_formats(&mut self, preferred: &[u8]) {
