@@ -325,7 +325,7 @@ impl Run {
             request_uri: self.request_uri.clone(),
             local: self.uac.sip.clone(),
         };
-        let offer = msgs::sdp(n, &self.uac, n as u32, None);
+        let offer = msgs::sdp(n, &self.uac, n as u32, None, &msgs::SdpCodec::pcmu());
         let branch = format!("z9hG4bK-{n}-i");
         let invite = msgs::invite(&dialog, &branch, 1, None, &offer);
         self.deliver(UAC, ACCESS, &invite);
@@ -334,7 +334,7 @@ impl Run {
         let tag = format!("{n:x}-2");
         let contact = Some(&*self.uas.sip);
         let ringing = msgs::response(&fwd, 180, "Ringing", Some(&tag), contact, "");
-        let answer = msgs::sdp(n, &self.uas, n as u32 + 1, None);
+        let answer = msgs::sdp(n, &self.uas, n as u32 + 1, None, &msgs::SdpCodec::pcmu());
         let ok = msgs::response(&fwd, 200, "OK", Some(&tag), contact, &answer);
         self.deliver(UAS, CORE, &ringing);
         self.deliver(UAS, CORE, &ok);

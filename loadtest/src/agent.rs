@@ -20,9 +20,10 @@ use std::sync::Arc;
 
 use rvoip_dataplane::sip::{Method, SipMessage};
 
-use crate::media::{self, PACKET, Receiver, Sender};
+use crate::media::{self, AudioCheck, PACKET, Receiver, Sender, ToneFrames};
 use crate::report::{self, Report};
 use crate::sip::{self, Dialog, Local, Text};
+use rvoip_codecs::Codec;
 use rvoip_controlplane::registrar::digest::answer_challenge;
 use rvoip_dataplane::sip::HeaderName;
 use rvoip_dataplane::wheel::Wheel;
@@ -97,6 +98,24 @@ pub struct Config {
     pub domain: String,
     /// Expires of REGISTER requests.
     pub expires: u32,
+    /// The codec this side speaks (ng: leg A). PCMU with nothing else set
+    /// sends the stamped load packets; anything else a tone.
+    pub codec: Codec,
+    /// ng: the codec leg B answers with.
+    pub answer_codec: Codec,
+    /// ng: ask the relay to add the answer codec and transcode.
+    pub transcode: bool,
+    /// Streams whose audio is decoded and judged (tone mode).
+    pub audio_check: usize,
+    /// Send tones even in PCMU (a codec was named).
+    pub tone: bool,
+}
+
+impl Config {
+    /// Whether streams carry a tone in a codec rather than stamped PCMU.
+    pub fn tones(&self) -> bool {
+        self.tone || self.codec != Codec::Pcmu || self.answer_codec != Codec::Pcmu || self.transcode
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,6 +178,8 @@ struct UasCall {
     remote_ssrc: Option<u32>,
     key: u64,
     generation: u32,
+    /// The payload type of its answer's codec.
+    pt: u8,
 }
 
 #[derive(Debug)]
@@ -166,6 +187,18 @@ struct Stream {
     sender: Sender,
     to: SocketAddr,
     srtp: Option<Box<SrtpContext>>,
+    /// Tone mode: which side's tone (0 caller, 1 callee) at which
+    /// payload type.
+    tone: Option<(usize, u8)>,
+}
+
+/// A received stream in tone mode: where its timestamps started (for
+/// jitter), and its audio when it is one of those judged.
+#[derive(Debug)]
+struct Heard {
+    first: (u32, u64),
+    clock: u32,
+    audio: Option<AudioCheck>,
 }
 
 /// One role's calls, timers and media.
@@ -204,6 +237,12 @@ pub struct Agent {
     request_uri: Option<Arc<str>>,
     /// Calls given up whose late 2xx was acknowledged and hung up.
     abandoned: rustc_hash::FxHashSet<u64>,
+    /// Tone mode: the caller's and the callee's tone in their codecs.
+    tones: [Option<Arc<ToneFrames>>; 2],
+    /// Tone mode: what each received stream needs.
+    heard: HashMap<u32, Heard>,
+    /// ng, tone mode: leg B's payload type (from the offer's reply), by call.
+    b_pt: HashMap<u64, u8>,
 }
 
 /// A Via branch unique to call `n` of run `run` and its request `what`.
@@ -247,6 +286,40 @@ impl Agent {
             local,
             request_uri: None,
             abandoned: rustc_hash::FxHashSet::default(),
+            tones: [None, None],
+            heard: HashMap::default(),
+            b_pt: HashMap::default(),
+        }
+        .with_tones()
+    }
+
+    /// Encodes the tones of tone mode once: the caller's (UAC, ng leg A)
+    /// in its codec, the callee's (UAS, ng leg B) in its own.
+    fn with_tones(mut self) -> Self {
+        if self.cfg.tones() {
+            let callee = if self.cfg.role == AgentRole::Ng {
+                self.cfg.answer_codec
+            } else {
+                self.cfg.codec
+            };
+            self.tones = [
+                ToneFrames::new(self.cfg.codec, media::CALLER_TONE)
+                    .ok()
+                    .map(Arc::new),
+                ToneFrames::new(callee, media::CALLEE_TONE)
+                    .ok()
+                    .map(Arc::new),
+            ];
+        }
+        self
+    }
+
+    /// The SDP codec this side offers or answers with.
+    fn own_codec(&self) -> sip::SdpCodec {
+        if self.cfg.tones() {
+            sip::SdpCodec::default_for(self.cfg.codec)
+        } else {
+            sip::SdpCodec::pcmu()
         }
     }
 
@@ -410,7 +483,7 @@ impl Agent {
             .zip(srtp_key.as_ref())
             .map(|(s, k)| sdes::format(1, k, s));
         let ssrc = (n as u32).wrapping_mul(2).wrapping_add(1);
-        let offer = sip::sdp(n, &self.local, ssrc, line.as_deref());
+        let offer = sip::sdp(n, &self.local, ssrc, line.as_deref(), &self.own_codec());
         let invite = sip::invite(&dialog, &branch, 1, None, &offer);
         self.out.push((n, invite.clone(), target));
         self.uac.insert(
@@ -692,7 +765,9 @@ impl Agent {
                             self.srtp_rx.insert(ssrc, Box::new(ctx));
                         }
                         let ssrc = (n as u32).wrapping_mul(2).wrapping_add(1);
-                        self.start_media(now_ns, n, ssrc, r.to, tx.as_ref());
+                        let pt = r.pt_of(self.cfg.codec).unwrap_or(self.own_codec().pt);
+                        let tone = self.cfg.tones().then_some((0, pt));
+                        self.start_media(now_ns, n, ssrc, r.to, tx.as_ref(), tone);
                     }
                 } else {
                     // §17.1.1.3: ACK the failure, on the INVITE's branch.
@@ -856,7 +931,13 @@ impl Agent {
                     .and_then(|c| Some((c, sdes::generate(c.suite, self.keys.as_ref())?)));
                 let line = own.as_ref().map(|(c, k)| sdes::format(c.tag, k, c.suite));
                 let ssrc = (key as u32).wrapping_mul(2);
-                let answer = sip::sdp(key, &self.local, ssrc, line.as_deref());
+                // Its codec at the payload type the offer gave it.
+                let mut codec = self.own_codec();
+                if let Some(pt) = remote.as_ref().and_then(|r| r.pt_of(codec.codec)) {
+                    codec.pt = pt;
+                }
+                let answer = sip::sdp(key, &self.local, ssrc, line.as_deref(), &codec);
+                let uas_pt = codec.pt;
                 let ok = sip::response(msg, 200, "OK", Some(&tag), contact, &answer);
                 self.out.push((key, ringing, src));
                 self.out.push((key, ok.clone(), src));
@@ -882,6 +963,7 @@ impl Agent {
                         remote_ssrc,
                         key,
                         generation: 0,
+                        pt: uas_pt,
                     },
                 );
                 self.uas_index.insert(cid.into(), key);
@@ -897,9 +979,17 @@ impl Agent {
                 }
                 call.acked = true;
                 call.generation += 1;
-                let (key, to, tx) = (call.key, call.media_to, call.srtp_tx.clone());
+                let (key, to, tx, pt) = (call.key, call.media_to, call.srtp_tx.clone(), call.pt);
                 if let Some(to) = to {
-                    self.start_media(now_ns, key, (key as u32).wrapping_mul(2), to, tx.as_ref());
+                    let tone = self.cfg.tones().then_some((1, pt));
+                    self.start_media(
+                        now_ns,
+                        key,
+                        (key as u32).wrapping_mul(2),
+                        to,
+                        tx.as_ref(),
+                        tone,
+                    );
                 }
             }
             Method::Bye => {
@@ -945,6 +1035,7 @@ impl Agent {
         ssrc: u32,
         to: SocketAddr,
         srtp: Option<&SrtpParams>,
+        tone: Option<(usize, u8)>,
     ) {
         let seq = (self.random() & 0x7fff) as u16;
         self.streams.insert(
@@ -953,6 +1044,7 @@ impl Agent {
                 sender: Sender::new(ssrc, seq),
                 to,
                 srtp: srtp.and_then(SrtpContext::new).map(Box::new),
+                tone,
             },
         );
         let slot = ((now_ns / 1_000_000) % 20) as usize;
@@ -967,8 +1059,9 @@ impl Agent {
     /// stream every 20 ms).
     pub fn media_due(&mut self, now_ns: u64, mut send: impl FnMut(&[u8], SocketAddr) -> bool) {
         let now_ms = now_ns / 1_000_000;
-        let mut pkt = [0u8; PACKET];
-        let mut protected = [0u8; PACKET + 64];
+        let mut pkt = [0u8; 1500];
+        let mut protected = [0u8; 1500 + 64];
+        let tones = &self.tones;
         // Each millisecond's slot holds the streams that send in it.
         while self.wheel_ms < now_ms {
             self.wheel_ms += 1;
@@ -976,16 +1069,29 @@ impl Agent {
             let mut keys = std::mem::take(&mut self.wheel[slot]);
             keys.retain(|k| match self.streams.get_mut(k) {
                 Some(s) => {
-                    s.sender.next(now_ns, &mut pkt);
+                    let len = match s
+                        .tone
+                        .and_then(|(side, pt)| Some((tones[side].as_deref()?, pt)))
+                    {
+                        Some((frames, pt)) => s.sender.next_tone(frames, pt, &mut pkt),
+                        None => {
+                            let stamped: &mut [u8; PACKET] = match (&mut pkt[..PACKET]).try_into() {
+                                Ok(p) => p,
+                                Err(_) => return true,
+                            };
+                            s.sender.next(now_ns, stamped);
+                            PACKET
+                        }
+                    };
                     let out = match &mut s.srtp {
                         Some(ctx) => {
-                            protected[..PACKET].copy_from_slice(&pkt);
-                            match ctx.protect_rtp(&mut protected, PACKET) {
+                            protected[..len].copy_from_slice(&pkt[..len]);
+                            match ctx.protect_rtp(&mut protected, len) {
                                 Ok(n) => &protected[..n],
                                 Err(_) => return true,
                             }
                         }
-                        None => &pkt[..],
+                        None => &pkt[..len],
                     };
                     if send(out, s.to) {
                         self.report.rtp_sent += 1;
@@ -1036,6 +1142,10 @@ impl Agent {
             },
             _ => pkt,
         };
+        if self.cfg.tones() {
+            self.on_tone(now_ns, pkt);
+            return;
+        }
         let Some((seq, ssrc, sent)) = media::read(pkt) else {
             return;
         };
@@ -1048,6 +1158,57 @@ impl Agent {
         self.report.rtp_received += 1;
         self.report
             .record_transit(now_ns.saturating_sub(sent) / 1000);
+    }
+
+    /// Tone mode: a received packet, whose payload the relay may have
+    /// re-encoded (no send stamp): loss and order from its sequence
+    /// numbers, jitter from its timestamps, and for the first few streams
+    /// the audio, decoded and kept to be judged.
+    fn on_tone(&mut self, now_ns: u64, pkt: &[u8]) {
+        let Ok(h) = rvoip_dataplane::media::rtp::parse_rtp(pkt) else {
+            return;
+        };
+        let own = self.own_codec();
+        let codec = if h.payload_type == own.pt {
+            self.cfg.codec
+        } else {
+            self.cfg.answer_codec
+        };
+        let ssrc = h.ssrc.0;
+        let expect = match self.cfg.role {
+            AgentRole::Uac => media::CALLEE_TONE,
+            AgentRole::Ng if self.cfg.codec != self.cfg.answer_codec => {
+                if h.payload_type == own.pt {
+                    media::CALLEE_TONE
+                } else {
+                    media::CALLER_TONE
+                }
+            }
+            AgentRole::Ng if ssrc % 2 == 1 => media::CALLEE_TONE,
+            _ => media::CALLER_TONE,
+        };
+        let judged = self.heard.values().filter(|h| h.audio.is_some()).count();
+        let want_audio = judged < self.cfg.audio_check;
+        let heard = self.heard.entry(ssrc).or_insert_with(|| Heard {
+            first: (h.timestamp, now_ns),
+            clock: rvoip_codecs::Format::new(codec, 0).clock,
+            audio: want_audio
+                .then(|| AudioCheck::new(codec, expect).ok())
+                .flatten(),
+        });
+        let units = h.timestamp.wrapping_sub(heard.first.0);
+        let sent = heard.first.1 + u64::from(units) * 1_000_000_000 / u64::from(heard.clock.max(1));
+        if let Some(a) = &mut heard.audio {
+            let end = (h.payload_offset + h.payload_len).min(pkt.len());
+            a.on_payload(&pkt[h.payload_offset.min(end)..end]);
+        }
+        let r = self
+            .receivers
+            .entry(ssrc)
+            .or_insert((Receiver::default(), now_ns));
+        r.0.on_packet(h.seq, sent, now_ns);
+        r.1 = now_ns;
+        self.report.rtp_received += 1;
     }
 
     /// At the end of a run: what the calls still up (the run was stopped
@@ -1068,11 +1229,15 @@ impl Agent {
     /// `all`) into the report, freeing their state.
     pub fn fold_streams(&mut self, now_ns: u64, all: bool) {
         let report = &mut self.report;
-        self.receivers.retain(|_, (r, last)| {
+        let heard = &mut self.heard;
+        self.receivers.retain(|ssrc, (r, last)| {
             if all || now_ns.saturating_sub(*last) > 2_000_000_000 {
                 report.rtp_lost += r.lost();
                 report.rtp_out_of_order += r.out_of_order;
                 report::record(&mut report.jitter, (r.jitter_ns / 1000.0) as u64);
+                if let Some(a) = heard.remove(ssrc).and_then(|h| h.audio) {
+                    report.record_audio(a.clear());
+                }
                 false
             } else {
                 true

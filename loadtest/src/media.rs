@@ -1,13 +1,110 @@
 //! RTP streams of the load: G.711 packets (172 octets, 20 ms) carrying their
-//! send time, and per-stream receive statistics: loss, reordering, one-way
-//! transit time and RFC 3550 jitter.
+//! send time, or, with `--codec`, a tone encoded in any codec rvoip knows
+//! (encoded once and replayed, so the generator's cost does not grow with
+//! the codec's); per-stream receive statistics: loss, reordering, one-way
+//! transit time (stamped packets) and RFC 3550 jitter; and, for a few
+//! streams, the tone heard after decoding.
 
+use rvoip_codecs::opus::OpusSettings;
+use rvoip_codecs::tone::{Tone, coverage};
+use rvoip_codecs::{Codec, CodecError, Decoder, Encoder, Format};
 use rvoip_dataplane::media::rtp::{Ssrc, parse_rtp, write_rtp_header};
 
 /// Octets per packet: 12 of header, 160 of payload (G.711, 20 ms).
 pub const PACKET: usize = 172;
 /// Packet interval.
 pub const PTIME_NS: u64 = 20_000_000;
+
+/// The tone the calling side (UAC, ng leg A) sends, Hz.
+pub const CALLER_TONE: f64 = 1000.0;
+/// The tone the called side (UAS, ng leg B) sends, Hz.
+pub const CALLEE_TONE: f64 = 600.0;
+
+/// Thirty seconds of a tone in a codec, as 20 ms payloads, replayed by
+/// every stream that sends it from its first frame, so that each far-end
+/// decoder starts with the encoder's first packet as it would in a real
+/// call (an Opus decoder that starts mid-stream on a pure tone takes
+/// seconds to converge). A whole number of cycles per second loops the
+/// samples seamlessly; a stateful codec hears one join every thirty
+/// seconds.
+#[derive(Debug)]
+pub struct ToneFrames {
+    /// The codec.
+    pub codec: Codec,
+    /// RTP timestamp units per frame.
+    pub units: u32,
+    /// The payloads.
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl ToneFrames {
+    /// A tone of `freq` Hz encoded in `codec`.
+    pub fn new(codec: Codec, freq: f64) -> Result<ToneFrames, CodecError> {
+        let format = Format::new(codec, 0);
+        let rate = codec.pcm_rate(format.clock, 8000);
+        let mut enc = Encoder::new(codec, rate, &OpusSettings::default())?;
+        let n = (rate / 50) as usize;
+        let mut tone = Tone::new(freq, 9000.0, rate);
+        let mut pcm = vec![0i16; n];
+        let mut out = vec![0u8; 1500];
+        let mut frames = Vec::with_capacity(1500);
+        for _ in 0..1500 {
+            tone.fill(&mut pcm);
+            let len = enc.encode(&pcm, &mut out)?;
+            frames.push(out[..len].to_vec());
+        }
+        Ok(ToneFrames {
+            codec,
+            units: format.rtp_units(n, rate),
+            frames,
+        })
+    }
+}
+
+/// A received stream's audio, decoded and kept (up to four seconds) to be
+/// judged by the tone heard.
+#[derive(Debug)]
+pub struct AudioCheck {
+    decoder: Decoder,
+    /// The tone expected, Hz.
+    pub expect: f64,
+    pcm: Vec<i16>,
+    buf: Vec<i16>,
+}
+
+impl AudioCheck {
+    /// A check of a stream in `codec` expected to carry `expect` Hz.
+    pub fn new(codec: Codec, expect: f64) -> Result<AudioCheck, CodecError> {
+        let rate = codec.pcm_rate(Format::new(codec, 0).clock, 8000);
+        Ok(AudioCheck {
+            decoder: Decoder::new(codec, rate)?,
+            expect,
+            pcm: Vec::with_capacity(rate as usize * 4),
+            buf: vec![0; 5760],
+        })
+    }
+
+    /// Decodes one payload.
+    pub fn on_payload(&mut self, payload: &[u8]) {
+        if self.pcm.len() >= self.pcm.capacity() {
+            return;
+        }
+        if let Ok(n) = self.decoder.decode(payload, &mut self.buf) {
+            let room = self.pcm.capacity() - self.pcm.len();
+            self.pcm.extend_from_slice(&self.buf[..n.min(room)]);
+        }
+    }
+
+    /// The share of the stream (after its first half second) in which the
+    /// expected tone is heard clearly (SNR ≥ 15 dB), 0–1.
+    pub fn clear(&self) -> f64 {
+        let rate = self.decoder.pcm_rate();
+        let skip = (rate / 2) as usize;
+        self.pcm
+            .get(skip..)
+            .map_or(0.0, |p| coverage(p, rate, self.expect, 15.0))
+    }
+}
 
 /// What a sender keeps per stream.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +131,20 @@ impl Sender {
         out[20..].fill(0xff);
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(160);
+    }
+
+    /// Writes the next packet of a tone (payload type `pt`) into `out`;
+    /// returns its length.
+    pub fn next_tone(&mut self, tone: &ToneFrames, pt: u8, out: &mut [u8]) -> usize {
+        let frame = &tone.frames[(self.ts / tone.units.max(1)) as usize % tone.frames.len().max(1)];
+        let mut h = [0u8; 12];
+        write_rtp_header(&mut h, false, pt, self.seq, self.ts, Ssrc(self.ssrc));
+        let len = 12 + frame.len();
+        out[..12].copy_from_slice(&h);
+        out[12..len].copy_from_slice(frame);
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(tone.units);
+        len
     }
 }
 

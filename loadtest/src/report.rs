@@ -37,6 +37,13 @@ pub struct Report {
     pub rtp_out_of_order: u64,
     /// SRTP packets refused (authentication, replay, ...).
     pub srtp_errors: u64,
+    /// Tone mode: streams whose audio was decoded and judged.
+    pub audio_checked: u64,
+    /// Of those, streams in which the other side's tone was heard clearly
+    /// (SNR ≥ 15 dB) for at least 80 % of the time.
+    pub audio_clear: u64,
+    /// The lowest share of time any judged stream was clear, 0–1.
+    pub audio_worst: f64,
     /// RTP packets received in calls that failed, left out of the figures
     /// above (a UAC knows which calls its streams belong to).
     pub rtp_failed_calls: u64,
@@ -109,6 +116,9 @@ impl Default for Report {
             rtp_lost: 0,
             rtp_out_of_order: 0,
             srtp_errors: 0,
+            audio_checked: 0,
+            audio_clear: 0,
+            audio_worst: 1.0,
             rtp_failed_calls: 0,
             rtp_calls_still_up: 0,
             abandoned_hung_up: 0,
@@ -247,6 +257,13 @@ impl Report {
         }
     }
 
+    /// Records a judged stream: the share of its time the tone was clear.
+    pub fn record_audio(&mut self, clear: f64) {
+        self.audio_checked += 1;
+        self.audio_clear += u64::from(clear >= 0.8);
+        self.audio_worst = self.audio_worst.min(clear);
+    }
+
     /// The MOS estimate: median transit, loss; `None` without media.
     pub fn mos(&self) -> Option<f64> {
         (self.rtp_received > 0).then(|| mos(ms(&self.rtp_transit, 0.5), self.loss_pct()))
@@ -286,6 +303,11 @@ impl Report {
                 "max": if self.jitter.is_empty() { 0.0 } else { self.jitter.max() as f64 / 1000.0 },
             },
             "mos": self.mos(),
+            "audio": {
+                "streams_judged": self.audio_checked,
+                "streams_clear": self.audio_clear,
+                "worst_clear_share": if self.audio_checked > 0 { self.audio_worst } else { 0.0 },
+            },
         })
     }
 
@@ -346,6 +368,15 @@ impl Report {
         }
         if self.srtp_errors > 0 {
             let _ = writeln!(s, "srtp: {} packets refused", self.srtp_errors);
+        }
+        if self.audio_checked > 0 {
+            let _ = writeln!(
+                s,
+                "audio: {} streams judged, {} heard the other side's tone clearly (worst: clear {:.0} % of the time)",
+                self.audio_checked,
+                self.audio_clear,
+                self.audio_worst * 100.0
+            );
         }
         s
     }

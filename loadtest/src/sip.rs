@@ -84,10 +84,48 @@ impl Local {
     }
 }
 
-/// The SDP offer or answer for one call: PCMU, 20 ms, media at the local
+/// The codec a side writes into its SDP: payload type and `a=rtpmap`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpCodec {
+    /// Payload type.
+    pub pt: u8,
+    /// The rtpmap value after the number (`PCMU/8000`, `opus/48000/2`).
+    pub rtpmap: String,
+    /// The codec.
+    pub codec: rvoip_codecs::Codec,
+}
+
+impl SdpCodec {
+    /// `codec` at payload type `pt`.
+    pub fn new(codec: rvoip_codecs::Codec, pt: u8) -> SdpCodec {
+        let mut rtpmap = format!("{}/{}", codec.name(), codec.default_clock());
+        if codec.sdp_channels() > 1 {
+            rtpmap.push_str(&format!("/{}", codec.sdp_channels()));
+        }
+        SdpCodec { pt, rtpmap, codec }
+    }
+
+    /// `codec` at its static payload type, else 96.
+    pub fn default_for(codec: rvoip_codecs::Codec) -> SdpCodec {
+        SdpCodec::new(codec, codec.static_pt().unwrap_or(96))
+    }
+
+    /// PCMU at 0, as the load's stamped packets are.
+    pub fn pcmu() -> SdpCodec {
+        SdpCodec::default_for(rvoip_codecs::Codec::Pcmu)
+    }
+}
+
+/// The SDP offer or answer for one call: `codec`, 20 ms, media at the local
 /// RTP address, the stream's SSRC announced (RFC 5576 `a=ssrc`), and with
 /// `crypto` (an SDES `a=crypto` value) the RTP/SAVP profile.
-pub fn sdp(session: u64, local: &Local, ssrc: u32, crypto: Option<&str>) -> String {
+pub fn sdp(
+    session: u64,
+    local: &Local,
+    ssrc: u32,
+    crypto: Option<&str>,
+    codec: &SdpCodec,
+) -> String {
     let (family, ip) = (local.rtp_family, &*local.rtp_ip);
     let profile = if crypto.is_some() {
         "RTP/SAVP"
@@ -106,8 +144,13 @@ pub fn sdp(session: u64, local: &Local, ssrc: u32, crypto: Option<&str>) -> Stri
         .s(" ")
         .s(ip)
         .s("\r\nt=0 0\r\nm=audio ");
-    t.n(u64::from(local.rtp_port)).s(" ").s(profile);
-    t.s(" 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\na=ssrc:");
+    t.n(u64::from(local.rtp_port)).s(" ").s(profile).s(" ");
+    t.n(u64::from(codec.pt))
+        .s("\r\na=rtpmap:")
+        .n(u64::from(codec.pt))
+        .s(" ")
+        .s(&codec.rtpmap);
+    t.s("\r\na=ptime:20\r\na=sendrecv\r\na=ssrc:");
     t.n(u64::from(ssrc)).s(" cname:rvoip-loadtest\r\n");
     if let Some(c) = crypto {
         t.s("a=crypto:").s(c).s("\r\n");
@@ -124,6 +167,18 @@ pub struct RemoteMedia {
     pub ssrc: Option<u32>,
     /// Its usable `a=crypto` attributes, in order.
     pub crypto: Vec<CryptoAttr>,
+    /// Its formats: payload type and the codec rvoip knows it as.
+    pub formats: Vec<(u8, Option<rvoip_codecs::Codec>)>,
+}
+
+impl RemoteMedia {
+    /// The payload type it gives `codec`.
+    pub fn pt_of(&self, codec: rvoip_codecs::Codec) -> Option<u8> {
+        self.formats
+            .iter()
+            .find(|(_, c)| *c == Some(codec))
+            .map(|(pt, _)| *pt)
+    }
 }
 
 /// Reads the first media section of an SDP body.
@@ -150,10 +205,21 @@ pub fn remote_media(body: &[u8]) -> Option<RemoteMedia> {
             crypto.push(c);
         }
     }
+    let formats = m
+        .payload_types()
+        .map(|pt| {
+            let codec = match m.rtpmap(pt) {
+                Some(r) => rvoip_codecs::Codec::from_name(r.encoding),
+                None => rvoip_codecs::Codec::from_static_pt(pt),
+            };
+            (pt, codec)
+        })
+        .collect();
     Some(RemoteMedia {
         to: SocketAddr::new(addr, m.media.port),
         ssrc,
         crypto,
+        formats,
     })
 }
 
@@ -473,7 +539,7 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:5080".parse().unwrap_or_else(|_| panic!());
         let local = Local::new(addr, addr);
         let key = "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
-        let offer = sdp(1, &local, 77, Some(key));
+        let offer = sdp(1, &local, 77, Some(key), &SdpCodec::pcmu());
         let inv = invite(&d, "z9hG4bK-1", 1, None, &offer);
         let req = parse(&inv).unwrap_or_else(|| panic!("INVITE parses"));
         let remote = remote_media(req.body()).unwrap_or_else(|| panic!("SDP"));

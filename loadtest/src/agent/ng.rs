@@ -67,14 +67,34 @@ impl Agent {
         ];
         let sdp_a;
         let sdp_b;
+        let answer_codec = self.cfg.answer_codec.name().as_bytes();
         match state {
             NgState::Offer => {
-                sdp_a = sip::sdp(n, &self.local, a, line_a.as_deref());
+                sdp_a = sip::sdp(n, &self.local, a, line_a.as_deref(), &self.own_codec());
                 entries.push((b"command", Value::Bytes(b"offer")));
                 entries.push((b"sdp", Value::Bytes(sdp_a.as_bytes())));
+                if self.cfg.transcode {
+                    entries.push((
+                        b"codec",
+                        Value::Dict(vec![(
+                            b"transcode",
+                            Value::List(vec![Value::Bytes(answer_codec)]),
+                        )]),
+                    ));
+                }
             }
             NgState::Answer => {
-                sdp_b = sip::sdp(n, &self.local, b, line_b.as_deref());
+                // Leg B answers in its codec, at the payload type the offer
+                // gave it.
+                let mut codec = if self.cfg.tones() {
+                    sip::SdpCodec::default_for(self.cfg.answer_codec)
+                } else {
+                    sip::SdpCodec::pcmu()
+                };
+                if let Some(pt) = self.b_pt.get(&n) {
+                    codec.pt = *pt;
+                }
+                sdp_b = sip::sdp(n, &self.local, b, line_b.as_deref(), &codec);
                 entries.push((b"command", Value::Bytes(b"answer")));
                 entries.push((b"to-tag", Value::Bytes(b"lt-b")));
                 entries.push((b"sdp", Value::Bytes(sdp_b.as_bytes())));
@@ -135,6 +155,7 @@ impl Agent {
         }
         self.stop_media(n * 2);
         self.stop_media(n * 2 + 1);
+        self.b_pt.remove(&n);
         self.srtp_rx.remove(&(n as u32 * 2));
         self.srtp_rx.remove(&(n as u32 * 2 + 1));
     }
@@ -235,6 +256,13 @@ impl Agent {
                     }
                     _ => None,
                 };
+                if let Some(pt) = remote
+                    .as_ref()
+                    .and_then(|r| r.pt_of(self.cfg.answer_codec))
+                    .filter(|_| self.cfg.tones())
+                {
+                    self.b_pt.insert(n, pt);
+                }
                 if let Some(c) = self.ng.get_mut(&n) {
                     c.to_b = Some(to_b);
                     c.b_keys = b_keys;
@@ -286,8 +314,25 @@ impl Agent {
                 let g = c.generation;
                 self.schedule(now_ns + hold, n, Timer::Hangup, g);
                 // Leg A's stream goes to the relay port of A, leg B's to B's.
-                self.start_media(now_ns, n * 2, n as u32 * 2, to_a, tx.0.as_ref());
-                self.start_media(now_ns, n * 2 + 1, n as u32 * 2 + 1, to_b, tx.1.as_ref());
+                let tones = self.cfg.tones();
+                let a_pt = self.own_codec().pt;
+                let b_pt = self.b_pt.get(&n).copied().unwrap_or(a_pt);
+                self.start_media(
+                    now_ns,
+                    n * 2,
+                    n as u32 * 2,
+                    to_a,
+                    tx.0.as_ref(),
+                    tones.then_some((0, a_pt)),
+                );
+                self.start_media(
+                    now_ns,
+                    n * 2 + 1,
+                    n as u32 * 2 + 1,
+                    to_b,
+                    tx.1.as_ref(),
+                    tones.then_some((1, b_pt)),
+                );
             }
             NgState::Delete => self.ng_end(n, None),
             NgState::Up => {}

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
+use rvoip_codecs::Codec;
 use rvoip_dataplane::srtp::Suite;
 use rvoip_loadtest::agent::{AgentRole, Config, Hold};
 use rvoip_loadtest::run::{Engine, Options, Outcome, Sockets, run};
@@ -73,6 +74,13 @@ struct MediaArgs {
     /// The relay's ng control address.
     #[arg(long, default_value = "127.0.0.1:2223")]
     ng: SocketAddr,
+    /// The codec leg B answers with (default: --codec).
+    #[arg(long, value_parser = parse_codec)]
+    answer_codec: Option<Codec>,
+    /// Ask the relay to offer leg B the answer codec and transcode
+    /// (ng `codec: {transcode: [...]}`).
+    #[arg(long)]
+    transcode: bool,
     /// Local address (ng and RTP sockets).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -95,8 +103,28 @@ struct Common {
     /// AEAD_AES_128_GCM (a UAS answers whatever suite is offered).
     #[arg(long, value_parser = parse_suite)]
     srtp: Option<Suite>,
+    /// Speak this codec (PCMU, PCMA, G722, opus, L16, G729 where built
+    /// in): streams carry a tone encoded in it (the caller 1 kHz, the
+    /// callee 600 Hz) instead of stamped PCMU, and the first streams
+    /// received are decoded and judged by the tone heard.
+    #[arg(long, value_parser = parse_codec)]
+    codec: Option<Codec>,
+    /// Streams decoded and judged when streams carry tones.
+    #[arg(long, default_value_t = 4)]
+    audio_check: usize,
     #[command(flatten)]
     out: Output,
+}
+
+impl Common {
+    /// Sets what these options say on `cfg`.
+    fn apply(&self, cfg: &mut Config) {
+        cfg.srtp = self.srtp;
+        cfg.codec = self.codec.unwrap_or(Codec::Pcmu);
+        cfg.answer_codec = cfg.codec;
+        cfg.tone = self.codec.is_some();
+        cfg.audio_check = self.audio_check;
+    }
 }
 
 /// Reports and the socket loop, for every role.
@@ -254,6 +282,19 @@ fn parse_duration_ms(s: &str) -> Result<u64, String> {
     Ok(ms as u64)
 }
 
+fn parse_codec(s: &str) -> Result<Codec, String> {
+    Codec::from_name(s.as_bytes())
+        .filter(|c| c.transcodable())
+        .ok_or_else(|| {
+            let names: Vec<&str> = Codec::ALL
+                .iter()
+                .filter(|c| c.transcodable())
+                .map(|c| c.name())
+                .collect();
+            format!("unknown codec {s} (one of {})", names.join(", "))
+        })
+}
+
 fn parse_suite(s: &str) -> Result<Suite, String> {
     Suite::from_name(s.as_bytes()).ok_or_else(|| {
         let names: Vec<&str> = Suite::ALL.iter().map(|s| s.name()).collect();
@@ -338,6 +379,11 @@ fn config(
             .map(|u| (u, c.password.clone().unwrap_or_default())),
         domain: "rvoip.test".into(),
         expires: 600,
+        codec: Codec::Pcmu,
+        answer_codec: Codec::Pcmu,
+        transcode: false,
+        audio_check: 4,
+        tone: false,
     })
 }
 
@@ -389,7 +435,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
     match cli.role {
         RoleCmd::Uas(a) => {
             let socks = Sockets::bind(a.listen)?;
-            let cfg = config(
+            let mut cfg = config(
                 AgentRole::Uas,
                 &socks,
                 None,
@@ -397,6 +443,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 a.common.media,
                 a.duration,
             )?;
+            a.common.apply(&mut cfg);
             eprintln!(
                 "rvoip-loadtest uas on {} (rtp {})",
                 cfg.sip_local, cfg.rtp_local
@@ -415,7 +462,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 a.common.media,
                 None,
             )?;
-            cfg.srtp = a.common.srtp;
+            a.common.apply(&mut cfg);
             let o = run(cfg, &socks, stop, a.common.out.options(true))?;
             finish("uac", &o, &a.common.out)?;
             Ok(verdict(&o, a.calls.pace.max_fail_pct))
@@ -454,7 +501,9 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 true,
                 None,
             )?;
-            cfg.srtp = a.common.srtp;
+            a.common.apply(&mut cfg);
+            cfg.answer_codec = a.answer_codec.unwrap_or(cfg.codec);
+            cfg.transcode = a.transcode;
             let o = run(cfg, &socks, stop, a.common.out.options(true))?;
             finish("media", &o, &a.common.out)?;
             Ok(verdict(&o, a.calls.pace.max_fail_pct))
@@ -471,8 +520,9 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                 a.common.media,
                 None,
             )?;
-            uac_cfg.srtp = a.common.srtp;
-            let uas_cfg = config(AgentRole::Uas, &uas_socks, None, None, a.common.media, None)?;
+            a.common.apply(&mut uac_cfg);
+            let mut uas_cfg = config(AgentRole::Uas, &uas_socks, None, None, a.common.media, None)?;
+            a.common.apply(&mut uas_cfg);
             let uas_stop = Arc::new(AtomicBool::new(false));
             let uas_stop2 = Arc::clone(&uas_stop);
             let uas_opts = Options {

@@ -242,6 +242,11 @@ pub(crate) fn agent_config(
         auth: None,
         domain: "rvoip.test".into(),
         expires: 600,
+        codec: rvoip_codecs::Codec::Pcmu,
+        answer_codec: rvoip_codecs::Codec::Pcmu,
+        transcode: false,
+        audio_check: 4,
+        tone: false,
     }
 }
 

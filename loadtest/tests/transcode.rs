@@ -1,0 +1,154 @@
+//! Transcoded calls with real peers, judged on the audio each side hears
+//! (the other side's tone, by frequency and SNR after decoding), never on
+//! octets:
+//! - over ng: rvoip-loadtest's media mode offers PCMU with
+//!   `codec: {transcode: [opus]}` to rvoip's ng relay and answers opus;
+//! - through the SBC: rvoip-loadtest calls with PCMU through the `rvoip`
+//!   binary on `config/sbc.toml`, whose core trunk is set to opus with
+//!   `transcode = true`, to an rvoip-loadtest UAS that speaks only opus.
+
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
+use rvoip_dataplane::engine::ng_udp::NgListener;
+use rvoip_dataplane::media::relay::RelayConfig;
+use rvoip_dataplane::ng::NgServer;
+
+mod common;
+use common::{Killed, free_port, media_uac, run_sbc};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn judged_clear(r: &serde_json::Value, streams: u64) {
+    let judged = r["audio"]["streams_judged"].as_u64().unwrap();
+    assert!(judged >= streams, "{r}");
+    assert_eq!(r["audio"]["streams_clear"].as_u64().unwrap(), judged, "{r}");
+}
+
+#[test]
+fn pcmu_and_opus_over_ng_each_hear_the_others_tone() {
+    let base = 46000;
+    let engine = MediaEngine::start(&MediaEngineConfig {
+        address: LOCALHOST,
+        port_min: base,
+        port_max: base + 999,
+        cores: vec![0, 1],
+        driver: DriverKind::Auto,
+        polling: Polling::Interrupt { batch_wait_us: 0 },
+        relay: RelayConfig::default(),
+        fill_calls: 0,
+        max_endpoints_per_worker: 4096,
+    })
+    .expect("media engine");
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = NgListener::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        NgServer::new(
+            engine,
+            LOCALHOST,
+            Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
+        ),
+        Arc::clone(&stop),
+    )
+    .expect("ng listener");
+    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ng-transcode-{}.json", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
+        .args(["media", "--ng", &listener.local.to_string()])
+        .args(["--rate", "10", "--calls", "10", "--hold", "3s", "--quiet"])
+        .args(["--codec", "PCMU", "--answer-codec", "opus", "--transcode"])
+        .args(["--audio-check", "8"])
+        .arg("--json")
+        .arg(&json)
+        .status()
+        .expect("rvoip-loadtest");
+    stop.store(true, Ordering::Relaxed);
+    listener.join();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(status.success(), "{r}");
+    assert_eq!(r["calls"]["completed"], 10, "{r}");
+    // Both directions of the first calls: the PCMU leg hears 600 Hz, the
+    // opus leg 1 kHz.
+    judged_clear(&r, 8);
+    let (sent, received) = (
+        r["rtp"]["sent"].as_u64().unwrap(),
+        r["rtp"]["received"].as_u64().unwrap(),
+    );
+    // The relay sends a frame for every frame it gets, paced.
+    assert!(received as f64 >= sent as f64 * 0.97, "{r}");
+}
+
+#[test]
+fn a_pcmu_caller_and_an_opus_trunk_hear_each_other_through_the_sbc() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("sbc-transcode-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (access, core_peer) = (free_port(), free_port());
+    let _sbc = run_sbc(
+        &dir,
+        access,
+        core_peer,
+        47000,
+        &[(
+            "codecs = []\n",
+            "codecs = [\"opus\"]\ntranscode = true\n".into(),
+        )],
+    );
+    // The core side speaks opus only.
+    let uas_json = dir.join("uas.json");
+    let uas = Killed(
+        Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
+            .args(["uas", "--listen", &format!("127.0.0.1:{core_peer}")])
+            .args([
+                "--media",
+                "--quiet",
+                "--codec",
+                "opus",
+                "--audio-check",
+                "8",
+            ])
+            .args(["--duration", "20s", "--json"])
+            .arg(&uas_json)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        None,
+    );
+    common::wait_udp_bound(core_peer);
+    let (passed, r) = media_uac(
+        &dir,
+        access,
+        "uac",
+        &[
+            "--rate",
+            "10",
+            "--calls",
+            "10",
+            "--hold",
+            "3s",
+            "--codec",
+            "PCMU",
+            "--audio-check",
+            "8",
+        ],
+    );
+    assert!(passed, "{r}");
+    assert_eq!(r["calls"]["completed"], 10, "{r}");
+    // The caller hears the trunk's 600 Hz in PCMU.
+    judged_clear(&r, 8);
+    // The UAS hears the caller's 1 kHz in opus (it writes its report when
+    // it stops; dropping waits for that).
+    drop(uas);
+    let u: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&uas_json).unwrap()).unwrap();
+    judged_clear(&u, 8);
+    let _ = std::fs::remove_dir_all(&dir);
+}
