@@ -30,11 +30,12 @@ pub struct OpusSettings {
 }
 
 impl Default for OpusSettings {
-    /// 24 kbit/s wideband voice, complexity 5, FEC on, DTX off.
+    /// 24 kbit/s, complexity 10 (libopus's own default, which rtpengine
+    /// keeps through libavcodec), FEC on, DTX off.
     fn default() -> Self {
         OpusSettings {
             bitrate: 24_000,
-            complexity: 5,
+            complexity: 10,
             fec: true,
             dtx: false,
             expected_loss: 5,

@@ -109,6 +109,9 @@ pub struct Config {
     pub audio_check: usize,
     /// Send tones even in PCMU (a codec was named).
     pub tone: bool,
+    /// ng with transcoding: the Opus bit rate asked of the relay
+    /// (`opus/48000/2/<bitrate>`), so relays compared encode alike.
+    pub opus_bitrate: Option<u32>,
 }
 
 impl Config {
@@ -1209,6 +1212,7 @@ impl Agent {
         r.0.on_packet(h.seq, sent, now_ns);
         r.1 = now_ns;
         self.report.rtp_received += 1;
+        self.report.rtp_octets_received += pkt.len() as u64;
     }
 
     /// At the end of a run: what the calls still up (the run was stopped

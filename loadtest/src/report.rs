@@ -31,6 +31,8 @@ pub struct Report {
     pub rtp_sent: u64,
     /// RTP packets received.
     pub rtp_received: u64,
+    /// Octets of the RTP packets received (headers included).
+    pub rtp_octets_received: u64,
     /// RTP packets lost (per stream: expected minus received).
     pub rtp_lost: u64,
     /// RTP packets received after a later one.
@@ -113,6 +115,7 @@ impl Default for Report {
             jitter: histogram(),
             rtp_sent: 0,
             rtp_received: 0,
+            rtp_octets_received: 0,
             rtp_lost: 0,
             rtp_out_of_order: 0,
             srtp_errors: 0,
@@ -290,6 +293,7 @@ impl Report {
                 "scope": self.rtp_scope(),
                 "sent": self.rtp_sent,
                 "received": self.rtp_received,
+                "octets_received": self.rtp_octets_received,
                 "lost": self.rtp_lost,
                 "expected": self.rtp_received + self.rtp_lost,
                 "received_in_failed_calls": self.rtp_failed_calls,

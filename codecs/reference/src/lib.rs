@@ -19,6 +19,10 @@ unsafe extern "C" {
     fn g722_decode_init(s: *mut u8, rate: c_int, options: c_int) -> *mut u8;
     fn g722_decode_free(s: *mut u8) -> c_int;
     fn g722_decode(s: *mut u8, amp: *mut i16, data: *const u8, len: c_int) -> c_int;
+    fn g711_init(s: *mut u8, mode: c_int) -> *mut u8;
+    fn g711_free(s: *mut u8) -> c_int;
+    fn g711_encode(s: *mut u8, out: *mut u8, amp: *const i16, len: c_int) -> c_int;
+    fn g711_decode(s: *mut u8, amp: *mut i16, data: *const u8, len: c_int) -> c_int;
     fn initBcg729EncoderChannel(vad: u8) -> *mut u8;
     fn closeBcg729EncoderChannel(s: *mut u8);
     fn bcg729Encoder(s: *mut u8, input: *const i16, out: *mut u8, len: *mut u8);
@@ -100,6 +104,54 @@ impl Drop for SpandspG722Decoder {
     fn drop(&mut self) {
         // SAFETY: made by g722_decode_init with a null state, freed once.
         unsafe { g722_decode_free(self.0.as_ptr()) };
+    }
+}
+
+/// spandsp's G.711 (its state-based frame functions).
+#[derive(Debug)]
+pub struct SpandspG711(NonNull<u8>);
+
+impl SpandspG711 {
+    /// µ-law (`ulaw`) or A-law.
+    pub fn new(ulaw: bool) -> Option<Self> {
+        // SAFETY: a null state asks spandsp to allocate one; mode 1 is
+        // µ-law, 0 A-law.
+        NonNull::new(unsafe { g711_init(std::ptr::null_mut(), c_int::from(ulaw)) }).map(Self)
+    }
+    /// Encodes `pcm` into `out`; returns octets.
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> usize {
+        let len = pcm.len().min(out.len());
+        // SAFETY: the state is live; both buffers hold `len` elements.
+        let n = unsafe {
+            g711_encode(
+                self.0.as_ptr(),
+                out.as_mut_ptr(),
+                pcm.as_ptr(),
+                len as c_int,
+            )
+        };
+        n.max(0) as usize
+    }
+    /// Decodes `codes` into `out`; returns samples.
+    pub fn decode(&mut self, codes: &[u8], out: &mut [i16]) -> usize {
+        let len = codes.len().min(out.len());
+        // SAFETY: the state is live; both buffers hold `len` elements.
+        let n = unsafe {
+            g711_decode(
+                self.0.as_ptr(),
+                out.as_mut_ptr(),
+                codes.as_ptr(),
+                len as c_int,
+            )
+        };
+        n.max(0) as usize
+    }
+}
+
+impl Drop for SpandspG711 {
+    fn drop(&mut self) {
+        // SAFETY: made by g711_init with a null state, freed once.
+        unsafe { g711_free(self.0.as_ptr()) };
     }
 }
 

@@ -612,8 +612,30 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         no_destination = r.media.no_destination,
         unknown_endpoint = r.media.unknown_endpoint,
         timeouts = r.media.timeouts,
+        transcoded_in = r.media.transcoded_in,
+        transcoded_out = r.media.transcoded_out,
         "media counters"
     );
+    let st = r.media.stage;
+    if r.media.transcoded_in + r.media.transcoded_out > 0 {
+        tracing::info!(
+            decoded = st.decoded,
+            encoded = st.encoded,
+            concealed = st.concealed,
+            comfort_noise = st.comfort_noise,
+            late = st.late,
+            dropped = st.dropped,
+            codec_errors = st.codec_errors,
+            underruns = st.underruns,
+            shrunk = st.shrunk,
+            events_sent = st.events_sent,
+            digits_detected = st.digits_detected,
+            digits_played = st.digits_played,
+            rtcp_rewritten = st.rtcp_rewritten,
+            rtcp_ended = st.rtcp_ended,
+            "transcoding counters"
+        );
+    }
     let mut total = rvoip_dataplane::engine::sip::SipWorkerReport::default();
     for r in sip.shutdown() {
         total.edge.received += r.edge.received;

@@ -333,6 +333,18 @@ impl SrtpDrops {
         *c += 1;
     }
 
+    /// Adds `o`'s counts.
+    pub fn add(&mut self, o: &SrtpDrops) {
+        self.truncated += o.truncated;
+        self.malformed += o.malformed;
+        self.auth_failed += o.auth_failed;
+        self.replayed += o.replayed;
+        self.too_old += o.too_old;
+        self.unknown_mki += o.unknown_mki;
+        self.key_expired += o.key_expired;
+        self.no_room += o.no_room;
+    }
+
     /// All SRTP drops.
     pub fn total(&self) -> u64 {
         self.truncated
@@ -373,6 +385,24 @@ pub struct RelayCounters {
     pub transcoded_out: u64,
     /// The processing stage's counters (calls ended and live).
     pub stage: StageCounters,
+}
+
+impl RelayCounters {
+    /// Adds `o`'s counts (another worker's).
+    pub fn add(&mut self, o: &RelayCounters) {
+        self.forwarded += o.forwarded;
+        self.unknown_endpoint += o.unknown_endpoint;
+        self.malformed += o.malformed;
+        self.wrong_source += o.wrong_source;
+        self.no_destination += o.no_destination;
+        self.timeouts += o.timeouts;
+        self.srtp_unprotected += o.srtp_unprotected;
+        self.srtp_protected += o.srtp_protected;
+        self.srtp_drops.add(&o.srtp_drops);
+        self.transcoded_in += o.transcoded_in;
+        self.transcoded_out += o.transcoded_out;
+        self.stage.add(&o.stage);
+    }
 }
 
 /// A hashed timer wheel of one-second slots for media timeouts: each session

@@ -133,6 +133,16 @@ const MAX_PCM: usize = 5760;
 const SILENT_AFTER: u32 = 3;
 /// Frames without input after which the direction stops sending.
 const IDLE_AFTER: u32 = 50;
+/// Due times fall on this grid (ns): every call's frames that fall due in
+/// the same slot are made together, so a worker wakes once for them and
+/// runs the codec on warm caches; each stream still leaves one frame per
+/// frame time, at most one slot after its exact time.
+const GRID_NS: u64 = 2_000_000;
+
+/// `t` rounded up to the grid.
+fn on_grid(t: u64) -> u64 {
+    t.div_ceil(GRID_NS) * GRID_NS
+}
 
 #[derive(Debug, Clone)]
 struct Slot {
@@ -451,7 +461,7 @@ impl Direction {
     /// Starts sending, after a short wait for the jitter buffer to fill.
     fn wake(&mut self, now_ns: u64) {
         if self.due_ns.is_none() {
-            self.due_ns = Some(now_ns + self.frame_ns.min(30_000_000));
+            self.due_ns = Some(on_grid(now_ns + self.frame_ns.min(30_000_000)));
             // A new talk spurt after silence: timestamps move on by the time
             // that passed (RFC 3550 §5.1) and the marker is set.
             if let Some((ts, at)) = self.last_sent {
@@ -738,7 +748,7 @@ impl Direction {
         // The next frame's time, resynchronised after a stall.
         let next = due + self.frame_ns;
         self.due_ns = Some(if now_ns > next + 3 * self.frame_ns {
-            now_ns + self.frame_ns
+            on_grid(now_ns + self.frame_ns)
         } else {
             next
         });

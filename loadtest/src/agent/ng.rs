@@ -11,6 +11,8 @@ use rvoip_dataplane::ng::bencode::{Value, decode, encode};
 
 use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite, sdes};
 
+use rvoip_codecs::Codec;
+
 use super::{Agent, T1, Timer};
 use crate::sip;
 
@@ -67,7 +69,11 @@ impl Agent {
         ];
         let sdp_a;
         let sdp_b;
-        let answer_codec = self.cfg.answer_codec.name().as_bytes();
+        let answer_spec = match (self.cfg.answer_codec, self.cfg.opus_bitrate) {
+            (Codec::Opus, Some(b)) => format!("opus/48000/1/{b}"),
+            (c, _) => c.name().to_owned(),
+        };
+        let answer_codec = answer_spec.as_bytes();
         match state {
             NgState::Offer => {
                 sdp_a = sip::sdp(n, &self.local, a, line_a.as_deref(), &self.own_codec());

@@ -81,6 +81,10 @@ struct MediaArgs {
     /// (ng `codec: {transcode: [...]}`).
     #[arg(long)]
     transcode: bool,
+    /// With --transcode to opus: the bit rate asked of the relay's encoder
+    /// (`opus/48000/2/<bitrate>`).
+    #[arg(long)]
+    opus_bitrate: Option<u32>,
     /// Local address (ng and RTP sockets).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -384,6 +388,7 @@ fn config(
         transcode: false,
         audio_check: 4,
         tone: false,
+        opus_bitrate: None,
     })
 }
 
@@ -504,6 +509,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             a.common.apply(&mut cfg);
             cfg.answer_codec = a.answer_codec.unwrap_or(cfg.codec);
             cfg.transcode = a.transcode;
+            cfg.opus_bitrate = a.opus_bitrate;
             let o = run(cfg, &socks, stop, a.common.out.options(true))?;
             finish("media", &o, &a.common.out)?;
             Ok(verdict(&o, a.calls.pace.max_fail_pct))

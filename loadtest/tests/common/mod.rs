@@ -247,6 +247,7 @@ pub(crate) fn agent_config(
         transcode: false,
         audio_check: 4,
         tone: false,
+        opus_bitrate: None,
     }
 }
 

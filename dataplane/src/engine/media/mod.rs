@@ -367,12 +367,7 @@ impl MediaEngine {
         let mut total = RelayCounters::default();
         for i in 0..self.workers.len() {
             if let Ok(c) = self.order(i, |reply| Command::Counters { reply }) {
-                total.forwarded += c.forwarded;
-                total.unknown_endpoint += c.unknown_endpoint;
-                total.malformed += c.malformed;
-                total.wrong_source += c.wrong_source;
-                total.no_destination += c.no_destination;
-                total.timeouts += c.timeouts;
+                total.add(&c);
             }
         }
         total
