@@ -24,6 +24,10 @@ pub enum Codec {
     L16,
     /// G.729 Annex A (transcoded only with the `g729` feature).
     G729,
+    /// AMR narrowband (transcoded only with the `amr` feature).
+    Amr,
+    /// AMR wideband (transcoded only with the `amr` feature).
+    AmrWb,
     /// RFC 4733 telephone events.
     TelephoneEvent,
     /// RFC 3389 comfort noise.
@@ -32,12 +36,14 @@ pub enum Codec {
 
 impl Codec {
     /// Every codec, in the order rvoip prefers them when it adds one.
-    pub const ALL: [Codec; 8] = [
+    pub const ALL: [Codec; 10] = [
         Codec::Opus,
         Codec::G722,
         Codec::Pcmu,
         Codec::Pcma,
         Codec::G729,
+        Codec::AmrWb,
+        Codec::Amr,
         Codec::L16,
         Codec::TelephoneEvent,
         Codec::Cn,
@@ -52,6 +58,8 @@ impl Codec {
             Codec::Opus => "opus",
             Codec::L16 => "L16",
             Codec::G729 => "G729",
+            Codec::Amr => "AMR",
+            Codec::AmrWb => "AMR-WB",
             Codec::TelephoneEvent => "telephone-event",
             Codec::Cn => "CN",
         }
@@ -86,6 +94,7 @@ impl Codec {
     pub fn default_clock(self) -> u32 {
         match self {
             Codec::Opus => 48_000,
+            Codec::AmrWb => 16_000,
             _ => 8000,
         }
     }
@@ -102,6 +111,7 @@ impl Codec {
     pub fn default_fmtp(self) -> Option<&'static str> {
         match self {
             Codec::Opus => Some("useinbandfec=1"),
+            Codec::Amr | Codec::AmrWb => Some("octet-align=1"),
             Codec::TelephoneEvent => Some("0-16"),
             _ => None,
         }
@@ -116,6 +126,7 @@ impl Codec {
     pub fn transcodable(self) -> bool {
         match self {
             Codec::G729 => cfg!(feature = "g729"),
+            Codec::Amr | Codec::AmrWb => cfg!(feature = "amr"),
             c => c.is_audio(),
         }
     }
@@ -124,7 +135,7 @@ impl Codec {
     /// Opus (any of 8–48 kHz) takes `opus_rate`.
     pub fn pcm_rate(self, clock: u32, opus_rate: u32) -> u32 {
         match self {
-            Codec::G722 => 16_000,
+            Codec::G722 | Codec::AmrWb => 16_000,
             Codec::Opus => opus_rate,
             Codec::L16 => clock,
             _ => 8000,
@@ -219,9 +230,22 @@ pub enum Encoder {
     /// G.729A.
     #[cfg(feature = "g729")]
     G729(crate::g729::G729Encoder),
+    /// AMR or AMR-WB.
+    #[cfg(feature = "amr")]
+    Amr(crate::amr::AmrEncoder),
 }
 
 impl Encoder {
+    /// For AMR: octet-aligned payloads (`octet-align=1`); nothing for
+    /// other codecs.
+    pub fn set_octet_align(&mut self, on: bool) {
+        #[cfg(feature = "amr")]
+        if let Encoder::Amr(e) = self {
+            e.set_octet_align(on);
+        }
+        let _ = on;
+    }
+
     /// An encoder for `codec` taking PCM at `pcm_rate` (fixed by the codec
     /// except for Opus and L16).
     pub fn new(codec: Codec, pcm_rate: u32, opus: &OpusSettings) -> Result<Encoder, CodecError> {
@@ -233,6 +257,10 @@ impl Encoder {
             Codec::L16 => Encoder::L16(pcm_rate),
             #[cfg(feature = "g729")]
             Codec::G729 => Encoder::G729(crate::g729::G729Encoder::new()?),
+            #[cfg(feature = "amr")]
+            Codec::Amr | Codec::AmrWb => {
+                Encoder::Amr(crate::amr::AmrEncoder::new(codec == Codec::AmrWb)?)
+            }
             c => return Err(CodecError::Unsupported(c)),
         })
     }
@@ -246,6 +274,8 @@ impl Encoder {
             Encoder::L16(rate) => *rate,
             #[cfg(feature = "g729")]
             Encoder::G729(_) => 8000,
+            #[cfg(feature = "amr")]
+            Encoder::Amr(e) => e.frame() as u32 * 50,
         }
     }
 
@@ -280,6 +310,8 @@ impl Encoder {
             }
             #[cfg(feature = "g729")]
             Encoder::G729(e) => e.encode(pcm, out),
+            #[cfg(feature = "amr")]
+            Encoder::Amr(e) => e.encode(pcm, out),
         }
     }
 }
@@ -300,9 +332,22 @@ pub enum Decoder {
     /// G.729A.
     #[cfg(feature = "g729")]
     G729(crate::g729::G729Decoder),
+    /// AMR or AMR-WB.
+    #[cfg(feature = "amr")]
+    Amr(crate::amr::AmrDecoder),
 }
 
 impl Decoder {
+    /// For AMR: octet-aligned payloads (`octet-align=1`); nothing for
+    /// other codecs.
+    pub fn set_octet_align(&mut self, on: bool) {
+        #[cfg(feature = "amr")]
+        if let Decoder::Amr(d) = self {
+            d.set_octet_align(on);
+        }
+        let _ = on;
+    }
+
     /// A decoder for `codec` giving PCM at `pcm_rate`.
     pub fn new(codec: Codec, pcm_rate: u32) -> Result<Decoder, CodecError> {
         Ok(match codec {
@@ -313,6 +358,10 @@ impl Decoder {
             Codec::L16 => Decoder::L16(Box::new(Concealer::new(pcm_rate))),
             #[cfg(feature = "g729")]
             Codec::G729 => Decoder::G729(crate::g729::G729Decoder::new()?),
+            #[cfg(feature = "amr")]
+            Codec::Amr | Codec::AmrWb => {
+                Decoder::Amr(crate::amr::AmrDecoder::new(codec == Codec::AmrWb)?)
+            }
             c => return Err(CodecError::Unsupported(c)),
         })
     }
@@ -326,6 +375,8 @@ impl Decoder {
             Decoder::L16(c) => c.rate(),
             #[cfg(feature = "g729")]
             Decoder::G729(_) => 8000,
+            #[cfg(feature = "amr")]
+            Decoder::Amr(d) => d.frame() as u32 * 50,
         }
     }
 
@@ -341,6 +392,8 @@ impl Decoder {
             Decoder::G729(_) => {
                 Some((payload.len() / 10 + usize::from(payload.len() % 10 == 2)) * 80)
             }
+            #[cfg(feature = "amr")]
+            Decoder::Amr(_) => None,
         }
     }
 
@@ -388,6 +441,8 @@ impl Decoder {
             }
             #[cfg(feature = "g729")]
             Decoder::G729(d) => d.decode(payload, out),
+            #[cfg(feature = "amr")]
+            Decoder::Amr(d) => d.decode(payload, out),
         }
     }
 
@@ -403,6 +458,8 @@ impl Decoder {
             },
             #[cfg(feature = "g729")]
             Decoder::G729(d) => return d.conceal(out),
+            #[cfg(feature = "amr")]
+            Decoder::Amr(d) => return d.conceal(out),
         }
         out.len()
     }

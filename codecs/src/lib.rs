@@ -3,12 +3,15 @@
 //! Owns: the codec and payload-type registry and a codec-blind encoder and
 //! decoder ([`codec`]); G.711 ([`g711`]), G.722 ([`g722`]), Opus through
 //! libopus ([`opus`]), L16, G.729A through bcg729 with the `g729` feature
-//! ([`g729`]); resampling ([`resample`]), packet loss concealment
+//! ([`g729`]), AMR and AMR-WB through opencore-amr and vo-amrwbenc with
+//! the `amr` feature ([`amr`]); resampling ([`resample`]), packet loss concealment
 //! ([`plc`]), comfort noise ([`cng`]), DTMF events and tones ([`dtmf`]),
 //! tone generation and analysis ([`tone`]).
 //! Must not: do I/O, or allocate per frame once an encoder, decoder or
 //! resampler is made.
 
+#[cfg(feature = "amr")]
+pub mod amr;
 pub mod cng;
 pub mod codec;
 pub mod dtmf;

@@ -47,6 +47,14 @@ impl SdpFormat {
         self.name.eq_ignore_ascii_case(&o.name) && self.clock == o.clock
     }
 
+    /// Whether its fmtp asks for octet-aligned AMR (RFC 4867 §8.1).
+    fn octet_align(&self) -> bool {
+        self.fmtp.as_deref().is_some_and(|f| {
+            f.split(|b| *b == b';')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"octet-align=1"))
+        })
+    }
+
     fn is_event_or_noise(&self) -> bool {
         matches!(self.codec(), Some(Codec::TelephoneEvent | Codec::Cn))
     }
@@ -259,6 +267,7 @@ pub fn read_answer(
             ssrc,
         );
         l.ptime_ms = ptime.unwrap_or(20).clamp(10, 120) as u16;
+        l.octet_align = f.octet_align();
         if let Some(b) = bitrate(codec) {
             l.opus.bitrate = b.clamp(6000, 510_000) as i32;
         }
@@ -368,6 +377,27 @@ mod tests {
             apply_offer(&mut sdp.media[0], &opts).is_err(),
             "nothing left"
         );
+    }
+
+    #[cfg(feature = "amr")]
+    #[test]
+    fn an_amr_answer_with_octet_align_gets_octet_aligned_frames() {
+        let mut sdp = Sdp::parse(PCMU_ONLY).unwrap();
+        let opts = CodecOptions {
+            transcode: vec![spec("AMR-WB")],
+            ..CodecOptions::default()
+        };
+        let n = apply_offer(&mut sdp.media[0], &opts).unwrap();
+        let text = String::from_utf8(sdp.to_bytes()).unwrap();
+        assert!(text.contains("a=rtpmap:96 AMR-WB/16000\r\n"), "{text}");
+        assert!(text.contains("a=fmtp:96 octet-align=1\r\n"), "{text}");
+        let answer = b"v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 96\r\na=rtpmap:96 AMR-WB/16000\r\na=fmtp:96 mode-change-capability=2; octet-align=1\r\n";
+        let mut a = Sdp::parse(answer).unwrap();
+        let legs = read_answer(&mut a.media[0], &n, (Ssrc(1), Ssrc(2)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(legs.1.format.codec, Codec::AmrWb);
+        assert!(legs.1.octet_align && !legs.0.octet_align);
     }
 
     #[test]

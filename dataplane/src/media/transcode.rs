@@ -49,6 +49,8 @@ pub struct LegCodec {
     pub ssrc: Ssrc,
     /// Opus encoder settings (when the side speaks Opus).
     pub opus: OpusSettings,
+    /// AMR payloads octet-aligned (`octet-align=1`), else bandwidth-efficient.
+    pub octet_align: bool,
 }
 
 impl LegCodec {
@@ -61,6 +63,7 @@ impl LegCodec {
             ptime_ms: 20,
             ssrc,
             opus: OpusSettings::default(),
+            octet_align: false,
         }
     }
 }
@@ -359,8 +362,10 @@ impl Direction {
         } else {
             dec_rate
         };
-        let decoder = Decoder::new(in_codec, dec_rate)?;
-        let encoder = Encoder::new(out_codec, enc_rate, &output.opus)?;
+        let mut decoder = Decoder::new(in_codec, dec_rate)?;
+        decoder.set_octet_align(input.octet_align);
+        let mut encoder = Encoder::new(out_codec, enc_rate, &output.opus)?;
+        encoder.set_octet_align(output.octet_align);
         let resampler = if dec_rate == enc_rate {
             None
         } else {
@@ -1146,6 +1151,35 @@ mod tests {
         let (f, snr) = analyse(&pcm[1600..], 8000);
         assert!((f - 700.0).abs() < 2.0, "{f}");
         assert!(snr > 20.0, "{snr}");
+    }
+
+    #[cfg(feature = "amr")]
+    #[test]
+    fn pcmu_and_octet_aligned_amr_wb_carry_a_tone() {
+        let pcmu = leg(Codec::Pcmu, 0, 1);
+        let mut amr = leg(Codec::AmrWb, 97, 2);
+        amr.octet_align = true;
+        let mut r = call(pcmu, amr);
+        let mut tx = Sender::new(pcmu.format);
+        let mut tone = Tone::new(900.0, 9000.0, 8000);
+        let sent = run(&mut r, Side::A, 60, |_| {
+            let mut pcm = [0i16; 160];
+            tone.fill(&mut pcm);
+            Some(tx.packet(&pcm))
+        });
+        let mut dec = Decoder::new(Codec::AmrWb, 16_000).unwrap();
+        dec.set_octet_align(true);
+        let mut pcm = Vec::new();
+        let mut buf = vec![0i16; 5760];
+        for (_, _, p) in &sent {
+            let h = parse_rtp(p).unwrap();
+            assert_eq!(p[h.payload_offset], 0xf0, "octet-aligned, no mode request");
+            let n = dec.decode(&p[h.payload_offset..], &mut buf).unwrap();
+            pcm.extend_from_slice(&buf[..n]);
+        }
+        let (f, snr) = analyse(&pcm[3200..], 16_000);
+        assert!((f - 900.0).abs() < 3.0, "{f}");
+        assert!(snr > 10.0, "{snr}");
     }
 
     #[test]
