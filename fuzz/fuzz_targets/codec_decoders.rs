@@ -1,5 +1,6 @@
 //! Every decoder on arbitrary payloads: G.711 µ/A-law, G.722, Opus, L16,
-//! comfort noise and telephone events. The first octet picks the codec;
+//! G.729A, AMR and AMR-WB in both RFC 4867 packings (the fuzz build turns
+//! the `g729` and `amr` features on), comfort noise and telephone events. The first octet picks the codec;
 //! the rest is cut into payloads by one-octet lengths. No payload may
 //! panic, write past the frame it is given, or leave the decoder unable to
 //! conceal the next frame.
@@ -27,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut dec) = Decoder::new(codec, codec.pcm_rate(rate, rate)) else {
         return;
     };
+    dec.set_octet_align(pick & 0x40 != 0);
     let mut cn = ComfortNoise::new();
     let mut out = vec![0i16; 5760];
     while let Some((&len, tail)) = rest.split_first() {
