@@ -285,3 +285,90 @@ fn codec_flags_read_as_kamailio_sends_them() {
     ]);
     assert_eq!(get(&bad, "result"), Value::Bytes(b"error"));
 }
+
+#[test]
+fn a_reoffer_from_the_opus_side_keeps_the_pcmu_side_transcoded() {
+    let mut relay = Relay::start(DriverKind::IoUring, 52400);
+    let mut a = Phone::new(Codec::Pcmu, 0, Some(101), 1000.0);
+    let mut b = Phone::new(Codec::Opus, 96, None, 600.0);
+    let offer = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"tc-re")),
+        ("from-tag", Value::Bytes(b"tag-a")),
+        ("sdp", Value::Bytes(&sdp_for(&a.sock, true))),
+        (
+            "flags",
+            Value::List(vec![Value::Bytes(b"codec-transcode-opus")]),
+        ),
+    ]);
+    let (_, sdp) = target(&offer);
+    let opus_pt = sdp.media[0].payload_types().nth(2).unwrap();
+    b.format.pt = opus_pt;
+    let bs = b.sock.local_addr().unwrap();
+    let b_sdp = |version: u32| {
+        format!(
+            "v=0\r\no=- 2 {version} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {opus_pt}\r\na=rtpmap:{opus_pt} opus/48000/2\r\na=rtcp-mux\r\na=sendrecv\r\n",
+            ip = bs.ip(),
+            port = bs.port()
+        )
+    };
+    let answer = relay.command(&[
+        ("command", Value::Bytes(b"answer")),
+        ("call-id", Value::Bytes(b"tc-re")),
+        ("from-tag", Value::Bytes(b"tag-a")),
+        ("to-tag", Value::Bytes(b"tag-b")),
+        ("sdp", Value::Bytes(b_sdp(2).as_bytes())),
+    ]);
+    assert_eq!(get(&answer, "result"), Value::Bytes(b"ok"));
+    // B re-offers, opus only, with no codec flags (a trunk's re-INVITE).
+    let reoffer = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"tc-re")),
+        ("from-tag", Value::Bytes(b"tag-b")),
+        ("to-tag", Value::Bytes(b"tag-a")),
+        ("sdp", Value::Bytes(b_sdp(3).as_bytes())),
+    ]);
+    assert_eq!(
+        get(&reoffer, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&reoffer)
+    );
+    let (to_a, sdp) = target(&reoffer);
+    let pts: Vec<u8> = sdp.media[0].payload_types().collect();
+    assert!(pts.contains(&0), "A is offered its PCMU again: {pts:?}");
+    // A answers PCMU; B is answered opus.
+    let reanswer = relay.command(&[
+        ("command", Value::Bytes(b"answer")),
+        ("call-id", Value::Bytes(b"tc-re")),
+        ("from-tag", Value::Bytes(b"tag-b")),
+        ("to-tag", Value::Bytes(b"tag-a")),
+        ("sdp", Value::Bytes(&sdp_for(&a.sock, true))),
+    ]);
+    assert_eq!(get(&reanswer, "result"), Value::Bytes(b"ok"));
+    let (to_b, sdp) = target(&reanswer);
+    let pts: Vec<u8> = sdp.media[0].payload_types().collect();
+    assert_eq!(pts, vec![opus_pt], "B is answered in opus");
+    // Both still hear each other through the stage.
+    let start = Instant::now();
+    for frame in 0..75u32 {
+        while start.elapsed() < Duration::from_millis(20 * u64::from(frame)) {
+            a.receive();
+            b.receive();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        a.send_audio(to_a, None);
+        b.send_audio(to_b, None);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    a.receive();
+    b.receive();
+    assert!(
+        coverage(&b.heard[800..], 8000, 1000.0, 15.0) >= 0.8,
+        "B hears A"
+    );
+    assert!(
+        coverage(&a.heard[800..], 8000, 600.0, 15.0) >= 0.8,
+        "A hears B"
+    );
+}

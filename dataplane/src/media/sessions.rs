@@ -16,9 +16,11 @@ use super::keying::{self as sdes, OwnKey};
 use super::orders::{
     CallId, CallStats, MediaLine, MediaOrder, MediaReply, OrderError, Party, SdpOptions,
 };
+use super::orders::{CodecOptions, CodecSpec};
 use super::plan::{LegPorts, MediaControl, MediaHandle, MediaPlan, SidePlan};
 use super::relay::{LegSrtp, PeerSpec, Side};
 use super::rtp::Ssrc;
+use super::transcode::LegCodec;
 use crate::entropy::Entropy;
 use crate::sdp::Sdp;
 
@@ -56,6 +58,8 @@ struct MediaState {
     answer_key: [Option<OwnKey>; 2],
     /// What the last offer's codec options decided, for its answer.
     negotiation: Option<Negotiation>,
+    /// What sides A and B speak while the stage transcodes between them.
+    transcoding: Option<(LegCodec, LegCodec)>,
 }
 
 fn idx(side: Side) -> usize {
@@ -276,12 +280,29 @@ impl<M: MediaControl> Sessions<M> {
         if call.medias.len() < sdp.media.len() {
             call.medias.resize(sdp.media.len(), MediaState::default());
         }
-        // Codec options: what the answerer is offered.
+        // Codec options: what the answerer is offered. A re-offer on a
+        // transcoded line without options of its own offers the answerer
+        // its own codec again, so the stage carries on.
         for (i, m) in sdp.media.iter_mut().enumerate() {
             let st = &mut call.medias[i];
             st.negotiation = None;
-            if f.codecs.any() && m.media.port != 0 && m.media.is_rtp() {
+            if m.media.port == 0 || !m.media.is_rtp() {
+                continue;
+            }
+            if f.codecs.any() {
                 st.negotiation = Some(apply_offer(m, &f.codecs)?);
+            } else if let Some(legs) = &st.transcoding {
+                let theirs = if other == 0 { &legs.0 } else { &legs.1 };
+                let keep = CodecOptions {
+                    transcode: vec![CodecSpec {
+                        name: theirs.format.codec.name().as_bytes().to_vec(),
+                        clock: Some(theirs.format.clock),
+                        channels: None,
+                        bitrate: None,
+                    }],
+                    ..CodecOptions::default()
+                };
+                st.negotiation = Some(apply_offer(m, &keep)?);
             }
         }
         let mut plans = Vec::with_capacity(sdp.media.len());
@@ -431,6 +452,11 @@ impl<M: MediaControl> Sessions<M> {
                 }
             });
             transcode.push(Some(legs));
+        }
+        for (i, t) in transcode.iter().enumerate() {
+            if let (Some(legs), Some(st)) = (t, call.medias.get_mut(i)) {
+                st.transcoding = *legs;
+            }
         }
         let mut plans = Vec::with_capacity(sdp.media.len());
         let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
