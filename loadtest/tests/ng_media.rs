@@ -4,60 +4,14 @@
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
-use rvoip_dataplane::engine::ng_udp::NgListener;
-use rvoip_dataplane::media::relay::RelayConfig;
-use rvoip_dataplane::ng::NgServer;
-
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+mod common;
 
 /// Runs the media mode with `extra` arguments against a relay started here
 /// on ports `base`..`base + 999`; returns the JSON report and the exit status.
 fn media_run(base: u16, extra: &[&str]) -> (serde_json::Value, std::process::ExitStatus) {
-    let engine = MediaEngine::start(&MediaEngineConfig {
-        address: LOCALHOST,
-        // Below the ephemeral range, so no socket of the test takes a relay port.
-        port_min: base,
-        port_max: base + 999,
-        cores: vec![0, 1],
-        driver: DriverKind::Auto,
-        polling: Polling::Interrupt { batch_wait_us: 0 },
-        relay: RelayConfig::default(),
-        fill_calls: 0,
-        max_endpoints_per_worker: 4096,
-    })
-    .expect("media engine");
-    let stop = Arc::new(AtomicBool::new(false));
-    let listener = NgListener::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        NgServer::new(
-            engine,
-            LOCALHOST,
-            Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
-        ),
-        Arc::clone(&stop),
-    )
-    .expect("ng listener");
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let json = dir.join(format!("ng-media-{base}-{}.json", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
-        .args(["media", "--ng", &listener.local.to_string()])
-        .args(["--rate", "20", "--calls", "20", "--hold", "1s", "--quiet"])
-        .args(extra)
-        .arg("--json")
-        .arg(&json)
-        .status()
-        .expect("rvoip-loadtest");
-    stop.store(true, Ordering::Relaxed);
-    listener.join();
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    (r, status)
+    let mut args = vec!["--rate", "20", "--calls", "20", "--hold", "1s"];
+    args.extend_from_slice(extra);
+    common::media_against_ng_relay(base, "ng-media", &args)
 }
 
 fn check(r: &serde_json::Value, status: std::process::ExitStatus) {

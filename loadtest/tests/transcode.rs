@@ -9,21 +9,11 @@
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
-use rvoip_dataplane::engine::ng_udp::NgListener;
-use rvoip_dataplane::media::relay::RelayConfig;
-use rvoip_dataplane::ng::NgServer;
 
 mod common;
 use common::{Killed, free_port, media_uac, run_sbc};
-
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn judged_clear(r: &serde_json::Value, streams: u64) {
     let judged = r["audio"]["streams_judged"].as_u64().unwrap();
@@ -33,45 +23,25 @@ fn judged_clear(r: &serde_json::Value, streams: u64) {
 
 #[test]
 fn pcmu_and_opus_over_ng_each_hear_the_others_tone() {
-    let base = 46000;
-    let engine = MediaEngine::start(&MediaEngineConfig {
-        address: LOCALHOST,
-        port_min: base,
-        port_max: base + 999,
-        cores: vec![0, 1],
-        driver: DriverKind::Auto,
-        polling: Polling::Interrupt { batch_wait_us: 0 },
-        relay: RelayConfig::default(),
-        fill_calls: 0,
-        max_endpoints_per_worker: 4096,
-    })
-    .expect("media engine");
-    let stop = Arc::new(AtomicBool::new(false));
-    let listener = NgListener::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        NgServer::new(
-            engine,
-            LOCALHOST,
-            Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
-        ),
-        Arc::clone(&stop),
-    )
-    .expect("ng listener");
-    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("ng-transcode-{}.json", std::process::id()));
-    let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
-        .args(["media", "--ng", &listener.local.to_string()])
-        .args(["--rate", "10", "--calls", "10", "--hold", "3s", "--quiet"])
-        .args(["--codec", "PCMU", "--answer-codec", "opus", "--transcode"])
-        .args(["--audio-check", "8"])
-        .arg("--json")
-        .arg(&json)
-        .status()
-        .expect("rvoip-loadtest");
-    stop.store(true, Ordering::Relaxed);
-    listener.join();
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (r, status) = common::media_against_ng_relay(
+        46000,
+        "ng-transcode",
+        &[
+            "--rate",
+            "10",
+            "--calls",
+            "10",
+            "--hold",
+            "3s",
+            "--codec",
+            "PCMU",
+            "--answer-codec",
+            "opus",
+            "--transcode",
+            "--audio-check",
+            "8",
+        ],
+    );
     assert!(status.success(), "{r}");
     assert_eq!(r["calls"]["completed"], 10, "{r}");
     // Both directions of the first calls: the PCMU leg hears 600 Hz, the

@@ -272,3 +272,58 @@ pub(crate) fn media_uac(
     let report = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     (status.success(), report)
 }
+
+/// Runs `rvoip-loadtest media <args> --json <dir>/<name>.json` against
+/// rvoip's ng relay started in this process on ports `base`..`base + 999`
+/// (below the ephemeral range, so no socket of the test takes a relay
+/// port); returns the JSON report and the exit status.
+pub(crate) fn media_against_ng_relay(
+    base: u16,
+    name: &str,
+    args: &[&str],
+) -> (serde_json::Value, std::process::ExitStatus) {
+    use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
+    use rvoip_dataplane::engine::ng_udp::NgListener;
+    use rvoip_dataplane::media::relay::RelayConfig;
+    use rvoip_dataplane::ng::NgServer;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let engine = MediaEngine::start(&MediaEngineConfig {
+        address: localhost,
+        port_min: base,
+        port_max: base + 999,
+        cores: vec![0, 1],
+        driver: DriverKind::Auto,
+        polling: Polling::Interrupt { batch_wait_us: 0 },
+        relay: RelayConfig::default(),
+        fill_calls: 0,
+        max_endpoints_per_worker: 4096,
+    })
+    .expect("media engine");
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = NgListener::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        NgServer::new(
+            engine,
+            localhost,
+            Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
+        ),
+        Arc::clone(&stop),
+    )
+    .expect("ng listener");
+    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{base}-{}.json", std::process::id()));
+    let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
+        .args(["media", "--ng", &listener.local.to_string(), "--quiet"])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .status()
+        .expect("rvoip-loadtest");
+    stop.store(true, Ordering::Relaxed);
+    listener.join();
+    let r = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (r, status)
+}
