@@ -52,3 +52,41 @@ for _ in range(100):
 sys.exit(f"nothing answered OPTIONS on 127.0.0.1:{port}")
 PY
 }
+
+# Starts the ng relay NAME (rvoip | rtpengine | bare) on 127.0.0.1:2223 with
+# media ports 10000-29999, bounded by `timeout SECONDS`, its output in
+# $OUT/NAME.log; sets PID to the relay and returns once it answers an ng
+# ping (non-zero if it never does). Needs ROOT, ANCHORS and OUT.
+start_ng_relay() {
+    local name=$1 secs=$2
+    case $name in
+        rvoip)
+            sed -e "s/port_min = 30000/port_min = 10000/; s/port_max = 39999/port_max = 29999/; s/127.0.0.1:5060/127.0.0.1:5099/" \
+                "$ROOT/config/rvoip.toml" > "$OUT/rvoip.toml"
+            timeout "$secs" "$ROOT/target/release/rvoip" run --config "$OUT/rvoip.toml" > "$OUT/rvoip.log" 2>&1 &
+            ;;
+        rtpengine)
+            timeout "$secs" rtpengine --config-file="$ANCHORS/rtpengine-userspace.conf" --config-section=anchor \
+                --pidfile="$OUT/rtpengine.pid" > "$OUT/rtpengine.log" 2>&1 &
+            ;;
+        bare)
+            timeout "$secs" "$ROOT/target/release/bare_forwarder" 2223 10000 29999 > "$OUT/bare.log" 2>&1 &
+            ;;
+        *) echo "unknown relay $name" >&2; return 1 ;;
+    esac
+    local wrapper=$!
+    sleep 0.3
+    # The relay is the timeout wrapper's child.
+    PID=$(child_of "$wrapper")
+    python3 - <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
+for _ in range(100):
+    s.sendto(b"p d7:command4:pinge", ("127.0.0.1", 2223))
+    try:
+        s.recv(100); sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit("relay did not answer ping")
+PY
+}

@@ -34,37 +34,7 @@ trap 'exit 130' INT TERM
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-start_relay() {
-    case $1 in
-        rvoip)
-            sed -e "s/port_min = 30000/port_min = 10000/; s/port_max = 39999/port_max = 29999/; s/127.0.0.1:5060/127.0.0.1:5099/" \
-                "$ROOT/config/rvoip.toml" > "$OUT/rvoip.toml"
-            timeout $((DUR + 120)) "$ROOT/target/release/rvoip" run --config "$OUT/rvoip.toml" > "$OUT/rvoip.log" 2>&1 &
-            ;;
-        rtpengine)
-            timeout $((DUR + 120)) rtpengine --config-file="$ANCHORS/rtpengine-userspace.conf" --config-section=anchor \
-                --pidfile="$OUT/rtpengine.pid" > "$OUT/rtpengine.log" 2>&1 &
-            ;;
-        bare)
-            timeout $((DUR + 120)) "$ROOT/target/release/bare_forwarder" $NG 10000 29999 > "$OUT/bare.log" 2>&1 &
-            ;;
-    esac
-    local wrapper=$!
-    sleep 0.3
-    # The relay is the timeout wrapper's child.
-    PID=$(child_of "$wrapper")
-    python3 - "$NG" <<'PY'
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
-for _ in range(100):
-    s.sendto(b"p d7:command4:pinge", ("127.0.0.1", int(sys.argv[1])))
-    try:
-        s.recv(100); sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit("relay did not answer ping")
-PY
-}
+start_relay() { start_ng_relay "$1" $((DUR + 120)); }
 
 printf "%-10s %6s %9s %14s %12s %14s\n" relay calls loss_pct cpu_us_per_pkt mem_kb_call pps_relayed | tee "$OUT/summary.txt"
 for calls in "${STEPS[@]}"; do

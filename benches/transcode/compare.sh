@@ -43,33 +43,7 @@ cargo build -q --release --features g729 -p rvoip-benches --bin codec_floor --ma
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
 
-start_relay() {
-    case $1 in
-        rvoip)
-            sed -e "s/port_min = 30000/port_min = 10000/; s/port_max = 39999/port_max = 29999/; s/127.0.0.1:5060/127.0.0.1:5099/" \
-                "$ROOT/config/rvoip.toml" > "$OUT/rvoip.toml"
-            timeout $((HOLD * 3 + WINDOW + 60)) "$ROOT/target/release/rvoip" run --config "$OUT/rvoip.toml" > "$OUT/rvoip.log" 2>&1 &
-            ;;
-        rtpengine)
-            timeout $((HOLD * 3 + WINDOW + 60)) rtpengine --config-file="$ANCHORS/rtpengine-userspace.conf" --config-section=anchor \
-                --pidfile="$OUT/rtpengine.pid" > "$OUT/rtpengine.log" 2>&1 &
-            ;;
-    esac
-    local wrapper=$!
-    sleep 0.5
-    PID=$(child_of "$wrapper")
-    python3 - "$NG" <<'PY'
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
-for _ in range(100):
-    s.sendto(b"p d7:command4:pinge", ("127.0.0.1", int(sys.argv[1])))
-    try:
-        s.recv(100); sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit("relay did not answer ping")
-PY
-}
+start_relay() { start_ng_relay "$1" $((HOLD * 3 + WINDOW + 60)); }
 
 # Calls start at CALLS/HOLD a second and each is held HOLD: CALLS are up
 # from HOLD s on, for as long as calls keep starting (WINDOW + 2 s more).
