@@ -520,10 +520,60 @@ pub struct Media {
     /// Latching policy.
     #[serde(default)]
     pub latch: Latch,
+    /// The Opus encoder of transcoded calls.
+    #[serde(default)]
+    pub opus: OpusConfig,
 }
 
 fn default_media_timeout() -> u32 {
     60
+}
+
+/// How the relay encodes Opus when it transcodes (`[media.opus]`); an ng
+/// offer's `opus/48000/2/<bitrate>` overrides the bit rate for its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpusConfig {
+    /// Target bit rate, bit/s (6000–510000).
+    #[serde(default = "default_opus_bitrate")]
+    pub bitrate: u32,
+    /// Encoder complexity 0 (cheapest) – 10 (libopus's default).
+    #[serde(default = "default_opus_complexity")]
+    pub complexity: u8,
+    /// In-band forward error correction.
+    #[serde(default = "default_true_opus")]
+    pub fec: bool,
+    /// Discontinuous transmission during silence.
+    #[serde(default)]
+    pub dtx: bool,
+    /// Loss the encoder prepares for, percent (0–100).
+    #[serde(default = "default_opus_loss")]
+    pub expected_loss_pct: u8,
+}
+
+impl Default for OpusConfig {
+    fn default() -> Self {
+        OpusConfig {
+            bitrate: default_opus_bitrate(),
+            complexity: default_opus_complexity(),
+            fec: true,
+            dtx: false,
+            expected_loss_pct: default_opus_loss(),
+        }
+    }
+}
+
+fn default_opus_bitrate() -> u32 {
+    24_000
+}
+fn default_opus_complexity() -> u8 {
+    10
+}
+fn default_true_opus() -> bool {
+    true
+}
+fn default_opus_loss() -> u8 {
+    5
 }
 
 /// The rtpengine-compatible ng control listener.
@@ -845,6 +895,15 @@ impl Config {
         if m.timeout_secs == 0 {
             return err("media.timeout_secs", "must be at least 1".into());
         }
+        if !(6000..=510_000).contains(&m.opus.bitrate) {
+            return err("media.opus.bitrate", "must be 6000 to 510000".into());
+        }
+        if m.opus.complexity > 10 {
+            return err("media.opus.complexity", "must be 0 to 10".into());
+        }
+        if m.opus.expected_loss_pct > 100 {
+            return err("media.opus.expected_loss_pct", "must be 0 to 100".into());
+        }
         if self.overload.media_busy_pct > 100 {
             return err(
                 "overload.media_busy_pct",
@@ -1082,6 +1141,27 @@ port_max = 39999
             c.resolve(&c.node.state_dir),
             PathBuf::from("/etc/rvoip/state")
         );
+    }
+
+    #[test]
+    fn the_opus_encoder_is_set_in_media_opus_and_checked() {
+        let c = load(GOOD).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.media.opus, OpusConfig::default());
+        assert_eq!(
+            (c.media.opus.bitrate, c.media.opus.complexity),
+            (24_000, 10)
+        );
+        let text = format!("{GOOD}\n[media.opus]\nbitrate = 32000\ndtx = true\n");
+        let c = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((c.media.opus.bitrate, c.media.opus.dtx), (32_000, true));
+        let e = load(&format!("{GOOD}\n[media.opus]\ncomplexity = 11\n"))
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(e.key, "media.opus.complexity");
+        let e = load(&format!("{GOOD}\n[media.opus]\nbitrate = 1000\n"))
+            .err()
+            .unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(e.key, "media.opus.bitrate");
     }
 
     #[test]

@@ -538,11 +538,19 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     };
     // One thread owns the media sessions and serves the control plane's
     // order channel (B2BUA) and, when configured, the ng socket.
-    let server = NgServer::new(
+    let mut server = NgServer::new(
         media,
         advertised,
         Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
     );
+    let o = config.media.opus;
+    server.set_opus(rvoip_codecs::opus::OpusSettings {
+        bitrate: o.bitrate as i32,
+        complexity: i32::from(o.complexity),
+        fec: o.fec,
+        dtx: o.dtx,
+        expected_loss: i32::from(o.expected_loss_pct),
+    });
     let ng_addr = config.ng.as_ref().map(|n| n.listen);
     let orders = match NgOrders::spawn(
         &config.controlplane.ring_dir,

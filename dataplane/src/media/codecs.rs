@@ -94,6 +94,8 @@ pub struct Negotiation {
     pub offered_ptime: Option<u32>,
     /// Payload types rvoip added to the SDP given to the answerer.
     pub added: Vec<u8>,
+    /// How the relay encodes Opus (an offer's bit rate overrides).
+    pub opus: rvoip_codecs::opus::OpusSettings,
 }
 
 fn spec_matches(spec: &CodecSpec, f: &SdpFormat) -> bool {
@@ -117,6 +119,7 @@ pub fn apply_offer(
         offered: offered.clone(),
         offered_ptime: m.ptime(),
         added: Vec::new(),
+        opus: rvoip_codecs::opus::OpusSettings::default(),
     };
     let removed: Vec<u8> = offered
         .iter()
@@ -268,6 +271,7 @@ pub fn read_answer(
         );
         l.ptime_ms = ptime.unwrap_or(20).clamp(10, 120) as u16;
         l.octet_align = f.octet_align();
+        l.opus = n.opus;
         if let Some(b) = bitrate(codec) {
             l.opus.bitrate = b.clamp(6000, 510_000) as i32;
         }
@@ -329,6 +333,30 @@ mod tests {
         assert!(text.contains("m=audio 5000 RTP/AVP 0 101\r\n"), "{text}");
         assert!(text.contains("a=rtpmap:0 PCMU/8000\r\n"), "{text}");
         assert!(!text.contains("opus"), "{text}");
+    }
+
+    #[test]
+    fn the_configured_opus_encoder_serves_unless_the_offer_names_a_bit_rate() {
+        let answer = b"v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n";
+        for (spec_text, want) in [("opus", 32_000), ("opus/48000/2/16000", 16_000)] {
+            let mut sdp = Sdp::parse(PCMU_ONLY).unwrap();
+            let opts = CodecOptions {
+                transcode: vec![spec(spec_text)],
+                ..CodecOptions::default()
+            };
+            let mut n = apply_offer(&mut sdp.media[0], &opts).unwrap();
+            n.opus.bitrate = 32_000;
+            n.opus.complexity = 3;
+            let mut a = Sdp::parse(answer).unwrap();
+            let legs = read_answer(&mut a.media[0], &n, (Ssrc(1), Ssrc(2)))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (legs.1.opus.bitrate, legs.1.opus.complexity),
+                (want, 3),
+                "{spec_text}"
+            );
+        }
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct Sessions<M> {
     created: u64,
     /// Where fresh SRTP keys come from.
     rng: Box<dyn Entropy>,
+    /// How transcoded calls' Opus is encoded.
+    opus: rvoip_codecs::opus::OpusSettings,
 }
 
 /// The peer an SDP media section describes.
@@ -132,7 +134,14 @@ impl<M: MediaControl> Sessions<M> {
             calls: HashMap::new(),
             created: 0,
             rng: entropy,
+            opus: rvoip_codecs::opus::OpusSettings::default(),
         }
+    }
+
+    /// How transcoded calls' Opus is encoded from now on (an offer's
+    /// `opus/48000/2/<bitrate>` still sets its call's bit rate).
+    pub fn set_opus(&mut self, opus: rvoip_codecs::opus::OpusSettings) {
+        self.opus = opus;
     }
 
     /// The media plane.
@@ -303,6 +312,9 @@ impl<M: MediaControl> Sessions<M> {
                     ..CodecOptions::default()
                 };
                 st.negotiation = Some(apply_offer(m, &keep)?);
+            }
+            if let Some(n) = &mut st.negotiation {
+                n.opus = self.opus;
             }
         }
         let mut plans = Vec::with_capacity(sdp.media.len());

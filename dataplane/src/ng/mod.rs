@@ -257,6 +257,11 @@ impl<M: MediaControl> NgServer<M> {
         self.counters
     }
 
+    /// How transcoded calls' Opus is encoded (`[media.opus]`).
+    pub fn set_opus(&mut self, opus: rvoip_codecs::opus::OpusSettings) {
+        self.sessions.set_opus(opus);
+    }
+
     /// The media plane.
     pub fn media(&self) -> &M {
         self.sessions.media()
