@@ -1127,6 +1127,70 @@ mod tests {
     }
 
     #[test]
+    fn srtp_is_removed_before_the_stage_and_applied_after_it() {
+        use crate::media::relay::LegSrtp;
+        use crate::srtp::{SrtpContext, SrtpParams, Suite, sdes};
+        let pcmu = leg(Codec::Pcmu, 0, 1);
+        let opus = leg(Codec::Opus, 96, 2);
+        let mut r = call(pcmu, opus);
+        // Side B speaks SRTP: its key protects what it sends, rvoip's key
+        // what rvoip sends it.
+        let rng = crate::entropy::SeededEntropy::new(9);
+        let suite = Suite::AesCm128HmacSha1_80;
+        let theirs = SrtpParams::new(suite, sdes::generate(suite, &rng).unwrap());
+        let ours = SrtpParams::new(suite, sdes::generate(suite, &rng).unwrap());
+        assert!(r.set_crypto(
+            0,
+            0,
+            Side::B,
+            &LegSrtp {
+                rx: Some(theirs.clone()),
+                tx: Some(ours.clone()),
+            }
+        ));
+        // A (plain PCMU) → B (SRTP opus): B decrypts with rvoip's key.
+        let mut tx = Sender::new(pcmu.format);
+        let mut tone = Tone::new(1000.0, 9000.0, 8000);
+        let sent = run(&mut r, Side::A, 50, |_| {
+            let mut pcm = [0i16; 160];
+            tone.fill(&mut pcm);
+            Some(tx.packet(&pcm))
+        });
+        let mut b_rx = SrtpContext::new(&ours).unwrap();
+        let mut plain = Vec::new();
+        for (at, t, p) in sent {
+            let mut buf = p.clone();
+            buf.resize(p.len() + 64, 0);
+            let n = b_rx
+                .unprotect_rtp(&mut buf, p.len())
+                .expect("B authenticates rvoip's SRTP");
+            buf.truncate(n);
+            plain.push((at, t, buf));
+        }
+        let pcm = decode_all(opus.format, 8000, &plain);
+        let (f, snr) = analyse(&pcm[800..], 8000);
+        assert!((f - 1000.0).abs() < 2.0 && snr > 15.0, "{f} Hz {snr} dB");
+        // B (SRTP opus) → A (plain PCMU): rvoip decrypts before decoding.
+        let mut b_tx = SrtpContext::new(&theirs).unwrap();
+        let mut tx = Sender::new(opus.format);
+        let mut tone = Tone::new(600.0, 9000.0, 48_000);
+        let back = run(&mut r, Side::B, 50, |_| {
+            let mut pcm = [0i16; 960];
+            tone.fill(&mut pcm);
+            let p = tx.packet(&pcm);
+            let mut buf = p.clone();
+            buf.resize(p.len() + 64, 0);
+            let n = b_tx.protect_rtp(&mut buf, p.len()).unwrap();
+            buf.truncate(n);
+            Some(buf)
+        });
+        let pcm = decode_all(pcmu.format, 8000, &back);
+        let (f, snr) = analyse(&pcm[800..], 8000);
+        assert!((f - 600.0).abs() < 2.0 && snr > 15.0, "{f} Hz {snr} dB");
+        assert_eq!(r.counters().srtp_drops.total(), 0);
+    }
+
+    #[test]
     fn g722_to_pcma_resamples_and_thirty_ms_frames_become_twenty() {
         let mut g722 = leg(Codec::G722, 9, 1);
         g722.ptime_ms = 30;
