@@ -380,23 +380,6 @@ impl Decoder {
         }
     }
 
-    /// PCM samples a payload holds, without decoding it (`None` where the
-    /// payload must be decoded to know, as for Opus).
-    pub fn samples_in(&self, payload: &[u8]) -> Option<usize> {
-        match self {
-            Decoder::Pcmu(_) | Decoder::Pcma(_) => Some(payload.len()),
-            Decoder::G722(_) => Some(payload.len() * 2),
-            Decoder::L16(_) => Some(payload.len() / 2),
-            Decoder::Opus(_) => None,
-            #[cfg(feature = "g729")]
-            Decoder::G729(_) => {
-                Some((payload.len() / 10 + usize::from(payload.len() % 10 == 2)) * 80)
-            }
-            #[cfg(feature = "amr")]
-            Decoder::Amr(_) => None,
-        }
-    }
-
     /// Decodes one payload into `out`; returns samples.
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
         if payload.is_empty() {

@@ -81,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
         let mut len = l;
         let _ = r.on_datagram(now / 1_000_000, now, ep, src, &mut buf, &mut len);
         let mut sent = 0;
-        while let Some(t) = r.poll_transmit(now / 1_000_000, now, &mut out) {
+        while let Some(t) = r.poll_transmit(now, &mut out) {
             assert!(t.len <= out.len());
             sent += 1;
             assert!(sent < 1000, "draining what is due never ends");

@@ -737,8 +737,7 @@ impl Relay {
     /// protected for its peer; `None` when nothing is due. Call until
     /// `None` after every batch of received packets and when
     /// [`Relay::next_due_ns`] comes. No allocation.
-    pub fn poll_transmit(&mut self, now_ms: u64, now_ns: u64, out: &mut [u8]) -> Option<Transmit> {
-        let _ = now_ms;
+    pub fn poll_transmit(&mut self, now_ns: u64, out: &mut [u8]) -> Option<Transmit> {
         while let Some(&Reverse((due, id, media, to, generation))) = self.due.peek() {
             if due > now_ns {
                 return None;

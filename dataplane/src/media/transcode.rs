@@ -29,7 +29,7 @@ use rvoip_codecs::cng::ComfortNoise;
 use rvoip_codecs::dtmf::{Detected, DtmfDetector, DtmfTone, TelephoneEvent};
 use rvoip_codecs::opus::OpusSettings;
 use rvoip_codecs::resample::Resampler;
-use rvoip_codecs::{Codec, CodecError, Decoder, Encoder, Format};
+use rvoip_codecs::{CodecError, Decoder, Encoder, Format};
 
 use super::relay::Side;
 use super::rtp::{RtpHeader, Ssrc, write_rtp_header};
@@ -343,25 +343,20 @@ impl Direction {
     fn new(input: LegCodec, output: LegCodec) -> Result<Direction, CodecError> {
         let out_codec = output.format.codec;
         let in_codec = input.format.codec;
-        // Opus runs at whatever rate the other side needs.
+        // Opus runs at the rate its other side needs (libopus resamples
+        // internally), or 48 kHz where that is not one of libopus's.
+        let opus_rate = |r: u32| {
+            if rvoip_codecs::opus::supported_rate(r) {
+                r
+            } else {
+                48_000
+            }
+        };
         let enc_rate = out_codec.pcm_rate(
             output.format.clock,
-            in_codec
-                .pcm_rate(input.format.clock, 16_000)
-                .clamp(8000, 48_000),
+            opus_rate(in_codec.pcm_rate(input.format.clock, 16_000)),
         );
-        let enc_rate = if out_codec == Codec::Opus && !rvoip_codecs::opus::supported_rate(enc_rate)
-        {
-            48_000
-        } else {
-            enc_rate
-        };
-        let dec_rate = in_codec.pcm_rate(input.format.clock, enc_rate);
-        let dec_rate = if in_codec == Codec::Opus && !rvoip_codecs::opus::supported_rate(dec_rate) {
-            48_000
-        } else {
-            dec_rate
-        };
+        let dec_rate = in_codec.pcm_rate(input.format.clock, opus_rate(enc_rate));
         let mut decoder = Decoder::new(in_codec, dec_rate)?;
         decoder.set_octet_align(input.octet_align);
         let mut encoder = Encoder::new(out_codec, enc_rate, &output.opus)?;
@@ -950,6 +945,7 @@ mod tests {
     use super::*;
     use crate::media::relay::{Action, Component, PeerSpec, Relay, RelayConfig, Transmit};
     use crate::media::rtp::parse_rtp;
+    use rvoip_codecs::Codec;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -1047,7 +1043,7 @@ mod tests {
                 let a = r.on_packet(now / 1_000_000, now, ep, addr(src), &p);
                 assert!(matches!(a, Action::Consumed), "{a:?}");
             }
-            while let Some(t) = r.poll_transmit(now / 1_000_000, now, &mut buf) {
+            while let Some(t) = r.poll_transmit(now, &mut buf) {
                 out.push((now, t, buf[..t.len].to_vec()));
             }
             now += step;

@@ -130,8 +130,8 @@ impl FallbackDriver {
         if relay.next_due_ns().is_none() {
             return;
         }
-        let (now_ms, now_ns) = clock.now();
-        while let Some(t) = relay.poll_transmit(now_ms, now_ns, &mut self.tx[..]) {
+        let now_ns = clock.now().1;
+        while let Some(t) = relay.poll_transmit(now_ns, &mut self.tx[..]) {
             let Some(Some(sock)) = self.sockets.get(t.via as usize) else {
                 self.send_errors += 1;
                 continue;

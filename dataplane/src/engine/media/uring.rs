@@ -270,13 +270,13 @@ impl UringDriver {
         if relay.next_due_ns().is_none() {
             return 0;
         }
-        let (now_ms, now_ns) = clock.now();
+        let now_ns = clock.now().1;
         let mut n = 0;
         while let Some(&i) = self.tx_free.last() {
             let at = usize::from(i) * TX_SIZE;
             let buf = &mut self.tx_bufs[at..at + TX_SIZE];
             let ptr = buf.as_ptr();
-            let Some(t) = relay.poll_transmit(now_ms, now_ns, buf) else {
+            let Some(t) = relay.poll_transmit(now_ns, buf) else {
                 break;
             };
             if !self.endpoints.get(t.via as usize).is_some_and(|s| s.open) {
