@@ -463,11 +463,10 @@ fn an_rtcp_port_held_by_another_process_moves_the_leg_to_a_free_pair() {
 }
 
 /// The media server's ng commands are read and their call and party
-/// checked; this relay then names the command it does not carry out (the
-/// media services are the media server's), as rtpengine names an
-/// unsupported one.
+/// checked; what cannot be done is named: a prompt file that is not there,
+/// recording on a relay without a recording directory.
 #[test]
-fn media_service_commands_are_checked_and_refused_by_name() {
+fn media_service_commands_are_checked_and_failures_named() {
     let mut relay = Relay::start(DriverKind::Auto, 51000);
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -485,9 +484,13 @@ fn media_service_commands_are_checked_and_refused_by_name() {
     let r = play(&mut relay, b"svc", b"tag-x");
     assert_eq!(get(&r, "error-reason"), Value::Bytes(b"Unknown tag"));
     let r = play(&mut relay, b"svc", b"tag-a");
-    assert_eq!(
-        get(&r, "error-reason"),
-        Value::Bytes(b"Unsupported command: play media")
+    let Value::Bytes(reason) = get(&r, "error-reason") else {
+        panic!("a reason")
+    };
+    let reason = String::from_utf8_lossy(reason);
+    assert!(
+        reason.starts_with("prompt file: ") && reason.contains("welcome.wav"),
+        "{reason}"
     );
     let r = relay.command(&[
         ("command", Value::Bytes(b"play DTMF")),
@@ -502,7 +505,7 @@ fn media_service_commands_are_checked_and_refused_by_name() {
     ]);
     assert_eq!(
         get(&r, "error-reason"),
-        Value::Bytes(b"Unsupported command: start recording")
+        Value::Bytes(b"Unsupported command: start recording ([recording] dir not set)")
     );
     // The call is untouched by the refusals.
     let q = relay.command(&[

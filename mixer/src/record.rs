@@ -164,6 +164,15 @@ impl Timeline {
         self.flush(end, out);
     }
 
+    /// Goes on after a pause: wall time `ns` becomes the end of what was
+    /// written, so the paused time leaves no gap; both sides re-anchor.
+    pub fn rebase(&mut self, ns: u64) {
+        let end = self.end.max(self.flushed);
+        let offset_ns = end.saturating_mul(1_000_000_000) / u64::from(self.rate.max(1));
+        self.origin_ns = ns.saturating_sub(offset_ns);
+        self.anchors = [Anchor::default(); 2];
+    }
+
     /// Sample index up to which the track is final.
     pub fn flushed(&self) -> u64 {
         self.flushed

@@ -262,6 +262,30 @@ pub enum MediaOrder {
         /// What to do.
         service: MediaService,
     },
+    /// The media server answers the offer itself (conference, IVR, echo):
+    /// the offerer is side A, the media server takes side B's place. The
+    /// reply is the answer SDP for the offerer.
+    Terminate {
+        /// The call.
+        call_id: CallId,
+        /// The offerer's tag.
+        from_tag: Tag,
+        /// The media server's own tag.
+        to_tag: Tag,
+        /// The offer.
+        #[serde(with = "serde_bytes")]
+        sdp: Vec<u8>,
+        /// How to carry it out (SRTP suites).
+        options: SdpOptions,
+        /// What the offerer hears first.
+        mode: crate::media::services::LocalMode,
+        /// Calls with the same placement share a worker (a room's members
+        /// must), e.g. the room they join.
+        placement: Option<String>,
+    },
+    /// Events the media plane reported since the last time asked (DTMF
+    /// digits, prompts ended).
+    Events,
 }
 
 /// An offer, answer or delete written straight from borrowed octets, so a
@@ -338,6 +362,9 @@ pub enum MediaService {
         /// Level, -dBm0 (RFC 4733 §2.3.4).
         volume: u8,
     },
+    /// The media server's call changes what its caller hears: echo,
+    /// silence (prompts still play), or a room (as `Join`).
+    Mode(crate::media::services::LocalMode),
     /// The party's DTMF (`media`: false) or all its media is dropped,
     /// replaced by silence (`silence`), or passed again (`on`: false).
     Block {
@@ -404,6 +431,7 @@ impl MediaService {
             MediaService::Record(Recording::Stop) => "stop recording",
             MediaService::Join { .. } => "join",
             MediaService::Leave => "leave",
+            MediaService::Mode(_) => "mode",
         }
     }
 }
@@ -421,6 +449,13 @@ pub enum MediaReply {
     Calls(Vec<CallId>),
     /// The answer to a ping.
     Pong,
+    /// A media service was carried out; a prompt's length, ms.
+    Done {
+        /// The prompt's length (play media).
+        duration_ms: Option<u64>,
+    },
+    /// Events since the last time asked, by call.
+    Events(Vec<(CallId, crate::media::services::MediaEvent)>),
 }
 
 /// One media line of a call, as signalled.
@@ -550,6 +585,13 @@ pub enum Outcome {
     Pong,
     /// The order failed.
     Failed(OrderError),
+    /// A media service was carried out.
+    Done {
+        /// A prompt's length, ms.
+        duration_ms: Option<u64>,
+    },
+    /// Events by call.
+    Events(Vec<(CallId, crate::media::services::MediaEvent)>),
 }
 
 impl Outcome {
@@ -561,6 +603,8 @@ impl Outcome {
             Ok(MediaReply::NotFound) => Outcome::NotFound,
             Ok(MediaReply::Calls(c)) => Outcome::Calls(c),
             Ok(MediaReply::Pong) => Outcome::Pong,
+            Ok(MediaReply::Done { duration_ms }) => Outcome::Done { duration_ms },
+            Ok(MediaReply::Events(e)) => Outcome::Events(e),
             Err(e) => Outcome::Failed(e),
         }
     }

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use super::relay::{LegSrtp, PeerSpec, RelayCounters, Session, SessionId, Side};
+use super::services::{MediaEvent, ServiceOp};
 use super::transcode::LegCodec;
 
 /// Why a media order failed.
@@ -26,6 +27,8 @@ pub enum MediaError {
     BadKey,
     /// A codec of a transcoded call could not be set up.
     Codec(String),
+    /// A media service could not be carried out.
+    Service(String),
 }
 
 impl fmt::Display for MediaError {
@@ -38,6 +41,7 @@ impl fmt::Display for MediaError {
             MediaError::WorkerGone => f.write_str("media worker not answering"),
             MediaError::BadKey => f.write_str("SRTP key does not fit its crypto-suite"),
             MediaError::Codec(e) => write!(f, "codec: {e}"),
+            MediaError::Service(e) => f.write_str(e),
         }
     }
 }
@@ -116,6 +120,10 @@ pub struct Applied {
 pub trait MediaControl {
     /// The worker a new call's media goes to.
     fn place(&self) -> usize;
+    /// Workers.
+    fn workers(&self) -> usize {
+        1
+    }
     /// Creates or updates a session.
     fn apply(
         &self,
@@ -131,4 +139,29 @@ pub trait MediaControl {
     fn counters(&self) -> RelayCounters;
     /// Sessions whose media timed out since the last call.
     fn take_timed_out(&self) -> Vec<MediaHandle>;
+    /// Carries out a media service on media line `media` of a session.
+    fn service(&self, h: MediaHandle, media: usize, op: ServiceOp) -> Result<(), MediaError> {
+        let _ = (h, media, op);
+        Err(MediaError::Service("no media services here".into()))
+    }
+    /// Events the media plane reported since the last call.
+    fn take_events(&self) -> Vec<(MediaHandle, MediaEvent)> {
+        Vec::new()
+    }
+    /// A recording step (files are the recorder's).
+    fn record(&self, step: RecordStep) -> Result<(), MediaError> {
+        let _ = step;
+        Err(MediaError::Service("no recorder here".into()))
+    }
+}
+
+/// What the recorder is asked.
+#[derive(Debug)]
+pub enum RecordStep {
+    /// Open a recording's files (or resume it).
+    Start(Box<crate::engine::media::recorder::RecordingSpec>),
+    /// Pause it.
+    Pause(u32),
+    /// Complete its files.
+    Stop(u32),
 }

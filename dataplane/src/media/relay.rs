@@ -24,9 +24,16 @@ use std::net::SocketAddr;
 use smallvec::SmallVec;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
 
 use super::rtp::{PacketError, check_rtcp, looks_like_rtcp, parse_rtp};
+use super::services::{
+    EventSink, LineServices, LocalMode, MediaEvent, RecPacket, Room, ServiceCounters, ServiceOp,
+    Terminal, Verdict, room_header, room_prompt,
+};
 use super::stats::StreamStats;
 use super::transcode::{LegCodec, StageCounters, Transcoder, needs_transcoding};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams};
@@ -295,6 +302,8 @@ pub enum DropReason {
     /// SRTP/SRTCP refused it (from an SRTP peer) or could not protect it
     /// (towards one).
     Srtp(SrtpError),
+    /// Its sender's media or DTMF is blocked (ng `block media`/`block DTMF`).
+    Blocked,
 }
 
 /// SRTP drops of one worker, by reason.
@@ -385,6 +394,8 @@ pub struct RelayCounters {
     pub transcoded_out: u64,
     /// The processing stage's counters (calls ended and live).
     pub stage: StageCounters,
+    /// The media services' counters.
+    pub services: ServiceCounters,
 }
 
 impl RelayCounters {
@@ -402,6 +413,7 @@ impl RelayCounters {
         self.transcoded_in += o.transcoded_in;
         self.transcoded_out += o.transcoded_out;
         self.stage.add(&o.stage);
+        self.services.add(&o.services);
     }
 }
 
@@ -457,6 +469,38 @@ pub struct Relay {
     wheel: TimerWheel,
     counters: RelayCounters,
     timed_out: Vec<SessionId>,
+    /// Per session, per media line: the media services.
+    services: Vec<Vec<Option<Box<LineServices>>>>,
+    /// When each service direction is next due (as `due`).
+    svc_due: BinaryHeap<Reverse<Due>>,
+    /// Conference rooms of this worker, by id; their ids by name.
+    rooms: Vec<Option<Room>>,
+    room_ids: HashMap<String, u32>,
+    /// When each room next mixes: (ns, room).
+    room_due: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Packets rooms made, waiting to be sent.
+    outbox: VecDeque<OutPacket>,
+    /// Buffers of sent outbox packets, reused (boxed: they move between
+    /// the outbox and here without copying).
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<[u8; OUT_BUF]>>,
+    /// Events for the control plane.
+    events: EventSink,
+    /// Where packets of recorded calls are copied.
+    rec_sink: Option<Arc<ArrayQueue<Box<RecPacket>>>>,
+}
+
+/// Size of an outbox buffer: a packet, room for an SRTP tag.
+const OUT_BUF: usize = 1600;
+
+/// A packet a room made for one member.
+#[derive(Debug)]
+struct OutPacket {
+    session: SessionId,
+    media: u16,
+    generation: u32,
+    len: usize,
+    buf: Box<[u8; OUT_BUF]>,
 }
 
 impl Relay {
@@ -474,6 +518,15 @@ impl Relay {
             wheel: TimerWheel::new(now_ms),
             counters: RelayCounters::default(),
             timed_out: Vec::new(),
+            services: Vec::new(),
+            svc_due: BinaryHeap::new(),
+            rooms: Vec::new(),
+            room_ids: HashMap::new(),
+            room_due: BinaryHeap::new(),
+            outbox: VecDeque::new(),
+            spare: Vec::new(),
+            events: EventSink::default(),
+            rec_sink: None,
         }
     }
 
@@ -505,6 +558,7 @@ impl Relay {
                 self.generations[id as usize] += 1;
                 self.crypto[id as usize].clear();
                 self.stages[id as usize].clear();
+                self.services[id as usize].clear();
                 id
             }
             None => {
@@ -512,6 +566,7 @@ impl Relay {
                 self.generations.push(0);
                 self.crypto.push(Vec::new());
                 self.stages.push(Vec::new());
+                self.services.push(Vec::new());
                 (self.sessions.len() - 1) as SessionId
             }
         };
@@ -699,9 +754,20 @@ impl Relay {
             .is_some_and(Option::is_some)
     }
 
-    /// When the processing stage next has a packet to send (worker ns).
+    /// When the processing stage or the media services next have a packet
+    /// to send (worker ns).
     pub fn next_due_ns(&self) -> Option<u64> {
-        self.due.peek().map(|Reverse(e)| e.0)
+        if !self.outbox.is_empty() {
+            return Some(0);
+        }
+        [
+            self.due.peek().map(|Reverse(e)| e.0),
+            self.svc_due.peek().map(|Reverse(e)| e.0),
+            self.room_due.peek().map(|Reverse(e)| e.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Schedules the stage direction of (`id`, `media`) towards `to` if its
@@ -738,6 +804,24 @@ impl Relay {
     /// `None` after every batch of received packets and when
     /// [`Relay::next_due_ns`] comes. No allocation.
     pub fn poll_transmit(&mut self, now_ns: u64, out: &mut [u8]) -> Option<Transmit> {
+        if let Some(t) = self.pop_outbox(out) {
+            return Some(t);
+        }
+        if let Some(t) = self.poll_stage(now_ns, out) {
+            return Some(t);
+        }
+        if let Some(t) = self.poll_services(now_ns, out) {
+            return Some(t);
+        }
+        while self.poll_rooms(now_ns) {
+            if let Some(t) = self.pop_outbox(out) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn poll_stage(&mut self, now_ns: u64, out: &mut [u8]) -> Option<Transmit> {
         while let Some(&Reverse((due, id, media, to, generation))) = self.due.peek() {
             if due > now_ns {
                 return None;
@@ -770,46 +854,59 @@ impl Relay {
                 self.due
                     .push(Reverse((next, id, media, to.index() as u8, generation)));
             }
-            let Some(mut len) = made else {
+            let Some(len) = made else {
                 continue;
             };
-            let Some(leg) = self
-                .sessions
-                .get_mut(id as usize)
-                .and_then(Option::as_mut)
-                .and_then(|s| s.medias.get_mut(usize::from(media)))
-                .map(|m| m.leg_mut(to))
-            else {
-                continue;
-            };
-            let Some((via, dest)) = leg.rtp_ep.zip(leg.rtp_destination()) else {
-                self.counters.no_destination += 1;
-                continue;
-            };
-            if let Some(ctx) = self
-                .crypto
-                .get_mut(id as usize)
-                .and_then(|c| c.get_mut(usize::from(media)))
-                .and_then(|c| c[to.index()].tx.as_deref_mut())
-            {
-                match ctx.protect_rtp(out, len) {
-                    Ok(n) => {
-                        len = n;
-                        self.counters.srtp_protected += 1;
-                    }
-                    Err(e) => {
-                        leg.srtp_out_errors += 1;
-                        self.counters.srtp_drops.count(e);
-                        continue;
-                    }
-                }
+            if let Some(t) = self.finish(id, usize::from(media), to, out, len) {
+                self.counters.transcoded_out += 1;
+                return Some(t);
             }
-            leg.sent_packets += 1;
-            leg.sent_bytes += len as u64;
-            self.counters.transcoded_out += 1;
-            return Some(Transmit { via, to: dest, len });
         }
         None
+    }
+
+    /// Routes a packet the stage or the services made towards `to` of
+    /// (`id`, `media`) and protects it for its peer; `None` (counted) when
+    /// it cannot go.
+    fn finish(
+        &mut self,
+        id: SessionId,
+        media: usize,
+        to: Side,
+        out: &mut [u8],
+        mut len: usize,
+    ) -> Option<Transmit> {
+        let leg = self
+            .sessions
+            .get_mut(id as usize)
+            .and_then(Option::as_mut)
+            .and_then(|s| s.medias.get_mut(media))
+            .map(|m| m.leg_mut(to))?;
+        let Some((via, dest)) = leg.rtp_ep.zip(leg.rtp_destination()) else {
+            self.counters.no_destination += 1;
+            return None;
+        };
+        if let Some(ctx) = self
+            .crypto
+            .get_mut(id as usize)
+            .and_then(|c| c.get_mut(media))
+            .and_then(|c| c[to.index()].tx.as_deref_mut())
+        {
+            match ctx.protect_rtp(out, len) {
+                Ok(n) => {
+                    len = n;
+                    self.counters.srtp_protected += 1;
+                }
+                Err(e) => {
+                    leg.srtp_out_errors += 1;
+                    self.counters.srtp_drops.count(e);
+                    return None;
+                }
+            }
+        }
+        leg.sent_packets += 1;
+        leg.sent_bytes += len as u64;
+        Some(Transmit { via, to: dest, len })
     }
 
     /// Removes a session; returns the endpoints the driver must close.
@@ -825,6 +922,16 @@ impl Relay {
         if let Some(stages) = self.stages.get_mut(id as usize) {
             for t in stages.drain(..).flatten() {
                 self.counters.stage.add(&t.counters());
+            }
+        }
+        let lines = self
+            .services
+            .get_mut(id as usize)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for (m, line) in lines.into_iter().enumerate() {
+            if let Some(mut line) = line {
+                self.leave_room(id, m, &mut line);
             }
         }
         for pair in &session.medias {
@@ -1006,6 +1113,57 @@ impl Relay {
             }
         }
         session.last_packet_ms = now_ms;
+        // Media services: recording taps, blocking, what the media server
+        // plays in place of the other side, calls it answers itself.
+        if let Some(line) = self
+            .services
+            .get_mut(slot.session as usize)
+            .and_then(|s| s.get_mut(usize::from(slot.media)))
+            .and_then(Option::as_mut)
+        {
+            match header {
+                Some(h) => {
+                    if let (Some(rec), Some(sink)) = (line.record, &self.rec_sink) {
+                        let payload = &buf[h.payload_offset.min(*len)..*len];
+                        let n = payload.len().min(super::transcode::MAX_PAYLOAD);
+                        let mut p = Box::new(RecPacket {
+                            rec,
+                            side: slot.side.index() as u8,
+                            arrival_ns: now_ns,
+                            pt: h.payload_type,
+                            ts: h.timestamp,
+                            ssrc: h.ssrc.0,
+                            len: n as u16,
+                            payload: [0; super::transcode::MAX_PAYLOAD],
+                        });
+                        p.payload[..n].copy_from_slice(&payload[..n]);
+                        if sink.push(p).is_ok() {
+                            self.counters.services.recorded += 1;
+                        } else {
+                            self.counters.services.record_dropped += 1;
+                        }
+                    }
+                    self.events.current = slot.session;
+                    let v = line.on_rtp(
+                        slot.side,
+                        now_ns,
+                        &h,
+                        buf,
+                        *len,
+                        &mut self.events,
+                        &mut self.counters.services,
+                    );
+                    match v {
+                        Verdict::Pass => {}
+                        Verdict::Resized(n) => *len = n,
+                        Verdict::Consumed => return Action::Consumed,
+                        Verdict::Blocked => return Action::Drop(DropReason::Blocked),
+                    }
+                }
+                None if line.terminal().is_some() => return Action::Consumed,
+                None => {}
+            }
+        }
         // A transcoded call: RTP goes to the stage, RTCP is rewritten for
         // the stream the stage sends.
         if let Some(t) = self
@@ -1104,4 +1262,381 @@ impl Relay {
     pub fn take_timed_out(&mut self) -> Vec<SessionId> {
         std::mem::take(&mut self.timed_out)
     }
+}
+
+/// The media services: what the media server does in a worker.
+impl Relay {
+    /// Sets where recorded calls' packets are copied (the recorder's queue).
+    pub fn set_record_sink(&mut self, sink: Arc<ArrayQueue<Box<RecPacket>>>) {
+        self.rec_sink = Some(sink);
+    }
+
+    /// Hands each event since the last call to `f`: (session, event).
+    pub fn take_events(&mut self, mut f: impl FnMut(SessionId, MediaEvent)) {
+        for (id, e) in self.events.events.drain(..) {
+            f(id, e);
+        }
+    }
+
+    /// The services of media `media` of session `id`, if it has any.
+    pub fn services(&self, id: SessionId, media: usize) -> Option<&LineServices> {
+        self.services.get(id as usize)?.get(media)?.as_deref()
+    }
+
+    /// Live conference rooms, and members in all of them.
+    pub fn rooms(&self) -> (usize, usize) {
+        let live = self.rooms.iter().flatten();
+        let members = live.clone().map(Room::len).sum();
+        (live.count(), members)
+    }
+
+    /// Carries out a service order on media `media` of session `id` at
+    /// worker time `now_ns`.
+    pub fn service(
+        &mut self,
+        id: SessionId,
+        media: usize,
+        op: ServiceOp,
+        now_ns: u64,
+    ) -> Result<(), String> {
+        let medias = self.session(id).map_or(0, |s| s.medias.len());
+        if media >= medias {
+            return Err("no such media line".into());
+        }
+        let lines = self
+            .services
+            .get_mut(id as usize)
+            .ok_or_else(|| "no such session".to_owned())?;
+        if lines.len() < medias {
+            lines.resize_with(medias, || None);
+        }
+        let line = lines[media].get_or_insert_with(|| {
+            let seed = (id << 8) ^ (media as u32) ^ (now_ns as u32);
+            Box::new(LineServices::new([
+                super::rtp::Ssrc(seed.wrapping_mul(0x9e37_79b9) | 1),
+                super::rtp::Ssrc(seed.wrapping_mul(0x85eb_ca6b) | 1),
+            ]))
+        });
+        match op {
+            ServiceOp::Audio(sides) => {
+                for (i, a) in sides.into_iter().enumerate() {
+                    if a.is_some() {
+                        line.audio[i] = a;
+                    }
+                }
+            }
+            ServiceOp::Play {
+                to,
+                prompt,
+                repeat,
+                stop_on_dtmf,
+            } => line.play(to, prompt, repeat, stop_on_dtmf, now_ns),
+            ServiceOp::StopPlay { to } => line.stop_play(to),
+            ServiceOp::Event {
+                to,
+                event,
+                duration_ms,
+                volume,
+            } => line.send_event(to, event, duration_ms, volume, now_ns),
+            ServiceOp::Block {
+                from,
+                blocking,
+                silence,
+            } => {
+                line.block[from.index()] = blocking;
+                line.silence[from.index()] = silence;
+            }
+            ServiceOp::Record(rec) => line.record = rec,
+            ServiceOp::Terminate { audio, mode } => {
+                let t = Terminal::new(audio, LocalMode::Silence).map_err(|e| e.to_string())?;
+                line.audio[0] = Some(audio);
+                line.set_terminal(Some(Box::new(t)));
+                line.start_terminal(now_ns);
+                self.schedule_svc(id, media, Side::A);
+                return self.set_mode(id, media, mode, now_ns);
+            }
+            ServiceOp::Mode(mode) => return self.set_mode(id, media, mode, now_ns),
+        }
+        self.schedule_svc(id, media, Side::A);
+        self.schedule_svc(id, media, Side::B);
+        Ok(())
+    }
+
+    /// Moves a media-server call into `mode` (out of its room first).
+    fn set_mode(
+        &mut self,
+        id: SessionId,
+        media: usize,
+        mode: LocalMode,
+        now_ns: u64,
+    ) -> Result<(), String> {
+        let generation = self.generations.get(id as usize).copied().unwrap_or(0);
+        let Some(mut line) = self
+            .services
+            .get_mut(id as usize)
+            .and_then(|s| s.get_mut(media))
+            .and_then(Option::take)
+        else {
+            return Err("not a media server call".into());
+        };
+        if line.terminal().is_none() {
+            self.services[id as usize][media] = Some(line);
+            return Err("not a media server call".into());
+        }
+        self.leave_room(id, media, &mut line);
+        if let LocalMode::Room(name) = &mode {
+            let room = match self.room_ids.get(name) {
+                Some(&r) => r,
+                None => {
+                    let r = match self.rooms.iter().position(Option::is_none) {
+                        Some(i) => i,
+                        None => {
+                            self.rooms.push(None);
+                            self.rooms.len() - 1
+                        }
+                    } as u32;
+                    self.rooms[r as usize] = Some(Room::new(name.clone()));
+                    self.room_ids.insert(name.clone(), r);
+                    r
+                }
+            };
+            if let (Some(Some(r)), Some(t)) =
+                (self.rooms.get_mut(room as usize), line.terminal_mut())
+            {
+                let was_idle = r.due_ns.is_none();
+                r.join((id, media as u16, generation), t, now_ns);
+                if let Some(m) = &mut t.member {
+                    m.0 = room;
+                }
+                if was_idle && let Some(d) = r.due_ns {
+                    self.room_due.push(Reverse((d, room)));
+                }
+            }
+        }
+        if let Some(t) = line.terminal_mut() {
+            t.mode = mode;
+        }
+        line.start_terminal(now_ns);
+        self.services[id as usize][media] = Some(line);
+        self.schedule_svc(id, media, Side::A);
+        Ok(())
+    }
+
+    /// Takes a line's terminal out of its room (the room goes when empty).
+    fn leave_room(&mut self, id: SessionId, media: usize, line: &mut LineServices) {
+        let Some(t) = line.terminal_mut() else {
+            return;
+        };
+        let Some((room, _)) = t.member.take() else {
+            return;
+        };
+        if let Some(Some(r)) = self.rooms.get_mut(room as usize) {
+            r.leave(id, media as u16);
+            if r.is_empty() {
+                self.room_ids.remove(&r.name);
+                self.rooms[room as usize] = None;
+            }
+        }
+    }
+
+    /// Schedules the service direction of (`id`, `media`) towards `to`.
+    fn schedule_svc(&mut self, id: SessionId, media: usize, to: Side) {
+        let generation = self.generations.get(id as usize).copied().unwrap_or(0);
+        let Some(line) = self
+            .services
+            .get_mut(id as usize)
+            .and_then(|s| s.get_mut(media))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        let Some(due) = line.due(to) else {
+            line.scheduled[to.index()] = None;
+            return;
+        };
+        if line.scheduled[to.index()].is_none_or(|s| due < s) {
+            line.scheduled[to.index()] = Some(due);
+            self.svc_due.push(Reverse((
+                due,
+                id,
+                media as u16,
+                to.index() as u8,
+                generation,
+            )));
+        }
+    }
+
+    fn poll_services(&mut self, now_ns: u64, out: &mut [u8]) -> Option<Transmit> {
+        while let Some(&Reverse((due, id, media, to, generation))) = self.svc_due.peek() {
+            if due > now_ns {
+                return None;
+            }
+            self.svc_due.pop();
+            let to = if to == 0 { Side::A } else { Side::B };
+            let current = self.generations.get(id as usize) == Some(&generation);
+            let Some(line) = self
+                .services
+                .get_mut(id as usize)
+                .filter(|_| current)
+                .and_then(|s| s.get_mut(usize::from(media)))
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            if line.scheduled[to.index()] != Some(due) {
+                continue;
+            }
+            line.scheduled[to.index()] = None;
+            self.events.current = id;
+            let made = line.produce(
+                to,
+                now_ns,
+                out,
+                &mut self.events,
+                &mut self.counters.services,
+            );
+            if let Some(next) = line.due(to) {
+                let next = next.max(now_ns + 1_000_000);
+                line.scheduled[to.index()] = Some(next);
+                self.svc_due
+                    .push(Reverse((next, id, media, to.index() as u8, generation)));
+            }
+            let Some(len) = made else {
+                continue;
+            };
+            if let Some(t) = self.finish(id, usize::from(media), to, out, len) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Mixes the next due room, if any, into the outbox; false when none
+    /// is due.
+    fn poll_rooms(&mut self, now_ns: u64) -> bool {
+        let Some(&Reverse((due, room))) = self.room_due.peek() else {
+            return false;
+        };
+        if due > now_ns {
+            return false;
+        }
+        self.room_due.pop();
+        let Some(Some(r)) = self.rooms.get_mut(room as usize) else {
+            return true;
+        };
+        if r.due_ns != Some(due) {
+            return true;
+        }
+        // 1: every member's input.
+        let mut i = 0;
+        while i < r.members.len() {
+            let m = r.members[i];
+            let line = self
+                .services
+                .get_mut(m.session as usize)
+                .filter(|_| self.generations.get(m.session as usize) == Some(&m.generation))
+                .and_then(|s| s.get_mut(usize::from(m.media)))
+                .and_then(Option::as_mut);
+            let Some(line) = line else {
+                r.leave(m.session, m.media);
+                continue;
+            };
+            self.events.current = m.session;
+            if let Some(t) = line.terminal_mut()
+                && r.feed(t, m.member, &mut self.events)
+            {
+                line.stop_on_digit();
+            }
+            i += 1;
+        }
+        // 2: the mix.
+        r.mix();
+        self.counters.services.room_frames += 1;
+        // 3: what each member hears, into the outbox.
+        for m in r.members.clone() {
+            let Some(line) = self
+                .services
+                .get_mut(m.session as usize)
+                .and_then(|s| s.get_mut(usize::from(m.media)))
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            let mut buf = self.spare.pop().unwrap_or_else(|| Box::new([0u8; OUT_BUF]));
+            let len = if line.playing(Side::A) {
+                let pt = line.audio[0].map_or(0, |a| a.format.pt);
+                self.events.current = m.session;
+                let made = room_prompt(line.inject_a(), pt, &mut buf[..], &mut self.events);
+                if made.is_some() {
+                    self.counters.services.prompt_frames += 1;
+                }
+                made
+            } else {
+                let LineServicesParts { t, inj } = split(line);
+                t.and_then(|t| {
+                    let n = r.payload_for(t, m.member, &mut buf[..], &mut self.counters.services);
+                    if n == 0 {
+                        return None;
+                    }
+                    room_header(inj, t, &mut buf[..])?;
+                    Some(12 + n)
+                })
+            };
+            match len {
+                Some(len) => {
+                    self.counters.services.room_sent += 1;
+                    self.outbox.push_back(OutPacket {
+                        session: m.session,
+                        media: m.media,
+                        generation: m.generation,
+                        len,
+                        buf,
+                    });
+                }
+                None => self.spare.push(buf),
+            }
+        }
+        let next = due + super::services::FRAME_NS;
+        let next = if now_ns > next + 3 * super::services::FRAME_NS {
+            super::transcode::on_grid(now_ns + super::services::FRAME_NS)
+        } else {
+            next
+        };
+        if r.is_empty() {
+            r.due_ns = None;
+        } else {
+            r.due_ns = Some(next);
+            self.room_due.push(Reverse((next, room)));
+        }
+        true
+    }
+
+    /// The next packet a room made, routed and protected, in `out`.
+    fn pop_outbox(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        while let Some(p) = self.outbox.pop_front() {
+            let current = self.generations.get(p.session as usize) == Some(&p.generation);
+            let len = p.len.min(out.len());
+            out[..len].copy_from_slice(&p.buf[..len]);
+            let (session, media) = (p.session, usize::from(p.media));
+            self.spare.push(p.buf);
+            if !current {
+                continue;
+            }
+            if let Some(t) = self.finish(session, media, Side::A, out, len) {
+                return Some(t);
+            }
+        }
+        None
+    }
+}
+
+/// A line's terminal and its injection towards A, borrowed apart.
+struct LineServicesParts<'a> {
+    t: Option<&'a mut Terminal>,
+    inj: &'a mut super::services::Injection,
+}
+
+fn split(line: &mut LineServices) -> LineServicesParts<'_> {
+    let (t, inj) = line.parts();
+    LineServicesParts { t, inj }
 }

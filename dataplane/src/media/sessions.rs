@@ -11,15 +11,20 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use super::codecs::{Negotiation, apply_offer, read_answer};
+use std::path::PathBuf;
+
+use super::codecs::{Negotiation, SdpFormat, apply_offer, formats_of, read_answer};
 use super::keying::{self as sdes, OwnKey};
 use super::orders::{
     CallId, CallStats, MediaLine, MediaOrder, MediaReply, OrderError, Party, SdpOptions,
 };
 use super::orders::{CodecOptions, CodecSpec};
-use super::plan::{LegPorts, MediaControl, MediaHandle, MediaPlan, SidePlan};
+use super::orders::{MediaService, Recording};
+use super::plan::{LegPorts, MediaControl, MediaHandle, MediaPlan, RecordStep, SidePlan};
+use super::prompt::PromptCache;
 use super::relay::{LegSrtp, PeerSpec, Side};
 use super::rtp::Ssrc;
+use super::services::{Blocking, LocalMode, ServiceOp};
 use super::transcode::LegCodec;
 use crate::entropy::Entropy;
 use crate::sdp::Sdp;
@@ -36,6 +41,12 @@ struct Call {
     created: u64,
     last_signal: u64,
     medias: Vec<MediaState>,
+    /// The recording running (or paused), its number.
+    recording: Option<u32>,
+    /// The media server answers it (side B is the media server).
+    local: bool,
+    /// What is blocked of what side A, side B send.
+    blocking: [Blocking; 2],
 }
 
 #[derive(Debug, Clone, Default)]
@@ -60,6 +71,8 @@ struct MediaState {
     negotiation: Option<Negotiation>,
     /// What sides A and B speak while the stage transcodes between them.
     transcoding: Option<(LegCodec, LegCodec)>,
+    /// The formats side A, side B wrote in their last SDP.
+    formats: [Vec<SdpFormat>; 2],
 }
 
 fn idx(side: Side) -> usize {
@@ -79,6 +92,12 @@ pub struct Sessions<M> {
     rng: Box<dyn Entropy>,
     /// How transcoded calls' Opus is encoded.
     opus: rvoip_codecs::opus::OpusSettings,
+    /// Prompts read and encoded.
+    prompts: PromptCache,
+    /// Where recordings go (`[recording] dir`); none: recording refused.
+    recording_dir: Option<PathBuf>,
+    /// Recordings started so far.
+    recordings: u32,
 }
 
 /// The peer an SDP media section describes.
@@ -135,7 +154,20 @@ impl<M: MediaControl> Sessions<M> {
             created: 0,
             rng: entropy,
             opus: rvoip_codecs::opus::OpusSettings::default(),
+            prompts: PromptCache::new(PathBuf::from(".")),
+            recording_dir: None,
+            recordings: 0,
         }
+    }
+
+    /// Where relative prompt paths are read from.
+    pub fn set_prompt_dir(&mut self, dir: PathBuf) {
+        self.prompts = PromptCache::new(dir);
+    }
+
+    /// Where recordings are written; `None` refuses recording.
+    pub fn set_recording_dir(&mut self, dir: Option<PathBuf>) {
+        self.recording_dir = dir;
     }
 
     /// How transcoded calls' Opus is encoded from now on (an offer's
@@ -177,10 +209,41 @@ impl<M: MediaControl> Sessions<M> {
             MediaOrder::Delete { call_id } => Ok(match self.calls.remove(call_id.as_bytes()) {
                 Some(call) => {
                     let snapshot = call.handle.and_then(|h| self.media.remove(h).ok());
+                    // The files are complete before the reply goes.
+                    if let Some(id) = call.recording {
+                        let _ = self.media.record(RecordStep::Stop(id));
+                    }
                     MediaReply::Stats(Box::new(stats_of(&call, snapshot)))
                 }
                 None => MediaReply::NotFound,
             }),
+            MediaOrder::Terminate {
+                call_id,
+                from_tag,
+                to_tag,
+                sdp,
+                options,
+                mode,
+                placement,
+            } => self.terminate(
+                (call_id.as_bytes(), from_tag.as_bytes(), to_tag.as_bytes()),
+                &sdp,
+                &options,
+                mode,
+                placement.as_deref(),
+                now,
+            ),
+            MediaOrder::Events => {
+                let events = self.media.take_events();
+                let out = events
+                    .into_iter()
+                    .filter_map(|(h, e)| {
+                        let (id, _) = self.calls.iter().find(|(_, c)| c.handle == Some(h))?;
+                        Some((id.clone(), e))
+                    })
+                    .collect();
+                Ok(MediaReply::Events(out))
+            }
             MediaOrder::Query { call_id } => {
                 let call = self
                     .calls
@@ -212,9 +275,7 @@ impl<M: MediaControl> Sessions<M> {
                 {
                     return Err(OrderError::UnknownTag);
                 }
-                // Prompts, DTMF, blocking, recording and rooms are the media
-                // server's; this relay names what it cannot do.
-                Err(OrderError::NoService(service.name().to_owned()))
+                self.service(call_id.as_bytes(), &party, service)
             }
         }
     }
@@ -269,6 +330,9 @@ impl<M: MediaControl> Sessions<M> {
                 created: now,
                 last_signal: now,
                 medias: Vec::new(),
+                recording: None,
+                local: false,
+                blocking: [Blocking::default(); 2],
             });
         if call.seq == seq {
             self.created += 1;
@@ -295,6 +359,7 @@ impl<M: MediaControl> Sessions<M> {
         for (i, m) in sdp.media.iter_mut().enumerate() {
             let st = &mut call.medias[i];
             st.negotiation = None;
+            st.formats[me] = formats_of(m);
             if m.media.port == 0 || !m.media.is_rtp() {
                 continue;
             }
@@ -443,6 +508,9 @@ impl<M: MediaControl> Sessions<M> {
         // transcodes between them (and then what the offerer is answered).
         let mut transcode = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter_mut().enumerate() {
+            if let Some(st) = call.medias.get_mut(i) {
+                st.formats[me] = formats_of(m);
+            }
             let Some(n) = call.medias.get(i).and_then(|st| st.negotiation.as_ref()) else {
                 transcode.push(None);
                 continue;
@@ -518,6 +586,399 @@ impl<M: MediaControl> Sessions<M> {
             f,
             &crypto_lines,
         )
+    }
+}
+
+/// What sides A and B of media line `st` speak, for the media services:
+/// the stage's legs on a transcoded line; otherwise the codec in use (the
+/// answer's first one rvoip codes) at each side's own payload type, with
+/// each side's telephone-event.
+fn legs_of(
+    st: &MediaState,
+    rng: &dyn Entropy,
+    opus: rvoip_codecs::opus::OpusSettings,
+) -> [Option<LegCodec>; 2] {
+    if let Some((a, b)) = st.transcoding {
+        return [Some(a), Some(b)];
+    }
+    let codes = |f: &&SdpFormat| f.codec().is_some_and(rvoip_codecs::Codec::transcodable);
+    let Some(chosen) = st.formats[1]
+        .iter()
+        .find(codes)
+        .or_else(|| st.formats[0].iter().find(codes))
+    else {
+        return [None, None];
+    };
+    let Some(codec) = chosen.codec() else {
+        return [None, None];
+    };
+    let leg = |side: usize| {
+        let own = st.formats[side]
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(&chosen.name) && f.clock == chosen.clock)
+            .unwrap_or(chosen);
+        let mut l = LegCodec::new(
+            rvoip_codecs::Format {
+                codec,
+                pt: own.pt,
+                clock: own.clock,
+                channels: own.channels,
+            },
+            random_ssrc(rng),
+        );
+        l.te_pt = st.formats[side]
+            .iter()
+            .find(|f| f.codec() == Some(rvoip_codecs::Codec::TelephoneEvent))
+            .map(|f| f.pt);
+        l.octet_align = own.fmtp.as_deref().is_some_and(|f| {
+            f.split(|b| *b == b';')
+                .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"octet-align=1"))
+        });
+        l.opus = opus;
+        l
+    };
+    [Some(leg(0)), Some(leg(1))]
+}
+
+/// A worker for calls placed together (a room's members): the same name,
+/// the same worker.
+fn placed(name: &str, workers: usize) -> usize {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h % workers.max(1) as u64) as usize
+}
+
+impl<M: MediaControl> Sessions<M> {
+    /// Carries out a media service for `party` of a call.
+    fn service(
+        &mut self,
+        call_id: &[u8],
+        party: &Party,
+        service: MediaService,
+    ) -> Result<MediaReply, OrderError> {
+        let call = self.calls.get_mut(call_id).ok_or(OrderError::UnknownCall)?;
+        let h = call.handle.ok_or(OrderError::UnknownCall)?;
+        let sides: Vec<Side> = match party {
+            Party::Tag(t) => {
+                let i = call
+                    .tags
+                    .iter()
+                    .position(|k| k.as_deref() == Some(t.as_bytes()))
+                    .ok_or(OrderError::UnknownTag)?;
+                vec![if i == 0 { Side::A } else { Side::B }]
+            }
+            Party::All if call.local => vec![Side::A],
+            Party::All => vec![Side::A, Side::B],
+        };
+        let line = call
+            .medias
+            .iter()
+            .position(|m| m.kind.eq_ignore_ascii_case(b"audio") && m.ports[0].rtp != 0)
+            .ok_or_else(|| OrderError::Unacceptable("the call has no audio".into()))?;
+        let legs = legs_of(&call.medias[line], self.rng.as_ref(), self.opus);
+        let media = &self.media;
+        let svc = |op: ServiceOp| media.service(h, line, op).map_err(OrderError::Media);
+        svc(ServiceOp::Audio(legs))?;
+        let leg_of = |side: Side| {
+            legs[side.index()].ok_or_else(|| {
+                OrderError::Unacceptable("the call's codec is not one rvoip codes".into())
+            })
+        };
+        let prompt_err = |e: super::prompt::PromptError| OrderError::Unacceptable(e.to_string());
+        match service {
+            MediaService::Play { file, repeat } => {
+                let mut duration = 0;
+                for side in sides {
+                    let prompt = self
+                        .prompts
+                        .file(&file, &leg_of(side)?)
+                        .map_err(prompt_err)?;
+                    duration = prompt.duration_ms() * u64::from(repeat.max(1));
+                    svc(ServiceOp::Play {
+                        to: side,
+                        prompt,
+                        repeat,
+                        stop_on_dtmf: false,
+                    })?;
+                }
+                Ok(MediaReply::Done {
+                    duration_ms: Some(duration),
+                })
+            }
+            MediaService::StopPlay => {
+                for side in sides {
+                    svc(ServiceOp::StopPlay { to: side })?;
+                }
+                Ok(MediaReply::Done { duration_ms: None })
+            }
+            MediaService::Dtmf {
+                code,
+                duration_ms,
+                volume,
+            } => {
+                for side in sides {
+                    // Sent from the party: the other side receives it (the
+                    // caller itself, on a call the media server answers).
+                    let to = if call.local { Side::A } else { side.other() };
+                    let leg = leg_of(to)?;
+                    if leg.te_pt.is_some() {
+                        svc(ServiceOp::Event {
+                            to,
+                            event: code,
+                            duration_ms,
+                            volume,
+                        })?;
+                    } else {
+                        let prompt = self
+                            .prompts
+                            .digit(code, duration_ms, volume, &leg)
+                            .map_err(prompt_err)?;
+                        svc(ServiceOp::Play {
+                            to,
+                            prompt,
+                            repeat: 1,
+                            stop_on_dtmf: false,
+                        })?;
+                    }
+                }
+                Ok(MediaReply::Done { duration_ms: None })
+            }
+            MediaService::Block { media, silence, on } => {
+                for side in sides {
+                    let b = &mut call.blocking[side.index()];
+                    if silence {
+                        b.silence = on;
+                    } else if media {
+                        b.media = on;
+                    } else {
+                        b.dtmf = on;
+                    }
+                    let quiet = match legs[side.index()] {
+                        Some(leg) if b.silence => {
+                            let pcm = vec![0i16; 960];
+                            super::prompt::Prompt::encode(&pcm, 48_000, &leg)
+                                .ok()
+                                .map(|p| p.frame(0).to_vec().into_boxed_slice())
+                        }
+                        _ => None,
+                    };
+                    svc(ServiceOp::Block {
+                        from: side,
+                        blocking: *b,
+                        silence: quiet,
+                    })?;
+                }
+                Ok(MediaReply::Done { duration_ms: None })
+            }
+            MediaService::Record(step) => {
+                match step {
+                    Recording::Start => {
+                        let dir = self.recording_dir.clone().ok_or_else(|| {
+                            OrderError::NoService(
+                                "start recording ([recording] dir not set)".into(),
+                            )
+                        })?;
+                        let id = match call.recording {
+                            Some(id) => id,
+                            None => {
+                                self.recordings = self.recordings.wrapping_add(1);
+                                self.recordings
+                            }
+                        };
+                        let text = |t: &Option<Vec<u8>>| {
+                            t.as_deref()
+                                .map(String::from_utf8_lossy)
+                                .unwrap_or_default()
+                                .into_owned()
+                        };
+                        let spec = crate::engine::media::recorder::RecordingSpec {
+                            id,
+                            dir,
+                            call_id: String::from_utf8_lossy(call_id).into_owned(),
+                            tags: [text(&call.tags[0]), text(&call.tags[1])],
+                            codecs: legs,
+                        };
+                        media
+                            .record(RecordStep::Start(Box::new(spec)))
+                            .map_err(OrderError::Media)?;
+                        call.recording = Some(id);
+                        svc(ServiceOp::Record(Some(id)))?;
+                    }
+                    Recording::Pause => {
+                        if let Some(id) = call.recording {
+                            svc(ServiceOp::Record(None))?;
+                            let _ = media.record(RecordStep::Pause(id));
+                        }
+                    }
+                    Recording::Stop => {
+                        if let Some(id) = call.recording.take() {
+                            svc(ServiceOp::Record(None))?;
+                            media
+                                .record(RecordStep::Stop(id))
+                                .map_err(OrderError::Media)?;
+                        }
+                    }
+                }
+                Ok(MediaReply::Done { duration_ms: None })
+            }
+            MediaService::Join { room } => {
+                if !call.local {
+                    return Err(OrderError::NoService(
+                        "join (only calls the media server answers join rooms)".into(),
+                    ));
+                }
+                svc(ServiceOp::Mode(LocalMode::Room(room)))?;
+                Ok(MediaReply::Done { duration_ms: None })
+            }
+            MediaService::Leave => {
+                svc(ServiceOp::Mode(LocalMode::Silence))?;
+                Ok(MediaReply::Done { duration_ms: None })
+            }
+            MediaService::Mode(mode) => {
+                if !call.local {
+                    return Err(OrderError::NoService(
+                        "mode (only calls the media server answers)".into(),
+                    ));
+                }
+                svc(ServiceOp::Mode(mode))?;
+                Ok(MediaReply::Done { duration_ms: None })
+            }
+        }
+    }
+
+    /// The media server answers an offer itself: the offerer is side A;
+    /// the answer names the offer's first codec rvoip codes (and its
+    /// telephone-event), at the relay's side-A port.
+    fn terminate(
+        &mut self,
+        (call_id, from_tag, to_tag): (&[u8], &[u8], &[u8]),
+        sdp_text: &[u8],
+        f: &SdpOptions,
+        mode: LocalMode,
+        placement: Option<&str>,
+        now: u64,
+    ) -> Result<MediaReply, OrderError> {
+        let mut sdp = Sdp::parse(sdp_text).map_err(|_| OrderError::BadSdp)?;
+        let existing = self.calls.get(call_id).and_then(|c| c.handle);
+        let worker = match (existing, placement) {
+            (Some(h), _) => h.worker,
+            (None, Some(p)) => placed(p, self.media.workers()),
+            (None, None) => self.media.place(),
+        };
+        let seq = self.created;
+        let call = self
+            .calls
+            .entry(CallId::from(call_id))
+            .or_insert_with(|| Call {
+                seq,
+                handle: None,
+                tags: [None, None],
+                labels: [None, None],
+                created: now,
+                last_signal: now,
+                medias: Vec::new(),
+                recording: None,
+                local: true,
+                blocking: [Blocking::default(); 2],
+            });
+        if call.seq == seq {
+            self.created += 1;
+        }
+        if !call.local || call.tags[0].as_deref().is_some_and(|t| t != from_tag) {
+            return Err(OrderError::UnknownTag);
+        }
+        call.tags = [Some(from_tag.to_vec()), Some(to_tag.to_vec())];
+        call.last_signal = now;
+        if call.medias.len() < sdp.media.len() {
+            call.medias.resize(sdp.media.len(), MediaState::default());
+        }
+        let mut plans = Vec::with_capacity(sdp.media.len());
+        let mut crypto_lines = Vec::with_capacity(sdp.media.len());
+        let mut answered: Option<(usize, LegCodec)> = None;
+        let peers: Vec<Option<PeerSpec>> = (0..sdp.media.len()).map(|i| peer_of(&sdp, i)).collect();
+        for (i, m) in sdp.media.iter_mut().enumerate() {
+            let st = &mut call.medias[i];
+            st.kind = m.media.kind.to_vec();
+            st.proto = m.media.proto.to_vec();
+            let formats = formats_of(m);
+            let chosen = formats
+                .iter()
+                .find(|f| f.codec().is_some_and(rvoip_codecs::Codec::transcodable))
+                .cloned();
+            let usable = answered.is_none()
+                && m.media.port != 0
+                && m.media.is_rtp()
+                && m.media.kind.eq_ignore_ascii_case(b"audio");
+            let (Some(chosen), true) = (chosen, usable) else {
+                st.formats = [formats, Vec::new()];
+                plans.push(MediaPlan::default());
+                crypto_lines.push(Vec::new());
+                continue;
+            };
+            let te = formats
+                .iter()
+                .find(|f| f.codec() == Some(rvoip_codecs::Codec::TelephoneEvent))
+                .cloned();
+            let secure = sdes::is_savp(&m.media.proto);
+            let feedback = m.media.proto.ends_with(b"F") || m.media.proto.ends_with(b"f");
+            let mut srtp = LegSrtp::default();
+            let mut lines = Vec::new();
+            if secure {
+                let (leg, ours) =
+                    sdes::accept_offer(m, &f.sdes, st.answer_key[0].as_ref(), self.rng.as_ref())?;
+                srtp = leg;
+                lines.push(ours.line());
+                st.answer_key[0] = Some(ours);
+            }
+            st.secure = [secure, false];
+            st.profiles[0] = Some(sdes::profile(feedback, secure));
+            let keep: Vec<u8> = std::iter::once(chosen.pt)
+                .chain(te.as_ref().map(|t| t.pt))
+                .collect();
+            m.retain_formats(|pt, _| keep.contains(&pt));
+            st.formats = [formats, std::iter::once(chosen).chain(te).collect()];
+            let mut plan = MediaPlan::default();
+            if let Some(peer) = peers[i] {
+                st.peers[0] = Some(peer);
+                st.mux[0] = peer.rtcp_mux;
+                plan.sides[0] = SidePlan {
+                    open_rtp: true,
+                    open_rtcp: !peer.rtcp_mux,
+                    peer: Some(peer),
+                    srtp: Some(srtp),
+                };
+            }
+            plans.push(plan);
+            crypto_lines.push(lines);
+            let [Some(a), _] = legs_of(st, self.rng.as_ref(), self.opus) else {
+                continue;
+            };
+            answered = Some((i, a));
+        }
+        let Some((line, audio)) = answered else {
+            return Err(OrderError::Unacceptable(
+                "the offer has no audio codec rvoip codes".into(),
+            ));
+        };
+        let session = call.handle.map(|h| h.session);
+        let reply = apply_and_rewrite(
+            &self.media,
+            self.advertised,
+            call,
+            (worker, session, plans),
+            &mut sdp,
+            Side::A,
+            f,
+            &crypto_lines,
+        )?;
+        let h = call.handle.ok_or(OrderError::UnknownCall)?;
+        if session.is_none() {
+            self.media
+                .service(h, line, ServiceOp::Terminate { audio, mode })
+                .map_err(OrderError::Media)?;
+        }
+        Ok(reply)
     }
 }
 

@@ -129,9 +129,9 @@ impl StageCounters {
 /// Jitter buffer slots: 16 frames (320 ms of 20 ms frames).
 const SLOTS: usize = 16;
 /// Largest payload kept (an Opus packet is at most 1275 octets).
-const MAX_PAYLOAD: usize = 1280;
+pub(super) const MAX_PAYLOAD: usize = 1280;
 /// Largest PCM frame handled: 120 ms at 48 kHz.
-const MAX_PCM: usize = 5760;
+pub(super) const MAX_PCM: usize = 5760;
 /// Frames of underrun after which the talker is taken as silent.
 const SILENT_AFTER: u32 = 3;
 /// Frames without input after which the direction stops sending.
@@ -143,38 +143,38 @@ const IDLE_AFTER: u32 = 50;
 const GRID_NS: u64 = 2_000_000;
 
 /// `t` rounded up to the grid.
-fn on_grid(t: u64) -> u64 {
+pub(super) fn on_grid(t: u64) -> u64 {
     t.div_ceil(GRID_NS) * GRID_NS
 }
 
 #[derive(Debug, Clone)]
-struct Slot {
-    used: bool,
-    ts: u32,
-    len: u16,
-    data: [u8; MAX_PAYLOAD],
+pub(super) struct Slot {
+    pub(super) used: bool,
+    pub(super) ts: u32,
+    pub(super) len: u16,
+    pub(super) data: [u8; MAX_PAYLOAD],
 }
 
 /// An adaptive jitter buffer of one direction, on RTP timestamps.
 #[derive(Debug)]
-struct JitterBuffer {
-    slots: Box<[Slot]>,
-    count: usize,
+pub(super) struct JitterBuffer {
+    pub(super) slots: Box<[Slot]>,
+    pub(super) count: usize,
     /// The timestamp to play next.
-    next_ts: u32,
+    pub(super) next_ts: u32,
     /// Whether `next_ts` is set (a talk spurt is running).
-    started: bool,
+    pub(super) started: bool,
     /// Timestamp units per frame, from the last packet.
-    frame_ts: u32,
+    pub(super) frame_ts: u32,
     /// Interarrival jitter (RFC 3550 §6.4.1), timestamp units × 16.
-    jitter_x16: u32,
-    last_transit: Option<u32>,
+    pub(super) jitter_x16: u32,
+    pub(super) last_transit: Option<u32>,
     /// The fewest frames held at a pull in the current window.
-    window_min: usize,
-    window_pulls: u32,
+    pub(super) window_min: usize,
+    pub(super) window_pulls: u32,
 }
 
-enum Pull {
+pub(super) enum Pull {
     /// The frame due is in slot `i`.
     Frame(usize),
     /// The frame due is missing but later ones are here (lost).
@@ -184,7 +184,7 @@ enum Pull {
 }
 
 impl JitterBuffer {
-    fn new() -> JitterBuffer {
+    pub(super) fn new() -> JitterBuffer {
         let slot = Slot {
             used: false,
             ts: 0,
@@ -206,7 +206,7 @@ impl JitterBuffer {
 
     /// Frames the current jitter asks to hold: one, plus one per frame of
     /// twice the jitter (at most eight).
-    fn target(&self) -> usize {
+    pub(super) fn target(&self) -> usize {
         let frame = self.frame_ts.max(1);
         let jitter = self.jitter_x16 / 16;
         (1 + (2 * jitter).div_ceil(frame) as usize).min(8)
@@ -214,7 +214,7 @@ impl JitterBuffer {
 
     /// Keeps a packet; false if it is late, a duplicate, too big or the
     /// buffer is full.
-    fn insert(&mut self, ts: u32, arrival_units: u32, payload: &[u8]) -> bool {
+    pub(super) fn insert(&mut self, ts: u32, arrival_units: u32, payload: &[u8]) -> bool {
         let transit = arrival_units.wrapping_sub(ts);
         if let Some(last) = self.last_transit {
             let d = transit.wrapping_sub(last) as i32;
@@ -246,7 +246,7 @@ impl JitterBuffer {
         true
     }
 
-    fn oldest(&self) -> Option<u32> {
+    pub(super) fn oldest(&self) -> Option<u32> {
         let base = self.next_ts;
         self.slots
             .iter()
@@ -255,7 +255,7 @@ impl JitterBuffer {
             .min_by_key(|t| t.wrapping_sub(base))
     }
 
-    fn pull(&mut self) -> Pull {
+    pub(super) fn pull(&mut self) -> Pull {
         if !self.started {
             return Pull::Empty;
         }
@@ -273,7 +273,7 @@ impl JitterBuffer {
         }
     }
 
-    fn release(&mut self, i: usize) {
+    pub(super) fn release(&mut self, i: usize) {
         if self.slots[i].used {
             self.slots[i].used = false;
             self.count -= 1;
@@ -281,7 +281,7 @@ impl JitterBuffer {
     }
 
     /// Frames held beyond the one due.
-    fn depth(&self) -> usize {
+    pub(super) fn depth(&self) -> usize {
         self.count
     }
 }

@@ -262,6 +262,17 @@ impl<M: MediaControl> NgServer<M> {
         self.sessions.set_opus(opus);
     }
 
+    /// Where relative prompt paths (`play media`'s `file`) are read from.
+    pub fn set_prompt_dir(&mut self, dir: std::path::PathBuf) {
+        self.sessions.set_prompt_dir(dir);
+    }
+
+    /// Where recordings are written (`[recording] dir`); `None` refuses
+    /// `start recording`.
+    pub fn set_recording_dir(&mut self, dir: Option<std::path::PathBuf>) {
+        self.sessions.set_recording_dir(dir);
+    }
+
     /// The media plane.
     pub fn media(&self) -> &M {
         self.sessions.media()
@@ -410,6 +421,12 @@ impl<M: MediaControl> NgServer<M> {
                 "calls".into(),
                 Out::List(ids.into_iter().map(|id| Out::Str(id.0)).collect()),
             )],
+            // rtpengine answers `play media` with the prompt's length.
+            MediaReply::Done { duration_ms } => duration_ms
+                .map(|d| ("duration".into(), Out::Int(d as i64)))
+                .into_iter()
+                .collect(),
+            MediaReply::Events(_) => Vec::new(),
         })
     }
 }

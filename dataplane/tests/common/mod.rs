@@ -33,6 +33,16 @@ impl Relay {
     }
 
     pub fn start_with(driver: DriverKind, base: u16, relay: RelayConfig) -> Relay {
+        Relay::start_configured(driver, base, relay, None)
+    }
+
+    /// A relay that records into `recordings`.
+    pub fn start_configured(
+        driver: DriverKind,
+        base: u16,
+        relay: RelayConfig,
+        recordings: Option<std::path::PathBuf>,
+    ) -> Relay {
         let engine = MediaEngine::start(&MediaEngineConfig {
             address: LOCALHOST,
             port_min: base,
@@ -46,16 +56,14 @@ impl Relay {
         })
         .expect("engine");
         let stop = Arc::new(AtomicBool::new(false));
-        let listener = NgListener::spawn(
-            "127.0.0.1:0".parse().unwrap(),
-            NgServer::new(
-                engine,
-                LOCALHOST,
-                Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
-            ),
-            Arc::clone(&stop),
-        )
-        .expect("ng");
+        let mut server = NgServer::new(
+            engine,
+            LOCALHOST,
+            Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
+        );
+        server.set_recording_dir(recordings);
+        let listener = NgListener::spawn("127.0.0.1:0".parse().unwrap(), server, Arc::clone(&stop))
+            .expect("ng");
         let client = UdpSocket::bind("127.0.0.1:0").expect("client");
         client
             .set_read_timeout(Some(Duration::from_secs(5)))

@@ -5,6 +5,7 @@
 
 mod fallback;
 mod ports;
+pub mod recorder;
 
 mod uring;
 mod worker;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 
 use crate::media::relay::{RelayConfig, RelayCounters, SessionId};
+use crate::media::services::{MediaEvent, ServiceOp};
 
 pub use worker::WorkerReport;
 
@@ -76,7 +78,8 @@ pub struct MediaEngineConfig {
 }
 
 pub use crate::media::plan::{
-    Applied, LegPorts, MediaControl, MediaError, MediaHandle, MediaPlan, SessionSnapshot, SidePlan,
+    Applied, LegPorts, MediaControl, MediaError, MediaHandle, MediaPlan, RecordStep,
+    SessionSnapshot, SidePlan,
 };
 
 type Reply<T> = mpsc::SyncSender<Result<T, MediaError>>;
@@ -103,6 +106,12 @@ pub(crate) enum Command {
     TakeTimedOut {
         reply: Reply<Vec<SessionId>>,
     },
+    Service {
+        session: SessionId,
+        media: usize,
+        op: ServiceOp,
+        reply: Reply<()>,
+    },
     Stop,
 }
 
@@ -123,6 +132,9 @@ pub struct MediaEngine {
     workers: Vec<WorkerHandle>,
     fill_calls: usize,
     driver: &'static str,
+    /// Events the workers report: (worker, session, event).
+    events: Arc<ArrayQueue<(usize, SessionId, MediaEvent)>>,
+    recorder: recorder::Recorder,
 }
 
 impl fmt::Debug for MediaEngine {
@@ -190,6 +202,8 @@ impl MediaEngine {
             DriverKind::Auto => uring::probe().is_ok(),
         };
         let mut workers = Vec::with_capacity(n);
+        let events = Arc::new(ArrayQueue::new(4096));
+        let recorder = recorder::Recorder::start()?;
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         for i in 0..n {
             let queue = Arc::new(ArrayQueue::new(1024));
@@ -213,6 +227,8 @@ impl MediaEngine {
                 use_uring,
                 free_pairs: Arc::clone(&free_pairs),
                 load: Arc::clone(&load),
+                events: Arc::clone(&events),
+                rec_sink: recorder.queue(),
             };
             let (q, w, ready) = (Arc::clone(&queue), Arc::clone(&wake), ready_tx.clone());
             let thread = std::thread::Builder::new()
@@ -236,6 +252,8 @@ impl MediaEngine {
             } else {
                 "recvmmsg/sendmmsg"
             },
+            events,
+            recorder,
         };
         for _ in 0..n {
             match ready_rx.recv_timeout(ORDER_TIMEOUT) {
@@ -387,6 +405,25 @@ impl MediaEngine {
         out
     }
 
+    /// Carries out a media service on media `media` of a session.
+    pub fn service(&self, h: MediaHandle, media: usize, op: ServiceOp) -> Result<(), MediaError> {
+        self.order(h.worker, |reply| Command::Service {
+            session: h.session,
+            media,
+            op,
+            reply,
+        })
+    }
+
+    /// Events the workers reported since the last call.
+    pub fn take_events(&self) -> Vec<(MediaHandle, MediaEvent)> {
+        let mut out = Vec::new();
+        while let Some((worker, session, e)) = self.events.pop() {
+            out.push((MediaHandle { worker, session }, e));
+        }
+        out
+    }
+
     /// Stops every worker; returns their reports.
     pub fn stop(&mut self) -> Vec<WorkerReport> {
         for w in &self.workers {
@@ -412,6 +449,9 @@ impl MediaControl for MediaEngine {
     fn place(&self) -> usize {
         MediaEngine::place(self)
     }
+    fn workers(&self) -> usize {
+        self.workers.len()
+    }
     fn apply(
         &self,
         worker: usize,
@@ -431,5 +471,22 @@ impl MediaControl for MediaEngine {
     }
     fn take_timed_out(&self) -> Vec<MediaHandle> {
         MediaEngine::take_timed_out(self)
+    }
+    fn service(&self, h: MediaHandle, media: usize, op: ServiceOp) -> Result<(), MediaError> {
+        MediaEngine::service(self, h, media, op)
+    }
+    fn take_events(&self) -> Vec<(MediaHandle, MediaEvent)> {
+        MediaEngine::take_events(self)
+    }
+    fn record(&self, step: RecordStep) -> Result<(), MediaError> {
+        let r = match step {
+            RecordStep::Start(spec) => self.recorder.start_recording(*spec),
+            RecordStep::Pause(id) => {
+                self.recorder.pause(id);
+                Ok(())
+            }
+            RecordStep::Stop(id) => self.recorder.stop(id),
+        };
+        r.map_err(MediaError::Service)
     }
 }

@@ -128,6 +128,10 @@ pub(super) struct WorkerSettings {
     pub(super) free_pairs: Arc<AtomicUsize>,
     /// This worker's load over its last second, published for admission.
     pub(super) load: Arc<WorkerLoad>,
+    /// Where it reports media events: (worker, session, event).
+    pub(super) events: Arc<ArrayQueue<(usize, u32, crate::media::services::MediaEvent)>>,
+    /// Where recorded calls' packets go.
+    pub(super) rec_sink: Arc<ArrayQueue<Box<crate::media::services::RecPacket>>>,
 }
 
 /// A worker's load over its last second.
@@ -261,6 +265,7 @@ pub(super) fn run(
     drop(ready);
     let clock = Clock::new();
     let mut relay = Relay::new(settings.relay, 0);
+    relay.set_record_sink(Arc::clone(&settings.rec_sink));
     let mut ports = PortPool::new(
         settings.port_min,
         settings.port_max,
@@ -288,6 +293,10 @@ pub(super) fn run(
                 &clock,
             );
         }
+        relay.take_events(|id, e| {
+            // A full queue (nobody reading events) loses the oldest news only.
+            let _ = settings.events.push((settings.index, id, e));
+        });
         let (now_ms, _) = clock.now();
         if now_ms >= last_tick + 1000 {
             relay.tick(now_ms);
@@ -595,6 +604,18 @@ fn handle(
         }
         Command::TakeTimedOut { reply } => {
             let _ = reply.send(Ok(relay.take_timed_out()));
+        }
+        Command::Service {
+            session,
+            media,
+            op,
+            reply,
+        } => {
+            let (_, now_ns) = clock.now();
+            let r = relay
+                .service(session, media, op, now_ns)
+                .map_err(MediaError::Service);
+            let _ = reply.send(r);
         }
         Command::Stop => return true,
     }
