@@ -203,6 +203,13 @@ pub fn b2bua_from_config(
             min_se: s.min_se_secs,
             reject_refer: s.refer == ReferMode::Reject,
             health_interval_ms: (s.health_interval_secs * 1000.0) as u64,
+            media_server: crate::b2bua::MediaServer {
+                config: config.mediaserver.clone(),
+                // Absolute: the relay reads the files, from its own
+                // working directory.
+                prompt_dir: std::path::absolute(config.resolve(&config.mediaserver.prompt_dir))
+                    .unwrap_or_else(|_| config.resolve(&config.mediaserver.prompt_dir)),
+            },
         },
         Box::new(orders),
         journal,

@@ -112,6 +112,46 @@ pub struct Config {
     /// ng with transcoding: the Opus bit rate asked of the relay
     /// (`opus/48000/2/<bitrate>`), so relays compared encode alike.
     pub opus_bitrate: Option<u32>,
+    /// What a caller hears is judged by: tones it must hear (default the
+    /// callee's 600 Hz), tones it must not (its own, in a conference), and
+    /// from how long after the first packet.
+    pub listen: Listen,
+    /// The tone a caller sends (default 1 kHz).
+    pub caller_tone: f64,
+    /// A DTMF digit a caller sends after the answer.
+    pub dtmf: Option<Dtmf>,
+}
+
+/// How a caller judges what it hears.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    /// Tones that must be heard.
+    pub expect: Vec<f64>,
+    /// Tones that must not.
+    pub absent: Vec<f64>,
+    /// Audio before this is not judged, ms.
+    pub after_ms: u64,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            expect: vec![media::CALLEE_TONE],
+            absent: Vec::new(),
+            after_ms: 500,
+        }
+    }
+}
+
+/// A DTMF digit a caller sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dtmf {
+    /// The event (0-9, 10 `*`, 11 `#`).
+    pub event: u8,
+    /// When, ms after the answer.
+    pub after_ms: u64,
+    /// As its tone pair in the audio instead of RFC 4733 events.
+    pub inband: bool,
 }
 
 impl Config {
@@ -193,6 +233,8 @@ struct Stream {
     /// Tone mode: which side's tone (0 caller, 1 callee) at which
     /// payload type.
     tone: Option<(usize, u8)>,
+    /// A digit to send: when (ns), and packets of it sent so far.
+    dtmf: Option<(u64, u32)>,
 }
 
 /// A received stream in tone mode: where its timestamps started (for
@@ -241,7 +283,9 @@ pub struct Agent {
     /// Calls given up whose late 2xx was acknowledged and hung up.
     abandoned: rustc_hash::FxHashSet<u64>,
     /// Tone mode: the caller's and the callee's tone in their codecs.
-    tones: [Option<Arc<ToneFrames>>; 2],
+    /// The caller's tone, the callee's, and the caller's DTMF digit as
+    /// its tone pair.
+    tones: [Option<Arc<ToneFrames>>; 3],
     /// Tone mode: what each received stream needs.
     heard: HashMap<u32, Heard>,
     /// ng, tone mode: leg B's payload type (from the offer's reply), by call.
@@ -289,7 +333,7 @@ impl Agent {
             local,
             request_uri: None,
             abandoned: rustc_hash::FxHashSet::default(),
-            tones: [None, None],
+            tones: [None, None, None],
             heard: HashMap::default(),
             b_pt: HashMap::default(),
         }
@@ -306,11 +350,16 @@ impl Agent {
                 self.cfg.codec
             };
             self.tones = [
-                ToneFrames::new(self.cfg.codec, media::CALLER_TONE)
+                ToneFrames::new(self.cfg.codec, self.cfg.caller_tone)
                     .ok()
                     .map(Arc::new),
                 ToneFrames::new(callee, media::CALLEE_TONE)
                     .ok()
+                    .map(Arc::new),
+                self.cfg
+                    .dtmf
+                    .filter(|d| d.inband)
+                    .and_then(|d| ToneFrames::dtmf(self.cfg.codec, d.event).ok())
                     .map(Arc::new),
             ];
         }
@@ -319,11 +368,13 @@ impl Agent {
 
     /// The SDP codec this side offers or answers with.
     fn own_codec(&self) -> sip::SdpCodec {
-        if self.cfg.tones() {
+        let mut c = if self.cfg.tones() {
             sip::SdpCodec::default_for(self.cfg.codec)
         } else {
             sip::SdpCodec::pcmu()
-        }
+        };
+        c.events = self.cfg.dtmf.is_some_and(|d| !d.inband);
+        c
     }
 
     /// Calls in progress.
@@ -1048,6 +1099,11 @@ impl Agent {
                 to,
                 srtp: srtp.and_then(SrtpContext::new).map(Box::new),
                 tone,
+                dtmf: self
+                    .cfg
+                    .dtmf
+                    .filter(|_| self.cfg.role == AgentRole::Uac)
+                    .map(|d| (now_ns + d.after_ms * 1_000_000, 0)),
             },
         );
         let slot = ((now_ns / 1_000_000) % 20) as usize;
@@ -1070,20 +1126,44 @@ impl Agent {
             self.wheel_ms += 1;
             let slot = (self.wheel_ms % 20) as usize;
             let mut keys = std::mem::take(&mut self.wheel[slot]);
+            let dtmf = self.cfg.dtmf;
             keys.retain(|k| match self.streams.get_mut(k) {
                 Some(s) => {
-                    let len = match s
-                        .tone
-                        .and_then(|(side, pt)| Some((tones[side].as_deref()?, pt)))
-                    {
-                        Some((frames, pt)) => s.sender.next_tone(frames, pt, &mut pkt),
-                        None => {
-                            let stamped: &mut [u8; PACKET] = match (&mut pkt[..PACKET]).try_into() {
-                                Ok(p) => p,
-                                Err(_) => return true,
-                            };
-                            s.sender.next(now_ns, stamped);
-                            PACKET
+                    // A digit: ten frames (200 ms) of events or of its
+                    // tone pair in place of the audio, then three end
+                    // packets (RFC 4733 §2.5.1.4).
+                    let digit = match (s.dtmf.as_mut(), dtmf) {
+                        (Some((at, sent)), Some(d)) if now_ns >= *at && *sent < 13 => {
+                            *sent += 1;
+                            Some((d, *sent))
+                        }
+                        _ => None,
+                    };
+                    let len = match (digit, s.tone) {
+                        (Some((d, n)), Some((_, pt))) if d.inband => match tones[2].as_deref() {
+                            Some(frames) if n <= 10 => s.sender.next_tone(frames, pt, &mut pkt),
+                            _ => 0,
+                        },
+                        (Some((d, n)), _) if !d.inband => s.sender.next_event(d.event, n, &mut pkt),
+                        _ => 0,
+                    };
+                    let len = if len > 0 {
+                        len
+                    } else {
+                        match s
+                            .tone
+                            .and_then(|(side, pt)| Some((tones[side].as_deref()?, pt)))
+                        {
+                            Some((frames, pt)) => s.sender.next_tone(frames, pt, &mut pkt),
+                            None => {
+                                let stamped: &mut [u8; PACKET] =
+                                    match (&mut pkt[..PACKET]).try_into() {
+                                        Ok(p) => p,
+                                        Err(_) => return true,
+                                    };
+                                s.sender.next(now_ns, stamped);
+                                PACKET
+                            }
                         }
                     };
                     let out = match &mut s.srtp {
@@ -1192,11 +1272,18 @@ impl Agent {
         };
         let judged = self.heard.values().filter(|h| h.audio.is_some()).count();
         let want_audio = judged < self.cfg.audio_check;
+        let listen = match self.cfg.role {
+            AgentRole::Uac => self.cfg.listen.clone(),
+            _ => Listen {
+                expect: vec![expect],
+                ..Listen::default()
+            },
+        };
         let heard = self.heard.entry(ssrc).or_insert_with(|| Heard {
             first: (h.timestamp, now_ns),
             clock: rvoip_codecs::Format::new(codec, 0).clock,
             audio: want_audio
-                .then(|| AudioCheck::new(codec, expect).ok())
+                .then(|| AudioCheck::new(codec, listen).ok())
                 .flatten(),
         });
         let units = h.timestamp.wrapping_sub(heard.first.0);

@@ -59,27 +59,51 @@ impl ToneFrames {
             frames,
         })
     }
+
+    /// DTMF `event` as its tone pair, 200 ms of it, encoded in `codec`.
+    pub fn dtmf(codec: Codec, event: u8) -> Result<ToneFrames, CodecError> {
+        let format = Format::new(codec, 0);
+        let rate = codec.pcm_rate(format.clock, 8000);
+        let mut enc = Encoder::new(codec, rate, &OpusSettings::default())?;
+        let n = (rate / 50) as usize;
+        let mut tone =
+            rvoip_codecs::dtmf::DtmfTone::new(event, 6, rate).ok_or(CodecError::Empty)?;
+        let mut pcm = vec![0i16; n];
+        let mut out = vec![0u8; 1500];
+        let mut frames = Vec::with_capacity(10);
+        for _ in 0..10 {
+            tone.fill(&mut pcm);
+            let len = enc.encode(&pcm, &mut out)?;
+            frames.push(out[..len].to_vec());
+        }
+        Ok(ToneFrames {
+            codec,
+            units: format.rtp_units(n, rate),
+            frames,
+        })
+    }
 }
 
-/// A received stream's audio, decoded and kept (up to four seconds) to be
-/// judged by the tone heard.
+/// A received stream's audio, decoded and kept (four seconds from the
+/// judged start) to be judged by the tones heard.
 #[derive(Debug)]
 pub struct AudioCheck {
     decoder: Decoder,
-    /// The tone expected, Hz.
-    pub expect: f64,
+    /// What must and must not be heard.
+    pub listen: crate::agent::Listen,
     pcm: Vec<i16>,
     buf: Vec<i16>,
 }
 
 impl AudioCheck {
-    /// A check of a stream in `codec` expected to carry `expect` Hz.
-    pub fn new(codec: Codec, expect: f64) -> Result<AudioCheck, CodecError> {
+    /// A check of a stream in `codec` judged by `listen`.
+    pub fn new(codec: Codec, listen: crate::agent::Listen) -> Result<AudioCheck, CodecError> {
         let rate = codec.pcm_rate(Format::new(codec, 0).clock, 8000);
+        let keep = rate as u64 * (listen.after_ms + 3500) / 1000;
         Ok(AudioCheck {
             decoder: Decoder::new(codec, rate)?,
-            expect,
-            pcm: Vec::with_capacity(rate as usize * 4),
+            listen,
+            pcm: Vec::with_capacity(keep as usize),
             buf: vec![0; 5760],
         })
     }
@@ -95,14 +119,40 @@ impl AudioCheck {
         }
     }
 
-    /// The share of the stream (after its first half second) in which the
-    /// expected tone is heard clearly (SNR ≥ 15 dB), 0–1.
+    /// The share of the stream (after the judged start) in which the
+    /// expected tone is heard clearly (SNR ≥ 15 dB), 0–1. With several
+    /// tones expected (a conference): the share of 20 ms blocks in which
+    /// every one of them carries at least a tenth of the power; with tones
+    /// that must be absent, 0 when one of them carries a hundredth of the
+    /// power in more than 5 % of the blocks.
     pub fn clear(&self) -> f64 {
         let rate = self.decoder.pcm_rate();
-        let skip = (rate / 2) as usize;
-        self.pcm
-            .get(skip..)
-            .map_or(0.0, |p| coverage(p, rate, self.expect, 15.0))
+        let skip = (u64::from(rate) * self.listen.after_ms / 1000) as usize;
+        let Some(p) = self.pcm.get(skip..) else {
+            return 0.0;
+        };
+        if let ([f], []) = (&self.listen.expect[..], &self.listen.absent[..]) {
+            return coverage(p, rate, *f, 15.0);
+        }
+        let block = (rate / 50) as usize;
+        let (mut blocks, mut all_heard, mut leaked) = (0u32, 0u32, 0u32);
+        for b in p.chunks_exact(block) {
+            let mean = b.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / block as f64;
+            blocks += 1;
+            if mean < 1.0 {
+                continue;
+            }
+            let share = |f: f64| {
+                let g = rvoip_codecs::tone::goertzel(b, f, rate);
+                2.0 * g / (block * block) as f64 / mean
+            };
+            all_heard += u32::from(self.listen.expect.iter().all(|&f| share(f) >= 0.1));
+            leaked += u32::from(self.listen.absent.iter().any(|&f| share(f) >= 0.01));
+        }
+        if blocks == 0 || f64::from(leaked) > 0.05 * f64::from(blocks) {
+            return 0.0;
+        }
+        f64::from(all_heard) / f64::from(blocks)
     }
 }
 
@@ -113,12 +163,18 @@ pub struct Sender {
     pub ssrc: u32,
     seq: u16,
     ts: u32,
+    event_ts: u32,
 }
 
 impl Sender {
     /// A stream with `ssrc`, starting at sequence number `seq`.
     pub fn new(ssrc: u32, seq: u16) -> Self {
-        Sender { ssrc, seq, ts: 0 }
+        Sender {
+            ssrc,
+            seq,
+            ts: 0,
+            event_ts: 0,
+        }
     }
 
     /// Writes the next packet into `out`, stamped with `now_ns` (the
@@ -131,6 +187,38 @@ impl Sender {
         out[20..].fill(0xff);
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(160);
+    }
+
+    /// Writes packet `n` (1-13) of an RFC 4733 digit (payload type 101):
+    /// ten updates 20 ms apart, then three end packets; the audio's clock
+    /// runs on under it.
+    pub fn next_event(&mut self, event: u8, n: u32, out: &mut [u8]) -> usize {
+        if n == 1 {
+            self.event_ts = self.ts;
+        }
+        let end = n > 10;
+        let e = rvoip_codecs::dtmf::TelephoneEvent {
+            event,
+            end,
+            volume: 10,
+            duration: (n.min(10) * 160) as u16,
+        };
+        let mut h = [0u8; 12];
+        write_rtp_header(
+            &mut h,
+            n == 1,
+            101,
+            self.seq,
+            self.event_ts,
+            Ssrc(self.ssrc),
+        );
+        out[..12].copy_from_slice(&h);
+        out[12..16].copy_from_slice(&e.write());
+        self.seq = self.seq.wrapping_add(1);
+        if !end {
+            self.ts = self.ts.wrapping_add(160);
+        }
+        16
     }
 
     /// Writes the next packet of a tone (payload type `pt`) into `out`;

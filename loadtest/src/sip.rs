@@ -93,6 +93,8 @@ pub struct SdpCodec {
     pub rtpmap: String,
     /// The codec.
     pub codec: rvoip_codecs::Codec,
+    /// telephone-event at payload type 101 beside it.
+    pub events: bool,
 }
 
 impl SdpCodec {
@@ -102,7 +104,12 @@ impl SdpCodec {
         if codec.sdp_channels() > 1 {
             rtpmap.push_str(&format!("/{}", codec.sdp_channels()));
         }
-        SdpCodec { pt, rtpmap, codec }
+        SdpCodec {
+            pt,
+            rtpmap,
+            codec,
+            events: false,
+        }
     }
 
     /// `codec` at its static payload type, else 96.
@@ -145,11 +152,17 @@ pub fn sdp(
         .s(ip)
         .s("\r\nt=0 0\r\nm=audio ");
     t.n(u64::from(local.rtp_port)).s(" ").s(profile).s(" ");
-    t.n(u64::from(codec.pt))
-        .s("\r\na=rtpmap:")
+    t.n(u64::from(codec.pt));
+    if codec.events {
+        t.s(" 101");
+    }
+    t.s("\r\na=rtpmap:")
         .n(u64::from(codec.pt))
         .s(" ")
         .s(&codec.rtpmap);
+    if codec.events {
+        t.s("\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16");
+    }
     t.s("\r\na=ptime:20\r\na=sendrecv\r\na=ssrc:");
     t.n(u64::from(ssrc)).s(" cname:rvoip-loadtest\r\n");
     if let Some(c) = crypto {

@@ -678,6 +678,12 @@ pub struct Config {
     /// SBC settings (B2BUA mode).
     #[serde(default)]
     pub sbc: Sbc,
+    /// Recording (`[recording] dir`).
+    #[serde(default)]
+    pub recording: crate::mediaserver::RecordingConfig,
+    /// The media server's own applications.
+    #[serde(default)]
+    pub mediaserver: crate::mediaserver::MediaServerConfig,
     /// Logging.
     #[serde(default)]
     pub overload: Overload,
@@ -796,6 +802,13 @@ impl Config {
     /// Checks what types alone cannot: ranges, references, duplicates.
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, m: String| Err((k.to_string(), m));
+        self.mediaserver.validate()?;
+        if self.mediaserver.answers_calls() && self.node.mode != Mode::B2bua {
+            return err(
+                "mediaserver",
+                "the media server answers calls in mode = \"b2bua\" only".into(),
+            );
+        }
         if self.sip.listen.is_empty() {
             return err("sip.listen", "at least one listener is required".into());
         }

@@ -6,6 +6,7 @@
 //! Must not: open sockets or start threads.
 
 pub mod config;
+pub mod mediaserver;
 pub mod sbc;
 
 pub use config::{Config, ConfigError};

@@ -38,8 +38,11 @@ use crate::sbc::policy::{HeaderText, Policy, Refusal};
 use crate::transaction::Millis;
 use rvoip_dataplane::media::orders::Outcome;
 
+mod apps;
 #[cfg(test)]
 mod tests;
+
+pub use apps::MediaServer;
 
 /// Side of a call: A the caller's leg (the SBC is its UAS), B the called
 /// leg (the SBC is its UAC); the one `Side` of rvoip.
@@ -56,6 +59,8 @@ pub(crate) enum CallTimer {
     Trying,
     /// The session interval ends.
     Session,
+    /// A media-server application's timer.
+    App(apps::AppTimer),
 }
 
 /// How long a caller may wait for a first response before a 100 (Trying)
@@ -116,6 +121,12 @@ enum Then {
     },
     /// The relay's totals for an ended call's record.
     Deleted { cdr: Box<Cdr> },
+    /// A step of a call the media server answers.
+    Local { call: u64, step: apps::LocalStep },
+    /// A service order whose outcome is only logged.
+    Noted,
+    /// Media events (DTMF) for the applications.
+    Events,
 }
 
 impl Then {
@@ -125,8 +136,9 @@ impl Then {
             | Then::InviteResponse { call, .. }
             | Then::AckAnswer { call, .. }
             | Then::Relay { call, .. }
-            | Then::RelayResponse { call, .. } => Some(*call),
-            Then::Deleted { .. } => None,
+            | Then::RelayResponse { call, .. }
+            | Then::Local { call, .. } => Some(*call),
+            Then::Deleted { .. } | Then::Noted | Then::Events => None,
         }
     }
 }
@@ -209,6 +221,10 @@ pub(crate) struct Call {
     deferred: VecDeque<Deferred>,
     /// Leg B's other early dialogs (a forking peer's other phones).
     forks: Forks,
+    /// The media server's application, when it answers the call.
+    app: Option<Box<apps::LocalApp>>,
+    /// Whether side A, side B is held by its peer (hearing music on hold).
+    held: [bool; 2],
 }
 
 /// What the journal keeps of an established call.
@@ -239,6 +255,8 @@ pub struct B2bConfig {
     pub reject_refer: bool,
     /// Seconds between health-check rounds.
     pub health_interval_ms: Millis,
+    /// The media server's applications.
+    pub media_server: MediaServer,
 }
 
 /// Counters of the B2BUA.
@@ -323,6 +341,10 @@ pub struct B2b {
     health_started: bool,
     /// A text written and copied into place, kept for the next.
     scratch: String,
+    /// Calls the media server answers, by their media id.
+    apps_by_media: FxHashMap<String, u64>,
+    /// An events order is in flight.
+    events_asked: bool,
     /// Counters.
     pub counters: B2bCounters,
 }
@@ -368,6 +390,8 @@ impl B2b {
             next_token: 0,
             health_started: false,
             scratch: String::new(),
+            apps_by_media: FxHashMap::default(),
+            events_asked: false,
             counters: B2bCounters::default(),
         };
         for (id, s) in saved {
@@ -412,6 +436,8 @@ impl B2b {
             deferred: VecDeque::new(),
             forks: Forks::default(),
             legs: s.legs,
+            app: None,
+            held: [false; 2],
         });
         for side in [Side::A, Side::B] {
             self.dialogs
@@ -646,6 +672,25 @@ impl B2b {
         if let Some(c) = id.and_then(|id| self.calls.get_mut(&id)) {
             c.busy = c.busy.saturating_sub(1);
         }
+        let then = match then {
+            Then::Local { call, step } => {
+                self.local_then(el, now, unix_ms, call, step, outcome);
+                self.replay(el, now, unix_ms, call);
+                return;
+            }
+            Then::Noted => {
+                if let Outcome::Failed(e) = &outcome {
+                    tracing::warn!(error = %e, "media service failed");
+                    self.counters.media_errors += 1;
+                }
+                return;
+            }
+            Then::Events => {
+                self.app_events(el, now, unix_ms, outcome);
+                return;
+            }
+            other => other,
+        };
         let totals = media::reply_totals(&outcome);
         let sdp = match &then {
             Then::Deleted { .. } => Ok(Vec::new()),
@@ -740,6 +785,7 @@ impl B2b {
                 cdr.media = totals;
                 self.cdrs.push_back(*cdr);
             }
+            Then::Local { .. } | Then::Noted | Then::Events => {}
         }
         if let Some(id) = id {
             self.replay(el, now, unix_ms, id);
@@ -826,6 +872,7 @@ impl B2b {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn request_in(
         &mut self,
         el: &mut Element,
@@ -834,6 +881,7 @@ impl B2b {
         key: ServerKey,
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
+        local_domain: bool,
     ) {
         // Admitted already (b2b_admit).
         let method = msg.method().unwrap_or(Method::Options);
@@ -848,7 +896,7 @@ impl B2b {
             return;
         }
         match method {
-            Method::Invite => self.new_call(el, now, unix_ms, key, msg, inb, realm),
+            Method::Invite => self.new_call(el, now, unix_ms, key, msg, inb, (realm, local_domain)),
             Method::Options => el.txl.respond(
                 now,
                 &key,
@@ -883,7 +931,7 @@ impl B2b {
         key: ServerKey,
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
-        realm: usize,
+        (realm, local_domain): (usize, bool),
     ) {
         // §16.3-style checks a UA also makes.
         if msg
@@ -894,12 +942,14 @@ impl B2b {
             el.txl.respond(now, &key, msg, 483, "Too Many Hops", &[]);
             return;
         }
+        let app = self.app_for(msg, local_domain);
         let number = self.policy.normalize(&uri_user(msg));
         // A user registered here (Request-URI in a served domain) is called
         // where it registered from; any other number goes by the routing
         // table to a trunk.
         let user = el.registered_targets(&self.policy, msg, unix_ms);
         let (trunk, out_realm_index) = match &user {
+            _ if app.is_some() => (None, Some(realm)),
             Some((_, realm)) => (None, Some(*realm)),
             None => match self.policy.route(&number, realm) {
                 Some(t) => (Some(t), self.policy.trunks.get(t).map(|t| t.realm)),
@@ -1018,6 +1068,8 @@ impl B2b {
             busy: 0,
             deferred: VecDeque::new(),
             forks: Forks::default(),
+            app: None,
+            held: [false; 2],
         });
         // Session timer asked of leg B: ours, or the caller's if smaller.
         let se = self.config.session_expires;
@@ -1052,6 +1104,19 @@ impl B2b {
         // to the caller within 200 ms; leg B's ringing usually does.
         el.txl
             .schedule(Some(now + TRYING_MS), TimerRef::Call(id, CallTimer::Trying));
+        if let Some(app) = app {
+            match sdp_body(msg) {
+                Some(sdp) => self.local_call(el, now, unix_ms, call, app, sdp),
+                None => {
+                    // The media server answers offers; a late offer is
+                    // refused (RFC 3261 §13.3.1.1 allows it to decline).
+                    el.b2b_reject_a(&call, now, 488);
+                    call.a_status = 488;
+                    self.finish(el, call, unix_ms, "no-offer");
+                }
+            }
+            return;
+        }
         match sdp_body(msg) {
             Some(sdp) => {
                 let order = self.offer_towards_b(
@@ -1075,6 +1140,9 @@ impl B2b {
                 503
             } else {
                 map_status(call.b_status)
+            };
+            let Some(mut call) = self.announce(el, now, unix_ms, call, status) else {
+                return;
             };
             el.b2b_reject_a(&call, now, status);
             call.a_status = status;
@@ -1136,6 +1204,9 @@ impl B2b {
             }
         }
         self.by_invite.remove(&call.a_invite_key);
+        if call.app.is_some() {
+            self.apps_by_media.remove(&call.media_id);
+        }
         if call.answer_ms.is_some() {
             self.journal.remove(call.id);
         }
@@ -1330,6 +1401,10 @@ impl B2b {
                 key,
                 msg: msg.as_bytes().to_vec(),
             }),
+            _ if call.app.is_some() => {
+                self.local_in_dialog(el, now, unix_ms, key, msg, call);
+                return;
+            }
             _ => {
                 self.calls.insert(id, call);
                 self.relay(el, now, unix_ms, id, key, msg, side);
@@ -1386,6 +1461,9 @@ impl B2b {
                     msg: msg.as_bytes().to_vec(),
                 };
                 self.order(el, now, unix_ms, order, then);
+                if matches!(msg.method(), Some(Method::Invite | Method::Update)) {
+                    self.hold_music(el, now, unix_ms, id, side, sdp);
+                }
             }
             None => {
                 let body = msg.body().to_vec();
@@ -2049,6 +2127,7 @@ impl B2b {
                     }
                 }
             }
+            CallTimer::App(t) => self.app_timer(el, now, unix_ms, id, t),
             CallTimer::Session => {
                 let expired = self
                     .calls
@@ -2123,9 +2202,9 @@ impl TransactionUser for B2b {
         key: ServerKey,
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
-        _local_domain: bool,
+        local_domain: bool,
     ) {
-        self.request_in(el, now, unix_ms, key, msg, inb);
+        self.request_in(el, now, unix_ms, key, msg, inb, local_domain);
     }
 
     fn on_ack(

@@ -198,6 +198,7 @@ fn net_with(config: &str, journal: Journal, saved: Vec<(u64, SavedCall)>) -> Net
             min_se: s.min_se_secs,
             reject_refer: s.refer == rvoip_tuning::sbc::ReferMode::Reject,
             health_interval_ms: 5000,
+            media_server: Default::default(),
         },
         Box::new(relay.clone()),
         journal,

@@ -551,6 +551,15 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         dtx: o.dtx,
         expected_loss: i32::from(o.expected_loss_pct),
     });
+    let absolute = |p: std::path::PathBuf| std::path::absolute(&p).unwrap_or(p);
+    server.set_prompt_dir(absolute(config.resolve(&config.mediaserver.prompt_dir)));
+    server.set_recording_dir(
+        config
+            .recording
+            .dir
+            .as_ref()
+            .map(|d| absolute(config.resolve(d))),
+    );
     let ng_addr = config.ng.as_ref().map(|n| n.listen);
     let orders = match NgOrders::spawn(
         &config.controlplane.ring_dir,

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// One UDP datagram seen arriving: its source, destination and payload
-/// length.
-#[derive(Clone, Copy, Debug)]
+/// One UDP datagram seen arriving: its source, destination, payload
+/// length, and its first octets (an RTP header and a G.711 payload).
+#[derive(Clone, Debug)]
 pub struct Datagram {
     pub src: SocketAddrV4,
     pub dst: SocketAddrV4,
     pub len: usize,
+    pub head: Vec<u8>,
 }
 
 /// A running capture of every UDP datagram delivered on `lo`.
@@ -157,5 +158,9 @@ fn udp(p: &[u8]) -> Option<Datagram> {
         src: SocketAddrV4::new(ip(12), port(ihl)),
         dst: SocketAddrV4::new(ip(16), port(ihl + 2)),
         len: udp_len.saturating_sub(8),
+        head: p
+            .get(ihl + 8..(ihl + udp_len).min(p.len()).min(ihl + 8 + 256))
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
     })
 }

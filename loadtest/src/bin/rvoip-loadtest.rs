@@ -116,8 +116,38 @@ struct Common {
     /// Streams decoded and judged when streams carry tones.
     #[arg(long, default_value_t = 4)]
     audio_check: usize,
+    /// The tone a caller sends, Hz (default 1000; tone mode).
+    #[arg(long)]
+    tone: Option<f64>,
+    /// Tones a caller must hear, Hz, comma-separated (default 600: the
+    /// callee's). Several: each must carry a tenth of the power (a
+    /// conference mix).
+    #[arg(long, value_delimiter = ',')]
+    expect: Vec<f64>,
+    /// Tones a caller must not hear (its own, in a conference).
+    #[arg(long, value_delimiter = ',')]
+    absent: Vec<f64>,
+    /// Judge what a caller hears from this long after its first packet
+    /// (e.g. after an IVR prompt).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration_ms)]
+    judge_after: u64,
+    /// A DTMF digit the caller sends after the answer: DIGIT@DELAY, e.g.
+    /// 1@2s (RFC 4733 events; the offer carries telephone-event).
+    #[arg(long, value_parser = parse_dtmf)]
+    dtmf: Option<(u8, u64)>,
+    /// Send the digit as its tone pair in the audio instead.
+    #[arg(long)]
+    dtmf_inband: bool,
     #[command(flatten)]
     out: Output,
+}
+
+fn parse_dtmf(s: &str) -> Result<(u8, u64), String> {
+    let (d, at) = s.split_once('@').ok_or("DIGIT@DELAY, e.g. 1@2s")?;
+    let c = d.chars().next().ok_or("a digit")?;
+    let event =
+        rvoip_codecs::dtmf::char_event(c).ok_or_else(|| format!("{d:?} is not a DTMF digit"))?;
+    Ok((event, parse_duration_ms(at)?))
 }
 
 impl Common {
@@ -126,8 +156,27 @@ impl Common {
         cfg.srtp = self.srtp;
         cfg.codec = self.codec.unwrap_or(Codec::Pcmu);
         cfg.answer_codec = cfg.codec;
-        cfg.tone = self.codec.is_some();
+        let listening = self.tone.is_some()
+            || !self.expect.is_empty()
+            || !self.absent.is_empty()
+            || self.dtmf.is_some();
+        cfg.tone = self.codec.is_some() || listening;
         cfg.audio_check = self.audio_check;
+        if let Some(t) = self.tone {
+            cfg.caller_tone = t;
+        }
+        if !self.expect.is_empty() {
+            cfg.listen.expect = self.expect.clone();
+        }
+        cfg.listen.absent = self.absent.clone();
+        cfg.listen.after_ms = self.judge_after;
+        cfg.dtmf = self
+            .dtmf
+            .map(|(event, after_ms)| rvoip_loadtest::agent::Dtmf {
+                event,
+                after_ms,
+                inband: self.dtmf_inband,
+            });
     }
 }
 
@@ -389,6 +438,9 @@ fn config(
         audio_check: 4,
         tone: false,
         opus_bitrate: None,
+        listen: Default::default(),
+        caller_tone: rvoip_loadtest::media::CALLER_TONE,
+        dtmf: None,
     })
 }
 

@@ -248,6 +248,9 @@ pub(crate) fn agent_config(
         audio_check: 4,
         tone: false,
         opus_bitrate: None,
+        listen: Default::default(),
+        caller_tone: rvoip_loadtest::media::CALLER_TONE,
+        dtmf: None,
     }
 }
 
