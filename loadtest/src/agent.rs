@@ -1327,7 +1327,7 @@ impl Agent {
                 report.rtp_out_of_order += r.out_of_order;
                 report::record(&mut report.jitter, (r.jitter_ns / 1000.0) as u64);
                 if let Some(a) = heard.remove(ssrc).and_then(|h| h.audio) {
-                    report.record_audio(a.clear());
+                    report.record_audio(a.clear(), a.before_dbov());
                 }
                 false
             } else {

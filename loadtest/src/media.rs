@@ -119,6 +119,18 @@ impl AudioCheck {
         }
     }
 
+    /// The level of what came before the judged part (an IVR's prompt,
+    /// before the caller's digit), dBov; −120 for nothing.
+    pub fn before_dbov(&self) -> f64 {
+        let rate = self.decoder.pcm_rate();
+        let skip = (u64::from(rate) * self.listen.after_ms / 1000) as usize;
+        let p = &self.pcm[..skip.min(self.pcm.len())];
+        if p.is_empty() {
+            return -120.0;
+        }
+        rvoip_codecs::tone::level_dbov(p).max(-120.0)
+    }
+
     /// The share of the stream (after the judged start) in which the
     /// expected tone is heard clearly (SNR ≥ 15 dB), 0–1. With several
     /// tones expected (a conference): the share of 20 ms blocks in which

@@ -46,6 +46,9 @@ pub struct Report {
     pub audio_clear: u64,
     /// The lowest share of time any judged stream was clear, 0–1.
     pub audio_worst: f64,
+    /// Tone mode: the loudest level heard before the judged part of a
+    /// stream (an IVR's prompt), dBov.
+    pub audio_before_dbov: f64,
     /// RTP packets received in calls that failed, left out of the figures
     /// above (a UAC knows which calls its streams belong to).
     pub rtp_failed_calls: u64,
@@ -122,6 +125,7 @@ impl Default for Report {
             audio_checked: 0,
             audio_clear: 0,
             audio_worst: 1.0,
+            audio_before_dbov: f64::NEG_INFINITY,
             rtp_failed_calls: 0,
             rtp_calls_still_up: 0,
             abandoned_hung_up: 0,
@@ -261,7 +265,8 @@ impl Report {
     }
 
     /// Records a judged stream: the share of its time the tone was clear.
-    pub fn record_audio(&mut self, clear: f64) {
+    pub fn record_audio(&mut self, clear: f64, before_dbov: f64) {
+        self.audio_before_dbov = self.audio_before_dbov.max(before_dbov);
         self.audio_checked += 1;
         self.audio_clear += u64::from(clear >= 0.8);
         self.audio_worst = self.audio_worst.min(clear);
@@ -311,6 +316,7 @@ impl Report {
                 "streams_judged": self.audio_checked,
                 "streams_clear": self.audio_clear,
                 "worst_clear_share": if self.audio_checked > 0 { self.audio_worst } else { 0.0 },
+                "before_judged_dbov": if self.audio_before_dbov.is_finite() { self.audio_before_dbov } else { -120.0 },
             },
         })
     }

@@ -1694,6 +1694,11 @@ impl B2b {
             }
             if !call.cancelled {
                 let status = map_status(code);
+                call = match self.announce(el, now, unix_ms, call, status) {
+                    Some(c) => c,
+                    // The caller hears the announcement first.
+                    None => return,
+                };
                 el.b2b_reject_a(&call, now, status);
                 call.a_status = status;
             }

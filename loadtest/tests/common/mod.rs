@@ -122,9 +122,24 @@ pub(crate) fn run_sbc(
     media_base: u16,
     extra: &[(&str, String)],
 ) -> Killed {
-    let mut text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sbc.toml"))
-            .unwrap();
+    run_config("sbc.toml", dir, access, core_peer, media_base, extra)
+}
+
+/// Runs `config/<file>` (an SBC configuration) as [`run_sbc`] does.
+pub(crate) fn run_config(
+    file: &str,
+    dir: &Path,
+    access: u16,
+    core_peer: u16,
+    media_base: u16,
+    extra: &[(&str, String)],
+) -> Killed {
+    let mut text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config")
+            .join(file),
+    )
+    .unwrap();
     let rings = format!("/dev/shm/rvoip-lt-sbc-{}-{media_base}", std::process::id());
     for (from, to) in [
         ("127.0.0.1:5060", format!("127.0.0.1:{access}")),
@@ -146,7 +161,7 @@ pub(crate) fn run_sbc(
     .into_iter()
     .chain(extra.iter().cloned())
     {
-        assert!(text.contains(from), "sbc.toml has no {from:?}");
+        assert!(text.contains(from), "{file} has no {from:?}");
         text = text.replace(from, &to);
     }
     std::fs::copy(
@@ -154,7 +169,7 @@ pub(crate) fn run_sbc(
         dir.join("users.toml"),
     )
     .unwrap();
-    let config = dir.join("sbc.toml");
+    let config = dir.join(file);
     std::fs::write(&config, text).unwrap();
     let sbc = Killed(
         Command::new(rvoip_binary())
