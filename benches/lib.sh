@@ -61,7 +61,7 @@ start_ng_relay() {
     local name=$1 secs=$2
     case $name in
         rvoip)
-            sed -e "s/port_min = 30000/port_min = 10000/; s/port_max = 39999/port_max = 29999/; s/127.0.0.1:5060/127.0.0.1:5099/" \
+            sed -e "s/port_min = 30000/port_min = 10000/; s/port_max = 39999/port_max = 29999/; s/127.0.0.1:5060/127.0.0.1:5099/; s|dir = \"../recordings\"|dir = \"$OUT/recordings\"|" \
                 "$ROOT/config/rvoip.toml" > "$OUT/rvoip.toml"
             timeout "$secs" "$ROOT/target/release/rvoip" run --config "$OUT/rvoip.toml" > "$OUT/rvoip.log" 2>&1 &
             ;;

@@ -240,3 +240,167 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
     assert_eq!(errors, 0, "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A 440 Hz tone of `ms` at 16 kHz (the prompt), as a WAV file.
+fn tone_wav(path: &Path, ms: u32) {
+    let rate = 16_000;
+    let n = (rate * ms / 1000) as usize;
+    let mut pcm = vec![0i16; n];
+    rvoip_codecs::tone::Tone::new(440.0, 12_000.0, rate).fill(&mut pcm);
+    let mut f = rvoip_mixer::wav::header(rate, 1, (n * 2) as u32).to_vec();
+    for s in pcm {
+        f.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, f).unwrap();
+}
+
+/// Kamailio's rtpengine module functions drive rvoip's media server: on
+/// the caller's ACK, `rtpengine_start_recording()` and
+/// `rtpengine_play_media("from-tag=$ft file=…")`. The caller (SIPp playing
+/// A-law audio, echoed back by the SIPp uas) hears the prompt (a 440 Hz
+/// tone, judged from the packets the capture saw reach it), and the call is
+/// recorded: a stereo 8 kHz WAV of the call's length with both sides in it.
+#[test]
+fn kamailio_drives_recording_and_play_media_over_its_rtpengine_module() {
+    require("kamailio");
+    require("sipp");
+    let dir = common::test_dir("kam-ms");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let (sip, ng, kport, uas, uas_media, uac, uac_media) = (
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let recordings = dir.join("recordings");
+    let cfg = common::test_config(
+        "rvoip.toml",
+        &dir,
+        &[
+            ("127.0.0.1:5060", format!("127.0.0.1:{sip}")),
+            ("127.0.0.1:2223", format!("127.0.0.1:{ng}")),
+            ("port_min = 30000", "port_min = 53200".into()),
+            ("port_max = 39999", "port_max = 53299".into()),
+            (
+                "dir = \"../recordings\"",
+                format!("dir = \"{}\"", recordings.display()),
+            ),
+        ],
+    );
+    let _rvoip = Spawned::spawn(
+        Command::new(env!("CARGO_BIN_EXE_rvoip"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("rvoip.log")).unwrap()),
+    );
+    let prompt = dir.join("beep.wav");
+    tone_wav(&prompt, 1000);
+    let kcfg = std::fs::read_to_string(data.join("kamailio-mediaserver.cfg"))
+        .unwrap()
+        .replace("@KPORT@", &kport.to_string())
+        .replace("@NGPORT@", &ng.to_string())
+        .replace("@UASPORT@", &uas.to_string())
+        .replace("@PROMPT@", prompt.to_str().unwrap());
+    std::fs::write(dir.join("kamailio.cfg"), kcfg).unwrap();
+    let _kamailio = Spawned::spawn(
+        Command::new("kamailio")
+            .arg("-f")
+            .arg(dir.join("kamailio.cfg"))
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
+            .arg(&dir)
+            .arg("-Y")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("kamailio.log")).unwrap()),
+    );
+    wait_for_options(kport);
+    let _uas = Spawned::spawn(
+        Command::new("sipp")
+            .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &uas.to_string()])
+            .args([
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &uas_media.to_string(),
+                "-rtp_echo",
+            ])
+            .args(["-m", "1", "-nostdin", "-timeout", "60s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let cap = common::capture::Capture::start();
+    let uac_status = Command::new("sipp")
+        .args([&format!("127.0.0.1:{kport}"), "-sf"])
+        .arg(data.join("uac_pcap.xml"))
+        .args(["-i", "127.0.0.1", "-p", &uac.to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &uac_media.to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "40s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sipp uac");
+    assert!(uac_status.success(), "the SIPp call failed: {uac_status:?}");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The caller heard the prompt: 20 ms blocks from the relay to it in
+    // which 440 Hz carries most of the power, about a second of them.
+    let mut beeps = 0;
+    for d in cap.all() {
+        if !(53200..=53299).contains(&d.src.port()) || d.dst.port() != uac_media {
+            continue;
+        }
+        let payload = d.head.get(12..).unwrap_or_default();
+        let mut pcm = vec![0i16; payload.len()];
+        rvoip_codecs::g711::decode_alaw(payload, &mut pcm);
+        let power: f64 =
+            pcm.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / pcm.len().max(1) as f64;
+        let g = rvoip_codecs::tone::goertzel(&pcm, 440.0, 8000);
+        let n = pcm.len().max(1) as f64;
+
+        if power > 1e4 && 2.0 * g / (n * n) / power > 0.5 {
+            beeps += 1;
+        }
+    }
+
+    assert!(
+        (40..=60).contains(&beeps),
+        "the caller heard the 1 s prompt: {beeps} frames of it"
+    );
+
+    // The call was recorded: once the BYE's delete is answered, its WAV is
+    // complete.
+    let wav = std::fs::read_dir(&recordings)
+        .unwrap_or_else(|e| panic!("{}: {e}", recordings.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wav"))
+        .expect("a recording");
+    let bytes = std::fs::read(&wav).unwrap();
+    let samples: Vec<i16> = bytes[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    assert_eq!(&bytes[22..24], &2u16.to_le_bytes(), "stereo");
+    assert_eq!(&bytes[24..28], &8000u32.to_le_bytes(), "8 kHz for G.711");
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    let secs = left.len() as f64 / 8000.0;
+    // The uac's 8 s pause after its ACK, less the moment before the
+    // recording started.
+    assert!((6.5..=9.0).contains(&secs), "the call's length: {secs} s");
+    let (l, r) = (
+        rvoip_codecs::tone::level_dbov(&left),
+        rvoip_codecs::tone::level_dbov(&right),
+    );
+    assert!(l > -45.0, "the caller's audio on the left: {l} dBov");
+    assert!(r > -45.0, "the echo on the right: {r} dBov");
+    let meta = wav.with_extension("json");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+    assert_eq!(meta["codecs"][0], "PCMA/8000", "{meta}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -100,7 +100,30 @@ fn core() -> SipCore {
     let relay = Relay(NgServer::new(FakeMedia::new(false), IpAddr::V4(Ipv4Addr::LOCALHOST), Box::new(SeededEntropy::new(2))), Default::default());
     core.set_b2bua(B2b::new(
         Policy::from_config(&c).expect("policy"),
-        B2bConfig { session_expires: 90, min_se: 90, reject_refer: false, health_interval_ms: 5000 },
+        B2bConfig {
+            session_expires: 90,
+            min_se: 90,
+            reject_refer: false,
+            health_interval_ms: 5000,
+            // The media server's applications answer conf-*, echo and ivr.
+            media_server: rvoip_controlplane::b2bua::MediaServer {
+                config: rvoip_tuning::mediaserver::MediaServerConfig {
+                    conference_prefix: "conf-".into(),
+                    echo: "echo".into(),
+                    music_on_hold: Some("moh.wav".into()),
+                    ivr: vec![rvoip_tuning::mediaserver::IvrMenu {
+                        user: "ivr".into(),
+                        prompt: "welcome.wav".into(),
+                        timeout_secs: 1,
+                        retries: 1,
+                        digits: [("1".to_string(), "room:conf-1".to_string()), ("9".to_string(), "hangup".to_string())].into_iter().collect(),
+                    }],
+                    announcements: [("486".to_string(), "busy.wav".into())].into_iter().collect(),
+                    ..Default::default()
+                },
+                prompt_dir: "/nonexistent".into(),
+            },
+        },
         Box::new(relay),
         Journal::disabled(),
         Vec::new(),

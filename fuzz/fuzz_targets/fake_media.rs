@@ -50,4 +50,10 @@ impl MediaControl for FakeMedia {
     fn take_timed_out(&self) -> Vec<MediaHandle> {
         if self.hostile { vec![MediaHandle { worker: 0, session: 7 }] } else { Vec::new() }
     }
+    fn service(&self, _: MediaHandle, _: usize, _: rvoip_dataplane::media::services::ServiceOp) -> Result<(), MediaError> {
+        Ok(())
+    }
+    fn record(&self, _: rvoip_dataplane::media::plan::RecordStep) -> Result<(), MediaError> {
+        if self.hostile { Err(MediaError::Service("no recorder".into())) } else { Ok(()) }
+    }
 }

@@ -29,6 +29,7 @@ use rvoip_dataplane::sip::HeaderName;
 use rvoip_dataplane::wheel::Wheel;
 
 mod ng;
+pub use ng::NgService;
 mod register;
 use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite, sdes};
 
@@ -120,6 +121,14 @@ pub struct Config {
     pub caller_tone: f64,
     /// A DTMF digit a caller sends after the answer.
     pub dtmf: Option<Dtmf>,
+    /// ng: a media service for each call once it is up.
+    pub ng_service: Option<ng::NgService>,
+    /// Calls to `<service><n / rooms_of>`: conference rooms of this many
+    /// callers (0: every call to `service`).
+    pub rooms_of: u64,
+    /// In each room only the first this many callers talk; the others send
+    /// silence (0: all talk).
+    pub talkers: u64,
 }
 
 /// How a caller judges what it hears.
@@ -283,9 +292,9 @@ pub struct Agent {
     /// Calls given up whose late 2xx was acknowledged and hung up.
     abandoned: rustc_hash::FxHashSet<u64>,
     /// Tone mode: the caller's and the callee's tone in their codecs.
-    /// The caller's tone, the callee's, and the caller's DTMF digit as
-    /// its tone pair.
-    tones: [Option<Arc<ToneFrames>>; 3],
+    /// The caller's tone, the callee's, the caller's DTMF digit as its
+    /// tone pair, and silence (callers who do not talk).
+    tones: [Option<Arc<ToneFrames>>; 4],
     /// Tone mode: what each received stream needs.
     heard: HashMap<u32, Heard>,
     /// ng, tone mode: leg B's payload type (from the offer's reply), by call.
@@ -333,7 +342,7 @@ impl Agent {
             local,
             request_uri: None,
             abandoned: rustc_hash::FxHashSet::default(),
-            tones: [None, None, None],
+            tones: [None, None, None, None],
             heard: HashMap::default(),
             b_pt: HashMap::default(),
         }
@@ -360,6 +369,10 @@ impl Agent {
                     .dtmf
                     .filter(|d| d.inband)
                     .and_then(|d| ToneFrames::dtmf(self.cfg.codec, d.event).ok())
+                    .map(Arc::new),
+                (self.cfg.talkers > 0)
+                    .then(|| ToneFrames::new(self.cfg.codec, 0.0).ok())
+                    .flatten()
                     .map(Arc::new),
             ];
         }
@@ -516,10 +529,13 @@ impl Agent {
         call_id.n(n).s("-").n(run).s("@rvoip-loadtest");
         let mut from_tag = Text::with_capacity(24);
         from_tag.x(n).s("-").x(run);
-        let request_uri = self
-            .request_uri
-            .get_or_insert_with(|| format!("sip:{}@{target}", self.cfg.service).into())
-            .clone();
+        let request_uri = if let Some(room) = n.checked_div(self.cfg.rooms_of) {
+            format!("sip:{}{room}@{target}", self.cfg.service).into()
+        } else {
+            self.request_uri
+                .get_or_insert_with(|| format!("sip:{}@{target}", self.cfg.service).into())
+                .clone()
+        };
         let dialog = Dialog {
             call_id: call_id.into_string(),
             from_tag: from_tag.into_string(),
@@ -820,7 +836,10 @@ impl Agent {
                         }
                         let ssrc = (n as u32).wrapping_mul(2).wrapping_add(1);
                         let pt = r.pt_of(self.cfg.codec).unwrap_or(self.own_codec().pt);
-                        let tone = self.cfg.tones().then_some((0, pt));
+                        let quiet = self.cfg.talkers > 0
+                            && self.cfg.rooms_of > 0
+                            && n % self.cfg.rooms_of >= self.cfg.talkers;
+                        let tone = self.cfg.tones().then_some((if quiet { 3 } else { 0 }, pt));
                         self.start_media(now_ns, n, ssrc, r.to, tx.as_ref(), tone);
                     }
                 } else {

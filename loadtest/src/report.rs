@@ -49,6 +49,10 @@ pub struct Report {
     /// Tone mode: the loudest level heard before the judged part of a
     /// stream (an IVR's prompt), dBov.
     pub audio_before_dbov: f64,
+    /// ng media services (play media, start recording) accepted.
+    pub ng_services: u64,
+    /// ng media services refused.
+    pub ng_service_errors: u64,
     /// RTP packets received in calls that failed, left out of the figures
     /// above (a UAC knows which calls its streams belong to).
     pub rtp_failed_calls: u64,
@@ -126,6 +130,8 @@ impl Default for Report {
             audio_clear: 0,
             audio_worst: 1.0,
             audio_before_dbov: f64::NEG_INFINITY,
+            ng_services: 0,
+            ng_service_errors: 0,
             rtp_failed_calls: 0,
             rtp_calls_still_up: 0,
             abandoned_hung_up: 0,
@@ -287,6 +293,7 @@ impl Report {
                 "late_answers_hung_up": self.abandoned_hung_up,
             },
             "failures_by_reason": self.failures,
+            "ng_services": { "accepted": self.ng_services, "refused": self.ng_service_errors },
             "cps_achieved": self.cps(elapsed_s),
             "elapsed_s": elapsed_s,
             "latency_ms": {

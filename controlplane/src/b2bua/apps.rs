@@ -711,11 +711,14 @@ impl B2b {
             .config
             .announcements
             .get(&status.to_string())
-            .cloned()?;
+            .cloned();
+        let offer = reread(&call.a_invite).and_then(|m| sdp_body(&m).map(<[u8]>::to_vec));
+        let (Some(file), Some(offer)) = (file, offer) else {
+            return Some(call);
+        };
         if call.cancelled || call.app.is_some() {
             return Some(call);
         }
-        let offer = reread(&call.a_invite).and_then(|m| sdp_body(&m).map(<[u8]>::to_vec))?;
         let order = MediaOrder::Terminate {
             call_id: CallId::from(announcement_id(&call.media_id).as_bytes()),
             from_tag: Tag::from(call.legs[0].remote_tag().as_bytes()),

@@ -633,6 +633,23 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         transcoded_out = r.media.transcoded_out,
         "media counters"
     );
+    let sv = r.media.services;
+    if sv != Default::default() {
+        tracing::info!(
+            prompt_frames = sv.prompt_frames,
+            terminal_frames = sv.terminal_frames,
+            terminated_in = sv.terminated_in,
+            blocked = sv.blocked,
+            silenced = sv.silenced,
+            replaced = sv.replaced,
+            recorded = sv.recorded,
+            record_dropped = sv.record_dropped,
+            room_frames = sv.room_frames,
+            room_sent = sv.room_sent,
+            room_shared = sv.room_shared,
+            "media server counters"
+        );
+    }
     let st = r.media.stage;
     if r.media.transcoded_in + r.media.transcoded_out > 0 {
         tracing::info!(

@@ -123,6 +123,9 @@ pub struct PromptCache {
     encoded: HashMap<(Source, Codec, u32, bool, i32), Arc<Prompt>>,
 }
 
+/// Largest prompt file read (about 6 minutes of 48 kHz stereo).
+const MAX_FILE: u64 = 64 << 20;
+
 /// Most encoded prompts kept before the cache starts over.
 const MAX_ENCODED: usize = 1024;
 
@@ -173,6 +176,17 @@ impl PromptCache {
         let audio = match self.files.get(&path) {
             Some(a) => Arc::clone(a),
             None => {
+                // A regular file of a sane size: an ng client naming
+                // /dev/zero or a huge file gets an error, not an endless read.
+                let meta = std::fs::metadata(&path)
+                    .map_err(|e| PromptError::Io(format!("{}: {e}", path.display())))?;
+                if !meta.is_file() || meta.len() > MAX_FILE {
+                    return Err(PromptError::Io(format!(
+                        "{}: not a regular file of at most {} MB",
+                        path.display(),
+                        MAX_FILE >> 20
+                    )));
+                }
                 let bytes = std::fs::read(&path)
                     .map_err(|e| PromptError::Io(format!("{}: {e}", path.display())))?;
                 let a = wav::read(&bytes)
@@ -211,5 +225,41 @@ impl PromptCache {
         tone.fill(&mut pcm);
         let p = Prompt::encode(&pcm, rate, leg).map_err(|e| PromptError::Codec(e.to_string()))?;
         Ok(self.keep(key, p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::rtp::Ssrc;
+    use rvoip_codecs::tone::{Tone, analyse};
+
+    #[test]
+    fn a_prompt_is_the_same_tone_in_every_codec_at_its_rate() {
+        let mut pcm = vec![0i16; 16_000];
+        Tone::new(440.0, 12_000.0, 16_000).fill(&mut pcm);
+        for (codec, pt) in [
+            (Codec::Pcma, 8),
+            (Codec::Pcmu, 0),
+            (Codec::G722, 9),
+            (Codec::Opus, 111),
+        ] {
+            let leg = LegCodec::new(Format::new(codec, pt), Ssrc(1));
+            let p = Prompt::encode(&pcm, 16_000, &leg).unwrap();
+            assert_eq!(p.frames(), 50, "{codec:?}: one second in 20 ms frames");
+            let rate = codec.pcm_rate(leg.format.clock, 48_000);
+            let mut dec = rvoip_codecs::Decoder::new(codec, rate).unwrap();
+            let mut heard = Vec::new();
+            let mut out = vec![0i16; 5760];
+            for i in 0..p.frames() {
+                let n = dec.decode(p.frame(i), &mut out).unwrap();
+                heard.extend_from_slice(&out[..n]);
+            }
+            let (freq, snr) = analyse(&heard[heard.len() / 4..], rate);
+            assert!(
+                (freq - 440.0).abs() < 3.0 && snr > 20.0,
+                "{codec:?}: {freq} Hz, {snr} dB"
+            );
+        }
     }
 }

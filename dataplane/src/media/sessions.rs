@@ -613,10 +613,15 @@ fn legs_of(
         return [None, None];
     };
     let leg = |side: usize| {
+        // The codec in use at the side's own payload type; a side that did
+        // not list it (a peer answering with another codec than the
+        // offer's) is spoken to in its own first codec.
         let own = st.formats[side]
             .iter()
             .find(|f| f.name.eq_ignore_ascii_case(&chosen.name) && f.clock == chosen.clock)
+            .or_else(|| st.formats[side].iter().find(codes))
             .unwrap_or(chosen);
+        let codec = own.codec().unwrap_or(codec);
         let mut l = LegCodec::new(
             rvoip_codecs::Format {
                 codec,

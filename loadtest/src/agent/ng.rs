@@ -42,6 +42,23 @@ pub(super) struct NgCall {
     b_keys: Option<(u32, Suite, MasterKey, MasterKey)>,
 }
 
+/// The cookie step of a call's media service request.
+const SERVICE_STEP: u8 = 9;
+
+/// A media service asked for each call once it is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NgService {
+    /// `play media` of `file` to leg A, `repeat` times (0: until the call ends).
+    Play {
+        /// The prompt, as the relay reads it.
+        file: String,
+        /// Times.
+        repeat: u32,
+    },
+    /// `start recording`.
+    Record,
+}
+
 /// ng requests are retried this many times (T1 doubling) before the call fails.
 const NG_TRIES: u32 = 5;
 
@@ -215,6 +232,21 @@ impl Agent {
         let Some(call) = self.ng.get(&n) else {
             return;
         };
+        if step == SERVICE_STEP {
+            if reply.get("result").and_then(Value::as_bytes) == Some(b"ok") {
+                self.report.ng_services += 1;
+            } else {
+                self.report.ng_service_errors += 1;
+                if self.report.ng_service_errors == 1 {
+                    let why = reply
+                        .get("error-reason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason");
+                    eprintln!("ng media service refused: {why}");
+                }
+            }
+            return;
+        }
         if call.state as u8 != step {
             // A reply to an earlier retransmitted request.
             return;
@@ -339,6 +371,34 @@ impl Agent {
                     tx.1.as_ref(),
                     tones.then_some((1, b_pt)),
                 );
+                // A media service for the call once it is up (a prompt to
+                // leg A, or its recording): sent once, its reply counted.
+                if let Some(service) = self.cfg.ng_service.clone() {
+                    let cid = self.ng_call_id(n);
+                    let repeat = match &service {
+                        NgService::Play { repeat, .. } => i64::from(*repeat),
+                        NgService::Record => 0,
+                    };
+                    let mut entries: Vec<(&[u8], Value<'_>)> = vec![
+                        (b"call-id", Value::Bytes(cid.as_bytes())),
+                        (b"from-tag", Value::Bytes(b"lt-a")),
+                    ];
+                    match &service {
+                        NgService::Play { file, .. } => {
+                            entries.push((b"command", Value::Bytes(b"play media")));
+                            entries.push((b"file", Value::Bytes(file.as_bytes())));
+                            entries.push((b"repeat-times", Value::Int(repeat)));
+                        }
+                        NgService::Record => {
+                            entries.push((b"command", Value::Bytes(b"start recording")));
+                        }
+                    }
+                    let mut out = format!("{n}-{SERVICE_STEP} ").into_bytes();
+                    encode(&Value::Dict(entries), &mut out);
+                    if let Some(to) = self.cfg.target {
+                        self.out.push((n, out, to));
+                    }
+                }
             }
             NgState::Delete => self.ng_end(n, None),
             NgState::Up => {}

@@ -85,6 +85,13 @@ struct MediaArgs {
     /// (`opus/48000/2/<bitrate>`).
     #[arg(long)]
     opus_bitrate: Option<u32>,
+    /// Once each call is up, ask the relay to play this file to leg A
+    /// (`play media`): FILE or FILE@REPEAT (default 0: until the call ends).
+    #[arg(long)]
+    play: Option<String>,
+    /// Once each call is up, ask the relay to record it (`start recording`).
+    #[arg(long)]
+    record: bool,
     /// Local address (ng and RTP sockets).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -246,6 +253,14 @@ struct CallArgs {
     /// User part of the Request-URI.
     #[arg(long, default_value = "service")]
     service: String,
+    /// Conference load: call n goes to `<service><n / ROOMS_OF>`, rooms of
+    /// this many callers.
+    #[arg(long, default_value_t = 0)]
+    rooms_of: u64,
+    /// With --rooms-of: only the first this many callers of each room
+    /// talk; the others send silence (0: all talk).
+    #[arg(long, default_value_t = 0)]
+    talkers: u64,
 }
 
 /// The pace of attempts, their number and the pass mark.
@@ -405,6 +420,8 @@ fn config(
             max_ms: 0,
         },
         service: "service".into(),
+        rooms_of: 0,
+        talkers: 0,
     };
     let call = calls.unwrap_or(&none);
     let c = &call.pace;
@@ -441,6 +458,9 @@ fn config(
         listen: Default::default(),
         caller_tone: rvoip_loadtest::media::CALLER_TONE,
         dtmf: None,
+        ng_service: None,
+        rooms_of: call.rooms_of,
+        talkers: call.talkers,
     })
 }
 
@@ -533,6 +553,8 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
                     max_ms: 0,
                 },
                 service: String::new(),
+                rooms_of: 0,
+                talkers: 0,
             };
             let mut cfg = config(
                 AgentRole::Register,
@@ -562,6 +584,17 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             cfg.answer_codec = a.answer_codec.unwrap_or(cfg.codec);
             cfg.transcode = a.transcode;
             cfg.opus_bitrate = a.opus_bitrate;
+            cfg.ng_service = match (&a.play, a.record) {
+                (Some(p), _) => {
+                    let (file, repeat) = match p.rsplit_once('@') {
+                        Some((f, r)) => (f.to_owned(), r.parse().unwrap_or(0)),
+                        None => (p.clone(), 0),
+                    };
+                    Some(rvoip_loadtest::agent::NgService::Play { file, repeat })
+                }
+                (None, true) => Some(rvoip_loadtest::agent::NgService::Record),
+                (None, false) => None,
+            };
             let o = run(cfg, &socks, stop, a.common.out.options(true))?;
             finish("media", &o, &a.common.out)?;
             Ok(verdict(&o, a.calls.pace.max_fail_pct))

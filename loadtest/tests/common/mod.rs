@@ -266,6 +266,9 @@ pub(crate) fn agent_config(
         listen: Default::default(),
         caller_tone: rvoip_loadtest::media::CALLER_TONE,
         dtmf: None,
+        ng_service: None,
+        rooms_of: 0,
+        talkers: 0,
     }
 }
 
