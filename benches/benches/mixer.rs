@@ -57,5 +57,51 @@ fn mix(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, mix);
+/// What a room's Opus costs per 20 ms frame: one encode (a talker's own
+/// mix, or the mix every listener shares) and one decode, at the rates and
+/// complexities a media server may run, with and without the voice hint
+/// (the mix of three tones reads as music to libopus's analysis).
+fn opus_room_codec(c: &mut Criterion) {
+    use rvoip_codecs::opus::{OpusDecoder, OpusEncoder, OpusSettings};
+    let mut g = c.benchmark_group("opus_room_frame");
+    for rate in [16_000u32, 48_000] {
+        let n = rate as usize / 50;
+        // Three voices, as a mix sounds.
+        let mut pcm = vec![0i16; n];
+        for f in [310.0, 520.0, 770.0] {
+            Tone::new(f, 3000.0, rate).add_to(&mut pcm);
+        }
+        for complexity in [1, 5, 10] {
+            for voice in [false, true] {
+                let s = OpusSettings {
+                    complexity,
+                    voice,
+                    ..OpusSettings::default()
+                };
+                let mut enc = OpusEncoder::new(rate, &s).unwrap();
+                let mut packet = [0u8; 1500];
+                let id = format!(
+                    "encode_{}k_c{complexity}{}",
+                    rate / 1000,
+                    if voice { "_voice" } else { "" }
+                );
+                g.bench_function(id, |b| {
+                    b.iter(|| enc.encode(black_box(&pcm), &mut packet).unwrap())
+                });
+            }
+        }
+        let mut enc = OpusEncoder::new(rate, &OpusSettings::default()).unwrap();
+        let mut packet = [0u8; 1500];
+        let len = enc.encode(&pcm, &mut packet).unwrap();
+        let sample = packet[..len].to_vec();
+        let mut dec = OpusDecoder::new(rate).unwrap();
+        let mut out = vec![0i16; n];
+        g.bench_function(format!("decode_{}k", rate / 1000), |b| {
+            b.iter(|| dec.decode(black_box(&sample), &mut out).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, mix, opus_room_codec);
 criterion_main!(benches);

@@ -27,6 +27,10 @@ pub struct OpusSettings {
     pub dtx: bool,
     /// Loss the encoder expects, percent (tunes FEC).
     pub expected_loss: i32,
+    /// What is encoded is known to be voice (a conference's mix): the
+    /// encoder keeps to its speech modes instead of analysing each frame
+    /// for music (`OPUS_SET_SIGNAL(OPUS_SIGNAL_VOICE)`).
+    pub voice: bool,
 }
 
 impl Default for OpusSettings {
@@ -39,6 +43,7 @@ impl Default for OpusSettings {
             fec: true,
             dtx: false,
             expected_loss: 5,
+            voice: false,
         }
     }
 }
@@ -75,6 +80,9 @@ impl OpusEncoder {
         inner
             .set_packet_loss_perc(settings.expected_loss)
             .map_err(err)?;
+        if settings.voice {
+            inner.set_signal(opus::Signal::Voice).map_err(err)?;
+        }
         Ok(OpusEncoder { inner, rate })
     }
 

@@ -110,6 +110,15 @@ pub struct MediaServerConfig {
     /// released with that status (e.g. 486 = "busy.wav").
     #[serde(default)]
     pub announcements: BTreeMap<String, PathBuf>,
+    /// Opus encoder complexity (0–10) of what the media server itself
+    /// sends (room mixes, echo); `[media.opus]` sets the rest. Most of a
+    /// room's cost is its Opus encoders (`benches/RESULTS.md`).
+    #[serde(default = "default_opus_complexity")]
+    pub opus_complexity: u8,
+}
+
+fn default_opus_complexity() -> u8 {
+    1
 }
 
 fn default_prompt_dir() -> PathBuf {
@@ -125,6 +134,7 @@ impl Default for MediaServerConfig {
             music_on_hold: None,
             ivr: Vec::new(),
             announcements: BTreeMap::new(),
+            opus_complexity: default_opus_complexity(),
         }
     }
 }
@@ -132,6 +142,12 @@ impl Default for MediaServerConfig {
 impl MediaServerConfig {
     /// Checks menus and announcements; the key and the problem.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.opus_complexity > 10 {
+            return Err((
+                "mediaserver.opus_complexity".into(),
+                format!("{} is not 0-10", self.opus_complexity),
+            ));
+        }
         for (i, m) in self.ivr.iter().enumerate() {
             if m.user.is_empty() {
                 return Err((format!("mediaserver.ivr[{i}].user"), "empty".into()));

@@ -550,9 +550,11 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         fec: o.fec,
         dtx: o.dtx,
         expected_loss: i32::from(o.expected_loss_pct),
+        voice: false,
     });
     let absolute = |p: std::path::PathBuf| std::path::absolute(&p).unwrap_or(p);
     server.set_prompt_dir(absolute(config.resolve(&config.mediaserver.prompt_dir)));
+    server.set_media_server_opus_complexity(config.mediaserver.opus_complexity);
     server.set_recording_dir(
         config
             .recording

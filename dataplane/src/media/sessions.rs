@@ -98,6 +98,8 @@ pub struct Sessions<M> {
     recording_dir: Option<PathBuf>,
     /// Recordings started so far.
     recordings: u32,
+    /// Opus complexity of the media server's own streams.
+    ms_opus_complexity: i32,
 }
 
 /// The peer an SDP media section describes.
@@ -157,7 +159,14 @@ impl<M: MediaControl> Sessions<M> {
             prompts: PromptCache::new(PathBuf::from(".")),
             recording_dir: None,
             recordings: 0,
+            ms_opus_complexity: 1,
         }
+    }
+
+    /// The Opus encoder complexity (0–10) of what the media server itself
+    /// sends (room mixes, echo).
+    pub fn set_media_server_opus_complexity(&mut self, complexity: u8) {
+        self.ms_opus_complexity = i32::from(complexity.min(10));
     }
 
     /// Where relative prompt paths are read from.
@@ -956,9 +965,12 @@ impl<M: MediaControl> Sessions<M> {
             }
             plans.push(plan);
             crypto_lines.push(lines);
-            let [Some(a), _] = legs_of(st, self.rng.as_ref(), self.opus) else {
+            let [Some(mut a), _] = legs_of(st, self.rng.as_ref(), self.opus) else {
                 continue;
             };
+            a.opus.complexity = self.ms_opus_complexity;
+            // What the media server sends is voice (mixes of callers).
+            a.opus.voice = true;
             answered = Some((i, a));
         }
         let Some((line, audio)) = answered else {

@@ -267,6 +267,12 @@ impl<M: MediaControl> NgServer<M> {
         self.sessions.set_prompt_dir(dir);
     }
 
+    /// The Opus complexity of the media server's own streams
+    /// (`[mediaserver] opus_complexity`).
+    pub fn set_media_server_opus_complexity(&mut self, complexity: u8) {
+        self.sessions.set_media_server_opus_complexity(complexity);
+    }
+
     /// Where recordings are written (`[recording] dir`); `None` refuses
     /// `start recording`.
     pub fn set_recording_dir(&mut self, dir: Option<std::path::PathBuf>) {
