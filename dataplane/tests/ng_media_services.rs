@@ -124,11 +124,14 @@ impl Phone {
 /// A relayed call between `a` and `b`; returns the relay addresses each
 /// sends to.
 fn call(relay: &mut Relay, id: &str, a: &Phone, b: &Phone) -> (SocketAddr, SocketAddr) {
+    // Kamailio users set `inject-DTMF` on calls they will send DTMF into,
+    // as rtpengine needs; rvoip takes it (and needs it for nothing).
     let offer = relay.command(&[
         ("command", Value::Bytes(b"offer")),
         ("call-id", Value::Bytes(id.as_bytes())),
         ("from-tag", Value::Bytes(b"tag-a")),
         ("sdp", Value::Bytes(&a.sdp())),
+        ("flags", Value::List(vec![Value::Bytes(b"inject-DTMF")])),
     ]);
     let (to_b, _) = target(&offer);
     let answer = relay.command(&[
@@ -137,6 +140,7 @@ fn call(relay: &mut Relay, id: &str, a: &Phone, b: &Phone) -> (SocketAddr, Socke
         ("from-tag", Value::Bytes(b"tag-a")),
         ("to-tag", Value::Bytes(b"tag-b")),
         ("sdp", Value::Bytes(&b.sdp())),
+        ("flags", Value::List(vec![Value::Bytes(b"inject-DTMF")])),
     ]);
     let (to_a, _) = target(&answer);
     (to_a, to_b)

@@ -487,7 +487,7 @@ pub struct Relay {
     /// Events for the control plane.
     events: EventSink,
     /// Where packets of recorded calls are copied.
-    rec_sink: Option<Arc<ArrayQueue<Box<RecPacket>>>>,
+    rec_sink: Option<Arc<ArrayQueue<RecPacket>>>,
 }
 
 /// Size of an outbox buffer: a packet, room for an SRTP tag.
@@ -1126,7 +1126,7 @@ impl Relay {
                     if let (Some(rec), Some(sink)) = (line.record, &self.rec_sink) {
                         let payload = &buf[h.payload_offset.min(*len)..*len];
                         let n = payload.len().min(super::transcode::MAX_PAYLOAD);
-                        let mut p = Box::new(RecPacket {
+                        let mut p = RecPacket {
                             rec,
                             side: slot.side.index() as u8,
                             arrival_ns: now_ns,
@@ -1135,7 +1135,7 @@ impl Relay {
                             ssrc: h.ssrc.0,
                             len: n as u16,
                             payload: [0; super::transcode::MAX_PAYLOAD],
-                        });
+                        };
                         p.payload[..n].copy_from_slice(&payload[..n]);
                         if sink.push(p).is_ok() {
                             self.counters.services.recorded += 1;
@@ -1267,7 +1267,7 @@ impl Relay {
 /// The media services: what the media server does in a worker.
 impl Relay {
     /// Sets where recorded calls' packets are copied (the recorder's queue).
-    pub fn set_record_sink(&mut self, sink: Arc<ArrayQueue<Box<RecPacket>>>) {
+    pub fn set_record_sink(&mut self, sink: Arc<ArrayQueue<RecPacket>>) {
         self.rec_sink = Some(sink);
     }
 

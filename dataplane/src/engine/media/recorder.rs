@@ -58,7 +58,7 @@ enum Control {
 /// The running recorder.
 #[derive(Debug)]
 pub struct Recorder {
-    queue: Arc<ArrayQueue<Box<RecPacket>>>,
+    queue: Arc<ArrayQueue<RecPacket>>,
     control: mpsc::Sender<Control>,
     thread: Option<JoinHandle<()>>,
 }
@@ -105,7 +105,7 @@ impl Recorder {
     }
 
     /// The queue workers copy packets onto.
-    pub fn queue(&self) -> Arc<ArrayQueue<Box<RecPacket>>> {
+    pub fn queue(&self) -> Arc<ArrayQueue<RecPacket>> {
         Arc::clone(&self.queue)
     }
 
@@ -331,7 +331,7 @@ impl Recording {
     }
 }
 
-fn run(queue: &ArrayQueue<Box<RecPacket>>, control: &mpsc::Receiver<Control>) {
+fn run(queue: &ArrayQueue<RecPacket>, control: &mpsc::Receiver<Control>) {
     let mut recordings: HashMap<u32, Recording> = HashMap::new();
     let mut last_flush = std::time::Instant::now();
     loop {

@@ -131,7 +131,7 @@ pub(super) struct WorkerSettings {
     /// Where it reports media events: (worker, session, event).
     pub(super) events: Arc<ArrayQueue<(usize, u32, crate::media::services::MediaEvent)>>,
     /// Where recorded calls' packets go.
-    pub(super) rec_sink: Arc<ArrayQueue<Box<crate::media::services::RecPacket>>>,
+    pub(super) rec_sink: Arc<ArrayQueue<crate::media::services::RecPacket>>,
 }
 
 /// A worker's load over its last second.
