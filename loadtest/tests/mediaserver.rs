@@ -10,7 +10,12 @@
 //! - a call the core refuses with 486 hears the announcement, then gets
 //!   486.
 
-#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -38,6 +43,7 @@ fn media_server(dir: &Path, access: u16, core: u16, media_base: u16) -> Killed {
                 "dir = \"../recordings\"",
                 format!("dir = \"{}\"", dir.join("recordings").display()),
             ),
+            ("record_rooms = false", "record_rooms = true".into()),
         ],
     )
 }
@@ -104,6 +110,47 @@ fn three_conference_callers_each_hear_the_other_two_and_not_themselves() {
         let (t, (passed, r)) = c.join().unwrap();
         heard_clearly(&format!("{t} Hz caller"), passed, &r);
     }
+    // The room was recorded while it had members: one mono 16 kHz file
+    // with every talker in it, complete once the last one left.
+    let recordings = dir.join("recordings");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let meta = loop {
+        let found = std::fs::read_dir(&recordings).ok().and_then(|d| {
+            d.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("room-conf-5-"))
+                    && p.extension().is_some_and(|x| x == "json")
+            })
+        });
+        let done = found.as_ref().and_then(|p| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+            v["stop"].is_number().then_some((p.clone(), v))
+        });
+        if let Some(d) = done {
+            break d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no completed room recording in {}",
+            recordings.display()
+        );
+        thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let wav = std::fs::read(meta.0.with_extension("wav")).unwrap();
+    let audio = rvoip_mixer::wav::read(&wav).unwrap();
+    assert_eq!((audio.channels, audio.rate), (1, 16_000), "mono, 16 kHz");
+    let secs = audio.samples.len() as f64 / 16_000.0;
+    assert!((3.5..=5.5).contains(&secs), "the room's 4 s: {secs}");
+    let middle = &audio.samples[16_000..32_000];
+    for f in [400.0, 700.0, 1100.0] {
+        let g = rvoip_codecs::tone::goertzel(middle, f, 16_000);
+        let amplitude = 2.0 * g.sqrt() / middle.len() as f64;
+        assert!(
+            amplitude > 3000.0,
+            "{f} Hz in the room's recording: {amplitude}"
+        );
+    }
+    assert_eq!(meta.1["room"], "conf-5");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -334,6 +334,12 @@ impl Mixer {
         }
     }
 
+    /// The whole room this frame: every talker, saturated (what a room
+    /// recording keeps).
+    pub fn everyone(&self) -> &[i16] {
+        &self.common
+    }
+
     /// Whether `id` talked in the last frame.
     pub fn is_talking(&self, id: MemberId) -> bool {
         matches!(self.members.get(id as usize), Some(Some(m)) if m.talking)

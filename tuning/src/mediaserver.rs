@@ -115,6 +115,11 @@ pub struct MediaServerConfig {
     /// room's cost is its Opus encoders (`benches/RESULTS.md`).
     #[serde(default = "default_opus_complexity")]
     pub opus_complexity: u8,
+    /// Each conference room is recorded while it has members, to
+    /// `[recording] dir` as `room-<name>-<unix seconds>.wav` (mono, 16 kHz:
+    /// every talker) and `.json`.
+    #[serde(default)]
+    pub record_rooms: bool,
 }
 
 fn default_opus_complexity() -> u8 {
@@ -135,6 +140,7 @@ impl Default for MediaServerConfig {
             ivr: Vec::new(),
             announcements: BTreeMap::new(),
             opus_complexity: default_opus_complexity(),
+            record_rooms: false,
         }
     }
 }

@@ -555,6 +555,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     let absolute = |p: std::path::PathBuf| std::path::absolute(&p).unwrap_or(p);
     server.set_prompt_dir(absolute(config.resolve(&config.mediaserver.prompt_dir)));
     server.set_media_server_opus_complexity(config.mediaserver.opus_complexity);
+    server.set_record_rooms(config.mediaserver.record_rooms);
     server.set_recording_dir(
         config
             .recording

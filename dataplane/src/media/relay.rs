@@ -1356,6 +1356,16 @@ impl Relay {
                 return self.set_mode(id, media, mode, now_ns);
             }
             ServiceOp::Mode(mode) => return self.set_mode(id, media, mode, now_ns),
+            ServiceOp::RecordRoom { room, rec } => {
+                let r = self
+                    .room_ids
+                    .get(&room)
+                    .and_then(|&r| self.rooms.get_mut(r as usize))
+                    .and_then(Option::as_mut)
+                    .ok_or_else(|| format!("no room {room} on this worker"))?;
+                r.record = rec;
+                return Ok(());
+            }
         }
         self.schedule_svc(id, media, Side::A);
         self.schedule_svc(id, media, Side::B);
@@ -1549,8 +1559,10 @@ impl Relay {
             }
             i += 1;
         }
-        // 2: the mix.
-        r.mix();
+        // 2: the mix (and the room's recording).
+        let (recorded, lost) = r.mix(now_ns, self.rec_sink.as_deref());
+        self.counters.services.recorded += recorded;
+        self.counters.services.record_dropped += lost;
         self.counters.services.room_frames += 1;
         // 3: what each member hears, into the outbox.
         for m in r.members.clone() {

@@ -81,6 +81,10 @@ pub struct RecPacket {
     pub payload: [u8; MAX_PAYLOAD],
 }
 
+/// The payload type of a [`RecPacket`] that carries a room's mix as 16-bit
+/// little-endian PCM (its rate in `ssrc`, its sample index in `ts`).
+pub const RAW_PCM: u8 = 0xff;
+
 /// A prompt being played towards one side.
 #[derive(Debug)]
 struct Playback {
@@ -292,6 +296,14 @@ pub enum ServiceOp {
     },
     /// A media server call moves to another mode (room, echo, silence).
     Mode(LocalMode),
+    /// The mix of room `room` (of this worker) goes to recording `Some(id)`,
+    /// or no longer.
+    RecordRoom {
+        /// The room.
+        room: String,
+        /// The recording.
+        rec: Option<u32>,
+    },
 }
 
 /// How a media-server call's audio is answered.
@@ -883,6 +895,8 @@ pub struct Room {
     shared: Vec<Shared>,
     frame_no: u64,
     mixbuf: Box<[i16]>,
+    /// The recording its mix goes to.
+    pub(super) record: Option<u32>,
 }
 
 impl Room {
@@ -896,6 +910,7 @@ impl Room {
             shared: Vec::new(),
             frame_no: 0,
             mixbuf: vec![0; MAX_PCM].into_boxed_slice(),
+            record: None,
         }
     }
 
@@ -962,10 +977,43 @@ impl Room {
         digit.is_some()
     }
 
-    /// Step 2: mix.
-    pub(super) fn mix(&mut self) {
+    /// Step 2: mix; with a recording, the whole room's frame is copied
+    /// to `sink` (in payload-sized parts).
+    pub(super) fn mix(
+        &mut self,
+        now_ns: u64,
+        sink: Option<&crossbeam_queue::ArrayQueue<RecPacket>>,
+    ) -> (u64, u64) {
         self.mixer.mix();
         self.frame_no += 1;
+        let (Some(rec), Some(sink)) = (self.record, sink) else {
+            return (0, 0);
+        };
+        let (mut sent, mut lost) = (0, 0);
+        let rate = self.mixer.rate();
+        let all = self.mixer.everyone();
+        let start = (self.frame_no - 1) * all.len() as u64;
+        for (k, part) in all.chunks(MAX_PAYLOAD / 2).enumerate() {
+            let mut p = RecPacket {
+                rec,
+                side: 0,
+                arrival_ns: now_ns,
+                pt: RAW_PCM,
+                ts: (start + (k * MAX_PAYLOAD / 2) as u64) as u32,
+                ssrc: rate,
+                len: (part.len() * 2) as u16,
+                payload: [0; MAX_PAYLOAD],
+            };
+            for (o, s) in p.payload.chunks_exact_mut(2).zip(part) {
+                o.copy_from_slice(&s.to_le_bytes());
+            }
+            if sink.push(p).is_ok() {
+                sent += 1;
+            } else {
+                lost += 1;
+            }
+        }
+        (sent, lost)
     }
 
     /// Step 3: the payload member `member` hears, written after a 12-octet

@@ -100,6 +100,10 @@ pub struct Sessions<M> {
     recordings: u32,
     /// Opus complexity of the media server's own streams.
     ms_opus_complexity: i32,
+    /// Conference rooms are recorded (`[mediaserver] record_rooms`).
+    record_rooms: bool,
+    /// Recorded rooms: recording number and the calls in the room.
+    room_recs: HashMap<String, (u32, Vec<CallId>)>,
 }
 
 /// The peer an SDP media section describes.
@@ -160,6 +164,79 @@ impl<M: MediaControl> Sessions<M> {
             recording_dir: None,
             recordings: 0,
             ms_opus_complexity: 1,
+            record_rooms: false,
+            room_recs: HashMap::new(),
+        }
+    }
+
+    /// Conference rooms are recorded (each to
+    /// `<recording dir>/room-<name>-<unix seconds>.wav`, mono, 16 kHz).
+    pub fn set_record_rooms(&mut self, on: bool) {
+        self.record_rooms = on;
+    }
+
+    /// `call_id` joined `room`: the room's recording starts with its first
+    /// member.
+    fn room_joined(&mut self, call_id: &[u8], room: &str) {
+        self.room_left(call_id);
+        let (Some(dir), true) = (self.recording_dir.clone(), self.record_rooms) else {
+            return;
+        };
+        let Some((h, line)) = self.calls.get(call_id).and_then(|c| {
+            let line = c
+                .medias
+                .iter()
+                .position(|m| m.kind.eq_ignore_ascii_case(b"audio") && m.ports[0].rtp != 0)?;
+            Some((c.handle?, line))
+        }) else {
+            return;
+        };
+        if let Some((_, members)) = self.room_recs.get_mut(room) {
+            members.push(CallId::from(call_id));
+            return;
+        }
+        self.recordings = self.recordings.wrapping_add(1);
+        let id = self.recordings;
+        let spec = crate::engine::media::recorder::RecordingSpec {
+            id,
+            dir,
+            call_id: String::new(),
+            tags: [String::new(), String::new()],
+            codecs: [None, None],
+            room: Some(room.to_owned()),
+        };
+        if self
+            .media
+            .record(RecordStep::Start(Box::new(spec)))
+            .is_err()
+        {
+            return;
+        }
+        let op = ServiceOp::RecordRoom {
+            room: room.to_owned(),
+            rec: Some(id),
+        };
+        if self.media.service(h, line, op).is_err() {
+            let _ = self.media.record(RecordStep::Stop(id));
+            return;
+        }
+        self.room_recs
+            .insert(room.to_owned(), (id, vec![CallId::from(call_id)]));
+    }
+
+    /// `call_id` left its room (or ended): the recording of a room left
+    /// empty is completed.
+    fn room_left(&mut self, call_id: &[u8]) {
+        let mut done = Vec::new();
+        for (room, (id, members)) in self.room_recs.iter_mut() {
+            members.retain(|m| m.as_bytes() != call_id);
+            if members.is_empty() {
+                done.push((room.clone(), *id));
+            }
+        }
+        for (room, id) in done {
+            self.room_recs.remove(&room);
+            let _ = self.media.record(RecordStep::Stop(id));
         }
     }
 
@@ -222,6 +299,9 @@ impl<M: MediaControl> Sessions<M> {
                     if let Some(id) = call.recording {
                         let _ = self.media.record(RecordStep::Stop(id));
                     }
+                    if call.local {
+                        self.room_left(call_id.as_bytes());
+                    }
                     MediaReply::Stats(Box::new(stats_of(&call, snapshot)))
                 }
                 None => MediaReply::NotFound,
@@ -234,14 +314,25 @@ impl<M: MediaControl> Sessions<M> {
                 options,
                 mode,
                 placement,
-            } => self.terminate(
-                (call_id.as_bytes(), from_tag.as_bytes(), to_tag.as_bytes()),
-                &sdp,
-                &options,
-                mode,
-                placement.as_deref(),
-                now,
-            ),
+            } => {
+                let room = match &mode {
+                    LocalMode::Room(r) => Some(r.clone()),
+                    _ => None,
+                };
+                let fresh = !self.calls.contains_key(call_id.as_bytes());
+                let r = self.terminate(
+                    (call_id.as_bytes(), from_tag.as_bytes(), to_tag.as_bytes()),
+                    &sdp,
+                    &options,
+                    mode,
+                    placement.as_deref(),
+                    now,
+                )?;
+                if let (Some(room), true) = (room, fresh) {
+                    self.room_joined(call_id.as_bytes(), &room);
+                }
+                Ok(r)
+            }
             MediaOrder::Events => {
                 let events = self.media.take_events();
                 let out = events
@@ -284,7 +375,20 @@ impl<M: MediaControl> Sessions<M> {
                 {
                     return Err(OrderError::UnknownTag);
                 }
-                self.service(call_id.as_bytes(), &party, service)
+                let room = match &service {
+                    MediaService::Join { room } | MediaService::Mode(LocalMode::Room(room)) => {
+                        Some(Some(room.clone()))
+                    }
+                    MediaService::Leave | MediaService::Mode(_) => Some(None),
+                    _ => None,
+                };
+                let r = self.service(call_id.as_bytes(), &party, service)?;
+                match room {
+                    Some(Some(room)) => self.room_joined(call_id.as_bytes(), &room),
+                    Some(None) => self.room_left(call_id.as_bytes()),
+                    None => {}
+                }
+                Ok(r)
             }
         }
     }
@@ -812,6 +916,7 @@ impl<M: MediaControl> Sessions<M> {
                             call_id: String::from_utf8_lossy(call_id).into_owned(),
                             tags: [text(&call.tags[0]), text(&call.tags[1])],
                             codecs: legs,
+                            room: None,
                         };
                         media
                             .record(RecordStep::Start(Box::new(spec)))

@@ -267,6 +267,11 @@ impl<M: MediaControl> NgServer<M> {
         self.sessions.set_prompt_dir(dir);
     }
 
+    /// Conference rooms are recorded (`[mediaserver] record_rooms`).
+    pub fn set_record_rooms(&mut self, on: bool) {
+        self.sessions.set_record_rooms(on);
+    }
+
     /// The Opus complexity of the media server's own streams
     /// (`[mediaserver] opus_complexity`).
     pub fn set_media_server_opus_complexity(&mut self, complexity: u8) {

@@ -46,7 +46,14 @@ pub struct RecordingSpec {
     pub tags: [String; 2],
     /// What the sides speak.
     pub codecs: [Option<LegCodec>; 2],
+    /// A conference room's recording instead of a call's: its name. The
+    /// file is mono at 16 kHz, `room-<name>-<unix seconds>.wav`.
+    pub room: Option<String>,
 }
+
+/// The rate of a room's recording (wideband; a room of narrowband callers
+/// is upsampled, one of fullband ones downsampled).
+const ROOM_RATE: u32 = 16_000;
 
 enum Control {
     Start(Box<RecordingSpec>, mpsc::SyncSender<Result<(), String>>),
@@ -153,6 +160,11 @@ struct SideDecoder {
 
 struct Recording {
     spec: RecordingSpec,
+    /// The file name without extension.
+    stem: String,
+    channels: u16,
+    /// A room's mix at another rate than the file's: (from, resampler).
+    raw_resampler: Option<(u32, Resampler)>,
     timeline: Option<Timeline>,
     rate: u32,
     sides: [SideDecoder; 2],
@@ -177,18 +189,28 @@ fn unix_now() -> f64 {
 impl Recording {
     fn open(spec: RecordingSpec) -> Result<Recording, String> {
         std::fs::create_dir_all(&spec.dir).map_err(|e| format!("{}: {e}", spec.dir.display()))?;
-        let stem = file_stem(&spec.call_id);
+        let started = unix_now();
+        let (stem, rate, channels) = match &spec.room {
+            Some(room) => (
+                file_stem(&format!("room-{room}-{}", started as u64)),
+                ROOM_RATE,
+                1,
+            ),
+            None => (
+                file_stem(&spec.call_id),
+                spec.codecs
+                    .iter()
+                    .flatten()
+                    .map(pcm_rate_of)
+                    .max()
+                    .unwrap_or(8000)
+                    .min(48_000),
+                2,
+            ),
+        };
         let path = spec.dir.join(format!("{stem}.wav"));
         let mut f = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let rate = spec
-            .codecs
-            .iter()
-            .flatten()
-            .map(pcm_rate_of)
-            .max()
-            .unwrap_or(8000)
-            .min(48_000);
-        f.write_all(&wav::header(rate, 2, 0))
+        f.write_all(&wav::header(rate, channels, 0))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let formats = |me: usize| {
             let mine = spec.codecs[me];
@@ -209,6 +231,9 @@ impl Recording {
             },
         ];
         let r = Recording {
+            stem,
+            channels,
+            raw_resampler: None,
             rate,
             sides,
             timeline: None,
@@ -217,7 +242,7 @@ impl Recording {
             newest_ns: 0,
             paused: false,
             rebase: false,
-            started: unix_now(),
+            started,
             pcm: vec![0; 5760],
             out: Vec::new(),
             bytes: Vec::new(),
@@ -228,8 +253,21 @@ impl Recording {
     }
 
     fn write_json(&self, stopped: Option<f64>) -> Result<(), String> {
-        let stem = file_stem(&self.spec.call_id);
+        let stem = &self.stem;
         let path = self.spec.dir.join(format!("{stem}.json"));
+        if let Some(room) = &self.spec.room {
+            let doc = serde_json::json!({
+                "room": room,
+                "file": format!("{stem}.wav"),
+                "rate": self.rate,
+                "channels": ["the room's mix: every talker"],
+                "start": self.started,
+                "stop": stopped,
+                "seconds": self.data_len / 2 / u64::from(self.rate.max(1)),
+            });
+            return std::fs::write(&path, format!("{doc:#}\n"))
+                .map_err(|e| format!("{}: {e}", path.display()));
+        }
         let codec = |i: usize| {
             self.spec.codecs[i].map(|l| format!("{}/{}", l.format.codec.name(), l.format.clock))
         };
@@ -261,6 +299,30 @@ impl Recording {
             timeline.rebase(p.arrival_ns);
         }
         self.newest_ns = self.newest_ns.max(p.arrival_ns);
+        if p.pt == crate::media::services::RAW_PCM {
+            // A room's mix: PCM at the rate in `ssrc`, sample index in `ts`.
+            let from = p.ssrc;
+            let n = usize::from(p.len / 2).min(self.pcm.len());
+            for (o, b) in self.pcm[..n].iter_mut().zip(p.payload.chunks_exact(2)) {
+                *o = i16::from_le_bytes([b[0], b[1]]);
+            }
+            let pcm: &[i16] = if from == rate {
+                &self.pcm[..n]
+            } else {
+                if self.raw_resampler.as_ref().is_none_or(|r| r.0 != from) {
+                    self.raw_resampler = Resampler::new(from, rate).ok().map(|r| (from, r));
+                }
+                let Some((_, r)) = &mut self.raw_resampler else {
+                    return;
+                };
+                self.out.resize(r.output_len(n) + 8, 0);
+                let m = r.process(&self.pcm[..n], &mut self.out);
+                self.out.truncate(m);
+                &self.out
+            };
+            timeline.place(0, 0, p.ts, from.max(1), p.arrival_ns, pcm);
+            return;
+        }
         let s = &mut self.sides[side];
         let Some(&(_, format, leg)) = s.formats.iter().find(|f| f.0 == p.pt) else {
             return;
@@ -311,7 +373,12 @@ impl Recording {
             t.flush(upto, &mut out);
         }
         self.bytes.clear();
-        self.bytes.extend(out.iter().flat_map(|s| s.to_le_bytes()));
+        if self.channels == 1 {
+            self.bytes
+                .extend(out.iter().step_by(2).flat_map(|s| s.to_le_bytes()));
+        } else {
+            self.bytes.extend(out.iter().flat_map(|s| s.to_le_bytes()));
+        }
         self.wav.write_all(&self.bytes)?;
         self.data_len += self.bytes.len() as u64;
         self.out = out;
@@ -325,7 +392,8 @@ impl Recording {
         self.wav.flush().map_err(err)?;
         let f = self.wav.get_mut();
         f.seek(SeekFrom::Start(0)).map_err(err)?;
-        f.write_all(&wav::header(self.rate, 2, len)).map_err(err)?;
+        f.write_all(&wav::header(self.rate, self.channels, len))
+            .map_err(err)?;
         f.sync_data().map_err(err)?;
         self.write_json(Some(unix_now()))
     }
