@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use rvoip_dataplane::media::orders::{MediaOrder, OrderError};
+use rvoip_dataplane::media::orders::{CallId, MediaOrder, OrderError};
 use rvoip_dataplane::sip::{Framing, HeaderName, Limits, SipMessage};
 
 use super::*;
@@ -35,6 +35,10 @@ struct FakeRelay {
     replies: Arc<Mutex<std::collections::VecDeque<Answered>>>,
     /// While set, replies wait (a slow relay).
     hold: Arc<std::sync::atomic::AtomicBool>,
+    /// Media events the next `Events` order returns.
+    events: Arc<Mutex<Vec<(CallId, rvoip_dataplane::media::services::MediaEvent)>>>,
+    /// The call of the last `Terminate` order.
+    terminated: Arc<Mutex<Option<CallId>>>,
 }
 
 impl MediaOrders for FakeRelay {
@@ -83,6 +87,32 @@ impl FakeRelay {
                 options,
                 ..
             } => ("answer", tag(to_tag.as_bytes()), sdp, options),
+            MediaOrder::Terminate {
+                call_id,
+                from_tag,
+                sdp,
+                options,
+                ..
+            } => {
+                if let Ok(mut t) = self.terminated.lock() {
+                    *t = Some(call_id.clone());
+                }
+                ("terminate", tag(from_tag.as_bytes()), sdp, options)
+            }
+            MediaOrder::Service { service, .. } => {
+                log.push(format!("service {}", service.name()));
+                return Outcome::Done {
+                    duration_ms: Some(1000),
+                };
+            }
+            MediaOrder::Events => {
+                let events = self
+                    .events
+                    .lock()
+                    .map(|mut e| std::mem::take(&mut *e))
+                    .unwrap_or_default();
+                return Outcome::Events(events);
+            }
             MediaOrder::Delete { .. } => {
                 log.push("delete ".into());
                 return Outcome::Totals(MediaTotals {
@@ -198,7 +228,10 @@ fn net_with(config: &str, journal: Journal, saved: Vec<(u64, SavedCall)>) -> Net
             min_se: s.min_se_secs,
             reject_refer: s.refer == rvoip_tuning::sbc::ReferMode::Reject,
             health_interval_ms: 5000,
-            media_server: Default::default(),
+            media_server: MediaServer {
+                config: c.mediaserver.clone(),
+                prompt_dir: "/prompts".into(),
+            },
         },
         Box::new(relay.clone()),
         journal,
@@ -1419,5 +1452,134 @@ fn a_transcoding_trunk_is_offered_its_codecs_and_the_callers_others_are_hidden()
             .contains(&"codecs mask=all transcode=G722".to_string()),
         "{:?}",
         n.orders()
+    );
+}
+
+/// An IVR menu on the B2BUA: `1` joins conf-1, `3` transfers the caller
+/// (REFER), nothing for 5 s hangs up (no retries).
+const IVR_CONFIG: &str = r#"
+[node]
+mode = "b2bua"
+[sip]
+listen = [
+  { address = "127.0.0.1:5060", transport = "udp", realm = "access" },
+  { address = "127.0.0.1:5062", transport = "udp", realm = "core" },
+]
+[media]
+address = "127.0.0.1"
+port_min = 30000
+port_max = 39999
+[[realms]]
+name = "access"
+allow = ["127.0.0.2/32"]
+[[realms]]
+name = "core"
+allow = ["127.0.0.1/32"]
+[[trunks]]
+name = "core"
+realm = "core"
+targets = ["127.0.0.1:5070"]
+health_checks = false
+[sbc]
+session_expires_secs = 0
+[[sbc.routes]]
+trunk = "core"
+[mediaserver]
+[[mediaserver.ivr]]
+user = "ivr"
+prompt = "welcome.wav"
+timeout_secs = 5
+retries = 0
+digits = { "1" = "room:conf-1", "3" = "transfer:sip:100@rvoip.test" }
+"#;
+
+fn ivr_call(n: &mut Net, call: &str) -> Vec<Outbound> {
+    let inv = invite(call, OFFER).replace("+15551234", "ivr");
+    let out = n.deliver(0, CALLER, ACCESS, &inv);
+    let ok = to(&out, CALLER)
+        .into_iter()
+        .find(|o| status(o) == Some(200))
+        .map(text)
+        .unwrap_or_else(|| {
+            panic!(
+                "the media server answers: {:?}",
+                out.iter().map(text).collect::<Vec<_>>()
+            )
+        });
+    assert!(ok.contains("m=audio"), "with its SDP: {ok}");
+    out
+}
+
+fn dtmf(n: &Net, event: u8) {
+    let cid = n
+        .relay
+        .terminated
+        .lock()
+        .ok()
+        .and_then(|t| t.clone())
+        .expect("a terminated call");
+    if let Ok(mut e) = n.relay.events.lock() {
+        e.push((
+            cid,
+            rvoip_dataplane::media::services::MediaEvent::Dtmf {
+                side: 0,
+                event,
+                inband: false,
+            },
+        ));
+    }
+}
+
+#[test]
+fn an_ivr_caller_hears_the_menu_its_digits_act_and_silence_hangs_up() {
+    let mut n = net_with(IVR_CONFIG, Journal::disabled(), Vec::new());
+    ivr_call(&mut n, "ivr1");
+    let orders = n.orders();
+    assert!(
+        orders
+            .iter()
+            .any(|o| o.starts_with("terminate caller-ivr1")),
+        "{orders:?}"
+    );
+    assert!(
+        orders.iter().any(|o| o == "service play media"),
+        "the menu's prompt: {orders:?}"
+    );
+    assert!(
+        !orders.iter().any(|o| o.starts_with("offer")),
+        "nothing goes to a trunk: {orders:?}"
+    );
+    // 3: the caller is referred to the transfer target.
+    dtmf(&n, 3);
+    let out = n.tick(150);
+    let refer = to(&out, CALLER)
+        .into_iter()
+        .map(text)
+        .find(|t| t.starts_with("REFER "))
+        .unwrap_or_else(|| panic!("a REFER: {:?}", out.iter().map(text).collect::<Vec<_>>()));
+    assert!(refer.contains("Refer-To: <sip:100@rvoip.test>"), "{refer}");
+    // 1: the prompt stops and the caller joins conf-1.
+    dtmf(&n, 1);
+    n.tick(300);
+    let orders = n.orders();
+    let tail: Vec<&String> = orders.iter().rev().take(2).collect();
+    assert_eq!(
+        tail,
+        [
+            &"service join".to_string(),
+            &"service stop media".to_string()
+        ],
+        "{orders:?}"
+    );
+
+    // A second caller presses nothing: after 5 s, BYE (no retries).
+    let mut n = net_with(IVR_CONFIG, Journal::disabled(), Vec::new());
+    ivr_call(&mut n, "ivr2");
+    let out = n.tick(4_900);
+    assert!(!to(&out, CALLER).iter().any(|o| text(o).starts_with("BYE ")));
+    let out = n.tick(5_100);
+    assert!(
+        to(&out, CALLER).iter().any(|o| text(o).starts_with("BYE ")),
+        "hung up after the menu's timeout"
     );
 }
