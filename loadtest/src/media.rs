@@ -40,39 +40,34 @@ pub struct ToneFrames {
 impl ToneFrames {
     /// A tone of `freq` Hz encoded in `codec`.
     pub fn new(codec: Codec, freq: f64) -> Result<ToneFrames, CodecError> {
-        let format = Format::new(codec, 0);
-        let rate = codec.pcm_rate(format.clock, 8000);
-        let mut enc = Encoder::new(codec, rate, &OpusSettings::default())?;
-        let n = (rate / 50) as usize;
+        let rate = codec.pcm_rate(Format::new(codec, 0).clock, 8000);
         let mut tone = Tone::new(freq, 9000.0, rate);
-        let mut pcm = vec![0i16; n];
-        let mut out = vec![0u8; 1500];
-        let mut frames = Vec::with_capacity(1500);
-        for _ in 0..1500 {
-            tone.fill(&mut pcm);
-            let len = enc.encode(&pcm, &mut out)?;
-            frames.push(out[..len].to_vec());
-        }
-        Ok(ToneFrames {
-            codec,
-            units: format.rtp_units(n, rate),
-            frames,
-        })
+        ToneFrames::encode(codec, 1500, |pcm| tone.fill(pcm))
     }
 
     /// DTMF `event` as its tone pair, 200 ms of it, encoded in `codec`.
     pub fn dtmf(codec: Codec, event: u8) -> Result<ToneFrames, CodecError> {
+        let rate = codec.pcm_rate(Format::new(codec, 0).clock, 8000);
+        let mut tone =
+            rvoip_codecs::dtmf::DtmfTone::new(event, 6, rate).ok_or(CodecError::Empty)?;
+        ToneFrames::encode(codec, 10, |pcm| tone.fill(pcm))
+    }
+
+    /// `count` 20 ms frames of what `fill` writes, encoded in `codec`.
+    fn encode(
+        codec: Codec,
+        count: usize,
+        mut fill: impl FnMut(&mut [i16]),
+    ) -> Result<ToneFrames, CodecError> {
         let format = Format::new(codec, 0);
         let rate = codec.pcm_rate(format.clock, 8000);
         let mut enc = Encoder::new(codec, rate, &OpusSettings::default())?;
         let n = (rate / 50) as usize;
-        let mut tone =
-            rvoip_codecs::dtmf::DtmfTone::new(event, 6, rate).ok_or(CodecError::Empty)?;
         let mut pcm = vec![0i16; n];
         let mut out = vec![0u8; 1500];
-        let mut frames = Vec::with_capacity(10);
-        for _ in 0..10 {
-            tone.fill(&mut pcm);
+        let mut frames = Vec::with_capacity(count);
+        for _ in 0..count {
+            fill(&mut pcm);
             let len = enc.encode(&pcm, &mut out)?;
             frames.push(out[..len].to_vec());
         }

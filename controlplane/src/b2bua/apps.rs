@@ -85,6 +85,28 @@ pub(crate) enum AppTimer {
 /// How often an IVR asks for digits.
 const POLL_MS: Millis = 100;
 
+/// The media server answers `sdp` from the caller of `call` (leg A).
+fn terminate(
+    call: &Call,
+    media_id: &str,
+    sdp: &[u8],
+    mode: LocalMode,
+    placement: Option<String>,
+) -> OrderRecord {
+    record_of(&MediaOrder::Terminate {
+        call_id: CallId::from(media_id.as_bytes()),
+        from_tag: Tag::from(call.legs[0].remote_tag().as_bytes()),
+        to_tag: Tag::from(call.legs[0].local_tag().as_bytes()),
+        sdp: media::hide_identity(sdp).into_owned(),
+        options: SdpOptions {
+            replace_origin: true,
+            ..SdpOptions::default()
+        },
+        mode,
+        placement,
+    })
+}
+
 /// An order record of any media order.
 fn record_of(order: &MediaOrder) -> OrderRecord {
     let mut v = Vec::new();
@@ -167,25 +189,14 @@ impl B2b {
             tries,
             round: 0,
         }));
-        let order = MediaOrder::Terminate {
-            call_id: CallId::from(call.media_id.as_bytes()),
-            from_tag: Tag::from(call.legs[0].remote_tag().as_bytes()),
-            to_tag: Tag::from(call.legs[0].local_tag().as_bytes()),
-            sdp: media::hide_identity(sdp).into_owned(),
-            options: SdpOptions {
-                replace_origin: true,
-                ..SdpOptions::default()
-            },
-            mode,
-            placement,
-        };
+        let order = terminate(&call, &call.media_id, sdp, mode, placement);
         let id = call.id;
         self.calls.insert(id, call);
         self.order(
             el,
             now,
             unix_ms,
-            record_of(&order),
+            order,
             Then::Local {
                 call: id,
                 step: LocalStep::Answer,
@@ -594,24 +605,13 @@ impl B2b {
         match msg.method().unwrap_or(Method::Options) {
             Method::Invite | Method::Update => match sdp_body(msg) {
                 Some(sdp) => {
-                    let order = MediaOrder::Terminate {
-                        call_id: CallId::from(call.media_id.as_bytes()),
-                        from_tag: Tag::from(call.legs[0].remote_tag().as_bytes()),
-                        to_tag: Tag::from(call.legs[0].local_tag().as_bytes()),
-                        sdp: media::hide_identity(sdp).into_owned(),
-                        options: SdpOptions {
-                            replace_origin: true,
-                            ..SdpOptions::default()
-                        },
-                        mode: LocalMode::Silence,
-                        placement: None,
-                    };
+                    let order = terminate(&call, &call.media_id, sdp, LocalMode::Silence, None);
                     self.calls.insert(id, call);
                     self.order(
                         el,
                         now,
                         unix_ms,
-                        record_of(&order),
+                        order,
                         Then::Local {
                             call: id,
                             step: LocalStep::Reanswer {
@@ -719,18 +719,13 @@ impl B2b {
         if call.cancelled || call.app.is_some() {
             return Some(call);
         }
-        let order = MediaOrder::Terminate {
-            call_id: CallId::from(announcement_id(&call.media_id).as_bytes()),
-            from_tag: Tag::from(call.legs[0].remote_tag().as_bytes()),
-            to_tag: Tag::from(call.legs[0].local_tag().as_bytes()),
-            sdp: media::hide_identity(&offer).into_owned(),
-            options: SdpOptions {
-                replace_origin: true,
-                ..SdpOptions::default()
-            },
-            mode: LocalMode::Silence,
-            placement: None,
-        };
+        let order = terminate(
+            &call,
+            &announcement_id(&call.media_id),
+            &offer,
+            LocalMode::Silence,
+            None,
+        );
         let id = call.id;
         self.calls.insert(id, call);
         let file = self.config.media_server.prompt(&file);
@@ -738,7 +733,7 @@ impl B2b {
             el,
             now,
             unix_ms,
-            record_of(&order),
+            order,
             Then::Local {
                 call: id,
                 step: LocalStep::Announce { status, file },

@@ -75,6 +75,25 @@ struct MediaState {
     formats: [Vec<SdpFormat>; 2],
 }
 
+impl Call {
+    /// A call first signalled at `now`, the `seq`th; `local`: the media
+    /// server answers it.
+    fn new(seq: u64, now: u64, local: bool) -> Call {
+        Call {
+            seq,
+            handle: None,
+            tags: [None, None],
+            labels: [None, None],
+            created: now,
+            last_signal: now,
+            medias: Vec::new(),
+            recording: None,
+            local,
+            blocking: [Blocking::default(); 2],
+        }
+    }
+}
+
 fn idx(side: Side) -> usize {
     usize::from(side == Side::B)
 }
@@ -435,18 +454,7 @@ impl<M: MediaControl> Sessions<M> {
         let call = self
             .calls
             .entry(CallId::from(call_id))
-            .or_insert_with(|| Call {
-                seq,
-                handle: None,
-                tags: [None, None],
-                labels: [None, None],
-                created: now,
-                last_signal: now,
-                medias: Vec::new(),
-                recording: None,
-                local: false,
-                blocking: [Blocking::default(); 2],
-            });
+            .or_insert_with(|| Call::new(seq, now, false));
         if call.seq == seq {
             self.created += 1;
         }
@@ -989,18 +997,7 @@ impl<M: MediaControl> Sessions<M> {
         let call = self
             .calls
             .entry(CallId::from(call_id))
-            .or_insert_with(|| Call {
-                seq,
-                handle: None,
-                tags: [None, None],
-                labels: [None, None],
-                created: now,
-                last_signal: now,
-                medias: Vec::new(),
-                recording: None,
-                local: true,
-                blocking: [Blocking::default(); 2],
-            });
+            .or_insert_with(|| Call::new(seq, now, true));
         if call.seq == seq {
             self.created += 1;
         }
