@@ -1565,7 +1565,8 @@ impl Relay {
         self.counters.services.record_dropped += lost;
         self.counters.services.room_frames += 1;
         // 3: what each member hears, into the outbox.
-        for m in r.members.clone() {
+        for k in 0..r.members.len() {
+            let m = r.members[k];
             let Some(line) = self
                 .services
                 .get_mut(m.session as usize)
