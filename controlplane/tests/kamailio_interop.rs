@@ -64,6 +64,29 @@ To: <sip:127.0.0.1:{port}>\r\nCall-ID: probe-{n}\r\nCSeq: {n} OPTIONS\r\nMax-For
     }
 }
 
+/// Waits until rvoip's ng listener answers a ping: Kamailio's rtpengine
+/// module pings it at start and leaves a silent relay disabled for a minute.
+fn wait_for_ng(port: u16) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        let msg = format!("p{n} d7:command4:pinge");
+        sock.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 256];
+        if let Ok((len, _)) = sock.recv_from(&mut buf)
+            && String::from_utf8_lossy(&buf[..len]).contains("pong")
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rvoip's ng did not answer on {port}"
+        );
+    }
+}
+
 fn counter(log: &str, line_tag: &str, key: &str) -> u64 {
     let line = log
         .lines()
@@ -110,6 +133,7 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
             .stderr(Stdio::piped()),
     );
 
+    wait_for_ng(ng);
     // Kamailio with the rtpengine module talking to rvoip.
     let kcfg = std::fs::read_to_string(data.join("kamailio-rtpengine.cfg"))
         .unwrap()
@@ -297,6 +321,7 @@ fn kamailio_drives_recording_and_play_media_over_its_rtpengine_module() {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("rvoip.log")).unwrap()),
     );
+    wait_for_ng(ng);
     let prompt = dir.join("beep.wav");
     tone_wav(&prompt, 1000);
     let kcfg = std::fs::read_to_string(data.join("kamailio-mediaserver.cfg"))
