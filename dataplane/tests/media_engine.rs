@@ -95,6 +95,17 @@ fn call(eng: &MediaEngine, a: &UdpSocket, b: &UdpSocket) -> (MediaHandle, u16, u
     (applied.handle, pa.rtp, pb.rtp)
 }
 
+/// A datagram, the receive started again when a signal interrupts it
+/// (EINTR: another test's thread or child may raise one).
+fn recv(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    loop {
+        match sock.recv_from(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
 /// Sends packets `seqs` each way through the relay's ports `pa` (A's) and
 /// `pb` (B's): each arrives once, unchanged, from the relay's other port.
 fn exchange(a: &UdpSocket, b: &UdpSocket, pa: u16, pb: u16, seqs: std::ops::Range<u16>) {
@@ -103,11 +114,11 @@ fn exchange(a: &UdpSocket, b: &UdpSocket, pa: u16, pb: u16, seqs: std::ops::Rang
     let mut buf = [0u8; 2048];
     for seq in seqs {
         a.send_to(&packet(seq, 0xaaaa), to_a_port).expect("send a");
-        let (n, from) = b.recv_from(&mut buf).expect("b receives");
+        let (n, from) = recv(b, &mut buf).expect("b receives");
         assert_eq!(from, to_b_port, "B sees the relay's B-side port as source");
         assert_eq!(&buf[..n], &packet(seq, 0xaaaa)[..]);
         b.send_to(&packet(seq, 0xbbbb), to_b_port).expect("send b");
-        let (n, from) = a.recv_from(&mut buf).expect("a receives");
+        let (n, from) = recv(a, &mut buf).expect("a receives");
         assert_eq!(from, to_a_port);
         let h = parse_rtp(&buf[..n]).expect("rtp");
         assert_eq!(
@@ -133,7 +144,7 @@ fn relay_both_ways(driver: DriverKind, base: u16) {
     a.send_to(&[0x40; 40], to_a_port).expect("send bad");
     a.send_to(&packet(200, 0xaaaa), to_a_port)
         .expect("send good");
-    let (n, _) = b.recv_from(&mut buf).expect("b receives the good one");
+    let (n, _) = recv(&b, &mut buf).expect("b receives the good one");
     assert_eq!(parse_rtp(&buf[..n]).map(|h| h.seq), Ok(200));
     let removed = eng.remove(handle).expect("removed").session;
     assert_eq!(removed.medias[0].leg(Side::A).rtp_in.errors, 1);
@@ -422,7 +433,7 @@ fn median_transit(a: &UdpSocket, b: &UdpSocket, pa: u16, packets: u16) -> Durati
             let sent = std::time::Instant::now();
             a.send_to(&packet(seq, 0xaaaa), SocketAddr::new(LOCALHOST, pa))
                 .expect("send");
-            b.recv_from(&mut buf).expect("relayed");
+            recv(b, &mut buf).expect("relayed");
             let t = sent.elapsed();
             std::thread::sleep(Duration::from_millis(5));
             t

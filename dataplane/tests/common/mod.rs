@@ -85,7 +85,13 @@ impl Relay {
         msg.extend_from_slice(body);
         self.client.send_to(&msg, self.ng).expect("send");
         let mut buf = vec![0u8; 65536];
-        let (n, _) = self.client.recv_from(&mut buf).expect("ng reply");
+        // A signal (another test's child) may interrupt the wait: wait again.
+        let (n, _) = loop {
+            match self.client.recv_from(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                r => break r.expect("ng reply"),
+            }
+        };
         let reply = &buf[..n];
         assert!(
             reply.starts_with(format!("{cookie} ").as_bytes()),
