@@ -23,7 +23,7 @@ OUT=${OUT:-$ROOT/target/mediaserver-bench}
 mkdir -p "$OUT"
 # shellcheck source=../lib.sh
 . "$ROOT/benches/lib.sh"
-trap stop_pid EXIT
+trap 'stop_pid; rm -rf /dev/shm/rvoip-bench-conf' EXIT
 trap 'exit 130' INT TERM
 
 cargo build -q --release --bin rvoip --bin rvoip-loadtest -p rvoip-controlplane -p rvoip-loadtest --manifest-path "$ROOT/Cargo.toml" || exit 1
