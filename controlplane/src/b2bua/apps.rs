@@ -19,7 +19,7 @@ use rvoip_dataplane::media::services::{LocalMode, MediaEvent};
 use rvoip_dataplane::sip::{HeaderName, SipMessage};
 use rvoip_tuning::mediaserver::{IvrAction, MediaServerConfig};
 
-use super::{B2b, Call, CallTimer, Pending2xx, State, Then, reread, response_to, sdp_body};
+use super::{B2b, Call, CallTimer, State, Then, reread, response_to, sdp_body};
 use crate::build;
 use crate::element::{Element, ServerKey, TimerRef};
 use crate::sbc::media::{self, OrderRecord};
@@ -255,20 +255,13 @@ impl B2b {
                     self.finish(el, call, unix_ms, "cancel");
                     return;
                 }
-                let contact = [b"<", call.legs[0].contact().as_bytes(), b">"].concat();
+                let allow: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY";
                 let bytes = reread(&call.a_invite).map_or_else(Vec::new, |req| {
-                    response_to(
+                    response(
+                        &call,
                         &req,
-                        200,
-                        b"OK",
-                        call.legs[0].local_tag(),
-                        &[
-                            (HeaderName::Contact, &contact),
-                            (
-                                HeaderName::Allow,
-                                b"INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY",
-                            ),
-                        ],
+                        (200, b"OK"),
+                        &[(HeaderName::Allow, allow)],
                         &sdp,
                     )
                 });
@@ -277,18 +270,15 @@ impl B2b {
                 call.b_status = 200;
                 call.answer_ms = Some(unix_ms);
                 self.counters.answered += 1;
-                call.pending = Some(Pending2xx {
-                    side: super::Side::A,
-                    server: call.a_invite_key,
-                    bytes: bytes.clone(),
-                    interval: el.config.timers.t1,
-                    give_up: now + 64 * el.config.timers.t1,
-                    ack_answers: false,
-                    ack_cseq: 1,
-                });
-                el.txl.schedule(
-                    Some(now + el.config.timers.t1),
-                    TimerRef::Call(id, CallTimer::Retransmit),
+                let server = call.a_invite_key;
+                el.b2b_await_ack(
+                    &mut call,
+                    now,
+                    super::Side::A,
+                    server,
+                    bytes.clone(),
+                    false,
+                    1,
                 );
                 el.txl.server_respond(now, &call.a_invite_key, 200, bytes);
                 call.a_invite = Vec::new();
@@ -312,15 +302,7 @@ impl B2b {
                     rvoip_dataplane::sip::Framing::Datagram,
                     &Default::default(),
                 ) {
-                    let contact = [b"<", call.legs[0].contact().as_bytes(), b">"].concat();
-                    let bytes = response_to(
-                        &m,
-                        200,
-                        b"OK",
-                        call.legs[0].local_tag(),
-                        &[(HeaderName::Contact, &contact)],
-                        &answer,
-                    );
+                    let bytes = response(&call, &m, (200, b"OK"), &[], &answer);
                     el.txl.server_respond(now, &key, 200, bytes);
                 }
                 self.calls.insert(id, call);
@@ -331,16 +313,8 @@ impl B2b {
                     self.release_announced(el, now, unix_ms, call, status);
                     return;
                 }
-                let contact = [b"<", call.legs[0].contact().as_bytes(), b">"].concat();
                 if let Some(req) = reread(&call.a_invite) {
-                    let bytes = response_to(
-                        &req,
-                        183,
-                        b"Session Progress",
-                        call.legs[0].local_tag(),
-                        &[(HeaderName::Contact, &contact)],
-                        &sdp,
-                    );
+                    let bytes = response(&call, &req, (183, b"Session Progress"), &[], &sdp);
                     el.txl.server_respond(now, &call.a_invite_key, 183, bytes);
                 }
                 let order = MediaOrder::Service {
@@ -627,15 +601,7 @@ impl B2b {
                         .as_ref()
                         .map(|a| a.answer.clone())
                         .unwrap_or_default();
-                    let contact = [b"<", call.legs[0].contact().as_bytes(), b">"].concat();
-                    let bytes = response_to(
-                        msg,
-                        200,
-                        b"OK",
-                        call.legs[0].local_tag(),
-                        &[(HeaderName::Contact, &contact)],
-                        &answer,
-                    );
+                    let bytes = response(&call, msg, (200, b"OK"), &[], &answer);
                     el.txl.server_respond(now, &key, 200, bytes);
                     self.calls.insert(id, call);
                 }
@@ -758,6 +724,22 @@ impl B2b {
         self.order(el, now, unix_ms, order, Then::Noted);
         self.finish(el, call, unix_ms, "announced");
     }
+}
+
+/// The media server's response `code` to `req` from the caller of `call`:
+/// its tag, its Contact, `extra` headers and `body` (an SDP).
+fn response(
+    call: &Call,
+    req: &SipMessage<'_>,
+    (code, reason): (u16, &[u8]),
+    extra: &[(HeaderName, &[u8])],
+    body: &[u8],
+) -> Vec<u8> {
+    let contact = [b"<", call.legs[0].contact().as_bytes(), b">"].concat();
+    let headers: Vec<(HeaderName, &[u8])> = std::iter::once((HeaderName::Contact, &contact[..]))
+        .chain(extra.iter().copied())
+        .collect();
+    response_to(req, code, reason, call.legs[0].local_tag(), &headers, body)
 }
 
 /// The media session of a call's announcement.

@@ -1887,18 +1887,15 @@ impl B2b {
             call.passed = Vec::new();
         }
         if code >= 200 {
-            call.pending = Some(Pending2xx {
-                side: Side::A,
-                server: call.a_invite_key,
-                bytes: bytes.clone(),
-                interval: el.config.timers.t1,
-                give_up: now + 64 * el.config.timers.t1,
+            let server = call.a_invite_key;
+            el.b2b_await_ack(
+                &mut call,
+                now,
+                Side::A,
+                server,
+                bytes.clone(),
                 ack_answers,
-                ack_cseq: 1,
-            });
-            el.txl.schedule(
-                Some(now + el.config.timers.t1),
-                TimerRef::Call(id, CallTimer::Retransmit),
+                1,
             );
             self.journal.put(id, &saved(&call));
         }
@@ -2028,19 +2025,7 @@ impl B2b {
             if !ack_answers {
                 el.b2b_ack_leg(call, to, cseq, b"");
             }
-            call.pending = Some(Pending2xx {
-                side: from,
-                server,
-                bytes: bytes.clone(),
-                interval: el.config.timers.t1,
-                give_up: now + 64 * el.config.timers.t1,
-                ack_answers,
-                ack_cseq: cseq,
-            });
-            el.txl.schedule(
-                Some(now + el.config.timers.t1),
-                TimerRef::Call(id, CallTimer::Retransmit),
-            );
+            el.b2b_await_ack(call, now, from, server, bytes.clone(), ack_answers, cseq);
         }
         el.txl.server_respond(now, &server, code, bytes);
     }
@@ -2300,6 +2285,36 @@ impl TransactionUser for B2b {
 
 /// Leg-level steps of the B2BUA that need only the element.
 impl Element {
+    /// Keeps the 2xx `bytes` sent through server transaction `server` to
+    /// `side` of call `id`, retransmitted until its ACK (RFC 3261
+    /// §13.3.1.4); `ack_answers`: the ACK carries the answer for the
+    /// other leg's INVITE with CSeq `ack_cseq`.
+    #[allow(clippy::too_many_arguments)]
+    fn b2b_await_ack(
+        &mut self,
+        call: &mut Call,
+        now: Millis,
+        side: Side,
+        server: ServerKey,
+        bytes: Vec<u8>,
+        ack_answers: bool,
+        ack_cseq: u32,
+    ) {
+        call.pending = Some(Pending2xx {
+            side,
+            server,
+            bytes,
+            interval: self.config.timers.t1,
+            give_up: now + 64 * self.config.timers.t1,
+            ack_answers,
+            ack_cseq,
+        });
+        self.txl.schedule(
+            Some(now + self.config.timers.t1),
+            TimerRef::Call(call.id, CallTimer::Retransmit),
+        );
+    }
+
     /// Sends a request of the SBC's own (BYE) on `side` of `call`.
     fn b2b_local_request(&mut self, call: &mut Call, now: Millis, side: Side, method: &str) {
         let leg = &mut call.legs[side.index()];

@@ -449,6 +449,32 @@ impl TimerWheel {
 /// media, side towards, session generation).
 type Due = (u64, SessionId, u16, u8, u32);
 
+/// Puts a direction's next due time (`due`; `None`: idle) in `heap`
+/// when it moved earlier than what `scheduled` holds for it, or it was
+/// idle; stale entries are told apart by `scheduled` when they come up.
+fn enqueue(
+    heap: &mut BinaryHeap<Reverse<Due>>,
+    scheduled: &mut [Option<u64>; 2],
+    due: Option<u64>,
+    (id, media, to, generation): (SessionId, usize, Side, u32),
+) {
+    let slot = &mut scheduled[to.index()];
+    let Some(due) = due else {
+        *slot = None;
+        return;
+    };
+    if slot.is_none_or(|s| due < s) {
+        *slot = Some(due);
+        heap.push(Reverse((
+            due,
+            id,
+            media as u16,
+            to.index() as u8,
+            generation,
+        )));
+    }
+}
+
 /// The relay of one worker.
 #[derive(Debug)]
 pub struct Relay {
@@ -782,20 +808,13 @@ impl Relay {
         else {
             return;
         };
-        let Some(due) = t.due(to) else {
-            t.scheduled[to.index()] = None;
-            return;
-        };
-        if t.scheduled[to.index()].is_none_or(|s| due < s) {
-            t.scheduled[to.index()] = Some(due);
-            self.due.push(Reverse((
-                due,
-                id,
-                media as u16,
-                to.index() as u8,
-                generation,
-            )));
-        }
+        let due = t.due(to);
+        enqueue(
+            &mut self.due,
+            &mut t.scheduled,
+            due,
+            (id, media, to, generation),
+        );
     }
 
     /// The next packet the processing stage has due at `now_ns`, written
@@ -1460,20 +1479,13 @@ impl Relay {
         else {
             return;
         };
-        let Some(due) = line.due(to) else {
-            line.scheduled[to.index()] = None;
-            return;
-        };
-        if line.scheduled[to.index()].is_none_or(|s| due < s) {
-            line.scheduled[to.index()] = Some(due);
-            self.svc_due.push(Reverse((
-                due,
-                id,
-                media as u16,
-                to.index() as u8,
-                generation,
-            )));
-        }
+        let due = line.due(to);
+        enqueue(
+            &mut self.svc_due,
+            &mut line.scheduled,
+            due,
+            (id, media, to, generation),
+        );
     }
 
     fn poll_services(&mut self, now_ns: u64, out: &mut [u8]) -> Option<Transmit> {

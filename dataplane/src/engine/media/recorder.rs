@@ -347,11 +347,9 @@ impl Recording {
         };
         let pcm: &[i16] = match resampler {
             Some(r) => {
-                let mut tmp = vec![0i16; r.output_len(n) + 8];
-                let m = r.process(&self.pcm[..n], &mut tmp);
-                tmp.truncate(m);
-                self.out.clear();
-                self.out.extend_from_slice(&tmp);
+                self.out.resize(r.output_len(n) + 8, 0);
+                let m = r.process(&self.pcm[..n], &mut self.out);
+                self.out.truncate(m);
                 &self.out
             }
             None => &self.pcm[..n],
