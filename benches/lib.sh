@@ -47,6 +47,8 @@ for _ in range(100):
     try:
         if s.recv(2000).startswith(b"SIP/2.0 200"):
             sys.exit(0)
+        # 503 from the SIP workers: the control plane is not attached yet.
+        time.sleep(0.1)
     except OSError:
         time.sleep(0.1)
 sys.exit(f"nothing answered OPTIONS on 127.0.0.1:{port}")

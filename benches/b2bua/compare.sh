@@ -20,6 +20,21 @@
 #          PASS = < 0.1 % failed calls and < 0.1 % RTP lost (as the UAC
 #          received it); CPU per call over the whole run and per relayed
 #          packet (both directions) of the SBC's processes.
+#        SBCS="off metrics hep" benches/b2bua/compare.sh signalling 20 3000 3000 ...
+#          the cost of operations: rvoip on config/sbc.toml with neither
+#          metrics nor HEP capture (off, as the "rvoip" runs), with its
+#          Prometheus endpoint scraped every second by curl (metrics), and
+#          with HEP capture of every message to a UDP sink (hep) or over
+#          TCP (heptcp, hep_transport = "tcp"); scraper
+#          and sink are outside the measured tree. Repeat a rate to
+#          alternate the three; the means per rate and their ratios to the
+#          first are printed.
+#        SBCS="literal dns" benches/b2bua/compare.sh signalling ...
+#          the cost of RFC 3263 routing: rvoip on config/dns.toml with its
+#          core trunk as the DNS name sip:trunk.rvoip.test (NAPTR -> SRV -> A
+#          from dnsmasq on 127.0.0.1:5353, TTL 300 s, cache warm after the
+#          first call) against the same file with the trunk as the literal
+#          127.0.0.1:5070; prints the resolutions each run made.
 # env: SBCS="rvoip kamailio" (default both); PORT_MIN, PORT_MAX: the relays'
 #      media ports, the same for both (default 10000-29999: 5000 calls,
 #      below the ephemeral range the load tool's sockets use); for rvoip's
@@ -42,6 +57,7 @@ cargo build -q --release --bin rvoip --bin rvoip-loadtest --manifest-path "$ROOT
 # shellcheck source=../lib.sh
 . "$ROOT/benches/lib.sh"
 stop_tree() {  # the SBC and every process under it
+    if [ -n "$HELPER" ]; then kill -TERM "$HELPER" 2>/dev/null; wait "$HELPER" 2>/dev/null; HELPER=""; fi
     [ -n "$PID" ] || return 0
     local all; all=$(python3 "$ANCHORS/cputree.py" --list "$PID" 2>/dev/null)
     # shellcheck disable=SC2086
@@ -56,25 +72,95 @@ stop_tree() {  # the SBC and every process under it
     PID=""
 }
 # The rvoip run's shared-memory rings go with it.
-trap 'stop_tree; rm -rf /dev/shm/rvoip-b2bua-bench' EXIT
+trap 'stop_tree; [ -z "$DNSPID" ] || kill -TERM "$DNSPID" 2>/dev/null; rm -rf /dev/shm/rvoip-b2bua-bench' EXIT
 trap 'exit 130' INT TERM
 
 
 
-start_rvoip() {
+# rvoip on config/sbc.toml; $2 keeps its metrics endpoint (metrics) or HEP
+# capture (hep), both off otherwise.
+HELPER=""
+start_sbc() {
     wait_udp_free 127.0.0.1:5060 127.0.0.1:5062 127.0.0.1:2223
     rm -rf "$OUT/state" "$OUT/cdr.jsonl" /dev/shm/rvoip-b2bua-bench
     cp "$ROOT/config/users.toml" "$OUT/users.toml"
-    sed -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \
+    local keep=()
+    [ "${2:-}" = metrics ] || keep+=(-e '/^\[metrics\]$/,/^listen = /d')
+    case ${2:-} in
+        hep) ;;
+        heptcp) keep+=(-e 's/^hep = \(.*\)/hep = \1\nhep_transport = "tcp"/') ;;
+        *) keep+=(-e '/^hep = /d') ;;
+    esac
+    sed "${keep[@]}" -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \
         -e "s#ring_dir = \"/dev/shm/rvoip\"#ring_dir = \"/dev/shm/rvoip-b2bua-bench\"#" \
         -e "s#^level = \"info\"#level = \"warn\"#" \
         -e "s#^requests_per_sec = 200#requests_per_sec = 0#" \
         -e "s#^port_min = 30000#port_min = $PORT_MIN#" -e "s#^port_max = 39999#port_max = $PORT_MAX#" \
         "$ROOT/config/sbc.toml" > "$OUT/sbc.toml"
+    case ${2:-} in
+        metrics)  # Prometheus's part: a scrape every second.
+            timeout -s TERM 900 bash -c 'while :; do curl -s -o /dev/null http://127.0.0.1:9464/metrics; sleep 1; done' &
+            HELPER=$! ;;
+        hep)  # The collector: takes every packet, keeps none.
+            timeout -s TERM 900 python3 -c 'import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind(("127.0.0.1", 9060))
+while True:
+    s.recv(65536)' &
+            HELPER=$! ;;
+        heptcp)  # The collector over TCP: reads every stream, keeps nothing.
+            timeout -s TERM 900 python3 -c 'import socket, threading
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", 9060)); l.listen(16)
+def drain(c):
+    while c.recv(1 << 20):
+        pass
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=drain, args=(c,), daemon=True).start()' &
+            HELPER=$!; sleep 0.3 ;;
+    esac
     (cd "$OUT" && exec "$ROOT/target/release/rvoip" run --config "$OUT/sbc.toml" > "$OUT/rvoip-$1.log" 2>&1) &
     PID=$!
     sip_ready 5060
 }
+start_rvoip() { start_sbc "$1" off; }
+start_off() { start_sbc "off-$1" off; }
+start_metrics() { start_sbc "metrics-$1" metrics; }
+start_hep() { start_sbc "hep-$1" hep; }
+start_heptcp() { start_sbc "heptcp-$1" heptcp; }
+
+# rvoip on config/dns.toml with the core trunk's targets line replaced by
+# $2; dnsmasq (outside the measured tree) publishes trunk.rvoip.test.
+DNSPID=""
+start_dnsconf() {
+    wait_udp_free 127.0.0.1:5060 127.0.0.1:5062 127.0.0.1:2223 127.0.0.1:5353
+    rm -rf "$OUT/state" "$OUT/cdr.jsonl" /dev/shm/rvoip-b2bua-bench
+    cp "$ROOT/config/users.toml" "$OUT/users.toml"
+    if [ -z "$DNSPID" ]; then
+        printf '%s\n' port=5353 listen-address=127.0.0.1 bind-interfaces no-resolv no-hosts \
+            local=/rvoip.test/ local-ttl=300 \
+            naptr-record=trunk.rvoip.test,10,10,S,SIP+D2U,,_sip._udp.trunk.rvoip.test \
+            srv-host=_sip._udp.trunk.rvoip.test,core.trunk.rvoip.test,5070,10,1 \
+            host-record=core.trunk.rvoip.test,127.0.0.1 > "$OUT/dnsmasq.conf"
+        timeout -s TERM 3600 dnsmasq --keep-in-foreground --conf-file="$OUT/dnsmasq.conf" --pid-file= \
+            > "$OUT/dnsmasq.log" 2>&1 &
+        DNSPID=$!
+        sleep 0.3
+    fi
+    sed -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \
+        -e "s#ring_dir = \"/dev/shm/rvoip\"#ring_dir = \"/dev/shm/rvoip-b2bua-bench\"#" \
+        -e "s#^requests_per_sec = 200#requests_per_sec = 0#" \
+        -e "s#^port_min = 30000#port_min = $PORT_MIN#" -e "s#^port_max = 39999#port_max = $PORT_MAX#" \
+        -e "s#^targets = .*#$2#" \
+        "$ROOT/config/dns.toml" > "$OUT/dns-$1.toml"
+    (cd "$OUT" && exec "$ROOT/target/release/rvoip" run --config "$OUT/dns-$1.toml" > "$OUT/rvoip-$1.log" 2>&1) &
+    PID=$!
+    sip_ready 5060
+}
+start_literal() { start_dnsconf "literal-$1" 'targets = ["127.0.0.1:5070"]'; }
+start_dns() { start_dnsconf "dns-$1" 'targets = [{ uri = "sip:trunk.rvoip.test" }]'; }
 
 start_kamailio() {
     wait_udp_free 127.0.0.1:5060 127.0.0.1:2223
@@ -142,6 +228,11 @@ signalling() {
                 echo "rvoip $rate cps, µs of CPU per call by part: $(python3 "$ROOT/benches/threads.py" diff "$OUT/threads-a" "$OUT/threads-b" $((rate * (dur * 35 / 100))))" | tee -a "$OUT/parts.txt" >&2
             fi
             stop_tree
+            if [ "$sbc" = dns ] || [ "$sbc" = literal ]; then
+                # Resolutions made over the run (the first call's, then one
+                # per TTL) and cache hits, as rvoip logged them at exit.
+                grep -ho 'queries=[0-9]* hits=[0-9]*' "$OUT/rvoip-$sbc-$rate.log" | sed "s/^/$sbc $rate cps: /" >&2
+            fi
             python3 - "$sbc" "$rate" "$cpu" "$OUT/uac-$sbc-$rate.json" <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys
 sbc, rate, cpu, path = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
@@ -159,15 +250,33 @@ PY
         done
     done
     echo
-    awk 'NR > 1 && $6 != "" { cpu[$1, $2] = $6; if (!($2 in steps)) order[n++] = $2; steps[$2] = 1; if ($3 == "PASS" && $2 > best[$1]) best[$1] = $2 }
+    if [ "$(echo "$SBCS" | wc -w)" -gt 2 ]; then
+        # Each SBC's mean over the repeats of a rate, and its ratio to the
+        # first's.
+        awk -v LIST="$SBCS" 'NR > 1 && $6 != "" { sum[$1, $2] += $6; n[$1, $2]++; if (!($2 in seen)) { order[k++] = $2; seen[$2] = 1 } }
+             END {
+               m = split(LIST, s, " ");
+               for (i = 0; i < k; i++) {
+                 r = order[i]; base = sum[s[1], r] / n[s[1], r];
+                 for (j = 1; j <= m; j++) if (n[s[j], r]) {
+                   mean = sum[s[j], r] / n[s[j], r];
+                   printf "%6s cps %-8s %3d runs, mean %7.1f µs CPU/call, %.3fx of %s\n", r, s[j], n[s[j], r], mean, mean / base, s[1];
+                 }
+               }
+             }' "$OUT/summary.txt" | tee -a "$OUT/summary.txt"
+        return
+    fi
+    # The first SBC against the last: rvoip/(kamailio+rtpengine), dns/literal.
+    local a=${SBCS%% *} b=${SBCS##* }
+    awk -v A="$a" -v B="$b" 'NR > 1 && $6 != "" { cpu[$1, $2] = $6; if (!($2 in steps)) order[n++] = $2; steps[$2] = 1; if ($3 == "PASS" && $2 > best[$1]) best[$1] = $2 }
          END {
-           printf "%6s %26s\n", "rate", "CPU/call rvoip/(kam+rtpe)";
+           printf "%6s %26s\n", "rate", "CPU/call " A "/" B;
            for (i = 0; i < n; i++) {
              s = order[i];
-             a = (cpu["rvoip", s] != "" && cpu["kamailio", s] > 0) ? sprintf("%.2fx", cpu["rvoip", s] / cpu["kamailio", s]) : "-";
-             printf "%6s %26s\n", s, a;
+             r = (cpu[A, s] != "" && cpu[B, s] > 0) ? sprintf("%.2fx", cpu[A, s] / cpu[B, s]) : "-";
+             printf "%6s %26s\n", s, r;
            }
-           printf "max passing rate: rvoip %d cps, kamailio+rtpengine %d cps\n", best["rvoip"], best["kamailio"];
+           printf "max passing rate: %s %d cps, %s %d cps\n", A, best[A], B, best[B];
          }' "$OUT/summary.txt" | tee -a "$OUT/summary.txt"
 }
 

@@ -13,6 +13,10 @@
 //! are not. No SIP sockets: what is left is parsing, transactions, the
 //! B2BUA's dialogs and policy, SDP handling and writing both legs' messages.
 //!
+//! The same calls again with the core trunk as a DNS name (`{ uri =
+//! "sip:trunk.rvoip.test" }`, resolved once to the same two peers, cache
+//! warm): the cost of RFC 3263 routing per call, side by side.
+//!
 //! Run: `cargo bench -p rvoip-benches --bench b2bua_core`. Besides
 //! criterion's report it prints µs per call and allocations per call.
 // A benchmark reads the clock to time what it measures.
@@ -71,8 +75,15 @@ fn work_dir() -> PathBuf {
     dir
 }
 
-/// `config/sbc.toml` with its state, rings and CDRs moved into `dir`.
-fn config(dir: &Path) -> rvoip_tuning::Config {
+/// The core trunk's targets in `config/sbc.toml`.
+const LITERAL_TARGETS: &str = "targets = [
+    { address = \"127.0.0.1:5070\", priority = 1 },
+    { address = \"127.0.0.1:5072\", priority = 2 },
+]";
+
+/// `config/sbc.toml` with its state, rings and CDRs moved into `dir`; with
+/// `dns`, the core trunk is the name `sip:trunk.rvoip.test`.
+fn config(dir: &Path, dns: bool) -> rvoip_tuning::Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sbc.toml");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
@@ -90,6 +101,17 @@ fn config(dir: &Path) -> rvoip_tuning::Config {
             "cdr_file = \"cdr.jsonl\"",
             &format!("cdr_file = \"{d}/cdr.jsonl\""),
         );
+    if !text.contains(LITERAL_TARGETS) {
+        fail("config/sbc.toml's core trunk targets changed");
+    }
+    let text = if dns {
+        text.replace(
+            LITERAL_TARGETS,
+            "targets = [{ uri = \"sip:trunk.rvoip.test\" }]",
+        )
+    } else {
+        text
+    };
     rvoip_tuning::Config::from_str_at(&text, &path).unwrap_or_else(|e| fail(&e.to_string()))
 }
 
@@ -124,6 +146,7 @@ impl Relay {
                     packets: 100,
                     bytes: 17_200,
                     errors: 0,
+                    ..Default::default()
                 })
             } else {
                 self.port = if self.port >= 39_998 {
@@ -176,10 +199,30 @@ struct Run {
     dir: PathBuf,
 }
 
+/// What the name server says of `sip:trunk.rvoip.test`: the two peers of
+/// `config/sbc.toml`, in the same order, for an hour.
+fn trunk_answer(q: rvoip_controlplane::dns::Query) -> rvoip_controlplane::dns::Answer {
+    use rvoip_controlplane::dns::{Answer, Resolution, Server};
+    let server = |port: &str, priority| Server {
+        transport: Transport::Udp,
+        address: addr(port),
+        priority,
+        weight: 1,
+    };
+    Answer {
+        key: q.key,
+        result: Ok(Resolution {
+            servers: vec![server(UAS, 10), server("127.0.0.1:5072", 20)],
+            ttl_secs: 3600,
+        }),
+        negative_ttl_secs: None,
+    }
+}
+
 impl Run {
-    fn new() -> Self {
+    fn new(dns: bool) -> Self {
         let dir = work_dir();
-        let config = config(&dir);
+        let config = config(&dir, dns);
         let channel = Channel::create(
             &orders_path(&dir),
             ORDER_CHANNEL_ID,
@@ -222,6 +265,11 @@ impl Run {
         f(&mut self.core, now, unix);
         if self.core.next_deadline().is_some_and(|d| d <= now) {
             self.core.on_timer(now);
+        }
+        // The name server answers at once (the first call's, then one per
+        // TTL: none within a run).
+        while let Some(q) = self.core.poll_dns() {
+            self.core.on_dns(now, unix, trunk_answer(q));
         }
         let _ = self.core.flush(now);
         while let Some(cdr) = self.core.poll_cdr() {
@@ -426,8 +474,13 @@ impl CallRun for Run {
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("b2bua_core");
-    let mut run = Run::new();
+    let mut run = Run::new(false);
     group.bench_function("call", |b| {
+        b.iter_custom(|iters| timed_calls(&mut run, iters))
+    });
+    drop(run);
+    let mut run = Run::new(true);
+    group.bench_function("call_dns_trunk", |b| {
         b.iter_custom(|iters| timed_calls(&mut run, iters))
     });
     group.finish();
@@ -436,14 +489,29 @@ fn bench(c: &mut Criterion) {
 /// A fixed run outside criterion for the summary line: 200,000 calls (50 s
 /// of simulated time, past the 32 s linger), figures over the last 100,000.
 fn summary() {
-    let mut run = Run::new();
-    let (per_call, allocs) = per_call(&mut run, 100_000, 100_000);
-    let (servers, clients) = run.core.transactions();
-    let up = run.core.b2bua().map_or(0, |b| b.calls());
+    let mut figures = Vec::new();
+    // Alternated, twice each, so drift on a shared host hits both alike.
+    for dns in [false, true, false, true] {
+        let mut run = Run::new(dns);
+        let (per_call, allocs) = per_call(&mut run, 100_000, 100_000);
+        let (servers, clients) = run.core.transactions();
+        let up = run.core.b2bua().map_or(0, |b| b.calls());
+        let queries = run.core.dns_counters().queries;
+        let trunk = if dns { "DNS name" } else { "literal" };
+        println!(
+            "b2bua_core ({trunk} trunk): {per_call:.2} µs of control-plane CPU per call, \
+             {allocs:.1} allocations per call (4000 cps simulated; {up} calls up, {servers} \
+             server and {clients} client transactions held; {queries} resolutions in 200,000 calls)"
+        );
+        figures.push((dns, per_call));
+    }
+    let mean = |d: bool| {
+        let v: Vec<f64> = figures.iter().filter(|f| f.0 == d).map(|f| f.1).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
     println!(
-        "b2bua_core: {per_call:.2} µs of control-plane CPU per call, {allocs:.1} allocations \
-         per call (4000 cps simulated; {up} calls up, {servers} server and {clients} client \
-         transactions held)"
+        "b2bua_core: trunk as a DNS name / literal address: {:.3}x CPU per call",
+        mean(true) / mean(false)
     );
 }
 

@@ -25,6 +25,10 @@ use crate::b2bua::{B2b, B2bConfig, SavedCall};
 use crate::element::{
     AuthPolicy, CoreConfig, CoreCounters, Inbound, Load, OverloadConfig, Route, SipCore, Transport,
 };
+use crate::ops::Ops;
+use crate::ops::ctl::{Asked, Request};
+use crate::ops::metrics::{Histograms, RingRow, SipTally, Snapshot, Way};
+use crate::proxy::NextHop;
 use crate::registrar::digest::Algorithm;
 use crate::registrar::guard::GuardConfig;
 use crate::registrar::location::LocationService;
@@ -33,7 +37,9 @@ use crate::sbc::cdr::CdrWriter;
 use crate::sbc::journal::Journal;
 use crate::sbc::media::ShmOrders;
 use crate::sbc::policy::{Policy, PolicyError};
+use crate::transaction::Millis;
 use rvoip_dataplane::shm::load::LoadBoard;
+use serde_json::{Value, json};
 
 /// Why the control plane cannot start.
 #[derive(Debug)]
@@ -46,6 +52,10 @@ pub enum StartError {
     Policy(PolicyError),
     /// The system gave no randomness for the nonce key.
     Entropy,
+    /// The resolver cannot start (no usable name server configuration).
+    Dns(String),
+    /// The ops thread cannot start.
+    Ops(String),
 }
 
 impl StartError {
@@ -61,6 +71,8 @@ impl std::fmt::Display for StartError {
             StartError::Users(e) => write!(f, "registrar.users_file: {e}"),
             StartError::Policy(e) => write!(f, "sbc: {e}"),
             StartError::Entropy => f.write_str("no randomness for the nonce key"),
+            StartError::Dns(e) => write!(f, "dns: {e}"),
+            StartError::Ops(e) => write!(f, "ops: {e}"),
         }
     }
 }
@@ -96,6 +108,7 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, StartError> {
         Some(f) => Users::load(&config.resolve(f)).map_err(StartError::Users)?,
         None => Users::default(),
     };
+    let routes = routes_from_config(config)?;
     let core_config = CoreConfig {
         domains: config.sip.domains.clone(),
         listeners: config
@@ -110,17 +123,7 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, StartError> {
             .iter()
             .filter_map(|n| crate::sbc::policy::Net::parse(n))
             .collect(),
-        routes: config
-            .proxy
-            .routes
-            .iter()
-            .map(|r| Route {
-                user_prefix: r.user_prefix.clone(),
-                domain: r.domain.clone(),
-                target: r.target,
-                transport: r.transport,
-            })
-            .collect(),
+        routes,
         record_route: config.proxy.record_route,
         stateful: config.proxy.stateful,
         auth: match r.auth {
@@ -137,13 +140,7 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, StartError> {
                 DigestAlgorithm::Sha256 => Algorithm::Sha256,
             })
             .collect(),
-        overload: OverloadConfig {
-            enabled: config.overload.enabled,
-            media_busy_permille: config.overload.media_busy_pct * 10,
-            media_packets_per_sec: config.overload.media_packets_per_sec,
-            sip_backlog: config.overload.sip_backlog,
-            retry_after_secs: config.overload.retry_after_secs,
-        },
+        overload: overload_from_config(config),
         auth_guard: GuardConfig {
             failures_before_ban: r.auth_failures_before_ban,
             window_ms: u64::from(r.auth_failure_window_secs) * 1000,
@@ -156,6 +153,7 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, StartError> {
             ..Limits::default()
         },
         edge_checked: true,
+        dns: config.dns.clone(),
         ..CoreConfig::default()
     };
     let entropy = SystemEntropy::new();
@@ -169,6 +167,286 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, StartError> {
     ))
 }
 
+/// The static routes of `[[proxy.routes]]`.
+fn routes_from_config(config: &Config) -> Result<Vec<Route>, StartError> {
+    let mut routes = Vec::new();
+    for (i, r) in config.proxy.routes.iter().enumerate() {
+        // The configuration's check made sure each route has one next hop.
+        let target = match (&r.uri, r.target) {
+            (Some(u), _) => NextHop::Name(
+                crate::dns::SipName::parse(u)
+                    .map_err(|e| StartError::Dns(format!("proxy.routes[{i}].uri {u}: {e}")))?,
+            ),
+            (None, Some(a)) => NextHop::Address(a),
+            (None, None) => continue,
+        };
+        routes.push(Route {
+            user_prefix: r.user_prefix.clone(),
+            domain: r.domain.clone(),
+            target,
+            transport: r.transport,
+        });
+    }
+    Ok(routes)
+}
+
+/// The limits of `[overload]`.
+fn overload_from_config(config: &Config) -> OverloadConfig {
+    OverloadConfig {
+        enabled: config.overload.enabled,
+        media_busy_permille: config.overload.media_busy_pct * 10,
+        media_packets_per_sec: config.overload.media_packets_per_sec,
+        sip_backlog: config.overload.sip_backlog,
+        retry_after_secs: config.overload.retry_after_secs,
+    }
+}
+
+/// Reads the configuration file again and applies what can change while
+/// calls are up: realms, trunks, SBC routes, numbering and flood limits
+/// (the policy), proxy routes, the users file, overload limits and the
+/// log level. Anything else that differs refuses the whole reload, naming
+/// it. Returns what was reloaded.
+fn reload(current: &mut Config, core: &mut SipCore, hooks: &Hooks) -> Result<Vec<String>, String> {
+    let new = Config::load(&current.source).map_err(|e| e.to_string())?;
+    new.check_host().map_err(|e| e.to_string())?;
+    let mut fixed = Vec::new();
+    let mut differs = |name: &str, same: bool| {
+        if !same {
+            fixed.push(name.to_string());
+        }
+    };
+    differs("node", new.node == current.node);
+    differs("sip", new.sip == current.sip);
+    differs("dataplane", new.dataplane == current.dataplane);
+    differs("media", new.media == current.media);
+    differs("ng", new.ng == current.ng);
+    differs("controlplane", new.controlplane == current.controlplane);
+    differs("metrics", new.metrics == current.metrics);
+    differs("recording", new.recording == current.recording);
+    differs("mediaserver", new.mediaserver == current.mediaserver);
+    differs("dns", new.dns == current.dns);
+    differs("capture", new.capture == current.capture);
+    let (a, b) = (&new.registrar, &current.registrar);
+    differs(
+        "registrar (but users_file)",
+        a.auth == b.auth
+            && a.min_expires == b.min_expires
+            && a.max_expires == b.max_expires
+            && a.default_expires == b.default_expires
+            && a.nonce_lifetime_secs == b.nonce_lifetime_secs
+            && a.digest_algorithms == b.digest_algorithms
+            && a.auth_failures_before_ban == b.auth_failures_before_ban
+            && a.auth_failure_window_secs == b.auth_failure_window_secs
+            && a.auth_ban_secs == b.auth_ban_secs,
+    );
+    let (a, b) = (&new.sbc, &current.sbc);
+    differs(
+        "sbc.cdr_file, session timer, refer or health interval",
+        a.cdr_file == b.cdr_file
+            && a.session_expires_secs == b.session_expires_secs
+            && a.min_se_secs == b.min_se_secs
+            && a.refer == b.refer
+            && a.health_interval_secs == b.health_interval_secs,
+    );
+    let (a, b) = (&new.proxy, &current.proxy);
+    differs(
+        "proxy (but routes)",
+        a.record_route == b.record_route
+            && a.stateful == b.stateful
+            && a.trusted_sources == b.trusted_sources,
+    );
+    if !fixed.is_empty() {
+        return Err(format!(
+            "cannot change while running (restart to change them): {}",
+            fixed.join(", ")
+        ));
+    }
+    let users = match &new.registrar.users_file {
+        Some(f) => {
+            Users::load(&new.resolve(f)).map_err(|e| format!("registrar.users_file: {e}"))?
+        }
+        None => Users::default(),
+    };
+    let routes = routes_from_config(&new).map_err(|e| e.to_string())?;
+    let policy = if new.node.mode == Mode::B2bua {
+        let mut p = Policy::from_config(&new).map_err(|e| format!("sbc: {e}"))?;
+        p.seed(1);
+        Some(p)
+    } else {
+        None
+    };
+    core.reload(users, routes, overload_from_config(&new), policy)?;
+    let mut changed = vec!["users".to_string()];
+    for (name, same) in [
+        ("realms", new.realms == current.realms),
+        ("trunks", new.trunks == current.trunks),
+        ("sbc", new.sbc == current.sbc),
+        ("proxy.routes", new.proxy.routes == current.proxy.routes),
+        ("overload", new.overload == current.overload),
+        ("log", new.log == current.log),
+    ] {
+        if !same {
+            changed.push(name.to_string());
+        }
+    }
+    if new.log != current.log
+        && let Some(set) = &hooks.set_log_level
+    {
+        set(&new.log.level)?;
+    }
+    *current = new;
+    Ok(changed)
+}
+
+/// ctl requests being carried out, and the drain.
+#[derive(Debug, Default)]
+struct Ctl {
+    next: u64,
+    /// `calls`/`call` requests waiting for the relay's figures: where the
+    /// answer goes, and the Call-ID asked for (`call`).
+    waiting: std::collections::HashMap<u64, (std::sync::mpsc::SyncSender<Value>, Option<String>)>,
+    /// Draining since (control-plane ms), until (none: until idle).
+    drain: Option<(Millis, Option<Millis>)>,
+    /// The drain finished (the appliance was told to stop).
+    drained: bool,
+}
+
+impl Ctl {
+    fn take(
+        &mut self,
+        asked: Asked,
+        now: Millis,
+        unix: u64,
+        core: &mut SipCore,
+        config: &mut Config,
+        hooks: &Hooks,
+    ) {
+        let reply = |v: Value| {
+            let _ = asked.reply.try_send(v);
+        };
+        let fail = |e: String| json!({"ok": false, "error": e});
+        match asked.request {
+            Request::Calls | Request::Call { .. } => {
+                self.next += 1;
+                let only = match &asked.request {
+                    Request::Call { id } => Some(id.clone()),
+                    _ => None,
+                };
+                if core.inspect(now, unix, self.next, only.as_deref()) {
+                    self.waiting.insert(self.next, (asked.reply, only));
+                } else {
+                    reply(fail(
+                        "only the B2BUA holds calls: this node is a proxy".into(),
+                    ));
+                }
+            }
+            Request::Hangup { id } => reply(match core.hang_up(now, unix, &id) {
+                Ok(()) => json!({"ok": true, "hung_up": id}),
+                Err(e) => fail(e),
+            }),
+            Request::Drain { deadline_secs } => {
+                core.set_draining(true);
+                let until = deadline_secs.map(|s| now + s * 1000);
+                self.drain = Some((now, until));
+                tracing::warn!(calls = core.busy(), deadline_secs = ?deadline_secs, "draining: no new calls; stopping once the calls have ended");
+                reply(
+                    json!({"ok": true, "draining": true, "calls": core.busy(), "deadline_secs": deadline_secs}),
+                );
+            }
+            Request::Reload => reply(match reload(config, core, hooks) {
+                Ok(changed) => {
+                    tracing::info!(reloaded = ?changed, "configuration reloaded");
+                    json!({"ok": true, "reloaded": changed})
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reload refused");
+                    fail(e)
+                }
+            }),
+            Request::LogLevel { level } => reply(match &hooks.set_log_level {
+                Some(set) => match set(&level) {
+                    Ok(()) => {
+                        tracing::info!(level = %level, "log level changed");
+                        json!({"ok": true, "level": level})
+                    }
+                    Err(e) => fail(e),
+                },
+                None => fail("this process cannot change its log level".into()),
+            }),
+            Request::Counters => reply(fail("counters are answered by the ops thread".into())),
+        }
+    }
+
+    /// The answer to inspection `id`.
+    fn answer(&mut self, id: u64, views: Vec<crate::b2bua::ctl::CallView>) {
+        let Some((tx, only)) = self.waiting.remove(&id) else {
+            return;
+        };
+        let v = match only {
+            None => json!({"ok": true, "calls": views}),
+            Some(call) => match views.into_iter().next() {
+                Some(v) => json!({"ok": true, "call": v}),
+                None => json!({"ok": false, "error": format!("no call has the Call-ID {call}")}),
+            },
+        };
+        let _ = tx.try_send(v);
+    }
+
+    /// Whether a drain has just finished: no call left, or its deadline
+    /// passed (the calls still up are hung up first).
+    fn drained(&mut self, core: &mut SipCore, now: Millis, unix: u64) -> bool {
+        let Some((since, until)) = self.drain else {
+            return false;
+        };
+        if self.drained {
+            return false;
+        }
+        let late = until.is_some_and(|u| now >= u);
+        if core.busy() > 0 && !late {
+            return false;
+        }
+        if late {
+            let n = core.hang_up_all(now, unix);
+            tracing::warn!(
+                hung_up = n,
+                "drain deadline reached: the calls still up were ended"
+            );
+        }
+        tracing::warn!(after_ms = now - since, "drained: stopping");
+        self.drained = true;
+        true
+    }
+}
+
+/// Tells the supervising `rvoip run` to stop.
+fn signal_supervisor(pid: u32) {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) with a pid and a signal number; no memory involved.
+    let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    if r != 0 {
+        tracing::error!(pid, error = %std::io::Error::last_os_error(), "cannot tell the supervisor to stop");
+    }
+}
+
+/// What the process around the control plane lends it.
+#[derive(Default)]
+pub struct Hooks {
+    /// Sets the log filter (`rvoip ctl log-level`, a reloaded `[log]`).
+    pub set_log_level: Option<crate::ops::logging::SetLevel>,
+    /// The supervising `rvoip run`, told to stop (SIGTERM) when a drain
+    /// ends, so the whole appliance exits.
+    pub supervisor: Option<u32>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("set_log_level", &self.set_log_level.is_some())
+            .field("supervisor", &self.supervisor)
+            .finish()
+    }
+}
+
 /// The B2BUA of a `mode = "b2bua"` configuration: policy, media orders
 /// over the dataplane's order channel, the dialog journal (established
 /// calls come back from it) and the CDR writer.
@@ -176,8 +454,11 @@ pub fn b2bua_from_config(
     config: &Config,
     ring_dir: &Path,
 ) -> Result<(B2b, Option<CdrWriter>), StartError> {
-    let policy = Policy::from_config(config).map_err(StartError::Policy)?;
+    let mut policy = Policy::from_config(config).map_err(StartError::Policy)?;
     let entropy = SystemEntropy::new();
+    let mut seed = [0u8; 8];
+    entropy.fill(&mut seed).map_err(|_| StartError::Entropy)?;
+    policy.seed(u64::from_le_bytes(seed));
     let orders = loop {
         match ShmOrders::open(ring_dir, &entropy) {
             Ok(o) => break o,
@@ -282,7 +563,12 @@ fn unix_ms() -> u64 {
 }
 
 /// Runs the control plane until `stop` is set. Returns its counters.
-pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, StartError> {
+pub fn run(
+    config: &Config,
+    stop: Arc<AtomicBool>,
+    hooks: Hooks,
+) -> Result<CoreCounters, StartError> {
+    let mut current = config.clone();
     let dir = config.controlplane.ring_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| StartError::file(&dir, e))?;
     let Some(_lock) = lock(&dir, &stop) else {
@@ -314,11 +600,33 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Start
         core.set_b2bua(b2b);
         cdrs = writer;
     }
+    let resolver = crate::dns::client::DnsClient::start(&config.dns)
+        .map_err(|e| StartError::Dns(e.to_string()))?;
+    let listen = config.metrics.as_ref().map(|m| m.listen);
+    let ops = Ops::start(listen, &dir).or_else(|e| {
+        // Signalling matters more than its metrics: carry on without them.
+        tracing::error!(error = %e, "cannot serve the metrics: running without them");
+        Ops::start(None, &dir)
+    });
+    let mut ops = ops.map_err(|e| StartError::Ops(e.to_string()))?;
+    if let Err(e) = ops.report_to(&config.capture) {
+        tracing::error!(error = %e, "cannot send call quality reports");
+    }
+    if let Some(a) = ops.metrics {
+        tracing::info!(address = %a, "metrics at http://{a}/metrics");
+    }
+    let mut sip_tally = SipTally::default();
+    let mut histograms = Histograms::default();
+    let mut last_snapshot = Instant::now() - Duration::from_secs(1);
     tracing::info!(
         channels = channels.len(),
         registrations = core.registrar().location.count(),
         "control plane attached"
     );
+    // As its own unit (rvoip-controlplane.service): ready, and alive while
+    // the loop runs.
+    crate::ops::service::ready("control plane attached");
+    let mut watchdog = crate::ops::service::Watchdog::new();
     let mut consumers: Vec<_> = channels
         .iter()
         .map(|c| c.consumer(Direction::ToControlPlane))
@@ -333,7 +641,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Start
     let batch = Duration::from_micros(u64::from(config.controlplane.batch_wait_us));
     let mut last_traffic = Instant::now() - rvoip_dataplane::shm::BUSY_SPELL;
     let mut board: Option<LoadBoard> = None;
+    let mut refused = vec![0u64; producers.len()];
+    let mut ctl = Ctl::default();
     while !stop.load(Ordering::Relaxed) {
+        watchdog.pet();
         if last_beat.elapsed() >= Duration::from_millis(100) {
             for c in &channels {
                 c.heartbeat();
@@ -364,6 +675,13 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Start
         for c in consumers.iter_mut() {
             while let Some(r) = c.peek() {
                 let meta = SipMeta::decode(r.meta);
+                if r.payload.is_empty() {
+                    // Not a message: the dataplane could not reach the peer.
+                    core.on_unreachable(now, meta.transport, meta.remote);
+                    c.advance();
+                    continue;
+                }
+                sip_tally.count(Way::In, r.payload);
                 let inb = Inbound {
                     bytes: r.payload,
                     transport: meta.transport,
@@ -380,14 +698,22 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Start
             }
         }
         core.poll_media(now, unix);
+        while let Some(a) = resolver.try_answer() {
+            core.on_dns(now, unix, a);
+        }
         core.on_timer(now);
         if let Err(e) = core.flush(now) {
             tracing::error!(error = %e, "registrations not stored");
         }
         while let Some(cdr) = core.poll_cdr() {
+            histograms.observe(&cdr);
+            ops.report_call(&cdr, unix);
             if let Some(w) = cdrs.as_mut() {
                 w.write(cdr);
             }
+        }
+        while let Some(q) = core.poll_dns() {
+            resolver.submit(q);
         }
         while let Some(out) = core.poll_outbound() {
             let n = producers.len();
@@ -404,7 +730,37 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Start
             };
             if producers[ring].push(0, &meta.encode(), &out.bytes).is_err() {
                 dropped += 1;
+                refused[ring] += 1;
+            } else {
+                sip_tally.count(Way::Out, &out.bytes);
             }
+        }
+        while let Some(asked) = ops.next_request() {
+            let now = start.elapsed().as_millis() as u64;
+            ctl.take(asked, now, unix_ms(), &mut core, &mut current, &hooks);
+        }
+        while let Some((id, views)) = core.poll_inspection() {
+            ctl.answer(id, views);
+        }
+        if ctl.drained(&mut core, start.elapsed().as_millis() as u64, unix_ms()) {
+            match hooks.supervisor {
+                // The supervisor stops the whole appliance, this process
+                // with it (SIGTERM).
+                Some(pid) => signal_supervisor(pid),
+                None => stop.store(true, Ordering::Relaxed),
+            }
+        }
+        if last_snapshot.elapsed() >= Duration::from_secs(1) {
+            last_snapshot = Instant::now();
+            ops.publish(snapshot(
+                config,
+                &core,
+                &sip_tally,
+                &histograms,
+                &channels,
+                &refused,
+                start.elapsed(),
+            ));
         }
         if handled > 0 {
             last_traffic = Instant::now();
@@ -414,7 +770,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Start
                 .next_deadline()
                 .map_or(100, |d| d.saturating_sub(now))
                 .clamp(1, 100);
-            if core.media_pending() {
+            if core.media_pending() || core.dns_pending() {
                 // Replies to media orders come on the order channel: look
                 // again shortly.
                 std::thread::sleep(
@@ -437,8 +793,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Start
     while core.media_pending() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(1));
         let now = start.elapsed().as_millis() as u64;
-        core.poll_media(now, unix_ms());
+        let unix = unix_ms();
+        core.poll_media(now, unix);
         while let Some(cdr) = core.poll_cdr() {
+            ops.report_call(&cdr, unix);
             if let Some(w) = cdrs.as_mut() {
                 w.write(cdr);
             }
@@ -447,6 +805,14 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Start
     if let Some(b) = core.b2bua() {
         let c = b.counters;
         let p = b.policy.counters;
+        let d = core.dns_counters();
+        tracing::info!(
+            queries = d.queries,
+            hits = d.hits,
+            failures = d.failures,
+            busy = d.busy,
+            "DNS counters"
+        );
         tracing::info!(
             calls = c.calls,
             answered = c.answered,
@@ -475,6 +841,76 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<CoreCounters, Start
         );
     }
     Ok(core.counters())
+}
+
+/// The control plane's counters for the metrics, as of now.
+fn snapshot(
+    config: &Config,
+    core: &SipCore,
+    sip: &SipTally,
+    histograms: &Histograms,
+    channels: &[Channel],
+    refused: &[u64],
+    uptime: Duration,
+) -> Snapshot {
+    let c = core.counters();
+    let mut drops = vec![
+        ("malformed", c.malformed),
+        ("relay_denied", c.relay_denied),
+        ("overload_refused", c.overload_refused),
+        ("drain_refused", c.drain_refused),
+        ("auth_refused", c.auth_refused),
+        ("unresolved", c.unresolved),
+        ("unroutable_responses", c.unroutable_responses),
+    ];
+    let mut calls = Vec::new();
+    if let Some(b) = core.b2bua() {
+        let p = b.policy.counters;
+        drops.extend([
+            ("acl_rejected", p.acl_rejected),
+            ("banned", p.banned_drops),
+            ("source_limited", p.source_limited),
+            ("trunk_limited", p.trunk_limited),
+            ("unrouted", p.unrouted),
+            ("media_errors", b.counters.media_errors),
+        ]);
+        let name = |v: Option<&String>| v.cloned().unwrap_or_else(|| "none".into());
+        for (realm, trunk, counts) in b.tally.rows() {
+            if counts.started == 0 {
+                continue;
+            }
+            calls.push((
+                name(b.policy.realms.get(realm).map(|r| &r.name)),
+                name(trunk.and_then(|t| b.policy.trunks.get(t)).map(|t| &t.name)),
+                *counts,
+            ));
+        }
+    }
+    let d = core.dns_counters();
+    Snapshot {
+        node: config.node.name.clone(),
+        sip: sip.clone(),
+        calls,
+        histograms: histograms.clone(),
+        drops,
+        rings: channels
+            .iter()
+            .zip(refused)
+            .map(|(ch, r)| RingRow {
+                to_control_plane: ch.stats(Direction::ToControlPlane).used_slots,
+                to_dataplane: ch.stats(Direction::ToDataplane).used_slots,
+                refused: *r,
+            })
+            .collect(),
+        registrations: core.registrar().location.count() as u64,
+        dns: vec![
+            ("cache_hit", d.hits),
+            ("query", d.queries),
+            ("failure", d.failures),
+            ("busy", d.busy),
+        ],
+        uptime_s: uptime.as_secs_f64(),
+    }
 }
 
 fn dest_ring(dest: SocketAddr, n: usize) -> usize {

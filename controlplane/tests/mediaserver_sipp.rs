@@ -32,27 +32,18 @@ fn a_held_party_hears_music_on_hold_and_only_while_held() {
         free_udp_port(),
     );
     let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompts");
-    let config = test_config(
-        "mediaserver.toml",
-        &dir,
-        &[
-            ("127.0.0.1:5060", format!("127.0.0.1:{access}")),
-            ("127.0.0.1:5062", format!("127.0.0.1:{}", free_udp_port())),
-            ("127.0.0.1:5070", format!("127.0.0.1:{core}")),
-            ("127.0.0.1:5072", format!("127.0.0.1:{}", free_udp_port())),
-            ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
-            ("port_min = 30000", "port_min = 53100".into()),
-            ("port_max = 39999", "port_max = 53199".into()),
-            (
-                "prompt_dir = \"../prompts\"",
-                format!("prompt_dir = \"{}\"", prompts.display()),
-            ),
-            (
-                "dir = \"../recordings\"",
-                format!("dir = \"{}\"", dir.join("recordings").display()),
-            ),
-        ],
-    );
+    let mut ports = common::sbc_ports(access, free_udp_port(), core, 53100);
+    ports.extend([
+        (
+            "prompt_dir = \"../prompts\"",
+            format!("prompt_dir = \"{}\"", prompts.display()),
+        ),
+        (
+            "dir = \"../recordings\"",
+            format!("dir = \"{}\"", dir.join("recordings").display()),
+        ),
+    ]);
+    let config = test_config("mediaserver.toml", &dir, &ports);
     let log = dir.join("rvoip.log");
     let _app = Spawned::spawn(
         Command::new(env!("CARGO_BIN_EXE_rvoip"))

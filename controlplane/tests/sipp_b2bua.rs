@@ -97,29 +97,12 @@ impl Sbc {
 
     /// The CDRs written so far.
     fn cdrs(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.join("cdr.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
+        common::cdrs(&self.dir)
     }
 
     /// Waits until `n` CDRs are written.
     fn wait_cdrs(&self, n: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let c = self.cdrs();
-            if c.len() >= n {
-                return c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} CDRs of {n}: {}",
-                c.len(),
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_cdrs(&self.dir, n, Duration::from_secs(10), || self.log_text())
     }
 
     /// The relay's calls, by the ng `list` command.

@@ -20,6 +20,7 @@
 pub mod edge;
 pub mod engine;
 pub mod entropy;
+pub mod hep;
 pub mod log_budget;
 pub mod media;
 pub mod ng;

@@ -32,6 +32,8 @@ fn engine(driver: DriverKind, base: u16) -> MediaEngine {
 fn engine_on(driver: DriverKind, base: u16, cores: Vec<usize>) -> MediaEngine {
     MediaEngine::start(&MediaEngineConfig {
         address: LOCALHOST,
+        address_v6: None,
+        extra_addresses: Vec::new(),
         port_min: base,
         port_max: base + 199,
         cores,
@@ -236,6 +238,8 @@ fn fallback_driver_gives_a_finished_calls_ports_to_a_later_call() {
 fn a_small_range_fills_to_90_percent(driver: DriverKind, base: u16) {
     let eng = MediaEngine::start(&MediaEngineConfig {
         address: LOCALHOST,
+        address_v6: None,
+        extra_addresses: Vec::new(),
         port_min: base,
         // 40 pairs: 20 per worker.
         port_max: base + 79,
@@ -462,6 +466,8 @@ fn polling_knobs_busy_poll_after_traffic_and_coalesce_wakeups() {
     let with = |polling: Polling, base: u16| {
         let eng = MediaEngine::start(&MediaEngineConfig {
             address: LOCALHOST,
+            address_v6: None,
+            extra_addresses: Vec::new(),
             port_min: base,
             port_max: base + 199,
             cores: vec![],
@@ -522,4 +528,55 @@ fn polling_knobs_busy_poll_after_traffic_and_coalesce_wakeups() {
         assert!(held >= Duration::from_millis(3), "{held:?}");
         assert!(held > at_once * 4, "{held:?} against {at_once:?}");
     }
+}
+
+/// A port of the range held by another process while the rest of the
+/// range is parked by calls that just ended: a new call takes a parked
+/// pair rather than failing on the held port again and again.
+fn a_held_port_does_not_refuse_a_call_when_parked_pairs_remain(driver: DriverKind, base: u16) {
+    // Three pairs, one worker; the first pair's RTP port is taken.
+    let _holder = UdpSocket::bind((LOCALHOST, base)).expect("hold the first port");
+    let eng = MediaEngine::start(&MediaEngineConfig {
+        address: LOCALHOST,
+        address_v6: None,
+        extra_addresses: Vec::new(),
+        port_min: base,
+        port_max: base + 5,
+        cores: vec![0],
+        driver,
+        polling: Polling::Interrupt { batch_wait_us: 0 },
+        relay: RelayConfig::default(),
+        fill_calls: 0,
+        max_endpoints_per_worker: 1024,
+    })
+    .expect("engine starts");
+    let plan = || {
+        let mut plan = MediaPlan::default();
+        plan.side_mut(Side::A).open_rtp = true;
+        plan.side_mut(Side::B).open_rtp = true;
+        vec![plan]
+    };
+    // The first call skips the held pair and takes the other two.
+    let first = eng.apply(0, None, plan()).expect("the first call");
+    eng.remove(first.handle).expect("removed");
+    // Its pairs are parked, not yet quiet; the only closed port is held.
+    // The next call gets the parked pairs at once.
+    for n in 0..3 {
+        let c = eng
+            .apply(0, None, plan())
+            .unwrap_or_else(|e| panic!("call {n} refused: {e}"));
+        let ports: Vec<u16> = c.ports[0].iter().map(|p| p.rtp).collect();
+        assert!(!ports.contains(&base), "{ports:?}");
+        eng.remove(c.handle).expect("removed");
+    }
+}
+
+#[test]
+fn io_uring_driver_skips_a_held_port_for_parked_pairs() {
+    a_held_port_does_not_refuse_a_call_when_parked_pairs_remain(DriverKind::IoUring, 64000);
+}
+
+#[test]
+fn fallback_driver_skips_a_held_port_for_parked_pairs() {
+    a_held_port_does_not_refuse_a_call_when_parked_pairs_remain(DriverKind::Fallback, 64100);
 }

@@ -77,22 +77,8 @@ fn every_packet_arrives(driver: DriverKind, base: u16) {
     let mut relay = Relay::start(driver, base);
     let (a, b) = (peer(), peer());
     let (a_target, b_target) = offer_answer(&mut relay, "call-1", &a, &b);
+    both_ways(&a, a_target, &b, b_target, 100);
     let mut buf = [0u8; 2048];
-    for seq in 0..100u16 {
-        a.send_to(&packet(seq, 0xa), a_target).unwrap();
-        b.send_to(&packet(seq, 0xb), b_target).unwrap();
-    }
-    for (sock, from, ssrc) in [(&b, b_target, 0xa), (&a, a_target, 0xb)] {
-        for seq in 0..100u16 {
-            let (n, src) = sock.recv_from(&mut buf).expect("packet arrives");
-            assert_eq!(src, from, "sent from the relay port the SDP gave");
-            assert_eq!(
-                &buf[..n],
-                &packet(seq, ssrc)[..],
-                "packet {seq} in order and unchanged"
-            );
-        }
-    }
     let q = relay.command(&[
         ("command", Value::Bytes(b"query")),
         ("call-id", Value::Bytes(b"call-1")),
@@ -394,7 +380,7 @@ fn calls_without_media_are_deleted_after_the_media_timeout() {
         media_timeout_ms: 2_000,
         ..RelayConfig::default()
     };
-    let mut relay = Relay::start_with(DriverKind::Auto, 49500, config);
+    let mut relay = Relay::start_with(DriverKind::Auto, 63000, config);
     let (a, b) = (peer(), peer());
     let (a_target, b_target) = offer_answer(&mut relay, "silent", &a, &b);
     let (busy_a, busy_b) = (peer(), peer());

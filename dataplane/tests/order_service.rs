@@ -31,6 +31,8 @@ fn one_service_serves_the_order_channel_and_the_ng_socket_on_one_set_of_calls() 
     std::fs::create_dir_all(&dir).unwrap();
     let engine = MediaEngine::start(&MediaEngineConfig {
         address: LOCALHOST,
+        address_v6: None,
+        extra_addresses: Vec::new(),
         port_min: 46_400,
         port_max: 46_599,
         cores: vec![],

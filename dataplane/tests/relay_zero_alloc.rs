@@ -58,6 +58,8 @@ fn relay_packets(
 fn steady_state_allocations(driver: DriverKind, base: u16, srtp: Option<Suite>) -> u64 {
     let eng = MediaEngine::start(&MediaEngineConfig {
         address: LOCALHOST,
+        address_v6: None,
+        extra_addresses: Vec::new(),
         port_min: base,
         port_max: base + 99,
         cores: vec![],

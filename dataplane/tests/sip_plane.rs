@@ -62,6 +62,7 @@ fn start(
         ring_dir: dir.path().to_path_buf(),
         limits: Limits::DEFAULT,
         rate_limit: 0,
+        hep: None,
         ring_slots: 1024,
         batch_wait_us,
         driver,

@@ -94,7 +94,7 @@ fn sdp_text(reply: &[u8]) -> String {
 
 #[test]
 fn an_srtp_leg_and_an_rtp_leg_transcrypt_both_ways() {
-    let mut relay = Relay::start(DriverKind::Auto, 53000);
+    let mut relay = Relay::start(DriverKind::Auto, 59000);
     let (a, b) = (peer(), peer());
     let rng = rvoip_dataplane::entropy::SeededEntropy::new(3);
     let suite = Suite::AesCm128HmacSha1_80;
@@ -183,7 +183,7 @@ fn an_srtp_leg_and_an_rtp_leg_transcrypt_both_ways() {
 
 #[test]
 fn srtp_on_both_legs_is_reencrypted_with_each_legs_own_keys() {
-    let mut relay = Relay::start(DriverKind::Auto, 54000);
+    let mut relay = Relay::start(DriverKind::Auto, 60000);
     let (a, b) = (peer(), peer());
     let rng = rvoip_dataplane::entropy::SeededEntropy::new(3);
     let a_suite = Suite::AeadAes128Gcm;
@@ -241,7 +241,7 @@ fn srtp_on_both_legs_is_reencrypted_with_each_legs_own_keys() {
 
 #[test]
 fn rtp_to_srtp_with_one_forced_suite() {
-    let mut relay = Relay::start(DriverKind::Fallback, 55000);
+    let mut relay = Relay::start(DriverKind::Fallback, 61000);
     let (a, b) = (peer(), peer());
     let rng = rvoip_dataplane::entropy::SeededEntropy::new(3);
     let o = offer(
@@ -287,7 +287,7 @@ fn rtp_to_srtp_with_one_forced_suite() {
 
 #[test]
 fn unusable_crypto_offers_are_refused_with_the_reason() {
-    let mut relay = Relay::start(DriverKind::Auto, 56000);
+    let mut relay = Relay::start(DriverKind::Auto, 62000);
     let a = peer();
     type Case<'a> = (&'a [String], &'a [(&'a str, Value<'a>)], &'a str);
     let cases: [Case<'_>; 3] = [

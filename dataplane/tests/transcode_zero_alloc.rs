@@ -108,6 +108,8 @@ impl Phone {
 fn steady_state_allocations(driver: DriverKind, base: u16) -> (u64, Phone, Phone) {
     let eng = MediaEngine::start(&MediaEngineConfig {
         address: LOCALHOST,
+        address_v6: None,
+        extra_addresses: Vec::new(),
         port_min: base,
         port_max: base + 99,
         cores: vec![],

@@ -5,7 +5,10 @@
 //! or a response to the last request the SBC sent that way (bit 1: then
 //! the next three octets are the status digits and the rest its extra
 //! header lines and body), and how much simulated time passes first
-//! (bits 2..7, × 150 ms).
+//! (bits 2..7, × 150 ms). Numbers starting with 9 go to a trunk that is a
+//! DNS name; a chunk's length picks what the name resolves to when a
+//! resolution is asked (two servers, one, no such name, servers failing),
+//! and every seventh length reports the first core peer unreachable.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -72,6 +75,10 @@ realm = "core"
 targets = ["127.0.0.1:5070", "127.0.0.1:5072"]
 codecs = ["PCMA", "telephone-event"]
 headers = [{ action = "rewrite", name = "P-Asserted-Identity", pattern = "sip:0(\\d+)@", value = "sip:+44$1@" }]
+[[trunks]]
+name = "named"
+realm = "core"
+targets = [{ uri = "sip:trunk.fuzz.test" }, "127.0.0.1:5074"]
 [sbc]
 session_expires_secs = 90
 [sbc.numbering]
@@ -80,6 +87,9 @@ national_prefix = "0"
 international_prefix = "00"
 [[sbc.routes]]
 trunk = "core"
+[[sbc.routes]]
+prefix = "9"
+trunk = "named"
 "#;
 
 fn core() -> SipCore {
@@ -194,6 +204,26 @@ fuzz_target!(|data: &[u8]| {
             },
         );
         core.poll_media(now, 1_800_000_000_000 + now);
+        while let Some(q) = core.poll_dns() {
+            use rvoip_controlplane::dns::{Answer, Failure, Resolution, Server};
+            let server = |port: u16, priority| Server {
+                transport: Transport::Udp,
+                address: SocketAddr::from(([127, 0, 0, 1], port)),
+                priority,
+                weight: 1,
+            };
+            let result = match rest.len() % 4 {
+                0 => Ok(Resolution { servers: vec![server(5070, 10), server(5072, 20)], ttl_secs: 1 }),
+                1 => Ok(Resolution { servers: vec![server(5076, 0)], ttl_secs: 60 }),
+                2 => Err(Failure::NoSuchName),
+                _ => Err(Failure::Unreachable("SERVFAIL".into())),
+            };
+            core.on_dns(now, 1_800_000_000_000 + now, Answer { key: q.key, result, negative_ttl_secs: Some(5) });
+        }
+        if rest.len() % 7 == 6 {
+            let dead = "127.0.0.1:5070".parse().expect("addr");
+            core.on_unreachable(now, Transport::Udp, dead);
+        }
         while let Some(o) = core.poll_outbound() {
             let s = if o.dest.ip() == IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)) { 0 } else { 1 };
             if o.bytes.first().is_some_and(|b| *b != b'S') {

@@ -212,10 +212,13 @@ fn calls_signalled_through_kamailio_complete_with_media_between_the_legs() {
     // The anchor's stateful configuration (tm, rr), on ports of this test.
     let anchor = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/anchors/kamailio-stateful.cfg");
-    let cfg = std::fs::read_to_string(&anchor)
-        .unwrap_or_else(|e| panic!("{}: {e}", anchor.display()))
-        .replace("127.0.0.1:5060", &format!("127.0.0.1:{kport}"))
-        .replace("127.0.0.1:5070", &format!("127.0.0.1:{uas_port}"));
+    let cfg = common::substitute(
+        &std::fs::read_to_string(&anchor).unwrap_or_else(|e| panic!("{}: {e}", anchor.display())),
+        &[
+            ("127.0.0.1:5060", format!("127.0.0.1:{kport}")),
+            ("127.0.0.1:5070", format!("127.0.0.1:{uas_port}")),
+        ],
+    );
     std::fs::write(d.join("kamailio.cfg"), cfg).unwrap();
     // Kamailio forks its workers: the whole group goes at the end.
     let _kamailio = common::Group::spawn(

@@ -218,9 +218,14 @@ pub struct RouteConfig {
     /// Match this Request-URI host.
     #[serde(default)]
     pub domain: Option<String>,
-    /// Next hop.
-    pub target: SocketAddr,
-    /// Transport to it.
+    /// Next hop: an address.
+    #[serde(default)]
+    pub target: Option<SocketAddr>,
+    /// Next hop: a SIP URI (an outbound proxy by name), resolved as RFC
+    /// 3263 says (its records give the transport).
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// Transport to an address `target`.
     #[serde(default = "default_udp")]
     pub transport: Transport,
 }
@@ -510,6 +515,12 @@ pub struct Media {
     /// Address written into SDP, when the relay sits behind NAT.
     #[serde(default)]
     pub advertised_address: Option<IpAddr>,
+    /// The relay's IPv6 address: a leg whose peer is IPv6 (its SDP says
+    /// `c=IN IP6`, or its realm is reached over IPv6, or ng asks with
+    /// `address family: IP6`) is given this one, and media crosses between
+    /// the families. None: IPv4 only.
+    #[serde(default)]
+    pub address_v6: Option<IpAddr>,
     /// First RTP port (even).
     pub port_min: u16,
     /// Last RTP port.
@@ -584,6 +595,64 @@ pub struct Ng {
     pub listen: SocketAddr,
 }
 
+/// Capture (`[capture]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capture {
+    /// HEP v3 collector (UDP) that gets every SIP message received and
+    /// sent, and a quality report of each call at its end; off when absent.
+    pub hep: Option<SocketAddr>,
+    /// `udp` (one datagram per packet, as Homer listens by default) or
+    /// `tcp` (a stream of packets: far fewer system calls and kernel work
+    /// per message at high rates).
+    #[serde(default)]
+    pub hep_transport: HepTransport,
+    /// Capture agent id written into every packet.
+    #[serde(default = "default_hep_agent")]
+    pub hep_agent_id: u32,
+    /// Percent of Call-IDs captured (every message of a Call-ID or none).
+    #[serde(default = "default_hep_sample")]
+    pub hep_sample_pct: u8,
+}
+
+/// How HEP packets travel to the collector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HepTransport {
+    /// One UDP datagram per packet.
+    #[default]
+    Udp,
+    /// A TCP stream of packets.
+    Tcp,
+}
+
+fn default_hep_agent() -> u32 {
+    2001
+}
+
+fn default_hep_sample() -> u8 {
+    100
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Capture {
+            hep: None,
+            hep_transport: HepTransport::Udp,
+            hep_agent_id: default_hep_agent(),
+            hep_sample_pct: default_hep_sample(),
+        }
+    }
+}
+
+/// The Prometheus metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// TCP address of `GET /metrics` (text exposition format).
+    pub listen: SocketAddr,
+}
+
 /// Control-plane settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -628,9 +697,32 @@ impl Default for ControlPlane {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
-    /// `error`, `warn`, `info`, `debug` or `trace`.
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a filter such as
+    /// `info,rvoip_controlplane::b2bua=debug`.
     #[serde(default = "default_log_level")]
     pub level: String,
+    /// `text` (one line per event) or `json` (one JSON object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Lines one place in the code may write per second; the rest are
+    /// counted and said in one line the next second (0: no limit).
+    #[serde(default = "default_lines_per_sec")]
+    pub lines_per_sec: u32,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn default_lines_per_sec() -> u32 {
+    50
 }
 
 fn default_log_level() -> String {
@@ -641,6 +733,8 @@ impl Default for Log {
     fn default() -> Self {
         Log {
             level: default_log_level(),
+            format: LogFormat::Text,
+            lines_per_sec: default_lines_per_sec(),
         }
     }
 }
@@ -684,11 +778,21 @@ pub struct Config {
     /// The media server's own applications.
     #[serde(default)]
     pub mediaserver: crate::mediaserver::MediaServerConfig,
-    /// Logging.
+    /// Name resolution (RFC 3263).
+    #[serde(default)]
+    pub dns: crate::dns::DnsConfig,
+    /// Admission by measured load.
     #[serde(default)]
     pub overload: Overload,
+    /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// The Prometheus endpoint (`[metrics] listen`); none without the
+    /// section.
+    pub metrics: Option<Metrics>,
+    /// Capture of SIP to a HEP collector.
+    #[serde(default)]
+    pub capture: Capture,
     /// Where the file was read from; relative paths are resolved against its directory.
     #[serde(skip)]
     pub source: PathBuf,
@@ -812,6 +916,25 @@ impl Config {
         if self.sip.listen.is_empty() {
             return err("sip.listen", "at least one listener is required".into());
         }
+        if self.capture.hep_sample_pct > 100 {
+            return err(
+                "capture.hep_sample_pct",
+                format!(
+                    "{} is not a percentage (0-100)",
+                    self.capture.hep_sample_pct
+                ),
+            );
+        }
+        if self
+            .capture
+            .hep
+            .is_some_and(|a| a.port() == 0 || a.ip().is_unspecified())
+        {
+            return err(
+                "capture.hep",
+                "the collector needs an address and a port (\"127.0.0.1:9060\")".into(),
+            );
+        }
         for (i, l) in self.sip.listen.iter().enumerate() {
             if l.address.port() == 0 {
                 return err(
@@ -872,6 +995,32 @@ impl Config {
             _ => {}
         }
         let m = &self.media;
+        for (i, r) in self.realms.iter().enumerate() {
+            if let Some(a) = r.media_address
+                && !a.is_ipv4()
+            {
+                return err(
+                    &format!("realms[{i}].media_address"),
+                    format!("{a} is not an IPv4 address (media_address_v6 is the IPv6 one)"),
+                );
+            }
+            if let Some(a) = r.media_address_v6
+                && !a.is_ipv6()
+            {
+                return err(
+                    &format!("realms[{i}].media_address_v6"),
+                    format!("{a} is not an IPv6 address"),
+                );
+            }
+        }
+        if let Some(v6) = m.address_v6
+            && !v6.is_ipv6()
+        {
+            return err(
+                "media.address_v6",
+                format!("{v6} is not an IPv6 address (media.address is the IPv4 one)"),
+            );
+        }
         if m.port_min == 0 || !m.port_min.is_multiple_of(2) {
             return err(
                 "media.port_min",
@@ -940,6 +1089,20 @@ impl Config {
                 parse_cidr(a).map_err(|e| (format!("realms[{i}].allow[{j}]"), e.to_string()))?;
             }
         }
+        for (i, r) in self.proxy.routes.iter().enumerate() {
+            match (&r.target, &r.uri) {
+                (Some(_), None) => {}
+                (None, Some(u)) => {
+                    crate::dns::check_uri(u).map_err(|e| (format!("proxy.routes[{i}].uri"), e))?
+                }
+                _ => {
+                    return err(
+                        &format!("proxy.routes[{i}]"),
+                        "needs one next hop: target = \"IP:PORT\" or uri = \"sip:NAME\"".into(),
+                    );
+                }
+            }
+        }
         for (i, t) in self.trunks.iter().enumerate() {
             if self.trunks[..i].iter().any(|o| o.name == t.name) {
                 return err(
@@ -960,7 +1123,14 @@ impl Config {
                 );
             }
             for (j, target) in t.targets.iter().enumerate() {
-                let target = target.resolve(j);
+                if let crate::sbc::TargetSpec::Uri(u) = target {
+                    crate::dns::check_uri(&u.uri)
+                        .map_err(|e| (format!("trunks[{i}].targets[{j}].uri"), e))?;
+                    continue;
+                }
+                let Some(target) = target.resolve(j) else {
+                    continue;
+                };
                 if target.address.port() == 0 || target.address.ip().is_unspecified() {
                     return err(
                         &format!("trunks[{i}].targets[{j}]"),
@@ -985,6 +1155,7 @@ impl Config {
                     .map_err(|e| (format!("trunks[{i}].headers[{j}]"), e.to_string()))?;
             }
         }
+        self.dns.validate()?;
         if self.node.mode == Mode::B2bua {
             crate::sbc::validate(self)?;
         }
@@ -1060,6 +1231,25 @@ impl Config {
         Ok(())
     }
 
+    /// Every address the relay may open endpoints on: `[media] address`,
+    /// `address_v6` and the realms' own.
+    pub fn media_addresses(&self) -> Vec<IpAddr> {
+        let mut all = vec![self.media.address];
+        let realms = self
+            .realms
+            .iter()
+            .flat_map(|r| [r.media_address, r.media_address_v6]);
+        for a in std::iter::once(self.media.address_v6)
+            .chain(realms)
+            .flatten()
+        {
+            if !all.contains(&a) {
+                all.push(a);
+            }
+        }
+        all
+    }
+
     /// Checks what only this host can tell: the media address is one of its
     /// own (a relay bound elsewhere would take no packet), and every file
     /// the configuration names is where it says (the users file is read, a
@@ -1073,6 +1263,28 @@ impl Config {
             key: key.to_string(),
             message,
         };
+        let realm_addresses = self.realms.iter().enumerate().flat_map(|(i, r)| {
+            [
+                r.media_address
+                    .map(|a| (format!("realms[{i}].media_address"), a)),
+                r.media_address_v6
+                    .map(|a| (format!("realms[{i}].media_address_v6"), a)),
+            ]
+        });
+        for (key, a) in self
+            .media
+            .address_v6
+            .map(|a| ("media.address_v6".to_string(), a))
+            .into_iter()
+            .chain(realm_addresses.flatten())
+        {
+            if let Err(e) = std::net::UdpSocket::bind((a, 0)) {
+                return Err(err(
+                    &key,
+                    format!("{a} is not an address of this host ({e})"),
+                ));
+            }
+        }
         let probe = std::net::UdpSocket::bind((self.media.address, 0));
         if let Err(e) = probe {
             return Err(err(
@@ -1143,6 +1355,44 @@ port_max = 39999
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_str_at(text, Path::new("/etc/rvoip/test.toml"))
+    }
+
+    #[test]
+    fn names_and_addresses_of_families_are_checked() {
+        let route = |r: &str| load(&format!("{GOOD}\n[[proxy.routes]]\n{r}\n"));
+        assert!(route("uri = \"sip:edge.carrier.example\"").is_ok());
+        assert!(route("target = \"127.0.0.1:5070\"").is_ok());
+        let e = route("domain = \"x\"")
+            .err()
+            .unwrap_or_else(|| panic!("no next hop"));
+        assert_eq!(e.key, "proxy.routes[0]");
+        let e = route("uri = \"http://x\"")
+            .err()
+            .unwrap_or_else(|| panic!("not sip"));
+        assert_eq!(e.key, "proxy.routes[0].uri");
+        let media = |extra: &str| {
+            load(&GOOD.replace(
+                "address = \"127.0.0.1\"\n",
+                &format!("address = \"127.0.0.1\"\n{extra}\n"),
+            ))
+        };
+        assert!(media("address_v6 = \"::1\"").is_ok());
+        let e = media("address_v6 = \"127.0.0.2\"")
+            .err()
+            .unwrap_or_else(|| panic!("v4 as v6"));
+        assert_eq!(e.key, "media.address_v6");
+        let c = load(&format!(
+            "{GOOD}\n[dns]\nservers = [\"127.0.0.1:5353\"]\navoid_secs = 5\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.dns.servers.len(), c.dns.avoid_secs, c.dns.max_outstanding),
+            (1, 5, 256)
+        );
+        let e = load(&format!("{GOOD}\n[dns]\ntimeout_ms = 5\n"))
+            .err()
+            .unwrap_or_else(|| panic!("5 ms"));
+        assert_eq!(e.key, "dns.timeout_ms");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! Must not: open sockets or start threads.
 
 pub mod config;
+pub mod dns;
+pub mod host;
 pub mod mediaserver;
 pub mod sbc;
 

@@ -52,6 +52,14 @@ pub struct Realm {
     /// caller lacks, the relay transcodes. Off: codecs are only filtered.
     #[serde(default)]
     pub transcode: bool,
+    /// The relay's IPv4 address for this realm's side of calls (default:
+    /// `[media] address`).
+    #[serde(default)]
+    pub media_address: Option<std::net::IpAddr>,
+    /// The relay's IPv6 address for this realm's IPv6 peers (default:
+    /// `[media] address_v6`).
+    #[serde(default)]
+    pub media_address_v6: Option<std::net::IpAddr>,
 }
 
 /// How a trunk picks among its peers.
@@ -75,6 +83,21 @@ pub enum TargetSpec {
     Address(SocketAddr),
     /// `{ address = "…", weight = 2, priority = 1 }`.
     Full(Target),
+    /// `{ uri = "sip:NAME" }`: every server the name publishes (RFC 3263:
+    /// NAPTR, SRV, A/AAAA), re-resolved as its records expire.
+    Uri(UriTarget),
+}
+
+/// A trunk peer given as a SIP URI.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UriTarget {
+    /// `sip:NAME`, `sip:NAME:PORT`, `sip:NAME;transport=tcp`, `sips:NAME`.
+    pub uri: String,
+    /// Order under the priority policy against the trunk's other targets
+    /// (lower first; SRV priorities order the name's own servers).
+    #[serde(default)]
+    pub priority: Option<u32>,
 }
 
 /// A peer with its dispatcher parameters.
@@ -97,17 +120,19 @@ fn one() -> u32 {
 
 impl TargetSpec {
     /// The peer with its parameters; `index` is its position in the list.
-    pub fn resolve(&self, index: usize) -> Target {
+    /// None for a URI, whose peers come from DNS.
+    pub fn resolve(&self, index: usize) -> Option<Target> {
         match self {
-            TargetSpec::Address(a) => Target {
+            TargetSpec::Address(a) => Some(Target {
                 address: *a,
                 weight: 1,
                 priority: Some(index as u32),
-            },
-            TargetSpec::Full(t) => Target {
+            }),
+            TargetSpec::Full(t) => Some(Target {
                 priority: t.priority.or(Some(index as u32)),
                 ..t.clone()
-            },
+            }),
+            TargetSpec::Uri(_) => None,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::build;
 use crate::element::{Element, ServerKey, TimerRef};
 use crate::sbc::media::{self, OrderRecord};
 use crate::transaction::Millis;
+use rvoip_dataplane::media::relay::Side;
 
 /// The media server's settings as the B2BUA uses them.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +93,7 @@ fn terminate(
     sdp: &[u8],
     mode: LocalMode,
     placement: Option<String>,
+    iface: Option<std::net::IpAddr>,
 ) -> OrderRecord {
     record_of(&MediaOrder::Terminate {
         call_id: CallId::from(media_id.as_bytes()),
@@ -100,6 +102,7 @@ fn terminate(
         sdp: media::hide_identity(sdp).into_owned(),
         options: SdpOptions {
             replace_origin: true,
+            from_interface: iface,
             ..SdpOptions::default()
         },
         mode,
@@ -189,7 +192,8 @@ impl B2b {
             tries,
             round: 0,
         }));
-        let order = terminate(&call, &call.media_id, sdp, mode, placement);
+        let iface = self.media_iface(&call, Side::A);
+        let order = terminate(&call, &call.media_id, sdp, mode, placement, iface);
         let id = call.id;
         self.calls.insert(id, call);
         self.order(
@@ -240,7 +244,7 @@ impl B2b {
                 let sdp = match media::reply_sdp(outcome) {
                     Ok(s) => s,
                     Err(e) => {
-                        tracing::warn!(error = %e, "the media server cannot answer the call");
+                        tracing::warn!(error = %e, call_id = %call.legs[0].call_id(), "the media server cannot answer the call");
                         self.counters.media_errors += 1;
                         let status = e.sip_status();
                         el.b2b_reject_a(&call, now, status);
@@ -270,6 +274,7 @@ impl B2b {
                 call.b_status = 200;
                 call.answer_ms = Some(unix_ms);
                 self.counters.answered += 1;
+                self.tally.answered(call.in_realm, call.trunk);
                 let server = call.a_invite_key;
                 el.b2b_await_ack(
                     &mut call,
@@ -579,7 +584,9 @@ impl B2b {
         match msg.method().unwrap_or(Method::Options) {
             Method::Invite | Method::Update => match sdp_body(msg) {
                 Some(sdp) => {
-                    let order = terminate(&call, &call.media_id, sdp, LocalMode::Silence, None);
+                    let iface = self.media_iface(&call, Side::A);
+                    let order =
+                        terminate(&call, &call.media_id, sdp, LocalMode::Silence, None, iface);
                     self.calls.insert(id, call);
                     self.order(
                         el,
@@ -685,12 +692,14 @@ impl B2b {
         if call.cancelled || call.app.is_some() {
             return Some(call);
         }
+        let iface = self.media_iface(&call, Side::A);
         let order = terminate(
             &call,
             &announcement_id(&call.media_id),
             &offer,
             LocalMode::Silence,
             None,
+            iface,
         );
         let id = call.id;
         self.calls.insert(id, call);

@@ -31,6 +31,7 @@ use crate::dialog::{Dialog, DialogError, Forks, RAck, session_timer};
 use crate::element::{
     ClientKey, Element, Hop, Inbound, LayerEvent, Owner, ServerKey, TimerRef, TransactionUser,
 };
+use crate::ops::metrics::CallTally;
 use crate::sbc::cdr::Cdr;
 use crate::sbc::journal::Journal;
 use crate::sbc::media::{self, MediaOrders, MediaTotals};
@@ -39,6 +40,7 @@ use crate::transaction::Millis;
 use rvoip_dataplane::media::orders::Outcome;
 
 mod apps;
+pub mod ctl;
 #[cfg(test)]
 mod tests;
 
@@ -127,6 +129,8 @@ enum Then {
     Noted,
     /// Media events (DTMF) for the applications.
     Events,
+    /// A live call's figures for row `row` of ctl request `request`.
+    Inspected { request: u64, row: usize },
 }
 
 impl Then {
@@ -138,7 +142,7 @@ impl Then {
             | Then::Relay { call, .. }
             | Then::RelayResponse { call, .. }
             | Then::Local { call, .. } => Some(*call),
-            Then::Deleted { .. } | Then::Noted | Then::Events => None,
+            Then::Deleted { .. } | Then::Noted | Then::Events | Then::Inspected { .. } => None,
         }
     }
 }
@@ -192,6 +196,9 @@ pub(crate) struct Call {
     peers: Vec<usize>,
     /// Where each attempt goes: address and Request-URI.
     targets: Vec<(SocketAddr, String)>,
+    /// The trunk's peers are chosen (at the first attempt, once the
+    /// trunk's names are resolved).
+    routed: bool,
     attempt: u32,
     provisional: bool,
     cancelled: bool,
@@ -206,6 +213,8 @@ pub(crate) struct Call {
     in_realm: usize,
     media_id: String,
     invite_ms: u64,
+    /// The first ringing (18x) from leg B, Unix ms.
+    ringing_ms: Option<u64>,
     answer_ms: Option<u64>,
     a_status: u16,
     b_status: u16,
@@ -270,6 +279,8 @@ pub struct B2bCounters {
     pub ended: u64,
     /// Attempts moved to the next peer.
     pub failovers: u64,
+    /// Calls whose trunk resolved to no reachable peer (503).
+    pub unresolved: u64,
     /// Media orders the relay refused or did not answer.
     pub media_errors: u64,
     /// Calls torn down by the session timer.
@@ -339,6 +350,8 @@ pub struct B2b {
     orders: FxHashMap<u64, Then>,
     next_token: u64,
     health_started: bool,
+    /// Calls waiting for their trunk's names to resolve.
+    dns_waiting: Vec<u64>,
     /// A text written and copied into place, kept for the next.
     scratch: String,
     /// Calls the media server answers, by their media id.
@@ -347,6 +360,12 @@ pub struct B2b {
     events_asked: bool,
     /// Counters.
     pub counters: B2bCounters,
+    /// Calls by realm and trunk, for the metrics.
+    pub tally: CallTally,
+    /// ctl requests for the calls, waiting for the relay's figures.
+    inspections: FxHashMap<u64, ctl::Inspection>,
+    /// ctl requests answered.
+    inspected: VecDeque<(u64, Vec<ctl::CallView>)>,
 }
 
 impl std::fmt::Debug for B2b {
@@ -389,11 +408,16 @@ impl B2b {
             orders: FxHashMap::default(),
             next_token: 0,
             health_started: false,
+            dns_waiting: Vec::new(),
             scratch: String::new(),
             apps_by_media: FxHashMap::default(),
             events_asked: false,
             counters: B2bCounters::default(),
+            tally: CallTally::default(),
+            inspections: FxHashMap::default(),
+            inspected: VecDeque::new(),
         };
+        b.tally = CallTally::new(b.policy.realms.len(), b.policy.trunks.len());
         for (id, s) in saved {
             b.restore(id, s);
         }
@@ -412,6 +436,7 @@ impl B2b {
             trunk: s.trunk,
             peers: s.peer.into_iter().collect(),
             targets: vec![(s.legs[1].dest, s.legs[1].remote_target().to_owned())],
+            routed: true,
             attempt: s.attempts.saturating_sub(1),
             provisional: true,
             cancelled: false,
@@ -423,6 +448,7 @@ impl B2b {
             in_realm: s.in_realm,
             media_id: s.media_id,
             invite_ms: s.invite_ms,
+            ringing_ms: None,
             answer_ms: Some(s.answer_ms),
             a_status: 200,
             b_status: 200,
@@ -443,6 +469,8 @@ impl B2b {
             self.dialogs
                 .insert(call.legs[side.index()].call_id().as_bytes(), (id, side));
         }
+        self.tally.started(call.in_realm, call.trunk);
+        self.tally.answered(call.in_realm, call.trunk);
         self.calls.insert(id, call);
         self.counters.recovered += 1;
     }
@@ -492,6 +520,24 @@ fn map_status(code: u16) -> u16 {
 
 fn fails_over(code: u16) -> bool {
     matches!(code, 408 | 500 | 502 | 503 | 504)
+}
+
+/// The relay address of its own side `side`'s realm gives its peers, of
+/// the family rvoip reaches that side over (none: the relay's).
+fn media_iface(policy: &Policy, call: &Call, side: Side) -> Option<IpAddr> {
+    let local = call.legs[side.index()].local;
+    let realm = policy.realm_of(local, crate::element::Transport::Udp)?;
+    policy.media_address(realm, local.is_ipv6())
+}
+
+/// The relay addresses of an offer from side `from` of `call`.
+fn media_sides(policy: &Policy, call: &Call, from: Side) -> media::Sides {
+    let to = from.other();
+    media::Sides {
+        to_local: call.legs[to.index()].local,
+        from_iface: media_iface(policy, call, from),
+        to_iface: media_iface(policy, call, to),
+    }
 }
 
 /// The Content-Type of `body` when it is SDP the SBC wrote (none without a body).
@@ -619,7 +665,7 @@ impl B2b {
         media_id: &[u8],
         from_tag: &[u8],
         sdp: &[u8],
-        srtp_out: bool,
+        (srtp_out, sides): (bool, media::Sides),
     ) -> media::OrderRecord {
         let (codecs, transcode) = trunk.map_or((&[][..], false), |t| self.policy.codecs_towards(t));
         if transcode && !codecs.is_empty() {
@@ -628,11 +674,29 @@ impl B2b {
                 from_tag,
                 sdp,
                 srtp_out,
+                sides,
                 media::transcoding_to(codecs),
             )
         } else {
-            media::offer(media_id, from_tag, &filter_codecs(sdp, codecs), srtp_out)
+            media::offer(
+                media_id,
+                from_tag,
+                &filter_codecs(sdp, codecs),
+                srtp_out,
+                sides,
+            )
         }
+    }
+
+    /// The relay address of its own side `side`'s realm gives its peers,
+    /// of the family rvoip reaches that side over (none: the relay's).
+    pub(crate) fn media_iface(&self, call: &Call, side: Side) -> Option<IpAddr> {
+        media_iface(&self.policy, call, side)
+    }
+
+    /// The relay addresses of an offer from side `from` of `call`.
+    fn media_sides(&self, call: &Call, from: Side) -> media::Sides {
+        media_sides(&self.policy, call, from)
     }
 
     /// Sends a media order; `then` runs when its reply is back.
@@ -689,6 +753,10 @@ impl B2b {
                 self.app_events(el, now, unix_ms, outcome);
                 return;
             }
+            Then::Inspected { request, row } => {
+                self.inspected(request, row, outcome);
+                return;
+            }
             other => other,
         };
         let totals = media::reply_totals(&outcome);
@@ -697,7 +765,10 @@ impl B2b {
             _ => media::reply_sdp(outcome),
         };
         if let Err(e) = &sdp {
-            tracing::warn!(error = %e, "media order failed");
+            let call_id = id
+                .and_then(|id| self.calls.get(&id))
+                .map(|c| c.legs[0].call_id().to_string());
+            tracing::warn!(error = %e, call_id = call_id.as_deref().unwrap_or(""), "media order failed");
             self.counters.media_errors += 1;
         }
         match then {
@@ -785,7 +856,7 @@ impl B2b {
                 cdr.media = totals;
                 self.cdrs.push_back(*cdr);
             }
-            Then::Local { .. } | Then::Noted | Then::Events => {}
+            Then::Local { .. } | Then::Noted | Then::Events | Then::Inspected { .. } => {}
         }
         if let Some(id) = id {
             self.replay(el, now, unix_ms, id);
@@ -983,6 +1054,14 @@ impl B2b {
             return;
         }
         self.counters.calls += 1;
+        self.tally.started(realm, trunk);
+        tracing::debug!(
+            call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+            source = %inb.remote,
+            realm,
+            trunk = ?trunk,
+            "call admitted"
+        );
         let id = self.next_id;
         self.next_id += 1;
         let Some((out_listener, out_srtp)) = out_realm_index
@@ -999,7 +1078,16 @@ impl B2b {
             .map(|u| String::from_utf8_lossy(u).into_owned())
             .unwrap_or_else(|| "anonymous".into());
         let a_leg = Dialog::uas(msg, inb, in_srtp, |t| self.push_token(t, "a-tag"));
-        let b_local = out_listener.unwrap_or(inb.local);
+        let mut b_local = out_listener.unwrap_or(inb.local);
+        // A registered user reached over the other family than the realm's
+        // first listener is called from the realm's listener of its family.
+        if let (Some((targets, _)), Some(r)) = (&user, out_realm_index)
+            && let Some((to, _)) = targets.first()
+            && to.is_ipv6() != b_local.is_ipv6()
+            && let Some(l) = self.policy.udp_listener(r, to.is_ipv6())
+        {
+            b_local = l;
+        }
         let b_leg = Dialog::uac(b_local, &from_user, out_srtp, |t| {
             self.push_token(t, "b-tag");
         });
@@ -1019,21 +1107,11 @@ impl B2b {
                 ));
             }
         }
-        let (peers, targets) = match (trunk, user) {
-            (Some(t), _) => {
-                let peers = self.policy.peers_for_call(t);
-                let targets = peers
-                    .iter()
-                    .filter_map(|p| self.policy.trunks.get(t)?.peers.get(*p))
-                    .map(|p| {
-                        let uri = text(&[Str("sip:"), Str(&number), Str("@"), Addr(p.address)]);
-                        (p.address, uri)
-                    })
-                    .collect();
-                (peers, targets)
-            }
-            (None, Some((targets, _))) => (Vec::new(), targets),
-            (None, None) => (Vec::new(), Vec::new()),
+        // A trunk's peers are chosen at the first attempt (its names may
+        // still be resolving); a registered user's now.
+        let targets = match (trunk, user) {
+            (None, Some((targets, _))) => targets,
+            _ => Vec::new(),
         };
         let media_id = text(&[Str("b2b-"), Str(&self.boot), Str("-"), Number(id)]);
         let mut call = Box::new(Call {
@@ -1044,8 +1122,9 @@ impl B2b {
             a_invite: msg.as_bytes().to_vec(),
             b_invite_key: None,
             trunk,
-            peers,
+            peers: Vec::new(),
             targets,
+            routed: trunk.is_none(),
             attempt: 0,
             provisional: false,
             cancelled: false,
@@ -1057,6 +1136,7 @@ impl B2b {
             in_realm: realm,
             media_id,
             invite_ms: unix_ms,
+            ringing_ms: None,
             answer_ms: None,
             a_status: 0,
             b_status: 0,
@@ -1124,7 +1204,7 @@ impl B2b {
                     call.media_id.as_bytes(),
                     call.legs[0].remote_tag().as_bytes(),
                     sdp,
-                    call.legs[1].srtp,
+                    (call.legs[1].srtp, self.media_sides(&call, Side::A)),
                 );
                 self.calls.insert(id, call);
                 self.order(el, now, unix_ms, order, Then::NewCallOffer { call: id });
@@ -1133,8 +1213,64 @@ impl B2b {
         }
     }
 
+    /// Chooses the peers of a trunk call, in the order its attempts try
+    /// them; false while a name of the trunk is still being resolved for
+    /// the first time (the call waits for [`B2b::on_resolved`]).
+    fn route(&mut self, el: &mut Element, now: Millis, call: &mut Call) -> bool {
+        let Some(t) = call.trunk else {
+            return true;
+        };
+        if !self.resolve_trunk(el, now, t) {
+            return false;
+        }
+        let peers = self.policy.peers_for_call(t, now);
+        call.targets = peers
+            .iter()
+            .filter_map(|p| self.policy.trunks.get(t)?.peers.get(*p))
+            .map(|p| {
+                let uri = text(&[Str("sip:"), Str(&call.number), Str("@"), Addr(p.address)]);
+                (p.address, uri)
+            })
+            .collect();
+        call.peers = peers;
+        call.routed = true;
+        true
+    }
+
+    /// Brings `trunk`'s peers up to date with what its names resolve to
+    /// now (from the cache; a resolution is started for a name whose
+    /// records expired, and its old servers serve until the answer comes).
+    /// False while a name has never been resolved.
+    fn resolve_trunk(&mut self, el: &mut Element, now: Millis, trunk: usize) -> bool {
+        let Some(n) = self.policy.trunks.get(trunk).map(|t| t.uris.len()) else {
+            return true;
+        };
+        let mut ready = true;
+        for u in 0..n {
+            let name = &self.policy.trunks[trunk].uris[u].name;
+            match el.dns.lookup(now, name) {
+                crate::dns::Lookup::Ready(r) => self.policy.set_resolved(trunk, u, &r.servers),
+                crate::dns::Lookup::Failed(_) => self.policy.set_resolved(trunk, u, &[]),
+                crate::dns::Lookup::Waiting => {
+                    ready &= self.policy.trunks[trunk].uris[u].resolved;
+                }
+            }
+        }
+        ready
+    }
+
     /// Sends the INVITE to the next peer, or fails the call when none is left.
     fn attempt(&mut self, el: &mut Element, now: Millis, unix_ms: u64, mut call: Box<Call>) {
+        if !call.routed {
+            if !self.route(el, now, &mut call) {
+                self.dns_waiting.push(call.id);
+                self.calls.insert(call.id, call);
+                return;
+            }
+            if call.targets.is_empty() {
+                self.counters.unresolved += 1;
+            }
+        }
         let Some(&(address, ref ruri)) = call.targets.get(call.attempt as usize) else {
             let status = if call.b_status == 0 {
                 503
@@ -1211,6 +1347,19 @@ impl B2b {
             self.journal.remove(call.id);
         }
         self.counters.ended += 1;
+        tracing::debug!(
+            call_id = %call.legs[0].call_id(),
+            b_call_id = %call.legs[1].call_id(),
+            reason,
+            status = call.a_status,
+            "call ended"
+        );
+        self.tally.ended(
+            call.in_realm,
+            call.trunk,
+            call.answer_ms.is_some(),
+            call.a_status,
+        );
         let trunk = call.trunk.and_then(|t| self.policy.trunks.get(t));
         let peer = call
             .targets
@@ -1235,6 +1384,7 @@ impl B2b {
             peer,
             attempts: (call.attempt + 1).min(call.targets.len().max(1) as u32),
             invite_ms: call.invite_ms,
+            ringing_ms: call.ringing_ms,
             answer_ms: call.answer_ms,
             end_ms: unix_ms,
             duration_ms: call.answer_ms.map_or(0, |a| unix_ms.saturating_sub(a)),
@@ -1444,7 +1594,7 @@ impl B2b {
                         call.media_id.as_bytes(),
                         call.legs[side.index()].remote_tag().as_bytes(),
                         sdp,
-                        call.legs[other.index()].srtp,
+                        (call.legs[other.index()].srtp, self.media_sides(call, side)),
                     )
                 } else {
                     media::offer(
@@ -1452,6 +1602,7 @@ impl B2b {
                         call.legs[side.index()].remote_tag().as_bytes(),
                         sdp,
                         call.legs[other.index()].srtp,
+                        self.media_sides(call, side),
                     )
                 };
                 let then = Then::Relay {
@@ -1607,7 +1758,7 @@ impl B2b {
                 {
                     let peer = c.peers.get(attempt as usize).copied();
                     if let (Some(t), Some(p)) = (c.trunk, peer) {
-                        self.policy.peer_failed(t, p);
+                        self.policy.peer_failed(t, p, now);
                     }
                     self.next_attempt(el, now, unix_ms, call, 408);
                 }
@@ -1671,10 +1822,19 @@ impl B2b {
             return;
         }
         if let (Some(t), Some(&p)) = (call.trunk, call.peers.get(attempt as usize)) {
-            self.policy.peer_answered(t, p);
+            if code == 503 {
+                // Overloaded or out of service: the next server, and this
+                // one avoided for a while (RFC 3263 §4.3).
+                self.policy.peer_failed(t, p, now);
+            } else {
+                self.policy.peer_answered(t, p);
+            }
         }
         if code < 200 {
             call.provisional = true;
+            if code >= 180 && call.ringing_ms.is_none() {
+                call.ringing_ms = Some(unix_ms);
+            }
             if call.cancelled {
                 el.b2b_cancel_b(&call, now);
                 self.finish(el, call, unix_ms, "cancel");
@@ -1734,6 +1894,7 @@ impl B2b {
                     call.legs[1].remote_tag().as_bytes(),
                     sdp,
                     call.legs[0].srtp,
+                    self.media_sides(&call, Side::B),
                 )
             } else {
                 media::answer(
@@ -1834,6 +1995,7 @@ impl B2b {
             call.state = State::Up;
             call.answer_ms = Some(unix_ms);
             self.counters.answered += 1;
+            self.tally.answered(call.in_realm, call.trunk);
             call.b_invite_key = None;
             // Session timer: leg B's choice, else what the caller asked for.
             let a_timer = a_inv
@@ -1944,6 +2106,7 @@ impl B2b {
                     call.legs[to.index()].remote_tag().as_bytes(),
                     sdp,
                     call.legs[from.index()].srtp,
+                    media_sides(&self.policy, call, to),
                 )
             };
             let then = Then::RelayResponse {
@@ -2069,7 +2232,7 @@ impl B2b {
                         && let Some(&p) = c.peers.get(n as usize)
                         && let Some(trunk) = c.trunk
                     {
-                        self.policy.peer_failed(trunk, p);
+                        self.policy.peer_failed(trunk, p, now);
                     }
                     self.next_attempt(el, now, unix_ms, id, 408);
                 }
@@ -2133,8 +2296,12 @@ impl B2b {
         }
     }
 
-    /// A health-check round: OPTIONS to every peer of every checked trunk.
+    /// A health-check round: trunks' names refreshed where their records
+    /// expired, then OPTIONS to every peer of every checked trunk.
     fn health(&mut self, el: &mut Element, now: Millis) {
+        for t in 0..self.policy.trunks.len() {
+            self.resolve_trunk(el, now, t);
+        }
         for (trunk, peer) in self.policy.probe_round(now) {
             let Some(t) = self.policy.trunks.get(trunk) else {
                 continue;
@@ -2233,7 +2400,10 @@ impl TransactionUser for B2b {
     }
 
     fn on_event(&mut self, el: &mut Element, now: Millis, unix_ms: u64, event: LayerEvent) {
-        if let LayerEvent::TimedOut(Owner::Call(purpose)) = event {
+        // A peer that cannot be reached is a peer that does not answer.
+        if let LayerEvent::TimedOut(Owner::Call(purpose))
+        | LayerEvent::Unreachable(Owner::Call(purpose)) = event
+        {
             self.timeout(el, now, unix_ms, purpose);
         }
     }
@@ -2243,6 +2413,18 @@ impl TransactionUser for B2b {
             TimerRef::Call(id, t) => self.timer(el, now, unix_ms, id, t),
             TimerRef::Health => self.health(el, now),
             _ => {}
+        }
+    }
+
+    fn on_resolved(&mut self, el: &mut Element, now: Millis, unix_ms: u64) {
+        for t in 0..self.policy.trunks.len() {
+            self.resolve_trunk(el, now, t);
+        }
+        for id in std::mem::take(&mut self.dns_waiting) {
+            if let Some(call) = self.calls.remove(&id) {
+                // Cancelled meanwhile: it was finished without this list.
+                self.attempt(el, now, unix_ms, call);
+            }
         }
     }
 
@@ -2279,6 +2461,10 @@ impl TransactionUser for B2b {
     }
 
     fn as_b2bua(&self) -> Option<&B2b> {
+        Some(self)
+    }
+
+    fn as_b2bua_mut(&mut self) -> Option<&mut B2b> {
         Some(self)
     }
 }

@@ -119,6 +119,7 @@ impl FakeRelay {
                     packets: 500,
                     bytes: 86_000,
                     errors: 0,
+                    ..Default::default()
                 });
             }
             other => {
@@ -203,6 +204,37 @@ struct Net {
     core: SipCore,
     relay: FakeRelay,
     now: Millis,
+}
+
+/// `user` registers with Contact `contact`, sent from `source` to
+/// `listener` (`(source, listener)`); the registrar answers 200. `id`
+/// makes the branch, tag and Call-ID its own.
+fn register_user(
+    n: &mut Net,
+    user: &str,
+    contact: &str,
+    (source, listener): (&str, &str),
+    id: &str,
+) {
+    let register = format!(
+        "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP {contact};branch=z9hG4bK-reg{id};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:{user}@rvoip.test>;tag=r{id}\r\nTo: <sip:{user}@rvoip.test>\r\nCall-ID: reg{id}\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:{user}@{contact}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = n.deliver(0, source, listener, &register);
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(200)]);
+}
+
+/// The core (PEER1) calls `user`; what the element sends. `id` makes the
+/// branch, tag and Call-ID its own.
+fn core_calls(n: &mut Net, user: &str, id: &str) -> Vec<Outbound> {
+    let call = format!(
+        "INVITE sip:{user}@rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP {PEER1};branch=z9hG4bK-in{id}\r\nMax-Forwards: 70\r\n\
+From: <sip:+15550001@core.example>;tag=core{id}\r\nTo: <sip:{user}@rvoip.test>\r\nCall-ID: in{id}@core\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:core@{PEER1}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{ANSWER}",
+        ANSWER.len()
+    );
+    n.deliver(10, PEER1, CORE, &call)
 }
 
 fn net_with(config: &str, journal: Journal, saved: Vec<(u64, SavedCall)>) -> Net {
@@ -745,13 +777,19 @@ fn failures_fail_over_then_map_for_the_caller() {
     assert_eq!((cdr.a_status, cdr.b_status, cdr.attempts), (480, 302, 2));
     assert_eq!(n.core.b2bua().map(|b| b.counters.failovers), Some(1));
 
-    // A peer that does not answer at all is left after invite_timeout.
-    let out = n.deliver(1_000, CALLER, ACCESS, &invite("f2", OFFER));
+    // The primary answered 503: the next call tries the secondary first
+    // while the primary is avoided ([dns] avoid_secs, 60 s by default).
+    let out = n.deliver(1_000, CALLER, ACCESS, &invite("f1b", OFFER));
+    assert_eq!(to(&out, PEER1).len(), 0);
+    assert_eq!(to(&out, PEER2).len(), 1);
+    // After the avoid time the primary comes first again. A peer that does
+    // not answer at all is left after invite_timeout.
+    let out = n.deliver(61_000, CALLER, ACCESS, &invite("f2", OFFER));
     assert_eq!(to(&out, PEER1).len(), 1);
-    let out = n.tick(3_001);
+    let out = n.tick(63_001);
     let second = to(&out, PEER2);
     assert_eq!(second.len(), 1, "{out:?}");
-    let out = n.tick(5_002);
+    let out = n.tick(65_002);
     let fin: Vec<Option<u16>> = to(&out, CALLER)
         .into_iter()
         .filter(|o| header(o, HeaderName::CallId) == "f2@127.0.0.2")
@@ -894,19 +932,15 @@ fn calls_from_the_core_reach_a_registered_user_where_it_registered_from() {
     let mut n = net();
     // Alice registers from behind a NAT: her Contact is private, her
     // REGISTER comes from 127.0.0.2:5090.
-    let register = "REGISTER sip:rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-reg;rport\r\n\
-Max-Forwards: 70\r\nFrom: <sip:alice@rvoip.test>;tag=r1\r\nTo: <sip:alice@rvoip.test>\r\nCall-ID: reg1\r\n\
-CSeq: 1 REGISTER\r\nContact: <sip:alice@10.0.0.5:5060>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
-    let out = n.deliver(0, "127.0.0.2:5090", ACCESS, register);
-    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(200)]);
-    // The core calls her.
-    let call = format!(
-        "INVITE sip:alice@rvoip.test SIP/2.0\r\nVia: SIP/2.0/UDP {PEER1};branch=z9hG4bK-in1\r\nMax-Forwards: 70\r\n\
-From: <sip:+15550001@core.example>;tag=core1\r\nTo: <sip:alice@rvoip.test>\r\nCall-ID: in1@core\r\nCSeq: 1 INVITE\r\n\
-Contact: <sip:core@{PEER1}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{ANSWER}",
-        ANSWER.len()
+    register_user(
+        &mut n,
+        "alice",
+        "10.0.0.5:5060",
+        ("127.0.0.2:5090", ACCESS),
+        "1",
     );
-    let out = n.deliver(10, PEER1, CORE, &call);
+    // The core calls her.
+    let out = core_calls(&mut n, "alice", "1");
     let to_alice = to(&out, "127.0.0.2:5090");
     assert_eq!(to_alice.len(), 1, "{out:?}");
     let inv = to_alice[0];
@@ -1582,4 +1616,35 @@ fn an_ivr_caller_hears_the_menu_its_digits_act_and_silence_hangs_up() {
         to(&out, CALLER).iter().any(|o| text(o).starts_with("BYE ")),
         "hung up after the menu's timeout"
     );
+}
+
+#[test]
+fn a_user_registered_over_ipv6_is_called_from_the_realms_ipv6_listener() {
+    let config = CONFIG
+        .replace(
+            "{ address = \"127.0.0.1:5060\", transport = \"udp\", realm = \"access\" },",
+            "{ address = \"127.0.0.1:5060\", transport = \"udp\", realm = \"access\" },\n  \
+             { address = \"[::1]:5060\", transport = \"udp\", realm = \"access\" },",
+        )
+        .replace(
+            "allow = [\"127.0.0.2/32\"]",
+            "allow = [\"127.0.0.2/32\", \"::1/128\"]",
+        );
+    let mut n = net_with(&config, Journal::disabled(), Vec::new());
+    register_user(
+        &mut n,
+        "bob",
+        "[::1]:5090",
+        ("[::1]:5090", "[::1]:5060"),
+        "6",
+    );
+    let out = core_calls(&mut n, "bob", "6");
+    let to_bob = to(&out, "[::1]:5090");
+    assert_eq!(to_bob.len(), 1, "{out:?}");
+    assert_eq!(
+        to_bob[0].local,
+        addr("[::1]:5060"),
+        "sent from the access realm's IPv6 listener"
+    );
+    assert!(text(to_bob[0]).starts_with("INVITE sip:bob@[::1]:5090 SIP/2.0\r\n"));
 }

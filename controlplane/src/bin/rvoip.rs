@@ -2,7 +2,8 @@
 // A binary is an I/O shell: it reads the clock for the cores it drives.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{IsTerminal, Write};
+use rvoip_controlplane::ops::ctl::Request;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,10 +15,11 @@ use rvoip_controlplane::admission::Role;
 use rvoip_controlplane::lint::{FramingChoice, LintOptions, json_line, judge, text_line};
 use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
 use rvoip_dataplane::engine::ng_shm::NgOrders;
-use rvoip_dataplane::engine::sip::{SipPlane, SipPlaneConfig};
+use rvoip_dataplane::engine::sip::{HepConfig, SipPlane, SipPlaneConfig};
 use rvoip_dataplane::media::relay::{LatchMode, RelayConfig};
 use rvoip_dataplane::ng::NgServer;
 use rvoip_dataplane::shm::load::LoadBoard;
+use rvoip_dataplane::shm::stats::{Kind, StatsBoard};
 use rvoip_dataplane::sip::Limits;
 use rvoip_tuning::Config;
 use rvoip_tuning::config::{Cores, IoDriver, Latch};
@@ -74,17 +76,34 @@ enum Command {
         #[command(subcommand)]
         command: SipCommand,
     },
-    /// Host checks and per-core plans.
+    /// Talk to the running appliance over its control socket.
+    Ctl {
+        /// Configuration file of the running appliance.
+        #[arg(long, short, default_value = "config/rvoip.toml")]
+        config: PathBuf,
+        /// Print the answer as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: Request,
+    },
+    /// Host checks and per-core plans (docs/TUNING.md).
     Tune {
-        /// Check the host.
+        /// Check the host: each item with its status and the fix.
         #[arg(long)]
         check: bool,
-        /// Print a per-core plan.
+        /// The per-core assignment and its configuration fragment.
         #[arg(long)]
         plan: bool,
-        /// Apply the plan.
+        /// Apply sysctls, interrupt affinity, RPS, governor and THP.
         #[arg(long)]
         apply: bool,
+        /// With --apply: print the commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -164,6 +183,9 @@ fn main() -> ExitCode {
                 if let Some(ng) = &c.ng {
                     text.push_str(&format!("  ng: {}\n", ng.listen));
                 }
+                if let Some(m) = &c.metrics {
+                    text.push_str(&format!("  metrics: http://{}/metrics\n", m.listen));
+                }
                 let _ = std::io::stdout().lock().write_all(text.as_bytes());
                 ExitCode::SUCCESS
             }
@@ -211,12 +233,229 @@ fn main() -> ExitCode {
             };
             lint(&files, json, &opts)
         }
-        Command::Tune { .. } => {
-            eprintln!(
-                "rvoip tune: not yet available; host checks and per-core plans are not built yet"
-            );
-            ExitCode::from(EXIT_UNAVAILABLE)
+        Command::Ctl {
+            config,
+            json,
+            command,
+        } => ctl(&config, command, json),
+        Command::Tune {
+            check,
+            plan,
+            apply,
+            dry_run,
+            json,
+        } => tune(check, plan, apply, dry_run, json),
+    }
+}
+
+/// What this host is, as `rvoip tune` reads it: `/proc` and `/sys`, then
+/// what only a program can tell (limits, /dev/shm, io_uring and AF_XDP
+/// probes, `ethtool`).
+fn host_facts() -> rvoip_tuning::host::Facts {
+    let mut f = rvoip_tuning::host::Facts::read(Path::new("/"));
+    let limit = |r| {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit we own.
+        #[allow(unsafe_code)]
+        let ok = unsafe { libc::getrlimit(r, &mut l) } == 0;
+        ok.then_some((l.rlim_cur, l.rlim_max))
+    };
+    f.nofile = limit(libc::RLIMIT_NOFILE);
+    f.memlock = limit(libc::RLIMIT_MEMLOCK);
+    // SAFETY: statvfs writes one struct we own; the path is a C string.
+    #[allow(unsafe_code)]
+    {
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c"/dev/shm".as_ptr(), &mut st) } == 0 {
+            f.shm_bytes = Some(st.f_blocks.saturating_mul(st.f_frsize));
         }
+        // AF_XDP: a socket of the family can be made (root) or the kernel
+        // says it has no such family.
+        let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW, 0) };
+        if fd >= 0 {
+            unsafe { libc::close(fd) };
+            f.xdp_sockets = Some(true);
+        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::EAFNOSUPPORT) {
+            f.xdp_sockets = Some(false);
+        }
+    }
+    f.io_uring =
+        Some(rvoip_dataplane::engine::media::io_uring_available().map_err(|e| e.to_string()));
+    let names: Vec<String> = f.nics.iter().map(|n| n.name.clone()).collect();
+    for n in names {
+        let run = |flag: &str| {
+            std::process::Command::new("ethtool")
+                .args([flag, &n])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        if let (Some(g), Some(k)) = (run("-g"), run("-k")) {
+            f.add_ethtool(&n, &g, &k);
+        }
+    }
+    f
+}
+
+/// `rvoip tune`.
+fn tune(check: bool, plan: bool, apply: bool, dry_run: bool, json: bool) -> ExitCode {
+    use rvoip_tuning::host::{self, Status};
+    let f = host_facts();
+    let mut out = String::new();
+    let mut code = ExitCode::SUCCESS;
+    if !(check || plan || apply) {
+        eprintln!("rvoip tune: say --check, --plan or --apply [--dry-run]");
+        return ExitCode::from(2);
+    }
+    if check {
+        let checks = host::checks(&f);
+        if checks.iter().any(|c| c.status == Status::Fail) {
+            code = ExitCode::FAILURE;
+        }
+        if json {
+            out.push_str(&serde_json::json!({ "checks": checks }).to_string());
+            out.push('\n');
+        } else {
+            for c in &checks {
+                let status = match c.status {
+                    Status::Ok => "ok",
+                    Status::Warn => "WARN",
+                    Status::Fail => "FAIL",
+                };
+                out.push_str(&format!("{status:<4}  {:<28} {}\n", c.name, c.detail));
+                if !c.fix.is_empty() {
+                    out.push_str(&format!("      {:<28} fix: {}\n", "", c.fix));
+                }
+            }
+        }
+    }
+    if plan {
+        let p = host::plan(&f);
+        if json {
+            out.push_str(&serde_json::json!({ "plan": p }).to_string());
+            out.push('\n');
+        } else {
+            out.push_str(&format!(
+                "housekeeping: {}\ncontrol plane: {}\ndataplane workers: {}\nNIC interrupts: {}\nkernel command line: {}\n\n{}\n{}",
+                host::write_list(&p.housekeeping),
+                host::write_list(&p.control_plane),
+                host::write_list(&p.workers),
+                host::write_list(&p.irqs),
+                p.cmdline,
+                p.config,
+                p.systemd
+            ));
+        }
+    }
+    if apply {
+        let actions = host::actions(&f);
+        if actions.is_empty() {
+            out.push_str("nothing to apply: the host is as the plan wants it\n");
+        }
+        for a in &actions {
+            if dry_run {
+                out.push_str(&format!("{}    # {}\n", a.command(), a.why));
+            } else {
+                match std::fs::write(&a.path, &a.value) {
+                    Ok(()) => out.push_str(&format!("done: {}\n", a.command())),
+                    Err(e) => {
+                        code = ExitCode::FAILURE;
+                        out.push_str(&format!("FAILED: {} ({e})\n", a.command()));
+                    }
+                }
+            }
+        }
+        out.push_str(&format!(
+            "# not applied (needs a reboot): kernel command line {}\n",
+            host::plan(&f).cmdline
+        ));
+    }
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    code
+}
+
+/// Where the control plane finds the supervising `rvoip run`'s process id.
+const SUPERVISOR_ENV: &str = "RVOIP_SUPERVISOR_PID";
+
+/// `rvoip ctl`: one request to the running appliance of `config`, its
+/// answer printed (JSON with `--json`, else readable lines). Exit status 1
+/// when the appliance refused, 69 when it cannot be reached.
+fn ctl(config: &Path, request: Request, json: bool) -> ExitCode {
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = rvoip_controlplane::ops::ctl::socket_path(&config.controlplane.ring_dir);
+    let answer = match rvoip_controlplane::ops::ctl::ask(&path, &request, Duration::from_secs(15)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("rvoip ctl: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let ok = answer["ok"].as_bool() == Some(true);
+    let text = if json {
+        format!("{answer}\n")
+    } else {
+        readable(&request, &answer)
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// An answer as lines for a person.
+fn readable(request: &Request, a: &serde_json::Value) -> String {
+    if a["ok"].as_bool() != Some(true) {
+        return format!("error: {}\n", a["error"].as_str().unwrap_or("?"));
+    }
+    let call_line = |c: &serde_json::Value| {
+        format!(
+            "{}  {} -> {}  realm {} trunk {} peer {}  {}  codecs A {} B {}  packets from A {} from B {} lost {}\n",
+            c["a_call_id"].as_str().unwrap_or(""),
+            c["from"].as_str().unwrap_or(""),
+            c["to"].as_str().unwrap_or(""),
+            c["realm"].as_str().unwrap_or(""),
+            c["trunk"].as_str().unwrap_or("-"),
+            c["peer"].as_str().unwrap_or("-"),
+            c["state"].as_str().unwrap_or(""),
+            c["codecs"][0].as_str().unwrap_or("-"),
+            c["codecs"][1].as_str().unwrap_or("-"),
+            c["packets_from_a"],
+            c["packets_from_b"],
+            c["lost"],
+        )
+    };
+    match request {
+        Request::Calls => {
+            let calls = a["calls"].as_array().cloned().unwrap_or_default();
+            let mut out = format!("{} calls\n", calls.len());
+            for c in &calls {
+                out.push_str(&call_line(c));
+            }
+            out
+        }
+        Request::Call { .. } => {
+            let c = &a["call"];
+            format!(
+                "{}leg B {}\nstarted {} answered {}\n",
+                call_line(c),
+                c["b_call_id"].as_str().unwrap_or("-"),
+                c["start_ms"],
+                c["answer_ms"]
+            )
+        }
+        _ => match serde_json::to_string_pretty(a) {
+            Ok(t) => format!("{t}\n"),
+            Err(_) => format!("{a}\n"),
+        },
     }
 }
 
@@ -281,14 +520,11 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     Ok(config)
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RVOIP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Starts logging as `[log]` says; the way to change the level later.
+fn init_logging(
+    log: &rvoip_tuning::config::Log,
+) -> Option<rvoip_controlplane::ops::logging::SetLevel> {
+    rvoip_controlplane::ops::logging::init(log)
 }
 
 /// Flags the signals set: SIGTERM and SIGINT stop the process; SIGHUP is
@@ -402,6 +638,10 @@ impl Supervisor {
                     let exe = std::env::current_exe().unwrap_or_else(|_| "rvoip".into());
                     let mut cmd = std::process::Command::new(exe);
                     cmd.arg("controlplane").arg("--config").arg(&path).stdin(std::process::Stdio::null());
+                    // A drain's end stops the whole appliance through us.
+                    cmd.env(SUPERVISOR_ENV, std::process::id().to_string());
+                    // Only this process speaks to systemd.
+                    cmd.env_remove("NOTIFY_SOCKET");
                     die_with_parent(&mut cmd);
                     let spawned = cmd.spawn();
                     let pid = match spawned {
@@ -465,7 +705,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logging(&config.log.level);
+    init_logging(&config.log);
     tracing::info!(node = %config.node.name, mode = ?config.node.mode, config = %path.display(), "rvoip starting");
     let signals = match install_signals() {
         Ok(s) => s,
@@ -492,6 +732,12 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             ..Limits::default()
         },
         rate_limit: config.sip.rate_limit,
+        hep: config.capture.hep.map(|collector| HepConfig {
+            collector,
+            tcp: config.capture.hep_transport == rvoip_tuning::config::HepTransport::Tcp,
+            agent: config.capture.hep_agent_id,
+            sample_pct: config.capture.hep_sample_pct.min(100),
+        }),
         ring_slots: config.controlplane.ring_slots,
         batch_wait_us: config.dataplane.sip_batch_wait_us(),
         driver: driver_kind(config.dataplane.io),
@@ -543,6 +789,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         advertised,
         Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
     );
+    server.set_advertised_v6(config.media.address_v6);
     let o = config.media.opus;
     server.set_opus(rvoip_codecs::opus::OpusSettings {
         bitrate: o.bitrate as i32,
@@ -590,9 +837,38 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         Some(a) => tracing::info!(address = %a, "ng control listening"),
         None => tracing::info!("no [ng] section: media is ordered by the control plane only"),
     }
+    // Every worker's counters, published for the control plane's metrics
+    // endpoint.
+    let stats_board = match StatsBoard::create(&config.controlplane.ring_dir) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot publish the dataplane's counters: metrics show the control plane only");
+            None
+        }
+    };
     let mut last_load_line = 0u64;
+    // Under systemd (Type=notify): ready now, and alive while this loop
+    // runs (WatchdogSec).
+    rvoip_controlplane::ops::service::ready("SIP, media and ng listening");
+    let mut watchdog = rvoip_controlplane::ops::service::Watchdog::new();
     while !stop.load(Ordering::Relaxed) {
         signals.note_hangup();
+        watchdog.pet();
+        if let Some(b) = &stats_board {
+            let sip_workers = sip.tallies.iter().map(|t| (Kind::Sip, &**t));
+            let media_workers = load_probe.tallies().map(|t| (Kind::Media, t));
+            let mut index = [0u32; 2];
+            for (slot, (kind, tally)) in sip_workers.chain(media_workers).enumerate() {
+                let i = &mut index[kind as usize - 1];
+                b.publish(slot, kind, *i, tally);
+                *i += 1;
+            }
+            b.stamp(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            );
+        }
         if let Some(b) = &load_board {
             let unix = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -611,6 +887,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down");
+    rvoip_controlplane::ops::service::stopping();
     if let Some(s) = supervisor {
         s.stop();
     }
@@ -694,6 +971,8 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         total.sent_grouped += r.sent_grouped;
         total.received_grouped += r.received_grouped;
         total.udp_sends += r.udp_sends;
+        total.hep_sent += r.hep_sent;
+        total.hep_dropped += r.hep_dropped;
     }
     let c = total.edge;
     tracing::info!(
@@ -716,6 +995,8 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         sent_grouped = total.sent_grouped,
         received_grouped = total.received_grouped,
         udp_sends = total.udp_sends,
+        hep_sent = total.hep_sent,
+        hep_dropped = total.hep_dropped,
         "SIP counters"
     );
     ExitCode::SUCCESS
@@ -726,14 +1007,20 @@ fn run_controlplane(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logging(&config.log.level);
+    let set_log_level = init_logging(&config.log);
     // SIGHUP (a closed terminal reaches the whole process group) is
     // ignored here; the supervisor logs it.
     let signals = match install_signals() {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match rvoip_controlplane::process::run(&config, signals.stop) {
+    let hooks = rvoip_controlplane::process::Hooks {
+        set_log_level,
+        supervisor: std::env::var(SUPERVISOR_ENV)
+            .ok()
+            .and_then(|p| p.parse().ok()),
+    };
+    match rvoip_controlplane::process::run(&config, signals.stop, hooks) {
         Ok(c) => {
             tracing::info!(
                 requests = c.requests,
@@ -775,6 +1062,12 @@ fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
     let cores = worker_cores(config, path)?;
     let engine_config = MediaEngineConfig {
         address: config.media.address,
+        address_v6: config.media.address_v6,
+        extra_addresses: config
+            .media_addresses()
+            .into_iter()
+            .filter(|a| *a != config.media.address && Some(*a) != config.media.address_v6)
+            .collect(),
         port_min: config.media.port_min,
         port_max: config.media.port_max,
         cores,

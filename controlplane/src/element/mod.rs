@@ -143,6 +143,8 @@ pub struct CoreConfig {
     /// Messages arrive already checked (the dataplane's edge runs the full
     /// header check before it delivers), so the core does not check again.
     pub edge_checked: bool,
+    /// Name resolution (`[dns]`).
+    pub dns: rvoip_tuning::dns::DnsConfig,
 }
 
 impl Default for CoreConfig {
@@ -163,6 +165,7 @@ impl Default for CoreConfig {
             timer_c_ms: 181_000,
             limits: Limits::default(),
             edge_checked: false,
+            dns: rvoip_tuning::dns::DnsConfig::default(),
         }
     }
 }
@@ -177,7 +180,7 @@ impl CoreConfig {
             routes: vec![Route {
                 user_prefix: None,
                 domain: None,
-                target,
+                target: crate::proxy::NextHop::Address(target),
                 transport: Transport::Udp,
             }],
             ..CoreConfig::default()
@@ -196,6 +199,10 @@ pub struct CoreCounters {
     pub retransmissions: u64,
     /// Requests forwarded.
     pub forwarded: u64,
+    /// Requests answered 503 because their next hop's name gave no server.
+    pub unresolved: u64,
+    /// Peers the dataplane reported unreachable (transport errors).
+    pub unreachable: u64,
     /// Responses generated here.
     pub generated: u64,
     /// Messages that could not be parsed (dropped).
@@ -213,6 +220,8 @@ pub struct CoreCounters {
     pub auth_refused: u64,
     /// New calls refused (503) because the appliance was overloaded.
     pub overload_refused: u64,
+    /// New calls and OPTIONS refused (503) while draining.
+    pub drain_refused: u64,
     /// Requests refused (403) or ACKs dropped because they would have been
     /// relayed to a target this proxy does not serve for that source.
     pub relay_denied: u64,
@@ -233,6 +242,8 @@ pub(crate) struct Element {
     /// The load last measured, and whether new calls are being shed.
     pub(crate) load: Load,
     pub(crate) shedding: bool,
+    /// Draining (`rvoip ctl drain`): no new calls.
+    pub(crate) draining: bool,
     pub(crate) overload_log: LogBudget,
     /// The transaction layer.
     pub(crate) txl: TransactionLayer,
@@ -244,6 +255,8 @@ pub(crate) struct Element {
     /// A Via value and a request rewritten with it ([`Element::fix_via`]),
     /// kept for the next request.
     pub(crate) fix_buffers: (Vec<u8>, Vec<u8>),
+    /// Names being resolved and resolved (RFC 3263).
+    pub(crate) dns: crate::dns::Dns,
 }
 
 impl std::fmt::Debug for Element {
@@ -374,6 +387,17 @@ pub(crate) trait TransactionUser {
     fn as_b2bua(&self) -> Option<&B2b> {
         None
     }
+
+    /// The B2BUA, when that is the user, to change.
+    fn as_b2bua_mut(&mut self) -> Option<&mut B2b> {
+        None
+    }
+
+    /// A name resolution finished ([`Element::dns`] has it): requests
+    /// waiting for a name go on.
+    fn on_resolved(&mut self, el: &mut Element, now: Millis, unix_ms: u64) {
+        let _ = (el, now, unix_ms);
+    }
 }
 
 /// The SIP element: the `Element` (transactions, admission, registrar)
@@ -428,6 +452,82 @@ impl SipCore {
         self.tu.as_b2bua()
     }
 
+    /// Starts ctl request `request` for the live calls (those with Call-ID
+    /// `only`, when given); false outside B2BUA mode. The answer comes from
+    /// [`SipCore::poll_inspection`].
+    pub fn inspect(&mut self, now: Millis, unix_ms: u64, request: u64, only: Option<&str>) -> bool {
+        let Some(b) = self.tu.as_b2bua_mut() else {
+            return false;
+        };
+        b.inspect(&mut self.el, now, unix_ms, request, only);
+        true
+    }
+
+    /// A ctl request for the calls, answered.
+    pub fn poll_inspection(&mut self) -> Option<(u64, Vec<crate::b2bua::ctl::CallView>)> {
+        self.tu.as_b2bua_mut()?.poll_inspection()
+    }
+
+    /// Hangs up the call with a leg of Call-ID `call_id` (ctl `hangup`).
+    pub fn hang_up(&mut self, now: Millis, unix_ms: u64, call_id: &str) -> Result<(), String> {
+        let Some(b) = self.tu.as_b2bua_mut() else {
+            return Err("only the B2BUA holds calls: this node is a proxy".into());
+        };
+        let r = b.hang_up(&mut self.el, now, unix_ms, call_id);
+        self.el.deliver_events(&mut *self.tu, now);
+        r
+    }
+
+    /// Applies what a reload may change: the users, the static routes, the
+    /// overload limits, and (B2BUA) the SBC policy. The policy is checked
+    /// first: when it is refused nothing changes.
+    pub fn reload(
+        &mut self,
+        users: Users,
+        routes: Vec<Route>,
+        overload: OverloadConfig,
+        policy: Option<crate::sbc::policy::Policy>,
+    ) -> Result<(), String> {
+        if let Some(p) = policy {
+            let Some(b) = self.tu.as_b2bua_mut() else {
+                return Err("an SBC policy for a node that is not a B2BUA".into());
+            };
+            b.reload_policy(p)?;
+        }
+        self.el.users = users;
+        self.el.config.routes = routes;
+        self.el.config.overload = overload;
+        Ok(())
+    }
+
+    /// Hangs up every call that is up; returns how many.
+    pub fn hang_up_all(&mut self, now: Millis, unix_ms: u64) -> usize {
+        let Some(b) = self.tu.as_b2bua_mut() else {
+            return 0;
+        };
+        let n = b.hang_up_all(&mut self.el, now, unix_ms);
+        self.el.deliver_events(&mut *self.tu, now);
+        n
+    }
+
+    /// Stops (or resumes) taking new calls: a new INVITE or OPTIONS gets
+    /// 503 with Retry-After while draining, so peers send elsewhere.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.el.draining = draining;
+    }
+
+    /// Calls up or being set up (B2BUA), or transactions open (proxy): what
+    /// a drain waits for.
+    pub fn busy(&self) -> usize {
+        match self.tu.as_b2bua() {
+            Some(b) => b.calls(),
+            None => {
+                let (s, c) = self.el.transactions();
+                s + c
+            }
+        }
+    }
+
     /// Handles one received message.
     pub fn on_message(&mut self, now: Millis, now_unix_ms: u64, inb: Inbound<'_>) {
         self.el.on_message(&mut *self.tu, now, now_unix_ms, inb);
@@ -449,6 +549,39 @@ impl SipCore {
     /// Media orders in flight (their replies come through `poll_media`).
     pub fn media_pending(&self) -> bool {
         self.tu.media_pending()
+    }
+
+    /// The dataplane could not deliver to `dest` over `transport`: client
+    /// transactions to it fail at once (RFC 3261 §17.1.4), as their
+    /// transaction users see a peer that cannot be reached (the proxy a
+    /// 503, §16.9; the B2BUA its next peer).
+    pub fn on_unreachable(&mut self, now: Millis, transport: Transport, dest: SocketAddr) {
+        self.el.counters.unreachable += 1;
+        self.el.txl.unreachable(transport, dest);
+        self.el.deliver_events(&mut *self.tu, now);
+    }
+
+    /// The next name to resolve (RFC 3263); its answer goes to
+    /// [`SipCore::on_dns`].
+    pub fn poll_dns(&mut self) -> Option<crate::dns::Query> {
+        self.el.dns.poll_query()
+    }
+
+    /// A finished resolution: the requests waiting for it go on.
+    pub fn on_dns(&mut self, now: Millis, unix_ms: u64, answer: crate::dns::Answer) {
+        self.el.dns.answer(now, answer);
+        self.tu.on_resolved(&mut self.el, now, unix_ms);
+        self.el.deliver_events(&mut *self.tu, now);
+    }
+
+    /// Resolutions in flight.
+    pub fn dns_pending(&self) -> bool {
+        self.el.dns.pending()
+    }
+
+    /// Counters of name resolution.
+    pub fn dns_counters(&self) -> crate::dns::DnsCounters {
+        self.el.dns.counters
     }
 
     /// The next finished call's record.
@@ -550,7 +683,13 @@ impl Element {
         let auth = Authenticator::new(&realm, secret, config.nonce_lifetime_ms, entropy)
             .with_algorithms(&config.digest_algorithms);
         let guard = AuthGuard::new(config.auth_guard);
+        let mut dns = crate::dns::Dns::new(&config.dns);
+        // The order among equal SRV records differs per node.
+        dns.seed(secret.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        }));
         Element {
+            dns,
             txl: TransactionLayer::new(secret, config.timers),
             config,
             supported: Supported::default(),
@@ -561,6 +700,7 @@ impl Element {
             refusal_log: LogBudget::default(),
             load: Load::default(),
             shedding: false,
+            draining: false,
             // One line per ten seconds while shedding, with the count.
             overload_log: LogBudget::new(1, 10_000),
             held: Vec::new(),
@@ -652,12 +792,12 @@ impl Element {
         inb: &Inbound<'_>,
         reason: &str,
     ) {
-        self.counters.overload_refused += 1;
         if let Some(suppressed) = self.overload_log.take(now) {
             tracing::warn!(
                 reason,
                 refused_since_last_line = suppressed + 1,
                 source = %inb.remote,
+                call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
                 "refusing new calls"
             );
         }
@@ -956,7 +1096,20 @@ impl Element {
             && !in_dialog
             && let Some(reason) = self.overload_reason()
         {
+            self.counters.overload_refused += 1;
             self.refuse_for_overload(now, &key, msg, inb, &reason);
+            return;
+        }
+        // A draining node takes no new call, and says so to health checks.
+        if self.draining && !in_dialog && matches!(method, Method::Invite | Method::Options) {
+            self.counters.drain_refused += 1;
+            self.refuse_for_overload(
+                now,
+                &key,
+                msg,
+                inb,
+                "draining: this node takes no new calls",
+            );
             return;
         }
         // Requests for this element's registrar: REGISTER to a served

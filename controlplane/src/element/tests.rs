@@ -1021,3 +1021,211 @@ Contact: <sip:alice@192.168.1.20:5060>\r\nContent-Length: 0\r\n\r\n";
         "{out:?}"
     );
 }
+
+/// A proxy without static routes that trusts the loopback UAC: a request
+/// to a name goes where the name resolves.
+fn resolving_proxy() -> SipCore {
+    core_with(|c| {
+        c.routes.clear();
+        c.auth = AuthPolicy::Off;
+        c.trusted_sources = crate::sbc::policy::Net::parse("127.0.0.0/8")
+            .into_iter()
+            .collect();
+    })
+}
+
+fn invite_to(ruri: &str, branch: &str, call: &str) -> String {
+    format!(
+        "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch={branch}\r\nMax-Forwards: 70\r\n\
+From: <sip:uac@127.0.0.1:5080>;tag=f1\r\nTo: <{ruri}>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:uac@{UAC}>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn server(port: u16, priority: u32) -> crate::dns::Server {
+    crate::dns::Server {
+        transport: Transport::Udp,
+        address: addr(&format!("127.0.0.1:{port}")),
+        priority,
+        weight: 1,
+    }
+}
+
+#[test]
+fn a_request_to_a_name_waits_in_its_transaction_then_tries_its_servers_in_order() {
+    let mut c = resolving_proxy();
+    let inv = invite_to("sip:svc@trunk.example", "z9hG4bK-n1", "call-n1");
+    let out = deliver(&mut c, 0, UAC, &inv);
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(100)]);
+    // A retransmission while the name resolves asks nothing more.
+    assert!(deliver(&mut c, 500, UAC, &inv).len() <= 1);
+    let q = c
+        .poll_dns()
+        .unwrap_or_else(|| panic!("a resolution asked for"));
+    assert_eq!(q.name.host, "trunk.example");
+    assert!(c.poll_dns().is_none());
+    c.on_dns(
+        600,
+        1_000_600,
+        crate::dns::Answer {
+            key: q.key,
+            result: Ok(crate::dns::Resolution {
+                servers: vec![server(5072, 1), server(5070, 0)],
+                ttl_secs: 60,
+            }),
+            negative_ttl_secs: None,
+        },
+    );
+    let out: Vec<Outbound> = std::iter::from_fn(|| c.poll_outbound()).collect();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].dest, addr("127.0.0.1:5070"), "SRV priority 0 first");
+    assert!(String::from_utf8_lossy(&out[0].bytes).starts_with("INVITE sip:svc@trunk.example "));
+    // 503 from the first server: ACKed, and the second server tried.
+    let out = deliver(&mut c, 700, "127.0.0.1:5070", &answer(&out[0], 503, "s1"));
+    let to_second: Vec<&Outbound> = out
+        .iter()
+        .filter(|o| o.dest == addr("127.0.0.1:5072"))
+        .collect();
+    assert_eq!(to_second.len(), 1, "{out:?}");
+    assert!(
+        out.iter().all(|o| o.dest != addr(UAC)),
+        "the caller sees no 503"
+    );
+    let ok = deliver(
+        &mut c,
+        800,
+        "127.0.0.1:5072",
+        &answer(to_second[0], 200, "s2"),
+    );
+    assert_eq!(
+        ok.iter()
+            .filter(|o| o.dest == addr(UAC))
+            .map(status)
+            .collect::<Vec<_>>(),
+        vec![Some(200)]
+    );
+    // The next request to the name: no new query, the server that
+    // answered 503 avoided.
+    let out = deliver(
+        &mut c,
+        1_000,
+        UAC,
+        &invite_to("sip:svc@trunk.example", "z9hG4bK-n2", "call-n2"),
+    );
+    assert!(c.poll_dns().is_none());
+    assert_eq!(
+        out.iter().find(|o| status(o).is_none()).map(|o| o.dest),
+        Some(addr("127.0.0.1:5072"))
+    );
+}
+
+#[test]
+fn a_name_without_servers_is_answered_503_and_remembered() {
+    let mut c = resolving_proxy();
+    let out = deliver(
+        &mut c,
+        0,
+        UAC,
+        &invite_to("sip:svc@gone.example", "z9hG4bK-g1", "call-g1"),
+    );
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(100)]);
+    let q = c.poll_dns().unwrap_or_else(|| panic!("a resolution"));
+    c.on_dns(
+        10,
+        1_000_010,
+        crate::dns::Answer {
+            key: q.key,
+            result: Err(crate::dns::Failure::NoSuchName),
+            negative_ttl_secs: Some(30),
+        },
+    );
+    let out: Vec<Outbound> = std::iter::from_fn(|| c.poll_outbound()).collect();
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(503)]);
+    // Within the negative TTL: 503 at once, nothing asked.
+    let out = deliver(
+        &mut c,
+        20,
+        UAC,
+        &invite_to("sip:svc@gone.example", "z9hG4bK-g2", "call-g2"),
+    );
+    assert!(out.iter().any(|o| status(o) == Some(503)), "{out:?}");
+    assert!(c.poll_dns().is_none());
+}
+
+/// RFC 3263 §5: a response goes to `received` (and `rport`) of the Via:
+/// a sent-by that is a name is never looked up.
+#[test]
+fn responses_to_a_client_whose_via_names_a_host_go_to_its_source() {
+    let mut c = core(AuthPolicy::Off);
+    let inv = String::from(
+        "INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP client.example:5099;branch=z9hG4bK-s5\r\nMax-Forwards: 70\r\n\
+From: <sip:uac@client.example>;tag=f1\r\nTo: <sip:service@127.0.0.1:5060>\r\nCall-ID: s5\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:uac@client.example:5099>\r\nContent-Length: 0\r\n\r\n",
+    );
+    let out = deliver(&mut c, 0, "127.0.0.2:6000", &inv);
+    assert_eq!(
+        out.iter().find(|o| status(o) == Some(100)).map(|o| o.dest),
+        Some(addr("127.0.0.2:5099"))
+    );
+    let fwd = out
+        .iter()
+        .find(|o| o.dest == addr(UAS))
+        .cloned()
+        .unwrap_or_else(|| panic!("forwarded"));
+    let out = deliver(&mut c, 100, UAS, &answer(&fwd, 180, "t"));
+    assert_eq!(
+        out.iter().map(|o| o.dest).collect::<Vec<_>>(),
+        vec![addr("127.0.0.2:5099")]
+    );
+    assert!(c.poll_dns().is_none(), "no lookup of client.example");
+}
+
+/// RFC 3261 §16.9: a transport error towards a branch counts as a 503, so
+/// the next server of the name is tried at once.
+#[test]
+fn a_server_the_transport_cannot_reach_is_left_for_the_next_at_once() {
+    let mut c = resolving_proxy();
+    c.el.config.listeners.push((Transport::Tcp, addr(PROXY)));
+    let out = deliver(
+        &mut c,
+        0,
+        UAC,
+        &invite_to("sip:svc@trunk.example", "z9hG4bK-t1", "call-t1"),
+    );
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), vec![Some(100)]);
+    let q = c.poll_dns().unwrap_or_else(|| panic!("a resolution"));
+    let tcp = crate::dns::Server {
+        transport: Transport::Tcp,
+        ..server(5090, 0)
+    };
+    c.on_dns(
+        5,
+        1_000_005,
+        crate::dns::Answer {
+            key: q.key,
+            result: Ok(crate::dns::Resolution {
+                servers: vec![tcp, server(5072, 1)],
+                ttl_secs: 60,
+            }),
+            negative_ttl_secs: None,
+        },
+    );
+    let out: Vec<Outbound> = std::iter::from_fn(|| c.poll_outbound()).collect();
+    assert_eq!(
+        out.iter()
+            .map(|o| (o.transport, o.dest))
+            .collect::<Vec<_>>(),
+        vec![(Transport::Tcp, addr("127.0.0.1:5090"))]
+    );
+    // The connect is refused: the UDP server gets the request now, not
+    // after Timer B.
+    c.on_unreachable(10, Transport::Tcp, addr("127.0.0.1:5090"));
+    let out: Vec<Outbound> = std::iter::from_fn(|| c.poll_outbound()).collect();
+    assert_eq!(
+        out.iter()
+            .map(|o| (o.transport, o.dest))
+            .collect::<Vec<_>>(),
+        vec![(Transport::Udp, addr("127.0.0.1:5072"))]
+    );
+    assert_eq!(c.counters().unreachable, 1);
+}

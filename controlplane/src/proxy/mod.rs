@@ -7,10 +7,11 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use rvoip_dataplane::sip::{
-    Forward, Framing, HeaderName, Host, Limits, Method, SipMessage, Uri, write_response,
+    Forward, Framing, HeaderName, Host, Limits, Method, NameAddr, SipMessage, Uri, write_response,
 };
 
 use crate::build;
+use crate::dns::{Failure, Lookup, SipName};
 use rustc_hash::FxHashMap;
 
 use crate::element::{
@@ -28,9 +29,18 @@ pub struct Route {
     /// Match this Request-URI host (None: any).
     pub domain: Option<String>,
     /// Next hop.
-    pub target: SocketAddr,
-    /// Transport to the next hop.
+    pub target: NextHop,
+    /// Transport to an address next hop.
     pub transport: Transport,
+}
+
+/// A static route's next hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHop {
+    /// An address.
+    Address(SocketAddr),
+    /// A SIP URI resolved as RFC 3263 says (an outbound proxy by name).
+    Name(SipName),
 }
 
 impl Route {
@@ -56,6 +66,9 @@ pub(crate) struct Target {
     /// Route set to push (a registration's Path).
     path: Vec<String>,
     pop_route: bool,
+    /// One of the servers a name resolved to (RFC 3263): the next one is
+    /// tried only when it cannot be reached (timeout, 503).
+    from_dns: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +90,8 @@ pub(crate) struct Branch {
     /// moves later (each provisional restarts it), so the one timer on the
     /// wheel puts it on again when it fires early.
     timer_c: Millis,
+    /// Sent to a server a name resolved to.
+    from_dns: bool,
 }
 
 /// The response context of one proxied request.
@@ -91,6 +106,21 @@ pub(crate) struct Context {
     best: Option<(u16, Vec<u8>)>,
     final_sent: bool,
     cancelled: bool,
+    /// The later groups are the other servers of a name: tried only after
+    /// a failure to reach one (RFC 3263 §4.3), not after any answer.
+    dns_failover: bool,
+}
+
+/// A request waiting for its next hop's name to resolve.
+#[derive(Debug)]
+struct Waiting {
+    key: ServerKey,
+    bytes: Vec<u8>,
+    transport: Transport,
+    local: SocketAddr,
+    remote: SocketAddr,
+    conn: u32,
+    local_domain: bool,
 }
 
 /// RFC 3261 §16.7 step 6: 6xx beats everything, else the lowest class.
@@ -114,6 +144,8 @@ fn ip_of(host: &Host<'_>) -> Option<IpAddr> {
 pub(crate) struct StatefulProxy {
     proxies: FxHashMap<u64, Context>,
     next_proxy: u64,
+    /// Requests waiting for a name.
+    waiting: Vec<Waiting>,
 }
 
 impl Default for StatefulProxy {
@@ -121,6 +153,7 @@ impl Default for StatefulProxy {
         StatefulProxy {
             proxies: FxHashMap::default(),
             next_proxy: 1,
+            waiting: Vec::new(),
         }
     }
 }
@@ -182,6 +215,12 @@ impl TransactionUser for StatefulProxy {
                 self.proxy_branch_failed(el, now, p, b, 408);
                 self.settle(p);
             }
+            LayerEvent::Unreachable(Owner::Branch(p, b)) => {
+                // §16.9: a transport error counts as a 503.
+                self.proxy_branch_failed(el, now, p, b, 503);
+                self.settle(p);
+            }
+            LayerEvent::Unreachable(_) => {}
             LayerEvent::ServerEnded(p) => self.maybe_drop_proxy(p),
             LayerEvent::TimedOut(_) => {}
         }
@@ -190,6 +229,34 @@ impl TransactionUser for StatefulProxy {
     fn on_timer(&mut self, el: &mut Element, now: Millis, _unix_ms: u64, timer: TimerRef) {
         if let TimerRef::TimerC(p, b) = timer {
             self.on_timer_c(el, now, p, b);
+        }
+    }
+
+    fn on_resolved(&mut self, el: &mut Element, now: Millis, unix_ms: u64) {
+        for w in std::mem::take(&mut self.waiting) {
+            // Ended meanwhile (its client gave up, or it was cancelled).
+            if !el.txl.servers.contains_key(&w.key) {
+                continue;
+            }
+            let Ok(msg) = SipMessage::parse(&w.bytes, Framing::Datagram, &Limits::default()) else {
+                continue;
+            };
+            let inb = Inbound {
+                bytes: &w.bytes,
+                transport: w.transport,
+                local: w.local,
+                remote: w.remote,
+                conn: w.conn,
+            };
+            // Its 100 Trying went when it was put to wait.
+            self.route_request(
+                el,
+                (now, unix_ms),
+                w.key,
+                &msg,
+                &inb,
+                (w.local_domain, true),
+            );
         }
     }
 }
@@ -314,12 +381,22 @@ impl Element {
         })
     }
 
+    /// The static route a Request-URI takes.
+    fn route_for(&self, uri: &Uri<'_>) -> Option<&Route> {
+        self.config.routes.iter().find(|r| r.matches(uri))
+    }
+
+    /// The hop of the static route a Request-URI takes, when its next hop
+    /// is an address (a name is resolved: `next_hop_name`).
     fn route_hop(&self, uri: &Uri<'_>, inb: &Inbound<'_>) -> Option<Hop> {
-        let r = self.config.routes.iter().find(|r| r.matches(uri))?;
+        let r = self.route_for(uri)?;
+        let NextHop::Address(dest) = r.target else {
+            return None;
+        };
         Some(Hop {
             transport: r.transport,
             local: self.local_for(r.transport, inb.local),
-            dest: r.target,
+            dest,
             conn: None,
         })
     }
@@ -374,10 +451,13 @@ impl Element {
                     let dest = h
                         .ip()
                         .map(|ip| SocketAddr::new(ip, ruri.port.unwrap_or(5060)));
-                    self.config.routes.iter().any(|r| Some(r.target) == dest)
+                    self.config
+                        .routes
+                        .iter()
+                        .any(|r| dest.is_some_and(|d| r.target == NextHop::Address(d)))
                 }
                 // A name that is not ours: what a static route takes.
-                Some(_) => self.route_hop(&ruri, inb).is_some(),
+                Some(_) => self.route_for(&ruri).is_some(),
                 None => false,
             };
             if served {
@@ -416,18 +496,8 @@ impl Element {
         inb: &Inbound<'_>,
         skip: usize,
     ) -> Option<(Hop, bool)> {
-        let routes: Vec<_> = msg.routes().filter_map(Result::ok).collect();
-        let mut pop = false;
-        let mut rest = &routes[..];
-        if let Some(top) = routes.first()
-            && top
-                .uri
-                .host
-                .is_some_and(|h| self.is_local_host(&h, top.uri.port))
-        {
-            pop = true;
-            rest = &routes[1..];
-        }
+        let (routes, pop) = self.route_set(msg);
+        let rest = &routes[usize::from(pop)..];
         if let Some(next) = rest.first() {
             return self.hop_to(&next.uri, inb).map(|h| (h, pop));
         }
@@ -439,8 +509,10 @@ impl Element {
         let elsewhere = ruri
             .host
             .is_some_and(|h| h.ip().is_some() && !self.is_local_host(&h, ruri.port));
-        if !elsewhere && let Some(h) = self.route_hop(&ruri, inb) {
-            return Some((h, pop));
+        if !elsewhere && self.route_for(&ruri).is_some() {
+            // A route to a name has no hop here: its servers come from
+            // `targets` once resolved.
+            return self.route_hop(&ruri, inb).map(|h| (h, pop));
         }
         self.hop_to(&ruri, inb).map(|h| (h, pop))
     }
@@ -452,7 +524,7 @@ impl Element {
         msg: &SipMessage<'_>,
         inb: &Inbound<'_>,
         local_domain: bool,
-        now_unix_ms: u64,
+        (now, now_unix_ms): (Millis, u64),
     ) -> Vec<Vec<Target>> {
         let has_foreign_route = msg.routes().next().is_some_and(|r| {
             r.is_ok_and(|r| {
@@ -528,6 +600,7 @@ impl Element {
                     uri: Some(b.contact.clone()),
                     path: b.path.clone(),
                     pop_route: false,
+                    from_dns: false,
                 };
                 if last_q == Some(b.q) {
                     if let Some(g) = groups.last_mut() {
@@ -542,14 +615,112 @@ impl Element {
                 return groups;
             }
         }
-        match self.next_hop(msg, inb, 0) {
-            Some((hop, pop_route)) => vec![vec![Target {
+        if let Some((hop, pop_route)) = self.next_hop(msg, inb, 0) {
+            return vec![vec![Target {
                 hop,
                 uri: None,
                 path: Vec::new(),
                 pop_route,
-            }]],
-            None => Vec::new(),
+                from_dns: false,
+            }]];
+        }
+        // A name: each of its servers in turn, one group each.
+        let Some((name, pop_route)) = self.next_hop_name(msg) else {
+            return Vec::new();
+        };
+        let Some(res) = self.dns.peek(&name) else {
+            return Vec::new();
+        };
+        self.dns
+            .ordered(&res.servers, now)
+            .into_iter()
+            .filter_map(|s| {
+                let local = self.local_towards(s.transport, s.address)?;
+                Some(vec![Target {
+                    hop: Hop {
+                        transport: s.transport,
+                        local,
+                        dest: s.address,
+                        conn: None,
+                    },
+                    uri: None,
+                    path: Vec::new(),
+                    pop_route,
+                    from_dns: true,
+                }])
+            })
+            .collect()
+    }
+
+    /// Answers a request whose next hop's name gave no server: 503, as a
+    /// failure to reach the next hop is answered (RFC 3261 §16.7 step 6
+    /// turns a 503 from downstream into 500; this is the proxy's own).
+    pub(crate) fn respond_unresolved(
+        &mut self,
+        now: Millis,
+        key: &ServerKey,
+        msg: &SipMessage<'_>,
+        failure: &Failure,
+    ) {
+        self.counters.unresolved += 1;
+        tracing::debug!(error = %failure, "next hop not resolved");
+        self.txl
+            .respond(now, key, msg, 503, "Service Unavailable", &[]);
+    }
+
+    /// The listener a request to `dest` over `transport` leaves from: one
+    /// of the destination's family; none when this element has no such
+    /// listener.
+    fn local_towards(&self, transport: Transport, dest: SocketAddr) -> Option<SocketAddr> {
+        self.config
+            .listeners
+            .iter()
+            .find(|(t, a)| *t == transport && a.is_ipv6() == dest.is_ipv6())
+            .map(|(_, a)| *a)
+    }
+
+    /// A request's Route set, and whether its top entry is this element's
+    /// (to be popped: loose routing, RFC 3261 §16.4).
+    fn route_set<'m>(&self, msg: &SipMessage<'m>) -> (Vec<NameAddr<'m>>, bool) {
+        let routes: Vec<_> = msg.routes().filter_map(Result::ok).collect();
+        let pop = routes.first().is_some_and(|top| {
+            top.uri
+                .host
+                .is_some_and(|h| self.is_local_host(&h, top.uri.port))
+        });
+        (routes, pop)
+    }
+
+    /// The next hop as a name to resolve (RFC 3263), when it is one: the
+    /// first Route that is not this element's, else a Request-URI that
+    /// names neither this element nor what a static route takes. The bool
+    /// says whether the top Route (ours) is to be popped.
+    pub(crate) fn next_hop_name(&self, msg: &SipMessage<'_>) -> Option<(SipName, bool)> {
+        let (routes, pop) = self.route_set(msg);
+        let rest = &routes[usize::from(pop)..];
+        let uri = match rest.first() {
+            Some(next) => next.uri,
+            None => {
+                let ruri = msg.request_uri().ok()?;
+                let elsewhere = ruri
+                    .host
+                    .is_some_and(|h| h.ip().is_some() && !self.is_local_host(&h, ruri.port));
+                if !elsewhere && let Some(r) = self.route_for(&ruri) {
+                    // A static route: its next hop, when that is a name.
+                    return match &r.target {
+                        NextHop::Name(n) => Some((n.clone(), pop)),
+                        NextHop::Address(_) => None,
+                    };
+                }
+                if ruri.host.is_some_and(|h| self.is_local_host(&h, ruri.port)) {
+                    return None;
+                }
+                ruri
+            }
+        };
+        match uri.host {
+            Some(Host::Name(_)) => SipName::of(&uri).ok().map(|n| (n, pop)),
+            _ => None,
         }
     }
 
@@ -592,8 +763,23 @@ impl Element {
         inb: &Inbound<'_>,
         local_domain: bool,
     ) {
+        if let Some((name, _)) = self.next_hop_name(msg) {
+            match self.dns.lookup(now, &name) {
+                Lookup::Ready(_) => {}
+                // Nothing is remembered: the request's retransmission
+                // finds the name resolved.
+                Lookup::Waiting => {
+                    self.txl.servers.remove(&key);
+                    return;
+                }
+                Lookup::Failed(f) => {
+                    self.respond_unresolved(now, &key, msg, &f);
+                    return;
+                }
+            }
+        }
         let target = self
-            .targets(msg, inb, local_domain, now_unix_ms)
+            .targets(msg, inb, local_domain, (now, now_unix_ms))
             .into_iter()
             .next()
             .and_then(|g| g.into_iter().next());
@@ -633,14 +819,58 @@ impl StatefulProxy {
         inb: &Inbound<'_>,
         local_domain: bool,
     ) {
-        let mut groups: VecDeque<Vec<Target>> =
-            el.targets(msg, inb, local_domain, now_unix_ms).into();
+        let at = (now, now_unix_ms);
+        self.route_request(el, at, key, msg, inb, (local_domain, false));
+    }
+
+    /// Forwards a request to its targets, or puts it to wait for its next
+    /// hop's name; `trying_sent`: its 100 Trying already went.
+    fn route_request(
+        &mut self,
+        el: &mut Element,
+        (now, now_unix_ms): (Millis, u64),
+        key: ServerKey,
+        msg: &SipMessage<'_>,
+        inb: &Inbound<'_>,
+        (local_domain, trying_sent): (bool, bool),
+    ) {
+        let invite = msg.method() == Some(Method::Invite);
+        if let Some((name, _)) = el.next_hop_name(msg) {
+            match el.dns.lookup(now, &name) {
+                Lookup::Ready(_) => {}
+                Lookup::Waiting => {
+                    // Waits in its transaction for the name (§16.2: the
+                    // 100 Trying goes now).
+                    if invite && !trying_sent {
+                        el.txl
+                            .server_respond(now, &key, 100, response_bytes_100(msg));
+                    }
+                    self.waiting.push(Waiting {
+                        key,
+                        bytes: msg.as_bytes().to_vec(),
+                        transport: inb.transport,
+                        local: inb.local,
+                        remote: inb.remote,
+                        conn: inb.conn,
+                        local_domain,
+                    });
+                    return;
+                }
+                Lookup::Failed(f) => {
+                    el.respond_unresolved(now, &key, msg, &f);
+                    return;
+                }
+            }
+        }
+        let mut groups: VecDeque<Vec<Target>> = el
+            .targets(msg, inb, local_domain, (now, now_unix_ms))
+            .into();
         let Some(first) = groups.pop_front() else {
             el.txl.respond(now, &key, msg, 404, "Not Found", &[]);
             return;
         };
-        let invite = msg.method() == Some(Method::Invite);
-        if invite {
+        let dns_failover = first.iter().any(|t| t.from_dns);
+        if invite && !trying_sent {
             // §16.2: a stateful proxy sends 100 Trying for an INVITE at once.
             let trying = response_bytes_100(msg);
             el.txl.server_respond(now, &key, 100, trying);
@@ -661,6 +891,7 @@ impl StatefulProxy {
                 best: None,
                 final_sent: false,
                 cancelled: false,
+                dns_failover,
             },
         );
         self.start_group(el, now, id, first, Some(msg));
@@ -746,6 +977,7 @@ impl StatefulProxy {
                 state: BranchState::Pending,
                 cancel_pending: false,
                 timer_c: now + el.config.timer_c_ms,
+                from_dns: t.from_dns,
             });
         }
         el.counters.forwarded += 1;
@@ -910,6 +1142,13 @@ impl StatefulProxy {
             return;
         }
         branch.state = BranchState::Done(code);
+        if branch.from_dns {
+            if code == 503 {
+                el.dns.avoid(branch.hop.dest, now);
+            } else {
+                el.dns.answered(branch.hop.dest);
+            }
+        }
         if better(code, ctx.best.as_ref().map(|x| x.0)) {
             ctx.best = Some((code, upstream));
         }
@@ -938,6 +1177,9 @@ impl StatefulProxy {
             return;
         }
         branch.state = BranchState::Done(code);
+        if branch.from_dns {
+            el.dns.avoid(branch.hop.dest, now);
+        }
         if better(code, ctx.best.as_ref().map(|x| x.0)) {
             // A locally made response, as the branch's peer never answered.
             if let Ok(orig) =
@@ -967,8 +1209,11 @@ impl StatefulProxy {
             return;
         }
         let best_code = ctx.best.as_ref().map(|b| b.0);
+        // The next server of a name only when this one was not reached.
+        let unreached = best_code.is_none_or(|c| matches!(c, 408 | 503));
         if !ctx.cancelled
             && best_code.is_none_or(|c| c < 600)
+            && (!ctx.dns_failover || unreached)
             && let Some(next) = ctx.later.pop_front()
         {
             self.start_group(el, now, id, next, None);

@@ -33,6 +33,9 @@ pub struct Cdr {
     pub attempts: u32,
     /// INVITE received, Unix milliseconds.
     pub invite_ms: u64,
+    /// Leg B's first ringing (18x), Unix milliseconds; none if it sent none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ringing_ms: Option<u64>,
     /// Answered (200), Unix milliseconds; none for unanswered calls.
     pub answer_ms: Option<u64>,
     /// Ended, Unix milliseconds.

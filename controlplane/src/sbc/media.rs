@@ -5,12 +5,14 @@
 //! in-process. A failure comes back as an [`OrderError`], which says which
 //! SIP status the caller gets.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use rustc_hash::FxHashMap;
 use rvoip_dataplane::entropy::Entropy;
 use rvoip_dataplane::media::orders::{
-    CodecOptions, CodecSpec, MediaOrder, OrderError, OrderRef, Outcome, Profile, SdpOptions, record,
+    AddressFamily, CodecOptions, CodecSpec, MediaOrder, OrderError, OrderRef, Outcome, Profile,
+    SdpOptions, record,
 };
 use rvoip_dataplane::media::plan::MediaError;
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES};
@@ -81,10 +83,24 @@ impl OrderRecord {
     }
 }
 
+/// The relay addresses an offer asks for: the other side is reached from
+/// rvoip's address `to_local` and gets the relay's address of the same
+/// family, or `to_iface` (its realm's own); the offerer gets `from_iface`
+/// (its realm's own) or the relay's address of its SDP's family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sides {
+    /// rvoip's address towards the other side.
+    pub to_local: SocketAddr,
+    /// The offerer's realm's relay address, if it has one.
+    pub from_iface: Option<IpAddr>,
+    /// The other side's realm's relay address, if it has one.
+    pub to_iface: Option<IpAddr>,
+}
+
 /// An offer of `sdp` from side `from`; the reply holds the SDP for the other
-/// side (with SRTP when `srtp_out`).
-pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool) -> OrderRecord {
-    offer_with(call, from, sdp, srtp_out, CodecOptions::default())
+/// side (with SRTP when `srtp_out`), at the relay addresses `sides` says.
+pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool, sides: Sides) -> OrderRecord {
+    offer_with(call, from, sdp, srtp_out, sides, CodecOptions::default())
 }
 
 /// An offer as [`offer`], with codec options: what the other side is
@@ -94,6 +110,7 @@ pub fn offer_with(
     from: &[u8],
     sdp: &[u8],
     srtp_out: bool,
+    sides: Sides,
     codecs: CodecOptions,
 ) -> OrderRecord {
     let sdp = hide_identity(sdp);
@@ -103,6 +120,13 @@ pub fn offer_with(
         sdp: &sdp,
         options: SdpOptions {
             codecs,
+            address_family: Some(if sides.to_local.is_ipv6() {
+                AddressFamily::Ip6
+            } else {
+                AddressFamily::Ip4
+            }),
+            from_interface: sides.from_iface,
+            to_interface: sides.to_iface,
             ..options(srtp_out)
         },
     }))
@@ -180,6 +204,11 @@ pub fn hide_identity(sdp: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 /// The end of a call's media; the reply holds its totals.
 pub fn delete(call: &[u8]) -> OrderRecord {
     OrderRecord(record::order_record(&OrderRef::Delete { call_id: call }))
+}
+
+/// The order asking a live call's figures.
+pub fn query(call: &[u8]) -> OrderRecord {
+    OrderRecord(record::order_record(&OrderRef::Query { call_id: call }))
 }
 
 /// How long an order waits for its outcome before it is sent again (same

@@ -11,6 +11,7 @@ use regex::Regex;
 use rvoip_tuning::Config;
 use rvoip_tuning::sbc::{Dispatch, HeaderAction, MediaProtection};
 
+use crate::dns::{Server, SipName};
 use crate::element::Transport;
 use crate::transaction::Millis;
 
@@ -70,6 +71,10 @@ pub struct RealmRt {
     pub codecs: Vec<String>,
     /// Transcode towards this side.
     pub transcode: bool,
+    /// The relay's IPv4 address for this side (none: `[media] address`).
+    pub media_address: Option<IpAddr>,
+    /// The relay's IPv6 address for this side (none: `[media] address_v6`).
+    pub media_address_v6: Option<IpAddr>,
 }
 
 /// A header's name or value as the B2BUA passes it on: a fixed text of its
@@ -104,22 +109,86 @@ impl HeaderRule {
     }
 }
 
-/// One peer of a trunk at run time.
+/// One peer of a trunk at run time: an address of the configuration, or
+/// one a trunk's URI resolved to. Peers are never removed (calls and
+/// probes name them by index); a resolved peer the name no longer gives is
+/// `listed: false` and takes no new calls.
 #[derive(Debug, Clone)]
 pub struct Peer {
     /// Address.
     pub address: SocketAddr,
-    /// Weight (weighted policy).
+    /// Transport.
+    pub transport: Transport,
+    /// Weight (weighted policy; the SRV weight for a resolved peer).
     pub weight: u32,
     /// Priority (lower first).
     pub priority: u32,
+    /// For a resolved peer: its NAPTR/SRV order within its name.
+    pub srv_priority: u32,
+    /// For a resolved peer: which of the trunk's URIs gave it.
+    pub from_uri: Option<usize>,
+    /// Takes calls: configured, or given by its name's last resolution.
+    pub listed: bool,
     /// Healthy: answered its last OPTIONS or INVITE.
     pub up: bool,
+    /// Until when it is tried only after every other peer: it timed out,
+    /// answered 503 or could not be reached (RFC 3263 §4.3).
+    pub avoid_until: Millis,
     /// When the last OPTIONS went out, and whether an answer came since.
     pub probe_sent: Option<Millis>,
     /// An answer came since the last probe.
     pub answered: bool,
     current_weight: i64,
+}
+
+impl Peer {
+    /// A listed, healthy peer at `(address, transport)` with `(priority,
+    /// srv_priority)`, `weight`, from the trunk's URI target `from_uri`.
+    fn new(
+        (address, transport): (SocketAddr, Transport),
+        (priority, srv_priority): (u32, u32),
+        weight: u32,
+        from_uri: Option<usize>,
+    ) -> Peer {
+        Peer {
+            address,
+            transport,
+            weight,
+            priority,
+            srv_priority,
+            from_uri,
+            listed: true,
+            up: true,
+            avoid_until: 0,
+            probe_sent: None,
+            answered: false,
+            current_weight: 0,
+        }
+    }
+}
+
+/// The next of a splitmix64 sequence: the random choices among equal SRV
+/// records.
+fn splitmix(state: &mut u64) -> u32 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 32) as u32
+}
+
+/// A trunk target given as a SIP URI.
+#[derive(Debug, Clone)]
+pub struct UriTarget {
+    /// The name to resolve.
+    pub name: SipName,
+    /// Order against the trunk's other targets.
+    pub priority: u32,
+    /// Resolved at least once (its peers are known, or it failed).
+    pub resolved: bool,
+    /// The servers last applied to the peers (unchanged answers are not
+    /// applied again).
+    applied: Option<Vec<Server>>,
 }
 
 /// A trunk at run time.
@@ -131,6 +200,8 @@ pub struct TrunkRt {
     pub realm: usize,
     /// Peers.
     pub peers: Vec<Peer>,
+    /// Targets resolved through DNS.
+    pub uris: Vec<UriTarget>,
     /// Dispatcher policy.
     pub policy: Dispatch,
     /// INVITE timeout per peer.
@@ -225,6 +296,8 @@ pub struct Policy {
     flood_rate: u32,
     ban_ms: Millis,
     sources: HashMap<IpAddr, SourceState>,
+    avoid_ms: Millis,
+    random: u64,
     /// Counters.
     pub counters: PolicyCounters,
 }
@@ -238,6 +311,8 @@ pub enum PolicyError {
     /// A header rule's pattern is not a regular expression: the rule's
     /// header and the parser's words.
     Pattern(String, String),
+    /// A trunk target's URI cannot be resolved as written.
+    Uri(String, &'static str),
 }
 
 impl std::fmt::Display for PolicyError {
@@ -245,6 +320,7 @@ impl std::fmt::Display for PolicyError {
         match self {
             PolicyError::NoRealm(r) => write!(f, "no realm {r}"),
             PolicyError::Pattern(h, e) => write!(f, "header rule for {h}: {e}"),
+            PolicyError::Uri(u, e) => write!(f, "trunk target {u}: {e}"),
         }
     }
 }
@@ -252,6 +328,24 @@ impl std::fmt::Display for PolicyError {
 impl std::error::Error for PolicyError {}
 
 impl Policy {
+    /// A policy of nothing: no realm, no trunk (a placeholder while one
+    /// policy replaces another).
+    pub fn empty() -> Policy {
+        Policy {
+            realms: Vec::new(),
+            listeners: Vec::new(),
+            trunks: Vec::new(),
+            routes: Vec::new(),
+            numbering: rvoip_tuning::sbc::Numbering::default(),
+            flood_rate: 0,
+            ban_ms: 0,
+            sources: HashMap::new(),
+            avoid_ms: 0,
+            random: 1,
+            counters: PolicyCounters::default(),
+        }
+    }
+
     /// The policy of a (validated) configuration.
     pub fn from_config(c: &Config) -> Result<Policy, PolicyError> {
         let mut realms: Vec<RealmRt> = c
@@ -267,6 +361,8 @@ impl Policy {
                 listener: None,
                 codecs: r.codecs.clone(),
                 transcode: r.transcode,
+                media_address: r.media_address,
+                media_address_v6: r.media_address_v6,
             })
             .collect();
         let names: Vec<String> = realms.iter().map(|r| r.name.clone()).collect();
@@ -301,26 +397,35 @@ impl Policy {
                     ),
                 });
             }
+            let mut peers = Vec::new();
+            let mut uris = Vec::new();
+            for (i, spec) in t.targets.iter().enumerate() {
+                if let rvoip_tuning::sbc::TargetSpec::Uri(u) = spec {
+                    let name =
+                        SipName::parse(&u.uri).map_err(|e| PolicyError::Uri(u.uri.clone(), e))?;
+                    uris.push(UriTarget {
+                        name,
+                        priority: u.priority.unwrap_or(i as u32),
+                        resolved: false,
+                        applied: None,
+                    });
+                    continue;
+                }
+                let Some(p) = spec.resolve(i) else {
+                    continue;
+                };
+                peers.push(Peer::new(
+                    (p.address, Transport::Udp),
+                    (p.priority.unwrap_or(i as u32), 0),
+                    p.weight,
+                    None,
+                ));
+            }
             trunks.push(TrunkRt {
                 name: t.name.clone(),
                 realm,
-                peers: t
-                    .targets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        let p = s.resolve(i);
-                        Peer {
-                            address: p.address,
-                            weight: p.weight,
-                            priority: p.priority.unwrap_or(i as u32),
-                            up: true,
-                            probe_sent: None,
-                            answered: false,
-                            current_weight: 0,
-                        }
-                    })
-                    .collect(),
+                peers,
+                uris,
                 policy: t.policy,
                 invite_timeout_ms: (t.invite_timeout_secs * 1000.0) as Millis,
                 cps: t.cps,
@@ -353,6 +458,8 @@ impl Policy {
             flood_rate: c.sbc.flood.requests_per_sec,
             ban_ms: Millis::from(c.sbc.flood.ban_secs) * 1000,
             sources: HashMap::new(),
+            avoid_ms: Millis::from(c.dns.avoid_secs) * 1000,
+            random: 0x9e37_79b9_7f4a_7c15,
             counters: PolicyCounters::default(),
         })
     }
@@ -407,7 +514,7 @@ impl Policy {
         let peer = self
             .trunks
             .iter()
-            .any(|t| t.peers.iter().any(|p| p.address.ip() == source));
+            .any(|t| t.peers.iter().any(|p| p.listed && p.address.ip() == source));
         let rate = if peer { 0 } else { self.flood_rate };
         let ban = self.ban_ms;
         let s = self.sources.entry(source).or_default();
@@ -526,6 +633,54 @@ impl Policy {
         }
     }
 
+    /// Takes over what `old` (the policy before a reload) learned and
+    /// holds: calls up per trunk, sources' windows, bans and calls, peers'
+    /// health (same trunk, same address), servers resolved for an
+    /// unchanged URI target, the counters. Returns where each old realm
+    /// and trunk is now, by name (`None`: gone).
+    pub fn take_over(&mut self, old: Policy) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+        let realm_map: Vec<Option<usize>> = old
+            .realms
+            .iter()
+            .map(|r| self.realms.iter().position(|n| n.name == r.name))
+            .collect();
+        let trunk_map: Vec<Option<usize>> = old
+            .trunks
+            .iter()
+            .map(|t| self.trunks.iter().position(|n| n.name == t.name))
+            .collect();
+        for (o, new) in old.trunks.into_iter().zip(&trunk_map) {
+            let Some(t) = new.and_then(|i| self.trunks.get_mut(i)) else {
+                continue;
+            };
+            t.active = o.active;
+            t.cps_window = o.cps_window;
+            let same = |a: &UriTarget, b: &UriTarget| a.name == b.name && a.priority == b.priority;
+            if t.uris.len() == o.uris.len() && t.uris.iter().zip(&o.uris).all(|(a, b)| same(a, b)) {
+                // The same names: what they resolved to stays.
+                t.uris.clone_from(&o.uris);
+                t.peers
+                    .extend(o.peers.iter().filter(|p| p.from_uri.is_some()).cloned());
+            }
+            for p in &mut t.peers {
+                if let Some(q) = o
+                    .peers
+                    .iter()
+                    .find(|q| q.address == p.address && q.transport == p.transport)
+                {
+                    p.up = q.up;
+                    p.avoid_until = q.avoid_until;
+                    p.probe_sent = q.probe_sent;
+                    p.answered = q.answered;
+                }
+            }
+        }
+        self.sources = old.sources;
+        self.counters = old.counters;
+        self.random = old.random;
+        (realm_map, trunk_map)
+    }
+
     /// Counts a recovered call (after a restart) against its trunk and source.
     pub fn restore(&mut self, source: IpAddr, trunk: Option<usize>) {
         if let Some(t) = trunk.and_then(|t| self.trunks.get_mut(t)) {
@@ -534,35 +689,132 @@ impl Policy {
         self.sources.entry(source).or_default().calls += 1;
     }
 
-    /// The order in which a new call tries `trunk`'s peers: the policy
-    /// picks the first, healthy peers come before unhealthy ones, and every
-    /// peer is tried once.
-    pub fn peers_for_call(&mut self, trunk: usize) -> Vec<usize> {
+    /// Seeds the random choices among equal SRV records.
+    pub fn seed(&mut self, seed: u64) {
+        self.random = seed | 1;
+    }
+
+    /// The servers `trunk`'s URI target `uri` resolved to now: peers it no
+    /// longer gives stop taking calls, new ones join with their SRV order
+    /// and weight, known ones keep their health. Only servers the trunk's
+    /// realm can reach are taken: UDP, of the family of its listener.
+    pub fn set_resolved(&mut self, trunk: usize, uri: usize, servers: &[Server]) {
+        let family = self
+            .trunk_realm(trunk)
+            .and_then(|r| r.listener)
+            .map(|l| l.is_ipv4());
+        let Some(t) = self.trunks.get_mut(trunk) else {
+            return;
+        };
+        let Some(priority) = t.uris.get(uri).map(|u| u.priority) else {
+            return;
+        };
+        if t.uris[uri].applied.as_deref() == Some(servers) {
+            return;
+        }
+        t.uris[uri].resolved = true;
+        t.uris[uri].applied = Some(servers.to_vec());
+        for p in t.peers.iter_mut().filter(|p| p.from_uri == Some(uri)) {
+            p.listed = false;
+        }
+        for s in servers {
+            if s.transport != Transport::Udp || family.is_some_and(|v4| v4 != s.address.is_ipv4()) {
+                continue;
+            }
+            match t
+                .peers
+                .iter_mut()
+                .find(|p| p.from_uri == Some(uri) && p.address == s.address)
+            {
+                Some(p) => {
+                    p.listed = true;
+                    p.srv_priority = s.priority;
+                    p.weight = u32::from(s.weight);
+                }
+                None => {
+                    tracing::info!(trunk = %t.name, peer = %s.address, "trunk peer from DNS");
+                    t.peers.push(Peer::new(
+                        (s.address, s.transport),
+                        (priority, s.priority),
+                        u32::from(s.weight),
+                        Some(uri),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The order in which a new call at `now` tries `trunk`'s peers: the
+    /// policy picks the first (under the priority policy, servers of one
+    /// name with equal SRV priority in RFC 2782's weighted random order),
+    /// peers being avoided after a failure come after the others, and every
+    /// listed peer is tried once.
+    pub fn peers_for_call(&mut self, trunk: usize, now: Millis) -> Vec<usize> {
+        let mut seed = self.random;
+        let order = self.order_peers(trunk, now, &mut seed);
+        self.random = seed;
+        order
+    }
+
+    fn order_peers(&mut self, trunk: usize, now: Millis, seed: &mut u64) -> Vec<usize> {
         let Some(t) = self.trunks.get_mut(trunk) else {
             return Vec::new();
         };
-        let n = t.peers.len();
+        let listed: Vec<usize> = (0..t.peers.len()).filter(|i| t.peers[*i].listed).collect();
+        let n = listed.len();
         let mut order: Vec<usize> = match t.policy {
             Dispatch::Priority => {
-                let mut o: Vec<usize> = (0..n).collect();
-                o.sort_by_key(|i| t.peers[*i].priority);
+                let mut o = listed.clone();
+                let key = |p: &Peer| (p.priority, p.from_uri, p.srv_priority);
+                o.sort_by_key(|i| key(&t.peers[*i]));
+                // One name's servers of equal SRV priority: weighted random.
+                let mut start = 0;
+                while start < o.len() {
+                    let k = key(&t.peers[o[start]]);
+                    let end = o[start..]
+                        .iter()
+                        .position(|i| key(&t.peers[*i]) != k)
+                        .map_or(o.len(), |e| start + e);
+                    if k.1.is_some() && end - start > 1 {
+                        let servers: Vec<Server> = o[start..end]
+                            .iter()
+                            .map(|i| Server {
+                                transport: t.peers[*i].transport,
+                                address: t.peers[*i].address,
+                                priority: 0,
+                                weight: t.peers[*i].weight.min(u32::from(u16::MAX)) as u16,
+                            })
+                            .collect();
+                        let picked = crate::dns::srv_order(&servers, &mut || splitmix(seed));
+                        let group: Vec<usize> = picked.iter().map(|j| o[start + j]).collect();
+                        o[start..end].copy_from_slice(&group);
+                    }
+                    start = end;
+                }
                 o
             }
             Dispatch::RoundRobin => {
                 let start = t.rr % n.max(1);
                 t.rr = t.rr.wrapping_add(1);
-                (0..n).map(|i| (start + i) % n).collect()
+                (0..n).map(|i| listed[(start + i) % n]).collect()
             }
             Dispatch::Weighted => {
-                // Smooth weighted round robin over the healthy peers.
-                let healthy: Vec<usize> = (0..n).filter(|i| t.peers[*i].up).collect();
+                // Smooth weighted round robin over the peers not avoided.
+                let healthy: Vec<usize> = listed
+                    .iter()
+                    .copied()
+                    .filter(|i| t.peers[*i].avoid_until <= now)
+                    .collect();
                 let pool = if healthy.is_empty() {
-                    (0..n).collect()
+                    listed.clone()
                 } else {
                     healthy
                 };
+                let Some(&first) = pool.first() else {
+                    return Vec::new();
+                };
                 let total: i64 = pool.iter().map(|i| i64::from(t.peers[*i].weight)).sum();
-                let mut best = pool[0];
+                let mut best = first;
                 for i in &pool {
                     let p = &mut t.peers[*i];
                     p.current_weight += i64::from(p.weight);
@@ -574,18 +826,19 @@ impl Policy {
                 }
                 t.peers[best].current_weight -= total;
                 let mut o = vec![best];
-                let mut rest: Vec<usize> = (0..n).filter(|i| *i != best).collect();
+                let mut rest: Vec<usize> = listed.iter().copied().filter(|i| *i != best).collect();
                 rest.sort_by_key(|i| std::cmp::Reverse(t.peers[*i].weight));
                 o.extend(rest);
                 o
             }
         };
-        // Healthy first, keeping the policy's order within each group.
-        order.sort_by_key(|i| !t.peers[*i].up);
+        // Peers being avoided last, keeping the policy's order within each
+        // group.
+        order.sort_by_key(|i| t.peers[*i].avoid_until > now);
         order
     }
 
-    /// A peer answered (any response): it is up.
+    /// A peer answered (any response): it is up and no longer avoided.
     pub fn peer_answered(&mut self, trunk: usize, peer: usize) {
         if let Some(p) = self
             .trunks
@@ -597,25 +850,30 @@ impl Policy {
             }
             p.up = true;
             p.answered = true;
+            p.avoid_until = 0;
         }
     }
 
-    /// A peer did not answer in time: it is down until it answers again.
-    pub fn peer_failed(&mut self, trunk: usize, peer: usize) {
+    /// A peer timed out, answered 503 or could not be reached at `now`: it
+    /// is down, and tried after the others for `[dns] avoid_secs` or until
+    /// it answers a health check.
+    pub fn peer_failed(&mut self, trunk: usize, peer: usize, now: Millis) {
+        let avoid = self.avoid_ms;
         if let Some(p) = self
             .trunks
             .get_mut(trunk)
             .and_then(|t| t.peers.get_mut(peer))
         {
             if p.up {
-                tracing::warn!(peer = %p.address, "trunk peer is down");
+                tracing::warn!(peer = %p.address, avoid_secs = avoid / 1000, "trunk peer is down");
             }
             p.up = false;
+            p.avoid_until = now + avoid;
         }
     }
 
-    /// The peers to probe now: every peer of a trunk with health checks;
-    /// a peer whose previous probe went unanswered is marked down.
+    /// The peers to probe now: every listed peer of a trunk with health
+    /// checks; a peer whose previous probe went unanswered is marked down.
     pub fn probe_round(&mut self, now: Millis) -> Vec<(usize, usize)> {
         let mut probes = Vec::new();
         for ti in 0..self.trunks.len() {
@@ -624,8 +882,11 @@ impl Policy {
             }
             for pi in 0..self.trunks[ti].peers.len() {
                 let p = &self.trunks[ti].peers[pi];
+                if !p.listed {
+                    continue;
+                }
                 if p.probe_sent.is_some() && !p.answered {
-                    self.peer_failed(ti, pi);
+                    self.peer_failed(ti, pi, now);
                 }
                 let p = &mut self.trunks[ti].peers[pi];
                 p.probe_sent = Some(now);
@@ -643,6 +904,25 @@ impl Policy {
         self.realms
             .iter()
             .position(|r| r.listener.is_some() && r.allow.iter().any(|n| n.contains(source)))
+    }
+
+    /// The relay address of its own a realm's side is given for peers of
+    /// one family (none: the relay's address of that family).
+    pub fn media_address(&self, realm: usize, v6: bool) -> Option<IpAddr> {
+        let r = self.realms.get(realm)?;
+        if v6 {
+            r.media_address_v6
+        } else {
+            r.media_address
+        }
+    }
+
+    /// The UDP listener of `realm` in one family.
+    pub fn udp_listener(&self, realm: usize, v6: bool) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(a, t, r)| *r == realm && *t == Transport::Udp && a.is_ipv6() == v6)
+            .map(|l| l.0)
     }
 
     /// The realm of a trunk.
@@ -806,20 +1086,25 @@ targets = ["127.0.0.1:5090"]
     #[test]
     fn dispatcher_policies_order_peers_and_skip_dead_ones() {
         let mut p = policy("");
-        assert_eq!(p.peers_for_call(0), vec![0, 1]);
-        p.peer_failed(0, 0);
-        assert_eq!(p.peers_for_call(0), vec![1, 0]);
+        assert_eq!(p.peers_for_call(0, 0), vec![0, 1]);
+        p.peer_failed(0, 0, 0);
+        assert_eq!(p.peers_for_call(0, 1000), vec![1, 0]);
+        // Avoided for [dns] avoid_secs (60 s by default), then tried first
+        // again.
+        assert_eq!(p.peers_for_call(0, 59_999), vec![1, 0]);
+        assert_eq!(p.peers_for_call(0, 60_000), vec![0, 1]);
+        p.peer_failed(0, 0, 70_000);
         p.peer_answered(0, 0);
-        assert_eq!(p.peers_for_call(0), vec![0, 1]);
+        assert_eq!(p.peers_for_call(0, 70_001), vec![0, 1]);
 
         let mut rr = policy("policy = \"round-robin\"");
-        let firsts: Vec<usize> = (0..4).map(|_| rr.peers_for_call(0)[0]).collect();
+        let firsts: Vec<usize> = (0..4).map(|_| rr.peers_for_call(0, 0)[0]).collect();
         assert_eq!(firsts, vec![0, 1, 0, 1]);
 
         let mut w = policy("policy = \"weighted\"");
         let mut counts = [0; 2];
         for _ in 0..400 {
-            counts[w.peers_for_call(0)[0]] += 1;
+            counts[w.peers_for_call(0, 0)[0]] += 1;
         }
         assert_eq!(counts, [100, 300]);
     }

@@ -144,6 +144,8 @@ pub(crate) enum Owner {
 #[derive(Debug, Clone)]
 pub(crate) enum LayerEvent {
     TimedOut(Owner),
+    /// The transport reported an error towards the transaction's peer.
+    Unreachable(Owner),
     ServerEnded(u64),
 }
 
@@ -558,6 +560,31 @@ impl TransactionLayer {
         }
         if let Some(owner) = owner {
             self.events.push_back(LayerEvent::TimedOut(owner));
+        }
+    }
+
+    /// Ends every client transaction to `dest` over `transport` that has
+    /// no final response yet: its transport failed (RFC 3261 §17.1.4).
+    pub(crate) fn unreachable(&mut self, transport: Transport, dest: SocketAddr) {
+        let failed: Vec<ClientKey> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| {
+                e.hop.transport == transport
+                    && e.hop.dest == dest
+                    && matches!(
+                        e.txn.state(),
+                        crate::transaction::ClientState::Calling
+                            | crate::transaction::ClientState::Trying
+                            | crate::transaction::ClientState::Proceeding
+                    )
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in failed {
+            if let Some(owner) = self.clients.remove(&k).and_then(|e| e.owner) {
+                self.events.push_back(LayerEvent::Unreachable(owner));
+            }
         }
     }
 

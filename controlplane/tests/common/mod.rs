@@ -119,6 +119,52 @@ pub fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// `text` with every `from` of `pairs` replaced by its `to` in one pass, so
+/// a replacement is never itself replaced again (a port 50620 put in for
+/// 5060 must not then be taken for 5062). The first pair matching at a
+/// position wins.
+pub fn substitute(text: &str, pairs: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while let Some(c) = rest.chars().next() {
+        for (from, to) in pairs {
+            if let Some(after) = rest.strip_prefix(from) {
+                out.push_str(to);
+                rest = after;
+                continue 'scan;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// What puts `config/sbc.toml` (or a configuration of its layout) on the
+/// ports of one test: the access listener on `access`, the core listener
+/// on `inner`, the trunk's first peer on `core` (its second on a free port),
+/// ng on a free port and the media range `media_base` and its 99
+/// successors. More replacements can follow.
+pub fn sbc_ports(
+    access: u16,
+    inner: u16,
+    core: u16,
+    media_base: u16,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("127.0.0.1:5060", format!("127.0.0.1:{access}")),
+        ("127.0.0.1:5062", format!("127.0.0.1:{inner}")),
+        ("127.0.0.1:5070", format!("127.0.0.1:{core}")),
+        ("127.0.0.1:5072", format!("127.0.0.1:{}", free_udp_port())),
+        ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
+        ("port_min = 30000", format!("port_min = {media_base}")),
+        (
+            "port_max = 39999",
+            format!("port_max = {}", media_base + 99),
+        ),
+    ]
+}
+
 /// `config/<base>` rewritten for a test: the replacements applied, and its
 /// own shared-memory ring directory and state directory, so tests running at
 /// the same time do not meet. Returns the path of the written file.
@@ -129,10 +175,10 @@ pub fn test_config(base: &str, dir: &Path, replacements: &[(&str, String)]) -> P
             .join(base),
     )
     .expect("config file");
-    for (from, to) in replacements {
+    for (from, _) in replacements {
         assert!(text.contains(from), "{base} has no {from:?}");
-        text = text.replace(from, to);
     }
+    text = substitute(&text, replacements);
     sweep_rings("rvoip-test-");
     remove_own_rings_at_exit();
     let rings = format!(
@@ -145,6 +191,8 @@ pub fn test_config(base: &str, dir: &Path, replacements: &[(&str, String)]) -> P
         &format!("ring_dir = \"{rings}\""),
     );
     text = text.replace("state_dir = \"../state\"", "state_dir = \"state\"");
+    // Its own metrics port: appliances of tests running at once do not meet.
+    text = text.replace("127.0.0.1:9464", &format!("127.0.0.1:{}", free_udp_port()));
     // Files named relative to the original (users file) stay reachable.
     let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/users.toml");
     if users.exists() {
@@ -273,5 +321,55 @@ Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             "rvoip did not answer OPTIONS: {}",
             log()
         );
+    }
+}
+
+/// `rvoip run --config CONFIG` in `dir` (its log in `dir/rvoip.log`), once
+/// it answers OPTIONS on 127.0.0.1:`port`.
+pub fn appliance(dir: &Path, config: &Path, port: u16) -> Spawned {
+    let log = dir.join("rvoip.log");
+    let app = Spawned::spawn(
+        Command::new(env!("CARGO_BIN_EXE_rvoip"))
+            .args(["run", "--config"])
+            .arg(config)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file")),
+    );
+    wait_options_ok(port, || std::fs::read_to_string(&log).unwrap_or_default());
+    app
+}
+
+/// The CDRs an SBC running in `dir` has written so far.
+pub fn cdrs(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("cdr.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Waits up to `within` until `n` CDRs are written in `dir`; `log` says
+/// why when they are not.
+pub fn wait_cdrs(
+    dir: &Path,
+    n: usize,
+    within: Duration,
+    log: impl Fn() -> String,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let c = cdrs(dir);
+        if c.len() >= n {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} CDRs of {n}: {}",
+            c.len(),
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

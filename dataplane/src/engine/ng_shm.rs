@@ -173,7 +173,13 @@ fn serve<M: MediaControl>(
             if let Some((sender, number, order)) = record::read_order(r.payload) {
                 let key = (sender, number);
                 if !cache.replies.contains_key(&key) {
-                    let outcome = Outcome::of(server.execute(order, now));
+                    let query = matches!(order, crate::media::orders::MediaOrder::Query { .. });
+                    let done = server.execute(order, now);
+                    let outcome = if query {
+                        Outcome::of_query(done)
+                    } else {
+                        Outcome::of(done)
+                    };
                     let mut rec = Vec::new();
                     record::write_outcome(sender, number, &outcome, &mut rec);
                     cache.keep(key, rec);

@@ -33,6 +33,36 @@ pub struct SdpOptions {
     pub sdes: SdesFlags,
     /// Codecs to add, strip or mask, and whether to transcode.
     pub codecs: CodecOptions,
+    /// The address family of the relay's address given to the other side
+    /// (ng `address family`); none: the offerer's.
+    pub address_family: Option<AddressFamily>,
+    /// The relay address the offerer's side is given (a realm's own), when
+    /// not the one of its family.
+    pub from_interface: Option<std::net::IpAddr>,
+    /// The relay address the other side is given, when not the one of the
+    /// family chosen.
+    pub to_interface: Option<std::net::IpAddr>,
+}
+
+/// An address family of the relay's media addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddressFamily {
+    /// IPv4 (`IP4`).
+    Ip4,
+    /// IPv6 (`IP6`).
+    Ip6,
+}
+
+impl AddressFamily {
+    /// Reads `IP4`/`IP6` (ng, SDP), `ipv4`/`ipv6`, any case.
+    pub fn parse(text: &[u8]) -> Option<AddressFamily> {
+        let t = text.to_ascii_lowercase();
+        match t.as_slice() {
+            b"ip4" | b"ipv4" | b"inet" => Some(AddressFamily::Ip4),
+            b"ip6" | b"ipv6" | b"inet6" => Some(AddressFamily::Ip6),
+            _ => None,
+        }
+    }
 }
 
 /// A codec as an order names it: an SDP encoding name (case-insensitive),
@@ -328,6 +358,13 @@ pub enum OrderRef<'a> {
         #[serde(with = "serde_bytes")]
         call_id: &'a [u8],
     },
+    /// [`MediaOrder::Query`] (the variants keep `MediaOrder`'s order: a
+    /// record of either reads as the other).
+    Query {
+        /// The call.
+        #[serde(with = "serde_bytes")]
+        call_id: &'a [u8],
+    },
 }
 
 /// The party of a call a media service is for.
@@ -484,6 +521,9 @@ pub struct CallStats {
     pub last_signal: u64,
     /// Its media lines.
     pub medias: Vec<MediaLine>,
+    /// The codec of side A, side B: the first format of its last SDP's
+    /// first media line, as it wrote it (`PCMU/8000`).
+    pub codecs: [Option<String>; 2],
     /// The relay's state and counters of the call, when it has a session.
     pub snapshot: Option<SessionSnapshot>,
 }
@@ -497,6 +537,18 @@ pub struct Totals {
     pub bytes: u64,
     /// Packets refused (errors).
     pub errors: u64,
+    /// RTP packets the senders sent, by their sequence numbers (RFC 3550
+    /// A.3), over both legs: `expected - packets` were lost.
+    pub expected: u64,
+    /// Packets lost on the way to the relay, over both legs.
+    pub lost: u64,
+    /// The larger interarrival jitter (RFC 3550 A.8) of the two legs at the
+    /// end, in microseconds.
+    pub jitter_us: u64,
+    /// RTP packets received from side A (the caller's side of a B2BUA).
+    pub from_a: u64,
+    /// RTP packets received from side B.
+    pub from_b: u64,
 }
 
 impl CallStats {
@@ -505,10 +557,22 @@ impl CallStats {
         let mut t = Totals::default();
         if let Some(s) = &self.snapshot {
             for m in &s.session.medias {
+                t.from_a += m.legs[0].rtp_in.packets;
+                t.from_b += m.legs[1].rtp_in.packets;
                 for leg in &m.legs {
                     t.packets += leg.rtp_in.packets;
                     t.bytes += leg.rtp_in.bytes;
                     t.errors += leg.rtp_in.errors;
+                    t.expected += leg.rtp_in.expected();
+                    t.lost += leg.rtp_in.lost().max(0) as u64;
+                    let rate = if leg.peer.clock_rate == 0 {
+                        8000
+                    } else {
+                        leg.peer.clock_rate
+                    };
+                    t.jitter_us = t
+                        .jitter_us
+                        .max((leg.rtp_in.jitter_ms(rate) * 1000.0) as u64);
                 }
             }
         }
@@ -592,9 +656,20 @@ pub enum Outcome {
     },
     /// Events by call.
     Events(Vec<(CallId, crate::media::services::MediaEvent)>),
+    /// A live call's figures so far (the outcome of a query): its received
+    /// RTP and the codec of side A, side B.
+    Live(Totals, [Option<String>; 2]),
 }
 
 impl Outcome {
+    /// The outcome of a query carried out: the call's figures so far.
+    pub fn of_query(r: Result<MediaReply, OrderError>) -> Outcome {
+        match r {
+            Ok(MediaReply::Stats(s)) => Outcome::Live(s.totals(), s.codecs.clone()),
+            other => Outcome::of(other),
+        }
+    }
+
     /// The outcome of an order carried out.
     pub fn of(r: Result<MediaReply, OrderError>) -> Outcome {
         match r {
@@ -659,7 +734,7 @@ pub mod record {
     pub fn order_record(order: &OrderRef<'_>) -> Vec<u8> {
         let sdp = match order {
             OrderRef::Offer { sdp, .. } | OrderRef::Answer { sdp, .. } => sdp.len(),
-            OrderRef::Delete { .. } => 0,
+            OrderRef::Delete { .. } | OrderRef::Query { .. } => 0,
         };
         let mut out = Vec::with_capacity(HEADER + sdp + 128);
         header(0, 0, &mut out);
@@ -807,6 +882,11 @@ mod tests {
                 packets: 3,
                 bytes: 516,
                 errors: 1,
+                expected: 4,
+                lost: 1,
+                jitter_us: 2500,
+                from_a: 2,
+                from_b: 1,
             }),
             Outcome::Failed(OrderError::Media(MediaError::NoPorts)),
             Outcome::Failed(OrderError::Unacceptable("no crypto".into())),
@@ -815,6 +895,15 @@ mod tests {
             record::write_outcome(9, 1, &outcome, &mut rec);
             assert_eq!(record::read_outcome(&rec), Some((9, 1, outcome)));
         }
+        // The borrowed forms read back as the orders they stand for.
+        let rec = record::order_record(&OrderRef::Query { call_id: b"c1@x" });
+        assert_eq!(
+            record::read_order(&rec).map(|r| r.2),
+            Some(MediaOrder::Query {
+                call_id: CallId(b"c1@x".to_vec())
+            })
+        );
+        let mut rec = Vec::new();
         // Short, cut or foreign records are refused, not misread.
         assert_eq!(record::read_order(b"short"), None);
         record::write_order(7, 42, &MediaOrder::Ping, &mut rec);

@@ -5,6 +5,7 @@
 //! media engine implements.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::relay::{LegSrtp, PeerSpec, RelayCounters, Session, SessionId, Side};
 use super::services::{MediaEvent, ServiceOp};
@@ -59,6 +60,9 @@ pub struct SidePlan {
     pub peer: Option<PeerSpec>,
     /// New SRTP keying for the leg; `None` leaves it as it is.
     pub srtp: Option<LegSrtp>,
+    /// Open new endpoints on this relay address (the IPv6 one, a realm's);
+    /// none: the relay's IPv4 address.
+    pub local: Option<IpAddr>,
 }
 
 /// What one media line needs, per side (A, B).

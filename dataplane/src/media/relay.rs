@@ -19,7 +19,7 @@
 //! encrypted after routing. SRTP→RTP, RTP→SRTP and SRTP→SRTP with different
 //! keys per leg all go through the same two steps.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use smallvec::SmallVec;
 
@@ -148,6 +148,8 @@ pub struct Leg {
     pub rtcp_ep: Option<EndpointId>,
     /// Local RTP port (RTCP, when separate, is the next one); 0 before allocation.
     pub local_port: u16,
+    /// The relay address its endpoints are on (none: the IPv4 address).
+    pub local_ip: Option<IpAddr>,
     /// The peer, as the SDP describes it.
     pub peer: PeerSpec,
     /// The RTP source latched on.
@@ -372,6 +374,8 @@ impl SrtpDrops {
 pub struct RelayCounters {
     /// Packets forwarded.
     pub forwarded: u64,
+    /// Octets of the packets forwarded, as sent.
+    pub forwarded_bytes: u64,
     /// Dropped: unknown endpoint.
     pub unknown_endpoint: u64,
     /// Dropped: malformed.
@@ -402,6 +406,7 @@ impl RelayCounters {
     /// Adds `o`'s counts (another worker's).
     pub fn add(&mut self, o: &RelayCounters) {
         self.forwarded += o.forwarded;
+        self.forwarded_bytes += o.forwarded_bytes;
         self.unknown_endpoint += o.unknown_endpoint;
         self.malformed += o.malformed;
         self.wrong_source += o.wrong_source;
@@ -414,6 +419,36 @@ impl RelayCounters {
         self.transcoded_out += o.transcoded_out;
         self.stage.add(&o.stage);
         self.services.add(&o.services);
+    }
+
+    /// The counters a worker publishes, in the order of
+    /// [`crate::shm::stats::MEDIA_FIELDS`] (its load last).
+    pub fn values(&self, busy_permille: u32) -> [u64; 22] {
+        let d = &self.srtp_drops;
+        [
+            self.forwarded,
+            self.forwarded_bytes,
+            self.unknown_endpoint,
+            self.malformed,
+            self.wrong_source,
+            self.no_destination,
+            self.timeouts,
+            self.srtp_unprotected,
+            self.srtp_protected,
+            d.truncated,
+            d.malformed,
+            d.auth_failed,
+            d.replayed,
+            d.too_old,
+            d.unknown_mki,
+            d.key_expired,
+            d.no_room,
+            self.transcoded_in,
+            self.transcoded_out,
+            self.services.recorded,
+            self.services.record_dropped,
+            u64::from(busy_permille),
+        ]
     }
 }
 
@@ -1237,6 +1272,7 @@ impl Relay {
         theirs.sent_packets += 1;
         theirs.sent_bytes += *len as u64;
         self.counters.forwarded += 1;
+        self.counters.forwarded_bytes += *len as u64;
         Action::Forward { via, to }
     }
 

@@ -15,10 +15,10 @@ use std::path::PathBuf;
 
 use super::codecs::{Negotiation, SdpFormat, apply_offer, formats_of, read_answer};
 use super::keying::{self as sdes, OwnKey};
+use super::orders::{AddressFamily, CodecOptions, CodecSpec};
 use super::orders::{
     CallId, CallStats, MediaLine, MediaOrder, MediaReply, OrderError, Party, SdpOptions,
 };
-use super::orders::{CodecOptions, CodecSpec};
 use super::orders::{MediaService, Recording};
 use super::plan::{LegPorts, MediaControl, MediaHandle, MediaPlan, RecordStep, SidePlan};
 use super::prompt::PromptCache;
@@ -43,6 +43,9 @@ struct Call {
     medias: Vec<MediaState>,
     /// The recording running (or paused), its number.
     recording: Option<u32>,
+    /// The relay address side A, side B was given (decided the first time
+    /// the side is planned).
+    iface: [Option<Iface>; 2],
     /// The media server answers it (side B is the media server).
     local: bool,
     /// What is blocked of what side A, side B send.
@@ -88,8 +91,41 @@ impl Call {
             last_signal: now,
             medias: Vec::new(),
             recording: None,
+            iface: [None, None],
             local,
             blocking: [Blocking::default(); 2],
+        }
+    }
+}
+
+/// The relay address a side of a call is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Iface {
+    /// The IPv4 address (`[media] address`, advertised as configured).
+    V4,
+    /// Another address of the relay (its IPv6 one, a realm's).
+    At(IpAddr),
+}
+
+impl Iface {
+    /// `explicit` when given, else the relay's address of the family.
+    fn choose(explicit: Option<IpAddr>, v6: bool, address_v6: Option<IpAddr>) -> Iface {
+        match (explicit, v6, address_v6) {
+            (Some(a), _, _) => Iface::At(a),
+            (None, true, Some(a)) => Iface::At(a),
+            _ => Iface::V4,
+        }
+    }
+
+    fn is_v6(self) -> bool {
+        matches!(self, Iface::At(a) if a.is_ipv6())
+    }
+
+    /// Where the side's endpoints are opened (none: the IPv4 address).
+    fn local(self) -> Option<IpAddr> {
+        match self {
+            Iface::V4 => None,
+            Iface::At(a) => Some(a),
         }
     }
 }
@@ -104,6 +140,8 @@ pub struct Sessions<M> {
     media: M,
     /// Address written into SDP for the relay.
     advertised: IpAddr,
+    /// The relay's IPv6 address, when it bridges families.
+    advertised_v6: Option<IpAddr>,
     calls: HashMap<CallId, Call>,
     /// Calls created so far (their `seq`).
     created: u64,
@@ -175,6 +213,7 @@ impl<M: MediaControl> Sessions<M> {
         Sessions {
             media,
             advertised,
+            advertised_v6: None,
             calls: HashMap::new(),
             created: 0,
             rng: entropy,
@@ -186,6 +225,13 @@ impl<M: MediaControl> Sessions<M> {
             record_rooms: false,
             room_recs: HashMap::new(),
         }
+    }
+
+    /// The relay's IPv6 address (`[media] address_v6`): a side whose SDP
+    /// is IPv6, or that an offer asks for with `address family: IP6`, is
+    /// given it, and media crosses between the families.
+    pub fn set_advertised_v6(&mut self, address: Option<IpAddr>) {
+        self.advertised_v6 = address;
     }
 
     /// Conference rooms are recorded (each to
@@ -503,6 +549,22 @@ impl<M: MediaControl> Sessions<M> {
                 n.opus = self.opus;
             }
         }
+        // Addresses: the offerer gets the one asked for, else the relay's
+        // of the family its SDP speaks; the other side the one asked for,
+        // else the relay's of the family asked for, else the offerer's.
+        // Each side's is decided once. Without an IPv6 address the relay is
+        // IPv4 only.
+        let v6 = self.advertised_v6;
+        let me_if = *call.iface[me]
+            .get_or_insert_with(|| Iface::choose(f.from_interface, sdp_is_v6(&sdp), v6));
+        let other_if = *call.iface[other].get_or_insert_with(|| {
+            let want_v6 = match f.address_family {
+                Some(AddressFamily::Ip6) => true,
+                Some(AddressFamily::Ip4) => false,
+                None => me_if.is_v6(),
+            };
+            Iface::choose(f.to_interface, want_v6, v6)
+        });
         let mut plans = Vec::with_capacity(sdp.media.len());
         let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
         for (i, m) in sdp.media.iter().enumerate() {
@@ -577,12 +639,14 @@ impl<M: MediaControl> Sessions<M> {
                     open_rtcp: !st.mux[me],
                     peer: Some(peer),
                     srtp: Some(me_srtp),
+                    local: me_if.local(),
                 };
                 plan.sides[other] = SidePlan {
                     open_rtp: true,
                     open_rtcp: !st.mux[other],
                     peer: None,
                     srtp: other_srtp,
+                    local: other_if.local(),
                 };
             }
             plans.push(plan);
@@ -692,6 +756,7 @@ impl<M: MediaControl> Sessions<M> {
                     open_rtcp: !st.mux[me],
                     peer: Some(peer),
                     srtp: Some(me_srtp),
+                    local: call.iface[me].and_then(Iface::local),
                 };
             }
             plans.push(plan);
@@ -1013,6 +1078,9 @@ impl<M: MediaControl> Sessions<M> {
         let mut crypto_lines = Vec::with_capacity(sdp.media.len());
         let mut answered: Option<(usize, LegCodec)> = None;
         let peers: Vec<Option<PeerSpec>> = (0..sdp.media.len()).map(|i| peer_of(&sdp, i)).collect();
+        let v6 = self.advertised_v6;
+        let caller_if = *call.iface[0]
+            .get_or_insert_with(|| Iface::choose(f.from_interface, sdp_is_v6(&sdp), v6));
         for (i, m) in sdp.media.iter_mut().enumerate() {
             let st = &mut call.medias[i];
             st.kind = m.media.kind.to_vec();
@@ -1063,6 +1131,7 @@ impl<M: MediaControl> Sessions<M> {
                     open_rtcp: !peer.rtcp_mux,
                     peer: Some(peer),
                     srtp: Some(srtp),
+                    local: caller_if.local(),
                 };
             }
             plans.push(plan);
@@ -1127,8 +1196,20 @@ fn stats_of(c: &Call, snapshot: Option<crate::media::plan::SessionSnapshot>) -> 
                 peers: m.peers,
             })
             .collect(),
+        codecs: std::array::from_fn(|side| {
+            let f = c.medias.first()?.formats[side].first()?;
+            Some(format!("{}/{}", String::from_utf8_lossy(&f.name), f.clock))
+        }),
         snapshot,
     }
+}
+
+/// Whether a description's media are addressed over IPv6: its first
+/// connection line (a media line's, else the session's) says `IP6`.
+fn sdp_is_v6(sdp: &Sdp<'_>) -> bool {
+    (0..sdp.media.len())
+        .find_map(|i| sdp.media_connection(i))
+        .is_some_and(|c| c.address.is_ipv6())
 }
 
 /// Applies `plans` (worker, session, plans) to the call's media, records the
@@ -1151,6 +1232,10 @@ fn apply_and_rewrite<M: MediaControl>(
     for (i, ports) in applied.ports.iter().enumerate() {
         call.medias[i].ports = *ports;
     }
+    let advertised = match call.iface[idx(to)] {
+        Some(Iface::At(a)) => a,
+        _ => advertised,
+    };
     rewrite(sdp, call, to, advertised, f, crypto_lines);
     Ok(MediaReply::Sdp(sdp.to_bytes()))
 }

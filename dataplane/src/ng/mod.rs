@@ -20,8 +20,8 @@ use bencode::Value;
 
 use crate::entropy::Entropy;
 use crate::media::orders::{
-    CallId, CallStats, CodecOptions, CodecSpec, MediaOrder, MediaReply, MediaService, OrderError,
-    Party, Profile, Recording, SdpOptions, Tag,
+    AddressFamily, CallId, CallStats, CodecOptions, CodecSpec, MediaOrder, MediaReply,
+    MediaService, OrderError, Party, Profile, Recording, SdpOptions, Tag,
 };
 use crate::media::plan::MediaControl;
 use crate::media::sessions::Sessions;
@@ -178,11 +178,42 @@ fn options(req: &Value<'_>) -> Result<SdpOptions, NgError> {
         f.sdes.read(flag).map_err(NgError::of)?;
     }
     f.codecs = codec_options(req)?;
+    f.address_family = address_family(req)?;
     f.label = req
         .get("label")
         .and_then(Value::as_bytes)
         .map(<[u8]>::to_vec);
     Ok(f)
+}
+
+/// The family of the relay's address given to the other side, as
+/// rtpengine takes it: `address family: IP4|IP6` (Kamailio's
+/// `address-family=IP6`), or `direction: [FROM, TO]` naming the relay's
+/// interfaces — rvoip's are `ipv4` and `ipv6` (also `IP4`/`IP6`), the
+/// second the one towards the other side.
+fn address_family(req: &Value<'_>) -> Result<Option<AddressFamily>, NgError> {
+    let named = req
+        .get("address family")
+        .or_else(|| req.get("address-family"))
+        .and_then(Value::as_bytes);
+    if let Some(t) = named {
+        return AddressFamily::parse(t).map(Some).ok_or_else(|| {
+            NgError(format!(
+                "Invalid address family: {} (IP4 or IP6)",
+                String::from_utf8_lossy(t)
+            ))
+        });
+    }
+    let direction = strings(req.get("direction"));
+    match direction.get(1) {
+        Some(to) => AddressFamily::parse(to).map(Some).ok_or_else(|| {
+            NgError(format!(
+                "Unknown interface in direction: {} (rvoip's are ipv4 and ipv6)",
+                String::from_utf8_lossy(to)
+            ))
+        }),
+        None => Ok(None),
+    }
 }
 
 /// The `codec` dictionary (`transcode`, `strip`, `mask`, `offer`,
@@ -255,6 +286,12 @@ impl<M: MediaControl> NgServer<M> {
     /// Counters so far.
     pub fn counters(&self) -> NgCounters {
         self.counters
+    }
+
+    /// The relay's IPv6 address, for bridging address families
+    /// (`[media] address_v6`).
+    pub fn set_advertised_v6(&mut self, address: Option<IpAddr>) {
+        self.sessions.set_advertised_v6(address);
     }
 
     /// How transcoded calls' Opus is encoded (`[media.opus]`).

@@ -706,6 +706,7 @@ impl SipMeta {
 }
 
 pub mod load;
+pub mod stats;
 
 #[cfg(test)]
 mod tests;

@@ -43,8 +43,26 @@ impl Relay {
         relay: RelayConfig,
         recordings: Option<std::path::PathBuf>,
     ) -> Relay {
+        Relay::start_full(driver, base, relay, recordings, None)
+    }
+
+    /// A relay on 127.0.0.1 and ::1, bridging the families.
+    pub fn start_dual(driver: DriverKind, base: u16) -> Relay {
+        let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        Relay::start_full(driver, base, RelayConfig::default(), None, Some(v6))
+    }
+
+    fn start_full(
+        driver: DriverKind,
+        base: u16,
+        relay: RelayConfig,
+        recordings: Option<std::path::PathBuf>,
+        address_v6: Option<IpAddr>,
+    ) -> Relay {
         let engine = MediaEngine::start(&MediaEngineConfig {
             address: LOCALHOST,
+            address_v6,
+            extra_addresses: Vec::new(),
             port_min: base,
             port_max: base + 999,
             cores: vec![0, 1],
@@ -62,6 +80,7 @@ impl Relay {
             Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
         );
         server.set_recording_dir(recordings);
+        server.set_advertised_v6(address_v6);
         let listener = NgListener::spawn("127.0.0.1:0".parse().unwrap(), server, Arc::clone(&stop))
             .expect("ng");
         let client = UdpSocket::bind("127.0.0.1:0").expect("client");
@@ -133,8 +152,9 @@ pub fn get<'a>(reply: &'a [u8], key: &str) -> Value<'a> {
 pub fn sdp_for(sock: &UdpSocket, mux: bool) -> Vec<u8> {
     let a = sock.local_addr().unwrap();
     let mux = if mux { "a=rtcp-mux\r\n" } else { "" };
+    let kind = if a.is_ipv6() { "IP6" } else { "IP4" };
     format!(
-        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=ice-ufrag:abcd\r\na=candidate:1 1 UDP 1 {ip} {port} typ host\r\n{mux}a=sendrecv\r\n",
+        "v=0\r\no=- 1 1 IN {kind} {ip}\r\ns=-\r\nc=IN {kind} {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=ice-ufrag:abcd\r\na=candidate:1 1 UDP 1 {ip} {port} typ host\r\n{mux}a=sendrecv\r\n",
         ip = a.ip(),
         port = a.port()
     )
@@ -167,6 +187,28 @@ pub fn packet(seq: u16, ssrc: u32) -> Vec<u8> {
     let mut p = h.to_vec();
     p.extend((0..160u16).map(|i| (i as u8).wrapping_mul(seq as u8)));
     p
+}
+
+/// `n` packets from `a` to the relay at `a_target` (SSRC 0xa) and from `b`
+/// to `b_target` (SSRC 0xb): each side receives the other's, every one
+/// once, in order, unchanged, from the relay port its SDP gave.
+pub fn both_ways(a: &UdpSocket, a_target: SocketAddr, b: &UdpSocket, b_target: SocketAddr, n: u16) {
+    let mut buf = [0u8; 2048];
+    for seq in 0..n {
+        a.send_to(&packet(seq, 0xa), a_target).unwrap();
+        b.send_to(&packet(seq, 0xb), b_target).unwrap();
+    }
+    for (sock, from, ssrc) in [(b, b_target, 0xa), (a, a_target, 0xb)] {
+        for seq in 0..n {
+            let (len, src) = sock.recv_from(&mut buf).expect("packet arrives");
+            assert_eq!(src, from, "sent from the relay port the SDP gave");
+            assert_eq!(
+                &buf[..len],
+                &packet(seq, ssrc)[..],
+                "packet {seq} in order and unchanged"
+            );
+        }
+    }
 }
 
 pub fn peer() -> UdpSocket {

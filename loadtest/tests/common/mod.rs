@@ -7,12 +7,51 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A UDP port on 127.0.0.1 that was free a moment ago.
+/// Media port ranges this crate's tests give relays inside the kernel's
+/// ephemeral range (`transcode`: 46000–47199, `mediaserver`: 48000–48999).
+/// A relay opens its ports as calls come, so a port handed out here from
+/// inside them could be taken by a relay of a test running alongside
+/// before its owner binds it.
+const RELAY_RANGES: std::ops::Range<u16> = 46_000..49_000;
+
+/// A UDP port on 127.0.0.1 that was free a moment ago, outside the relay
+/// ranges of this crate's tests.
 pub(crate) fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("a free port: {e}"))
+    // Kept until one outside the ranges is found, so the kernel hands out
+    // another each time.
+    let mut held = Vec::new();
+    loop {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("a free port: {e}"));
+        let port = s
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("a free port: {e}"));
+        if !RELAY_RANGES.contains(&port) {
+            return port;
+        }
+        held.push(s);
+    }
+}
+
+/// `text` with every `from` of `pairs` replaced by its `to` in one pass, so
+/// a replacement is never itself replaced again (a port 50620 put in for
+/// 5060 must not then be taken for 5062). The first pair matching at a
+/// position wins.
+pub(crate) fn substitute(text: &str, pairs: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while let Some(c) = rest.chars().next() {
+        for (from, to) in pairs {
+            if let Some(after) = rest.strip_prefix(from) {
+                out.push_str(to);
+                rest = after;
+                continue 'scan;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// Waits until something has bound UDP `port` (a peer just started is
@@ -141,7 +180,7 @@ pub(crate) fn run_config(
     )
     .unwrap();
     let rings = format!("/dev/shm/rvoip-lt-sbc-{}-{media_base}", std::process::id());
-    for (from, to) in [
+    let pairs: Vec<(&str, String)> = [
         ("127.0.0.1:5060", format!("127.0.0.1:{access}")),
         ("127.0.0.1:5062", format!("127.0.0.1:{}", free_port())),
         ("127.0.0.1:5070", format!("127.0.0.1:{core_peer}")),
@@ -157,13 +196,15 @@ pub(crate) fn run_config(
             format!("ring_dir = \"{rings}\""),
         ),
         ("state_dir = \"../state\"", "state_dir = \"state\"".into()),
+        ("127.0.0.1:9464", format!("127.0.0.1:{}", free_port())),
     ]
     .into_iter()
     .chain(extra.iter().cloned())
-    {
+    .collect();
+    for (from, _) in &pairs {
         assert!(text.contains(from), "{file} has no {from:?}");
-        text = text.replace(from, &to);
     }
+    text = substitute(&text, &pairs);
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/users.toml"),
         dir.join("users.toml"),
@@ -313,6 +354,8 @@ pub(crate) fn media_against_ng_relay(
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let engine = MediaEngine::start(&MediaEngineConfig {
         address: localhost,
+        address_v6: None,
+        extra_addresses: Vec::new(),
         port_min: base,
         port_max: base + 999,
         cores: vec![0, 1],

@@ -58,6 +58,12 @@ pub enum Polling {
 pub struct MediaEngineConfig {
     /// Address the relay binds.
     pub address: IpAddr,
+    /// The relay's IPv6 address, when it bridges families: legs whose plan
+    /// asks for IPv6 are opened there (same port range).
+    pub address_v6: Option<IpAddr>,
+    /// Further addresses endpoints may be opened on (realms' own), asked
+    /// for by address in an order.
+    pub extra_addresses: Vec<IpAddr>,
     /// First port of the range.
     pub port_min: u16,
     /// Last port of the range.
@@ -154,7 +160,21 @@ pub struct LoadProbe {
     workers: Vec<Arc<worker::WorkerLoad>>,
 }
 
+pub(crate) use worker::thread_demand_ns;
+
+/// Whether this kernel (and the seccomp policy around this process) gives
+/// the media workers' io_uring driver what it needs.
+pub fn io_uring_available() -> io::Result<()> {
+    uring::probe()
+}
+
 impl LoadProbe {
+    /// Each worker's counters as of its last second, for the metrics
+    /// ([`crate::shm::stats::MEDIA_FIELDS`]).
+    pub fn tallies(&self) -> impl Iterator<Item = &crate::shm::stats::Tally> {
+        self.workers.iter().map(|w| &w.tally)
+    }
+
     /// The load over each worker's last second: the busiest worker's CPU
     /// share (one busy core is a limit, whatever the others do) and the
     /// packets relayed by all.
@@ -217,6 +237,8 @@ impl MediaEngine {
                 workers: n,
                 core: config.cores.get(i).copied(),
                 address: config.address,
+                address_v6: config.address_v6,
+                extra_addresses: config.extra_addresses.clone(),
                 port_min: config.port_min,
                 port_max: config.port_max,
                 polling: config.polling,

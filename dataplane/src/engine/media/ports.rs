@@ -168,3 +168,51 @@ mod tests {
         assert_eq!(pool.unpark_oldest(), None);
     }
 }
+
+/// A worker's pairs on each of the relay's addresses: the IPv4 one (key
+/// none) and the others it was given (IPv6, realms'): the same port numbers
+/// on another address. A pool is made when its address is first used.
+#[derive(Debug)]
+pub(super) struct Pools {
+    range: (u16, u16, usize, usize),
+    pools: Vec<(Option<std::net::IpAddr>, PortPool)>,
+}
+
+impl Pools {
+    /// Pools over the same ports (see [`PortPool::new`]).
+    pub(super) fn new(lo: u16, hi: u16, worker: usize, workers: usize) -> Self {
+        Pools {
+            range: (lo, hi, worker, workers),
+            pools: vec![(None, PortPool::new(lo, hi, worker, workers))],
+        }
+    }
+
+    /// The pool of one address (none: the IPv4 address).
+    pub(super) fn of(&mut self, at: Option<std::net::IpAddr>) -> &mut PortPool {
+        let i = match self.pools.iter().position(|(a, _)| *a == at) {
+            Some(i) => i,
+            None => {
+                let (lo, hi, w, n) = self.range;
+                self.pools.push((at, PortPool::new(lo, hi, w, n)));
+                self.pools.len() - 1
+            }
+        };
+        &mut self.pools[i].1
+    }
+
+    /// How many addresses have a pool.
+    pub(super) fn len(&self) -> usize {
+        self.pools.len()
+    }
+
+    /// The pool of the `i`-th address, for closing idle pairs.
+    pub(super) fn nth(&mut self, i: usize) -> Option<&mut PortPool> {
+        self.pools.get_mut(i).map(|(_, p)| p)
+    }
+
+    /// Pairs still free on the IPv4 address (nearly every call has a leg
+    /// there).
+    pub(super) fn available(&self) -> usize {
+        self.pools[0].1.available()
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
-use super::ports::{Pair, Parked, PortPool};
+use super::ports::{Pair, Parked, Pools, PortPool};
 use super::{Command, LegPorts, MediaError, MediaPlan, Polling, SessionSnapshot};
 use crate::media::relay::{Component, EndpointId, Relay, RelayConfig, RelayCounters, Side};
 
@@ -118,6 +118,9 @@ pub(super) struct WorkerSettings {
     pub(super) workers: usize,
     pub(super) core: Option<usize>,
     pub(super) address: IpAddr,
+    pub(super) address_v6: Option<IpAddr>,
+    /// Further addresses endpoints may be opened on (the realms').
+    pub(super) extra_addresses: Vec<IpAddr>,
     pub(super) port_min: u16,
     pub(super) port_max: u16,
     pub(super) polling: Polling,
@@ -142,6 +145,8 @@ pub(super) struct WorkerLoad {
     pub(super) busy_permille: AtomicU32,
     /// Packets relayed per second.
     pub(super) packets_per_sec: AtomicU64,
+    /// The relay's counters as of the last second, for the metrics.
+    pub(super) tally: crate::shm::stats::Tally,
 }
 
 /// Measures a worker thread's demand for a core and its relayed packets
@@ -169,7 +174,8 @@ impl LoadMeter {
         }
     }
 
-    fn measure(&mut self, out: &WorkerLoad, forwarded: u64) {
+    fn measure(&mut self, out: &WorkerLoad, counters: &crate::media::relay::RelayCounters) {
+        let forwarded = counters.forwarded;
         let wall_ns = self.wall.elapsed().as_nanos().max(1) as u64;
         let demand = thread_demand_ns();
         let busy = (demand.saturating_sub(self.demand_ns).saturating_mul(1000) / wall_ns).min(1000);
@@ -180,6 +186,7 @@ impl LoadMeter {
             packets.saturating_mul(1_000_000_000) / wall_ns,
             Ordering::Relaxed,
         );
+        out.tally.store(&counters.values(smoothed as u32));
         *self = LoadMeter {
             wall: Instant::now(),
             demand_ns: demand,
@@ -192,7 +199,7 @@ impl LoadMeter {
 /// Time this thread has run and waited to run, in nanoseconds: the first two
 /// fields of `/proc/thread-self/schedstat`; its CPU time alone where the
 /// kernel keeps no scheduler statistics.
-fn thread_demand_ns() -> u64 {
+pub(crate) fn thread_demand_ns() -> u64 {
     let mut buf = [0u8; 96];
     let n = std::fs::File::open("/proc/thread-self/schedstat")
         .and_then(|mut f| std::io::Read::read(&mut f, &mut buf))
@@ -266,7 +273,7 @@ pub(super) fn run(
     let clock = Clock::new();
     let mut relay = Relay::new(settings.relay, 0);
     relay.set_record_sink(Arc::clone(&settings.rec_sink));
-    let mut ports = PortPool::new(
+    let mut ports = Pools::new(
         settings.port_min,
         settings.port_max,
         settings.index,
@@ -300,10 +307,14 @@ pub(super) fn run(
         let (now_ms, _) = clock.now();
         if now_ms >= last_tick + 1000 {
             relay.tick(now_ms);
-            while let Some(p) = ports.unpark_idle(now_ms) {
-                close_parked(&mut ports, driver.as_mut(), p);
+            for i in 0..ports.len() {
+                while let Some(pool) = ports.nth(i)
+                    && let Some(p) = pool.unpark_idle(now_ms)
+                {
+                    close_parked(pool, driver.as_mut(), p);
+                }
             }
-            meter.measure(&settings.load, relay.counters().forwarded);
+            meter.measure(&settings.load, &relay.counters());
             last_tick = now_ms;
         }
         if stop {
@@ -319,30 +330,30 @@ pub(super) fn run(
     }
 }
 
-/// Opens one endpoint on `port` and binds it in the relay.
+/// Opens one endpoint on `port` of the relay's IPv4 address, or of
+/// `local` (one of its other addresses), and binds it in the relay.
 fn open_endpoint(
     driver: &mut dyn Driver,
     relay: &mut Relay,
     settings: &WorkerSettings,
-    port: u16,
+    (local, port): (Option<IpAddr>, u16),
     at: (u32, usize, Side, Component),
 ) -> Result<EndpointId, MediaError> {
-    let ep = driver
-        .open(SocketAddr::new(settings.address, port))
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) {
-                MediaError::NoEndpoints
-            } else {
-                MediaError::Io(format!("{}:{port}: {e}", settings.address))
-            }
-        })?;
+    let address = local.unwrap_or(settings.address);
+    let ep = driver.open(SocketAddr::new(address, port)).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) {
+            MediaError::NoEndpoints
+        } else {
+            MediaError::Io(format!("{}: {e}", SocketAddr::new(address, port)))
+        }
+    })?;
     relay.bind_endpoint(ep, at.0, at.1, at.2, at.3);
     Ok(ep)
 }
 
 fn apply(
     relay: &mut Relay,
-    ports: &mut PortPool,
+    ports: &mut Pools,
     driver: &mut dyn Driver,
     settings: &WorkerSettings,
     clock: &Clock,
@@ -371,7 +382,7 @@ fn apply(
 /// Removes a session: parks its pairs for later calls.
 fn release(
     relay: &mut Relay,
-    ports: &mut PortPool,
+    ports: &mut Pools,
     driver: &mut dyn Driver,
     id: u32,
     now_ms: u64,
@@ -382,7 +393,7 @@ fn release(
     for pair in &snapshot.medias {
         for leg in &pair.legs {
             match (leg.rtp_ep, leg.local_port) {
-                (Some(rtp), port) if port != 0 => ports.park(Parked {
+                (Some(rtp), port) if port != 0 => ports.of(leg.local_ip).park(Parked {
                     port,
                     rtp,
                     rtcp: leg.rtcp_ep,
@@ -393,7 +404,7 @@ fn release(
                         driver.close(ep);
                     }
                     if leg.local_port != 0 {
-                        ports.put(leg.local_port);
+                        ports.of(leg.local_ip).put(leg.local_port);
                     }
                 }
             }
@@ -413,7 +424,8 @@ fn close_parked(ports: &mut PortPool, driver: &mut dyn Driver, p: Parked) {
 
 /// Gives one leg (session, media, side) its RTP endpoint, and its RTCP one
 /// if `want_rtcp`, from a parked pair or from newly opened sockets; returns
-/// the RTP port.
+/// the RTP port. `local`: on that relay address (none: the IPv4 one).
+#[allow(clippy::too_many_arguments)]
 fn take_pair(
     relay: &mut Relay,
     ports: &mut PortPool,
@@ -421,74 +433,90 @@ fn take_pair(
     settings: &WorkerSettings,
     now_ms: u64,
     want_rtcp: bool,
+    local: Option<IpAddr>,
     (id, m, side): (u32, usize, Side),
 ) -> Result<u16, MediaError> {
     // Try further pairs: another process may hold a port of the range, the
-    // RTP one or the RTCP one above it.
-    let mut last_err = MediaError::NoPorts;
-    for _ in 0..64 {
-        let Some(pair) = ports.take(now_ms) else {
-            break;
-        };
-        let (port, rtp) = match pair {
-            Pair::Open(p) => {
-                relay.bind_endpoint(p.rtp, id, m, side, Component::Rtp);
-                match (want_rtcp, p.rtcp) {
-                    (true, Some(ep)) => {
-                        relay.bind_endpoint(ep, id, m, side, Component::Rtcp);
-                        return Ok(p.port);
-                    }
-                    (false, Some(ep)) => {
-                        driver.close(ep);
-                        return Ok(p.port);
-                    }
-                    (false, None) => return Ok(p.port),
-                    (true, None) => (p.port, Ok(p.rtp)),
-                }
-            }
-            Pair::Closed(port) => (
-                port,
-                open_endpoint(driver, relay, settings, port, (id, m, side, Component::Rtp)),
-            ),
-        };
-        let result = match rtp {
-            Ok(ep) if want_rtcp => {
-                let at = (id, m, side, Component::Rtcp);
-                match open_endpoint(driver, relay, settings, port + 1, at) {
-                    Ok(_) => Ok(port),
-                    Err(e) => {
-                        relay.unbind_endpoint(ep);
-                        driver.close(ep);
-                        Err(e)
+    // RTP one or the RTCP one above it. A port that failed is set aside
+    // until this leg has one, so the next try is another closed port or,
+    // when none is left, a parked pair (not the same held port again).
+    let mut held = Vec::new();
+    let result = 'attempt: {
+        let mut last_err = MediaError::NoPorts;
+        for _ in 0..64 {
+            let Some(pair) = ports.take(now_ms) else {
+                break;
+            };
+            let (port, rtp) = match pair {
+                Pair::Open(p) => {
+                    relay.bind_endpoint(p.rtp, id, m, side, Component::Rtp);
+                    match (want_rtcp, p.rtcp) {
+                        (true, Some(ep)) => {
+                            relay.bind_endpoint(ep, id, m, side, Component::Rtcp);
+                            break 'attempt Ok(p.port);
+                        }
+                        (false, Some(ep)) => {
+                            driver.close(ep);
+                            break 'attempt Ok(p.port);
+                        }
+                        (false, None) => break 'attempt Ok(p.port),
+                        (true, None) => (p.port, Ok(p.rtp)),
                     }
                 }
-            }
-            Ok(_) => Ok(port),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(port) => return Ok(port),
-            Err(e @ MediaError::NoEndpoints) => {
-                ports.put(port);
-                // The endpoint table is full: make room by closing a parked pair.
-                match ports.unpark_oldest() {
-                    Some(p) => close_parked(ports, driver, p),
-                    None => return Err(e),
+                Pair::Closed(port) => (
+                    port,
+                    open_endpoint(
+                        driver,
+                        relay,
+                        settings,
+                        (local, port),
+                        (id, m, side, Component::Rtp),
+                    ),
+                ),
+            };
+            let result = match rtp {
+                Ok(ep) if want_rtcp => {
+                    let at = (id, m, side, Component::Rtcp);
+                    match open_endpoint(driver, relay, settings, (local, port + 1), at) {
+                        Ok(_) => Ok(port),
+                        Err(e) => {
+                            relay.unbind_endpoint(ep);
+                            driver.close(ep);
+                            Err(e)
+                        }
+                    }
                 }
-            }
-            Err(e) => {
-                // Back at the end of the pool: it may be free later.
-                ports.put(port);
-                last_err = e;
+                Ok(_) => Ok(port),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(port) => break 'attempt Ok(port),
+                Err(e @ MediaError::NoEndpoints) => {
+                    ports.put(port);
+                    // The endpoint table is full: make room by closing a parked pair.
+                    match ports.unpark_oldest() {
+                        Some(p) => close_parked(ports, driver, p),
+                        None => break 'attempt Err(e),
+                    }
+                }
+                Err(e) => {
+                    held.push(port);
+                    last_err = e;
+                }
             }
         }
+        Err(last_err)
+    };
+    for port in held {
+        // Back at the end of the pool: it may be free later.
+        ports.put(port);
     }
-    Err(last_err)
+    result
 }
 
 fn apply_plans(
     relay: &mut Relay,
-    ports: &mut PortPool,
+    ports: &mut Pools,
     driver: &mut dyn Driver,
     settings: &WorkerSettings,
     now_ms: u64,
@@ -508,14 +536,32 @@ fn apply_plans(
             let mut port = leg.local_port;
             let want_rtcp = sp.open_rtcp && leg.rtcp_ep.is_none();
             let mut rtcp_opened = false;
+            // A leg keeps the address it was opened on.
+            let mut local = leg.local_ip;
             if sp.open_rtp && leg.rtp_ep.is_none() {
+                local = match sp.local {
+                    None => None,
+                    Some(a) if a == settings.address => None,
+                    Some(a)
+                        if settings.address_v6 == Some(a)
+                            || settings.extra_addresses.contains(&a) =>
+                    {
+                        Some(a)
+                    }
+                    Some(a) => {
+                        return Err(MediaError::Io(format!(
+                            "{a} is not a media address of the relay"
+                        )));
+                    }
+                };
                 port = take_pair(
                     relay,
-                    ports,
+                    ports.of(local),
                     driver,
                     settings,
                     now_ms,
                     want_rtcp,
+                    local,
                     (id, m, side),
                 )?;
                 rtcp_opened = want_rtcp;
@@ -525,6 +571,7 @@ fn apply_plans(
                     .map(|p| p.leg_mut(side))
                 {
                     l.local_port = port;
+                    l.local_ip = local;
                 }
             }
             let mut rtcp = leg.rtcp_ep.map(|_| port + 1);
@@ -535,7 +582,7 @@ fn apply_plans(
                     driver,
                     relay,
                     settings,
-                    port + 1,
+                    (local, port + 1),
                     (id, m, side, Component::Rtcp),
                 )?;
                 rtcp = Some(port + 1);
@@ -564,7 +611,7 @@ fn apply_plans(
 fn handle(
     cmd: Command,
     relay: &mut Relay,
-    ports: &mut PortPool,
+    ports: &mut Pools,
     driver: &mut dyn Driver,
     settings: &WorkerSettings,
     clock: &Clock,

@@ -13,7 +13,10 @@
 //! address (TCP: the connection they name, or a new one).
 #![allow(unsafe_code)]
 
+mod capture;
 mod worker;
+
+pub use capture::HepConfig;
 
 use std::io;
 use std::net::SocketAddr;
@@ -41,6 +44,8 @@ pub struct SipPlaneConfig {
     pub limits: Limits,
     /// Messages per second accepted from one source address (0: no limit).
     pub rate_limit: u32,
+    /// HEP capture of every message received and sent (none: off).
+    pub hep: Option<HepConfig>,
     /// Ring slots (power of two) of 2 KiB each, per direction.
     pub ring_slots: usize,
     /// Once woken, a worker lets this many microseconds of traffic gather
@@ -57,6 +62,9 @@ pub struct SipPlane {
     threads: Vec<JoinHandle<SipWorkerReport>>,
     /// Channel files, one per worker.
     pub rings: Vec<PathBuf>,
+    /// Each worker's counters as of its last second, for the metrics
+    /// ([`crate::shm::stats::SIP_FIELDS`]).
+    pub tallies: Vec<Arc<crate::shm::stats::Tally>>,
     /// Held while the plane runs: one dataplane per ring directory.
     _lock: std::fs::File,
 }
@@ -93,8 +101,9 @@ impl SipPlane {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(n);
         let mut rings = Vec::with_capacity(n);
+        let tallies: Vec<Arc<crate::shm::stats::Tally>> = (0..n).map(|_| Arc::default()).collect();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
-        for i in 0..n {
+        for (i, tally) in tallies.iter().cloned().enumerate() {
             let path = ring_path(&config.ring_dir, i);
             rings.push(path.clone());
             let settings = worker::Settings {
@@ -107,6 +116,8 @@ impl SipPlane {
                 ring_slots: config.ring_slots,
                 batch_wait_us: config.batch_wait_us,
                 driver: config.driver,
+                tally,
+                hep: config.hep,
             };
             let (stop, ready) = (Arc::clone(&stop), ready_tx.clone());
             threads.push(
@@ -120,6 +131,7 @@ impl SipPlane {
             stop,
             threads,
             rings,
+            tallies,
             _lock: lock,
         };
         for _ in 0..n {

@@ -57,6 +57,10 @@ pub(super) struct Settings {
     pub(super) ring_slots: usize,
     pub(super) batch_wait_us: u32,
     pub(super) driver: DriverKind,
+    /// Where the worker publishes its counters once a second.
+    pub(super) tally: Arc<crate::shm::stats::Tally>,
+    /// HEP capture, when on.
+    pub(super) hep: Option<super::HepConfig>,
 }
 
 /// What a worker reports when it stops.
@@ -94,9 +98,73 @@ pub struct SipWorkerReport {
     /// UDP send operations that succeeded (a segmented send is one, however
     /// many messages it carries): `sent` over this is the messages per send.
     pub udp_sends: u64,
+    /// HEP packets the kernel took towards the collector.
+    pub hep_sent: u64,
+    /// HEP packets lost (collector not keeping up, message too large).
+    pub hep_dropped: u64,
     /// The worker ran the poll(2) fallback (io_uring refused or not asked for).
     pub fallback: bool,
 }
+
+impl SipWorkerReport {
+    /// The counters a worker publishes, in the order of
+    /// [`crate::shm::stats::SIP_FIELDS`] (its load last).
+    pub fn values(&self, busy_permille: u32) -> [u64; 19] {
+        let e = &self.edge;
+        [
+            e.received,
+            e.unparsable,
+            e.malformed_requests,
+            e.malformed_responses,
+            e.unavailable,
+            e.delivered,
+            e.dropped,
+            self.rate_limited,
+            self.ring_full,
+            self.sent,
+            self.send_errors,
+            self.tcp_accepted,
+            self.tcp_connected,
+            self.tcp_connect_failed,
+            self.tcp_stalled,
+            self.oversized,
+            self.hep_sent,
+            self.hep_dropped,
+            u64::from(busy_permille),
+        ]
+    }
+}
+
+/// A worker's demand for its core between two publications.
+struct Busy {
+    wall: Instant,
+    demand_ns: u64,
+}
+
+impl Busy {
+    fn start() -> Busy {
+        Busy {
+            wall: Instant::now(),
+            demand_ns: crate::engine::media::thread_demand_ns(),
+        }
+    }
+
+    /// Permille of a core the thread wanted since the last call.
+    fn sample(&mut self) -> u32 {
+        let now = Busy::start();
+        let wall = now.wall.duration_since(self.wall).as_nanos().max(1) as u64;
+        let busy = now
+            .demand_ns
+            .saturating_sub(self.demand_ns)
+            .saturating_mul(1000)
+            / wall;
+        *self = now;
+        busy.min(1000) as u32
+    }
+}
+
+/// How often a worker publishes its counters.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// Receive and send buffer of each SIP UDP socket.
 const UDP_BUFFER_BYTES: libc::c_int = 4 << 20;
@@ -284,6 +352,11 @@ struct Worker {
     conns: HashMap<u32, Conn>,
     /// Connections whose connect is in progress (of `conns`).
     connecting: usize,
+    /// Peers a message could not be delivered to (a connect refused or
+    /// timed out, a connection that failed while writing): told to the
+    /// control plane (an empty record), whose transactions to them fail
+    /// at once (RFC 3261 §17.1.4).
+    unreachable: Vec<(SocketAddr, SocketAddr)>,
     next_conn: u32,
     edge: SipEdge,
     /// Lines about refused requests: a few a second, whatever arrives.
@@ -292,6 +365,12 @@ struct Worker {
     limiter: RateLimiter,
     limits: Limits,
     report: SipWorkerReport,
+    /// Where the counters are published, and the load measured for it.
+    tally: Arc<crate::shm::stats::Tally>,
+    busy: Busy,
+    last_publish: Instant,
+    /// HEP capture of what this worker receives and sends.
+    hep: Option<super::capture::HepSink>,
     futex_armed: bool,
     out: Vec<u8>,
     udp_io: UdpIo,
@@ -385,6 +464,32 @@ impl UdpIo {
 }
 
 impl Worker {
+    /// Sends the HEP packets gathered.
+    fn flush_hep(&mut self) {
+        if let Some(h) = self.hep.as_mut() {
+            h.flush();
+            self.report.hep_sent = h.sent;
+            self.report.hep_dropped = h.dropped;
+        }
+    }
+
+    /// Publishes the counters and load, once a second.
+    fn publish(&mut self) {
+        if self.last_publish.elapsed() >= PUBLISH_EVERY {
+            self.last_publish = Instant::now();
+            let busy = self.busy.sample();
+            self.tally.store(&self.report_now().values(busy));
+        }
+    }
+
+    /// The counters so far.
+    fn report_now(&self) -> SipWorkerReport {
+        SipWorkerReport {
+            edge: self.edge.counters(),
+            ..self.report
+        }
+    }
+
     fn push(&mut self, e: io_uring::squeue::Entry) {
         // SAFETY: every entry refers to descriptors, buffers and futex words
         // that outlive the request (sockets and send data are owned by self,
@@ -424,7 +529,7 @@ impl Worker {
         if c.connecting.is_some() {
             if !matches!(c.stream.take_error(), Ok(None)) || c.stream.peer_addr().is_err() {
                 self.report.tcp_connect_failed += 1;
-                self.close_conn(id);
+                self.fail_conn(id);
                 return;
             }
             c.connecting = None;
@@ -454,7 +559,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.report.send_errors += 1;
-                    self.close_conn(id);
+                    self.fail_conn(id);
                     return;
                 }
             }
@@ -478,13 +583,41 @@ impl Worker {
             .collect();
         for id in late {
             self.report.tcp_connect_failed += 1;
-            self.close_conn(id);
+            self.fail_conn(id);
+        }
+    }
+
+    /// Closes connection `id` on a transport error: its peer is reported
+    /// unreachable.
+    fn fail_conn(&mut self, id: u32) {
+        if let Some(c) = self.conns.get(&id) {
+            self.unreachable.push((c.local, c.remote));
+        }
+        self.close_conn(id);
+    }
+
+    /// Tells the control plane which peers could not be reached: a record
+    /// with no message, from the local address, to the peer, over TCP.
+    fn report_unreachable(&mut self, producer: &mut crate::shm::Producer<'_>) {
+        for (local, remote) in std::mem::take(&mut self.unreachable) {
+            let meta = SipMeta {
+                transport: Transport::Tcp,
+                local,
+                remote,
+                conn: 0,
+            };
+            if producer.push(0, &meta.encode(), &[]).is_err() {
+                self.report.ring_full += 1;
+            }
         }
     }
 
     /// Queues a UDP datagram from `local` (or a socket of the same family)
     /// to `dest`; it leaves with the pass's other sends ([`Worker::flush_udp`]).
     fn send_udp(&mut self, local: SocketAddr, dest: SocketAddr, bytes: &[u8]) {
+        if let Some(h) = self.hep.as_mut() {
+            h.capture(Transport::Udp, local, dest, bytes);
+        }
         let sock = self.udp.iter().position(|(_, a)| *a == local).or(self
             .udp
             .iter()
@@ -633,6 +766,9 @@ impl Worker {
     }
 
     fn send_tcp(&mut self, conn: u32, local: SocketAddr, dest: SocketAddr, bytes: &[u8]) {
+        if let Some(h) = self.hep.as_mut() {
+            h.capture(Transport::Tcp, local, dest, bytes);
+        }
         let id = if conn != 0 && self.conns.contains_key(&conn) {
             conn
         } else if let Some((id, _)) = self.conns.iter().find(|(_, c)| c.remote == dest) {
@@ -656,6 +792,7 @@ impl Worker {
                 Err(_) => {
                     self.report.tcp_connect_failed += 1;
                     self.report.send_errors += 1;
+                    self.unreachable.push((local, dest));
                     return;
                 }
             }
@@ -667,7 +804,7 @@ impl Worker {
             // The peer has not read for a long while: nothing will reach it.
             self.report.tcp_stalled += 1;
             self.report.send_errors += 1;
-            self.close_conn(id);
+            self.fail_conn(id);
             return;
         }
         self.report.sent += 1;
@@ -706,6 +843,9 @@ impl Worker {
         meta: SipMeta,
         reply_tcp: Option<u32>,
     ) {
+        if let Some(h) = self.hep.as_mut() {
+            h.capture(meta.transport, meta.remote, meta.local, data);
+        }
         if !self.limiter.allow(meta.remote.ip(), Instant::now()) {
             self.report.rate_limited += 1;
             return;
@@ -1002,6 +1142,7 @@ pub(super) fn run(
             listeners,
             conns: HashMap::new(),
             connecting: 0,
+            unreachable: Vec::new(),
             next_conn: 0,
             edge: SipEdge::new(settings.limits),
             refusal_log: LogBudget::default(),
@@ -1012,6 +1153,10 @@ pub(super) fn run(
             },
             limits: settings.limits,
             report: SipWorkerReport::default(),
+            tally: Arc::clone(&settings.tally),
+            hep: settings.hep.map(super::capture::HepSink::new).transpose()?,
+            busy: Busy::start(),
+            last_publish: Instant::now(),
             futex_armed: false,
             out: Vec::with_capacity(2048),
             udp_io,
@@ -1077,6 +1222,7 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
             last_traffic = Instant::now();
         }
         w.flush_udp();
+        w.flush_hep();
         // While traffic flows the worker wakes at least once per batch
         // window anyway: it looks at the channel then instead of having the
         // control plane's pushes wake it (a cross-core wake-up costs the
@@ -1163,6 +1309,9 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         if w.connecting > 0 {
             w.expire_connects(Instant::now());
         }
+        w.report_unreachable(&mut producer);
+        w.flush_hep();
+        w.publish();
         if last_purge.elapsed() > Duration::from_secs(10) {
             w.limiter.purge(Instant::now());
             last_purge = Instant::now();
@@ -1194,6 +1343,7 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         w.drain_outbound(&mut consumer);
         w.flush_udp();
+        w.flush_hep();
         fds.clear();
         conn_ids.clear();
         let pollin = |fd: RawFd, events: i16| libc::pollfd {
@@ -1246,6 +1396,9 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         if w.connecting > 0 {
             w.expire_connects(Instant::now());
         }
+        w.report_unreachable(&mut producer);
+        w.flush_hep();
+        w.publish();
         if last_purge.elapsed() > Duration::from_secs(10) {
             w.limiter.purge(Instant::now());
             last_purge = Instant::now();
