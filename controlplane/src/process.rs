@@ -305,6 +305,9 @@ struct Ctl {
     /// `calls`/`call` requests waiting for the relay's figures: where the
     /// answer goes, and the Call-ID asked for (`call`).
     waiting: std::collections::HashMap<u64, (std::sync::mpsc::SyncSender<Value>, Option<String>)>,
+    /// `capture` requests waiting for the relay: where the answer goes,
+    /// and the answer so far.
+    capturing: std::collections::HashMap<u64, (std::sync::mpsc::SyncSender<Value>, Value)>,
     /// Draining since (control-plane ms), until (none: until idle).
     drain: Option<(Millis, Option<Millis>)>,
     /// The drain finished (the appliance was told to stop).
@@ -315,11 +318,11 @@ impl Ctl {
     fn take(
         &mut self,
         asked: Asked,
-        now: Millis,
-        unix: u64,
+        (now, unix): (Millis, u64),
         core: &mut SipCore,
         config: &mut Config,
         hooks: &Hooks,
+        taps: &mut crate::ops::pcap::Taps,
     ) {
         let reply = |v: Value| {
             let _ = asked.reply.try_send(v);
@@ -338,6 +341,33 @@ impl Ctl {
                     reply(fail(
                         "only the B2BUA holds calls: this node is a proxy".into(),
                     ));
+                }
+            }
+            Request::Capture { id, stop, seconds } => {
+                let stem = rvoip_dataplane::engine::media::recorder::file_stem(&id);
+                let file = config.pcap_dir().join(format!("{stem}.pcap"));
+                // The file and its header first: the relay appends to it.
+                if !stop
+                    && let Err(e) = rvoip_dataplane::engine::media::capturer::open_for_append(&file)
+                {
+                    reply(fail(format!("{}: {e}", file.display())));
+                    return;
+                }
+                self.next += 1;
+                match core.capture(now, unix, self.next, &id, file.clone(), !stop) {
+                    Err(e) => reply(fail(e)),
+                    Ok(ids) => {
+                        if stop {
+                            taps.stop(&file);
+                        } else if let Err(e) =
+                            taps.start(&file, &ids, seconds.map(|s| now + s * 1000))
+                        {
+                            reply(fail(format!("{}: {e}", file.display())));
+                            return;
+                        }
+                        let v = json!({"ok": true, "file": file, "call_ids": ids, "stopped": stop});
+                        self.capturing.insert(self.next, (asked.reply, v));
+                    }
                 }
             }
             Request::Hangup { id } => reply(match core.hang_up(now, unix, &id) {
@@ -375,6 +405,21 @@ impl Ctl {
             }),
             Request::Counters => reply(fail("counters are answered by the ops thread".into())),
         }
+    }
+
+    /// The relay's answer to capture request `id`.
+    fn captured(&mut self, id: u64, r: Result<(), String>) {
+        let Some((tx, mut v)) = self.capturing.remove(&id) else {
+            return;
+        };
+        match r {
+            Ok(()) => v["media"] = json!(true),
+            Err(e) => {
+                v["media"] = json!(false);
+                v["media_error"] = json!(e);
+            }
+        }
+        let _ = tx.try_send(v);
     }
 
     /// The answer to inspection `id`.
@@ -562,6 +607,12 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Runs the control plane until `stop` is set. Returns its counters.
 pub fn run(
     config: &Config,
@@ -643,6 +694,7 @@ pub fn run(
     let mut board: Option<LoadBoard> = None;
     let mut refused = vec![0u64; producers.len()];
     let mut ctl = Ctl::default();
+    let mut taps = crate::ops::pcap::Taps::default();
     while !stop.load(Ordering::Relaxed) {
         watchdog.pet();
         if last_beat.elapsed() >= Duration::from_millis(100) {
@@ -682,6 +734,10 @@ pub fn run(
                     continue;
                 }
                 sip_tally.count(Way::In, r.payload);
+                if !taps.is_empty() {
+                    let way = (meta.remote, meta.local);
+                    taps.message(unix_ns(), meta.transport, way, r.payload);
+                }
                 let inb = Inbound {
                     bytes: r.payload,
                     transport: meta.transport,
@@ -706,6 +762,9 @@ pub fn run(
             tracing::error!(error = %e, "registrations not stored");
         }
         while let Some(cdr) = core.poll_cdr() {
+            if !taps.is_empty() {
+                taps.ended(&[&cdr.a_call_id, &cdr.b_call_id], now);
+            }
             histograms.observe(&cdr);
             ops.report_call(&cdr, unix);
             if let Some(w) = cdrs.as_mut() {
@@ -733,14 +792,29 @@ pub fn run(
                 refused[ring] += 1;
             } else {
                 sip_tally.count(Way::Out, &out.bytes);
+                if !taps.is_empty() {
+                    let way = (out.local, out.dest);
+                    taps.message(unix_ns(), out.transport, way, &out.bytes);
+                }
             }
         }
         while let Some(asked) = ops.next_request() {
             let now = start.elapsed().as_millis() as u64;
-            ctl.take(asked, now, unix_ms(), &mut core, &mut current, &hooks);
+            let (core, config) = (&mut core, &mut current);
+            ctl.take(asked, (now, unix_ms()), core, config, &hooks, &mut taps);
         }
         while let Some((id, views)) = core.poll_inspection() {
             ctl.answer(id, views);
+        }
+        while let Some((id, r)) = core.poll_capture() {
+            ctl.captured(id, r);
+        }
+        for (file, ids) in taps.tick(now) {
+            // Its deadline (the call still up): the relay stops too.
+            if let Some(id) = ids.first() {
+                let _ = core.capture(now, unix, 0, id, file.clone(), false);
+            }
+            tracing::info!(file = %file.display(), "capture ended");
         }
         if ctl.drained(&mut core, start.elapsed().as_millis() as u64, unix_ms()) {
             match hooks.supervisor {

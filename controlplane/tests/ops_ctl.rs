@@ -190,6 +190,134 @@ fn ctl_lists_live_calls_with_their_media_and_hangs_one_up() {
 }
 
 #[test]
+fn ctl_capture_writes_both_legs_sip_and_rtp_of_one_call_to_a_pcap() {
+    let sbc = Sbc::start("ctl-capture", 27100, &[]);
+    let _uas = echo_uas(&sbc.dir.join("uas"), sbc.core);
+    let callers = sbc.callers("127.0.0.2", "uac", 1);
+    let calls = sbc.wait_calls_up(1);
+    let (a_id, b_id) = (
+        calls[0]["a_call_id"].as_str().unwrap().to_string(),
+        calls[0]["b_call_id"].as_str().unwrap().to_string(),
+    );
+    let (status, none) = sbc.ctl(&["capture", "no-such-call"]);
+    assert_eq!(status, 1, "{none}");
+    let (status, v) = sbc.ctl(&["capture", &b_id]);
+    assert_eq!(status, 0, "{v}");
+    assert_eq!(v["media"], true, "{v}");
+    assert_eq!(v["call_ids"], serde_json::json!([a_id, b_id]), "{v}");
+    let pcap = PathBuf::from(v["file"].as_str().unwrap());
+    assert!(pcap.starts_with(sbc.dir.join("state/captures")), "{v}");
+    // The call runs to its end (the caller's BYE); the capture ends a
+    // moment after it.
+    let s = callers.join().unwrap();
+    assert_eq!((s.successful, s.failed), (1, 0), "{s:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sbc.log().contains("capture ended") {
+        assert!(Instant::now() < deadline, "the capture never ended");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (access, core) = (sbc.access.to_string(), sbc.core.to_string());
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-o", "rtp.heuristic_rtp:TRUE"])
+        .args([
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+        ])
+        .args(["-T", "fields", "-E", "separator=|"])
+        .args(["-e", "ip.src", "-e", "udp.srcport", "-e", "ip.dst"])
+        .args([
+            "-e",
+            "udp.dstport",
+            "-e",
+            "sip.Method",
+            "-e",
+            "sip.Status-Code",
+        ])
+        .args([
+            "-e",
+            "sip.Call-ID",
+            "-e",
+            "rtp.p_type",
+            "-e",
+            "ip.checksum.status",
+        ])
+        .args(["-e", "udp.checksum.status"])
+        .output()
+        .expect("tshark is installed by .ci/run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    // Checksums as the kernel writes them, on every record.
+    assert!(
+        rows.iter().all(|r| r[8] == "1" && r[9] == "1"),
+        "a bad checksum: {text}"
+    );
+    // Both legs' BYE and its 200, each from and to the right addresses.
+    let sip = |method: &str, status: &str, id: &str, from_port: &str| {
+        rows.iter()
+            .filter(|r| r[4] == method && r[5] == status && r[6] == id && r[1] == from_port)
+            .count()
+    };
+    assert_eq!(sip("BYE", "", &a_id, ""), 0);
+    let caller_port = rows
+        .iter()
+        .find(|r| r[4] == "BYE" && r[6] == a_id)
+        .map(|r| r[1].to_string())
+        .unwrap_or_else(|| panic!("no BYE of the caller's leg: {text}"));
+    assert_eq!(sip("BYE", "", &a_id, &caller_port), 1, "{text}");
+    assert_eq!(sip("", "200", &a_id, &access), 1, "{text}");
+    let core_listener = rows
+        .iter()
+        .find(|r| r[4] == "BYE" && r[6] == b_id)
+        .map(|r| r[1].to_string())
+        .unwrap_or_else(|| panic!("no BYE of the called leg: {text}"));
+    assert!(
+        rows.iter()
+            .any(|r| r[4] == "BYE" && r[6] == b_id && r[3] == core),
+        "{text}"
+    );
+    assert_eq!(sip("", "200", &b_id, &core), 1, "{text}");
+    assert_ne!(core_listener, access);
+    // RTP each way on each leg: caller -> relay -> UAS (echoed) -> relay
+    // -> caller, 20 ms packets for seconds.
+    let media = |r: &&Vec<&str>| (27_100..27_300).contains(&r[1].parse::<u32>().unwrap_or(0));
+    let to_media = |r: &&Vec<&str>| (27_100..27_300).contains(&r[3].parse::<u32>().unwrap_or(0));
+    let rtp: Vec<&Vec<&str>> = rows.iter().filter(|r| !r[7].is_empty()).collect();
+    let from_caller = rtp
+        .iter()
+        .filter(|r| r[0] == "127.0.0.2" && to_media(r))
+        .count();
+    let to_caller = rtp
+        .iter()
+        .filter(|r| r[2] == "127.0.0.2" && media(r))
+        .count();
+    let to_uas = rtp
+        .iter()
+        .filter(|r| r[2] == "127.0.0.1" && media(r))
+        .count();
+    let from_uas = rtp
+        .iter()
+        .filter(|r| r[0] == "127.0.0.1" && !media(r) && to_media(r))
+        .count();
+    for (what, n) in [
+        ("caller to relay", from_caller),
+        ("relay to UAS", to_uas),
+        ("UAS to relay", from_uas),
+        ("relay to caller", to_caller),
+    ] {
+        assert!(n > 100, "{what}: {n} RTP packets\n{text}");
+    }
+}
+
+#[test]
 fn a_reload_with_calls_up_moves_a_trunk_and_refuses_what_cannot_change_live() {
     let sbc = Sbc::start(
         "ctl-reload",

@@ -24,6 +24,7 @@ pub mod hep;
 pub mod log_budget;
 pub mod media;
 pub mod ng;
+pub mod pcap;
 pub mod sdp;
 pub mod shm;
 pub mod sip;

@@ -613,6 +613,10 @@ pub struct Capture {
     /// Percent of Call-IDs captured (every message of a Call-ID or none).
     #[serde(default = "default_hep_sample")]
     pub hep_sample_pct: u8,
+    /// Directory of the per-call pcap files `rvoip ctl capture` writes
+    /// (relative paths from this file's directory; default `captures` in
+    /// the state directory).
+    pub pcap_dir: Option<PathBuf>,
 }
 
 /// How HEP packets travel to the collector.
@@ -641,6 +645,7 @@ impl Default for Capture {
             hep_transport: HepTransport::Udp,
             hep_agent_id: default_hep_agent(),
             hep_sample_pct: default_hep_sample(),
+            pcap_dir: None,
         }
     }
 }
@@ -1334,6 +1339,14 @@ impl Config {
             self.source.parent().unwrap_or(Path::new(".")).join(p)
         }
     }
+
+    /// Where `rvoip ctl capture` writes its pcap files.
+    pub fn pcap_dir(&self) -> PathBuf {
+        match &self.capture.pcap_dir {
+            Some(d) => self.resolve(d),
+            None => self.resolve(&self.node.state_dir).join("captures"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1404,6 +1417,7 @@ port_max = 39999
             c.resolve(&c.node.state_dir),
             PathBuf::from("/etc/rvoip/state")
         );
+        assert_eq!(c.pcap_dir(), PathBuf::from("/etc/rvoip/state/captures"));
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn terminate(
 }
 
 /// An order record of any media order.
-fn record_of(order: &MediaOrder) -> OrderRecord {
+pub(super) fn record_of(order: &MediaOrder) -> OrderRecord {
     let mut v = Vec::new();
     rvoip_dataplane::media::orders::record::write_order(0, 0, order, &mut v);
     OrderRecord(v)

@@ -10,7 +10,7 @@ use crate::ops::metrics::CallTally;
 use crate::sbc::media;
 use crate::sbc::policy::Policy;
 use crate::transaction::Millis;
-use rvoip_dataplane::media::orders::Outcome;
+use rvoip_dataplane::media::orders::{CallId, MediaOrder, MediaService, Outcome, Party};
 
 /// A live call as `rvoip ctl calls` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -154,6 +154,60 @@ impl B2b {
     /// An inspection answered: its request and the calls.
     pub fn poll_inspection(&mut self) -> Option<(u64, Vec<CallView>)> {
         self.inspected.pop_front()
+    }
+
+    /// Starts (`on`) or ends the relay's capture of every packet of the
+    /// call one of whose legs has Call-ID `call_id`, into the pcap file
+    /// `file`; returns its legs' Call-IDs. The relay's answer comes out of
+    /// [`B2b::poll_capture`] under `request`.
+    pub(crate) fn capture(
+        &mut self,
+        el: &mut Element,
+        (now, unix_ms): (Millis, u64),
+        request: u64,
+        call_id: &str,
+        file: std::path::PathBuf,
+        on: bool,
+    ) -> Result<Vec<String>, String> {
+        let Some(c) = self
+            .calls
+            .values()
+            .find(|c| c.legs.iter().any(|l| l.call_id() == call_id))
+        else {
+            return Err(format!("no call has the Call-ID {call_id}"));
+        };
+        let mut ids = vec![c.legs[0].call_id().to_string()];
+        if c.app.is_none() && !c.legs[1].call_id().is_empty() {
+            ids.push(c.legs[1].call_id().to_string());
+        }
+        let order = MediaOrder::Service {
+            call_id: CallId::from(c.media_id.as_bytes()),
+            party: Party::All,
+            service: MediaService::Capture { file, on },
+        };
+        self.order(
+            el,
+            now,
+            unix_ms,
+            super::apps::record_of(&order),
+            Then::Captured { request },
+        );
+        Ok(ids)
+    }
+
+    /// The relay's answer to a capture.
+    pub(super) fn captured(&mut self, request: u64, outcome: Outcome) {
+        let r = match outcome {
+            Outcome::Done { .. } => Ok(()),
+            Outcome::Failed(e) => Err(e.to_string()),
+            other => Err(format!("unexpected answer {other:?}")),
+        };
+        self.captured.push_back((request, r));
+    }
+
+    /// A capture the relay answered: its request and how it went.
+    pub fn poll_capture(&mut self) -> Option<(u64, Result<(), String>)> {
+        self.captured.pop_front()
     }
 
     /// Hangs up the call one of whose legs has Call-ID `call_id`: BYE on

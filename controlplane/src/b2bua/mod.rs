@@ -131,6 +131,8 @@ enum Then {
     Events,
     /// A live call's figures for row `row` of ctl request `request`.
     Inspected { request: u64, row: usize },
+    /// The relay's capture of a call for ctl request `request`.
+    Captured { request: u64 },
 }
 
 impl Then {
@@ -142,7 +144,11 @@ impl Then {
             | Then::Relay { call, .. }
             | Then::RelayResponse { call, .. }
             | Then::Local { call, .. } => Some(*call),
-            Then::Deleted { .. } | Then::Noted | Then::Events | Then::Inspected { .. } => None,
+            Then::Deleted { .. }
+            | Then::Noted
+            | Then::Events
+            | Then::Inspected { .. }
+            | Then::Captured { .. } => None,
         }
     }
 }
@@ -366,6 +372,8 @@ pub struct B2b {
     inspections: FxHashMap<u64, ctl::Inspection>,
     /// ctl requests answered.
     inspected: VecDeque<(u64, Vec<ctl::CallView>)>,
+    /// ctl capture requests the relay answered.
+    captured: VecDeque<(u64, Result<(), String>)>,
 }
 
 impl std::fmt::Debug for B2b {
@@ -416,6 +424,7 @@ impl B2b {
             tally: CallTally::default(),
             inspections: FxHashMap::default(),
             inspected: VecDeque::new(),
+            captured: VecDeque::new(),
         };
         b.tally = CallTally::new(b.policy.realms.len(), b.policy.trunks.len());
         for (id, s) in saved {
@@ -757,6 +766,10 @@ impl B2b {
                 self.inspected(request, row, outcome);
                 return;
             }
+            Then::Captured { request } => {
+                self.captured(request, outcome);
+                return;
+            }
             other => other,
         };
         let totals = media::reply_totals(&outcome);
@@ -856,7 +869,11 @@ impl B2b {
                 cdr.media = totals;
                 self.cdrs.push_back(*cdr);
             }
-            Then::Local { .. } | Then::Noted | Then::Events | Then::Inspected { .. } => {}
+            Then::Local { .. }
+            | Then::Noted
+            | Then::Events
+            | Then::Inspected { .. }
+            | Then::Captured { .. } => {}
         }
         if let Some(id) = id {
             self.replay(el, now, unix_ms, id);

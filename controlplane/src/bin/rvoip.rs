@@ -452,6 +452,22 @@ fn readable(request: &Request, a: &serde_json::Value) -> String {
                 c["answer_ms"]
             )
         }
+        Request::Capture { stop: false, .. } => format!(
+            "capturing {} to {} (media: {})\n",
+            a["call_ids"]
+                .as_array()
+                .map(|ids| ids
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and "))
+                .unwrap_or_default(),
+            a["file"].as_str().unwrap_or(""),
+            match a["media_error"].as_str() {
+                Some(e) => format!("not captured: {e}"),
+                None => "yes".into(),
+            }
+        ),
         _ => match serde_json::to_string_pretty(a) {
             Ok(t) => format!("{t}\n"),
             Err(_) => format!("{a}\n"),
@@ -924,6 +940,8 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             replaced = sv.replaced,
             recorded = sv.recorded,
             record_dropped = sv.record_dropped,
+            captured = sv.captured,
+            capture_dropped = sv.capture_dropped,
             room_frames = sv.room_frames,
             room_sent = sv.room_sent,
             room_shared = sv.room_shared,

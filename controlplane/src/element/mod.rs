@@ -468,6 +468,31 @@ impl SipCore {
         self.tu.as_b2bua_mut()?.poll_inspection()
     }
 
+    /// Starts (`on`) or ends the relay's capture of the call with a leg of
+    /// Call-ID `call_id` into `file` (ctl `capture`); its legs' Call-IDs.
+    /// The relay's answer comes out of [`SipCore::poll_capture`].
+    pub fn capture(
+        &mut self,
+        now: Millis,
+        unix_ms: u64,
+        request: u64,
+        call_id: &str,
+        file: std::path::PathBuf,
+        on: bool,
+    ) -> Result<Vec<String>, String> {
+        let Some(b) = self.tu.as_b2bua_mut() else {
+            return Err("only the B2BUA holds calls: this node is a proxy".into());
+        };
+        let r = b.capture(&mut self.el, (now, unix_ms), request, call_id, file, on);
+        self.el.deliver_events(&mut *self.tu, now);
+        r
+    }
+
+    /// A capture the relay answered.
+    pub fn poll_capture(&mut self) -> Option<(u64, Result<(), String>)> {
+        self.tu.as_b2bua_mut()?.poll_capture()
+    }
+
     /// Hangs up the call with a leg of Call-ID `call_id` (ctl `hangup`).
     pub fn hang_up(&mut self, now: Millis, unix_ms: u64, call_id: &str) -> Result<(), String> {
         let Some(b) = self.tu.as_b2bua_mut() else {

@@ -34,6 +34,21 @@ pub enum Request {
         /// The Call-ID.
         id: String,
     },
+    /// Capture one call, both legs' SIP and RTP, into a pcap file
+    /// (`<[capture] pcap_dir>/<Call-ID>.pcap`), from now until the call
+    /// ends (or `--seconds`, or `--stop`).
+    Capture {
+        /// Either leg's Call-ID.
+        id: String,
+        /// End a capture running now.
+        #[arg(long)]
+        #[serde(default)]
+        stop: bool,
+        /// End it after this many seconds, if the call lasts longer.
+        #[arg(long)]
+        #[serde(default)]
+        seconds: Option<u64>,
+    },
     /// End a call that is up (BYE on both legs).
     Hangup {
         /// Either leg's Call-ID.
@@ -193,6 +208,22 @@ mod tests {
                 },
             ),
             (r#"{"cmd":"reload"}"#, Request::Reload),
+            (
+                r#"{"cmd":"capture","id":"a@b"}"#,
+                Request::Capture {
+                    id: "a@b".into(),
+                    stop: false,
+                    seconds: None,
+                },
+            ),
+            (
+                r#"{"cmd":"capture","id":"a@b","stop":true,"seconds":5}"#,
+                Request::Capture {
+                    id: "a@b".into(),
+                    stop: true,
+                    seconds: Some(5),
+                },
+            ),
             (
                 r#"{"cmd":"log-level","level":"debug"}"#,
                 Request::LogLevel {

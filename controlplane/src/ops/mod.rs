@@ -14,6 +14,7 @@
 pub mod ctl;
 pub mod logging;
 pub mod metrics;
+pub mod pcap;
 pub mod service;
 
 use std::net::SocketAddr;

@@ -421,6 +421,14 @@ pub enum MediaService {
     },
     /// The party leaves its room.
     Leave,
+    /// Every packet of the call, both ways, as on the wire, is appended to
+    /// the pcap file `file` (`on`), or no longer (`rvoip ctl capture`).
+    Capture {
+        /// The pcap file (made with its header when absent).
+        file: std::path::PathBuf,
+        /// Capture starts (true) or ends.
+        on: bool,
+    },
 }
 
 /// A recording step.
@@ -468,6 +476,7 @@ impl MediaService {
             MediaService::Record(Recording::Stop) => "stop recording",
             MediaService::Join { .. } => "join",
             MediaService::Leave => "leave",
+            MediaService::Capture { .. } => "capture",
             MediaService::Mode(_) => "mode",
         }
     }

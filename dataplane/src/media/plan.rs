@@ -157,6 +157,11 @@ pub trait MediaControl {
         let _ = step;
         Err(MediaError::Service("no recorder here".into()))
     }
+    /// A capture step (files are the capture writer's).
+    fn capture(&self, step: crate::engine::media::capturer::CaptureStep) -> Result<(), MediaError> {
+        let _ = step;
+        Err(MediaError::Service("no capture writer here".into()))
+    }
 }
 
 /// What the recorder is asked.

@@ -29,6 +29,8 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::pcap::CapPacket;
+
 use super::rtp::{PacketError, check_rtcp, looks_like_rtcp, parse_rtp};
 use super::services::{
     EventSink, LineServices, LocalMode, MediaEvent, RecPacket, Room, ServiceCounters, ServiceOp,
@@ -423,7 +425,7 @@ impl RelayCounters {
 
     /// The counters a worker publishes, in the order of
     /// [`crate::shm::stats::MEDIA_FIELDS`] (its load last).
-    pub fn values(&self, busy_permille: u32) -> [u64; 22] {
+    pub fn values(&self, busy_permille: u32) -> [u64; 24] {
         let d = &self.srtp_drops;
         [
             self.forwarded,
@@ -447,6 +449,8 @@ impl RelayCounters {
             self.transcoded_out,
             self.services.recorded,
             self.services.record_dropped,
+            self.services.captured,
+            self.services.capture_dropped,
             u64::from(busy_permille),
         ]
     }
@@ -549,6 +553,56 @@ pub struct Relay {
     events: EventSink,
     /// Where packets of recorded calls are copied.
     rec_sink: Option<Arc<ArrayQueue<RecPacket>>>,
+    /// Where packets of captured calls are copied, and the Unix time of
+    /// worker time 0, ns.
+    cap_sink: Option<(Arc<ArrayQueue<CapPacket>>, u64)>,
+    /// The capture each session's packets go to, by session.
+    captures: Vec<Option<u32>>,
+    /// Worker time of the packets [`Relay::poll_transmit`] hands out.
+    out_ns: u64,
+}
+
+/// Copies a packet of a captured call for the capture writer; a full
+/// queue loses it (counted), the packet path never waits.
+fn tap(
+    sink: Option<&(Arc<ArrayQueue<CapPacket>>, u64)>,
+    counters: &mut super::services::ServiceCounters,
+    capture: u32,
+    now_ns: u64,
+    (src, dst): (SocketAddr, SocketAddr),
+    pkt: &[u8],
+) {
+    let Some((q, epoch)) = sink else { return };
+    let n = pkt.len().min(crate::pcap::CAP_BYTES);
+    let mut p = CapPacket {
+        capture,
+        unix_ns: epoch + now_ns,
+        src,
+        dst,
+        orig_len: pkt.len() as u16,
+        len: n as u16,
+        data: [0; crate::pcap::CAP_BYTES],
+    };
+    p.data[..n].copy_from_slice(&pkt[..n]);
+    if q.push(p).is_ok() {
+        counters.captured += 1;
+    } else {
+        counters.capture_dropped += 1;
+    }
+}
+
+/// The address a leg's endpoint is on (`0.0.0.0`: the relay's IPv4
+/// address, filled in by the capture writer).
+fn local_of(leg: &Leg, rtcp: bool) -> SocketAddr {
+    let ip = leg
+        .local_ip
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let port = if rtcp && !leg.peer.rtcp_mux && leg.rtcp_ep.is_some() {
+        leg.local_port.wrapping_add(1)
+    } else {
+        leg.local_port
+    };
+    SocketAddr::new(ip, port)
 }
 
 /// Size of an outbox buffer: a packet, room for an SRTP tag.
@@ -588,6 +642,9 @@ impl Relay {
             spare: Vec::new(),
             events: EventSink::default(),
             rec_sink: None,
+            cap_sink: None,
+            captures: Vec::new(),
+            out_ns: 0,
         }
     }
 
@@ -858,6 +915,7 @@ impl Relay {
     /// `None` after every batch of received packets and when
     /// [`Relay::next_due_ns`] comes. No allocation.
     pub fn poll_transmit(&mut self, now_ns: u64, out: &mut [u8]) -> Option<Transmit> {
+        self.out_ns = now_ns;
         if let Some(t) = self.pop_outbox(out) {
             return Some(t);
         }
@@ -960,6 +1018,18 @@ impl Relay {
         }
         leg.sent_packets += 1;
         leg.sent_bytes += len as u64;
+        if let Some(c) = self.captures.get(id as usize).copied().flatten() {
+            let from = (local_of(leg, false), dest);
+            let sink = self.cap_sink.as_ref();
+            tap(
+                sink,
+                &mut self.counters.services,
+                c,
+                self.out_ns,
+                from,
+                &out[..len],
+            );
+        }
         Some(Transmit { via, to: dest, len })
     }
 
@@ -969,6 +1039,9 @@ impl Relay {
         let Some(session) = self.sessions.get_mut(id as usize).and_then(Option::take) else {
             return eps;
         };
+        if let Some(c) = self.captures.get_mut(id as usize) {
+            *c = None;
+        }
         // Keys are wiped as the contexts drop.
         if let Some(c) = self.crypto.get_mut(id as usize) {
             c.clear();
@@ -1056,6 +1129,19 @@ impl Relay {
             return Action::Drop(DropReason::Malformed(PacketError::TooShort));
         };
         let rtcp = slot.component == Component::Rtcp || looks_like_rtcp(pkt);
+        let capture = self.captures.get(slot.session as usize).copied().flatten();
+        if let Some(c) = capture {
+            let local = local_of(pair.leg_mut(slot.side), slot.component == Component::Rtcp);
+            let sink = self.cap_sink.as_ref();
+            tap(
+                sink,
+                &mut self.counters.services,
+                c,
+                now_ns,
+                (src, local),
+                pkt,
+            );
+        }
         let (mine, theirs) = match slot.side {
             Side::A => {
                 let (a, b) = pair.legs.split_at_mut(1);
@@ -1273,6 +1359,18 @@ impl Relay {
         theirs.sent_bytes += *len as u64;
         self.counters.forwarded += 1;
         self.counters.forwarded_bytes += *len as u64;
+        if let Some(c) = capture {
+            let from = (local_of(theirs, rtcp), to);
+            let sink = self.cap_sink.as_ref();
+            tap(
+                sink,
+                &mut self.counters.services,
+                c,
+                now_ns,
+                from,
+                &buf[..*len],
+            );
+        }
         Action::Forward { via, to }
     }
 
@@ -1326,6 +1424,17 @@ impl Relay {
         self.rec_sink = Some(sink);
     }
 
+    /// Sets where captured calls' packets are copied (the capture
+    /// writer's queue) and the Unix time of worker time 0, ns.
+    pub fn set_capture_sink(&mut self, sink: Arc<ArrayQueue<CapPacket>>, epoch_unix_ns: u64) {
+        self.cap_sink = Some((sink, epoch_unix_ns));
+    }
+
+    /// The capture session `id`'s packets are copied to, if any.
+    pub fn capture(&self, id: SessionId) -> Option<u32> {
+        self.captures.get(id as usize).copied().flatten()
+    }
+
     /// Hands each event since the last call to `f`: (session, event).
     pub fn take_events(&mut self, mut f: impl FnMut(SessionId, MediaEvent)) {
         for (id, e) in self.events.events.drain(..) {
@@ -1354,6 +1463,17 @@ impl Relay {
         op: ServiceOp,
         now_ns: u64,
     ) -> Result<(), String> {
+        if let ServiceOp::Capture(c) = op {
+            if self.session(id).is_none() {
+                return Err("no such session".into());
+            }
+            let i = id as usize;
+            if self.captures.len() <= i {
+                self.captures.resize(i + 1, None);
+            }
+            self.captures[i] = c;
+            return Ok(());
+        }
         let medias = self.session(id).map_or(0, |s| s.medias.len());
         if media >= medias {
             return Err("no such media line".into());
@@ -1402,6 +1522,8 @@ impl Relay {
                 line.silence[from.index()] = silence;
             }
             ServiceOp::Record(rec) => line.record = rec,
+            // Handled above, for the whole session.
+            ServiceOp::Capture(_) => {}
             ServiceOp::Terminate { audio, mode } => {
                 let t = Terminal::new(audio, LocalMode::Silence).map_err(|e| e.to_string())?;
                 line.audio[0] = Some(audio);

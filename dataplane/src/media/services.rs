@@ -287,6 +287,9 @@ pub enum ServiceOp {
     },
     /// Packets copied to recording `Some(id)`, or no longer.
     Record(Option<u32>),
+    /// Every packet of the session, both ways, as on the wire, copied to
+    /// capture `Some(id)` (`rvoip ctl capture`), or no longer.
+    Capture(Option<u32>),
     /// The media server answers in place of side B.
     Terminate {
         /// What the caller (side A) speaks.
@@ -837,6 +840,10 @@ pub struct ServiceCounters {
     pub recorded: u64,
     /// Packets a full recorder queue lost.
     pub record_dropped: u64,
+    /// Packets copied to per-call captures (`rvoip ctl capture`).
+    pub captured: u64,
+    /// Packets a full capture queue lost.
+    pub capture_dropped: u64,
     /// Room frames mixed.
     pub room_frames: u64,
     /// Frames sent to room members.
@@ -856,6 +863,8 @@ impl ServiceCounters {
         self.replaced += o.replaced;
         self.recorded += o.recorded;
         self.record_dropped += o.record_dropped;
+        self.captured += o.captured;
+        self.capture_dropped += o.capture_dropped;
         self.room_frames += o.room_frames;
         self.room_sent += o.room_sent;
         self.room_shared += o.room_shared;

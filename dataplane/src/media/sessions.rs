@@ -26,6 +26,7 @@ use super::relay::{LegSrtp, PeerSpec, Side};
 use super::rtp::Ssrc;
 use super::services::{Blocking, LocalMode, ServiceOp};
 use super::transcode::LegCodec;
+use crate::engine::media::capturer::CaptureStep;
 use crate::entropy::Entropy;
 use crate::sdp::Sdp;
 
@@ -43,6 +44,8 @@ struct Call {
     medias: Vec<MediaState>,
     /// The recording running (or paused), its number.
     recording: Option<u32>,
+    /// The capture running, its number.
+    capture: Option<u32>,
     /// The relay address side A, side B was given (decided the first time
     /// the side is planned).
     iface: [Option<Iface>; 2],
@@ -91,6 +94,7 @@ impl Call {
             last_signal: now,
             medias: Vec::new(),
             recording: None,
+            capture: None,
             iface: [None, None],
             local,
             blocking: [Blocking::default(); 2],
@@ -155,6 +159,8 @@ pub struct Sessions<M> {
     recording_dir: Option<PathBuf>,
     /// Recordings started so far.
     recordings: u32,
+    /// Captures started so far (their numbers).
+    captures: u32,
     /// Opus complexity of the media server's own streams.
     ms_opus_complexity: i32,
     /// Conference rooms are recorded (`[mediaserver] record_rooms`).
@@ -221,6 +227,7 @@ impl<M: MediaControl> Sessions<M> {
             prompts: PromptCache::new(PathBuf::from(".")),
             recording_dir: None,
             recordings: 0,
+            captures: 0,
             ms_opus_complexity: 1,
             record_rooms: false,
             room_recs: HashMap::new(),
@@ -364,6 +371,9 @@ impl<M: MediaControl> Sessions<M> {
                     if let Some(id) = call.recording {
                         let _ = self.media.record(RecordStep::Stop(id));
                     }
+                    if let Some(id) = call.capture {
+                        let _ = self.media.capture(CaptureStep::Stop(id));
+                    }
                     if call.local {
                         self.room_left(call_id.as_bytes());
                     }
@@ -428,6 +438,11 @@ impl<M: MediaControl> Sessions<M> {
             MediaOrder::Ping => Ok(MediaReply::Pong),
             MediaOrder::Service {
                 call_id,
+                party: _,
+                service: MediaService::Capture { file, on },
+            } => self.capture(call_id.as_bytes(), file, on),
+            MediaOrder::Service {
+                call_id,
                 party,
                 service,
             } => {
@@ -477,6 +492,9 @@ impl<M: MediaControl> Sessions<M> {
                 && let Some(h) = call.handle
             {
                 let _ = self.media.remove(h);
+                if let Some(c) = call.capture {
+                    let _ = self.media.capture(CaptureStep::Stop(c));
+                }
             }
         }
         ids
@@ -841,6 +859,43 @@ fn placed(name: &str, workers: usize) -> usize {
 }
 
 impl<M: MediaControl> Sessions<M> {
+    /// Starts (`on`) or ends the capture of every packet of a call, both
+    /// ways, into the pcap file `file`.
+    fn capture(
+        &mut self,
+        call_id: &[u8],
+        file: std::path::PathBuf,
+        on: bool,
+    ) -> Result<MediaReply, OrderError> {
+        let call = self.calls.get_mut(call_id).ok_or(OrderError::UnknownCall)?;
+        let h = call.handle.ok_or(OrderError::UnknownCall)?;
+        let media = &self.media;
+        if on {
+            let id = match call.capture {
+                Some(id) => id,
+                None => {
+                    self.captures = self.captures.wrapping_add(1);
+                    self.captures
+                }
+            };
+            media
+                .capture(CaptureStep::Start { id, file })
+                .map_err(OrderError::Media)?;
+            call.capture = Some(id);
+            if let Err(e) = media.service(h, 0, ServiceOp::Capture(Some(id))) {
+                call.capture = None;
+                let _ = media.capture(CaptureStep::Stop(id));
+                return Err(OrderError::Media(e));
+            }
+        } else if let Some(id) = call.capture.take() {
+            let _ = media.service(h, 0, ServiceOp::Capture(None));
+            media
+                .capture(CaptureStep::Stop(id))
+                .map_err(OrderError::Media)?;
+        }
+        Ok(MediaReply::Done { duration_ms: None })
+    }
+
     /// Carries out a media service for `party` of a call.
     fn service(
         &mut self,
@@ -1023,6 +1078,9 @@ impl<M: MediaControl> Sessions<M> {
                 svc(ServiceOp::Mode(LocalMode::Room(room)))?;
                 Ok(MediaReply::Done { duration_ms: None })
             }
+            MediaService::Capture { .. } => Err(OrderError::NoService(
+                "capture (a call's, not a party's)".into(),
+            )),
             MediaService::Leave => {
                 svc(ServiceOp::Mode(LocalMode::Silence))?;
                 Ok(MediaReply::Done { duration_ms: None })

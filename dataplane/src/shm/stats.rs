@@ -75,6 +75,8 @@ pub const MEDIA_FIELDS: &[&str] = &[
     "transcoded_out",
     "recorded",
     "record_dropped",
+    "captured",
+    "capture_dropped",
     "busy_permille",
 ];
 

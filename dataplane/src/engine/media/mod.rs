@@ -3,6 +3,7 @@
 //! recvmmsg/sendmmsg fallback). The control side talks to workers only
 //! through per-worker command queues and an eventfd wake-up.
 
+pub mod capturer;
 mod fallback;
 mod ports;
 pub mod recorder;
@@ -141,6 +142,7 @@ pub struct MediaEngine {
     /// Events the workers report: (worker, session, event).
     events: Arc<ArrayQueue<(usize, SessionId, MediaEvent)>>,
     recorder: recorder::Recorder,
+    capturer: capturer::Capturer,
 }
 
 impl fmt::Debug for MediaEngine {
@@ -224,6 +226,7 @@ impl MediaEngine {
         let mut workers = Vec::with_capacity(n);
         let events = Arc::new(ArrayQueue::new(4096));
         let recorder = recorder::Recorder::start()?;
+        let capturer = capturer::Capturer::start(config.address)?;
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         for i in 0..n {
             let queue = Arc::new(ArrayQueue::new(1024));
@@ -251,6 +254,7 @@ impl MediaEngine {
                 load: Arc::clone(&load),
                 events: Arc::clone(&events),
                 rec_sink: recorder.queue(),
+                cap_sink: capturer.queue(),
             };
             let (q, w, ready) = (Arc::clone(&queue), Arc::clone(&wake), ready_tx.clone());
             let thread = std::thread::Builder::new()
@@ -276,6 +280,7 @@ impl MediaEngine {
             },
             events,
             recorder,
+            capturer,
         };
         for _ in 0..n {
             match ready_rx.recv_timeout(ORDER_TIMEOUT) {
@@ -510,5 +515,8 @@ impl MediaControl for MediaEngine {
             RecordStep::Stop(id) => self.recorder.stop(id),
         };
         r.map_err(MediaError::Service)
+    }
+    fn capture(&self, step: capturer::CaptureStep) -> Result<(), MediaError> {
+        self.capturer.step(step).map_err(MediaError::Service)
     }
 }

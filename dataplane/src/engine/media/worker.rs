@@ -135,6 +135,8 @@ pub(super) struct WorkerSettings {
     pub(super) events: Arc<ArrayQueue<(usize, u32, crate::media::services::MediaEvent)>>,
     /// Where recorded calls' packets go.
     pub(super) rec_sink: Arc<ArrayQueue<crate::media::services::RecPacket>>,
+    /// Where captured calls' packets go.
+    pub(super) cap_sink: Arc<ArrayQueue<crate::pcap::CapPacket>>,
 }
 
 /// A worker's load over its last second.
@@ -273,6 +275,14 @@ pub(super) fn run(
     let clock = Clock::new();
     let mut relay = Relay::new(settings.relay, 0);
     relay.set_record_sink(Arc::clone(&settings.rec_sink));
+    // The Unix time of this worker's time 0, for the captures' timestamps.
+    let unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    relay.set_capture_sink(
+        Arc::clone(&settings.cap_sink),
+        unix_ns.saturating_sub(clock.now().1),
+    );
     let mut ports = Pools::new(
         settings.port_min,
         settings.port_max,
