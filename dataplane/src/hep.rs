@@ -124,6 +124,34 @@ pub fn append(out: &mut Vec<u8>, meta: &Meta<'_>, payload: &[u8]) -> bool {
     true
 }
 
+/// The vendor id of rvoip's own chunks ("rv"); collectors skip the
+/// chunks of vendors they do not know.
+pub const RVOIP_VENDOR: u16 = 0x7276;
+/// rvoip's padding chunk: octets that make equal-length datagrams, so the
+/// kernel sends a pass's packets as one segmented send (UDP GSO).
+pub const PADDING: u16 = 1;
+/// The shortest padding: a chunk header.
+pub const MIN_PADDING: usize = 6;
+
+/// Lengthens the packet in `out` (one packet, from [`write`]) to `len`
+/// octets with a padding chunk; `false`, and nothing changed, when that
+/// cannot be done (shorter than [`MIN_PADDING`] to add, or too long).
+pub fn pad(out: &mut Vec<u8>, len: usize) -> bool {
+    let add = len.saturating_sub(out.len());
+    if add == 0 {
+        return len == out.len();
+    }
+    if add < MIN_PADDING || len > usize::from(u16::MAX) || out.len() < 6 {
+        return false;
+    }
+    out.extend_from_slice(&RVOIP_VENDOR.to_be_bytes());
+    out.extend_from_slice(&PADDING.to_be_bytes());
+    out.extend_from_slice(&(add as u16).to_be_bytes());
+    out.resize(len, 0);
+    out[4..6].copy_from_slice(&(len as u16).to_be_bytes());
+    true
+}
+
 /// A packet taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<'a> {
@@ -284,6 +312,21 @@ mod tests {
         assert!(append(&mut out, &m, b"second"));
         assert_eq!(read(&out[..first]).map(|p| p.payload), Ok(&b"one"[..]));
         assert_eq!(read(&out[first..]).map(|p| p.payload), Ok(&b"second"[..]));
+    }
+
+    #[test]
+    fn a_padded_packet_reads_as_it_was_and_short_padding_is_refused() {
+        let m = meta("127.0.0.1:5060", "127.0.0.2:5070", Some(b"id-1"));
+        let mut p = Vec::new();
+        assert!(write(&mut p, &m, b"INVITE sip:x SIP/2.0\r\n\r\n"));
+        let (plain, n) = (p.clone(), p.len());
+        assert!(pad(&mut p, n));
+        assert!(!pad(&mut p, n + 3), "shorter than a chunk header");
+        assert_eq!(p, plain);
+        assert!(pad(&mut p, n + 100));
+        assert_eq!(p.len(), n + 100);
+        assert_eq!(usize::from(u16::from_be_bytes([p[4], p[5]])), n + 100);
+        assert_eq!(read(&p).unwrap(), read(&plain).unwrap());
     }
 
     #[test]
