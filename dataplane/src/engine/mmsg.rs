@@ -210,14 +210,16 @@ pub fn send_groups(fd: RawFd, groups: &[Group]) -> (usize, bool) {
         let mut iov: [libc::iovec; CHUNK] = unsafe { std::mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; CHUNK] = unsafe { std::mem::zeroed() };
         for (i, g) in chunk.iter().enumerate() {
-            let to = g.to.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             iov[i] = libc::iovec {
                 iov_base: g.data.as_ptr().cast_mut().cast(),
                 iov_len: g.data.len(),
             };
             let h = &mut hdrs[i].msg_hdr;
-            h.msg_namelen = sockaddr::write(to, &mut names[i]);
-            h.msg_name = (&mut names[i] as *mut Storage).cast();
+            // No address: the socket's peer (a connected socket).
+            if let Some(to) = g.to {
+                h.msg_namelen = sockaddr::write(to, &mut names[i]);
+                h.msg_name = (&mut names[i] as *mut Storage).cast();
+            }
             h.msg_iov = &mut iov[i];
             h.msg_iovlen = 1;
             if g.count() > 1 {
@@ -242,13 +244,10 @@ pub fn send_groups(fd: RawFd, groups: &[Group]) -> (usize, bool) {
             // The message at `done` was refused.
             let g = &chunk[done];
             let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            if g.count() > 1
-                && gso::segmentation_refused(errno)
-                && let Some(to) = g.to
-            {
+            if g.count() > 1 && gso::segmentation_refused(errno) {
                 refused = true;
                 for d in g.datagrams() {
-                    if send_to(fd, d, to) {
+                    if send_one(fd, d, g.to) {
                         sent += 1;
                     }
                 }
@@ -257,6 +256,16 @@ pub fn send_groups(fd: RawFd, groups: &[Group]) -> (usize, bool) {
         }
     }
     (sent, refused)
+}
+
+/// One datagram to `to`, or to the socket's peer; whether the kernel took
+/// it.
+fn send_one(fd: RawFd, data: &[u8], to: Option<SocketAddr>) -> bool {
+    match to {
+        Some(to) => send_to(fd, data, to),
+        // SAFETY: a valid buffer of `data.len()` octets.
+        None => unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), 0) >= 0 },
+    }
 }
 
 /// One datagram to `to`; whether the kernel took it.

@@ -2,14 +2,14 @@
 //! sampled Call-IDs) as a HEP3 packet to the collector, gathered during a
 //! pass of the worker's loop and sent with one `sendmmsg` at its end. HEP3
 //! carries one packet per datagram, and on the kernel's side each datagram
-//! costs far more than building it; so the packets of a pass are sorted by
-//! length and those within a quarter of each other padded to one length
-//! (an rvoip vendor chunk, [`hep::pad`], that collectors skip) and sent as
-//! one segmented send (UDP GSO): a few sends of equal datagrams instead of
-//! one send each. The packets' buffers are kept and reused: no allocation
-//! per message once warm. Over TCP the packets of a pass are one write to
-//! a non-blocking stream. A collector that does not keep up loses packets
-//! (counted), never the worker's time.
+//! costs far more than building it; so each run of a pass's consecutive
+//! packets within a quarter of its longest is padded to that length (an
+//! rvoip vendor chunk, [`hep::pad`], that collectors skip) and sent as one
+//! segmented send (UDP GSO): fewer sends of equal datagrams, in the order
+//! the messages passed. The packets' buffers are kept and reused: no
+//! allocation per message once warm. Over TCP the packets of a pass are
+//! one write to a non-blocking stream. A collector that does not keep up
+//! loses packets (counted), never the worker's time.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -59,7 +59,6 @@ enum Out {
         used: usize,
         /// Equal-length datagrams sent as one (buffers kept).
         groups: Vec<Group>,
-        order: Vec<usize>,
         /// Whether the kernel takes segmented sends.
         gso: bool,
     },
@@ -114,13 +113,15 @@ impl HepSink {
                 SocketAddr::from(([0u8; 4], 0))
             };
             let sock = UdpSocket::bind(any)?;
+            // Connected: the kernel keeps the route instead of looking it
+            // up for every send.
+            sock.connect(config.collector)?;
             sock.set_nonblocking(true)?;
             Out::Udp {
                 sock,
                 packets: Vec::with_capacity(BATCH),
                 used: 0,
                 groups: Vec::with_capacity(BATCH),
-                order: Vec::with_capacity(BATCH),
                 gso: true,
             }
         };
@@ -187,7 +188,11 @@ impl HepSink {
     }
 
     /// Sends what was gathered (TCP: once enough waits or enough time
-    /// passed, as much as the socket takes now).
+    /// passed, as much as the socket takes now). UDP packets go at the end
+    /// of each pass: waiting longer would group more, but the packets of
+    /// the workers would then reach a collector out of the order they
+    /// passed (a message received by one worker, its answer sent by
+    /// another).
     pub(super) fn flush(&mut self) {
         if let Out::Tcp {
             pending,
@@ -210,19 +215,13 @@ impl HepSink {
                 packets,
                 used,
                 groups,
-                order,
                 gso,
+                ..
             } => {
                 if *used == 0 {
                     return;
                 }
-                let n = group(
-                    &mut packets[..*used],
-                    groups,
-                    order,
-                    *gso,
-                    self.config.collector,
-                );
+                let n = group(&mut packets[..*used], groups, *gso);
                 let (sent, refused) =
                     crate::engine::mmsg::send_groups(sock.as_raw_fd(), &groups[..n]);
                 if refused {
@@ -286,51 +285,54 @@ impl HepSink {
     }
 }
 
-/// Puts `packets` into `groups` (buffers reused), longest first, each
-/// joining the group before it when padding it to that group's length
-/// adds at most a quarter (and at least a chunk header), within what one
-/// segmented send may carry; without `gso`, one group each in their order.
-/// Returns the groups used.
-fn group(
-    packets: &mut [Vec<u8>],
-    groups: &mut Vec<Group>,
-    order: &mut Vec<usize>,
-    gso: bool,
-    to: SocketAddr,
-) -> usize {
-    order.clear();
-    order.extend(0..packets.len());
-    if gso {
-        order.sort_unstable_by_key(|&i| std::cmp::Reverse(packets[i].len()));
-    }
+/// Puts `packets` into `groups` (buffers reused), in their order: a run
+/// of consecutive packets that padding to the run's longest lengthens by
+/// at most a quarter of it (each by nothing or at least a chunk header),
+/// within what one segmented send may carry, is one group of equal
+/// datagrams; without `gso`, one group each. Collectors that show packets
+/// as they arrive see them in the order they passed. Returns the groups
+/// used.
+fn group(packets: &mut [Vec<u8>], groups: &mut Vec<Group>, gso: bool) -> usize {
     let mut used = 0;
-    for &i in order.iter() {
-        let p = &mut packets[i];
-        if gso && used > 0 {
-            let g = &mut groups[used - 1];
-            let add = g.seg - p.len().min(g.seg);
-            let fits = g.seg <= gso::MAX_SEGMENT
-                && g.count() < gso::MAX_SEGMENTS
-                && g.data.len() + g.seg <= gso::MAX_BYTES
-                && add * 4 <= g.seg;
-            if fits && hep::pad(p, g.seg) {
-                g.data.extend_from_slice(p);
-                continue;
+    let mut start = 0;
+    while start < packets.len() {
+        let mut seg = packets[start].len();
+        let mut shortest = seg;
+        let mut end = start + 1;
+        while gso && end < packets.len() && end - start < gso::MAX_SEGMENTS {
+            let len = packets[end].len();
+            let (s, m) = (seg.max(len), shortest.min(len));
+            let fits = s <= gso::MAX_SEGMENT
+                && m * 4 >= s * 3
+                && (end + 1 - start) * s <= gso::MAX_BYTES
+                && packets[start..=end].iter().all(|p| {
+                    let add = s - p.len();
+                    add == 0 || add >= hep::MIN_PADDING
+                });
+            if !fits {
+                break;
             }
+            (seg, shortest) = (s, m);
+            end += 1;
         }
         if used == groups.len() {
             groups.push(Group {
-                to: Some(to),
+                to: None,
                 seg: 0,
                 data: Vec::with_capacity(8192),
             });
         }
         let g = &mut groups[used];
-        g.to = Some(to);
         g.data.clear();
-        g.data.extend_from_slice(p);
-        g.seg = p.len();
+        g.seg = seg;
+        for p in &mut packets[start..end] {
+            // Checked above: every packet of the run pads to `seg`.
+            let padded = end - start == 1 || hep::pad(p, seg);
+            debug_assert!(padded);
+            g.data.extend_from_slice(p);
+        }
         used += 1;
+        start = end;
     }
     used
 }
@@ -375,7 +377,7 @@ mod tests {
             let msg = format!("OPTIONS sip:x SIP/2.0\r\nCall-ID: c{i}\r\n\r\n");
             sink.capture(Transport::Udp, a, b, msg.as_bytes());
         }
-        sink.flush();
+        sink.send_now();
         assert_eq!((sink.sent, sink.dropped), (100, 0));
         let mut buf = [0u8; 4096];
         let mut seen = Vec::new();
@@ -393,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pass_of_messages_of_many_lengths_goes_as_few_segmented_sends() {
+    fn runs_of_similar_lengths_go_as_segmented_sends_in_their_order() {
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let meta = hep::Meta {
             src: to,
@@ -404,43 +406,54 @@ mod tests {
             kind: hep::kind::SIP,
             correlation: Some(b"id"),
         };
-        // 40 messages of 300 to 1100 octets, and one too long to group.
-        let mut plain: Vec<Vec<u8>> = (0..40)
-            .map(|i| vec![b'x'; 300 + (i * 211) % 800])
-            .chain([vec![b'y'; 1500]])
-            .map(|m| {
+        // Message lengths as they passed: runs within a quarter, one
+        // packet 3 octets short of the run's longest (too little to pad),
+        // and one too long to segment.
+        let lengths = [
+            500, 480, 470, 503, 900, 880, 700, 690, 690, 300, 320, 310, 297, 1500, 400,
+        ];
+        let mut plain: Vec<Vec<u8>> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut m = vec![b'a' + i as u8; n];
+                m[0] = i as u8;
                 let mut p = Vec::new();
                 assert!(hep::write(&mut p, &meta, &m));
                 p
             })
             .collect();
-        let overhead = plain[0].len() - hep::read(&plain[0]).unwrap().payload.len();
+        let overhead = plain[0].len() - lengths[0];
         let mut packets = plain.clone();
-        let (mut groups, mut order) = (Vec::new(), Vec::new());
-        let n = group(&mut packets, &mut groups, &mut order, true, to);
-        assert!(n <= 8, "{n} groups");
+        let mut groups = Vec::new();
+        let n = group(&mut packets, &mut groups, true);
+        let sizes: Vec<usize> = groups[..n].iter().map(Group::count).collect();
+        assert_eq!(
+            sizes,
+            [3, 1, 5, 4, 1, 1],
+            "{:?}",
+            &groups[..n].iter().map(|g| g.seg).collect::<Vec<_>>()
+        );
         let mut back: Vec<Vec<u8>> = Vec::new();
         for g in &groups[..n] {
             assert!(g.data.len().is_multiple_of(g.seg));
             for d in g.datagrams() {
                 assert_eq!(usize::from(u16::from_be_bytes([d[4], d[5]])), d.len());
                 let p = hep::read(d).unwrap();
-                back.push(p.payload.to_vec());
                 // At most a quarter of a datagram is padding.
                 let padding = d.len() - (p.payload.len() + overhead);
                 assert!(padding * 4 <= d.len(), "{padding} of {}", d.len());
+                back.push(p.payload.to_vec());
             }
         }
-        let mut want: Vec<Vec<u8>> = plain
+        let want: Vec<Vec<u8>> = plain
             .iter_mut()
             .map(|p| hep::read(p).unwrap().payload.to_vec())
             .collect();
-        want.sort();
-        back.sort();
-        assert_eq!(back, want);
+        assert_eq!(back, want, "in the order they passed");
         // Without segmentation: one each, in their order, unpadded.
         let mut packets = plain.clone();
-        let n = group(&mut packets, &mut groups, &mut order, false, to);
+        let n = group(&mut packets, &mut groups, false);
         assert_eq!(n, plain.len());
         for (g, p) in groups.iter().zip(&plain) {
             assert_eq!(&g.data, p);
