@@ -72,40 +72,24 @@ fn sngrep_receives_every_sip_message_of_both_legs_and_the_call_reports_over_hep(
     std::thread::sleep(Duration::from_millis(500));
     sbc.terminate();
     assert!(collector.terminate().is_some(), "sngrep did not stop");
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args(["-d", &format!("udp.port=={core},sip")])
-        .args(["-d", &format!("udp.port=={inner},sip")])
-        .args(["-T", "fields", "-E", "separator=|"])
-        .args([
-            "-e",
-            "ip.src",
-            "-e",
-            "udp.srcport",
-            "-e",
-            "ip.dst",
-            "-e",
-            "udp.dstport",
-        ])
-        .args([
-            "-e",
-            "sip.Method",
-            "-e",
-            "sip.Status-Code",
-            "-e",
-            "sip.Call-ID",
-        ])
-        .args(["-e", "udp.payload"])
-        .output()
-        .expect("tshark is installed by .ci/run");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (core_sip, inner_sip) = (
+        format!("udp.port=={core},sip"),
+        format!("udp.port=={inner},sip"),
     );
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    let (text, rows) = common::tshark_fields(
+        &pcap,
+        &["-d", &core_sip, "-d", &inner_sip],
+        &[
+            "ip.src",
+            "udp.srcport",
+            "ip.dst",
+            "udp.dstport",
+            "sip.Method",
+            "sip.Status-Code",
+            "sip.Call-ID",
+            "udp.payload",
+        ],
+    );
     for c in &cdrs {
         let (a, b) = (
             c["a_call_id"].as_str().unwrap(),

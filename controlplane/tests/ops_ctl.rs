@@ -217,44 +217,29 @@ fn ctl_capture_writes_both_legs_sip_and_rtp_of_one_call_to_a_pcap() {
         thread::sleep(Duration::from_millis(100));
     }
     let (access, core) = (sbc.access.to_string(), sbc.core.to_string());
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args(["-o", "rtp.heuristic_rtp:TRUE"])
-        .args([
+    let (text, rows) = common::tshark_fields(
+        &pcap,
+        &[
+            "-o",
+            "rtp.heuristic_rtp:TRUE",
             "-o",
             "ip.check_checksum:TRUE",
             "-o",
             "udp.check_checksum:TRUE",
-        ])
-        .args(["-T", "fields", "-E", "separator=|"])
-        .args(["-e", "ip.src", "-e", "udp.srcport", "-e", "ip.dst"])
-        .args([
-            "-e",
+        ],
+        &[
+            "ip.src",
+            "udp.srcport",
+            "ip.dst",
             "udp.dstport",
-            "-e",
             "sip.Method",
-            "-e",
             "sip.Status-Code",
-        ])
-        .args([
-            "-e",
             "sip.Call-ID",
-            "-e",
             "rtp.p_type",
-            "-e",
             "ip.checksum.status",
-        ])
-        .args(["-e", "udp.checksum.status"])
-        .output()
-        .expect("tshark is installed by .ci/run");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "udp.checksum.status",
+        ],
     );
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
     // Checksums as the kernel writes them, on every record.
     assert!(
         rows.iter().all(|r| r[8] == "1" && r[9] == "1"),
@@ -288,9 +273,9 @@ fn ctl_capture_writes_both_legs_sip_and_rtp_of_one_call_to_a_pcap() {
     assert_ne!(core_listener, access);
     // RTP each way on each leg: caller -> relay -> UAS (echoed) -> relay
     // -> caller, 20 ms packets for seconds.
-    let media = |r: &&Vec<&str>| (27_100..27_300).contains(&r[1].parse::<u32>().unwrap_or(0));
-    let to_media = |r: &&Vec<&str>| (27_100..27_300).contains(&r[3].parse::<u32>().unwrap_or(0));
-    let rtp: Vec<&Vec<&str>> = rows.iter().filter(|r| !r[7].is_empty()).collect();
+    let media = |r: &&Vec<String>| (27_100..27_300).contains(&r[1].parse::<u32>().unwrap_or(0));
+    let to_media = |r: &&Vec<String>| (27_100..27_300).contains(&r[3].parse::<u32>().unwrap_or(0));
+    let rtp: Vec<&Vec<String>> = rows.iter().filter(|r| !r[7].is_empty()).collect();
     let from_caller = rtp
         .iter()
         .filter(|r| r[0] == "127.0.0.2" && to_media(r))

@@ -294,6 +294,30 @@ impl Drop for Spawned {
 pub mod capture;
 pub mod sipp;
 
+/// What tshark reads in `pcap`: its text and a row of `fields` per packet
+/// (`options` come first: decode-as rules, preferences).
+#[allow(dead_code)]
+pub fn tshark_fields(pcap: &Path, options: &[&str], fields: &[&str]) -> (String, Vec<Vec<String>>) {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(pcap).args(options);
+    cmd.args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark is installed by .ci/run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = text
+        .lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect();
+    (text, rows)
+}
+
 /// Sends OPTIONS to 127.0.0.1:`port` until a 200 comes back, for at most
 /// 15 s; `log` says why when it does not.
 pub fn wait_options_ok(port: u16, log: impl Fn() -> String) {
