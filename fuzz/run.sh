@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-600}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(sip_message sip_uri sip_via_contact sdp rtp ng srtp b2bua journal sip_stream g711 codec_decoders transcode_stage media_services wav dns hep)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(sip_message sip_uri sip_via_contact sdp rtp ng srtp b2bua journal sip_stream g711 codec_decoders transcode_stage media_services wav dns hep tls_stream)
 shared=../../shared/conformance
 cargo fuzz build -s none -a -O
 for t in "${targets[@]}"; do

@@ -22,6 +22,7 @@ mod header;
 mod limits;
 mod message;
 pub mod stream;
+pub mod tls;
 mod uri;
 mod values;
 mod via;

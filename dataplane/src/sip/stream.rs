@@ -24,6 +24,9 @@ pub enum StreamError {
     /// More octets wait to be sent than the session will hold: the peer
     /// has not read for a long while.
     Stalled,
+    /// TLS failed: a handshake refused, a certificate not trusted, a
+    /// record that does not decrypt, an alert from the peer.
+    Tls(String),
 }
 
 impl std::fmt::Display for StreamError {
@@ -32,6 +35,7 @@ impl std::fmt::Display for StreamError {
             StreamError::Framing(e) => write!(f, "SIP framing lost: {e}"),
             StreamError::TooLarge => f.write_str("message larger than allowed"),
             StreamError::Stalled => f.write_str("peer does not read"),
+            StreamError::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }
