@@ -23,7 +23,7 @@ use rvoip_tuning::sbc::ReferMode;
 
 use crate::b2bua::{B2b, B2bConfig, SavedCall};
 use crate::element::{
-    AuthPolicy, CoreConfig, CoreCounters, Inbound, Load, OverloadConfig, Route, SipCore, Transport,
+    AuthPolicy, CoreConfig, CoreCounters, Inbound, Load, OverloadConfig, Route, SipCore,
 };
 use crate::ops::Ops;
 use crate::ops::ctl::{Asked, Request};
@@ -226,6 +226,7 @@ fn reload(current: &mut Config, core: &mut SipCore, hooks: &Hooks) -> Result<Vec
     differs("mediaserver", new.mediaserver == current.mediaserver);
     differs("dns", new.dns == current.dns);
     differs("capture", new.capture == current.capture);
+    differs("tls", new.tls == current.tls);
     let (a, b) = (&new.registrar, &current.registrar);
     differs(
         "registrar (but users_file)",
@@ -778,7 +779,7 @@ pub fn run(
             let n = producers.len();
             let ring = match (out.transport, out.conn) {
                 // A stream connection lives in the worker that owns it.
-                (Transport::Tcp, Some(conn)) if conn != 0 => (conn >> 24) as usize % n,
+                (t, Some(conn)) if t.reliable() && conn != 0 => (conn >> 24) as usize % n,
                 _ => dest_ring(out.dest, n),
             };
             let meta = SipMeta {

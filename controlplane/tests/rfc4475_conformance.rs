@@ -219,7 +219,7 @@ fn valid_messages_show_the_property_the_rfc_describes() {
         vec![
             Ok((&b"UDP"[..], Some(Transport::Udp))),
             Ok((&b"SCTP"[..], None)),
-            Ok((&b"TLS"[..], None)),
+            Ok((&b"TLS"[..], Some(Transport::Tls))),
             Ok((&b"UNKNOWN"[..], None)),
             Ok((&b"TCP"[..], Some(Transport::Tcp)))
         ]

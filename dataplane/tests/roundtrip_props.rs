@@ -401,7 +401,7 @@ fn check_message(g: &MessageGen, m: &SipMessage<'_>) {
         let (token, spoken) = [
             ("UDP", Some(Transport::Udp)),
             ("TCP", Some(Transport::Tcp)),
-            ("TLS", None),
+            ("TLS", Some(Transport::Tls)),
             ("SCTP", None),
         ][want.transport];
         assert!(got.transport_token.eq_ignore_ascii_case(token.as_bytes()));

@@ -66,6 +66,7 @@ fn start(
         ring_slots: 1024,
         batch_wait_us,
         driver,
+        tls: None,
     })
     .expect("SIP plane")
 }

@@ -63,6 +63,8 @@ pub enum Transport {
     Udp,
     /// TCP
     Tcp,
+    /// TLS over TCP (RFC 3261 §26.2)
+    Tls,
 }
 
 impl Transport {
@@ -71,20 +73,22 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
     /// The transport a Via token names, if rvoip speaks it (tokens are
     /// case-insensitive).
     pub fn from_token(t: &[u8]) -> Option<Transport> {
-        [Transport::Udp, Transport::Tcp]
+        [Transport::Udp, Transport::Tcp, Transport::Tls]
             .into_iter()
             .find(|x| x.token().as_bytes().eq_ignore_ascii_case(t))
     }
 
-    /// Whether the transport delivers reliably (no SIP retransmissions).
+    /// Whether the transport is a stream (TCP, TLS): it delivers reliably
+    /// (no SIP retransmissions) over connections.
     pub fn reliable(self) -> bool {
-        self == Transport::Tcp
+        self != Transport::Udp
     }
 
     /// Its one-octet code in a shared-memory record.
@@ -92,6 +96,7 @@ impl Transport {
         match self {
             Transport::Udp => 0,
             Transport::Tcp => 1,
+            Transport::Tls => 2,
         }
     }
 
@@ -100,8 +105,23 @@ impl Transport {
         match c {
             0 => Some(Transport::Udp),
             1 => Some(Transport::Tcp),
+            2 => Some(Transport::Tls),
             _ => None,
         }
+    }
+
+    /// The URI parameter value (`transport=tls`).
+    pub fn param(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// The transport a URI's `transport=` value names, if rvoip speaks it.
+    pub fn from_param(v: &[u8]) -> Option<Transport> {
+        Transport::from_token(v)
     }
 }
 
@@ -650,6 +670,19 @@ impl Default for Capture {
     }
 }
 
+/// SIP over TLS (`[tls]`): PEM files, relative to the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain the TLS listeners present (leaf first).
+    pub certificate: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// With it, TLS clients must present a certificate this CA issued
+    /// (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
 /// The Prometheus metrics endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -798,6 +831,8 @@ pub struct Config {
     /// Capture of SIP to a HEP collector.
     #[serde(default)]
     pub capture: Capture,
+    /// SIP over TLS: what the TLS listeners present (required with one).
+    pub tls: Option<TlsFiles>,
     /// Where the file was read from; relative paths are resolved against its directory.
     #[serde(skip)]
     pub source: PathBuf,
@@ -920,6 +955,18 @@ impl Config {
         }
         if self.sip.listen.is_empty() {
             return err("sip.listen", "at least one listener is required".into());
+        }
+        if self.tls.is_none()
+            && let Some(i) = self
+                .sip
+                .listen
+                .iter()
+                .position(|l| l.transport == Transport::Tls)
+        {
+            return err(
+                &format!("sip.listen[{i}].transport"),
+                "a TLS listener needs [tls] certificate and key".into(),
+            );
         }
         if self.capture.hep_sample_pct > 100 {
             return err(

@@ -732,6 +732,24 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // The TLS listeners' chain and key, read before anything starts.
+    let tls = match &config.tls {
+        Some(t) => {
+            let ca = t.client_ca.as_ref().map(|c| config.resolve(c));
+            match rvoip_dataplane::sip::tls::server_config(
+                &config.resolve(&t.certificate),
+                &config.resolve(&t.key),
+                ca.as_deref(),
+            ) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("rvoip: configuration error: {}: tls: {e}", path.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+        None => None,
+    };
     let sip_config = SipPlaneConfig {
         listeners: config
             .sip
@@ -757,6 +775,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         ring_slots: config.controlplane.ring_slots,
         batch_wait_us: config.dataplane.sip_batch_wait_us(),
         driver: driver_kind(config.dataplane.io),
+        tls,
     };
     let mut sip = match SipPlane::start(&sip_config) {
         Ok(p) => p,

@@ -181,7 +181,11 @@ pub(crate) struct Dialog {
     /// known (a dialog read back from an older journal).
     #[serde(default)]
     pub(crate) remote_cseq: Option<u32>,
+    /// Over a stream (TCP or TLS).
     pub(crate) tcp: bool,
+    /// Over TLS (with `tcp`).
+    #[serde(default)]
+    pub(crate) tls: bool,
     pub(crate) local: SocketAddr,
     /// Where requests of the dialog are sent: the peer's address as seen
     /// (symmetric: a caller behind NAT gets them where it sent from).
@@ -267,10 +271,10 @@ dialog_texts! {
 impl Dialog {
     pub(crate) fn hop(&self) -> Hop {
         Hop {
-            transport: if self.tcp {
-                Transport::Tcp
-            } else {
-                Transport::Udp
+            transport: match (self.tcp, self.tls) {
+                (true, true) => Transport::Tls,
+                (true, false) => Transport::Tcp,
+                (false, _) => Transport::Udp,
             },
             local: self.local,
             dest: self.dest,
@@ -442,15 +446,23 @@ impl Dialog {
             }
         }
         .end();
-        build::push_text(t.text(), &[Str("sip:"), Addr(inb.local)]);
+        // rvoip's Contact: the listener the request came to; over TLS with
+        // its transport, so the peer's requests come back over TLS.
+        let param = if inb.transport == Transport::Tls {
+            ";transport=tls"
+        } else {
+            ""
+        };
+        build::push_text(t.text(), &[Str("sip:"), Addr(inb.local), Str(param)]);
         t.end();
-        let tcp = inb.transport == Transport::Tcp;
+        let tcp = inb.transport.reliable();
         Dialog {
             text: t.finish(),
             route_set,
             local_cseq: 0,
             remote_cseq: msg.cseq().ok().map(|c| c.seq),
             tcp,
+            tls: inb.transport == Transport::Tls,
             local: inb.local,
             dest: inb.remote,
             conn: tcp.then_some(inb.conn),
@@ -485,6 +497,7 @@ impl Dialog {
             local_cseq: 0,
             remote_cseq: None,
             tcp: false,
+            tls: false,
             local,
             dest: local,
             conn: None,

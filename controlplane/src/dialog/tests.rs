@@ -270,6 +270,7 @@ fn a_dialogs_texts_change_one_at_a_time_and_a_journaled_dialog_reads_back_the_sa
         remote_cseq: None,
         remote_rseq: None,
         tcp: false,
+        tls: false,
         local: addr(ACCESS),
         dest: addr(PEER1),
         conn: None,

@@ -654,7 +654,7 @@ impl SipCore {
 /// TCP the connection it came on; over UDP its source when `rport` was asked
 /// for, else the `received` address and the sent-by port.
 fn response_hop(msg: &SipMessage<'_>, inb: &Inbound<'_>) -> Hop {
-    let conn = (inb.transport == Transport::Tcp).then_some(inb.conn);
+    let conn = inb.transport.reliable().then_some(inb.conn);
     let dest = match msg.top_via() {
         Ok(v) if v.rport().is_none() && inb.transport == Transport::Udp => {
             SocketAddr::new(inb.remote.ip(), v.port.unwrap_or(5060))
@@ -1439,24 +1439,18 @@ impl Element {
             self.counters.unroutable_responses += 1;
             return;
         };
-        let next_tcp = matches!(
-            msg.vias()
-                .nth(1)
-                .and_then(Result::ok)
-                .and_then(|v| v.transport),
-            Some(Transport::Tcp)
-        );
+        let transport = msg
+            .vias()
+            .nth(1)
+            .and_then(Result::ok)
+            .and_then(|v| v.transport)
+            .unwrap_or(Transport::Udp);
         let mut f = Forward::new(msg);
         if f.pop_via().is_err() {
             return;
         }
         let mut out = Vec::with_capacity(msg.len());
         f.write_to(&mut out);
-        let transport = if next_tcp {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
         self.txl.emit(
             Hop {
                 transport,

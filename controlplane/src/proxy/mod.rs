@@ -368,10 +368,12 @@ impl Element {
 
     fn hop_to(&self, uri: &Uri<'_>, inb: &Inbound<'_>) -> Option<Hop> {
         let ip = ip_of(uri.host.as_ref()?)?;
-        let transport = match uri.params.get("transport").flatten() {
-            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
-            _ => Transport::Udp,
-        };
+        let transport = uri
+            .params
+            .get("transport")
+            .flatten()
+            .and_then(Transport::from_param)
+            .unwrap_or(Transport::Udp);
         let port = uri.port.unwrap_or(5060);
         Some(Hop {
             transport,
@@ -578,11 +580,8 @@ impl Element {
                         );
                         match source.filter(|_| natted) {
                             Some((t, a)) => {
-                                let transport = if t == "tcp" {
-                                    Transport::Tcp
-                                } else {
-                                    Transport::Udp
-                                };
+                                let transport =
+                                    Transport::from_param(t.as_bytes()).unwrap_or(Transport::Udp);
                                 Some(Hop {
                                     transport,
                                     local: self.local_for(transport, inb.local),
@@ -735,10 +734,10 @@ impl Element {
         );
         let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
         if self.config.record_route && dialog_creating && !in_dialog {
-            let transport = if hop.transport == Transport::Tcp {
-                ";transport=tcp"
-            } else {
-                ""
+            let transport = match hop.transport {
+                Transport::Tcp => ";transport=tcp",
+                Transport::Tls => ";transport=tls",
+                Transport::Udp => "",
             };
             let mut rr = Vec::with_capacity(48);
             rr.extend_from_slice(b"<sip:");

@@ -49,6 +49,7 @@ pub const SIP_FIELDS: &[&str] = &[
     "oversized",
     "hep_sent",
     "hep_dropped",
+    "tls_refused",
     "busy_permille",
 ];
 

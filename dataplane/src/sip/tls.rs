@@ -12,9 +12,11 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+pub use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+pub use rustls::{ClientConfig as TlsClientConfig, ServerConfig as TlsServerConfig};
 
 use super::Limits;
 use super::stream::{MAX_UNSENT, PlainStream, StreamError, StreamSession};

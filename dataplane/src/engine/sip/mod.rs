@@ -53,6 +53,8 @@ pub struct SipPlaneConfig {
     pub batch_wait_us: u32,
     /// io_uring, poll(2), or io_uring where the kernel allows it.
     pub driver: crate::engine::media::DriverKind,
+    /// What TLS listeners present (required when there is one).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The running SIP plane.
@@ -82,7 +84,7 @@ impl SipPlane {
         let lock = crate::shm::lock_dir(&config.ring_dir, "dataplane.lock")?;
         // The workers share each port among themselves, and with nobody else.
         for (transport, addr) in &config.listeners {
-            worker::check_free(*addr, *transport == Transport::Tcp)?;
+            worker::check_free(*addr, transport.reliable())?;
         }
         // Remove channels of an earlier, larger configuration.
         if let Ok(entries) = std::fs::read_dir(&config.ring_dir) {
@@ -118,6 +120,7 @@ impl SipPlane {
                 driver: config.driver,
                 tally,
                 hep: config.hep,
+                tls: config.tls.clone(),
             };
             let (stop, ready) = (Arc::clone(&stop), ready_tx.clone());
             threads.push(

@@ -25,7 +25,8 @@ use crate::engine::uring::{self, BufRing, Target, submit_and_wait};
 use crate::log_budget::LogBudget;
 use crate::shm::{Channel, Direction, SipMeta};
 use crate::sip::Limits;
-use crate::sip::stream::{PlainStream, StreamSession};
+use crate::sip::stream::{PlainStream, StreamError, StreamSession};
+use crate::sip::tls::TlsStream;
 
 const KIND_SHIFT: u32 = 56;
 const UDP: u64 = 1;
@@ -61,6 +62,8 @@ pub(super) struct Settings {
     pub(super) tally: Arc<crate::shm::stats::Tally>,
     /// HEP capture, when on.
     pub(super) hep: Option<super::HepConfig>,
+    /// What TLS listeners present, when there are any.
+    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What a worker reports when it stops.
@@ -102,6 +105,9 @@ pub struct SipWorkerReport {
     pub hep_sent: u64,
     /// HEP packets lost (collector not keeping up, message too large).
     pub hep_dropped: u64,
+    /// TLS connections closed on a TLS failure (handshake refused, record
+    /// that does not decrypt, no TLS settings).
+    pub tls_refused: u64,
     /// The worker ran the poll(2) fallback (io_uring refused or not asked for).
     pub fallback: bool,
 }
@@ -109,7 +115,7 @@ pub struct SipWorkerReport {
 impl SipWorkerReport {
     /// The counters a worker publishes, in the order of
     /// [`crate::shm::stats::SIP_FIELDS`] (its load last).
-    pub fn values(&self, busy_permille: u32) -> [u64; 19] {
+    pub fn values(&self, busy_permille: u32) -> [u64; 20] {
         let e = &self.edge;
         [
             e.received,
@@ -130,6 +136,7 @@ impl SipWorkerReport {
             self.oversized,
             self.hep_sent,
             self.hep_dropped,
+            self.tls_refused,
             u64::from(busy_permille),
         ]
     }
@@ -253,7 +260,9 @@ struct Conn {
     stream: TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
-    /// What the connection's octets mean (plain SIP on TCP today).
+    /// TCP or TLS.
+    transport: Transport,
+    /// What the connection's octets mean: SIP on TCP, or on TLS.
     session: Box<dyn StreamSession>,
     /// When the connect was started, while it is in progress.
     connecting: Option<Instant>,
@@ -264,14 +273,15 @@ struct Conn {
 impl Conn {
     fn new(
         stream: TcpStream,
-        local: SocketAddr,
-        remote: SocketAddr,
+        (local, remote): (SocketAddr, SocketAddr),
+        transport: Transport,
         session: Box<dyn StreamSession>,
     ) -> Conn {
         Conn {
             stream,
             local,
             remote,
+            transport,
             session,
             connecting: None,
             want_write: false,
@@ -349,6 +359,10 @@ struct Worker {
     ring: Option<IoUring>,
     udp: Vec<(OwnedFd, SocketAddr)>,
     listeners: Vec<(OwnedFd, SocketAddr)>,
+    /// Each listener's transport (TCP or TLS).
+    listener_transports: Vec<Transport>,
+    /// What TLS listeners present.
+    tls: Option<Arc<rustls::ServerConfig>>,
     conns: HashMap<u32, Conn>,
     /// Connections whose connect is in progress (of `conns`).
     connecting: usize,
@@ -356,7 +370,7 @@ struct Worker {
     /// timed out, a connection that failed while writing): told to the
     /// control plane (an empty record), whose transactions to them fail
     /// at once (RFC 3261 §17.1.4).
-    unreachable: Vec<(SocketAddr, SocketAddr)>,
+    unreachable: Vec<(SocketAddr, SocketAddr, Transport)>,
     next_conn: u32,
     edge: SipEdge,
     /// Lines about refused requests: a few a second, whatever arrives.
@@ -591,17 +605,18 @@ impl Worker {
     /// unreachable.
     fn fail_conn(&mut self, id: u32) {
         if let Some(c) = self.conns.get(&id) {
-            self.unreachable.push((c.local, c.remote));
+            self.unreachable.push((c.local, c.remote, c.transport));
         }
         self.close_conn(id);
     }
 
     /// Tells the control plane which peers could not be reached: a record
-    /// with no message, from the local address, to the peer, over TCP.
+    /// with no message, from the local address, to the peer, over its
+    /// transport.
     fn report_unreachable(&mut self, producer: &mut crate::shm::Producer<'_>) {
-        for (local, remote) in std::mem::take(&mut self.unreachable) {
+        for (local, remote, transport) in std::mem::take(&mut self.unreachable) {
             let meta = SipMeta {
-                transport: Transport::Tcp,
+                transport,
                 local,
                 remote,
                 conn: 0,
@@ -765,15 +780,31 @@ impl Worker {
         }
     }
 
-    fn send_tcp(&mut self, conn: u32, local: SocketAddr, dest: SocketAddr, bytes: &[u8]) {
+    fn send_tcp(&mut self, meta: SipMeta, bytes: &[u8]) {
+        let SipMeta {
+            transport,
+            local,
+            remote: dest,
+            conn,
+        } = meta;
         if let Some(h) = self.hep.as_mut() {
-            h.capture(Transport::Tcp, local, dest, bytes);
+            h.capture(transport, local, dest, bytes);
         }
         let id = if conn != 0 && self.conns.contains_key(&conn) {
             conn
-        } else if let Some((id, _)) = self.conns.iter().find(|(_, c)| c.remote == dest) {
+        } else if let Some((id, _)) = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.remote == dest && c.transport == transport)
+        {
             // Reuse a connection to the same peer (RFC 3261 §18.1.1).
             *id
+        } else if transport == Transport::Tls {
+            // rvoip opens no TLS connections yet: a peer over TLS is
+            // reached on the connection it opened.
+            self.report.send_errors += 1;
+            self.unreachable.push((local, dest, transport));
+            return;
         } else {
             // The connect is started, not waited for: the message waits in
             // the connection until the socket is writable.
@@ -781,7 +812,8 @@ impl Worker {
                 Ok(stream) => {
                     let id = self.new_conn_id();
                     let fd = stream.as_raw_fd();
-                    let mut c = Conn::new(stream, local, dest, self.new_session());
+                    let session = Box::new(PlainStream::new(self.limits));
+                    let mut c = Conn::new(stream, (local, dest), Transport::Tcp, session);
                     c.connecting = Some(Instant::now());
                     self.conns.insert(id, c);
                     self.connecting += 1;
@@ -792,7 +824,7 @@ impl Worker {
                 Err(_) => {
                     self.report.tcp_connect_failed += 1;
                     self.report.send_errors += 1;
-                    self.unreachable.push((local, dest));
+                    self.unreachable.push((local, dest, transport));
                     return;
                 }
             }
@@ -857,7 +889,7 @@ impl Worker {
                     self.log_refusal(e, data, meta.remote);
                 }
                 match reply_tcp {
-                    Some(conn) => self.send_tcp(conn, meta.local, meta.remote, &out),
+                    Some(conn) => self.send_tcp(SipMeta { conn, ..meta }, &out),
                     None => self.send_udp(meta.local, meta.remote, &out),
                 }
             }
@@ -974,6 +1006,11 @@ impl Worker {
 
     fn accept(&mut self, i: usize) {
         let (fd, local) = (self.listeners[i].0.as_raw_fd(), self.listeners[i].1);
+        let transport = self
+            .listener_transports
+            .get(i)
+            .copied()
+            .unwrap_or(Transport::Tcp);
         loop {
             let mut name = sockaddr::zeroed();
             let mut len = std::mem::size_of::<Storage>() as libc::socklen_t;
@@ -994,18 +1031,28 @@ impl Worker {
             let Some(remote) = sockaddr::read(sockaddr::bytes(&name, len as usize)) else {
                 continue;
             };
+            let Some(session) = self.new_session(transport) else {
+                self.report.tls_refused += 1;
+                continue;
+            };
             let id = self.new_conn_id();
-            let session = self.new_session();
             self.conns
-                .insert(id, Conn::new(stream, local, remote, session));
+                .insert(id, Conn::new(stream, (local, remote), transport, session));
             self.report.tcp_accepted += 1;
             self.poll(cfd, CONN, u64::from(id));
         }
     }
 
-    /// The session of a new stream connection.
-    fn new_session(&self) -> Box<dyn StreamSession> {
-        Box::new(PlainStream::new(self.limits))
+    /// The session of a connection a listener of `transport` accepted.
+    fn new_session(&self, transport: Transport) -> Option<Box<dyn StreamSession>> {
+        match (transport, &self.tls) {
+            (Transport::Tls, Some(config)) => {
+                let s = TlsStream::server(Arc::clone(config), self.limits).ok()?;
+                Some(Box::new(s))
+            }
+            (Transport::Tls, None) => None,
+            _ => Some(Box::new(PlainStream::new(self.limits))),
+        }
     }
 
     fn read_conn(&mut self, producer: &mut crate::shm::Producer<'_>, id: u32) {
@@ -1020,7 +1067,10 @@ impl Worker {
                         break;
                     }
                     Ok(n) => {
-                        if c.session.on_bytes(&chunk[..n]).is_err() {
+                        if let Err(e) = c.session.on_bytes(&chunk[..n]) {
+                            if matches!(e, StreamError::Tls(_)) {
+                                self.report.tls_refused += 1;
+                            }
                             closed = true;
                             break;
                         }
@@ -1046,7 +1096,7 @@ impl Worker {
             }
         }
         let meta_of = |c: &Conn| SipMeta {
-            transport: Transport::Tcp,
+            transport: c.transport,
             local: c.local,
             remote: c.remote,
             conn: id,
@@ -1058,6 +1108,13 @@ impl Worker {
         }
         if closed {
             self.close_conn(id);
+        } else if self
+            .conns
+            .get(&id)
+            .is_some_and(|c| !c.session.wire().is_empty())
+        {
+            // What reading made for the peer (a TLS handshake's answer).
+            self.write_conn(id);
         }
     }
 
@@ -1084,8 +1141,8 @@ impl Worker {
             let Some(r) = consumer.peek() else { break };
             n += 1;
             let meta = SipMeta::decode(r.meta);
-            if meta.transport == Transport::Tcp {
-                self.send_tcp(meta.conn, meta.local, meta.remote, r.payload);
+            if meta.transport.reliable() {
+                self.send_tcp(meta, r.payload);
             } else {
                 self.send_udp(meta.local, meta.remote, r.payload);
             }
@@ -1128,10 +1185,13 @@ pub(super) fn run(
             .is_some_and(|r| r.params().is_feature_min_timeout());
         let mut udp = Vec::new();
         let mut listeners = Vec::new();
+        let mut listener_transports = Vec::new();
         for (t, addr) in &settings.listeners {
-            match t {
-                Transport::Udp => udp.push((reuseport_socket(*addr, false)?, *addr)),
-                Transport::Tcp => listeners.push((reuseport_socket(*addr, true)?, *addr)),
+            if t.reliable() {
+                listeners.push((reuseport_socket(*addr, true)?, *addr));
+                listener_transports.push(*t);
+            } else {
+                udp.push((reuseport_socket(*addr, false)?, *addr));
             }
         }
         let udp_io = UdpIo::new(ring.as_ref(), settings.limits.max_message_size, &udp)?;
@@ -1140,6 +1200,8 @@ pub(super) fn run(
             ring,
             udp,
             listeners,
+            listener_transports,
+            tls: settings.tls.clone(),
             conns: HashMap::new(),
             connecting: 0,
             unreachable: Vec::new(),
