@@ -64,13 +64,34 @@ pub trait StreamSession: Send {
 /// Most octets a session holds for a peer that does not read.
 pub const MAX_UNSENT: usize = 1 << 20;
 
+/// Octets a session holds for the socket, at most [`MAX_UNSENT`] (and what
+/// one more message may add).
+#[derive(Debug, Default)]
+pub(crate) struct Unsent(pub(crate) Vec<u8>);
+
+impl Unsent {
+    /// Whether `n` octets more may wait; a peer that has not read for a
+    /// long while is [`StreamError::Stalled`].
+    pub(crate) fn room_for(&self, n: usize) -> Result<(), StreamError> {
+        if self.0.len() + n > MAX_UNSENT {
+            return Err(StreamError::Stalled);
+        }
+        Ok(())
+    }
+
+    /// The socket took the first `n` octets.
+    pub(crate) fn consumed(&mut self, n: usize) {
+        self.0.drain(..n.min(self.0.len()));
+    }
+}
+
 /// SIP on plain TCP: messages framed by Content-Length, the CRLF
 /// keep-alives of RFC 5626 §4.4.1 skipped between them.
 #[derive(Debug)]
 pub struct PlainStream {
     limits: Limits,
     inbuf: Vec<u8>,
-    out: Vec<u8>,
+    out: Unsent,
 }
 
 impl PlainStream {
@@ -79,7 +100,7 @@ impl PlainStream {
         PlainStream {
             limits,
             inbuf: Vec::new(),
-            out: Vec::new(),
+            out: Unsent::default(),
         }
     }
 }
@@ -114,19 +135,17 @@ impl StreamSession for PlainStream {
     }
 
     fn send(&mut self, message: &[u8]) -> Result<(), StreamError> {
-        if self.out.len() + message.len() > MAX_UNSENT {
-            return Err(StreamError::Stalled);
-        }
-        self.out.extend_from_slice(message);
+        self.out.room_for(message.len())?;
+        self.out.0.extend_from_slice(message);
         Ok(())
     }
 
     fn wire(&self) -> &[u8] {
-        &self.out
+        &self.out.0
     }
 
     fn consumed(&mut self, n: usize) {
-        self.out.drain(..n.min(self.out.len()));
+        self.out.consumed(n);
     }
 }
 

@@ -19,7 +19,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Server
 pub use rustls::{ClientConfig as TlsClientConfig, ServerConfig as TlsServerConfig};
 
 use super::Limits;
-use super::stream::{MAX_UNSENT, PlainStream, StreamError, StreamSession};
+use super::stream::{PlainStream, StreamError, StreamSession, Unsent};
 
 /// Why TLS settings cannot be made.
 #[derive(Debug)]
@@ -134,7 +134,7 @@ macro_rules! with_conn {
 pub struct TlsStream {
     tls: Tls,
     plain: PlainStream,
-    out: Vec<u8>,
+    out: Unsent,
 }
 
 impl TlsStream {
@@ -144,7 +144,7 @@ impl TlsStream {
         Ok(TlsStream {
             tls: Tls::Server(Box::new(c)),
             plain: PlainStream::new(limits),
-            out: Vec::new(),
+            out: Unsent::default(),
         })
     }
 
@@ -159,7 +159,7 @@ impl TlsStream {
         let mut s = TlsStream {
             tls: Tls::Client(Box::new(c)),
             plain: PlainStream::new(limits),
-            out: Vec::new(),
+            out: Unsent::default(),
         };
         // The ClientHello goes first.
         s.pull_wire();
@@ -180,7 +180,7 @@ impl TlsStream {
     fn pull_wire(&mut self) {
         with_conn!(&mut self.tls, c => {
             while c.wants_write() {
-                if c.write_tls(&mut self.out).is_err() {
+                if c.write_tls(&mut self.out.0).is_err() {
                     break;
                 }
             }
@@ -220,9 +220,7 @@ impl StreamSession for TlsStream {
     }
 
     fn send(&mut self, message: &[u8]) -> Result<(), StreamError> {
-        if self.out.len() + message.len() > MAX_UNSENT {
-            return Err(StreamError::Stalled);
-        }
+        self.out.room_for(message.len())?;
         // Before the handshake is done rustls holds the plaintext and
         // sends it once it may.
         with_conn!(&mut self.tls, c => c.writer().write_all(message))
@@ -232,11 +230,11 @@ impl StreamSession for TlsStream {
     }
 
     fn wire(&self) -> &[u8] {
-        &self.out
+        &self.out.0
     }
 
     fn consumed(&mut self, n: usize) {
-        self.out.drain(..n.min(self.out.len()));
+        self.out.consumed(n);
     }
 }
 
@@ -244,6 +242,7 @@ impl StreamSession for TlsStream {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::sip::stream::MAX_UNSENT;
     use std::path::PathBuf;
 
     const MSG: &[u8] = b"OPTIONS sip:a@127.0.0.1;transport=tls SIP/2.0\r\n\
