@@ -16,7 +16,6 @@ pub use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
-pub use rustls::{ClientConfig as TlsClientConfig, ServerConfig as TlsServerConfig};
 
 use super::Limits;
 use super::stream::{PlainStream, StreamError, StreamSession, Unsent};
