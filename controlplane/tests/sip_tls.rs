@@ -35,20 +35,36 @@ fn tls_file(name: &str) -> PathBuf {
 /// An SBC of `config/sbc.toml` with a TLS listener on `tls` too.
 fn sbc(name: &str, tls: u16, media_base: u16) -> (PathBuf, u16, u16, Spawned) {
     let dir = test_dir(name);
+    let files = (
+        tls_file("localhost-test-only.crt"),
+        tls_file("localhost-test-only.key"),
+    );
+    sbc_in(dir, tls, media_base, files, "")
+}
+
+/// [`sbc`] in `dir`, with the certificate and key `files`, and `sip`
+/// lines added to `[sip]`.
+fn sbc_in(
+    dir: PathBuf,
+    tls: u16,
+    media_base: u16,
+    (crt, key): (PathBuf, PathBuf),
+    sip: &str,
+) -> (PathBuf, u16, u16, Spawned) {
     let (access, core) = (free_udp_port(), free_udp_port());
     let mut r = common::sbc_ports(access, free_udp_port(), core, media_base);
     r.push((
         "]\ndomains",
         format!(
-            "    {{ address = \"127.0.0.1:{tls}\", transport = \"tls\", realm = \"access\" }},\n]\ndomains"
+            "    {{ address = \"127.0.0.1:{tls}\", transport = \"tls\", realm = \"access\" }},\n]\n{sip}domains"
         ),
     ));
     r.push((
         "[capture]",
         format!(
             "[tls]\ncertificate = \"{}\"\nkey = \"{}\"\n\n[capture]",
-            tls_file("localhost-test-only.crt").display(),
-            tls_file("localhost-test-only.key").display()
+            crt.display(),
+            key.display()
         ),
     ));
     let config = test_config("sbc.toml", &dir, &r);
@@ -72,10 +88,15 @@ struct TlsPeer {
 
 impl TlsPeer {
     fn connect(port: u16) -> TlsPeer {
+        Self::connect_trusting(port, &tls_file("localhost-test-only.crt"))
+    }
+
+    /// A peer that trusts the certificate in `ca`.
+    fn connect_trusting(port: u16, ca: &Path) -> TlsPeer {
         let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
-        let config = client_config(&tls_file("localhost-test-only.crt"), None).unwrap();
+        let config = client_config(ca, None).unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         TlsPeer {
             sock,
@@ -132,6 +153,174 @@ impl TlsPeer {
     fn local(&self) -> SocketAddr {
         self.sock.local_addr().unwrap()
     }
+
+    /// Sends an OPTIONS and waits for its 200.
+    fn ping(&mut self, tls: u16, n: u32) {
+        let me = self.local();
+        self.send(&format!(
+            "OPTIONS sip:127.0.0.1:{tls};transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS {me};branch=z9hG4bK-ping-{n};rport\r\nMax-Forwards: 70\r\n\
+From: <sip:probe@rvoip.test>;tag=p{n}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ping-{n}@127.0.0.1\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ));
+        self.wait_for("200");
+    }
+
+    /// The certificate the server presented.
+    fn server_certificate(&self) -> Vec<u8> {
+        self.session.peer_certificates().unwrap()[0].to_vec()
+    }
+}
+
+/// Whether the server closes `sock` within `within` (it reads end of
+/// stream or a reset).
+fn closed_within(sock: &mut TcpStream, within: Duration) -> bool {
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match sock.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1 made by OpenSSL
+/// into `dir` (`NAME.crt`, `NAME.key`).
+fn make_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "keyUsage=critical,digitalSignature"])
+        .args(["-addext", "extendedKeyUsage=serverAuth,clientAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl req failed");
+    (crt, key)
+}
+
+#[test]
+fn slow_silent_and_excess_connections_are_closed_and_a_renewed_certificate_is_served_without_dropping_any()
+ {
+    let tls = free_tcp_port();
+    let dir = test_dir("tls-limits");
+    let old = make_certificate(&dir, "old");
+    let live = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(&old.0, &live.0).unwrap();
+    std::fs::copy(&old.1, &live.1).unwrap();
+    let sip =
+        "max_connections_per_source = 3\nhandshake_timeout_secs = 3\nconnection_idle_secs = 5\n";
+    let (dir, _, _, _app) = sbc_in(dir, tls, 27700, live.clone(), sip);
+    let log = || std::fs::read_to_string(dir.join("rvoip.log")).unwrap_or_default();
+
+    // A connection that completes its handshake and keeps talking stays.
+    let mut kept = TlsPeer::connect_trusting(tls, &old.0);
+    kept.ping(tls, 1);
+    assert_eq!(kept.server_certificate(), pem_der(&old.0));
+    // Three more that never start TLS: one is refused at once (the source
+    // holds 3), the other two are closed after the handshake timeout.
+    let mut raw: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", tls)).unwrap())
+        .collect();
+    let started = Instant::now();
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for mut s in raw.drain(..) {
+        if closed_within(&mut s, Duration::from_millis(500)) {
+            refused += 1;
+        } else {
+            open.push(s);
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "checks too slow to judge");
+    assert_eq!(refused, 1, "connections refused at once over the limit\n{}", log());
+    for s in &mut open {
+        assert!(
+            closed_within(s, Duration::from_secs(6)),
+            "a silent connection was kept\n{}",
+            log()
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "closed before the handshake timeout"
+    );
+    // The renewed certificate is taken without a restart: new connections
+    // get it, the one up keeps working.
+    let new = make_certificate(&dir, "new");
+    std::fs::copy(&new.1, dir.join("live.key.tmp")).unwrap();
+    std::fs::copy(&new.0, dir.join("live.crt.tmp")).unwrap();
+    std::fs::rename(dir.join("live.key.tmp"), &live.1).unwrap();
+    std::fs::rename(dir.join("live.crt.tmp"), &live.0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        kept.ping(tls, 2);
+        let mut fresh = TlsPeer::connect_trusting(tls, &new.0);
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fresh.ping(tls, 3)));
+        if served.is_ok() {
+            assert_eq!(fresh.server_certificate(), pem_der(&new.0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not served\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        log().contains("TLS certificate and key read again"),
+        "{}",
+        log()
+    );
+    // A connection silent past the idle timeout is closed.
+    let mut idle = TlsPeer::connect_trusting(tls, &new.0);
+    idle.ping(tls, 4);
+    assert!(
+        closed_within(&mut idle.sock, Duration::from_secs(8)),
+        "an idle connection was kept\n{}",
+        log()
+    );
+}
+
+/// The DER of the certificate in a PEM file, as OpenSSL reads it.
+fn pem_der(path: &Path) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(["x509", "-outform", "der", "-in"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
 }
 
 fn header<'a>(msg: &'a str, name: &str) -> &'a str {

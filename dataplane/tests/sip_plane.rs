@@ -67,6 +67,7 @@ fn start(
         batch_wait_us,
         driver,
         tls: None,
+        streams: Default::default(),
     })
     .expect("SIP plane")
 }

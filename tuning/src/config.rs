@@ -56,10 +56,11 @@ pub enum Mode {
 /// A SIP transport rvoip speaks: the one transport type of every crate (a
 /// listener's, a route's, a message's on the shared-memory channel, a
 /// parsed Via's, a hop's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// UDP
+    #[default]
     Udp,
     /// TCP
     Tcp,
@@ -208,6 +209,28 @@ pub struct Sip {
     /// control plane (0: no limit).
     #[serde(default)]
     pub rate_limit: u32,
+    /// Stream connections (TCP, TLS, WebSocket) one source address may
+    /// hold open at once across all workers (0: no limit).
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: u32,
+    /// Seconds a stream connection may take to finish its TLS handshake
+    /// or WebSocket upgrade before it is closed.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u32,
+    /// Seconds a stream connection may stay silent both ways before it is
+    /// closed (RFC 5626 CRLF keep-alives count as traffic; 0: never).
+    #[serde(default = "default_connection_idle")]
+    pub connection_idle_secs: u32,
+}
+
+fn default_max_connections_per_source() -> u32 {
+    256
+}
+fn default_handshake_timeout() -> u32 {
+    10
+}
+fn default_connection_idle() -> u32 {
+    600
 }
 
 fn default_fill_calls() -> usize {
@@ -681,6 +704,25 @@ pub struct TlsFiles {
     /// With it, TLS clients must present a certificate this CA issued
     /// (mutual TLS).
     pub client_ca: Option<PathBuf>,
+    /// The CAs whose certificates rvoip trusts when it opens TLS
+    /// connections (to trunks, `sips:` targets); default: `client_ca`, else
+    /// the system's bundle. rvoip presents `certificate` to peers that ask.
+    #[serde(default)]
+    pub peer_ca: Option<PathBuf>,
+}
+
+/// The system's CA bundle (Debian's `ca-certificates`).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl TlsFiles {
+    /// The CAs trusted for peers' certificates, as written (relative to
+    /// the configuration file unless absolute).
+    pub fn peer_ca(&self) -> PathBuf {
+        self.peer_ca
+            .clone()
+            .or_else(|| self.client_ca.clone())
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE))
+    }
 }
 
 /// The Prometheus metrics endpoint.

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::config::Transport;
+
 /// Media protection a realm uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -112,6 +114,11 @@ pub struct Target {
     /// Order under the priority policy (lower first); default by position.
     #[serde(default)]
     pub priority: Option<u32>,
+    /// How to reach it: `udp` (default), `tcp` or `tls` (rvoip opens the
+    /// connection, presents `[tls] certificate`, and checks the peer's
+    /// against `[tls] peer_ca`).
+    #[serde(default)]
+    pub transport: Transport,
 }
 
 fn one() -> u32 {
@@ -127,6 +134,7 @@ impl TargetSpec {
                 address: *a,
                 weight: 1,
                 priority: Some(index as u32),
+                transport: Transport::Udp,
             }),
             TargetSpec::Full(t) => Some(Target {
                 priority: t.priority.or(Some(index as u32)),

@@ -99,7 +99,7 @@ impl B2b {
                 peer: c
                     .targets
                     .get(c.attempt as usize)
-                    .map(|t| t.0.to_string())
+                    .map(|t| t.address.to_string())
                     .unwrap_or_default(),
                 from: c.from_user.clone(),
                 to: c.number.clone(),

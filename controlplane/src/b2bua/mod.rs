@@ -30,6 +30,7 @@ use crate::build::text;
 use crate::dialog::{Dialog, DialogError, Forks, RAck, session_timer};
 use crate::element::{
     ClientKey, Element, Hop, Inbound, LayerEvent, Owner, ServerKey, TimerRef, TransactionUser,
+    Transport,
 };
 use crate::ops::metrics::CallTally;
 use crate::sbc::cdr::Cdr;
@@ -187,6 +188,15 @@ struct Pending2xx {
     ack_cseq: u32,
 }
 
+/// Where one attempt of a call goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dest {
+    address: SocketAddr,
+    transport: Transport,
+    /// The Request-URI.
+    ruri: String,
+}
+
 /// A call: both legs and what the SBC knows of it.
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
@@ -200,8 +210,8 @@ pub(crate) struct Call {
     trunk: Option<usize>,
     /// The trunk peers tried in turn (indexes into the trunk's peers).
     peers: Vec<usize>,
-    /// Where each attempt goes: address and Request-URI.
-    targets: Vec<(SocketAddr, String)>,
+    /// Where each attempt goes.
+    targets: Vec<Dest>,
     /// The trunk's peers are chosen (at the first attempt, once the
     /// trunk's names are resolved).
     routed: bool,
@@ -444,7 +454,11 @@ impl B2b {
             b_invite_key: None,
             trunk: s.trunk,
             peers: s.peer.into_iter().collect(),
-            targets: vec![(s.legs[1].dest, s.legs[1].remote_target().to_owned())],
+            targets: vec![Dest {
+                address: s.legs[1].dest,
+                transport: s.legs[1].hop().transport,
+                ruri: s.legs[1].remote_target().to_owned(),
+            }],
             routed: true,
             attempt: s.attempts.saturating_sub(1),
             provisional: true,
@@ -1099,9 +1113,9 @@ impl B2b {
         // A registered user reached over the other family than the realm's
         // first listener is called from the realm's listener of its family.
         if let (Some((targets, _)), Some(r)) = (&user, out_realm_index)
-            && let Some((to, _)) = targets.first()
-            && to.is_ipv6() != b_local.is_ipv6()
-            && let Some(l) = self.policy.udp_listener(r, to.is_ipv6())
+            && let Some(to) = targets.first()
+            && to.address.is_ipv6() != b_local.is_ipv6()
+            && let Some(l) = self.policy.udp_listener(r, to.address.is_ipv6())
         {
             b_local = l;
         }
@@ -1241,12 +1255,43 @@ impl B2b {
             return false;
         }
         let peers = self.policy.peers_for_call(t, now);
+        let Some(trunk) = self.policy.trunks.get(t) else {
+            return true;
+        };
         call.targets = peers
             .iter()
-            .filter_map(|p| self.policy.trunks.get(t)?.peers.get(*p))
+            .filter_map(|p| trunk.peers.get(*p))
             .map(|p| {
-                let uri = text(&[Str("sip:"), Str(&call.number), Str("@"), Addr(p.address)]);
-                (p.address, uri)
+                let ruri = match p.transport {
+                    // Over TLS the Request-URI names the peer as its
+                    // certificate does (RFC 5922): the trunk's domain for
+                    // a peer its name gave, else its address.
+                    Transport::Tls => {
+                        let name = p.from_uri.and_then(|u| trunk.uris.get(u));
+                        match name.filter(|u| u.name.ip.is_none()) {
+                            Some(u) => text(&[
+                                Str("sip:"),
+                                Str(&call.number),
+                                Str("@"),
+                                Str(&u.name.host),
+                                Str(";transport=tls"),
+                            ]),
+                            None => text(&[
+                                Str("sip:"),
+                                Str(&call.number),
+                                Str("@"),
+                                Addr(p.address),
+                                Str(";transport=tls"),
+                            ]),
+                        }
+                    }
+                    _ => text(&[Str("sip:"), Str(&call.number), Str("@"), Addr(p.address)]),
+                };
+                Dest {
+                    address: p.address,
+                    transport: p.transport,
+                    ruri,
+                }
             })
             .collect();
         call.peers = peers;
@@ -1288,7 +1333,12 @@ impl B2b {
                 self.counters.unresolved += 1;
             }
         }
-        let Some(&(address, ref ruri)) = call.targets.get(call.attempt as usize) else {
+        let Some(Dest {
+            address,
+            transport,
+            ref ruri,
+        }) = call.targets.get(call.attempt as usize).cloned()
+        else {
             let status = if call.b_status == 0 {
                 503
             } else {
@@ -1310,7 +1360,20 @@ impl B2b {
         call_id.clear();
         self.push_token(&mut call_id, "call-id");
         build::push_text(&mut call_id, &[Str("@"), Ip(call.legs[1].local.ip())]);
+        // A trunk's peer over TCP or TLS is called from the realm's
+        // listener of that transport.
+        let local = match (transport, call.trunk) {
+            (Transport::Udp, _) | (_, None) => None,
+            (_, Some(t)) => self
+                .policy
+                .trunks
+                .get(t)
+                .and_then(|t| self.policy.listener_for(t.realm, transport)),
+        };
         let leg = &mut call.legs[1];
+        if let Some(local) = local {
+            leg.set_transport(transport, local);
+        }
         leg.restart(&call_id, ruri, address);
         self.scratch = call_id;
         call.provisional = false;
@@ -1382,7 +1445,7 @@ impl B2b {
             .targets
             .get(call.attempt as usize)
             .or(call.targets.last())
-            .map(|t| t.0.to_string())
+            .map(|t| t.address.to_string())
             .unwrap_or_default();
         let cdr = Box::new(Cdr {
             // The call ends: its legs' texts are not needed again.
@@ -2323,17 +2386,24 @@ impl B2b {
             let Some(t) = self.policy.trunks.get(trunk) else {
                 continue;
             };
-            let Some(address) = t.peers.get(peer).map(|p| p.address) else {
+            let Some((address, transport)) = t.peers.get(peer).map(|p| (p.address, p.transport))
+            else {
                 continue;
             };
-            let Some(local) = self.policy.realms.get(t.realm).and_then(|r| r.listener) else {
+            let Some(local) = self.policy.listener_for(t.realm, transport) else {
                 continue;
             };
             let mut leg = Dialog::uac(local, "rvoip", false, |t| {
                 self.push_token(t, "probe-tag");
             });
+            leg.set_transport(transport, local);
             let call_id = format!("{}@{}", self.token("probe"), local.ip());
-            leg.restart(&call_id, &format!("sip:{address}"), address);
+            let uri = match transport {
+                Transport::Tls => format!("sip:{address};transport=tls"),
+                Transport::Tcp => format!("sip:{address};transport=tcp"),
+                Transport::Udp => format!("sip:{address}"),
+            };
+            leg.restart(&call_id, &uri, address);
             let branch = build::branch(&[leg.call_id().as_bytes(), b"probe"]);
             let bytes = leg.request("OPTIONS", 1, &branch, &[], None, b"");
             el.b2b_send(
@@ -2579,7 +2649,7 @@ impl Element {
         policy: &Policy,
         msg: &SipMessage<'_>,
         unix_ms: u64,
-    ) -> Option<(Vec<(SocketAddr, String)>, usize)> {
+    ) -> Option<(Vec<Dest>, usize)> {
         // An SBC that is nobody's registrar looks no further.
         if self.registrar.location.is_empty() {
             return None;
@@ -2592,15 +2662,19 @@ impl Element {
         let aor = self.registrar.aor(&uri)?;
         let mut bindings = self.registrar.location.lookup(&aor, unix_ms);
         bindings.sort_by_key(|x| std::cmp::Reverse(x.q));
-        let targets: Vec<(SocketAddr, String)> = bindings
+        let targets: Vec<Dest> = bindings
             .iter()
             .filter_map(|x| {
                 let (t, a) = x.source.split_once(':')?;
-                let a: SocketAddr = a.parse().ok()?;
-                (t == "udp").then_some((a, x.contact.clone()))
+                let address: SocketAddr = a.parse().ok()?;
+                (t == "udp").then(|| Dest {
+                    address,
+                    transport: Transport::Udp,
+                    ruri: x.contact.clone(),
+                })
             })
             .collect();
-        let realm = policy.realm_of_source(targets.first()?.0.ip())?;
+        let realm = policy.realm_of_source(targets.first()?.address.ip())?;
         Some((targets, realm))
     }
 

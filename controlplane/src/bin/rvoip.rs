@@ -15,7 +15,7 @@ use rvoip_controlplane::admission::Role;
 use rvoip_controlplane::lint::{FramingChoice, LintOptions, json_line, judge, text_line};
 use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
 use rvoip_dataplane::engine::ng_shm::NgOrders;
-use rvoip_dataplane::engine::sip::{HepConfig, SipPlane, SipPlaneConfig};
+use rvoip_dataplane::engine::sip::{HepConfig, SipPlane, SipPlaneConfig, StreamLimits};
 use rvoip_dataplane::media::relay::{LatchMode, RelayConfig};
 use rvoip_dataplane::ng::NgServer;
 use rvoip_dataplane::shm::load::LoadBoard;
@@ -732,16 +732,18 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // The TLS listeners' chain and key, read before anything starts.
+    // rvoip's TLS (its listeners' chain and key, the CAs it trusts),
+    // read before anything starts.
     let tls = match &config.tls {
         Some(t) => {
-            let ca = t.client_ca.as_ref().map(|c| config.resolve(c));
-            match rvoip_dataplane::sip::tls::server_config(
-                &config.resolve(&t.certificate),
-                &config.resolve(&t.key),
-                ca.as_deref(),
-            ) {
-                Ok(c) => Some(c),
+            let paths = rvoip_dataplane::sip::tls::TlsPaths {
+                certificate: config.resolve(&t.certificate),
+                key: config.resolve(&t.key),
+                client_ca: t.client_ca.as_ref().map(|c| config.resolve(c)),
+                peer_ca: config.resolve(&t.peer_ca()),
+            };
+            match rvoip_dataplane::sip::tls::Credentials::load(paths) {
+                Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
                     eprintln!("rvoip: configuration error: {}: tls: {e}", path.display());
                     return ExitCode::from(EXIT_CONFIG);
@@ -776,6 +778,14 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         batch_wait_us: config.dataplane.sip_batch_wait_us(),
         driver: driver_kind(config.dataplane.io),
         tls,
+        streams: StreamLimits {
+            max_per_source: config.sip.max_connections_per_source,
+            handshake_timeout: Duration::from_secs(u64::from(
+                config.sip.handshake_timeout_secs.max(1),
+            )),
+            idle_timeout: (config.sip.connection_idle_secs > 0)
+                .then(|| Duration::from_secs(u64::from(config.sip.connection_idle_secs))),
+        },
     };
     let mut sip = match SipPlane::start(&sip_config) {
         Ok(p) => p,

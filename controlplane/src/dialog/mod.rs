@@ -506,6 +506,22 @@ impl Dialog {
         }
     }
 
+    /// Makes this side's requests go over `transport` from `local` (its Via
+    /// and Contact; over TLS the Contact says `;transport=tls`), before a
+    /// [`Dialog::restart`] towards a peer reached that way.
+    pub(crate) fn set_transport(&mut self, transport: Transport, local: SocketAddr) {
+        self.tcp = transport.reliable();
+        self.tls = transport == Transport::Tls;
+        self.local = local;
+        self.conn = None;
+        let contact = match transport {
+            Transport::Tls => format!("sip:{local};transport=tls"),
+            Transport::Tcp => format!("sip:{local};transport=tcp"),
+            Transport::Udp => format!("sip:{local}"),
+        };
+        self.text.set(Text::Contact, &[&contact]);
+    }
+
     /// Starts over as UAC towards `target` at `dest` with a fresh Call-ID
     /// (a new INVITE, e.g. to the next peer): no remote tag, no route set,
     /// CSeq 1 for the INVITE.

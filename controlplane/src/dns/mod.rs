@@ -30,8 +30,7 @@ pub struct SipName {
     pub ip: Option<IpAddr>,
     /// The port, when written.
     pub port: Option<u16>,
-    /// `transport=` when written and spoken by rvoip (`tls` counts as TCP
-    /// with `secure`).
+    /// `transport=` when written and spoken by rvoip (TLS for `sips:`).
     pub transport: Option<Transport>,
     /// `sips:` or `transport=tls`: only TLS may carry it.
     pub secure: bool,
@@ -64,14 +63,19 @@ impl SipName {
         if host.is_empty() {
             return Err("no host");
         }
-        let transport = match uri.params.get("transport").flatten() {
+        let mut transport = match uri.params.get("transport").flatten() {
             None => None,
-            Some(t) if t.eq_ignore_ascii_case(b"tls") => {
-                secure = true;
-                Some(Transport::Tcp)
-            }
             Some(t) => Some(Transport::from_token(t).ok_or("a transport rvoip does not speak")?),
         };
+        secure |= transport == Some(Transport::Tls);
+        if secure {
+            // `sips:` goes over TLS, on TCP (RFC 3261 §19.1.2).
+            transport = match transport {
+                Some(Transport::Udp) => return Err("sips: over UDP"),
+                Some(_) => Some(Transport::Tls),
+                None => None,
+            };
+        }
         let scheme = if secure { "sips" } else { "sip" };
         let p = uri.port.map_or(String::new(), |p| format!(":{p}"));
         let t = transport.map_or("", |t| t.token());
@@ -127,7 +131,7 @@ pub enum Failure {
     NoSuchName,
     /// The domain exists but publishes no server rvoip can reach.
     NoServers,
-    /// Only TLS may carry the URI and this build has none.
+    /// Only TLS may carry the URI and rvoip has no `[tls]` settings.
     NeedsTls,
     /// No server answered, or they failed (timeout, SERVFAIL, refused).
     Unreachable(String),
@@ -140,7 +144,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::NoSuchName => f.write_str("no such domain"),
             Failure::NoServers => f.write_str("no SIP server published"),
-            Failure::NeedsTls => f.write_str("sips: needs TLS"),
+            Failure::NeedsTls => f.write_str("sips: needs TLS, and [tls] is not set"),
             Failure::Unreachable(e) => write!(f, "name servers failed: {e}"),
             Failure::Busy => f.write_str("too many resolutions in flight"),
         }
@@ -505,7 +509,7 @@ mod tests {
         let n = SipName::parse("sips:alice@carrier.example:5071;transport=tcp").unwrap();
         assert_eq!(
             (n.host.as_str(), n.port, n.transport, n.secure),
-            ("carrier.example", Some(5071), Some(Transport::Tcp), true)
+            ("carrier.example", Some(5071), Some(Transport::Tls), true)
         );
         assert_eq!(n.default_port(), 5061);
         let n = SipName::parse("sip:[::1]:5062").unwrap();

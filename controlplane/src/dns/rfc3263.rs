@@ -3,7 +3,7 @@
 //! address queries.
 //!
 //! - A numeric host: that address, the URI's port or the default, the URI's
-//!   transport or UDP (TCP for `sips:`) — no query at all (§4.1, §4.2).
+//!   transport or UDP (TLS for `sips:`) — no query at all (§4.1, §4.2).
 //! - A port but no numeric host: A/AAAA of the host (§4.2).
 //! - A transport but no port: the SRV records of that transport, else
 //!   A/AAAA at the default port.
@@ -11,10 +11,10 @@
 //!   `SIP+D2T`; `SIPS+D2T` only for `sips:`), in order and preference, each
 //!   to its SRV records; without NAPTR, the SRV records of `_sip._udp` then
 //!   `_sip._tcp` (`_sips._tcp` for `sips:`); without those, A/AAAA at the
-//!   default port over UDP (TCP for `sips:`).
+//!   default port over UDP (TLS at 5061 for `sips:`).
 //!
-//! rvoip has no TLS yet: a `sips:` URI fails with [`Failure::NeedsTls`]
-//! rather than be sent in the clear.
+//! A `sips:` URI resolves to TLS servers only (`SIPS+D2T`, `_sips._tcp`);
+//! whoever sends refuses them when it has no TLS.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -81,11 +81,6 @@ pub type Failed = (Failure, Option<u32>);
 
 /// Runs the procedure for `name`.
 pub async fn resolve<L: Lookups>(name: &SipName, dns: &L) -> Result<Resolution, Failed> {
-    if name.secure {
-        // Only TLS may carry it, and this build has none: refused before
-        // any query rather than sent in the clear.
-        return Err((Failure::NeedsTls, None));
-    }
     let resolution = find(name, dns).await?;
     if resolution.servers.is_empty() {
         return Err((Failure::NoServers, Some(resolution.ttl_secs)));
@@ -95,7 +90,7 @@ pub async fn resolve<L: Lookups>(name: &SipName, dns: &L) -> Result<Resolution, 
 
 async fn find<L: Lookups>(name: &SipName, dns: &L) -> Result<Resolution, Failed> {
     let default_transport = if name.secure {
-        Transport::Tcp
+        Transport::Tls
     } else {
         Transport::Udp
     };
@@ -146,7 +141,7 @@ async fn find<L: Lookups>(name: &SipName, dns: &L) -> Result<Resolution, Failed>
         }
         if services.is_empty() {
             let order: &[Transport] = if name.secure {
-                &[Transport::Tcp]
+                &[Transport::Tls]
             } else {
                 &[Transport::Udp, Transport::Tcp]
             };
@@ -217,7 +212,8 @@ fn service_transport(service: &str, secure: bool) -> Option<Transport> {
     let s = service.to_ascii_uppercase();
     match (s.as_str(), secure) {
         ("SIP+D2U", false) => Some(Transport::Udp),
-        ("SIP+D2T", false) | ("SIPS+D2T", true) => Some(Transport::Tcp),
+        ("SIP+D2T", false) => Some(Transport::Tcp),
+        ("SIPS+D2T", true) => Some(Transport::Tls),
         _ => None,
     }
 }
@@ -348,6 +344,10 @@ mod tests {
             "_sip._tcp.trunk.example".into(),
             vec![srv(10, 1, 5080, "a.trunk.example.")],
         );
+        z.srv.insert(
+            "_sips._tcp.trunk.example".into(),
+            vec![srv(10, 1, 5081, "a.trunk.example.")],
+        );
         z.ips
             .insert("a.trunk.example".into(), vec!["127.0.0.1".parse().unwrap()]);
         z.ips
@@ -439,9 +439,34 @@ mod tests {
             run(&z, "sip:nowhere.invalid"),
             Err((Failure::NoSuchName, Some(60)))
         );
+    }
+
+    #[test]
+    fn sips_resolves_to_tls_servers_only() {
+        let z = zone();
+        let r = run(&z, "sips:trunk.example").unwrap();
+        assert_eq!(found(&r), vec![(Transport::Tls, "127.0.0.1:5081".into())]);
+        assert!(!z.asked.borrow().iter().any(|q| q.contains("_sip._")));
+        // transport=tls is sips: too; a numeric host at the TLS port.
+        let r = run(&z, "sip:127.0.0.9;transport=tls").unwrap();
+        assert_eq!(found(&r), vec![(Transport::Tls, "127.0.0.9:5061".into())]);
+        let z = zone();
+        let r = run(&z, "sips:plain.example").unwrap();
         assert_eq!(
-            run(&z, "sips:trunk.example").unwrap_err().0,
-            Failure::NeedsTls
+            found(&r),
+            vec![
+                (Transport::Tls, "127.0.0.3:5061".into()),
+                (Transport::Tls, "[::1]:5061".into())
+            ]
         );
+        assert_eq!(
+            z.asked.borrow().as_slice(),
+            [
+                "NAPTR plain.example",
+                "SRV _sips._tcp.plain.example",
+                "A plain.example"
+            ]
+        );
+        assert!(SipName::parse("sips:plain.example;transport=udp").is_err());
     }
 }

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use rvoip_dataplane::sip::{
-    Forward, Framing, HeaderName, Host, Limits, Method, NameAddr, SipMessage, Uri, write_response,
+    Forward, Framing, HeaderName, Host, Limits, Method, NameAddr, Scheme, SipMessage, Uri,
+    write_response,
 };
 
 use crate::build;
@@ -368,13 +369,17 @@ impl Element {
 
     fn hop_to(&self, uri: &Uri<'_>, inb: &Inbound<'_>) -> Option<Hop> {
         let ip = ip_of(uri.host.as_ref()?)?;
-        let transport = uri
-            .params
-            .get("transport")
-            .flatten()
-            .and_then(Transport::from_param)
-            .unwrap_or(Transport::Udp);
-        let port = uri.port.unwrap_or(5060);
+        let transport = match uri.params.get("transport").flatten() {
+            _ if uri.scheme == Scheme::Sips => Transport::Tls,
+            Some(t) => Transport::from_param(t)?,
+            None => Transport::Udp,
+        };
+        let default_port = if transport == Transport::Tls {
+            5061
+        } else {
+            5060
+        };
+        let port = uri.port.unwrap_or(default_port);
         Some(Hop {
             transport,
             local: self.local_for(transport, inb.local),

@@ -415,7 +415,7 @@ impl Policy {
                     continue;
                 };
                 peers.push(Peer::new(
-                    (p.address, Transport::Udp),
+                    (p.address, p.transport),
                     (p.priority.unwrap_or(i as u32), 0),
                     p.weight,
                     None,
@@ -697,7 +697,7 @@ impl Policy {
     /// The servers `trunk`'s URI target `uri` resolved to now: peers it no
     /// longer gives stop taking calls, new ones join with their SRV order
     /// and weight, known ones keep their health. Only servers the trunk's
-    /// realm can reach are taken: UDP, of the family of its listener.
+    /// realm can reach are taken: of the family of its listener (UDP, TCP or TLS).
     pub fn set_resolved(&mut self, trunk: usize, uri: usize, servers: &[Server]) {
         let family = self
             .trunk_realm(trunk)
@@ -718,7 +718,7 @@ impl Policy {
             p.listed = false;
         }
         for s in servers {
-            if s.transport != Transport::Udp || family.is_some_and(|v4| v4 != s.address.is_ipv4()) {
+            if family.is_some_and(|v4| v4 != s.address.is_ipv4()) {
                 continue;
             }
             match t
@@ -918,6 +918,16 @@ impl Policy {
     }
 
     /// The UDP listener of `realm` in one family.
+    /// Where a realm's requests over `transport` are sent from (Via, Contact):
+    /// its listener of that transport, else its UDP listener.
+    pub fn listener_for(&self, realm: usize, transport: Transport) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(_, t, r)| *r == realm && *t == transport)
+            .map(|l| l.0)
+            .or_else(|| self.realms.get(realm)?.listener)
+    }
+
     pub fn udp_listener(&self, realm: usize, v6: bool) -> Option<SocketAddr> {
         self.listeners
             .iter()

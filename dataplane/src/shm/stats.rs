@@ -50,6 +50,8 @@ pub const SIP_FIELDS: &[&str] = &[
     "hep_sent",
     "hep_dropped",
     "tls_refused",
+    "conn_refused",
+    "conn_expired",
     "busy_permille",
 ];
 

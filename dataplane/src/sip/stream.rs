@@ -59,6 +59,13 @@ pub trait StreamSession: Send {
 
     /// The socket took the first `n` octets of [`StreamSession::wire`].
     fn consumed(&mut self, n: usize);
+
+    /// Whether the session's handshakes (TLS, WebSocket upgrade) are done:
+    /// a connection that is not established within the handshake timeout
+    /// is closed.
+    fn established(&self) -> bool {
+        true
+    }
 }
 
 /// Most octets a session holds for a peer that does not read.

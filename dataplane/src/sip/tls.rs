@@ -9,16 +9,18 @@
 //! certificate towards peers that ask for one, and the CAs it trusts.
 
 use std::io::{Read, Write};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 pub use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
-use super::Limits;
+use super::grammar::Host;
 use super::stream::{PlainStream, StreamError, StreamSession, Unsent};
+use super::{Framing, Limits, SipMessage};
 
 /// Why TLS settings cannot be made.
 #[derive(Debug)]
@@ -111,6 +113,123 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// The PEM files of rvoip's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// The chain rvoip presents, as a server and as a client (leaf first).
+    pub certificate: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// With it, TLS clients must present a certificate this CA issued.
+    pub client_ca: Option<PathBuf>,
+    /// The CAs rvoip trusts for the peers it connects to.
+    pub peer_ca: PathBuf,
+}
+
+/// What identifies a version of the files: each one's modification time
+/// and length.
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
+fn stamp(paths: &TlsPaths) -> Stamp {
+    let files = [
+        Some(&paths.certificate),
+        Some(&paths.key),
+        paths.client_ca.as_ref(),
+        Some(&paths.peer_ca),
+    ];
+    files
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p.as_ref()?).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
+/// rvoip's TLS settings as of the files' last readable version: new
+/// connections take the current ones, connections up keep theirs.
+#[derive(Debug)]
+pub struct Credentials {
+    paths: TlsPaths,
+    stamp: Mutex<Stamp>,
+    current: RwLock<(Arc<ServerConfig>, Arc<ClientConfig>)>,
+}
+
+impl Credentials {
+    /// Reads the files; an error names the file at fault.
+    pub fn load(paths: TlsPaths) -> Result<Credentials, TlsConfigError> {
+        let stamp = stamp(&paths);
+        let current = Self::read(&paths)?;
+        Ok(Credentials {
+            paths,
+            stamp: Mutex::new(stamp),
+            current: RwLock::new(current),
+        })
+    }
+
+    fn read(paths: &TlsPaths) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), TlsConfigError> {
+        let server = server_config(&paths.certificate, &paths.key, paths.client_ca.as_deref())?;
+        let client = client_config(&paths.peer_ca, Some((&paths.certificate, &paths.key)))?;
+        Ok((server, client))
+    }
+
+    /// What a connection accepted now is served with.
+    pub fn server(&self) -> Option<Arc<ServerConfig>> {
+        self.current.read().ok().map(|c| Arc::clone(&c.0))
+    }
+
+    /// What a connection opened now is made with.
+    pub fn client(&self) -> Option<Arc<ClientConfig>> {
+        self.current.read().ok().map(|c| Arc::clone(&c.1))
+    }
+
+    /// Reads the files again if any changed since they were last read:
+    /// `Ok(true)` when the new ones are in use, `Ok(false)` when nothing
+    /// changed, an error (the previous settings stay) when the new files
+    /// are not usable (a renewal half written, a key that does not match).
+    pub fn reload_if_changed(&self) -> Result<bool, TlsConfigError> {
+        let now = stamp(&self.paths);
+        let Ok(mut last) = self.stamp.lock() else {
+            return Ok(false);
+        };
+        if *last == now {
+            return Ok(false);
+        }
+        *last = now;
+        let fresh = Self::read(&self.paths)?;
+        if let Ok(mut c) = self.current.write() {
+            *c = fresh;
+        }
+        Ok(true)
+    }
+}
+
+/// The name a peer's certificate must carry, also sent as SNI (RFC 5922
+/// §4): the host of the URI a request was routed by (its top Route, else
+/// its Request-URI) when that is a domain name; otherwise the address
+/// connected to, which the certificate must then list.
+pub fn peer_name(
+    message: &[u8],
+    dest: std::net::SocketAddr,
+    limits: &Limits,
+) -> ServerName<'static> {
+    let by_address = ServerName::IpAddress(dest.ip().into());
+    let Ok(m) = SipMessage::parse(message, Framing::Stream, limits) else {
+        return by_address;
+    };
+    let uri = match m.routes().next() {
+        Some(Ok(route)) => Some(route.uri),
+        _ => m.request_uri().ok(),
+    };
+    match uri.and_then(|u| u.host) {
+        Some(Host::Name(name)) => std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| ServerName::try_from(n.to_ascii_lowercase()).ok())
+            .unwrap_or(by_address),
+        _ => by_address,
+    }
+}
+
 /// The TLS side of a session.
 #[derive(Debug)]
 enum Tls {
@@ -128,21 +247,35 @@ macro_rules! with_conn {
     };
 }
 
-/// SIP over TLS on one connection.
-#[derive(Debug)]
+/// SIP over TLS on one connection: the TLS records carry another
+/// session's octets (SIP framed by Content-Length, or WebSocket frames).
 pub struct TlsStream {
     tls: Tls,
-    plain: PlainStream,
+    inner: Box<dyn StreamSession>,
     out: Unsent,
+}
+
+impl std::fmt::Debug for TlsStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream").field("tls", &self.tls).finish()
+    }
 }
 
 impl TlsStream {
     /// The server side of a connection a listener accepted.
     pub fn server(config: Arc<ServerConfig>, limits: Limits) -> Result<Self, StreamError> {
+        Self::server_over(config, Box::new(PlainStream::new(limits)))
+    }
+
+    /// The server side of a connection whose plaintext `inner` reads.
+    pub fn server_over(
+        config: Arc<ServerConfig>,
+        inner: Box<dyn StreamSession>,
+    ) -> Result<Self, StreamError> {
         let c = ServerConnection::new(config).map_err(|e| StreamError::Tls(e.to_string()))?;
         Ok(TlsStream {
             tls: Tls::Server(Box::new(c)),
-            plain: PlainStream::new(limits),
+            inner,
             out: Unsent::default(),
         })
     }
@@ -157,7 +290,7 @@ impl TlsStream {
         let c = ClientConnection::new(config, name).map_err(|e| StreamError::Tls(e.to_string()))?;
         let mut s = TlsStream {
             tls: Tls::Client(Box::new(c)),
-            plain: PlainStream::new(limits),
+            inner: Box::new(PlainStream::new(limits)),
             out: Unsent::default(),
         };
         // The ClientHello goes first.
@@ -165,14 +298,27 @@ impl TlsStream {
         Ok(s)
     }
 
-    /// Whether the handshake is done.
-    pub fn established(&self) -> bool {
-        with_conn!(&self.tls, c => !c.is_handshaking())
-    }
-
     /// The peer's certificate chain, once it presented one.
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         with_conn!(&self.tls, c => c.peer_certificates())
+    }
+
+    /// Encrypts what the inner session has for the peer (a message sent,
+    /// a WebSocket handshake's answer or pong).
+    fn seal_inner(&mut self) -> Result<(), StreamError> {
+        let plain = self.inner.wire();
+        if plain.is_empty() {
+            return Ok(());
+        }
+        self.out.room_for(plain.len())?;
+        // Before the handshake is done rustls holds the plaintext and
+        // sends it once it may.
+        with_conn!(&mut self.tls, c => c.writer().write_all(plain))
+            .map_err(|e| StreamError::Tls(e.to_string()))?;
+        let n = plain.len();
+        self.inner.consumed(n);
+        self.pull_wire();
+        Ok(())
     }
 
     /// Moves what TLS has for the socket into `out`.
@@ -207,25 +353,26 @@ impl StreamSession for TlsStream {
                 if got == 0 {
                     break;
                 }
-                self.plain.on_bytes(&chunk[..got])?;
+                self.inner.on_bytes(&chunk[..got])?;
                 n = n.saturating_sub(got);
             }
         }
-        Ok(())
+        self.seal_inner()
     }
 
     fn poll_message(&mut self) -> Result<Option<Vec<u8>>, StreamError> {
-        self.plain.poll_message()
+        let m = self.inner.poll_message();
+        self.seal_inner()?;
+        m
     }
 
     fn send(&mut self, message: &[u8]) -> Result<(), StreamError> {
-        self.out.room_for(message.len())?;
-        // Before the handshake is done rustls holds the plaintext and
-        // sends it once it may.
-        with_conn!(&mut self.tls, c => c.writer().write_all(message))
-            .map_err(|e| StreamError::Tls(e.to_string()))?;
-        self.pull_wire();
-        Ok(())
+        self.inner.send(message)?;
+        self.seal_inner()
+    }
+
+    fn established(&self) -> bool {
+        with_conn!(&self.tls, c => !c.is_handshaking()) && self.inner.established()
     }
 
     fn wire(&self) -> &[u8] {

@@ -24,8 +24,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::sip::Limits;
+use crate::sip::tls::Credentials;
 
 pub use worker::SipWorkerReport;
 
@@ -53,8 +55,60 @@ pub struct SipPlaneConfig {
     pub batch_wait_us: u32,
     /// io_uring, poll(2), or io_uring where the kernel allows it.
     pub driver: crate::engine::media::DriverKind,
-    /// What TLS listeners present (required when there is one).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// rvoip's TLS, for its listeners and the connections it opens
+    /// (required when there is a TLS listener); its files are watched and
+    /// read again when they change.
+    pub tls: Option<Arc<Credentials>>,
+    /// Limits on stream connections.
+    pub streams: StreamLimits,
+}
+
+/// Limits on stream connections (TCP, TLS, WebSocket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Connections one source address may hold open at once, across the
+    /// workers (0: no limit).
+    pub max_per_source: u32,
+    /// How long a TLS handshake or WebSocket upgrade may take.
+    pub handshake_timeout: Duration,
+    /// How long a connection may stay silent both ways (none: forever).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            max_per_source: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// How often the TLS files are looked at for a renewal.
+const TLS_WATCH: Duration = Duration::from_secs(2);
+
+/// Reads the TLS files again whenever they change, until `stop`: new
+/// connections get the new certificate, connections up keep theirs.
+fn watch_tls(credentials: Arc<Credentials>, stop: Arc<AtomicBool>) {
+    let mut waited = Duration::ZERO;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        waited += Duration::from_millis(100);
+        if waited < TLS_WATCH {
+            continue;
+        }
+        waited = Duration::ZERO;
+        match credentials.reload_if_changed() {
+            Ok(true) => {
+                tracing::info!("TLS certificate and key read again: new connections use them")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "TLS files changed but are not usable: the previous certificate stays")
+            }
+        }
+    }
 }
 
 /// The running SIP plane.
@@ -62,6 +116,8 @@ pub struct SipPlaneConfig {
 pub struct SipPlane {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<SipWorkerReport>>,
+    /// The thread watching the TLS files.
+    watcher: Option<JoinHandle<()>>,
     /// Channel files, one per worker.
     pub rings: Vec<PathBuf>,
     /// Each worker's counters as of its last second, for the metrics
@@ -105,6 +161,7 @@ impl SipPlane {
         let mut rings = Vec::with_capacity(n);
         let tallies: Vec<Arc<crate::shm::stats::Tally>> = (0..n).map(|_| Arc::default()).collect();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        let sources = Arc::new(worker::SourceCounts::new());
         for (i, tally) in tallies.iter().cloned().enumerate() {
             let path = ring_path(&config.ring_dir, i);
             rings.push(path.clone());
@@ -121,6 +178,8 @@ impl SipPlane {
                 tally,
                 hep: config.hep,
                 tls: config.tls.clone(),
+                streams: config.streams,
+                sources: Arc::clone(&sources),
             };
             let (stop, ready) = (Arc::clone(&stop), ready_tx.clone());
             threads.push(
@@ -130,9 +189,21 @@ impl SipPlane {
             );
         }
         drop(ready_tx);
+        let watcher = match &config.tls {
+            Some(c) => {
+                let (c, stop) = (Arc::clone(c), Arc::clone(&stop));
+                Some(
+                    std::thread::Builder::new()
+                        .name("sip-tls-watch".into())
+                        .spawn(move || watch_tls(c, stop))?,
+                )
+            }
+            None => None,
+        };
         let mut plane = SipPlane {
             stop,
             threads,
+            watcher,
             rings,
             tallies,
             _lock: lock,
@@ -156,6 +227,9 @@ impl SipPlane {
     /// Stops the workers; returns their reports.
     pub fn shutdown(&mut self) -> Vec<SipWorkerReport> {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
         self.threads
             .drain(..)
             .filter_map(|t| t.join().ok())

@@ -7,13 +7,13 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue};
 
-use super::Transport;
+use super::{StreamLimits, Transport};
 use crate::edge::{EdgeAction, EdgeCounters, SipEdge};
 use crate::engine::gso::{self, Packer};
 use crate::engine::media::DriverKind;
@@ -26,7 +26,7 @@ use crate::log_budget::LogBudget;
 use crate::shm::{Channel, Direction, SipMeta};
 use crate::sip::Limits;
 use crate::sip::stream::{PlainStream, StreamError, StreamSession};
-use crate::sip::tls::TlsStream;
+use crate::sip::tls::{Credentials, TlsStream};
 
 const KIND_SHIFT: u32 = 56;
 const UDP: u64 = 1;
@@ -62,8 +62,52 @@ pub(super) struct Settings {
     pub(super) tally: Arc<crate::shm::stats::Tally>,
     /// HEP capture, when on.
     pub(super) hep: Option<super::HepConfig>,
-    /// What TLS listeners present, when there are any.
-    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+    /// rvoip's TLS, when it has any.
+    pub(super) tls: Option<Arc<Credentials>>,
+    /// Limits on stream connections.
+    pub(super) streams: StreamLimits,
+    /// Connections held per source address, shared by the workers.
+    pub(super) sources: Arc<SourceCounts>,
+}
+
+/// Buckets of [`SourceCounts`]: addresses sharing one count each other's
+/// connections (a limit reached early, never late).
+const SOURCE_BUCKETS: usize = 4096;
+
+/// Connections open per source address, counted across the workers (a
+/// source's connections are spread over them by the kernel's port hash).
+#[derive(Debug)]
+pub(super) struct SourceCounts(Box<[AtomicU32]>);
+
+impl SourceCounts {
+    pub(super) fn new() -> SourceCounts {
+        SourceCounts((0..SOURCE_BUCKETS).map(|_| AtomicU32::new(0)).collect())
+    }
+
+    fn bucket(ip: IpAddr) -> usize {
+        let bits = match ip {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let folded = (bits as u64) ^ ((bits >> 64) as u64);
+        (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize % SOURCE_BUCKETS
+    }
+
+    /// Counts a connection from `ip` if fewer than `max` are open (0: no
+    /// limit); the bucket to give back when it closes.
+    fn take(&self, ip: IpAddr, max: u32) -> Option<usize> {
+        let b = Self::bucket(ip);
+        let n = self.0[b].fetch_add(1, Ordering::Relaxed);
+        if max > 0 && n >= max {
+            self.0[b].fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(b)
+    }
+
+    fn give_back(&self, bucket: usize) {
+        self.0[bucket].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a worker reports when it stops.
@@ -108,6 +152,11 @@ pub struct SipWorkerReport {
     /// TLS connections closed on a TLS failure (handshake refused, record
     /// that does not decrypt, no TLS settings).
     pub tls_refused: u64,
+    /// Connections refused because their source held as many as allowed.
+    pub conn_refused: u64,
+    /// Connections closed because their handshake took too long or they
+    /// stayed silent past the idle timeout.
+    pub conn_expired: u64,
     /// The worker ran the poll(2) fallback (io_uring refused or not asked for).
     pub fallback: bool,
 }
@@ -115,7 +164,7 @@ pub struct SipWorkerReport {
 impl SipWorkerReport {
     /// The counters a worker publishes, in the order of
     /// [`crate::shm::stats::SIP_FIELDS`] (its load last).
-    pub fn values(&self, busy_permille: u32) -> [u64; 20] {
+    pub fn values(&self, busy_permille: u32) -> [u64; 22] {
         let e = &self.edge;
         [
             e.received,
@@ -137,6 +186,8 @@ impl SipWorkerReport {
             self.hep_sent,
             self.hep_dropped,
             self.tls_refused,
+            self.conn_refused,
+            self.conn_expired,
             u64::from(busy_permille),
         ]
     }
@@ -268,6 +319,12 @@ struct Conn {
     connecting: Option<Instant>,
     /// Whether a writability poll is armed.
     want_write: bool,
+    /// When it was opened or accepted.
+    opened: Instant,
+    /// When octets last went either way.
+    active: Instant,
+    /// Its source's count, for a connection a listener accepted.
+    source: Option<usize>,
 }
 
 impl Conn {
@@ -285,6 +342,9 @@ impl Conn {
             session,
             connecting: None,
             want_write: false,
+            opened: Instant::now(),
+            active: Instant::now(),
+            source: None,
         }
     }
 }
@@ -361,8 +421,10 @@ struct Worker {
     listeners: Vec<(OwnedFd, SocketAddr)>,
     /// Each listener's transport (TCP or TLS).
     listener_transports: Vec<Transport>,
-    /// What TLS listeners present.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    /// rvoip's TLS.
+    tls: Option<Arc<Credentials>>,
+    streams: StreamLimits,
+    sources: Arc<SourceCounts>,
     conns: HashMap<u32, Conn>,
     /// Connections whose connect is in progress (of `conns`).
     connecting: usize,
@@ -568,7 +630,10 @@ impl Worker {
         while !c.session.wire().is_empty() {
             match c.stream.write(c.session.wire()) {
                 Ok(0) => break,
-                Ok(n) => c.session.consumed(n),
+                Ok(n) => {
+                    c.session.consumed(n);
+                    c.active = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -799,21 +864,21 @@ impl Worker {
         {
             // Reuse a connection to the same peer (RFC 3261 §18.1.1).
             *id
-        } else if transport == Transport::Tls {
-            // rvoip opens no TLS connections yet: a peer over TLS is
-            // reached on the connection it opened.
-            self.report.send_errors += 1;
-            self.unreachable.push((local, dest, transport));
-            return;
         } else {
+            let Some(session) = self.client_session(transport, bytes, dest) else {
+                // No TLS settings to open a TLS connection with.
+                self.report.tls_refused += 1;
+                self.report.send_errors += 1;
+                self.unreachable.push((local, dest, transport));
+                return;
+            };
             // The connect is started, not waited for: the message waits in
             // the connection until the socket is writable.
             match connect_nonblocking(dest) {
                 Ok(stream) => {
                     let id = self.new_conn_id();
                     let fd = stream.as_raw_fd();
-                    let session = Box::new(PlainStream::new(self.limits));
-                    let mut c = Conn::new(stream, (local, dest), Transport::Tcp, session);
+                    let mut c = Conn::new(stream, (local, dest), transport, session);
                     c.connecting = Some(Instant::now());
                     self.conns.insert(id, c);
                     self.connecting += 1;
@@ -1031,13 +1096,19 @@ impl Worker {
             let Some(remote) = sockaddr::read(sockaddr::bytes(&name, len as usize)) else {
                 continue;
             };
+            let Some(source) = self.sources.take(remote.ip(), self.streams.max_per_source) else {
+                self.report.conn_refused += 1;
+                continue;
+            };
             let Some(session) = self.new_session(transport) else {
+                self.sources.give_back(source);
                 self.report.tls_refused += 1;
                 continue;
             };
             let id = self.new_conn_id();
-            self.conns
-                .insert(id, Conn::new(stream, (local, remote), transport, session));
+            let mut conn = Conn::new(stream, (local, remote), transport, session);
+            conn.source = Some(source);
+            self.conns.insert(id, conn);
             self.report.tcp_accepted += 1;
             self.poll(cfd, CONN, u64::from(id));
         }
@@ -1045,13 +1116,57 @@ impl Worker {
 
     /// The session of a connection a listener of `transport` accepted.
     fn new_session(&self, transport: Transport) -> Option<Box<dyn StreamSession>> {
-        match (transport, &self.tls) {
-            (Transport::Tls, Some(config)) => {
-                let s = TlsStream::server(Arc::clone(config), self.limits).ok()?;
-                Some(Box::new(s))
+        match transport {
+            Transport::Tls => {
+                let config = self.tls.as_ref()?.server()?;
+                Some(Box::new(TlsStream::server(config, self.limits).ok()?))
             }
-            (Transport::Tls, None) => None,
             _ => Some(Box::new(PlainStream::new(self.limits))),
+        }
+    }
+
+    /// The session of a connection rvoip opens to `dest` over `transport`
+    /// to send `first`: over TLS, the peer's certificate must carry the
+    /// name `first` was routed by (RFC 5922), and rvoip presents its own.
+    fn client_session(
+        &self,
+        transport: Transport,
+        first: &[u8],
+        dest: SocketAddr,
+    ) -> Option<Box<dyn StreamSession>> {
+        match transport {
+            Transport::Tls => {
+                let config = self.tls.as_ref()?.client()?;
+                let name = crate::sip::tls::peer_name(first, dest, &self.limits);
+                Some(Box::new(TlsStream::client(config, name, self.limits).ok()?))
+            }
+            _ => Some(Box::new(PlainStream::new(self.limits))),
+        }
+    }
+
+    /// Closes connections whose handshake has taken longer than allowed
+    /// (a slow or silent client holds nothing for long) and connections
+    /// silent past the idle timeout.
+    fn expire_streams(&mut self, now: Instant) {
+        let StreamLimits {
+            handshake_timeout,
+            idle_timeout,
+            ..
+        } = self.streams;
+        let late: Vec<u32> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.connecting.is_none()
+                    && ((!c.session.established()
+                        && now.duration_since(c.opened) > handshake_timeout)
+                        || idle_timeout.is_some_and(|t| now.duration_since(c.active) > t))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.report.conn_expired += 1;
+            self.close_conn(id);
         }
     }
 
@@ -1067,6 +1182,7 @@ impl Worker {
                         break;
                     }
                     Ok(n) => {
+                        c.active = Instant::now();
                         if let Err(e) = c.session.on_bytes(&chunk[..n]) {
                             if matches!(e, StreamError::Tls(_)) {
                                 self.report.tls_refused += 1;
@@ -1123,6 +1239,9 @@ impl Worker {
         if let Some(c) = self.conns.remove(&id) {
             if c.connecting.is_some() {
                 self.connecting -= 1;
+            }
+            if let Some(b) = c.source {
+                self.sources.give_back(b);
             }
             self.push(uring::poll::remove((CONN << KIND_SHIFT) | u64::from(id), 0));
             if c.want_write {
@@ -1202,6 +1321,8 @@ pub(super) fn run(
             listeners,
             listener_transports,
             tls: settings.tls.clone(),
+            streams: settings.streams,
+            sources: Arc::clone(&settings.sources),
             conns: HashMap::new(),
             connecting: 0,
             unreachable: Vec::new(),
@@ -1276,6 +1397,7 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
     let sleep_word = channel.sleep_word(Direction::ToDataplane)
         as *const std::sync::atomic::AtomicU32 as *const u32;
     let mut last_purge = Instant::now();
+    let mut last_sweep = Instant::now();
     let mut last_traffic = Instant::now() - crate::shm::BUSY_SPELL;
     // One wait's completions, taken off the ring before they are handled.
     let mut events: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
@@ -1374,6 +1496,10 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         w.report_unreachable(&mut producer);
         w.flush_hep();
         w.publish();
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            w.expire_streams(Instant::now());
+            last_sweep = Instant::now();
+        }
         if last_purge.elapsed() > Duration::from_secs(10) {
             w.limiter.purge(Instant::now());
             last_purge = Instant::now();
@@ -1397,6 +1523,7 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
     let mut producer = channel.producer(Direction::ToControlPlane);
     let mut consumer = channel.consumer(Direction::ToDataplane);
     let mut last_purge = Instant::now();
+    let mut last_sweep = Instant::now();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut conn_ids: Vec<u32> = Vec::new();
     // One octet more than a message may have: a longer datagram is seen
@@ -1461,6 +1588,10 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         w.report_unreachable(&mut producer);
         w.flush_hep();
         w.publish();
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            w.expire_streams(Instant::now());
+            last_sweep = Instant::now();
+        }
         if last_purge.elapsed() > Duration::from_secs(10) {
             w.limiter.purge(Instant::now());
             last_purge = Instant::now();
