@@ -261,8 +261,16 @@ fn slow_silent_and_excess_connections_are_closed_and_a_renewed_certificate_is_se
             open.push(s);
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "checks too slow to judge");
-    assert_eq!(refused, 1, "connections refused at once over the limit\n{}", log());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "checks too slow to judge"
+    );
+    assert_eq!(
+        refused,
+        1,
+        "connections refused at once over the limit\n{}",
+        log()
+    );
     for s in &mut open {
         assert!(
             closed_within(s, Duration::from_secs(6)),

@@ -68,6 +68,7 @@ fn start(
         driver,
         tls: None,
         streams: Default::default(),
+        ws: Default::default(),
     })
     .expect("SIP plane")
 }

@@ -66,6 +66,10 @@ pub enum Transport {
     Tcp,
     /// TLS over TCP (RFC 3261 §26.2)
     Tls,
+    /// WebSocket (RFC 7118): a listener's connections only, from browsers
+    Ws,
+    /// WebSocket over TLS (RFC 7118)
+    Wss,
 }
 
 impl Transport {
@@ -75,18 +79,26 @@ impl Transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
         }
     }
 
     /// The transport a Via token names, if rvoip speaks it (tokens are
     /// case-insensitive).
     pub fn from_token(t: &[u8]) -> Option<Transport> {
-        [Transport::Udp, Transport::Tcp, Transport::Tls]
-            .into_iter()
-            .find(|x| x.token().as_bytes().eq_ignore_ascii_case(t))
+        [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ]
+        .into_iter()
+        .find(|x| x.token().as_bytes().eq_ignore_ascii_case(t))
     }
 
-    /// Whether the transport is a stream (TCP, TLS): it delivers reliably
+    /// Whether the transport is a stream (TCP, TLS, WS, WSS): it delivers reliably
     /// (no SIP retransmissions) over connections.
     pub fn reliable(self) -> bool {
         self != Transport::Udp
@@ -98,6 +110,8 @@ impl Transport {
             Transport::Udp => 0,
             Transport::Tcp => 1,
             Transport::Tls => 2,
+            Transport::Ws => 3,
+            Transport::Wss => 4,
         }
     }
 
@@ -107,6 +121,8 @@ impl Transport {
             0 => Some(Transport::Udp),
             1 => Some(Transport::Tcp),
             2 => Some(Transport::Tls),
+            3 => Some(Transport::Ws),
+            4 => Some(Transport::Wss),
             _ => None,
         }
     }
@@ -117,7 +133,20 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         }
+    }
+
+    /// Whether it runs over TLS (TLS, WSS).
+    pub fn secure(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    /// Whether connections of it are only ever accepted (WebSocket:
+    /// rvoip opens none; a peer is reached over the connection it opened).
+    pub fn accepted_only(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
     }
 
     /// The transport a URI's `transport=` value names, if rvoip speaks it.
@@ -221,6 +250,10 @@ pub struct Sip {
     /// closed (RFC 5626 CRLF keep-alives count as traffic; 0: never).
     #[serde(default = "default_connection_idle")]
     pub connection_idle_secs: u32,
+    /// Origins (as browsers send them, e.g. `https://phone.example.com`)
+    /// allowed to open SIP WebSocket connections; empty: any.
+    #[serde(default)]
+    pub websocket_origins: Vec<String>,
 }
 
 fn default_max_connections_per_source() -> u32 {
@@ -999,15 +1032,11 @@ impl Config {
             return err("sip.listen", "at least one listener is required".into());
         }
         if self.tls.is_none()
-            && let Some(i) = self
-                .sip
-                .listen
-                .iter()
-                .position(|l| l.transport == Transport::Tls)
+            && let Some(i) = self.sip.listen.iter().position(|l| l.transport.secure())
         {
             return err(
                 &format!("sip.listen[{i}].transport"),
-                "a TLS listener needs [tls] certificate and key".into(),
+                "a TLS or WSS listener needs [tls] certificate and key".into(),
             );
         }
         if self.capture.hep_sample_pct > 100 {

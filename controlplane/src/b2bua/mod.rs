@@ -33,6 +33,7 @@ use crate::element::{
     Transport,
 };
 use crate::ops::metrics::CallTally;
+use crate::registrar::location::Source;
 use crate::sbc::cdr::Cdr;
 use crate::sbc::journal::Journal;
 use crate::sbc::media::{self, MediaOrders, MediaTotals};
@@ -193,6 +194,8 @@ struct Pending2xx {
 pub(crate) struct Dest {
     address: SocketAddr,
     transport: Transport,
+    /// The stream connection to send over (a registered client's).
+    conn: Option<u32>,
     /// The Request-URI.
     ruri: String,
 }
@@ -458,6 +461,7 @@ impl B2b {
                 address: s.legs[1].dest,
                 transport: s.legs[1].hop().transport,
                 ruri: s.legs[1].remote_target().to_owned(),
+                conn: s.legs[1].conn,
             }],
             routed: true,
             attempt: s.attempts.saturating_sub(1),
@@ -1291,6 +1295,7 @@ impl B2b {
                     address: p.address,
                     transport: p.transport,
                     ruri,
+                    conn: None,
                 }
             })
             .collect();
@@ -1337,6 +1342,7 @@ impl B2b {
             address,
             transport,
             ref ruri,
+            conn,
         }) = call.targets.get(call.attempt as usize).cloned()
         else {
             let status = if call.b_status == 0 {
@@ -1360,19 +1366,21 @@ impl B2b {
         call_id.clear();
         self.push_token(&mut call_id, "call-id");
         build::push_text(&mut call_id, &[Str("@"), Ip(call.legs[1].local.ip())]);
-        // A trunk's peer over TCP or TLS is called from the realm's
-        // listener of that transport.
-        let local = match (transport, call.trunk) {
-            (Transport::Udp, _) | (_, None) => None,
-            (_, Some(t)) => self
-                .policy
-                .trunks
-                .get(t)
-                .and_then(|t| self.policy.listener_for(t.realm, transport)),
+        // A trunk's peer over TCP or TLS, or a user registered over a
+        // stream, is called from its realm's listener of that transport
+        // (a registered user over the connection its REGISTER came over).
+        let realm = match call.trunk {
+            Some(t) => self.policy.trunks.get(t).map(|t| t.realm),
+            None => self.policy.realm_of_source(address.ip()),
+        };
+        let local = match transport {
+            Transport::Udp => None,
+            _ => realm.and_then(|r| self.policy.listener_for(r, transport)),
         };
         let leg = &mut call.legs[1];
         if let Some(local) = local {
             leg.set_transport(transport, local);
+            leg.conn = conn;
         }
         leg.restart(&call_id, ruri, address);
         self.scratch = call_id;
@@ -2399,9 +2407,8 @@ impl B2b {
             leg.set_transport(transport, local);
             let call_id = format!("{}@{}", self.token("probe"), local.ip());
             let uri = match transport {
-                Transport::Tls => format!("sip:{address};transport=tls"),
-                Transport::Tcp => format!("sip:{address};transport=tcp"),
                 Transport::Udp => format!("sip:{address}"),
+                t => format!("sip:{address};transport={}", t.param()),
             };
             leg.restart(&call_id, &uri, address);
             let branch = build::branch(&[leg.call_id().as_bytes(), b"probe"]);
@@ -2662,15 +2669,18 @@ impl Element {
         let aor = self.registrar.aor(&uri)?;
         let mut bindings = self.registrar.location.lookup(&aor, unix_ms);
         bindings.sort_by_key(|x| std::cmp::Reverse(x.q));
+        // Over UDP the address the REGISTER came from; over a stream the
+        // connection it came over (a browser over WebSocket can be reached
+        // no other way).
         let targets: Vec<Dest> = bindings
             .iter()
             .filter_map(|x| {
-                let (t, a) = x.source.split_once(':')?;
-                let address: SocketAddr = a.parse().ok()?;
-                (t == "udp").then(|| Dest {
-                    address,
-                    transport: Transport::Udp,
+                let s = Source::parse(&x.source)?;
+                Some(Dest {
+                    address: s.address,
+                    transport: s.transport,
                     ruri: x.contact.clone(),
+                    conn: s.conn,
                 })
             })
             .collect();

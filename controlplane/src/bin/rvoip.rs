@@ -786,6 +786,9 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             idle_timeout: (config.sip.connection_idle_secs > 0)
                 .then(|| Duration::from_secs(u64::from(config.sip.connection_idle_secs))),
         },
+        ws: rvoip_dataplane::sip::ws::WsPolicy {
+            origins: config.sip.websocket_origins.clone(),
+        },
     };
     let mut sip = match SipPlane::start(&sip_config) {
         Ok(p) => p,

@@ -186,6 +186,9 @@ pub(crate) struct Dialog {
     /// Over TLS (with `tcp`).
     #[serde(default)]
     pub(crate) tls: bool,
+    /// Over WebSocket (with `tcp`; WSS with `tls` too).
+    #[serde(default)]
+    pub(crate) ws: bool,
     pub(crate) local: SocketAddr,
     /// Where requests of the dialog are sent: the peer's address as seen
     /// (symmetric: a caller behind NAT gets them where it sent from).
@@ -271,10 +274,12 @@ dialog_texts! {
 impl Dialog {
     pub(crate) fn hop(&self) -> Hop {
         Hop {
-            transport: match (self.tcp, self.tls) {
-                (true, true) => Transport::Tls,
-                (true, false) => Transport::Tcp,
-                (false, _) => Transport::Udp,
+            transport: match (self.tcp, self.tls, self.ws) {
+                (true, true, true) => Transport::Wss,
+                (true, false, true) => Transport::Ws,
+                (true, true, false) => Transport::Tls,
+                (true, false, false) => Transport::Tcp,
+                (false, _, _) => Transport::Udp,
             },
             local: self.local,
             dest: self.dest,
@@ -448,10 +453,11 @@ impl Dialog {
         .end();
         // rvoip's Contact: the listener the request came to; over TLS with
         // its transport, so the peer's requests come back over TLS.
-        let param = if inb.transport == Transport::Tls {
-            ";transport=tls"
-        } else {
-            ""
+        let param = match inb.transport {
+            Transport::Udp | Transport::Tcp => "",
+            Transport::Tls => ";transport=tls",
+            Transport::Ws => ";transport=ws",
+            Transport::Wss => ";transport=wss",
         };
         build::push_text(t.text(), &[Str("sip:"), Addr(inb.local), Str(param)]);
         t.end();
@@ -462,7 +468,8 @@ impl Dialog {
             local_cseq: 0,
             remote_cseq: msg.cseq().ok().map(|c| c.seq),
             tcp,
-            tls: inb.transport == Transport::Tls,
+            tls: inb.transport.secure(),
+            ws: inb.transport.accepted_only(),
             local: inb.local,
             dest: inb.remote,
             conn: tcp.then_some(inb.conn),
@@ -498,6 +505,7 @@ impl Dialog {
             remote_cseq: None,
             tcp: false,
             tls: false,
+            ws: false,
             local,
             dest: local,
             conn: None,
@@ -511,13 +519,13 @@ impl Dialog {
     /// [`Dialog::restart`] towards a peer reached that way.
     pub(crate) fn set_transport(&mut self, transport: Transport, local: SocketAddr) {
         self.tcp = transport.reliable();
-        self.tls = transport == Transport::Tls;
+        self.tls = transport.secure();
+        self.ws = transport.accepted_only();
         self.local = local;
         self.conn = None;
         let contact = match transport {
-            Transport::Tls => format!("sip:{local};transport=tls"),
-            Transport::Tcp => format!("sip:{local};transport=tcp"),
             Transport::Udp => format!("sip:{local}"),
+            t => format!("sip:{local};transport={}", t.param()),
         };
         self.text.set(Text::Contact, &[&contact]);
     }

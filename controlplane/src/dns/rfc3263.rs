@@ -201,7 +201,7 @@ fn srv_name(secure: bool, t: Transport, host: &str) -> String {
     let scheme = if secure { "_sips" } else { "_sip" };
     let proto = match t {
         Transport::Udp => "_udp",
-        Transport::Tcp | Transport::Tls => "_tcp",
+        _ => "_tcp",
     };
     format!("{scheme}.{proto}.{host}")
 }

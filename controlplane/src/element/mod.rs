@@ -1320,11 +1320,12 @@ impl Element {
                 }
             }
         };
-        let source = format!(
-            "{}:{}",
-            inb.transport.token().to_ascii_lowercase(),
-            inb.remote
-        );
+        let source = crate::registrar::location::Source {
+            transport: inb.transport,
+            address: inb.remote,
+            conn: inb.transport.reliable().then_some(inb.conn),
+        }
+        .text();
         match self
             .registrar
             .register(msg, now_unix_ms, &source, proof.as_ref())

@@ -19,6 +19,7 @@ use crate::element::{
     AuthPolicy, ClientKey, Element, Hop, Inbound, LayerEvent, Owner, ServerKey, TimerRef,
     TransactionUser, Transport,
 };
+use crate::registrar::location::Source;
 use crate::transaction::layer::TransactionLayer;
 use crate::transaction::{ClientState, Millis};
 
@@ -574,26 +575,22 @@ impl Element {
                         // A contact whose address is not the one its REGISTER
                         // came from is behind NAT: the registration's source
                         // reaches it. Otherwise the contact is used as is.
-                        let source = b
-                            .source
-                            .split_once(':')
-                            .and_then(|(t, a)| Some((t, a.parse::<SocketAddr>().ok()?)));
+                        let source = Source::parse(&b.source);
                         let contact_ip = contact.host.as_ref().and_then(ip_of);
                         let natted = matches!(
                             (source, contact_ip),
-                            (Some((_, a)), Some(ip)) if a.ip() != ip
+                            (Some(s), Some(ip)) if s.address.ip() != ip
                         );
-                        match source.filter(|_| natted) {
-                            Some((t, a)) => {
-                                let transport =
-                                    Transport::from_param(t.as_bytes()).unwrap_or(Transport::Udp);
-                                Some(Hop {
-                                    transport,
-                                    local: self.local_for(transport, inb.local),
-                                    dest: a,
-                                    conn: None,
-                                })
-                            }
+                        // A WebSocket client (its contact a `.invalid`
+                        // name) is reached over its connection only.
+                        let reach = source.filter(|s| natted || s.transport.accepted_only());
+                        match reach {
+                            Some(s) => Some(Hop {
+                                transport: s.transport,
+                                local: self.local_for(s.transport, inb.local),
+                                dest: s.address,
+                                conn: s.conn,
+                            }),
                             None => self.hop_to(&contact, inb),
                         }
                     }
@@ -740,9 +737,11 @@ impl Element {
         let in_dialog = msg.to().ok().and_then(|to| to.tag()).is_some();
         if self.config.record_route && dialog_creating && !in_dialog {
             let transport = match hop.transport {
+                Transport::Udp => "",
                 Transport::Tcp => ";transport=tcp",
                 Transport::Tls => ";transport=tls",
-                Transport::Udp => "",
+                Transport::Ws => ";transport=ws",
+                Transport::Wss => ";transport=wss",
             };
             let mut rr = Vec::with_capacity(48);
             rr.extend_from_slice(b"<sip:");

@@ -5,10 +5,13 @@
 //! its 200 OK responses only after that.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+use crate::element::Transport;
 
 const BINDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings");
 
@@ -27,8 +30,46 @@ pub struct Binding {
     pub cseq: u32,
     /// Path headers (RFC 3327), in order, to route requests to the contact.
     pub path: Vec<String>,
-    /// Where the REGISTER came from (`transport:ip:port`), for NAT traversal.
+    /// Where the REGISTER came from (`transport:ip:port`, then `#conn`
+    /// for a stream connection), for NAT traversal and to reach a client
+    /// over the connection it opened ([`Source`]).
     pub source: String,
+}
+
+/// Where a REGISTER came from, as a binding keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// The transport it came over.
+    pub transport: Transport,
+    /// The sender's address.
+    pub address: SocketAddr,
+    /// Its stream connection (none over UDP).
+    pub conn: Option<u32>,
+}
+
+impl Source {
+    /// `udp:192.0.2.1:5060`, `wss:192.0.2.1:50123#16777217`.
+    pub fn text(&self) -> String {
+        match self.conn {
+            Some(c) => format!("{}:{}#{c}", self.transport.param(), self.address),
+            None => format!("{}:{}", self.transport.param(), self.address),
+        }
+    }
+
+    /// Reads [`Source::text`] (bindings stored before connections were
+    /// kept read without one).
+    pub fn parse(text: &str) -> Option<Source> {
+        let (t, rest) = text.split_once(':')?;
+        let (address, conn) = match rest.split_once('#') {
+            Some((a, c)) => (a, Some(c.parse().ok()?)),
+            None => (rest, None),
+        };
+        Some(Source {
+            transport: Transport::from_param(t.as_bytes())?,
+            address: address.parse().ok()?,
+            conn,
+        })
+    }
 }
 
 /// Why the store failed.

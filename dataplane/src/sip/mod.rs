@@ -27,6 +27,7 @@ mod uri;
 mod values;
 mod via;
 mod writer;
+pub mod ws;
 
 pub use addr::{Contact, NameAddr};
 pub use check::{carries_sdp, check};

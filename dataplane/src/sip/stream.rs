@@ -27,6 +27,9 @@ pub enum StreamError {
     /// TLS failed: a handshake refused, a certificate not trusted, a
     /// record that does not decrypt, an alert from the peer.
     Tls(String),
+    /// The WebSocket protocol was broken (an unmasked client frame, a
+    /// stray continuation, an unknown opcode).
+    WebSocket(String),
 }
 
 impl std::fmt::Display for StreamError {
@@ -36,6 +39,7 @@ impl std::fmt::Display for StreamError {
             StreamError::TooLarge => f.write_str("message larger than allowed"),
             StreamError::Stalled => f.write_str("peer does not read"),
             StreamError::Tls(e) => write!(f, "TLS: {e}"),
+            StreamError::WebSocket(e) => write!(f, "WebSocket: {e}"),
         }
     }
 }

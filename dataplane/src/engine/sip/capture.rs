@@ -153,7 +153,7 @@ impl HepSink {
             dst,
             protocol: match transport {
                 Transport::Udp => 17,
-                Transport::Tcp | Transport::Tls => 6,
+                _ => 6,
             },
             time: (now.as_secs() as u32, now.subsec_micros()),
             agent: self.config.agent,

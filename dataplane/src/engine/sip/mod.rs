@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use crate::sip::Limits;
 use crate::sip::tls::Credentials;
+use crate::sip::ws::WsPolicy;
 
 pub use worker::SipWorkerReport;
 
@@ -61,6 +62,8 @@ pub struct SipPlaneConfig {
     pub tls: Option<Arc<Credentials>>,
     /// Limits on stream connections.
     pub streams: StreamLimits,
+    /// Who may open SIP WebSocket connections.
+    pub ws: WsPolicy,
 }
 
 /// Limits on stream connections (TCP, TLS, WebSocket).
@@ -162,6 +165,7 @@ impl SipPlane {
         let tallies: Vec<Arc<crate::shm::stats::Tally>> = (0..n).map(|_| Arc::default()).collect();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
         let sources = Arc::new(worker::SourceCounts::new());
+        let ws = Arc::new(config.ws.clone());
         for (i, tally) in tallies.iter().cloned().enumerate() {
             let path = ring_path(&config.ring_dir, i);
             rings.push(path.clone());
@@ -179,6 +183,7 @@ impl SipPlane {
                 hep: config.hep,
                 tls: config.tls.clone(),
                 streams: config.streams,
+                ws: Arc::clone(&ws),
                 sources: Arc::clone(&sources),
             };
             let (stop, ready) = (Arc::clone(&stop), ready_tx.clone());

@@ -27,6 +27,7 @@ use crate::shm::{Channel, Direction, SipMeta};
 use crate::sip::Limits;
 use crate::sip::stream::{PlainStream, StreamError, StreamSession};
 use crate::sip::tls::{Credentials, TlsStream};
+use crate::sip::ws::{WsPolicy, WsStream};
 
 const KIND_SHIFT: u32 = 56;
 const UDP: u64 = 1;
@@ -66,6 +67,8 @@ pub(super) struct Settings {
     pub(super) tls: Option<Arc<Credentials>>,
     /// Limits on stream connections.
     pub(super) streams: StreamLimits,
+    /// Who may open WebSocket connections.
+    pub(super) ws: Arc<WsPolicy>,
     /// Connections held per source address, shared by the workers.
     pub(super) sources: Arc<SourceCounts>,
 }
@@ -424,6 +427,7 @@ struct Worker {
     /// rvoip's TLS.
     tls: Option<Arc<Credentials>>,
     streams: StreamLimits,
+    ws: Arc<WsPolicy>,
     sources: Arc<SourceCounts>,
     conns: HashMap<u32, Conn>,
     /// Connections whose connect is in progress (of `conns`).
@@ -866,8 +870,11 @@ impl Worker {
             *id
         } else {
             let Some(session) = self.client_session(transport, bytes, dest) else {
-                // No TLS settings to open a TLS connection with.
-                self.report.tls_refused += 1;
+                // No TLS settings to open a TLS connection with, or a
+                // WebSocket peer whose connection is gone.
+                if transport == Transport::Tls {
+                    self.report.tls_refused += 1;
+                }
                 self.report.send_errors += 1;
                 self.unreachable.push((local, dest, transport));
                 return;
@@ -1116,12 +1123,18 @@ impl Worker {
 
     /// The session of a connection a listener of `transport` accepted.
     fn new_session(&self, transport: Transport) -> Option<Box<dyn StreamSession>> {
+        let ws = || Box::new(WsStream::server(Arc::clone(&self.ws), self.limits));
         match transport {
             Transport::Tls => {
                 let config = self.tls.as_ref()?.server()?;
                 Some(Box::new(TlsStream::server(config, self.limits).ok()?))
             }
-            _ => Some(Box::new(PlainStream::new(self.limits))),
+            Transport::Wss => {
+                let config = self.tls.as_ref()?.server()?;
+                Some(Box::new(TlsStream::server_over(config, ws()).ok()?))
+            }
+            Transport::Ws => Some(ws()),
+            Transport::Udp | Transport::Tcp => Some(Box::new(PlainStream::new(self.limits))),
         }
     }
 
@@ -1140,7 +1153,10 @@ impl Worker {
                 let name = crate::sip::tls::peer_name(first, dest, &self.limits);
                 Some(Box::new(TlsStream::client(config, name, self.limits).ok()?))
             }
-            _ => Some(Box::new(PlainStream::new(self.limits))),
+            // A WebSocket peer (a browser) is reached over the connection
+            // it opened, or not at all.
+            Transport::Ws | Transport::Wss => None,
+            Transport::Udp | Transport::Tcp => Some(Box::new(PlainStream::new(self.limits))),
         }
     }
 
@@ -1322,6 +1338,7 @@ pub(super) fn run(
             listener_transports,
             tls: settings.tls.clone(),
             streams: settings.streams,
+            ws: Arc::clone(&settings.ws),
             sources: Arc::clone(&settings.sources),
             conns: HashMap::new(),
             connecting: 0,
