@@ -2,6 +2,7 @@
 //! machine. Sans-IO: the engine feeds packets in and sends what comes out.
 
 pub mod codecs;
+pub mod dtls;
 pub mod ice;
 pub mod keying;
 pub mod orders;
