@@ -823,6 +823,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
     // The media workers' load, published for the control plane's
     // admission of new calls ([overload]).
     let load_probe = media.load_probe();
+    let dtls_fingerprint = media.dtls_fingerprint();
     let load_board = match LoadBoard::create(&config.controlplane.ring_dir) {
         Ok(b) => Some(b),
         Err(e) => {
@@ -838,6 +839,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
     );
     server.set_advertised_v6(config.media.address_v6);
+    server.set_dtls_fingerprint(Some(dtls_fingerprint));
     let o = config.media.opus;
     server.set_opus(rvoip_codecs::opus::OpusSettings {
         bitrate: o.bitrate as i32,

@@ -14,6 +14,7 @@ pub mod services;
 pub mod sessions;
 pub mod stats;
 pub mod transcode;
+pub mod webrtc;
 
 #[cfg(test)]
 mod tests;

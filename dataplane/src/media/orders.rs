@@ -42,6 +42,62 @@ pub struct SdpOptions {
     /// The relay address the other side is given, when not the one of the
     /// family chosen.
     pub to_interface: Option<std::net::IpAddr>,
+    /// ICE towards the other side (ng `ICE`): `remove` strips it (the relay
+    /// terminates the offerer's), `force` makes the relay an ICE-lite agent
+    /// there.
+    pub ice: Option<IceFlag>,
+    /// DTLS-SRTP (ng `DTLS`): `off` never, `passive`/`active` the relay's
+    /// role where it terminates DTLS.
+    pub dtls: Option<DtlsFlag>,
+    /// Give media lines without `a=mid` one (ng `generate-mid`).
+    pub generate_mid: bool,
+}
+
+/// The ng `ICE` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IceFlag {
+    /// `remove`: no ICE towards the other side.
+    Remove,
+    /// `force`, `force-relay`: the relay is an ICE(-lite) agent towards the
+    /// other side (it has host candidates only: `force-relay` is `force`).
+    Force,
+    /// `default`: as the profile says.
+    Default,
+}
+
+impl IceFlag {
+    /// Reads an `ICE` value.
+    pub fn parse(v: &[u8]) -> Option<IceFlag> {
+        match v.to_ascii_lowercase().as_slice() {
+            b"remove" => Some(IceFlag::Remove),
+            b"force" | b"force-relay" | b"force_relay" => Some(IceFlag::Force),
+            b"default" | b"optional" => Some(IceFlag::Default),
+            _ => None,
+        }
+    }
+}
+
+/// The ng `DTLS` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DtlsFlag {
+    /// `off`, `no`, `disable`: no DTLS.
+    Off,
+    /// `passive`: the relay is the DTLS server.
+    Passive,
+    /// `active`: the relay is the DTLS client.
+    Active,
+}
+
+impl DtlsFlag {
+    /// Reads a `DTLS` value.
+    pub fn parse(v: &[u8]) -> Option<DtlsFlag> {
+        match v.to_ascii_lowercase().as_slice() {
+            b"off" | b"no" | b"disable" => Some(DtlsFlag::Off),
+            b"passive" => Some(DtlsFlag::Passive),
+            b"active" => Some(DtlsFlag::Active),
+            _ => None,
+        }
+    }
 }
 
 /// An address family of the relay's media addresses.
@@ -171,6 +227,10 @@ pub enum Profile {
     Savp,
     /// `RTP/SAVPF`
     Savpf,
+    /// `UDP/TLS/RTP/SAVP`: SRTP keyed by DTLS (RFC 5764).
+    DtlsSavp,
+    /// `UDP/TLS/RTP/SAVPF`: WebRTC's profile.
+    DtlsSavpf,
 }
 
 impl Profile {
@@ -181,24 +241,38 @@ impl Profile {
             Profile::Avpf => "RTP/AVPF",
             Profile::Savp => "RTP/SAVP",
             Profile::Savpf => "RTP/SAVPF",
+            Profile::DtlsSavp => "UDP/TLS/RTP/SAVP",
+            Profile::DtlsSavpf => "UDP/TLS/RTP/SAVPF",
         }
     }
 
     /// The profile SDP names `name`, if a relayed side may be given it.
     pub fn from_name(name: &[u8]) -> Option<Profile> {
-        [Profile::Avp, Profile::Avpf, Profile::Savp, Profile::Savpf]
-            .into_iter()
-            .find(|p| p.name().as_bytes() == name)
+        [
+            Profile::Avp,
+            Profile::Avpf,
+            Profile::Savp,
+            Profile::Savpf,
+            Profile::DtlsSavp,
+            Profile::DtlsSavpf,
+        ]
+        .into_iter()
+        .find(|p| p.name().as_bytes().eq_ignore_ascii_case(name))
     }
 
-    /// Whether it carries SRTP.
+    /// Whether it carries SRTP keyed by SDES (`a=crypto`).
     pub fn secure(self) -> bool {
         matches!(self, Profile::Savp | Profile::Savpf)
     }
 
+    /// Whether it carries SRTP keyed by DTLS.
+    pub fn dtls(self) -> bool {
+        matches!(self, Profile::DtlsSavp | Profile::DtlsSavpf)
+    }
+
     /// Whether it carries RTCP feedback.
     pub fn feedback(self) -> bool {
-        matches!(self, Profile::Avpf | Profile::Savpf)
+        matches!(self, Profile::Avpf | Profile::Savpf | Profile::DtlsSavpf)
     }
 }
 

@@ -63,6 +63,9 @@ pub struct SidePlan {
     /// Open new endpoints on this relay address (the IPv6 one, a realm's);
     /// none: the relay's IPv4 address.
     pub local: Option<IpAddr>,
+    /// Make (or update) the leg a WebRTC one: rvoip terminates ICE and
+    /// DTLS-SRTP on it.
+    pub webrtc: Option<super::webrtc::WebRtcPlan>,
 }
 
 /// What one media line needs, per side (A, B).

@@ -31,6 +31,8 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::pcap::CapPacket;
 
+use super::dtls::DtlsIdentity;
+use super::ice::{self, Kind};
 use super::rtp::{PacketError, check_rtcp, looks_like_rtcp, parse_rtp};
 use super::services::{
     EventSink, LineServices, LocalMode, MediaEvent, RecPacket, Room, ServiceCounters, ServiceOp,
@@ -38,6 +40,7 @@ use super::services::{
 };
 use super::stats::StreamStats;
 use super::transcode::{LegCodec, StageCounters, Transcoder, needs_transcoding};
+use super::webrtc::{WebRtcLeg, WebRtcPlan};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams};
 
 /// Identifies a local endpoint (a bound socket) within one worker.
@@ -248,6 +251,17 @@ pub struct LegSrtp {
 struct LegCrypto {
     rx: Option<Box<SrtpContext>>,
     tx: Option<Box<SrtpContext>>,
+    /// ICE and DTLS, on a WebRTC leg: its SRTP keys come from the DTLS
+    /// handshake, and nothing goes to its peer before they do.
+    webrtc: Option<Box<WebRtcLeg>>,
+}
+
+impl LegCrypto {
+    /// Whether packets may go to this leg's peer: a WebRTC leg only once
+    /// its DTLS gave keys.
+    fn may_send(&self) -> bool {
+        self.webrtc.as_ref().is_none_or(|w| w.keyed)
+    }
 }
 
 /// A context for `params`, keeping `current` when the keys are unchanged (a
@@ -402,6 +416,16 @@ pub struct RelayCounters {
     pub stage: StageCounters,
     /// The media services' counters.
     pub services: ServiceCounters,
+    /// STUN checks answered on WebRTC legs.
+    pub stun_answered: u64,
+    /// STUN packets not answered (wrong credentials, malformed).
+    pub stun_refused: u64,
+    /// DTLS handshakes that gave SRTP keys.
+    pub dtls_keyed: u64,
+    /// DTLS handshakes that failed (a fingerprint mismatch, an alert).
+    pub dtls_failed: u64,
+    /// Packets not sent to a WebRTC peer because its DTLS had no keys yet.
+    pub webrtc_unkeyed: u64,
 }
 
 impl RelayCounters {
@@ -421,6 +445,11 @@ impl RelayCounters {
         self.transcoded_out += o.transcoded_out;
         self.stage.add(&o.stage);
         self.services.add(&o.services);
+        self.stun_answered += o.stun_answered;
+        self.stun_refused += o.stun_refused;
+        self.dtls_keyed += o.dtls_keyed;
+        self.dtls_failed += o.dtls_failed;
+        self.webrtc_unkeyed += o.webrtc_unkeyed;
     }
 
     /// The counters a worker publishes, in the order of
@@ -560,6 +589,12 @@ pub struct Relay {
     captures: Vec<Option<u32>>,
     /// Worker time of the packets [`Relay::poll_transmit`] hands out.
     out_ns: u64,
+    /// rvoip's DTLS certificate, and the instant of worker time 0: WebRTC
+    /// legs need both.
+    dtls: Option<(DtlsIdentity, std::time::Instant)>,
+    /// STUN answers and DTLS records waiting to be sent: (endpoint, peer,
+    /// octets).
+    wire: VecDeque<(EndpointId, SocketAddr, Vec<u8>)>,
 }
 
 /// Copies a packet of a captured call for the capture writer; a full
@@ -645,6 +680,201 @@ impl Relay {
             cap_sink: None,
             captures: Vec::new(),
             out_ns: 0,
+            dtls: None,
+            wire: VecDeque::new(),
+        }
+    }
+
+    /// Gives the relay rvoip's DTLS certificate, and the instant its time
+    /// 0 stands for: WebRTC legs can be set up from then on.
+    pub fn set_dtls(&mut self, identity: DtlsIdentity, epoch: std::time::Instant) {
+        self.dtls = Some((identity, epoch));
+    }
+
+    /// Makes `side` of media `media` a WebRTC leg as `plan` says (ICE-lite
+    /// with its credentials; DTLS once its role and the peer's fingerprint
+    /// are known), or updates it. False without a DTLS certificate or for
+    /// an unknown session.
+    pub fn set_webrtc(
+        &mut self,
+        id: SessionId,
+        media: usize,
+        side: Side,
+        plan: &WebRtcPlan,
+        now_ms: u64,
+    ) -> bool {
+        let medias = self.session(id).map_or(0, |s| s.medias.len());
+        let (Some((identity, epoch)), Some(crypto)) =
+            (self.dtls.as_ref(), self.crypto.get_mut(id as usize))
+        else {
+            return false;
+        };
+        if media >= medias {
+            return false;
+        }
+        if crypto.len() < medias {
+            crypto.resize_with(medias, Default::default);
+        }
+        let now = *epoch + std::time::Duration::from_millis(now_ms);
+        let leg = &mut crypto[media][side.index()];
+        match leg.webrtc.as_mut() {
+            Some(w) => w.update(plan, identity, now),
+            None => leg.webrtc = Some(Box::new(WebRtcLeg::new(plan, identity, now))),
+        }
+        // An active leg's ClientHello goes as soon as the peer is known.
+        self.drive_dtls(id, media, side, now_ms, None);
+        true
+    }
+
+    /// Runs the DTLS of a WebRTC leg: a datagram from `from` (none: a
+    /// timer), what it answers queued for the peer, keys installed once
+    /// they come.
+    fn drive_dtls(
+        &mut self,
+        id: SessionId,
+        media: usize,
+        side: Side,
+        now_ms: u64,
+        packet: Option<(&[u8], SocketAddr)>,
+    ) {
+        let Some((_, epoch)) = self.dtls.as_ref() else {
+            return;
+        };
+        let now = *epoch + std::time::Duration::from_millis(now_ms);
+        let Some(leg_state) = self
+            .sessions
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .and_then(|s| s.medias.get(media))
+            .map(|p| p.leg(side))
+        else {
+            return;
+        };
+        let ep = leg_state.rtp_ep;
+        let peer = packet
+            .map(|p| p.1)
+            .or(leg_state.latched_rtp)
+            .or(leg_state.peer.rtp);
+        let Some(leg) = self
+            .crypto
+            .get_mut(id as usize)
+            .and_then(|c| c.get_mut(media))
+            .map(|l| &mut l[side.index()])
+        else {
+            return;
+        };
+        let Some(w) = leg.webrtc.as_deref_mut() else {
+            return;
+        };
+        let Some(dtls) = w.dtls.as_mut() else {
+            return;
+        };
+        let mut out: SmallVec<[Vec<u8>; 4]> = SmallVec::new();
+        let r = match packet {
+            Some((p, _)) => dtls.on_packet(p, now, &mut |d| out.push(d.to_vec())),
+            None => dtls.on_timeout(now, &mut |d| out.push(d.to_vec())),
+        };
+        if r.is_err() && dtls.failure().is_some() && !w.keyed {
+            self.counters.dtls_failed += 1;
+            // Failed for good: the leg stays unkeyed, nothing is sent.
+            w.dtls = None;
+        }
+        if !w.keyed
+            && let Some(keys) = w.dtls.as_ref().and_then(|d| d.keys()).cloned()
+        {
+            leg.rx = SrtpContext::new(&keys.inbound).map(Box::new);
+            leg.tx = SrtpContext::new(&keys.outbound).map(Box::new);
+            w.keyed = leg.rx.is_some() && leg.tx.is_some();
+            if w.keyed {
+                self.counters.dtls_keyed += 1;
+            }
+        }
+        if let (Some(ep), Some(to)) = (ep, peer) {
+            for d in out {
+                self.wire.push_back((ep, to, d));
+            }
+        }
+    }
+
+    /// Retransmits the DTLS flights of WebRTC legs whose timers ran out.
+    fn tick_dtls(&mut self, now_ms: u64) {
+        let Some((_, epoch)) = self.dtls.as_ref() else {
+            return;
+        };
+        let now = *epoch + std::time::Duration::from_millis(now_ms);
+        let mut due: SmallVec<[(SessionId, usize, Side); 8]> = SmallVec::new();
+        for (id, medias) in self.crypto.iter().enumerate() {
+            for (m, legs) in medias.iter().enumerate() {
+                for side in [Side::A, Side::B] {
+                    let late = legs[side.index()]
+                        .webrtc
+                        .as_ref()
+                        .and_then(|w| w.dtls.as_ref())
+                        .filter(|d| d.keys().is_none())
+                        .and_then(|d| d.next_timeout())
+                        .is_some_and(|t| t <= now);
+                    if late {
+                        due.push((id as SessionId, m, side));
+                    }
+                }
+            }
+        }
+        for (id, m, side) in due {
+            self.drive_dtls(id, m, side, now_ms, None);
+        }
+    }
+
+    /// Handles a STUN or DTLS datagram on a WebRTC leg; `None` when the
+    /// packet is media (it goes on the usual way).
+    #[allow(clippy::too_many_arguments)]
+    fn on_webrtc(
+        &mut self,
+        now_ms: u64,
+        ep: EndpointId,
+        slot: Slot,
+        src: SocketAddr,
+        pkt: &[u8],
+    ) -> Option<Action> {
+        let (id, media, side) = (slot.session, usize::from(slot.media), slot.side);
+        let w = self
+            .crypto
+            .get_mut(id as usize)
+            .and_then(|c| c.get_mut(media))
+            .and_then(|l| l[side.index()].webrtc.as_deref_mut())?;
+        match ice::classify(pkt) {
+            Kind::Media => None,
+            Kind::Stun => {
+                let mut answer = Vec::with_capacity(96);
+                match w.ice.on_stun(pkt, src, now_ms, &mut answer) {
+                    Ok(a) => {
+                        self.counters.stun_answered += 1;
+                        let nominated = a.nominated;
+                        self.wire.push_back((ep, src, answer));
+                        // Media goes where the browser's checks come from
+                        // (the nominated pair, or the first one that works).
+                        if let Some(leg) = self
+                            .sessions
+                            .get_mut(id as usize)
+                            .and_then(Option::as_mut)
+                            .and_then(|s| s.medias.get_mut(media))
+                            .map(|p| p.leg_mut(side))
+                            && (nominated || leg.latched_rtp.is_none())
+                        {
+                            leg.latched_rtp = Some(src);
+                        }
+                    }
+                    Err(_) => self.counters.stun_refused += 1,
+                }
+                Some(Action::Consumed)
+            }
+            Kind::Dtls => {
+                self.drive_dtls(id, media, side, now_ms, Some((pkt, src)));
+                Some(Action::Consumed)
+            }
+            Kind::Other => {
+                self.counters.malformed += 1;
+                Some(Action::Drop(DropReason::Malformed(PacketError::TooShort)))
+            }
         }
     }
 
@@ -798,11 +1028,16 @@ impl Relay {
             crypto.resize_with(medias, Default::default);
         }
         let leg = &mut crypto[media][side.index()];
+        if leg.webrtc.is_some() {
+            // A WebRTC leg's keys come from its DTLS.
+            return true;
+        }
         let rx = context_for(leg.rx.take(), srtp.rx.as_ref());
         let tx = context_for(leg.tx.take(), srtp.tx.as_ref());
         match (rx, tx) {
             (Ok(rx), Ok(tx)) => {
-                *leg = LegCrypto { rx, tx };
+                leg.rx = rx;
+                leg.tx = tx;
                 true
             }
             _ => false,
@@ -875,7 +1110,7 @@ impl Relay {
     /// When the processing stage or the media services next have a packet
     /// to send (worker ns).
     pub fn next_due_ns(&self) -> Option<u64> {
-        if !self.outbox.is_empty() {
+        if !self.outbox.is_empty() || !self.wire.is_empty() {
             return Some(0);
         }
         [
@@ -916,6 +1151,17 @@ impl Relay {
     /// [`Relay::next_due_ns`] comes. No allocation.
     pub fn poll_transmit(&mut self, now_ns: u64, out: &mut [u8]) -> Option<Transmit> {
         self.out_ns = now_ns;
+        while let Some((via, to, d)) = self.wire.pop_front() {
+            let Some(dst) = out.get_mut(..d.len()) else {
+                continue;
+            };
+            dst.copy_from_slice(&d);
+            return Some(Transmit {
+                via,
+                to,
+                len: d.len(),
+            });
+        }
         if let Some(t) = self.pop_outbox(out) {
             return Some(t);
         }
@@ -998,12 +1244,16 @@ impl Relay {
             self.counters.no_destination += 1;
             return None;
         };
-        if let Some(ctx) = self
+        let crypto = self
             .crypto
             .get_mut(id as usize)
             .and_then(|c| c.get_mut(media))
-            .and_then(|c| c[to.index()].tx.as_deref_mut())
-        {
+            .map(|c| &mut c[to.index()]);
+        if crypto.as_ref().is_some_and(|c| !c.may_send()) {
+            self.counters.webrtc_unkeyed += 1;
+            return None;
+        }
+        if let Some(ctx) = crypto.and_then(|c| c.tx.as_deref_mut()) {
             match ctx.protect_rtp(out, len) {
                 Ok(n) => {
                     len = n;
@@ -1112,6 +1362,18 @@ impl Relay {
             return Action::Drop(DropReason::UnknownEndpoint);
         };
         let config = self.config;
+        let Some(pkt) = buf.get(..*len) else {
+            self.counters.malformed += 1;
+            return Action::Drop(DropReason::Malformed(PacketError::TooShort));
+        };
+        let webrtc_leg = self
+            .crypto
+            .get(slot.session as usize)
+            .and_then(|c| c.get(usize::from(slot.media)))
+            .is_some_and(|l| l[slot.side.index()].webrtc.is_some());
+        if webrtc_leg && let Some(action) = self.on_webrtc(now_ms, ep, slot, src, pkt) {
+            return action;
+        }
         let Some(session) = self
             .sessions
             .get_mut(slot.session as usize)
@@ -1336,6 +1598,10 @@ impl Relay {
             self.counters.no_destination += 1;
             return Action::Drop(DropReason::NoDestination);
         };
+        if their_crypto.as_ref().is_some_and(|c| !c.may_send()) {
+            self.counters.webrtc_unkeyed += 1;
+            return Action::Drop(DropReason::NoDestination);
+        }
         // SRTP out: protect for the other side's peer.
         if let Some(ctx) = their_crypto.and_then(|c| c.tx.as_deref_mut()) {
             let r = if rtcp {
@@ -1377,6 +1643,7 @@ impl Relay {
     /// Advances the timer wheel to `now_ms`: sessions silent for the media
     /// timeout are marked timed out (and listed by [`Relay::take_timed_out`]).
     pub fn tick(&mut self, now_ms: u64) {
+        self.tick_dtls(now_ms);
         let now_s = now_ms / 1000;
         while self.wheel.cursor_s < now_s {
             self.wheel.cursor_s += 1;

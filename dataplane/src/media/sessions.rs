@@ -14,8 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use super::codecs::{Negotiation, SdpFormat, apply_offer, formats_of, read_answer};
+use super::dtls::{Fingerprint, Role};
 use super::keying::{self as sdes, OwnKey};
-use super::orders::{AddressFamily, CodecOptions, CodecSpec};
+use super::orders::{AddressFamily, CodecOptions, CodecSpec, DtlsFlag, IceFlag};
 use super::orders::{
     CallId, CallStats, MediaLine, MediaOrder, MediaReply, OrderError, Party, SdpOptions,
 };
@@ -26,6 +27,7 @@ use super::relay::{LegSrtp, PeerSpec, Side};
 use super::rtp::Ssrc;
 use super::services::{Blocking, LocalMode, ServiceOp};
 use super::transcode::LegCodec;
+use super::webrtc::WebRtcPlan;
 use crate::engine::media::capturer::CaptureStep;
 use crate::entropy::Entropy;
 use crate::sdp::Sdp;
@@ -79,6 +81,73 @@ struct MediaState {
     transcoding: Option<(LegCodec, LegCodec)>,
     /// The formats side A, side B wrote in their last SDP.
     formats: [Vec<SdpFormat>; 2],
+    /// What rvoip says to side A, side B where it is a WebRTC endpoint
+    /// towards it (ICE-lite, DTLS-SRTP).
+    webrtc: [Option<WebRtcLocal>; 2],
+}
+
+/// rvoip's side of a WebRTC leg, as its SDP says it.
+#[derive(Debug, Clone, Default)]
+struct WebRtcLocal {
+    ufrag: String,
+    pwd: String,
+    /// `a=setup`: `actpass` in an offer, `active`/`passive` in an answer.
+    setup: &'static str,
+    /// The line's `a=mid`.
+    mid: Option<String>,
+}
+
+/// The DTLS-SRTP profile, with feedback or not.
+fn dtls_profile(feedback: bool) -> &'static str {
+    if feedback {
+        "UDP/TLS/RTP/SAVPF"
+    } else {
+        "UDP/TLS/RTP/SAVP"
+    }
+}
+
+/// Whether a profile is DTLS-SRTP (`UDP/TLS/RTP/SAVP[F]`).
+fn is_dtls_proto(proto: &[u8]) -> bool {
+    proto.len() > 12 && proto[..12].eq_ignore_ascii_case(b"UDP/TLS/RTP/")
+}
+
+/// A media section's attribute, else the session's.
+fn attr_of(sdp: &Sdp<'_>, i: usize, name: &str) -> Option<String> {
+    let v = sdp
+        .media
+        .get(i)
+        .and_then(|m| m.attribute(name))
+        .or_else(|| {
+            sdp.attributes()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| v)
+        })??;
+    Some(String::from_utf8_lossy(v).trim().to_string())
+}
+
+/// rvoip's DTLS role given the other end's `a=setup` (RFC 5763 §5): it
+/// takes the role the other does not; to `actpass` it answers as `flag`
+/// says, passive by default.
+fn dtls_role(their_setup: Option<&str>, flag: Option<DtlsFlag>) -> Role {
+    match their_setup.map(str::to_ascii_lowercase).as_deref() {
+        Some("active") => Role::Passive,
+        Some("passive") => Role::Active,
+        _ if flag == Some(DtlsFlag::Active) => Role::Active,
+        _ => Role::Passive,
+    }
+}
+
+/// Fresh ICE credentials (RFC 8839 §5.4: 4+ and 22+ ice-chars).
+fn ice_credentials(rng: &dyn Entropy) -> Result<(String, String), OrderError> {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut raw = [0u8; 32];
+    rng.fill(&mut raw)
+        .map_err(|e| OrderError::Unacceptable(e.to_string()))?;
+    let text: String = raw
+        .iter()
+        .map(|b| char::from(CHARS[usize::from(*b) % CHARS.len()]))
+        .collect();
+    Ok((text[..8].to_string(), text[8..].to_string()))
 }
 
 impl Call {
@@ -167,6 +236,8 @@ pub struct Sessions<M> {
     record_rooms: bool,
     /// Recorded rooms: recording number and the calls in the room.
     room_recs: HashMap<String, (u32, Vec<CallId>)>,
+    /// The fingerprint of rvoip's DTLS certificate; none: no WebRTC.
+    dtls_fingerprint: Option<Fingerprint>,
 }
 
 /// The peer an SDP media section describes.
@@ -231,7 +302,14 @@ impl<M: MediaControl> Sessions<M> {
             ms_opus_complexity: 1,
             record_rooms: false,
             room_recs: HashMap::new(),
+            dtls_fingerprint: None,
         }
+    }
+
+    /// The fingerprint of the DTLS certificate the media workers present:
+    /// with it, offers and answers may have WebRTC sides.
+    pub fn set_dtls_fingerprint(&mut self, fingerprint: Option<Fingerprint>) {
+        self.dtls_fingerprint = fingerprint;
     }
 
     /// The relay's IPv6 address (`[media] address_v6`): a side whose SDP
@@ -595,6 +673,80 @@ impl<M: MediaControl> Sessions<M> {
                 Some(tp) => tp.secure(),
                 None => offerer_secure,
             };
+            // WebRTC: rvoip terminates ICE and DTLS-SRTP on a side whose
+            // profile is UDP/TLS/RTP/SAVP[F].
+            let rtp_line = m.media.port != 0 && m.media.is_rtp();
+            let offerer_webrtc = rtp_line && is_dtls_proto(proto) && f.dtls != Some(DtlsFlag::Off);
+            let recipient_webrtc = rtp_line
+                && f.dtls != Some(DtlsFlag::Off)
+                && match f.transport_protocol {
+                    Some(tp) => tp.dtls(),
+                    None => offerer_webrtc && f.ice != Some(IceFlag::Remove),
+                };
+            let mut webrtc_plans: [Option<WebRtcPlan>; 2] = [None, None];
+            if (offerer_webrtc || recipient_webrtc) && self.dtls_fingerprint.is_none() {
+                return Err(OrderError::Unacceptable(
+                    "WebRTC (UDP/TLS/RTP/SAVPF) needs the relay's DTLS certificate".into(),
+                ));
+            }
+            if offerer_webrtc {
+                let expected = attr_of(&sdp, i, "fingerprint")
+                    .and_then(|v| Fingerprint::parse(&v))
+                    .ok_or_else(|| {
+                        OrderError::Unacceptable(
+                            "DTLS offer without a sha-256 a=fingerprint".into(),
+                        )
+                    })?;
+                let role = dtls_role(attr_of(&sdp, i, "setup").as_deref(), f.dtls);
+                let (ufrag, pwd) = match &st.webrtc[me] {
+                    Some(w) => (w.ufrag.clone(), w.pwd.clone()),
+                    None => ice_credentials(self.rng.as_ref())?,
+                };
+                st.webrtc[me] = Some(WebRtcLocal {
+                    ufrag: ufrag.clone(),
+                    pwd: pwd.clone(),
+                    setup: match role {
+                        Role::Active => "active",
+                        Role::Passive => "passive",
+                    },
+                    mid: m
+                        .attribute("mid")
+                        .flatten()
+                        .map(|v| String::from_utf8_lossy(v).into_owned()),
+                });
+                webrtc_plans[me] = Some(WebRtcPlan {
+                    ufrag,
+                    pwd,
+                    dtls: Some((role, expected)),
+                });
+            } else {
+                st.webrtc[me] = None;
+            }
+            if recipient_webrtc {
+                let (ufrag, pwd) = match &st.webrtc[other] {
+                    Some(w) => (w.ufrag.clone(), w.pwd.clone()),
+                    None => ice_credentials(self.rng.as_ref())?,
+                };
+                let mid = m
+                    .attribute("mid")
+                    .flatten()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .or_else(|| Some(i.to_string()));
+                st.webrtc[other] = Some(WebRtcLocal {
+                    ufrag: ufrag.clone(),
+                    pwd: pwd.clone(),
+                    setup: "actpass",
+                    mid,
+                });
+                webrtc_plans[other] = Some(WebRtcPlan {
+                    ufrag,
+                    pwd,
+                    dtls: None,
+                });
+            } else {
+                st.webrtc[other] = None;
+            }
+            let recipient_secure = recipient_secure && !recipient_webrtc;
             st.proto = match f.transport_protocol {
                 Some(tp) => tp.name().as_bytes().to_vec(),
                 None => proto.to_vec(),
@@ -638,6 +790,14 @@ impl<M: MediaControl> Sessions<M> {
                     Some(tp) => sdes::profile(tp.feedback(), recipient_secure),
                     None => sdes::profile(feedback, recipient_secure),
                 });
+                if offerer_webrtc {
+                    st.profiles[me] = Some(dtls_profile(feedback));
+                }
+                if recipient_webrtc {
+                    let fb = f.transport_protocol.map_or(feedback, |tp| tp.feedback());
+                    st.profiles[other] = Some(dtls_profile(fb));
+                    other_srtp = None;
+                }
             }
             crypto_lines.push(lines);
             let peer = peer_of(&sdp, i);
@@ -646,11 +806,21 @@ impl<M: MediaControl> Sessions<M> {
                 st.peers[me] = Some(peer);
                 // Towards the offerer: multiplex if it does and it is not refused.
                 st.mux[me] = peer.rtcp_mux && !f.mux_reject;
-                // Towards the other side: as asked, else as the offerer does.
-                st.mux[other] = if f.mux_demux {
+                // Towards the other side: as asked, else as the offerer does;
+                // WebRTC always multiplexes.
+                st.mux[other] = if recipient_webrtc {
+                    true
+                } else if f.mux_demux {
                     false
                 } else {
                     f.mux_offer || peer.rtcp_mux
+                };
+                let [me_webrtc, other_webrtc] = if me == 0 {
+                    let [a, b] = webrtc_plans;
+                    [a, b]
+                } else {
+                    let [a, b] = webrtc_plans;
+                    [b, a]
                 };
                 plan.sides[me] = SidePlan {
                     open_rtp: true,
@@ -658,6 +828,7 @@ impl<M: MediaControl> Sessions<M> {
                     peer: Some(peer),
                     srtp: Some(me_srtp),
                     local: me_if.local(),
+                    webrtc: me_webrtc,
                 };
                 plan.sides[other] = SidePlan {
                     open_rtp: true,
@@ -665,6 +836,7 @@ impl<M: MediaControl> Sessions<M> {
                     peer: None,
                     srtp: other_srtp,
                     local: other_if.local(),
+                    webrtc: other_webrtc,
                 };
             }
             plans.push(plan);
@@ -679,6 +851,7 @@ impl<M: MediaControl> Sessions<M> {
             side.other(),
             f,
             &crypto_lines,
+            self.dtls_fingerprint,
         )
     }
 
@@ -765,6 +938,26 @@ impl<M: MediaControl> Sessions<M> {
                     .map(OwnKey::line)
                     .collect(),
             );
+            // A WebRTC answerer: its certificate and setup decide rvoip's
+            // DTLS role.
+            let webrtc = match &st.webrtc[me] {
+                Some(w) if m.media.port != 0 => {
+                    let expected = attr_of(&sdp, i, "fingerprint")
+                        .and_then(|v| Fingerprint::parse(&v))
+                        .ok_or_else(|| {
+                            OrderError::Unacceptable(
+                                "DTLS answer without a sha-256 a=fingerprint".into(),
+                            )
+                        })?;
+                    let role = dtls_role(attr_of(&sdp, i, "setup").as_deref(), None);
+                    Some(WebRtcPlan {
+                        ufrag: w.ufrag.clone(),
+                        pwd: w.pwd.clone(),
+                        dtls: Some((role, expected)),
+                    })
+                }
+                _ => None,
+            };
             if let Some(peer) = peer_of(&sdp, i) {
                 st.peers[me] = Some(peer);
                 // Multiplexing towards the answerer holds only if it accepted it.
@@ -773,8 +966,9 @@ impl<M: MediaControl> Sessions<M> {
                     open_rtp: false,
                     open_rtcp: !st.mux[me],
                     peer: Some(peer),
-                    srtp: Some(me_srtp),
+                    srtp: webrtc.is_none().then_some(me_srtp),
                     local: call.iface[me].and_then(Iface::local),
+                    webrtc,
                 };
             }
             plans.push(plan);
@@ -789,6 +983,7 @@ impl<M: MediaControl> Sessions<M> {
             side.other(),
             f,
             &crypto_lines,
+            self.dtls_fingerprint,
         )
     }
 }
@@ -1190,6 +1385,7 @@ impl<M: MediaControl> Sessions<M> {
                     peer: Some(peer),
                     srtp: Some(srtp),
                     local: caller_if.local(),
+                    webrtc: None,
                 };
             }
             plans.push(plan);
@@ -1217,6 +1413,7 @@ impl<M: MediaControl> Sessions<M> {
             Side::A,
             f,
             &crypto_lines,
+            self.dtls_fingerprint,
         )?;
         let h = call.handle.ok_or(OrderError::UnknownCall)?;
         if session.is_none() {
@@ -1282,6 +1479,7 @@ fn apply_and_rewrite<M: MediaControl>(
     to: Side,
     f: &SdpOptions,
     crypto_lines: &[Vec<String>],
+    fingerprint: Option<Fingerprint>,
 ) -> Result<MediaReply, OrderError> {
     let applied = media
         .apply(worker, session, plans)
@@ -1294,7 +1492,7 @@ fn apply_and_rewrite<M: MediaControl>(
         Some(Iface::At(a)) => a,
         _ => advertised,
     };
-    rewrite(sdp, call, to, advertised, f, crypto_lines);
+    rewrite(sdp, call, to, advertised, f, crypto_lines, fingerprint);
     Ok(MediaReply::Sdp(sdp.to_bytes()))
 }
 
@@ -1308,6 +1506,7 @@ fn rewrite(
     advertised: IpAddr,
     f: &SdpOptions,
     crypto: &[Vec<String>],
+    fingerprint: Option<Fingerprint>,
 ) {
     let t = idx(to);
     for (i, m) in sdp.media.iter_mut().enumerate() {
@@ -1350,4 +1549,46 @@ fn rewrite(
         sdp.set_origin_address(advertised);
     }
     sdp.remove_ice();
+    // DTLS and BUNDLE of the other side never go through: rvoip's own
+    // go to a side it is a WebRTC endpoint for.
+    for name in ["fingerprint", "setup", "tls-id", "group"] {
+        sdp.remove_attribute(name);
+    }
+    let mut webrtc_mids = Vec::new();
+    for (i, m) in sdp.media.iter_mut().enumerate() {
+        for name in ["fingerprint", "setup", "tls-id"] {
+            m.remove_attribute(name);
+        }
+        let Some(st) = call.medias.get(i) else {
+            continue;
+        };
+        let (Some(w), Some(fp)) = (st.webrtc[t].as_ref(), fingerprint) else {
+            continue;
+        };
+        if m.media.port == 0 {
+            continue;
+        }
+        m.add_attribute("ice-ufrag", Some(w.ufrag.as_bytes()));
+        m.add_attribute("ice-pwd", Some(w.pwd.as_bytes()));
+        m.add_attribute("fingerprint", Some(fp.to_string().as_bytes()));
+        m.add_attribute("setup", Some(w.setup.as_bytes()));
+        if let Some(mid) = &w.mid {
+            m.set_attribute("mid", Some(mid.as_bytes()));
+            webrtc_mids.push(mid.clone());
+        }
+        let candidate = format!(
+            "1 1 UDP 2130706431 {} {} typ host",
+            advertised, st.ports[t].rtp
+        );
+        m.add_attribute("candidate", Some(candidate.as_bytes()));
+        m.add_attribute("end-of-candidates", None);
+        if !st.mux[t] {
+            m.add_attribute("rtcp-mux", None);
+        }
+    }
+    if !webrtc_mids.is_empty() {
+        sdp.add_attribute("ice-lite", None);
+        let group = format!("BUNDLE {}", webrtc_mids.join(" "));
+        sdp.add_attribute("group", Some(group.as_bytes()));
+    }
 }

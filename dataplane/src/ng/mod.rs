@@ -20,8 +20,8 @@ use bencode::Value;
 
 use crate::entropy::Entropy;
 use crate::media::orders::{
-    AddressFamily, CallId, CallStats, CodecOptions, CodecSpec, MediaOrder, MediaReply,
-    MediaService, OrderError, Party, Profile, Recording, SdpOptions, Tag,
+    AddressFamily, CallId, CallStats, CodecOptions, CodecSpec, DtlsFlag, IceFlag, MediaOrder,
+    MediaReply, MediaService, OrderError, Party, Profile, Recording, SdpOptions, Tag,
 };
 use crate::media::plan::MediaControl;
 use crate::media::sessions::Sessions;
@@ -160,13 +160,57 @@ fn options(req: &Value<'_>) -> Result<SdpOptions, NgError> {
             _ => {}
         }
     }
-    if let Some(tp) = req.get("transport-protocol").and_then(Value::as_bytes) {
-        f.transport_protocol = Some(Profile::from_name(tp).ok_or_else(|| {
+    let protocol = |tp: &[u8]| {
+        Profile::from_name(tp).ok_or_else(|| {
             NgError(format!(
-                "Unsupported transport-protocol: {} (RTP/AVP, RTP/AVPF, RTP/SAVP, RTP/SAVPF)",
+                "Unsupported transport-protocol: {} (RTP/AVP, RTP/AVPF, RTP/SAVP, RTP/SAVPF, \
+UDP/TLS/RTP/SAVP, UDP/TLS/RTP/SAVPF)",
                 String::from_utf8_lossy(tp)
             ))
-        })?);
+        })
+    };
+    if let Some(tp) = req.get("transport-protocol").and_then(Value::as_bytes) {
+        f.transport_protocol = Some(protocol(tp)?);
+    }
+    let ice = |v: &[u8]| {
+        IceFlag::parse(v).ok_or_else(|| {
+            NgError(format!(
+                "Invalid ICE: {} (remove, force, force-relay, default)",
+                String::from_utf8_lossy(v)
+            ))
+        })
+    };
+    let dtls = |v: &[u8]| {
+        DtlsFlag::parse(v).ok_or_else(|| {
+            NgError(format!(
+                "Invalid DTLS: {} (off, passive, active)",
+                String::from_utf8_lossy(v)
+            ))
+        })
+    };
+    if let Some(v) = req.get("ICE").and_then(Value::as_bytes) {
+        f.ice = Some(ice(v)?);
+    }
+    if let Some(v) = req.get("DTLS").and_then(Value::as_bytes) {
+        f.dtls = Some(dtls(v)?);
+    }
+    // Kamailio's flag strings: `ICE=remove`, `DTLS=passive`,
+    // `transport-protocol=RTP/AVP`, `rtcp-mux-demux`, `generate-mid`.
+    for flag in strings(req.get("flags")) {
+        let (key, value) = match flag.iter().position(|b| *b == b'=') {
+            Some(i) => (&flag[..i], Some(&flag[i + 1..])),
+            None => (flag, None),
+        };
+        match (key.to_ascii_lowercase().as_slice(), value) {
+            (b"ice", Some(v)) => f.ice = Some(ice(v)?),
+            (b"dtls", Some(v)) => f.dtls = Some(dtls(v)?),
+            (b"transport-protocol", Some(v)) => f.transport_protocol = Some(protocol(v)?),
+            (b"rtcp-mux-offer" | b"rtcp-mux-require", None) => f.mux_offer = true,
+            (b"rtcp-mux-demux", None) => f.mux_demux = true,
+            (b"rtcp-mux-reject", None) => f.mux_reject = true,
+            (b"generate-mid", None) => f.generate_mid = true,
+            _ => {}
+        }
     }
     // `flags: [SDES-off, SDES-only-<suite>, ...]` or `SDES: [off, only-<suite>, ...]`.
     for flag in strings(req.get("flags")) {
@@ -302,6 +346,12 @@ impl<M: MediaControl> NgServer<M> {
     /// Where relative prompt paths (`play media`'s `file`) are read from.
     pub fn set_prompt_dir(&mut self, dir: std::path::PathBuf) {
         self.sessions.set_prompt_dir(dir);
+    }
+
+    /// The fingerprint of the DTLS certificate the media workers present
+    /// (WebRTC legs); none: WebRTC offers are refused.
+    pub fn set_dtls_fingerprint(&mut self, fingerprint: Option<crate::media::dtls::Fingerprint>) {
+        self.sessions.set_dtls_fingerprint(fingerprint);
     }
 
     /// Conference rooms are recorded (`[mediaserver] record_rooms`).

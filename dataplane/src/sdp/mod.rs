@@ -509,6 +509,16 @@ impl<'a> Sdp<'a> {
         self.session.retain(|l| !l.is_attribute(name));
     }
 
+    /// Appends a session-level `a=name[:value]`.
+    pub fn add_attribute(&mut self, name: &str, value: Option<&[u8]>) {
+        let mut v = name.as_bytes().to_vec();
+        if let Some(value) = value {
+            v.push(b':');
+            v.extend_from_slice(value);
+        }
+        self.session.push(Line::owned(b'a', v));
+    }
+
     /// Removes all ICE attributes (RFC 8839) at every level: what `ICE=remove`
     /// asks of a relay that does not do ICE itself.
     pub fn remove_ice(&mut self) {

@@ -74,6 +74,7 @@ impl Relay {
         })
         .expect("engine");
         let stop = Arc::new(AtomicBool::new(false));
+        let fingerprint = engine.dtls_fingerprint();
         let mut server = NgServer::new(
             engine,
             LOCALHOST,
@@ -81,6 +82,7 @@ impl Relay {
         );
         server.set_recording_dir(recordings);
         server.set_advertised_v6(address_v6);
+        server.set_dtls_fingerprint(Some(fingerprint));
         let listener = NgListener::spawn("127.0.0.1:0".parse().unwrap(), server, Arc::clone(&stop))
             .expect("ng");
         let client = UdpSocket::bind("127.0.0.1:0").expect("client");

@@ -143,6 +143,8 @@ pub struct MediaEngine {
     events: Arc<ArrayQueue<(usize, SessionId, MediaEvent)>>,
     recorder: recorder::Recorder,
     capturer: capturer::Capturer,
+    /// The fingerprint of the DTLS certificate the workers present.
+    dtls_fingerprint: crate::media::dtls::Fingerprint,
 }
 
 impl fmt::Debug for MediaEngine {
@@ -212,6 +214,12 @@ pub fn raise_nofile_limit() -> u64 {
 
 impl MediaEngine {
     /// Starts one worker per configured core.
+    /// The fingerprint of the DTLS certificate WebRTC legs present (what
+    /// SDP towards them says).
+    pub fn dtls_fingerprint(&self) -> crate::media::dtls::Fingerprint {
+        self.dtls_fingerprint
+    }
+
     pub fn start(config: &MediaEngineConfig) -> io::Result<MediaEngine> {
         let limit = raise_nofile_limit();
         let n = config.cores.len().max(1);
@@ -227,6 +235,11 @@ impl MediaEngine {
         let events = Arc::new(ArrayQueue::new(4096));
         let recorder = recorder::Recorder::start()?;
         let capturer = capturer::Capturer::start(config.address)?;
+        // rvoip's DTLS certificate for WebRTC legs: made once per process,
+        // presented by every worker.
+        let dtls =
+            crate::media::dtls::DtlsIdentity::generate(&crate::entropy::SystemEntropy::new())
+                .map_err(io::Error::other)?;
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         for i in 0..n {
             let queue = Arc::new(ArrayQueue::new(1024));
@@ -255,6 +268,7 @@ impl MediaEngine {
                 events: Arc::clone(&events),
                 rec_sink: recorder.queue(),
                 cap_sink: capturer.queue(),
+                dtls: dtls.clone(),
             };
             let (q, w, ready) = (Arc::clone(&queue), Arc::clone(&wake), ready_tx.clone());
             let thread = std::thread::Builder::new()
@@ -281,6 +295,7 @@ impl MediaEngine {
             events,
             recorder,
             capturer,
+            dtls_fingerprint: dtls.fingerprint(),
         };
         for _ in 0..n {
             match ready_rx.recv_timeout(ORDER_TIMEOUT) {

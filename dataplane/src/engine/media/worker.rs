@@ -114,6 +114,8 @@ pub(super) fn bind_udp(addr: SocketAddr) -> io::Result<OwnedFd> {
 }
 
 pub(super) struct WorkerSettings {
+    /// rvoip's DTLS certificate, for WebRTC legs.
+    pub(super) dtls: crate::media::dtls::DtlsIdentity,
     pub(super) index: usize,
     pub(super) workers: usize,
     pub(super) core: Option<usize>,
@@ -274,6 +276,7 @@ pub(super) fn run(
     drop(ready);
     let clock = Clock::new();
     let mut relay = Relay::new(settings.relay, 0);
+    relay.set_dtls(settings.dtls.clone(), clock.start);
     relay.set_record_sink(Arc::clone(&settings.rec_sink));
     // The Unix time of this worker's time 0, for the captures' timestamps.
     let unix_ns = std::time::SystemTime::now()
@@ -599,6 +602,13 @@ fn apply_plans(
             }
             if let Some(peer) = sp.peer {
                 relay.set_peer(id, m, side, peer);
+            }
+            if let Some(w) = &sp.webrtc
+                && !relay.set_webrtc(id, m, side, w, now_ms)
+            {
+                return Err(MediaError::Service(
+                    "WebRTC leg without a DTLS certificate".into(),
+                ));
             }
             if let Some(srtp) = &sp.srtp
                 && !relay.set_crypto(id, m, side, srtp)
