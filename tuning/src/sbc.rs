@@ -24,6 +24,10 @@ pub enum MediaProtection {
     /// accepted too.
     #[serde(rename = "srtp-optional")]
     SrtpOptional,
+    /// WebRTC (browsers): the relay is an ICE-lite agent and terminates
+    /// DTLS-SRTP with rtcp-mux (UDP/TLS/RTP/SAVPF, RFC 8834/8827); the
+    /// other side gets what its realm speaks.
+    Webrtc,
 }
 
 /// A realm: one side of the SBC (access, core), with who may send from it.

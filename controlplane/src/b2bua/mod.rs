@@ -189,6 +189,17 @@ struct Pending2xx {
     ack_cseq: u32,
 }
 
+/// What the relay gives side `to` of `call` for an offer from the other
+/// side: its protection, with RTCP demultiplexed when the offer comes
+/// from WebRTC and goes elsewhere.
+fn towards(call: &Call, to: Side) -> media::Protection {
+    let (to_leg, from_leg) = (&call.legs[to.index()], &call.legs[to.other().index()]);
+    media::Protection {
+        demux: from_leg.webrtc && !to_leg.webrtc,
+        ..to_leg.protection()
+    }
+}
+
 /// Where one attempt of a call goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Dest {
@@ -692,7 +703,7 @@ impl B2b {
         media_id: &[u8],
         from_tag: &[u8],
         sdp: &[u8],
-        (srtp_out, sides): (bool, media::Sides),
+        (out, sides): (media::Protection, media::Sides),
     ) -> media::OrderRecord {
         let (codecs, transcode) = trunk.map_or((&[][..], false), |t| self.policy.codecs_towards(t));
         if transcode && !codecs.is_empty() {
@@ -700,18 +711,12 @@ impl B2b {
                 media_id,
                 from_tag,
                 sdp,
-                srtp_out,
+                out,
                 sides,
                 media::transcoding_to(codecs),
             )
         } else {
-            media::offer(
-                media_id,
-                from_tag,
-                &filter_codecs(sdp, codecs),
-                srtp_out,
-                sides,
-            )
+            media::offer(media_id, from_tag, &filter_codecs(sdp, codecs), out, sides)
         }
     }
 
@@ -1099,20 +1104,22 @@ impl B2b {
         );
         let id = self.next_id;
         self.next_id += 1;
-        let Some((out_listener, out_srtp)) = out_realm_index
+        let Some((out_listener, out_srtp, out_webrtc)) = out_realm_index
             .and_then(|r| self.policy.realms.get(r))
-            .map(|r| (r.listener, r.srtp))
+            .map(|r| (r.listener, r.srtp, r.webrtc))
         else {
             return;
         };
         let in_srtp = self.policy.realms.get(realm).is_some_and(|r| r.srtp);
+        let in_webrtc = self.policy.realms.get(realm).is_some_and(|r| r.webrtc);
         let from = msg.from().ok();
         let from_user = from
             .as_ref()
             .and_then(|f| f.uri.user)
             .map(|u| String::from_utf8_lossy(u).into_owned())
             .unwrap_or_else(|| "anonymous".into());
-        let a_leg = Dialog::uas(msg, inb, in_srtp, |t| self.push_token(t, "a-tag"));
+        let mut a_leg = Dialog::uas(msg, inb, in_srtp, |t| self.push_token(t, "a-tag"));
+        a_leg.webrtc = in_webrtc;
         let mut b_local = out_listener.unwrap_or(inb.local);
         // A registered user reached over the other family than the realm's
         // first listener is called from the realm's listener of its family.
@@ -1123,9 +1130,10 @@ impl B2b {
         {
             b_local = l;
         }
-        let b_leg = Dialog::uac(b_local, &from_user, out_srtp, |t| {
+        let mut b_leg = Dialog::uac(b_local, &from_user, out_srtp, |t| {
             self.push_token(t, "b-tag");
         });
+        b_leg.webrtc = out_webrtc;
         // Headers of the caller's INVITE that carry meaning end to end.
         let mut passed = Vec::new();
         for f in msg.headers() {
@@ -1239,7 +1247,7 @@ impl B2b {
                     call.media_id.as_bytes(),
                     call.legs[0].remote_tag().as_bytes(),
                     sdp,
-                    (call.legs[1].srtp, self.media_sides(&call, Side::A)),
+                    (towards(&call, Side::B), self.media_sides(&call, Side::A)),
                 );
                 self.calls.insert(id, call);
                 self.order(el, now, unix_ms, order, Then::NewCallOffer { call: id });
@@ -1371,7 +1379,7 @@ impl B2b {
         // (a registered user over the connection its REGISTER came over).
         let realm = match call.trunk {
             Some(t) => self.policy.trunks.get(t).map(|t| t.realm),
-            None => self.policy.realm_of_source(address.ip()),
+            None => self.policy.realm_of_contact(address.ip(), transport),
         };
         let local = match transport {
             Transport::Udp => None,
@@ -1564,7 +1572,7 @@ impl B2b {
                     call.media_id.as_bytes(),
                     call.legs[side.index()].remote_tag().as_bytes(),
                     sdp,
-                    call.legs[other.index()].srtp,
+                    call.legs[other.index()].protection(),
                 );
                 let then = Then::AckAnswer {
                     call: id,
@@ -1682,14 +1690,14 @@ impl B2b {
                         call.media_id.as_bytes(),
                         call.legs[side.index()].remote_tag().as_bytes(),
                         sdp,
-                        (call.legs[other.index()].srtp, self.media_sides(call, side)),
+                        (towards(call, other), self.media_sides(call, side)),
                     )
                 } else {
                     media::offer(
                         call.media_id.as_bytes(),
                         call.legs[side.index()].remote_tag().as_bytes(),
                         sdp,
-                        call.legs[other.index()].srtp,
+                        towards(call, other),
                         self.media_sides(call, side),
                     )
                 };
@@ -1981,7 +1989,7 @@ impl B2b {
                     call.media_id.as_bytes(),
                     call.legs[1].remote_tag().as_bytes(),
                     sdp,
-                    call.legs[0].srtp,
+                    towards(&call, Side::A),
                     self.media_sides(&call, Side::B),
                 )
             } else {
@@ -1989,7 +1997,7 @@ impl B2b {
                     call.media_id.as_bytes(),
                     call.legs[1].remote_tag().as_bytes(),
                     sdp,
-                    call.legs[0].srtp,
+                    call.legs[0].protection(),
                 )
             };
             self.calls.insert(id, call);
@@ -2186,14 +2194,14 @@ impl B2b {
                     call.media_id.as_bytes(),
                     call.legs[to.index()].remote_tag().as_bytes(),
                     sdp,
-                    call.legs[from.index()].srtp,
+                    call.legs[from.index()].protection(),
                 )
             } else {
                 media::offer(
                     call.media_id.as_bytes(),
                     call.legs[to.index()].remote_tag().as_bytes(),
                     sdp,
-                    call.legs[from.index()].srtp,
+                    towards(call, from),
                     media_sides(&self.policy, call, to),
                 )
             };
@@ -2684,7 +2692,8 @@ impl Element {
                 })
             })
             .collect();
-        let realm = policy.realm_of_source(targets.first()?.address.ip())?;
+        let first = targets.first()?;
+        let realm = policy.realm_of_contact(first.address.ip(), first.transport)?;
         Some((targets, realm))
     }
 

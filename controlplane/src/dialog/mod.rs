@@ -189,6 +189,10 @@ pub(crate) struct Dialog {
     /// Over WebSocket (with `tcp`; WSS with `tls` too).
     #[serde(default)]
     pub(crate) ws: bool,
+    /// Its media is WebRTC (ICE-lite, DTLS-SRTP): its realm's `media =
+    /// "webrtc"`.
+    #[serde(default)]
+    pub(crate) webrtc: bool,
     pub(crate) local: SocketAddr,
     /// Where requests of the dialog are sent: the peer's address as seen
     /// (symmetric: a caller behind NAT gets them where it sent from).
@@ -272,6 +276,15 @@ dialog_texts! {
 }
 
 impl Dialog {
+    /// What the relay gives this side.
+    pub(crate) fn protection(&self) -> crate::sbc::media::Protection {
+        crate::sbc::media::Protection {
+            srtp: self.srtp,
+            webrtc: self.webrtc,
+            demux: false,
+        }
+    }
+
     pub(crate) fn hop(&self) -> Hop {
         Hop {
             transport: match (self.tcp, self.tls, self.ws) {
@@ -470,6 +483,7 @@ impl Dialog {
             tcp,
             tls: inb.transport.secure(),
             ws: inb.transport.accepted_only(),
+            webrtc: false,
             local: inb.local,
             dest: inb.remote,
             conn: tcp.then_some(inb.conn),
@@ -506,6 +520,7 @@ impl Dialog {
             tcp: false,
             tls: false,
             ws: false,
+            webrtc: false,
             local,
             dest: local,
             conn: None,

@@ -272,6 +272,7 @@ fn a_dialogs_texts_change_one_at_a_time_and_a_journaled_dialog_reads_back_the_sa
         tcp: false,
         tls: false,
         ws: false,
+        webrtc: false,
         local: addr(ACCESS),
         dest: addr(PEER1),
         conn: None,

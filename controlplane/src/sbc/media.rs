@@ -11,8 +11,8 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 use rvoip_dataplane::entropy::Entropy;
 use rvoip_dataplane::media::orders::{
-    AddressFamily, CodecOptions, CodecSpec, MediaOrder, OrderError, OrderRef, Outcome, Profile,
-    SdpOptions, record,
+    AddressFamily, CodecOptions, CodecSpec, IceFlag, MediaOrder, OrderError, OrderRef, Outcome,
+    Profile, SdpOptions, record,
 };
 use rvoip_dataplane::media::plan::MediaError;
 use rvoip_dataplane::shm::{Channel, Direction, META_BYTES};
@@ -58,14 +58,34 @@ pub fn reply_totals(outcome: &Outcome) -> MediaTotals {
     }
 }
 
-fn options(srtp_out: bool) -> SdpOptions {
+/// What the relay gives the side an SDP goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Protection {
+    /// SRTP keyed by SDES (RTP/SAVP).
+    pub srtp: bool,
+    /// WebRTC: ICE-lite, DTLS-SRTP, rtcp-mux (UDP/TLS/RTP/SAVPF).
+    pub webrtc: bool,
+    /// RTCP on its own port towards it (the offer came from WebRTC, which
+    /// multiplexes, and goes to a side that may not).
+    pub demux: bool,
+}
+
+fn options(out: Protection) -> SdpOptions {
     SdpOptions {
         replace_origin: true,
-        transport_protocol: Some(if srtp_out {
+        transport_protocol: Some(if out.webrtc {
+            Profile::DtlsSavpf
+        } else if out.srtp {
             Profile::Savp
         } else {
             Profile::Avp
         }),
+        ice: Some(if out.webrtc {
+            IceFlag::Force
+        } else {
+            IceFlag::Remove
+        }),
+        mux_demux: out.demux && !out.webrtc,
         ..SdpOptions::default()
     }
 }
@@ -98,9 +118,9 @@ pub struct Sides {
 }
 
 /// An offer of `sdp` from side `from`; the reply holds the SDP for the other
-/// side (with SRTP when `srtp_out`), at the relay addresses `sides` says.
-pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], srtp_out: bool, sides: Sides) -> OrderRecord {
-    offer_with(call, from, sdp, srtp_out, sides, CodecOptions::default())
+/// side (protected as `out` says), at the relay addresses `sides` says.
+pub fn offer(call: &[u8], from: &[u8], sdp: &[u8], out: Protection, sides: Sides) -> OrderRecord {
+    offer_with(call, from, sdp, out, sides, CodecOptions::default())
 }
 
 /// An offer as [`offer`], with codec options: what the other side is
@@ -109,7 +129,7 @@ pub fn offer_with(
     call: &[u8],
     from: &[u8],
     sdp: &[u8],
-    srtp_out: bool,
+    out: Protection,
     sides: Sides,
     codecs: CodecOptions,
 ) -> OrderRecord {
@@ -127,7 +147,7 @@ pub fn offer_with(
             }),
             from_interface: sides.from_iface,
             to_interface: sides.to_iface,
-            ..options(srtp_out)
+            ..options(out)
         },
     }))
 }
@@ -155,14 +175,14 @@ pub fn transcoding_to(codecs: &[String]) -> CodecOptions {
 }
 
 /// The answer `sdp` from side `to`; the reply holds the SDP for the offerer
-/// (with SRTP when `srtp_out`).
-pub fn answer(call: &[u8], to: &[u8], sdp: &[u8], srtp_out: bool) -> OrderRecord {
+/// (protected as `out` says).
+pub fn answer(call: &[u8], to: &[u8], sdp: &[u8], out: Protection) -> OrderRecord {
     let sdp = hide_identity(sdp);
     OrderRecord(record::order_record(&OrderRef::Answer {
         call_id: call,
         to_tag: to,
         sdp: &sdp,
-        options: options(srtp_out),
+        options: options(out),
     }))
 }
 

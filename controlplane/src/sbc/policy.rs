@@ -61,6 +61,8 @@ pub struct RealmRt {
     pub srtp: bool,
     /// Offers from this side must be SRTP (488 otherwise).
     pub srtp_required: bool,
+    /// This side is WebRTC (ICE-lite, DTLS-SRTP).
+    pub webrtc: bool,
     /// New calls per second per source (0: no limit).
     pub cps_per_source: u32,
     /// Calls up at once per source (0: no limit).
@@ -354,8 +356,12 @@ impl Policy {
             .map(|r| RealmRt {
                 name: r.name.clone(),
                 allow: r.allow.iter().filter_map(|a| Net::parse(a)).collect(),
-                srtp: r.media != MediaProtection::Rtp,
+                srtp: matches!(
+                    r.media,
+                    MediaProtection::Srtp | MediaProtection::SrtpOptional
+                ),
                 srtp_required: r.media == MediaProtection::Srtp,
+                webrtc: r.media == MediaProtection::Webrtc,
                 cps_per_source: r.cps_per_source,
                 calls_per_source: r.calls_per_source,
                 listener: None,
@@ -904,6 +910,26 @@ impl Policy {
         self.realms
             .iter()
             .position(|r| r.listener.is_some() && r.allow.iter().any(|n| n.contains(source)))
+    }
+
+    /// The realm of a registered user reached at `address` over
+    /// `transport`: over a stream, the realm listening on that transport
+    /// whose access list takes the address (a browser over WSS is in the
+    /// realm of the WSS listener); over UDP, the realm of the source.
+    pub fn realm_of_contact(&self, address: IpAddr, transport: Transport) -> Option<usize> {
+        if transport != Transport::Udp {
+            let found = self.listeners.iter().find(|(_, t, r)| {
+                *t == transport
+                    && self
+                        .realms
+                        .get(*r)
+                        .is_some_and(|realm| realm.allow.iter().any(|n| n.contains(address)))
+            });
+            if let Some((_, _, r)) = found {
+                return Some(*r);
+            }
+        }
+        self.realm_of_source(address)
     }
 
     /// The relay address of its own a realm's side is given for peers of

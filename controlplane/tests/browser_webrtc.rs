@@ -1,0 +1,349 @@
+//! A real browser through `config/webrtc.toml`: headless Chromium (Debian
+//! `chromium`, fake microphone) runs a page using JsSIP (from npm, bundled
+//! by `tests/browser/jssip.sh`), registers alice over WSS with digest
+//! authentication, calls a SIPp UAS on the core trunk that echoes the RTP
+//! it receives, and is called by a SIPp UAC on the core side that plays
+//! G.711 from a pcap. Media is WebRTC on the browser's side (ICE-lite,
+//! DTLS-SRTP, rtcp-mux, terminated by the relay) and plain RTP on the
+//! core's. The page reports what WebRTC's `getStats()` says it received;
+//! the relay's CDRs say what it received from each side.
+//!
+//! Needs `chromium`, `npm` (JsSIP and esbuild from the npm registry) and
+//! `sip-tester`; `.ci/run` installs them.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::sipp::{scenario, sipp, uas};
+use common::{Spawned, appliance, free_udp_port, test_config, test_dir};
+
+fn tls_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/tls")
+        .join(name)
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// The JsSIP bundle, built once per target directory.
+fn jssip() -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/jssip.sh");
+    let status = Command::new("sh").arg(script).arg(&out).status().unwrap();
+    assert!(
+        status.success(),
+        "building the JsSIP bundle failed (npm reachable?)"
+    );
+    out.join("jssip.js")
+}
+
+/// One step the page reported: its name and JSON data.
+type Report = (String, serde_json::Value);
+
+/// Serves the page and the bundle; forwards the page's reports.
+fn serve(listener: TcpListener, page: String, bundle: Vec<u8>, reports: mpsc::Sender<Report>) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut line = String::new();
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            continue;
+        }
+        let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+        let (kind, body): (&str, Vec<u8>) = if path.starts_with("/phone.html") {
+            ("text/html", page.clone().into_bytes())
+        } else if path == "/jssip.js" {
+            ("text/javascript", bundle.clone())
+        } else if let Some(query) = path.strip_prefix("/report?") {
+            let mut step = String::new();
+            let mut data = serde_json::Value::Null;
+            for kv in query.split('&') {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                let v = percent_decode(v);
+                match k {
+                    "step" => step = v,
+                    "data" => data = serde_json::from_str(&v).unwrap_or(serde_json::Value::Null),
+                    _ => {}
+                }
+            }
+            if reports.send((step, data)).is_err() {
+                return;
+            }
+            ("text/plain", b"ok".to_vec())
+        } else {
+            ("text/plain", Vec::new())
+        };
+        let _ = conn.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let _ = conn.write_all(&body);
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits for the page to report `step` (failing on an error it reports).
+fn expect(
+    reports: &mpsc::Receiver<Report>,
+    step: &str,
+    within: Duration,
+    log: &dyn Fn() -> String,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match reports.recv_timeout(left) {
+            Ok((s, data)) if s == step => return data,
+            Ok((s, data)) if s.contains("failed") || s == "error" => {
+                panic!("the page reported {s}: {data}\n{}", log())
+            }
+            Ok(_) => {}
+            Err(_) => panic!(
+                "the page did not report {step} within {within:?}\n{}",
+                log()
+            ),
+        }
+    }
+}
+
+#[test]
+fn chromium_with_jssip_registers_over_wss_calls_and_is_called_with_webrtc_media() {
+    for tool in ["chromium", "sipp", "npm"] {
+        assert!(
+            Command::new("which")
+                .arg(tool)
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "{tool} is not installed (.ci/run installs it)"
+        );
+    }
+    let bundle = std::fs::read(jssip()).unwrap();
+    let dir = test_dir("browser");
+    let (tls, wss, ws, core, uas_port, uas_media) = (
+        free_tcp_port(),
+        free_tcp_port(),
+        free_tcp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let r = vec![
+        ("127.0.0.1:5061", format!("127.0.0.1:{tls}")),
+        ("127.0.0.1:8443", format!("127.0.0.1:{wss}")),
+        ("127.0.0.1:8080", format!("127.0.0.1:{ws}")),
+        ("127.0.0.1:5062", format!("127.0.0.1:{core}")),
+        ("127.0.0.1:5070", format!("127.0.0.1:{uas_port}")),
+        ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
+        ("port_min = 30000", "port_min = 27900".to_string()),
+        ("port_max = 39999", "port_max = 27999".to_string()),
+        (
+            "tls/localhost-test-only.crt",
+            tls_file("localhost-test-only.crt").display().to_string(),
+        ),
+        (
+            "tls/localhost-test-only.key",
+            tls_file("localhost-test-only.key").display().to_string(),
+        ),
+    ];
+    let config = test_config("webrtc.toml", &dir, &r);
+    let _app = appliance(&dir, &config, core);
+    let log = || {
+        format!(
+            "rvoip log:\n{}",
+            std::fs::read_to_string(dir.join("rvoip.log")).unwrap_or_default()
+        )
+    };
+
+    // The core trunk: a SIPp UAS that answers and echoes RTP.
+    std::fs::create_dir_all(dir.join("uas")).unwrap();
+    let _uas = uas(
+        &dir.join("uas"),
+        uas_port,
+        &["-sn", "uas"],
+        &[
+            "-aa",
+            "-rtp_echo",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &uas_media.to_string(),
+        ],
+    );
+
+    // The page, served by this test.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = listener.local_addr().unwrap().port();
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/phone.html"),
+    )
+    .unwrap();
+    let (tx, reports) = mpsc::channel();
+    std::thread::spawn(move || serve(listener, page, bundle, tx));
+    let url = format!(
+        "http://127.0.0.1:{http}/phone.html?wss=wss://127.0.0.1:{wss}/ws&user=alice&password=alicepw&call=1000"
+    );
+    let _chromium = Spawned::spawn(
+        Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                "--ignore-certificate-errors",
+                "--autoplay-policy=no-user-gesture-required",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.join("chromium").display()
+            ))
+            .arg(&url)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("chromium.log")).unwrap()),
+    );
+
+    // Registered over WSS; the outgoing call to the core is answered and
+    // the browser hears its own audio echoed back through the relay.
+    expect(&reports, "registered", Duration::from_secs(30), &log);
+    expect(
+        &reports,
+        "outgoing-confirmed",
+        Duration::from_secs(15),
+        &log,
+    );
+    let out = expect(&reports, "outgoing-stats", Duration::from_secs(15), &log);
+    let packets = out["packets"].as_u64().unwrap_or(0);
+    let sent = out["sent"].as_u64().unwrap_or(0);
+    assert!(
+        sent > 100,
+        "the browser sent {sent} packets: {out}\n{}",
+        log()
+    );
+    assert!(
+        packets > 100,
+        "the browser received {packets} packets of the echo: {out}\n{}",
+        log()
+    );
+    eprintln!("outgoing call, as the page saw it: {out}");
+    // The fake microphone's beep, echoed by the core, is what the caller
+    // hears (RMS of the played-out track, and WebRTC's own energy).
+    assert!(
+        out["heard"].as_f64().unwrap_or(0.0) > 0.05,
+        "silence came back: {out}"
+    );
+    assert!(
+        out["energy"].as_f64().unwrap_or(0.0) > 0.0,
+        "silence came back: {out}"
+    );
+    expect(&reports, "outgoing-ended", Duration::from_secs(10), &log);
+
+    // Called from the core side: the UAC plays G.711 A-law, then hangs up.
+    let uac = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            sipp(
+                &dir,
+                "uac-to-alice",
+                &[
+                    &format!("127.0.0.1:{core}"),
+                    "-sf",
+                    scenario("uac_pcap_user.xml").to_str().unwrap(),
+                    "-s",
+                    "alice",
+                    "-m",
+                    "1",
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    &free_udp_port().to_string(),
+                    "-mi",
+                    "127.0.0.1",
+                    "-mp",
+                    &free_udp_port().to_string(),
+                    "-timeout",
+                    "40s",
+                ],
+                Duration::from_secs(50),
+            )
+        })
+    };
+    expect(&reports, "incoming", Duration::from_secs(15), &log);
+    let inc = expect(&reports, "incoming-stats", Duration::from_secs(15), &log);
+    let packets = inc["packets"].as_u64().unwrap_or(0);
+    assert!(
+        packets > 50,
+        "the browser received {packets} packets from the core: {inc}\n{}",
+        log()
+    );
+    eprintln!("incoming call, as the page saw it: {inc}");
+    assert!(
+        inc["heard"].as_f64().unwrap_or(0.0) > 0.05,
+        "silence from the core: {inc}"
+    );
+    assert!(
+        inc["energy"].as_f64().unwrap_or(0.0) > 0.0,
+        "silence from the core: {inc}"
+    );
+    let ended = expect(&reports, "incoming-ended", Duration::from_secs(20), &log);
+    assert_eq!(ended["originator"], "remote", "{ended}");
+    let stats = uac.join().unwrap();
+    assert_eq!((stats.successful, stats.failed), (1, 0), "{}", log());
+
+    // The relay received media from both sides of both calls.
+    let cdrs = common::wait_cdrs(&dir, 2, Duration::from_secs(10), log);
+    for c in &cdrs {
+        assert_eq!(
+            (c["a_status"].as_u64(), c["b_status"].as_u64()),
+            (Some(200), Some(200)),
+            "{c}"
+        );
+        let (from_a, from_b) = (
+            c["media"]["from_a"].as_u64().unwrap_or(0),
+            c["media"]["from_b"].as_u64().unwrap_or(0),
+        );
+        assert!(from_a > 50 && from_b > 50, "media through the relay: {c}");
+    }
+}
