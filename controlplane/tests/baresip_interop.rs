@@ -183,3 +183,148 @@ fn baresip_registers_and_calls_through_the_sbc_config() {
         ],
     );
 }
+
+/// A TCP port free a moment ago.
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// baresip as a WebRTC-style endpoint through `config/webrtc.toml`: SIP over
+/// TLS (checking rvoip's certificate), media offered as DTLS-SRTP with full
+/// ICE (its `dtls_srtp` and `ice` modules; its DTLS certificate is RSA,
+/// libre/OpenSSL). rvoip terminates both as an ICE-lite agent and bridges
+/// to plain RTP on the core trunk, whose SIPp UAS echoes the RTP: baresip
+/// receives its own tone back over SRTP.
+#[test]
+fn baresip_with_dtls_srtp_and_ice_calls_through_the_webrtc_config() {
+    let dir = test_dir("baresip-webrtc");
+    let (tls, core, uas_port, uas_media) = (
+        free_tcp_port(),
+        free_udp_port(),
+        free_udp_port(),
+        free_udp_port(),
+    );
+    let tls_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tls");
+    let (crt, key) = (
+        tls_dir.join("localhost-test-only.crt"),
+        tls_dir.join("localhost-test-only.key"),
+    );
+    let r = vec![
+        ("127.0.0.1:5061", format!("127.0.0.1:{tls}")),
+        ("127.0.0.1:8443", format!("127.0.0.1:{}", free_tcp_port())),
+        ("127.0.0.1:8080", format!("127.0.0.1:{}", free_tcp_port())),
+        ("127.0.0.1:5062", format!("127.0.0.1:{core}")),
+        ("127.0.0.1:5070", format!("127.0.0.1:{uas_port}")),
+        ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
+        ("port_min = 30000", "port_min = 27800".to_string()),
+        ("port_max = 39999", "port_max = 27899".to_string()),
+        ("tls/localhost-test-only.crt", crt.display().to_string()),
+        ("tls/localhost-test-only.key", key.display().to_string()),
+    ];
+    let config = test_config("webrtc.toml", &dir, &r);
+    let _app = common::appliance(&dir, &config, core);
+    let rvoip_log = dir.join("rvoip.log");
+    std::fs::create_dir_all(dir.join("uas")).unwrap();
+    let _uas = common::sipp::uas(
+        &dir.join("uas"),
+        uas_port,
+        &[
+            "-sf",
+            common::sipp::scenario("uas_reinvite.xml").to_str().unwrap(),
+        ],
+        &[
+            "-aa",
+            "-rtp_echo",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &uas_media.to_string(),
+        ],
+    );
+    let home = dir.join("alice");
+    std::fs::create_dir_all(&home).unwrap();
+    let tone = dir.join("tone.wav");
+    tone_wav(&tone, 30);
+    std::fs::write(
+        home.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{}\nsip_cafile {}\nrtcp_mux yes\n\
+audio_player aubridge,alice\naudio_source aufile,{}\naudio_alert aubridge,alice\n\
+module_path /usr/lib/baresip/modules\nmodule ice.so\nmodule dtls_srtp.so\nmodule g711.so\n\
+module aufile.so\nmodule aubridge.so\nmodule menu.so\nmodule account.so\n",
+            free_tcp_port(),
+            crt.display(),
+            tone.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join("accounts"),
+        format!(
+            "<sip:alice@rvoip.test;transport=tls>;auth_pass=alicepw;\
+outbound=\"sip:127.0.0.1:{tls};transport=tls\";regint=600;mediaenc=dtls_srtp;medianat=ice\n"
+        ),
+    )
+    .unwrap();
+    let log = home.join("baresip.log");
+    let mut alice = Phone {
+        app: Spawned::spawn(
+            Command::new("baresip")
+                .arg("-f")
+                .arg(&home)
+                .args([
+                    "-n",
+                    "127.0.0.1",
+                    "-t",
+                    "10",
+                    "-e",
+                    "/dial sip:1000@rvoip.test",
+                ])
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(Stdio::null()),
+        ),
+        log,
+    };
+    alice.wait_for("alice@rvoip.test: {0/TLS/v4} 200 OK", 10, &rvoip_log);
+    alice.wait_for("Call established: sip:1000@rvoip.test", 15, &rvoip_log);
+    // DTLS-SRTP with rvoip's certificate, then rvoip's echo of its own tone.
+    alice.wait_for("incoming rtp for 'audio' established", 10, &rvoip_log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alice.app.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "baresip did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ICE completed with rvoip's ICE-lite agent, and DTLS-SRTP made the
+    // media secure before any was sent (wait_secure).
+    let text = alice.log();
+    for line in [
+        "Using media encryption 'dtls_srtp'",
+        "Using medianat 'ice'",
+        "connectivity check is complete",
+        "verified sha-256 fingerprint OK",
+        "DTLS-SRTP complete",
+    ] {
+        assert!(text.contains(line), "no {line:?}:\n{text}");
+    }
+    for refused in ["ICE not supported by peer", "not found"] {
+        assert!(!text.contains(refused), "{refused:?}:\n{text}");
+    }
+    let cdrs = common::wait_cdrs(&dir, 1, Duration::from_secs(10), || {
+        std::fs::read_to_string(&rvoip_log).unwrap_or_default()
+    });
+    let c = &cdrs[0];
+    assert_eq!(
+        (c["a_status"].as_u64(), c["b_status"].as_u64()),
+        (Some(200), Some(200)),
+        "{c}"
+    );
+    let (from_a, from_b) = (
+        c["media"]["from_a"].as_u64().unwrap_or(0),
+        c["media"]["from_b"].as_u64().unwrap_or(0),
+    );
+    assert!(from_a > 50 && from_b > 50, "media through the relay: {c}");
+}

@@ -159,7 +159,8 @@ fn rvoip_active_against_openssl_s_server_exports_openssls_keys() {
         Role::Active,
         openssl_fingerprint(),
         Instant::now(),
-    );
+    )
+    .unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let keys = drive(&mut leg, &sock, Some(([127, 0, 0, 1], port).into()));
     let material = exported(&mut server);
@@ -178,7 +179,8 @@ fn rvoip_passive_against_openssl_s_client_exports_openssls_keys() {
         Role::Passive,
         openssl_fingerprint(),
         Instant::now(),
-    );
+    )
+    .unwrap();
     let mut client = openssl(&["s_client", "-connect", &format!("127.0.0.1:{port}")]);
     let keys = drive(&mut leg, &sock, None);
     let material = exported(&mut client);

@@ -291,7 +291,7 @@ fn gateway(driver: DriverKind, base: u16, kamailio_flags: bool) {
 
     // DTLS: the browser is active; rvoip's certificate is the one its
     // fingerprint names; keys on both sides.
-    let mut leg = DtlsLeg::new(&identity, Role::Active, relay_fp, Instant::now());
+    let mut leg = DtlsLeg::new(&identity, Role::Active, relay_fp, Instant::now()).unwrap();
     let keys = dtls(&mut leg, &browser, a_target);
     let mut tx = SrtpContext::new(&keys.outbound).unwrap();
     let mut rx = SrtpContext::new(&keys.inbound).unwrap();

@@ -3,16 +3,32 @@
 //! against the `a=fingerprint` of its SDP, and the SRTP keys exported from
 //! the handshake into rvoip's SRTP.
 //!
-//! The DTLS itself is dimpl's (DTLS 1.2, ECDHE-ECDSA with AES-GCM or
-//! ChaCha20, extended master secret); this module is what rvoip makes of
-//! it: one [`DtlsIdentity`] per process (a fresh self-signed ECDSA P-256
-//! certificate whose SHA-256 fingerprint rvoip's SDP carries), and per leg
-//! a [`DtlsLeg`] that takes the datagrams classified as DTLS, gives the
-//! datagrams to send and the time of its next retransmission, and once
-//! the handshake is done the SRTP parameters of both directions.
+//! The DTLS itself is OpenSSL's (DTLS 1.2; ECDHE with ECDSA or RSA peers,
+//! as browsers, rtpengine and SIP stacks use it), driven through memory:
+//! a [`DtlsLeg`] takes the datagrams classified as DTLS, gives the
+//! datagrams to send, retransmits a flight when [`DtlsLeg::on_timeout`]
+//! finds its timer run out, and once the handshake is done holds the SRTP
+//! parameters of both directions. One [`DtlsIdentity`] per process: a fresh
+//! self-signed ECDSA P-256 certificate whose SHA-256 fingerprint rvoip's
+//! SDP carries.
+#![allow(unsafe_code)]
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
 use std::time::Instant;
+
+use foreign_types::ForeignTypeRef;
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::srtp::SrtpProfileId;
+use openssl::ssl::{
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVerifyMode,
+};
+use openssl::x509::{X509, X509NameBuilder};
 
 use crate::entropy::Entropy;
 use crate::srtp::{MasterKey, SrtpParams, Suite};
@@ -96,13 +112,18 @@ impl std::fmt::Debug for Fingerprint {
     }
 }
 
+/// The SRTP protection profiles offered and accepted, rvoip's preference
+/// first (RFC 5764 §4.1.2, RFC 7714 §14.2).
+const SRTP_PROFILES: &str = "SRTP_AEAD_AES_128_GCM:SRTP_AEAD_AES_256_GCM:SRTP_AES128_CM_SHA1_80";
+/// The largest datagram a handshake flight is cut into.
+const MTU: u32 = 1200;
+
 /// rvoip's DTLS certificate: made once per process, presented on every
 /// WebRTC leg, named in the SDP by its fingerprint.
 #[derive(Clone)]
 pub struct DtlsIdentity {
-    certificate: dimpl::DtlsCertificate,
+    context: SslContext,
     fingerprint: Fingerprint,
-    config: Arc<dimpl::Config>,
 }
 
 impl std::fmt::Debug for DtlsIdentity {
@@ -113,34 +134,72 @@ impl std::fmt::Debug for DtlsIdentity {
     }
 }
 
+fn certificate(entropy: &dyn Entropy) -> Result<(X509, PKey<Private>), DtlsError> {
+    let err = |e: &dyn std::fmt::Display| DtlsError::Certificate(e.to_string());
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(|e| err(&e))?;
+    let key =
+        PKey::from_ec_key(EcKey::generate(&group).map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+    let mut b = X509::builder().map_err(|e| err(&e))?;
+    b.set_version(2).map_err(|e| err(&e))?;
+    // A random serial number: browsers refuse two peers' certificates
+    // with the same issuer and serial.
+    let mut serial = [0u8; 16];
+    entropy.fill(&mut serial).map_err(|e| err(&e))?;
+    serial[0] &= 0x7f;
+    let serial = BigNum::from_slice(&serial).and_then(|n| n.to_asn1_integer());
+    let serial = serial.map_err(|e| err(&e))?;
+    b.set_serial_number(&serial).map_err(|e| err(&e))?;
+    let mut name = X509NameBuilder::new().map_err(|e| err(&e))?;
+    name.append_entry_by_nid(Nid::COMMONNAME, "rvoip")
+        .map_err(|e| err(&e))?;
+    let name = name.build();
+    b.set_subject_name(&name).map_err(|e| err(&e))?;
+    b.set_issuer_name(&name).map_err(|e| err(&e))?;
+    let (from, until) = (
+        Asn1Time::days_from_now(0).map_err(|e| err(&e))?,
+        Asn1Time::days_from_now(30).map_err(|e| err(&e))?,
+    );
+    b.set_not_before(&from).map_err(|e| err(&e))?;
+    b.set_not_after(&until).map_err(|e| err(&e))?;
+    b.set_pubkey(&key).map_err(|e| err(&e))?;
+    b.sign(&key, MessageDigest::sha256()).map_err(|e| err(&e))?;
+    Ok((b.build(), key))
+}
+
 impl DtlsIdentity {
     /// A fresh self-signed ECDSA P-256 certificate (random serial number,
-    /// as browsers require of every peer).
+    /// as browsers require of every peer), and the DTLS settings every leg
+    /// shares: DTLS 1.2, the peer must present a certificate (checked
+    /// against its fingerprint after the handshake, not against CAs),
+    /// `use_srtp` with the profiles rvoip's SRTP speaks.
     pub fn generate(entropy: &dyn Entropy) -> Result<DtlsIdentity, DtlsError> {
         let err = |e: &dyn std::fmt::Display| DtlsError::Certificate(e.to_string());
-        let key =
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| err(&e))?;
-        let mut params =
-            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "rvoip");
-        let mut serial = [0u8; 16];
-        entropy.fill(&mut serial).map_err(|e| err(&e))?;
-        serial[0] &= 0x7f;
-        params.serial_number = Some(serial.to_vec().into());
-        let cert = params.self_signed(&key).map_err(|e| err(&e))?;
-        let der = cert.der().to_vec();
-        let config = dimpl::Config::builder()
-            .build()
-            .map_err(|e| err(&format!("{e:?}")))?;
+        let (cert, key) = certificate(entropy)?;
+        let der = cert.to_der().map_err(|e| err(&e))?;
+        let mut ctx: SslContextBuilder =
+            SslContext::builder(SslMethod::dtls()).map_err(|e| err(&e))?;
+        ctx.set_certificate(&cert).map_err(|e| err(&e))?;
+        ctx.set_private_key(&key).map_err(|e| err(&e))?;
+        ctx.check_private_key().map_err(|e| err(&e))?;
+        ctx.set_min_proto_version(Some(openssl::ssl::SslVersion::DTLS1_2))
+            .map_err(|e| err(&e))?;
+        ctx.set_cipher_list(
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA",
+        )
+        .map_err(|e| err(&e))?;
+        ctx.set_tlsext_use_srtp(SRTP_PROFILES)
+            .map_err(|e| err(&e))?;
+        ctx.set_options(SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET);
+        ctx.set_verify_callback(
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+            // Self-signed by nature: the fingerprint in the SDP is the trust.
+            |_, _| true,
+        );
         Ok(DtlsIdentity {
+            context: ctx.build(),
             fingerprint: Fingerprint::of(&der),
-            certificate: dimpl::DtlsCertificate {
-                certificate: der,
-                private_key: key.serialize_der(),
-            },
-            config: Arc::new(config),
         })
     }
 
@@ -169,25 +228,58 @@ pub struct SrtpKeys {
     pub inbound: SrtpParams,
 }
 
+/// The datagrams between OpenSSL and the socket: what the peer sent,
+/// waiting to be read by OpenSSL, and what OpenSSL wrote, waiting to be
+/// sent (one datagram per write).
+#[derive(Debug, Default)]
+struct Datagrams {
+    incoming: VecDeque<Vec<u8>>,
+    outgoing: Vec<Vec<u8>>,
+}
+
+impl Read for Datagrams {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(d) = self.incoming.pop_front() else {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        };
+        let n = d.len().min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        Ok(n)
+    }
+}
+
+impl Write for Datagrams {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.outgoing.push(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `DTLS_CTRL_HANDLE_TIMEOUT`: retransmit the last flight if its timer ran out.
+const DTLS_CTRL_HANDLE_TIMEOUT: std::ffi::c_int = 74;
+
+/// How long OpenSSL's first retransmission waits (it doubles after).
+const FIRST_RETRANSMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One leg's DTLS.
 pub struct DtlsLeg {
-    dtls: dimpl::Dtls,
+    stream: SslStream<Datagrams>,
     /// The fingerprint the peer's SDP named.
     expected: Fingerprint,
     role: Role,
-    peer_checked: bool,
     keys: Option<SrtpKeys>,
-    connected: bool,
     next_timeout: Option<Instant>,
     failed: Option<DtlsError>,
-    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for DtlsLeg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DtlsLeg")
             .field("role", &self.role)
-            .field("connected", &self.connected)
             .field("keys", &self.keys.is_some())
             .field("failed", &self.failed)
             .finish()
@@ -195,43 +287,44 @@ impl std::fmt::Debug for DtlsLeg {
 }
 
 /// The SRTP suite of a DTLS-SRTP profile, if rvoip speaks it.
-fn suite(p: dimpl::SrtpProfile) -> Option<Suite> {
-    match p {
-        dimpl::SrtpProfile::AES128_CM_SHA1_80 => Some(Suite::AesCm128HmacSha1_80),
-        dimpl::SrtpProfile::AEAD_AES_128_GCM => Some(Suite::AeadAes128Gcm),
-        dimpl::SrtpProfile::AEAD_AES_256_GCM => Some(Suite::AeadAes256Gcm),
-        _ => None,
+fn suite(p: SrtpProfileId) -> Option<Suite> {
+    if p == SrtpProfileId::SRTP_AES128_CM_SHA1_80 {
+        Some(Suite::AesCm128HmacSha1_80)
+    } else if p == SrtpProfileId::SRTP_AEAD_AES_128_GCM {
+        Some(Suite::AeadAes128Gcm)
+    } else if p == SrtpProfileId::SRTP_AEAD_AES_256_GCM {
+        Some(Suite::AeadAes256Gcm)
+    } else {
+        None
     }
 }
 
 impl DtlsLeg {
     /// The DTLS of a leg whose peer's SDP named `expected`; rvoip takes
-    /// `role`. An active leg's ClientHello is ready at once.
+    /// `role`. An active leg's ClientHello is ready at the first
+    /// [`DtlsLeg::on_timeout`].
     pub fn new(
         identity: &DtlsIdentity,
         role: Role,
         expected: Fingerprint,
         now: Instant,
-    ) -> DtlsLeg {
-        let mut dtls = dimpl::Dtls::new_12(
-            Arc::clone(&identity.config),
-            identity.certificate.clone(),
-            now,
-        );
-        if role == Role::Active {
-            dtls.set_active(true);
+    ) -> Result<DtlsLeg, DtlsError> {
+        let err = |e: &dyn std::fmt::Display| DtlsError::Handshake(e.to_string());
+        let mut ssl = Ssl::new(&identity.context).map_err(|e| err(&e))?;
+        ssl.set_mtu(MTU).map_err(|e| err(&e))?;
+        match role {
+            Role::Active => ssl.set_connect_state(),
+            Role::Passive => ssl.set_accept_state(),
         }
-        DtlsLeg {
-            dtls,
+        let stream = SslStream::new(ssl, Datagrams::default()).map_err(|e| err(&e))?;
+        Ok(DtlsLeg {
+            stream,
             expected,
             role,
-            peer_checked: false,
             keys: None,
-            connected: false,
-            next_timeout: None,
+            next_timeout: Some(now),
             failed: None,
-            buf: vec![0u8; 2048],
-        }
+        })
     }
 
     /// rvoip's role.
@@ -265,14 +358,14 @@ impl DtlsLeg {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let r = self
-            .dtls
-            .handle_timeout(now)
-            .and_then(|_| self.dtls.handle_packet(packet));
-        self.after(r, send)
+        self.stream.get_mut().incoming.push_back(packet.to_vec());
+        let r = self.step(now);
+        self.flush(send);
+        self.stick(r)
     }
 
-    /// Time passed: retransmits a flight whose answer is late.
+    /// Time passed: starts an active handshake, and retransmits a flight
+    /// whose answer is late.
     pub fn on_timeout(
         &mut self,
         now: Instant,
@@ -281,54 +374,83 @@ impl DtlsLeg {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let r = self.dtls.handle_timeout(now);
-        self.after(r, send)
+        let r = if self.keys.is_none() && self.next_timeout.is_some_and(|t| t <= now) {
+            // SAFETY: a control call on our own SSL object (no pointer
+            // argument): OpenSSL retransmits the flight if its timer ran out.
+            unsafe {
+                openssl_sys::SSL_ctrl(
+                    self.stream.ssl().as_ptr(),
+                    DTLS_CTRL_HANDLE_TIMEOUT,
+                    0,
+                    std::ptr::null_mut(),
+                );
+            }
+            self.step(now)
+        } else {
+            Ok(())
+        };
+        self.flush(send);
+        self.stick(r)
     }
 
-    /// Takes what the engine has after an event; the first error sticks.
-    fn after(
-        &mut self,
-        r: Result<(), dimpl::Error>,
-        send: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), DtlsError> {
-        let r = r
-            .map_err(|e| DtlsError::Handshake(format!("{e:?}")))
-            .and_then(|_| self.drain(send));
+    fn stick(&mut self, r: Result<(), DtlsError>) -> Result<(), DtlsError> {
         if let Err(e) = &r {
             self.failed = Some(e.clone());
+            self.next_timeout = None;
         }
         r
     }
 
-    fn drain(&mut self, send: &mut dyn FnMut(&[u8])) -> Result<(), DtlsError> {
-        loop {
-            match self.dtls.poll_output(&mut self.buf) {
-                dimpl::Output::Packet(p) => send(p),
-                dimpl::Output::BufferTooSmall { needed } => self.buf.resize(needed, 0),
-                dimpl::Output::Timeout(t) => {
-                    self.next_timeout = Some(t);
-                    return Ok(());
-                }
-                dimpl::Output::Connected => self.connected = true,
-                dimpl::Output::PeerCert(der) => {
-                    if Fingerprint::of(der) != self.expected {
-                        return Err(DtlsError::Fingerprint);
+    fn flush(&mut self, send: &mut dyn FnMut(&[u8])) {
+        for d in self.stream.get_mut().outgoing.drain(..) {
+            send(&d);
+        }
+    }
+
+    /// Runs the handshake as far as what arrived allows; once done, checks
+    /// the peer and exports the keys. Application data after it is read
+    /// and dropped (WebRTC sends none on media legs without SCTP).
+    fn step(&mut self, now: Instant) -> Result<(), DtlsError> {
+        if self.keys.is_some() {
+            let mut sink = [0u8; 2048];
+            loop {
+                match self.stream.ssl_read(&mut sink) {
+                    Ok(_) => {}
+                    Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                        return Err(DtlsError::Handshake("the peer closed DTLS".into()));
                     }
-                    self.peer_checked = true;
+                    Err(_) => return Ok(()),
                 }
-                dimpl::Output::KeyingMaterial(material, profile) => {
-                    if !self.peer_checked {
-                        return Err(DtlsError::Fingerprint);
-                    }
-                    let suite = suite(profile).ok_or(DtlsError::Keys)?;
-                    self.keys = Some(Self::split(&material, suite, self.role)?);
-                }
-                dimpl::Output::CloseNotify => {
-                    return Err(DtlsError::Handshake("the peer closed DTLS".into()));
-                }
-                _ => {}
             }
         }
+        match self.stream.do_handshake() {
+            Ok(()) => {}
+            Err(e) if e.code() == ErrorCode::WANT_READ || e.code() == ErrorCode::WANT_WRITE => {
+                self.next_timeout = Some(now + FIRST_RETRANSMIT);
+                return Ok(());
+            }
+            Err(e) => return Err(DtlsError::Handshake(e.to_string())),
+        }
+        let ssl = self.stream.ssl();
+        let der = ssl
+            .peer_certificate()
+            .and_then(|c| c.to_der().ok())
+            .ok_or(DtlsError::Fingerprint)?;
+        if Fingerprint::of(&der) != self.expected {
+            return Err(DtlsError::Fingerprint);
+        }
+        let suite = ssl
+            .selected_srtp_profile()
+            .and_then(|p| suite(p.id()))
+            .ok_or(DtlsError::Keys)?;
+        let mut material = [0u8; 2 * (32 + 14)];
+        let len = 2 * (suite.master_key_len() + suite.master_salt_len());
+        let material = &mut material[..len];
+        ssl.export_keying_material(material, "EXTRACTOR-dtls_srtp", None)
+            .map_err(|_| DtlsError::Keys)?;
+        self.keys = Some(Self::split(material, suite, self.role)?);
+        self.next_timeout = None;
+        Ok(())
     }
 
     /// RFC 5764 §4.2: client key, server key, client salt, server salt;
@@ -395,6 +517,8 @@ mod tests {
         a.on_timeout(now, &mut |p| to_b.push(p.to_vec()))?;
         if drop_first {
             to_b.clear();
+            // OpenSSL's retransmission timer runs on the real clock.
+            std::thread::sleep(Duration::from_millis(1100));
             now += Duration::from_secs(2);
             a.on_timeout(now, &mut |p| to_b.push(p.to_vec()))?;
             assert!(!to_b.is_empty(), "the first flight is sent again");
@@ -423,8 +547,8 @@ mod tests {
         let (x, y) = (identity(), identity());
         assert_ne!(x.fingerprint(), y.fingerprint());
         let now = Instant::now();
-        let mut a = DtlsLeg::new(&x, Role::Active, y.fingerprint(), now);
-        let mut b = DtlsLeg::new(&y, Role::Passive, x.fingerprint(), now);
+        let mut a = DtlsLeg::new(&x, Role::Active, y.fingerprint(), now).unwrap();
+        let mut b = DtlsLeg::new(&y, Role::Passive, x.fingerprint(), now).unwrap();
         handshake(&mut a, &mut b, true).unwrap();
         let (ka, kb) = (a.keys().unwrap().clone(), b.keys().unwrap().clone());
         assert_eq!(key(&ka.outbound), key(&kb.inbound));
@@ -446,14 +570,14 @@ mod tests {
         let (x, y, z) = (identity(), identity(), identity());
         let now = Instant::now();
         // The passive side expects z's certificate; x presents its own.
-        let mut a = DtlsLeg::new(&x, Role::Active, y.fingerprint(), now);
-        let mut b = DtlsLeg::new(&y, Role::Passive, z.fingerprint(), now);
+        let mut a = DtlsLeg::new(&x, Role::Active, y.fingerprint(), now).unwrap();
+        let mut b = DtlsLeg::new(&y, Role::Passive, z.fingerprint(), now).unwrap();
         let e = handshake(&mut a, &mut b, false).unwrap_err();
         assert_eq!(e, DtlsError::Fingerprint);
         assert!(b.keys().is_none());
         assert_eq!(b.failure(), Some(&DtlsError::Fingerprint));
         // Garbage is not a handshake: no keys, no panic.
-        let mut c = DtlsLeg::new(&x, Role::Passive, y.fingerprint(), now);
+        let mut c = DtlsLeg::new(&x, Role::Passive, y.fingerprint(), now).unwrap();
         let _ = c.on_packet(
             &[22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3],
             now,

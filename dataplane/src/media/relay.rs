@@ -257,10 +257,13 @@ struct LegCrypto {
 }
 
 impl LegCrypto {
-    /// Whether packets may go to this leg's peer: a WebRTC leg only once
-    /// its DTLS gave keys.
-    fn may_send(&self) -> bool {
-        self.webrtc.as_ref().is_none_or(|w| w.keyed)
+    /// Whether packets may go to this leg's peer at `now_ms`: a WebRTC leg
+    /// only once its DTLS gave keys, and while the peer's consent holds
+    /// (a check answered within 30 s, RFC 7675 §5.1).
+    fn may_send(&self, now_ms: u64) -> bool {
+        self.webrtc
+            .as_ref()
+            .is_none_or(|w| w.keyed && w.ice.consent(now_ms))
     }
 }
 
@@ -424,7 +427,8 @@ pub struct RelayCounters {
     pub dtls_keyed: u64,
     /// DTLS handshakes that failed (a fingerprint mismatch, an alert).
     pub dtls_failed: u64,
-    /// Packets not sent to a WebRTC peer because its DTLS had no keys yet.
+    /// Packets not sent to a WebRTC peer: its DTLS had no keys yet, or its
+    /// consent lapsed (no check answered for 30 s).
     pub webrtc_unkeyed: u64,
 }
 
@@ -1249,7 +1253,10 @@ impl Relay {
             .get_mut(id as usize)
             .and_then(|c| c.get_mut(media))
             .map(|c| &mut c[to.index()]);
-        if crypto.as_ref().is_some_and(|c| !c.may_send()) {
+        if crypto
+            .as_ref()
+            .is_some_and(|c| !c.may_send(self.out_ns / 1_000_000))
+        {
             self.counters.webrtc_unkeyed += 1;
             return None;
         }
@@ -1598,7 +1605,7 @@ impl Relay {
             self.counters.no_destination += 1;
             return Action::Drop(DropReason::NoDestination);
         };
-        if their_crypto.as_ref().is_some_and(|c| !c.may_send()) {
+        if their_crypto.as_ref().is_some_and(|c| !c.may_send(now_ms)) {
             self.counters.webrtc_unkeyed += 1;
             return Action::Drop(DropReason::NoDestination);
         }

@@ -1576,15 +1576,19 @@ fn rewrite(
             m.set_attribute("mid", Some(mid.as_bytes()));
             webrtc_mids.push(mid.clone());
         }
+        // One host candidate per component: RTP, and RTCP on its own port
+        // when it is not multiplexed.
         let candidate = format!(
             "1 1 UDP 2130706431 {} {} typ host",
             advertised, st.ports[t].rtp
         );
         m.add_attribute("candidate", Some(candidate.as_bytes()));
-        m.add_attribute("end-of-candidates", None);
         if !st.mux[t] {
-            m.add_attribute("rtcp-mux", None);
+            let rtcp = st.ports[t].rtcp.unwrap_or(st.ports[t].rtp + 1);
+            let candidate = format!("1 2 UDP 2130706430 {advertised} {rtcp} typ host");
+            m.add_attribute("candidate", Some(candidate.as_bytes()));
         }
+        m.add_attribute("end-of-candidates", None);
     }
     if !webrtc_mids.is_empty() {
         sdp.add_attribute("ice-lite", None);

@@ -56,7 +56,8 @@ impl WebRtcLeg {
             self.ice = IceLite::new(&plan.ufrag, &plan.pwd);
         }
         if let (None, Some((role, expected))) = (&self.dtls, plan.dtls) {
-            self.dtls = Some(DtlsLeg::new(identity, role, expected, now));
+            // A leg whose DTLS cannot start stays unkeyed: nothing is sent.
+            self.dtls = DtlsLeg::new(identity, role, expected, now).ok();
         }
     }
 }
