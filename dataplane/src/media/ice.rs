@@ -297,6 +297,29 @@ impl IceLite {
     }
 }
 
+/// A Binding request as a controlling agent (a browser) sends it:
+/// USERNAME `user`, USE-CANDIDATE, MESSAGE-INTEGRITY keyed with `pwd`.
+#[cfg(test)]
+pub(crate) fn binding_request(user: &str, pwd: &str, txid: [u8; 12]) -> Vec<u8> {
+    let mut req = vec![0x00, 0x01, 0, 0];
+    req.extend_from_slice(&MAGIC.to_be_bytes());
+    req.extend_from_slice(&txid);
+    req.extend_from_slice(&ATTR_USERNAME.to_be_bytes());
+    req.extend_from_slice(&(user.len() as u16).to_be_bytes());
+    req.extend_from_slice(user.as_bytes());
+    req.resize(req.len() + (4 - user.len() % 4) % 4, 0);
+    req.extend_from_slice(&ATTR_USE_CANDIDATE.to_be_bytes());
+    req.extend_from_slice(&0u16.to_be_bytes());
+    let at = req.len();
+    let mac = integrity(&req, at, pwd.as_bytes());
+    req.extend_from_slice(&ATTR_INTEGRITY.to_be_bytes());
+    req.extend_from_slice(&20u16.to_be_bytes());
+    req.extend_from_slice(&mac);
+    let len = (req.len() - HEADER) as u16;
+    req[2..4].copy_from_slice(&len.to_be_bytes());
+    req
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
@@ -428,22 +451,8 @@ mod tests {
 
     #[test]
     fn use_candidate_nominates_the_source_and_packets_are_told_apart() {
-        // A request of our own making with USE-CANDIDATE, signed as a
-        // browser would sign it.
-        let mut req = vec![0x00, 0x01, 0, 0];
-        req.extend_from_slice(&MAGIC.to_be_bytes());
-        req.extend_from_slice(&[7; 12]);
-        req.extend_from_slice(&ATTR_USERNAME.to_be_bytes());
-        req.extend_from_slice(&9u16.to_be_bytes());
-        req.extend_from_slice(b"lite:full\0\0\0");
-        req.extend_from_slice(&ATTR_USE_CANDIDATE.to_be_bytes());
-        req.extend_from_slice(&0u16.to_be_bytes());
-        let at = req.len();
-        req[3] = (at - 20 + 24) as u8;
-        let mac = integrity(&req, at, b"secretsecretsecretsecret");
-        req.extend_from_slice(&ATTR_INTEGRITY.to_be_bytes());
-        req.extend_from_slice(&20u16.to_be_bytes());
-        req.extend_from_slice(&mac);
+        // A request with USE-CANDIDATE, signed as a browser signs it.
+        let req = binding_request("lite:full", "secretsecretsecretsecret", [7; 12]);
         let mut ice = IceLite::new("lite", "secretsecretsecretsecret");
         let mut out = Vec::new();
         let a = ice.on_stun(&req, from(), 5, &mut out).unwrap();

@@ -432,3 +432,137 @@ mod srtp {
         );
     }
 }
+
+/// A WebRTC leg end to end in the relay, with time under the test's
+/// control: a browser's check answered, its DTLS handshake completed
+/// through the relay's transmit queue, SRTP both ways; then its consent
+/// lapses (no check for 30 s) and nothing more is sent to it, until a new
+/// check answers.
+#[test]
+#[allow(clippy::disallowed_methods)] // the test plays the I/O shell
+fn a_webrtc_leg_is_keyed_by_its_handshake_and_silenced_when_consent_lapses() {
+    use super::dtls::{DtlsIdentity, DtlsLeg, Role};
+    use super::webrtc::WebRtcPlan;
+    use crate::entropy::SystemEntropy;
+    use crate::srtp::SrtpContext;
+
+    let epoch = std::time::Instant::now();
+    let (relay_id, browser_id) = (
+        DtlsIdentity::generate(&SystemEntropy::new()).unwrap(),
+        DtlsIdentity::generate(&SystemEntropy::new()).unwrap(),
+    );
+    let mut r = Relay::new(RelayConfig::default(), 0);
+    r.set_dtls(relay_id.clone(), epoch);
+    let id = call(&mut r, true);
+    answer(&mut r, id, true);
+    let plan = WebRtcPlan {
+        ufrag: "lite".into(),
+        pwd: "relaypasswordrelaypassword".into(),
+        dtls: Some((Role::Passive, browser_id.fingerprint())),
+    };
+    assert!(r.set_webrtc(id, 0, Side::A, &plan, 0));
+    let browser = addr("10.0.0.1:4000");
+    let mut out = [0u8; 2048];
+    let mut drain = |r: &mut Relay| {
+        let mut got = Vec::new();
+        while let Some(t) = r.poll_transmit(0, &mut out) {
+            got.push((t.via, t.to, out[..t.len].to_vec()));
+        }
+        got
+    };
+    // Before the handshake nothing goes to the browser.
+    assert_eq!(
+        r.on_packet(10, 10_000_000, 2, addr("10.0.0.2:5000"), &rtp(1, 9)),
+        Action::Drop(DropReason::NoDestination)
+    );
+    // The browser's check is answered from the relay port, to it.
+    let check = super::ice::binding_request("lite:brws", &plan.pwd, [3; 12]);
+    assert_eq!(
+        r.on_packet(20, 20_000_000, 1, browser, &check),
+        Action::Consumed
+    );
+    let answered = drain(&mut r);
+    assert_eq!(answered.len(), 1);
+    assert_eq!((answered[0].0, answered[0].1), (1, browser));
+    // DTLS: the browser is the client; its records go in, the relay's
+    // come out of the transmit queue.
+    let mut leg = DtlsLeg::new(&browser_id, Role::Active, relay_id.fingerprint(), epoch).unwrap();
+    let mut to_relay = Vec::new();
+    leg.on_timeout(epoch, &mut |d| to_relay.push(d.to_vec()))
+        .unwrap();
+    for _ in 0..10 {
+        for d in std::mem::take(&mut to_relay) {
+            assert_eq!(
+                r.on_packet(30, 30_000_000, 1, browser, &d),
+                Action::Consumed
+            );
+        }
+        for (_, to, d) in drain(&mut r) {
+            assert_eq!(to, browser);
+            leg.on_packet(&d, epoch, &mut |x| to_relay.push(x.to_vec()))
+                .unwrap();
+        }
+        if leg.keys().is_some() && to_relay.is_empty() {
+            break;
+        }
+    }
+    let keys = leg.keys().unwrap().clone();
+    let (mut tx, mut rx) = (
+        SrtpContext::new(&keys.outbound).unwrap(),
+        SrtpContext::new(&keys.inbound).unwrap(),
+    );
+    // B → browser: protected with the relay's keys; the browser reads it.
+    let mut buf = [0u8; 2048];
+    let p = rtp(2, 9);
+    buf[..p.len()].copy_from_slice(&p);
+    let mut len = p.len();
+    let a = r.on_datagram(
+        1_000,
+        1_000_000_000,
+        2,
+        addr("10.0.0.2:5000"),
+        &mut buf,
+        &mut len,
+    );
+    assert_eq!(
+        a,
+        Action::Forward {
+            via: 1,
+            to: browser
+        }
+    );
+    let n = rx.unprotect_rtp(&mut buf, len).unwrap();
+    assert_eq!(&buf[..n], &p[..]);
+    // Browser → B: unprotected by the relay.
+    let q = rtp(1, 7);
+    buf[..q.len()].copy_from_slice(&q);
+    let mut len = tx.protect_rtp(&mut buf, q.len()).unwrap();
+    let a = r.on_datagram(1_010, 1_010_000_000, 1, browser, &mut buf, &mut len);
+    assert_eq!(
+        a,
+        Action::Forward {
+            via: 2,
+            to: addr("10.0.0.2:5000")
+        }
+    );
+    assert_eq!(&buf[..len], &q[..]);
+    // 31 s after the last check: consent has lapsed, nothing goes to it.
+    assert_eq!(
+        r.on_packet(31_000, 31_000_000_000, 2, addr("10.0.0.2:5000"), &rtp(3, 9)),
+        Action::Drop(DropReason::NoDestination)
+    );
+    // A new check restores it.
+    let check = super::ice::binding_request("lite:brws", &plan.pwd, [4; 12]);
+    assert_eq!(
+        r.on_packet(31_100, 31_100_000_000, 1, browser, &check),
+        Action::Consumed
+    );
+    drain(&mut r);
+    assert_eq!(
+        r.on_packet(31_200, 31_200_000_000, 2, addr("10.0.0.2:5000"), &rtp(4, 9)),
+        Action::Forward {
+            via: 1,
+            to: browser
+        }
+    );
+}
