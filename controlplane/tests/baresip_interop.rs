@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Spawned, free_udp_port, test_config, test_dir};
+use common::{Spawned, free_tcp_port, free_udp_port, test_config, test_dir, tls_file};
 
 /// An 8 kHz mono 16-bit WAV of a 440 Hz tone, what a phone sends.
 fn tone_wav(path: &Path, seconds: u32) {
@@ -184,14 +184,6 @@ fn baresip_registers_and_calls_through_the_sbc_config() {
     );
 }
 
-/// A TCP port free a moment ago.
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 /// baresip as a WebRTC-style endpoint through `config/webrtc.toml`: SIP over
 /// TLS (checking rvoip's certificate), media offered as DTLS-SRTP with full
 /// ICE (its `dtls_srtp` and `ice` modules; its DTLS certificate is RSA,
@@ -207,10 +199,9 @@ fn baresip_with_dtls_srtp_and_ice_calls_through_the_webrtc_config() {
         free_udp_port(),
         free_udp_port(),
     );
-    let tls_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tls");
     let (crt, key) = (
-        tls_dir.join("localhost-test-only.crt"),
-        tls_dir.join("localhost-test-only.key"),
+        tls_file("localhost-test-only.crt"),
+        tls_file("localhost-test-only.key"),
     );
     let r = vec![
         ("127.0.0.1:5061", format!("127.0.0.1:{tls}")),
@@ -316,15 +307,5 @@ outbound=\"sip:127.0.0.1:{tls};transport=tls\";regint=600;mediaenc=dtls_srtp;med
     let cdrs = common::wait_cdrs(&dir, 1, Duration::from_secs(10), || {
         std::fs::read_to_string(&rvoip_log).unwrap_or_default()
     });
-    let c = &cdrs[0];
-    assert_eq!(
-        (c["a_status"].as_u64(), c["b_status"].as_u64()),
-        (Some(200), Some(200)),
-        "{c}"
-    );
-    let (from_a, from_b) = (
-        c["media"]["from_a"].as_u64().unwrap_or(0),
-        c["media"]["from_b"].as_u64().unwrap_or(0),
-    );
-    assert!(from_a > 50 && from_b > 50, "media through the relay: {c}");
+    common::assert_answered_with_media(&cdrs[0]);
 }

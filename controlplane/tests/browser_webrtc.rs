@@ -27,20 +27,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::sipp::{scenario, sipp, uas};
-use common::{Spawned, appliance, free_udp_port, test_config, test_dir};
-
-fn tls_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config/tls")
-        .join(name)
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
+use common::{
+    Spawned, appliance, assert_answered_with_media, free_tcp_port, free_udp_port, test_config,
+    test_dir, tls_file,
+};
 
 /// The JsSIP bundle, built once per target directory.
 fn jssip() -> PathBuf {
@@ -335,15 +325,6 @@ fn chromium_with_jssip_registers_over_wss_calls_and_is_called_with_webrtc_media(
     // The relay received media from both sides of both calls.
     let cdrs = common::wait_cdrs(&dir, 2, Duration::from_secs(10), log);
     for c in &cdrs {
-        assert_eq!(
-            (c["a_status"].as_u64(), c["b_status"].as_u64()),
-            (Some(200), Some(200)),
-            "{c}"
-        );
-        let (from_a, from_b) = (
-            c["media"]["from_a"].as_u64().unwrap_or(0),
-            c["media"]["from_b"].as_u64().unwrap_or(0),
-        );
-        assert!(from_a > 50 && from_b > 50, "media through the relay: {c}");
+        assert_answered_with_media(c);
     }
 }

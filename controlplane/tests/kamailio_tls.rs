@@ -18,28 +18,15 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::sipp::{sipp, uas};
-use common::{Spawned, appliance, free_udp_port, test_config, test_dir};
+use common::{Spawned, appliance, free_tcp_port, free_udp_port, test_config, test_dir, tls_file};
 use rvoip_dataplane::sip::Limits;
 use rvoip_dataplane::sip::stream::StreamSession;
 use rvoip_dataplane::sip::tls::{ServerName, TlsStream, client_config};
-
-fn tls_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config/tls")
-        .join(name)
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
 
 /// Waits until something accepts TCP connections on `port`.
 fn wait_tcp(port: u16, what: &str) {
@@ -192,54 +179,37 @@ fn kamailio_is_a_mutual_tls_trunk_peer_both_ways() {
 
     std::fs::create_dir_all(dir.join("uas")).unwrap();
     let _uas = uas(&dir.join("uas"), uas_port, &["-sn", "uas"], &["-aa"]);
+    // A SIPp UAC's call to `number` through `to`, 500 ms long.
+    let call = |name: &str, to: u16, number: &str| {
+        sipp(
+            &dir,
+            name,
+            &[
+                &format!("127.0.0.1:{to}"),
+                "-sn",
+                "uac",
+                "-s",
+                number,
+                "-m",
+                "1",
+                "-d",
+                "500",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &free_udp_port().to_string(),
+                "-timeout",
+                "30s",
+            ],
+            Duration::from_secs(40),
+        )
+    };
     // Call 1: SIPp → rvoip (UDP) → Kamailio (TLS, rvoip the client) → UAS.
-    let one = sipp(
-        &dir,
-        "uac-rvoip",
-        &[
-            &format!("127.0.0.1:{access}"),
-            "-sn",
-            "uac",
-            "-s",
-            "1000",
-            "-m",
-            "1",
-            "-d",
-            "500",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &free_udp_port().to_string(),
-            "-timeout",
-            "30s",
-        ],
-        Duration::from_secs(40),
-    );
+    let one = call("uac-rvoip", access, "1000");
     assert_eq!((one.successful, one.failed), (1, 0), "{}", log());
     // Call 2: SIPp → Kamailio (UDP) → rvoip (TLS, Kamailio the client,
     // its certificate verified) → Kamailio (TLS) → UAS.
-    let two = sipp(
-        &dir,
-        "uac-kamailio",
-        &[
-            &format!("127.0.0.1:{kudp}"),
-            "-sn",
-            "uac",
-            "-s",
-            "2000",
-            "-m",
-            "1",
-            "-d",
-            "500",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &free_udp_port().to_string(),
-            "-timeout",
-            "30s",
-        ],
-        Duration::from_secs(40),
-    );
+    let two = call("uac-kamailio", kudp, "2000");
     assert_eq!((two.successful, two.failed), (1, 0), "{}", log());
     let cdrs = common::wait_cdrs(&dir, 2, Duration::from_secs(10), log);
     for c in &cdrs {

@@ -21,16 +21,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::sipp::uas;
-use common::{Spawned, appliance, free_udp_port, test_config, test_dir};
+use common::{Spawned, appliance, free_tcp_port, free_udp_port, test_config, test_dir, tls_file};
 use rvoip_dataplane::sip::Limits;
 use rvoip_dataplane::sip::stream::StreamSession;
 use rvoip_dataplane::sip::tls::{ServerName, TlsStream, client_config};
-
-fn tls_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config/tls")
-        .join(name)
-}
 
 /// An SBC of `config/sbc.toml` with a TLS listener on `tls` too.
 fn sbc(name: &str, tls: u16, media_base: u16) -> (PathBuf, u16, u16, Spawned) {
@@ -70,14 +64,6 @@ fn sbc_in(
     let config = test_config("sbc.toml", &dir, &r);
     let app = appliance(&dir, &config, access);
     (dir, access, core, app)
-}
-
-/// A TCP port free a moment ago.
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 /// A SIP user agent over TLS (rustls), driven by hand.

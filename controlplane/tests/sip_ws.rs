@@ -17,29 +17,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::sipp::{sipp, uas};
-use common::{appliance, free_udp_port, test_config, test_dir};
+use common::{appliance, free_tcp_port, free_udp_port, test_config, test_dir, tls_file};
 use rvoip_controlplane::registrar::digest::answer_challenge;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
 const ORIGIN: &str = "https://phone.rvoip.test";
-
-fn tls_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config/tls")
-        .join(name)
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
 
 trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}

@@ -409,3 +409,33 @@ pub fn wait_cdrs(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A TCP port on 127.0.0.1 free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
+/// A file of `config/tls/` (the test-only certificate and key).
+pub fn tls_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/tls")
+        .join(name)
+}
+
+/// A CDR of a call answered on both legs with media through the relay from
+/// both sides (more than 50 packets each).
+pub fn assert_answered_with_media(c: &serde_json::Value) {
+    assert_eq!(
+        (c["a_status"].as_u64(), c["b_status"].as_u64()),
+        (Some(200), Some(200)),
+        "{c}"
+    );
+    let (from_a, from_b) = (
+        c["media"]["from_a"].as_u64().unwrap_or(0),
+        c["media"]["from_b"].as_u64().unwrap_or(0),
+    );
+    assert!(from_a > 50 && from_b > 50, "media through the relay: {c}");
+}
