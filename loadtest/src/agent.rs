@@ -31,6 +31,8 @@ use rvoip_dataplane::wheel::Wheel;
 mod ng;
 pub use ng::NgService;
 mod register;
+mod webrtc;
+use rvoip_dataplane::media::dtls::DtlsIdentity;
 use rvoip_dataplane::srtp::{MasterKey, SrtpContext, SrtpParams, Suite, sdes};
 
 /// The flow of datagrams that belong to no call.
@@ -129,6 +131,9 @@ pub struct Config {
     /// In each room only the first this many callers talk; the others send
     /// silence (0: all talk).
     pub talkers: u64,
+    /// ng: leg A is a WebRTC endpoint (ICE, DTLS-SRTP, rtcp-mux,
+    /// UDP/TLS/RTP/SAVPF) bridged by the relay to a plain RTP/AVP leg B.
+    pub webrtc: bool,
 }
 
 /// How a caller judges what it hears.
@@ -181,6 +186,7 @@ enum Timer {
     AckTimeout,
     Forget,
     NgRetransmit,
+    WebRtc,
     RegisterRetransmit,
     RegisterTimeout,
 }
@@ -299,6 +305,19 @@ pub struct Agent {
     heard: HashMap<u32, Heard>,
     /// ng, tone mode: leg B's payload type (from the offer's reply), by call.
     b_pt: HashMap<u64, u8>,
+    /// ng with WebRTC: leg A's ICE and DTLS by call, and the calls by the
+    /// relay's address for leg A.
+    webrtc: HashMap<u64, webrtc::WebRtcLeg>,
+    webrtc_from: HashMap<SocketAddr, u64>,
+    /// STUN and DTLS that came before their leg was known, by source.
+    webrtc_early: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    /// The certificate WebRTC legs present.
+    dtls_identity: Option<DtlsIdentity>,
+    /// The instant a reading of the monotonic clock (ns) stands for, for
+    /// DTLS timers.
+    clock: Option<(std::time::Instant, u64)>,
+    /// Datagrams to send from the RTP socket (STUN, DTLS), and where to.
+    rtp_out: Vec<(Vec<u8>, SocketAddr)>,
 }
 
 /// A Via branch unique to call `n` of run `run` and its request `what`.
@@ -317,6 +336,11 @@ impl Agent {
         // the SDP), so its RTP figures are of completed calls only.
         let mut report = Report::default();
         report.rtp_completed_only = cfg.role == AgentRole::Uac;
+        let dtls_identity = if cfg.webrtc {
+            DtlsIdentity::generate(keys.as_ref()).ok()
+        } else {
+            None
+        };
         Agent {
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(cfg.run_id),
             cfg,
@@ -345,6 +369,12 @@ impl Agent {
             tones: [None, None, None, None],
             heard: HashMap::default(),
             b_pt: HashMap::default(),
+            webrtc: HashMap::default(),
+            webrtc_from: HashMap::default(),
+            webrtc_early: HashMap::default(),
+            dtls_identity,
+            clock: None,
+            rtp_out: Vec::new(),
         }
         .with_tones()
     }
@@ -413,6 +443,18 @@ impl Agent {
         self.cfg
             .duration_ns
             .is_some_and(|d| now_ns.saturating_sub(self.start_ns) >= d)
+    }
+
+    /// Tells the agent which instant the monotonic reading `epoch_ns`
+    /// stands for (DTLS timers run on instants).
+    pub fn set_clock(&mut self, epoch: std::time::Instant, epoch_ns: u64) {
+        self.clock = Some((epoch, epoch_ns));
+    }
+
+    /// The datagrams to send now from the RTP socket (a WebRTC leg's STUN
+    /// and DTLS), and where to.
+    pub fn take_rtp_out(&mut self) -> std::vec::Drain<'_, (Vec<u8>, SocketAddr)> {
+        self.rtp_out.drain(..)
     }
 
     /// The datagrams to send now, each with the call it belongs to (a
@@ -676,6 +718,7 @@ impl Agent {
             | Timer::AckTimeout
             | Timer::Forget
             | Timer::NgRetransmit
+            | Timer::WebRtc
             | Timer::RegisterRetransmit
             | Timer::RegisterTimeout => {
                 let Some(call) = self.uas.get_mut(&key) else {
@@ -1206,8 +1249,11 @@ impl Agent {
         }
     }
 
-    /// Accounts one received RTP packet.
-    pub fn on_rtp(&mut self, now_ns: u64, pkt: &[u8]) {
+    /// Accounts one datagram received on the RTP socket from `src`.
+    pub fn on_rtp(&mut self, now_ns: u64, pkt: &[u8], src: SocketAddr) {
+        if self.cfg.webrtc && self.on_webrtc(now_ns, pkt, src) {
+            return;
+        }
         // RTCP on the RTP port (a relay's own reports, RFC 5761 demux) is not
         // part of the load's streams.
         if rvoip_dataplane::media::rtp::looks_like_rtcp(pkt) {
@@ -1220,7 +1266,7 @@ impl Agent {
         // A UAC offering SRTP reads only streams it has keys for: SRTP that
         // comes before the answer with the keys (a relay forwards the far
         // end's media as soon as it has it) is not read as plain RTP.
-        let srtp = self.cfg.srtp.is_some() || !self.srtp_rx.is_empty();
+        let srtp = self.cfg.srtp.is_some() || self.cfg.webrtc || !self.srtp_rx.is_empty();
         let ssrc = pkt
             .get(8..12)
             .filter(|_| srtp)
@@ -1240,6 +1286,8 @@ impl Agent {
                 // SRTP of a call whose keys are not here yet (its answer is
                 // on its way) or are gone (it ended): nothing to read in it.
                 None if self.cfg.srtp.is_some() => return,
+                // Leg B's stream towards a WebRTC leg A not keyed yet.
+                None if self.cfg.webrtc && ssrc % 2 == 1 => return,
                 None => pkt,
             },
             _ => pkt,

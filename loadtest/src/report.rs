@@ -51,6 +51,10 @@ pub struct Report {
     pub audio_before_dbov: f64,
     /// ng media services (play media, start recording) accepted.
     pub ng_services: u64,
+    /// WebRTC legs keyed: ICE checked and the DTLS-SRTP handshake done.
+    pub webrtc_keyed: u64,
+    /// From the relay's answer to the leg's SRTP keys, µs.
+    pub webrtc_setup: Histogram<u64>,
     /// ng media services refused.
     pub ng_service_errors: u64,
     /// RTP packets received in calls that failed, left out of the figures
@@ -131,6 +135,8 @@ impl Default for Report {
             audio_worst: 1.0,
             audio_before_dbov: f64::NEG_INFINITY,
             ng_services: 0,
+            webrtc_keyed: 0,
+            webrtc_setup: histogram(),
             ng_service_errors: 0,
             rtp_failed_calls: 0,
             rtp_calls_still_up: 0,
@@ -294,6 +300,10 @@ impl Report {
             },
             "failures_by_reason": self.failures,
             "ng_services": { "accepted": self.ng_services, "refused": self.ng_service_errors },
+            "webrtc": {
+                "keyed": self.webrtc_keyed,
+                "answer_to_keys_ms": percentiles(&self.webrtc_setup),
+            },
             "cps_achieved": self.cps(elapsed_s),
             "elapsed_s": elapsed_s,
             "latency_ms": {
@@ -385,6 +395,15 @@ impl Report {
         }
         if self.srtp_errors > 0 {
             let _ = writeln!(s, "srtp: {} packets refused", self.srtp_errors);
+        }
+        if self.webrtc_keyed > 0 {
+            let _ = writeln!(
+                s,
+                "webrtc: {} legs keyed by ICE and DTLS-SRTP, answer to keys p50 {:.2} ms p99 {:.2} ms",
+                self.webrtc_keyed,
+                ms(&self.webrtc_setup, 0.5),
+                ms(&self.webrtc_setup, 0.99)
+            );
         }
         if self.audio_checked > 0 {
             let _ = writeln!(

@@ -264,7 +264,8 @@ pub fn run(
                 socks,
                 // Room for coalesced arrivals (UDP_GRO) on SIP.
                 sip_in: RecvBatch::new(65_536),
-                rtp_in: RecvBatch::new(512),
+                // An SRTP packet, or a DTLS flight's datagram.
+                rtp_in: RecvBatch::new(1536),
                 out: [
                     Packer::new(opts.segment && gso::can_segment(&socks.sip)),
                     Packer::new(opts.segment && gso::can_segment(&socks.rtp)),
@@ -292,6 +293,9 @@ fn drive(
         now(),
         Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
     );
+    // DTLS timers (WebRTC legs) run on instants: this one is `start`.
+    #[allow(clippy::disallowed_methods)]
+    agent.set_clock(std::time::Instant::now(), start);
     let mut next_second = start + 1_000_000_000;
     let mut ended_ns = None;
     loop {
@@ -299,7 +303,7 @@ fn drive(
         agent.tick(t);
         let handled = io.drain(&mut |sock, data, src, t| match sock {
             Socket::Sip => agent.on_sip(t, data, src),
-            Socket::Rtp => agent.on_rtp(t, data),
+            Socket::Rtp => agent.on_rtp(t, data, src),
         })?;
         let t = now();
         agent.media_due(t, |pkt, to| {
@@ -309,6 +313,9 @@ fn drive(
         });
         for (flow, data, to) in agent.take_out() {
             io.send(Socket::Sip, flow, &data, to);
+        }
+        for (data, to) in agent.take_rtp_out() {
+            io.send(Socket::Rtp, gso::address_flow(to), &data, to);
         }
         if t >= next_second {
             next_second += 1_000_000_000;

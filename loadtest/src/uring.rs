@@ -49,9 +49,11 @@ pub enum Socket {
 /// only as far as arrivals fill it).
 const SIP_BUFFERS: u16 = 1024;
 const SIP_BUF_SIZE: usize = 65_536 + 256;
-/// RTP receive buffers: the header, the source, and an SRTP packet.
+/// RTP receive buffers: the header, the source, and an SRTP packet or a
+/// DTLS flight's datagram (WebRTC legs: up to an MTU of 1200 octets and
+/// more from peers that cut flights larger).
 const RTP_BUFFERS: u16 = 8192;
-const RTP_BUF_SIZE: usize = 512;
+const RTP_BUF_SIZE: usize = 1536 + 256;
 const SQ_ENTRIES: u32 = 2048;
 
 const KIND_SHIFT: u32 = 56;

@@ -68,7 +68,7 @@ fn run(
                 continue;
             };
             if rtp {
-                agent.on_rtp(t, &bytes);
+                agent.on_rtp(t, &bytes, from);
             } else {
                 agent.on_sip(t, &bytes, from);
             }

@@ -47,3 +47,18 @@ fn srtp_media_is_transcrypted_by_the_relay_with_its_own_keys() {
         assert_eq!(r["rtp"]["srtp_errors"], 0, "{suite}: {r}");
     }
 }
+
+#[test]
+fn webrtc_legs_are_keyed_by_ice_and_dtls_and_their_srtp_crosses_the_relay() {
+    // Leg A as a browser offers it (ICE, DTLS-SRTP, rtcp-mux, SAVPF), leg
+    // B plain RTP/AVP: every leg is keyed by its own handshake, and its
+    // SRTP reaches leg B as RTP and back.
+    let (r, status) = media_run(25000, &["--webrtc"]);
+    check(&r, status);
+    assert_eq!(r["webrtc"]["keyed"], 20, "{r}");
+    assert_eq!(r["rtp"]["srtp_errors"], 0, "{r}");
+    assert!(
+        r["webrtc"]["answer_to_keys_ms"]["p99"].as_f64().unwrap() < 1000.0,
+        "no handshake waited for a retransmission: {r}"
+    );
+}

@@ -96,7 +96,7 @@ fn simulate(srtp: Option<Suite>, net: &mut Network) -> (Agent, Agent, Vec<usize>
                 &mut uas
             };
             if rtp {
-                agent.on_rtp(t, &bytes);
+                agent.on_rtp(t, &bytes, from);
             } else {
                 agent.on_sip(t, &bytes, from);
             }
@@ -223,7 +223,7 @@ fn srtp_that_arrives_before_the_answer_is_not_read_as_plain_rtp() {
     let mut pkt = vec![0x80, 0x08, 0x00, 0x01, 0, 0, 0, 160, 0x12, 0x34, 0x56, 0x78];
     pkt.extend((0..160u32).map(|i| (i.wrapping_mul(97) ^ 0xa5) as u8));
     pkt.extend_from_slice(&[0xde; 10]);
-    uac.on_rtp(t0 + 1_000_000, &pkt);
+    uac.on_rtp(t0 + 1_000_000, &pkt, addr("127.0.0.1:7002"));
     uac.fold_streams(t0 + 10_000_000_000, true);
     assert_eq!(uac.report.rtp_received, 0);
     assert_eq!(uac.report.jitter.len(), 0, "no stream was measured");

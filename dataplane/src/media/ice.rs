@@ -27,6 +27,8 @@ const ATTR_USERNAME: u16 = 0x0006;
 const ATTR_INTEGRITY: u16 = 0x0008;
 const ATTR_XOR_MAPPED: u16 = 0x0020;
 const ATTR_USE_CANDIDATE: u16 = 0x0025;
+const ATTR_PRIORITY: u16 = 0x0024;
+const ATTR_ICE_CONTROLLING: u16 = 0x802a;
 const ATTR_FINGERPRINT: u16 = 0x8028;
 const FINGERPRINT_XOR: u32 = 0x5354_554e;
 /// How long consent lasts after the last check answered (RFC 7675 §5.1).
@@ -297,17 +299,29 @@ impl IceLite {
     }
 }
 
-/// A Binding request as a controlling agent (a browser) sends it:
-/// USERNAME `user`, USE-CANDIDATE, MESSAGE-INTEGRITY keyed with `pwd`.
-#[cfg(test)]
-pub(crate) fn binding_request(user: &str, pwd: &str, txid: [u8; 12]) -> Vec<u8> {
-    let mut req = vec![0x00, 0x01, 0, 0];
+/// A connectivity check as a controlling agent (a browser, or the load
+/// generator standing in for one) sends it with aggressive nomination:
+/// USERNAME `user` (`theirs:ours`), PRIORITY of a host candidate,
+/// ICE-CONTROLLING with `tiebreaker`, USE-CANDIDATE, MESSAGE-INTEGRITY
+/// keyed with the peer's `pwd`, FINGERPRINT (RFC 8445 §7.1.1).
+pub fn binding_request(user: &str, pwd: &str, txid: [u8; 12], tiebreaker: u64) -> Vec<u8> {
+    let mut req = Vec::with_capacity(HEADER + 12 + user.len() + 4 + 8 + 12 + 4 + 24 + 8);
+    req.extend_from_slice(&BINDING_REQUEST.to_be_bytes());
+    req.extend_from_slice(&[0, 0]);
     req.extend_from_slice(&MAGIC.to_be_bytes());
     req.extend_from_slice(&txid);
     req.extend_from_slice(&ATTR_USERNAME.to_be_bytes());
     req.extend_from_slice(&(user.len() as u16).to_be_bytes());
     req.extend_from_slice(user.as_bytes());
     req.resize(req.len() + (4 - user.len() % 4) % 4, 0);
+    // Type preference 126 (host), local preference 65535, component 1.
+    let priority: u32 = (126 << 24) | (65_535 << 8) | 255;
+    req.extend_from_slice(&ATTR_PRIORITY.to_be_bytes());
+    req.extend_from_slice(&4u16.to_be_bytes());
+    req.extend_from_slice(&priority.to_be_bytes());
+    req.extend_from_slice(&ATTR_ICE_CONTROLLING.to_be_bytes());
+    req.extend_from_slice(&8u16.to_be_bytes());
+    req.extend_from_slice(&tiebreaker.to_be_bytes());
     req.extend_from_slice(&ATTR_USE_CANDIDATE.to_be_bytes());
     req.extend_from_slice(&0u16.to_be_bytes());
     let at = req.len();
@@ -315,9 +329,35 @@ pub(crate) fn binding_request(user: &str, pwd: &str, txid: [u8; 12]) -> Vec<u8> 
     req.extend_from_slice(&ATTR_INTEGRITY.to_be_bytes());
     req.extend_from_slice(&20u16.to_be_bytes());
     req.extend_from_slice(&mac);
+    let at = req.len();
+    let crc = fingerprint(&req, at);
+    req.extend_from_slice(&ATTR_FINGERPRINT.to_be_bytes());
+    req.extend_from_slice(&4u16.to_be_bytes());
+    req.extend_from_slice(&crc.to_be_bytes());
     let len = (req.len() - HEADER) as u16;
     req[2..4].copy_from_slice(&len.to_be_bytes());
     req
+}
+
+/// The transaction ID of a Binding success response whose
+/// MESSAGE-INTEGRITY is keyed with `pwd` (the password of the agent that
+/// was checked); `None` for anything else.
+pub fn binding_success(msg: &[u8], pwd: &str) -> Option<[u8; 12]> {
+    if msg.len() < HEADER
+        || u16_at(msg, 0) != Some(BINDING_SUCCESS)
+        || u32::from_be_bytes([msg[4], msg[5], msg[6], msg[7]]) != MAGIC
+        || usize::from(u16_at(msg, 2)?) != msg.len() - HEADER
+    {
+        return None;
+    }
+    let attrs = attributes(msg).ok()?;
+    let &(_, mac, at) = attrs.iter().find(|a| a.0 == ATTR_INTEGRITY)?;
+    if mac.len() != 20 || !bool::from(mac.ct_eq(&integrity(msg, at, pwd.as_bytes()))) {
+        return None;
+    }
+    let mut txid = [0u8; 12];
+    txid.copy_from_slice(&msg[8..20]);
+    Some(txid)
 }
 
 #[cfg(test)]
@@ -452,7 +492,7 @@ mod tests {
     #[test]
     fn use_candidate_nominates_the_source_and_packets_are_told_apart() {
         // A request with USE-CANDIDATE, signed as a browser signs it.
-        let req = binding_request("lite:full", "secretsecretsecretsecret", [7; 12]);
+        let req = binding_request("lite:full", "secretsecretsecretsecret", [7; 12], 42);
         let mut ice = IceLite::new("lite", "secretsecretsecretsecret");
         let mut out = Vec::new();
         let a = ice.on_stun(&req, from(), 5, &mut out).unwrap();
@@ -462,5 +502,19 @@ mod tests {
         assert_eq!(classify(&[0x80, 0]), Kind::Media);
         assert_eq!(classify(&[0xff]), Kind::Other);
         assert_eq!(classify(&[]), Kind::Other);
+    }
+
+    #[test]
+    fn a_check_s_answer_is_recognised_only_under_the_checked_agent_s_password() {
+        let pwd = "secretsecretsecretsecret";
+        let req = binding_request("lite:full", pwd, [9; 12], 7);
+        let mut ice = IceLite::new("lite", pwd);
+        let mut out = Vec::new();
+        ice.on_stun(&req, from(), 5, &mut out).unwrap();
+        assert_eq!(binding_success(&out, pwd), Some([9; 12]));
+        assert_eq!(binding_success(&out, "another-password-entirely"), None);
+        // A request is not an answer; a truncated answer is nothing.
+        assert_eq!(binding_success(&req, pwd), None);
+        assert_eq!(binding_success(&out[..out.len() - 4], pwd), None);
     }
 }

@@ -476,7 +476,7 @@ fn a_webrtc_leg_is_keyed_by_its_handshake_and_silenced_when_consent_lapses() {
         Action::Drop(DropReason::NoDestination)
     );
     // The browser's check is answered from the relay port, to it.
-    let check = super::ice::binding_request("lite:brws", &plan.pwd, [3; 12]);
+    let check = super::ice::binding_request("lite:brws", &plan.pwd, [3; 12], 1);
     assert_eq!(
         r.on_packet(20, 20_000_000, 1, browser, &check),
         Action::Consumed
@@ -552,7 +552,7 @@ fn a_webrtc_leg_is_keyed_by_its_handshake_and_silenced_when_consent_lapses() {
         Action::Drop(DropReason::NoDestination)
     );
     // A new check restores it.
-    let check = super::ice::binding_request("lite:brws", &plan.pwd, [4; 12]);
+    let check = super::ice::binding_request("lite:brws", &plan.pwd, [4; 12], 1);
     assert_eq!(
         r.on_packet(31_100, 31_100_000_000, 1, browser, &check),
         Action::Consumed

@@ -40,6 +40,10 @@ pub(super) struct NgCall {
     /// Leg B's choice among the relay's offered keys (tag, suite, the
     /// relay's key) and leg B's own key for that suite.
     b_keys: Option<(u32, Suite, MasterKey, MasterKey)>,
+    /// With `--webrtc`: leg A's ICE credentials.
+    creds: Option<super::webrtc::Credentials>,
+    /// Why the call failed once up (its delete then counts it failed).
+    pub(super) failure: Option<&'static str>,
 }
 
 /// The cookie step of a call's media service request.
@@ -86,6 +90,7 @@ impl Agent {
         ];
         let sdp_a;
         let sdp_b;
+        let webrtc;
         let answer_spec = match (self.cfg.answer_codec, self.cfg.opus_bitrate) {
             (Codec::Opus, Some(b)) => format!("opus/48000/1/{b}"),
             (c, _) => c.name().to_owned(),
@@ -94,8 +99,21 @@ impl Agent {
         match state {
             NgState::Offer => {
                 sdp_a = sip::sdp(n, &self.local, a, line_a.as_deref(), &self.own_codec());
+                webrtc = call
+                    .and_then(|c| c.creds.as_ref())
+                    .and_then(|creds| self.webrtc_offer(&sdp_a, creds));
                 entries.push((b"command", Value::Bytes(b"offer")));
-                entries.push((b"sdp", Value::Bytes(sdp_a.as_bytes())));
+                match &webrtc {
+                    Some(offer) => {
+                        entries.push((b"sdp", Value::Bytes(offer.as_bytes())));
+                        // Leg B is plain RTP: the relay terminates ICE, DTLS
+                        // and the mux on leg A.
+                        entries.push((b"transport-protocol", Value::Bytes(b"RTP/AVP")));
+                        entries.push((b"ICE", Value::Bytes(b"remove")));
+                        entries.push((b"rtcp-mux", Value::List(vec![Value::Bytes(b"demux")])));
+                    }
+                    None => entries.push((b"sdp", Value::Bytes(sdp_a.as_bytes()))),
+                }
                 if self.cfg.transcode {
                     entries.push((
                         b"codec",
@@ -163,8 +181,16 @@ impl Agent {
                     .srtp
                     .and_then(|s| sdes::generate(s, self.keys.as_ref())),
                 b_keys: None,
+                creds: None,
+                failure: None,
             },
         );
+        if self.cfg.webrtc {
+            let creds = self.webrtc_credentials();
+            if let Some(c) = self.ng.get_mut(&n) {
+                c.creds = Some(creds);
+            }
+        }
         self.ng_send(n, now_ns, NgState::Offer);
     }
 
@@ -181,6 +207,14 @@ impl Agent {
         self.b_pt.remove(&n);
         self.srtp_rx.remove(&(n as u32 * 2));
         self.srtp_rx.remove(&(n as u32 * 2 + 1));
+        self.webrtc_forget(n);
+    }
+
+    /// Ends call `n`'s media and asks the relay to delete it.
+    pub(super) fn ng_hang_up(&mut self, now_ns: u64, n: u64) {
+        self.stop_media(n * 2);
+        self.stop_media(n * 2 + 1);
+        self.ng_send(n, now_ns, NgState::Delete);
     }
 
     /// An ng timer: retransmit, or give up; or the hold ended.
@@ -206,10 +240,10 @@ impl Agent {
                 self.schedule(at, n, Timer::NgRetransmit, generation);
             }
             Timer::Hangup if call.state == NgState::Up => {
-                self.stop_media(n * 2);
-                self.stop_media(n * 2 + 1);
-                self.ng_send(n, now_ns, NgState::Delete);
+                self.webrtc_forget(n);
+                self.ng_hang_up(now_ns, n);
             }
+            Timer::WebRtc if call.state == NgState::Up => self.webrtc_timer(now_ns, n),
             _ => {}
         }
     }
@@ -355,14 +389,27 @@ impl Agent {
                 let tones = self.cfg.tones();
                 let a_pt = self.own_codec().pt;
                 let b_pt = self.b_pt.get(&n).copied().unwrap_or(a_pt);
-                self.start_media(
-                    now_ns,
-                    n * 2,
-                    n as u32 * 2,
-                    to_a,
-                    tx.0.as_ref(),
-                    tones.then_some((0, a_pt)),
-                );
+                // A WebRTC leg A sends once ICE and DTLS have keyed it.
+                let creds = self.ng.get(&n).and_then(|c| c.creds.clone());
+                match (creds, reply.get("sdp").and_then(Value::as_bytes)) {
+                    (Some(creds), Some(sdp)) => {
+                        if let Err(why) = self.webrtc_begin(now_ns, n, &creds, sdp, to_a) {
+                            if let Some(c) = self.ng.get_mut(&n) {
+                                c.failure = Some(why);
+                            }
+                            self.ng_hang_up(now_ns, n);
+                            return;
+                        }
+                    }
+                    _ => self.start_media(
+                        now_ns,
+                        n * 2,
+                        n as u32 * 2,
+                        to_a,
+                        tx.0.as_ref(),
+                        tones.then_some((0, a_pt)),
+                    ),
+                }
                 self.start_media(
                     now_ns,
                     n * 2 + 1,
@@ -400,7 +447,10 @@ impl Agent {
                     }
                 }
             }
-            NgState::Delete => self.ng_end(n, None),
+            NgState::Delete => {
+                let failure = call.failure;
+                self.ng_end(n, failure);
+            }
             NgState::Up => {}
         }
     }

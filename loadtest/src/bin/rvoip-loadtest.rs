@@ -92,6 +92,13 @@ struct MediaArgs {
     /// Once each call is up, ask the relay to record it (`start recording`).
     #[arg(long)]
     record: bool,
+    /// Leg A is a WebRTC endpoint, as a browser offers: UDP/TLS/RTP/SAVPF
+    /// with ICE (a controlling agent's checks, the relay's checks
+    /// answered), DTLS-SRTP (the role the relay's `a=setup` leaves) and
+    /// rtcp-mux; the relay is asked to bridge it to a plain RTP/AVP leg B
+    /// (`transport-protocol: RTP/AVP`, `ICE: remove`, `rtcp-mux: [demux]`).
+    #[arg(long, conflicts_with = "srtp")]
+    webrtc: bool,
     /// Local address (ng and RTP sockets).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -461,6 +468,7 @@ fn config(
         ng_service: None,
         rooms_of: call.rooms_of,
         talkers: call.talkers,
+        webrtc: false,
     })
 }
 
@@ -584,6 +592,7 @@ fn real_main(cli: Cli, stop: &Arc<AtomicBool>) -> std::io::Result<ExitCode> {
             cfg.answer_codec = a.answer_codec.unwrap_or(cfg.codec);
             cfg.transcode = a.transcode;
             cfg.opus_bitrate = a.opus_bitrate;
+            cfg.webrtc = a.webrtc;
             cfg.ng_service = match (&a.play, a.record) {
                 (Some(p), _) => {
                     let (file, repeat) = match p.rsplit_once('@') {

@@ -310,6 +310,7 @@ pub(crate) fn agent_config(
         ng_service: None,
         rooms_of: 0,
         talkers: 0,
+        webrtc: false,
     }
 }
 
@@ -367,16 +368,16 @@ pub(crate) fn media_against_ng_relay(
     })
     .expect("media engine");
     let stop = Arc::new(AtomicBool::new(false));
-    let listener = NgListener::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        NgServer::new(
-            engine,
-            localhost,
-            Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
-        ),
-        Arc::clone(&stop),
-    )
-    .expect("ng listener");
+    // WebRTC legs: the SDP names the engine's DTLS certificate.
+    let fingerprint = engine.dtls_fingerprint();
+    let mut server = NgServer::new(
+        engine,
+        localhost,
+        Box::new(rvoip_dataplane::entropy::SystemEntropy::new()),
+    );
+    server.set_dtls_fingerprint(Some(fingerprint));
+    let listener = NgListener::spawn("127.0.0.1:0".parse().unwrap(), server, Arc::clone(&stop))
+        .expect("ng listener");
     let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{name}-{base}-{}.json", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_rvoip-loadtest"))
