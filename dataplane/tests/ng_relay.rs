@@ -375,6 +375,54 @@ fn a_retransmitted_offer_is_answered_from_the_cache() {
 }
 
 #[test]
+fn another_client_reusing_a_cookie_gets_its_own_answer() {
+    // Two proxies (or one restarted, counting its cookies from 1 again)
+    // send offers for different calls under the same cookie: each is a
+    // new request with ports of its own, not the other's cached reply.
+    let mut relay = Relay::start(DriverKind::Auto, 49200);
+    let a = peer();
+    let sdp = sdp_for(&a, false);
+    let offer = |call: &'static [u8]| {
+        let dict = Value::Dict(vec![
+            (&b"command"[..], Value::Bytes(b"offer")),
+            (b"call-id", Value::Bytes(call)),
+            (b"from-tag", Value::Bytes(b"t")),
+            (b"sdp", Value::Bytes(&sdp)),
+        ]);
+        let mut body = b"1 ".to_vec();
+        encode(&dict, &mut body);
+        body
+    };
+    let mut ports = Vec::new();
+    for (client, call) in [
+        (UdpSocket::bind("127.0.0.1:0").unwrap(), &b"first"[..]),
+        (UdpSocket::bind("127.0.0.1:0").unwrap(), &b"second"[..]),
+    ] {
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        client.send_to(&offer(call), relay.ng).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let port = reply
+            .split("m=audio ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("no media in {reply}"))
+            .to_owned();
+        ports.push(port);
+    }
+    assert_ne!(ports[0], ports[1], "the second call got the first's reply");
+    let list = relay.command(&[("command", Value::Bytes(b"list"))]);
+    assert_eq!(
+        get(&list, "calls"),
+        Value::List(vec![Value::Bytes(b"first"), Value::Bytes(b"second")]),
+        "both calls exist"
+    );
+}
+
+#[test]
 fn calls_without_media_are_deleted_after_the_media_timeout() {
     let config = RelayConfig {
         media_timeout_ms: 2_000,

@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         if i == 4 {
             server.expire();
         }
-        if let Some(reply) = server.handle(request, i as u64) {
+        if let Some(reply) = server.handle(request, std::net::SocketAddr::from(([127, 0, 0, 1], 2000 + (i as u16 % 3))), i as u64) {
             assert!(reply.starts_with(&request[..request.iter().position(|b| *b == b' ').unwrap_or(0)]));
             let body = &reply[reply.iter().position(|b| *b == b' ').map_or(0, |p| p + 1)..];
             assert!(rvoip_dataplane::ng::bencode::decode(body).is_ok(), "replies are valid bencode");

@@ -127,7 +127,7 @@ fn serve_ng<M: MediaControl>(socket: &UdpSocket, server: &mut NgServer<M>, buf: 
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if let Some(reply) = server.handle(&buf[..n], now) {
+        if let Some(reply) = server.handle(&buf[..n], src, now) {
             // A lost reply is retransmitted by the client and answered
             // from the cache.
             let _ = socket.send_to(&reply, src);

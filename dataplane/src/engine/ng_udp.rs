@@ -59,7 +59,7 @@ impl NgListener {
                     let now = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
-                    let reply = server.handle(&buf[..n], now);
+                    let reply = server.handle(&buf[..n], src, now);
                     if let Some(reply) = reply {
                         // A lost reply is retransmitted by the client and answered from the cache.
                         let _ = socket.send_to(&reply, src);

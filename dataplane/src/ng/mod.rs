@@ -14,7 +14,7 @@ pub mod bencode;
 mod stats;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bencode::Value;
 
@@ -97,12 +97,18 @@ impl<T: Into<String>> From<T> for NgError {
 /// Replies kept for retransmitted requests.
 const REPLY_CACHE: usize = 4096;
 
+/// What a cached reply answers: the client (its address) and its cookie. A
+/// retransmission comes from the client that sent the request; another
+/// client reusing the cookie (a restarted proxy counting from 1 again) is
+/// a new request.
+type CacheKey = (SocketAddr, Vec<u8>);
+
 /// The ng protocol server over a relay's media sessions.
 #[derive(Debug)]
 pub struct NgServer<M> {
     sessions: Sessions<M>,
-    cache: HashMap<Vec<u8>, Vec<u8>>,
-    cache_order: VecDeque<Vec<u8>>,
+    cache: HashMap<CacheKey, Vec<u8>>,
+    cache_order: VecDeque<CacheKey>,
     counters: NgCounters,
 }
 
@@ -400,10 +406,11 @@ impl<M: MediaControl> NgServer<M> {
         r
     }
 
-    /// Handles one request datagram at wall-clock time `now` (Unix seconds).
-    /// Returns the reply, or `None` for a datagram without a cookie (dropped,
-    /// as rtpengine does).
-    pub fn handle(&mut self, datagram: &[u8], now: u64) -> Option<Vec<u8>> {
+    /// Handles one request datagram from `from` at wall-clock time `now`
+    /// (Unix seconds). Returns the reply, or `None` for a datagram without a
+    /// cookie (dropped, as rtpengine does). A request whose cookie this
+    /// client sent before is answered again from the cache.
+    pub fn handle(&mut self, datagram: &[u8], from: SocketAddr, now: u64) -> Option<Vec<u8>> {
         let Some(sp) = datagram.iter().position(|b| *b == b' ') else {
             self.counters.dropped += 1;
             return None;
@@ -413,7 +420,8 @@ impl<M: MediaControl> NgServer<M> {
             self.counters.dropped += 1;
             return None;
         }
-        if let Some(cached) = self.cache.get(cookie) {
+        let key = (from, cookie.to_vec());
+        if let Some(cached) = self.cache.get(&key) {
             self.counters.retransmissions += 1;
             return Some(cached.clone());
         }
@@ -456,8 +464,8 @@ impl<M: MediaControl> NgServer<M> {
         {
             self.cache.remove(&old);
         }
-        self.cache_order.push_back(cookie.to_vec());
-        self.cache.insert(cookie.to_vec(), out.clone());
+        self.cache_order.push_back(key.clone());
+        self.cache.insert(key, out.clone());
         Some(out)
     }
 
