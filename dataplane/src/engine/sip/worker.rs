@@ -374,6 +374,10 @@ fn connect_nonblocking(dest: SocketAddr) -> io::Result<TcpStream> {
     }
     // SAFETY: fd is a socket this function just made and nothing else owns.
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    // SIP over a stream is request and answer: a message written in pieces
+    // (a TLS flight, a WebSocket frame) must not wait for the peer's
+    // delayed ACK (Nagle's algorithm would hold it up to 40 ms).
+    stream.set_nodelay(true)?;
     let mut name = sockaddr::zeroed();
     let len = sockaddr::write(dest, &mut name);
     // SAFETY: connect on our socket with a valid sockaddr of `len` bytes.
@@ -1100,6 +1104,8 @@ impl Worker {
             }
             // SAFETY: a fresh connected socket we own.
             let stream = unsafe { TcpStream::from_raw_fd(cfd) };
+            // No Nagle: see `connect_nonblocking`.
+            let _ = stream.set_nodelay(true);
             let Some(remote) = sockaddr::read(sockaddr::bytes(&name, len as usize)) else {
                 continue;
             };
