@@ -1260,37 +1260,47 @@ impl Agent {
             return;
         }
         // SRTP from a far end that announced its SSRC: unprotect first.
-        // Room for a load packet and the largest SRTP trailer (nothing to
-        // clear per packet when no stream is SRTP).
-        let mut plain = [0u8; PACKET + 64];
-        // A UAC offering SRTP reads only streams it has keys for: SRTP that
-        // comes before the answer with the keys (a relay forwards the far
-        // end's media as soon as it has it) is not read as plain RTP.
-        let srtp = self.cfg.srtp.is_some() || self.cfg.webrtc || !self.srtp_rx.is_empty();
-        let ssrc = pkt
-            .get(8..12)
-            .filter(|_| srtp)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        let pkt = match ssrc {
-            Some(ssrc) if pkt.len() <= plain.len() => match self.srtp_rx.get_mut(&ssrc) {
-                Some(ctx) => {
-                    plain[..pkt.len()].copy_from_slice(pkt);
-                    match ctx.unprotect_rtp(&mut plain, pkt.len()) {
-                        Ok(n) => &plain[..n],
-                        Err(_) => {
-                            self.report.srtp_errors += 1;
-                            return;
+        // Room for a load packet and the largest SRTP trailer, or a tone
+        // frame of any codec (nothing to clear per packet when no stream is
+        // SRTP).
+        let mut plain = [0u8; 1500];
+        // A WebRTC leg's SRTP is told by where it comes from (the relay's
+        // port for the leg): a transcoding relay sends under SSRCs of its own.
+        let pkt = if self.cfg.webrtc {
+            match self.webrtc_unprotect(pkt, src, &mut plain) {
+                Some(p) => p,
+                None => return,
+            }
+        } else {
+            // A UAC offering SRTP reads only streams it has keys for: SRTP
+            // that comes before the answer with the keys (a relay forwards
+            // the far end's media as soon as it has it) is not read as
+            // plain RTP.
+            let srtp = self.cfg.srtp.is_some() || !self.srtp_rx.is_empty();
+            let ssrc = pkt
+                .get(8..12)
+                .filter(|_| srtp)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            match ssrc {
+                Some(ssrc) if pkt.len() <= plain.len() => match self.srtp_rx.get_mut(&ssrc) {
+                    Some(ctx) => {
+                        plain[..pkt.len()].copy_from_slice(pkt);
+                        match ctx.unprotect_rtp(&mut plain, pkt.len()) {
+                            Ok(n) => &plain[..n],
+                            Err(_) => {
+                                self.report.srtp_errors += 1;
+                                return;
+                            }
                         }
                     }
-                }
-                // SRTP of a call whose keys are not here yet (its answer is
-                // on its way) or are gone (it ended): nothing to read in it.
-                None if self.cfg.srtp.is_some() => return,
-                // Leg B's stream towards a WebRTC leg A not keyed yet.
-                None if self.cfg.webrtc && ssrc % 2 == 1 => return,
-                None => pkt,
-            },
-            _ => pkt,
+                    // SRTP of a call whose keys are not here yet (its answer
+                    // is on its way) or are gone (it ended): nothing to read
+                    // in it.
+                    None if self.cfg.srtp.is_some() => return,
+                    None => pkt,
+                },
+                _ => pkt,
+            }
         };
         if self.cfg.tones() {
             self.on_tone(now_ns, pkt);

@@ -56,6 +56,40 @@ fn pcmu_and_opus_over_ng_each_hear_the_others_tone() {
 }
 
 #[test]
+fn a_webrtc_leg_offering_only_opus_and_a_plain_pcmu_leg_hear_each_other() {
+    // A browser's offer (UDP/TLS/RTP/SAVPF, ICE, DTLS, Opus only) bridged
+    // to a plain RTP/AVP leg that answers PCMU: the relay terminates ICE
+    // and DTLS-SRTP on one side and transcodes between the two.
+    let (r, status) = common::media_against_ng_relay(
+        47000,
+        "ng-webrtc-transcode",
+        &[
+            "--rate",
+            "10",
+            "--calls",
+            "10",
+            "--hold",
+            "3s",
+            "--codec",
+            "opus",
+            "--answer-codec",
+            "PCMU",
+            "--transcode",
+            "--webrtc",
+            "--audio-check",
+            "8",
+        ],
+    );
+    assert!(status.success(), "{r}");
+    assert_eq!(r["calls"]["completed"], 10, "{r}");
+    assert_eq!(r["webrtc"]["keyed"], 10, "{r}");
+    assert_eq!(r["rtp"]["srtp_errors"], 0, "{r}");
+    // Both directions of the first calls: the WebRTC leg hears the PCMU
+    // leg's 600 Hz, the PCMU leg the WebRTC leg's 1 kHz.
+    judged_clear(&r, 8);
+}
+
+#[test]
 fn a_pcmu_caller_and_an_opus_trunk_hear_each_other_through_the_sbc() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("sbc-transcode-{}", std::process::id()));

@@ -239,10 +239,7 @@ impl Agent {
                 }
                 self.schedule(at, n, Timer::NgRetransmit, generation);
             }
-            Timer::Hangup if call.state == NgState::Up => {
-                self.webrtc_forget(n);
-                self.ng_hang_up(now_ns, n);
-            }
+            Timer::Hangup if call.state == NgState::Up => self.ng_hang_up(now_ns, n),
             Timer::WebRtc if call.state == NgState::Up => self.webrtc_timer(now_ns, n),
             _ => {}
         }

@@ -85,6 +85,8 @@ pub(super) struct WebRtcLeg {
     dtls: DtlsLeg,
     answered_ns: u64,
     keyed: bool,
+    /// Unprotects what the relay sends the leg, once keyed.
+    rx: Option<Box<SrtpContext>>,
 }
 
 impl std::fmt::Debug for WebRtcLeg {
@@ -161,6 +163,7 @@ impl Agent {
             dtls,
             answered_ns: now_ns,
             keyed: false,
+            rx: None,
         };
         // An active leg's ClientHello leaves now.
         let out = &mut self.rtp_out;
@@ -235,6 +238,30 @@ impl Agent {
         true
     }
 
+    /// A media datagram from `src` as the load reads it: a WebRTC leg's
+    /// SRTP unprotected into `plain`, anything else as it is; `None` for
+    /// SRTP that cannot be read (not keyed yet, or refused).
+    pub(super) fn webrtc_unprotect<'a>(
+        &mut self,
+        pkt: &'a [u8],
+        src: SocketAddr,
+        plain: &'a mut [u8],
+    ) -> Option<&'a [u8]> {
+        let Some(n) = self.webrtc_from.get(&src) else {
+            return Some(pkt);
+        };
+        let ctx = self.webrtc.get_mut(n)?.rx.as_mut()?;
+        let room = plain.get_mut(..pkt.len())?;
+        room.copy_from_slice(pkt);
+        match ctx.unprotect_rtp(plain, pkt.len()) {
+            Ok(len) => plain.get(..len),
+            Err(_) => {
+                self.report.srtp_errors += 1;
+                None
+            }
+        }
+    }
+
     /// Once the handshake has given keys: SRTP both ways on leg A.
     fn webrtc_keys(&mut self, now_ns: u64, n: u64) {
         let Some(leg) = self.webrtc.get_mut(&n) else {
@@ -247,15 +274,13 @@ impl Agent {
             return;
         };
         leg.keyed = true;
+        // The relay's stream to leg A, under the relay's keys.
+        leg.rx = SrtpContext::new(&keys.inbound).map(Box::new);
         let (relay, answered) = (leg.relay, leg.answered_ns);
         self.report.webrtc_keyed += 1;
         self.report
             .webrtc_setup
             .saturating_record(now_ns.saturating_sub(answered) / 1000);
-        // Leg B's stream reaches leg A under the relay's keys.
-        if let Some(ctx) = SrtpContext::new(&keys.inbound) {
-            self.srtp_rx.insert(n as u32 * 2 + 1, Box::new(ctx));
-        }
         let tones = self.cfg.tones();
         let a_pt = self.own_codec().pt;
         self.start_media(
@@ -307,16 +332,19 @@ impl Agent {
         self.schedule(now_ns + RECHECK_NS, n, Timer::WebRtc, g);
     }
 
-    /// Leg A could not be keyed: the call is deleted and counted failed.
+    /// Leg A could not be keyed: the call is deleted and counted failed
+    /// (the leg is forgotten with the call: until then what the relay
+    /// sends it is not read).
     fn webrtc_fail(&mut self, now_ns: u64, n: u64, why: &'static str) {
-        self.webrtc_forget(n);
-        if let Some(c) = self.ng.get_mut(&n) {
-            c.failure = Some(why);
+        match self.ng.get_mut(&n) {
+            Some(c) if c.state == super::ng::NgState::Up => c.failure = Some(why),
+            // Hung up already.
+            _ => return,
         }
         self.ng_hang_up(now_ns, n);
     }
 
-    /// Forgets call `n`'s WebRTC leg.
+    /// Forgets call `n`'s WebRTC leg (once the relay deleted the call).
     pub(super) fn webrtc_forget(&mut self, n: u64) {
         if let Some(leg) = self.webrtc.remove(&n) {
             self.webrtc_from.remove(&leg.relay);
