@@ -166,6 +166,7 @@ fn relay(srtp: Option<Suite>) -> Relay {
                 rtcp: None,
                 rtcp_mux: true,
                 clock_rate: 8000,
+                feedback: false,
             },
         );
     }

@@ -246,6 +246,7 @@ fn prometheus_scrapes_calls_messages_and_media_and_promtool_accepts_them() {
     for family in [
         "rvoip_drops_total",
         "rvoip_srtp_failures_total",
+        "rvoip_webrtc_events_total",
         "rvoip_worker_busy_ratio",
         "rvoip_ring_depth",
         "rvoip_ring_refusals_total",

@@ -67,6 +67,7 @@ fn peer(sock: &UdpSocket) -> PeerSpec {
         rtcp: None,
         rtcp_mux: true,
         clock_rate: 8000,
+        feedback: false,
     }
 }
 

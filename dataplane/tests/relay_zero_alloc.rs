@@ -79,6 +79,7 @@ fn steady_state_allocations(driver: DriverKind, base: u16, srtp: Option<Suite>) 
         rtcp: None,
         rtcp_mux: true,
         clock_rate: 8000,
+        feedback: false,
     };
     let mut plan = MediaPlan::default();
     plan.side_mut(Side::A).open_rtp = true;

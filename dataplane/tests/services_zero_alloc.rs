@@ -107,6 +107,7 @@ fn session(r: &mut Relay, eps: (u32, u32), ports: (u16, u16)) -> u32 {
                 rtcp: None,
                 rtcp_mux: true,
                 clock_rate: 8000,
+                feedback: false,
             },
         );
     }

@@ -127,6 +127,7 @@ fn steady_state_allocations(driver: DriverKind, base: u16) -> (u64, Phone, Phone
         rtcp: None,
         rtcp_mux: true,
         clock_rate: 8000,
+        feedback: false,
     };
     let mut plan = MediaPlan::default();
     plan.side_mut(Side::A).open_rtp = true;

@@ -202,10 +202,12 @@ fn gateway(driver: DriverKind, base: u16, kamailio_flags: bool) {
         attr(&plain_sdp, "rtcp"),
         Some(&*format!("{}", b_target.port() + 1))
     );
-    // The plain side answers with PCMU.
+    // The plain side answers with PCMU, its RTCP on a port of its own.
+    let plain_rtcp = peer();
     let answer_sdp = String::from_utf8(sdp_for(&plain, false))
         .unwrap()
-        .replace("RTP/AVP 0 101", "RTP/AVP 0");
+        .replace("RTP/AVP 0 101", "RTP/AVP 0")
+        + &format!("a=rtcp:{}\r\n", plain_rtcp.local_addr().unwrap().port());
     let reply = relay.command(&[
         ("command", Value::Bytes(b"answer")),
         ("call-id", Value::Bytes(b"webrtc-1")),
@@ -329,6 +331,25 @@ fn gateway(driver: DriverKind, base: u16, kamailio_flags: bool) {
             .expect("the browser's keys decrypt it");
         assert_eq!(&buf[..m], &q[..], "packet {seq} to the browser unchanged");
     }
+
+    // RTCP: the browser's SRTCP compound of a receiver report and a
+    // picture-loss indication (RFC 4585 feedback, which RTP/AVP has not)
+    // reaches the plain side's RTCP port as the receiver report alone.
+    let rr = [0x80, 201, 0, 1, 0, 0, 0, 0xa];
+    let pli = [0x81, 206, 0, 2, 0, 0, 0, 0xa, 0, 0, 0, 0xb];
+    let compound = [&rr[..], &pli[..]].concat();
+    let mut b = [0u8; 2048];
+    b[..compound.len()].copy_from_slice(&compound);
+    let n = tx.protect_rtcp(&mut b, compound.len()).unwrap();
+    browser.send_to(&b[..n], a_target).unwrap();
+    plain_rtcp
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (n, from) = plain_rtcp
+        .recv_from(&mut buf)
+        .expect("RTCP at the plain side");
+    assert_eq!(from.port(), b_target.port() + 1);
+    assert_eq!(&buf[..n], &rr[..], "the report without the feedback");
 }
 
 #[test]

@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         let id = r.create_session(0, 1);
         for (side, ep) in [(Side::A, u32::from(i) * 2 + 1), (Side::B, u32::from(i) * 2 + 2)] {
             r.bind_endpoint(ep, id, 0, side, Component::Rtp);
-            r.set_peer(id, 0, side, PeerSpec { rtp: Some(src(i * 2 + side.index() as u8)), rtcp: None, rtcp_mux: true, clock_rate: 8000 });
+            r.set_peer(id, 0, side, PeerSpec { rtp: Some(src(i * 2 + side.index() as u8)), rtcp: None, rtcp_mux: true, clock_rate: 8000, feedback: side == Side::A });
         }
         ids.push(id);
     }

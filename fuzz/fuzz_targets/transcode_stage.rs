@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
                 rtp: Some(at),
                 rtcp: None,
                 rtcp_mux: true,
-                clock_rate: 8000,
+                clock_rate: 8000, feedback: false,
             },
         );
     }

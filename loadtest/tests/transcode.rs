@@ -3,6 +3,7 @@
 //! octets:
 //! - over ng: rvoip-loadtest's media mode offers PCMU with
 //!   `codec: {transcode: [opus]}` to rvoip's ng relay and answers opus;
+//! - over ng with a WebRTC leg offering only Opus bridged to plain PCMU;
 //! - through the SBC: rvoip-loadtest calls with PCMU through the `rvoip`
 //!   binary on `config/sbc.toml`, whose core trunk is set to opus with
 //!   `transcode = true`, to an rvoip-loadtest UAS that speaks only opus.
@@ -15,6 +16,16 @@ use std::process::{Command, Stdio};
 mod common;
 use common::{Killed, free_port, media_uac, run_sbc};
 
+/// The tests of this file one at a time: each encodes and decodes Opus for
+/// dozens of streams in real time, and on a 2-core host two at once starve
+/// each other's relay of the CPU its 20 ms pacing needs (heard as gaps,
+/// not as a fault of either).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn judged_clear(r: &serde_json::Value, streams: u64) {
     let judged = r["audio"]["streams_judged"].as_u64().unwrap();
     assert!(judged >= streams, "{r}");
@@ -23,6 +34,7 @@ fn judged_clear(r: &serde_json::Value, streams: u64) {
 
 #[test]
 fn pcmu_and_opus_over_ng_each_hear_the_others_tone() {
+    let _alone = alone();
     let (r, status) = common::media_against_ng_relay(
         46000,
         "ng-transcode",
@@ -57,6 +69,7 @@ fn pcmu_and_opus_over_ng_each_hear_the_others_tone() {
 
 #[test]
 fn a_webrtc_leg_offering_only_opus_and_a_plain_pcmu_leg_hear_each_other() {
+    let _alone = alone();
     // A browser's offer (UDP/TLS/RTP/SAVPF, ICE, DTLS, Opus only) bridged
     // to a plain RTP/AVP leg that answers PCMU: the relay terminates ICE
     // and DTLS-SRTP on one side and transcodes between the two.
@@ -91,6 +104,7 @@ fn a_webrtc_leg_offering_only_opus_and_a_plain_pcmu_leg_hear_each_other() {
 
 #[test]
 fn a_pcmu_caller_and_an_opus_trunk_hear_each_other_through_the_sbc() {
+    let _alone = alone();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("sbc-transcode-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

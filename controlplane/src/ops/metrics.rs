@@ -657,6 +657,23 @@ pub fn families(snap: Option<&Snapshot>, dataplane: &[Slot]) -> Vec<MetricFamily
             sum(Kind::Media, &format!("srtp_{reason}")),
         );
     }
+    let mut webrtc = Family::new(
+        "rvoip_webrtc_events_total",
+        "On WebRTC legs: ICE checks answered and refused, DTLS handshakes keyed and failed, \
+         packets held back from a peer without keys or consent, and RTCP feedback messages \
+         ended towards peers whose profile has none.",
+        COUNTER,
+    );
+    for (event, field) in [
+        ("stun_answered", "stun_answered"),
+        ("stun_refused", "stun_refused"),
+        ("dtls_keyed", "dtls_keyed"),
+        ("dtls_failed", "dtls_failed"),
+        ("unkeyed_dropped", "webrtc_unkeyed"),
+        ("rtcp_feedback_terminated", "rtcp_feedback_terminated"),
+    ] {
+        webrtc = webrtc.counter(&[("event", event)], sum(Kind::Media, field));
+    }
     let mut hep = Family::new(
         "rvoip_hep_packets_total",
         "HEP capture packets the SIP workers sent to the collector, and lost.",
@@ -665,7 +682,7 @@ pub fn families(snap: Option<&Snapshot>, dataplane: &[Slot]) -> Vec<MetricFamily
     for (outcome, field) in [("sent", "hep_sent"), ("dropped", "hep_dropped")] {
         hep = hep.counter(&[("outcome", outcome)], sum(Kind::Sip, field));
     }
-    out.extend([received, sent, packets, bytes, busy, srtp, hep]);
+    out.extend([received, sent, packets, bytes, busy, srtp, webrtc, hep]);
     out.into_iter()
         .map(|f| f.0)
         .filter(|f| !f.get_metric().is_empty())

@@ -33,7 +33,7 @@ use crate::pcap::CapPacket;
 
 use super::dtls::DtlsIdentity;
 use super::ice::{self, Kind};
-use super::rtp::{PacketError, check_rtcp, looks_like_rtcp, parse_rtp};
+use super::rtp::{PacketError, check_rtcp, looks_like_rtcp, parse_rtp, strip_rtcp_feedback};
 use super::services::{
     EventSink, LineServices, LocalMode, MediaEvent, RecPacket, Room, ServiceCounters, ServiceOp,
     Terminal, Verdict, room_header, room_prompt,
@@ -131,6 +131,10 @@ pub struct PeerSpec {
     pub rtcp_mux: bool,
     /// RTP clock rate of the first codec, for jitter.
     pub clock_rate: u32,
+    /// Whether the peer's profile has RTCP feedback (RFC 4585: AVPF,
+    /// SAVPF): feedback from the other side reaches it; a peer without it
+    /// gets the other side's RTCP with the feedback messages taken out.
+    pub feedback: bool,
 }
 
 /// Packet and octet counts of RTCP on a leg.
@@ -430,6 +434,9 @@ pub struct RelayCounters {
     /// Packets not sent to a WebRTC peer: its DTLS had no keys yet, or its
     /// consent lapsed (no check answered for 30 s).
     pub webrtc_unkeyed: u64,
+    /// RTCP feedback messages (RFC 4585 RTPFB, PSFB) not passed on to a
+    /// peer whose profile has no feedback.
+    pub rtcp_feedback_terminated: u64,
 }
 
 impl RelayCounters {
@@ -454,11 +461,12 @@ impl RelayCounters {
         self.dtls_keyed += o.dtls_keyed;
         self.dtls_failed += o.dtls_failed;
         self.webrtc_unkeyed += o.webrtc_unkeyed;
+        self.rtcp_feedback_terminated += o.rtcp_feedback_terminated;
     }
 
     /// The counters a worker publishes, in the order of
     /// [`crate::shm::stats::MEDIA_FIELDS`] (its load last).
-    pub fn values(&self, busy_permille: u32) -> [u64; 24] {
+    pub fn values(&self, busy_permille: u32) -> [u64; 30] {
         let d = &self.srtp_drops;
         [
             self.forwarded,
@@ -484,6 +492,12 @@ impl RelayCounters {
             self.services.record_dropped,
             self.services.captured,
             self.services.capture_dropped,
+            self.stun_answered,
+            self.stun_refused,
+            self.dtls_keyed,
+            self.dtls_failed,
+            self.webrtc_unkeyed,
+            self.rtcp_feedback_terminated,
             u64::from(busy_permille),
         ]
     }
@@ -1593,6 +1607,20 @@ impl Relay {
                     Some(n) => *len = n,
                     None => return Action::Consumed,
                 },
+            }
+        }
+        // RTCP feedback (RFC 4585) reaches only a peer whose profile has
+        // it: for a plain RTP/AVP peer a browser's NACK, PLI, REMB and
+        // transport-wide reports end here (reduced-size feedback alone
+        // leaves nothing to send).
+        if rtcp && !theirs.peer.feedback {
+            let (kept, removed) = strip_rtcp_feedback(buf, *len);
+            if removed > 0 {
+                self.counters.rtcp_feedback_terminated += removed as u64;
+                if kept == 0 {
+                    return Action::Consumed;
+                }
+                *len = kept;
             }
         }
         // Route to the other side.

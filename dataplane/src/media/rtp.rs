@@ -154,6 +154,33 @@ pub fn check_rtcp(p: &[u8]) -> Result<RtcpInfo, PacketError> {
     })
 }
 
+/// RTCP packet types of feedback messages (RFC 4585 §6.1): transport-layer
+/// (NACK, transport-wide congestion control) and payload-specific (PLI,
+/// FIR, REMB).
+const RTPFB: u8 = 205;
+const PSFB: u8 = 206;
+
+/// Takes the feedback messages (RTPFB, PSFB) out of the compound RTCP
+/// packet `buf[..len]` (one [`check_rtcp`] accepted), moving what follows
+/// them down; returns the length left and how many were taken out.
+pub fn strip_rtcp_feedback(buf: &mut [u8], len: usize) -> (usize, usize) {
+    let (mut read, mut write, mut removed) = (0, 0, 0);
+    while read + 4 <= len {
+        let size = 4 * (usize::from(u16::from_be_bytes([buf[read + 2], buf[read + 3]])) + 1);
+        let end = (read + size).min(len);
+        if matches!(buf[read + 1], RTPFB | PSFB) {
+            removed += 1;
+        } else {
+            if write != read {
+                buf.copy_within(read..end, write);
+            }
+            write += end - read;
+        }
+        read = end;
+    }
+    (write, removed)
+}
+
 /// Writes a 12-octet RTP header (no CSRC, no extension) at the start of `out`.
 pub fn write_rtp_header(
     out: &mut [u8; 12],
@@ -173,6 +200,29 @@ pub fn write_rtp_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feedback_is_taken_out_of_a_compound_and_the_rest_kept_in_order() {
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 42];
+        let pli = [0x81, 206, 0, 2, 0, 0, 0, 42, 0, 0, 0, 9];
+        let sdes = [0x81, 202, 0, 2, 0, 0, 0, 42, 1, 1, b'x', 0];
+        let remb = [
+            0x8f, 206, 0, 4, 0, 0, 0, 42, 0, 0, 0, 0, b'R', b'E', b'M', b'B', 1, 0, 0, 0,
+        ];
+        let mut buf = [&rr[..], &pli[..], &sdes[..], &remb[..]].concat();
+        let len = buf.len();
+        assert!(check_rtcp(&buf).is_ok());
+        let (kept, removed) = strip_rtcp_feedback(&mut buf, len);
+        assert_eq!(removed, 2);
+        assert_eq!(&buf[..kept], &[&rr[..], &sdes[..]].concat()[..]);
+        assert!(check_rtcp(&buf[..kept]).is_ok());
+        // Nothing but feedback: nothing left; no feedback: unchanged.
+        let mut only = pli.to_vec();
+        assert_eq!(strip_rtcp_feedback(&mut only, pli.len()), (0, 1));
+        let mut none = rr.to_vec();
+        assert_eq!(strip_rtcp_feedback(&mut none, rr.len()), (8, 0));
+        assert_eq!(none, rr);
+    }
 
     fn packet(first: u8, extra: &[u8], payload: &[u8]) -> Vec<u8> {
         let mut h = [0u8; 12];

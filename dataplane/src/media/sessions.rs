@@ -263,11 +263,15 @@ fn peer_of(sdp: &Sdp<'_>, i: usize) -> Option<PeerSpec> {
             )
         })
         .unwrap_or(8000);
+    // RTP/AVPF, RTP/SAVPF, UDP/TLS/RTP/SAVPF: the profiles with feedback.
+    let proto: &[u8] = &m.media.proto;
+    let feedback = proto.len() >= 4 && proto[proto.len() - 4..].eq_ignore_ascii_case(b"AVPF");
     Some(PeerSpec {
         rtp: Some(rtp),
         rtcp: Some(rtcp),
         rtcp_mux,
         clock_rate,
+        feedback,
     })
 }
 

@@ -30,6 +30,7 @@ fn call(relay: &mut Relay, mux: bool) -> SessionId {
         rtcp: Some(addr("10.0.0.1:4001")),
         rtcp_mux: mux,
         clock_rate: 8000,
+        feedback: false,
     };
     relay.set_peer(id, 0, Side::A, a);
     id
@@ -41,6 +42,7 @@ fn answer(relay: &mut Relay, id: SessionId, mux: bool) {
         rtcp: Some(addr("10.0.0.2:5001")),
         rtcp_mux: mux,
         clock_rate: 8000,
+        feedback: false,
     };
     relay.set_peer(id, 0, Side::B, b);
 }
@@ -191,6 +193,7 @@ fn rtcp_mux_on_one_side_is_demultiplexed_for_the_other() {
             rtcp: None,
             rtcp_mux: true,
             clock_rate: 8000,
+            feedback: false,
         },
     );
     r.set_peer(
@@ -202,6 +205,7 @@ fn rtcp_mux_on_one_side_is_demultiplexed_for_the_other() {
             rtcp: None,
             rtcp_mux: false,
             clock_rate: 8000,
+            feedback: false,
         },
     );
     // A muxes RTCP on its RTP port; B gets it on its RTCP port (RTP + 1).
@@ -242,6 +246,7 @@ fn re_offer_moves_media_without_new_endpoints() {
             rtcp: None,
             rtcp_mux: true,
             clock_rate: 8000,
+            feedback: false,
         },
     );
     assert_eq!(
@@ -565,4 +570,57 @@ fn a_webrtc_leg_is_keyed_by_its_handshake_and_silenced_when_consent_lapses() {
             to: browser
         }
     );
+}
+
+#[test]
+fn rtcp_feedback_reaches_only_a_peer_whose_profile_has_it() {
+    let mut r = Relay::new(RelayConfig::default(), 0);
+    let id = call(&mut r, true);
+    answer(&mut r, id, true);
+    // A is a browser (UDP/TLS/RTP/SAVPF: feedback), B plain RTP/AVP.
+    let a = PeerSpec {
+        rtp: Some(addr("10.0.0.1:4000")),
+        rtcp: Some(addr("10.0.0.1:4001")),
+        rtcp_mux: true,
+        clock_rate: 8000,
+        feedback: true,
+    };
+    r.set_peer(id, 0, Side::A, a);
+    let pli = [0x81, 206, 0, 2, 0, 0, 0, 42, 0, 0, 0, 9];
+    let nack = [0x81, 205, 0, 3, 0, 0, 0, 42, 0, 0, 0, 9, 0, 7, 0, 0];
+    let send = |r: &mut Relay, ep, from: &str, pkt: &[u8]| {
+        let mut buf = [0u8; 2048];
+        buf[..pkt.len()].copy_from_slice(pkt);
+        let mut len = pkt.len();
+        let action = r.on_datagram(5, 5_000_000, ep, addr(from), &mut buf, &mut len);
+        (action, buf[..len].to_vec())
+    };
+    // From the browser to the plain peer: the receiver report goes on,
+    // the picture-loss indication and the NACK end here.
+    let compound = [&RR[..], &pli[..], &nack[..]].concat();
+    let (action, sent) = send(&mut r, 1, "10.0.0.1:4000", &compound);
+    assert_eq!(
+        action,
+        Action::Forward {
+            via: 2,
+            to: addr("10.0.0.2:5000")
+        }
+    );
+    assert_eq!(sent, RR.to_vec());
+    // Feedback alone (reduced-size RTCP, RFC 5506): nothing to send.
+    let (action, _) = send(&mut r, 1, "10.0.0.1:4000", &pli);
+    assert_eq!(action, Action::Consumed);
+    assert_eq!(r.counters().rtcp_feedback_terminated, 3);
+    // Towards the browser, whose profile has feedback, all of it passes.
+    let from_b = [&RR[..], &nack[..]].concat();
+    let (action, sent) = send(&mut r, 2, "10.0.0.2:5000", &from_b);
+    assert_eq!(
+        action,
+        Action::Forward {
+            via: 1,
+            to: addr("10.0.0.1:4000")
+        }
+    );
+    assert_eq!(sent, from_b);
+    assert_eq!(r.counters().rtcp_feedback_terminated, 3);
 }

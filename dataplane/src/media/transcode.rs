@@ -970,6 +970,7 @@ mod tests {
                     rtcp: None,
                     rtcp_mux: true,
                     clock_rate: 8000,
+                    feedback: false,
                 },
             );
         }

@@ -80,6 +80,12 @@ pub const MEDIA_FIELDS: &[&str] = &[
     "record_dropped",
     "captured",
     "capture_dropped",
+    "stun_answered",
+    "stun_refused",
+    "dtls_keyed",
+    "dtls_failed",
+    "webrtc_unkeyed",
+    "rtcp_feedback_terminated",
     "busy_permille",
 ];
 
