@@ -159,6 +159,7 @@ fn chromium_with_jssip_registers_over_wss_calls_and_is_called_with_webrtc_media(
         free_udp_port(),
         free_udp_port(),
     );
+    let metrics = free_tcp_port();
     let r = vec![
         ("127.0.0.1:5061", format!("127.0.0.1:{tls}")),
         ("127.0.0.1:8443", format!("127.0.0.1:{wss}")),
@@ -166,6 +167,7 @@ fn chromium_with_jssip_registers_over_wss_calls_and_is_called_with_webrtc_media(
         ("127.0.0.1:5062", format!("127.0.0.1:{core}")),
         ("127.0.0.1:5070", format!("127.0.0.1:{uas_port}")),
         ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
+        ("127.0.0.1:9464", format!("127.0.0.1:{metrics}")),
         ("port_min = 30000", "port_min = 27900".to_string()),
         ("port_max = 39999", "port_max = 27999".to_string()),
         (
@@ -322,9 +324,43 @@ fn chromium_with_jssip_registers_over_wss_calls_and_is_called_with_webrtc_media(
     let stats = uac.join().unwrap();
     assert_eq!((stats.successful, stats.failed), (1, 0), "{}", log());
 
+    // Called, rvoip offered full ICE to the browser and, controlling,
+    // nominated the pair its check got answered on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let nominated = scrape(metrics)
+            .lines()
+            .find(|l| l.starts_with("rvoip_webrtc_events_total{event=\"ice_nominated\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if nominated >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pair nominated by rvoip's checks\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // The relay received media from both sides of both calls.
     let cdrs = common::wait_cdrs(&dir, 2, Duration::from_secs(10), log);
     for c in &cdrs {
         assert_answered_with_media(c);
     }
+}
+
+/// The text of `/metrics` on 127.0.0.1:`port` (empty when unreachable).
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
 }

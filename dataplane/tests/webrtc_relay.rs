@@ -7,7 +7,9 @@
 //! fingerprint, `a=setup:passive` and the offer's `a=mid`. The relay then
 //! answers the browser's STUN checks (MESSAGE-INTEGRITY with its password,
 //! FINGERPRINT, XOR-MAPPED-ADDRESS), completes DTLS with it, and RTP
-//! crosses SRTP ↔ RTP both ways, every packet unchanged.
+//! crosses SRTP ↔ RTP both ways, every packet unchanged. The other way
+//! round, a plain offer bridged to a WebRTC answerer: rvoip offers full ICE
+//! and, controlling, checks and nominates the answerer's candidate.
 
 #![allow(
     clippy::expect_used,
@@ -26,6 +28,7 @@ use common::*;
 use rvoip_dataplane::engine::media::DriverKind;
 use rvoip_dataplane::entropy::SystemEntropy;
 use rvoip_dataplane::media::dtls::{DtlsIdentity, DtlsLeg, Fingerprint, Role, SrtpKeys};
+use rvoip_dataplane::media::ice::IceLite;
 use rvoip_dataplane::ng::bencode::Value;
 use rvoip_dataplane::srtp::SrtpContext;
 
@@ -360,4 +363,134 @@ fn a_webrtc_offer_is_terminated_and_bridged_to_plain_rtp_io_uring() {
 #[test]
 fn kamailio_flag_strings_do_the_same_with_the_fallback_driver() {
     gateway(DriverKind::Fallback, 58200, true);
+}
+
+#[test]
+fn rvoip_offers_full_ice_to_a_webrtc_answerer_and_nominates_its_candidate() {
+    let mut relay = Relay::start(DriverKind::Auto, 58400);
+    let (plain, browser) = (peer(), peer());
+    let identity = DtlsIdentity::generate(&SystemEntropy::new()).unwrap();
+    // A plain RTP/AVP offer from the core, to a WebRTC side.
+    let offer_sdp = String::from_utf8(sdp_for(&plain, false))
+        .unwrap()
+        .replace("RTP/AVP 0 101", "RTP/AVP 0");
+    let reply = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"full-ice")),
+        ("from-tag", Value::Bytes(b"core")),
+        ("sdp", Value::Bytes(offer_sdp.as_bytes())),
+        ("transport-protocol", Value::Bytes(b"UDP/TLS/RTP/SAVPF")),
+        ("ICE", Value::Bytes(b"force")),
+        ("rtcp-mux", Value::List(vec![Value::Bytes(b"offer")])),
+    ]);
+    assert_eq!(
+        get(&reply, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let (b_target, sdp) = target(&reply);
+    let offer = String::from_utf8(sdp.to_bytes()).unwrap();
+    assert!(offer.contains("UDP/TLS/RTP/SAVPF"), "{offer}");
+    assert!(
+        attr(&offer, "ice-lite").is_none(),
+        "a full agent where it offers:\n{offer}"
+    );
+    assert_eq!(attr(&offer, "setup"), Some("actpass"), "{offer}");
+    let (ufrag, pwd) = (
+        attr(&offer, "ice-ufrag").unwrap().to_owned(),
+        attr(&offer, "ice-pwd").unwrap().to_owned(),
+    );
+    let relay_fp = Fingerprint::parse(attr(&offer, "fingerprint").unwrap()).unwrap();
+    // The browser answers: its credentials, one host candidate, DTLS active.
+    let me = browser.local_addr().unwrap();
+    let answer_sdp = format!(
+        "v=0\r\no=- 7 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio {port} UDP/TLS/RTP/SAVPF 0\r\n\
+c=IN IP4 127.0.0.1\r\na=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host\r\n\
+a=candidate:2 1 udp 2122194687 browser-host.local 50000 typ host\r\n\
+a=ice-ufrag:{BROWSER_UFRAG}\r\na=ice-pwd:{BROWSER_PWD}\r\na=fingerprint:{fp}\r\n\
+a=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n",
+        port = me.port(),
+        fp = identity.fingerprint()
+    );
+    let reply = relay.command(&[
+        ("command", Value::Bytes(b"answer")),
+        ("call-id", Value::Bytes(b"full-ice")),
+        ("from-tag", Value::Bytes(b"core")),
+        ("to-tag", Value::Bytes(b"browser")),
+        ("sdp", Value::Bytes(answer_sdp.as_bytes())),
+    ]);
+    assert_eq!(
+        get(&reply, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let (a_target, _) = target(&reply);
+    // The relay checks the browser's candidate (controlling, nominating):
+    // USERNAME browser:rvoip, keyed with the browser's password. The
+    // browser's agent answers; media then goes to that pair.
+    let mut agent = IceLite::new(BROWSER_UFRAG, BROWSER_PWD);
+    let mut buf = [0u8; 2048];
+    let (n, from) = browser.recv_from(&mut buf).expect("the relay's check");
+    assert_eq!(from, b_target, "from the WebRTC side's relay port");
+    let mut answer = Vec::new();
+    let a = agent
+        .on_stun(&buf[..n], from, 0, &mut answer)
+        .expect("a check signed with the browser's password, for its ufrag");
+    assert!(a.nominated, "USE-CANDIDATE");
+    assert!(
+        buf[..n].windows(ufrag.len()).any(|w| w == ufrag.as_bytes()),
+        "USERNAME names rvoip's ufrag"
+    );
+    // The browser's own check (as a controlled agent) is answered too.
+    browser.send_to(&answer, from).unwrap();
+    let check = rvoip_dataplane::media::ice::binding_request(
+        &format!("{ufrag}:{BROWSER_UFRAG}"),
+        &pwd,
+        [5; 12],
+        3,
+    );
+    browser.send_to(&check, b_target).unwrap();
+    let (n, _) = loop {
+        let (n, f) = browser
+            .recv_from(&mut buf)
+            .expect("an answer to the browser's check");
+        if buf[..2] == [0x01, 0x01] {
+            break (n, f);
+        }
+    };
+    assert_eq!(&buf[8..20], &[5; 12]);
+    assert!(n > 20);
+    // DTLS (the browser is the client), then RTP both ways.
+    let mut leg = DtlsLeg::new(&identity, Role::Active, relay_fp, Instant::now()).unwrap();
+    let keys = dtls(&mut leg, &browser, b_target);
+    let mut tx = SrtpContext::new(&keys.outbound).unwrap();
+    let mut rx = SrtpContext::new(&keys.inbound).unwrap();
+    for seq in 1..=20u16 {
+        let p = packet(seq, 0xa);
+        plain.send_to(&p, a_target).unwrap();
+        let m = loop {
+            let (n, from) = browser.recv_from(&mut buf).expect("SRTP at the browser");
+            if (20..64).contains(&buf[0]) || buf[0] < 4 {
+                continue;
+            }
+            assert_eq!(from, b_target);
+            break rx
+                .unprotect_rtp(&mut buf, n)
+                .expect("the browser's keys decrypt it");
+        };
+        assert_eq!(&buf[..m], &p[..], "packet {seq} to the browser unchanged");
+        let q = packet(seq, 0xb);
+        let mut b = [0u8; 2048];
+        b[..q.len()].copy_from_slice(&q);
+        let n = tx.protect_rtp(&mut b, q.len()).unwrap();
+        browser.send_to(&b[..n], b_target).unwrap();
+        let (n, _) = plain.recv_from(&mut buf).expect("RTP at the plain side");
+        assert_eq!(
+            &buf[..n],
+            &q[..],
+            "packet {seq} to the plain side unchanged"
+        );
+    }
 }

@@ -659,7 +659,7 @@ pub fn families(snap: Option<&Snapshot>, dataplane: &[Slot]) -> Vec<MetricFamily
     }
     let mut webrtc = Family::new(
         "rvoip_webrtc_events_total",
-        "On WebRTC legs: ICE checks answered and refused, DTLS handshakes keyed and failed, \
+        "On WebRTC legs: ICE checks answered and refused, pairs rvoip nominated, DTLS handshakes keyed and failed, \
          packets held back from a peer without keys or consent, and RTCP feedback messages \
          ended towards peers whose profile has none.",
         COUNTER,
@@ -671,6 +671,7 @@ pub fn families(snap: Option<&Snapshot>, dataplane: &[Slot]) -> Vec<MetricFamily
         ("dtls_failed", "dtls_failed"),
         ("unkeyed_dropped", "webrtc_unkeyed"),
         ("rtcp_feedback_terminated", "rtcp_feedback_terminated"),
+        ("ice_nominated", "ice_nominated"),
     ] {
         webrtc = webrtc.counter(&[("event", event)], sum(Kind::Media, field));
     }

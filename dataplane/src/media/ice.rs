@@ -299,6 +299,215 @@ impl IceLite {
     }
 }
 
+/// Where a controlling agent's check to one remote address stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PairState {
+    /// Sent (`tries` times), no answer yet.
+    InProgress,
+    /// Answered: the pair works (and, with aggressive nomination, is
+    /// nominated).
+    Succeeded,
+    /// No answer after every retransmission.
+    Failed,
+}
+
+/// One candidate pair: rvoip's host candidate and a remote address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pair {
+    remote: SocketAddr,
+    txid: [u8; 12],
+    state: PairState,
+    tries: u32,
+    next_ms: u64,
+}
+
+/// How many remote candidates a leg checks (the SDP's, and peer-reflexive
+/// ones learned from the peer's own checks).
+pub const MAX_PAIRS: usize = 8;
+/// A check is sent again after this long, doubling, until
+/// [`CHECK_TRIES`] went unanswered.
+const CHECK_RTO_MS: u64 = 250;
+const CHECK_TRIES: u32 = 7;
+/// How often the selected pair is checked again for consent (RFC 7675
+/// §5.1: about every 5 s).
+const CONSENT_EVERY_MS: u64 = 5_000;
+
+/// The checks of a full agent in the controlling role (RFC 8445 §6.1.4,
+/// §7.2.5), when rvoip offered full ICE: one host candidate of rvoip's,
+/// paired with each remote candidate; every check carries USE-CANDIDATE
+/// (aggressive nomination), so the first pair answered is the selected
+/// one, where media goes. Then the selected pair is checked every 5 s and
+/// its answers keep the consent to send (RFC 7675). Sans-IO: what to send
+/// comes from [`IceChecks::due`], answers go to [`IceChecks::on_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceChecks {
+    /// `remote_ufrag:local_ufrag`.
+    user: String,
+    remote_pwd: String,
+    tiebreaker: u64,
+    pairs: Vec<Pair>,
+    selected: Option<SocketAddr>,
+    last_answer_ms: Option<u64>,
+    next_consent_ms: u64,
+    /// Feeds the transaction IDs.
+    counter: u64,
+}
+
+impl IceChecks {
+    /// Checks from the agent `local_ufrag` to the remote agent with
+    /// `remote_ufrag` and `remote_pwd`, whose candidates are `remote`
+    /// (the first [`MAX_PAIRS`]); `seed` makes transaction IDs and the
+    /// tie-breaker unguessable.
+    pub fn new(
+        local_ufrag: &str,
+        remote_ufrag: &str,
+        remote_pwd: &str,
+        remote: &[SocketAddr],
+        seed: u64,
+        now_ms: u64,
+    ) -> IceChecks {
+        let mut c = IceChecks {
+            user: format!("{remote_ufrag}:{local_ufrag}"),
+            remote_pwd: remote_pwd.to_owned(),
+            tiebreaker: seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
+            pairs: Vec::with_capacity(remote.len().min(MAX_PAIRS)),
+            selected: None,
+            last_answer_ms: None,
+            next_consent_ms: 0,
+            counter: seed,
+        };
+        for r in remote {
+            c.add(*r, now_ms);
+        }
+        c
+    }
+
+    /// Whether these checks are for the remote agent `remote_ufrag` with
+    /// `remote_pwd` (an ICE restart changes them).
+    pub fn is_for(&self, remote_ufrag: &str, remote_pwd: &str) -> bool {
+        self.user.split(':').next() == Some(remote_ufrag) && self.remote_pwd == remote_pwd
+    }
+
+    fn txid(&mut self) -> [u8; 12] {
+        // SplitMix64 over the counter: distinct and unpredictable enough
+        // for transaction IDs (RFC 5389 §6 asks for randomness against
+        // guessing; the seed comes from the system's entropy).
+        self.counter = self.counter.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.counter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let mut t = [0u8; 12];
+        t[..8].copy_from_slice(&z.to_be_bytes());
+        t[8..].copy_from_slice(&(self.counter as u32).to_be_bytes());
+        t
+    }
+
+    /// Pairs a remote address (a candidate, or the source of a check the
+    /// peer sent: a peer-reflexive candidate, RFC 8445 §7.3.1.3), checked
+    /// at once. False when it is known already or there is no room.
+    pub fn add(&mut self, remote: SocketAddr, now_ms: u64) -> bool {
+        if self.pairs.len() >= MAX_PAIRS || self.pairs.iter().any(|p| p.remote == remote) {
+            return false;
+        }
+        let txid = self.txid();
+        self.pairs.push(Pair {
+            remote,
+            txid,
+            state: PairState::InProgress,
+            tries: 0,
+            next_ms: now_ms,
+        });
+        true
+    }
+
+    /// The checks to send at `now_ms`, each as (where to, the request):
+    /// first checks, retransmissions, and once a pair is selected its
+    /// consent checks.
+    pub fn due(&mut self, now_ms: u64, mut send: impl FnMut(SocketAddr, Vec<u8>)) {
+        if let Some(selected) = self.selected {
+            if now_ms >= self.next_consent_ms {
+                self.next_consent_ms = now_ms + CONSENT_EVERY_MS;
+                let txid = self.txid();
+                if let Some(p) = self.pairs.iter_mut().find(|p| p.remote == selected) {
+                    p.txid = txid;
+                }
+                send(
+                    selected,
+                    binding_request(&self.user, &self.remote_pwd, txid, self.tiebreaker),
+                );
+            }
+            return;
+        }
+        for i in 0..self.pairs.len() {
+            let p = &self.pairs[i];
+            if p.state != PairState::InProgress || now_ms < p.next_ms {
+                continue;
+            }
+            if p.tries >= CHECK_TRIES {
+                self.pairs[i].state = PairState::Failed;
+                continue;
+            }
+            let p = &mut self.pairs[i];
+            p.tries += 1;
+            p.next_ms = now_ms + (CHECK_RTO_MS << (p.tries - 1).min(4));
+            let (remote, txid) = (p.remote, p.txid);
+            send(
+                remote,
+                binding_request(&self.user, &self.remote_pwd, txid, self.tiebreaker),
+            );
+        }
+    }
+
+    /// When [`IceChecks::due`] next has something to send.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        if self.selected.is_some() {
+            return Some(self.next_consent_ms);
+        }
+        self.pairs
+            .iter()
+            .filter(|p| p.state == PairState::InProgress)
+            .map(|p| p.next_ms)
+            .min()
+    }
+
+    /// A STUN message from `from`: an answer to one of the checks (its
+    /// MESSAGE-INTEGRITY keyed with the remote password) marks its pair
+    /// succeeded and, the first time, selects it. Returns the pair it
+    /// selected, if this answer did.
+    pub fn on_response(&mut self, msg: &[u8], from: SocketAddr, now_ms: u64) -> Option<SocketAddr> {
+        let txid = binding_success(msg, &self.remote_pwd)?;
+        let pair = self
+            .pairs
+            .iter_mut()
+            .find(|p| p.txid == txid && p.remote == from)?;
+        pair.state = PairState::Succeeded;
+        self.last_answer_ms = Some(now_ms);
+        if self.selected.is_none() {
+            self.selected = Some(from);
+            self.next_consent_ms = now_ms + CONSENT_EVERY_MS;
+            return Some(from);
+        }
+        None
+    }
+
+    /// The selected pair's remote address, once a check was answered.
+    pub fn selected(&self) -> Option<SocketAddr> {
+        self.selected
+    }
+
+    /// Whether the peer answered a check within the last 30 s (RFC 7675).
+    pub fn consent(&self, now_ms: u64) -> bool {
+        self.last_answer_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < CONSENT_MS)
+    }
+
+    /// Whether every pair failed (nothing to send media to).
+    pub fn failed(&self) -> bool {
+        !self.pairs.is_empty() && self.pairs.iter().all(|p| p.state == PairState::Failed)
+    }
+}
+
 /// A connectivity check as a controlling agent (a browser, or the load
 /// generator standing in for one) sends it with aggressive nomination:
 /// USERNAME `user` (`theirs:ours`), PRIORITY of a host candidate,
@@ -502,6 +711,76 @@ mod tests {
         assert_eq!(classify(&[0x80, 0]), Kind::Media);
         assert_eq!(classify(&[0xff]), Kind::Other);
         assert_eq!(classify(&[]), Kind::Other);
+    }
+
+    #[test]
+    fn a_controlling_agent_nominates_the_first_pair_answered_and_keeps_consent_by_its_checks() {
+        // The remote agent (as a browser answering rvoip's offer would be)
+        // is played by a lite agent with its own credentials.
+        let mut peer = IceLite::new("brws", "browserpasswordbrowserpw");
+        let (good, dead) = (from(), "192.0.2.1:9".parse().unwrap());
+        let mut c = IceChecks::new(
+            "rvop",
+            "brws",
+            "browserpasswordbrowserpw",
+            &[dead, good],
+            42,
+            0,
+        );
+        let mut sent = Vec::new();
+        c.due(0, |to, req| sent.push((to, req)));
+        assert_eq!(
+            sent.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![dead, good]
+        );
+        // The peer answers the check sent to it (USERNAME brws:rvop, its
+        // password): that pair is selected.
+        let mut answer = Vec::new();
+        let a = peer.on_stun(&sent[1].1, from(), 0, &mut answer).unwrap();
+        assert!(
+            a.nominated,
+            "aggressive nomination: USE-CANDIDATE on every check"
+        );
+        assert!(!c.consent(10));
+        assert_eq!(c.on_response(&answer, good, 10), Some(good));
+        assert_eq!(c.selected(), Some(good));
+        assert!(c.consent(10));
+        // An answer from elsewhere, or one signed with another password,
+        // selects nothing.
+        assert_eq!(c.on_response(&answer, dead, 11), None);
+        // Nothing more until the consent check 5 s on, to the selected pair only.
+        sent.clear();
+        c.due(4_000, |to, req| sent.push((to, req)));
+        assert!(sent.is_empty());
+        c.due(5_010, |to, req| sent.push((to, req)));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, good);
+        // Unanswered for 30 s: no consent.
+        assert!(!c.consent(30_010));
+        answer.clear();
+        peer.on_stun(&sent[0].1, good, 30_000, &mut answer).unwrap();
+        assert_eq!(c.on_response(&answer, good, 30_020), None);
+        assert!(c.consent(30_020));
+    }
+
+    #[test]
+    fn unanswered_checks_are_retransmitted_then_fail_and_sources_become_pairs() {
+        let dead: SocketAddr = "192.0.2.1:9".parse().unwrap();
+        let mut c = IceChecks::new("rvop", "brws", "browserpasswordbrowserpw", &[dead], 7, 0);
+        let mut times = Vec::new();
+        for ms in (0..40_000).step_by(10) {
+            c.due(ms, |_, _| times.push(ms));
+        }
+        assert_eq!(times, vec![0, 250, 750, 1750, 3750, 7750, 11750]);
+        c.due(40_000, |_, _| {});
+        assert!(c.failed());
+        // A check from a new source (a peer-reflexive candidate) is checked.
+        assert!(c.add(from(), 40_000));
+        assert!(!c.add(from(), 40_000), "once");
+        assert!(!c.failed());
+        let mut to = Vec::new();
+        c.due(40_000, |t, _| to.push(t));
+        assert_eq!(to, vec![from()]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crossbeam_queue::ArrayQueue;
 use crate::pcap::CapPacket;
 
 use super::dtls::DtlsIdentity;
-use super::ice::{self, Kind};
+use super::ice::{self, Kind, Refusal};
 use super::rtp::{PacketError, check_rtcp, looks_like_rtcp, parse_rtp, strip_rtcp_feedback};
 use super::services::{
     EventSink, LineServices, LocalMode, MediaEvent, RecPacket, Room, ServiceCounters, ServiceOp,
@@ -265,9 +265,10 @@ impl LegCrypto {
     /// only once its DTLS gave keys, and while the peer's consent holds
     /// (a check answered within 30 s, RFC 7675 §5.1).
     fn may_send(&self, now_ms: u64) -> bool {
-        self.webrtc
-            .as_ref()
-            .is_none_or(|w| w.keyed && w.ice.consent(now_ms))
+        self.webrtc.as_ref().is_none_or(|w| {
+            w.keyed
+                && (w.ice.consent(now_ms) || w.checks.as_ref().is_some_and(|c| c.consent(now_ms)))
+        })
     }
 }
 
@@ -437,6 +438,9 @@ pub struct RelayCounters {
     /// RTCP feedback messages (RFC 4585 RTPFB, PSFB) not passed on to a
     /// peer whose profile has no feedback.
     pub rtcp_feedback_terminated: u64,
+    /// Pairs rvoip nominated as the controlling agent (where it offered
+    /// full ICE): the first check the peer answered.
+    pub ice_nominated: u64,
 }
 
 impl RelayCounters {
@@ -462,11 +466,12 @@ impl RelayCounters {
         self.dtls_failed += o.dtls_failed;
         self.webrtc_unkeyed += o.webrtc_unkeyed;
         self.rtcp_feedback_terminated += o.rtcp_feedback_terminated;
+        self.ice_nominated += o.ice_nominated;
     }
 
     /// The counters a worker publishes, in the order of
     /// [`crate::shm::stats::MEDIA_FIELDS`] (its load last).
-    pub fn values(&self, busy_permille: u32) -> [u64; 30] {
+    pub fn values(&self, busy_permille: u32) -> [u64; 31] {
         let d = &self.srtp_drops;
         [
             self.forwarded,
@@ -498,6 +503,7 @@ impl RelayCounters {
             self.dtls_failed,
             self.webrtc_unkeyed,
             self.rtcp_feedback_terminated,
+            self.ice_nominated,
             u64::from(busy_permille),
         ]
     }
@@ -736,12 +742,39 @@ impl Relay {
         let now = *epoch + std::time::Duration::from_millis(now_ms);
         let leg = &mut crypto[media][side.index()];
         match leg.webrtc.as_mut() {
-            Some(w) => w.update(plan, identity, now),
-            None => leg.webrtc = Some(Box::new(WebRtcLeg::new(plan, identity, now))),
+            Some(w) => w.update(plan, identity, now, now_ms),
+            None => leg.webrtc = Some(Box::new(WebRtcLeg::new(plan, identity, now, now_ms))),
         }
-        // An active leg's ClientHello goes as soon as the peer is known.
+        // Where rvoip offered full ICE its first checks go at once; an
+        // active leg's ClientHello goes as soon as the peer is known.
+        self.drive_checks(id, media, side, now_ms);
         self.drive_dtls(id, media, side, now_ms, None);
         true
+    }
+
+    /// Sends what the controlling checks of a WebRTC leg have due (first
+    /// checks, retransmissions, consent checks) from the leg's RTP port.
+    fn drive_checks(&mut self, id: SessionId, media: usize, side: Side, now_ms: u64) {
+        let Some(ep) = self
+            .sessions
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .and_then(|s| s.medias.get(media))
+            .and_then(|p| p.leg(side).rtp_ep)
+        else {
+            return;
+        };
+        let Some(checks) = self
+            .crypto
+            .get_mut(id as usize)
+            .and_then(|c| c.get_mut(media))
+            .and_then(|l| l[side.index()].webrtc.as_deref_mut())
+            .and_then(|w| w.checks.as_mut())
+        else {
+            return;
+        };
+        let wire = &mut self.wire;
+        checks.due(now_ms, |to, req| wire.push_back((ep, to, req)));
     }
 
     /// Runs the DTLS of a WebRTC leg: a datagram from `from` (none: a
@@ -840,6 +873,26 @@ impl Relay {
         for (id, m, side) in due {
             self.drive_dtls(id, m, side, now_ms, None);
         }
+        // Controlling ICE checks: retransmissions and consent checks.
+        let mut due: SmallVec<[(SessionId, usize, Side); 8]> = SmallVec::new();
+        for (id, medias) in self.crypto.iter().enumerate() {
+            for (m, legs) in medias.iter().enumerate() {
+                for side in [Side::A, Side::B] {
+                    let late = legs[side.index()]
+                        .webrtc
+                        .as_ref()
+                        .and_then(|w| w.checks.as_ref())
+                        .and_then(|c| c.next_due_ms())
+                        .is_some_and(|t| t <= now_ms);
+                    if late {
+                        due.push((id as SessionId, m, side));
+                    }
+                }
+            }
+        }
+        for (id, m, side) in due {
+            self.drive_checks(id, m, side, now_ms);
+        }
     }
 
     /// Handles a STUN or DTLS datagram on a WebRTC leg; `None` when the
@@ -864,10 +917,35 @@ impl Relay {
             Kind::Stun => {
                 let mut answer = Vec::with_capacity(96);
                 match w.ice.on_stun(pkt, src, now_ms, &mut answer) {
+                    Err(Refusal::NotBindingRequest) if w.checks.is_some() => {
+                        // An answer to one of rvoip's checks: the first
+                        // selects the pair media goes to.
+                        let selected = w
+                            .checks
+                            .as_mut()
+                            .and_then(|c| c.on_response(pkt, src, now_ms));
+                        if selected.is_some() {
+                            self.counters.ice_nominated += 1;
+                        }
+                        if let Some(to) = selected
+                            && let Some(leg) = self
+                                .sessions
+                                .get_mut(id as usize)
+                                .and_then(Option::as_mut)
+                                .and_then(|s| s.medias.get_mut(media))
+                                .map(|p| p.leg_mut(side))
+                        {
+                            leg.latched_rtp = Some(to);
+                        }
+                    }
                     Ok(a) => {
                         self.counters.stun_answered += 1;
                         let nominated = a.nominated;
                         self.wire.push_back((ep, src, answer));
+                        // A full agent's check from an address rvoip does
+                        // not check yet (a peer-reflexive candidate, or a
+                        // browser's mDNS host): checked back at once.
+                        let triggered = w.checks.as_mut().is_some_and(|c| c.add(src, now_ms));
                         // Media goes where the browser's checks come from
                         // (the nominated pair, or the first one that works).
                         if let Some(leg) = self
@@ -879,6 +957,9 @@ impl Relay {
                             && (nominated || leg.latched_rtp.is_none())
                         {
                             leg.latched_rtp = Some(src);
+                        }
+                        if triggered {
+                            self.drive_checks(id, media, side, now_ms);
                         }
                     }
                     Err(_) => self.counters.stun_refused += 1,

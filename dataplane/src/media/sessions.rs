@@ -27,9 +27,10 @@ use super::relay::{LegSrtp, PeerSpec, Side};
 use super::rtp::Ssrc;
 use super::services::{Blocking, LocalMode, ServiceOp};
 use super::transcode::LegCodec;
-use super::webrtc::WebRtcPlan;
+use super::webrtc::{RemoteIce, WebRtcPlan};
 use crate::engine::media::capturer::CaptureStep;
 use crate::entropy::Entropy;
+use crate::sdp::IceCandidate;
 use crate::sdp::Sdp;
 
 /// Per-call state the server keeps.
@@ -123,6 +124,32 @@ fn attr_of(sdp: &Sdp<'_>, i: usize, name: &str) -> Option<String> {
                 .map(|(_, v)| v)
         })??;
     Some(String::from_utf8_lossy(v).trim().to_string())
+}
+
+/// The answerer's ICE credentials and the IP candidates of its RTP
+/// component (UDP), from media section `i` (credentials also at session
+/// level); `None` without credentials.
+fn remote_ice(sdp: &Sdp<'_>, i: usize) -> Option<RemoteIce> {
+    let ufrag = attr_of(sdp, i, "ice-ufrag")?;
+    let pwd = attr_of(sdp, i, "ice-pwd")?;
+    let candidates = sdp
+        .media
+        .get(i)?
+        .attributes()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"candidate"))
+        .filter_map(|(_, v)| IceCandidate::parse(v?))
+        .filter(|c| c.component == 1 && c.transport.eq_ignore_ascii_case(b"udp"))
+        .filter_map(|c| {
+            let ip: std::net::IpAddr = std::str::from_utf8(c.address).ok()?.parse().ok()?;
+            Some(SocketAddr::new(ip, c.port))
+        })
+        .take(super::ice::MAX_PAIRS)
+        .collect();
+    Some(RemoteIce {
+        ufrag,
+        pwd,
+        candidates,
+    })
 }
 
 /// rvoip's DTLS role given the other end's `a=setup` (RFC 5763 §5): it
@@ -722,6 +749,7 @@ impl<M: MediaControl> Sessions<M> {
                     ufrag,
                     pwd,
                     dtls: Some((role, expected)),
+                    remote_ice: None,
                 });
             } else {
                 st.webrtc[me] = None;
@@ -746,6 +774,7 @@ impl<M: MediaControl> Sessions<M> {
                     ufrag,
                     pwd,
                     dtls: None,
+                    remote_ice: None,
                 });
             } else {
                 st.webrtc[other] = None;
@@ -954,10 +983,16 @@ impl<M: MediaControl> Sessions<M> {
                             )
                         })?;
                     let role = dtls_role(attr_of(&sdp, i, "setup").as_deref(), None);
+                    // rvoip offered full ICE (it offered, with actpass):
+                    // it checks the answerer's candidates, controlling.
+                    let remote_ice = (w.setup == "actpass")
+                        .then(|| remote_ice(&sdp, i))
+                        .flatten();
                     Some(WebRtcPlan {
                         ufrag: w.ufrag.clone(),
                         pwd: w.pwd.clone(),
                         dtls: Some((role, expected)),
+                        remote_ice,
                     })
                 }
                 _ => None,
@@ -1595,7 +1630,15 @@ fn rewrite(
         m.add_attribute("end-of-candidates", None);
     }
     if !webrtc_mids.is_empty() {
-        sdp.add_attribute("ice-lite", None);
+        // rvoip is a full agent where it offers (it checks the answerer's
+        // candidates), lite where it answers.
+        let offering = call
+            .medias
+            .iter()
+            .any(|st| st.webrtc[t].as_ref().is_some_and(|w| w.setup == "actpass"));
+        if !offering {
+            sdp.add_attribute("ice-lite", None);
+        }
         let group = format!("BUNDLE {}", webrtc_mids.join(" "));
         sdp.add_attribute("group", Some(group.as_bytes()));
     }

@@ -464,6 +464,7 @@ fn a_webrtc_leg_is_keyed_by_its_handshake_and_silenced_when_consent_lapses() {
         ufrag: "lite".into(),
         pwd: "relaypasswordrelaypassword".into(),
         dtls: Some((Role::Passive, browser_id.fingerprint())),
+        remote_ice: None,
     };
     assert!(r.set_webrtc(id, 0, Side::A, &plan, 0));
     let browser = addr("10.0.0.1:4000");

@@ -86,6 +86,7 @@ pub const MEDIA_FIELDS: &[&str] = &[
     "dtls_failed",
     "webrtc_unkeyed",
     "rtcp_feedback_terminated",
+    "ice_nominated",
     "busy_permille",
 ];
 
