@@ -135,9 +135,24 @@ fn ctl_lists_live_calls_with_their_media_and_hangs_one_up() {
     let _uas = echo_uas(&sbc.dir.join("uas"), sbc.core);
     let callers = sbc.callers("127.0.0.2", "uac", 2);
     sbc.wait_calls_up(2);
-    // A second of audio both ways.
-    thread::sleep(Duration::from_millis(1200));
-    let (status, v) = sbc.ctl(&["calls"]);
+    // Audio both ways: more than half a second's worth of packets from
+    // each side of each call (on a loaded host the callers' audio may
+    // start late, so this waits for it rather than for a fixed time).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (status, v) = loop {
+        let (status, v) = sbc.ctl(&["calls"]);
+        let flowing = v["calls"].as_array().is_some_and(|calls| {
+            calls.len() == 2
+                && calls.iter().all(|c| {
+                    c["packets_from_a"].as_u64().unwrap_or(0) > 25
+                        && c["packets_from_b"].as_u64().unwrap_or(0) > 25
+                })
+        });
+        if flowing || std::time::Instant::now() >= deadline {
+            break (status, v);
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(status, 0, "{v}");
     let calls = v["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 2, "{v}");
