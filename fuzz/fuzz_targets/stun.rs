@@ -1,10 +1,12 @@
-//! ICE-lite STUN checks: any packet is answered only when it is a Binding
-//! request signed with the agent's password, never a panic; an answer is a
-//! whole STUN message.
+//! ICE STUN: any packet is answered by the ICE-lite agent only when it is a
+//! Binding request signed with the agent's password, never a panic, and an
+//! answer is a whole STUN message; a controlling agent's checks take any
+//! packet as a possible answer without panicking, and select a pair only
+//! for an answer signed with the peer's password to one of its checks.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rvoip_dataplane::media::ice::IceLite;
+use rvoip_dataplane::media::ice::{IceChecks, IceLite, binding_success};
 
 fuzz_target!(|data: &[u8]| {
     let mut ice = IceLite::new("evtj", "VOkJxbRl1RmTxUk/WvJxBt");
@@ -17,4 +19,9 @@ fuzz_target!(|data: &[u8]| {
     } else {
         assert!(out.is_empty());
     }
+    let _ = binding_success(data, "VOkJxbRl1RmTxUk/WvJxBt");
+    let mut checks = IceChecks::new("rvop", "evtj", "VOkJxbRl1RmTxUk/WvJxBt", &[from], 1, 0);
+    checks.due(0, |_, _| {});
+    // Without the transaction ID of a check sent, nothing is selected.
+    assert_eq!(checks.on_response(data, from, 1), None);
 });
