@@ -150,6 +150,24 @@ fn dtls(leg: &mut DtlsLeg, sock: &UdpSocket, relay: SocketAddr) -> SrtpKeys {
     }
 }
 
+/// The ng answer of `call` (from-tag, to-tag) with `sdp`; checked ok.
+fn answer(relay: &mut Relay, call: &str, (from, to): (&str, &str), sdp: &str) -> Vec<u8> {
+    let reply = relay.command(&[
+        ("command", Value::Bytes(b"answer")),
+        ("call-id", Value::Bytes(call.as_bytes())),
+        ("from-tag", Value::Bytes(from.as_bytes())),
+        ("to-tag", Value::Bytes(to.as_bytes())),
+        ("sdp", Value::Bytes(sdp.as_bytes())),
+    ]);
+    assert_eq!(
+        get(&reply, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    reply
+}
+
 fn gateway(driver: DriverKind, base: u16, kamailio_flags: bool) {
     let mut relay = Relay::start(driver, base);
     let (browser, plain) = (peer(), peer());
@@ -211,19 +229,7 @@ fn gateway(driver: DriverKind, base: u16, kamailio_flags: bool) {
         .unwrap()
         .replace("RTP/AVP 0 101", "RTP/AVP 0")
         + &format!("a=rtcp:{}\r\n", plain_rtcp.local_addr().unwrap().port());
-    let reply = relay.command(&[
-        ("command", Value::Bytes(b"answer")),
-        ("call-id", Value::Bytes(b"webrtc-1")),
-        ("from-tag", Value::Bytes(b"browser")),
-        ("to-tag", Value::Bytes(b"plain")),
-        ("sdp", Value::Bytes(answer_sdp.as_bytes())),
-    ]);
-    assert_eq!(
-        get(&reply, "result"),
-        Value::Bytes(b"ok"),
-        "{}",
-        String::from_utf8_lossy(&reply)
-    );
+    let reply = answer(&mut relay, "webrtc-1", ("browser", "plain"), &answer_sdp);
     let (a_target, sdp) = target(&reply);
     let answer = String::from_utf8(sdp.to_bytes()).unwrap();
     assert!(
@@ -413,19 +419,7 @@ a=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\
         port = me.port(),
         fp = identity.fingerprint()
     );
-    let reply = relay.command(&[
-        ("command", Value::Bytes(b"answer")),
-        ("call-id", Value::Bytes(b"full-ice")),
-        ("from-tag", Value::Bytes(b"core")),
-        ("to-tag", Value::Bytes(b"browser")),
-        ("sdp", Value::Bytes(answer_sdp.as_bytes())),
-    ]);
-    assert_eq!(
-        get(&reply, "result"),
-        Value::Bytes(b"ok"),
-        "{}",
-        String::from_utf8_lossy(&reply)
-    );
+    let reply = answer(&mut relay, "full-ice", ("core", "browser"), &answer_sdp);
     let (a_target, _) = target(&reply);
     // The relay checks the browser's candidate (controlling, nominating):
     // USERNAME browser:rvoip, keyed with the browser's password. The

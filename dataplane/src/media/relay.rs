@@ -847,49 +847,48 @@ impl Relay {
         }
     }
 
-    /// Retransmits the DTLS flights of WebRTC legs whose timers ran out.
+    /// The WebRTC legs (session, media, side) for which `due` holds.
+    fn webrtc_legs_where(
+        &self,
+        due: impl Fn(&WebRtcLeg) -> bool,
+    ) -> SmallVec<[(SessionId, usize, Side); 8]> {
+        let mut out = SmallVec::new();
+        for (id, medias) in self.crypto.iter().enumerate() {
+            for (m, legs) in medias.iter().enumerate() {
+                for side in [Side::A, Side::B] {
+                    if legs[side.index()].webrtc.as_deref().is_some_and(&due) {
+                        out.push((id as SessionId, m, side));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Retransmits the DTLS flights of WebRTC legs whose timers ran out,
+    /// and sends the controlling ICE checks that are due (retransmissions,
+    /// consent checks).
     fn tick_dtls(&mut self, now_ms: u64) {
         let Some((_, epoch)) = self.dtls.as_ref() else {
             return;
         };
         let now = *epoch + std::time::Duration::from_millis(now_ms);
-        let mut due: SmallVec<[(SessionId, usize, Side); 8]> = SmallVec::new();
-        for (id, medias) in self.crypto.iter().enumerate() {
-            for (m, legs) in medias.iter().enumerate() {
-                for side in [Side::A, Side::B] {
-                    let late = legs[side.index()]
-                        .webrtc
-                        .as_ref()
-                        .and_then(|w| w.dtls.as_ref())
-                        .filter(|d| d.keys().is_none())
-                        .and_then(|d| d.next_timeout())
-                        .is_some_and(|t| t <= now);
-                    if late {
-                        due.push((id as SessionId, m, side));
-                    }
-                }
-            }
-        }
-        for (id, m, side) in due {
+        let late = self.webrtc_legs_where(|w| {
+            w.dtls
+                .as_ref()
+                .filter(|d| d.keys().is_none())
+                .and_then(|d| d.next_timeout())
+                .is_some_and(|t| t <= now)
+        });
+        for (id, m, side) in late {
             self.drive_dtls(id, m, side, now_ms, None);
         }
-        // Controlling ICE checks: retransmissions and consent checks.
-        let mut due: SmallVec<[(SessionId, usize, Side); 8]> = SmallVec::new();
-        for (id, medias) in self.crypto.iter().enumerate() {
-            for (m, legs) in medias.iter().enumerate() {
-                for side in [Side::A, Side::B] {
-                    let late = legs[side.index()]
-                        .webrtc
-                        .as_ref()
-                        .and_then(|w| w.checks.as_ref())
-                        .and_then(|c| c.next_due_ms())
-                        .is_some_and(|t| t <= now_ms);
-                    if late {
-                        due.push((id as SessionId, m, side));
-                    }
-                }
-            }
-        }
+        let due = self.webrtc_legs_where(|w| {
+            w.checks
+                .as_ref()
+                .and_then(|c| c.next_due_ms())
+                .is_some_and(|t| t <= now_ms)
+        });
         for (id, m, side) in due {
             self.drive_checks(id, m, side, now_ms);
         }
