@@ -140,18 +140,7 @@ fn kamailio_and_sipp_call_through_rvoip_media() {
         .replace("@KPORT@", &kport.to_string())
         .replace("@NGPORT@", &ng.to_string())
         .replace("@UASPORT@", &uas.to_string());
-    std::fs::write(dir.join("kamailio.cfg"), kcfg).unwrap();
-    let _kamailio = Spawned::spawn(
-        Command::new("kamailio")
-            .arg("-f")
-            .arg(dir.join("kamailio.cfg"))
-            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
-            .arg(&dir)
-            .arg("-Y")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _kamailio = common::kamailio(&dir, &kcfg);
     wait_for_options(kport);
 
     // SIPp uas echoing RTP, then the uac playing audio.
@@ -330,18 +319,7 @@ fn kamailio_drives_recording_and_play_media_over_its_rtpengine_module() {
         .replace("@NGPORT@", &ng.to_string())
         .replace("@UASPORT@", &uas.to_string())
         .replace("@PROMPT@", prompt.to_str().unwrap());
-    std::fs::write(dir.join("kamailio.cfg"), kcfg).unwrap();
-    let _kamailio = Spawned::spawn(
-        Command::new("kamailio")
-            .arg("-f")
-            .arg(dir.join("kamailio.cfg"))
-            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
-            .arg(&dir)
-            .arg("-Y")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("kamailio.log")).unwrap()),
-    );
+    let _kamailio = common::kamailio(&dir, &kcfg);
     wait_for_options(kport);
     let _uas = Spawned::spawn(
         Command::new("sipp")

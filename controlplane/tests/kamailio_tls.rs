@@ -19,11 +19,11 @@ mod common;
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::sipp::{sipp, uas};
-use common::{Spawned, appliance, free_tcp_port, free_udp_port, test_config, test_dir, tls_file};
+use common::{appliance, free_tcp_port, free_udp_port, test_config, test_dir, tls_file};
 use rvoip_dataplane::sip::Limits;
 use rvoip_dataplane::sip::stream::StreamSession;
 use rvoip_dataplane::sip::tls::{ServerName, TlsStream, client_config};
@@ -75,18 +75,7 @@ fn kamailio_is_a_mutual_tls_trunk_peer_both_ways() {
         .replace("@RVOIPTLS@", &access_tls.to_string())
         .replace("@UASPORT@", &uas_port.to_string())
         .replace("@TLSCFG@", &dir.join("tls.cfg").display().to_string());
-    std::fs::write(dir.join("kamailio.cfg"), kcfg).unwrap();
-    let _kamailio = Spawned::spawn(
-        Command::new("kamailio")
-            .arg("-f")
-            .arg(dir.join("kamailio.cfg"))
-            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
-            .arg(&dir)
-            .arg("-Y")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("kamailio.log")).unwrap()),
-    );
+    let _kamailio = common::kamailio(&dir, &kcfg);
     wait_tcp(ktls, "kamailio");
 
     // rvoip: the core trunk's peer is Kamailio over TLS; TLS listeners in

@@ -1259,10 +1259,14 @@ impl Agent {
         if rvoip_dataplane::media::rtp::looks_like_rtcp(pkt) {
             return;
         }
-        // SRTP from a far end that announced its SSRC: unprotect first.
-        // Room for a load packet and the largest SRTP trailer, or a tone
-        // frame of any codec (nothing to clear per packet when no stream is
-        // SRTP).
+        // Plain RTP everywhere: read as it came.
+        if !self.cfg.webrtc && self.cfg.srtp.is_none() && self.srtp_rx.is_empty() {
+            self.account_rtp(now_ns, pkt);
+            return;
+        }
+        // SRTP from a far end that announced its SSRC: unprotect first, into
+        // room for a load packet and the largest SRTP trailer, or a tone
+        // frame of any codec.
         let mut plain = [0u8; 1500];
         // A WebRTC leg's SRTP is told by where it comes from (the relay's
         // port for the leg): a transcoding relay sends under SSRCs of its own.
@@ -1276,10 +1280,8 @@ impl Agent {
             // that comes before the answer with the keys (a relay forwards
             // the far end's media as soon as it has it) is not read as
             // plain RTP.
-            let srtp = self.cfg.srtp.is_some() || !self.srtp_rx.is_empty();
             let ssrc = pkt
                 .get(8..12)
-                .filter(|_| srtp)
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
             match ssrc {
                 Some(ssrc) if pkt.len() <= plain.len() => match self.srtp_rx.get_mut(&ssrc) {
@@ -1302,6 +1304,11 @@ impl Agent {
                 _ => pkt,
             }
         };
+        self.account_rtp(now_ns, pkt);
+    }
+
+    /// Accounts one RTP packet as the load reads it (unprotected).
+    fn account_rtp(&mut self, now_ns: u64, pkt: &[u8]) {
         if self.cfg.tones() {
             self.on_tone(now_ns, pkt);
             return;

@@ -76,7 +76,7 @@ pub fn rfc5118_wire(raw: &[u8]) -> Vec<u8> {
 use std::net::UdpSocket;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free UDP port on loopback (bound and released), never one this test
@@ -438,4 +438,22 @@ pub fn assert_answered_with_media(c: &serde_json::Value) {
         c["media"]["from_b"].as_u64().unwrap_or(0),
     );
     assert!(from_a > 50 && from_b > 50, "media through the relay: {c}");
+}
+
+/// Kamailio 5.6 in the foreground on `cfg` (written by the test), its
+/// working and runtime directory `dir`, its log in `dir/kamailio.log`.
+#[allow(dead_code)]
+pub fn kamailio(dir: &Path, cfg: &str) -> Spawned {
+    std::fs::write(dir.join("kamailio.cfg"), cfg).unwrap();
+    Spawned::spawn(
+        Command::new("kamailio")
+            .arg("-f")
+            .arg(dir.join("kamailio.cfg"))
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
+            .arg(dir)
+            .arg("-Y")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("kamailio.log")).unwrap()),
+    )
 }
