@@ -488,3 +488,316 @@ a=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\
         );
     }
 }
+
+/// An RTP packet of payload type `pt` and SSRC `ssrc`, with a one-byte
+/// MID header extension (id 4) when `mid` is given.
+fn rtp_with(pt: u8, seq: u16, ssrc: u32, mid: Option<&[u8]>) -> Vec<u8> {
+    let mut p = packet(seq, ssrc);
+    p[1] = pt;
+    if let Some(mid) = mid {
+        p[0] |= 0x10;
+        let mut ext = vec![(4 << 4) | (mid.len() as u8 - 1)];
+        ext.extend_from_slice(mid);
+        ext.resize(ext.len().div_ceil(4) * 4, 0);
+        let mut words = vec![0xBE, 0xDE];
+        words.extend_from_slice(&((ext.len() / 4) as u16).to_be_bytes());
+        words.extend_from_slice(&ext);
+        p.splice(12..12, words);
+    }
+    p
+}
+
+/// The port of the `m=` line of `kind` in `sdp`.
+fn port_of(sdp: &str, kind: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(&format!("m={kind} ")))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m={kind} in\n{sdp}"))
+}
+
+/// Receives what the relay sends the browser, skipping DTLS and STUN.
+fn srtp_at_browser(browser: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
+    loop {
+        let (n, from) = browser.recv_from(buf).expect("SRTP at the browser");
+        if (20..64).contains(&buf[0]) || buf[0] < 4 {
+            continue;
+        }
+        return (n, from);
+    }
+}
+
+#[test]
+fn a_bundled_audio_and_video_offer_shares_one_transport_demultiplexed_per_line() {
+    let mut relay = Relay::start(DriverKind::Auto, 58600);
+    let (browser, audio, video, video_rtcp) = (peer(), peer(), peer(), peer());
+    let identity = DtlsIdentity::generate(&SystemEntropy::new()).unwrap();
+    let me = browser.local_addr().unwrap();
+    // A browser's offer: audio and video BUNDLEd on one port, the MID
+    // header extension offered, the audio SSRC signalled, the video's not.
+    let offer_sdp = format!(
+        "v=0\r\no=- 4612 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+a=msid-semantic: WMS\r\nm=audio {port} UDP/TLS/RTP/SAVPF 111 0\r\nc=IN IP4 127.0.0.1\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host\r\n\
+a=ice-ufrag:{BROWSER_UFRAG}\r\na=ice-pwd:{BROWSER_PWD}\r\na=fingerprint:{fp}\r\n\
+a=setup:actpass\r\na=mid:0\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n\
+a=ssrc:4369 cname:browser\r\n\
+m=video {port} UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 127.0.0.1\r\n\
+a=ice-ufrag:{BROWSER_UFRAG}\r\na=ice-pwd:{BROWSER_PWD}\r\na=fingerprint:{fp}\r\n\
+a=setup:actpass\r\na=mid:1\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n",
+        port = me.port(),
+        fp = identity.fingerprint()
+    );
+    let reply = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"bundle-1")),
+        ("from-tag", Value::Bytes(b"browser")),
+        ("sdp", Value::Bytes(offer_sdp.as_bytes())),
+        ("transport-protocol", Value::Bytes(b"RTP/AVP")),
+        ("ICE", Value::Bytes(b"remove")),
+        ("rtcp-mux", Value::List(vec![Value::Bytes(b"demux")])),
+    ]);
+    assert_eq!(
+        get(&reply, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // The plain side gets a port per line, no BUNDLE.
+    let (_, sdp) = target(&reply);
+    let plain_offer = String::from_utf8(sdp.to_bytes()).unwrap();
+    let (b_audio, b_video) = (
+        port_of(&plain_offer, "audio"),
+        port_of(&plain_offer, "video"),
+    );
+    assert_ne!(b_audio, b_video, "{plain_offer}");
+    assert!(attr(&plain_offer, "group").is_none(), "{plain_offer}");
+    let b_audio = SocketAddr::from(([127, 0, 0, 1], b_audio));
+    let b_video = SocketAddr::from(([127, 0, 0, 1], b_video));
+    let answer_sdp = format!(
+        "v=0\r\no=- 9 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {a} RTP/AVP 0\r\na=sendrecv\r\nm=video {v} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n\
+a=rtcp:{vr}\r\na=sendrecv\r\n",
+        a = audio.local_addr().unwrap().port(),
+        v = video.local_addr().unwrap().port(),
+        vr = video_rtcp.local_addr().unwrap().port(),
+    );
+    let reply = answer(&mut relay, "bundle-1", ("browser", "plain"), &answer_sdp);
+    let (a_target, sdp) = target(&reply);
+    let answer = String::from_utf8(sdp.to_bytes()).unwrap();
+    // The browser's answer: both lines on one port, one group, one set of
+    // ICE credentials, the candidate on the transport's line only.
+    assert_eq!(port_of(&answer, "audio"), a_target.port(), "{answer}");
+    assert_eq!(port_of(&answer, "video"), a_target.port(), "{answer}");
+    assert_eq!(attr(&answer, "group"), Some("BUNDLE 0 1"), "{answer}");
+    assert_eq!(answer.matches("a=candidate").count(), 1, "{answer}");
+    let ufrags: Vec<&str> = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .collect();
+    assert_eq!(ufrags.len(), 2, "{answer}");
+    assert_eq!(ufrags[0], ufrags[1], "{answer}");
+    assert_eq!(answer.matches("a=mid:").count(), 2, "{answer}");
+    let (ufrag, pwd) = (
+        attr(&answer, "ice-ufrag").unwrap(),
+        attr(&answer, "ice-pwd").unwrap(),
+    );
+    let relay_fp = Fingerprint::parse(attr(&answer, "fingerprint").unwrap()).unwrap();
+
+    // One ICE check, one DTLS handshake, for both lines.
+    browser
+        .send_to(
+            &binding_request(&format!("{ufrag}:{BROWSER_UFRAG}"), pwd, [7; 12]),
+            a_target,
+        )
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = browser.recv_from(&mut buf).expect("STUN answer");
+    check_response(&buf[..n], [7; 12], me, pwd);
+    let mut leg = DtlsLeg::new(&identity, Role::Active, relay_fp, Instant::now()).unwrap();
+    let keys = dtls(&mut leg, &browser, a_target);
+    let mut tx = SrtpContext::new(&keys.outbound).unwrap();
+    let mut rx = SrtpContext::new(&keys.inbound).unwrap();
+    let send = |tx: &mut SrtpContext, p: &[u8]| {
+        let mut b = [0u8; 2048];
+        b[..p.len()].copy_from_slice(p);
+        let n = tx.protect_rtp(&mut b, p.len()).unwrap();
+        browser.send_to(&b[..n], a_target).unwrap();
+    };
+
+    for seq in 1..=20u16 {
+        // Audio by its signalled SSRC; video by its MID, then by its SSRC
+        // (learned from the MID), and RTX by the payload type only video
+        // has.
+        let p = rtp_with(0, seq, 4369, None);
+        send(&mut tx, &p);
+        let (n, from) = audio.recv_from(&mut buf).expect("audio at the plain side");
+        assert_eq!((from, &buf[..n]), (b_audio, &p[..]), "audio {seq}");
+        let mid = (seq == 1).then_some(&b"1"[..]);
+        let p = rtp_with(96, seq, 0x2222, mid);
+        send(&mut tx, &p);
+        let (n, from) = video.recv_from(&mut buf).expect("video at the plain side");
+        assert_eq!((from, &buf[..n]), (b_video, &p[..]), "video {seq}");
+        let p = rtp_with(97, seq, 0x3333, None);
+        send(&mut tx, &p);
+        let (n, _) = video.recv_from(&mut buf).expect("RTX at the plain side");
+        assert_eq!(&buf[..n], &p[..], "rtx {seq}");
+
+        // Both plain lines reach the browser on the one transport, SRTP
+        // with the one set of keys.
+        for (sock, ssrc, pt) in [(&audio, 0xa0, 0), (&video, 0xb0, 96)] {
+            let q = rtp_with(pt, seq, ssrc, None);
+            let to = if pt == 0 { b_audio } else { b_video };
+            sock.send_to(&q, to).unwrap();
+            let (n, from) = srtp_at_browser(&browser, &mut buf);
+            assert_eq!(from, a_target);
+            let m = rx.unprotect_rtp(&mut buf, n).expect("the browser's keys");
+            assert_eq!(&buf[..m], &q[..], "line of {pt}, packet {seq}");
+        }
+    }
+    // Nothing ties a payload type no line has and an unknown SSRC to a
+    // line: it goes nowhere.
+    send(&mut tx, &rtp_with(55, 1, 0x5555, None));
+    for sock in [&audio, &video] {
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(
+            sock.recv_from(&mut buf).is_err(),
+            "an unbundled packet went through"
+        );
+    }
+    // RTCP: the video sender's report goes to the video line's RTCP port;
+    // a report from a receive-only SSRC about the stream the browser got
+    // on the video line, too.
+    let report = |sender: u32, about: u32| {
+        let mut p = vec![0x81, 201, 0, 7];
+        p.extend_from_slice(&sender.to_be_bytes());
+        p.extend_from_slice(&about.to_be_bytes());
+        p.extend_from_slice(&[0; 20]);
+        p
+    };
+    for rr in [report(0x2222, 0xb0), report(1, 0xb0)] {
+        let mut b = [0u8; 2048];
+        b[..rr.len()].copy_from_slice(&rr);
+        let n = tx.protect_rtcp(&mut b, rr.len()).unwrap();
+        browser.send_to(&b[..n], a_target).unwrap();
+        let (n, from) = video_rtcp
+            .recv_from(&mut buf)
+            .expect("RTCP at the video line's RTCP port");
+        assert_eq!(from.port(), b_video.port() + 1);
+        assert_eq!(&buf[..n], &rr[..]);
+    }
+}
+
+#[test]
+fn a_webrtc_answerer_that_bundles_rvoips_offer_gets_every_line_on_the_tagged_transport() {
+    let mut relay = Relay::start(DriverKind::Auto, 58800);
+    let (audio, video, browser) = (peer(), peer(), peer());
+    let identity = DtlsIdentity::generate(&SystemEntropy::new()).unwrap();
+    // A plain offer of audio and video from the core, to a WebRTC side.
+    let offer_sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {a} RTP/AVP 0\r\na=sendrecv\r\nm=video {v} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n\
+a=sendrecv\r\n",
+        a = audio.local_addr().unwrap().port(),
+        v = video.local_addr().unwrap().port(),
+    );
+    let reply = relay.command(&[
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(b"bundle-2")),
+        ("from-tag", Value::Bytes(b"core")),
+        ("sdp", Value::Bytes(offer_sdp.as_bytes())),
+        ("transport-protocol", Value::Bytes(b"UDP/TLS/RTP/SAVPF")),
+        ("ICE", Value::Bytes(b"force")),
+    ]);
+    assert_eq!(
+        get(&reply, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // rvoip offers BUNDLE: a port per line (RFC 9143 §7.2.1), one group,
+    // one set of credentials.
+    let (b_target, sdp) = target(&reply);
+    let offer = String::from_utf8(sdp.to_bytes()).unwrap();
+    assert_eq!(attr(&offer, "group"), Some("BUNDLE 0 1"), "{offer}");
+    let b_video = port_of(&offer, "video");
+    assert_ne!(b_video, b_target.port(), "{offer}");
+    let ufrags: Vec<&str> = offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .collect();
+    assert_eq!(ufrags, [ufrags[0]; 2], "{offer}");
+    let (ufrag, pwd) = (
+        attr(&offer, "ice-ufrag").unwrap().to_owned(),
+        attr(&offer, "ice-pwd").unwrap().to_owned(),
+    );
+    let relay_fp = Fingerprint::parse(attr(&offer, "fingerprint").unwrap()).unwrap();
+    // The browser accepts the bundle: both lines on its one port, the
+    // group tagged by mid 0.
+    let me = browser.local_addr().unwrap();
+    let answer_sdp = format!(
+        "v=0\r\no=- 7 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+m=audio {port} UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host\r\n\
+a=ice-ufrag:{BROWSER_UFRAG}\r\na=ice-pwd:{BROWSER_PWD}\r\na=fingerprint:{fp}\r\n\
+a=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\n\
+m=video {port} UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 127.0.0.1\r\n\
+a=ice-ufrag:{BROWSER_UFRAG}\r\na=ice-pwd:{BROWSER_PWD}\r\na=fingerprint:{fp}\r\n\
+a=setup:active\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n",
+        port = me.port(),
+        fp = identity.fingerprint()
+    );
+    let reply = answer(&mut relay, "bundle-2", ("core", "browser"), &answer_sdp);
+    let (a_audio, sdp) = target(&reply);
+    let a_video = SocketAddr::from((
+        [127, 0, 0, 1],
+        port_of(&String::from_utf8(sdp.to_bytes()).unwrap(), "video"),
+    ));
+    // rvoip checks from the tagged line's port only, and answers the
+    // browser's check there.
+    let mut agent = IceLite::new(BROWSER_UFRAG, BROWSER_PWD);
+    let mut buf = [0u8; 2048];
+    let (n, from) = browser.recv_from(&mut buf).expect("the relay's check");
+    assert_eq!(from, b_target, "checks come from the bundle's transport");
+    let mut reply_check = Vec::new();
+    agent
+        .on_stun(&buf[..n], from, 0, &mut reply_check)
+        .expect("a check keyed with the browser's password");
+    browser.send_to(&reply_check, from).unwrap();
+    let check = rvoip_dataplane::media::ice::binding_request(
+        &format!("{ufrag}:{BROWSER_UFRAG}"),
+        &pwd,
+        [6; 12],
+        3,
+    );
+    browser.send_to(&check, b_target).unwrap();
+    let mut leg = DtlsLeg::new(&identity, Role::Active, relay_fp, Instant::now()).unwrap();
+    let keys = dtls(&mut leg, &browser, b_target);
+    let mut tx = SrtpContext::new(&keys.outbound).unwrap();
+    let mut rx = SrtpContext::new(&keys.inbound).unwrap();
+    for seq in 1..=20u16 {
+        // Core → browser: both lines out of the transport's port.
+        for (sock, to, pt) in [(&audio, a_audio, 0), (&video, a_video, 96)] {
+            let q = rtp_with(pt, seq, 0xc0 + u32::from(pt), None);
+            sock.send_to(&q, to).unwrap();
+            let (n, from) = srtp_at_browser(&browser, &mut buf);
+            assert_eq!(from, b_target, "line of {pt} from the transport");
+            let m = rx.unprotect_rtp(&mut buf, n).expect("the browser's keys");
+            assert_eq!(&buf[..m], &q[..]);
+        }
+        // Browser → core: told apart by payload type.
+        for (sock, pt) in [(&audio, 0), (&video, 96)] {
+            let p = rtp_with(pt, seq, 0xd0 + u32::from(pt), None);
+            let mut b = [0u8; 2048];
+            b[..p.len()].copy_from_slice(&p);
+            let n = tx.protect_rtp(&mut b, p.len()).unwrap();
+            browser.send_to(&b[..n], b_target).unwrap();
+            let (n, _) = sock.recv_from(&mut buf).expect("RTP at the core");
+            assert_eq!(&buf[..n], &p[..], "line of {pt}, packet {seq}");
+        }
+    }
+}

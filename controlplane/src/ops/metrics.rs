@@ -660,8 +660,9 @@ pub fn families(snap: Option<&Snapshot>, dataplane: &[Slot]) -> Vec<MetricFamily
     let mut webrtc = Family::new(
         "rvoip_webrtc_events_total",
         "On WebRTC legs: ICE checks answered and refused, pairs rvoip nominated, DTLS handshakes keyed and failed, \
-         packets held back from a peer without keys or consent, and RTCP feedback messages \
-         ended towards peers whose profile has none.",
+         packets held back from a peer without keys or consent, RTCP feedback messages \
+         ended towards peers whose profile has none, and packets on a BUNDLE transport \
+         that matched no media line.",
         COUNTER,
     );
     for (event, field) in [
@@ -672,6 +673,7 @@ pub fn families(snap: Option<&Snapshot>, dataplane: &[Slot]) -> Vec<MetricFamily
         ("unkeyed_dropped", "webrtc_unkeyed"),
         ("rtcp_feedback_terminated", "rtcp_feedback_terminated"),
         ("ice_nominated", "ice_nominated"),
+        ("bundle_unrouted", "bundle_unrouted"),
     ] {
         webrtc = webrtc.counter(&[("event", event)], sum(Kind::Media, field));
     }

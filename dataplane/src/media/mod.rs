@@ -1,6 +1,7 @@
 //! Media: RTP/RTCP wire formats, per-stream statistics, and the relay state
 //! machine. Sans-IO: the engine feeds packets in and sends what comes out.
 
+pub mod bundle;
 pub mod codecs;
 pub mod dtls;
 pub mod ice;

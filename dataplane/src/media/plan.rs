@@ -66,6 +66,9 @@ pub struct SidePlan {
     /// Make (or update) the leg a WebRTC one: rvoip terminates ICE and
     /// DTLS-SRTP on it.
     pub webrtc: Option<super::webrtc::WebRtcPlan>,
+    /// Put the line in this side's bundle (RFC 9143); `None` leaves it as
+    /// it is.
+    pub bundle: Option<super::bundle::BundleLine>,
 }
 
 /// What one media line needs, per side (A, B).

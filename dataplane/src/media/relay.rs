@@ -31,6 +31,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::pcap::CapPacket;
 
+use super::bundle::{BundleDemux, BundleLine};
 use super::dtls::DtlsIdentity;
 use super::ice::{self, Kind, Refusal};
 use super::rtp::{PacketError, check_rtcp, looks_like_rtcp, parse_rtp, strip_rtcp_feedback};
@@ -177,6 +178,10 @@ pub struct Leg {
     pub srtp_in_errors: u64,
     /// Packets towards this side's peer that could not be protected.
     pub srtp_out_errors: u64,
+    /// The media line whose transport this leg shares (BUNDLE, RFC 9143):
+    /// its packets come and go through that line's endpoint, ICE, DTLS and
+    /// SRTP. None: its own.
+    pub bundle: Option<u16>,
 }
 
 impl Leg {
@@ -229,6 +234,9 @@ pub struct Session {
     pub last_packet_ms: u64,
     /// Set once no packet arrived for the media timeout.
     pub timed_out: bool,
+    /// Side A's, side B's bundle: how what arrives on its transport is
+    /// told apart per media line.
+    pub bundles: [Option<Box<BundleDemux>>; 2],
 }
 
 /// Where an endpoint belongs.
@@ -330,6 +338,8 @@ pub enum DropReason {
     Srtp(SrtpError),
     /// Its sender's media or DTMF is blocked (ng `block media`/`block DTMF`).
     Blocked,
+    /// On a bundle transport, nothing tied it to a media line.
+    Unbundled,
 }
 
 /// SRTP drops of one worker, by reason.
@@ -441,6 +451,9 @@ pub struct RelayCounters {
     /// Pairs rvoip nominated as the controlling agent (where it offered
     /// full ICE): the first check the peer answered.
     pub ice_nominated: u64,
+    /// Packets on a bundle transport that no MID, SSRC or payload type
+    /// tied to a media line (RFC 9143 §9.2: discarded).
+    pub bundle_unrouted: u64,
 }
 
 impl RelayCounters {
@@ -467,11 +480,12 @@ impl RelayCounters {
         self.webrtc_unkeyed += o.webrtc_unkeyed;
         self.rtcp_feedback_terminated += o.rtcp_feedback_terminated;
         self.ice_nominated += o.ice_nominated;
+        self.bundle_unrouted += o.bundle_unrouted;
     }
 
     /// The counters a worker publishes, in the order of
     /// [`crate::shm::stats::MEDIA_FIELDS`] (its load last).
-    pub fn values(&self, busy_permille: u32) -> [u64; 31] {
+    pub fn values(&self, busy_permille: u32) -> [u64; 32] {
         let d = &self.srtp_drops;
         [
             self.forwarded,
@@ -504,6 +518,7 @@ impl RelayCounters {
             self.webrtc_unkeyed,
             self.rtcp_feedback_terminated,
             self.ice_nominated,
+            self.bundle_unrouted,
             u64::from(busy_permille),
         ]
     }
@@ -1110,6 +1125,43 @@ impl Relay {
         leg.peer = peer;
     }
 
+    /// Puts `side` of media `media` in that side's bundle (RFC 9143) on
+    /// `line.transport`'s transport: what arrives there is told apart per
+    /// line, and what goes to the line's peer leaves through it. False for
+    /// an unknown session or line.
+    pub fn set_bundle(
+        &mut self,
+        id: SessionId,
+        media: usize,
+        side: Side,
+        line: &BundleLine,
+    ) -> bool {
+        let Some(session) = self.sessions.get_mut(id as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        if media >= session.medias.len() || line.transport >= session.medias.len() {
+            return false;
+        }
+        let demux = &mut session.bundles[side.index()];
+        if demux
+            .as_ref()
+            .is_none_or(|d| usize::from(d.transport) != line.transport)
+        {
+            // A new bundle (or one moved to another transport): its lines
+            // are told again.
+            *demux = Some(Box::new(BundleDemux::new(line.transport)));
+            for pair in session.medias.iter_mut() {
+                pair.leg_mut(side).bundle = None;
+            }
+        }
+        if let Some(d) = demux.as_deref_mut() {
+            d.set_line(media, line);
+        }
+        session.medias[media].leg_mut(side).bundle =
+            (media != line.transport).then_some(line.transport as u16);
+        true
+    }
+
     /// Sets the SRTP keying of `side` of media `media`: contexts whose keys
     /// are unchanged continue; new keys start new contexts; `None` fields make
     /// that direction plain RTP. False if the session or media is unknown or a
@@ -1332,20 +1384,27 @@ impl Relay {
         out: &mut [u8],
         mut len: usize,
     ) -> Option<Transmit> {
-        let leg = self
+        let session = self
             .sessions
             .get_mut(id as usize)
-            .and_then(Option::as_mut)
-            .and_then(|s| s.medias.get_mut(media))
-            .map(|m| m.leg_mut(to))?;
-        let Some((via, dest)) = leg.rtp_ep.zip(leg.rtp_destination()) else {
+            .and_then(Option::as_mut)?;
+        // A line in a bundle goes out through the bundle's transport.
+        let line_out = session
+            .medias
+            .get(media)?
+            .leg(to)
+            .bundle
+            .map_or(media, usize::from);
+        let transport = session.medias.get(line_out)?.leg(to);
+        let Some((via, dest)) = transport.rtp_ep.zip(transport.rtp_destination()) else {
             self.counters.no_destination += 1;
             return None;
         };
+        let local = local_of(transport, false);
         let crypto = self
             .crypto
             .get_mut(id as usize)
-            .and_then(|c| c.get_mut(media))
+            .and_then(|c| c.get_mut(line_out))
             .map(|c| &mut c[to.index()]);
         if crypto
             .as_ref()
@@ -1354,6 +1413,15 @@ impl Relay {
             self.counters.webrtc_unkeyed += 1;
             return None;
         }
+        if let Some(d) = session.bundles[to.index()].as_deref_mut()
+            && len >= 12
+        {
+            let ssrc = u32::from_be_bytes([out[8], out[9], out[10], out[11]]);
+            if !d.sent_on(media, ssrc) {
+                d.note_sent(media, ssrc);
+            }
+        }
+        let leg = session.medias.get_mut(media)?.leg_mut(to);
         if let Some(ctx) = crypto.and_then(|c| c.tx.as_deref_mut()) {
             match ctx.protect_rtp(out, len) {
                 Ok(n) => {
@@ -1370,14 +1438,13 @@ impl Relay {
         leg.sent_packets += 1;
         leg.sent_bytes += len as u64;
         if let Some(c) = self.captures.get(id as usize).copied().flatten() {
-            let from = (local_of(leg, false), dest);
             let sink = self.cap_sink.as_ref();
             tap(
                 sink,
                 &mut self.counters.services,
                 c,
                 self.out_ns,
-                from,
+                (local, dest),
                 &out[..len],
             );
         }
@@ -1483,7 +1550,14 @@ impl Relay {
             self.counters.unknown_endpoint += 1;
             return Action::Drop(DropReason::UnknownEndpoint);
         };
-        let Some(pair) = session.medias.get_mut(usize::from(slot.media)) else {
+        // The line whose endpoint it came in on: its source, latch and
+        // SRTP (on a bundle transport, those of every line in the bundle).
+        let line_in = usize::from(slot.media);
+        let Some(mine) = session
+            .medias
+            .get_mut(line_in)
+            .map(|p| p.leg_mut(slot.side))
+        else {
             self.counters.unknown_endpoint += 1;
             return Action::Drop(DropReason::UnknownEndpoint);
         };
@@ -1494,7 +1568,7 @@ impl Relay {
         let rtcp = slot.component == Component::Rtcp || looks_like_rtcp(pkt);
         let capture = self.captures.get(slot.session as usize).copied().flatten();
         if let Some(c) = capture {
-            let local = local_of(pair.leg_mut(slot.side), slot.component == Component::Rtcp);
+            let local = local_of(mine, slot.component == Component::Rtcp);
             let sink = self.cap_sink.as_ref();
             tap(
                 sink,
@@ -1505,27 +1579,6 @@ impl Relay {
                 pkt,
             );
         }
-        let (mine, theirs) = match slot.side {
-            Side::A => {
-                let (a, b) = pair.legs.split_at_mut(1);
-                (&mut a[0], &mut b[0])
-            }
-            Side::B => {
-                let (a, b) = pair.legs.split_at_mut(1);
-                (&mut b[0], &mut a[0])
-            }
-        };
-        let crypto = self
-            .crypto
-            .get_mut(slot.session as usize)
-            .and_then(|c| c.get_mut(usize::from(slot.media)));
-        let (my_crypto, their_crypto) = match crypto {
-            Some([a, b]) => match slot.side {
-                Side::A => (Some(a), Some(b)),
-                Side::B => (Some(b), Some(a)),
-            },
-            None => (None, None),
-        };
         // Source check first: it changes nothing, and a packet from the wrong
         // source must not touch the SRTP replay state.
         let separate_rtcp = slot.component == Component::Rtcp;
@@ -1552,7 +1605,12 @@ impl Relay {
             return Action::Drop(DropReason::WrongSource);
         }
         // SRTP in: authenticate and decrypt before anything reads the payload.
-        if let Some(ctx) = my_crypto.and_then(|c| c.rx.as_deref_mut()) {
+        let rx = self
+            .crypto
+            .get_mut(slot.session as usize)
+            .and_then(|c| c.get_mut(line_in))
+            .and_then(|l| l[slot.side.index()].rx.as_deref_mut());
+        if let Some(ctx) = rx {
             let r = if rtcp {
                 ctx.unprotect_rtcp(buf, *len)
             } else {
@@ -1597,6 +1655,53 @@ impl Relay {
         } else {
             mine.latched_rtp = Some(src);
         }
+        // BUNDLE: the line it belongs to, told by its MID, SSRC or payload
+        // type (RTCP by the SSRCs it names).
+        let media = match session.bundles[slot.side.index()].as_deref_mut() {
+            Some(d) if usize::from(d.transport) == line_in => {
+                let routed = match &header {
+                    Some(h) => d.route_rtp(pkt, h),
+                    None => Some(d.route_rtcp(pkt)),
+                };
+                match routed {
+                    Some(m) if m < session.medias.len() => m,
+                    _ => {
+                        self.counters.bundle_unrouted += 1;
+                        return Action::Drop(DropReason::Unbundled);
+                    }
+                }
+            }
+            _ => line_in,
+        };
+        let to_side = slot.side.other();
+        // Where the other side's packets go out: its own endpoint, or the
+        // transport of the bundle its line is in.
+        let line_out = session.medias[media]
+            .leg(to_side)
+            .bundle
+            .map_or(media, usize::from);
+        let (route, out_local) = match session.medias.get(line_out).map(|p| p.leg(to_side)) {
+            Some(t) => (
+                if rtcp {
+                    t.rtcp_route()
+                } else {
+                    t.rtp_ep.zip(t.rtp_destination())
+                },
+                local_of(t, rtcp),
+            ),
+            None => (None, SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
+        let pair = &mut session.medias[media];
+        let (mine, theirs) = match slot.side {
+            Side::A => {
+                let (a, b) = pair.legs.split_at_mut(1);
+                (&mut a[0], &mut b[0])
+            }
+            Side::B => {
+                let (a, b) = pair.legs.split_at_mut(1);
+                (&mut b[0], &mut a[0])
+            }
+        };
         // Account.
         match header {
             Some(h) => {
@@ -1621,7 +1726,7 @@ impl Relay {
         if let Some(line) = self
             .services
             .get_mut(slot.session as usize)
-            .and_then(|s| s.get_mut(usize::from(slot.media)))
+            .and_then(|s| s.get_mut(media))
             .and_then(Option::as_mut)
         {
             match header {
@@ -1672,18 +1777,17 @@ impl Relay {
         if let Some(t) = self
             .stages
             .get_mut(slot.session as usize)
-            .and_then(|s| s.get_mut(usize::from(slot.media)))
+            .and_then(|s| s.get_mut(media))
             .and_then(Option::as_mut)
         {
-            let to = slot.side.other();
             match header {
                 Some(h) => {
                     t.ingest(slot.side, now_ns, &h, &buf[..*len]);
                     self.counters.transcoded_in += 1;
-                    self.schedule(slot.session, usize::from(slot.media), to);
+                    self.schedule(slot.session, media, to_side);
                     return Action::Consumed;
                 }
-                None => match t.rewrite_rtcp(to, now_ns, buf, *len) {
+                None => match t.rewrite_rtcp(to_side, now_ns, buf, *len) {
                     Some(n) => *len = n,
                     None => return Action::Consumed,
                 },
@@ -1704,15 +1808,15 @@ impl Relay {
             }
         }
         // Route to the other side.
-        let route = if rtcp {
-            theirs.rtcp_route()
-        } else {
-            theirs.rtp_ep.zip(theirs.rtp_destination())
-        };
         let Some((via, to)) = route else {
             self.counters.no_destination += 1;
             return Action::Drop(DropReason::NoDestination);
         };
+        let their_crypto = self
+            .crypto
+            .get_mut(slot.session as usize)
+            .and_then(|c| c.get_mut(line_out))
+            .map(|l| &mut l[to_side.index()]);
         if their_crypto.as_ref().is_some_and(|c| !c.may_send(now_ms)) {
             self.counters.webrtc_unkeyed += 1;
             return Action::Drop(DropReason::NoDestination);
@@ -1738,17 +1842,23 @@ impl Relay {
         }
         theirs.sent_packets += 1;
         theirs.sent_bytes += *len as u64;
+        // Which streams went on which line of a bundle: the peer's RTCP
+        // about them is routed back by it.
+        if let (Some(h), Some(d)) = (header, session.bundles[to_side.index()].as_deref_mut())
+            && !d.sent_on(media, h.ssrc.0)
+        {
+            d.note_sent(media, h.ssrc.0);
+        }
         self.counters.forwarded += 1;
         self.counters.forwarded_bytes += *len as u64;
         if let Some(c) = capture {
-            let from = (local_of(theirs, rtcp), to);
             let sink = self.cap_sink.as_ref();
             tap(
                 sink,
                 &mut self.counters.services,
                 c,
                 now_ns,
-                from,
+                (out_local, to),
                 &buf[..*len],
             );
         }

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use std::path::PathBuf;
 
+use super::bundle::{BundleLine, MID_URI};
 use super::codecs::{Negotiation, SdpFormat, apply_offer, formats_of, read_answer};
 use super::dtls::{Fingerprint, Role};
 use super::keying::{self as sdes, OwnKey};
@@ -85,6 +86,10 @@ struct MediaState {
     /// What rvoip says to side A, side B where it is a WebRTC endpoint
     /// towards it (ICE-lite, DTLS-SRTP).
     webrtc: [Option<WebRtcLocal>; 2],
+    /// The line whose transport carries this one towards side A, side B,
+    /// when that side bundles it (RFC 9143; the transport's own line
+    /// included).
+    bundle: [Option<usize>; 2],
 }
 
 /// rvoip's side of a WebRTC leg, as its SDP says it.
@@ -161,6 +166,91 @@ fn dtls_role(their_setup: Option<&str>, flag: Option<DtlsFlag>) -> Role {
         Some("passive") => Role::Active,
         _ if flag == Some(DtlsFlag::Active) => Role::Active,
         _ => Role::Passive,
+    }
+}
+
+/// The mids of a description's first `a=group:BUNDLE`, in order.
+fn bundle_group(sdp: &Sdp<'_>) -> Vec<Vec<u8>> {
+    sdp.attributes()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"group"))
+        .filter_map(|(_, v)| {
+            let v = v?;
+            let rest = v.strip_prefix(b"BUNDLE")?;
+            Some(
+                rest.split(|b| b.is_ascii_whitespace())
+                    .filter(|m| !m.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .next()
+        .unwrap_or_default()
+}
+
+/// The line of each media section in a side's bundle (RFC 9143): those
+/// whose `a=mid` the description's BUNDLE group names and for which
+/// `member` holds go on the transport of the group's first such line
+/// (its BUNDLE-tag).
+fn bundle_of(sdp: &Sdp<'_>, member: impl Fn(usize) -> bool) -> Vec<Option<usize>> {
+    let group = bundle_group(sdp);
+    let mid = |i: usize| sdp.media.get(i).and_then(|m| m.attribute("mid")).flatten();
+    let line_of = |g: &[u8]| (0..sdp.media.len()).find(|&i| mid(i) == Some(g) && member(i));
+    let transport = group.iter().find_map(|g| line_of(g));
+    (0..sdp.media.len())
+        .map(|i| {
+            let named = mid(i).is_some_and(|m| group.iter().any(|g| g == m));
+            transport.filter(|_| named && member(i))
+        })
+        .collect()
+}
+
+/// What a side's description says of media section `i` in its bundle on
+/// `transport`'s transport: its mid, the MID header extension's id, its
+/// payload types and the SSRCs it names.
+fn bundle_line(sdp: &Sdp<'_>, i: usize, transport: usize) -> BundleLine {
+    let Some(m) = sdp.media.get(i) else {
+        return BundleLine::default();
+    };
+    let mid_ext = m
+        .attributes()
+        .chain(sdp.attributes())
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"extmap"))
+        .filter_map(|(_, v)| {
+            let v = std::str::from_utf8(v?).ok()?;
+            let (id, uri) = v.split_once(char::is_whitespace)?;
+            let id = id.split('/').next()?.parse::<u8>().ok()?;
+            (uri.split_whitespace().next()? == MID_URI).then_some(id)
+        })
+        .next();
+    let mut ssrcs: Vec<u32> = m
+        .attributes()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"ssrc"))
+        .filter_map(|(_, v)| {
+            let v = std::str::from_utf8(v?).ok()?;
+            v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect();
+    ssrcs.dedup();
+    BundleLine {
+        transport,
+        mid: m.attribute("mid").flatten().unwrap_or_default().to_vec(),
+        mid_ext,
+        payload_types: m.payload_types().collect(),
+        ssrcs,
+    }
+}
+
+/// rvoip's ICE credentials towards side `t` of a call: the ones it already
+/// gave that side (one set per side, so that lines can share a bundle's
+/// transport), else fresh ones.
+fn side_credentials(
+    medias: &[MediaState],
+    t: usize,
+    rng: &dyn Entropy,
+) -> Result<(String, String), OrderError> {
+    match medias.iter().find_map(|st| st.webrtc[t].as_ref()) {
+        Some(w) => Ok((w.ufrag.clone(), w.pwd.clone())),
+        None => ice_credentials(rng),
     }
 }
 
@@ -694,9 +784,19 @@ impl<M: MediaControl> Sessions<M> {
         });
         let mut plans = Vec::with_capacity(sdp.media.len());
         let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
+        // The offerer's bundle, where rvoip terminates its WebRTC: the
+        // lines its BUNDLE group names share the tagged line's transport.
+        let me_bundle = bundle_of(&sdp, |i| {
+            sdp.media.get(i).is_some_and(|m| {
+                m.media.port != 0 && m.media.is_rtp() && is_dtls_proto(&m.media.proto)
+            }) && f.dtls != Some(DtlsFlag::Off)
+        });
+        let me_creds = side_credentials(&call.medias, me, self.rng.as_ref())?;
+        let other_creds = side_credentials(&call.medias, other, self.rng.as_ref())?;
         for (i, m) in sdp.media.iter().enumerate() {
             let st = &mut call.medias[i];
             st.kind = m.media.kind.to_vec();
+            let bundled_on = me_bundle.get(i).copied().flatten();
             let proto = &m.media.proto;
             let feedback = proto.ends_with(b"F") || proto.ends_with(b"f");
             let offerer_secure = sdes::is_savp(proto);
@@ -729,10 +829,7 @@ impl<M: MediaControl> Sessions<M> {
                         )
                     })?;
                 let role = dtls_role(attr_of(&sdp, i, "setup").as_deref(), f.dtls);
-                let (ufrag, pwd) = match &st.webrtc[me] {
-                    Some(w) => (w.ufrag.clone(), w.pwd.clone()),
-                    None => ice_credentials(self.rng.as_ref())?,
-                };
+                let (ufrag, pwd) = me_creds.clone();
                 st.webrtc[me] = Some(WebRtcLocal {
                     ufrag: ufrag.clone(),
                     pwd: pwd.clone(),
@@ -745,7 +842,8 @@ impl<M: MediaControl> Sessions<M> {
                         .flatten()
                         .map(|v| String::from_utf8_lossy(v).into_owned()),
                 });
-                webrtc_plans[me] = Some(WebRtcPlan {
+                // ICE and DTLS run on the bundle's transport only.
+                webrtc_plans[me] = bundled_on.is_none_or(|b| b == i).then_some(WebRtcPlan {
                     ufrag,
                     pwd,
                     dtls: Some((role, expected)),
@@ -754,11 +852,15 @@ impl<M: MediaControl> Sessions<M> {
             } else {
                 st.webrtc[me] = None;
             }
+            st.bundle[me] = bundled_on.filter(|_| offerer_webrtc);
+            if !recipient_webrtc {
+                st.bundle[other] = None;
+            }
+            // A recipient that bundled this line before keeps it on the
+            // bundle's transport (RFC 9143 §7.5.2).
+            let other_bundled_on = st.bundle[other];
             if recipient_webrtc {
-                let (ufrag, pwd) = match &st.webrtc[other] {
-                    Some(w) => (w.ufrag.clone(), w.pwd.clone()),
-                    None => ice_credentials(self.rng.as_ref())?,
-                };
+                let (ufrag, pwd) = other_creds.clone();
                 let mid = m
                     .attribute("mid")
                     .flatten()
@@ -770,12 +872,15 @@ impl<M: MediaControl> Sessions<M> {
                     setup: "actpass",
                     mid,
                 });
-                webrtc_plans[other] = Some(WebRtcPlan {
-                    ufrag,
-                    pwd,
-                    dtls: None,
-                    remote_ice: None,
-                });
+                webrtc_plans[other] =
+                    other_bundled_on
+                        .is_none_or(|b| b == i)
+                        .then_some(WebRtcPlan {
+                            ufrag,
+                            pwd,
+                            dtls: None,
+                            remote_ice: None,
+                        });
             } else {
                 st.webrtc[other] = None;
             }
@@ -837,8 +942,9 @@ impl<M: MediaControl> Sessions<M> {
             let mut plan = MediaPlan::default();
             if let Some(peer) = peer {
                 st.peers[me] = Some(peer);
-                // Towards the offerer: multiplex if it does and it is not refused.
-                st.mux[me] = peer.rtcp_mux && !f.mux_reject;
+                // Towards the offerer: multiplex if it does and it is not
+                // refused (a bundle always does).
+                st.mux[me] = (peer.rtcp_mux && !f.mux_reject) || st.bundle[me].is_some();
                 // Towards the other side: as asked, else as the offerer does;
                 // WebRTC always multiplexes.
                 st.mux[other] = if recipient_webrtc {
@@ -855,21 +961,26 @@ impl<M: MediaControl> Sessions<M> {
                     let [a, b] = webrtc_plans;
                     [b, a]
                 };
+                // A line bundled on another's transport opens nothing.
+                let me_own = st.bundle[me].is_none_or(|b| b == i);
+                let other_own = st.bundle[other].is_none_or(|b| b == i);
                 plan.sides[me] = SidePlan {
-                    open_rtp: true,
-                    open_rtcp: !st.mux[me],
+                    open_rtp: me_own,
+                    open_rtcp: me_own && !st.mux[me],
                     peer: Some(peer),
-                    srtp: Some(me_srtp),
+                    srtp: me_own.then_some(me_srtp),
                     local: me_if.local(),
                     webrtc: me_webrtc,
+                    bundle: st.bundle[me].map(|b| bundle_line(&sdp, i, b)),
                 };
                 plan.sides[other] = SidePlan {
-                    open_rtp: true,
-                    open_rtcp: !st.mux[other],
+                    open_rtp: other_own,
+                    open_rtcp: other_own && !st.mux[other],
                     peer: None,
                     srtp: other_srtp,
                     local: other_if.local(),
                     webrtc: other_webrtc,
+                    bundle: None,
                 };
             }
             plans.push(plan);
@@ -949,6 +1060,12 @@ impl<M: MediaControl> Sessions<M> {
         }
         let mut plans = Vec::with_capacity(sdp.media.len());
         let mut crypto_lines: Vec<Vec<String>> = Vec::with_capacity(sdp.media.len());
+        // A WebRTC answerer's bundle: the lines its BUNDLE group names go
+        // on the transport of the group's first (RFC 9143 §7.3).
+        let me_bundle = bundle_of(&sdp, |i| {
+            sdp.media.get(i).is_some_and(|m| m.media.port != 0)
+                && call.medias.get(i).is_some_and(|st| st.webrtc[me].is_some())
+        });
         for i in 0..sdp.media.len().min(call.medias.len()) {
             let mut plan = MediaPlan {
                 transcode: transcode.get(i).cloned().flatten(),
@@ -971,10 +1088,11 @@ impl<M: MediaControl> Sessions<M> {
                     .map(OwnKey::line)
                     .collect(),
             );
+            st.bundle[me] = me_bundle.get(i).copied().flatten();
             // A WebRTC answerer: its certificate and setup decide rvoip's
-            // DTLS role.
+            // DTLS role (ICE and DTLS run on a bundle's transport only).
             let webrtc = match &st.webrtc[me] {
-                Some(w) if m.media.port != 0 => {
+                Some(w) if m.media.port != 0 && st.bundle[me].is_none_or(|b| b == i) => {
                     let expected = attr_of(&sdp, i, "fingerprint")
                         .and_then(|v| Fingerprint::parse(&v))
                         .ok_or_else(|| {
@@ -1001,13 +1119,15 @@ impl<M: MediaControl> Sessions<M> {
                 st.peers[me] = Some(peer);
                 // Multiplexing towards the answerer holds only if it accepted it.
                 st.mux[me] = st.mux[me] && peer.rtcp_mux;
+                let bundled = st.bundle[me].is_some();
                 plan.sides[me] = SidePlan {
                     open_rtp: false,
-                    open_rtcp: !st.mux[me],
+                    open_rtcp: !st.mux[me] && !bundled,
                     peer: Some(peer),
-                    srtp: webrtc.is_none().then_some(me_srtp),
+                    srtp: (webrtc.is_none() && !bundled).then_some(me_srtp),
                     local: call.iface[me].and_then(Iface::local),
                     webrtc,
+                    bundle: st.bundle[me].map(|b| bundle_line(&sdp, i, b)),
                 };
             }
             plans.push(plan);
@@ -1425,6 +1545,7 @@ impl<M: MediaControl> Sessions<M> {
                     srtp: Some(srtp),
                     local: caller_if.local(),
                     webrtc: None,
+                    bundle: None,
                 };
             }
             plans.push(plan);
@@ -1527,6 +1648,16 @@ fn apply_and_rewrite<M: MediaControl>(
     for (i, ports) in applied.ports.iter().enumerate() {
         call.medias[i].ports = *ports;
     }
+    // Bundled lines are reached on their bundle's transport.
+    for i in 0..call.medias.len() {
+        for t in 0..2 {
+            if let Some(b) = call.medias[i].bundle[t].filter(|&b| b != i)
+                && let Some(ports) = call.medias.get(b).map(|st| st.ports[t])
+            {
+                call.medias[i].ports[t] = ports;
+            }
+        }
+    }
     let advertised = match call.iface[idx(to)] {
         Some(Iface::At(a)) => a,
         _ => advertised,
@@ -1616,7 +1747,10 @@ fn rewrite(
             webrtc_mids.push(mid.clone());
         }
         // One host candidate per component: RTP, and RTCP on its own port
-        // when it is not multiplexed.
+        // when it is not multiplexed; in a bundle, on its transport's line.
+        if st.bundle[t].is_some_and(|b| b != i) {
+            continue;
+        }
         let candidate = format!(
             "1 1 UDP 2130706431 {} {} typ host",
             advertised, st.ports[t].rtp
@@ -1639,7 +1773,34 @@ fn rewrite(
         if !offering {
             sdp.add_attribute("ice-lite", None);
         }
-        let group = format!("BUNDLE {}", webrtc_mids.join(" "));
-        sdp.add_attribute("group", Some(group.as_bytes()));
+        // Where the side bundles, the group is its bundle, the transport's
+        // line first; where rvoip offers, every WebRTC line.
+        let transport = call.medias.iter().find_map(|st| st.bundle[t]);
+        let mids: Vec<&String> = match transport {
+            Some(b) => {
+                let mid_of = |i: usize| {
+                    let st = call.medias.get(i)?;
+                    let port = sdp.media.get(i)?.media.port;
+                    (st.bundle[t] == Some(b) && port != 0)
+                        .then(|| st.webrtc[t].as_ref()?.mid.as_ref())
+                        .flatten()
+                };
+                std::iter::once(b)
+                    .chain((0..call.medias.len()).filter(|&i| i != b))
+                    .filter_map(mid_of)
+                    .collect()
+            }
+            None => webrtc_mids.iter().collect(),
+        };
+        if !mids.is_empty() {
+            let group = format!(
+                "BUNDLE {}",
+                mids.iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            sdp.add_attribute("group", Some(group.as_bytes()));
+        }
     }
 }

@@ -87,6 +87,7 @@ pub const MEDIA_FIELDS: &[&str] = &[
     "webrtc_unkeyed",
     "rtcp_feedback_terminated",
     "ice_nominated",
+    "bundle_unrouted",
     "busy_permille",
 ];
 

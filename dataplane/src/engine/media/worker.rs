@@ -610,6 +610,14 @@ fn apply_plans(
                     "WebRTC leg without a DTLS certificate".into(),
                 ));
             }
+            if let Some(line) = &sp.bundle
+                && !relay.set_bundle(id, m, side, line)
+            {
+                return Err(MediaError::Service(format!(
+                    "BUNDLE transport line {} does not exist",
+                    line.transport
+                )));
+            }
             if let Some(srtp) = &sp.srtp
                 && !relay.set_crypto(id, m, side, srtp)
             {
