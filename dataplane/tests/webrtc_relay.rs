@@ -27,13 +27,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use rvoip_dataplane::engine::media::DriverKind;
 use rvoip_dataplane::entropy::SystemEntropy;
-use rvoip_dataplane::media::dtls::{DtlsIdentity, DtlsLeg, Fingerprint, Role, SrtpKeys};
+use rvoip_dataplane::media::dtls::{DtlsIdentity, DtlsLeg, Fingerprint, Role};
 use rvoip_dataplane::media::ice::IceLite;
 use rvoip_dataplane::ng::bencode::Value;
 use rvoip_dataplane::srtp::SrtpContext;
-
-const BROWSER_UFRAG: &str = "brws";
-const BROWSER_PWD: &str = "browserpasswordbrowser12";
 
 fn browser_offer(sock: &UdpSocket, fingerprint: Fingerprint) -> Vec<u8> {
     let a = sock.local_addr().unwrap();
@@ -115,39 +112,6 @@ fn check_response(resp: &[u8], txid: [u8; 12], me: SocketAddr, pwd: &str) {
     }
     assert_eq!(mapped, Some(me), "XOR-MAPPED-ADDRESS is the browser's");
     assert!(mac_ok, "MESSAGE-INTEGRITY with rvoip's ice-pwd");
-}
-
-/// Runs the browser's side of DTLS (active) against the relay port.
-fn dtls(leg: &mut DtlsLeg, sock: &UdpSocket, relay: SocketAddr) -> SrtpKeys {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    leg.on_timeout(Instant::now(), &mut |p| out.push(p.to_vec()))
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    loop {
-        for p in out.drain(..) {
-            sock.send_to(&p, relay).unwrap();
-        }
-        if let Some(k) = leg.keys() {
-            return k.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "DTLS with the relay did not finish"
-        );
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                assert_eq!(from, relay);
-                leg.on_packet(&buf[..n], Instant::now(), &mut |p| out.push(p.to_vec()))
-                    .unwrap();
-            }
-            Err(_) => leg
-                .on_timeout(Instant::now(), &mut |p| out.push(p.to_vec()))
-                .unwrap(),
-        }
-    }
 }
 
 /// The ng answer of `call` (from-tag, to-tag) with `sdp`; checked ok.
@@ -303,7 +267,7 @@ fn gateway(driver: DriverKind, base: u16, kamailio_flags: bool) {
     // DTLS: the browser is active; rvoip's certificate is the one its
     // fingerprint names; keys on both sides.
     let mut leg = DtlsLeg::new(&identity, Role::Active, relay_fp, Instant::now()).unwrap();
-    let keys = dtls(&mut leg, &browser, a_target);
+    let keys = dtls_client(&mut leg, &browser, a_target);
     let mut tx = SrtpContext::new(&keys.outbound).unwrap();
     let mut rx = SrtpContext::new(&keys.inbound).unwrap();
     browser
@@ -458,7 +422,7 @@ a=setup:active\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\
     assert!(n > 20);
     // DTLS (the browser is the client), then RTP both ways.
     let mut leg = DtlsLeg::new(&identity, Role::Active, relay_fp, Instant::now()).unwrap();
-    let keys = dtls(&mut leg, &browser, b_target);
+    let keys = dtls_client(&mut leg, &browser, b_target);
     let mut tx = SrtpContext::new(&keys.outbound).unwrap();
     let mut rx = SrtpContext::new(&keys.inbound).unwrap();
     for seq in 1..=20u16 {
@@ -535,22 +499,7 @@ fn a_bundled_audio_and_video_offer_shares_one_transport_demultiplexed_per_line()
     let me = browser.local_addr().unwrap();
     // A browser's offer: audio and video BUNDLEd on one port, the MID
     // header extension offered, the audio SSRC signalled, the video's not.
-    let offer_sdp = format!(
-        "v=0\r\no=- 4612 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
-a=msid-semantic: WMS\r\nm=audio {port} UDP/TLS/RTP/SAVPF 111 0\r\nc=IN IP4 127.0.0.1\r\n\
-a=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host\r\n\
-a=ice-ufrag:{BROWSER_UFRAG}\r\na=ice-pwd:{BROWSER_PWD}\r\na=fingerprint:{fp}\r\n\
-a=setup:actpass\r\na=mid:0\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
-a=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n\
-a=ssrc:4369 cname:browser\r\n\
-m=video {port} UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 127.0.0.1\r\n\
-a=ice-ufrag:{BROWSER_UFRAG}\r\na=ice-pwd:{BROWSER_PWD}\r\na=fingerprint:{fp}\r\n\
-a=setup:actpass\r\na=mid:1\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
-a=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n\
-a=fmtp:97 apt=96\r\n",
-        port = me.port(),
-        fp = identity.fingerprint()
-    );
+    let offer_sdp = bundled_browser_offer(me.port(), identity.fingerprint());
     let reply = relay.command(&[
         ("command", Value::Bytes(b"offer")),
         ("call-id", Value::Bytes(b"bundle-1")),
@@ -618,7 +567,7 @@ a=rtcp:{vr}\r\na=sendrecv\r\n",
     let (n, _) = browser.recv_from(&mut buf).expect("STUN answer");
     check_response(&buf[..n], [7; 12], me, pwd);
     let mut leg = DtlsLeg::new(&identity, Role::Active, relay_fp, Instant::now()).unwrap();
-    let keys = dtls(&mut leg, &browser, a_target);
+    let keys = dtls_client(&mut leg, &browser, a_target);
     let mut tx = SrtpContext::new(&keys.outbound).unwrap();
     let mut rx = SrtpContext::new(&keys.inbound).unwrap();
     let send = |tx: &mut SrtpContext, p: &[u8]| {
@@ -776,7 +725,7 @@ a=setup:active\r\na=mid:1\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r
     );
     browser.send_to(&check, b_target).unwrap();
     let mut leg = DtlsLeg::new(&identity, Role::Active, relay_fp, Instant::now()).unwrap();
-    let keys = dtls(&mut leg, &browser, b_target);
+    let keys = dtls_client(&mut leg, &browser, b_target);
     let mut tx = SrtpContext::new(&keys.outbound).unwrap();
     let mut rx = SrtpContext::new(&keys.inbound).unwrap();
     for seq in 1..=20u16 {

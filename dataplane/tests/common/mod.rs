@@ -1,13 +1,13 @@
 //! Helpers shared by the integration tests: an ng relay on loopback with a
 //! client, SDP and RTP builders, and the libsrtp2 oracle.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
 
 pub mod libsrtp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rvoip_dataplane::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
 use rvoip_dataplane::engine::ng_udp::NgListener;
@@ -218,4 +218,69 @@ pub fn peer() -> UdpSocket {
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     s
+}
+
+/// The ICE credentials of the browser-like WebRTC peer of the tests.
+pub const BROWSER_UFRAG: &str = "brws";
+pub const BROWSER_PWD: &str = "browserpasswordbrowser12";
+
+/// A browser's offer of audio and video BUNDLEd on `port` of 127.0.0.1
+/// (as Chromium writes it, trimmed): DTLS `fingerprint`, `a=setup:actpass`,
+/// rtcp-mux, the MID header extension (id 4) offered, the audio SSRC 4369
+/// signalled, the video's not; Opus and PCMU, VP8 and its RTX.
+pub fn bundled_browser_offer(
+    port: u16,
+    fingerprint: rvoip_dataplane::media::dtls::Fingerprint,
+) -> String {
+    format!(
+        "v=0\r\no=- 4612 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+a=msid-semantic: WMS\r\nm=audio {port} UDP/TLS/RTP/SAVPF 111 0\r\nc=IN IP4 127.0.0.1\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host\r\n\
+a=ice-ufrag:{BROWSER_UFRAG}\r\na=ice-pwd:{BROWSER_PWD}\r\na=fingerprint:{fingerprint}\r\n\
+a=setup:actpass\r\na=mid:0\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n\
+a=ssrc:4369 cname:browser\r\n\
+m=video {port} UDP/TLS/RTP/SAVPF 96 97\r\nc=IN IP4 127.0.0.1\r\n\
+a=ice-ufrag:{BROWSER_UFRAG}\r\na=ice-pwd:{BROWSER_PWD}\r\na=fingerprint:{fingerprint}\r\n\
+a=setup:actpass\r\na=mid:1\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n"
+    )
+}
+
+/// Runs the browser's side of DTLS (active) against the relay port.
+pub fn dtls_client(
+    leg: &mut rvoip_dataplane::media::dtls::DtlsLeg,
+    sock: &UdpSocket,
+    relay: SocketAddr,
+) -> rvoip_dataplane::media::dtls::SrtpKeys {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    leg.on_timeout(Instant::now(), &mut |p| out.push(p.to_vec()))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    loop {
+        for p in out.drain(..) {
+            sock.send_to(&p, relay).unwrap();
+        }
+        if let Some(k) = leg.keys() {
+            return k.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "DTLS with the relay did not finish"
+        );
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                assert_eq!(from, relay);
+                leg.on_packet(&buf[..n], Instant::now(), &mut |p| out.push(p.to_vec()))
+                    .unwrap();
+            }
+            Err(_) => leg
+                .on_timeout(Instant::now(), &mut |p| out.push(p.to_vec()))
+                .unwrap(),
+        }
+    }
 }
