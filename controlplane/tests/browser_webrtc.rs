@@ -155,7 +155,8 @@ struct Rig {
 }
 
 impl Rig {
-    fn start(name: &str, scenario_args: &[&str], query: &str) -> Rig {
+    /// `media`: the relay's port range (tests run side by side).
+    fn start(name: &str, media: (u16, u16), scenario_args: &[&str], query: &str) -> Rig {
         for tool in ["chromium", "sipp", "npm"] {
             assert!(
                 Command::new("which")
@@ -184,8 +185,8 @@ impl Rig {
             ("127.0.0.1:5070", format!("127.0.0.1:{uas_port}")),
             ("127.0.0.1:2223", format!("127.0.0.1:{}", free_udp_port())),
             ("127.0.0.1:9464", format!("127.0.0.1:{metrics}")),
-            ("port_min = 30000", "port_min = 27900".to_string()),
-            ("port_max = 39999", "port_max = 27999".to_string()),
+            ("port_min = 30000", format!("port_min = {}", media.0)),
+            ("port_max = 39999", format!("port_max = {}", media.1)),
             (
                 "tls/localhost-test-only.crt",
                 tls_file("localhost-test-only.crt").display().to_string(),
@@ -268,7 +269,7 @@ impl Rig {
 
 #[test]
 fn chromium_with_jssip_registers_over_wss_calls_and_is_called_with_webrtc_media() {
-    let rig = Rig::start("browser", &["-sn", "uas"], "");
+    let rig = Rig::start("browser", (27900, 27999), &["-sn", "uas"], "");
     let (dir, reports, core, metrics) = (&rig.dir, &rig.reports, rig.core, rig.metrics);
     let log = || rig.log();
 
@@ -434,6 +435,7 @@ fn chromium_bundles_audio_and_video_on_one_transport_through_the_relay() {
     let uas_av = scenario("uas_av.xml");
     let rig = Rig::start(
         "browser-av",
+        (27200, 27299),
         &[
             "-sf",
             uas_av.to_str().unwrap(),

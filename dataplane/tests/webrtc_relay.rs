@@ -114,24 +114,6 @@ fn check_response(resp: &[u8], txid: [u8; 12], me: SocketAddr, pwd: &str) {
     assert!(mac_ok, "MESSAGE-INTEGRITY with rvoip's ice-pwd");
 }
 
-/// The ng answer of `call` (from-tag, to-tag) with `sdp`; checked ok.
-fn answer(relay: &mut Relay, call: &str, (from, to): (&str, &str), sdp: &str) -> Vec<u8> {
-    let reply = relay.command(&[
-        ("command", Value::Bytes(b"answer")),
-        ("call-id", Value::Bytes(call.as_bytes())),
-        ("from-tag", Value::Bytes(from.as_bytes())),
-        ("to-tag", Value::Bytes(to.as_bytes())),
-        ("sdp", Value::Bytes(sdp.as_bytes())),
-    ]);
-    assert_eq!(
-        get(&reply, "result"),
-        Value::Bytes(b"ok"),
-        "{}",
-        String::from_utf8_lossy(&reply)
-    );
-    reply
-}
-
 fn gateway(driver: DriverKind, base: u16, kamailio_flags: bool) {
     let mut relay = Relay::start(driver, base);
     let (browser, plain) = (peer(), peer());
@@ -344,20 +326,16 @@ fn rvoip_offers_full_ice_to_a_webrtc_answerer_and_nominates_its_candidate() {
     let offer_sdp = String::from_utf8(sdp_for(&plain, false))
         .unwrap()
         .replace("RTP/AVP 0 101", "RTP/AVP 0");
-    let reply = relay.command(&[
-        ("command", Value::Bytes(b"offer")),
-        ("call-id", Value::Bytes(b"full-ice")),
-        ("from-tag", Value::Bytes(b"core")),
-        ("sdp", Value::Bytes(offer_sdp.as_bytes())),
-        ("transport-protocol", Value::Bytes(b"UDP/TLS/RTP/SAVPF")),
-        ("ICE", Value::Bytes(b"force")),
-        ("rtcp-mux", Value::List(vec![Value::Bytes(b"offer")])),
-    ]);
-    assert_eq!(
-        get(&reply, "result"),
-        Value::Bytes(b"ok"),
-        "{}",
-        String::from_utf8_lossy(&reply)
+    let reply = offer(
+        &mut relay,
+        "full-ice",
+        "core",
+        &offer_sdp,
+        &[
+            ("transport-protocol", Value::Bytes(b"UDP/TLS/RTP/SAVPF")),
+            ("ICE", Value::Bytes(b"force")),
+            ("rtcp-mux", Value::List(vec![Value::Bytes(b"offer")])),
+        ],
     );
     let (b_target, sdp) = target(&reply);
     let offer = String::from_utf8(sdp.to_bytes()).unwrap();
@@ -500,20 +478,16 @@ fn a_bundled_audio_and_video_offer_shares_one_transport_demultiplexed_per_line()
     // A browser's offer: audio and video BUNDLEd on one port, the MID
     // header extension offered, the audio SSRC signalled, the video's not.
     let offer_sdp = bundled_browser_offer(me.port(), identity.fingerprint());
-    let reply = relay.command(&[
-        ("command", Value::Bytes(b"offer")),
-        ("call-id", Value::Bytes(b"bundle-1")),
-        ("from-tag", Value::Bytes(b"browser")),
-        ("sdp", Value::Bytes(offer_sdp.as_bytes())),
-        ("transport-protocol", Value::Bytes(b"RTP/AVP")),
-        ("ICE", Value::Bytes(b"remove")),
-        ("rtcp-mux", Value::List(vec![Value::Bytes(b"demux")])),
-    ]);
-    assert_eq!(
-        get(&reply, "result"),
-        Value::Bytes(b"ok"),
-        "{}",
-        String::from_utf8_lossy(&reply)
+    let reply = offer(
+        &mut relay,
+        "bundle-1",
+        "browser",
+        &offer_sdp,
+        &[
+            ("transport-protocol", Value::Bytes(b"RTP/AVP")),
+            ("ICE", Value::Bytes(b"remove")),
+            ("rtcp-mux", Value::List(vec![Value::Bytes(b"demux")])),
+        ],
     );
     // The plain side gets a port per line, no BUNDLE.
     let (_, sdp) = target(&reply);
@@ -654,19 +628,15 @@ a=sendrecv\r\n",
         a = audio.local_addr().unwrap().port(),
         v = video.local_addr().unwrap().port(),
     );
-    let reply = relay.command(&[
-        ("command", Value::Bytes(b"offer")),
-        ("call-id", Value::Bytes(b"bundle-2")),
-        ("from-tag", Value::Bytes(b"core")),
-        ("sdp", Value::Bytes(offer_sdp.as_bytes())),
-        ("transport-protocol", Value::Bytes(b"UDP/TLS/RTP/SAVPF")),
-        ("ICE", Value::Bytes(b"force")),
-    ]);
-    assert_eq!(
-        get(&reply, "result"),
-        Value::Bytes(b"ok"),
-        "{}",
-        String::from_utf8_lossy(&reply)
+    let reply = offer(
+        &mut relay,
+        "bundle-2",
+        "core",
+        &offer_sdp,
+        &[
+            ("transport-protocol", Value::Bytes(b"UDP/TLS/RTP/SAVPF")),
+            ("ICE", Value::Bytes(b"force")),
+        ],
     );
     // rvoip offers BUNDLE: a port per line (RFC 9143 §7.2.1), one group,
     // one set of credentials.

@@ -89,31 +89,28 @@ fn exchange(c: &mut Call, range: std::ops::Range<u16>) {
 fn setup(relay: &mut Relay) -> Call {
     let (browser, audio, video) = (peer(), peer(), peer());
     let identity = DtlsIdentity::generate(&SystemEntropy::new()).unwrap();
-    let offer = bundled_browser_offer(browser.local_addr().unwrap().port(), identity.fingerprint());
-    let reply = relay.command(&[
-        ("command", Value::Bytes(b"offer")),
-        ("call-id", Value::Bytes(b"alloc-1")),
-        ("from-tag", Value::Bytes(b"browser")),
-        ("sdp", Value::Bytes(offer.as_bytes())),
-        ("transport-protocol", Value::Bytes(b"RTP/AVP")),
-        ("ICE", Value::Bytes(b"remove")),
-    ]);
+    let offer_sdp =
+        bundled_browser_offer(browser.local_addr().unwrap().port(), identity.fingerprint());
+    let reply = offer(
+        relay,
+        "alloc-1",
+        "browser",
+        &offer_sdp,
+        &[
+            ("transport-protocol", Value::Bytes(b"RTP/AVP")),
+            ("ICE", Value::Bytes(b"remove")),
+        ],
+    );
     let (_, sdp) = target(&reply);
     let to_plain = [line(&sdp, 0), line(&sdp, 1)];
-    let answer = format!(
+    let answer_sdp = format!(
         "v=0\r\no=- 9 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio {a} RTP/AVP 0\r\na=rtcp-mux\r\na=sendrecv\r\nm=video {v} RTP/AVP 96\r\n\
 a=rtpmap:96 VP8/90000\r\na=rtcp-mux\r\na=sendrecv\r\n",
         a = audio.local_addr().unwrap().port(),
         v = video.local_addr().unwrap().port(),
     );
-    let reply = relay.command(&[
-        ("command", Value::Bytes(b"answer")),
-        ("call-id", Value::Bytes(b"alloc-1")),
-        ("from-tag", Value::Bytes(b"browser")),
-        ("to-tag", Value::Bytes(b"plain")),
-        ("sdp", Value::Bytes(answer.as_bytes())),
-    ]);
+    let reply = answer(relay, "alloc-1", ("browser", "plain"), &answer_sdp);
     let (to_browser_side, sdp) = target(&reply);
     let text = String::from_utf8(sdp.to_bytes()).unwrap();
     assert_eq!(line(&sdp, 1), to_browser_side, "bundled:\n{text}");

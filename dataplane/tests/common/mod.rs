@@ -284,3 +284,47 @@ pub fn dtls_client(
         }
     }
 }
+
+/// The ng offer of `call` from `from_tag` with `sdp` and further `flags`;
+/// checked ok.
+pub fn offer(
+    relay: &mut Relay,
+    call: &str,
+    from_tag: &str,
+    sdp: &str,
+    flags: &[(&str, Value<'_>)],
+) -> Vec<u8> {
+    let mut entries = vec![
+        ("command", Value::Bytes(b"offer")),
+        ("call-id", Value::Bytes(call.as_bytes())),
+        ("from-tag", Value::Bytes(from_tag.as_bytes())),
+        ("sdp", Value::Bytes(sdp.as_bytes())),
+    ];
+    entries.extend(flags.iter().cloned());
+    let reply = relay.command(&entries);
+    assert_eq!(
+        get(&reply, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    reply
+}
+
+/// The ng answer of `call` (from-tag, to-tag) with `sdp`; checked ok.
+pub fn answer(relay: &mut Relay, call: &str, (from, to): (&str, &str), sdp: &str) -> Vec<u8> {
+    let reply = relay.command(&[
+        ("command", Value::Bytes(b"answer")),
+        ("call-id", Value::Bytes(call.as_bytes())),
+        ("from-tag", Value::Bytes(from.as_bytes())),
+        ("to-tag", Value::Bytes(to.as_bytes())),
+        ("sdp", Value::Bytes(sdp.as_bytes())),
+    ]);
+    assert_eq!(
+        get(&reply, "result"),
+        Value::Bytes(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    reply
+}
