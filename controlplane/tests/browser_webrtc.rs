@@ -33,16 +33,22 @@ use common::{
     test_dir, tls_file,
 };
 
-/// The JsSIP bundle, built once per target directory.
+/// The JsSIP bundle, built once per target directory (and once per run:
+/// the tests side by side wait for the one build).
 fn jssip() -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/jssip.sh");
-    let status = Command::new("sh").arg(script).arg(&out).status().unwrap();
-    assert!(
-        status.success(),
-        "building the JsSIP bundle failed (npm reachable?)"
-    );
-    out.join("jssip.js")
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/jssip.sh");
+            let status = Command::new("sh").arg(script).arg(&out).status().unwrap();
+            assert!(
+                status.success(),
+                "building the JsSIP bundle failed (npm reachable?)"
+            );
+            out.join("jssip.js")
+        })
+        .clone()
 }
 
 /// One step the page reported: its name and JSON data.
