@@ -31,3 +31,4 @@ pub mod sip;
 pub mod srtp;
 pub mod text;
 pub mod wheel;
+pub mod xdp;

@@ -1,0 +1,276 @@
+//! rvoip's XDP program and an AF_XDP socket on the test topology (as
+//! root): namespace `rvx` holding veth `rvx0` (10.99.0.1/24), its peer
+//! `rvx1` (10.99.0.2/24) in namespace `rvxpeer`, made here and removed
+//! after. UDP to the steered address reaches the AF_XDP socket and never
+//! the kernel's UDP stack (`/proc/net/snmp` of `rvx` does not grow); a
+//! frame rvoip builds goes back out through it; UDP to another port still
+//! gets the kernel's port unreachable; ping and TCP are still the
+//! kernel's. The program shows on the link while attached and not after;
+//! one left behind (as by a killed rvoip) is replaced by the next.
+
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    unsafe_code
+)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rvoip_dataplane::xdp::frame;
+use rvoip_dataplane::xdp::xsk::{CopyMode, Xsk};
+use rvoip_dataplane::xdp::{Steering, XdpMode, bpf};
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip(8)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The test topology; removed when dropped.
+struct Topology;
+
+impl Topology {
+    fn up() -> Topology {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "the AF_XDP tests make network namespaces: run them as root"
+        );
+        // A topology left by an interrupted run goes first.
+        let _ = Command::new("ip").args(["netns", "del", "rvx"]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", "rvxpeer"])
+            .output();
+        ip(&["netns", "add", "rvx"]);
+        ip(&["netns", "add", "rvxpeer"]);
+        let t = Topology;
+        ip(&[
+            "-n", "rvx", "link", "add", "rvx0", "type", "veth", "peer", "name", "rvx1", "netns",
+            "rvxpeer",
+        ]);
+        ip(&["-n", "rvx", "addr", "add", "10.99.0.1/24", "dev", "rvx0"]);
+        ip(&[
+            "-n",
+            "rvxpeer",
+            "addr",
+            "add",
+            "10.99.0.2/24",
+            "dev",
+            "rvx1",
+        ]);
+        for (ns, dev) in [
+            ("rvx", "rvx0"),
+            ("rvxpeer", "rvx1"),
+            ("rvx", "lo"),
+            ("rvxpeer", "lo"),
+        ] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        t
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", "rvx"]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", "rvxpeer"])
+            .output();
+    }
+}
+
+/// Runs `f` on a thread inside network namespace `ns`.
+fn in_ns<T: Send + 'static>(
+    ns: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        let path = std::ffi::CString::new(format!("/var/run/netns/{ns}")).unwrap();
+        // SAFETY: plain open(2) and setns(2) on this thread alone.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            assert!(fd >= 0, "open {ns}");
+            assert_eq!(libc::setns(fd, libc::CLONE_NEWNET), 0, "setns {ns}");
+            libc::close(fd);
+        }
+        f()
+    })
+}
+
+/// UDP datagrams the kernel of this thread's namespace received: those
+/// delivered, to no port, and in error.
+fn kernel_udp_in() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+    let values: Vec<u64> = values
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    names
+        .split_whitespace()
+        .skip(1)
+        .zip(values)
+        .filter(|(n, _)| ["InDatagrams", "NoPorts", "InErrors"].contains(n))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn link_shows_xdp() -> bool {
+    let out = Command::new("ip")
+        .args(["-n", "rvx", "link", "show", "rvx0"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+const RVOIP: &str = "10.99.0.1:40000";
+
+#[test]
+fn udp_to_rvoip_is_taken_by_af_xdp_and_the_rest_stays_with_the_kernel() {
+    let _topology = Topology::up();
+    let (to_peer, from_rvx) = mpsc::channel::<&'static str>();
+    let (to_rvx, from_peer) = mpsc::channel::<SocketAddr>();
+
+    // rvoip's side: the program on rvx0, a socket on queue 0.
+    let rvx = in_ns("rvx", move || {
+        let ifindex = bpf::ifindex("rvx0").unwrap();
+        let steering = Steering::attach(ifindex, XdpMode::Native).unwrap();
+        let mut xsk = Xsk::open(ifindex, 0, 256, CopyMode::Copy).unwrap();
+        steering.bind_queue(0, &xsk).unwrap();
+        steering.steer(RVOIP.parse().unwrap()).unwrap();
+        assert!(bpf::attached(ifindex).unwrap().is_some());
+        assert!(link_shows_xdp(), "ip link shows the program");
+        let tcp = TcpListener::bind("10.99.0.1:5060").unwrap();
+        let udp_before = kernel_udp_in();
+        to_peer.send("ready").unwrap();
+
+        // Ten datagrams from the peer, each in the socket, checked.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        let mut peer = None;
+        while got.len() < 10 && Instant::now() < deadline {
+            xsk.recv(64, |f| {
+                if let Ok(u) = frame::parse(f)
+                    && u.dst == RVOIP.parse().unwrap()
+                {
+                    got.push(f[u.payload.clone()].to_vec());
+                    peer = Some((u.src, u.macs));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let expected: Vec<Vec<u8>> = (0..10).map(|i| format!("hello {i}").into_bytes()).collect();
+        assert_eq!(
+            got,
+            expected,
+            "the datagrams, in order, in the AF_XDP socket ({:?}; the kernel's UDP in grew by {}; \
+             rvx0's counters: {})",
+            xsk.statistics(),
+            kernel_udp_in() - udp_before,
+            String::from_utf8_lossy(
+                &Command::new("ethtool")
+                    .args(["-S", "rvx0"])
+                    .output()
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            )
+        );
+        assert_eq!(
+            kernel_udp_in(),
+            udp_before,
+            "the kernel's UDP stack never saw them"
+        );
+        // A reply rvoip builds itself goes back out through the socket.
+        let (peer, (peer_mac, my_mac)) = peer.unwrap();
+        let (at, buf) = xsk.frame().unwrap();
+        let h = frame::headers_len(peer);
+        buf[h..h + 5].copy_from_slice(b"reply");
+        let n = frame::build(buf, (my_mac, peer_mac), RVOIP.parse().unwrap(), peer, 5, 1).unwrap();
+        assert!(xsk.send(at, n as u32));
+        xsk.flush();
+        to_peer.send("replied").unwrap();
+        // TCP is still the kernel's.
+        tcp.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let from = loop {
+            match tcp.accept() {
+                Ok((_conn, from)) => break from,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("no TCP connection from the peer: {e}"),
+            }
+        };
+        assert_eq!(from.ip().to_string(), "10.99.0.2");
+        from_peer.recv_timeout(Duration::from_secs(10)).unwrap();
+        drop(xsk);
+        drop(steering);
+        assert_eq!(bpf::attached(ifindex).unwrap(), None, "detached on drop");
+        assert!(!link_shows_xdp());
+
+        // A program left behind (as by rvoip killed with -9) is replaced.
+        let stale = Steering::attach(ifindex, XdpMode::Native).unwrap();
+        let stale_id = bpf::attached(ifindex).unwrap().unwrap();
+        std::mem::forget(stale);
+        let fresh = Steering::attach(ifindex, XdpMode::Native).unwrap();
+        let fresh_id = bpf::attached(ifindex).unwrap().unwrap();
+        assert_ne!(stale_id, fresh_id, "the stale program was replaced");
+        drop(fresh);
+        assert_eq!(bpf::attached(ifindex).unwrap(), None);
+    });
+
+    // The peer: UDP to rvoip's port, to another port, ping and TCP.
+    let peer = in_ns("rvxpeer", move || {
+        from_rvx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let sock = UdpSocket::bind("10.99.0.2:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        for i in 0..10 {
+            sock.send_to(format!("hello {i}").as_bytes(), RVOIP)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            from_rvx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            "replied"
+        );
+        let mut buf = [0u8; 64];
+        let (n, from) = sock.recv_from(&mut buf).expect("rvoip's reply");
+        assert_eq!((&buf[..n], from), (&b"reply"[..], RVOIP.parse().unwrap()));
+        // Another port: the kernel answers with port unreachable.
+        let other = UdpSocket::bind("10.99.0.2:0").unwrap();
+        other.connect("10.99.0.1:40001").unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        other.send(b"nobody").unwrap();
+        let e = other
+            .recv(&mut buf)
+            .expect_err("no answer but an ICMP error");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        // Ping and TCP.
+        let ping = Command::new("ping")
+            .args(["-c", "1", "-W", "2", "10.99.0.1"])
+            .output()
+            .unwrap();
+        assert!(
+            ping.status.success(),
+            "ping 10.99.0.1 answered by the kernel"
+        );
+        let _tcp =
+            TcpStream::connect_timeout(&"10.99.0.1:5060".parse().unwrap(), Duration::from_secs(3))
+                .expect("TCP to 10.99.0.1:5060");
+        to_rvx.send("10.99.0.2:0".parse().unwrap()).unwrap();
+    });
+    peer.join().unwrap();
+    rvx.join().unwrap();
+}
