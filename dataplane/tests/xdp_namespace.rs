@@ -18,9 +18,13 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use rvoip_dataplane::engine::media::{
+    DriverKind, MediaEngine, MediaEngineConfig, MediaPlan, Polling,
+};
+use rvoip_dataplane::media::relay::{PeerSpec, RelayConfig, Side};
 use rvoip_dataplane::xdp::frame;
 use rvoip_dataplane::xdp::xsk::{CopyMode, Xsk};
 use rvoip_dataplane::xdp::{Steering, XdpMode, bpf};
@@ -108,6 +112,16 @@ fn in_ns<T: Send + 'static>(
 /// UDP datagrams the kernel of this thread's namespace received: those
 /// delivered, to no port, and in error.
 fn kernel_udp_in() -> u64 {
+    kernel_udp(&["InDatagrams", "NoPorts", "InErrors"])
+}
+
+/// UDP datagrams the kernel of this thread's namespace sent.
+fn kernel_udp_out() -> u64 {
+    kernel_udp(&["OutDatagrams"])
+}
+
+/// The sum of the named `Udp:` counters of this thread's namespace.
+fn kernel_udp(fields: &[&str]) -> u64 {
     let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
@@ -120,7 +134,7 @@ fn kernel_udp_in() -> u64 {
         .split_whitespace()
         .skip(1)
         .zip(values)
-        .filter(|(n, _)| ["InDatagrams", "NoPorts", "InErrors"].contains(n))
+        .filter(|(n, _)| fields.contains(n))
         .map(|(_, v)| v)
         .sum()
 }
@@ -135,8 +149,12 @@ fn link_shows_xdp() -> bool {
 
 const RVOIP: &str = "10.99.0.1:40000";
 
+/// The topology's names are fixed: one test at a time uses it.
+static TOPOLOGY: Mutex<()> = Mutex::new(());
+
 #[test]
 fn udp_to_rvoip_is_taken_by_af_xdp_and_the_rest_stays_with_the_kernel() {
+    let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
     let _topology = Topology::up();
     let (to_peer, from_rvx) = mpsc::channel::<&'static str>();
     let (to_rvx, from_peer) = mpsc::channel::<SocketAddr>();
@@ -270,6 +288,91 @@ fn udp_to_rvoip_is_taken_by_af_xdp_and_the_rest_stays_with_the_kernel() {
             TcpStream::connect_timeout(&"10.99.0.1:5060".parse().unwrap(), Duration::from_secs(3))
                 .expect("TCP to 10.99.0.1:5060");
         to_rvx.send("10.99.0.2:0".parse().unwrap()).unwrap();
+    });
+    peer.join().unwrap();
+    rvx.join().unwrap();
+}
+
+#[test]
+fn the_media_relay_on_af_xdp_relays_both_ways_without_the_kernels_udp() {
+    let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
+    let _topology = Topology::up();
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "10.99.0.2:41000".parse().unwrap(),
+        "10.99.0.2:41001".parse().unwrap(),
+    );
+    let (to_peer, ports) = mpsc::channel::<(u16, u16)>();
+    let (done, from_peer) = mpsc::channel::<()>();
+    let rvx = in_ns("rvx", move || {
+        let ifindex = bpf::ifindex("rvx0").unwrap();
+        let eng = MediaEngine::start(&MediaEngineConfig {
+            address: "10.99.0.1".parse().unwrap(),
+            address_v6: None,
+            extra_addresses: Vec::new(),
+            port_min: 30000,
+            port_max: 30099,
+            cores: vec![],
+            driver: DriverKind::AfXdp { ifindex },
+            polling: Polling::Interrupt { batch_wait_us: 0 },
+            relay: RelayConfig::default(),
+            fill_calls: 0,
+            max_endpoints_per_worker: 64,
+        })
+        .unwrap();
+        assert_eq!(eng.driver(), "af_xdp");
+        assert!(link_shows_xdp());
+        let spec = |addr| PeerSpec {
+            rtp: Some(addr),
+            rtcp: None,
+            rtcp_mux: true,
+            clock_rate: 8000,
+            feedback: false,
+        };
+        let mut plan = MediaPlan::default();
+        plan.side_mut(Side::A).open_rtp = true;
+        plan.side_mut(Side::A).peer = Some(spec(a));
+        plan.side_mut(Side::B).open_rtp = true;
+        plan.side_mut(Side::B).peer = Some(spec(b));
+        let applied = eng.apply(0, None, vec![plan]).unwrap();
+        let [pa, pb] = applied.ports[0];
+        let (udp_in, udp_out) = (kernel_udp_in(), kernel_udp_out());
+        to_peer.send((pa.rtp, pb.rtp)).unwrap();
+        from_peer.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(
+            (kernel_udp_in(), kernel_udp_out()),
+            (udp_in, udp_out),
+            "relayed packets never went through the kernel's UDP stack, in or out"
+        );
+        let c = eng.counters();
+        assert!(c.forwarded >= 400, "{c:?}");
+        drop(eng);
+        assert!(!link_shows_xdp(), "the program goes with the engine");
+    });
+    let peer = in_ns("rvxpeer", move || {
+        let (sa, sb) = (UdpSocket::bind(a).unwrap(), UdpSocket::bind(b).unwrap());
+        for s in [&sa, &sb] {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        }
+        let (pa, pb) = ports.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (ra, rb): (SocketAddr, SocketAddr) = (
+            format!("10.99.0.1:{pa}").parse().unwrap(),
+            format!("10.99.0.1:{pb}").parse().unwrap(),
+        );
+        let mut buf = [0u8; 2048];
+        for seq in 0..200u16 {
+            // RTP (PCMU, 160 octets) A → relay → B and back.
+            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa];
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            p.extend((0..160u16).map(|i| (i as u8) ^ (seq as u8)));
+            sa.send_to(&p, ra).unwrap();
+            let (n, from) = sb.recv_from(&mut buf).expect("relayed to B");
+            assert_eq!((from, &buf[..n]), (rb, &p[..]), "packet {seq} A to B");
+            p[11] = 0xb;
+            sb.send_to(&p, rb).unwrap();
+            let (n, from) = sa.recv_from(&mut buf).expect("relayed to A");
+            assert_eq!((from, &buf[..n]), (ra, &p[..]), "packet {seq} B to A");
+        }
+        done.send(()).unwrap();
     });
     peer.join().unwrap();
     rvx.join().unwrap();

@@ -152,6 +152,9 @@ const RTM_SETLINK: u16 = 19;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP: u16 = 0x300;
+const RTM_GETNEIGH: u16 = 30;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_FLAGS: u16 = 3;
@@ -189,6 +192,12 @@ fn rtattr(kind: u16, value: &[u8]) -> Vec<u8> {
 /// Sends a route netlink request and returns the replies' octets (an
 /// error reply becomes an `Err`).
 fn netlink(request: &[u8]) -> io::Result<Vec<u8>> {
+    netlink_until(request, false)
+}
+
+/// As [`netlink`]; with `dump`, every part of a multi-part answer until
+/// `NLMSG_DONE`.
+fn netlink_until(request: &[u8], dump: bool) -> io::Result<Vec<u8>> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
     let fd = unsafe {
         libc::socket(
@@ -224,6 +233,9 @@ fn netlink(request: &[u8]) -> io::Result<Vec<u8>> {
             if len < 16 || at + len > got.len() {
                 break;
             }
+            if kind == NLMSG_DONE {
+                return Ok(out);
+            }
             if kind == NLMSG_ERROR && len >= 20 {
                 let code =
                     i32::from_ne_bytes([got[at + 16], got[at + 17], got[at + 18], got[at + 19]]);
@@ -233,7 +245,7 @@ fn netlink(request: &[u8]) -> io::Result<Vec<u8>> {
                 done = true;
             } else {
                 out.extend_from_slice(&got[at..at + len]);
-                done = true;
+                done = !dump;
             }
             at += len.div_ceil(4) * 4;
         }
@@ -267,42 +279,62 @@ fn set_xdp(ifindex: u32, fd: i32, mode: XdpMode) -> io::Result<()> {
     .map(|_| ())
 }
 
-/// The id of the XDP program attached to link `ifindex`, if any.
-pub fn attached(ifindex: u32) -> io::Result<Option<u32>> {
+/// The attributes of link `ifindex` (type, value), from RTM_GETLINK.
+fn link_attrs(ifindex: u32) -> io::Result<Vec<(u16, Vec<u8>)>> {
     let reply = netlink(&link_message(RTM_GETLINK, NLM_F_REQUEST, ifindex, &[]))?;
-    // nlmsghdr (16) + ifinfomsg (16), then the link's attributes.
-    let mut at = 32;
-    while at + 4 <= reply.len() {
-        let len = usize::from(u16::from_ne_bytes([reply[at], reply[at + 1]]));
-        let kind = u16::from_ne_bytes([reply[at + 2], reply[at + 3]]) & !NLA_F_NESTED;
-        if len < 4 || at + len > reply.len() {
+    Ok(attrs(reply.get(32..).unwrap_or_default()))
+}
+
+/// The rtattrs in `b`: (type without the nested flag, value).
+fn attrs(b: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= b.len() {
+        let len = usize::from(u16::from_ne_bytes([b[at], b[at + 1]]));
+        let kind = u16::from_ne_bytes([b[at + 2], b[at + 3]]) & !NLA_F_NESTED;
+        if len < 4 || at + len > b.len() {
             break;
         }
-        if kind == IFLA_XDP {
-            let nested = &reply[at + 4..at + len];
-            let mut i = 0;
-            while i + 8 <= nested.len() {
-                let l = usize::from(u16::from_ne_bytes([nested[i], nested[i + 1]]));
-                let k = u16::from_ne_bytes([nested[i + 2], nested[i + 3]]);
-                if l < 4 || i + l > nested.len() {
-                    break;
-                }
-                if k == IFLA_XDP_PROG_ID && l >= 8 {
-                    let id = u32::from_ne_bytes([
-                        nested[i + 4],
-                        nested[i + 5],
-                        nested[i + 6],
-                        nested[i + 7],
-                    ]);
-                    return Ok((id != 0).then_some(id));
-                }
-                i += l.div_ceil(4) * 4;
-            }
-            return Ok(None);
-        }
+        out.push((kind, b[at + 4..at + len].to_vec()));
         at += len.div_ceil(4) * 4;
     }
-    Ok(None)
+    out
+}
+
+fn u32_of(v: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?))
+}
+
+/// The id of the XDP program attached to link `ifindex`, if any.
+pub fn attached(ifindex: u32) -> io::Result<Option<u32>> {
+    Ok(link_attrs(ifindex)?
+        .into_iter()
+        .find(|(k, _)| *k == IFLA_XDP)
+        .and_then(|(_, v)| {
+            attrs(&v)
+                .into_iter()
+                .find(|(k, _)| *k == IFLA_XDP_PROG_ID)
+                .and_then(|(_, id)| u32_of(&id))
+        })
+        .filter(|id| *id != 0))
+}
+
+/// Link `ifindex`'s MAC address and number of receive queues.
+pub fn link_info(ifindex: u32) -> io::Result<([u8; 6], u32)> {
+    const IFLA_ADDRESS: u16 = 1;
+    const IFLA_NUM_RX_QUEUES: u16 = 32;
+    let a = link_attrs(ifindex)?;
+    let mac = a
+        .iter()
+        .find(|(k, v)| *k == IFLA_ADDRESS && v.len() == 6)
+        .and_then(|(_, v)| v.as_slice().try_into().ok())
+        .ok_or_else(|| io::Error::other("the link has no Ethernet address"))?;
+    let queues = a
+        .iter()
+        .find(|(k, _)| *k == IFLA_NUM_RX_QUEUES)
+        .and_then(|(_, v)| u32_of(v))
+        .unwrap_or(1);
+    Ok((mac, queues))
 }
 
 /// The index of the link named `name`.
@@ -318,4 +350,59 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     } else {
         Ok(i)
     }
+}
+
+/// The neighbours the kernel knows on link `ifindex` (address, MAC),
+/// those it has resolved (not incomplete or failed).
+pub fn neighbours(ifindex: u32) -> io::Result<Vec<(std::net::IpAddr, [u8; 6])>> {
+    const NUD_INCOMPLETE: u16 = 0x01;
+    const NUD_FAILED: u16 = 0x20;
+    const NDA_DST: u16 = 1;
+    const NDA_LLADDR: u16 = 2;
+    // nlmsghdr + struct ndmsg (family, pads, ifindex, state, flags, type).
+    let mut m = Vec::with_capacity(28);
+    m.extend_from_slice(&28u32.to_ne_bytes());
+    m.extend_from_slice(&RTM_GETNEIGH.to_ne_bytes());
+    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    m.extend_from_slice(&0i32.to_ne_bytes());
+    m.extend_from_slice(&[0; 4]);
+    let reply = netlink_until(&m, true)?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 28 <= reply.len() {
+        let len = u32_of(&reply[at..]).unwrap_or(0) as usize;
+        if len < 28 || at + len > reply.len() {
+            break;
+        }
+        let msg = &reply[at..at + len];
+        let index = u32_of(&msg[20..]).unwrap_or(0);
+        let state = u16::from_ne_bytes([msg[24], msg[25]]);
+        if index == ifindex && state & (NUD_INCOMPLETE | NUD_FAILED) == 0 {
+            let a = attrs(&msg[28..]);
+            let ip = a
+                .iter()
+                .find(|(k, _)| *k == NDA_DST)
+                .and_then(|(_, v)| match v.len() {
+                    4 => Some(std::net::IpAddr::from(
+                        <[u8; 4]>::try_from(v.as_slice()).ok()?,
+                    )),
+                    16 => Some(std::net::IpAddr::from(
+                        <[u8; 16]>::try_from(v.as_slice()).ok()?,
+                    )),
+                    _ => None,
+                });
+            let mac = a
+                .iter()
+                .find(|(k, v)| *k == NDA_LLADDR && v.len() == 6)
+                .and_then(|(_, v)| <[u8; 6]>::try_from(v.as_slice()).ok());
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                out.push((ip, mac));
+            }
+        }
+        at += len.div_ceil(4) * 4;
+    }
+    Ok(out)
 }

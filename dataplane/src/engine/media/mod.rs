@@ -3,6 +3,7 @@
 //! recvmmsg/sendmmsg fallback). The control side talks to workers only
 //! through per-worker command queues and an eventfd wake-up.
 
+mod afxdp;
 pub mod capturer;
 mod fallback;
 mod ports;
@@ -36,6 +37,13 @@ pub enum DriverKind {
     IoUring,
     /// recvmmsg/sendmmsg with epoll.
     Fallback,
+    /// AF_XDP sockets on the queues of link `ifindex`, rvoip's XDP program
+    /// steering the workers' endpoints to them (one worker per queue);
+    /// never chosen by `Auto`.
+    AfXdp {
+        /// The link.
+        ifindex: u32,
+    },
 }
 
 /// How a worker waits for packets.
@@ -224,12 +232,30 @@ impl MediaEngine {
         let limit = raise_nofile_limit();
         let n = config.cores.len().max(1);
         let use_uring = match config.driver {
-            DriverKind::Fallback => false,
+            DriverKind::Fallback | DriverKind::AfXdp { .. } => false,
             DriverKind::IoUring => {
                 uring::probe()?;
                 true
             }
             DriverKind::Auto => uring::probe().is_ok(),
+        };
+        // AF_XDP: rvoip's program on the link, a queue per worker.
+        let xdp = match config.driver {
+            DriverKind::AfXdp { ifindex } => {
+                let (mac, queues) = crate::xdp::bpf::link_info(ifindex)?;
+                if (queues as usize) < n {
+                    return Err(io::Error::other(format!(
+                        "the link has {queues} receive queue(s) for {n} media workers: \
+                         one worker per queue on AF_XDP"
+                    )));
+                }
+                let steering = Arc::new(crate::xdp::Steering::attach(
+                    ifindex,
+                    crate::xdp::XdpMode::Native,
+                )?);
+                Some((ifindex, mac, steering))
+            }
+            _ => None,
         };
         let mut workers = Vec::with_capacity(n);
         let events = Arc::new(ArrayQueue::new(4096));
@@ -263,6 +289,14 @@ impl MediaEngine {
                     .max_endpoints_per_worker
                     .min(limit.min(u64::from(u32::MAX)) as u32),
                 use_uring,
+                xdp: xdp
+                    .as_ref()
+                    .map(|(ifindex, mac, steering)| afxdp::XdpWorker {
+                        ifindex: *ifindex,
+                        queue: i as u32,
+                        steering: Arc::clone(steering),
+                        mac: *mac,
+                    }),
                 free_pairs: Arc::clone(&free_pairs),
                 load: Arc::clone(&load),
                 events: Arc::clone(&events),
@@ -287,7 +321,9 @@ impl MediaEngine {
         let mut engine = MediaEngine {
             workers,
             fill_calls: config.fill_calls,
-            driver: if use_uring {
+            driver: if xdp.is_some() {
+                "af_xdp"
+            } else if use_uring {
                 "io_uring"
             } else {
                 "recvmmsg/sendmmsg"

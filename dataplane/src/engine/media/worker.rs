@@ -129,6 +129,8 @@ pub(super) struct WorkerSettings {
     pub(super) relay: RelayConfig,
     pub(super) max_endpoints: u32,
     pub(super) use_uring: bool,
+    /// The worker's queue on AF_XDP, when the engine runs on it.
+    pub(super) xdp: Option<super::afxdp::XdpWorker>,
     /// Pairs this worker can still give out, published for call placement.
     pub(super) free_pairs: Arc<AtomicUsize>,
     /// This worker's load over its last second, published for admission.
@@ -257,7 +259,9 @@ pub(super) fn run(
     if let Some(core) = settings.core {
         core_affinity::set_for_current(core_affinity::CoreId { id: core });
     }
-    let driver: io::Result<Box<dyn Driver>> = if settings.use_uring {
+    let driver: io::Result<Box<dyn Driver>> = if let Some(xdp) = settings.xdp.clone() {
+        super::afxdp::AfXdpDriver::new(xdp, &wake).map(|d| Box::new(d) as Box<dyn Driver>)
+    } else if settings.use_uring {
         super::uring::UringDriver::new(settings.max_endpoints, &wake, settings.polling)
             .map(|d| Box::new(d) as Box<dyn Driver>)
     } else {

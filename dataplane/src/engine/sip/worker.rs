@@ -1311,7 +1311,9 @@ pub(super) fn run(
         let ring = match settings.driver {
             DriverKind::Fallback => None,
             DriverKind::IoUring => Some(new_sip_ring()?),
-            DriverKind::Auto => match new_sip_ring() {
+            // SIP on AF_XDP is not built yet: its workers stay on the
+            // kernel path as `auto` would put them.
+            DriverKind::Auto | DriverKind::AfXdp { .. } => match new_sip_ring() {
                 Ok(r) => Some(r),
                 Err(e) => {
                     if settings.index == 0 {

@@ -1,0 +1,300 @@
+//! The AF_XDP driver: a worker's packets come from the AF_XDP socket of
+//! its queue of the link, where rvoip's XDP program steers UDP to the
+//! worker's endpoints (`crate::xdp`), and leave as frames rvoip builds
+//! (Ethernet, IP, UDP, checksums) on the same socket, without the kernel's
+//! UDP stack. Each endpoint still binds a kernel UDP socket: it keeps the
+//! port rvoip's on the host, and it is the way out to a peer whose
+//! Ethernet address is not known yet (the kernel resolves it; the
+//! neighbour table is read again on the next miss). Peers' addresses are
+//! learned from the frames they send.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::worker::{Clock, Driver, Wake, bind_udp};
+use crate::media::relay::{Action, EndpointId, Relay};
+use crate::xdp::frame::{self, Mac};
+use crate::xdp::xsk::{CopyMode, FRAME, Xsk};
+use crate::xdp::{Steering, bpf};
+
+/// Frames received per batch.
+const BATCH: usize = 64;
+/// Largest payload relayed.
+const BUF: usize = 2048;
+/// UMEM frames per worker socket.
+const FRAMES: u32 = 4096;
+/// Neighbour entries kept before the table is started again.
+const NEIGHBOURS: usize = 4096;
+
+/// What a worker on AF_XDP is given: its queue of the link, the program
+/// steering to it, the link's Ethernet address.
+#[derive(Debug, Clone)]
+pub(super) struct XdpWorker {
+    /// The link.
+    pub(super) ifindex: u32,
+    /// The worker's receive queue.
+    pub(super) queue: u32,
+    /// rvoip's program on the link.
+    pub(super) steering: Arc<Steering>,
+    /// The link's Ethernet address.
+    pub(super) mac: Mac,
+}
+
+struct Endpoint {
+    addr: SocketAddr,
+    /// The kernel socket: the port held, and the way out to an unresolved
+    /// peer.
+    socket: OwnedFd,
+}
+
+/// The sending half: the socket, what rvoip's frames need.
+struct Out {
+    xsk: Xsk,
+    mac: Mac,
+    endpoints: Vec<Option<Endpoint>>,
+    /// Ethernet addresses of peers (and next hops), learned from their
+    /// frames and from the kernel's neighbour table.
+    neighbours: HashMap<IpAddr, Mac, rustc_hash::FxBuildHasher>,
+    /// A peer was sent to through the kernel: read the neighbour table.
+    missed: bool,
+    /// IPv4 identification of the next frame.
+    ip_id: u16,
+    sent: u64,
+    send_errors: u64,
+}
+
+impl Out {
+    /// Sends `payload` from endpoint `via` to `to`: a frame on the socket
+    /// when `to`'s Ethernet address is known, else through the kernel.
+    fn send(&mut self, via: EndpointId, to: SocketAddr, payload: &[u8]) {
+        let Some(Some(ep)) = self.endpoints.get(via as usize) else {
+            self.send_errors += 1;
+            return;
+        };
+        let from = ep.addr;
+        let Some(&mac) = self.neighbours.get(&to.ip()) else {
+            self.missed = true;
+            if crate::engine::mmsg::send_to(ep.socket.as_raw_fd(), payload, to) {
+                self.sent += 1;
+            } else {
+                self.send_errors += 1;
+            }
+            return;
+        };
+        let h = frame::headers_len(from);
+        if h + payload.len() > FRAME as usize {
+            self.send_errors += 1;
+            return;
+        }
+        let Some((at, buf)) = self.xsk.frame() else {
+            self.send_errors += 1;
+            return;
+        };
+        buf[h..h + payload.len()].copy_from_slice(payload);
+        let id = self.ip_id;
+        self.ip_id = self.ip_id.wrapping_add(1);
+        match frame::build(buf, (self.mac, mac), from, to, payload.len(), id) {
+            Some(n) if self.xsk.send(at, n as u32) => self.sent += 1,
+            _ => self.send_errors += 1,
+        }
+    }
+
+    /// Takes in what the kernel's neighbour table knows of the link.
+    fn read_neighbours(&mut self, ifindex: u32) {
+        self.missed = false;
+        if let Ok(n) = bpf::neighbours(ifindex) {
+            if self.neighbours.len() + n.len() > NEIGHBOURS {
+                self.neighbours.clear();
+            }
+            self.neighbours.extend(n);
+        }
+    }
+}
+
+pub(super) struct AfXdpDriver {
+    xdp: XdpWorker,
+    out: Out,
+    wake_fd: i32,
+    free: Vec<EndpointId>,
+    by_addr: HashMap<SocketAddr, EndpointId, rustc_hash::FxBuildHasher>,
+    /// The received batch: (endpoint, source, length), payloads in `bufs`.
+    batch: Vec<(EndpointId, SocketAddr, usize)>,
+    bufs: Box<[[u8; BUF]; BATCH]>,
+    /// Where the relay writes each packet it makes.
+    tx: Box<[u8; 1600]>,
+    /// When the neighbour table was last read, worker milliseconds.
+    neighbours_read_ms: u64,
+    received: u64,
+}
+
+impl AfXdpDriver {
+    pub(super) fn new(xdp: XdpWorker, wake: &Wake) -> io::Result<Self> {
+        let xsk = Xsk::open(xdp.ifindex, xdp.queue, FRAMES, CopyMode::Copy)?;
+        xdp.steering.bind_queue(xdp.queue, &xsk)?;
+        let mut out = Out {
+            xsk,
+            mac: xdp.mac,
+            endpoints: Vec::new(),
+            neighbours: HashMap::default(),
+            missed: false,
+            ip_id: 1,
+            sent: 0,
+            send_errors: 0,
+        };
+        out.read_neighbours(xdp.ifindex);
+        Ok(AfXdpDriver {
+            xdp,
+            out,
+            wake_fd: wake.raw(),
+            free: Vec::new(),
+            by_addr: HashMap::default(),
+            batch: Vec::with_capacity(BATCH),
+            bufs: Box::new([[0u8; BUF]; BATCH]),
+            tx: Box::new([0u8; 1600]),
+            neighbours_read_ms: 0,
+            received: 0,
+        })
+    }
+
+    /// Takes the frames the socket has, up to a batch, into `bufs`.
+    fn receive(&mut self) -> usize {
+        self.batch.clear();
+        let (batch, bufs, by_addr) = (&mut self.batch, &mut self.bufs, &self.by_addr);
+        let neighbours = &mut self.out.neighbours;
+        self.out.xsk.recv(BATCH as u32, |f| {
+            let Ok(u) = frame::parse(f) else { return };
+            let Some(&ep) = by_addr.get(&u.dst) else {
+                return;
+            };
+            let payload = &f[u.payload.clone()];
+            let Some(buf) = bufs.get_mut(batch.len()) else {
+                return;
+            };
+            let n = payload.len().min(BUF);
+            buf[..n].copy_from_slice(&payload[..n]);
+            batch.push((ep, u.src, n));
+            // The sender's frame says where it (or its router) is.
+            if neighbours.get(&u.src.ip()) != Some(&u.macs.0) {
+                if neighbours.len() >= NEIGHBOURS {
+                    neighbours.clear();
+                }
+                neighbours.insert(u.src.ip(), u.macs.0);
+            }
+        });
+        self.received += self.batch.len() as u64;
+        self.batch.len()
+    }
+
+    /// Relays the received batch.
+    fn relay_batch(&mut self, relay: &mut Relay, clock: &Clock) {
+        let (now_ms, now_ns) = clock.now();
+        for (i, &(ep, src, len)) in self.batch.iter().enumerate() {
+            let mut len = len;
+            let buf = &mut self.bufs[i];
+            if let Action::Forward { via, to } =
+                relay.on_datagram(now_ms, now_ns, ep, src, buf, &mut len)
+            {
+                self.out.send(via, to, &buf[..len]);
+            }
+        }
+    }
+
+    /// Sends what the relay has due (the stage's packets, STUN, DTLS).
+    fn transmit(&mut self, relay: &mut Relay, clock: &Clock) {
+        let now_ns = clock.now().1;
+        while let Some(t) = relay.poll_transmit(now_ns, &mut self.tx[..]) {
+            self.out.send(t.via, t.to, &self.tx[..t.len]);
+        }
+    }
+}
+
+impl Driver for AfXdpDriver {
+    fn open(&mut self, addr: SocketAddr) -> io::Result<EndpointId> {
+        let socket = bind_udp(addr)?;
+        // SAFETY: F_SETFL on our descriptor.
+        unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        self.xdp.steering.steer(addr)?;
+        let ep = match self.free.pop() {
+            Some(ep) => ep,
+            None => {
+                self.out.endpoints.push(None);
+                (self.out.endpoints.len() - 1) as EndpointId
+            }
+        };
+        self.out.endpoints[ep as usize] = Some(Endpoint { addr, socket });
+        self.by_addr.insert(addr, ep);
+        Ok(ep)
+    }
+
+    fn close(&mut self, ep: EndpointId) {
+        if let Some(slot) = self.out.endpoints.get_mut(ep as usize)
+            && let Some(e) = slot.take()
+        {
+            let _ = self.xdp.steering.release(e.addr);
+            self.by_addr.remove(&e.addr);
+            self.free.push(ep);
+        }
+    }
+
+    fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()> {
+        self.transmit(relay, clock);
+        self.out.xsk.flush();
+        let timeout = match relay.next_due_ns() {
+            Some(due) => timeout.min(Duration::from_nanos(
+                due.saturating_sub(clock.now().1) + 999_999,
+            )),
+            None => timeout,
+        };
+        if self.receive() == 0 {
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.out.xsk.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.wake_fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: `fds` is valid for its two entries.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            self.receive();
+        }
+        // Several batches while they come full.
+        for _ in 0..8 {
+            if self.batch.is_empty() {
+                break;
+            }
+            self.relay_batch(relay, clock);
+            self.out.xsk.flush();
+            if self.batch.len() < BATCH || self.receive() == 0 {
+                break;
+            }
+        }
+        self.transmit(relay, clock);
+        self.out.xsk.flush();
+        // A peer sent to through the kernel: its address is in the
+        // neighbour table by now, or soon (read at most every 100 ms).
+        let now_ms = clock.now().0;
+        if self.out.missed && now_ms.saturating_sub(self.neighbours_read_ms) >= 100 {
+            self.neighbours_read_ms = now_ms;
+            self.out.read_neighbours(self.xdp.ifindex);
+        }
+        Ok(())
+    }
+
+    fn io_counters(&self) -> (u64, u64, u64) {
+        (self.received, self.out.sent, self.out.send_errors)
+    }
+}
