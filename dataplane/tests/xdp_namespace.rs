@@ -12,8 +12,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::unwrap_used,
-    clippy::disallowed_methods,
-    unsafe_code
+    clippy::disallowed_methods
 )]
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -26,70 +25,9 @@ use rvoip_dataplane::engine::media::{
 };
 use rvoip_dataplane::media::relay::{PeerSpec, RelayConfig, Side};
 use rvoip_dataplane::xdp::frame;
+use rvoip_dataplane::xdp::testbed::{self, Topology, link_shows_xdp};
 use rvoip_dataplane::xdp::xsk::{CopyMode, Xsk};
 use rvoip_dataplane::xdp::{Steering, XdpMode, bpf};
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip(8)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The test topology; removed when dropped.
-struct Topology;
-
-impl Topology {
-    fn up() -> Topology {
-        assert!(
-            unsafe { libc::geteuid() } == 0,
-            "the AF_XDP tests make network namespaces: run them as root"
-        );
-        // A topology left by an interrupted run goes first.
-        let _ = Command::new("ip").args(["netns", "del", "rvx"]).output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", "rvxpeer"])
-            .output();
-        ip(&["netns", "add", "rvx"]);
-        ip(&["netns", "add", "rvxpeer"]);
-        let t = Topology;
-        ip(&[
-            "-n", "rvx", "link", "add", "rvx0", "type", "veth", "peer", "name", "rvx1", "netns",
-            "rvxpeer",
-        ]);
-        ip(&["-n", "rvx", "addr", "add", "10.99.0.1/24", "dev", "rvx0"]);
-        ip(&[
-            "-n",
-            "rvxpeer",
-            "addr",
-            "add",
-            "10.99.0.2/24",
-            "dev",
-            "rvx1",
-        ]);
-        for (ns, dev) in [
-            ("rvx", "rvx0"),
-            ("rvxpeer", "rvx1"),
-            ("rvx", "lo"),
-            ("rvxpeer", "lo"),
-        ] {
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-        }
-        t
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", "rvx"]).output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", "rvxpeer"])
-            .output();
-    }
-}
 
 /// Runs `f` on a thread inside network namespace `ns`.
 fn in_ns<T: Send + 'static>(
@@ -97,14 +35,7 @@ fn in_ns<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
     std::thread::spawn(move || {
-        let path = std::ffi::CString::new(format!("/var/run/netns/{ns}")).unwrap();
-        // SAFETY: plain open(2) and setns(2) on this thread alone.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            assert!(fd >= 0, "open {ns}");
-            assert_eq!(libc::setns(fd, libc::CLONE_NEWNET), 0, "setns {ns}");
-            libc::close(fd);
-        }
+        testbed::enter(ns).unwrap();
         f()
     })
 }
@@ -112,39 +43,12 @@ fn in_ns<T: Send + 'static>(
 /// UDP datagrams the kernel of this thread's namespace received: those
 /// delivered, to no port, and in error.
 fn kernel_udp_in() -> u64 {
-    kernel_udp(&["InDatagrams", "NoPorts", "InErrors"])
+    testbed::kernel_udp(&["InDatagrams", "NoPorts", "InErrors"])
 }
 
 /// UDP datagrams the kernel of this thread's namespace sent.
 fn kernel_udp_out() -> u64 {
-    kernel_udp(&["OutDatagrams"])
-}
-
-/// The sum of the named `Udp:` counters of this thread's namespace.
-fn kernel_udp(fields: &[&str]) -> u64 {
-    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
-    let values: Vec<u64> = values
-        .split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap())
-        .collect();
-    names
-        .split_whitespace()
-        .skip(1)
-        .zip(values)
-        .filter(|(n, _)| fields.contains(n))
-        .map(|(_, v)| v)
-        .sum()
-}
-
-fn link_shows_xdp() -> bool {
-    let out = Command::new("ip")
-        .args(["-n", "rvx", "link", "show", "rvx0"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("xdp")
+    testbed::kernel_udp(&["OutDatagrams"])
 }
 
 const RVOIP: &str = "10.99.0.1:40000";
@@ -155,7 +59,7 @@ static TOPOLOGY: Mutex<()> = Mutex::new(());
 #[test]
 fn udp_to_rvoip_is_taken_by_af_xdp_and_the_rest_stays_with_the_kernel() {
     let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
-    let _topology = Topology::up();
+    let _topology = Topology::up().unwrap();
     let (to_peer, from_rvx) = mpsc::channel::<&'static str>();
     let (to_rvx, from_peer) = mpsc::channel::<SocketAddr>();
 
@@ -296,7 +200,7 @@ fn udp_to_rvoip_is_taken_by_af_xdp_and_the_rest_stays_with_the_kernel() {
 #[test]
 fn the_media_relay_on_af_xdp_relays_both_ways_without_the_kernels_udp() {
     let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
-    let _topology = Topology::up();
+    let _topology = Topology::up().unwrap();
     let (a, b): (SocketAddr, SocketAddr) = (
         "10.99.0.2:41000".parse().unwrap(),
         "10.99.0.2:41001".parse().unwrap(),

@@ -179,6 +179,12 @@ pub enum IoDriver {
     /// the SIP workers; for kernels or sandboxes that refuse io_uring, and
     /// tests.
     Fallback,
+    /// Kernel bypass: AF_XDP sockets on the queues of `[dataplane]
+    /// interface`, rvoip's XDP program steering its UDP to them (the media
+    /// workers, one per queue; SIP and ng stay on the kernel path for now).
+    /// Never chosen by `auto`.
+    #[serde(rename = "af_xdp")]
+    AfXdp,
 }
 
 /// Top-level node settings.
@@ -549,6 +555,9 @@ pub struct Dataplane {
     /// I/O driver.
     #[serde(default)]
     pub io: IoDriver,
+    /// The link AF_XDP takes packets from (`io = "af_xdp"`).
+    #[serde(default)]
+    pub interface: Option<String>,
 }
 
 /// How the relay learns a peer's real address.
@@ -578,6 +587,7 @@ impl Default for Dataplane {
             sip_batch_wait_us: None,
             fill_calls: default_fill_calls(),
             io: IoDriver::default(),
+            interface: None,
         }
     }
 }
@@ -1030,6 +1040,12 @@ impl Config {
         }
         if self.sip.listen.is_empty() {
             return err("sip.listen", "at least one listener is required".into());
+        }
+        if self.dataplane.io == IoDriver::AfXdp && self.dataplane.interface.is_none() {
+            return err(
+                "dataplane.interface",
+                "io = \"af_xdp\" needs the link to take packets from (interface = \"eth0\")".into(),
+            );
         }
         if self.tls.is_none()
             && let Some(i) = self.sip.listen.iter().position(|l| l.transport.secure())
@@ -1486,6 +1502,23 @@ port_max = 39999
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_str_at(text, Path::new("/etc/rvoip/test.toml"))
+    }
+
+    #[test]
+    fn af_xdp_is_chosen_by_name_with_its_link() {
+        let dp = |extra: &str| load(&format!("{GOOD}\n[dataplane]\n{extra}\n"));
+        let c = dp("io = \"af_xdp\"\ninterface = \"rvx0\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.dataplane.io, IoDriver::AfXdp);
+        assert_eq!(c.dataplane.interface.as_deref(), Some("rvx0"));
+        let e = dp("io = \"af_xdp\"")
+            .err()
+            .unwrap_or_else(|| panic!("af_xdp without a link"));
+        assert_eq!(e.key, "dataplane.interface");
+        assert!(dp("io = \"af-xdp\"").is_err());
+        assert_eq!(
+            load(GOOD).map(|c| c.dataplane.io).ok(),
+            Some(IoDriver::Auto)
+        );
     }
 
     #[test]

@@ -752,6 +752,16 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         }
         None => None,
     };
+    let driver = match driver_kind(&config.dataplane) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "rvoip: configuration error: {}: dataplane.interface: {e}",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let sip_config = SipPlaneConfig {
         listeners: config
             .sip
@@ -776,7 +786,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         }),
         ring_slots: config.controlplane.ring_slots,
         batch_wait_us: config.dataplane.sip_batch_wait_us(),
-        driver: driver_kind(config.dataplane.io),
+        driver,
         tls,
         streams: StreamLimits {
             max_per_source: config.sip.max_connections_per_source,
@@ -1101,17 +1111,28 @@ fn run_controlplane(path: &Path) -> ExitCode {
 
 /// Starts the media engine from the configuration; a core that does not exist
 /// is a configuration error.
-/// The engine's driver choice for the configured one.
-fn driver_kind(io: IoDriver) -> DriverKind {
-    match io {
+/// The engine's driver choice for the configured one (AF_XDP's link by
+/// index; an unknown link is a configuration error).
+fn driver_kind(d: &rvoip_tuning::config::Dataplane) -> std::io::Result<DriverKind> {
+    Ok(match d.io {
         IoDriver::Auto => DriverKind::Auto,
         IoDriver::IoUring => DriverKind::IoUring,
         IoDriver::Fallback => DriverKind::Fallback,
-    }
+        IoDriver::AfXdp => DriverKind::AfXdp {
+            ifindex: rvoip_dataplane::xdp::bpf::ifindex(d.interface.as_deref().unwrap_or(""))?,
+        },
+    })
 }
 
 fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
     let cores = worker_cores(config, path)?;
+    let driver = driver_kind(&config.dataplane).map_err(|e| {
+        eprintln!(
+            "rvoip: configuration error: {}: dataplane.interface: {e}",
+            path.display()
+        );
+        ExitCode::from(EXIT_CONFIG)
+    })?;
     let engine_config = MediaEngineConfig {
         address: config.media.address,
         address_v6: config.media.address_v6,
@@ -1123,7 +1144,7 @@ fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
         port_min: config.media.port_min,
         port_max: config.media.port_max,
         cores,
-        driver: driver_kind(config.dataplane.io),
+        driver,
         polling: match config.dataplane.polling {
             rvoip_tuning::config::Polling::Interrupt => Polling::Interrupt {
                 batch_wait_us: config.dataplane.batch_wait_us,

@@ -319,22 +319,51 @@ pub fn attached(ifindex: u32) -> io::Result<Option<u32>> {
         .filter(|id| *id != 0))
 }
 
-/// Link `ifindex`'s MAC address and number of receive queues.
+/// Link `ifindex`'s MAC address and number of receive queues in use.
 pub fn link_info(ifindex: u32) -> io::Result<([u8; 6], u32)> {
     const IFLA_ADDRESS: u16 = 1;
-    const IFLA_NUM_RX_QUEUES: u16 = 32;
+    const IFLA_IFNAME: u16 = 3;
     let a = link_attrs(ifindex)?;
     let mac = a
         .iter()
         .find(|(k, v)| *k == IFLA_ADDRESS && v.len() == 6)
         .and_then(|(_, v)| v.as_slice().try_into().ok())
         .ok_or_else(|| io::Error::other("the link has no Ethernet address"))?;
-    let queues = a
+    let name = a
         .iter()
-        .find(|(k, _)| *k == IFLA_NUM_RX_QUEUES)
-        .and_then(|(_, v)| u32_of(v))
-        .unwrap_or(1);
-    Ok((mac, queues))
+        .find(|(k, _)| *k == IFLA_IFNAME)
+        .map(|(_, v)| v.split(|b| *b == 0).next().unwrap_or_default().to_vec())
+        .unwrap_or_default();
+    Ok((mac, rx_queues(&name).unwrap_or(1).max(1)))
+}
+
+/// The receive queues link `name` uses (ethtool's channels: RX plus
+/// combined), which may be fewer than it could have.
+fn rx_queues(name: &[u8]) -> io::Result<u32> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    // struct ethtool_channels: cmd, then the maximums and counts of RX,
+    // TX, other and combined channels.
+    let mut channels = [0u32; 9];
+    channels[0] = ETHTOOL_GCHANNELS;
+    let mut ifr = [0u8; 40];
+    let n = name.len().min(15);
+    ifr[..n].copy_from_slice(&name[..n]);
+    ifr[16..24].copy_from_slice(&(channels.as_mut_ptr() as u64).to_ne_bytes());
+    // SAFETY: plain socket(2); owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2).
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `ifr` is a struct ifreq whose data points at `channels`, both
+    // alive across the call.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, ifr.as_mut_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(channels[5] + channels[8])
 }
 
 /// The index of the link named `name`.

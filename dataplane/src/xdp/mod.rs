@@ -12,6 +12,7 @@
 pub mod bpf;
 pub mod frame;
 pub mod program;
+pub mod testbed;
 pub mod xsk;
 
 use std::io;

@@ -230,7 +230,7 @@ impl MediaEngine {
 
     pub fn start(config: &MediaEngineConfig) -> io::Result<MediaEngine> {
         let limit = raise_nofile_limit();
-        let n = config.cores.len().max(1);
+        let mut n = config.cores.len().max(1);
         let use_uring = match config.driver {
             DriverKind::Fallback | DriverKind::AfXdp { .. } => false,
             DriverKind::IoUring => {
@@ -243,11 +243,15 @@ impl MediaEngine {
         let xdp = match config.driver {
             DriverKind::AfXdp { ifindex } => {
                 let (mac, queues) = crate::xdp::bpf::link_info(ifindex)?;
+                // One worker per queue: a link with fewer queues than
+                // cores gets fewer media workers.
                 if (queues as usize) < n {
-                    return Err(io::Error::other(format!(
-                        "the link has {queues} receive queue(s) for {n} media workers: \
-                         one worker per queue on AF_XDP"
-                    )));
+                    tracing::info!(
+                        queues,
+                        cores = n,
+                        "AF_XDP: one media worker per receive queue of the link"
+                    );
+                    n = (queues as usize).max(1);
                 }
                 let steering = Arc::new(crate::xdp::Steering::attach(
                     ifindex,

@@ -1,0 +1,240 @@
+//! The appliance on `config/xdp.toml` in namespace `rvx` of the AF_XDP
+//! test topology (as root; made and removed here): rvoip's XDP program is
+//! on `rvx0` while it runs; a call's media set up over ng from `rvxpeer`
+//! crosses the relay both ways on AF_XDP without the kernel's UDP stack of
+//! `rvx` seeing it; SIP over UDP and TCP, ng and ping are answered by the
+//! kernel path; the program goes at SIGTERM; after `kill -9` it stays,
+//! passing everything to the kernel, until the next start replaces it.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Spawned, test_config, test_dir};
+use rvoip_dataplane::ng::bencode::{Value, decode, encode};
+use rvoip_dataplane::xdp::testbed::{self, Topology, link_shows_xdp};
+
+/// `rvoip run --config CONFIG` inside namespace `rvx`, once the program is
+/// on the link and ng answers from `rvxpeer`.
+fn start(dir: &Path, config: &Path) -> Spawned {
+    let app = Spawned::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", testbed::RVX, env!("CARGO_BIN_EXE_rvoip")])
+            .args(["run", "--config"])
+            .arg(config)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("rvoip.log")).unwrap()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(link_shows_xdp() && ng_ping()) {
+        assert!(
+            Instant::now() < deadline,
+            "rvoip did not come up on AF_XDP:\n{}",
+            std::fs::read_to_string(dir.join("rvoip.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    app
+}
+
+/// One ng command to 10.99.0.1:2223 from `rvxpeer`; the reply's dictionary
+/// as (key, value) text pairs.
+fn ng(entries: Vec<(&'static str, Vec<u8>)>) -> Option<Vec<(String, Vec<u8>)>> {
+    std::thread::spawn(move || {
+        testbed::enter(testbed::PEER).ok()?;
+        let sock = UdpSocket::bind("10.99.0.2:0").ok()?;
+        sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let dict = Value::Dict(
+            entries
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), Value::Bytes(v.as_slice())))
+                .collect(),
+        );
+        let mut msg = b"cookie1 ".to_vec();
+        encode(&dict, &mut msg);
+        sock.send_to(&msg, "10.99.0.1:2223").ok()?;
+        let mut buf = [0u8; 8192];
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        let body = buf[..n].splitn(2, |b| *b == b' ').nth(1)?;
+        let (Value::Dict(d), _) = decode(body).ok()? else {
+            return None;
+        };
+        Some(
+            d.iter()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        v.as_bytes().unwrap_or_default().to_vec(),
+                    )
+                })
+                .collect(),
+        )
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+fn ng_ping() -> bool {
+    ng(vec![("command", b"ping".to_vec())])
+        .is_some_and(|r| r.iter().any(|(k, v)| k == "result" && v == b"pong"))
+}
+
+/// The relay port an ng reply's SDP gives.
+fn port(reply: &[(String, Vec<u8>)]) -> u16 {
+    let sdp = reply
+        .iter()
+        .find(|(k, _)| k == "sdp")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| panic!("no sdp in {reply:?}"));
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio in {sdp}"))
+}
+
+fn sdp(port: u16) -> Vec<u8> {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 10.99.0.2\r\ns=-\r\nc=IN IP4 10.99.0.2\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0\r\na=sendrecv\r\n"
+    )
+    .into_bytes()
+}
+
+/// `rvx`'s kernel UDP counters (received, sent), read inside it.
+fn rvx_udp() -> (u64, u64) {
+    std::thread::spawn(|| {
+        testbed::enter(testbed::RVX).unwrap();
+        (
+            testbed::kernel_udp(&["InDatagrams", "NoPorts", "InErrors"]),
+            testbed::kernel_udp(&["OutDatagrams"]),
+        )
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn the_appliance_relays_media_on_af_xdp_and_leaves_the_rest_to_the_kernel() {
+    let _topology = Topology::up().unwrap();
+    let dir = test_dir("xdp-appliance");
+    let rings = format!("/dev/shm/rvoip-test-{}-xdp", std::process::id());
+    let config = test_config(
+        "xdp.toml",
+        &dir,
+        &[(
+            "ring_dir = \"/dev/shm/rvoip-xdp\"",
+            format!("ring_dir = \"{rings}\""),
+        )],
+    );
+    let mut app = start(&dir, &config);
+
+    // A call's media over ng: 10.99.0.2:41000 (A) and :41001 (B).
+    let offer = ng(vec![
+        ("command", b"offer".to_vec()),
+        ("call-id", b"xdp-1".to_vec()),
+        ("from-tag", b"a".to_vec()),
+        ("sdp", sdp(41000)),
+    ])
+    .expect("ng offer answered");
+    let to_b = port(&offer);
+    let answer = ng(vec![
+        ("command", b"answer".to_vec()),
+        ("call-id", b"xdp-1".to_vec()),
+        ("from-tag", b"a".to_vec()),
+        ("to-tag", b"b".to_vec()),
+        ("sdp", sdp(41001)),
+    ])
+    .expect("ng answer answered");
+    let to_a = port(&answer);
+    let before = rvx_udp();
+    let peer = std::thread::spawn(move || {
+        testbed::enter(testbed::PEER).unwrap();
+        let (a, b) = (
+            UdpSocket::bind("10.99.0.2:41000").unwrap(),
+            UdpSocket::bind("10.99.0.2:41001").unwrap(),
+        );
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        }
+        let (ra, rb): (SocketAddr, SocketAddr) = (
+            format!("10.99.0.1:{to_a}").parse().unwrap(),
+            format!("10.99.0.1:{to_b}").parse().unwrap(),
+        );
+        let mut buf = [0u8; 2048];
+        for seq in 0..100u16 {
+            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa];
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            p.extend((0..160u16).map(|i| (i as u8) ^ (seq as u8)));
+            a.send_to(&p, ra).unwrap();
+            let (n, from) = b.recv_from(&mut buf).expect("relayed to B");
+            assert_eq!((from, &buf[..n]), (rb, &p[..]), "packet {seq} A to B");
+            p[11] = 0xb;
+            b.send_to(&p, rb).unwrap();
+            let (n, from) = a.recv_from(&mut buf).expect("relayed to A");
+            assert_eq!((from, &buf[..n]), (ra, &p[..]), "packet {seq} B to A");
+        }
+        // The kernel path: SIP over UDP and TCP, ping.
+        let sip = UdpSocket::bind("10.99.0.2:0").unwrap();
+        sip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let me = sip.local_addr().unwrap();
+        let options = format!(
+            "OPTIONS sip:10.99.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-xdp1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:t@10.99.0.2>;tag=x\r\nTo: <sip:10.99.0.1>\r\n\
+Call-ID: xdp-options\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip.send_to(options.as_bytes(), "10.99.0.1:5060").unwrap();
+        let (n, _) = sip.recv_from(&mut buf).expect("an answer to OPTIONS");
+        assert!(
+            buf[..n].starts_with(b"SIP/2.0 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        TcpStream::connect_timeout(&"10.99.0.1:5060".parse().unwrap(), Duration::from_secs(3))
+            .expect("SIP over TCP");
+        let ping = Command::new("ping")
+            .args(["-c", "1", "-W", "2", "10.99.0.1"])
+            .output()
+            .unwrap();
+        assert!(ping.status.success(), "ping 10.99.0.1");
+    });
+    peer.join().unwrap();
+    let after = rvx_udp();
+    // 200 relayed packets; what the kernel saw is the OPTIONS and its answer.
+    assert!(
+        after.0 - before.0 <= 2 && after.1 - before.1 <= 2,
+        "rvx's kernel UDP counters grew from {before:?} to {after:?}: relayed media went through it"
+    );
+
+    // SIGTERM: the program goes.
+    app.terminate().expect("rvoip stops on SIGTERM");
+    assert!(!link_shows_xdp(), "the program detached at stop");
+
+    // kill -9: the program stays (passing everything to the kernel), and
+    // the next start replaces it.
+    let app = start(&dir, &config);
+    let pid = app.0.id().to_string();
+    Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    drop(app);
+    assert!(link_shows_xdp(), "a killed rvoip leaves its program");
+    assert!(
+        ng(vec![("command", b"ping".to_vec())]).is_none(),
+        "nobody answers ng"
+    );
+    let mut app = start(&dir, &config);
+    assert!(ng_ping());
+    app.terminate().expect("rvoip stops on SIGTERM");
+    assert!(!link_shows_xdp());
+}

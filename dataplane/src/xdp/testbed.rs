@@ -1,0 +1,117 @@
+//! The AF_XDP test topology, for tests and benchmarks (as root):
+//! network namespace `rvx` holding veth `rvx0` with 10.99.0.1/24, its peer
+//! `rvx1` with 10.99.0.2/24 in namespace `rvxpeer`, both links and both
+//! loopbacks up. Made by [`Topology::up`], removed when it drops; traffic
+//! stays inside the two namespaces.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::process::Command;
+
+/// rvoip's side of the topology.
+pub const RVX: &str = "rvx";
+/// The peers' side.
+pub const PEER: &str = "rvxpeer";
+/// rvoip's address.
+pub const RVX_ADDR: &str = "10.99.0.1";
+/// The peers' address.
+pub const PEER_ADDR: &str = "10.99.0.2";
+
+fn ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// The topology; removed when dropped.
+#[derive(Debug)]
+pub struct Topology(());
+
+impl Topology {
+    /// Makes the topology (one an interrupted run left goes first).
+    pub fn up() -> io::Result<Topology> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the AF_XDP topology needs root (network namespaces, XDP)",
+            ));
+        }
+        remove();
+        ip(&["netns", "add", RVX])?;
+        let t = Topology(());
+        ip(&["netns", "add", PEER])?;
+        ip(&[
+            "-n", RVX, "link", "add", "rvx0", "type", "veth", "peer", "name", "rvx1", "netns", PEER,
+        ])?;
+        ip(&["-n", RVX, "addr", "add", "10.99.0.1/24", "dev", "rvx0"])?;
+        ip(&["-n", PEER, "addr", "add", "10.99.0.2/24", "dev", "rvx1"])?;
+        for (ns, dev) in [(RVX, "rvx0"), (PEER, "rvx1"), (RVX, "lo"), (PEER, "lo")] {
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        Ok(t)
+    }
+}
+
+fn remove() {
+    for ns in [RVX, PEER] {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        remove();
+    }
+}
+
+/// Moves the calling thread into network namespace `ns` (its sockets, and
+/// the processes it starts, live there from then on).
+pub fn enter(ns: &str) -> io::Result<()> {
+    let path = std::ffi::CString::new(format!("/var/run/netns/{ns}"))
+        .map_err(|_| io::Error::other("namespace name"))?;
+    // SAFETY: open(2) of a NUL-terminated path; the descriptor is closed
+    // below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setns(2) on this thread with a namespace descriptor we own.
+    let r = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+    let e = io::Error::last_os_error();
+    // SAFETY: fd is ours and closed once.
+    unsafe { libc::close(fd) };
+    if r != 0 { Err(e) } else { Ok(()) }
+}
+
+/// The sum of the named `Udp:` counters of `/proc/net/snmp` of the calling
+/// thread's namespace (`InDatagrams`, `NoPorts`, `OutDatagrams`, ...).
+pub fn kernel_udp(fields: &[&str]) -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+        .filter(|(n, _)| fields.contains(n))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// Whether `ip -n rvx link show rvx0` shows an XDP program.
+pub fn link_shows_xdp() -> bool {
+    Command::new("ip")
+        .args(["-n", RVX, "link", "show", "rvx0"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("xdp"))
+}
