@@ -50,9 +50,9 @@ fn bget<'a>(d: &'a [u8], key: &str) -> Option<&'a [u8]> {
     d.get(colon + 1..colon + 1 + len)
 }
 
-fn reply_sdp(port: u16) -> String {
+fn reply_sdp(ip: Ipv4Addr, port: u16) -> String {
     format!(
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
     )
 }
 
@@ -66,14 +66,14 @@ fn epoll_add(ep: i32, fd: i32, token: u64) {
 }
 
 fn main() {
-    let args: Vec<u16> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("numbers"))
-        .collect();
-    let [ng_port, port_min, port_max] = args[..] else {
-        panic!("usage: bare_forwarder NG_PORT PORT_MIN PORT_MAX")
-    };
-    let ng = UdpSocket::bind(("127.0.0.1", ng_port)).expect("ng socket");
+    let usage = "usage: bare_forwarder NG_PORT PORT_MIN PORT_MAX [ADDRESS]";
+    let mut argv = std::env::args().skip(1);
+    let mut number = || -> u16 { argv.next().expect(usage).parse().expect(usage) };
+    let (ng_port, port_min, port_max) = (number(), number(), number());
+    let ip: Ipv4Addr = std::env::args()
+        .nth(4)
+        .map_or(Ipv4Addr::LOCALHOST, |a| a.parse().expect(usage));
+    let ng = UdpSocket::bind((ip, ng_port)).expect("ng socket");
     // SAFETY: no preconditions.
     let ep = unsafe { libc::epoll_create1(0) };
     epoll_add(ep, ng.as_raw_fd(), NG_TOKEN);
@@ -85,7 +85,7 @@ fn main() {
             assert!(next_port < port_max, "ports exhausted");
             let p = next_port;
             next_port += 2;
-            if let Ok(sock) = UdpSocket::bind(("127.0.0.1", p))
+            if let Ok(sock) = UdpSocket::bind((ip, p))
                 && sock.set_nonblocking(true).is_ok()
             {
                 let i = legs.len();
@@ -139,13 +139,13 @@ fn main() {
                             }
                         };
                         live(&mut legs, a).peer = sdp_addr(&sdp);
-                        let s = reply_sdp(live(&mut legs, b).port);
+                        let s = reply_sdp(ip, live(&mut legs, b).port);
                         format!("d6:result2:ok3:sdp{}:{s}e", s.len())
                     }
                     b"answer" => match calls.get(&call) {
                         Some(&(a, b)) => {
                             live(&mut legs, b).peer = sdp_addr(&sdp);
-                            let s = reply_sdp(live(&mut legs, a).port);
+                            let s = reply_sdp(ip, live(&mut legs, a).port);
                             format!("d6:result2:ok3:sdp{}:{s}e", s.len())
                         }
                         None => "d6:result5:error12:error-reason15:Unknown call-ide".to_string(),

@@ -42,16 +42,25 @@ pub struct Udp {
     pub payload: std::ops::Range<usize>,
 }
 
-/// One's complement sum of `data` (as 16-bit big-endian words) added to `sum`.
-fn sum16(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+/// One's complement sum of `data` (as 16-bit big-endian words) added to
+/// `sum`, four octets at a time into a 64-bit accumulator (RFC 1071 §2:
+/// the sum is the same whatever the order and width of the additions).
+fn sum16(sum: u32, data: &[u8]) -> u32 {
+    let mut acc = u64::from(sum);
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    acc += u64::from(u32::from_be_bytes(tail));
+    // Fold 64 → 32 → 16 bits (end-around carries).
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    let mut s = (acc & 0xffff) + (acc >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u32
 }
 
 fn fold(mut sum: u32) -> u16 {

@@ -86,6 +86,24 @@ fn area(frames: u32) -> io::Result<(memmap2::MmapMut, bool)> {
     Ok((memmap2::MmapOptions::new().len(len).map_anon()?, false))
 }
 
+/// Hands `frames` to the fill ring, as many as it takes (all of them,
+/// since it has room for every receive frame); returns how many.
+fn give_back(device: &mut DeviceQueue, frames: &[u64]) -> usize {
+    let mut done = 0;
+    // The ring's idea of its free room may be stale: ask again until
+    // every frame is in or it really has no room.
+    while done < frames.len() {
+        let mut fill = device.fill((frames.len() - done) as u32);
+        let n = fill.insert(frames[done..].iter().copied()) as usize;
+        fill.commit();
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    done
+}
+
 impl Xsk {
     /// A socket on queue `queue` of link `ifindex` with `frames` UMEM
     /// frames (half to receive into, half to send from).
@@ -130,10 +148,12 @@ impl Xsk {
         let tx = user.map_tx().map_err(errno)?;
         umem.bind(&user).map_err(errno)?;
         // The first half receives: all of it to the fill ring.
-        let mut fill = device.fill(half);
-        fill.insert((0..u64::from(half)).map(|i| i * u64::from(FRAME)));
-        fill.commit();
-        drop(fill);
+        let rx_frames: Vec<u64> = (0..u64::from(half)).map(|i| i * u64::from(FRAME)).collect();
+        if give_back(&mut device, &rx_frames) < rx_frames.len() {
+            return Err(io::Error::other(
+                "the fill ring took fewer frames than it holds",
+            ));
+        }
         let free_tx = (u64::from(half)..u64::from(frames))
             .map(|i| i * u64::from(FRAME))
             .collect();
@@ -180,11 +200,7 @@ impl Xsk {
         }
         read.release();
         drop(read);
-        if held > 0 {
-            let mut fill = self.device.fill(held as u32);
-            fill.insert(back[..held].iter().copied());
-            fill.commit();
-        }
+        give_back(&mut self.device, &back[..held]);
         if self.device.needs_wakeup() {
             self.device.wake();
         }

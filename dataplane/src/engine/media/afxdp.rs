@@ -298,3 +298,21 @@ impl Driver for AfXdpDriver {
         (self.received, self.out.sent, self.out.send_errors)
     }
 }
+
+impl Drop for AfXdpDriver {
+    fn drop(&mut self) {
+        if let Ok(s) = self.out.xsk.statistics() {
+            tracing::info!(
+                queue = self.xdp.queue,
+                received = self.received,
+                sent = self.out.sent,
+                send_errors = self.out.send_errors,
+                rx_dropped = s.rx_dropped,
+                rx_ring_full = s.rx_ring_full,
+                rx_fill_empty = s.rx_fill_empty,
+                invalid = s.invalid,
+                "AF_XDP socket closed"
+            );
+        }
+    }
+}
