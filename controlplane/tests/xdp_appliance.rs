@@ -173,20 +173,9 @@ fn the_appliance_relays_media_on_af_xdp_and_leaves_the_rest_to_the_kernel() {
             format!("10.99.0.1:{to_a}").parse().unwrap(),
             format!("10.99.0.1:{to_b}").parse().unwrap(),
         );
-        let mut buf = [0u8; 2048];
-        for seq in 0..100u16 {
-            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa];
-            p[2..4].copy_from_slice(&seq.to_be_bytes());
-            p.extend((0..160u16).map(|i| (i as u8) ^ (seq as u8)));
-            a.send_to(&p, ra).unwrap();
-            let (n, from) = b.recv_from(&mut buf).expect("relayed to B");
-            assert_eq!((from, &buf[..n]), (rb, &p[..]), "packet {seq} A to B");
-            p[11] = 0xb;
-            b.send_to(&p, rb).unwrap();
-            let (n, from) = a.recv_from(&mut buf).expect("relayed to A");
-            assert_eq!((from, &buf[..n]), (ra, &p[..]), "packet {seq} B to A");
-        }
+        testbed::rtp_both_ways((&a, &b), (ra, rb), 100).unwrap();
         // The kernel path: SIP over UDP and TCP, ping.
+        let mut buf = [0u8; 2048];
         let sip = UdpSocket::bind("10.99.0.2:0").unwrap();
         sip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let me = sip.local_addr().unwrap();

@@ -262,20 +262,7 @@ fn the_media_relay_on_af_xdp_relays_both_ways_without_the_kernels_udp() {
             format!("10.99.0.1:{pa}").parse().unwrap(),
             format!("10.99.0.1:{pb}").parse().unwrap(),
         );
-        let mut buf = [0u8; 2048];
-        for seq in 0..200u16 {
-            // RTP (PCMU, 160 octets) A → relay → B and back.
-            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa];
-            p[2..4].copy_from_slice(&seq.to_be_bytes());
-            p.extend((0..160u16).map(|i| (i as u8) ^ (seq as u8)));
-            sa.send_to(&p, ra).unwrap();
-            let (n, from) = sb.recv_from(&mut buf).expect("relayed to B");
-            assert_eq!((from, &buf[..n]), (rb, &p[..]), "packet {seq} A to B");
-            p[11] = 0xb;
-            sb.send_to(&p, rb).unwrap();
-            let (n, from) = sa.recv_from(&mut buf).expect("relayed to A");
-            assert_eq!((from, &buf[..n]), (ra, &p[..]), "packet {seq} B to A");
-        }
+        testbed::rtp_both_ways((&sa, &sb), (ra, rb), 200).unwrap();
         done.send(()).unwrap();
     });
     peer.join().unwrap();

@@ -70,42 +70,28 @@ fn fold(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
+/// The one's complement sum of the UDP pseudo-header (addresses,
+/// protocol, UDP length), not folded.
+fn pseudo(src: IpAddr, dst: IpAddr, len: usize) -> u32 {
+    let s = match (src, dst) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => sum16(sum16(0, &a.octets()), &b.octets()),
+        (IpAddr::V6(a), IpAddr::V6(b)) => sum16(sum16(0, &a.octets()), &b.octets()),
+        _ => 0,
+    };
+    s + 17 + len as u32
+}
+
 /// The (not inverted) sum of the UDP pseudo-header: what a sender that
 /// leaves the checksum to its NIC writes in the field (Linux's
 /// CHECKSUM_PARTIAL, which a veth peer hands over as it is).
 fn pseudo_sum(src: IpAddr, dst: IpAddr, len: usize) -> u16 {
-    let mut s = 0u32;
-    match (src, dst) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            s = sum16(s, &a.octets());
-            s = sum16(s, &b.octets());
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            s = sum16(s, &a.octets());
-            s = sum16(s, &b.octets());
-        }
-        _ => {}
-    }
-    !fold(s + 17 + len as u32)
+    !fold(pseudo(src, dst, len))
 }
 
 /// The UDP checksum over the pseudo-header and `udp` (its checksum field
 /// included as it stands).
 fn udp_sum(src: IpAddr, dst: IpAddr, udp: &[u8]) -> u16 {
-    let mut s = 0u32;
-    match (src, dst) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            s = sum16(s, &a.octets());
-            s = sum16(s, &b.octets());
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            s = sum16(s, &a.octets());
-            s = sum16(s, &b.octets());
-        }
-        _ => {}
-    }
-    s += 17 + udp.len() as u32;
-    fold(sum16(s, udp))
+    fold(sum16(pseudo(src, dst, udp.len()), udp))
 }
 
 /// Reads the UDP datagram of an Ethernet frame, checking its headers.

@@ -115,3 +115,34 @@ pub fn link_shows_xdp() -> bool {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("xdp"))
 }
+
+/// Sends `count` RTP packets (PCMU, 160 octets) from socket `a` to the
+/// relay at `ra`, each to arrive at `b` from `rb` unchanged, and one back
+/// from `b` to `rb` for each, to arrive at `a` from `ra`; the first
+/// difference is the error.
+pub fn rtp_both_ways(
+    (a, b): (&std::net::UdpSocket, &std::net::UdpSocket),
+    (ra, rb): (std::net::SocketAddr, std::net::SocketAddr),
+    count: u16,
+) -> Result<(), String> {
+    let mut buf = [0u8; 2048];
+    for seq in 0..count {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend((0..160u16).map(|i| (i as u8) ^ (seq as u8)));
+        for (from, to, via, back) in [(a, b, ra, rb), (b, a, rb, ra)] {
+            from.send_to(&p, via)
+                .map_err(|e| format!("send {seq}: {e}"))?;
+            let (n, src) = to
+                .recv_from(&mut buf)
+                .map_err(|e| format!("packet {seq} to {via} not relayed: {e}"))?;
+            if (src, &buf[..n]) != (back, &p[..]) {
+                return Err(format!(
+                    "packet {seq} to {via} came from {src} as {n} octets"
+                ));
+            }
+            p[11] ^= 0x01;
+        }
+    }
+    Ok(())
+}

@@ -301,25 +301,22 @@ pub fn offer(
         ("sdp", Value::Bytes(sdp.as_bytes())),
     ];
     entries.extend(flags.iter().cloned());
-    let reply = relay.command(&entries);
-    assert_eq!(
-        get(&reply, "result"),
-        Value::Bytes(b"ok"),
-        "{}",
-        String::from_utf8_lossy(&reply)
-    );
-    reply
+    ok(relay.command(&entries))
 }
 
 /// The ng answer of `call` (from-tag, to-tag) with `sdp`; checked ok.
 pub fn answer(relay: &mut Relay, call: &str, (from, to): (&str, &str), sdp: &str) -> Vec<u8> {
-    let reply = relay.command(&[
+    ok(relay.command(&[
         ("command", Value::Bytes(b"answer")),
         ("call-id", Value::Bytes(call.as_bytes())),
         ("from-tag", Value::Bytes(from.as_bytes())),
         ("to-tag", Value::Bytes(to.as_bytes())),
         ("sdp", Value::Bytes(sdp.as_bytes())),
-    ]);
+    ]))
+}
+
+/// An ng reply, checked to say `result: ok`.
+fn ok(reply: Vec<u8>) -> Vec<u8> {
     assert_eq!(
         get(&reply, "result"),
         Value::Bytes(b"ok"),
