@@ -268,3 +268,103 @@ fn the_media_relay_on_af_xdp_relays_both_ways_without_the_kernels_udp() {
     peer.join().unwrap();
     rvx.join().unwrap();
 }
+
+/// The RTP frames XDP redirected on each receive queue of `rvx0`.
+fn redirected_per_queue() -> Vec<u64> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", "rvx", "ethtool", "-S", "rvx0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (0..2)
+        .map(|q| {
+            let key = format!("rx_queue_{q}_xdp_redirect:");
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(&key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+fn on_a_link_with_two_queues_frames_on_either_reach_the_relay() {
+    let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
+    let _topology = Topology::up().unwrap();
+    for (ns, dev) in [("rvx", "rvx0"), ("rvxpeer", "rvx1")] {
+        let ok = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ethtool", "-L", dev, "rx", "2", "tx", "2",
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "two channels on {dev}");
+    }
+    let calls: u16 = 8;
+    let (to_peer, ports) = mpsc::channel::<Vec<(u16, u16)>>();
+    let (done, from_peer) = mpsc::channel::<()>();
+    let rvx = in_ns("rvx", move || {
+        let ifindex = bpf::ifindex("rvx0").unwrap();
+        let eng = MediaEngine::start(&MediaEngineConfig {
+            address: "10.99.0.1".parse().unwrap(),
+            address_v6: None,
+            extra_addresses: Vec::new(),
+            port_min: 30000,
+            port_max: 30099,
+            cores: vec![0, 1],
+            driver: DriverKind::AfXdp { ifindex },
+            polling: Polling::Interrupt { batch_wait_us: 0 },
+            relay: RelayConfig::default(),
+            fill_calls: 0,
+            max_endpoints_per_worker: 64,
+        })
+        .unwrap();
+        assert_eq!(eng.workers(), 1, "one media worker takes both queues");
+        let spec = |port| PeerSpec {
+            rtp: Some(SocketAddr::from(([10, 99, 0, 2], port))),
+            rtcp: None,
+            rtcp_mux: true,
+            clock_rate: 8000,
+            feedback: false,
+        };
+        let mut relay_ports = Vec::new();
+        for c in 0..calls {
+            let mut plan = MediaPlan::default();
+            plan.side_mut(Side::A).open_rtp = true;
+            plan.side_mut(Side::A).peer = Some(spec(43000 + 2 * c));
+            plan.side_mut(Side::B).open_rtp = true;
+            plan.side_mut(Side::B).peer = Some(spec(43001 + 2 * c));
+            let [pa, pb] = eng.apply(0, None, vec![plan]).unwrap().ports[0];
+            relay_ports.push((pa.rtp, pb.rtp));
+        }
+        to_peer.send(relay_ports).unwrap();
+        from_peer.recv_timeout(Duration::from_secs(30)).unwrap();
+        let c = eng.counters();
+        assert!(c.forwarded >= u64::from(calls) * 40, "{c:?}");
+    });
+    let peer = in_ns("rvxpeer", move || {
+        let relay_ports = ports.recv_timeout(Duration::from_secs(10)).unwrap();
+        for (c, (pa, pb)) in relay_ports.into_iter().enumerate() {
+            let c = c as u16;
+            let a = UdpSocket::bind(("10.99.0.2", 43000 + 2 * c)).unwrap();
+            let b = UdpSocket::bind(("10.99.0.2", 43001 + 2 * c)).unwrap();
+            for s in [&a, &b] {
+                s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            }
+            let relay = (
+                SocketAddr::from(([10, 99, 0, 1], pa)),
+                SocketAddr::from(([10, 99, 0, 1], pb)),
+            );
+            testbed::rtp_both_ways((&a, &b), relay, 20).unwrap_or_else(|e| panic!("call {c}: {e}"));
+        }
+        done.send(()).unwrap();
+    });
+    peer.join().unwrap();
+    rvx.join().unwrap();
+    let per_queue = redirected_per_queue();
+    assert!(
+        per_queue.iter().all(|n| *n > 0),
+        "frames arrived on both queues and were all relayed: {per_queue:?}"
+    );
+}

@@ -1,8 +1,8 @@
-//! The AF_XDP driver: a worker's packets come from the AF_XDP socket of
-//! its queue of the link, where rvoip's XDP program steers UDP to the
-//! worker's endpoints (`crate::xdp`), and leave as frames rvoip builds
-//! (Ethernet, IP, UDP, checksums) on the same socket, without the kernel's
-//! UDP stack. Each endpoint still binds a kernel UDP socket: it keeps the
+//! The AF_XDP driver: the worker's packets come from its AF_XDP sockets,
+//! one per receive queue of the link in use, where rvoip's XDP program
+//! steers UDP to the worker's endpoints (`crate::xdp`), and leave as frames
+//! rvoip builds (Ethernet, IP, UDP, checksums) on the first of them,
+//! without the kernel's UDP stack. Each endpoint still binds a kernel UDP socket: it keeps the
 //! port rvoip's on the host, and it is the way out to a peer whose
 //! Ethernet address is not known yet (the kernel resolves it; the
 //! neighbour table is read again on the next miss). Peers' addresses are
@@ -31,14 +31,14 @@ const FRAMES: u32 = 4096;
 /// Neighbour entries kept before the table is started again.
 const NEIGHBOURS: usize = 4096;
 
-/// What a worker on AF_XDP is given: its queue of the link, the program
-/// steering to it, the link's Ethernet address.
+/// What the worker on AF_XDP is given: the link's queues in use, the
+/// program steering to them, the link's Ethernet address.
 #[derive(Debug, Clone)]
 pub(super) struct XdpWorker {
     /// The link.
     pub(super) ifindex: u32,
-    /// The worker's receive queue.
-    pub(super) queue: u32,
+    /// The link's receive queues in use (a socket on each).
+    pub(super) queues: u32,
     /// rvoip's program on the link.
     pub(super) steering: Arc<Steering>,
     /// The link's Ethernet address.
@@ -119,7 +119,10 @@ impl Out {
 pub(super) struct AfXdpDriver {
     xdp: XdpWorker,
     out: Out,
-    wake_fd: i32,
+    /// The sockets of the other queues (receive only).
+    others: Vec<Xsk>,
+    /// What `poll` waits on: every socket, then the wake-up.
+    fds: Vec<libc::pollfd>,
     free: Vec<EndpointId>,
     by_addr: HashMap<SocketAddr, EndpointId, rustc_hash::FxBuildHasher>,
     /// The received batch: (endpoint, source, length), payloads in `bufs`.
@@ -134,8 +137,24 @@ pub(super) struct AfXdpDriver {
 
 impl AfXdpDriver {
     pub(super) fn new(xdp: XdpWorker, wake: &Wake) -> io::Result<Self> {
-        let xsk = Xsk::open(xdp.ifindex, xdp.queue, FRAMES, CopyMode::Copy)?;
-        xdp.steering.bind_queue(xdp.queue, &xsk)?;
+        let xsk = Xsk::open(xdp.ifindex, 0, FRAMES, CopyMode::Copy)?;
+        xdp.steering.bind_queue(0, &xsk)?;
+        let mut others = Vec::new();
+        for q in 1..xdp.queues.max(1) {
+            let s = Xsk::open(xdp.ifindex, q, FRAMES, CopyMode::Copy)?;
+            xdp.steering.bind_queue(q, &s)?;
+            others.push(s);
+        }
+        let pollfd = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let fds = std::iter::once(xsk.fd())
+            .chain(others.iter().map(Xsk::fd))
+            .chain(std::iter::once(wake.raw()))
+            .map(pollfd)
+            .collect();
         let mut out = Out {
             xsk,
             mac: xdp.mac,
@@ -150,7 +169,8 @@ impl AfXdpDriver {
         Ok(AfXdpDriver {
             xdp,
             out,
-            wake_fd: wake.raw(),
+            others,
+            fds,
             free: Vec::new(),
             by_addr: HashMap::default(),
             batch: Vec::with_capacity(BATCH),
@@ -161,31 +181,39 @@ impl AfXdpDriver {
         })
     }
 
-    /// Takes the frames the socket has, up to a batch, into `bufs`.
+    /// Takes the frames the sockets have, up to a batch, into `bufs`.
     fn receive(&mut self) -> usize {
         self.batch.clear();
         let (batch, bufs, by_addr) = (&mut self.batch, &mut self.bufs, &self.by_addr);
-        let neighbours = &mut self.out.neighbours;
-        self.out.xsk.recv(BATCH as u32, |f| {
-            let Ok(u) = frame::parse(f) else { return };
-            let Some(&ep) = by_addr.get(&u.dst) else {
-                return;
-            };
-            let payload = &f[u.payload.clone()];
-            let Some(buf) = bufs.get_mut(batch.len()) else {
-                return;
-            };
-            let n = payload.len().min(BUF);
-            buf[..n].copy_from_slice(&payload[..n]);
-            batch.push((ep, u.src, n));
-            // The sender's frame says where it (or its router) is.
-            if neighbours.get(&u.src.ip()) != Some(&u.macs.0) {
-                if neighbours.len() >= NEIGHBOURS {
-                    neighbours.clear();
-                }
-                neighbours.insert(u.src.ip(), u.macs.0);
+        let Out {
+            xsk, neighbours, ..
+        } = &mut self.out;
+        for sock in std::iter::once(xsk).chain(self.others.iter_mut()) {
+            let room = (BATCH - batch.len()) as u32;
+            if room == 0 {
+                break;
             }
-        });
+            sock.recv(room, |f| {
+                let Ok(u) = frame::parse(f) else { return };
+                let Some(&ep) = by_addr.get(&u.dst) else {
+                    return;
+                };
+                let payload = &f[u.payload.clone()];
+                let Some(buf) = bufs.get_mut(batch.len()) else {
+                    return;
+                };
+                let n = payload.len().min(BUF);
+                buf[..n].copy_from_slice(&payload[..n]);
+                batch.push((ep, u.src, n));
+                // The sender's frame says where it (or its router) is.
+                if neighbours.get(&u.src.ip()) != Some(&u.macs.0) {
+                    if neighbours.len() >= NEIGHBOURS {
+                        neighbours.clear();
+                    }
+                    neighbours.insert(u.src.ip(), u.macs.0);
+                }
+            });
+        }
         self.received += self.batch.len() as u64;
         self.batch.len()
     }
@@ -251,21 +279,10 @@ impl Driver for AfXdpDriver {
             None => timeout,
         };
         if self.receive() == 0 {
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.out.xsk.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.wake_fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
             let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            // SAFETY: `fds` is valid for its two entries.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+            // SAFETY: `fds` is valid for its length.
+            let n =
+                unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -301,9 +318,13 @@ impl Driver for AfXdpDriver {
 
 impl Drop for AfXdpDriver {
     fn drop(&mut self) {
-        if let Ok(s) = self.out.xsk.statistics() {
+        for (queue, sock) in std::iter::once(&self.out.xsk)
+            .chain(self.others.iter())
+            .enumerate()
+        {
+            let Ok(s) = sock.statistics() else { continue };
             tracing::info!(
-                queue = self.xdp.queue,
+                queue,
                 received = self.received,
                 sent = self.out.sent,
                 send_errors = self.out.send_errors,

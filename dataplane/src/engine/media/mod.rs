@@ -38,8 +38,8 @@ pub enum DriverKind {
     /// recvmmsg/sendmmsg with epoll.
     Fallback,
     /// AF_XDP sockets on the queues of link `ifindex`, rvoip's XDP program
-    /// steering the workers' endpoints to them (one worker per queue);
-    /// never chosen by `Auto`.
+    /// steering the media endpoints to them (one media worker, a socket
+    /// per queue in use); never chosen by `Auto`.
     AfXdp {
         /// The link.
         ifindex: u32,
@@ -239,25 +239,27 @@ impl MediaEngine {
             }
             DriverKind::Auto => uring::probe().is_ok(),
         };
-        // AF_XDP: rvoip's program on the link, a queue per worker.
+        // AF_XDP: rvoip's program on the link; one media worker takes
+        // every queue in use (a frame lands on whatever queue the link's
+        // hashing picks, and only the worker owning its endpoint can relay
+        // it; several workers need the link to steer each one's ports to
+        // its queues, which this does not set up yet).
         let xdp = match config.driver {
             DriverKind::AfXdp { ifindex } => {
                 let (mac, queues) = crate::xdp::bpf::link_info(ifindex)?;
-                // One worker per queue: a link with fewer queues than
-                // cores gets fewer media workers.
-                if (queues as usize) < n {
+                if n > 1 {
                     tracing::info!(
                         queues,
                         cores = n,
-                        "AF_XDP: one media worker per receive queue of the link"
+                        "AF_XDP: one media worker takes every receive queue of the link"
                     );
-                    n = (queues as usize).max(1);
+                    n = 1;
                 }
                 let steering = Arc::new(crate::xdp::Steering::attach(
                     ifindex,
                     crate::xdp::XdpMode::Native,
                 )?);
-                Some((ifindex, mac, steering))
+                Some((ifindex, mac, queues, steering))
             }
             _ => None,
         };
@@ -295,9 +297,9 @@ impl MediaEngine {
                 use_uring,
                 xdp: xdp
                     .as_ref()
-                    .map(|(ifindex, mac, steering)| afxdp::XdpWorker {
+                    .map(|(ifindex, mac, queues, steering)| afxdp::XdpWorker {
                         ifindex: *ifindex,
-                        queue: i as u32,
+                        queues: *queues,
                         steering: Arc::clone(steering),
                         mac: *mac,
                     }),
