@@ -20,10 +20,6 @@ use std::process::Command;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use rvoip_dataplane::engine::media::{
-    DriverKind, MediaEngine, MediaEngineConfig, MediaPlan, Polling,
-};
-use rvoip_dataplane::media::relay::{PeerSpec, RelayConfig, Side};
 use rvoip_dataplane::xdp::frame;
 use rvoip_dataplane::xdp::testbed::{self, Topology, link_shows_xdp};
 use rvoip_dataplane::xdp::xsk::{CopyMode, Xsk};
@@ -208,36 +204,10 @@ fn the_media_relay_on_af_xdp_relays_both_ways_without_the_kernels_udp() {
     let (to_peer, ports) = mpsc::channel::<(u16, u16)>();
     let (done, from_peer) = mpsc::channel::<()>();
     let rvx = in_ns("rvx", move || {
-        let ifindex = bpf::ifindex("rvx0").unwrap();
-        let eng = MediaEngine::start(&MediaEngineConfig {
-            address: "10.99.0.1".parse().unwrap(),
-            address_v6: None,
-            extra_addresses: Vec::new(),
-            port_min: 30000,
-            port_max: 30099,
-            cores: vec![],
-            driver: DriverKind::AfXdp { ifindex },
-            polling: Polling::Interrupt { batch_wait_us: 0 },
-            relay: RelayConfig::default(),
-            fill_calls: 0,
-            max_endpoints_per_worker: 64,
-        })
-        .unwrap();
+        let eng = testbed::af_xdp_engine(vec![]).unwrap();
         assert_eq!(eng.driver(), "af_xdp");
         assert!(link_shows_xdp());
-        let spec = |addr| PeerSpec {
-            rtp: Some(addr),
-            rtcp: None,
-            rtcp_mux: true,
-            clock_rate: 8000,
-            feedback: false,
-        };
-        let mut plan = MediaPlan::default();
-        plan.side_mut(Side::A).open_rtp = true;
-        plan.side_mut(Side::A).peer = Some(spec(a));
-        plan.side_mut(Side::B).open_rtp = true;
-        plan.side_mut(Side::B).peer = Some(spec(b));
-        let applied = eng.apply(0, None, vec![plan]).unwrap();
+        let applied = eng.apply(0, None, vec![testbed::relay_plan(a, b)]).unwrap();
         let [pa, pb] = applied.ports[0];
         let (udp_in, udp_out) = (kernel_udp_in(), kernel_udp_out());
         to_peer.send((pa.rtp, pb.rtp)).unwrap();
@@ -305,36 +275,12 @@ fn on_a_link_with_two_queues_frames_on_either_reach_the_relay() {
     let (to_peer, ports) = mpsc::channel::<Vec<(u16, u16)>>();
     let (done, from_peer) = mpsc::channel::<()>();
     let rvx = in_ns("rvx", move || {
-        let ifindex = bpf::ifindex("rvx0").unwrap();
-        let eng = MediaEngine::start(&MediaEngineConfig {
-            address: "10.99.0.1".parse().unwrap(),
-            address_v6: None,
-            extra_addresses: Vec::new(),
-            port_min: 30000,
-            port_max: 30099,
-            cores: vec![0, 1],
-            driver: DriverKind::AfXdp { ifindex },
-            polling: Polling::Interrupt { batch_wait_us: 0 },
-            relay: RelayConfig::default(),
-            fill_calls: 0,
-            max_endpoints_per_worker: 64,
-        })
-        .unwrap();
+        let eng = testbed::af_xdp_engine(vec![0, 1]).unwrap();
         assert_eq!(eng.workers(), 1, "one media worker takes both queues");
-        let spec = |port| PeerSpec {
-            rtp: Some(SocketAddr::from(([10, 99, 0, 2], port))),
-            rtcp: None,
-            rtcp_mux: true,
-            clock_rate: 8000,
-            feedback: false,
-        };
+        let peer = |port| SocketAddr::from(([10, 99, 0, 2], port));
         let mut relay_ports = Vec::new();
         for c in 0..calls {
-            let mut plan = MediaPlan::default();
-            plan.side_mut(Side::A).open_rtp = true;
-            plan.side_mut(Side::A).peer = Some(spec(43000 + 2 * c));
-            plan.side_mut(Side::B).open_rtp = true;
-            plan.side_mut(Side::B).peer = Some(spec(43001 + 2 * c));
+            let plan = testbed::relay_plan(peer(43000 + 2 * c), peer(43001 + 2 * c));
             let [pa, pb] = eng.apply(0, None, vec![plan]).unwrap().ports[0];
             relay_ports.push((pa.rtp, pb.rtp));
         }

@@ -18,11 +18,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use counting::ALLOCS;
-use rvoip_dataplane::engine::media::{
-    DriverKind, MediaEngine, MediaEngineConfig, MediaPlan, Polling,
-};
-use rvoip_dataplane::media::relay::{PeerSpec, RelayConfig, Side};
-use rvoip_dataplane::xdp::bpf;
 use rvoip_dataplane::xdp::testbed::{self, Topology};
 
 #[global_allocator]
@@ -61,34 +56,8 @@ fn relaying_on_af_xdp_allocates_nothing_in_steady_state() {
     let (done, finished) = mpsc::channel::<u64>();
     let rvx = std::thread::spawn(move || {
         testbed::enter(testbed::RVX).unwrap();
-        let ifindex = bpf::ifindex("rvx0").unwrap();
-        let eng = MediaEngine::start(&MediaEngineConfig {
-            address: "10.99.0.1".parse().unwrap(),
-            address_v6: None,
-            extra_addresses: Vec::new(),
-            port_min: 30000,
-            port_max: 30099,
-            cores: vec![],
-            driver: DriverKind::AfXdp { ifindex },
-            polling: Polling::Interrupt { batch_wait_us: 0 },
-            relay: RelayConfig::default(),
-            fill_calls: 0,
-            max_endpoints_per_worker: 64,
-        })
-        .unwrap();
-        let spec = |addr| PeerSpec {
-            rtp: Some(addr),
-            rtcp: None,
-            rtcp_mux: true,
-            clock_rate: 8000,
-            feedback: false,
-        };
-        let mut plan = MediaPlan::default();
-        plan.side_mut(Side::A).open_rtp = true;
-        plan.side_mut(Side::A).peer = Some(spec(a));
-        plan.side_mut(Side::B).open_rtp = true;
-        plan.side_mut(Side::B).peer = Some(spec(b));
-        let applied = eng.apply(0, None, vec![plan]).unwrap();
+        let eng = testbed::af_xdp_engine(vec![]).unwrap();
+        let applied = eng.apply(0, None, vec![testbed::relay_plan(a, b)]).unwrap();
         let [pa, pb] = applied.ports[0];
         to_peer.send((pa.rtp, pb.rtp)).unwrap();
         let allocs = finished.recv_timeout(Duration::from_secs(60)).unwrap();

@@ -146,3 +146,46 @@ pub fn rtp_both_ways(
     }
     Ok(())
 }
+
+/// The media engine on AF_XDP on `rvx0` (the calling thread in `rvx`),
+/// relay address 10.99.0.1, ports 30000-30099, as many workers as `cores`
+/// asks and the link allows.
+pub fn af_xdp_engine(cores: Vec<usize>) -> io::Result<crate::engine::media::MediaEngine> {
+    use crate::engine::media::{DriverKind, MediaEngine, MediaEngineConfig, Polling};
+    let ifindex = super::bpf::ifindex("rvx0")?;
+    MediaEngine::start(&MediaEngineConfig {
+        address: std::net::IpAddr::from([10, 99, 0, 1]),
+        address_v6: None,
+        extra_addresses: Vec::new(),
+        port_min: 30000,
+        port_max: 30099,
+        cores,
+        driver: DriverKind::AfXdp { ifindex },
+        polling: Polling::Interrupt { batch_wait_us: 0 },
+        relay: crate::media::relay::RelayConfig::default(),
+        fill_calls: 0,
+        max_endpoints_per_worker: 64,
+    })
+}
+
+/// A plain PCMU call's media line between peers `a` and `b` (RTCP
+/// multiplexed): both legs opened, both peers known.
+pub fn relay_plan(
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+) -> crate::media::plan::MediaPlan {
+    use crate::media::relay::{PeerSpec, Side};
+    let spec = |addr| PeerSpec {
+        rtp: Some(addr),
+        rtcp: None,
+        rtcp_mux: true,
+        clock_rate: 8000,
+        feedback: false,
+    };
+    let mut plan = crate::media::plan::MediaPlan::default();
+    for (side, peer) in [(Side::A, a), (Side::B, b)] {
+        plan.side_mut(side).open_rtp = true;
+        plan.side_mut(side).peer = Some(spec(peer));
+    }
+    plan
+}
