@@ -79,7 +79,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free UDP port on loopback (bound and released), never one this test
+/// A free UDP port on loopback (bound and released; free for TCP too), never one this test
 /// process was given before: the kernel may hand a released port out
 /// again at once, and two listeners of one configuration must differ.
 pub fn free_udp_port() -> u16 {
@@ -92,7 +92,9 @@ pub fn free_udp_port() -> u16 {
             .and_then(|s| s.local_addr())
             .map(|a| a.port())
             .expect("ephemeral port");
-        if !given.contains(&port) {
+        // Free for TCP too: the configurations listen on both at one port.
+        let tcp_free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if tcp_free && !given.contains(&port) {
             given.push(port);
             return port;
         }
