@@ -1,9 +1,10 @@
 //! The appliance on `config/xdp.toml` in namespace `rvx` of the AF_XDP
 //! test topology (as root; made and removed here): rvoip's XDP program is
-//! on `rvx0` while it runs; a call's media set up over ng from `rvxpeer`
-//! crosses the relay both ways on AF_XDP without the kernel's UDP stack of
-//! `rvx` seeing it; SIP over UDP and TCP, ng and ping are answered by the
-//! kernel path; the program goes at SIGTERM; after `kill -9` it stays,
+//! on `rvx0` while it runs; ng, SIP over UDP and a call's media from
+//! `rvxpeer` are served on AF_XDP without the kernel's UDP stack of `rvx`
+//! seeing them; SIP over TCP, ping, and UDP to a port rvoip does not serve
+//! (ICMP port unreachable) are the kernel's; SIPp's calls cross the proxy
+//! on AF_XDP; the program goes at SIGTERM; after `kill -9` it stays,
 //! passing everything to the kernel, until the next start replaces it.
 #![allow(
     clippy::expect_used,
@@ -14,14 +15,33 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::sipp::sipp_in;
 use common::{Spawned, test_config, test_dir};
 use rvoip_dataplane::ng::bencode::{Value, decode, encode};
 use rvoip_dataplane::xdp::testbed::{self, Topology, link_shows_xdp};
+
+/// The tests make the same namespaces: one at a time.
+static TOPOLOGY: Mutex<()> = Mutex::new(());
+
+/// `config/xdp.toml` for a test, with a ring directory of its own.
+fn xdp_config(dir: &Path) -> std::path::PathBuf {
+    let rings = format!("/dev/shm/rvoip-test-{}-xdp", std::process::id());
+    test_config(
+        "xdp.toml",
+        dir,
+        &[(
+            "ring_dir = \"/dev/shm/rvoip-xdp\"",
+            format!("ring_dir = \"{rings}\""),
+        )],
+    )
+}
 
 /// `rvoip run --config CONFIG` inside namespace `rvx`, once the program is
 /// on the link and ng answers from `rvxpeer`.
@@ -113,33 +133,51 @@ m=audio {port} RTP/AVP 0\r\na=sendrecv\r\n"
     .into_bytes()
 }
 
-/// `rvx`'s kernel UDP counters (received, sent), read inside it.
-fn rvx_udp() -> (u64, u64) {
+/// `rvx`'s kernel UDP counters, read inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KernelUdp {
+    /// Datagrams delivered to a socket (or in error).
+    received: u64,
+    /// Datagrams for a port nobody serves (answered with ICMP).
+    no_port: u64,
+    sent: u64,
+}
+
+fn rvx_udp() -> KernelUdp {
     std::thread::spawn(|| {
         testbed::enter(testbed::RVX).unwrap();
-        (
-            testbed::kernel_udp(&["InDatagrams", "NoPorts", "InErrors"]),
-            testbed::kernel_udp(&["OutDatagrams"]),
-        )
+        KernelUdp {
+            received: testbed::kernel_udp(&["InDatagrams", "InErrors"]),
+            no_port: testbed::kernel_udp(&["NoPorts"]),
+            sent: testbed::kernel_udp(&["OutDatagrams"]),
+        }
     })
     .join()
     .unwrap()
 }
 
+/// An OPTIONS to rvoip on 10.99.0.1:5060 from `me`.
+fn options(me: SocketAddr, branch: &str) -> String {
+    format!(
+        "OPTIONS sip:10.99.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/{} {me};branch=z9hG4bK-{branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:t@10.99.0.2>;tag=x\r\nTo: <sip:10.99.0.1>\r\n\
+Call-ID: xdp-{branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        if branch.starts_with("tcp") {
+            "TCP"
+        } else {
+            "UDP"
+        }
+    )
+}
+
 #[test]
-fn the_appliance_relays_media_on_af_xdp_and_leaves_the_rest_to_the_kernel() {
+fn the_appliance_serves_sip_ng_and_media_on_af_xdp_and_leaves_the_rest_to_the_kernel() {
+    let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
     let _topology = Topology::up().unwrap();
     let dir = test_dir("xdp-appliance");
-    let rings = format!("/dev/shm/rvoip-test-{}-xdp", std::process::id());
-    let config = test_config(
-        "xdp.toml",
-        &dir,
-        &[(
-            "ring_dir = \"/dev/shm/rvoip-xdp\"",
-            format!("ring_dir = \"{rings}\""),
-        )],
-    );
+    let config = xdp_config(&dir);
     let mut app = start(&dir, &config);
+    let before = rvx_udp();
 
     // A call's media over ng: 10.99.0.2:41000 (A) and :41001 (B).
     let offer = ng(vec![
@@ -159,7 +197,6 @@ fn the_appliance_relays_media_on_af_xdp_and_leaves_the_rest_to_the_kernel() {
     ])
     .expect("ng answer answered");
     let to_a = port(&answer);
-    let before = rvx_udp();
     let peer = std::thread::spawn(move || {
         testbed::enter(testbed::PEER).unwrap();
         let (a, b) = (
@@ -174,38 +211,60 @@ fn the_appliance_relays_media_on_af_xdp_and_leaves_the_rest_to_the_kernel() {
             format!("10.99.0.1:{to_b}").parse().unwrap(),
         );
         testbed::rtp_both_ways((&a, &b), (ra, rb), 100).unwrap();
-        // The kernel path: SIP over UDP and TCP, ping.
+        // SIP over UDP, on AF_XDP.
         let mut buf = [0u8; 2048];
         let sip = UdpSocket::bind("10.99.0.2:0").unwrap();
         sip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let me = sip.local_addr().unwrap();
-        let options = format!(
-            "OPTIONS sip:10.99.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-xdp1\r\n\
-Max-Forwards: 70\r\nFrom: <sip:t@10.99.0.2>;tag=x\r\nTo: <sip:10.99.0.1>\r\n\
-Call-ID: xdp-options\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        );
-        sip.send_to(options.as_bytes(), "10.99.0.1:5060").unwrap();
+        sip.send_to(options(me, "udp1").as_bytes(), "10.99.0.1:5060")
+            .unwrap();
         let (n, _) = sip.recv_from(&mut buf).expect("an answer to OPTIONS");
         assert!(
             buf[..n].starts_with(b"SIP/2.0 200"),
             "{}",
             String::from_utf8_lossy(&buf[..n])
         );
-        TcpStream::connect_timeout(&"10.99.0.1:5060".parse().unwrap(), Duration::from_secs(3))
-            .expect("SIP over TCP");
+        // The kernel's: SIP over TCP, ping, UDP to a port nobody serves.
+        let mut tcp =
+            TcpStream::connect_timeout(&"10.99.0.1:5060".parse().unwrap(), Duration::from_secs(3))
+                .expect("SIP over TCP");
+        tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let me = tcp.local_addr().unwrap();
+        tcp.write_all(options(me, "tcp1").as_bytes()).unwrap();
+        let n = tcp.read(&mut buf).expect("an answer to OPTIONS over TCP");
+        assert!(
+            buf[..n].starts_with(b"SIP/2.0 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
         let ping = Command::new("ping")
             .args(["-c", "1", "-W", "2", "10.99.0.1"])
             .output()
             .unwrap();
         assert!(ping.status.success(), "ping 10.99.0.1");
+        let closed = UdpSocket::bind("10.99.0.2:0").unwrap();
+        closed.connect("10.99.0.1:5999").unwrap();
+        closed
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        closed.send(b"anyone?").unwrap();
+        let refused = closed.recv(&mut buf).expect_err("nobody answers on 5999");
+        assert_eq!(
+            refused.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "ICMP port unreachable from rvx's kernel"
+        );
     });
     peer.join().unwrap();
     let after = rvx_udp();
-    // 200 relayed packets; what the kernel saw is the OPTIONS and its answer.
-    assert!(
-        after.0 - before.0 <= 2 && after.1 - before.1 <= 2,
-        "rvx's kernel UDP counters grew from {before:?} to {after:?}: relayed media went through it"
+    // ng, 200 relayed packets, OPTIONS: none through rvx's UDP stack; the
+    // probe to port 5999 is the kernel's.
+    assert_eq!(
+        (after.received, after.sent),
+        (before.received, before.sent),
+        "rvx's kernel UDP counters grew ({before:?} to {after:?}): rvoip's traffic went through them"
     );
+    assert_eq!(after.no_port, before.no_port + 1, "the probe to 5999");
 
     // SIGTERM: the program goes.
     app.terminate().expect("rvoip stops on SIGTERM");
@@ -226,4 +285,91 @@ Call-ID: xdp-options\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     assert!(ng_ping());
     app.terminate().expect("rvoip stops on SIGTERM");
     assert!(!link_shows_xdp());
+}
+
+/// Waits until something in `rvxpeer` holds UDP port `port` of 10.99.0.2.
+fn wait_peer_bound(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::thread::spawn(move || {
+        testbed::enter(testbed::PEER).unwrap();
+        UdpSocket::bind(("10.99.0.2", port)).is_ok()
+    })
+    .join()
+    .unwrap()
+    {
+        assert!(Instant::now() < deadline, "nothing bound 10.99.0.2:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sipp_calls_cross_the_proxy_on_af_xdp() {
+    let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
+    let _topology = Topology::up().unwrap();
+    let dir = test_dir("xdp-proxy");
+    let config = xdp_config(&dir);
+    let mut app = start(&dir, &config);
+    // SIPp's UAS where the proxy routes, 10.99.0.2:5070; its UAC on 5080.
+    let _uas = Spawned::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", testbed::PEER, "sipp", "-sn", "uas"])
+            .args(["-i", "10.99.0.2", "-p", "5070", "-nostdin"])
+            .args(["-timeout", "60"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_peer_bound(5070);
+    let before = rvx_udp();
+    let stats = sipp_in(
+        Some(testbed::PEER),
+        &dir,
+        "uac",
+        &[
+            "-sn",
+            "uac",
+            "-i",
+            "10.99.0.2",
+            "-p",
+            "5080",
+            "10.99.0.1:5060",
+            "-s",
+            "1000",
+            "-m",
+            "300",
+            "-r",
+            "100",
+            "-l",
+            "300",
+            "-timeout",
+            "40",
+        ],
+        Duration::from_secs(60),
+    );
+    let after = rvx_udp();
+    assert_eq!(
+        (stats.successful, stats.failed),
+        (300, 0),
+        "SIPp's calls through the proxy: {stats:?}\n{}",
+        std::fs::read_to_string(dir.join("rvoip.log")).unwrap_or_default()
+    );
+    // 300 calls are 4,200 datagrams through the proxy, none of them
+    // through rvx's UDP stack.
+    assert_eq!(
+        (after.received, after.sent),
+        (before.received, before.sent),
+        "rvx's kernel UDP counters grew ({before:?} to {after:?}): SIP went through them"
+    );
+    app.terminate().expect("rvoip stops on SIGTERM");
+    let log = std::fs::read_to_string(dir.join("rvoip.log")).unwrap_or_default();
+    let posted = log
+        .lines()
+        .find(|l| l.contains("AF_XDP socket closed"))
+        .and_then(|l| l.split("posted=").nth(1))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        posted.is_some_and(|p| p >= 300 * 6),
+        "the AF_XDP worker handed the SIP workers every message: {posted:?}"
+    );
 }

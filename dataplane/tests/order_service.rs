@@ -50,6 +50,7 @@ fn one_service_serves_the_order_channel_and_the_ng_socket_on_one_set_of_calls() 
         NgServer::new(engine, LOCALHOST, Box::new(SeededEntropy::new(1))),
         Arc::clone(&stop),
         Duration::ZERO,
+        None,
     )
     .expect("service");
     let ng = service.ng.expect("the ng socket's address");

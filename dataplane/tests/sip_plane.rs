@@ -69,6 +69,7 @@ fn start(
         tls: None,
         streams: Default::default(),
         ws: Default::default(),
+        xdp: None,
     })
     .expect("SIP plane")
 }

@@ -762,7 +762,44 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // AF_XDP: rvoip's program on the link, steering SIP over UDP, ng and
+    // (as calls open them) media ports to the media worker's sockets; the
+    // SIP workers and the ng service get theirs through mailboxes.
+    let xdp_link = match driver {
+        DriverKind::AfXdp { ifindex } => {
+            let sip_udp: Vec<std::net::SocketAddr> = config
+                .sip
+                .listen
+                .iter()
+                .filter(|l| {
+                    l.transport == rvoip_dataplane::sip::Transport::Udp
+                        && !l.address.ip().is_unspecified()
+                })
+                .map(|l| l.address)
+                .collect();
+            let ng: Vec<std::net::SocketAddr> = config
+                .ng
+                .iter()
+                .map(|n| n.listen)
+                .filter(|a| !a.ip().is_unspecified())
+                .collect();
+            let services = [(sip_udp, cores.len().max(1)), (ng, 1)];
+            match rvoip_dataplane::xdp::link::XdpLink::open(ifindex, &services) {
+                Ok(l) => Some(Arc::new(l)),
+                Err(e) => {
+                    tracing::error!(
+                        interface = config.dataplane.interface.as_deref().unwrap_or(""),
+                        error = %e,
+                        "cannot put rvoip's XDP program on the link (AF_XDP needs root, or CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     let sip_config = SipPlaneConfig {
+        xdp: xdp_link.as_ref().map(|l| (Arc::clone(l), XDP_SIP)),
         listeners: config
             .sip
             .listen
@@ -816,7 +853,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         tracing::info!(rings = %config.controlplane.ring_dir.display(), "dataplane only: waiting for a control plane to attach");
         None
     };
-    let media = match start_media(&config, path) {
+    let media = match start_media(&config, path, xdp_link.clone()) {
         Ok(m) => m,
         Err(code) => {
             stop.store(true, Ordering::Relaxed);
@@ -877,6 +914,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         server,
         Arc::clone(&stop),
         std::time::Duration::from_micros(u64::from(config.dataplane.batch_wait_us)),
+        xdp_link.as_ref().map(|l| (Arc::clone(l), XDP_NG)),
     ) {
         Ok(o) => o,
         Err(e) => {
@@ -1109,8 +1147,11 @@ fn run_controlplane(path: &Path) -> ExitCode {
     }
 }
 
-/// Starts the media engine from the configuration; a core that does not exist
-/// is a configuration error.
+/// The SIP service (its UDP listeners, a mailbox per worker) and the ng
+/// service on an AF_XDP link, in the order the link was opened with.
+const XDP_SIP: rvoip_dataplane::xdp::link::ServiceId = rvoip_dataplane::xdp::link::ServiceId(0);
+const XDP_NG: rvoip_dataplane::xdp::link::ServiceId = rvoip_dataplane::xdp::link::ServiceId(1);
+
 /// The engine's driver choice for the configured one (AF_XDP's link by
 /// index; an unknown link is a configuration error).
 fn driver_kind(d: &rvoip_tuning::config::Dataplane) -> std::io::Result<DriverKind> {
@@ -1124,7 +1165,13 @@ fn driver_kind(d: &rvoip_tuning::config::Dataplane) -> std::io::Result<DriverKin
     })
 }
 
-fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
+/// Starts the media engine from the configuration; a core that does not exist
+/// is a configuration error.
+fn start_media(
+    config: &Config,
+    path: &Path,
+    xdp_link: Option<Arc<rvoip_dataplane::xdp::link::XdpLink>>,
+) -> Result<MediaEngine, ExitCode> {
     let cores = worker_cores(config, path)?;
     let driver = driver_kind(&config.dataplane).map_err(|e| {
         eprintln!(
@@ -1164,7 +1211,7 @@ fn start_media(config: &Config, path: &Path) -> Result<MediaEngine, ExitCode> {
         max_endpoints_per_worker: 65_536,
         fill_calls: config.dataplane.fill_calls,
     };
-    match MediaEngine::start(&engine_config) {
+    match MediaEngine::start_on_link(&engine_config, xdp_link) {
         Ok(engine) => {
             if engine.driver() != "io_uring" && config.dataplane.io == IoDriver::Auto {
                 tracing::warn!(

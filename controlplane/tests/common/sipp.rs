@@ -29,10 +29,29 @@ pub struct Stats {
 /// Runs SIPp to completion (at most `limit`) in `dir`; `-stf` statistics
 /// are read back.
 pub fn sipp(dir: &Path, name: &str, args: &[&str], limit: Duration) -> Stats {
+    sipp_in(None, dir, name, args, limit)
+}
+
+/// [`sipp`] inside network namespace `netns` (as root), when given.
+pub fn sipp_in(
+    netns: Option<&str>,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    limit: Duration,
+) -> Stats {
     let stf = dir.join(format!("{name}.csv"));
     let _ = std::fs::remove_file(&stf);
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "sipp"]);
+            c
+        }
+        None => Command::new("sipp"),
+    };
     let mut child = Spawned::spawn(
-        Command::new("sipp")
+        command
             .args(args)
             .args(["-nostdin", "-trace_err", "-trace_stat", "-fd", "1", "-stf"])
             .arg(&stf)

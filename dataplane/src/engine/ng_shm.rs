@@ -37,6 +37,7 @@ use crate::media::orders::{Outcome, record};
 use crate::media::plan::MediaControl;
 use crate::ng::NgServer;
 use crate::shm::{Channel, Direction};
+use crate::xdp::link::{ServiceId, XdpLink};
 
 /// Slot size of the order channel: a request with its SDP fits in one or a
 /// few slots.
@@ -51,9 +52,16 @@ pub fn orders_path(dir: &Path) -> PathBuf {
     dir.join("media.ring")
 }
 
-/// Completions: the order ring's futex, the ng socket's readiness.
+/// Completions: the order ring's futex, the ng socket's readiness, the
+/// AF_XDP mailbox's wake-up.
 const FUTEX: u64 = 1;
 const NG: u64 = 2;
+const XDP: u64 = 3;
+
+/// The ng socket's address on an AF_XDP link: its requests come from the
+/// service's mailbox, its replies leave through it (too large ones, or to
+/// a peer not resolved yet, through the kernel socket).
+pub type NgXdp = (Arc<XdpLink>, ServiceId);
 
 /// What the service reports when it stops.
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,12 +85,14 @@ impl NgOrders {
     /// both with `server` until `stop` is set. While orders keep coming the
     /// service looks for more every `poll` (the dataplane's batch window)
     /// instead of having each order wake it; zero: every order wakes it.
+    /// With `xdp`, ng requests come on the AF_XDP link as well.
     pub fn spawn<M: MediaControl + Send + 'static>(
         dir: &Path,
         ng: Option<SocketAddr>,
         mut server: NgServer<M>,
         stop: Arc<AtomicBool>,
         poll: Duration,
+        xdp: Option<NgXdp>,
     ) -> io::Result<NgOrders> {
         let socket = match ng {
             Some(addr) => {
@@ -103,7 +113,8 @@ impl NgOrders {
         let thread = std::thread::Builder::new()
             .name("ng-orders".into())
             .spawn(move || {
-                let orders = serve(&ring, &channel, socket.as_ref(), &mut server, &stop, poll);
+                let ng = socket.as_ref().map(|s| NgSocket { socket: s, xdp });
+                let orders = serve(&ring, &channel, ng, &mut server, &stop, poll);
                 NgServiceReport {
                     ng: NgReport {
                         ng: server.counters(),
@@ -121,17 +132,64 @@ impl NgOrders {
     }
 }
 
-/// Answers every ng request waiting on `socket`.
-fn serve_ng<M: MediaControl>(socket: &UdpSocket, server: &mut NgServer<M>, buf: &mut [u8]) {
-    while let Ok((n, src)) = socket.recv_from(buf) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if let Some(reply) = server.handle(&buf[..n], src, now) {
-            // A lost reply is retransmitted by the client and answered
-            // from the cache.
-            let _ = socket.send_to(&reply, src);
+/// The ng socket, and the AF_XDP link it is on, if any.
+struct NgSocket<'a> {
+    socket: &'a UdpSocket,
+    xdp: Option<NgXdp>,
+}
+
+impl NgSocket<'_> {
+    fn mailbox(&self) -> Option<&crate::xdp::link::Mailbox> {
+        let (link, service) = self.xdp.as_ref()?;
+        link.mailboxes(*service).first()
+    }
+
+    /// Sends a reply: through the link when it fits a frame and the peer
+    /// is known, else through the kernel.
+    fn reply(&self, from: SocketAddr, reply: &[u8], to: SocketAddr) -> bool {
+        if let Some((link, _)) = &self.xdp
+            && let Some(m) = self.mailbox()
+            && !from.ip().is_unspecified()
+            && reply.len() <= link.max_payload(to)
+        {
+            if link.neighbour(to.ip()).is_some() {
+                if m.post(from, to, reply) {
+                    return true;
+                }
+            } else {
+                link.missed();
+            }
         }
+        // A lost reply is retransmitted by the client and answered from
+        // the cache.
+        let _ = self.socket.send_to(reply, to);
+        false
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Answers every ng request waiting on the socket, and in the mailbox.
+fn serve_ng<M: MediaControl>(ng: &NgSocket<'_>, server: &mut NgServer<M>, buf: &mut [u8]) {
+    let local = ng.socket.local_addr().ok();
+    while let Ok((n, src)) = ng.socket.recv_from(buf) {
+        if let Some(reply) = server.handle(&buf[..n], src, now_secs()) {
+            let _ = local.map(|l| ng.reply(l, &reply, src));
+        }
+    }
+    let Some(m) = ng.mailbox() else { return };
+    let mut posted = false;
+    while let Some(d) = m.take() {
+        if let Some(reply) = server.handle(d.payload(), d.peer, now_secs()) {
+            posted |= ng.reply(d.local, &reply, d.peer);
+        }
+    }
+    if posted && let Some((link, _)) = &ng.xdp {
+        link.wake_owner();
     }
 }
 
@@ -139,7 +197,7 @@ fn serve_ng<M: MediaControl>(socket: &UdpSocket, server: &mut NgServer<M>, buf: 
 fn serve<M: MediaControl>(
     ring: &IoUring,
     channel: &Channel,
-    socket: Option<&UdpSocket>,
+    socket: Option<NgSocket<'_>>,
     server: &mut NgServer<M>,
     stop: &AtomicBool,
     poll: Duration,
@@ -151,7 +209,7 @@ fn serve<M: MediaControl>(
     let mut answered = 0u64;
     let mut cache = ReplyCache::default();
     let mut buf = vec![0u8; 65_536];
-    let (mut futex_armed, mut ng_armed) = (false, false);
+    let (mut futex_armed, mut ng_armed, mut xdp_armed) = (false, false, false);
     // Whether the ng socket may hold requests: at first, and after each of
     // its readiness completions (no read is tried otherwise).
     let mut ng_ready = true;
@@ -167,9 +225,7 @@ fn serve<M: MediaControl>(
             last_order = Instant::now();
         }
         while let Some(r) = orders.peek() {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = now_secs();
             if let Some((sender, number, order)) = record::read_order(r.payload) {
                 let key = (sender, number);
                 if !cache.replies.contains_key(&key) {
@@ -193,16 +249,25 @@ fn serve<M: MediaControl>(
             }
             orders.advance();
         }
-        if let Some(s) = socket {
-            if std::mem::take(&mut ng_ready) {
+        let mailbox = socket.as_ref().and_then(NgSocket::mailbox);
+        if let Some(s) = &socket {
+            if std::mem::take(&mut ng_ready) || mailbox.is_some() {
                 serve_ng(s, server, &mut buf);
             }
             if !ng_armed {
-                let e = uring::poll::readable(s.as_raw_fd(), true, NG);
+                let e = uring::poll::readable(s.socket.as_raw_fd(), true, NG);
                 // SAFETY: the socket outlives the ring's use of it (both
                 // live until this function returns and the ring is dropped
                 // after it).
                 ng_armed = unsafe { ring.submission_shared().push(&e) }.is_ok();
+            }
+            if let Some(m) = mailbox
+                && !xdp_armed
+            {
+                let e = uring::poll::readable(m.fd(), true, XDP);
+                // SAFETY: the mailbox lives in the link, which outlives
+                // this function and the ring.
+                xdp_armed = unsafe { ring.submission_shared().push(&e) }.is_ok();
             }
         }
         // The control plane's pushes do not wake a service that looks by
@@ -221,9 +286,17 @@ fn serve<M: MediaControl>(
         } else {
             Duration::from_millis(200)
         };
+        // A request in the mailbox meanwhile: no sleep.
+        let wait = match mailbox {
+            Some(m) if !m.prepare_sleep() => Duration::ZERO,
+            _ => wait,
+        };
         let ts = Timespec::from(wait);
         if submit_and_wait(ring, 1, &SubmitArgs::new().timespec(&ts)).is_err() {
             std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(m) = mailbox {
+            m.woke();
         }
         // SAFETY: only this thread touches the completion queue.
         for c in unsafe { ring.completion_shared() } {
@@ -233,6 +306,14 @@ fn serve<M: MediaControl>(
                     ng_ready = true;
                     if !cqueue::more(c.flags()) {
                         ng_armed = false;
+                    }
+                }
+                XDP => {
+                    if let Some(m) = mailbox {
+                        m.clear();
+                    }
+                    if !cqueue::more(c.flags()) {
+                        xdp_armed = false;
                     }
                 }
                 _ => {}

@@ -319,10 +319,22 @@ pub fn attached(ifindex: u32) -> io::Result<Option<u32>> {
         .filter(|id| *id != 0))
 }
 
-/// Link `ifindex`'s MAC address and number of receive queues in use.
-pub fn link_info(ifindex: u32) -> io::Result<([u8; 6], u32)> {
+/// What rvoip needs to know of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Its Ethernet address.
+    pub mac: [u8; 6],
+    /// Receive queues in use.
+    pub queues: u32,
+    /// Largest IP packet it sends.
+    pub mtu: u32,
+}
+
+/// Link `ifindex`'s Ethernet address, receive queues in use and MTU.
+pub fn link_info(ifindex: u32) -> io::Result<LinkInfo> {
     const IFLA_ADDRESS: u16 = 1;
     const IFLA_IFNAME: u16 = 3;
+    const IFLA_MTU: u16 = 4;
     let a = link_attrs(ifindex)?;
     let mac = a
         .iter()
@@ -334,7 +346,16 @@ pub fn link_info(ifindex: u32) -> io::Result<([u8; 6], u32)> {
         .find(|(k, _)| *k == IFLA_IFNAME)
         .map(|(_, v)| v.split(|b| *b == 0).next().unwrap_or_default().to_vec())
         .unwrap_or_default();
-    Ok((mac, rx_queues(&name).unwrap_or(1).max(1)))
+    let mtu = a
+        .iter()
+        .find(|(k, _)| *k == IFLA_MTU)
+        .and_then(|(_, v)| u32_of(v))
+        .unwrap_or(1500);
+    Ok(LinkInfo {
+        mac,
+        queues: rx_queues(&name).unwrap_or(1).max(1),
+        mtu,
+    })
 }
 
 /// The receive queues link `name` uses (ethtool's channels: RX plus

@@ -11,6 +11,7 @@
 
 pub mod bpf;
 pub mod frame;
+pub mod link;
 pub mod program;
 pub mod testbed;
 pub mod xsk;

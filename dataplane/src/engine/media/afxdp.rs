@@ -7,6 +7,10 @@
 //! Ethernet address is not known yet (the kernel resolves it; the
 //! neighbour table is read again on the next miss). Peers' addresses are
 //! learned from the frames they send.
+//!
+//! The worker carries the datagrams of the link's other services too (SIP
+//! workers, the ng service): what arrives for their addresses goes to
+//! their mailboxes, what they post leaves as frames (`crate::xdp::link`).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -18,9 +22,10 @@ use std::time::Duration;
 
 use super::worker::{Clock, Driver, Wake, bind_udp};
 use crate::media::relay::{Action, EndpointId, Relay};
+use crate::xdp::bpf;
 use crate::xdp::frame::{self, Mac};
+use crate::xdp::link::XdpLink;
 use crate::xdp::xsk::{CopyMode, FRAME, Xsk};
-use crate::xdp::{Steering, bpf};
 
 /// Frames received per batch.
 const BATCH: usize = 64;
@@ -31,18 +36,11 @@ const FRAMES: u32 = 4096;
 /// Neighbour entries kept before the table is started again.
 const NEIGHBOURS: usize = 4096;
 
-/// What the worker on AF_XDP is given: the link's queues in use, the
-/// program steering to them, the link's Ethernet address.
+/// What the worker on AF_XDP is given: the link, rvoip's program on it,
+/// the services whose datagrams it carries.
 #[derive(Debug, Clone)]
 pub(super) struct XdpWorker {
-    /// The link.
-    pub(super) ifindex: u32,
-    /// The link's receive queues in use (a socket on each).
-    pub(super) queues: u32,
-    /// rvoip's program on the link.
-    pub(super) steering: Arc<Steering>,
-    /// The link's Ethernet address.
-    pub(super) mac: Mac,
+    pub(super) link: Arc<XdpLink>,
 }
 
 struct Endpoint {
@@ -86,6 +84,12 @@ impl Out {
             }
             return;
         };
+        self.send_frame(from, (to, mac), payload);
+    }
+
+    /// Sends `payload` from `from` to `to` at Ethernet address `mac` in a
+    /// frame on the socket.
+    fn send_frame(&mut self, from: SocketAddr, (to, mac): (SocketAddr, Mac), payload: &[u8]) {
         let h = frame::headers_len(from);
         if h + payload.len() > FRAME as usize {
             self.send_errors += 1;
@@ -104,14 +108,35 @@ impl Out {
         }
     }
 
-    /// Takes in what the kernel's neighbour table knows of the link.
-    fn read_neighbours(&mut self, ifindex: u32) {
+    /// Sends what the link's services posted; a peer whose Ethernet
+    /// address went from the table meanwhile is counted lost (the
+    /// service's retransmission goes through the kernel).
+    fn send_posted(&mut self, link: &XdpLink) -> bool {
+        let mut any = false;
+        for m in link.all_mailboxes() {
+            while let Some(d) = m.collect() {
+                any = true;
+                match self.neighbours.get(&d.peer.ip()).copied() {
+                    Some(mac) => self.send_frame(d.local, (d.peer, mac), d.payload()),
+                    None => self.send_errors += 1,
+                }
+            }
+        }
+        any
+    }
+
+    /// Takes in what the kernel's neighbour table knows of the link, and
+    /// shares it with the link's services.
+    fn read_neighbours(&mut self, link: &XdpLink) {
         self.missed = false;
-        if let Ok(n) = bpf::neighbours(ifindex) {
+        if let Ok(n) = bpf::neighbours(link.ifindex) {
             if self.neighbours.len() + n.len() > NEIGHBOURS {
                 self.neighbours.clear();
             }
-            self.neighbours.extend(n);
+            for (ip, mac) in n {
+                self.neighbours.insert(ip, mac);
+                link.learn(ip, mac);
+            }
         }
     }
 }
@@ -133,16 +158,19 @@ pub(super) struct AfXdpDriver {
     /// When the neighbour table was last read, worker milliseconds.
     neighbours_read_ms: u64,
     received: u64,
+    /// Datagrams handed to the link's services.
+    posted: u64,
 }
 
 impl AfXdpDriver {
     pub(super) fn new(xdp: XdpWorker, wake: &Wake) -> io::Result<Self> {
-        let xsk = Xsk::open(xdp.ifindex, 0, FRAMES, CopyMode::Copy)?;
-        xdp.steering.bind_queue(0, &xsk)?;
+        let link = &xdp.link;
+        let xsk = Xsk::open(link.ifindex, 0, FRAMES, CopyMode::Copy)?;
+        link.steering.bind_queue(0, &xsk)?;
         let mut others = Vec::new();
-        for q in 1..xdp.queues.max(1) {
-            let s = Xsk::open(xdp.ifindex, q, FRAMES, CopyMode::Copy)?;
-            xdp.steering.bind_queue(q, &s)?;
+        for q in 1..link.queues.max(1) {
+            let s = Xsk::open(link.ifindex, q, FRAMES, CopyMode::Copy)?;
+            link.steering.bind_queue(q, &s)?;
             others.push(s);
         }
         let pollfd = |fd| libc::pollfd {
@@ -152,12 +180,12 @@ impl AfXdpDriver {
         };
         let fds = std::iter::once(xsk.fd())
             .chain(others.iter().map(Xsk::fd))
-            .chain(std::iter::once(wake.raw()))
+            .chain([wake.raw(), link.owner_fd()])
             .map(pollfd)
             .collect();
         let mut out = Out {
             xsk,
-            mac: xdp.mac,
+            mac: link.mac,
             endpoints: Vec::new(),
             neighbours: HashMap::default(),
             missed: false,
@@ -165,7 +193,7 @@ impl AfXdpDriver {
             sent: 0,
             send_errors: 0,
         };
-        out.read_neighbours(xdp.ifindex);
+        out.read_neighbours(link);
         Ok(AfXdpDriver {
             xdp,
             out,
@@ -178,16 +206,20 @@ impl AfXdpDriver {
             tx: Box::new([0u8; 1600]),
             neighbours_read_ms: 0,
             received: 0,
+            posted: 0,
         })
     }
 
-    /// Takes the frames the sockets have, up to a batch, into `bufs`.
+    /// Takes the frames the sockets have, up to a batch, into `bufs`; a
+    /// datagram for a service of the link goes to its mailbox.
     fn receive(&mut self) -> usize {
         self.batch.clear();
         let (batch, bufs, by_addr) = (&mut self.batch, &mut self.bufs, &self.by_addr);
+        let link = &*self.xdp.link;
         let Out {
             xsk, neighbours, ..
         } = &mut self.out;
+        let mut posted = 0u64;
         for sock in std::iter::once(xsk).chain(self.others.iter_mut()) {
             let room = (BATCH - batch.len()) as u32;
             if room == 0 {
@@ -195,24 +227,34 @@ impl AfXdpDriver {
             }
             sock.recv(room, |f| {
                 let Ok(u) = frame::parse(f) else { return };
-                let Some(&ep) = by_addr.get(&u.dst) else {
-                    return;
-                };
-                let payload = &f[u.payload.clone()];
-                let Some(buf) = bufs.get_mut(batch.len()) else {
-                    return;
-                };
-                let n = payload.len().min(BUF);
-                buf[..n].copy_from_slice(&payload[..n]);
-                batch.push((ep, u.src, n));
                 // The sender's frame says where it (or its router) is.
                 if neighbours.get(&u.src.ip()) != Some(&u.macs.0) {
                     if neighbours.len() >= NEIGHBOURS {
                         neighbours.clear();
                     }
                     neighbours.insert(u.src.ip(), u.macs.0);
+                    link.learn(u.src.ip(), u.macs.0);
                 }
+                let payload = &f[u.payload.clone()];
+                let Some(&ep) = by_addr.get(&u.dst) else {
+                    if link.deliver(u.dst, u.src, payload) {
+                        posted += 1;
+                    }
+                    return;
+                };
+                let Some(buf) = bufs.get_mut(batch.len()) else {
+                    return;
+                };
+                let n = payload.len().min(BUF);
+                buf[..n].copy_from_slice(&payload[..n]);
+                batch.push((ep, u.src, n));
             });
+        }
+        if posted > 0 {
+            self.posted += posted;
+            for m in link.all_mailboxes() {
+                m.wake();
+            }
         }
         self.received += self.batch.len() as u64;
         self.batch.len()
@@ -246,7 +288,7 @@ impl Driver for AfXdpDriver {
         let socket = bind_udp(addr)?;
         // SAFETY: F_SETFL on our descriptor.
         unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        self.xdp.steering.steer(addr)?;
+        self.xdp.link.steering.steer(addr)?;
         let ep = match self.free.pop() {
             Some(ep) => ep,
             None => {
@@ -263,14 +305,16 @@ impl Driver for AfXdpDriver {
         if let Some(slot) = self.out.endpoints.get_mut(ep as usize)
             && let Some(e) = slot.take()
         {
-            let _ = self.xdp.steering.release(e.addr);
+            let _ = self.xdp.link.steering.release(e.addr);
             self.by_addr.remove(&e.addr);
             self.free.push(ep);
         }
     }
 
     fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()> {
+        let link = Arc::clone(&self.xdp.link);
         self.transmit(relay, clock);
+        self.out.send_posted(&link);
         self.out.xsk.flush();
         let timeout = match relay.next_due_ns() {
             Some(due) => timeout.min(Duration::from_nanos(
@@ -278,11 +322,12 @@ impl Driver for AfXdpDriver {
             )),
             None => timeout,
         };
-        if self.receive() == 0 {
+        if self.receive() == 0 && link.owner_prepare_sleep() {
             let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
             // SAFETY: `fds` is valid for its length.
             let n =
                 unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
+            link.owner_woke();
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -300,13 +345,17 @@ impl Driver for AfXdpDriver {
             }
         }
         self.transmit(relay, clock);
+        self.out.send_posted(&link);
         self.out.xsk.flush();
         // A peer sent to through the kernel: its address is in the
         // neighbour table by now, or soon (read at most every 100 ms).
         let now_ms = clock.now().0;
+        if link.take_missed() {
+            self.out.missed = true;
+        }
         if self.out.missed && now_ms.saturating_sub(self.neighbours_read_ms) >= 100 {
             self.neighbours_read_ms = now_ms;
-            self.out.read_neighbours(self.xdp.ifindex);
+            self.out.read_neighbours(&link);
         }
         Ok(())
     }
@@ -326,6 +375,7 @@ impl Drop for AfXdpDriver {
             tracing::info!(
                 queue,
                 received = self.received,
+                posted = self.posted,
                 sent = self.out.sent,
                 send_errors = self.out.send_errors,
                 rx_dropped = s.rx_dropped,

@@ -229,6 +229,15 @@ impl MediaEngine {
     }
 
     pub fn start(config: &MediaEngineConfig) -> io::Result<MediaEngine> {
+        Self::start_on_link(config, None)
+    }
+
+    /// [`MediaEngine::start`], on AF_XDP with `link` (made with the other
+    /// services on it) rather than a link of its own.
+    pub fn start_on_link(
+        config: &MediaEngineConfig,
+        link: Option<Arc<crate::xdp::link::XdpLink>>,
+    ) -> io::Result<MediaEngine> {
         let limit = raise_nofile_limit();
         let mut n = config.cores.len().max(1);
         let use_uring = match config.driver {
@@ -246,20 +255,19 @@ impl MediaEngine {
         // its queues, which this does not set up yet).
         let xdp = match config.driver {
             DriverKind::AfXdp { ifindex } => {
-                let (mac, queues) = crate::xdp::bpf::link_info(ifindex)?;
+                let link = match link {
+                    Some(l) if l.ifindex == ifindex => l,
+                    _ => Arc::new(crate::xdp::link::XdpLink::open(ifindex, &[])?),
+                };
                 if n > 1 {
                     tracing::info!(
-                        queues,
+                        queues = link.queues,
                         cores = n,
                         "AF_XDP: one media worker takes every receive queue of the link"
                     );
                     n = 1;
                 }
-                let steering = Arc::new(crate::xdp::Steering::attach(
-                    ifindex,
-                    crate::xdp::XdpMode::Native,
-                )?);
-                Some((ifindex, mac, queues, steering))
+                Some(link)
             }
             _ => None,
         };
@@ -295,14 +303,9 @@ impl MediaEngine {
                     .max_endpoints_per_worker
                     .min(limit.min(u64::from(u32::MAX)) as u32),
                 use_uring,
-                xdp: xdp
-                    .as_ref()
-                    .map(|(ifindex, mac, queues, steering)| afxdp::XdpWorker {
-                        ifindex: *ifindex,
-                        queues: *queues,
-                        steering: Arc::clone(steering),
-                        mac: *mac,
-                    }),
+                xdp: xdp.as_ref().map(|link| afxdp::XdpWorker {
+                    link: Arc::clone(link),
+                }),
                 free_pairs: Arc::clone(&free_pairs),
                 load: Arc::clone(&load),
                 events: Arc::clone(&events),

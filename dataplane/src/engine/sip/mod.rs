@@ -64,6 +64,10 @@ pub struct SipPlaneConfig {
     pub streams: StreamLimits,
     /// Who may open SIP WebSocket connections.
     pub ws: WsPolicy,
+    /// SIP over UDP on AF_XDP: the link and the SIP service on it (a
+    /// mailbox per worker; its owner is the media worker); none: the
+    /// kernel's UDP.
+    pub xdp: Option<(Arc<crate::xdp::link::XdpLink>, crate::xdp::link::ServiceId)>,
 }
 
 /// Limits on stream connections (TCP, TLS, WebSocket).
@@ -185,6 +189,7 @@ impl SipPlane {
                 streams: config.streams,
                 ws: Arc::clone(&ws),
                 sources: Arc::clone(&sources),
+                xdp: config.xdp.clone(),
             };
             let (stop, ready) = (Arc::clone(&stop), ready_tx.clone());
             threads.push(

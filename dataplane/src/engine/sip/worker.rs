@@ -28,6 +28,7 @@ use crate::sip::Limits;
 use crate::sip::stream::{PlainStream, StreamError, StreamSession};
 use crate::sip::tls::{Credentials, TlsStream};
 use crate::sip::ws::{WsPolicy, WsStream};
+use crate::xdp::link::{Mailbox, ServiceId, XdpLink};
 
 const KIND_SHIFT: u32 = 56;
 const UDP: u64 = 1;
@@ -38,6 +39,8 @@ const SEND: u64 = 5;
 /// A connection became writable (its connect finished, or its send buffer
 /// drained): one-shot.
 const CONN_OUT: u64 = 6;
+/// The link's owner put datagrams in the worker's AF_XDP mailbox.
+const XDP: u64 = 7;
 /// How long a connect may take before the connection is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -71,6 +74,27 @@ pub(super) struct Settings {
     pub(super) ws: Arc<WsPolicy>,
     /// Connections held per source address, shared by the workers.
     pub(super) sources: Arc<SourceCounts>,
+    /// SIP over UDP on AF_XDP: the link and the SIP service on it (this
+    /// worker's mailbox is number `index`).
+    pub(super) xdp: Option<(Arc<XdpLink>, ServiceId)>,
+}
+
+/// A worker's UDP on AF_XDP: datagrams come from its mailbox on the link
+/// and leave through it, unless too large or to a peer not resolved yet.
+struct SipXdp {
+    link: Arc<XdpLink>,
+    service: ServiceId,
+    mailbox: usize,
+    /// The mailbox's descriptor is polled (io_uring loop).
+    armed: bool,
+    /// Datagrams were posted this pass: the owner is to be woken.
+    posted: bool,
+}
+
+impl SipXdp {
+    fn mailbox(&self) -> Option<&Mailbox> {
+        self.link.mailboxes(self.service).get(self.mailbox)
+    }
 }
 
 /// Buckets of [`SourceCounts`]: addresses sharing one count each other's
@@ -461,6 +485,8 @@ struct Worker {
     /// Whether the kernel supports a minimum wait (IORING_FEAT_MIN_TIMEOUT).
     min_wait: bool,
     batch_wait_us: u32,
+    /// UDP on AF_XDP, when the link is.
+    xdp: Option<SipXdp>,
 }
 
 /// A UDP send in flight: the message (or several of one length, cut by the
@@ -714,6 +740,9 @@ impl Worker {
             self.report.send_errors += 1;
             return;
         };
+        if self.post_xdp(self.udp[sock].1, dest, bytes) {
+            return;
+        }
         // A call's datagrams keep their order (a message without a Call-ID
         // keeps its order with every datagram to its destination that has
         // none); those of one length to one destination share a send.
@@ -722,6 +751,69 @@ impl Worker {
             None => gso::address_flow(dest),
         };
         self.udp_io.out[sock].push(flow, bytes, dest);
+    }
+
+    /// Posts a datagram to the AF_XDP link's owner when the worker is on
+    /// one, it fits a frame and the peer's Ethernet address is known; false
+    /// when it is to go through the kernel instead.
+    fn post_xdp(&mut self, local: SocketAddr, dest: SocketAddr, bytes: &[u8]) -> bool {
+        let Some(x) = self.xdp.as_mut() else {
+            return false;
+        };
+        if local.ip().is_unspecified() || bytes.len() > x.link.max_payload(dest) {
+            return false;
+        }
+        if x.link.neighbour(dest.ip()).is_none() {
+            x.link.missed();
+            return false;
+        }
+        let Some(m) = x.link.mailboxes(x.service).get(x.mailbox) else {
+            return false;
+        };
+        if !m.post(local, dest, bytes) {
+            return false;
+        }
+        x.posted = true;
+        self.report.sent += 1;
+        true
+    }
+
+    /// Wakes the link's owner for what the pass posted.
+    fn wake_xdp_owner(&mut self) {
+        if let Some(x) = self.xdp.as_mut()
+            && std::mem::take(&mut x.posted)
+        {
+            x.link.wake_owner();
+        }
+    }
+
+    /// Hands on what the link's owner left in the worker's mailbox.
+    fn drain_xdp(&mut self, producer: &mut crate::shm::Producer<'_>) -> usize {
+        let Some(link) = self.xdp.as_ref().map(|x| Arc::clone(&x.link)) else {
+            return 0;
+        };
+        let Some(x) = self.xdp.as_ref() else {
+            return 0;
+        };
+        let Some(m) = link.mailboxes(x.service).get(x.mailbox) else {
+            return 0;
+        };
+        let mut n = 0;
+        while let Some(d) = m.take() {
+            n += 1;
+            if d.payload().len() > self.limits.max_message_size {
+                self.report.oversized += 1;
+                continue;
+            }
+            let meta = SipMeta {
+                transport: Transport::Udp,
+                local: d.local,
+                remote: d.peer,
+                conn: 0,
+            };
+            self.inbound(producer, d.payload(), meta, None);
+        }
+        n
     }
 
     /// Turns the pass's queued datagrams into send requests: a group of
@@ -1370,6 +1462,13 @@ pub(super) fn run(
             udp_io,
             min_wait,
             batch_wait_us: settings.batch_wait_us,
+            xdp: settings.xdp.clone().map(|(link, service)| SipXdp {
+                link,
+                service,
+                mailbox: settings.index,
+                armed: false,
+                posted: false,
+            }),
         };
         Ok((channel, w))
     })();
@@ -1427,11 +1526,24 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
     // One wait's completions, taken off the ring before they are handled.
     let mut events: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
-        if w.drain_outbound(&mut consumer) > 0 {
+        if w.drain_outbound(&mut consumer) + w.drain_xdp(&mut producer) > 0 {
             last_traffic = Instant::now();
         }
         w.flush_udp();
+        w.wake_xdp_owner();
         w.flush_hep();
+        if let Some(fd) = w
+            .xdp
+            .as_ref()
+            .filter(|x| !x.armed)
+            .and_then(|x| x.mailbox())
+            .map(Mailbox::fd)
+        {
+            w.poll(fd, XDP, 0);
+            if let Some(x) = w.xdp.as_mut() {
+                x.armed = true;
+            }
+        }
         // While traffic flows the worker wakes at least once per batch
         // window anyway: it looks at the channel then instead of having the
         // control plane's pushes wake it (a cross-core wake-up costs the
@@ -1443,7 +1555,16 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
             w.push(e);
             w.futex_armed = true;
         }
-        let ts = Timespec::from(if polling {
+        // Asleep, the worker is woken by the link's owner for a datagram in
+        // its mailbox; looking by itself while busy, it is not.
+        let xdp_waiting = !polling
+            && w.xdp
+                .as_ref()
+                .and_then(SipXdp::mailbox)
+                .is_some_and(|m| !m.prepare_sleep());
+        let ts = Timespec::from(if xdp_waiting {
+            Duration::ZERO
+        } else if polling {
             Duration::from_micros(u64::from(w.batch_wait_us))
         } else {
             Duration::from_millis(200)
@@ -1465,6 +1586,9 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         };
         if submit_and_wait(ring, want, &args).is_err() {
             std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(m) = w.xdp.as_ref().and_then(SipXdp::mailbox) {
+            m.woke();
         }
         // Judged after the wait: a control plane may have attached (or
         // died) while the worker slept.
@@ -1503,6 +1627,16 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
                 }
                 CONN_OUT => w.on_writable(id as u32),
                 FUTEX => w.futex_armed = false,
+                XDP => {
+                    if let Some(x) = w.xdp.as_mut() {
+                        if let Some(m) = x.mailbox() {
+                            m.clear();
+                        }
+                        if !cqueue::more(flags) {
+                            x.armed = false;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -1556,7 +1690,9 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
     let mut batch = mmsg::RecvBatch::<FALLBACK_BATCH>::new(w.limits.max_message_size + 1);
     while !stop.load(Ordering::Relaxed) {
         w.drain_outbound(&mut consumer);
+        w.drain_xdp(&mut producer);
         w.flush_udp();
+        w.wake_xdp_owner();
         w.flush_hep();
         fds.clear();
         conn_ids.clear();
@@ -1576,14 +1712,28 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
             fds.push(pollin(c.stream.as_raw_fd(), events));
             conn_ids.push(*id);
         }
-        // SAFETY: `fds` is a valid array of pollfd of that length.
-        let n = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                FALLBACK_TICK_MS,
-            )
+        // The AF_XDP mailbox last, after every index the loop below reads.
+        let mailbox = w.xdp.as_ref().and_then(SipXdp::mailbox);
+        let tick = match mailbox {
+            Some(m) => {
+                fds.push(pollin(m.fd(), libc::POLLIN));
+                if m.prepare_sleep() {
+                    FALLBACK_TICK_MS
+                } else {
+                    0
+                }
+            }
+            None => FALLBACK_TICK_MS,
         };
+        // SAFETY: `fds` is a valid array of pollfd of that length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, tick) };
+        if let Some(m) = mailbox {
+            if fds.pop().is_some_and(|p| p.revents != 0) {
+                m.clear();
+            } else {
+                m.woke();
+            }
+        }
         w.edge
             .set_control_plane_attached(channel.controlplane_alive(Duration::from_secs(2)));
         if n > 0 {
