@@ -6,10 +6,13 @@
 //! Its CPU per call is what the kernel's loopback UDP work for a call's
 //! datagrams costs a proxy on this machine before any proxying is done.
 //!
-//! usage: bare_sip_forwarder LISTEN_PORT UAS_PORT UAC_PORT
+//! usage: bare_sip_forwarder LISTEN_PORT UAS_PORT UAC_PORT [LISTEN_ADDR PEER_ADDR]
+//!
+//! (default: both 127.0.0.1; the AF_XDP benchmark listens on 10.99.0.1 and
+//! reaches SIPp on 10.99.0.2 inside its namespaces.)
 //!
 //! A measurement tool, not part of the product: it panics on misuse and runs
-//! until it is killed. Loopback only.
+//! until it is killed.
 #![allow(unsafe_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::net::{Ipv4Addr, UdpSocket};
@@ -17,26 +20,34 @@ use std::os::fd::AsRawFd;
 
 const BATCH: usize = 32;
 
-fn sockaddr(port: u16) -> libc::sockaddr_in {
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
         sin_addr: libc::in_addr {
-            s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+            s_addr: u32::from(ip).to_be(),
         },
         sin_zero: [0; 8],
     }
 }
 
 fn main() {
-    let args: Vec<u16> = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: bare_sip_forwarder LISTEN_PORT UAS_PORT UAC_PORT [LISTEN_ADDR PEER_ADDR]";
+    let ports: Vec<u16> = args
+        .iter()
+        .take(3)
         .map(|a| a.parse().expect("port numbers"))
         .collect();
-    let [listen, uas_port, uac_port] = args[..] else {
-        panic!("usage: bare_sip_forwarder LISTEN_PORT UAS_PORT UAC_PORT")
+    let [listen, uas_port, uac_port] = ports[..] else {
+        panic!("{usage}")
     };
-    let sock = UdpSocket::bind(("127.0.0.1", listen)).expect("bind");
+    let addr = |i: usize| -> Ipv4Addr {
+        args.get(i)
+            .map_or(Ipv4Addr::LOCALHOST, |a| a.parse().expect("IPv4 addresses"))
+    };
+    let (local, peer) = (addr(3), addr(4));
+    let sock = UdpSocket::bind((local, listen)).expect("bind");
     let fd = sock.as_raw_fd();
     let big: libc::c_int = 4 << 20;
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
@@ -51,8 +62,8 @@ fn main() {
             )
         };
     }
-    let mut uas = sockaddr(uas_port);
-    let mut uac = sockaddr(uac_port);
+    let mut uas = sockaddr(peer, uas_port);
+    let mut uac = sockaddr(peer, uac_port);
     let mut bufs = vec![[0u8; 4096]; BATCH];
     // SAFETY: zeroed sockaddr_in values are valid output storage.
     let mut from: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };

@@ -173,7 +173,7 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Answers every ng request waiting on the socket, and in the mailbox.
+/// Answers every ng request waiting on the socket.
 fn serve_ng<M: MediaControl>(ng: &NgSocket<'_>, server: &mut NgServer<M>, buf: &mut [u8]) {
     let local = ng.socket.local_addr().ok();
     while let Ok((n, src)) = ng.socket.recv_from(buf) {
@@ -181,6 +181,10 @@ fn serve_ng<M: MediaControl>(ng: &NgSocket<'_>, server: &mut NgServer<M>, buf: &
             let _ = local.map(|l| ng.reply(l, &reply, src));
         }
     }
+}
+
+/// Answers every ng request the link's owner left in the mailbox.
+fn serve_mailbox<M: MediaControl>(ng: &NgSocket<'_>, server: &mut NgServer<M>) {
     let Some(m) = ng.mailbox() else { return };
     let mut posted = false;
     while let Some(d) = m.take() {
@@ -251,9 +255,10 @@ fn serve<M: MediaControl>(
         }
         let mailbox = socket.as_ref().and_then(NgSocket::mailbox);
         if let Some(s) = &socket {
-            if std::mem::take(&mut ng_ready) || mailbox.is_some() {
+            if std::mem::take(&mut ng_ready) {
                 serve_ng(s, server, &mut buf);
             }
+            serve_mailbox(s, server);
             if !ng_armed {
                 let e = uring::poll::readable(s.socket.as_raw_fd(), true, NG);
                 // SAFETY: the socket outlives the ring's use of it (both

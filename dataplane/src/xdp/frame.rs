@@ -46,21 +46,29 @@ pub struct Udp {
 /// `sum`, four octets at a time into a 64-bit accumulator (RFC 1071 §2:
 /// the sum is the same whatever the order and width of the additions).
 fn sum16(sum: u32, data: &[u8]) -> u32 {
-    let mut acc = u64::from(sum);
+    // The one's complement sum does not depend on byte order (RFC 1071
+    // §2(B)): words are added as the CPU reads them, without a swap each
+    // (which lets the loop run on vector registers), and the folded sum is
+    // swapped once.
+    let mut acc = 0u64;
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        acc += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
     }
     let rest = chunks.remainder();
     let mut tail = [0u8; 4];
     tail[..rest.len()].copy_from_slice(rest);
-    acc += u64::from(u32::from_be_bytes(tail));
+    acc += u64::from(u32::from_ne_bytes(tail));
     // Fold 64 → 32 → 16 bits (end-around carries).
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     acc = (acc & 0xffff_ffff) + (acc >> 32);
     let mut s = (acc & 0xffff) + (acc >> 16);
     s = (s & 0xffff) + (s >> 16);
-    s as u32
+    let s = u16::from_be_bytes((s as u16).to_ne_bytes());
+    let mut t = u64::from(sum) + u64::from(s);
+    t = (t & 0xffff) + (t >> 16);
+    t = (t & 0xffff) + (t >> 16);
+    t as u32
 }
 
 fn fold(mut sum: u32) -> u16 {

@@ -327,10 +327,12 @@ impl XdpLink {
     }
 
     /// The owner: hands a datagram received for a service to its thread;
-    /// false when no service has `local` (or its queue is full).
-    pub fn deliver(&self, local: SocketAddr, peer: SocketAddr, payload: &[u8]) -> bool {
+    /// the mailbox it went to, none when no service has `local` (or its
+    /// queue is full). The thread is woken by [`Mailbox::wake`] after the
+    /// batch.
+    pub fn deliver(&self, local: SocketAddr, peer: SocketAddr, payload: &[u8]) -> Option<&Mailbox> {
         self.route(local, peer)
-            .is_some_and(|m| m.deliver(local, peer, payload))
+            .filter(|m| m.deliver(local, peer, payload))
     }
 
     /// The owner: every mailbox, to wake and to collect from.

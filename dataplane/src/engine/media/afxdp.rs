@@ -20,6 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Polling;
 use super::worker::{Clock, Driver, Wake, bind_udp};
 use crate::media::relay::{Action, EndpointId, Relay};
 use crate::xdp::bpf;
@@ -35,6 +36,8 @@ const BUF: usize = 2048;
 const FRAMES: u32 = 4096;
 /// Neighbour entries kept before the table is started again.
 const NEIGHBOURS: usize = 4096;
+/// Frames within this long mean traffic is flowing.
+const FLOWING: Duration = Duration::from_millis(20);
 
 /// What the worker on AF_XDP is given: the link, rvoip's program on it,
 /// the services whose datagrams it carries.
@@ -160,10 +163,13 @@ pub(super) struct AfXdpDriver {
     received: u64,
     /// Datagrams handed to the link's services.
     posted: u64,
+    polling: Polling,
+    /// When a frame last came or went, worker nanoseconds.
+    last_traffic_ns: u64,
 }
 
 impl AfXdpDriver {
-    pub(super) fn new(xdp: XdpWorker, wake: &Wake) -> io::Result<Self> {
+    pub(super) fn new(xdp: XdpWorker, wake: &Wake, polling: Polling) -> io::Result<Self> {
         let link = &xdp.link;
         let xsk = Xsk::open(link.ifindex, 0, FRAMES, CopyMode::Copy)?;
         link.steering.bind_queue(0, &xsk)?;
@@ -207,6 +213,8 @@ impl AfXdpDriver {
             neighbours_read_ms: 0,
             received: 0,
             posted: 0,
+            polling,
+            last_traffic_ns: 0,
         })
     }
 
@@ -220,6 +228,9 @@ impl AfXdpDriver {
             xsk, neighbours, ..
         } = &mut self.out;
         let mut posted = 0u64;
+        // The mailboxes given datagrams (by address): the threads to wake.
+        let mut touched: [Option<&crate::xdp::link::Mailbox>; 4] = [None; 4];
+        let mut overflow = false;
         for sock in std::iter::once(xsk).chain(self.others.iter_mut()) {
             let room = (BATCH - batch.len()) as u32;
             if room == 0 {
@@ -237,8 +248,14 @@ impl AfXdpDriver {
                 }
                 let payload = &f[u.payload.clone()];
                 let Some(&ep) = by_addr.get(&u.dst) else {
-                    if link.deliver(u.dst, u.src, payload) {
+                    if let Some(m) = link.deliver(u.dst, u.src, payload) {
                         posted += 1;
+                        if !touched.iter().flatten().any(|t| std::ptr::eq(*t, m)) {
+                            match touched.iter_mut().find(|t| t.is_none()) {
+                                Some(slot) => *slot = Some(m),
+                                None => overflow = true,
+                            }
+                        }
                     }
                     return;
                 };
@@ -250,11 +267,12 @@ impl AfXdpDriver {
                 batch.push((ep, u.src, n));
             });
         }
-        if posted > 0 {
-            self.posted += posted;
-            for m in link.all_mailboxes() {
-                m.wake();
-            }
+        self.posted += posted;
+        if overflow {
+            link.all_mailboxes()
+                .for_each(crate::xdp::link::Mailbox::wake);
+        } else {
+            touched.iter().flatten().for_each(|m| m.wake());
         }
         self.received += self.batch.len() as u64;
         self.batch.len()
@@ -314,7 +332,9 @@ impl Driver for AfXdpDriver {
     fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()> {
         let link = Arc::clone(&self.xdp.link);
         self.transmit(relay, clock);
-        self.out.send_posted(&link);
+        if self.out.send_posted(&link) {
+            self.last_traffic_ns = clock.now().1;
+        }
         self.out.xsk.flush();
         let timeout = match relay.next_due_ns() {
             Some(due) => timeout.min(Duration::from_nanos(
@@ -322,16 +342,38 @@ impl Driver for AfXdpDriver {
             )),
             None => timeout,
         };
-        if self.receive() == 0 && link.owner_prepare_sleep() {
-            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            // SAFETY: `fds` is valid for its length.
-            let n =
-                unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
-            link.owner_woke();
-            if n < 0 {
-                return Err(io::Error::last_os_error());
+        if self.receive() == 0 {
+            // While frames flow the worker looks at its rings once per
+            // batch window (or keeps polling them) instead of being woken
+            // by each frame, and the link's services post without waking
+            // it; idle, it sleeps until a frame, an order or a post.
+            let since = clock.now().1.saturating_sub(self.last_traffic_ns);
+            match self.polling {
+                Polling::Adaptive(window) if since < window.as_nanos() as u64 => {}
+                Polling::Interrupt { batch_wait_us }
+                    if batch_wait_us > 0 && since < FLOWING.as_nanos() as u64 =>
+                {
+                    std::thread::sleep(
+                        Duration::from_micros(u64::from(batch_wait_us)).min(timeout),
+                    );
+                }
+                _ if link.owner_prepare_sleep() => {
+                    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                    // SAFETY: `fds` is valid for its length.
+                    let n = unsafe {
+                        libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms)
+                    };
+                    link.owner_woke();
+                    if n < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                _ => {}
             }
             self.receive();
+        }
+        if !self.batch.is_empty() {
+            self.last_traffic_ns = clock.now().1;
         }
         // Several batches while they come full.
         for _ in 0..8 {
@@ -345,7 +387,9 @@ impl Driver for AfXdpDriver {
             }
         }
         self.transmit(relay, clock);
-        self.out.send_posted(&link);
+        if self.out.send_posted(&link) {
+            self.last_traffic_ns = clock.now().1;
+        }
         self.out.xsk.flush();
         // A peer sent to through the kernel: its address is in the
         // neighbour table by now, or soon (read at most every 100 ms).

@@ -260,7 +260,8 @@ pub(super) fn run(
         core_affinity::set_for_current(core_affinity::CoreId { id: core });
     }
     let driver: io::Result<Box<dyn Driver>> = if let Some(xdp) = settings.xdp.clone() {
-        super::afxdp::AfXdpDriver::new(xdp, &wake).map(|d| Box::new(d) as Box<dyn Driver>)
+        super::afxdp::AfXdpDriver::new(xdp, &wake, settings.polling)
+            .map(|d| Box::new(d) as Box<dyn Driver>)
     } else if settings.use_uring {
         super::uring::UringDriver::new(settings.max_endpoints, &wake, settings.polling)
             .map(|d| Box::new(d) as Box<dyn Driver>)
