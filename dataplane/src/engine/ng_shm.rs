@@ -187,9 +187,13 @@ fn serve_ng<M: MediaControl>(ng: &NgSocket<'_>, server: &mut NgServer<M>, buf: &
 fn serve_mailbox<M: MediaControl>(ng: &NgSocket<'_>, server: &mut NgServer<M>) {
     let Some(m) = ng.mailbox() else { return };
     let mut posted = false;
-    while let Some(d) = m.take() {
-        if let Some(reply) = server.handle(d.payload(), d.peer, now_secs()) {
-            posted |= ng.reply(d.local, &reply, d.peer);
+    while let Some(reply) = m.take(|d| {
+        server
+            .handle(d.payload, d.peer, now_secs())
+            .map(|reply| (d.local, d.peer, reply))
+    }) {
+        if let Some((local, peer, reply)) = reply {
+            posted |= ng.reply(local, &reply, peer);
         }
     }
     if posted && let Some((link, _)) = &ng.xdp {

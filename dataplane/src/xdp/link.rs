@@ -14,6 +14,7 @@
 //! fragments arrive on it: the kernel keeps serving what AF_XDP cannot.
 #![allow(unsafe_code)]
 
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -33,43 +34,109 @@ const DEPTH: usize = 1024;
 /// Neighbour entries shared before the table is started again.
 const NEIGHBOURS: usize = 4096;
 
-/// One datagram between a service and the link's owner.
-pub struct Datagram {
+/// One datagram between a service and the link's owner, as the receiver
+/// sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
     /// rvoip's address.
     pub local: SocketAddr,
     /// The peer's.
     pub peer: SocketAddr,
+    /// What it carries.
+    pub payload: &'a [u8],
+}
+
+/// A datagram waiting in a lane: where its payload is.
+#[derive(Debug, Clone, Copy)]
+struct Note {
+    local: SocketAddr,
+    peer: SocketAddr,
+    slot: u16,
     len: u16,
-    bytes: [u8; PAYLOAD],
 }
 
-impl std::fmt::Debug for Datagram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datagram")
-            .field("local", &self.local)
-            .field("peer", &self.peer)
-            .field("len", &self.len)
-            .finish()
+/// One direction of a mailbox: payload slots, handed from writer to
+/// reader by their numbers (a datagram is copied once in, read in place).
+struct Lane {
+    /// `DEPTH` slots of `PAYLOAD` octets.
+    slots: Box<[UnsafeCell<u8>]>,
+    free: ArrayQueue<u16>,
+    ready: ArrayQueue<Note>,
+}
+
+// SAFETY: a slot is written only by the thread that took its number from
+// `free` and read only by the thread that took it from `ready`; the
+// queues' release/acquire order the accesses. Nothing else touches them.
+unsafe impl Sync for Lane {}
+
+impl Lane {
+    fn new() -> Lane {
+        // Zeroed memory, not touched until a slot is used.
+        let bytes = vec![0u8; DEPTH * PAYLOAD].into_boxed_slice();
+        // SAFETY: UnsafeCell<u8> has u8's layout (repr(transparent)).
+        let slots = unsafe { Box::from_raw(Box::into_raw(bytes) as *mut [UnsafeCell<u8>]) };
+        let free = ArrayQueue::new(DEPTH);
+        for i in 0..DEPTH as u16 {
+            let _ = free.push(i);
+        }
+        Lane {
+            slots,
+            free,
+            ready: ArrayQueue::new(DEPTH),
+        }
     }
-}
 
-impl Datagram {
-    /// A datagram carrying `payload`, none when it is larger than
-    /// [`PAYLOAD`].
-    fn new(local: SocketAddr, peer: SocketAddr, payload: &[u8]) -> Option<Datagram> {
-        let mut d = Datagram {
+    fn slot(&self, i: u16) -> *mut u8 {
+        // In bounds: `i` < DEPTH, from `free` or `ready`.
+        self.slots
+            .as_ptr()
+            .cast::<u8>()
+            .cast_mut()
+            .wrapping_add(usize::from(i) * PAYLOAD)
+    }
+
+    /// Copies a datagram in; false when it is too large or the lane full.
+    fn push(&self, local: SocketAddr, peer: SocketAddr, payload: &[u8]) -> bool {
+        if payload.len() > PAYLOAD {
+            return false;
+        }
+        let Some(slot) = self.free.pop() else {
+            return false;
+        };
+        // SAFETY: the slot is this thread's until its number goes on
+        // `ready`; it holds PAYLOAD octets.
+        unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), self.slot(slot), payload.len()) };
+        let note = Note {
             local,
             peer,
-            len: u16::try_from(payload.len()).ok()?,
-            bytes: [0; PAYLOAD],
+            slot,
+            len: payload.len() as u16,
         };
-        d.bytes.get_mut(..payload.len())?.copy_from_slice(payload);
-        Some(d)
+        // Never full: there are as many notes as slots.
+        self.ready.push(note).is_ok()
     }
 
-    /// What it carries.
-    pub fn payload(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+    /// Hands the next datagram to `f`, then frees its slot.
+    fn pop<R>(&self, f: impl FnOnce(Datagram<'_>) -> R) -> Option<R> {
+        let n = self.ready.pop()?;
+        // SAFETY: the slot is this thread's until its number goes back on
+        // `free`, after `f`; `len` octets of it were written.
+        let payload = unsafe { std::slice::from_raw_parts(self.slot(n.slot), usize::from(n.len)) };
+        let r = f(Datagram {
+            local: n.local,
+            peer: n.peer,
+            payload,
+        });
+        let _ = self.free.push(n.slot);
+        Some(r)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.ready.len()
     }
 }
 
@@ -142,8 +209,8 @@ impl Sleeper {
 
 /// The datagrams of one service thread, both ways.
 pub struct Mailbox {
-    inbound: ArrayQueue<Datagram>,
-    outbound: ArrayQueue<Datagram>,
+    inbound: Lane,
+    outbound: Lane,
     sleeper: Sleeper,
     /// Datagrams lost with the inbound queue full.
     pub inbound_full: AtomicU64,
@@ -161,8 +228,8 @@ impl std::fmt::Debug for Mailbox {
 impl Mailbox {
     fn new() -> io::Result<Mailbox> {
         Ok(Mailbox {
-            inbound: ArrayQueue::new(DEPTH),
-            outbound: ArrayQueue::new(DEPTH),
+            inbound: Lane::new(),
+            outbound: Lane::new(),
             sleeper: Sleeper::new()?,
             inbound_full: AtomicU64::new(0),
         })
@@ -173,9 +240,10 @@ impl Mailbox {
         self.sleeper.fd.0.as_raw_fd()
     }
 
-    /// The service: the next datagram received for it.
-    pub fn take(&self) -> Option<Datagram> {
-        self.inbound.pop()
+    /// The service: hands the next datagram received for it to `f`; none
+    /// when there is none.
+    pub fn take<R>(&self, f: impl FnOnce(Datagram<'_>) -> R) -> Option<R> {
+        self.inbound.pop(f)
     }
 
     /// The service: about to sleep on [`Mailbox::fd`]; false when a
@@ -200,13 +268,13 @@ impl Mailbox {
     /// owner; false (nothing queued) when it is too large or the queue is
     /// full. The owner is woken by [`XdpLink::wake_owner`] after a batch.
     pub fn post(&self, local: SocketAddr, peer: SocketAddr, payload: &[u8]) -> bool {
-        Datagram::new(local, peer, payload).is_some_and(|d| self.outbound.push(d).is_ok())
+        self.outbound.push(local, peer, payload)
     }
 
     /// The owner: hands a received datagram to the service (woken by
     /// [`Mailbox::wake`] after the batch).
     fn deliver(&self, local: SocketAddr, peer: SocketAddr, payload: &[u8]) -> bool {
-        let ok = Datagram::new(local, peer, payload).is_some_and(|d| self.inbound.push(d).is_ok());
+        let ok = self.inbound.push(local, peer, payload);
         if !ok {
             self.inbound_full.fetch_add(1, Ordering::Relaxed);
         }
@@ -218,9 +286,9 @@ impl Mailbox {
         self.sleeper.wake();
     }
 
-    /// The owner: the next datagram the service posted.
-    pub fn collect(&self) -> Option<Datagram> {
-        self.outbound.pop()
+    /// The owner: hands the next datagram the service posted to `f`.
+    pub fn collect<R>(&self, f: impl FnOnce(Datagram<'_>) -> R) -> Option<R> {
+        self.outbound.pop(f)
     }
 }
 
@@ -424,8 +492,8 @@ mod tests {
         assert!(!readable(m.fd()));
         // Work waiting: no sleep.
         assert!(!m.prepare_sleep());
-        let d = m.take().unwrap();
-        assert_eq!((d.local, d.peer, d.payload()), (a, b, &b"INVITE"[..]));
+        let d = m.take(|d| (d.local, d.peer, d.payload.to_vec())).unwrap();
+        assert_eq!(d, (a, b, b"INVITE".to_vec()));
         // Asleep: the next datagram wakes it, once.
         assert!(m.prepare_sleep());
         assert!(m.deliver(a, b, b"ACK"));
@@ -433,8 +501,8 @@ mod tests {
         assert!(readable(m.fd()));
         m.clear();
         assert!(!readable(m.fd()));
-        assert_eq!(m.take().unwrap().payload(), b"ACK");
-        assert!(m.take().is_none());
+        assert_eq!(m.take(|d| d.payload.to_vec()).unwrap(), b"ACK");
+        assert!(m.take(|_| ()).is_none());
     }
 
     #[test]
@@ -443,7 +511,10 @@ mod tests {
         let (a, b) = (A.parse().unwrap(), B.parse().unwrap());
         assert!(!m.post(a, b, &[0u8; PAYLOAD + 1]));
         assert!(m.post(a, b, &[7u8; PAYLOAD]));
-        assert_eq!(m.collect().unwrap().payload(), &[7u8; PAYLOAD][..]);
+        assert_eq!(
+            m.collect(|d| d.payload.to_vec()).unwrap(),
+            vec![7u8; PAYLOAD]
+        );
         for _ in 0..DEPTH {
             assert!(m.deliver(a, b, b"x"));
         }

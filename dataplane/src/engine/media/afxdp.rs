@@ -117,12 +117,14 @@ impl Out {
     fn send_posted(&mut self, link: &XdpLink) -> bool {
         let mut any = false;
         for m in link.all_mailboxes() {
-            while let Some(d) = m.collect() {
-                any = true;
-                match self.neighbours.get(&d.peer.ip()).copied() {
-                    Some(mac) => self.send_frame(d.local, (d.peer, mac), d.payload()),
+            while m
+                .collect(|d| match self.neighbours.get(&d.peer.ip()).copied() {
+                    Some(mac) => self.send_frame(d.local, (d.peer, mac), d.payload),
                     None => self.send_errors += 1,
-                }
+                })
+                .is_some()
+            {
+                any = true;
             }
         }
         any

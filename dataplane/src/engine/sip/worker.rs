@@ -799,19 +799,23 @@ impl Worker {
             return 0;
         };
         let mut n = 0;
-        while let Some(d) = m.take() {
+        while m
+            .take(|d| {
+                if d.payload.len() > self.limits.max_message_size {
+                    self.report.oversized += 1;
+                    return;
+                }
+                let meta = SipMeta {
+                    transport: Transport::Udp,
+                    local: d.local,
+                    remote: d.peer,
+                    conn: 0,
+                };
+                self.inbound(producer, d.payload, meta, None);
+            })
+            .is_some()
+        {
             n += 1;
-            if d.payload().len() > self.limits.max_message_size {
-                self.report.oversized += 1;
-                continue;
-            }
-            let meta = SipMeta {
-                transport: Transport::Udp,
-                local: d.local,
-                remote: d.peer,
-                conn: 0,
-            };
-            self.inbound(producer, d.payload(), meta, None);
         }
         n
     }
