@@ -13,6 +13,8 @@ use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, 
 
 /// Size of one UMEM frame (a 1500-octet MTU frame with room to spare).
 pub const FRAME: u32 = 2048;
+/// Frames the kernel sends per wake-up of a socket in copy mode.
+const COPY_TX_BUDGET: u32 = 32;
 
 fn errno(e: xdpilone::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.get_raw())
@@ -244,10 +246,16 @@ impl Xsk {
         if self.staged == 0 {
             return;
         }
-        self.in_flight += self.staged;
+        let staged = self.staged;
+        self.in_flight += staged;
         self.staged = 0;
         if self.tx.needs_wakeup() {
-            self.tx.wake();
+            // In copy mode one wake-up sends at most 32 frames (the
+            // kernel's budget per call): as many as the batch needs, or
+            // the rest would wait for the next batch, and pile up.
+            for _ in 0..staged.div_ceil(COPY_TX_BUDGET) {
+                self.tx.wake();
+            }
         }
     }
 
