@@ -14,6 +14,8 @@
 # usage: sudo benches/relay/xdp_compare.sh [CALLS] [RATE] [HOLD_S]
 #   e.g. benches/relay/xdp_compare.sh 400 100 20
 # env: RELAYS="af_xdp io_uring rtpengine bare" (default all four)
+#      POLLING=adaptive: both rvoip runs spin after traffic (AF_XDP: with
+#      SO_PREFER_BUSY_POLL on its sockets) instead of sleeping per batch
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -48,6 +50,7 @@ for io in af_xdp io_uring; do
     sed -e "s|ring_dir = \"/dev/shm/rvoip-xdp\"|ring_dir = \"/dev/shm/rvoip-bench-xdp\"|" \
         -e "s|io = \"af_xdp\"|io = \"${io/io_uring/io-uring}\"|" -e "s|state_dir = \"../state\"|state_dir = \"$OUT/state\"|" \
         -e "s|users_file = \"users.toml\"|users_file = \"$ROOT/config/users.toml\"|" \
+        -e "s|^polling = \"interrupt\"|polling = \"${POLLING:-interrupt}\"|" \
         "$ROOT/config/xdp.toml" > "$OUT/rvoip-$io.toml"
 done
 sed -e "s/127.0.0.1/10.99.0.1/g" "$ANCHORS/rtpengine-userspace.conf" > "$OUT/rtpengine.conf"

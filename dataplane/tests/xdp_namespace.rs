@@ -314,3 +314,44 @@ fn on_a_link_with_two_queues_frames_on_either_reach_the_relay() {
         "frames arrived on both queues and were all relayed: {per_queue:?}"
     );
 }
+
+#[test]
+fn a_socket_that_prefers_busy_polling_takes_frames_while_its_thread_spins() {
+    let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
+    let _topology = Topology::up().unwrap();
+    let (to_peer, from_rvx) = mpsc::channel::<()>();
+    let rvx = in_ns("rvx", move || {
+        let ifindex = bpf::ifindex("rvx0").unwrap();
+        let steering = Steering::attach(ifindex, XdpMode::Native).unwrap();
+        let mut xsk = Xsk::open(ifindex, 0, 256, CopyMode::Copy).unwrap();
+        assert!(!xsk.prefers_busy_poll());
+        xsk.prefer_busy_poll(20, 64).unwrap();
+        assert!(xsk.prefers_busy_poll(), "SO_PREFER_BUSY_POLL set");
+        steering.bind_queue(0, &xsk).unwrap();
+        steering.steer(RVOIP.parse().unwrap()).unwrap();
+        to_peer.send(()).unwrap();
+        // Spinning, never sleeping in poll(2): each frame is taken by a
+        // busy poll of the queue or found in the ring.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = 0;
+        while got < 50 && Instant::now() < deadline {
+            xsk.busy_poll();
+            xsk.recv(64, |f| {
+                if frame::parse(f).is_ok_and(|u| u.dst == RVOIP.parse().unwrap()) {
+                    got += 1;
+                }
+            });
+        }
+        got
+    });
+    let peer = in_ns("rvxpeer", move || {
+        from_rvx.recv().unwrap();
+        let s = UdpSocket::bind("10.99.0.2:0").unwrap();
+        for i in 0..50 {
+            s.send_to(format!("spin {i}").as_bytes(), RVOIP).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    peer.join().unwrap();
+    assert_eq!(rvx.join().unwrap(), 50, "every frame taken while spinning");
+}

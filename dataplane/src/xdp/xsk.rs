@@ -284,6 +284,69 @@ impl Xsk {
         })
     }
 
+    /// Asks the kernel to let this socket's reader poll the queue's NAPI
+    /// itself (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL` for `usecs`,
+    /// `SO_BUSY_POLL_BUDGET` frames): with [`Xsk::busy_poll`] called while
+    /// spinning, receive work happens on the worker's core, not in
+    /// interrupts. Needs CAP_NET_ADMIN.
+    pub fn prefer_busy_poll(&self, usecs: u32, budget: u32) -> io::Result<()> {
+        const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+        const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+        for (opt, v) in [
+            (SO_PREFER_BUSY_POLL, 1),
+            (libc::SO_BUSY_POLL, usecs as libc::c_int),
+            (SO_BUSY_POLL_BUDGET, budget as libc::c_int),
+        ] {
+            // SAFETY: an int option on our socket, from a live int.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `SO_PREFER_BUSY_POLL` is set on the socket.
+    pub fn prefers_busy_poll(&self) -> bool {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: reads an int option into a live int of that length.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                69,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        r == 0 && v != 0
+    }
+
+    /// Polls the queue once from this thread (busy polling: a receive
+    /// that takes nothing, and does not block).
+    pub fn busy_poll(&self) {
+        // SAFETY: a zero-length, non-blocking receive on our socket.
+        unsafe {
+            libc::recvfrom(
+                self.fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
     /// Frames in flight to the kernel (sent, not completed).
     pub fn in_flight(&self) -> u32 {
         self.in_flight

@@ -36,6 +36,8 @@ const BUF: usize = 2048;
 const FRAMES: u32 = 4096;
 /// Neighbour entries kept before the table is started again.
 const NEIGHBOURS: usize = 4096;
+/// How long one busy poll of a queue may spin in the kernel.
+const BUSY_POLL_US: u32 = 20;
 /// Frames within this long mean traffic is flowing.
 const FLOWING: Duration = Duration::from_millis(20);
 
@@ -202,6 +204,16 @@ impl AfXdpDriver {
             send_errors: 0,
         };
         out.read_neighbours(link);
+        // Adaptive polling spins on the rings after traffic: the queue's
+        // NAPI is polled from the spin too, where the link allows it.
+        if let Polling::Adaptive(_) = polling {
+            for s in std::iter::once(&out.xsk).chain(others.iter()) {
+                if let Err(e) = s.prefer_busy_poll(BUSY_POLL_US, BATCH as u32) {
+                    tracing::warn!(error = %e, "AF_XDP: busy polling refused; the worker spins on its rings only");
+                    break;
+                }
+            }
+        }
         Ok(AfXdpDriver {
             xdp,
             out,
@@ -351,7 +363,11 @@ impl Driver for AfXdpDriver {
             // it; idle, it sleeps until a frame, an order or a post.
             let since = clock.now().1.saturating_sub(self.last_traffic_ns);
             match self.polling {
-                Polling::Adaptive(window) if since < window.as_nanos() as u64 => {}
+                Polling::Adaptive(window) if since < window.as_nanos() as u64 => {
+                    for s in std::iter::once(&self.out.xsk).chain(self.others.iter()) {
+                        s.busy_poll();
+                    }
+                }
                 Polling::Interrupt { batch_wait_us }
                     if batch_wait_us > 0 && since < FLOWING.as_nanos() as u64 =>
                 {
