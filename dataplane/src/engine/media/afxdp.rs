@@ -148,6 +148,13 @@ impl Out {
     }
 }
 
+/// A socket on queue `queue` of the link: zero-copy where the driver has
+/// it, else copy mode (veth, and drivers without an XSK pool).
+fn open_socket(link: &XdpLink, queue: u32) -> io::Result<Xsk> {
+    Xsk::open(link.ifindex, queue, FRAMES, CopyMode::ZeroCopy)
+        .or_else(|_| Xsk::open(link.ifindex, queue, FRAMES, CopyMode::Copy))
+}
+
 pub(super) struct AfXdpDriver {
     xdp: XdpWorker,
     out: Out,
@@ -175,14 +182,20 @@ pub(super) struct AfXdpDriver {
 impl AfXdpDriver {
     pub(super) fn new(xdp: XdpWorker, wake: &Wake, polling: Polling) -> io::Result<Self> {
         let link = &xdp.link;
-        let xsk = Xsk::open(link.ifindex, 0, FRAMES, CopyMode::Copy)?;
+        let xsk = open_socket(link, 0)?;
         link.steering.bind_queue(0, &xsk)?;
         let mut others = Vec::new();
         for q in 1..link.queues.max(1) {
-            let s = Xsk::open(link.ifindex, q, FRAMES, CopyMode::Copy)?;
+            let s = open_socket(link, q)?;
             link.steering.bind_queue(q, &s)?;
             others.push(s);
         }
+        tracing::info!(
+            queues = link.queues.max(1),
+            mode = ?xsk.mode,
+            huge_pages = xsk.huge_pages,
+            "AF_XDP sockets open"
+        );
         let pollfd = |fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
