@@ -33,26 +33,45 @@ wait_udp_free() {
     done
 }
 
-# Sends OPTIONS to 127.0.0.1:PORT until a 200 comes back (up to ~20 s).
+# Sends OPTIONS to ADDR:PORT (default 127.0.0.1:5060) until a 200 comes
+# back (up to ~20 s); with NETNS set, from inside that network namespace.
 sip_ready() {
-    python3 - "${1:-5060}" <<'PY'
+    ${NETNS:+ip netns exec "$NETNS"} python3 - "${1:-5060}" "${2:-127.0.0.1}" <<'PY'
 import socket, sys, time
-port = int(sys.argv[1])
+port, addr = int(sys.argv[1]), sys.argv[2]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
-msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-b;rport\r\n"
-       "From: <sip:b@rvoip.test>;tag=b\r\nTo: <sip:127.0.0.1>\r\nCall-ID: bench-ready\r\n"
+s.connect((addr, port))
+me = "%s:%d" % s.getsockname()
+msg = (f"OPTIONS sip:{addr}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-b;rport\r\n"
+       f"From: <sip:b@rvoip.test>;tag=b\r\nTo: <sip:{addr}>\r\nCall-ID: bench-ready\r\n"
        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
 for _ in range(100):
-    s.sendto(msg, ("127.0.0.1", port))
     try:
+        s.send(msg)
         if s.recv(2000).startswith(b"SIP/2.0 200"):
             sys.exit(0)
         # 503 from the SIP workers: the control plane is not attached yet.
         time.sleep(0.1)
     except OSError:
         time.sleep(0.1)
-sys.exit(f"nothing answered OPTIONS on 127.0.0.1:{port}")
+sys.exit(f"nothing answered OPTIONS on {addr}:{port}")
 PY
+}
+
+# The AF_XDP test topology (as root): namespace rvx with veth rvx0
+# 10.99.0.1/24, its peer rvx1 10.99.0.2/24 in rvxpeer; one an interrupted
+# run left goes first. topology_down removes it.
+topology_down() { ip netns del rvx 2>/dev/null; ip netns del rvxpeer 2>/dev/null; true; }
+topology_up() {
+    topology_down
+    ip netns add rvx && ip netns add rvxpeer || return 1
+    ip -n rvx link add rvx0 type veth peer name rvx1 netns rvxpeer
+    ip -n rvx addr add 10.99.0.1/24 dev rvx0
+    ip -n rvxpeer addr add 10.99.0.2/24 dev rvx1
+    local l
+    for l in "rvx rvx0" "rvxpeer rvx1" "rvx lo" "rvxpeer lo"; do
+        set -- $l; ip -n "$1" link set "$2" up
+    done
 }
 
 # Starts the ng relay NAME (rvoip | rtpengine | bare) on 127.0.0.1:2223 with

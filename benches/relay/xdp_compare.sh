@@ -32,17 +32,9 @@ LIMIT=$((CALLS / RATE + HOLD + 60))
 # shellcheck source=../lib.sh
 . "$ROOT/benches/lib.sh"
 
-topology_down() { ip netns del rvx 2>/dev/null; ip netns del rvxpeer 2>/dev/null; true; }
-topology_down
 trap 'stop_pid; topology_down' EXIT
 trap 'exit 130' INT TERM
-ip netns add rvx && ip netns add rvxpeer
-ip -n rvx link add rvx0 type veth peer name rvx1 netns rvxpeer
-ip -n rvx addr add 10.99.0.1/24 dev rvx0
-ip -n rvxpeer addr add 10.99.0.2/24 dev rvx1
-for l in "rvx rvx0" "rvxpeer rvx1" "rvx lo" "rvxpeer lo"; do
-    set -- $l; ip -n "$1" link set "$2" up
-done
+topology_up
 
 # The configurations: rvoip's own (ring directory of this run), rtpengine's
 # anchor moved to 10.99.0.1.

@@ -38,17 +38,9 @@ cargo build -q --release -p rvoip-benches --bin bare_sip_forwarder --manifest-pa
 . "$ROOT/benches/lib.sh"
 UAS=""
 stop_uas() { [ -n "$UAS" ] && kill -TERM "$UAS" 2>/dev/null; wait "$UAS" 2>/dev/null; UAS=""; }
-topology_down() { ip netns del rvx 2>/dev/null; ip netns del rvxpeer 2>/dev/null; true; }
-topology_down
 trap 'stop_pid; stop_uas; topology_down; rm -rf /dev/shm/rvoip-sip-xdp-bench' EXIT
 trap 'exit 130' INT TERM
-ip netns add rvx && ip netns add rvxpeer
-ip -n rvx link add rvx0 type veth peer name rvx1 netns rvxpeer
-ip -n rvx addr add 10.99.0.1/24 dev rvx0
-ip -n rvxpeer addr add 10.99.0.2/24 dev rvx1
-for l in "rvx rvx0" "rvxpeer rvx1" "rvx lo" "rvxpeer lo"; do
-    set -- $l; ip -n "$1" link set "$2" up
-done
+topology_up
 
 for io in af_xdp io_uring; do
     sed -e "s|ring_dir = \"/dev/shm/rvoip-xdp\"|ring_dir = \"/dev/shm/rvoip-sip-xdp-bench\"|" \
@@ -59,28 +51,8 @@ done
 sed -e "s/127.0.0.1:5060/10.99.0.1:5060/g" -e "s/127.0.0.1:5070/10.99.0.2:5070/g" \
     "$ANCHORS/kamailio-stateful.cfg" > "$OUT/kamailio.cfg"
 
-# OPTIONS from rvxpeer until 10.99.0.1:5060 answers (a 200, or any answer
-# from an element that forwards it to the uas).
-sip_ready_peer() {
-    ip netns exec rvxpeer python3 - <<'PY'
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
-s.bind(("10.99.0.2", 0))
-me = "%s:%d" % s.getsockname()
-msg = (f"OPTIONS sip:10.99.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-b;rport\r\n"
-       "From: <sip:b@rvoip.test>;tag=b\r\nTo: <sip:10.99.0.1>\r\nCall-ID: bench-ready\r\n"
-       "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
-for _ in range(150):
-    s.sendto(msg, ("10.99.0.1", 5060))
-    try:
-        if s.recv(2000).startswith(b"SIP/2.0 200"):
-            sys.exit(0)
-        time.sleep(0.1)
-    except OSError:
-        time.sleep(0.1)
-sys.exit("nothing answered OPTIONS on 10.99.0.1:5060")
-PY
-}
+# rvoip answers OPTIONS from rvxpeer on 10.99.0.1:5060 once it is up.
+sip_ready_peer() { NETNS=rvxpeer sip_ready 5060 10.99.0.1; }
 
 # Whether something in rvx holds UDP 10.99.0.1:5060 (up to 20 s).
 port_bound() {

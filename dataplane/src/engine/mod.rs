@@ -20,6 +20,7 @@ pub mod ng_udp;
 pub mod sip;
 pub mod sockaddr;
 pub mod uring;
+pub(crate) mod wake;
 
 /// For tests that need a kernel feature (io_uring, UDP_SEGMENT, UDP_GRO):
 /// whether to go on. Where the feature is missing the test fails and names

@@ -18,7 +18,7 @@ use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
@@ -26,6 +26,7 @@ use crossbeam_queue::ArrayQueue;
 
 use super::frame::Mac;
 use super::{Steering, XdpMode, bpf};
+use crate::engine::wake::Wake;
 
 /// Largest payload a mailbox carries (a frame's, less its headers).
 pub const PAYLOAD: usize = super::xsk::FRAME as usize - 14 - 40 - 8;
@@ -140,45 +141,17 @@ impl Lane {
     }
 }
 
-/// An eventfd a thread sleeps on.
-struct EventFd(OwnedFd);
-
-impl EventFd {
-    fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd has no memory preconditions; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor, ours.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64. A full counter (EAGAIN)
-        // already means "wake up".
-        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    fn clear(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64; non-blocking.
-        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-    }
-}
-
 /// A thread's sleep, announced before it sleeps so that whoever gives it
 /// work wakes it, and only then.
 struct Sleeper {
-    fd: EventFd,
+    fd: Wake,
     asleep: AtomicBool,
 }
 
 impl Sleeper {
     fn new() -> io::Result<Sleeper> {
         Ok(Sleeper {
-            fd: EventFd::new()?,
+            fd: Wake::new()?,
             asleep: AtomicBool::new(false),
         })
     }
@@ -237,7 +210,7 @@ impl Mailbox {
 
     /// The descriptor the service waits on (readable when woken).
     pub fn fd(&self) -> RawFd {
-        self.sleeper.fd.0.as_raw_fd()
+        self.sleeper.fd.raw()
     }
 
     /// The service: hands the next datagram received for it to `f`; none
@@ -260,7 +233,7 @@ impl Mailbox {
     /// The service: reads its wake-up off the descriptor (a poll(2) loop;
     /// an io_uring loop reads it with a request).
     pub fn clear(&self) {
-        self.sleeper.fd.clear();
+        self.sleeper.fd.drain();
         self.sleeper.woke();
     }
 
@@ -410,7 +383,7 @@ impl XdpLink {
 
     /// The owner's wake-up descriptor.
     pub fn owner_fd(&self) -> RawFd {
-        self.owner.fd.0.as_raw_fd()
+        self.owner.fd.raw()
     }
 
     /// The owner: about to sleep; false when a service posted meanwhile.
@@ -421,7 +394,7 @@ impl XdpLink {
 
     /// The owner: awake again; its wake-up read.
     pub fn owner_woke(&self) {
-        self.owner.fd.clear();
+        self.owner.fd.drain();
         self.owner.woke();
     }
 

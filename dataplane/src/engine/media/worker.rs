@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -49,43 +49,7 @@ pub(super) trait Driver {
     fn io_counters(&self) -> (u64, u64, u64);
 }
 
-/// An eventfd that wakes a worker when a command is queued.
-#[derive(Debug)]
-pub(crate) struct Wake {
-    fd: OwnedFd,
-}
-
-impl Wake {
-    pub(crate) fn new() -> io::Result<Self> {
-        // SAFETY: eventfd has no memory preconditions; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        Ok(Wake {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    pub(crate) fn notify(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. A full
-        // counter (EAGAIN) already means "wake up".
-        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    /// Clears pending wake-ups.
-    pub(super) fn drain(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64 from our nonblocking eventfd.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-    }
-
-    pub(super) fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
+pub(crate) use crate::engine::wake::Wake;
 
 pub(super) fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {
