@@ -362,14 +362,19 @@ fn sipp_calls_cross_the_proxy_on_af_xdp() {
     );
     app.terminate().expect("rvoip stops on SIGTERM");
     let log = std::fs::read_to_string(dir.join("rvoip.log")).unwrap_or_default();
-    let posted = log
+    let closed = log
         .lines()
         .find(|l| l.contains("AF_XDP socket closed"))
-        .and_then(|l| l.split("posted=").nth(1))
-        .and_then(|v| v.split(' ').next())
-        .and_then(|v| v.parse::<u64>().ok());
+        .unwrap_or_default();
+    let field = |name: &str| {
+        closed
+            .split(&format!(" {name}="))
+            .nth(1)
+            .and_then(|v| v.split(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
     assert!(
-        posted.is_some_and(|p| p >= 300 * 6),
-        "the AF_XDP worker handed the SIP workers every message: {posted:?}"
+        field("posted").is_some_and(|p| p >= 300 * 6) && field("mailbox_full") == Some(0),
+        "the AF_XDP worker handed the SIP workers every message, none lost: {closed}"
     );
 }

@@ -442,6 +442,13 @@ impl Driver for AfXdpDriver {
 
 impl Drop for AfXdpDriver {
     fn drop(&mut self) {
+        // Datagrams for the link's services lost with a mailbox full.
+        let mailbox_full: u64 = self
+            .xdp
+            .link
+            .all_mailboxes()
+            .map(|m| m.inbound_full.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
         for (queue, sock) in std::iter::once(&self.out.xsk)
             .chain(self.others.iter())
             .enumerate()
@@ -451,6 +458,7 @@ impl Drop for AfXdpDriver {
                 queue,
                 received = self.received,
                 posted = self.posted,
+                mailbox_full,
                 sent = self.out.sent,
                 send_errors = self.out.send_errors,
                 rx_dropped = s.rx_dropped,
