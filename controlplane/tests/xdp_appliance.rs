@@ -156,17 +156,13 @@ fn rvx_udp() -> KernelUdp {
     .unwrap()
 }
 
-/// An OPTIONS to rvoip on 10.99.0.1:5060 from `me`.
-fn options(me: SocketAddr, branch: &str) -> String {
+/// An OPTIONS to rvoip on 10.99.0.1:5060 from `me` over `transport`
+/// ("UDP" or "TCP"), its branch and Call-ID made of `tag`.
+fn options(me: SocketAddr, transport: &str, tag: &str) -> String {
     format!(
-        "OPTIONS sip:10.99.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/{} {me};branch=z9hG4bK-{branch}\r\n\
+        "OPTIONS sip:10.99.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/{transport} {me};branch=z9hG4bK-{tag}\r\n\
 Max-Forwards: 70\r\nFrom: <sip:t@10.99.0.2>;tag=x\r\nTo: <sip:10.99.0.1>\r\n\
-Call-ID: xdp-{branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-        if branch.starts_with("tcp") {
-            "TCP"
-        } else {
-            "UDP"
-        }
+Call-ID: xdp-{tag}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
@@ -216,7 +212,7 @@ fn the_appliance_serves_sip_ng_and_media_on_af_xdp_and_leaves_the_rest_to_the_ke
         let sip = UdpSocket::bind("10.99.0.2:0").unwrap();
         sip.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let me = sip.local_addr().unwrap();
-        sip.send_to(options(me, "udp1").as_bytes(), "10.99.0.1:5060")
+        sip.send_to(options(me, "UDP", "udp1").as_bytes(), "10.99.0.1:5060")
             .unwrap();
         let (n, _) = sip.recv_from(&mut buf).expect("an answer to OPTIONS");
         assert!(
@@ -230,7 +226,8 @@ fn the_appliance_serves_sip_ng_and_media_on_af_xdp_and_leaves_the_rest_to_the_ke
                 .expect("SIP over TCP");
         tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let me = tcp.local_addr().unwrap();
-        tcp.write_all(options(me, "tcp1").as_bytes()).unwrap();
+        tcp.write_all(options(me, "TCP", "tcp1").as_bytes())
+            .unwrap();
         let n = tcp.read(&mut buf).expect("an answer to OPTIONS over TCP");
         assert!(
             buf[..n].starts_with(b"SIP/2.0 200"),

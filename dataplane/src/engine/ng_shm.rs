@@ -113,7 +113,11 @@ impl NgOrders {
         let thread = std::thread::Builder::new()
             .name("ng-orders".into())
             .spawn(move || {
-                let ng = socket.as_ref().map(|s| NgSocket { socket: s, xdp });
+                let ng = socket.as_ref().zip(local).map(|(s, local)| NgSocket {
+                    socket: s,
+                    local,
+                    xdp,
+                });
                 let orders = serve(&ring, &channel, ng, &mut server, &stop, poll);
                 NgServiceReport {
                     ng: NgReport {
@@ -135,6 +139,8 @@ impl NgOrders {
 /// The ng socket, and the AF_XDP link it is on, if any.
 struct NgSocket<'a> {
     socket: &'a UdpSocket,
+    /// Its address (what replies through the link come from).
+    local: SocketAddr,
     xdp: Option<NgXdp>,
 }
 
@@ -175,10 +181,9 @@ fn now_secs() -> u64 {
 
 /// Answers every ng request waiting on the socket.
 fn serve_ng<M: MediaControl>(ng: &NgSocket<'_>, server: &mut NgServer<M>, buf: &mut [u8]) {
-    let local = ng.socket.local_addr().ok();
     while let Ok((n, src)) = ng.socket.recv_from(buf) {
         if let Some(reply) = server.handle(&buf[..n], src, now_secs()) {
-            let _ = local.map(|l| ng.reply(l, &reply, src));
+            ng.reply(ng.local, &reply, src);
         }
     }
 }

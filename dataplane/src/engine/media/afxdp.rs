@@ -357,9 +357,8 @@ impl Driver for AfXdpDriver {
     }
 
     fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()> {
-        let link = Arc::clone(&self.xdp.link);
         self.transmit(relay, clock);
-        if self.out.send_posted(&link) {
+        if self.out.send_posted(&self.xdp.link) {
             self.last_traffic_ns = clock.now().1;
         }
         self.out.xsk.flush();
@@ -388,13 +387,13 @@ impl Driver for AfXdpDriver {
                         Duration::from_micros(u64::from(batch_wait_us)).min(timeout),
                     );
                 }
-                _ if link.owner_prepare_sleep() => {
+                _ if self.xdp.link.owner_prepare_sleep() => {
                     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
                     // SAFETY: `fds` is valid for its length.
                     let n = unsafe {
                         libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms)
                     };
-                    link.owner_woke();
+                    self.xdp.link.owner_woke();
                     if n < 0 {
                         return Err(io::Error::last_os_error());
                     }
@@ -418,19 +417,19 @@ impl Driver for AfXdpDriver {
             }
         }
         self.transmit(relay, clock);
-        if self.out.send_posted(&link) {
+        if self.out.send_posted(&self.xdp.link) {
             self.last_traffic_ns = clock.now().1;
         }
         self.out.xsk.flush();
         // A peer sent to through the kernel: its address is in the
         // neighbour table by now, or soon (read at most every 100 ms).
         let now_ms = clock.now().0;
-        if link.take_missed() {
+        if self.xdp.link.take_missed() {
             self.out.missed = true;
         }
         if self.out.missed && now_ms.saturating_sub(self.neighbours_read_ms) >= 100 {
             self.neighbours_read_ms = now_ms;
-            self.out.read_neighbours(&link);
+            self.out.read_neighbours(&self.xdp.link);
         }
         Ok(())
     }
