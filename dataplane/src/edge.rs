@@ -23,8 +23,12 @@ use crate::sip::{
 pub enum EdgeAction {
     /// Send the bytes written into `out` back to the source.
     Reply,
-    /// Hand the datagram to the control plane.
-    Deliver,
+    /// Hand the datagram to the control plane: to the shard that owns
+    /// its Call-ID.
+    Deliver {
+        /// The shard, below [`SipEdge::set_shards`]'s count.
+        shard: usize,
+    },
     /// Drop it (already counted).
     Drop,
 }
@@ -58,6 +62,8 @@ pub struct SipEdge {
     /// The Warning value of the last refusal, kept for the next one.
     warning: Vec<u8>,
     last_refusal: Option<SipError>,
+    /// Control-plane shards the messages are spread over by Call-ID.
+    shards: usize,
 }
 
 impl SipEdge {
@@ -70,7 +76,13 @@ impl SipEdge {
             counters: EdgeCounters::default(),
             warning: Vec::new(),
             last_refusal: None,
+            shards: 1,
         }
+    }
+
+    /// Spreads the messages delivered over `shards` control-plane shards.
+    pub fn set_shards(&mut self, shards: usize) {
+        self.shards = shards.max(1);
     }
 
     /// Marks the control plane as attached or gone.
@@ -135,7 +147,11 @@ impl SipEdge {
         }
         if self.control_plane_attached {
             self.counters.delivered += 1;
-            return EdgeAction::Deliver;
+            // check() made sure there is a Call-ID.
+            let call_id = msg.call_id().unwrap_or_default();
+            return EdgeAction::Deliver {
+                shard: crate::sip::shard_of(call_id, self.shards),
+            };
         }
         if !msg.is_request() || msg.method() == Some(Method::Ack) {
             self.counters.dropped += 1;
@@ -175,9 +191,19 @@ From: <sip:probe@rvoip.test>;tag=1\r\nTo: <sip:rvoip.test>\r\nCall-ID: edge-1\r\
         assert_eq!(r.call_id(), Ok(&b"edge-1"[..]));
         assert_eq!(r.top_via().map(|v| v.branch()), Ok(Some(&b"z9hG4bK77"[..])));
         edge.set_control_plane_attached(true);
-        assert_eq!(edge.on_datagram(OPTIONS, &mut out), EdgeAction::Deliver);
+        assert_eq!(
+            edge.on_datagram(OPTIONS, &mut out),
+            EdgeAction::Deliver { shard: 0 }
+        );
+        edge.set_shards(4);
+        assert_eq!(
+            edge.on_datagram(OPTIONS, &mut out),
+            EdgeAction::Deliver {
+                shard: crate::sip::shard_of(b"edge-1", 4)
+            }
+        );
         assert_eq!(edge.counters().unavailable, 1);
-        assert_eq!(edge.counters().delivered, 1);
+        assert_eq!(edge.counters().delivered, 2);
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn start(
     driver: DriverKind,
 ) -> SipPlane {
     SipPlane::start(&SipPlaneConfig {
+        shards: 1,
         listeners,
         cores: Vec::new(),
         ring_dir: dir.path().to_path_buf(),

@@ -792,6 +792,16 @@ pub struct ControlPlane {
     /// rings again after 50 ms without traffic.
     #[serde(default = "default_cp_batch_wait_us")]
     pub batch_wait_us: u32,
+    /// Control-plane shards: threads of the control plane, each owning the
+    /// transactions and dialogs of the calls whose Call-ID hashes to it
+    /// (the registrar, the SBC policy and the media order channel shared).
+    /// Signalling capacity grows with them, a core each.
+    #[serde(default = "default_shards")]
+    pub shards: usize,
+}
+
+fn default_shards() -> usize {
+    1
 }
 
 fn default_cp_batch_wait_us() -> u32 {
@@ -812,6 +822,7 @@ impl Default for ControlPlane {
             ring_dir: default_ring_dir(),
             ring_slots: default_ring_slots(),
             batch_wait_us: default_cp_batch_wait_us(),
+            shards: default_shards(),
         }
     }
 }
@@ -1305,6 +1316,9 @@ impl Config {
                 "controlplane.ring_slots",
                 "must be a power of two between 64 and 1048576".into(),
             );
+        }
+        if !(1..=32).contains(&self.controlplane.shards) {
+            return err("controlplane.shards", "must be between 1 and 32".into());
         }
         let r = &self.registrar;
         if r.min_expires == 0 || r.min_expires > r.max_expires {

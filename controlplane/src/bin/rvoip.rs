@@ -808,6 +808,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
             .collect(),
         cores: cores.clone(),
         ring_dir: config.controlplane.ring_dir.clone(),
+        shards: config.controlplane.shards,
         limits: Limits {
             max_message_size: config.sip.max_message_size,
             max_line_length: config.sip.max_line_length,

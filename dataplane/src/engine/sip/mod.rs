@@ -43,6 +43,9 @@ pub struct SipPlaneConfig {
     pub cores: Vec<usize>,
     /// Directory of the shared-memory channels.
     pub ring_dir: PathBuf,
+    /// Control-plane shards: each worker has a channel to each, and hands
+    /// a message to the one its Call-ID names ([`crate::sip::shard_of`]).
+    pub shards: usize,
     /// Parser limits.
     pub limits: Limits,
     /// Messages per second accepted from one source address (0: no limit).
@@ -125,7 +128,7 @@ pub struct SipPlane {
     threads: Vec<JoinHandle<SipWorkerReport>>,
     /// The thread watching the TLS files.
     watcher: Option<JoinHandle<()>>,
-    /// Channel files, one per worker.
+    /// Channel files to shard 0, one per worker.
     pub rings: Vec<PathBuf>,
     /// Each worker's counters as of its last second, for the metrics
     /// ([`crate::shm::stats::SIP_FIELDS`]).
@@ -134,9 +137,29 @@ pub struct SipPlane {
     _lock: std::fs::File,
 }
 
-/// The channel file of worker `i`.
+/// The channel file of worker `i` to control-plane shard 0.
 pub fn ring_path(dir: &std::path::Path, i: usize) -> PathBuf {
     dir.join(format!("sip-{i}.ring"))
+}
+
+/// The channel file of worker `i` to control-plane shard `shard`.
+pub fn shard_ring_path(dir: &std::path::Path, i: usize, shard: usize) -> PathBuf {
+    match shard {
+        0 => ring_path(dir, i),
+        s => dir.join(format!("sip-{i}-shard{s}.ring")),
+    }
+}
+
+/// Most control-plane shards (a worker sleeps on each one's channel).
+pub const MAX_SHARDS: usize = 32;
+
+/// The worker and shard a channel file name belongs to.
+fn ring_name(name: &str) -> Option<(usize, usize)> {
+    let stem = name.strip_prefix("sip-")?.strip_suffix(".ring")?;
+    match stem.split_once("-shard") {
+        Some((w, s)) => Some((w.parse().ok()?, s.parse().ok()?)),
+        None => Some((stem.parse().ok()?, 0)),
+    }
 }
 
 impl SipPlane {
@@ -144,6 +167,7 @@ impl SipPlane {
     /// files are (re)created here.
     pub fn start(config: &SipPlaneConfig) -> io::Result<SipPlane> {
         let n = config.cores.len().max(1);
+        let shards = config.shards.clamp(1, MAX_SHARDS);
         let lock = crate::shm::lock_dir(&config.ring_dir, "dataplane.lock")?;
         // The workers share each port among themselves, and with nobody else.
         for (transport, addr) in &config.listeners {
@@ -153,11 +177,8 @@ impl SipPlane {
         if let Ok(entries) = std::fs::read_dir(&config.ring_dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(i) = name
-                    .strip_prefix("sip-")
-                    .and_then(|r| r.strip_suffix(".ring"))
-                    .and_then(|i| i.parse::<usize>().ok())
-                    && i >= n
+                if let Some((i, s)) = ring_name(&name)
+                    && (i >= n || s >= shards)
                 {
                     let _ = std::fs::remove_file(e.path());
                 }
@@ -171,13 +192,14 @@ impl SipPlane {
         let sources = Arc::new(worker::SourceCounts::new());
         let ws = Arc::new(config.ws.clone());
         for (i, tally) in tallies.iter().cloned().enumerate() {
-            let path = ring_path(&config.ring_dir, i);
-            rings.push(path.clone());
+            rings.push(ring_path(&config.ring_dir, i));
             let settings = worker::Settings {
                 index: i,
                 core: config.cores.get(i).copied(),
                 listeners: config.listeners.clone(),
-                ring: path,
+                rings: (0..shards)
+                    .map(|s| shard_ring_path(&config.ring_dir, i, s))
+                    .collect(),
                 limits: config.limits,
                 rate_limit: config.rate_limit,
                 ring_slots: config.ring_slots,
@@ -250,5 +272,23 @@ impl SipPlane {
 impl Drop for SipPlane {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_files_name_their_worker_and_shard() {
+        let dir = std::path::Path::new("/dev/shm/rvoip");
+        for (i, s) in [(0, 0), (3, 0), (0, 1), (7, 31)] {
+            let path = shard_ring_path(dir, i, s);
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            assert_eq!(ring_name(name), Some((i, s)), "{name}");
+        }
+        assert_eq!(shard_ring_path(dir, 2, 0), ring_path(dir, 2));
+        assert_eq!(ring_name("sip-x.ring"), None);
+        assert_eq!(ring_name("dataplane.lock"), None);
     }
 }

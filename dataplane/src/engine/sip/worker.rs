@@ -56,7 +56,8 @@ pub(super) struct Settings {
     pub(super) index: usize,
     pub(super) core: Option<usize>,
     pub(super) listeners: Vec<(Transport, SocketAddr)>,
-    pub(super) ring: PathBuf,
+    /// Its channel to each control-plane shard, in shard order.
+    pub(super) rings: Vec<PathBuf>,
     pub(super) limits: Limits,
     pub(super) rate_limit: u32,
     pub(super) ring_slots: usize,
@@ -479,7 +480,8 @@ struct Worker {
     last_publish: Instant,
     /// HEP capture of what this worker receives and sends.
     hep: Option<super::capture::HepSink>,
-    futex_armed: bool,
+    /// The channels (by shard, a bit each) whose futex wait is armed.
+    futex_armed: u64,
     out: Vec<u8>,
     udp_io: UdpIo,
     /// Whether the kernel supports a minimum wait (IORING_FEAT_MIN_TIMEOUT).
@@ -712,7 +714,7 @@ impl Worker {
     /// Tells the control plane which peers could not be reached: a record
     /// with no message, from the local address, to the peer, over its
     /// transport.
-    fn report_unreachable(&mut self, producer: &mut crate::shm::Producer<'_>) {
+    fn report_unreachable(&mut self, producers: &mut [crate::shm::Producer<'_>]) {
         for (local, remote, transport) in std::mem::take(&mut self.unreachable) {
             let meta = SipMeta {
                 transport,
@@ -720,8 +722,11 @@ impl Worker {
                 remote,
                 conn: 0,
             };
-            if producer.push(0, &meta.encode(), &[]).is_err() {
-                self.report.ring_full += 1;
+            // Whichever shard's transactions went to that peer.
+            for p in producers.iter_mut() {
+                if p.push(0, &meta.encode(), &[]).is_err() {
+                    self.report.ring_full += 1;
+                }
             }
         }
     }
@@ -788,7 +793,7 @@ impl Worker {
     }
 
     /// Hands on what the link's owner left in the worker's mailbox.
-    fn drain_xdp(&mut self, producer: &mut crate::shm::Producer<'_>) -> usize {
+    fn drain_xdp(&mut self, producers: &mut [crate::shm::Producer<'_>]) -> usize {
         let Some(link) = self.xdp.as_ref().map(|x| Arc::clone(&x.link)) else {
             return 0;
         };
@@ -811,7 +816,7 @@ impl Worker {
                     remote: d.peer,
                     conn: 0,
                 };
-                self.inbound(producer, d.payload, meta, None);
+                self.inbound(producers, d.payload, meta, None);
             })
             .is_some()
         {
@@ -1042,7 +1047,7 @@ impl Worker {
     /// Judges one message and hands it to the control plane.
     fn inbound(
         &mut self,
-        producer: &mut crate::shm::Producer<'_>,
+        producers: &mut [crate::shm::Producer<'_>],
         data: &[u8],
         meta: SipMeta,
         reply_tcp: Option<u32>,
@@ -1065,8 +1070,11 @@ impl Worker {
                     None => self.send_udp(meta.local, meta.remote, &out),
                 }
             }
-            EdgeAction::Deliver => {
-                if producer.push(0, &meta.encode(), data).is_err() {
+            EdgeAction::Deliver { shard } => {
+                let pushed = producers
+                    .get_mut(shard)
+                    .is_some_and(|p| p.push(0, &meta.encode(), data).is_ok());
+                if !pushed {
                     self.report.ring_full += 1;
                 }
             }
@@ -1076,7 +1084,13 @@ impl Worker {
     }
 
     /// One completion of a socket's multishot receive.
-    fn on_recv(&mut self, producer: &mut crate::shm::Producer<'_>, i: usize, res: i32, flags: u32) {
+    fn on_recv(
+        &mut self,
+        producers: &mut [crate::shm::Producer<'_>],
+        i: usize,
+        res: i32,
+        flags: u32,
+    ) {
         if !cqueue::more(flags) {
             self.udp_io.rearm.push(i);
         }
@@ -1121,7 +1135,7 @@ impl Worker {
             if seg.is_some() {
                 self.report.received_grouped += 1;
             }
-            self.inbound(producer, d, meta, None);
+            self.inbound(producers, d, meta, None);
         }
         self.udp_io.give_back(bid);
     }
@@ -1130,7 +1144,7 @@ impl Worker {
     /// `recvmmsg`, each datagram handled as a multishot receive's would be.
     fn recv_udp(
         &mut self,
-        producer: &mut crate::shm::Producer<'_>,
+        producers: &mut [crate::shm::Producer<'_>],
         i: usize,
         batch: &mut mmsg::RecvBatch<FALLBACK_BATCH>,
     ) {
@@ -1158,7 +1172,7 @@ impl Worker {
                     if r.seg.is_some() {
                         self.report.received_grouped += 1;
                     }
-                    self.inbound(producer, d, meta, None);
+                    self.inbound(producers, d, meta, None);
                 }
             }
             if n < FALLBACK_BATCH {
@@ -1288,7 +1302,7 @@ impl Worker {
         }
     }
 
-    fn read_conn(&mut self, producer: &mut crate::shm::Producer<'_>, id: u32) {
+    fn read_conn(&mut self, producers: &mut [crate::shm::Producer<'_>], id: u32) {
         let mut closed = false;
         let mut frames = Vec::new();
         if let Some(c) = self.conns.get_mut(&id) {
@@ -1337,7 +1351,7 @@ impl Worker {
         };
         if let Some(meta) = self.conns.get(&id).map(meta_of) {
             for f in frames {
-                self.inbound(producer, &f, meta, Some(id));
+                self.inbound(producers, &f, meta, Some(id));
             }
         }
         if closed {
@@ -1371,19 +1385,22 @@ impl Worker {
         }
     }
 
-    /// Sends what the control plane queued; returns how many records.
-    fn drain_outbound(&mut self, consumer: &mut crate::shm::Consumer<'_>) -> usize {
+    /// Sends what the control plane's shards queued; returns how many
+    /// records.
+    fn drain_outbound(&mut self, consumers: &mut [crate::shm::Consumer<'_>]) -> usize {
         let mut n = 0;
-        for _ in 0..1024 {
-            let Some(r) = consumer.peek() else { break };
-            n += 1;
-            let meta = SipMeta::decode(r.meta);
-            if meta.transport.reliable() {
-                self.send_tcp(meta, r.payload);
-            } else {
-                self.send_udp(meta.local, meta.remote, r.payload);
+        for consumer in consumers {
+            for _ in 0..1024 {
+                let Some(r) = consumer.peek() else { break };
+                n += 1;
+                let meta = SipMeta::decode(r.meta);
+                if meta.transport.reliable() {
+                    self.send_tcp(meta, r.payload);
+                } else {
+                    self.send_udp(meta.local, meta.remote, r.payload);
+                }
+                consumer.advance();
             }
-            consumer.advance();
         }
         n
     }
@@ -1397,13 +1414,19 @@ pub(super) fn run(
     if let Some(core) = settings.core {
         core_affinity::set_for_current(core_affinity::CoreId { id: core });
     }
-    let setup = (|| -> io::Result<(Channel, Worker)> {
-        let channel = Channel::create(
-            &settings.ring,
-            settings.index as u32,
-            SLOT_SIZE,
-            settings.ring_slots.max(64).next_power_of_two(),
-        )?;
+    let setup = (|| -> io::Result<(Vec<Channel>, Worker)> {
+        let channels = settings
+            .rings
+            .iter()
+            .map(|path| {
+                Channel::create(
+                    path,
+                    settings.index as u32,
+                    SLOT_SIZE,
+                    settings.ring_slots.max(64).next_power_of_two(),
+                )
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         let ring = match settings.driver {
             DriverKind::Fallback => None,
             DriverKind::IoUring => Some(new_sip_ring()?),
@@ -1448,7 +1471,11 @@ pub(super) fn run(
             connecting: 0,
             unreachable: Vec::new(),
             next_conn: 0,
-            edge: SipEdge::new(settings.limits),
+            edge: {
+                let mut edge = SipEdge::new(settings.limits);
+                edge.set_shards(channels.len());
+                edge
+            },
             refusal_log: LogBudget::default(),
             started: Instant::now(),
             limiter: RateLimiter {
@@ -1461,7 +1488,7 @@ pub(super) fn run(
             hep: settings.hep.map(super::capture::HepSink::new).transpose()?,
             busy: Busy::start(),
             last_publish: Instant::now(),
-            futex_armed: false,
+            futex_armed: 0,
             out: Vec::with_capacity(2048),
             udp_io,
             min_wait,
@@ -1474,9 +1501,9 @@ pub(super) fn run(
                 posted: false,
             }),
         };
-        Ok((channel, w))
+        Ok((channels, w))
     })();
-    let (channel, mut w) = match setup {
+    let (channels, mut w) = match setup {
         Ok(x) => {
             let _ = ready.send(Ok(()));
             x
@@ -1488,14 +1515,22 @@ pub(super) fn run(
     };
     drop(ready);
     if w.ring.is_some() {
-        run_uring(&mut w, &channel, &stop);
+        run_uring(&mut w, &channels, &stop);
     } else {
-        run_fallback(&mut w, &channel, &stop);
+        run_fallback(&mut w, &channels, &stop);
     }
     let mut r = w.report;
     r.edge = w.edge.counters();
     r.fallback = w.ring.is_none();
     r
+}
+
+/// Whether the control plane is attached: every shard's heartbeat is
+/// recent (they live and die together, in one process).
+fn attached(channels: &[Channel]) -> bool {
+    channels
+        .iter()
+        .all(|c| c.controlplane_alive(Duration::from_secs(2)))
 }
 
 /// A ring for a SIP worker, with what its loop needs of the kernel.
@@ -1512,9 +1547,15 @@ fn new_sip_ring() -> io::Result<IoUring> {
 
 /// The io_uring loop: multishot receives, polls for listeners and
 /// connections, sends submitted, and a futex wait on the channel.
-fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
-    let mut producer = channel.producer(Direction::ToControlPlane);
-    let mut consumer = channel.consumer(Direction::ToDataplane);
+fn run_uring(w: &mut Worker, channels: &[Channel], stop: &AtomicBool) {
+    let mut producers: Vec<_> = channels
+        .iter()
+        .map(|c| c.producer(Direction::ToControlPlane))
+        .collect();
+    let mut consumers: Vec<_> = channels
+        .iter()
+        .map(|c| c.consumer(Direction::ToDataplane))
+        .collect();
     for i in 0..w.udp.len() {
         w.arm_recv(i);
     }
@@ -1522,15 +1563,20 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         let fd = w.listeners[i].0.as_raw_fd();
         w.poll(fd, LISTEN, i as u64);
     }
-    let sleep_word = channel.sleep_word(Direction::ToDataplane)
-        as *const std::sync::atomic::AtomicU32 as *const u32;
+    let sleep_words: Vec<*const u32> = channels
+        .iter()
+        .map(|c| {
+            c.sleep_word(Direction::ToDataplane) as *const std::sync::atomic::AtomicU32
+                as *const u32
+        })
+        .collect();
     let mut last_purge = Instant::now();
     let mut last_sweep = Instant::now();
     let mut last_traffic = Instant::now() - crate::shm::BUSY_SPELL;
     // One wait's completions, taken off the ring before they are handled.
     let mut events: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
-        if w.drain_outbound(&mut consumer) + w.drain_xdp(&mut producer) > 0 {
+        if w.drain_outbound(&mut consumers) + w.drain_xdp(&mut producers) > 0 {
             last_traffic = Instant::now();
         }
         w.flush_udp();
@@ -1553,11 +1599,15 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         // control plane's pushes wake it (a cross-core wake-up costs the
         // control plane more than the records it pushes).
         let polling = w.batch_wait_us > 0 && last_traffic.elapsed() < crate::shm::BUSY_SPELL;
-        if !polling && !w.futex_armed && consumer.prepare_sleep() {
-            // Sleep on the channel too: the control plane's push wakes us.
-            let e = uring::futex::wait(sleep_word, 1, FUTEX << KIND_SHIFT);
-            w.push(e);
-            w.futex_armed = true;
+        if !polling {
+            for (s, consumer) in consumers.iter().enumerate() {
+                if w.futex_armed & (1 << s) == 0 && consumer.prepare_sleep() {
+                    // Sleep on the channel too: the shard's push wakes us.
+                    let e = uring::futex::wait(sleep_words[s], 1, (FUTEX << KIND_SHIFT) | s as u64);
+                    w.push(e);
+                    w.futex_armed |= 1 << s;
+                }
+            }
         }
         // Asleep, the worker is woken by the link's owner for a datagram in
         // its mailbox; looking by itself while busy, it is not.
@@ -1596,8 +1646,7 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         }
         // Judged after the wait: a control plane may have attached (or
         // died) while the worker slept.
-        w.edge
-            .set_control_plane_attached(channel.controlplane_alive(Duration::from_secs(2)));
+        w.edge.set_control_plane_attached(attached(channels));
         events.clear();
         if let Some(ring) = w.ring.as_mut() {
             events.extend(
@@ -1611,7 +1660,7 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         for &(data, res, flags) in &events {
             let id = data & ((1 << KIND_SHIFT) - 1);
             match data >> KIND_SHIFT {
-                UDP => w.on_recv(&mut producer, id as usize, res, flags),
+                UDP => w.on_recv(&mut producers, id as usize, res, flags),
                 SEND => w.on_sent(id as usize, res),
                 LISTEN => {
                     w.accept(id as usize);
@@ -1621,7 +1670,7 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
                     }
                 }
                 CONN => {
-                    w.read_conn(&mut producer, id as u32);
+                    w.read_conn(&mut producers, id as u32);
                     if !cqueue::more(flags)
                         && let Some(c) = w.conns.get(&(id as u32))
                     {
@@ -1630,7 +1679,7 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
                     }
                 }
                 CONN_OUT => w.on_writable(id as u32),
-                FUTEX => w.futex_armed = false,
+                FUTEX => w.futex_armed &= !(1 << id),
                 XDP => {
                     if let Some(x) = w.xdp.as_mut() {
                         if let Some(m) = x.mailbox() {
@@ -1656,7 +1705,7 @@ fn run_uring(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         if w.connecting > 0 {
             w.expire_connects(Instant::now());
         }
-        w.report_unreachable(&mut producer);
+        w.report_unreachable(&mut producers);
         w.flush_hep();
         w.publish();
         if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -1682,9 +1731,15 @@ const FALLBACK_BATCH: usize = 32;
 /// The loop where io_uring is refused: poll(2) over the UDP sockets, the
 /// listeners and the connections, plain non-blocking calls, and the channel
 /// looked at every [`FALLBACK_TICK_MS`].
-fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
-    let mut producer = channel.producer(Direction::ToControlPlane);
-    let mut consumer = channel.consumer(Direction::ToDataplane);
+fn run_fallback(w: &mut Worker, channels: &[Channel], stop: &AtomicBool) {
+    let mut producers: Vec<_> = channels
+        .iter()
+        .map(|c| c.producer(Direction::ToControlPlane))
+        .collect();
+    let mut consumers: Vec<_> = channels
+        .iter()
+        .map(|c| c.consumer(Direction::ToDataplane))
+        .collect();
     let mut last_purge = Instant::now();
     let mut last_sweep = Instant::now();
     let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -1693,8 +1748,8 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
     // as oversized.
     let mut batch = mmsg::RecvBatch::<FALLBACK_BATCH>::new(w.limits.max_message_size + 1);
     while !stop.load(Ordering::Relaxed) {
-        w.drain_outbound(&mut consumer);
-        w.drain_xdp(&mut producer);
+        w.drain_outbound(&mut consumers);
+        w.drain_xdp(&mut producers);
         w.flush_udp();
         w.wake_xdp_owner();
         w.flush_hep();
@@ -1738,8 +1793,7 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
                 m.woke();
             }
         }
-        w.edge
-            .set_control_plane_attached(channel.controlplane_alive(Duration::from_secs(2)));
+        w.edge.set_control_plane_attached(attached(channels));
         if n > 0 {
             let (udp, listeners) = (w.udp.len(), w.listeners.len());
             for (k, p) in fds.iter().enumerate() {
@@ -1747,7 +1801,7 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
                     continue;
                 }
                 if k < udp {
-                    w.recv_udp(&mut producer, k, &mut batch);
+                    w.recv_udp(&mut producers, k, &mut batch);
                 } else if k < udp + listeners {
                     w.accept(k - udp);
                 } else {
@@ -1756,7 +1810,7 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
                         w.on_writable(id);
                     }
                     if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                        w.read_conn(&mut producer, id);
+                        w.read_conn(&mut producers, id);
                     }
                 }
             }
@@ -1764,7 +1818,7 @@ fn run_fallback(w: &mut Worker, channel: &Channel, stop: &AtomicBool) {
         if w.connecting > 0 {
             w.expire_connects(Instant::now());
         }
-        w.report_unreachable(&mut producer);
+        w.report_unreachable(&mut producers);
         w.flush_hep();
         w.publish();
         if last_sweep.elapsed() >= Duration::from_secs(1) {
