@@ -38,6 +38,10 @@ def children(pid):
 
 def group(comm, in_root):
     if not in_root:
+        # With RVOIP_THREADS_BY_NAME set, the control plane thread by thread
+        # (its shards: the main thread is shard 0, cp-shard-N the others).
+        if os.environ.get("RVOIP_THREADS_BY_NAME"):
+            return f"control plane {comm}"
         return "control plane"
     for prefix, name in (("sip-", "SIP workers"), ("media-", "media workers"), ("ng-orders", "ng orders")):
         if comm.startswith(prefix):
@@ -68,8 +72,13 @@ def diff(before, after, calls):
     for key, (g, ticks) in a.items():
         groups[g] = groups.get(g, 0) + ticks - b.get(key, (g, 0))[1]
     us = {g: 1e6 * t / TICK / max(calls, 1) for g, t in groups.items()}
+    threads = sorted(g for g in us if g.startswith("control plane "))
+    if threads:
+        us["control plane"] = sum(us[g] for g in threads)
     us["signalling"] = us.get("control plane", 0) + us.get("SIP workers", 0)
     order = ["signalling", "control plane", "SIP workers", "ng orders", "media workers", "dataplane other"]
+    # Busy threads only (the ops and resolver threads sit idle).
+    order += [g for g in threads if us[g] >= 0.5]
     print("  ".join(f"{g}: {us.get(g, 0):.0f}" for g in order))
 
 

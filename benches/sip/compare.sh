@@ -9,7 +9,10 @@
 # usage: benches/sip/compare.sh [DURATION_S] RATE...
 #   e.g. benches/sip/compare.sh 20 1000 2000 4000 6000
 # env: PROXIES="rvoip kamailio" (default both; also rvoip-stateless and
-#      kamailio-stateless, the stateless modes, and floor: a forwarder that
+#      kamailio-stateless, the stateless modes, rvoip-shards: rvoip with
+#      SHARDS control-plane shards (default 2; each run also prints the
+#      control plane's CPU per call by thread, benches/threads.py), and
+#      floor: a forwarder that
 #      does no SIP at all, benches/src/bin/bare_sip_forwarder.rs, whose CPU
 #      per call is the kernel's share of any proxy's), WARMUP (anchor
 #      default 6 s),
@@ -52,6 +55,7 @@ start_rvoip() {
     sed -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \
         -e "s#ring_dir = \"/dev/shm/rvoip\"#ring_dir = \"/dev/shm/rvoip-sip-bench\"#" \
         -e "s#^stateful = true#stateful = ${2:-true}#" \
+        -e "s#^shards = 1#shards = ${3:-1}#" \
         "$ROOT/config/proxy.toml" > "$OUT/proxy.toml"
     "$ROOT/target/release/rvoip" run --config "$OUT/proxy.toml" > "$OUT/rvoip-$1.log" 2>&1 &
     PID=$!
@@ -66,6 +70,18 @@ for rate in "${STEPS[@]}"; do
             rvoip)
                 start_rvoip "$rate" || { echo "rvoip failed to start" >&2; stop_rvoip; continue; }
                 line=$(PROXY_PID=$PID "$ANCHORS/sip_run.sh" external "$rate" "$DUR" | tail -1)
+                stop_rvoip
+                ;;
+            rvoip-shards)
+                start_rvoip "$rate" true "${SHARDS:-2}" || { echo "rvoip failed to start" >&2; stop_rvoip; continue; }
+                ( sleep $((${WARMUP:-6} + DUR / 4))
+                  RVOIP_THREADS_BY_NAME=1 python3 "$ROOT/benches/threads.py" snap "$PID" > "$OUT/threads-a"
+                  sleep $((DUR / 2))
+                  RVOIP_THREADS_BY_NAME=1 python3 "$ROOT/benches/threads.py" snap "$PID" > "$OUT/threads-b" ) &
+                sampler=$!
+                line=$(PROXY_PID=$PID "$ANCHORS/sip_run.sh" external "$rate" "$DUR" | tail -1)
+                wait "$sampler" 2>/dev/null
+                echo "rvoip-shards $rate cps, µs of CPU per call by thread: $(python3 "$ROOT/benches/threads.py" diff "$OUT/threads-a" "$OUT/threads-b" $((rate * (DUR / 2))))" | tee -a "$OUT/parts.txt" >&2
                 stop_rvoip
                 ;;
             rvoip-stateless)
@@ -126,17 +142,19 @@ def median(proxy, rate):
 runs = max((len(v) for v in passes.values()), default=1)
 if runs > 1:
     print(f"medians of {runs} runs per proxy and rate, the proxies in turn")
-print(f"{'rate':>6} {'rvoip/kamailio':>16} {'stateless rvoip/kamailio':>26} {'floor/kamailio':>16}")
+print(f"{'rate':>6} {'rvoip/kamailio':>16} {'stateless rvoip/kamailio':>26} {'floor/kamailio':>16} {'shards/1 shard':>16}")
 for rate in order:
     cells = []
-    for a, b in (("rvoip", "kamailio"), ("rvoip-stateless", "kamailio-stateless"), ("floor", "kamailio")):
+    for a, b in (("rvoip", "kamailio"), ("rvoip-stateless", "kamailio-stateless"), ("floor", "kamailio"), ("rvoip-shards", "rvoip")):
         x, y = median(a, rate), median(b, rate)
         cells.append(f"{x / y:.2f}x" if x is not None and y else "-")
-    print(f"{rate:>6} {cells[0]:>16} {cells[1]:>26} {cells[2]:>16}")
+    print(f"{rate:>6} {cells[0]:>16} {cells[1]:>26} {cells[2]:>16} {cells[3]:>16}")
 def best(proxy):
     ok = [r for r in order if passes.get((proxy, r)) and all(passes[(proxy, r)])]
     return max(ok, default=0)
 line = f"max passing rate (every run passed): rvoip {best('rvoip')} cps, kamailio {best('kamailio')} cps"
+if best("rvoip-shards") > 0:
+    line += f", rvoip with shards {best('rvoip-shards')} cps"
 if best("rvoip-stateless") + best("kamailio-stateless") > 0:
     line += f"; stateless: rvoip {best('rvoip-stateless')} cps, kamailio {best('kamailio-stateless')} cps"
 print(line)

@@ -81,6 +81,15 @@ impl std::error::Error for StartError {}
 
 /// The SIP core described by `config`.
 pub fn core_from_config(config: &Config) -> Result<SipCore, StartError> {
+    let mut cores = cores_from_config(config, 1)?;
+    cores.pop().ok_or(StartError::Entropy)
+}
+
+/// The SIP cores of `shards` control-plane shards described by `config`:
+/// each owns its transactions and dialogs; they share one registrar (the
+/// location store) and one password-guessing guard, and hold the same
+/// users and nonce key (a nonce one shard made is good at another).
+pub fn cores_from_config(config: &Config, shards: usize) -> Result<Vec<SipCore>, StartError> {
     let state_dir = config.resolve(&config.node.state_dir);
     let location_path = state_dir.join("location.redb");
     let location = LocationService::open(&location_path)
@@ -158,13 +167,21 @@ pub fn core_from_config(config: &Config) -> Result<SipCore, StartError> {
     };
     let entropy = SystemEntropy::new();
     let secret = nonce_secret(&state_dir, &entropy)?;
-    Ok(SipCore::new(
-        core_config,
-        registrar,
-        users,
-        &secret,
-        &entropy,
-    ))
+    let mut cores: Vec<SipCore> = Vec::with_capacity(shards.max(1));
+    for _ in 0..shards.max(1) {
+        let mut core = SipCore::new(
+            core_config.clone(),
+            registrar.clone(),
+            users.clone(),
+            &secret,
+            &entropy,
+        );
+        if let Some(first) = cores.first() {
+            core.share_guard(first);
+        }
+        cores.push(core);
+    }
+    Ok(cores)
 }
 
 /// The static routes of `[[proxy.routes]]`.
@@ -568,12 +585,22 @@ fn nonce_secret(state_dir: &Path, entropy: &dyn Entropy) -> Result<Vec<u8>, Star
     Ok(key)
 }
 
-/// The channel files the dataplane made, in worker order.
-fn ring_files(dir: &Path) -> Vec<PathBuf> {
-    (0..)
-        .map(|i| rvoip_dataplane::engine::sip::ring_path(dir, i))
-        .take_while(|p| p.exists())
-        .collect()
+/// The channel files the dataplane made, by shard then worker; none until
+/// every shard's are there.
+fn ring_files(dir: &Path, shards: usize) -> Vec<Vec<PathBuf>> {
+    let files: Vec<Vec<PathBuf>> = (0..shards)
+        .map(|s| {
+            (0..)
+                .map(|i| rvoip_dataplane::engine::sip::shard_ring_path(dir, i, s))
+                .take_while(|p| p.exists())
+                .collect()
+        })
+        .collect();
+    let workers = files.first().map_or(0, Vec::len);
+    if workers == 0 || files.iter().any(|f| f.len() != workers) {
+        return Vec::new();
+    }
+    files
 }
 
 /// Holds the control-plane lock: one control plane per ring directory. The
@@ -614,20 +641,58 @@ fn unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// What the shards share to act as one control plane: shards 1.. publish
+/// their figures here for shard 0 to merge into the metrics, and say when
+/// their drain has finished.
+struct Board {
+    snapshots: std::sync::Mutex<Vec<Option<Snapshot>>>,
+    drained: Vec<AtomicBool>,
+}
+
+/// One control-plane shard: its core (the transactions and dialogs of the
+/// calls whose Call-ID hashes to it), its resolver, and what it counts for
+/// the metrics and ctl.
+struct Shard {
+    index: usize,
+    core: SipCore,
+    cdrs: Option<CdrWriter>,
+    /// ctl requests for this shard (shard 0 routes them).
+    inbox: std::sync::mpsc::Receiver<Asked>,
+}
+
+/// What every shard's loop reads.
+struct Common<'a> {
+    config: &'a Config,
+    dir: &'a Path,
+    stop: &'a AtomicBool,
+    hooks: &'a Hooks,
+    board: &'a Board,
+    /// The shards' common clock: a time one shard gives (a ban's end, a
+    /// nonce's age) means the same at another.
+    start: Instant,
+}
+
+/// What only shard 0 does: the ops thread (metrics, ctl socket, call
+/// reports), and routing ctl requests to the shards.
+struct Front {
+    ops: Ops,
+    shards: Vec<std::sync::mpsc::SyncSender<Asked>>,
+}
+
 /// Runs the control plane until `stop` is set. Returns its counters.
 pub fn run(
     config: &Config,
     stop: Arc<AtomicBool>,
     hooks: Hooks,
 ) -> Result<CoreCounters, StartError> {
-    let mut current = config.clone();
     let dir = config.controlplane.ring_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| StartError::file(&dir, e))?;
     let Some(_lock) = lock(&dir, &stop) else {
         return Ok(CoreCounters::default());
     };
+    let shards = config.controlplane.shards.max(1);
     let files = loop {
-        let f = ring_files(&dir);
+        let f = ring_files(&dir, shards);
         if !f.is_empty() {
             break f;
         }
@@ -636,24 +701,48 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let channels: Vec<Channel> = files
+    let channels: Vec<Vec<Channel>> = files
         .iter()
-        .map(|p| Channel::open(p).map_err(|e| StartError::file(p, e)))
+        .map(|shard| {
+            shard
+                .iter()
+                .map(|p| Channel::open(p).map_err(|e| StartError::file(p, e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
         .collect::<Result<_, _>>()?;
-    let mut core = core_from_config(config)?;
-    let mut cdrs = None;
-    if config.node.mode == Mode::B2bua {
-        let (b2b, writer) = b2bua_from_config(config, &dir)?;
-        tracing::info!(
-            recovered = b2b.calls(),
-            trunks = b2b.policy.trunks.len(),
-            "B2BUA ready"
-        );
-        core.set_b2bua(b2b);
-        cdrs = writer;
+    let cores = cores_from_config(config, shards)?;
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| std::sync::mpsc::sync_channel(64))
+        .unzip();
+    let mut states = Vec::with_capacity(shards);
+    let mut first_cdrs: Option<CdrWriter> = None;
+    for ((index, mut core), inbox) in cores.into_iter().enumerate().zip(inboxes) {
+        let mut cdrs = None;
+        if config.node.mode == Mode::B2bua {
+            let (b2b, writer) = b2bua_from_config(config, &dir)?;
+            tracing::info!(
+                recovered = b2b.calls(),
+                trunks = b2b.policy.trunks.len(),
+                shard = index,
+                "B2BUA ready"
+            );
+            core.set_b2bua(b2b);
+            cdrs = match (&first_cdrs, writer) {
+                (Some(w), _) => Some(w.share()),
+                (None, w) => w,
+            };
+            if index == 0 {
+                first_cdrs = cdrs.as_ref().map(CdrWriter::share);
+            }
+        }
+        states.push(Shard {
+            index,
+            core,
+            cdrs,
+            inbox,
+        });
     }
-    let resolver = crate::dns::client::DnsClient::start(&config.dns)
-        .map_err(|e| StartError::Dns(e.to_string()))?;
+    drop(first_cdrs);
     let listen = config.metrics.as_ref().map(|m| m.listen);
     let ops = Ops::start(listen, &dir).or_else(|e| {
         // Signalling matters more than its metrics: carry on without them.
@@ -667,17 +756,184 @@ pub fn run(
     if let Some(a) = ops.metrics {
         tracing::info!(address = %a, "metrics at http://{a}/metrics");
     }
-    let mut sip_tally = SipTally::default();
-    let mut histograms = Histograms::default();
-    let mut last_snapshot = Instant::now() - Duration::from_secs(1);
+    let board = Board {
+        snapshots: std::sync::Mutex::new(vec![None; shards]),
+        drained: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+    };
+    let common = Common {
+        config,
+        dir: &dir,
+        stop: &stop,
+        hooks: &hooks,
+        board: &board,
+        start: Instant::now(),
+    };
     tracing::info!(
-        channels = channels.len(),
-        registrations = core.registrar().location.count(),
+        channels = channels.first().map_or(0, Vec::len),
+        shards,
+        registrations = states
+            .first()
+            .map_or(0, |s| s.core.registrar().location.lock().count()),
         "control plane attached"
     );
     // As its own unit (rvoip-controlplane.service): ready, and alive while
     // the loop runs.
     crate::ops::service::ready("control plane attached");
+    let front = Front {
+        ops,
+        shards: senders,
+    };
+    let mut states = states.into_iter();
+    let Some(first) = states.next() else {
+        return Ok(CoreCounters::default());
+    };
+    let (counters, writers) = std::thread::scope(|scope| {
+        let mut threads = Vec::new();
+        for (state, channels) in states.zip(&channels[1..]) {
+            let common = &common;
+            let name = format!("cp-shard-{}", state.index);
+            match std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, move || serve(state, channels, common, None))
+            {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a control-plane shard: stopping");
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let (mut total, w) = serve(first, &channels[0], &common, Some(front));
+        // Shard 0 stops on `stop`, as do the others.
+        stop.store(true, Ordering::Relaxed);
+        let mut writers = vec![w];
+        for t in threads {
+            if let Ok((c, w)) = t.join() {
+                total.add_shard(&c);
+                writers.push(w);
+            }
+        }
+        (total, writers)
+    });
+    // Shard 0's writer last: its thread ends once every share is gone.
+    for mut w in writers.into_iter().rev().flatten() {
+        let n = w.finish();
+        if w.path.as_os_str().is_empty() || n == 0 && w.dropped == 0 {
+            continue;
+        }
+        tracing::info!(written = n, dropped = w.dropped, path = %w.path.display(), "CDRs");
+    }
+    Ok(counters)
+}
+
+/// Routes a ctl request: one call's to the shard its Call-ID hashes to,
+/// the rest to every shard with their answers merged.
+fn route(asked: Asked, shards: &[std::sync::mpsc::SyncSender<Asked>]) {
+    let one = |id: &str| rvoip_dataplane::sip::shard_of(id.as_bytes(), shards.len());
+    let target = match &asked.request {
+        Request::Call { id } | Request::Hangup { id } | Request::Capture { id, .. } => {
+            Some(one(id))
+        }
+        Request::LogLevel { .. } | Request::Counters => Some(0),
+        Request::Calls | Request::Drain { .. } | Request::Reload => None,
+    };
+    if let Some(s) = target.or((shards.len() == 1).then_some(0)) {
+        if let Some(tx) = shards.get(s)
+            && let Err(e) = tx.try_send(asked)
+        {
+            let asked = match e {
+                std::sync::mpsc::TrySendError::Full(a)
+                | std::sync::mpsc::TrySendError::Disconnected(a) => a,
+            };
+            let _ = asked
+                .reply
+                .try_send(json!({"ok": false, "error": "the control plane is busy: ask again"}));
+        }
+        return;
+    }
+    let mut answers = Vec::with_capacity(shards.len());
+    for tx in shards {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let copy = Asked {
+            request: asked.request.clone(),
+            reply,
+        };
+        if tx.try_send(copy).is_ok() {
+            answers.push(answer);
+        }
+    }
+    let spawned = std::thread::Builder::new()
+        .name("ctl-merge".into())
+        .spawn(move || {
+            // Within the client's wait for the answer.
+            let wait = crate::ops::ctl::LOOP_TIMEOUT.saturating_sub(Duration::from_secs(1));
+            let until = Instant::now() + wait;
+            let values: Vec<Value> = answers
+                .iter()
+                .map(|a| {
+                    a.recv_timeout(until.saturating_duration_since(Instant::now()))
+                        .unwrap_or_else(|_| json!({"ok": false, "error": "a control-plane shard did not answer"}))
+                })
+                .collect();
+            let _ = asked.reply.try_send(merge_answers(values));
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot merge a ctl answer");
+    }
+}
+
+/// The shards' answers to one request as one: the first refusal, else the
+/// first answer with its `calls` joined (a list) or added up (a count).
+fn merge_answers(values: Vec<Value>) -> Value {
+    if let Some(refusal) = values.iter().find(|v| v["ok"] != json!(true)) {
+        return refusal.clone();
+    }
+    let mut values = values.into_iter();
+    let Some(mut merged) = values.next() else {
+        return json!({"ok": false, "error": "no control-plane shard answered"});
+    };
+    for v in values {
+        match (&mut merged["calls"], &v["calls"]) {
+            (Value::Array(all), Value::Array(more)) => all.extend(more.iter().cloned()),
+            (Value::Number(n), Value::Number(m)) => {
+                *n = (n.as_u64().unwrap_or(0) + m.as_u64().unwrap_or(0)).into();
+            }
+            _ => {}
+        }
+    }
+    merged
+}
+
+/// One shard's loop, until `stop`: its channels' messages through its
+/// core, its timers, its media orders and name lookups, its ctl requests.
+/// Shard 0 (with `front`) also serves the ops thread and publishes the
+/// merged figures. Returns its counters and its CDR writer.
+fn serve(
+    shard: Shard,
+    channels: &[Channel],
+    common: &Common<'_>,
+    mut front: Option<Front>,
+) -> (CoreCounters, Option<CdrWriter>) {
+    let Shard {
+        index,
+        mut core,
+        mut cdrs,
+        inbox,
+    } = shard;
+    let config = common.config;
+    let (dir, stop, hooks, start) = (common.dir, common.stop, common.hooks, common.start);
+    let mut current = config.clone();
+    let resolver = match crate::dns::client::DnsClient::start(&config.dns) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(shard = index, error = %e, "cannot start the resolver: the control plane stops");
+            stop.store(true, Ordering::Relaxed);
+            return (core.counters(), cdrs);
+        }
+    };
+    let mut sip_tally = SipTally::default();
+    let mut histograms = Histograms::default();
+    let mut last_snapshot = Instant::now() - Duration::from_secs(1);
     let mut watchdog = crate::ops::service::Watchdog::new();
     let mut consumers: Vec<_> = channels
         .iter()
@@ -687,7 +943,6 @@ pub fn run(
         .iter()
         .map(|c| c.producer(Direction::ToDataplane))
         .collect();
-    let start = Instant::now();
     let mut last_beat = Instant::now() - Duration::from_secs(1);
     let mut dropped = 0u64;
     let batch = Duration::from_micros(u64::from(config.controlplane.batch_wait_us));
@@ -696,22 +951,25 @@ pub fn run(
     let mut refused = vec![0u64; producers.len()];
     let mut ctl = Ctl::default();
     let mut taps = crate::ops::pcap::Taps::default();
+    let mut stopping = false;
     while !stop.load(Ordering::Relaxed) {
-        watchdog.pet();
+        if front.is_some() {
+            watchdog.pet();
+        }
         if last_beat.elapsed() >= Duration::from_millis(100) {
-            for c in &channels {
+            for c in channels {
                 c.heartbeat();
             }
             last_beat = Instant::now();
             if board.is_none() {
-                board = LoadBoard::open(&dir).ok();
+                board = LoadBoard::open(dir).ok();
             }
         }
         let now = start.elapsed().as_millis() as u64;
         let unix = unix_ms();
         // What admission of new calls goes by: the media engine's load as
         // the dataplane last published it (older than 3 s counts as
-        // unknown), and the messages still waiting for this process.
+        // unknown), and the messages still waiting for this shard.
         core.set_load(Load {
             media: board
                 .as_ref()
@@ -767,7 +1025,9 @@ pub fn run(
                 taps.ended(&[&cdr.a_call_id, &cdr.b_call_id], now);
             }
             histograms.observe(&cdr);
-            ops.report_call(&cdr, unix);
+            if let Some(f) = front.as_mut() {
+                f.ops.report_call(&cdr, unix);
+            }
             if let Some(w) = cdrs.as_mut() {
                 w.write(cdr);
             }
@@ -799,10 +1059,15 @@ pub fn run(
                 }
             }
         }
-        while let Some(asked) = ops.next_request() {
+        if let Some(f) = front.as_ref() {
+            while let Some(asked) = f.ops.next_request() {
+                route(asked, &f.shards);
+            }
+        }
+        while let Ok(asked) = inbox.try_recv() {
             let now = start.elapsed().as_millis() as u64;
             let (core, config) = (&mut core, &mut current);
-            ctl.take(asked, (now, unix_ms()), core, config, &hooks, &mut taps);
+            ctl.take(asked, (now, unix_ms()), core, config, hooks, &mut taps);
         }
         while let Some((id, views)) = core.poll_inspection() {
             ctl.answer(id, views);
@@ -817,7 +1082,20 @@ pub fn run(
             }
             tracing::info!(file = %file.display(), "capture ended");
         }
-        if ctl.drained(&mut core, start.elapsed().as_millis() as u64, unix_ms()) {
+        if ctl.drained(&mut core, start.elapsed().as_millis() as u64, unix_ms())
+            && let Some(d) = common.board.drained.get(index)
+        {
+            d.store(true, Ordering::Relaxed);
+        }
+        if front.is_some()
+            && !stopping
+            && common
+                .board
+                .drained
+                .iter()
+                .all(|d| d.load(Ordering::Relaxed))
+        {
+            stopping = true;
             match hooks.supervisor {
                 // The supervisor stops the whole appliance, this process
                 // with it (SIGTERM).
@@ -827,15 +1105,34 @@ pub fn run(
         }
         if last_snapshot.elapsed() >= Duration::from_secs(1) {
             last_snapshot = Instant::now();
-            ops.publish(snapshot(
+            let mut snap = snapshot(
                 config,
                 &core,
                 &sip_tally,
                 &histograms,
-                &channels,
-                &refused,
+                ring_rows(channels, &refused),
                 start.elapsed(),
-            ));
+                index == 0,
+            );
+            let mut shared = common
+                .board
+                .snapshots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match front.as_ref() {
+                Some(f) => {
+                    for other in shared.iter().skip(1).flatten() {
+                        snap.merge(other);
+                    }
+                    drop(shared);
+                    f.ops.publish(snap);
+                }
+                None => {
+                    if let Some(slot) = shared.get_mut(index) {
+                        *slot = Some(snap);
+                    }
+                }
+            }
         }
         if handled > 0 {
             last_traffic = Instant::now();
@@ -858,6 +1155,8 @@ pub fn run(
                 std::thread::sleep(batch.min(Duration::from_millis(wait)));
             } else {
                 let refs: Vec<_> = consumers.iter().collect();
+                // Shard 0 looks at the ops thread's requests at least every
+                // 100 ms, the others at theirs as often.
                 wait_any(&refs, Duration::from_millis(wait));
             }
         }
@@ -871,7 +1170,9 @@ pub fn run(
         let unix = unix_ms();
         core.poll_media(now, unix);
         while let Some(cdr) = core.poll_cdr() {
-            ops.report_call(&cdr, unix);
+            if let Some(f) = front.as_mut() {
+                f.ops.report_call(&cdr, unix);
+            }
             if let Some(w) = cdrs.as_mut() {
                 w.write(cdr);
             }
@@ -882,6 +1183,7 @@ pub fn run(
         let p = b.policy.counters;
         let d = core.dns_counters();
         tracing::info!(
+            shard = index,
             queries = d.queries,
             hits = d.hits,
             failures = d.failures,
@@ -889,6 +1191,7 @@ pub fn run(
             "DNS counters"
         );
         tracing::info!(
+            shard = index,
             calls = c.calls,
             answered = c.answered,
             ended = c.ended,
@@ -905,17 +1208,23 @@ pub fn run(
             "B2BUA counters"
         );
     }
-    if let Some(mut w) = cdrs {
-        let n = w.finish();
-        tracing::info!(written = n, dropped = w.dropped, path = %w.path.display(), "CDRs");
-    }
     if dropped > 0 {
         tracing::warn!(
+            shard = index,
             dropped,
             "outbound messages dropped: rings to the dataplane were full"
         );
     }
-    Ok(core.counters())
+    let c = core.counters();
+    tracing::info!(
+        shard = index,
+        requests = c.requests,
+        responses = c.responses,
+        forwarded = c.forwarded,
+        registrations = c.registrations,
+        "control-plane shard stopped"
+    );
+    (c, cdrs)
 }
 
 /// The control plane's counters for the metrics, as of now.
@@ -924,17 +1233,20 @@ fn snapshot(
     core: &SipCore,
     sip: &SipTally,
     histograms: &Histograms,
-    channels: &[Channel],
-    refused: &[u64],
+    rings: Vec<RingRow>,
     uptime: Duration,
+    owns_shared: bool,
 ) -> Snapshot {
     let c = core.counters();
+    // What the shards share (the guard, the registrar) is counted by
+    // shard 0 alone.
+    let shared = |v: u64| if owns_shared { v } else { 0 };
     let mut drops = vec![
         ("malformed", c.malformed),
         ("relay_denied", c.relay_denied),
         ("overload_refused", c.overload_refused),
         ("drain_refused", c.drain_refused),
-        ("auth_refused", c.auth_refused),
+        ("auth_refused", shared(c.auth_refused)),
         ("unresolved", c.unresolved),
         ("unroutable_responses", c.unroutable_responses),
     ];
@@ -968,16 +1280,8 @@ fn snapshot(
         calls,
         histograms: histograms.clone(),
         drops,
-        rings: channels
-            .iter()
-            .zip(refused)
-            .map(|(ch, r)| RingRow {
-                to_control_plane: ch.stats(Direction::ToControlPlane).used_slots,
-                to_dataplane: ch.stats(Direction::ToDataplane).used_slots,
-                refused: *r,
-            })
-            .collect(),
-        registrations: core.registrar().location.count() as u64,
+        rings,
+        registrations: shared(core.registrar().location.lock().count() as u64),
         dns: vec![
             ("cache_hit", d.hits),
             ("query", d.queries),
@@ -986,6 +1290,19 @@ fn snapshot(
         ],
         uptime_s: uptime.as_secs_f64(),
     }
+}
+
+/// How full a shard's channels are, by worker.
+fn ring_rows(channels: &[Channel], refused: &[u64]) -> Vec<RingRow> {
+    channels
+        .iter()
+        .zip(refused)
+        .map(|(ch, r)| RingRow {
+            to_control_plane: ch.stats(Direction::ToControlPlane).used_slots,
+            to_dataplane: ch.stats(Direction::ToDataplane).used_slots,
+            refused: *r,
+        })
+        .collect()
 }
 
 fn dest_ring(dest: SocketAddr, n: usize) -> usize {

@@ -447,6 +447,98 @@ fn sha256_registration_routes_calls_to_the_contact_across_a_restart() {
 }
 
 #[test]
+fn two_control_plane_shards_split_the_calls_and_share_the_registrar() {
+    let dead = free_udp_port();
+    let proxy = Proxy::start_with(
+        "sipp-shards",
+        dead,
+        &[
+            (
+                "digest_algorithms = [\"MD5\"]",
+                "digest_algorithms = [\"SHA-256\"]".to_string(),
+            ),
+            ("shards = 1", "shards = 2".to_string()),
+        ],
+    );
+    let uas_port = free_udp_port();
+    let target = proxy.target();
+    // bob registers on the shard his REGISTER's Call-ID names...
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let me = sock.local_addr().unwrap().to_string();
+    let contact = format!("sip:bob@127.0.0.1:{uas_port}");
+    let first = exchange(&sock, &target, &register_request(&me, &contact, 1, None));
+    let c = challenge(&first, "SHA-256");
+    let auth = sha256_authorization(&c, "sip:rvoip.test", 1, "5d1e");
+    let ok = exchange(
+        &sock,
+        &target,
+        &register_request(&me, &contact, 2, Some(&auth)),
+    );
+    assert!(ok.starts_with("SIP/2.0 200 OK\r\n"), "{ok}");
+    // ... and calls to him, their Call-IDs spread over both shards, all
+    // find the binding (the static route leads nowhere).
+    let _uas = uas(&proxy.dir, uas_port, &["-sn", "uas"], &[]);
+    let port = free_udp_port().to_string();
+    let s = sipp(
+        &proxy.dir,
+        "call-bob",
+        &[
+            "-sn",
+            "uac",
+            "-s",
+            "bob",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            &target,
+            "-m",
+            "200",
+            "-r",
+            "100",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!((s.successful, s.failed), (200, 0), "{s:?}");
+    // A ctl request for every shard is answered once, merged.
+    let out = Command::new(env!("CARGO_BIN_EXE_rvoip"))
+        .args(["ctl", "--config"])
+        .arg(&proxy.config)
+        .args(["reload", "--json"])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && reply.contains("\"ok\":true"),
+        "{reply} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut proxy = proxy;
+    assert!(proxy.app.terminate().is_some_and(|s| s.success()));
+    let log = proxy.log_text();
+    assert!(log.contains("shards=2"), "{log}");
+    // Each shard carried a share of the 200 calls (INVITE, ACK, BYE each).
+    for shard in ["shard=0", "shard=1"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains("control-plane shard stopped") && l.contains(shard))
+            .unwrap_or_else(|| panic!("no {shard} in {log}"));
+        let requests: u64 = line
+            .split("requests=")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            requests >= 150,
+            "{shard} took too few of 600 requests: {line}"
+        );
+    }
+}
+
+#[test]
 fn cancel_before_the_answer_ends_both_legs() {
     let uas_port = free_udp_port();
     let proxy = Proxy::start("sipp-cancel", uas_port);

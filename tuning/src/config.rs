@@ -1306,6 +1306,12 @@ impl Config {
             }
         }
         self.dns.validate()?;
+        if self.controlplane.shards > 1 && self.node.mode == Mode::B2bua {
+            return err(
+                "controlplane.shards",
+                "several shards serve mode = \"proxy\" only so far (the B2BUA's SBC policy is not shared between shards yet): use 1".into(),
+            );
+        }
         if self.node.mode == Mode::B2bua {
             crate::sbc::validate(self)?;
         }
@@ -1533,6 +1539,22 @@ port_max = 39999
             load(GOOD).map(|c| c.dataplane.io).ok(),
             Some(IoDriver::Auto)
         );
+    }
+
+    #[test]
+    fn control_plane_shards_are_bounded_and_serve_the_proxy() {
+        let cp = |text: &str, n: &str| load(&format!("{text}\n[controlplane]\nshards = {n}\n"));
+        assert_eq!(load(GOOD).map(|c| c.controlplane.shards).ok(), Some(1));
+        assert_eq!(cp(GOOD, "4").map(|c| c.controlplane.shards).ok(), Some(4));
+        for n in ["0", "33"] {
+            let e = cp(GOOD, n).err().unwrap_or_else(|| panic!("{n} shards"));
+            assert_eq!(e.key, "controlplane.shards");
+        }
+        let b2bua = GOOD.replace("mode = \"proxy\"", "mode = \"b2bua\"");
+        let e = cp(&b2bua, "2")
+            .err()
+            .unwrap_or_else(|| panic!("a B2BUA on two shards"));
+        assert_eq!(e.key, "controlplane.shards");
     }
 
     #[test]

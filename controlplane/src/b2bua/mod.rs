@@ -2666,7 +2666,7 @@ impl Element {
         unix_ms: u64,
     ) -> Option<(Vec<Dest>, usize)> {
         // An SBC that is nobody's registrar looks no further.
-        if self.registrar.location.is_empty() {
+        if self.registrar.location.lock().is_empty() {
             return None;
         }
         let uri = msg.request_uri().ok()?;
@@ -2675,7 +2675,7 @@ impl Element {
             return None;
         }
         let aor = self.registrar.aor(&uri)?;
-        let mut bindings = self.registrar.location.lookup(&aor, unix_ms);
+        let mut bindings = self.registrar.location.lock().lookup(&aor, unix_ms);
         bindings.sort_by_key(|x| std::cmp::Reverse(x.q));
         // Over UDP the address the REGISTER came from; over a stream the
         // connection it came over (a browser over WebSocket can be reached

@@ -916,6 +916,7 @@ fn run(path: &Path, supervise: bool) -> ExitCode {
         Arc::clone(&stop),
         std::time::Duration::from_micros(u64::from(config.dataplane.batch_wait_us)),
         xdp_link.as_ref().map(|l| (Arc::clone(l), XDP_NG)),
+        config.controlplane.shards,
     ) {
         Ok(o) => o,
         Err(e) => {

@@ -25,7 +25,7 @@ use crate::admission::{self, Role, Supported};
 use crate::registrar::digest::{
     Algorithm, AuthFailure, Authenticated, Authenticator, parse_credentials,
 };
-use crate::registrar::guard::{AuthGuard, GuardConfig, Verdict};
+use crate::registrar::guard::{AuthGuard, GuardConfig, SharedGuard, Verdict};
 use crate::registrar::{RegisterOutcome, Registrar, Users};
 pub use crate::transaction::layer::Outbound;
 pub(crate) use crate::transaction::layer::{
@@ -230,6 +230,46 @@ pub struct CoreCounters {
     pub unroutable_responses: u64,
 }
 
+impl CoreCounters {
+    /// Adds another control-plane shard's counters; the password-guessing
+    /// guard's (auth failures, bans, refusals) are shared, counted once.
+    pub fn add_shard(&mut self, other: &CoreCounters) {
+        let CoreCounters {
+            requests,
+            responses,
+            retransmissions,
+            forwarded,
+            unresolved,
+            unreachable,
+            generated,
+            malformed,
+            registrations,
+            challenges,
+            auth_failures: _,
+            auth_bans: _,
+            auth_refused: _,
+            overload_refused,
+            drain_refused,
+            relay_denied,
+            unroutable_responses,
+        } = *other;
+        self.requests += requests;
+        self.responses += responses;
+        self.retransmissions += retransmissions;
+        self.forwarded += forwarded;
+        self.unresolved += unresolved;
+        self.unreachable += unreachable;
+        self.generated += generated;
+        self.malformed += malformed;
+        self.registrations += registrations;
+        self.challenges += challenges;
+        self.overload_refused += overload_refused;
+        self.drain_refused += drain_refused;
+        self.relay_denied += relay_denied;
+        self.unroutable_responses += unroutable_responses;
+    }
+}
+
 /// The SIP core.
 pub(crate) struct Element {
     pub(crate) config: CoreConfig,
@@ -237,7 +277,7 @@ pub(crate) struct Element {
     pub(crate) registrar: Registrar,
     pub(crate) users: Users,
     pub(crate) auth: Authenticator,
-    pub(crate) guard: AuthGuard,
+    pub(crate) guard: SharedGuard,
     pub(crate) refusal_log: LogBudget,
     /// The load last measured, and whether new calls are being shed.
     pub(crate) load: Load,
@@ -282,7 +322,7 @@ impl std::fmt::Debug for Element {
 /// transaction knows, its own timers, and the layer's events (timeouts,
 /// ended server transactions). The user answers and sends through the
 /// [`Element`] it is handed; it never holds one.
-pub(crate) trait TransactionUser {
+pub(crate) trait TransactionUser: Send {
     /// Which element's answers admission gives for it (RFC 3261 §8.2 for
     /// a user agent's requests, §16.3 for a proxy's).
     fn role(&self) -> Role {
@@ -644,6 +684,11 @@ impl SipCore {
         self.el.set_load(load);
     }
 
+    /// Shares `other`'s password-guessing guard (another shard's).
+    pub fn share_guard(&mut self, other: &SipCore) {
+        self.el.guard = other.el.guard.clone();
+    }
+
     /// The registrar.
     pub fn registrar(&self) -> &Registrar {
         self.el.registrar()
@@ -707,7 +752,7 @@ impl Element {
             .unwrap_or_else(|| "rvoip".into());
         let auth = Authenticator::new(&realm, secret, config.nonce_lifetime_ms, entropy)
             .with_algorithms(&config.digest_algorithms);
-        let guard = AuthGuard::new(config.auth_guard);
+        let guard = SharedGuard::new(AuthGuard::new(config.auth_guard));
         let mut dns = crate::dns::Dns::new(&config.dns);
         // The order among equal SRV records differs per node.
         dns.seed(secret.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -739,7 +784,7 @@ impl Element {
     pub(crate) fn counters(&self) -> CoreCounters {
         // The guard and the transaction layer keep their own; the rest are
         // the element's.
-        let g = self.guard.counters();
+        let g = self.guard.lock().counters();
         let t = self.txl.counters;
         CoreCounters {
             auth_failures: g.failures,
@@ -902,7 +947,7 @@ impl Element {
         if self.held.is_empty() {
             return Ok(());
         }
-        let result = self.registrar.location.commit();
+        let result = self.registrar.location.lock().commit();
         let held = std::mem::take(&mut self.held);
         for (key, code, bytes) in held {
             let (code, bytes) = match &result {
@@ -1098,7 +1143,7 @@ impl Element {
         // A source banned for guessing passwords gets nothing new; requests
         // within dialogs it already holds are still served.
         let in_dialog = msg.to().ok().is_some_and(|t| t.tag().is_some());
-        if !in_dialog && self.guard.refuses(inb.remote.ip(), now) {
+        if !in_dialog && self.guard.lock().refuses(inb.remote.ip(), now) {
             let reason = "too many failed authentications from this address";
             self.refuse(now, &key, msg, inb, (403, "Forbidden"), reason);
             return;
@@ -1249,7 +1294,8 @@ impl Element {
         let source = inb.remote.ip();
         let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default());
         let limit = self.config.auth_guard.failures_before_ban;
-        match self.guard.on_failure(source, user, now) {
+        let verdict = self.guard.lock().on_failure(source, user, now);
+        match verdict {
             Verdict::Banned { until } => tracing::warn!(
                 %source,
                 user,

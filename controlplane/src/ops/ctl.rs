@@ -85,7 +85,7 @@ pub struct Asked {
 
 /// How long a client waits for the loop (a `calls` request waits for the
 /// relay's figures of every call).
-const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const LOOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `stop`: requests the loop answers go through
 /// `to_loop`; `counters` answers the rest.

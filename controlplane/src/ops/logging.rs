@@ -20,7 +20,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, reload};
 
 /// Changes the filter of the running process.
-pub type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+pub type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Lines written and held back this second, per place in the code.
 #[derive(Debug)]

@@ -86,6 +86,18 @@ impl SipTally {
         self.requests[i][way as usize] += 1;
     }
 
+    /// Adds another tally's counts to these.
+    pub fn merge(&mut self, other: &SipTally) {
+        for (mine, theirs) in self.requests.iter_mut().zip(&other.requests) {
+            mine[0] += theirs[0];
+            mine[1] += theirs[1];
+        }
+        for (mine, theirs) in self.responses.iter_mut().zip(&other.responses) {
+            mine[0] += theirs[0];
+            mine[1] += theirs[1];
+        }
+    }
+
     /// Requests of `method` (one of [`METHODS`]) seen `way`.
     pub fn requests(&self, method: &str, way: Way) -> u64 {
         METHODS
@@ -114,6 +126,18 @@ pub struct CallCounts {
     pub failed: [u64; 5],
     /// Calls up or being set up now.
     pub active: u64,
+}
+
+impl CallCounts {
+    /// Adds another shard's counts of the same realm and trunk.
+    pub fn merge(&mut self, other: &CallCounts) {
+        self.started += other.started;
+        self.answered += other.answered;
+        for (mine, theirs) in self.failed.iter_mut().zip(&other.failed) {
+            *mine += theirs;
+        }
+        self.active += other.active;
+    }
 }
 
 /// Status classes of failed calls, as labelled.
@@ -225,6 +249,15 @@ impl Buckets {
         self.count += 1;
     }
 
+    /// Adds another histogram of the same buckets.
+    fn merge(&mut self, other: &Buckets) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
     /// Values observed.
     pub fn count(&self) -> u64 {
         self.count
@@ -288,6 +321,15 @@ impl Default for Histograms {
 }
 
 impl Histograms {
+    /// Adds another shard's ended calls.
+    pub fn merge(&mut self, other: &Histograms) {
+        self.setup.merge(&other.setup);
+        self.post_dial.merge(&other.post_dial);
+        self.mos.merge(&other.mos);
+        self.loss.merge(&other.loss);
+        self.jitter.merge(&other.jitter);
+    }
+
     /// Counts an ended call.
     pub fn observe(&mut self, cdr: &Cdr) {
         let secs = |t: u64| t.saturating_sub(cdr.invite_ms) as f64 / 1000.0;
@@ -356,6 +398,43 @@ pub struct Snapshot {
     pub dns: Vec<(&'static str, u64)>,
     /// Seconds the control plane has run.
     pub uptime_s: f64,
+}
+
+impl Snapshot {
+    /// Adds another control-plane shard's figures to these (its rings are
+    /// the same workers' channels to that shard: their slots add up).
+    pub fn merge(&mut self, other: &Snapshot) {
+        self.sip.merge(&other.sip);
+        for (realm, trunk, counts) in &other.calls {
+            match self
+                .calls
+                .iter_mut()
+                .find(|(r, t, _)| r == realm && t == trunk)
+            {
+                Some((_, _, c)) => c.merge(counts),
+                None => self.calls.push((realm.clone(), trunk.clone(), *counts)),
+            }
+        }
+        self.histograms.merge(&other.histograms);
+        for (name, v) in &other.drops {
+            match self.drops.iter_mut().find(|(n, _)| n == name) {
+                Some((_, mine)) => *mine += v,
+                None => self.drops.push((name, *v)),
+            }
+        }
+        for (mine, theirs) in self.rings.iter_mut().zip(&other.rings) {
+            mine.to_control_plane += theirs.to_control_plane;
+            mine.to_dataplane += theirs.to_dataplane;
+            mine.refused += theirs.refused;
+        }
+        self.registrations += other.registrations;
+        for (name, v) in &other.dns {
+            match self.dns.iter_mut().find(|(n, _)| n == name) {
+                Some((_, mine)) => *mine += v,
+                None => self.dns.push((name, *v)),
+            }
+        }
+    }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {

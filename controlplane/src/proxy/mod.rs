@@ -101,7 +101,7 @@ pub(crate) struct Branch {
 pub(crate) struct Context {
     server: ServerKey,
     invite: bool,
-    original: std::rc::Rc<[u8]>,
+    original: std::sync::Arc<[u8]>,
     /// Target groups not tried yet (sequential forking).
     later: VecDeque<Vec<Target>>,
     branches: Vec<Branch>,
@@ -558,7 +558,7 @@ impl Element {
             && u.user.is_some()
             && let Some(aor) = self.registrar.aor(u)
         {
-            let bindings = self.registrar.location.lookup(&aor, now_unix_ms);
+            let bindings = self.registrar.location.lock().lookup(&aor, now_unix_ms);
             let mut groups: Vec<Vec<Target>> = Vec::new();
             let mut last_q = None;
             for b in bindings {
@@ -929,7 +929,7 @@ impl StatefulProxy {
         };
         let invite = ctx.invite;
         let index = ctx.branches.len();
-        let original = std::rc::Rc::clone(&ctx.original);
+        let original = std::sync::Arc::clone(&ctx.original);
         match parsed {
             Some(msg) => self.send_branch(el, now, id, t, invite, index, msg),
             None => {
@@ -1224,7 +1224,7 @@ impl StatefulProxy {
         }
         ctx.final_sent = true;
         let server = ctx.server;
-        let original = std::rc::Rc::clone(&ctx.original);
+        let original = std::sync::Arc::clone(&ctx.original);
         let (code, bytes) = match ctx.best.take() {
             // §16.7 step 6: a 503 is not passed on; 500 says the proxy failed.
             Some((503, _)) | None => {

@@ -90,6 +90,25 @@ pub struct AuthGuard {
     swept: Millis,
 }
 
+/// One guard for every control-plane shard: a guesser's attempts count
+/// together whichever shard their Call-IDs land on.
+#[derive(Debug, Clone)]
+pub struct SharedGuard(std::sync::Arc<std::sync::Mutex<AuthGuard>>);
+
+impl SharedGuard {
+    /// Shares `guard`.
+    pub fn new(guard: AuthGuard) -> SharedGuard {
+        SharedGuard(std::sync::Arc::new(std::sync::Mutex::new(guard)))
+    }
+
+    /// The guard, for one judgement.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, AuthGuard> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Beyond this many tracked sources or users the oldest windows are swept
 /// early, so a scan from many addresses cannot grow the tables without end.
 const MAX_TRACKED: usize = 65_536;

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,25 @@ impl std::error::Error for StoreError {}
 
 fn store_err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
+}
+
+/// One location service shared by the control-plane shards: a REGISTER is
+/// handled whole under its lock (read, change, write back), a lookup
+/// copies the bindings out.
+#[derive(Debug, Clone)]
+pub struct SharedLocation(Arc<Mutex<LocationService>>);
+
+impl SharedLocation {
+    /// Shares `location`.
+    pub fn new(location: LocationService) -> SharedLocation {
+        SharedLocation(Arc::new(Mutex::new(location)))
+    }
+
+    /// The service, for one request's use (a shard that panicked holding
+    /// it left it as it was: every change is whole).
+    pub fn lock(&self) -> MutexGuard<'_, LocationService> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Bindings per address-of-record.

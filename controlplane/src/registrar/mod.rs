@@ -12,7 +12,7 @@ use rvoip_dataplane::sip::{Contact, HeaderName, SipMessage};
 use serde::Deserialize;
 
 use digest::{Authenticated, Secret};
-use location::{Binding, LocationService};
+use location::{Binding, LocationService, SharedLocation};
 
 /// Registrar policy.
 #[derive(Debug, Clone)]
@@ -205,18 +205,22 @@ fn contact_key(uri: &str) -> String {
     }
 }
 
-/// The registrar.
-#[derive(Debug)]
+/// The registrar. Cloned, it is the same registrar (one location service)
+/// for another control-plane shard.
+#[derive(Debug, Clone)]
 pub struct Registrar {
     config: RegistrarConfig,
     /// The location service.
-    pub location: LocationService,
+    pub location: SharedLocation,
 }
 
 impl Registrar {
     /// A registrar over `location`.
     pub fn new(config: RegistrarConfig, location: LocationService) -> Self {
-        Registrar { config, location }
+        Registrar {
+            config,
+            location: SharedLocation::new(location),
+        }
     }
 
     /// The address-of-record `uri` names, with this element's own addresses
@@ -276,7 +280,10 @@ impl Registrar {
             .filter_map(Result::ok)
             .map(|p| String::from_utf8_lossy(p.uri.as_bytes()).into_owned())
             .collect();
-        let mut list = self.location.all(&aor).to_vec();
+        // Held to the end: another shard's REGISTER for the same AOR
+        // waits rather than interleaves.
+        let mut location = self.location.lock();
+        let mut list = location.all(&aor).to_vec();
         let mut contacts = Vec::new();
         for c in msg.contacts() {
             match c {
@@ -333,9 +340,8 @@ impl Registrar {
                 });
             }
         }
-        self.location.set(&aor, list, now_unix_ms);
-        let contacts = self
-            .location
+        location.set(&aor, list, now_unix_ms);
+        let contacts = location
             .lookup(&aor, now_unix_ms)
             .iter()
             .map(|b| {

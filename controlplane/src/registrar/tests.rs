@@ -45,7 +45,7 @@ fn binds_refreshes_and_removes() {
         ],
         "q 1.0 before q 0.5"
     );
-    assert_eq!(reg.location.lookup("alice@rvoip.test", 0).len(), 2);
+    assert_eq!(reg.location.lock().lookup("alice@rvoip.test", 0).len(), 2);
     // Refresh one, remove the other.
     let o = register(
         &mut reg,
@@ -71,7 +71,12 @@ fn binds_refreshes_and_removes() {
         ))
         .is_empty()
     );
-    assert!(reg.location.lookup("alice@rvoip.test", 30_000).is_empty());
+    assert!(
+        reg.location
+            .lock()
+            .lookup("alice@rvoip.test", 30_000)
+            .is_empty()
+    );
 }
 
 #[test]
@@ -142,7 +147,10 @@ fn keeps_uri_parameters_escaped_headers_and_path() {
         &"<sip:alice@example.com?Route=%3Csip:sip.example.com%3E>;expires=3600".to_string()
     ));
     assert_eq!(path, vec!["sip:edge.example.net;lr".to_string()]);
-    assert_eq!(reg.location.lookup("alice@rvoip.test", 0)[0].path, path);
+    assert_eq!(
+        reg.location.lock().lookup("alice@rvoip.test", 0)[0].path,
+        path
+    );
 }
 
 #[test]

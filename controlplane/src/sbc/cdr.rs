@@ -86,6 +86,17 @@ impl CdrWriter {
         })
     }
 
+    /// A writer for another control-plane shard: its records go to the
+    /// same thread and file (whole lines, in the order queued).
+    pub fn share(&self) -> CdrWriter {
+        CdrWriter {
+            tx: self.tx.clone(),
+            thread: None,
+            dropped: 0,
+            path: self.path.clone(),
+        }
+    }
+
     /// Queues a record; never blocks (a full queue drops and counts it).
     pub fn write(&mut self, cdr: Cdr) {
         let Some(tx) = &self.tx else { return };

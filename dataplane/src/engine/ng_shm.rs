@@ -47,16 +47,24 @@ pub const ORDER_SLOTS: usize = 1024;
 /// The worker number written in the order channel's header.
 pub const ORDER_CHANNEL_ID: u32 = u32::MAX;
 
-/// The order channel file in `dir`.
+/// The order channel file in `dir` of control-plane shard 0.
 pub fn orders_path(dir: &Path) -> PathBuf {
     dir.join("media.ring")
 }
 
-/// Completions: the order ring's futex, the ng socket's readiness, the
-/// AF_XDP mailbox's wake-up.
-const FUTEX: u64 = 1;
+/// The order channel file in `dir` of control-plane shard `shard`.
+pub fn shard_orders_path(dir: &Path, shard: usize) -> PathBuf {
+    match shard {
+        0 => orders_path(dir),
+        s => dir.join(format!("media-shard{s}.ring")),
+    }
+}
+
+/// Completions: the ng socket's readiness, the AF_XDP mailbox's wake-up,
+/// an order ring's futex (`FUTEX` + its shard).
 const NG: u64 = 2;
 const XDP: u64 = 3;
+const FUTEX: u64 = 16;
 
 /// The ng socket's address on an AF_XDP link: its requests come from the
 /// service's mailbox, its replies leave through it (too large ones, or to
@@ -81,8 +89,9 @@ pub struct NgOrders {
 }
 
 impl NgOrders {
-    /// Creates the order channel in `dir`, binds `ng` when given, and serves
-    /// both with `server` until `stop` is set. While orders keep coming the
+    /// Creates the order channel of each of `shards` control-plane shards
+    /// in `dir`, binds `ng` when given, and serves them all with `server`
+    /// until `stop` is set. While orders keep coming the
     /// service looks for more every `poll` (the dataplane's batch window)
     /// instead of having each order wake it; zero: every order wakes it.
     /// With `xdp`, ng requests come on the AF_XDP link as well.
@@ -93,6 +102,7 @@ impl NgOrders {
         stop: Arc<AtomicBool>,
         poll: Duration,
         xdp: Option<NgXdp>,
+        shards: usize,
     ) -> io::Result<NgOrders> {
         let socket = match ng {
             Some(addr) => {
@@ -103,13 +113,17 @@ impl NgOrders {
             None => None,
         };
         let local = socket.as_ref().map(UdpSocket::local_addr).transpose()?;
-        let ring = IoUring::new(8)?;
-        let channel = Channel::create(
-            &orders_path(dir),
-            ORDER_CHANNEL_ID,
-            ORDER_SLOT_SIZE,
-            ORDER_SLOTS,
-        )?;
+        let ring = IoUring::new(8 + shards.next_power_of_two() as u32)?;
+        let channels = (0..shards.max(1))
+            .map(|s| {
+                Channel::create(
+                    &shard_orders_path(dir, s),
+                    ORDER_CHANNEL_ID,
+                    ORDER_SLOT_SIZE,
+                    ORDER_SLOTS,
+                )
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         let thread = std::thread::Builder::new()
             .name("ng-orders".into())
             .spawn(move || {
@@ -118,7 +132,7 @@ impl NgOrders {
                     local,
                     xdp,
                 });
-                let orders = serve(&ring, &channel, ng, &mut server, &stop, poll);
+                let orders = serve(&ring, &channels, ng, &mut server, &stop, poll);
                 NgServiceReport {
                     ng: NgReport {
                         ng: server.counters(),
@@ -209,20 +223,33 @@ fn serve_mailbox<M: MediaControl>(ng: &NgSocket<'_>, server: &mut NgServer<M>) {
 #[allow(unsafe_code)]
 fn serve<M: MediaControl>(
     ring: &IoUring,
-    channel: &Channel,
+    channels: &[Channel],
     socket: Option<NgSocket<'_>>,
     server: &mut NgServer<M>,
     stop: &AtomicBool,
     poll: Duration,
 ) -> u64 {
-    let mut orders = channel.consumer(Direction::ToDataplane);
-    let mut replies = channel.producer(Direction::ToControlPlane);
-    let sleep_word = channel.sleep_word(Direction::ToDataplane)
-        as *const std::sync::atomic::AtomicU32 as *const u32;
+    let mut orders: Vec<_> = channels
+        .iter()
+        .map(|c| c.consumer(Direction::ToDataplane))
+        .collect();
+    let mut replies: Vec<_> = channels
+        .iter()
+        .map(|c| c.producer(Direction::ToControlPlane))
+        .collect();
+    let sleep_words: Vec<*const u32> = channels
+        .iter()
+        .map(|c| {
+            c.sleep_word(Direction::ToDataplane) as *const std::sync::atomic::AtomicU32
+                as *const u32
+        })
+        .collect();
     let mut answered = 0u64;
     let mut cache = ReplyCache::default();
     let mut buf = vec![0u8; 65_536];
-    let (mut futex_armed, mut ng_armed, mut xdp_armed) = (false, false, false);
+    // The order rings (a bit each) whose futex wait is armed.
+    let mut futex_armed = 0u64;
+    let (mut ng_armed, mut xdp_armed) = (false, false);
     // Whether the ng socket may hold requests: at first, and after each of
     // its readiness completions (no read is tried otherwise).
     let mut ng_ready = true;
@@ -234,33 +261,35 @@ fn serve<M: MediaControl>(
             server.expire();
             last_expiry = Instant::now();
         }
-        if orders.has_data() {
+        if orders.iter().any(|o| o.has_data()) {
             last_order = Instant::now();
         }
-        while let Some(r) = orders.peek() {
-            let now = now_secs();
-            if let Some((sender, number, order)) = record::read_order(r.payload) {
-                let key = (sender, number);
-                if !cache.replies.contains_key(&key) {
-                    let query = matches!(order, crate::media::orders::MediaOrder::Query { .. });
-                    let done = server.execute(order, now);
-                    let outcome = if query {
-                        Outcome::of_query(done)
-                    } else {
-                        Outcome::of(done)
-                    };
-                    let mut rec = Vec::new();
-                    record::write_outcome(sender, number, &outcome, &mut rec);
-                    cache.keep(key, rec);
+        for (orders, replies) in orders.iter_mut().zip(replies.iter_mut()) {
+            while let Some(r) = orders.peek() {
+                let now = now_secs();
+                if let Some((sender, number, order)) = record::read_order(r.payload) {
+                    let key = (sender, number);
+                    if !cache.replies.contains_key(&key) {
+                        let query = matches!(order, crate::media::orders::MediaOrder::Query { .. });
+                        let done = server.execute(order, now);
+                        let outcome = if query {
+                            Outcome::of_query(done)
+                        } else {
+                            Outcome::of(done)
+                        };
+                        let mut rec = Vec::new();
+                        record::write_outcome(sender, number, &outcome, &mut rec);
+                        cache.keep(key, rec);
+                    }
+                    if let Some(rec) = cache.replies.get(&key) {
+                        // A full ring means the control plane is gone or stuck;
+                        // it asks again (answered from the cache).
+                        let _ = replies.push(r.kind, r.meta, rec);
+                        answered += 1;
+                    }
                 }
-                if let Some(rec) = cache.replies.get(&key) {
-                    // A full ring means the control plane is gone or stuck;
-                    // it asks again (answered from the cache).
-                    let _ = replies.push(r.kind, r.meta, rec);
-                    answered += 1;
-                }
+                orders.advance();
             }
-            orders.advance();
         }
         let mailbox = socket.as_ref().and_then(NgSocket::mailbox);
         if let Some(s) = &socket {
@@ -288,11 +317,15 @@ fn serve<M: MediaControl>(
         // itself while orders flow: a wake-up across cores costs the
         // control plane more than the order it pushes.
         let looking = !poll.is_zero() && last_order.elapsed() < crate::shm::BUSY_SPELL;
-        if !looking && !futex_armed && orders.prepare_sleep() {
-            let e = uring::futex::wait(sleep_word, 1, FUTEX);
-            // SAFETY: the sleep word lives in the channel mapping, which
-            // outlives the ring's use of it.
-            futex_armed = unsafe { ring.submission_shared().push(&e) }.is_ok();
+        for (s, orders) in orders.iter().enumerate().filter(|_| !looking) {
+            if futex_armed & (1 << s) == 0 && orders.prepare_sleep() {
+                let e = uring::futex::wait(sleep_words[s], 1, FUTEX + s as u64);
+                // SAFETY: the sleep word lives in the channel mapping, which
+                // outlives the ring's use of it.
+                if unsafe { ring.submission_shared().push(&e) }.is_ok() {
+                    futex_armed |= 1 << s;
+                }
+            }
         }
         // Asleep, it still looks at `stop` (and expiry) five times a second.
         let wait = if looking {
@@ -315,7 +348,7 @@ fn serve<M: MediaControl>(
         // SAFETY: only this thread touches the completion queue.
         for c in unsafe { ring.completion_shared() } {
             match c.user_data() {
-                FUTEX => futex_armed = false,
+                f if f >= FUTEX => futex_armed &= !(1 << (f - FUTEX)),
                 NG => {
                     ng_ready = true;
                     if !cqueue::more(c.flags()) {
