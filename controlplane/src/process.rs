@@ -935,14 +935,8 @@ fn serve(
     let mut histograms = Histograms::default();
     let mut last_snapshot = Instant::now() - Duration::from_secs(1);
     let mut watchdog = crate::ops::service::Watchdog::new();
-    let mut consumers: Vec<_> = channels
-        .iter()
-        .map(|c| c.consumer(Direction::ToControlPlane))
-        .collect();
-    let mut producers: Vec<_> = channels
-        .iter()
-        .map(|c| c.producer(Direction::ToDataplane))
-        .collect();
+    let mut consumers = rvoip_dataplane::shm::consumers(channels, Direction::ToControlPlane);
+    let mut producers = rvoip_dataplane::shm::producers(channels, Direction::ToDataplane);
     let mut last_beat = Instant::now() - Duration::from_secs(1);
     let mut dropped = 0u64;
     let batch = Duration::from_micros(u64::from(config.controlplane.batch_wait_us));

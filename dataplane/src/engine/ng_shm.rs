@@ -229,21 +229,9 @@ fn serve<M: MediaControl>(
     stop: &AtomicBool,
     poll: Duration,
 ) -> u64 {
-    let mut orders: Vec<_> = channels
-        .iter()
-        .map(|c| c.consumer(Direction::ToDataplane))
-        .collect();
-    let mut replies: Vec<_> = channels
-        .iter()
-        .map(|c| c.producer(Direction::ToControlPlane))
-        .collect();
-    let sleep_words: Vec<*const u32> = channels
-        .iter()
-        .map(|c| {
-            c.sleep_word(Direction::ToDataplane) as *const std::sync::atomic::AtomicU32
-                as *const u32
-        })
-        .collect();
+    let mut orders = crate::shm::consumers(channels, Direction::ToDataplane);
+    let mut replies = crate::shm::producers(channels, Direction::ToControlPlane);
+    let sleep_words = crate::shm::sleep_words(channels, Direction::ToDataplane);
     let mut answered = 0u64;
     let mut cache = ReplyCache::default();
     let mut buf = vec![0u8; 65_536];

@@ -379,6 +379,27 @@ impl Channel {
     }
 }
 
+/// The writing ends of one direction of several channels, in their order
+/// (a SIP worker's channels to the control-plane shards, or a shard's to
+/// the workers).
+pub fn producers(channels: &[Channel], dir: Direction) -> Vec<Producer<'_>> {
+    channels.iter().map(|c| c.producer(dir)).collect()
+}
+
+/// The reading ends of one direction of several channels, in their order.
+pub fn consumers(channels: &[Channel], dir: Direction) -> Vec<Consumer<'_>> {
+    channels.iter().map(|c| c.consumer(dir)).collect()
+}
+
+/// The futex words of one direction of several channels, for io_uring
+/// futex waits (they live as long as the channels' mappings).
+pub fn sleep_words(channels: &[Channel], dir: Direction) -> Vec<*const u32> {
+    channels
+        .iter()
+        .map(|c| c.sleep_word(dir) as *const AtomicU32 as *const u32)
+        .collect()
+}
+
 /// Writes records into one ring.
 #[derive(Debug)]
 pub struct Producer<'a> {

@@ -1548,14 +1548,8 @@ fn new_sip_ring() -> io::Result<IoUring> {
 /// The io_uring loop: multishot receives, polls for listeners and
 /// connections, sends submitted, and a futex wait on the channel.
 fn run_uring(w: &mut Worker, channels: &[Channel], stop: &AtomicBool) {
-    let mut producers: Vec<_> = channels
-        .iter()
-        .map(|c| c.producer(Direction::ToControlPlane))
-        .collect();
-    let mut consumers: Vec<_> = channels
-        .iter()
-        .map(|c| c.consumer(Direction::ToDataplane))
-        .collect();
+    let mut producers = crate::shm::producers(channels, Direction::ToControlPlane);
+    let mut consumers = crate::shm::consumers(channels, Direction::ToDataplane);
     for i in 0..w.udp.len() {
         w.arm_recv(i);
     }
@@ -1563,13 +1557,7 @@ fn run_uring(w: &mut Worker, channels: &[Channel], stop: &AtomicBool) {
         let fd = w.listeners[i].0.as_raw_fd();
         w.poll(fd, LISTEN, i as u64);
     }
-    let sleep_words: Vec<*const u32> = channels
-        .iter()
-        .map(|c| {
-            c.sleep_word(Direction::ToDataplane) as *const std::sync::atomic::AtomicU32
-                as *const u32
-        })
-        .collect();
+    let sleep_words = crate::shm::sleep_words(channels, Direction::ToDataplane);
     let mut last_purge = Instant::now();
     let mut last_sweep = Instant::now();
     let mut last_traffic = Instant::now() - crate::shm::BUSY_SPELL;
@@ -1732,14 +1720,8 @@ const FALLBACK_BATCH: usize = 32;
 /// listeners and the connections, plain non-blocking calls, and the channel
 /// looked at every [`FALLBACK_TICK_MS`].
 fn run_fallback(w: &mut Worker, channels: &[Channel], stop: &AtomicBool) {
-    let mut producers: Vec<_> = channels
-        .iter()
-        .map(|c| c.producer(Direction::ToControlPlane))
-        .collect();
-    let mut consumers: Vec<_> = channels
-        .iter()
-        .map(|c| c.consumer(Direction::ToDataplane))
-        .collect();
+    let mut producers = crate::shm::producers(channels, Direction::ToControlPlane);
+    let mut consumers = crate::shm::consumers(channels, Direction::ToDataplane);
     let mut last_purge = Instant::now();
     let mut last_sweep = Instant::now();
     let mut fds: Vec<libc::pollfd> = Vec::new();
