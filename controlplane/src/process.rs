@@ -517,26 +517,44 @@ pub fn b2bua_from_config(
     config: &Config,
     ring_dir: &Path,
 ) -> Result<(B2b, Option<CdrWriter>), StartError> {
+    b2bua_shard_from_config(config, ring_dir, (0, 1), None)
+}
+
+/// The B2BUA of control-plane shard `shard.0` of `shard.1`: its own order
+/// channel and dialog journal (`dialogs.journal` for shard 0,
+/// `dialogs-shardS.journal` for the others), its policy counting in
+/// `first`'s load (shard 0's policy: limits hold across the shards). The
+/// CDR writer comes with shard 0 (the others share it).
+pub fn b2bua_shard_from_config(
+    config: &Config,
+    ring_dir: &Path,
+    (shard, shards): (usize, usize),
+    first: Option<&Policy>,
+) -> Result<(B2b, Option<CdrWriter>), StartError> {
     let mut policy = Policy::from_config(config).map_err(StartError::Policy)?;
+    if let Some(first) = first {
+        policy.share_load(first);
+    }
     let entropy = SystemEntropy::new();
     let mut seed = [0u8; 8];
     entropy.fill(&mut seed).map_err(|_| StartError::Entropy)?;
     policy.seed(u64::from_le_bytes(seed));
     let orders = loop {
-        match ShmOrders::open(ring_dir, &entropy) {
+        let path = rvoip_dataplane::engine::ng_shm::shard_orders_path(ring_dir, shard);
+        match ShmOrders::open_shard(ring_dir, shard, &entropy) {
             Ok(o) => break o,
-            Err(e) if !rvoip_dataplane::engine::ng_shm::orders_path(ring_dir).exists() => {
+            Err(e) if !path.exists() => {
                 tracing::debug!(error = %e, "waiting for the media order channel");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => {
-                let path = rvoip_dataplane::engine::ng_shm::orders_path(ring_dir);
-                return Err(StartError::file(&path, e));
-            }
+            Err(e) => return Err(StartError::file(&path, e)),
         }
     };
     let state_dir = config.resolve(&config.node.state_dir);
-    let path = state_dir.join("dialogs.journal");
+    let path = state_dir.join(match shard {
+        0 => "dialogs.journal".to_string(),
+        s => format!("dialogs-shard{s}.journal"),
+    });
     let (journal, saved) =
         Journal::open::<SavedCall>(&path).map_err(|e| StartError::file(&path, e.to_string()))?;
     let s = &config.sbc;
@@ -560,7 +578,10 @@ pub fn b2bua_from_config(
         saved,
         &entropy,
     );
+    let mut b2b = b2b;
+    b2b.set_shard(shard, shards);
     let writer = match &s.cdr_file {
+        Some(_) if shard > 0 => None,
         Some(p) => {
             let p = config.resolve(p);
             Some(CdrWriter::spawn(&p).map_err(|e| StartError::file(&p, e.to_string()))?)
@@ -719,7 +740,11 @@ pub fn run(
     for ((index, mut core), inbox) in cores.into_iter().enumerate().zip(inboxes) {
         let mut cdrs = None;
         if config.node.mode == Mode::B2bua {
-            let (b2b, writer) = b2bua_from_config(config, &dir)?;
+            let first = states
+                .first()
+                .and_then(|s: &Shard| s.core.b2bua())
+                .map(|b| &b.policy);
+            let (b2b, writer) = b2bua_shard_from_config(config, &dir, (index, shards), first)?;
             tracing::info!(
                 recovered = b2b.calls(),
                 trunks = b2b.policy.trunks.len(),

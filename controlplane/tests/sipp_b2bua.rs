@@ -405,6 +405,68 @@ fn a_flooding_source_is_banned_while_another_sources_calls_complete() {
 }
 
 #[test]
+fn two_control_plane_shards_carry_calls_with_media_under_one_trunk_limit() {
+    let uas_port = free_udp_port();
+    let sbc = Sbc::start(
+        "b2bua-shards",
+        uas_port,
+        free_udp_port(),
+        25500,
+        &[
+            ("[controlplane]", "[controlplane]\nshards = 2".into()),
+            ("max_calls = 0", "max_calls = 3".into()),
+        ],
+    );
+    let uas_dir = sbc.dir.join("uas");
+    let _uas = echo_uas(&uas_dir, uas_port);
+    // Three calls with RTP, up together: the trunk's limit.
+    let args = pcap_uac_args("127.0.0.2", &sbc.target(), 3, 3);
+    let cap = Capture::start();
+    let s = run_uac(
+        &sbc.dir.join("uac"),
+        "uac-media",
+        &args,
+        Duration::from_secs(60),
+    );
+    assert_eq!((s.successful, s.failed, s.exit), (3, 0, Some(0)), "{s:?}");
+    let (to_caller, to_called) = delivered(&cap, 25500);
+    assert!(
+        to_called >= 3 * DELIVERED,
+        "{to_called} packets reached the UAS"
+    );
+    assert!(
+        to_caller >= 3 * DELIVERED,
+        "{to_caller} packets reached the UAC"
+    );
+    // Each call's other leg has a Call-ID that comes back to its shard.
+    let cdrs = sbc.wait_cdrs(3);
+    for c in &cdrs {
+        let shard = |k: &str| rvoip_dataplane::sip::shard_of(c[k].as_str().unwrap().as_bytes(), 2);
+        assert_eq!(shard("a_call_id"), shard("b_call_id"), "{c}");
+    }
+    // Ten calls of 3 s at once: the limit of 3 holds across both shards
+    // (their Call-IDs land on either), the rest get 503.
+    let s = builtin_uac(&sbc, "uac-limit", 10, 20, &["-d", "3000"]);
+    assert_eq!((s.successful, s.failed), (3, 7), "{s:?}");
+    assert_eq!(sbc.relay_calls(), 0, "the relay still holds calls");
+
+    let mut sbc = sbc;
+    assert!(sbc.app.terminate().is_some_and(|s| s.success()));
+    let log = sbc.log_text();
+    assert!(log.contains("shards=2"), "{log}");
+    for shard in ["shard=0", "shard=1"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains("control-plane shard stopped") && l.contains(shard))
+            .unwrap_or_else(|| panic!("no {shard} in {log}"));
+        assert!(
+            !line.contains(" requests=0 "),
+            "{shard} took no request: {line}"
+        );
+    }
+}
+
+#[test]
 fn kill_9_of_the_control_plane_keeps_established_calls_and_their_media() {
     let uas_port = free_udp_port();
     let sbc = Sbc::start("b2bua-kill", uas_port, free_udp_port(), 25300, &[]);

@@ -794,7 +794,8 @@ pub struct ControlPlane {
     pub batch_wait_us: u32,
     /// Control-plane shards: threads of the control plane, each owning the
     /// transactions and dialogs of the calls whose Call-ID hashes to it
-    /// (the registrar, the SBC policy and the media order channel shared).
+    /// (the registrar and the SBC policy's limits shared; a media order
+    /// channel each).
     /// Signalling capacity grows with them, a core each.
     #[serde(default = "default_shards")]
     pub shards: usize,
@@ -1306,12 +1307,6 @@ impl Config {
             }
         }
         self.dns.validate()?;
-        if self.controlplane.shards > 1 && self.node.mode == Mode::B2bua {
-            return err(
-                "controlplane.shards",
-                "several shards serve mode = \"proxy\" only so far (the B2BUA's SBC policy is not shared between shards yet): use 1".into(),
-            );
-        }
         if self.node.mode == Mode::B2bua {
             crate::sbc::validate(self)?;
         }
@@ -1542,7 +1537,7 @@ port_max = 39999
     }
 
     #[test]
-    fn control_plane_shards_are_bounded_and_serve_the_proxy() {
+    fn control_plane_shards_are_bounded() {
         let cp = |text: &str, n: &str| load(&format!("{text}\n[controlplane]\nshards = {n}\n"));
         assert_eq!(load(GOOD).map(|c| c.controlplane.shards).ok(), Some(1));
         assert_eq!(cp(GOOD, "4").map(|c| c.controlplane.shards).ok(), Some(4));
@@ -1550,11 +1545,6 @@ port_max = 39999
             let e = cp(GOOD, n).err().unwrap_or_else(|| panic!("{n} shards"));
             assert_eq!(e.key, "controlplane.shards");
         }
-        let b2bua = GOOD.replace("mode = \"proxy\"", "mode = \"b2bua\"");
-        let e = cp(&b2bua, "2")
-            .err()
-            .unwrap_or_else(|| panic!("a B2BUA on two shards"));
-        assert_eq!(e.key, "controlplane.shards");
     }
 
     #[test]

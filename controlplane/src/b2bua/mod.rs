@@ -398,6 +398,8 @@ pub struct B2b {
     inspected: VecDeque<(u64, Vec<ctl::CallView>)>,
     /// ctl capture requests the relay answered.
     captured: VecDeque<(u64, Result<(), String>)>,
+    /// This B2BUA's control-plane shard and how many there are.
+    shard: (usize, usize),
 }
 
 impl std::fmt::Debug for B2b {
@@ -449,6 +451,7 @@ impl B2b {
             inspections: FxHashMap::default(),
             inspected: VecDeque::new(),
             captured: VecDeque::new(),
+            shard: (0, 1),
         };
         b.tally = CallTally::new(b.policy.realms.len(), b.policy.trunks.len());
         for (id, s) in saved {
@@ -518,11 +521,28 @@ impl B2b {
         self.calls.len()
     }
 
-    /// A tag or Call-ID part of 16 hex digits, unique to this boot.
-    fn token(&mut self, what: &str) -> String {
-        let mut s = String::with_capacity(40);
-        self.push_token(&mut s, what);
-        s
+    /// Makes this B2BUA shard `index` of `count` control-plane shards: the
+    /// Call-IDs it makes come back to it.
+    pub fn set_shard(&mut self, index: usize, count: usize) {
+        self.shard = (index, count.max(1));
+    }
+
+    /// Appends a fresh Call-ID `token@host` for `what` to `s`, one the SIP
+    /// workers hand to this shard ([`rvoip_dataplane::sip::shard_of`]), so
+    /// the responses and requests of its dialog come back here.
+    fn push_call_id(&mut self, s: &mut String, what: &str, host: std::net::IpAddr) {
+        let start = s.len();
+        // One in `count` tokens lands here; the bound is never reached in
+        // practice ((31/32)^1000 with the most shards).
+        for _ in 0..1000 {
+            s.truncate(start);
+            self.push_token(s, what);
+            build::push_text(s, &[Str("@"), Ip(host)]);
+            let (index, count) = self.shard;
+            if rvoip_dataplane::sip::shard_of(&s.as_bytes()[start..], count) == index {
+                return;
+            }
+        }
     }
 
     /// Appends a fresh token (tags, Call-IDs) for `what` to `s`.
@@ -1372,8 +1392,7 @@ impl B2b {
         }
         let mut call_id = std::mem::take(&mut self.scratch);
         call_id.clear();
-        self.push_token(&mut call_id, "call-id");
-        build::push_text(&mut call_id, &[Str("@"), Ip(call.legs[1].local.ip())]);
+        self.push_call_id(&mut call_id, "call-id", call.legs[1].local.ip());
         // A trunk's peer over TCP or TLS, or a user registered over a
         // stream, is called from its realm's listener of that transport
         // (a registered user over the connection its REGISTER came over).
@@ -2413,7 +2432,8 @@ impl B2b {
                 self.push_token(t, "probe-tag");
             });
             leg.set_transport(transport, local);
-            let call_id = format!("{}@{}", self.token("probe"), local.ip());
+            let mut call_id = String::with_capacity(48);
+            self.push_call_id(&mut call_id, "probe", local.ip());
             let uri = match transport {
                 Transport::Udp => format!("sip:{address}"),
                 t => format!("sip:{address};transport={}", t.param()),

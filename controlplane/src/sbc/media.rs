@@ -261,7 +261,17 @@ impl ShmOrders {
     /// Attaches to the order channel in `ring_dir`; `entropy` makes this
     /// control plane's sender id.
     pub fn open(ring_dir: &Path, entropy: &dyn Entropy) -> std::io::Result<ShmOrders> {
-        let path = rvoip_dataplane::engine::ng_shm::orders_path(ring_dir);
+        Self::open_shard(ring_dir, 0, entropy)
+    }
+
+    /// Attaches to control-plane shard `shard`'s order channel in
+    /// `ring_dir`.
+    pub fn open_shard(
+        ring_dir: &Path,
+        shard: usize,
+        entropy: &dyn Entropy,
+    ) -> std::io::Result<ShmOrders> {
+        let path = rvoip_dataplane::engine::ng_shm::shard_orders_path(ring_dir, shard);
         let channel = Channel::open(&path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         // Outcomes left from an earlier control plane are not ours.

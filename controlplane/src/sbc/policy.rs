@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use regex::Regex;
 use rvoip_tuning::Config;
@@ -220,9 +221,6 @@ pub struct TrunkRt {
     pub headers: Vec<HeaderRule>,
     /// OPTIONS health checks on.
     pub health_checks: bool,
-    /// Calls up now.
-    pub active: u32,
-    cps_window: Window,
     rr: usize,
 }
 
@@ -243,6 +241,49 @@ impl Window {
         }
         self.count += 1;
         self.count
+    }
+}
+
+/// What limits count, shared by the policies of every control-plane shard
+/// (a limit holds across them): each source's windows, ban and calls up,
+/// each trunk's calls up and call-rate window, by the trunk's name (a
+/// reload keeps them).
+#[derive(Debug, Default)]
+pub struct Load {
+    sources: HashMap<IpAddr, SourceState>,
+    trunks: HashMap<String, TrunkLoad>,
+    spare: TrunkLoad,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct TrunkLoad {
+    active: u32,
+    window: Window,
+}
+
+impl Load {
+    /// The load of trunk `name` (counted from now when new).
+    fn trunk(&mut self, name: &str) -> &mut TrunkLoad {
+        if !self.trunks.contains_key(name) {
+            self.trunks.insert(name.to_string(), TrunkLoad::default());
+        }
+        match self.trunks.get_mut(name) {
+            Some(l) => l,
+            // Inserted just above: never taken.
+            None => &mut self.spare,
+        }
+    }
+}
+
+/// A [`Load`] one or more policies count in.
+#[derive(Debug, Clone, Default)]
+pub struct SharedLoad(Arc<Mutex<Load>>);
+
+impl SharedLoad {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Load> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -297,7 +338,7 @@ pub struct Policy {
     numbering: rvoip_tuning::sbc::Numbering,
     flood_rate: u32,
     ban_ms: Millis,
-    sources: HashMap<IpAddr, SourceState>,
+    load: SharedLoad,
     avoid_ms: Millis,
     random: u64,
     /// Counters.
@@ -341,7 +382,7 @@ impl Policy {
             numbering: rvoip_tuning::sbc::Numbering::default(),
             flood_rate: 0,
             ban_ms: 0,
-            sources: HashMap::new(),
+            load: SharedLoad::default(),
             avoid_ms: 0,
             random: 1,
             counters: PolicyCounters::default(),
@@ -440,8 +481,6 @@ impl Policy {
                 transcode: t.transcode,
                 headers,
                 health_checks: t.health_checks,
-                active: 0,
-                cps_window: Window::default(),
                 rr: 0,
             });
         }
@@ -463,7 +502,7 @@ impl Policy {
             numbering: c.sbc.numbering.clone(),
             flood_rate: c.sbc.flood.requests_per_sec,
             ban_ms: Millis::from(c.sbc.flood.ban_secs) * 1000,
-            sources: HashMap::new(),
+            load: SharedLoad::default(),
             avoid_ms: Millis::from(c.dns.avoid_secs) * 1000,
             random: 0x9e37_79b9_7f4a_7c15,
             counters: PolicyCounters::default(),
@@ -523,7 +562,8 @@ impl Policy {
             .any(|t| t.peers.iter().any(|p| p.listed && p.address.ip() == source));
         let rate = if peer { 0 } else { self.flood_rate };
         let ban = self.ban_ms;
-        let s = self.sources.entry(source).or_default();
+        let mut load = self.load.lock();
+        let s = load.sources.entry(source).or_default();
         if s.banned_until > now {
             if in_dialog {
                 return Ok(());
@@ -598,7 +638,8 @@ impl Policy {
             .realms
             .get(realm)
             .map_or((0, 0), |r| (r.cps_per_source, r.calls_per_source));
-        let s = self.sources.entry(source).or_default();
+        let mut load = self.load.lock();
+        let s = load.sources.entry(source).or_default();
         let n = s.invites.hit(now);
         if cps > 0 && n > cps {
             self.counters.source_limited += 1;
@@ -609,21 +650,22 @@ impl Policy {
             return Err(Refusal::Limit("source concurrent calls"));
         }
         if let Some(trunk) = trunk {
-            let Some(t) = self.trunks.get_mut(trunk) else {
+            let Some(t) = self.trunks.get(trunk) else {
                 return Err(Refusal::NoRoute);
             };
-            let n = t.cps_window.hit(now);
+            let l = load.trunk(&t.name);
+            let n = l.window.hit(now);
             if t.cps > 0 && n > t.cps {
                 self.counters.trunk_limited += 1;
                 return Err(Refusal::Limit("trunk call rate"));
             }
-            if t.max_calls > 0 && t.active >= t.max_calls {
+            if t.max_calls > 0 && l.active >= t.max_calls {
                 self.counters.trunk_limited += 1;
                 return Err(Refusal::Limit("trunk concurrent calls"));
             }
-            t.active += 1;
+            l.active += 1;
         }
-        if let Some(s) = self.sources.get_mut(&source) {
+        if let Some(s) = load.sources.get_mut(&source) {
             s.calls += 1;
         }
         Ok(())
@@ -631,12 +673,29 @@ impl Policy {
 
     /// Gives back a call taken with [`Policy::take`].
     pub fn release(&mut self, source: IpAddr, trunk: Option<usize>) {
-        if let Some(t) = trunk.and_then(|t| self.trunks.get_mut(t)) {
-            t.active = t.active.saturating_sub(1);
+        let mut load = self.load.lock();
+        if let Some(t) = trunk.and_then(|t| self.trunks.get(t)) {
+            let l = load.trunk(&t.name);
+            l.active = l.active.saturating_sub(1);
         }
-        if let Some(s) = self.sources.get_mut(&source) {
+        if let Some(s) = load.sources.get_mut(&source) {
             s.calls = s.calls.saturating_sub(1);
         }
+    }
+
+    /// Calls up now towards `trunk`, across the shards sharing this
+    /// policy's load.
+    pub fn active(&self, trunk: usize) -> u32 {
+        let Some(t) = self.trunks.get(trunk) else {
+            return 0;
+        };
+        self.load.lock().trunks.get(&t.name).map_or(0, |l| l.active)
+    }
+
+    /// Counts in `other`'s load (another control-plane shard's policy):
+    /// from now on their limits hold together.
+    pub fn share_load(&mut self, other: &Policy) {
+        self.load = other.load.clone();
     }
 
     /// Takes over what `old` (the policy before a reload) learned and
@@ -659,8 +718,6 @@ impl Policy {
             let Some(t) = new.and_then(|i| self.trunks.get_mut(i)) else {
                 continue;
             };
-            t.active = o.active;
-            t.cps_window = o.cps_window;
             let same = |a: &UriTarget, b: &UriTarget| a.name == b.name && a.priority == b.priority;
             if t.uris.len() == o.uris.len() && t.uris.iter().zip(&o.uris).all(|(a, b)| same(a, b)) {
                 // The same names: what they resolved to stays.
@@ -681,7 +738,8 @@ impl Policy {
                 }
             }
         }
-        self.sources = old.sources;
+        // Calls up, windows and bans are by source and trunk name.
+        self.load = old.load;
         self.counters = old.counters;
         self.random = old.random;
         (realm_map, trunk_map)
@@ -689,10 +747,11 @@ impl Policy {
 
     /// Counts a recovered call (after a restart) against its trunk and source.
     pub fn restore(&mut self, source: IpAddr, trunk: Option<usize>) {
-        if let Some(t) = trunk.and_then(|t| self.trunks.get_mut(t)) {
-            t.active += 1;
+        let mut load = self.load.lock();
+        if let Some(t) = trunk.and_then(|t| self.trunks.get(t)) {
+            load.trunk(&t.name).active += 1;
         }
-        self.sources.entry(source).or_default().calls += 1;
+        load.sources.entry(source).or_default().calls += 1;
     }
 
     /// Seeds the random choices among equal SRV records.
@@ -1100,9 +1159,9 @@ targets = ["127.0.0.1:5090"]
             Err(Refusal::Limit("source call rate"))
         );
         assert_eq!(p.take(2000, 0, src, Some(0)), Ok(()));
-        assert_eq!(p.trunks[0].active, 6);
+        assert_eq!(p.active(0), 6);
         p.release(src, Some(0));
-        assert_eq!(p.trunks[0].active, 5);
+        assert_eq!(p.active(0), 5);
     }
 
     #[test]

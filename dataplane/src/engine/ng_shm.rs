@@ -33,8 +33,9 @@ use io_uring::{IoUring, cqueue};
 
 use super::ng_udp::NgReport;
 use super::uring::{self, submit_and_wait};
-use crate::media::orders::{Outcome, record};
+use crate::media::orders::{CallId, MediaOrder, Outcome, record};
 use crate::media::plan::MediaControl;
+use crate::media::services::MediaEvent;
 use crate::ng::NgServer;
 use crate::shm::{Channel, Direction};
 use crate::xdp::link::{ServiceId, XdpLink};
@@ -234,6 +235,7 @@ fn serve<M: MediaControl>(
     let sleep_words = crate::shm::sleep_words(channels, Direction::ToDataplane);
     let mut answered = 0u64;
     let mut cache = ReplyCache::default();
+    let mut owners = Owners::new(channels.len());
     let mut buf = vec![0u8; 65_536];
     // The order rings (a bit each) whose futex wait is armed.
     let mut futex_armed = 0u64;
@@ -252,19 +254,26 @@ fn serve<M: MediaControl>(
         if orders.iter().any(|o| o.has_data()) {
             last_order = Instant::now();
         }
-        for (orders, replies) in orders.iter_mut().zip(replies.iter_mut()) {
+        let sharded = orders.len() > 1;
+        for (shard, (orders, replies)) in orders.iter_mut().zip(replies.iter_mut()).enumerate() {
             while let Some(r) = orders.peek() {
                 let now = now_secs();
                 if let Some((sender, number, order)) = record::read_order(r.payload) {
                     let key = (sender, number);
                     if !cache.replies.contains_key(&key) {
                         let query = matches!(order, crate::media::orders::MediaOrder::Query { .. });
+                        if sharded {
+                            owners.note(shard, &order);
+                        }
                         let done = server.execute(order, now);
-                        let outcome = if query {
+                        let mut outcome = if query {
                             Outcome::of_query(done)
                         } else {
                             Outcome::of(done)
                         };
+                        if sharded {
+                            outcome = owners.share(shard, outcome);
+                        }
                         let mut rec = Vec::new();
                         record::write_outcome(sender, number, &outcome, &mut rec);
                         cache.keep(key, rec);
@@ -358,6 +367,68 @@ fn serve<M: MediaControl>(
     answered
 }
 
+/// Which control-plane shard ordered each media call: the media plane
+/// reports every call's events to whichever asks, and each shard is to be
+/// told its own calls' only.
+struct Owners {
+    by_call: HashMap<Vec<u8>, usize>,
+    /// Events taken from the media plane for a shard that has not asked
+    /// since, by shard.
+    waiting: Vec<Vec<(CallId, MediaEvent)>>,
+}
+
+impl Owners {
+    /// Events kept per shard until it asks (the oldest go beyond).
+    const WAITING: usize = 4096;
+
+    fn new(shards: usize) -> Owners {
+        Owners {
+            by_call: HashMap::new(),
+            waiting: vec![Vec::new(); shards.max(1)],
+        }
+    }
+
+    /// Notes which shard `order`'s call belongs to.
+    fn note(&mut self, shard: usize, order: &MediaOrder) {
+        match order {
+            MediaOrder::Offer { call_id, .. }
+            | MediaOrder::Service { call_id, .. }
+            | MediaOrder::Terminate { call_id, .. }
+                if !self.by_call.contains_key(&call_id.0) =>
+            {
+                self.by_call.insert(call_id.0.clone(), shard);
+            }
+            MediaOrder::Delete { call_id, .. } => {
+                self.by_call.remove(&call_id.0);
+            }
+            _ => {}
+        }
+    }
+
+    /// The events of `outcome` that are `shard`'s, with those kept for it;
+    /// the others kept for their shards. Other outcomes as they are.
+    fn share(&mut self, shard: usize, outcome: Outcome) -> Outcome {
+        let Outcome::Events(all) = outcome else {
+            return outcome;
+        };
+        for (id, e) in all {
+            let owner = self.by_call.get(&id.0).copied().unwrap_or(0);
+            if let Some(w) = self.waiting.get_mut(owner) {
+                if w.len() >= Self::WAITING {
+                    w.remove(0);
+                }
+                w.push((id, e));
+            }
+        }
+        Outcome::Events(
+            self.waiting
+                .get_mut(shard)
+                .map(std::mem::take)
+                .unwrap_or_default(),
+        )
+    }
+}
+
 /// Outcomes of the latest orders, for orders sent again.
 #[derive(Default)]
 struct ReplyCache {
@@ -377,5 +448,60 @@ impl ReplyCache {
         }
         self.order.push_back(key);
         self.replies.insert(key, rec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::orders::{SdpOptions, Tag};
+
+    fn offer(id: &[u8]) -> MediaOrder {
+        MediaOrder::Offer {
+            call_id: CallId(id.to_vec()),
+            from_tag: Tag(b"a".to_vec()),
+            sdp: Vec::new(),
+            options: SdpOptions::default(),
+        }
+    }
+
+    fn digit(event: u8) -> MediaEvent {
+        MediaEvent::Dtmf {
+            side: 0,
+            event,
+            inband: false,
+        }
+    }
+
+    #[test]
+    fn each_shard_is_told_its_own_calls_events_whichever_asks_first() {
+        let mut owners = Owners::new(2);
+        owners.note(0, &offer(b"zero"));
+        owners.note(1, &offer(b"one"));
+        let all = Outcome::Events(vec![
+            (CallId(b"one".to_vec()), digit(1)),
+            (CallId(b"zero".to_vec()), digit(0)),
+            (CallId(b"one".to_vec()), digit(2)),
+        ]);
+        // Shard 0 asks first and the media plane hands over everything.
+        let Outcome::Events(mine) = owners.share(0, all) else {
+            panic!("events")
+        };
+        assert_eq!(mine, vec![(CallId(b"zero".to_vec()), digit(0))]);
+        // Shard 1's turn: the media plane has nothing new, its two wait.
+        let Outcome::Events(mine) = owners.share(1, Outcome::Events(Vec::new())) else {
+            panic!("events")
+        };
+        assert_eq!(
+            mine,
+            vec![
+                (CallId(b"one".to_vec()), digit(1)),
+                (CallId(b"one".to_vec()), digit(2))
+            ]
+        );
+        let Outcome::Events(mine) = owners.share(1, Outcome::Events(Vec::new())) else {
+            panic!("events")
+        };
+        assert!(mine.is_empty(), "told once");
     }
 }
