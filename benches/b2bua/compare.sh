@@ -35,6 +35,9 @@
 #          from dnsmasq on 127.0.0.1:5353, TTL 300 s, cache warm after the
 #          first call) against the same file with the trunk as the literal
 #          127.0.0.1:5070; prints the resolutions each run made.
+#        SBCS="rvoip shards" benches/b2bua/compare.sh signalling 20 1000 2000 3000
+#          rvoip on one control-plane shard and on SHARDS (default 2), the
+#          control plane's CPU per call thread by thread for the shards.
 # env: SBCS="rvoip kamailio" (default both); PORT_MIN, PORT_MAX: the relays'
 #      media ports, the same for both (default 10000-29999: 5000 calls,
 #      below the ephemeral range the load tool's sockets use); for rvoip's
@@ -91,6 +94,7 @@ start_sbc() {
         heptcp) keep+=(-e 's/^hep = \(.*\)/hep = \1\nhep_transport = "tcp"/') ;;
         *) keep+=(-e '/^hep = /d') ;;
     esac
+    [ "${2:-}" = shards ] && keep+=(-e "s#^\\[controlplane\\]#[controlplane]\\nshards = ${SHARDS:-2}#")
     sed "${keep[@]}" -e "s#state_dir = \"../state\"#state_dir = \"state\"#" \
         -e "s#ring_dir = \"/dev/shm/rvoip\"#ring_dir = \"/dev/shm/rvoip-b2bua-bench\"#" \
         -e "s#^level = \"info\"#level = \"warn\"#" \
@@ -126,6 +130,7 @@ while True:
     sip_ready 5060
 }
 start_rvoip() { start_sbc "$1" off; }
+start_shards() { start_sbc "shards-$1" shards; }
 start_off() { start_sbc "off-$1" off; }
 start_metrics() { start_sbc "metrics-$1" metrics; }
 start_hep() { start_sbc "hep-$1" hep; }
@@ -214,18 +219,20 @@ signalling() {
     for rate in "${steps[@]}"; do
         for sbc in $SBCS; do
             "start_$sbc" "$rate" || { echo "$sbc failed to start" >&2; stop_tree; continue; }
-            if [ "$sbc" = rvoip ]; then
-                # Per part, over the steady middle of the run.
+            if [ "$sbc" = rvoip ] || [ "$sbc" = shards ]; then
+                # Per part (the control plane thread by thread with
+                # shards), over the steady middle of the run.
+                by_name=""; [ "$sbc" = shards ] && by_name=1
                 ( sleep $((2 + dur * 60 / 100))
-                  python3 "$ROOT/benches/threads.py" snap "$PID" > "$OUT/threads-a"
+                  RVOIP_THREADS_BY_NAME=$by_name python3 "$ROOT/benches/threads.py" snap "$PID" > "$OUT/threads-a"
                   sleep $((dur * 35 / 100))
-                  python3 "$ROOT/benches/threads.py" snap "$PID" > "$OUT/threads-b" ) &
+                  RVOIP_THREADS_BY_NAME=$by_name python3 "$ROOT/benches/threads.py" snap "$PID" > "$OUT/threads-b" ) &
                 local sampler=$!
             fi
             cpu=$(load "$sbc-$rate" "$rate" $((rate * dur)) 1 "")
-            if [ "$sbc" = rvoip ]; then
+            if [ "$sbc" = rvoip ] || [ "$sbc" = shards ]; then
                 wait "$sampler" 2>/dev/null
-                echo "rvoip $rate cps, µs of CPU per call by part: $(python3 "$ROOT/benches/threads.py" diff "$OUT/threads-a" "$OUT/threads-b" $((rate * (dur * 35 / 100))))" | tee -a "$OUT/parts.txt" >&2
+                echo "$sbc $rate cps, µs of CPU per call by part: $(python3 "$ROOT/benches/threads.py" diff "$OUT/threads-a" "$OUT/threads-b" $((rate * (dur * 35 / 100))))" | tee -a "$OUT/parts.txt" >&2
             fi
             stop_tree
             if [ "$sbc" = dns ] || [ "$sbc" = literal ]; then
