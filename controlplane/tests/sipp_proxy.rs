@@ -520,20 +520,11 @@ fn two_control_plane_shards_split_the_calls_and_share_the_registrar() {
     let log = proxy.log_text();
     assert!(log.contains("shards=2"), "{log}");
     // Each shard carried a share of the 200 calls (INVITE, ACK, BYE each).
-    for shard in ["shard=0", "shard=1"] {
-        let line = log
-            .lines()
-            .find(|l| l.contains("control-plane shard stopped") && l.contains(shard))
-            .unwrap_or_else(|| panic!("no {shard} in {log}"));
-        let requests: u64 = line
-            .split("requests=")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|r| r.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"));
+    for shard in [0, 1] {
+        let requests = common::shard_requests(&log, shard);
         assert!(
             requests >= 150,
-            "{shard} took too few of 600 requests: {line}"
+            "shard {shard} took {requests} of 600 requests"
         );
     }
 }

@@ -258,7 +258,7 @@ fn redirected_per_queue() -> Vec<u64> {
 }
 
 #[test]
-fn on_a_link_with_two_queues_frames_on_either_reach_the_relay() {
+fn on_a_link_with_two_queues_two_workers_relay_each_others_frames() {
     let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
     let _topology = Topology::up().unwrap();
     for (ns, dev) in [("rvx", "rvx0"), ("rvxpeer", "rvx1")] {
@@ -275,19 +275,35 @@ fn on_a_link_with_two_queues_frames_on_either_reach_the_relay() {
     let (to_peer, ports) = mpsc::channel::<Vec<(u16, u16)>>();
     let (done, from_peer) = mpsc::channel::<()>();
     let rvx = in_ns("rvx", move || {
-        let eng = testbed::af_xdp_engine(vec![0, 1]).unwrap();
-        assert_eq!(eng.workers(), 1, "one media worker takes both queues");
+        let mut eng = testbed::af_xdp_engine(vec![0, 1]).unwrap();
+        assert_eq!(eng.workers(), 2, "a media worker per queue");
         let peer = |port| SocketAddr::from(([10, 99, 0, 2], port));
         let mut relay_ports = Vec::new();
         for c in 0..calls {
+            // The calls alternate between the workers.
             let plan = testbed::relay_plan(peer(43000 + 2 * c), peer(43001 + 2 * c));
-            let [pa, pb] = eng.apply(0, None, vec![plan]).unwrap().ports[0];
+            let [pa, pb] = eng
+                .apply(usize::from(c % 2), None, vec![plan])
+                .unwrap()
+                .ports[0];
             relay_ports.push((pa.rtp, pb.rtp));
         }
         to_peer.send(relay_ports).unwrap();
         from_peer.recv_timeout(Duration::from_secs(30)).unwrap();
         let c = eng.counters();
         assert!(c.forwarded >= u64::from(calls) * 40, "{c:?}");
+        let reports = eng.stop();
+        assert_eq!(reports.len(), 2);
+        for (w, r) in reports.iter().enumerate() {
+            assert!(
+                r.relay.forwarded >= u64::from(calls / 2) * 40,
+                "worker {w}: {r:?}"
+            );
+        }
+        // Flows hash onto either queue whoever owns their ports: frames
+        // were taken by one worker and relayed by the other.
+        let handed: u64 = reports.iter().map(|r| r.handed_over).sum();
+        assert!(handed > 0, "{reports:?}");
     });
     let peer = in_ns("rvxpeer", move || {
         let relay_ports = ports.recv_timeout(Duration::from_secs(10)).unwrap();

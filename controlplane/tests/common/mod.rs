@@ -459,3 +459,19 @@ pub fn kamailio(dir: &Path, cfg: &str) -> Spawned {
             .stderr(std::fs::File::create(dir.join("kamailio.log")).unwrap()),
     )
 }
+
+/// The requests control-plane shard `shard` handled, from the line it logs
+/// when it stops (`control-plane shard stopped shard=N requests=M ...`).
+#[allow(dead_code)]
+pub fn shard_requests(log: &str, shard: usize) -> u64 {
+    let tag = format!("shard={shard} ");
+    let line = log
+        .lines()
+        .find(|l| l.contains("control-plane shard stopped") && l.contains(&tag))
+        .unwrap_or_else(|| panic!("no shard {shard} in {log}"));
+    line.split("requests=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}

@@ -199,7 +199,9 @@ impl std::fmt::Debug for Mailbox {
 }
 
 impl Mailbox {
-    fn new() -> io::Result<Mailbox> {
+    /// An empty mailbox (a service thread's, or a media worker's for the
+    /// frames other workers hand it).
+    pub fn new() -> io::Result<Mailbox> {
         Ok(Mailbox {
             inbound: Lane::new(),
             outbound: Lane::new(),
@@ -244,9 +246,10 @@ impl Mailbox {
         self.outbound.push(local, peer, payload)
     }
 
-    /// The owner: hands a received datagram to the service (woken by
-    /// [`Mailbox::wake`] after the batch).
-    fn deliver(&self, local: SocketAddr, peer: SocketAddr, payload: &[u8]) -> bool {
+    /// The owner (or another media worker): hands a received datagram to
+    /// the mailbox's thread (woken by [`Mailbox::wake`] after the batch);
+    /// false when its queue is full (counted) or the datagram too large.
+    pub fn deliver(&self, local: SocketAddr, peer: SocketAddr, payload: &[u8]) -> bool {
         let ok = self.inbound.push(local, peer, payload);
         if !ok {
             self.inbound_full.fetch_add(1, Ordering::Relaxed);

@@ -1,16 +1,20 @@
 //! The AF_XDP driver: the worker's packets come from its AF_XDP sockets,
-//! one per receive queue of the link in use, where rvoip's XDP program
-//! steers UDP to the worker's endpoints (`crate::xdp`), and leave as frames
-//! rvoip builds (Ethernet, IP, UDP, checksums) on the first of them,
-//! without the kernel's UDP stack. Each endpoint still binds a kernel UDP socket: it keeps the
+//! one per receive queue of the link it takes (queue `q` is worker
+//! `q % workers`'s), where rvoip's XDP program steers UDP to the relay's
+//! endpoints (`crate::xdp`), and leave as frames rvoip builds (Ethernet,
+//! IP, UDP, checksums) on the first of them, without the kernel's UDP
+//! stack. A frame lands on the queue the link's hashing picks: one for an
+//! endpoint of another worker is handed to that worker's mailbox (copied
+//! once) and relayed there. Each endpoint still binds a kernel UDP socket: it keeps the
 //! port rvoip's on the host, and it is the way out to a peer whose
 //! Ethernet address is not known yet (the kernel resolves it; the
 //! neighbour table is read again on the next miss). Peers' addresses are
 //! learned from the frames they send.
 //!
-//! The worker carries the datagrams of the link's other services too (SIP
+//! The workers carry the datagrams of the link's other services too (SIP
 //! workers, the ng service): what arrives for their addresses goes to
-//! their mailboxes, what they post leaves as frames (`crate::xdp::link`).
+//! their mailboxes, and worker 0 (the link's owner) sends what they post
+//! as frames (`crate::xdp::link`).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -25,7 +29,7 @@ use super::worker::{Clock, Driver, Wake, bind_udp};
 use crate::media::relay::{Action, EndpointId, Relay};
 use crate::xdp::bpf;
 use crate::xdp::frame::{self, Mac};
-use crate::xdp::link::XdpLink;
+use crate::xdp::link::{Mailbox, XdpLink};
 use crate::xdp::xsk::{CopyMode, FRAME, Xsk};
 
 /// Frames received per batch.
@@ -41,11 +45,31 @@ const BUSY_POLL_US: u32 = 20;
 /// Frames within this long mean traffic is flowing.
 const FLOWING: Duration = Duration::from_millis(20);
 
-/// What the worker on AF_XDP is given: the link, rvoip's program on it,
-/// the services whose datagrams it carries.
+/// What a worker on AF_XDP is given: the link (rvoip's program on it, the
+/// services whose datagrams it carries), its queues, and the other
+/// workers' mailboxes.
 #[derive(Debug, Clone)]
 pub(super) struct XdpWorker {
     pub(super) link: Arc<XdpLink>,
+    /// This worker's number; worker 0 owns the link (sends what the
+    /// services post).
+    pub(super) index: usize,
+    /// The link's receive queues this worker's sockets take.
+    pub(super) queues: Vec<u32>,
+    /// Each media worker's mailbox for the frames others take for it.
+    pub(super) handoff: Arc<Vec<Mailbox>>,
+    /// The relay's ports, `[lo, hi]`: whose each port is.
+    pub(super) ports: (u16, u16),
+}
+
+impl XdpWorker {
+    fn owner(&self) -> bool {
+        self.index == 0
+    }
+
+    fn inbox(&self) -> Option<&Mailbox> {
+        self.handoff.get(self.index)
+    }
 }
 
 struct Endpoint {
@@ -174,6 +198,8 @@ pub(super) struct AfXdpDriver {
     received: u64,
     /// Datagrams handed to the link's services.
     posted: u64,
+    /// Frames handed to the worker owning their endpoint.
+    handed: u64,
     polling: Polling,
     /// When a frame last came or went, worker nanoseconds.
     last_traffic_ns: u64,
@@ -182,16 +208,21 @@ pub(super) struct AfXdpDriver {
 impl AfXdpDriver {
     pub(super) fn new(xdp: XdpWorker, wake: &Wake, polling: Polling) -> io::Result<Self> {
         let link = &xdp.link;
-        let xsk = open_socket(link, 0)?;
-        link.steering.bind_queue(0, &xsk)?;
+        let (&first, rest) = xdp
+            .queues
+            .split_first()
+            .ok_or_else(|| io::Error::other("an AF_XDP media worker without a queue"))?;
+        let xsk = open_socket(link, first)?;
+        link.steering.bind_queue(first, &xsk)?;
         let mut others = Vec::new();
-        for q in 1..link.queues.max(1) {
+        for &q in rest {
             let s = open_socket(link, q)?;
             link.steering.bind_queue(q, &s)?;
             others.push(s);
         }
         tracing::info!(
-            queues = link.queues.max(1),
+            worker = xdp.index,
+            queues = ?xdp.queues,
             mode = ?xsk.mode,
             huge_pages = xsk.huge_pages,
             "AF_XDP sockets open"
@@ -201,9 +232,12 @@ impl AfXdpDriver {
             events: libc::POLLIN,
             revents: 0,
         };
+        // The inbox last (after the link owner's wake-up, worker 0's).
         let fds = std::iter::once(xsk.fd())
             .chain(others.iter().map(Xsk::fd))
-            .chain([wake.raw(), link.owner_fd()])
+            .chain([wake.raw()])
+            .chain(xdp.owner().then(|| link.owner_fd()))
+            .chain(xdp.inbox().map(Mailbox::fd))
             .map(pollfd)
             .collect();
         let mut out = Out {
@@ -240,17 +274,24 @@ impl AfXdpDriver {
             neighbours_read_ms: 0,
             received: 0,
             posted: 0,
+            handed: 0,
             polling,
             last_traffic_ns: 0,
         })
     }
 
-    /// Takes the frames the sockets have, up to a batch, into `bufs`; a
-    /// datagram for a service of the link goes to its mailbox.
+    /// Takes the frames the sockets have, up to a batch, into `bufs`, then
+    /// those other workers handed over; a datagram for a service of the
+    /// link goes to its mailbox, one for another worker's endpoint to
+    /// that worker's.
     fn receive(&mut self) -> usize {
         self.batch.clear();
         let (batch, bufs, by_addr) = (&mut self.batch, &mut self.bufs, &self.by_addr);
         let link = &*self.xdp.link;
+        let (me, handoff, (lo, hi)) = (self.xdp.index, &*self.xdp.handoff, self.xdp.ports);
+        // The workers handed frames (a bit each): to wake after the batch.
+        let mut handed_to = 0u64;
+        let mut handed = 0u64;
         let Out {
             xsk, neighbours, ..
         } = &mut self.out;
@@ -275,6 +316,20 @@ impl AfXdpDriver {
                 }
                 let payload = &f[u.payload.clone()];
                 let Some(&ep) = by_addr.get(&u.dst) else {
+                    let owner = super::ports::owner(lo, hi, u.dst.port(), handoff.len())
+                        .filter(|w| *w != me);
+                    if let Some(w) = owner {
+                        // Another worker's endpoint (or none open: it drops
+                        // it as its own socket would).
+                        if handoff
+                            .get(w)
+                            .is_some_and(|m| m.deliver(u.dst, u.src, payload))
+                        {
+                            handed += 1;
+                            handed_to |= 1 << (w % 64);
+                        }
+                        return;
+                    }
                     if let Some(m) = link.deliver(u.dst, u.src, payload) {
                         posted += 1;
                         if !touched.iter().flatten().any(|t| std::ptr::eq(*t, m)) {
@@ -295,6 +350,29 @@ impl AfXdpDriver {
             });
         }
         self.posted += posted;
+        self.handed += handed;
+        for (w, m) in handoff.iter().enumerate() {
+            if handed_to & (1 << (w % 64)) != 0 {
+                m.wake();
+            }
+        }
+        // What the other workers took off their queues for this one.
+        if let Some(inbox) = handoff.get(me) {
+            while batch.len() < BATCH
+                && inbox
+                    .take(|d| {
+                        let (Some(&ep), Some(buf)) =
+                            (by_addr.get(&d.local), bufs.get_mut(batch.len()))
+                        else {
+                            return;
+                        };
+                        let n = d.payload.len().min(BUF);
+                        buf[..n].copy_from_slice(&d.payload[..n]);
+                        batch.push((ep, d.peer, n));
+                    })
+                    .is_some()
+            {}
+        }
         if overflow {
             link.all_mailboxes()
                 .for_each(crate::xdp::link::Mailbox::wake);
@@ -303,6 +381,34 @@ impl AfXdpDriver {
         }
         self.received += self.batch.len() as u64;
         self.batch.len()
+    }
+
+    /// About to sleep: announced to the services (worker 0, the link's
+    /// owner) and to the other workers; false when work came meanwhile.
+    fn prepare_sleep(&self) -> bool {
+        let owner = self.xdp.owner();
+        if owner && !self.xdp.link.owner_prepare_sleep() {
+            return false;
+        }
+        if let Some(inbox) = self.xdp.inbox()
+            && !inbox.prepare_sleep()
+        {
+            if owner {
+                self.xdp.link.owner_woke();
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Awake again: the wake-ups read.
+    fn woke(&self) {
+        if self.xdp.owner() {
+            self.xdp.link.owner_woke();
+        }
+        if let Some(inbox) = self.xdp.inbox() {
+            inbox.clear();
+        }
     }
 
     /// Relays the received batch.
@@ -358,7 +464,7 @@ impl Driver for AfXdpDriver {
 
     fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()> {
         self.transmit(relay, clock);
-        if self.out.send_posted(&self.xdp.link) {
+        if self.xdp.owner() && self.out.send_posted(&self.xdp.link) {
             self.last_traffic_ns = clock.now().1;
         }
         self.out.xsk.flush();
@@ -387,13 +493,13 @@ impl Driver for AfXdpDriver {
                         Duration::from_micros(u64::from(batch_wait_us)).min(timeout),
                     );
                 }
-                _ if self.xdp.link.owner_prepare_sleep() => {
+                _ if self.prepare_sleep() => {
                     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
                     // SAFETY: `fds` is valid for its length.
                     let n = unsafe {
                         libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms)
                     };
-                    self.xdp.link.owner_woke();
+                    self.woke();
                     if n < 0 {
                         return Err(io::Error::last_os_error());
                     }
@@ -417,7 +523,7 @@ impl Driver for AfXdpDriver {
             }
         }
         self.transmit(relay, clock);
-        if self.out.send_posted(&self.xdp.link) {
+        if self.xdp.owner() && self.out.send_posted(&self.xdp.link) {
             self.last_traffic_ns = clock.now().1;
         }
         self.out.xsk.flush();
@@ -437,6 +543,10 @@ impl Driver for AfXdpDriver {
     fn io_counters(&self) -> (u64, u64, u64) {
         (self.received, self.out.sent, self.out.send_errors)
     }
+
+    fn handed_over(&self) -> u64 {
+        self.handed
+    }
 }
 
 impl Drop for AfXdpDriver {
@@ -448,16 +558,22 @@ impl Drop for AfXdpDriver {
             .all_mailboxes()
             .map(|m| m.inbound_full.load(std::sync::atomic::Ordering::Relaxed))
             .sum();
+        let handed_in_full = self.xdp.inbox().map_or(0, |m| {
+            m.inbound_full.load(std::sync::atomic::Ordering::Relaxed)
+        });
         for (queue, sock) in std::iter::once(&self.out.xsk)
             .chain(self.others.iter())
             .enumerate()
         {
             let Ok(s) = sock.statistics() else { continue };
             tracing::info!(
-                queue,
+                worker = self.xdp.index,
+                queue = self.xdp.queues.get(queue).copied().unwrap_or(0),
                 received = self.received,
                 posted = self.posted,
+                handed = self.handed,
                 mailbox_full,
+                handed_in_full,
                 sent = self.out.sent,
                 send_errors = self.out.send_errors,
                 rx_dropped = s.rx_dropped,

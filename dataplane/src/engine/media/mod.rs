@@ -248,26 +248,30 @@ impl MediaEngine {
             }
             DriverKind::Auto => uring::probe().is_ok(),
         };
-        // AF_XDP: rvoip's program on the link; one media worker takes
-        // every queue in use (a frame lands on whatever queue the link's
-        // hashing picks, and only the worker owning its endpoint can relay
-        // it; several workers need the link to steer each one's ports to
-        // its queues, which this does not set up yet).
+        // AF_XDP: rvoip's program on the link; a media worker per receive
+        // queue at most (queue q is worker q % n's). A frame lands on the
+        // queue the link's hashing picks; the worker that takes it hands
+        // it to the worker owning its endpoint (by port) when that is
+        // another.
         let xdp = match config.driver {
             DriverKind::AfXdp { ifindex } => {
                 let link = match link {
                     Some(l) if l.ifindex == ifindex => l,
                     _ => Arc::new(crate::xdp::link::XdpLink::open(ifindex, &[])?),
                 };
-                if n > 1 {
+                let queues = link.queues.max(1) as usize;
+                if n > queues {
                     tracing::info!(
-                        queues = link.queues,
+                        queues,
                         cores = n,
-                        "AF_XDP: one media worker takes every receive queue of the link"
+                        "AF_XDP: one media worker per receive queue of the link"
                     );
-                    n = 1;
+                    n = queues;
                 }
-                Some(link)
+                let handoff = (0..n)
+                    .map(|_| crate::xdp::link::Mailbox::new())
+                    .collect::<io::Result<Vec<_>>>()?;
+                Some((link, Arc::new(handoff)))
             }
             _ => None,
         };
@@ -303,8 +307,14 @@ impl MediaEngine {
                     .max_endpoints_per_worker
                     .min(limit.min(u64::from(u32::MAX)) as u32),
                 use_uring,
-                xdp: xdp.as_ref().map(|link| afxdp::XdpWorker {
+                xdp: xdp.as_ref().map(|(link, handoff)| afxdp::XdpWorker {
                     link: Arc::clone(link),
+                    index: i,
+                    queues: (0..link.queues.max(1))
+                        .filter(|q| *q as usize % n == i)
+                        .collect(),
+                    handoff: Arc::clone(handoff),
+                    ports: (config.port_min, config.port_max),
                 }),
                 free_pairs: Arc::clone(&free_pairs),
                 load: Arc::clone(&load),

@@ -45,6 +45,16 @@ pub(super) struct PortPool {
     parked: VecDeque<Parked>,
 }
 
+/// The worker of `workers` whose pool holds `port` of `[lo, hi]` (the pair's
+/// RTCP port too); none outside the range.
+pub(super) fn owner(lo: u16, hi: u16, port: u16, workers: usize) -> Option<usize> {
+    let first = if lo.is_multiple_of(2) { lo } else { lo + 1 };
+    if port < first || port > hi {
+        return None;
+    }
+    Some(usize::from((port - first) / 2) % workers.max(1))
+}
+
 impl PortPool {
     /// The even ports of `[lo, hi]` whose pair fits in the range, given to
     /// worker `worker` of `workers` (interleaved, so each worker's ports are
@@ -137,6 +147,16 @@ mod tests {
         });
         let ports = [30000, 30002, 30004, 30006, 30008, 30010].map(Pair::Closed);
         assert_eq!(all, ports);
+        // Each port (and its RTCP neighbour) is known to be its worker's.
+        for worker in [0, 1] {
+            let mut p = PortPool::new(30000, 30011, worker, 2);
+            while let Some(Pair::Closed(port)) = p.take(0) {
+                assert_eq!(super::owner(30000, 30011, port, 2), Some(worker));
+                assert_eq!(super::owner(30000, 30011, port + 1, 2), Some(worker));
+            }
+        }
+        assert_eq!(super::owner(30000, 30011, 29999, 2), None);
+        assert_eq!(super::owner(30000, 30011, 30012, 2), None);
         let mut c = PortPool::new(30001, 30004, 0, 1);
         assert_eq!((c.take(0), c.take(0)), (Some(Pair::Closed(30002)), None));
         c.put(30002);

@@ -47,6 +47,10 @@ pub(super) trait Driver {
     fn poll(&mut self, relay: &mut Relay, clock: &Clock, timeout: Duration) -> io::Result<()>;
     /// Datagrams received and sent, and send errors.
     fn io_counters(&self) -> (u64, u64, u64);
+    /// Datagrams taken for another worker's endpoint and handed to it.
+    fn handed_over(&self) -> u64 {
+        0
+    }
 }
 
 pub(crate) use crate::engine::wake::Wake;
@@ -212,6 +216,8 @@ pub struct WorkerReport {
     pub sent: u64,
     /// Send errors.
     pub send_errors: u64,
+    /// Datagrams it took for another worker and handed over (AF_XDP).
+    pub handed_over: u64,
 }
 
 pub(super) fn run(
@@ -304,11 +310,13 @@ pub(super) fn run(
         }
     }
     let (received, sent, send_errors) = driver.io_counters();
+    let handed_over = driver.handed_over();
     WorkerReport {
         relay: relay.counters(),
         received,
         sent,
         send_errors,
+        handed_over,
     }
 }
 
