@@ -16,6 +16,10 @@
 # env: RELAYS="af_xdp io_uring rtpengine bare" (default all four)
 #      POLLING=adaptive: both rvoip runs spin after traffic (AF_XDP: with
 #      SO_PREFER_BUSY_POLL on its sockets) instead of sleeping per batch
+#      QUEUES=n: rvx0 and rvx1 with n channels (ethtool -L): rvoip on
+#      AF_XDP runs a media worker per queue (up to its cores), each frame
+#      taken by the queue's worker and handed to its endpoint's when
+#      another's
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -35,6 +39,12 @@ LIMIT=$((CALLS / RATE + HOLD + 60))
 trap 'stop_pid; topology_down' EXIT
 trap 'exit 130' INT TERM
 topology_up
+if [ "${QUEUES:-1}" -gt 1 ]; then
+    for nd in "rvx rvx0" "rvxpeer rvx1"; do
+        set -- $nd
+        ip netns exec "$1" ethtool -L "$2" rx "$QUEUES" tx "$QUEUES"
+    done
+fi
 
 # The configurations: rvoip's own (ring directory of this run), rtpengine's
 # anchor moved to 10.99.0.1.
