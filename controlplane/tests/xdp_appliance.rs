@@ -284,6 +284,66 @@ fn the_appliance_serves_sip_ng_and_media_on_af_xdp_and_leaves_the_rest_to_the_ke
     assert!(!link_shows_xdp());
 }
 
+#[test]
+fn on_two_queues_ng_and_sip_are_answered_whichever_queue_they_land_on() {
+    let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
+    let _topology = Topology::up().unwrap();
+    for (ns, dev) in [(testbed::RVX, "rvx0"), (testbed::PEER, "rvx1")] {
+        let ok = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ethtool", "-L", dev, "rx", "2", "tx", "2",
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "two channels on {dev}");
+    }
+    let dir = test_dir("xdp-two-queues");
+    let config = xdp_config(&dir);
+    let mut app = start(&dir, &config);
+    // Each from a port of its own: the flows hash onto both queues, and
+    // the worker taking a request is often not the link's owner, which
+    // sends the answer.
+    for i in 0..40 {
+        assert!(ng_ping(), "ng ping {i} unanswered");
+    }
+    let sip = std::thread::spawn(|| {
+        testbed::enter(testbed::PEER).unwrap();
+        let mut buf = [0u8; 2048];
+        for i in 0..40 {
+            let sock = UdpSocket::bind("10.99.0.2:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let me = sock.local_addr().unwrap();
+            sock.send_to(
+                options(me, "UDP", &format!("q{i}")).as_bytes(),
+                "10.99.0.1:5060",
+            )
+            .unwrap();
+            let (n, _) = sock
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("OPTIONS {i} unanswered: {e}"));
+            assert!(
+                buf[..n].starts_with(b"SIP/2.0 200"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    });
+    sip.join().unwrap();
+    app.terminate().expect("rvoip stops on SIGTERM");
+    let log = std::fs::read_to_string(dir.join("rvoip.log")).unwrap_or_default();
+    assert!(log.contains("driver=\"af_xdp\" workers=2"), "{log}");
+    // Both workers took requests for the services off their queue.
+    for worker in ["worker=0", "worker=1"] {
+        let closed = log
+            .lines()
+            .find(|l| l.contains("AF_XDP socket closed") && l.contains(worker))
+            .unwrap_or_else(|| panic!("no {worker} in {log}"));
+        assert!(!closed.contains(" posted=0 "), "{closed}");
+        assert!(closed.contains(" send_errors=0 "), "{closed}");
+    }
+}
+
 /// Waits until something in `rvxpeer` holds UDP port `port` of 10.99.0.2.
 fn wait_peer_bound(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);

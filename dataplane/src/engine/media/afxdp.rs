@@ -82,6 +82,8 @@ struct Endpoint {
 /// The sending half: the socket, what rvoip's frames need.
 struct Out {
     xsk: Xsk,
+    /// The link: the Ethernet addresses the other workers learned.
+    link: Arc<XdpLink>,
     mac: Mac,
     endpoints: Vec<Option<Endpoint>>,
     /// Ethernet addresses of peers (and next hops), learned from their
@@ -99,14 +101,18 @@ impl Out {
     /// Sends `payload` from endpoint `via` to `to`: a frame on the socket
     /// when `to`'s Ethernet address is known, else through the kernel.
     fn send(&mut self, via: EndpointId, to: SocketAddr, payload: &[u8]) {
-        let Some(Some(ep)) = self.endpoints.get(via as usize) else {
+        let Some((from, fd)) = self
+            .endpoints
+            .get(via as usize)
+            .and_then(Option::as_ref)
+            .map(|ep| (ep.addr, ep.socket.as_raw_fd()))
+        else {
             self.send_errors += 1;
             return;
         };
-        let from = ep.addr;
-        let Some(&mac) = self.neighbours.get(&to.ip()) else {
+        let Some(mac) = self.mac_of(to.ip()) else {
             self.missed = true;
-            if crate::engine::mmsg::send_to(ep.socket.as_raw_fd(), payload, to) {
+            if crate::engine::mmsg::send_to(fd, payload, to) {
                 self.sent += 1;
             } else {
                 self.send_errors += 1;
@@ -114,6 +120,20 @@ impl Out {
             return;
         };
         self.send_frame(from, (to, mac), payload);
+    }
+
+    /// `ip`'s Ethernet address: as this worker learned it, else as another
+    /// worker did (the frames of a peer may come on another's queue).
+    fn mac_of(&mut self, ip: IpAddr) -> Option<Mac> {
+        if let Some(&mac) = self.neighbours.get(&ip) {
+            return Some(mac);
+        }
+        let mac = self.link.neighbour(ip)?;
+        if self.neighbours.len() >= NEIGHBOURS {
+            self.neighbours.clear();
+        }
+        self.neighbours.insert(ip, mac);
+        Some(mac)
     }
 
     /// Sends `payload` from `from` to `to` at Ethernet address `mac` in a
@@ -144,7 +164,7 @@ impl Out {
         let mut any = false;
         for m in link.all_mailboxes() {
             while m
-                .collect(|d| match self.neighbours.get(&d.peer.ip()).copied() {
+                .collect(|d| match self.mac_of(d.peer.ip()) {
                     Some(mac) => self.send_frame(d.local, (d.peer, mac), d.payload),
                     None => self.send_errors += 1,
                 })
@@ -242,6 +262,7 @@ impl AfXdpDriver {
             .collect();
         let mut out = Out {
             xsk,
+            link: Arc::clone(link),
             mac: link.mac,
             endpoints: Vec::new(),
             neighbours: HashMap::default(),
