@@ -288,16 +288,7 @@ fn the_appliance_serves_sip_ng_and_media_on_af_xdp_and_leaves_the_rest_to_the_ke
 fn on_two_queues_ng_and_sip_are_answered_whichever_queue_they_land_on() {
     let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
     let _topology = Topology::up().unwrap();
-    for (ns, dev) in [(testbed::RVX, "rvx0"), (testbed::PEER, "rvx1")] {
-        let ok = Command::new("ip")
-            .args([
-                "netns", "exec", ns, "ethtool", "-L", dev, "rx", "2", "tx", "2",
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "two channels on {dev}");
-    }
+    testbed::set_channels(2).expect("two channels on rvx0 and rvx1");
     let dir = test_dir("xdp-two-queues");
     let config = xdp_config(&dir);
     let mut app = start(&dir, &config);

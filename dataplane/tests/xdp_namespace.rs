@@ -261,16 +261,7 @@ fn redirected_per_queue() -> Vec<u64> {
 fn on_a_link_with_two_queues_two_workers_relay_each_others_frames() {
     let _one = TOPOLOGY.lock().unwrap_or_else(|e| e.into_inner());
     let _topology = Topology::up().unwrap();
-    for (ns, dev) in [("rvx", "rvx0"), ("rvxpeer", "rvx1")] {
-        let ok = Command::new("ip")
-            .args([
-                "netns", "exec", ns, "ethtool", "-L", dev, "rx", "2", "tx", "2",
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "two channels on {dev}");
-    }
+    testbed::set_channels(2).expect("two channels on rvx0 and rvx1");
     let calls: u16 = 8;
     let (to_peer, ports) = mpsc::channel::<Vec<(u16, u16)>>();
     let (done, from_peer) = mpsc::channel::<()>();

@@ -60,6 +60,24 @@ impl Topology {
     }
 }
 
+/// Gives `rvx0` and `rvx1` `n` channels each (receive and transmit
+/// queues: a frame lands on the queue its flow hashes to).
+pub fn set_channels(n: u32) -> io::Result<()> {
+    let n = n.to_string();
+    for (ns, dev) in [(RVX, "rvx0"), (PEER, "rvx1")] {
+        let ok = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ethtool", "-L", dev, "rx", &n, "tx", &n,
+            ])
+            .status()?
+            .success();
+        if !ok {
+            return Err(io::Error::other(format!("ethtool -L {dev} rx {n} tx {n}")));
+        }
+    }
+    Ok(())
+}
+
 fn remove() {
     for ns in [RVX, PEER] {
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
