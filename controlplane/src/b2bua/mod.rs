@@ -2412,12 +2412,19 @@ impl B2b {
     }
 
     /// A health-check round: trunks' names refreshed where their records
-    /// expired, then OPTIONS to every peer of every checked trunk.
+    /// expired, then OPTIONS to every peer of every checked trunk (by
+    /// control-plane shard 0 alone: the others learn the peers' health
+    /// from the policy's shared load).
     fn health(&mut self, el: &mut Element, now: Millis) {
         for t in 0..self.policy.trunks.len() {
             self.resolve_trunk(el, now, t);
         }
-        for (trunk, peer) in self.policy.probe_round(now) {
+        let probes = if self.shard.0 == 0 {
+            self.policy.probe_round(now)
+        } else {
+            Vec::new()
+        };
+        for (trunk, peer) in probes {
             let Some(t) = self.policy.trunks.get(trunk) else {
                 continue;
             };

@@ -253,6 +253,16 @@ pub struct Load {
     sources: HashMap<IpAddr, SourceState>,
     trunks: HashMap<String, TrunkLoad>,
     spare: TrunkLoad,
+    /// Trunk peers' health as the last shard to hear of it left it, by
+    /// trunk name and peer.
+    peers: HashMap<String, HashMap<(SocketAddr, Transport), PeerHealth>>,
+}
+
+/// What the shards tell each other of a trunk peer.
+#[derive(Debug, Clone, Copy)]
+struct PeerHealth {
+    up: bool,
+    avoid_until: Millis,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -271,6 +281,26 @@ impl Load {
             Some(l) => l,
             // Inserted just above: never taken.
             None => &mut self.spare,
+        }
+    }
+}
+
+impl Load {
+    /// Notes `peer` of trunk `trunk`'s health.
+    fn set_peer(&mut self, trunk: &str, peer: &Peer) {
+        let health = PeerHealth {
+            up: peer.up,
+            avoid_until: peer.avoid_until,
+        };
+        let key = (peer.address, peer.transport);
+        match self.peers.get_mut(trunk) {
+            Some(m) => {
+                m.insert(key, health);
+            }
+            None => {
+                self.peers
+                    .insert(trunk.to_string(), HashMap::from([(key, health)]));
+            }
         }
     }
 }
@@ -825,6 +855,15 @@ impl Policy {
         let Some(t) = self.trunks.get_mut(trunk) else {
             return Vec::new();
         };
+        // What the other shards learned of the peers since.
+        if let Some(known) = self.load.lock().peers.get(&t.name) {
+            for p in &mut t.peers {
+                if let Some(h) = known.get(&(p.address, p.transport)) {
+                    p.up = h.up;
+                    p.avoid_until = h.avoid_until;
+                }
+            }
+        }
         let listed: Vec<usize> = (0..t.peers.len()).filter(|i| t.peers[*i].listed).collect();
         let n = listed.len();
         let mut order: Vec<usize> = match t.policy {
@@ -905,17 +944,17 @@ impl Policy {
 
     /// A peer answered (any response): it is up and no longer avoided.
     pub fn peer_answered(&mut self, trunk: usize, peer: usize) {
-        if let Some(p) = self
-            .trunks
-            .get_mut(trunk)
-            .and_then(|t| t.peers.get_mut(peer))
-        {
+        let Some(t) = self.trunks.get_mut(trunk) else {
+            return;
+        };
+        if let Some(p) = t.peers.get_mut(peer) {
             if !p.up {
                 tracing::info!(peer = %p.address, "trunk peer is up");
             }
             p.up = true;
             p.answered = true;
             p.avoid_until = 0;
+            self.load.lock().set_peer(&t.name, p);
         }
     }
 
@@ -924,16 +963,16 @@ impl Policy {
     /// it answers a health check.
     pub fn peer_failed(&mut self, trunk: usize, peer: usize, now: Millis) {
         let avoid = self.avoid_ms;
-        if let Some(p) = self
-            .trunks
-            .get_mut(trunk)
-            .and_then(|t| t.peers.get_mut(peer))
-        {
+        let Some(t) = self.trunks.get_mut(trunk) else {
+            return;
+        };
+        if let Some(p) = t.peers.get_mut(peer) {
             if p.up {
                 tracing::warn!(peer = %p.address, avoid_secs = avoid / 1000, "trunk peer is down");
             }
             p.up = false;
             p.avoid_until = now + avoid;
+            self.load.lock().set_peer(&t.name, p);
         }
     }
 
@@ -1176,6 +1215,29 @@ targets = ["127.0.0.1:5090"]
         );
         p.release(src, Some(0));
         assert_eq!(p.take(0, 1, src, Some(0)), Ok(()));
+    }
+
+    #[test]
+    fn shards_sharing_a_load_hold_one_limit_and_one_view_of_the_peers() {
+        let mut a = policy("max_calls = 2");
+        let mut b = policy("max_calls = 2");
+        b.share_load(&a);
+        let src: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(a.take(0, 1, src, Some(0)), Ok(()));
+        assert_eq!(b.take(0, 1, src, Some(0)), Ok(()));
+        assert_eq!(
+            a.take(0, 1, src, Some(0)),
+            Err(Refusal::Limit("trunk concurrent calls"))
+        );
+        assert_eq!((a.active(0), b.active(0)), (2, 2));
+        b.release(src, Some(0));
+        assert_eq!(a.take(0, 1, src, Some(0)), Ok(()));
+        // A peer one shard found down is tried last by the other, until
+        // it answers either.
+        a.peer_failed(0, 0, 1000);
+        assert_eq!(b.peers_for_call(0, 2000), vec![1, 0]);
+        b.peer_answered(0, 0);
+        assert_eq!(a.peers_for_call(0, 3000), vec![0, 1]);
     }
 
     #[test]
