@@ -735,14 +735,13 @@ pub fn run(
     let (senders, inboxes): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| std::sync::mpsc::sync_channel(64))
         .unzip();
-    let mut states = Vec::with_capacity(shards);
-    let mut first_cdrs: Option<CdrWriter> = None;
+    let mut states: Vec<Shard> = Vec::with_capacity(shards);
     for ((index, mut core), inbox) in cores.into_iter().enumerate().zip(inboxes) {
         let mut cdrs = None;
         if config.node.mode == Mode::B2bua {
             let first = states
                 .first()
-                .and_then(|s: &Shard| s.core.b2bua())
+                .and_then(|s| s.core.b2bua())
                 .map(|b| &b.policy);
             let (b2b, writer) = b2bua_shard_from_config(config, &dir, (index, shards), first)?;
             tracing::info!(
@@ -752,13 +751,11 @@ pub fn run(
                 "B2BUA ready"
             );
             core.set_b2bua(b2b);
-            cdrs = match (&first_cdrs, writer) {
-                (Some(w), _) => Some(w.share()),
-                (None, w) => w,
+            // Shard 0's writer, shared by the others.
+            cdrs = match states.first().and_then(|s| s.cdrs.as_ref()) {
+                Some(w) => Some(w.share()),
+                None => writer,
             };
-            if index == 0 {
-                first_cdrs = cdrs.as_ref().map(CdrWriter::share);
-            }
         }
         states.push(Shard {
             index,
@@ -767,7 +764,6 @@ pub fn run(
             inbox,
         });
     }
-    drop(first_cdrs);
     let listen = config.metrics.as_ref().map(|m| m.listen);
     let ops = Ops::start(listen, &dir).or_else(|e| {
         // Signalling matters more than its metrics: carry on without them.
@@ -841,12 +837,19 @@ pub fn run(
         (total, writers)
     });
     // Shard 0's writer last: its thread ends once every share is gone.
-    for mut w in writers.into_iter().rev().flatten() {
+    let mut writers = writers.into_iter();
+    let first = writers.next().flatten();
+    let dropped: u64 = writers
+        .flatten()
+        .map(|mut w| {
+            w.finish();
+            w.dropped
+        })
+        .sum();
+    if let Some(mut w) = first {
         let n = w.finish();
-        if w.path.as_os_str().is_empty() || n == 0 && w.dropped == 0 {
-            continue;
-        }
-        tracing::info!(written = n, dropped = w.dropped, path = %w.path.display(), "CDRs");
+        let dropped = w.dropped + dropped;
+        tracing::info!(written = n, dropped, path = %w.path.display(), "CDRs");
     }
     Ok(counters)
 }

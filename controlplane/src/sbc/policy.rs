@@ -252,7 +252,6 @@ impl Window {
 pub struct Load {
     sources: HashMap<IpAddr, SourceState>,
     trunks: HashMap<String, TrunkLoad>,
-    spare: TrunkLoad,
     /// Trunk peers' health as the last shard to hear of it left it, by
     /// trunk name and peer.
     peers: HashMap<String, HashMap<(SocketAddr, Transport), PeerHealth>>,
@@ -272,16 +271,13 @@ struct TrunkLoad {
 }
 
 impl Load {
-    /// The load of trunk `name` (counted from now when new).
-    fn trunk(&mut self, name: &str) -> &mut TrunkLoad {
+    /// The load of trunk `name` (counted from now when new; the name is
+    /// copied only then).
+    fn trunk(&mut self, name: &str) -> Option<&mut TrunkLoad> {
         if !self.trunks.contains_key(name) {
             self.trunks.insert(name.to_string(), TrunkLoad::default());
         }
-        match self.trunks.get_mut(name) {
-            Some(l) => l,
-            // Inserted just above: never taken.
-            None => &mut self.spare,
-        }
+        self.trunks.get_mut(name)
     }
 }
 
@@ -683,7 +679,9 @@ impl Policy {
             let Some(t) = self.trunks.get(trunk) else {
                 return Err(Refusal::NoRoute);
             };
-            let l = load.trunk(&t.name);
+            let Some(l) = load.trunk(&t.name) else {
+                return Err(Refusal::NoRoute);
+            };
             let n = l.window.hit(now);
             if t.cps > 0 && n > t.cps {
                 self.counters.trunk_limited += 1;
@@ -704,8 +702,10 @@ impl Policy {
     /// Gives back a call taken with [`Policy::take`].
     pub fn release(&mut self, source: IpAddr, trunk: Option<usize>) {
         let mut load = self.load.lock();
-        if let Some(t) = trunk.and_then(|t| self.trunks.get(t)) {
-            let l = load.trunk(&t.name);
+        if let Some(l) = trunk
+            .and_then(|t| self.trunks.get(t))
+            .and_then(|t| load.trunk(&t.name))
+        {
             l.active = l.active.saturating_sub(1);
         }
         if let Some(s) = load.sources.get_mut(&source) {
@@ -778,8 +778,11 @@ impl Policy {
     /// Counts a recovered call (after a restart) against its trunk and source.
     pub fn restore(&mut self, source: IpAddr, trunk: Option<usize>) {
         let mut load = self.load.lock();
-        if let Some(t) = trunk.and_then(|t| self.trunks.get(t)) {
-            load.trunk(&t.name).active += 1;
+        if let Some(l) = trunk
+            .and_then(|t| self.trunks.get(t))
+            .and_then(|t| load.trunk(&t.name))
+        {
+            l.active += 1;
         }
         load.sources.entry(source).or_default().calls += 1;
     }
